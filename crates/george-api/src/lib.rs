@@ -1,0 +1,1 @@
+//! George API: REST v1, auth and metrics over axum

@@ -1,0 +1,1 @@
+//! George API client used by the CLI and the reference agent

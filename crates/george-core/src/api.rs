@@ -1,0 +1,334 @@
+//! The engine API's wire types, shared by the server, the CLI and the agent.
+
+use crate::plan::Origin;
+use crate::template::StepSpec;
+use crate::{AgentState, DesiredState, JobStatus, Priority, StepStatus};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The id of an agent instance: `<job id>-<attempt number>`.
+pub fn agent_id(job_id: &str, attempt: u32) -> String {
+    format!("{job_id}-{attempt}")
+}
+
+/// Splits an agent id into job id and attempt number.
+pub fn parse_agent_id(id: &str) -> Option<(&str, u32)> {
+    let (job, n) = id.rsplit_once('-')?;
+    Some((job, n.parse().ok()?))
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    /// Job id.
+    pub id: String,
+    /// Template name.
+    pub template: String,
+    /// AgentSpec name.
+    pub agent: String,
+    /// Observed status.
+    pub status: JobStatus,
+    /// Why it has that status (blocked/failed reasons, "preempted", ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Desired state.
+    pub desired: DesiredState,
+    /// Priority class.
+    pub priority: Priority,
+    /// Chapter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chapter: Option<String>,
+    /// Parameters.
+    #[serde(default)]
+    pub params: BTreeMap<String, Value>,
+    /// Where it came from.
+    pub origin: Origin,
+    /// The current (latest) attempt number; 0 before the first.
+    pub attempt: u32,
+    /// Attempts allowed before the job fails.
+    pub max_attempts: u32,
+    /// When the next attempt may start (after a failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Steps with their status.
+    #[serde(default)]
+    pub steps: Vec<StepView>,
+}
+
+/// A step as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepView {
+    /// The step's definition.
+    #[serde(flatten)]
+    pub spec: StepSpec,
+    /// Status.
+    pub status: StepStatus,
+    /// Why (failure or block reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Runs of this step so far.
+    pub runs: u32,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One agent instance (an attempt at a job).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    /// `<job>-<attempt>`.
+    pub id: String,
+    /// Job id.
+    pub job_id: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// AgentSpec name.
+    pub agent_spec: String,
+    /// Runtime kind (`process`, `docker`, `kubernetes`).
+    pub runtime: String,
+    /// Runtime handle (pid, container id, ...), once spawned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<Value>,
+    /// Lifecycle state.
+    pub state: AgentState,
+    /// Spawn requested.
+    pub started_at: DateTime<Utc>,
+    /// Last heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    /// Gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Process exit code, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// How it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+/// A message in a job's conversation history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommentView {
+    /// Id, increasing.
+    pub id: i64,
+    /// Job id.
+    pub job_id: String,
+    /// Who wrote it (`operator:<name>`, `agent:<agent id>`, `george`).
+    pub author: String,
+    /// Text.
+    pub body: String,
+    /// Written.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A piece of evidence an agent recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceView {
+    /// Id, increasing.
+    pub id: i64,
+    /// Job id.
+    pub job_id: String,
+    /// Step it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_id: Option<String>,
+    /// Attempt that recorded it.
+    pub attempt: u32,
+    /// Kind, e.g. `output`, `done_when`, `exit_code`.
+    pub kind: String,
+    /// Content (capped).
+    pub content: String,
+    /// Whether the content was cut to the cap.
+    pub truncated: bool,
+    /// Recorded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// An audit-log record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventView {
+    /// Sequence number, strictly increasing.
+    pub seq: i64,
+    /// When.
+    pub ts: DateTime<Utc>,
+    /// Job it concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// Attempt it concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// What happened, e.g. `job.status`.
+    pub kind: String,
+    /// Who did it.
+    pub actor: String,
+    /// Details.
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// The state of one source of desired state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceView {
+    /// Source name, e.g. `git`.
+    pub name: String,
+    /// Revision applied last (commit SHA or content hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_revision: Option<String>,
+    /// When it was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<DateTime<Utc>>,
+    /// The revision seen last, if it was rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_revision: Option<String>,
+    /// Why it was rejected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// When it was last checked.
+    pub checked_at: DateTime<Utc>,
+}
+
+/// `POST /api/v1/jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJob {
+    /// Template name.
+    pub template: String,
+    /// Parameters.
+    #[serde(default)]
+    pub params: BTreeMap<String, Value>,
+    /// Job id; generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Priority class (default P2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// Chapter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chapter: Option<String>,
+    /// AgentSpec override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Extra environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+/// `POST /api/v1/jobs/{id}/pause|resume|abort`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    /// Why (kept in the audit log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/jobs/{id}/inject`: a message for the job's agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InjectRequest {
+    /// The message.
+    pub message: String,
+}
+
+/// What an agent reports about a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepReport {
+    /// New status.
+    pub status: StepStatus,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Evidence an agent records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceReport {
+    /// The step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_id: Option<String>,
+    /// Kind.
+    pub kind: String,
+    /// Content; the engine caps it.
+    pub content: String,
+}
+
+/// A comment an agent writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommentRequest {
+    /// Text.
+    pub body: String,
+}
+
+/// An agent's report on its whole job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobReport {
+    /// `completed`, `blocked` or `failed`.
+    pub status: JobStatus,
+    /// Why (required for blocked and failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What an agent gets when it starts: its job, its attempt and the conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentContext {
+    /// The job with its steps.
+    pub job: JobView,
+    /// This agent's attempt number.
+    pub attempt: u32,
+    /// Conversation history, oldest first.
+    pub comments: Vec<CommentView>,
+    /// How often to heartbeat, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+}
+
+/// `POST /api/v1/sync` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncResult {
+    /// Each source's state after the sync.
+    pub sources: Vec<SourceView>,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// An error: a stable code, a message saying what to do, and the field at fault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Machine-readable code, e.g. `not_found`, `invalid`, `conflict`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The offending field, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Every problem, when there are several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_ids_round_trip_even_with_dashes() {
+        assert_eq!(agent_id("build-docs", 3), "build-docs-3");
+        assert_eq!(parse_agent_id("build-docs-3"), Some(("build-docs", 3)));
+        assert_eq!(parse_agent_id("nodash"), None);
+        assert_eq!(parse_agent_id("a-b"), None);
+    }
+}

@@ -1,0 +1,15 @@
+//! George's domain: manifests, job and agent states, template rendering and the
+//! API's wire types. This crate does no I/O; every other crate builds on it.
+
+pub mod api;
+pub mod clock;
+pub mod duration;
+pub mod manifest;
+pub mod plan;
+pub mod quantity;
+pub mod status;
+pub mod template;
+pub mod validate;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use status::{AgentState, DesiredState, JobStatus, Priority, StepStatus};

@@ -1,0 +1,229 @@
+//! `kind: AgentSpec`: what an agent is, what it can do and what it may use
+//! (seed 000 and seed 003 §5).
+
+use super::ObjectMeta;
+use crate::duration::HumanDuration;
+use crate::quantity::{Cpu, Memory};
+use crate::Priority;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An agent definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentSpec {
+    /// Always `george/v1`.
+    pub api_version: String,
+    /// Name, chapter, labels.
+    pub metadata: ObjectMeta,
+    /// The definition.
+    pub spec: AgentSpecSpec,
+}
+
+/// The body of an AgentSpec.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentSpecSpec {
+    /// The agent's role, e.g. `Ranger`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub agent_type: Option<String>,
+    /// Version of the agent definition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Container image (container runtimes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The agent's command line. Defaults to George's reference agent (`george agent run`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Extra environment for the agent (not secrets).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// What the agent can do, e.g. `shell`, `git`, `llm`.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Secrets per capability: an agent receives a capability's secrets only
+    /// when the job's template requires that capability.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, Vec<SecretRef>>,
+    /// Resource limits and token budgets.
+    #[serde(default)]
+    pub resources: AgentResources,
+    /// Overrides the engine's `agents.healthCheck`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// At most this many agents of this spec run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+    /// What wakes the agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<TriggerSpec>,
+    /// Other agents this one relies on or tells.
+    #[serde(default)]
+    pub dependencies: Dependencies,
+    /// What the agent is allowed to do on its own.
+    #[serde(default)]
+    pub safety: Safety,
+}
+
+/// A reference to a secret that a capability needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretRef {
+    /// The secret's name in George's secret store.
+    pub name: String,
+    /// The key within the secret, when it holds several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// File name under the agent's secrets directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// Resource limits and token budgets of an agent.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentResources {
+    /// Memory limit; defaults to `agents.defaultResources.memory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+    /// CPU limit; defaults to `agents.defaultResources.cpu`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Cpu>,
+    /// Token budgets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_budget: Option<TokenBudget>,
+    /// Context window of the agent's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u64>,
+    /// An agent running longer than this is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active_duration: Option<HumanDuration>,
+}
+
+/// Token budgets (seed 003 §4).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TokenBudget {
+    /// Cap on one LLM call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_invocation: Option<u64>,
+    /// Per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_minute: Option<u64>,
+    /// Per hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_hour: Option<u64>,
+    /// Per day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_day: Option<u64>,
+    /// Per month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_month: Option<u64>,
+}
+
+/// Health-check settings (seed 000 `agents.healthCheck`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// How often an agent heartbeats.
+    #[serde(default = "HealthCheck::default_interval")]
+    pub interval: HumanDuration,
+    /// How late a heartbeat may be before it counts as missed.
+    #[serde(default = "HealthCheck::default_timeout")]
+    pub timeout: HumanDuration,
+    /// Missed heartbeats in a row before the agent is unhealthy.
+    #[serde(default = "HealthCheck::default_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+impl HealthCheck {
+    fn default_interval() -> HumanDuration {
+        HumanDuration::from_secs(10)
+    }
+    fn default_timeout() -> HumanDuration {
+        HumanDuration::from_secs(5)
+    }
+    fn default_threshold() -> u32 {
+        3
+    }
+
+    /// How long after the last sign of life an agent is declared unhealthy:
+    /// `interval × unhealthyThreshold + timeout`.
+    pub fn grace(&self) -> std::time::Duration {
+        self.interval.get() * self.unhealthy_threshold.max(1) + self.timeout.get()
+    }
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            interval: Self::default_interval(),
+            timeout: Self::default_timeout(),
+            unhealthy_threshold: Self::default_threshold(),
+        }
+    }
+}
+
+/// What wakes an agent (seed 003 §1). Acted on by the scheduler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TriggerSpec {
+    /// `webhook`, `jira`, `cron` or `summon`.
+    #[serde(rename = "type")]
+    pub trigger_type: String,
+    /// Where events come from (e.g. `datadog`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Event names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+    /// Cron expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// IANA time zone of the cron expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// What the wake is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    /// The template to instantiate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Priority of the jobs it creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// Coalescing window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce: Option<HumanDuration>,
+}
+
+/// Other agents an agent relies on or notifies.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Dependencies {
+    /// Agents this one needs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<String>,
+    /// Agents this one informs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifies: Vec<String>,
+}
+
+/// Safety flags (seed 003 §5).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Safety {
+    /// May ask a human for help.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_escalate_to_human: Option<bool>,
+    /// May write to Jira.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_modify_jira: Option<bool>,
+    /// May send direct messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_send_direct_messages: Option<bool>,
+    /// Direct-message cap per day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_dms_per_day: Option<u32>,
+}

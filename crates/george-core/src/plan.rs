@@ -1,0 +1,131 @@
+//! Turning a job request (template + parameters) into a [`NewJob`]: the
+//! parameters checked, the steps rendered and the agent chosen, ready to store.
+
+use crate::manifest::{AgentSpec, TaskTemplate};
+use crate::template::{render_steps, resolve_params, ParamError, StepSpec};
+use crate::{DesiredState, Priority};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Where a job came from.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Origin {
+    /// The source: `api`, `folder`, `git`, `workfile`, ...
+    pub source: String,
+    /// The thing within the source: a manifest file path, a work item id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The source's revision when the job was last applied (a Git commit SHA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+/// A job ready to be stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewJob {
+    /// Unique job id.
+    pub id: String,
+    /// The template it instantiates.
+    pub template: String,
+    /// The AgentSpec that runs it.
+    pub agent: String,
+    /// The parameters as given.
+    pub params: BTreeMap<String, Value>,
+    /// Priority class.
+    pub priority: Priority,
+    /// The chapter (team) it belongs to.
+    pub chapter: Option<String>,
+    /// Desired state.
+    pub desired: DesiredState,
+    /// Extra environment for its agent.
+    pub env: BTreeMap<String, String>,
+    /// Its steps, rendered.
+    pub steps: Vec<StepSpec>,
+    /// Agent attempts before the job fails; `None` = the engine default.
+    pub max_attempts: Option<u32>,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// Templates and agent specs by name: what a job can be planned against.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// TaskTemplates by name.
+    pub templates: BTreeMap<String, TaskTemplate>,
+    /// AgentSpecs by name.
+    pub agents: BTreeMap<String, AgentSpec>,
+}
+
+/// What a caller asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRequest<'a> {
+    /// The job id.
+    pub id: &'a str,
+    /// Template name.
+    pub template: &'a str,
+    /// Parameters.
+    pub params: &'a BTreeMap<String, Value>,
+    /// AgentSpec override.
+    pub agent: Option<&'a str>,
+    /// Chapter; defaults to the agent's chapter.
+    pub chapter: Option<&'a str>,
+    /// Priority.
+    pub priority: Priority,
+    /// Desired state.
+    pub desired: DesiredState,
+    /// Extra environment.
+    pub env: &'a BTreeMap<String, String>,
+}
+
+impl Catalog {
+    /// The AgentSpec a template runs with: the explicit choice, else the first
+    /// AgentSpec by name that has every required capability.
+    pub fn choose_agent(&self, template: &TaskTemplate, explicit: Option<&str>) -> Result<&AgentSpec, String> {
+        let wanted = &template.spec.required_capabilities;
+        let has_all = |a: &AgentSpec| wanted.iter().all(|c| a.spec.capabilities.contains(c));
+        if let Some(name) = explicit.or(template.spec.agent.as_deref()) {
+            let agent = self.agents.get(name).ok_or_else(|| format!("unknown AgentSpec `{name}`"))?;
+            if !has_all(agent) {
+                let missing: Vec<_> = wanted.iter().filter(|c| !agent.spec.capabilities.contains(c)).cloned().collect();
+                return Err(format!("AgentSpec `{name}` lacks required capabilities [{}]", missing.join(", ")));
+            }
+            return Ok(agent);
+        }
+        self.agents.values().find(|a| has_all(a)).ok_or_else(|| {
+            format!("no AgentSpec has all required capabilities [{}]", wanted.join(", "))
+        })
+    }
+
+    /// Plans a job: checks the template exists, the parameters fit and an agent
+    /// can run it, and renders its steps.
+    pub fn plan(&self, req: &JobRequest<'_>, origin: Origin) -> Result<NewJob, Vec<ParamError>> {
+        let template = self.templates.get(req.template).ok_or_else(|| {
+            vec![ParamError {
+                field: "template".into(),
+                message: format!(
+                    "unknown TaskTemplate `{}`; known templates: [{}]",
+                    req.template,
+                    self.templates.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            }]
+        })?;
+        let values = resolve_params(&template.spec, req.params)?;
+        let agent = self
+            .choose_agent(template, req.agent)
+            .map_err(|message| vec![ParamError { field: "agent".into(), message }])?;
+        Ok(NewJob {
+            id: req.id.to_string(),
+            template: req.template.to_string(),
+            agent: agent.metadata.name.clone(),
+            params: req.params.clone(),
+            priority: req.priority,
+            chapter: req.chapter.map(str::to_string).or_else(|| agent.metadata.chapter.clone()),
+            desired: req.desired,
+            env: req.env.clone(),
+            steps: render_steps(&template.spec.steps, &values),
+            max_attempts: template.spec.max_attempts,
+            origin,
+        })
+    }
+}

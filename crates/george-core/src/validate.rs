@@ -1,0 +1,261 @@
+//! Checks a whole set of manifests together: what no single document can show
+//! on its own (duplicate names, missing templates or agents, unknown
+//! variables, dependency cycles, parameters that do not fit their template).
+
+use crate::manifest::{Diagnostic, Manifest, ParsedManifest, TaskTemplate, VarType};
+use crate::plan::{Catalog, JobRequest, NewJob, Origin};
+use crate::template::{check_value, references, topological_order, StepSpec};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A valid set of manifests, ready to apply.
+#[derive(Debug, Clone, Default)]
+pub struct ManifestSet {
+    /// Every manifest, in file order.
+    pub manifests: Vec<ParsedManifest>,
+    /// Templates and agents by name.
+    pub catalog: Catalog,
+    /// The jobs, planned; `origin.reference` is the manifest's file.
+    pub jobs: Vec<NewJob>,
+}
+
+/// Validates `manifests` as one set.
+pub fn validate_set(manifests: Vec<ParsedManifest>) -> Result<ManifestSet, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let mut seen: BTreeMap<(crate::manifest::Kind, String), &ParsedManifest> = BTreeMap::new();
+    let mut catalog = Catalog::default();
+    for m in &manifests {
+        let key = (m.manifest.kind(), m.manifest.name().to_string());
+        if let Some(first) = seen.get(&key) {
+            diags.push(m.diagnostic(
+                "metadata.name",
+                format!("duplicate {} `{}`; first defined in {}:{}", key.0, key.1, first.file, first.line),
+            ));
+            continue;
+        }
+        seen.insert(key, m);
+        match &m.manifest {
+            Manifest::AgentSpec(a) => {
+                catalog.agents.insert(a.metadata.name.clone(), a.clone());
+            }
+            Manifest::TaskTemplate(t) => {
+                catalog.templates.insert(t.metadata.name.clone(), t.clone());
+            }
+            _ => {}
+        }
+    }
+    for m in &manifests {
+        match &m.manifest {
+            Manifest::AgentSpec(a) => {
+                for cap in a.spec.secrets.keys() {
+                    if !a.spec.capabilities.contains(cap) {
+                        diags.push(m.diagnostic(
+                            &format!("spec.secrets.{cap}"),
+                            format!("secrets for capability `{cap}`, which the agent does not list in spec.capabilities"),
+                        ));
+                    }
+                }
+            }
+            Manifest::TaskTemplate(t) => check_template(m, t, &catalog, &mut diags),
+            _ => {}
+        }
+    }
+    let mut jobs = Vec::new();
+    for m in &manifests {
+        let Manifest::Job(j) = &m.manifest else { continue };
+        if seen.get(&(m.manifest.kind(), j.metadata.name.clone())).is_some_and(|first| !std::ptr::eq(*first, m)) {
+            continue;
+        }
+        let req = JobRequest {
+            id: &j.metadata.name,
+            template: &j.spec.template,
+            params: &j.spec.params,
+            agent: j.spec.agent.as_deref(),
+            chapter: j.metadata.chapter.as_deref(),
+            priority: j.spec.priority,
+            desired: j.spec.desired_state,
+            env: &j.spec.env,
+        };
+        let origin = Origin { source: String::new(), reference: Some(m.file.clone()), revision: None };
+        match catalog.plan(&req, origin) {
+            Ok(job) => jobs.push(job),
+            Err(errs) => {
+                diags.extend(errs.into_iter().map(|e| m.diagnostic(&format!("spec.{}", e.field), e.message)))
+            }
+        }
+    }
+    if diags.is_empty() {
+        Ok(ManifestSet { manifests, catalog, jobs })
+    } else {
+        diags.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        Err(diags)
+    }
+}
+
+fn check_template(m: &ParsedManifest, t: &TaskTemplate, catalog: &Catalog, diags: &mut Vec<Diagnostic>) {
+    let spec = &t.spec;
+    if spec.steps.is_empty() {
+        diags.push(m.diagnostic("spec.steps", "a template needs at least one step"));
+    }
+    let mut var_names = BTreeSet::new();
+    for (i, v) in spec.variables.iter().enumerate() {
+        let field = format!("spec.variables[{i}]");
+        if !var_names.insert(v.name.as_str()) {
+            diags.push(m.diagnostic(&format!("{field}.name"), format!("duplicate variable `{}`", v.name)));
+        }
+        if v.var_type == VarType::Enum && v.values.is_empty() {
+            diags.push(m.diagnostic(&format!("{field}.values"), "an enum variable needs a non-empty `values` list"));
+        }
+        if v.var_type != VarType::Enum && !v.values.is_empty() {
+            diags.push(m.diagnostic(&format!("{field}.values"), "`values` is only for enum variables"));
+        }
+        if let Some(d) = &v.default {
+            if let Err(e) = check_value(v, d) {
+                diags.push(m.diagnostic(&format!("{field}.default"), e));
+            }
+        }
+    }
+    let mut step_ids = BTreeSet::new();
+    for (i, s) in spec.steps.iter().enumerate() {
+        let field = format!("spec.steps[{i}]");
+        if s.id.trim().is_empty() {
+            diags.push(m.diagnostic(&format!("{field}.id"), "a step id cannot be empty"));
+        } else if !step_ids.insert(s.id.as_str()) {
+            diags.push(m.diagnostic(&format!("{field}.id"), format!("duplicate step id `{}`", s.id)));
+        }
+        let texts = [("description", Some(&s.description)), ("run", s.run.as_ref()), ("done_when", s.done_when.as_ref())];
+        for (name, text) in texts {
+            for r in text.map(|t| references(t)).unwrap_or_default() {
+                if !var_names.contains(r.as_str()) {
+                    diags.push(m.diagnostic(
+                        &format!("{field}.{name}"),
+                        format!("unknown variable `{{{{{r}}}}}`; declare it under spec.variables"),
+                    ));
+                }
+            }
+        }
+    }
+    for (i, s) in spec.steps.iter().enumerate() {
+        for (j, dep) in s.depends_on.iter().enumerate() {
+            let field = format!("spec.steps[{i}].depends_on[{j}]");
+            if dep == &s.id {
+                diags.push(m.diagnostic(&field, format!("step `{dep}` depends on itself")));
+            } else if !step_ids.contains(dep.as_str()) {
+                diags.push(m.diagnostic(&field, format!("unknown step `{dep}`; steps are [{}]", join(&step_ids))));
+            }
+        }
+    }
+    let as_specs: Vec<StepSpec> = spec
+        .steps
+        .iter()
+        .map(|s| StepSpec {
+            id: s.id.clone(),
+            description: String::new(),
+            run: None,
+            done_when: None,
+            depends_on: s.depends_on.iter().filter(|d| *d != &s.id).cloned().collect(),
+            timeout_secs: None,
+            retries: 0,
+        })
+        .collect();
+    if let Err(cycle) = topological_order(&as_specs) {
+        let first = spec.steps.iter().position(|s| s.id == cycle[0]).unwrap_or(0);
+        diags.push(m.diagnostic(
+            &format!("spec.steps[{first}].depends_on"),
+            format!("dependency cycle: {}", cycle.join(" → ")),
+        ));
+    }
+    if let Err(e) = catalog.choose_agent(t, None) {
+        let field = if spec.agent.is_some() { "spec.agent" } else { "spec.requiredCapabilities" };
+        diags.push(m.diagnostic(field, e));
+    }
+}
+
+fn join(set: &BTreeSet<&str>) -> String {
+    set.iter().copied().collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_manifests;
+
+    const AGENT: &str = "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: worker}\nspec:\n  capabilities: [shell]\n";
+    const TEMPLATE: &str = "apiVersion: george/v1
+kind: TaskTemplate
+metadata: {name: count}
+spec:
+  requiredCapabilities: [shell]
+  variables:
+    - {name: path, type: string}
+    - {name: n, type: integer, default: 2}
+  steps:
+    - id: write
+      description: write {{path}}
+      run: echo hi > {{path}}
+    - id: check
+      description: check
+      run: test -f {{path}}
+      depends_on: [write]
+";
+    const JOB: &str = "apiVersion: george/v1\nkind: Job\nmetadata: {name: j1}\nspec:\n  template: count\n  params: {path: a.txt}\n";
+
+    fn set(files: &[(&str, &str)]) -> Result<ManifestSet, Vec<Diagnostic>> {
+        let mut all = Vec::new();
+        for (f, t) in files {
+            let (ms, errs) = parse_manifests(f, t);
+            assert!(errs.is_empty(), "{errs:?}");
+            all.extend(ms);
+        }
+        validate_set(all)
+    }
+
+    #[test]
+    fn a_good_set_plans_its_jobs() {
+        let s = set(&[("agents/w.yaml", AGENT), ("templates/c.yaml", TEMPLATE), ("jobs/j1.yaml", JOB)]).unwrap();
+        assert_eq!(s.jobs.len(), 1);
+        let job = &s.jobs[0];
+        assert_eq!(job.agent, "worker");
+        assert_eq!(job.steps[0].run.as_deref(), Some("echo hi > a.txt"));
+        assert_eq!(job.origin.reference.as_deref(), Some("jobs/j1.yaml"));
+    }
+
+    #[test]
+    fn missing_template_and_bad_params_are_located() {
+        let bad = JOB.replace("template: count", "template: nope");
+        let errs = set(&[("agents/w.yaml", AGENT), ("jobs/j1.yaml", &bad)]).unwrap_err();
+        assert_eq!(errs[0].field, "spec.template");
+        assert_eq!(errs[0].line, Some(5));
+        assert!(errs[0].message.contains("unknown TaskTemplate `nope`"));
+
+        let bad = JOB.replace("{path: a.txt}", "{path: a.txt, n: many}");
+        let errs = set(&[("agents/w.yaml", AGENT), ("t.yaml", TEMPLATE), ("jobs/j1.yaml", &bad)]).unwrap_err();
+        assert_eq!(errs[0].field, "spec.params.n");
+        assert!(errs[0].message.contains("expected an integer"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn cycles_unknown_steps_and_unknown_variables_are_errors() {
+        let cyclic = TEMPLATE.replace("      description: write {{path}}", "      description: write {{path}} {{colour}}\n      depends_on: [check]");
+        let errs = set(&[("agents/w.yaml", AGENT), ("t.yaml", &cyclic)]).unwrap_err();
+        let msgs: Vec<_> = errs.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+        assert!(msgs.iter().any(|m| m.contains("dependency cycle: write → check → write")), "{msgs:?}");
+        assert!(msgs.iter().any(|m| m.contains("spec.steps[0].description: unknown variable `{{colour}}`")), "{msgs:?}");
+
+        let dangling = TEMPLATE.replace("depends_on: [write]", "depends_on: [wrote]");
+        let errs = set(&[("agents/w.yaml", AGENT), ("t.yaml", &dangling)]).unwrap_err();
+        assert_eq!(errs[0].field, "spec.steps[1].depends_on[0]");
+        assert!(errs[0].message.contains("unknown step `wrote`"));
+    }
+
+    #[test]
+    fn duplicates_and_missing_capabilities_are_errors() {
+        let errs = set(&[("a.yaml", AGENT), ("b.yaml", AGENT)]).unwrap_err();
+        assert_eq!(errs[0].file, "b.yaml");
+        assert!(errs[0].message.contains("duplicate AgentSpec `worker`; first defined in a.yaml:1"), "{}", errs[0]);
+
+        let needs_git = TEMPLATE.replace("[shell]", "[shell, git]");
+        let errs = set(&[("agents/w.yaml", AGENT), ("t.yaml", &needs_git)]).unwrap_err();
+        assert_eq!(errs[0].field, "spec.requiredCapabilities");
+        assert!(errs[0].message.contains("no AgentSpec has all required capabilities"));
+    }
+}

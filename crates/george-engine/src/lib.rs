@@ -1,0 +1,1 @@
+//! George engine: the reconciler, health checks and the run loop

@@ -1,0 +1,1 @@
+//! George runtimes: the Runtime trait and the local-process runtime

@@ -1,0 +1,1 @@
+//! George sources: folder, Git and work-file sources of desired state

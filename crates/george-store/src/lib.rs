@@ -1,0 +1,1 @@
+//! George store: the Store trait, its SQLite implementation and conformance suite
