@@ -47,8 +47,11 @@ pub struct JobView {
     pub origin: Origin,
     /// The current (latest) attempt number; 0 before the first.
     pub attempt: u32,
-    /// Attempts allowed before the job fails.
-    pub max_attempts: u32,
+    /// Attempts that failed so far.
+    pub failures: u32,
+    /// Failed attempts allowed before the job fails; `None` = the engine default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
     /// When the next attempt may start (after a failure).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<DateTime<Utc>>,

@@ -1,1 +1,192 @@
-//! George store: the Store trait, its SQLite implementation and conformance suite
+//! The store: George's single source of truth. The [`Store`] trait is what
+//! every other component reads and writes through; [`SqliteStore`] is the
+//! embedded implementation. Every transition is written together with an
+//! event in the append-only log, and every write an agent makes is fenced:
+//! it lands only if the agent's attempt is still the job's current, live one.
+//!
+//! The [`conformance`] module holds the test suite every implementation must pass.
+
+pub mod conformance;
+mod error;
+mod snapshot;
+mod sqlite;
+
+pub use error::StoreError;
+pub use snapshot::{ApplyReport, Snapshot, StoredManifest};
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use george_core::api::{AgentView, CommentView, EventView, EvidenceView, JobView, SourceView, StepReport};
+use george_core::manifest::Kind;
+use george_core::plan::{Catalog, NewJob};
+use george_core::{AgentState, DesiredState, JobStatus};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+/// Result type of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which jobs to list.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only jobs with one of these statuses.
+    pub status: Vec<JobStatus>,
+    /// Only jobs of this chapter.
+    pub chapter: Option<String>,
+    /// Only jobs from this source.
+    pub source: Option<String>,
+    /// At most this many (newest first when set).
+    pub limit: Option<u32>,
+}
+
+/// Whether `create_job` made a new job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// A new job.
+    New,
+    /// A job with that id already existed; nothing changed.
+    Existed,
+}
+
+/// What the reconciler needs to know about one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobState {
+    /// The job (without steps).
+    pub job: JobView,
+    /// The current attempt, if any attempt was ever made.
+    pub current: Option<AgentView>,
+    /// Newest comment id on the job.
+    pub latest_comment: Option<i64>,
+    /// Newest comment id when the job became blocked.
+    pub blocked_at_comment: Option<i64>,
+}
+
+/// A status change the reconciler makes, guarded by what it last saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusChange {
+    /// The status the reconciler saw; the write is refused if it changed since.
+    pub from: JobStatus,
+    /// The new status.
+    pub to: JobStatus,
+    /// Why.
+    pub reason: Option<String>,
+    /// When the next attempt may start (pending after a failure).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Count one more failed attempt.
+    pub count_failure: bool,
+}
+
+/// A new attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAttempt {
+    /// The attempt number the reconciler saw as current; the new one is this + 1.
+    pub after: u32,
+    /// AgentSpec name.
+    pub agent_spec: String,
+    /// Runtime kind.
+    pub runtime: String,
+    /// SHA-256 (hex) of the attempt's agent token.
+    pub token_hash: String,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptEnd {
+    /// Exit code, when known.
+    pub exit_code: Option<i32>,
+    /// Description, e.g. `exited (code 0)`, `killed by signal 9`, `unhealthy: no heartbeat for 35s`.
+    pub outcome: String,
+}
+
+/// The store's interface. All methods are atomic: they fully happen or not at all.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    // ---- desired state from sources ----
+
+    /// Applies one revision of a source atomically (see [`Snapshot`]).
+    async fn apply_snapshot(&self, snapshot: Snapshot) -> Result<ApplyReport>;
+    /// Records that a source revision was rejected; the last good state stays.
+    async fn reject_revision(&self, source: &str, revision: &str, errors: Vec<String>) -> Result<()>;
+    /// Records that a source was checked and had nothing new.
+    async fn source_checked(&self, source: &str) -> Result<()>;
+    /// Every source's state.
+    async fn sources(&self) -> Result<Vec<SourceView>>;
+    /// Stored manifests (all kinds, or one).
+    async fn manifests(&self, kind: Option<Kind>) -> Result<Vec<StoredManifest>>;
+    /// Templates and agent specs currently stored.
+    async fn catalog(&self) -> Result<Catalog>;
+
+    // ---- jobs ----
+
+    /// Creates a job unless one with its id exists.
+    async fn create_job(&self, job: NewJob, actor: &str) -> Result<Created>;
+    /// One job with its steps.
+    async fn get_job(&self, id: &str) -> Result<Option<JobView>>;
+    /// Jobs (without steps), oldest first.
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobView>>;
+    /// Sets a job's desired state (pause/resume/abort).
+    async fn set_desired(&self, id: &str, desired: DesiredState, actor: &str, reason: Option<&str>) -> Result<JobView>;
+    /// Adds a comment (operator inject or agent message).
+    async fn add_comment(&self, id: &str, author: &str, body: &str) -> Result<CommentView>;
+    /// A job's conversation, oldest first.
+    async fn comments(&self, id: &str) -> Result<Vec<CommentView>>;
+    /// A job's evidence, oldest first.
+    async fn evidence(&self, id: &str) -> Result<Vec<EvidenceView>>;
+
+    // ---- reconciler ----
+
+    /// Ids of jobs that may need action: not final, or with a live attempt.
+    async fn active_job_ids(&self) -> Result<Vec<String>>;
+    /// A job's state for reconciling.
+    async fn job_state(&self, id: &str) -> Result<Option<JobState>>;
+    /// Changes a job's status if it is still `change.from`. Returns whether it changed.
+    async fn change_status(&self, id: &str, change: StatusChange, actor: &str) -> Result<bool>;
+    /// Starts attempt `after + 1` if the job's current attempt is still `after`
+    /// and the job is pending; the job becomes `in_progress`.
+    async fn start_attempt(&self, id: &str, attempt: NewAttempt) -> Result<u32>;
+    /// Records the runtime handle of a spawned attempt.
+    async fn attempt_spawned(&self, id: &str, attempt: u32, handle: Value) -> Result<()>;
+    /// Moves a live attempt to another live state (e.g. `cooling`).
+    async fn set_attempt_state(&self, id: &str, attempt: u32, state: AgentState, actor: &str) -> Result<()>;
+    /// Records that an attempt is gone. Idempotent.
+    async fn end_attempt(&self, id: &str, attempt: u32, end: AttemptEnd) -> Result<()>;
+    /// Every attempt that may still be running.
+    async fn live_attempts(&self) -> Result<Vec<AgentView>>;
+
+    // ---- agents (fenced: refused with `Superseded` unless current and live) ----
+
+    /// The job and attempt an agent token belongs to.
+    async fn agent_for_token(&self, token_hash: &str) -> Result<Option<(String, u32)>>;
+    /// A heartbeat; moves the attempt from awakening to active.
+    async fn heartbeat(&self, id: &str, attempt: u32) -> Result<()>;
+    /// A step status report.
+    async fn report_step(&self, id: &str, attempt: u32, step: &str, report: &StepReport) -> Result<()>;
+    /// Records evidence (the caller caps its size).
+    async fn add_evidence(
+        &self,
+        id: &str,
+        attempt: u32,
+        step: Option<&str>,
+        kind: &str,
+        content: &str,
+        truncated: bool,
+    ) -> Result<EvidenceView>;
+    /// A comment from the agent.
+    async fn agent_comment(&self, id: &str, attempt: u32, body: &str) -> Result<CommentView>;
+    /// The agent's verdict on the whole job: completed, blocked or failed.
+    async fn report_job(&self, id: &str, attempt: u32, status: JobStatus, reason: Option<&str>) -> Result<()>;
+
+    // ---- agents and events ----
+
+    /// Agent instances, newest first; only live ones when `live_only`.
+    async fn list_agents(&self, live_only: bool, limit: u32) -> Result<Vec<AgentView>>;
+    /// One agent instance.
+    async fn get_agent(&self, id: &str, attempt: u32) -> Result<Option<AgentView>>;
+    /// Events with `seq > since`, oldest first, at most `limit`.
+    async fn events_since(&self, since: i64, limit: u32) -> Result<Vec<EventView>>;
+    /// Every event as it is committed.
+    fn subscribe(&self) -> broadcast::Receiver<EventView>;
+    /// Job counts by status.
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>>;
+}

@@ -1,0 +1,353 @@
+//! The conformance suite every [`Store`] implementation must pass.
+//!
+//! Each check is an async function over a fresh store; the
+//! [`store_conformance_tests!`](crate::store_conformance_tests) macro turns the
+//! whole list into `#[tokio::test]`s for one implementation:
+//!
+//! ```ignore
+//! george_store::store_conformance_tests!(async {
+//!     let dir = tempfile::tempdir().unwrap();
+//!     let store = SqliteStore::open(dir.path().join("g.db")).unwrap();
+//!     (std::sync::Arc::new(store) as std::sync::Arc<dyn Store>, Box::new(dir) as Box<dyn std::any::Any + Send>)
+//! });
+//! ```
+
+use crate::{AttemptEnd, Created, JobFilter, NewAttempt, Snapshot, StatusChange, Store, StoreError};
+use george_core::api::StepReport;
+use george_core::manifest::Kind;
+use george_core::plan::{NewJob, Origin};
+use george_core::template::StepSpec;
+use george_core::{AgentState, DesiredState, JobStatus, Priority, StepStatus};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A store under test.
+pub type TestStore = Arc<dyn Store>;
+
+/// Generates one `#[tokio::test]` per conformance check. `$make` is an async
+/// block returning `(Arc<dyn Store>, Box<dyn Any + Send>)`; the box is kept
+/// alive for the test (e.g. a temporary directory).
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@tests $make;
+            create_job_is_idempotent,
+            snapshot_applies_atomically_and_prunes,
+            snapshot_with_foreign_job_changes_nothing,
+            rejected_revision_keeps_last_good_state,
+            attempts_are_numbered_and_fenced,
+            concurrent_attempt_starts_yield_one_winner,
+            agent_reports_drive_job_status,
+            status_changes_are_guarded,
+            desired_state_rules,
+            comments_and_evidence,
+            events_are_sequenced_and_broadcast,
+        );
+    };
+    (@tests $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (store, _guard) = $make.await;
+                $crate::conformance::$name(store).await;
+            }
+        )+
+    };
+}
+
+/// A job with two steps (`a`, then `b`).
+pub fn job(id: &str, source: &str) -> NewJob {
+    let step = |id: &str, deps: &[&str]| StepSpec {
+        id: id.into(),
+        description: format!("do {id}"),
+        run: Some("true".into()),
+        done_when: None,
+        depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        timeout_secs: None,
+        retries: 0,
+    };
+    NewJob {
+        id: id.into(),
+        template: "t".into(),
+        agent: "worker".into(),
+        params: BTreeMap::from([("n".to_string(), json!(1))]),
+        priority: Priority::P2,
+        chapter: Some("platform".into()),
+        desired: DesiredState::Active,
+        env: BTreeMap::new(),
+        steps: vec![step("a", &[]), step("b", &["a"])],
+        max_attempts: Some(3),
+        origin: Origin { source: source.into(), reference: Some(format!("jobs/{id}.yaml")), revision: None },
+    }
+}
+
+fn attempt(after: u32, token: &str) -> NewAttempt {
+    NewAttempt { after, agent_spec: "worker".into(), runtime: "process".into(), token_hash: token.into() }
+}
+
+fn snapshot(rev: &str, jobs: Vec<NewJob>) -> Snapshot {
+    Snapshot {
+        source: "git".into(),
+        revision: rev.into(),
+        manifests: vec![(Kind::Chapter, "platform".into(), "chapters/p.yaml".into(), json!({"metadata": {"name": "platform"}}))],
+        jobs,
+        prune: true,
+    }
+}
+
+/// Creating a job twice creates it once; reads show its steps.
+pub async fn create_job_is_idempotent(store: TestStore) {
+    assert_eq!(store.create_job(job("j1", "api"), "test").await.unwrap(), Created::New);
+    let mut again = job("j1", "api");
+    again.template = "other".into();
+    assert_eq!(store.create_job(again, "test").await.unwrap(), Created::Existed);
+    let j = store.get_job("j1").await.unwrap().unwrap();
+    assert_eq!(j.template, "t");
+    assert_eq!(j.status, JobStatus::Pending);
+    assert_eq!(j.steps.iter().map(|s| s.spec.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert!(store.get_job("nope").await.unwrap().is_none());
+    store.create_job(job("j2", "api"), "test").await.unwrap();
+    let pending = store.list_jobs(&JobFilter { status: vec![JobStatus::Pending], ..Default::default() }).await.unwrap();
+    assert_eq!(pending.len(), 2);
+    let none = store.list_jobs(&JobFilter { status: vec![JobStatus::Completed], ..Default::default() }).await.unwrap();
+    assert!(none.is_empty());
+    let created = store.events_since(0, 100).await.unwrap().into_iter().filter(|e| e.kind == "job.created").count();
+    assert_eq!(created, 2);
+}
+
+/// A snapshot creates, updates and (with prune) aborts jobs and replaces manifests.
+pub async fn snapshot_applies_atomically_and_prunes(store: TestStore) {
+    let r = store.apply_snapshot(snapshot("r1", vec![job("a", "git"), job("b", "git")])).await.unwrap();
+    assert_eq!(r.created, ["a", "b"]);
+    assert_eq!(store.manifests(Some(Kind::Chapter)).await.unwrap().len(), 1);
+    let same = store.apply_snapshot(snapshot("r1", vec![])).await.unwrap();
+    assert!(same.unchanged, "re-applying a revision is a no-op");
+    assert_eq!(store.list_jobs(&JobFilter::default()).await.unwrap().len(), 2);
+
+    // Start `b` so that a spec change no longer applies to it.
+    store.start_attempt("b", attempt(0, "tb")).await.unwrap();
+    let mut a2 = job("a", "git");
+    a2.params.insert("n".into(), json!(2));
+    a2.priority = Priority::P1;
+    let mut b2 = job("b", "git");
+    b2.params.insert("n".into(), json!(2));
+    let mut snap = snapshot("r2", vec![a2, b2.clone()]);
+    snap.manifests.clear();
+    let r = store.apply_snapshot(snap).await.unwrap();
+    assert_eq!(r.updated, ["a"]);
+    let a = store.get_job("a").await.unwrap().unwrap();
+    assert_eq!(a.params["n"], json!(2));
+    assert_eq!(a.priority, Priority::P1);
+    assert_eq!(a.origin.revision.as_deref(), Some("r2"));
+    assert_eq!(store.get_job("b").await.unwrap().unwrap().params["n"], json!(1));
+    assert!(store.manifests(None).await.unwrap().is_empty(), "manifests gone from the revision are deleted");
+
+    let r = store.apply_snapshot(snapshot("r3", vec![b2])).await.unwrap();
+    assert_eq!(r.aborted, ["a"]);
+    let a = store.get_job("a").await.unwrap().unwrap();
+    assert_eq!(a.desired, DesiredState::Aborted);
+    let src = store.sources().await.unwrap();
+    assert_eq!(src[0].applied_revision.as_deref(), Some("r3"));
+}
+
+/// A snapshot that breaks a rule changes nothing at all.
+pub async fn snapshot_with_foreign_job_changes_nothing(store: TestStore) {
+    let bad = snapshot("r1", vec![job("a", "git"), job("b", "folder")]);
+    let err = store.apply_snapshot(bad).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert!(store.list_jobs(&JobFilter::default()).await.unwrap().is_empty());
+    assert!(store.manifests(None).await.unwrap().is_empty());
+    assert!(store.events_since(0, 10).await.unwrap().is_empty());
+}
+
+/// Rejecting a revision records why and keeps what was applied.
+pub async fn rejected_revision_keeps_last_good_state(store: TestStore) {
+    store.apply_snapshot(snapshot("good", vec![job("a", "git")])).await.unwrap();
+    store.reject_revision("git", "bad", vec!["jobs/x.yaml:3:1: spec: boom".into()]).await.unwrap();
+    let src = &store.sources().await.unwrap()[0];
+    assert_eq!(src.applied_revision.as_deref(), Some("good"));
+    assert_eq!(src.rejected_revision.as_deref(), Some("bad"));
+    assert_eq!(src.errors.len(), 1);
+    assert!(store.get_job("a").await.unwrap().is_some());
+    store.apply_snapshot(snapshot("fixed", vec![job("a", "git")])).await.unwrap();
+    let src = &store.sources().await.unwrap()[0];
+    assert!(src.errors.is_empty() && src.rejected_revision.is_none());
+}
+
+/// Attempts count up; only the current live attempt may write.
+pub async fn attempts_are_numbered_and_fenced(store: TestStore) {
+    store.create_job(job("j", "api"), "t").await.unwrap();
+    assert_eq!(store.start_attempt("j", attempt(0, "t1")).await.unwrap(), 1);
+    assert!(matches!(store.start_attempt("j", attempt(0, "t1b")).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.agent_for_token("t1").await.unwrap(), Some(("j".into(), 1)));
+    assert_eq!(store.agent_for_token("nope").await.unwrap(), None);
+    store.attempt_spawned("j", 1, json!({"pid": 42})).await.unwrap();
+    assert_eq!(store.live_attempts().await.unwrap().len(), 1);
+
+    store.heartbeat("j", 1).await.unwrap();
+    assert_eq!(store.get_agent("j", 1).await.unwrap().unwrap().state, AgentState::Active);
+    assert!(matches!(store.heartbeat("j", 2).await, Err(StoreError::Superseded { .. })));
+
+    // The agent dies: the attempt ends, the job goes back to pending, a new attempt starts.
+    store.end_attempt("j", 1, AttemptEnd { exit_code: None, outcome: "killed by signal 9".into() }).await.unwrap();
+    store.end_attempt("j", 1, AttemptEnd { exit_code: None, outcome: "again".into() }).await.unwrap();
+    let change = StatusChange {
+        from: JobStatus::InProgress,
+        to: JobStatus::Pending,
+        reason: Some("agent died".into()),
+        next_attempt_at: None,
+        count_failure: true,
+    };
+    assert!(store.change_status("j", change, "t").await.unwrap());
+    assert_eq!(store.start_attempt("j", attempt(1, "t2")).await.unwrap(), 2);
+    let old = StepReport { status: StepStatus::Completed, reason: None };
+    for refused in [
+        store.heartbeat("j", 1).await,
+        store.report_step("j", 1, "a", &old).await,
+        store.report_job("j", 1, JobStatus::Completed, None).await,
+        store.add_evidence("j", 1, Some("a"), "output", "x", false).await.map(|_| ()),
+        store.agent_comment("j", 1, "hello").await.map(|_| ()),
+    ] {
+        assert!(matches!(refused, Err(StoreError::Superseded { .. })), "{refused:?}");
+    }
+    let j = store.get_job("j").await.unwrap().unwrap();
+    assert_eq!((j.attempt, j.failures, j.status), (2, 1, JobStatus::InProgress));
+    assert_eq!(store.get_agent("j", 1).await.unwrap().unwrap().outcome.as_deref(), Some("killed by signal 9"));
+}
+
+/// Many racing starts of the same attempt: exactly one wins.
+pub async fn concurrent_attempt_starts_yield_one_winner(store: TestStore) {
+    store.create_job(job("race", "api"), "t").await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let s = store.clone();
+            tokio::spawn(async move { s.start_attempt("race", attempt(0, &format!("tok{i}"))).await })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(n) => {
+                assert_eq!(n, 1);
+                wins += 1
+            }
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(store.live_attempts().await.unwrap().len(), 1);
+}
+
+/// Step and job reports from the current agent move the job along.
+pub async fn agent_reports_drive_job_status(store: TestStore) {
+    store.create_job(job("j", "api"), "t").await.unwrap();
+    store.start_attempt("j", attempt(0, "t1")).await.unwrap();
+    let running = StepReport { status: StepStatus::InProgress, reason: None };
+    store.report_step("j", 1, "a", &running).await.unwrap();
+    store.report_step("j", 1, "a", &StepReport { status: StepStatus::Completed, reason: None }).await.unwrap();
+    assert!(matches!(store.report_step("j", 1, "zz", &running).await, Err(StoreError::NotFound { .. })));
+    let j = store.get_job("j").await.unwrap().unwrap();
+    assert_eq!((j.steps[0].status, j.steps[0].runs), (StepStatus::Completed, 1));
+
+    assert!(matches!(store.report_job("j", 1, JobStatus::Blocked, None).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(store.report_job("j", 1, JobStatus::Pending, Some("x")).await, Err(StoreError::Invalid(_))));
+    store.report_job("j", 1, JobStatus::Blocked, Some("capability missing: llm")).await.unwrap();
+    let st = store.job_state("j").await.unwrap().unwrap();
+    assert_eq!(st.job.status, JobStatus::Blocked);
+    assert_eq!(st.job.reason.as_deref(), Some("capability missing: llm"));
+    assert_eq!(st.current.unwrap().state, AgentState::Cooling);
+    assert_eq!(st.blocked_at_comment, None);
+    store.report_job("j", 1, JobStatus::Blocked, Some("same again")).await.unwrap();
+    assert!(matches!(store.report_job("j", 1, JobStatus::Completed, None).await, Err(StoreError::Conflict(_))));
+
+    // An operator answers; the comment is newer than the block.
+    let c = store.add_comment("j", "operator:ops", "here is the answer").await.unwrap();
+    let st = store.job_state("j").await.unwrap().unwrap();
+    assert_eq!(st.latest_comment, Some(c.id));
+}
+
+/// Status changes apply only from the status the caller saw.
+pub async fn status_changes_are_guarded(store: TestStore) {
+    store.create_job(job("j", "api"), "t").await.unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::seconds(30);
+    let to_failed = StatusChange {
+        from: JobStatus::InProgress,
+        to: JobStatus::Failed,
+        reason: Some("x".into()),
+        next_attempt_at: None,
+        count_failure: false,
+    };
+    assert!(!store.change_status("j", to_failed, "t").await.unwrap(), "job is pending, not in_progress");
+    let wait = StatusChange {
+        from: JobStatus::Pending,
+        to: JobStatus::Pending,
+        reason: Some("backing off".into()),
+        next_attempt_at: Some(later),
+        count_failure: true,
+    };
+    assert!(store.change_status("j", wait, "t").await.unwrap());
+    let j = store.get_job("j").await.unwrap().unwrap();
+    assert_eq!(j.failures, 1);
+    assert_eq!(j.next_attempt_at.map(|t| t.timestamp()), Some(later.timestamp()));
+}
+
+/// Pause, resume and abort; a final job cannot be revived.
+pub async fn desired_state_rules(store: TestStore) {
+    store.create_job(job("j", "api"), "t").await.unwrap();
+    let v = store.set_desired("j", DesiredState::Paused, "operator:a", Some("lunch")).await.unwrap();
+    assert_eq!(v.desired, DesiredState::Paused);
+    assert!(matches!(store.start_attempt("j", attempt(0, "t")).await, Err(StoreError::Conflict(_))));
+    store.set_desired("j", DesiredState::Active, "operator:a", None).await.unwrap();
+    store.set_desired("j", DesiredState::Aborted, "operator:a", None).await.unwrap();
+    let done = StatusChange {
+        from: JobStatus::Pending,
+        to: JobStatus::Aborted,
+        reason: None,
+        next_attempt_at: None,
+        count_failure: false,
+    };
+    store.change_status("j", done, "reconciler").await.unwrap();
+    let err = store.set_desired("j", DesiredState::Active, "operator:a", None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(matches!(
+        store.set_desired("nope", DesiredState::Paused, "a", None).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(!store.active_job_ids().await.unwrap().contains(&"j".to_string()));
+}
+
+/// Comments and evidence are kept in order per job.
+pub async fn comments_and_evidence(store: TestStore) {
+    store.create_job(job("j", "api"), "t").await.unwrap();
+    store.start_attempt("j", attempt(0, "t1")).await.unwrap();
+    store.add_comment("j", "operator:a", "first").await.unwrap();
+    store.agent_comment("j", 1, "second").await.unwrap();
+    let cs = store.comments("j").await.unwrap();
+    assert_eq!(cs.iter().map(|c| c.body.as_str()).collect::<Vec<_>>(), ["first", "second"]);
+    assert_eq!(cs[1].author, "agent:j-1");
+    store.add_evidence("j", 1, Some("a"), "output", "hello\n", false).await.unwrap();
+    store.add_evidence("j", 1, None, "note", "big", true).await.unwrap();
+    assert!(matches!(store.add_evidence("j", 1, Some("zz"), "x", "", false).await, Err(StoreError::NotFound { .. })));
+    let ev = store.evidence("j").await.unwrap();
+    assert_eq!(ev.len(), 2);
+    assert_eq!((ev[0].step_id.as_deref(), ev[1].truncated), (Some("a"), true));
+    assert!(matches!(store.add_comment("nope", "a", "x").await, Err(StoreError::NotFound { .. })));
+}
+
+/// Events have strictly increasing sequence numbers and reach subscribers.
+pub async fn events_are_sequenced_and_broadcast(store: TestStore) {
+    let mut rx = store.subscribe();
+    store.create_job(job("j", "api"), "t").await.unwrap();
+    store.set_desired("j", DesiredState::Paused, "operator:a", None).await.unwrap();
+    let all = store.events_since(0, 100).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all[0].seq < all[1].seq);
+    assert_eq!(store.events_since(all[0].seq, 100).await.unwrap().len(), 1);
+    let first = rx.recv().await.unwrap();
+    assert_eq!((first.seq, first.kind.as_str()), (all[0].seq, "job.created"));
+    assert_eq!(rx.recv().await.unwrap().kind, "job.desired");
+    let counts = store.count_by_status().await.unwrap();
+    assert_eq!(counts, vec![(JobStatus::Pending, 1)]);
+}

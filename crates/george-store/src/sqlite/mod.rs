@@ -1,0 +1,337 @@
+//! The embedded store: one SQLite file in WAL mode. Writes go through one
+//! connection in `BEGIN IMMEDIATE` transactions, so a transaction takes the
+//! write lock up front and two writers can never deadlock upgrading a read
+//! lock; reads use a second connection and never block writes.
+
+mod jobs;
+mod rows;
+mod sources;
+
+use crate::{
+    AgentView, ApplyReport, AttemptEnd, Catalog, CommentView, Created, EventView, EvidenceView, JobFilter, JobState,
+    JobView, NewAttempt, Result, Snapshot, SourceView, StatusChange, Store, StoreError, StoredManifest,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use george_core::api::StepReport;
+use george_core::manifest::Kind;
+use george_core::plan::NewJob;
+use george_core::{AgentState, Clock, DesiredState, JobStatus, SystemClock};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+
+/// The SQLite implementation of [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+    clock: Arc<dyn Clock>,
+    events: broadcast::Sender<EventView>,
+    path: String,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.inner.path).finish()
+    }
+}
+
+/// A write transaction with the time it runs at and the events it produced.
+pub(crate) struct Writer<'a> {
+    pub tx: &'a Transaction<'a>,
+    pub now: DateTime<Utc>,
+    events: Vec<EventView>,
+}
+
+impl Writer<'_> {
+    /// Appends an event to the audit log.
+    pub fn event(&mut self, job: Option<&str>, attempt: Option<u32>, kind: &str, actor: &str, data: Value) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO events (ts, job_id, attempt, kind, actor, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![rows::ts(self.now), job, attempt, kind, actor, data.to_string()],
+        )?;
+        self.events.push(EventView {
+            seq: self.tx.last_insert_rowid(),
+            ts: self.now,
+            job_id: job.map(str::to_string),
+            attempt,
+            kind: kind.to_string(),
+            actor: actor.to_string(),
+            data,
+        });
+        Ok(())
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` with the system clock.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with_clock(path, Arc::new(SystemClock))
+    }
+
+    /// Opens the store with a given clock (tests use a manual one).
+    pub fn open_with_clock(path: impl AsRef<Path>, clock: Arc<dyn Clock>) -> Result<Self> {
+        let path = path.as_ref();
+        let writer = Connection::open(path)?;
+        configure(&writer)?;
+        migrate(&writer)?;
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        configure(&reader)?;
+        let (events, _) = broadcast::channel(4096);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                reader: Mutex::new(reader),
+                clock,
+                events,
+                path: path.display().to_string(),
+            }),
+        })
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Writer<'_>) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let (value, events) = tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut w = Writer { tx: &tx, now: inner.clock.now(), events: Vec::new() };
+            let value = f(&mut w)?;
+            let events = std::mem::take(&mut w.events);
+            tx.commit()?;
+            Ok::<_, StoreError>((value, events))
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))??;
+        for e in events {
+            // No receiver is fine: nobody is watching.
+            let _ = self.inner.events.send(e);
+        }
+        Ok(value)
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.reader.lock().unwrap_or_else(|e| e.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    if !conn.is_readonly(rusqlite::MAIN_DB)? {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // In WAL mode NORMAL loses no committed transaction when a process is
+        // killed; only an OS crash can lose the last few.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+    }
+    Ok(())
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (v, sql) in MIGRATIONS {
+        if *v > version {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", v)?;
+            tx.commit()?;
+        }
+    }
+    let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if version > latest {
+        return Err(StoreError::Invalid(format!(
+            "the database schema is version {version} but this george only knows up to {latest}; upgrade george"
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn apply_snapshot(&self, snapshot: Snapshot) -> Result<ApplyReport> {
+        self.write(move |w| sources::apply_snapshot(w, &snapshot)).await
+    }
+
+    async fn reject_revision(&self, source: &str, revision: &str, errors: Vec<String>) -> Result<()> {
+        let (source, revision) = (source.to_string(), revision.to_string());
+        self.write(move |w| sources::reject_revision(w, &source, &revision, &errors)).await
+    }
+
+    async fn source_checked(&self, source: &str) -> Result<()> {
+        let source = source.to_string();
+        self.write(move |w| sources::checked(w, &source)).await
+    }
+
+    async fn sources(&self) -> Result<Vec<SourceView>> {
+        self.read(sources::list).await
+    }
+
+    async fn manifests(&self, kind: Option<Kind>) -> Result<Vec<StoredManifest>> {
+        self.read(move |c| sources::manifests(c, kind)).await
+    }
+
+    async fn catalog(&self) -> Result<Catalog> {
+        self.read(sources::catalog).await
+    }
+
+    async fn create_job(&self, job: NewJob, actor: &str) -> Result<Created> {
+        let actor = actor.to_string();
+        self.write(move |w| jobs::create(w, &job, &actor)).await
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Option<JobView>> {
+        let id = id.to_string();
+        self.read(move |c| jobs::get(c, &id, true)).await
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobView>> {
+        let filter = filter.clone();
+        self.read(move |c| jobs::list(c, &filter)).await
+    }
+
+    async fn set_desired(&self, id: &str, desired: DesiredState, actor: &str, reason: Option<&str>) -> Result<JobView> {
+        let (id, actor, reason) = (id.to_string(), actor.to_string(), reason.map(str::to_string));
+        self.write(move |w| jobs::set_desired(w, &id, desired, &actor, reason.as_deref())).await
+    }
+
+    async fn add_comment(&self, id: &str, author: &str, body: &str) -> Result<CommentView> {
+        let (id, author, body) = (id.to_string(), author.to_string(), body.to_string());
+        self.write(move |w| jobs::add_comment(w, &id, &author, &body)).await
+    }
+
+    async fn comments(&self, id: &str) -> Result<Vec<CommentView>> {
+        let id = id.to_string();
+        self.read(move |c| jobs::comments(c, &id)).await
+    }
+
+    async fn evidence(&self, id: &str) -> Result<Vec<EvidenceView>> {
+        let id = id.to_string();
+        self.read(move |c| jobs::evidence(c, &id)).await
+    }
+
+    async fn active_job_ids(&self) -> Result<Vec<String>> {
+        self.read(jobs::active_ids).await
+    }
+
+    async fn job_state(&self, id: &str) -> Result<Option<JobState>> {
+        let id = id.to_string();
+        self.read(move |c| jobs::state(c, &id)).await
+    }
+
+    async fn change_status(&self, id: &str, change: StatusChange, actor: &str) -> Result<bool> {
+        let (id, actor) = (id.to_string(), actor.to_string());
+        self.write(move |w| jobs::change_status(w, &id, &change, &actor)).await
+    }
+
+    async fn start_attempt(&self, id: &str, attempt: NewAttempt) -> Result<u32> {
+        let id = id.to_string();
+        self.write(move |w| jobs::start_attempt(w, &id, &attempt)).await
+    }
+
+    async fn attempt_spawned(&self, id: &str, attempt: u32, handle: Value) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |w| jobs::attempt_spawned(w, &id, attempt, &handle)).await
+    }
+
+    async fn set_attempt_state(&self, id: &str, attempt: u32, state: AgentState, actor: &str) -> Result<()> {
+        let (id, actor) = (id.to_string(), actor.to_string());
+        self.write(move |w| jobs::set_attempt_state(w, &id, attempt, state, &actor)).await
+    }
+
+    async fn end_attempt(&self, id: &str, attempt: u32, end: AttemptEnd) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |w| jobs::end_attempt(w, &id, attempt, &end)).await
+    }
+
+    async fn live_attempts(&self) -> Result<Vec<AgentView>> {
+        self.read(|c| jobs::agents(c, true, u32::MAX)).await
+    }
+
+    async fn agent_for_token(&self, token_hash: &str) -> Result<Option<(String, u32)>> {
+        let token_hash = token_hash.to_string();
+        self.read(move |c| jobs::agent_for_token(c, &token_hash)).await
+    }
+
+    async fn heartbeat(&self, id: &str, attempt: u32) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |w| jobs::heartbeat(w, &id, attempt)).await
+    }
+
+    async fn report_step(&self, id: &str, attempt: u32, step: &str, report: &StepReport) -> Result<()> {
+        let (id, step, report) = (id.to_string(), step.to_string(), report.clone());
+        self.write(move |w| jobs::report_step(w, &id, attempt, &step, &report)).await
+    }
+
+    async fn add_evidence(
+        &self,
+        id: &str,
+        attempt: u32,
+        step: Option<&str>,
+        kind: &str,
+        content: &str,
+        truncated: bool,
+    ) -> Result<EvidenceView> {
+        let (id, step, kind, content) = (id.to_string(), step.map(str::to_string), kind.to_string(), content.to_string());
+        self.write(move |w| jobs::add_evidence(w, &id, attempt, step.as_deref(), &kind, &content, truncated)).await
+    }
+
+    async fn agent_comment(&self, id: &str, attempt: u32, body: &str) -> Result<CommentView> {
+        let (id, body) = (id.to_string(), body.to_string());
+        self.write(move |w| {
+            jobs::fence(w.tx, &id, attempt)?;
+            jobs::add_comment(w, &id, &format!("agent:{}", george_core::api::agent_id(&id, attempt)), &body)
+        })
+        .await
+    }
+
+    async fn report_job(&self, id: &str, attempt: u32, status: JobStatus, reason: Option<&str>) -> Result<()> {
+        let (id, reason) = (id.to_string(), reason.map(str::to_string));
+        self.write(move |w| jobs::report_job(w, &id, attempt, status, reason.as_deref())).await
+    }
+
+    async fn list_agents(&self, live_only: bool, limit: u32) -> Result<Vec<AgentView>> {
+        self.read(move |c| jobs::agents(c, live_only, limit)).await
+    }
+
+    async fn get_agent(&self, id: &str, attempt: u32) -> Result<Option<AgentView>> {
+        let id = id.to_string();
+        self.read(move |c| jobs::agent(c, &id, attempt)).await
+    }
+
+    async fn events_since(&self, since: i64, limit: u32) -> Result<Vec<EventView>> {
+        self.read(move |c| rows::events_since(c, since, limit)).await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<EventView> {
+        self.inner.events.subscribe()
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>> {
+        self.read(jobs::count_by_status).await
+    }
+}
