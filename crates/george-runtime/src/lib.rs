@@ -1,1 +1,164 @@
-//! George runtimes: the Runtime trait and the local-process runtime
+//! Runtimes run agents. The [`Runtime`] trait is what the reconciler drives:
+//! spawn, status, terminate (graceful, then forced), list what it owns (so a
+//! restarted engine adopts or removes orphans) and clean up. Every runtime
+//! keeps an attempt's output in an [`AgentLogs`] file that outlives the agent.
+//!
+//! [`ProcessRuntime`] runs agents as local processes (the embedded default).
+
+mod logs;
+mod procfs;
+mod process;
+
+pub use logs::AgentLogs;
+pub use process::{ProcessRuntime, ProcessRuntimeConfig};
+
+use async_trait::async_trait;
+use george_core::quantity::{Cpu, Memory};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// An error from a runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The agent could not be started.
+    #[error("cannot spawn agent {agent}: {message}")]
+    Spawn {
+        /// `<job>-<attempt>`.
+        agent: String,
+        /// What went wrong and what to do.
+        message: String,
+        /// The cause.
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    /// The runtime handle is not one this runtime understands.
+    #[error("invalid runtime handle for {agent}: {message}")]
+    Handle {
+        /// `<job>-<attempt>`.
+        agent: String,
+        /// Why.
+        message: String,
+    },
+    /// An operating-system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What to run for one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpawnRequest {
+    /// Job id.
+    pub job_id: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// AgentSpec name.
+    pub agent_spec: String,
+    /// Command line; empty means the runtime's default agent.
+    pub command: Vec<String>,
+    /// Container image (container runtimes).
+    pub image: Option<String>,
+    /// Environment (no secrets).
+    pub env: BTreeMap<String, String>,
+    /// Limits.
+    pub resources: Resources,
+    /// Labels identifying the agent (template, chapter, ...).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Resource limits for an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Resources {
+    /// Memory limit.
+    pub memory: Option<Memory>,
+    /// CPU limit.
+    pub cpu: Option<Cpu>,
+}
+
+/// What a runtime knows about an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentStatus {
+    /// Still running.
+    Running,
+    /// Gone. The exit code or signal is known only for agents this engine
+    /// process started (an adopted process's exit status cannot be read).
+    Exited {
+        /// Exit code.
+        code: Option<i32>,
+        /// Terminating signal.
+        signal: Option<i32>,
+    },
+}
+
+impl AgentStatus {
+    /// A human-readable description of how the agent ended.
+    pub fn describe(&self) -> String {
+        match self {
+            AgentStatus::Running => "running".into(),
+            AgentStatus::Exited { code: Some(c), .. } => format!("exited with code {c}"),
+            AgentStatus::Exited { signal: Some(s), .. } => format!("killed by signal {s}"),
+            AgentStatus::Exited { .. } => "exited (status unknown)".into(),
+        }
+    }
+}
+
+/// An agent found running (or left behind) by a runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnedAgent {
+    /// Job id.
+    pub job_id: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Runtime handle.
+    pub handle: Value,
+    /// Its status.
+    pub status: AgentStatus,
+}
+
+/// An agent changed state (it exited): a reason to reconcile its job now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeEvent {
+    /// Job id.
+    pub job_id: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// New status.
+    pub status: AgentStatus,
+}
+
+/// Runs agents somewhere.
+#[async_trait]
+pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
+    /// `process`, `docker` or `kubernetes`.
+    fn kind(&self) -> &'static str;
+    /// Starts an attempt's agent and returns its handle. Spawning the same
+    /// attempt twice never yields two agents.
+    async fn spawn(&self, req: SpawnRequest) -> Result<Value, RuntimeError>;
+    /// The agent's status.
+    async fn status(&self, job_id: &str, attempt: u32, handle: &Value) -> Result<AgentStatus, RuntimeError>;
+    /// Asks the agent to stop, waits up to `grace`, then kills it. Returns how it ended.
+    async fn terminate(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        handle: &Value,
+        grace: Duration,
+    ) -> Result<AgentStatus, RuntimeError>;
+    /// Every agent this runtime (this engine) has started and not cleaned up.
+    async fn list_owned(&self) -> Result<Vec<OwnedAgent>, RuntimeError>;
+    /// Keep watching an agent found by [`Runtime::list_owned`].
+    async fn adopt(&self, agent: &OwnedAgent) -> Result<(), RuntimeError>;
+    /// Removes what is left of a finished attempt (its logs stay).
+    async fn cleanup(&self, job_id: &str, attempt: u32) -> Result<(), RuntimeError>;
+    /// Where the attempt's logs are kept.
+    fn logs(&self) -> &AgentLogs;
+    /// Exit notifications.
+    fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent>;
+}

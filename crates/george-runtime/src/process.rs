@@ -1,0 +1,359 @@
+//! The local-process runtime: each attempt is a process in its own process
+//! group, started in its own working directory with output captured to its
+//! log file. A pid file per attempt lets a restarted engine find (and adopt
+//! or remove) agents it started before; the recorded start time guards
+//! against a reused pid.
+//!
+//! Limits: `memory` is applied as `RLIMIT_AS` (address space) on the agent
+//! and everything it starts. `cpu` cannot be expressed with rlimits (it is a
+//! share, not a total) and is not enforced by this runtime; the container
+//! runtimes enforce it.
+
+use crate::{procfs, AgentLogs, AgentStatus, OwnedAgent, Resources, Runtime, RuntimeError, RuntimeEvent, SpawnRequest};
+use async_trait::async_trait;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+/// Configuration of the process runtime.
+#[derive(Debug, Clone)]
+pub struct ProcessRuntimeConfig {
+    /// Holds one directory per attempt (`<job>/<attempt>/`, with `work/` and `pid`).
+    pub dir: PathBuf,
+    /// Log files.
+    pub logs: AgentLogs,
+    /// The agent to run when an AgentSpec names no command.
+    pub default_command: Vec<String>,
+    /// Keep an attempt's working directory after it finishes (for debugging).
+    pub keep_workdirs: bool,
+    /// Engine environment variables passed on to agents (everything else is
+    /// withheld, so the engine's own secrets never reach an agent).
+    pub passthrough_env: Vec<String>,
+}
+
+impl ProcessRuntimeConfig {
+    /// Defaults under a data directory.
+    pub fn under(data_dir: &Path, default_command: Vec<String>) -> Self {
+        Self {
+            dir: data_dir.join("agents"),
+            logs: AgentLogs::new(data_dir.join("logs")),
+            default_command,
+            keep_workdirs: false,
+            passthrough_env: ["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "RUST_BACKTRACE"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+/// What the pid file and the runtime handle hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct ProcessHandle {
+    pid: i32,
+    /// Clock ticks since boot when the process started.
+    start_time: u64,
+}
+
+#[derive(Debug, Clone)]
+struct PidFile {
+    job_id: String,
+    attempt: u32,
+    handle: ProcessHandle,
+}
+
+/// Runs agents as local processes.
+#[derive(Debug, Clone)]
+pub struct ProcessRuntime {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cfg: ProcessRuntimeConfig,
+    /// Agents this engine process started or adopted, with their exit once known.
+    tracked: Mutex<HashMap<(String, u32), Tracked>>,
+    events: broadcast::Sender<RuntimeEvent>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    handle: ProcessHandle,
+    exit: Option<AgentStatus>,
+}
+
+impl ProcessRuntime {
+    /// A process runtime.
+    pub fn new(cfg: ProcessRuntimeConfig) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        Self { inner: Arc::new(Inner { cfg, tracked: Mutex::new(HashMap::new()), events }) }
+    }
+
+    fn attempt_dir(&self, job_id: &str, attempt: u32) -> PathBuf {
+        self.inner.cfg.dir.join(job_id).join(attempt.to_string())
+    }
+
+    fn tracked(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), Tracked>> {
+        self.inner.tracked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record_exit(inner: &Inner, job_id: &str, attempt: u32, status: AgentStatus) {
+        if let Some(t) = inner.tracked.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&(job_id.to_string(), attempt)) {
+            if t.exit.is_some() {
+                return;
+            }
+            t.exit = Some(status);
+        }
+        let _ = inner.events.send(RuntimeEvent { job_id: job_id.into(), attempt, status });
+    }
+
+    fn current_status(&self, job_id: &str, attempt: u32, handle: ProcessHandle) -> AgentStatus {
+        if let Some(t) = self.tracked().get(&(job_id.to_string(), attempt)) {
+            if let Some(exit) = t.exit {
+                return exit;
+            }
+            if t.handle == handle {
+                // Ours and not reaped yet; /proc tells whether it is already a zombie.
+                return alive(handle);
+            }
+        }
+        alive(handle)
+    }
+
+    fn read_pid_file(path: &Path) -> Option<PidFile> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        Some(PidFile {
+            job_id: v.get("job_id")?.as_str()?.to_string(),
+            attempt: u32::try_from(v.get("attempt")?.as_u64()?).ok()?,
+            handle: serde_json::from_value(v.get("handle")?.clone()).ok()?,
+        })
+    }
+
+    fn spawn_error(req: &SpawnRequest, message: String, source: Option<std::io::Error>) -> RuntimeError {
+        RuntimeError::Spawn { agent: george_core::api::agent_id(&req.job_id, req.attempt), message, source }
+    }
+}
+
+fn alive(h: ProcessHandle) -> AgentStatus {
+    match procfs::start_time(h.pid) {
+        Some(st) if st == h.start_time => AgentStatus::Running,
+        _ => AgentStatus::Exited { code: None, signal: None },
+    }
+}
+
+fn parse_handle(job_id: &str, attempt: u32, handle: &Value) -> Result<ProcessHandle, RuntimeError> {
+    serde_json::from_value(handle.clone()).map_err(|e| RuntimeError::Handle {
+        agent: george_core::api::agent_id(job_id, attempt),
+        message: format!("expected {{pid, start_time}}: {e}"),
+    })
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let what = what.into();
+    move |source| RuntimeError::Io { what, source }
+}
+
+#[allow(unsafe_code)]
+fn apply_limits(cmd: &mut tokio::process::Command, resources: Resources) {
+    let Some(memory) = resources.memory else { return };
+    let bytes = memory.0;
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // setrlimit(2), which is async-signal-safe; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, bytes, bytes)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
+#[async_trait]
+impl Runtime for ProcessRuntime {
+    fn kind(&self) -> &'static str {
+        "process"
+    }
+
+    async fn spawn(&self, req: SpawnRequest) -> Result<Value, RuntimeError> {
+        let key = (req.job_id.clone(), req.attempt);
+        let dir = self.attempt_dir(&req.job_id, req.attempt);
+        let pid_path = dir.join("pid");
+        // Idempotent: an attempt that already has a live process keeps it.
+        if let Some(existing) = Self::read_pid_file(&pid_path) {
+            if alive(existing.handle) == AgentStatus::Running {
+                return Ok(serde_json::to_value(existing.handle).unwrap_or_default());
+            }
+        }
+        let command = if req.command.is_empty() { &self.inner.cfg.default_command } else { &req.command };
+        let Some((program, args)) = command.split_first() else {
+            return Err(Self::spawn_error(&req, "no command to run; set spec.command in the AgentSpec".into(), None));
+        };
+        let work = dir.join("work");
+        std::fs::create_dir_all(&work).map_err(io(format!("create {}", work.display())))?;
+        let log_path = self.inner.cfg.logs.path(&req.job_id, req.attempt);
+        if let Some(parent) = log_path.parent() {
+            std::fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(format!("open {}", log_path.display())))?;
+        let log2 = log.try_clone().map_err(io("dup log file"))?;
+
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .current_dir(&work)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .process_group(0)
+            .kill_on_drop(false);
+        for name in &self.inner.cfg.passthrough_env {
+            if let Some(v) = std::env::var_os(name) {
+                cmd.env(name, v);
+            }
+        }
+        cmd.envs(&req.env);
+        cmd.env("GEORGE_WORK_DIR", &work);
+        apply_limits(&mut cmd, req.resources);
+
+        let mut child = cmd.spawn().map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                format!("command `{program}` not found; check spec.command of AgentSpec `{}`", req.agent_spec)
+            } else {
+                format!("cannot start `{program}`: {e}")
+            };
+            Self::spawn_error(&req, hint, Some(e))
+        })?;
+        let pid = child.id().map(|p| p as i32).ok_or_else(|| Self::spawn_error(&req, "process exited at once".into(), None))?;
+        let handle = ProcessHandle { pid, start_time: procfs::start_time(pid).unwrap_or(0) };
+        self.tracked().insert(key, Tracked { handle, exit: None });
+
+        let record = serde_json::json!({"job_id": req.job_id, "attempt": req.attempt, "handle": handle});
+        let tmp = dir.join("pid.tmp");
+        std::fs::write(&tmp, record.to_string())
+            .and_then(|_| std::fs::rename(&tmp, &pid_path))
+            .map_err(io(format!("write {}", pid_path.display())))?;
+
+        let inner = self.inner.clone();
+        let (job_id, attempt) = (req.job_id.clone(), req.attempt);
+        tokio::spawn(async move {
+            let status = match child.wait().await {
+                Ok(s) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    AgentStatus::Exited { code: s.code(), signal: s.signal() }
+                }
+                Err(_) => AgentStatus::Exited { code: None, signal: None },
+            };
+            tracing::debug!(job = %job_id, attempt, status = %status.describe(), "agent process exited");
+            ProcessRuntime::record_exit(&inner, &job_id, attempt, status);
+        });
+        tracing::info!(job = %req.job_id, attempt = req.attempt, pid, "agent process started");
+        Ok(serde_json::to_value(handle).unwrap_or_default())
+    }
+
+    async fn status(&self, job_id: &str, attempt: u32, handle: &Value) -> Result<AgentStatus, RuntimeError> {
+        let h = parse_handle(job_id, attempt, handle)?;
+        Ok(self.current_status(job_id, attempt, h))
+    }
+
+    async fn terminate(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        handle: &Value,
+        grace: Duration,
+    ) -> Result<AgentStatus, RuntimeError> {
+        let h = parse_handle(job_id, attempt, handle)?;
+        let group = Pid::from_raw(h.pid);
+        if self.current_status(job_id, attempt, h) == AgentStatus::Running {
+            let _ = killpg(group, Signal::SIGTERM);
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline && self.current_status(job_id, attempt, h) == AgentStatus::Running {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if self.current_status(job_id, attempt, h) == AgentStatus::Running {
+                tracing::warn!(job = %job_id, attempt, pid = h.pid, "agent ignored SIGTERM; killing");
+                let _ = killpg(group, Signal::SIGKILL);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline && self.current_status(job_id, attempt, h) == AgentStatus::Running {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        // Whatever the agent left behind in its group (a step's child) goes too.
+        let _ = killpg(group, Signal::SIGKILL);
+        Ok(self.current_status(job_id, attempt, h))
+    }
+
+    async fn list_owned(&self) -> Result<Vec<OwnedAgent>, RuntimeError> {
+        let mut out = Vec::new();
+        let Ok(jobs) = std::fs::read_dir(&self.inner.cfg.dir) else { return Ok(out) };
+        for job in jobs.flatten() {
+            let Ok(attempts) = std::fs::read_dir(job.path()) else { continue };
+            for attempt in attempts.flatten() {
+                let Some(pf) = Self::read_pid_file(&attempt.path().join("pid")) else { continue };
+                let status = self.current_status(&pf.job_id, pf.attempt, pf.handle);
+                out.push(OwnedAgent {
+                    job_id: pf.job_id,
+                    attempt: pf.attempt,
+                    handle: serde_json::to_value(pf.handle).unwrap_or_default(),
+                    status,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.job_id, a.attempt).cmp(&(&b.job_id, b.attempt)));
+        Ok(out)
+    }
+
+    async fn adopt(&self, agent: &OwnedAgent) -> Result<(), RuntimeError> {
+        let h = parse_handle(&agent.job_id, agent.attempt, &agent.handle)?;
+        let key = (agent.job_id.clone(), agent.attempt);
+        if self.tracked().insert(key, Tracked { handle: h, exit: None }).is_some() {
+            return Ok(());
+        }
+        // Not our child: we cannot wait() for it, so watch /proc instead.
+        let inner = self.inner.clone();
+        let (job_id, attempt) = (agent.job_id.clone(), agent.attempt);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                if alive(h) != AgentStatus::Running {
+                    ProcessRuntime::record_exit(&inner, &job_id, attempt, AgentStatus::Exited { code: None, signal: None });
+                    return;
+                }
+            }
+        });
+        tracing::info!(job = %agent.job_id, attempt = agent.attempt, pid = h.pid, "adopted running agent process");
+        Ok(())
+    }
+
+    async fn cleanup(&self, job_id: &str, attempt: u32) -> Result<(), RuntimeError> {
+        let dir = self.attempt_dir(job_id, attempt);
+        let _ = std::fs::remove_file(dir.join("pid"));
+        if !self.inner.cfg.keep_workdirs {
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_dir(self.inner.cfg.dir.join(job_id)); // only if empty
+        }
+        self.tracked().remove(&(job_id.to_string(), attempt));
+        Ok(())
+    }
+
+    fn logs(&self) -> &AgentLogs {
+        &self.inner.cfg.logs
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
+        self.inner.events.subscribe()
+    }
+}
