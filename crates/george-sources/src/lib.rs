@@ -1,1 +1,138 @@
-//! George sources: folder, Git and work-file sources of desired state
+//! Sources of desired state. A source turns outside state (a folder of
+//! manifests, a Git repository, a recac `work_items.json`) into jobs and
+//! manifests in the store; it never spawns anything. A Git or folder revision
+//! is applied atomically: an invalid manifest rejects the whole revision and
+//! the last good state stays.
+
+mod folder;
+mod git;
+mod runner;
+mod workfile;
+
+pub use folder::{read_manifest_dir, FolderSource};
+pub use git::{GitSource, GitSourceConfig};
+pub use runner::{SourceRunner, SyncRequest};
+pub use workfile::{WorkFileSource, WorkItem};
+
+use async_trait::async_trait;
+use george_core::validate::ManifestSet;
+use george_store::{ApplyReport, Snapshot, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// An error that stopped a source from syncing at all (as opposed to a
+/// revision it rejected, which is an [`SyncOutcome`] with errors).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Reading the source failed.
+    #[error("{0}")]
+    Read(String),
+}
+
+/// What one sync of one source did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncOutcome {
+    /// Source name.
+    pub source: String,
+    /// The revision seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// What was applied (absent if rejected or unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<ApplyReport>,
+    /// Why the revision was rejected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// A source of desired state.
+#[async_trait]
+pub trait Source: Send + Sync + std::fmt::Debug + 'static {
+    /// Its name in the store (`folder`, `git`, `workfile`).
+    fn name(&self) -> &str;
+    /// How often it is polled.
+    fn interval(&self) -> Duration;
+    /// Reads the source and applies what changed.
+    async fn sync(&self, store: &dyn Store) -> Result<SyncOutcome, SourceError>;
+}
+
+/// Builds the snapshot of a validated manifest set.
+pub fn snapshot_of(set: &ManifestSet, source: &str, revision: &str) -> Snapshot {
+    let manifests = set
+        .manifests
+        .iter()
+        .filter(|m| m.manifest.kind() != george_core::manifest::Kind::Job)
+        .map(|m| {
+            let body = match &m.manifest {
+                george_core::manifest::Manifest::AgentSpec(x) => serde_json::to_value(x),
+                george_core::manifest::Manifest::TaskTemplate(x) => serde_json::to_value(x),
+                george_core::manifest::Manifest::Chapter(x) => serde_json::to_value(x),
+                george_core::manifest::Manifest::Policy(x) => serde_json::to_value(x),
+                george_core::manifest::Manifest::Job(x) => serde_json::to_value(x),
+            }
+            .unwrap_or_default();
+            (m.manifest.kind(), m.manifest.name().to_string(), m.file.clone(), body)
+        })
+        .collect();
+    let jobs = set
+        .jobs
+        .iter()
+        .cloned()
+        .map(|mut j| {
+            j.origin.source = source.to_string();
+            j.origin.revision = Some(revision.to_string());
+            j
+        })
+        .collect();
+    Snapshot { source: source.to_string(), revision: revision.to_string(), manifests, jobs, prune: true }
+}
+
+/// Validates a folder's manifests and applies them as one revision, or
+/// records why the revision was rejected.
+pub(crate) async fn apply_folder(
+    store: &dyn Store,
+    source: &str,
+    revision: &str,
+    root: &std::path::Path,
+    display_prefix: &str,
+) -> Result<SyncOutcome, SourceError> {
+    let (root, prefix) = (root.to_path_buf(), display_prefix.to_string());
+    let (set, problems) = tokio::task::spawn_blocking(move || load_folder(&root, &prefix))
+        .await
+        .map_err(|e| SourceError::Read(e.to_string()))??;
+    let mut outcome = SyncOutcome { source: source.into(), revision: Some(revision.into()), ..Default::default() };
+    match set {
+        Some(set) => {
+            let report = store.apply_snapshot(snapshot_of(&set, source, revision)).await?;
+            if !report.unchanged {
+                tracing::info!(source, revision, created = report.created.len(), updated = report.updated.len(),
+                    aborted = report.aborted.len(), "applied source revision");
+            }
+            outcome.applied = Some(report);
+        }
+        None => {
+            outcome.errors = problems.iter().map(|d| d.to_string()).collect();
+            tracing::warn!(source, revision, errors = outcome.errors.len(), first = %outcome.errors[0], "rejected source revision");
+            store.reject_revision(source, revision, outcome.errors.clone()).await?;
+        }
+    }
+    Ok(outcome)
+}
+
+/// Reads and validates a folder: the valid set, or every problem found.
+pub fn load_folder(
+    root: &std::path::Path,
+    display_prefix: &str,
+) -> Result<(Option<ManifestSet>, Vec<george_core::manifest::Diagnostic>), SourceError> {
+    let (parsed, problems) = read_manifest_dir(root, display_prefix).map_err(SourceError::Read)?;
+    if !problems.is_empty() {
+        return Ok((None, problems));
+    }
+    match george_core::validate::validate_set(parsed) {
+        Ok(set) => Ok((Some(set), Vec::new())),
+        Err(diags) => Ok((None, diags)),
+    }
+}

@@ -1,0 +1,298 @@
+//! The recac orchestrator's file poller, compatible with its
+//! `work_items.json`: a JSON array of objects with `id`, `summary`,
+//! `description`, `repo_url` and optional `env_vars`, keys matched
+//! case-insensitively. Each item becomes one job of a configured template,
+//! exactly once: the job id is derived from the item id, so a restarted engine
+//! (or a re-read file) never dispatches an item twice. Removing an item from
+//! the file does not abort its job (the file is a queue, not desired state).
+
+use crate::{Source, SourceError, SyncOutcome};
+use async_trait::async_trait;
+use george_core::plan::{JobRequest, Origin};
+use george_core::{DesiredState, Priority};
+use george_store::{ApplyReport, Created, Snapshot, Store};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Work files larger than this are refused.
+const MAX_WORK_FILE_BYTES: u64 = 16 << 20;
+
+/// One work item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkItem {
+    /// The item's own id (e.g. `TASK-1`).
+    pub id: String,
+    /// The job id derived from it (e.g. `task-1`).
+    pub job_id: String,
+    /// One-line summary.
+    pub summary: String,
+    /// Description.
+    pub description: String,
+    /// Repository to work in.
+    pub repo_url: String,
+    /// Extra environment for the agent.
+    pub env_vars: BTreeMap<String, String>,
+}
+
+/// Parses a work file. Every problem names the item index and the key.
+pub fn parse_work_items(file: &str, text: &str) -> Result<Vec<WorkItem>, Vec<String>> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| vec![format!("{file}:{}:{}: invalid JSON: {e}", e.line(), e.column())])?;
+    let Value::Array(items) = value else {
+        return Err(vec![format!("{file}: expected a JSON array of work items, got {}", kind_of(&value))]);
+    };
+    let mut errors = Vec::new();
+    let mut out: Vec<WorkItem> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = |key: &str| format!("{file}: [{i}].{key}");
+        let Value::Object(map) = item else {
+            errors.push(format!("{file}: [{i}]: expected an object, got {}", kind_of(item)));
+            continue;
+        };
+        let fields: BTreeMap<String, &Value> = map.iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+        let text = |key: &str, required: bool, errors: &mut Vec<String>| -> String {
+            match fields.get(key) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) if key == "id" => n.to_string(),
+                Some(Value::Null) | None if !required => String::new(),
+                None | Some(Value::Null) => {
+                    errors.push(format!("{}: required", at(key)));
+                    String::new()
+                }
+                Some(other) => {
+                    errors.push(format!("{}: expected a string, got {}", at(key), kind_of(other)));
+                    String::new()
+                }
+            }
+        };
+        let id = text("id", true, &mut errors);
+        let summary = text("summary", false, &mut errors);
+        let description = text("description", false, &mut errors);
+        let repo_url = text("repo_url", false, &mut errors);
+        let mut env_vars = BTreeMap::new();
+        match fields.get("env_vars") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(env)) => {
+                for (k, v) in env {
+                    match v {
+                        Value::String(s) => {
+                            env_vars.insert(k.clone(), s.clone());
+                        }
+                        Value::Number(_) | Value::Bool(_) => {
+                            env_vars.insert(k.clone(), v.to_string());
+                        }
+                        other => errors.push(format!("{}.{k}: expected a string, got {}", at("env_vars"), kind_of(other))),
+                    }
+                }
+            }
+            Some(other) => errors.push(format!("{}: expected an object, got {}", at("env_vars"), kind_of(other))),
+        }
+        if id.is_empty() {
+            continue;
+        }
+        let job_id = job_id_for(&id);
+        if let Some(prev) = out.iter().find(|w| w.job_id == job_id) {
+            errors.push(format!("{}: `{id}` and `{}` map to the same job id `{job_id}`", at("id"), prev.id));
+            continue;
+        }
+        out.push(WorkItem { id, job_id, summary, description, repo_url, env_vars });
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A valid job id from a work item id: lowercase, other characters become `-`.
+pub fn job_id_for(item_id: &str) -> String {
+    let mut s: String = item_id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    s = s.trim_start_matches(['-', '_', '.']).to_string();
+    if s.is_empty() {
+        let digest = hex::encode(Sha256::digest(item_id.as_bytes()));
+        s = format!("item-{}", &digest[..12]);
+    }
+    if s.len() > 63 {
+        let digest = hex::encode(Sha256::digest(item_id.as_bytes()));
+        s = format!("{}-{}", &s[..50], &digest[..12]);
+    }
+    s
+}
+
+/// The work-file source.
+#[derive(Debug, Clone)]
+pub struct WorkFileSource {
+    path: PathBuf,
+    template: String,
+    interval: Duration,
+}
+
+impl WorkFileSource {
+    /// Reads `path` every `interval`; each item becomes a job of `template`.
+    pub fn new(path: impl Into<PathBuf>, template: impl Into<String>, interval: Duration) -> Self {
+        Self { path: path.into(), template: template.into(), interval }
+    }
+}
+
+#[async_trait]
+impl Source for WorkFileSource {
+    fn name(&self) -> &str {
+        "workfile"
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    async fn sync(&self, store: &dyn Store) -> Result<SyncOutcome, SourceError> {
+        let file = self.path.display().to_string();
+        let mut outcome = SyncOutcome { source: "workfile".into(), ..Default::default() };
+        let text = match std::fs::metadata(&self.path) {
+            Ok(m) if m.len() > MAX_WORK_FILE_BYTES => Err(format!("{file}: {} bytes is over the 16 MiB limit", m.len())),
+            Ok(_) => std::fs::read_to_string(&self.path).map_err(|e| format!("{file}: cannot read: {e}")),
+            Err(e) => Err(format!("{file}: cannot read: {e}")),
+        };
+        let text = match text {
+            Ok(t) => t,
+            Err(e) => {
+                store.reject_revision("workfile", "unreadable", vec![e.clone()]).await?;
+                outcome.errors = vec![e];
+                return Ok(outcome);
+            }
+        };
+        let revision = format!("sha256:{}", &hex::encode(Sha256::digest(text.as_bytes()))[..16]);
+        outcome.revision = Some(revision.clone());
+        if store.sources().await?.iter().any(|s| s.name == "workfile" && s.applied_revision.as_deref() == Some(&revision)) {
+            store.source_checked("workfile").await?;
+            return Ok(outcome);
+        }
+        let items = match parse_work_items(&file, &text) {
+            Ok(items) => items,
+            Err(errors) => {
+                store.reject_revision("workfile", &revision, errors.clone()).await?;
+                outcome.errors = errors;
+                return Ok(outcome);
+            }
+        };
+        let catalog = store.catalog().await?;
+        let Some(template) = catalog.templates.get(&self.template) else {
+            let errors = vec![format!(
+                "{file}: the work-file template `{}` is not defined (known: [{}])",
+                self.template,
+                catalog.templates.keys().cloned().collect::<Vec<_>>().join(", ")
+            )];
+            store.reject_revision("workfile", &revision, errors.clone()).await?;
+            outcome.errors = errors;
+            return Ok(outcome);
+        };
+        // Plan every item before creating any, so a bad file creates nothing.
+        let mut planned = Vec::new();
+        let mut errors = Vec::new();
+        for item in &items {
+            let all = BTreeMap::from([
+                ("id".to_string(), Value::String(item.id.clone())),
+                ("summary".to_string(), Value::String(item.summary.clone())),
+                ("description".to_string(), Value::String(item.description.clone())),
+                ("repo_url".to_string(), Value::String(item.repo_url.clone())),
+            ]);
+            // Only what the template declares; the rest stays on the item.
+            let params: BTreeMap<String, Value> =
+                all.into_iter().filter(|(k, v)| template.spec.variables.iter().any(|d| &d.name == k) && v != &Value::String(String::new())).collect();
+            let req = JobRequest {
+                id: &item.job_id,
+                template: &self.template,
+                params: &params,
+                agent: None,
+                chapter: None,
+                priority: Priority::default(),
+                desired: DesiredState::Active,
+                env: &item.env_vars,
+            };
+            let origin = Origin { source: "workfile".into(), reference: Some(item.id.clone()), revision: Some(revision.clone()) };
+            match catalog.plan(&req, origin) {
+                Ok(job) => planned.push(job),
+                Err(errs) => errors.extend(errs.into_iter().map(|e| format!("{file}: item `{}`: {e}", item.id))),
+            }
+        }
+        if !errors.is_empty() {
+            store.reject_revision("workfile", &revision, errors.clone()).await?;
+            outcome.errors = errors;
+            return Ok(outcome);
+        }
+        let mut report = ApplyReport::default();
+        for job in planned {
+            let id = job.id.clone();
+            match store.create_job(job, "source:workfile").await? {
+                Created::New => report.created.push(id),
+                Created::Existed => {
+                    if let Some(existing) = store.get_job(&id).await? {
+                        if existing.origin.source != "workfile" {
+                            report.conflicts.push(id);
+                        }
+                    }
+                }
+            }
+        }
+        // Record the revision (the work file owns no manifests and prunes nothing).
+        let snapshot = Snapshot { source: "workfile".into(), revision, manifests: vec![], jobs: vec![], prune: false };
+        store.apply_snapshot(snapshot).await?;
+        if !report.created.is_empty() {
+            tracing::info!(file = %file, created = report.created.len(), "dispatched work items");
+        }
+        outcome.applied = Some(report);
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_case_insensitive_and_ids_become_job_ids() {
+        let text = r#"[{"ID": "TASK-1", "Summary": "Login", "DESCRIPTION": "d", "Repo_URL": "r", "env_vars": {"A": "1", "N": 2}},
+                       {"id": 7, "summary": "numeric id"}]"#;
+        let items = parse_work_items("w.json", text).unwrap();
+        assert_eq!(items[0].job_id, "task-1");
+        assert_eq!((items[0].summary.as_str(), items[0].repo_url.as_str()), ("Login", "r"));
+        assert_eq!(items[0].env_vars["N"], "2");
+        assert_eq!(items[1].id, "7");
+        assert_eq!(job_id_for("Feature/ABC 12"), "feature-abc-12");
+        assert!(job_id_for("###").starts_with("item-"));
+    }
+
+    #[test]
+    fn bad_files_name_the_item_and_key() {
+        let errs = parse_work_items("w.json", "{\"id\": 1}").unwrap_err();
+        assert!(errs[0].contains("expected a JSON array"), "{errs:?}");
+        let errs = parse_work_items("w.json", "[{\"summary\": 3}, 4, {\"id\": \"a\"}, {\"id\": \"A\"}]").unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                "w.json: [0].id: required",
+                "w.json: [0].summary: expected a string, got a number",
+                "w.json: [1]: expected an object, got a number",
+                "w.json: [3].id: `A` and `a` map to the same job id `a`",
+            ]
+        );
+        let errs = parse_work_items("w.json", "[{\"id\": ").unwrap_err();
+        assert!(errs[0].starts_with("w.json:1:"), "{errs:?}");
+    }
+}
