@@ -56,6 +56,8 @@ pub enum Observed {
     NoAgent,
     /// The runtime says the agent runs.
     Running,
+    /// The agent runs and this engine is stopping it right now.
+    Stopping,
     /// The runtime says it is gone.
     Gone(AgentStatus),
     /// The attempt has no runtime handle (the engine stopped between recording
@@ -186,31 +188,26 @@ fn decide_live(state: &JobState, agent: &AgentView, observed: Observed, now: Dat
                 end: AttemptEnd { exit_code: None, outcome: "never started (engine stopped before spawning)".into() },
             };
         }
+        Observed::Stopping => return Action::Wait(Some(rules.exit_grace)),
         Observed::Running => {}
     }
-    if (agent.state == AgentState::Cooling && job.status.is_final()) || job.status == JobStatus::Blocked {
+    if job.status.is_final() || job.status == JobStatus::Blocked {
         // The agent reported its verdict and is exiting on its own; give it a moment.
         let waited = since(now, job.updated_at);
         if waited < rules.exit_grace {
             return Action::Wait(Some(rules.exit_grace - waited));
         }
-        return Action::Terminate { attempt, reason: format!("did not exit after reporting {}", job.status), failure: false };
-    }
-    if job.status.is_final() {
-        return Action::Terminate { attempt, reason: format!("job is {}", job.status), failure: false };
+        return Action::Terminate { attempt, reason: format!("did not exit after the job became {}", job.status), failure: false };
     }
     match job.desired {
-        DesiredState::Paused if agent.state != AgentState::Cooling => {
-            return Action::Terminate { attempt, reason: "job paused".into(), failure: false }
-        }
-        DesiredState::Aborted if agent.state != AgentState::Cooling => {
-            return Action::Terminate { attempt, reason: "job aborted".into(), failure: false }
-        }
-        _ => {}
+        DesiredState::Paused => return Action::Terminate { attempt, reason: "job paused".into(), failure: false },
+        DesiredState::Aborted => return Action::Terminate { attempt, reason: "job aborted".into(), failure: false },
+        DesiredState::Active => {}
     }
     if agent.state == AgentState::Cooling {
-        // Being stopped already; the runtime reports when it is gone.
-        return Action::Wait(Some(rules.exit_grace));
+        // It was being stopped when the engine restarted: stop it again.
+        let reason = agent.outcome.clone().unwrap_or_else(|| "stopping".into());
+        return Action::Terminate { attempt, reason, failure: true };
     }
     let last_sign = agent.last_heartbeat.unwrap_or(agent.started_at);
     let silent = since(now, last_sign);
@@ -383,7 +380,9 @@ mod tests {
         assert!(matches!(decide(&s, Observed::Running, t0(), &rules()), Action::Terminate { failure: false, .. }));
         let mut s = s;
         s.current.as_mut().unwrap().state = AgentState::Cooling;
-        assert!(matches!(decide(&s, Observed::Running, t0(), &rules()), Action::Wait(Some(_))));
+        assert!(matches!(decide(&s, Observed::Stopping, t0(), &rules()), Action::Wait(Some(_))));
+        // After an engine restart nobody is stopping it: stop it again.
+        assert!(matches!(decide(&s, Observed::Running, t0(), &rules()), Action::Terminate { .. }));
         s.current.as_mut().unwrap().state = AgentState::Terminated;
         assert!(matches!(decide(&s, Observed::NoAgent, t0(), &rules()), Action::SetStatus(StatusChange { to: JobStatus::Paused, .. })));
         s.job.status = JobStatus::Paused;

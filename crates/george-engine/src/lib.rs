@@ -1,1 +1,220 @@
-//! George engine: the reconciler, health checks and the run loop
+//! The engine: the reconcile loop that makes actual state match desired
+//! state. It is level-triggered — woken by store changes, runtime events and
+//! timers, with a periodic resync as a safety net — and every pass is
+//! idempotent, so an engine killed at any point converges to the same end
+//! state on restart.
+
+mod adoption;
+mod catalog;
+mod context;
+pub mod decide;
+pub mod metrics;
+mod reconciler;
+pub mod tokens;
+mod workqueue;
+
+pub use adoption::{adopt_orphans, Adopted, AdoptionError};
+pub use context::{Context, EngineConfig};
+pub use decide::RetryPolicy;
+pub use metrics::Metrics;
+pub use workqueue::WorkQueue;
+
+use george_core::Clock;
+use george_runtime::Runtime;
+use george_sources::{Source, SourceRunner, SyncOutcome, SyncRequest};
+use george_store::Store;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Errors that stop the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Adopting agents at start-up failed.
+    #[error("adopting running agents failed: {0}")]
+    Adoption(#[from] AdoptionError),
+    /// The store failed at start-up.
+    #[error(transparent)]
+    Store(#[from] george_store::StoreError),
+    /// The engine has stopped.
+    #[error("the engine is not running")]
+    Stopped,
+}
+
+/// A cloneable handle the API uses to talk to the running engine.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    sync: mpsc::Sender<SyncRequest>,
+    ctx: Arc<Context>,
+}
+
+impl EngineHandle {
+    /// Syncs every source now and returns what each did.
+    pub async fn sync_now(&self) -> Result<Vec<SyncOutcome>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.sync.send(SyncRequest { reply }).await.map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// The engine's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.ctx.metrics
+    }
+
+    /// Jobs waiting to be reconciled.
+    pub fn queue_depth(&self) -> usize {
+        self.ctx.queue.len()
+    }
+
+    /// Asks for a job to be reconciled now.
+    pub fn nudge(&self, job: &str) {
+        self.ctx.queue.add(job);
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.ctx.cfg
+    }
+}
+
+/// The engine, ready to run.
+#[derive(Debug)]
+pub struct Engine {
+    ctx: Arc<Context>,
+    sources: Mutex<Option<(SourceRunner, mpsc::Receiver<SyncRequest>)>>,
+}
+
+impl Engine {
+    /// Builds an engine and the handle to it.
+    pub fn new(
+        cfg: EngineConfig,
+        store: Arc<dyn Store>,
+        runtime: Arc<dyn Runtime>,
+        clock: Arc<dyn Clock>,
+        sources: Vec<Arc<dyn Source>>,
+    ) -> (Engine, EngineHandle) {
+        let ctx = Arc::new(Context {
+            cfg,
+            store: store.clone(),
+            runtime,
+            clock,
+            queue: WorkQueue::new(),
+            catalog: Default::default(),
+            metrics: Arc::new(Metrics::default()),
+            stopping: Mutex::new(Default::default()),
+            tasks: TaskTracker::new(),
+        });
+        let (tx, rx) = mpsc::channel(16);
+        let runner = SourceRunner::new(sources, store);
+        let handle = EngineHandle { sync: tx, ctx: ctx.clone() };
+        (Engine { ctx, sources: Mutex::new(Some((runner, rx))) }, handle)
+    }
+
+    /// Runs until `shutdown`. Agents keep running when the engine stops; the
+    /// next engine adopts them.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), EngineError> {
+        let ctx = self.ctx.clone();
+        // Subscribe before anything can change, so no event is missed.
+        let store_events = ctx.store.subscribe();
+        let runtime_events = ctx.runtime.subscribe();
+        adopt_orphans(&ctx).await?;
+        for id in ctx.store.active_job_ids().await? {
+            ctx.queue.add(&id);
+        }
+        let tasks = TaskTracker::new();
+        if let Some((runner, rx)) = self.sources.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            tasks.spawn(runner.run(rx, shutdown.clone()));
+        }
+        tasks.spawn(follow_store(ctx.clone(), store_events, shutdown.clone()));
+        tasks.spawn(follow_runtime(ctx.clone(), runtime_events, shutdown.clone()));
+        tasks.spawn(resync(ctx.clone(), shutdown.clone()));
+        for _ in 0..ctx.cfg.workers.max(1) {
+            tasks.spawn(worker(ctx.clone()));
+        }
+        tasks.close();
+        tracing::info!(engine = %ctx.cfg.engine_id, runtime = ctx.runtime.kind(), workers = ctx.cfg.workers, "engine running");
+        shutdown.cancelled().await;
+        ctx.queue.close();
+        tasks.wait().await;
+        ctx.tasks.close();
+        ctx.tasks.wait().await;
+        tracing::info!("engine stopped");
+        Ok(())
+    }
+}
+
+async fn worker(ctx: Arc<Context>) {
+    while let Some(id) = ctx.queue.next().await {
+        match reconciler::reconcile(&ctx, &id).await {
+            Ok(Some(after)) => ctx.queue.add_after(&id, after),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "reconcile failed; retrying");
+                ctx.queue.add_after(&id, std::time::Duration::from_secs(1));
+            }
+        }
+        ctx.queue.done(&id);
+    }
+}
+
+async fn follow_store(ctx: Arc<Context>, mut events: broadcast::Receiver<george_core::api::EventView>, shutdown: CancellationToken) {
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            e = events.recv() => e,
+        };
+        match event {
+            Ok(e) => {
+                if e.kind.starts_with("source.") || e.kind.starts_with("manifest.") {
+                    ctx.catalog.invalidate();
+                }
+                if let Some(job) = &e.job_id {
+                    ctx.queue.add(job);
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "fell behind the store's events; resyncing");
+                ctx.catalog.invalidate();
+                enqueue_active(&ctx).await;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn follow_runtime(ctx: Arc<Context>, mut events: broadcast::Receiver<george_runtime::RuntimeEvent>, shutdown: CancellationToken) {
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            e = events.recv() => e,
+        };
+        match event {
+            Ok(e) => ctx.queue.add(&e.job_id),
+            Err(broadcast::error::RecvError::Lagged(_)) => enqueue_active(&ctx).await,
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn resync(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(ctx.cfg.reconcile_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                ctx.catalog.invalidate();
+                enqueue_active(&ctx).await;
+            }
+        }
+    }
+}
+
+async fn enqueue_active(ctx: &Context) {
+    match ctx.store.active_job_ids().await {
+        Ok(ids) => ids.iter().for_each(|id| ctx.queue.add(id)),
+        Err(e) => tracing::warn!(error = %e, "resync failed"),
+    }
+}

@@ -107,7 +107,11 @@ pub async fn create_job_is_idempotent(store: TestStore) {
     assert_eq!(j.status, JobStatus::Pending);
     assert_eq!(j.steps.iter().map(|s| s.spec.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     assert!(store.get_job("nope").await.unwrap().is_none());
-    store.create_job(job("j2", "api"), "test").await.unwrap();
+    let mut j2 = job("j2", "api");
+    j2.env.insert("LEVEL".into(), "2".into());
+    store.create_job(j2, "test").await.unwrap();
+    assert_eq!(store.job_env("j2").await.unwrap()["LEVEL"], "2");
+    assert!(matches!(store.job_env("nope").await, Err(StoreError::NotFound { .. })));
     let pending = store.list_jobs(&JobFilter { status: vec![JobStatus::Pending], ..Default::default() }).await.unwrap();
     assert_eq!(pending.len(), 2);
     let none = store.list_jobs(&JobFilter { status: vec![JobStatus::Completed], ..Default::default() }).await.unwrap();

@@ -123,6 +123,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn create_job(&self, job: NewJob, actor: &str) -> Result<Created>;
     /// One job with its steps.
     async fn get_job(&self, id: &str) -> Result<Option<JobView>>;
+    /// A job's own environment for its agent.
+    async fn job_env(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>>;
     /// Jobs (without steps), oldest first.
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobView>>;
     /// Sets a job's desired state (pause/resume/abort).
@@ -147,8 +149,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn start_attempt(&self, id: &str, attempt: NewAttempt) -> Result<u32>;
     /// Records the runtime handle of a spawned attempt.
     async fn attempt_spawned(&self, id: &str, attempt: u32, handle: Value) -> Result<()>;
-    /// Moves a live attempt to another live state (e.g. `cooling`).
-    async fn set_attempt_state(&self, id: &str, attempt: u32, state: AgentState, actor: &str) -> Result<()>;
+    /// Moves a live attempt to another live state (e.g. `cooling`), recording why.
+    async fn set_attempt_state(
+        &self,
+        id: &str,
+        attempt: u32,
+        state: AgentState,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<()>;
     /// Records that an attempt is gone. Idempotent.
     async fn end_attempt(&self, id: &str, attempt: u32, end: AttemptEnd) -> Result<()>;
     /// Every attempt that may still be running.

@@ -78,6 +78,12 @@ pub fn get(c: &Connection, id: &str, with_steps: bool) -> Result<Option<JobView>
     Ok(Some(job))
 }
 
+pub fn env(c: &Connection, id: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    let text: Option<String> = c.query_row("SELECT env FROM jobs WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+    let text = text.ok_or_else(|| StoreError::NotFound { what: "job", id: id.into() })?;
+    Ok(serde_json::from_str(&text)?)
+}
+
 fn steps(c: &Connection, id: &str) -> Result<Vec<StepView>> {
     let mut stmt =
         c.prepare_cached("SELECT spec, status, reason, runs, updated_at FROM steps WHERE job_id = ?1 ORDER BY idx")?;
@@ -302,13 +308,21 @@ pub fn attempt_spawned(w: &mut Writer<'_>, id: &str, attempt: u32, handle: &Valu
     w.event(Some(id), Some(attempt), "attempt.spawned", "reconciler", json!({"handle": handle}))
 }
 
-pub fn set_attempt_state(w: &mut Writer<'_>, id: &str, attempt: u32, state: AgentState, actor: &str) -> Result<()> {
+pub fn set_attempt_state(
+    w: &mut Writer<'_>,
+    id: &str,
+    attempt: u32,
+    state: AgentState,
+    actor: &str,
+    reason: Option<&str>,
+) -> Result<()> {
     let n = w.tx.execute(
-        "UPDATE attempts SET state = ?3 WHERE job_id = ?1 AND number = ?2 AND state <> 'terminated' AND state <> ?3",
-        params![id, attempt, state.as_str()],
+        "UPDATE attempts SET state = ?3, outcome = COALESCE(?4, outcome) \
+         WHERE job_id = ?1 AND number = ?2 AND state <> 'terminated' AND state <> ?3",
+        params![id, attempt, state.as_str(), reason],
     )?;
     if n > 0 {
-        w.event(Some(id), Some(attempt), "attempt.state", actor, json!({"to": state}))?;
+        w.event(Some(id), Some(attempt), "attempt.state", actor, json!({"to": state, "reason": reason}))?;
     }
     Ok(())
 }
@@ -479,7 +493,7 @@ pub fn report_job(w: &mut Writer<'_>, id: &str, attempt: u32, status: JobStatus,
         },
         &actor,
     )?;
-    set_attempt_state(w, id, attempt, AgentState::Cooling, &actor)
+    set_attempt_state(w, id, attempt, AgentState::Cooling, &actor, None)
 }
 
 pub fn count_by_status(c: &Connection) -> Result<Vec<(JobStatus, u64)>> {

@@ -209,6 +209,11 @@ impl Store for SqliteStore {
         self.read(move |c| jobs::get(c, &id, true)).await
     }
 
+    async fn job_env(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        let id = id.to_string();
+        self.read(move |c| jobs::env(c, &id)).await
+    }
+
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobView>> {
         let filter = filter.clone();
         self.read(move |c| jobs::list(c, &filter)).await
@@ -258,9 +263,16 @@ impl Store for SqliteStore {
         self.write(move |w| jobs::attempt_spawned(w, &id, attempt, &handle)).await
     }
 
-    async fn set_attempt_state(&self, id: &str, attempt: u32, state: AgentState, actor: &str) -> Result<()> {
-        let (id, actor) = (id.to_string(), actor.to_string());
-        self.write(move |w| jobs::set_attempt_state(w, &id, attempt, state, &actor)).await
+    async fn set_attempt_state(
+        &self,
+        id: &str,
+        attempt: u32,
+        state: AgentState,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let (id, actor, reason) = (id.to_string(), actor.to_string(), reason.map(str::to_string));
+        self.write(move |w| jobs::set_attempt_state(w, &id, attempt, state, &actor, reason.as_deref())).await
     }
 
     async fn end_attempt(&self, id: &str, attempt: u32, end: AttemptEnd) -> Result<()> {

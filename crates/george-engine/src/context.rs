@@ -1,0 +1,88 @@
+//! Everything the reconciler's steps share, in one place.
+
+use crate::catalog::CatalogCache;
+use crate::decide::RetryPolicy;
+use crate::metrics::Metrics;
+use crate::workqueue::WorkQueue;
+use george_core::manifest::HealthCheck;
+use george_core::Clock;
+use george_runtime::{Resources, Runtime};
+use george_store::Store;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::task::TaskTracker;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Identifies this engine (labels on agents it runs).
+    pub engine_id: String,
+    /// The API address agents report to.
+    pub api_url: String,
+    /// Safety-net resync of every active job (seed default 30s).
+    pub reconcile_interval: Duration,
+    /// Jobs reconciled concurrently.
+    pub workers: usize,
+    /// Default health checks (an AgentSpec may override them).
+    pub health: HealthCheck,
+    /// Default resource limits (an AgentSpec may override them).
+    pub default_resources: Resources,
+    /// Retries of failed attempts.
+    pub retry: RetryPolicy,
+    /// How long a stopped agent gets between SIGTERM and SIGKILL.
+    pub termination_grace: Duration,
+    /// How long an agent that reported its verdict may take to exit.
+    pub exit_grace: Duration,
+    /// Per-job output directories shared by its attempts (local runtime).
+    pub output_dir: Option<PathBuf>,
+}
+
+impl EngineConfig {
+    /// Defaults for an engine whose API is at `api_url`.
+    pub fn new(api_url: impl Into<String>) -> Self {
+        Self {
+            engine_id: "george".into(),
+            api_url: api_url.into(),
+            reconcile_interval: Duration::from_secs(30),
+            workers: 4,
+            health: HealthCheck::default(),
+            default_resources: Resources::default(),
+            retry: RetryPolicy::default(),
+            termination_grace: Duration::from_secs(10),
+            exit_grace: Duration::from_secs(10),
+            output_dir: None,
+        }
+    }
+}
+
+/// Shared state of a running engine.
+#[derive(Debug)]
+pub struct Context {
+    /// Settings.
+    pub cfg: EngineConfig,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The runtime.
+    pub runtime: Arc<dyn Runtime>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Jobs to reconcile.
+    pub queue: WorkQueue,
+    /// Templates and agent specs.
+    pub catalog: CatalogCache,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Attempts being stopped right now.
+    pub stopping: Mutex<HashSet<(String, u32)>>,
+    /// Background tasks (terminations), awaited on shutdown.
+    pub tasks: TaskTracker,
+}
+
+impl Context {
+    /// Whether this engine is stopping that attempt now.
+    pub fn is_stopping(&self, job: &str, attempt: u32) -> bool {
+        self.stopping.lock().unwrap_or_else(|e| e.into_inner()).contains(&(job.to_string(), attempt))
+    }
+}

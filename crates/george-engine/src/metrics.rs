@@ -1,0 +1,87 @@
+//! The engine's Prometheus metrics. Names are constants here; the API
+//! encodes the registry at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Reconcile passes, by outcome.
+pub const RECONCILE_TOTAL: &str = "george_reconcile";
+/// Agents spawned.
+pub const AGENT_SPAWNS: &str = "george_agent_spawns";
+/// Agents that could not be spawned.
+pub const AGENT_SPAWN_FAILURES: &str = "george_agent_spawn_failures";
+/// Agents stopped for being unhealthy or over time.
+pub const AGENT_KILLS: &str = "george_agent_terminations";
+/// Seconds from job creation to its first agent being spawned.
+pub const JOB_START_LATENCY: &str = "george_job_start_latency_seconds";
+/// Jobs by status.
+pub const JOBS: &str = "george_jobs";
+/// Jobs waiting in the reconcile queue.
+pub const QUEUE_DEPTH: &str = "george_reconcile_queue_depth";
+
+/// A label set with one `outcome` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// The outcome.
+    pub outcome: String,
+}
+
+/// A label set with one `status` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    /// The status.
+    pub status: String,
+}
+
+/// A label set with one `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// The reason.
+    pub reason: String,
+}
+
+/// The engine's metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    /// The registry holding every metric below.
+    pub registry: Registry,
+    /// Reconcile passes by action taken.
+    pub reconciles: Family<OutcomeLabel, Counter>,
+    /// Agents spawned.
+    pub spawns: Counter,
+    /// Spawn failures.
+    pub spawn_failures: Counter,
+    /// Terminations by reason class.
+    pub terminations: Family<ReasonLabel, Counter>,
+    /// Job start latency.
+    pub start_latency: Histogram,
+    /// Jobs by status (refreshed when scraped).
+    pub jobs: Family<StatusLabel, Gauge>,
+    /// Queue depth (refreshed when scraped).
+    pub queue_depth: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let reconciles = Family::<OutcomeLabel, Counter>::default();
+        let spawns = Counter::default();
+        let spawn_failures = Counter::default();
+        let terminations = Family::<ReasonLabel, Counter>::default();
+        let start_latency = Histogram::new(exponential_buckets(0.001, 2.0, 18));
+        let jobs = Family::<StatusLabel, Gauge>::default();
+        let queue_depth = Gauge::default();
+        registry.register(RECONCILE_TOTAL, "Reconcile passes by action", reconciles.clone());
+        registry.register(AGENT_SPAWNS, "Agents spawned", spawns.clone());
+        registry.register(AGENT_SPAWN_FAILURES, "Agents that could not be spawned", spawn_failures.clone());
+        registry.register(AGENT_KILLS, "Agents stopped by the engine, by reason", terminations.clone());
+        registry.register(JOB_START_LATENCY, "Seconds from job creation to its first agent spawn", start_latency.clone());
+        registry.register(JOBS, "Jobs by status", jobs.clone());
+        registry.register(QUEUE_DEPTH, "Jobs waiting in the reconcile queue", queue_depth.clone());
+        Self { registry, reconciles, spawns, spawn_failures, terminations, start_latency, jobs, queue_depth }
+    }
+}

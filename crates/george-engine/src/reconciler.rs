@@ -1,0 +1,216 @@
+//! One reconcile pass for one job: read its state, observe its agent, decide
+//! the next action ([`crate::decide`]) and carry it out. Every write is
+//! guarded by what was read, so a pass that raced with another change simply
+//! has no effect and the job is looked at again.
+
+use crate::context::Context;
+use crate::decide::{decide, Action, Observed, Rules};
+use crate::metrics::{OutcomeLabel, ReasonLabel};
+use crate::tokens;
+use george_core::api::AgentView;
+use george_core::{AgentState, JobStatus};
+use george_runtime::{AgentStatus, Resources, SpawnRequest};
+use george_store::{AttemptEnd, JobState, NewAttempt, StatusChange, StoreError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Errors of a reconcile pass; the job is retried later.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Reconciles job `id` once. Returns when to look again, if a timer is needed.
+pub async fn reconcile(ctx: &Arc<Context>, id: &str) -> Result<Option<Duration>, ReconcileError> {
+    let Some(state) = ctx.store.job_state(id).await? else { return Ok(None) };
+    let observed = observe(ctx, &state).await;
+    let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
+    let spec = catalog.agents.get(&state.job.agent);
+    let rules = Rules {
+        health: spec.and_then(|s| s.spec.health_check).unwrap_or(ctx.cfg.health),
+        retry: ctx.cfg.retry,
+        exit_grace: ctx.cfg.exit_grace,
+        max_active: spec.and_then(|s| s.spec.resources.max_active_duration).map(|d| d.get()),
+    };
+    let action = decide(&state, observed, ctx.clock.now(), &rules);
+    let label = match &action {
+        Action::Wait(_) => "wait",
+        Action::Spawn => "spawn",
+        Action::Terminate { .. } => "terminate",
+        Action::EndAttempt { .. } => "end_attempt",
+        Action::SetStatus(_) => "set_status",
+    };
+    ctx.metrics.reconciles.get_or_create(&OutcomeLabel { outcome: label.into() }).inc();
+    if label != "wait" {
+        tracing::debug!(job = id, action = ?action, "reconcile");
+    }
+    match action {
+        Action::Wait(after) => Ok(after),
+        Action::Spawn => spawn(ctx, &state).await,
+        Action::Terminate { attempt, reason, .. } => {
+            if let Some(agent) = state.current.as_ref() {
+                stop(ctx, agent, attempt, &reason).await?;
+            }
+            Ok(None)
+        }
+        Action::EndAttempt { attempt, end } => {
+            tracing::info!(job = id, attempt, outcome = %end.outcome, "agent ended");
+            ctx.store.end_attempt(id, attempt, end).await?;
+            if let Err(e) = ctx.runtime.cleanup(id, attempt).await {
+                tracing::warn!(job = id, attempt, error = %e, "cleanup failed");
+            }
+            Ok(None)
+        }
+        Action::SetStatus(change) => {
+            if change.to != change.from {
+                tracing::info!(job = id, from = %change.from, to = %change.to, reason = change.reason.as_deref().unwrap_or(""), "job status");
+            }
+            ctx.store.change_status(id, change, "reconciler").await?;
+            Ok(None)
+        }
+    }
+}
+
+async fn observe(ctx: &Context, state: &JobState) -> Observed {
+    let Some(agent) = state.current.as_ref().filter(|a| a.state.is_live()) else { return Observed::NoAgent };
+    let Some(handle) = agent.handle.as_ref() else { return Observed::NotSpawned };
+    match ctx.runtime.status(&agent.job_id, agent.attempt, handle).await {
+        Ok(AgentStatus::Running) if ctx.is_stopping(&agent.job_id, agent.attempt) => Observed::Stopping,
+        Ok(AgentStatus::Running) => Observed::Running,
+        Ok(gone) => Observed::Gone(gone),
+        Err(e) => {
+            tracing::warn!(job = %agent.job_id, attempt = agent.attempt, error = %e, "cannot read agent status");
+            Observed::Gone(AgentStatus::Exited { code: None, signal: None })
+        }
+    }
+}
+
+/// Starts the next attempt of a pending job.
+async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>, ReconcileError> {
+    let job = &state.job;
+    let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
+    let Some(spec) = catalog.agents.get(&job.agent) else {
+        let reason = format!("waiting: AgentSpec `{}` is not defined", job.agent);
+        if job.reason.as_deref() != Some(reason.as_str()) {
+            let change = StatusChange {
+                from: JobStatus::Pending,
+                to: JobStatus::Pending,
+                reason: Some(reason),
+                next_attempt_at: None,
+                count_failure: false,
+            };
+            ctx.store.change_status(&job.id, change, "reconciler").await?;
+        }
+        return Ok(Some(ctx.cfg.reconcile_interval));
+    };
+    let token = tokens::mint();
+    let new = NewAttempt {
+        after: job.attempt,
+        agent_spec: spec.metadata.name.clone(),
+        runtime: ctx.runtime.kind().into(),
+        token_hash: tokens::hash(&token),
+    };
+    let attempt = match ctx.store.start_attempt(&job.id, new).await {
+        Ok(n) => n,
+        Err(StoreError::Conflict(why)) => {
+            tracing::debug!(job = %job.id, why, "attempt not started; state changed");
+            return Ok(Some(Duration::ZERO));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if attempt == 1 {
+        let waited = (ctx.clock.now() - job.created_at).to_std().unwrap_or_default();
+        ctx.metrics.start_latency.observe(waited.as_secs_f64());
+    }
+    let heartbeat = spec.spec.health_check.unwrap_or(ctx.cfg.health).interval.get();
+    let mut env: BTreeMap<String, String> = spec.spec.env.clone();
+    env.extend(load_job_env(ctx, &job.id).await?);
+    for (k, v) in &job.params {
+        let value = match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        env.insert(format!("GEORGE_PARAM_{}", k.to_ascii_uppercase().replace(['-', '.'], "_")), value);
+    }
+    env.insert("GEORGE_JOB_ID".into(), job.id.clone());
+    env.insert("GEORGE_ATTEMPT".into(), attempt.to_string());
+    env.insert("GEORGE_API_URL".into(), ctx.cfg.api_url.clone());
+    env.insert("GEORGE_AGENT_TOKEN".into(), token);
+    env.insert("GEORGE_ENGINE_ID".into(), ctx.cfg.engine_id.clone());
+    env.insert("GEORGE_HEARTBEAT_INTERVAL_MS".into(), heartbeat.as_millis().to_string());
+    if let Some(dir) = &ctx.cfg.output_dir {
+        let out = dir.join(&job.id);
+        if let Err(e) = std::fs::create_dir_all(&out) {
+            tracing::warn!(job = %job.id, error = %e, "cannot create output directory");
+        }
+        env.insert("GEORGE_OUTPUT_DIR".into(), out.display().to_string());
+    }
+    let req = SpawnRequest {
+        job_id: job.id.clone(),
+        attempt,
+        agent_spec: spec.metadata.name.clone(),
+        command: spec.spec.command.clone(),
+        image: spec.spec.image.clone(),
+        env,
+        resources: Resources {
+            memory: spec.spec.resources.memory.or(ctx.cfg.default_resources.memory),
+            cpu: spec.spec.resources.cpu.or(ctx.cfg.default_resources.cpu),
+        },
+        labels: BTreeMap::from([
+            ("george.io/job".to_string(), job.id.clone()),
+            ("george.io/attempt".to_string(), attempt.to_string()),
+            ("george.io/template".to_string(), job.template.clone()),
+            ("george.io/engine".to_string(), ctx.cfg.engine_id.clone()),
+        ]),
+    };
+    match ctx.runtime.spawn(req).await {
+        Ok(handle) => {
+            ctx.metrics.spawns.inc();
+            ctx.store.attempt_spawned(&job.id, attempt, handle).await?;
+        }
+        Err(e) => {
+            ctx.metrics.spawn_failures.inc();
+            tracing::warn!(job = %job.id, attempt, error = %e, "spawn failed");
+            let end = AttemptEnd { exit_code: None, outcome: format!("spawn failed: {e}") };
+            ctx.store.end_attempt(&job.id, attempt, end).await?;
+        }
+    }
+    Ok(None)
+}
+
+/// The job's own environment (kept in the store, not in the view).
+async fn load_job_env(ctx: &Context, id: &str) -> Result<BTreeMap<String, String>, StoreError> {
+    ctx.store.job_env(id).await
+}
+
+/// Marks the attempt as cooling and stops its agent in the background.
+async fn stop(ctx: &Arc<Context>, agent: &AgentView, attempt: u32, reason: &str) -> Result<(), StoreError> {
+    let key = (agent.job_id.clone(), attempt);
+    if !ctx.stopping.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone()) {
+        return Ok(());
+    }
+    let class = reason.split(':').next().unwrap_or(reason).split_whitespace().next().unwrap_or("other");
+    ctx.metrics.terminations.get_or_create(&ReasonLabel { reason: class.to_string() }).inc();
+    tracing::info!(job = %agent.job_id, attempt, reason, "stopping agent");
+    if let Err(e) = ctx.store.set_attempt_state(&agent.job_id, attempt, AgentState::Cooling, "reconciler", Some(reason)).await {
+        ctx.stopping.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        return Err(e);
+    }
+    let Some(handle) = agent.handle.clone() else {
+        ctx.stopping.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        return Ok(());
+    };
+    let ctx2 = ctx.clone();
+    ctx.tasks.spawn(async move {
+        let grace = ctx2.cfg.termination_grace;
+        if let Err(e) = ctx2.runtime.terminate(&key.0, key.1, &handle, grace).await {
+            tracing::warn!(job = %key.0, attempt = key.1, error = %e, "terminate failed");
+        }
+        ctx2.stopping.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        ctx2.queue.add(&key.0);
+    });
+    Ok(())
+}
