@@ -1,1 +1,266 @@
-//! George reference agent: runs a job's steps and reports to the engine
+//! The reference agent, `george agent run`: what the runtimes start by
+//! default. It reads its job from the engine, works out where it is, runs the
+//! steps in dependency order and reports each one before moving on, so a
+//! replacement agent resumes instead of starting over:
+//!
+//! - a step whose `done_when` already holds is recorded as done, not redone;
+//! - a `run` step is done when its command exits 0 (within `timeout`, with
+//!   `retries` extra tries) and its `done_when`, if any, then holds;
+//! - a step with no `run` needs an LLM; until the agent has one it stops the
+//!   job as `blocked` with reason `capability missing: llm` — it never
+//!   pretends the step is done.
+//!
+//! It heartbeats throughout, stops at once if the engine says its attempt is
+//! superseded, and on SIGTERM abandons the current step cleanly and exits.
+
+mod env;
+mod process_tree;
+mod step;
+
+pub use env::{AgentEnv, EnvError};
+
+use george_client::{Client, ClientError};
+use george_core::api::{AgentContext, EvidenceReport, JobReport, StepReport};
+use george_core::template::{topological_order, StepSpec};
+use george_core::{JobStatus, StepStatus};
+use std::future::Future;
+use std::time::Duration;
+use step::{run_command, CommandResult};
+use tokio_util::sync::CancellationToken;
+
+/// Largest captured output kept as evidence (the tail is kept).
+pub const MAX_EVIDENCE_BYTES: usize = 64 << 10;
+/// The reason a step without `run` blocks its job.
+pub const LLM_MISSING: &str = "capability missing: llm";
+
+/// How the agent ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Reported the job completed.
+    Completed,
+    /// Reported the job blocked.
+    Blocked(String),
+    /// Reported the job failed.
+    Failed(String),
+    /// Stopped on request (SIGTERM) with the job unfinished.
+    Abandoned,
+    /// The engine refused this attempt.
+    Superseded,
+}
+
+impl Outcome {
+    /// The process exit code for this outcome.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Completed | Outcome::Blocked(_) | Outcome::Failed(_) | Outcome::Abandoned => 0,
+            Outcome::Superseded => 3,
+        }
+    }
+}
+
+/// Errors that end the agent without a verdict; the engine retries the job.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The environment is incomplete.
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    /// The engine could not be reached or refused a call.
+    #[error("engine: {0}")]
+    Engine(#[from] ClientError),
+}
+
+struct Agent {
+    client: Client,
+    job: String,
+    stop: CancellationToken,
+    superseded: CancellationToken,
+}
+
+/// Runs the agent with settings from the environment, until it has a verdict.
+pub async fn run(env: AgentEnv) -> Result<Outcome, AgentError> {
+    let client = Client::new(&env.api_url, &env.token)?;
+    let agent = Agent { client, job: env.job_id.clone(), stop: CancellationToken::new(), superseded: CancellationToken::new() };
+    let ctx = match agent.call(|| agent.client.context(&agent.job)).await {
+        Ok(ctx) => ctx,
+        Err(e) if e.is_superseded() => return Ok(Outcome::Superseded),
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(job = %ctx.job.id, attempt = ctx.attempt, steps = ctx.job.steps.len(), "agent starting");
+    let interval = env.heartbeat_interval.unwrap_or(Duration::from_millis(ctx.heartbeat_interval_ms.max(100)));
+
+    // SIGTERM (the engine stopping us) or a superseded attempt ends the work.
+    let stop = agent.stop.clone();
+    tokio::spawn(async move {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            term.recv().await;
+            tracing::info!("SIGTERM: abandoning the current step");
+            stop.cancel();
+        }
+    });
+    let heartbeats = tokio::spawn(heartbeat_loop(agent.client.clone(), agent.job.clone(), interval, agent.stop.clone(), agent.superseded.clone()));
+    let outcome = agent.work(&ctx).await;
+    heartbeats.abort();
+    match outcome {
+        Err(e) if e.is_superseded() => Ok(Outcome::Superseded),
+        _ if agent.superseded.is_cancelled() => Ok(Outcome::Superseded),
+        other => other.map_err(AgentError::from),
+    }
+}
+
+async fn heartbeat_loop(client: Client, job: String, every: Duration, stop: CancellationToken, superseded: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match client.heartbeat(&job).await {
+            Ok(()) => {}
+            Err(e) if e.is_superseded() => {
+                tracing::warn!("the engine superseded this attempt; stopping");
+                superseded.cancel();
+                stop.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+impl Agent {
+    /// Calls the engine, retrying while it is unreachable or failing (it may
+    /// be restarting); a refusal is returned at once.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let mut delay = Duration::from_millis(100);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match f().await {
+                Err(e @ ClientError::Unreachable { .. }) | Err(e @ ClientError::Api { status: 500..=599, .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::warn!(error = %e, "engine call failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn step_status(&self, step: &str, status: StepStatus, reason: Option<String>) -> Result<(), ClientError> {
+        let report = StepReport { status, reason };
+        self.call(|| self.client.report_step(&self.job, step, &report)).await
+    }
+
+    async fn evidence(&self, step: &str, kind: &str, content: String) -> Result<(), ClientError> {
+        let ev = EvidenceReport { step_id: Some(step.into()), kind: kind.into(), content };
+        self.call(|| self.client.add_evidence(&self.job, &ev)).await.map(|_| ())
+    }
+
+    async fn verdict(&self, status: JobStatus, reason: Option<String>) -> Result<(), ClientError> {
+        let report = JobReport { status, reason };
+        self.call(|| self.client.report(&self.job, &report)).await
+    }
+
+    async fn work(&self, ctx: &AgentContext) -> Result<Outcome, ClientError> {
+        let specs: Vec<StepSpec> = ctx.job.steps.iter().map(|s| s.spec.clone()).collect();
+        let order = match topological_order(&specs) {
+            Ok(order) => order,
+            Err(cycle) => {
+                let reason = format!("steps form a cycle: {}", cycle.join(" → "));
+                self.verdict(JobStatus::Failed, Some(reason.clone())).await?;
+                return Ok(Outcome::Failed(reason));
+            }
+        };
+        if !ctx.comments.is_empty() {
+            tracing::info!(comments = ctx.comments.len(), "conversation so far read");
+        }
+        for i in order {
+            let view = &ctx.job.steps[i];
+            let spec = &view.spec;
+            if view.status.is_done() {
+                continue;
+            }
+            if self.stop.is_cancelled() {
+                return Ok(self.stopped());
+            }
+            let timeout = Duration::from_secs(spec.timeout_secs.unwrap_or(3600));
+            if let Some(check) = &spec.done_when {
+                let r = run_command(check, timeout, &self.stop, MAX_EVIDENCE_BYTES).await;
+                if r == CommandResult::Stopped {
+                    return Ok(self.stopped());
+                }
+                if r.succeeded() {
+                    tracing::info!(step = %spec.id, "done_when already holds; not redoing the step");
+                    self.evidence(&spec.id, "done_when", format!("`{check}` exited 0 before the step ran; already done")).await?;
+                    self.step_status(&spec.id, StepStatus::Completed, Some("done_when already held".into())).await?;
+                    continue;
+                }
+            }
+            let Some(command) = &spec.run else {
+                let reason = format!("{LLM_MISSING} (step `{}` has no `run` command; its description needs an LLM)", spec.id);
+                self.step_status(&spec.id, StepStatus::Blocked, Some(LLM_MISSING.into())).await?;
+                self.verdict(JobStatus::Blocked, Some(reason.clone())).await?;
+                return Ok(Outcome::Blocked(reason));
+            };
+            self.step_status(&spec.id, StepStatus::InProgress, None).await?;
+            let tries = spec.retries + 1;
+            let mut last = String::new();
+            let mut done = false;
+            for n in 1..=tries {
+                tracing::info!(step = %spec.id, try_ = n, of = tries, command = %command, "running step");
+                let r = run_command(command, timeout, &self.stop, MAX_EVIDENCE_BYTES).await;
+                match &r {
+                    CommandResult::Stopped => {
+                        let _ = self.step_status(&spec.id, StepStatus::Pending, Some("abandoned: the agent was stopped".into())).await;
+                        return Ok(self.stopped());
+                    }
+                    CommandResult::Exited { code, output, truncated } => {
+                        let mut text = format!("$ {command}\n[try {n}/{tries}, exit code {code}{}]\n", if *truncated { ", output truncated to its end" } else { "" });
+                        text.push_str(output);
+                        self.evidence(&spec.id, "output", text).await?;
+                        last = format!("exit code {code}");
+                    }
+                    CommandResult::TimedOut { output } => {
+                        self.evidence(&spec.id, "output", format!("$ {command}\n[try {n}/{tries}, timed out after {}s]\n{output}", timeout.as_secs())).await?;
+                        last = format!("timed out after {}s", timeout.as_secs());
+                    }
+                    CommandResult::SpawnFailed(e) => last = format!("could not start the shell: {e}"),
+                }
+                if r.succeeded() {
+                    match &spec.done_when {
+                        Some(check) if !run_command(check, timeout, &self.stop, 4096).await.succeeded() => {
+                            last = format!("`run` succeeded but done_when `{check}` does not hold");
+                        }
+                        _ => {
+                            done = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if !done {
+                let reason = format!("step `{}` failed after {tries} {}: {last}", spec.id, if tries == 1 { "try" } else { "tries" });
+                self.step_status(&spec.id, StepStatus::Failed, Some(last)).await?;
+                self.verdict(JobStatus::Failed, Some(reason.clone())).await?;
+                return Ok(Outcome::Failed(reason));
+            }
+            self.step_status(&spec.id, StepStatus::Completed, None).await?;
+        }
+        self.verdict(JobStatus::Completed, None).await?;
+        tracing::info!(job = %self.job, "job completed");
+        Ok(Outcome::Completed)
+    }
+
+    fn stopped(&self) -> Outcome {
+        if self.superseded.is_cancelled() {
+            Outcome::Superseded
+        } else {
+            Outcome::Abandoned
+        }
+    }
+}

@@ -1,1 +1,70 @@
-//! George API: REST v1, auth and metrics over axum
+//! The engine's HTTP API (REST v1): what the CLI, the dashboard and the
+//! agents use. Every endpoint but `/healthz` needs a bearer token: an
+//! operator token from the configuration, or an agent token minted for one
+//! attempt of one job (which can touch only that job, and only while its
+//! attempt is current).
+
+mod agent_api;
+mod auth;
+mod body;
+mod error;
+mod jobs;
+mod logs;
+mod ops;
+
+pub use auth::{Caller, OperatorTokens};
+pub use error::ApiError;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use george_engine::EngineHandle;
+use george_runtime::AgentLogs;
+use george_store::Store;
+use std::sync::Arc;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Largest comment, injected message or evidence item kept in full.
+pub const MAX_TEXT_BYTES: usize = 64 << 10;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The engine.
+    pub engine: EngineHandle,
+    /// Operator tokens.
+    pub operators: Arc<OperatorTokens>,
+    /// Agent logs.
+    pub logs: AgentLogs,
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/v1/jobs", get(jobs::list).post(jobs::submit))
+        .route("/api/v1/jobs/{id}", get(jobs::get))
+        .route("/api/v1/jobs/{id}/pause", post(jobs::pause))
+        .route("/api/v1/jobs/{id}/resume", post(jobs::resume))
+        .route("/api/v1/jobs/{id}/abort", post(jobs::abort))
+        .route("/api/v1/jobs/{id}/inject", post(jobs::inject))
+        .route("/api/v1/jobs/{id}/comments", get(jobs::comments).post(agent_api::comment))
+        .route("/api/v1/jobs/{id}/evidence", get(jobs::evidence).post(agent_api::evidence))
+        .route("/api/v1/jobs/{id}/context", get(agent_api::context))
+        .route("/api/v1/jobs/{id}/heartbeat", post(agent_api::heartbeat))
+        .route("/api/v1/jobs/{id}/steps/{step}", post(agent_api::step))
+        .route("/api/v1/jobs/{id}/report", post(agent_api::report))
+        .route("/api/v1/agents", get(jobs::agents))
+        .route("/api/v1/agents/{id}", get(jobs::agent))
+        .route("/api/v1/agents/{id}/logs", get(logs::logs))
+        .route("/api/v1/events", get(ops::events))
+        .route("/api/v1/sources", get(ops::sources))
+        .route("/api/v1/sync", post(ops::sync))
+        .fallback(ops::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

@@ -1,1 +1,260 @@
-//! George API client used by the CLI and the reference agent
+//! A typed client for the engine's API, used by the CLI and by the reference
+//! agent. Errors keep the API's code and message so callers can act on them
+//! (an agent stops at `superseded`; the CLI prints the message).
+
+use futures_util::StreamExt;
+use george_core::api::{
+    ActionRequest, AgentContext, AgentView, CommentRequest, CommentView, ErrorBody, EventView, EvidenceReport,
+    EvidenceView, InjectRequest, JobReport, JobView, SourceView, StepReport, SubmitJob, SyncResult,
+};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::Duration;
+
+/// An error talking to the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The engine answered with an error.
+    #[error("{message} ({status} {code})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Error code (`not_found`, `invalid`, `superseded`, ...).
+        code: String,
+        /// Explanation.
+        message: String,
+        /// Every problem, when there are several.
+        details: Vec<String>,
+    },
+    /// The engine could not be reached.
+    #[error("cannot reach the engine at {url}: {message}")]
+    Unreachable {
+        /// Where.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// The answer was not what was expected.
+    #[error("unexpected answer from the engine: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The attempt this client speaks for is no longer current: stop.
+    pub fn is_superseded(&self) -> bool {
+        matches!(self, ClientError::Api { code, .. } if code == "superseded")
+    }
+
+    /// The HTTP status, when the engine answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Result of client calls.
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// A client for one engine, with one token.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+/// `GET /api/v1/jobs` filters.
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    /// Comma-separated statuses.
+    pub status: Option<String>,
+    /// Chapter.
+    pub chapter: Option<String>,
+    /// Source.
+    pub source: Option<String>,
+}
+
+impl Client {
+    /// A client for the engine at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str, token: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_string(), token: token.to_string() })
+    }
+
+    /// The engine's address.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
+    }
+
+    async fn send(&self, rb: RequestBuilder) -> Result<reqwest::Response> {
+        let resp = rb.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => ClientError::Api {
+                status: status.as_u16(),
+                code: body.error.code,
+                message: body.error.message,
+                details: body.error.details,
+            },
+            Err(_) => ClientError::Api {
+                status: status.as_u16(),
+                code: status.canonical_reason().unwrap_or("error").to_lowercase().replace(' ', "_"),
+                message: text.trim().to_string(),
+                details: vec![],
+            },
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T> {
+        let resp = self.send(rb).await?;
+        resp.json().await.map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.json(self.req(Method::GET, path)).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.json(self.req(Method::POST, path).json(body)).await
+    }
+
+    async fn post_empty<B: Serialize>(&self, path: &str, body: &B) -> Result<()> {
+        let resp = self.send(self.req(Method::POST, path).json(body)).await?;
+        debug_assert!(resp.status() == StatusCode::NO_CONTENT || resp.status().is_success());
+        Ok(())
+    }
+
+    // ---- operators ----
+
+    /// Lists jobs.
+    pub async fn jobs(&self, q: &JobQuery) -> Result<Vec<JobView>> {
+        let mut params = Vec::new();
+        if let Some(s) = &q.status {
+            params.push(("status", s.as_str()));
+        }
+        if let Some(c) = &q.chapter {
+            params.push(("chapter", c.as_str()));
+        }
+        if let Some(s) = &q.source {
+            params.push(("source", s.as_str()));
+        }
+        self.json(self.req(Method::GET, "/api/v1/jobs").query(&params)).await
+    }
+
+    /// One job.
+    pub async fn job(&self, id: &str) -> Result<JobView> {
+        self.get(&format!("/api/v1/jobs/{id}")).await
+    }
+
+    /// Submits a job.
+    pub async fn submit(&self, req: &SubmitJob) -> Result<JobView> {
+        self.post("/api/v1/jobs", req).await
+    }
+
+    /// Pauses, resumes or aborts a job (`action` is `pause`, `resume` or `abort`).
+    pub async fn act(&self, id: &str, action: &str, reason: Option<String>) -> Result<JobView> {
+        self.post(&format!("/api/v1/jobs/{id}/{action}"), &ActionRequest { reason }).await
+    }
+
+    /// Sends a message to a job's agent.
+    pub async fn inject(&self, id: &str, message: &str) -> Result<CommentView> {
+        self.post(&format!("/api/v1/jobs/{id}/inject"), &InjectRequest { message: message.into() }).await
+    }
+
+    /// A job's conversation.
+    pub async fn comments(&self, id: &str) -> Result<Vec<CommentView>> {
+        self.get(&format!("/api/v1/jobs/{id}/comments")).await
+    }
+
+    /// A job's evidence.
+    pub async fn evidence(&self, id: &str) -> Result<Vec<EvidenceView>> {
+        self.get(&format!("/api/v1/jobs/{id}/evidence")).await
+    }
+
+    /// Agents (live only unless `all`).
+    pub async fn agents(&self, all: bool) -> Result<Vec<AgentView>> {
+        self.get(&format!("/api/v1/agents?all={all}")).await
+    }
+
+    /// One agent.
+    pub async fn agent(&self, id: &str) -> Result<AgentView> {
+        self.get(&format!("/api/v1/agents/{id}")).await
+    }
+
+    /// Streams an agent's log into `out` (following it while the agent runs when `follow`).
+    pub async fn logs(&self, id: &str, follow: bool, mut out: impl std::io::Write) -> Result<()> {
+        let resp = self.send(self.req(Method::GET, &format!("/api/v1/agents/{id}/logs?follow={follow}"))).await?;
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ClientError::Decode(e.to_string()))?;
+            out.write_all(&chunk).map_err(|e| ClientError::Decode(e.to_string()))?;
+            let _ = out.flush();
+        }
+        Ok(())
+    }
+
+    /// Events after `since`.
+    pub async fn events(&self, since: i64, limit: u32) -> Result<Vec<EventView>> {
+        self.get(&format!("/api/v1/events?since={since}&limit={limit}")).await
+    }
+
+    /// Syncs every source now.
+    pub async fn sync(&self) -> Result<SyncResult> {
+        self.post("/api/v1/sync", &serde_json::json!({})).await
+    }
+
+    /// Sources.
+    pub async fn sources(&self) -> Result<Vec<SourceView>> {
+        self.get("/api/v1/sources").await
+    }
+
+    // ---- agents ----
+
+    /// The agent's job, attempt and conversation.
+    pub async fn context(&self, job: &str) -> Result<AgentContext> {
+        self.get(&format!("/api/v1/jobs/{job}/context")).await
+    }
+
+    /// A heartbeat.
+    pub async fn heartbeat(&self, job: &str) -> Result<()> {
+        self.post_empty(&format!("/api/v1/jobs/{job}/heartbeat"), &serde_json::json!({})).await
+    }
+
+    /// A step's status.
+    pub async fn report_step(&self, job: &str, step: &str, report: &StepReport) -> Result<()> {
+        self.post_empty(&format!("/api/v1/jobs/{job}/steps/{step}"), report).await
+    }
+
+    /// Records evidence.
+    pub async fn add_evidence(&self, job: &str, ev: &EvidenceReport) -> Result<EvidenceView> {
+        self.post(&format!("/api/v1/jobs/{job}/evidence"), ev).await
+    }
+
+    /// Writes a comment.
+    pub async fn comment(&self, job: &str, body: &str) -> Result<CommentView> {
+        self.post(&format!("/api/v1/jobs/{job}/comments"), &CommentRequest { body: body.into() }).await
+    }
+
+    /// The verdict on the whole job.
+    pub async fn report(&self, job: &str, report: &JobReport) -> Result<()> {
+        self.post_empty(&format!("/api/v1/jobs/{job}/report"), report).await
+    }
+}

@@ -340,6 +340,11 @@ impl Runtime for ProcessRuntime {
 
     async fn cleanup(&self, job_id: &str, attempt: u32) -> Result<(), RuntimeError> {
         let dir = self.attempt_dir(job_id, attempt);
+        if let Some(pf) = Self::read_pid_file(&dir.join("pid")) {
+            // An agent that died on its own may have left step processes in its
+            // group. The group id cannot have been reused while they live.
+            let _ = killpg(Pid::from_raw(pf.handle.pid), Signal::SIGKILL);
+        }
         let _ = std::fs::remove_file(dir.join("pid"));
         if !self.inner.cfg.keep_workdirs {
             let _ = std::fs::remove_dir_all(&dir);

@@ -1,0 +1,196 @@
+//! Running one shell command for a step: output goes to the agent's log and
+//! its tail is kept as evidence; a timeout or a stop request kills the
+//! command's whole process tree.
+
+use crate::process_tree::kill_tree;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandResult {
+    /// It exited (a signal counts as code 128 + signal).
+    Exited {
+        /// Exit code.
+        code: i32,
+        /// The end of its output.
+        output: String,
+        /// Whether output was cut.
+        truncated: bool,
+    },
+    /// It ran out of time and was killed.
+    TimedOut {
+        /// The end of its output.
+        output: String,
+    },
+    /// The agent was asked to stop; the command was killed.
+    Stopped,
+    /// The shell could not be started.
+    SpawnFailed(String),
+}
+
+impl CommandResult {
+    /// Whether the command exited 0.
+    pub fn succeeded(&self) -> bool {
+        matches!(self, CommandResult::Exited { code: 0, .. })
+    }
+}
+
+/// Keeps the last `max` bytes written to it.
+struct Tail {
+    buf: Vec<u8>,
+    max: usize,
+    truncated: bool,
+}
+
+impl Tail {
+    fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() > self.max {
+            let cut = self.buf.len() - self.max;
+            self.buf.drain(..cut);
+            self.truncated = true;
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf).into_owned()
+    }
+}
+
+async fn pump(mut from: impl AsyncRead + Unpin, tail: &tokio::sync::Mutex<Tail>) {
+    let mut out = tokio::io::stdout();
+    let mut buf = [0u8; 8192];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let _ = out.write_all(&buf[..n]).await;
+                tail.lock().await.push(&buf[..n]);
+            }
+        }
+    }
+}
+
+/// Runs `command` with `sh -c` in the current directory.
+pub async fn run_command(command: &str, timeout: Duration, stop: &CancellationToken, max_output: usize) -> CommandResult {
+    let mut child = match tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .env_remove("GEORGE_AGENT_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return CommandResult::SpawnFailed(e.to_string()),
+    };
+    let pid = child.id().map(|p| p as i32);
+    let tail = tokio::sync::Mutex::new(Tail { buf: Vec::new(), max: max_output, truncated: false });
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let output = async {
+        tokio::join!(
+            async {
+                if let Some(s) = stdout {
+                    pump(s, &tail).await
+                }
+            },
+            async {
+                if let Some(s) = stderr {
+                    pump(s, &tail).await
+                }
+            }
+        )
+    };
+    enum End {
+        Exited(i32),
+        TimedOut,
+        Stopped,
+    }
+    let waited = async {
+        let (status, _) = tokio::join!(child.wait(), output);
+        status
+    };
+    let end = tokio::select! {
+        status = waited => {
+            use std::os::unix::process::ExitStatusExt;
+            let s = status.ok();
+            End::Exited(s.and_then(|s| s.code().or(s.signal().map(|sig| 128 + sig))).unwrap_or(-1))
+        }
+        _ = tokio::time::sleep(timeout) => End::TimedOut,
+        _ = stop.cancelled() => End::Stopped,
+    };
+    if !matches!(end, End::Exited(_)) {
+        if let Some(pid) = pid {
+            kill_tree(pid);
+        }
+    }
+    let t = tail.lock().await;
+    match end {
+        End::Exited(code) => CommandResult::Exited { code, output: t.text(), truncated: t.truncated },
+        End::TimedOut => CommandResult::TimedOut { output: t.text() },
+        End::Stopped => CommandResult::Stopped,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn captures_exit_code_and_output_tail() {
+        let stop = CancellationToken::new();
+        let r = run_command("echo hello; echo err >&2; exit 4", Duration::from_secs(10), &stop, 1024).await;
+        match r {
+            CommandResult::Exited { code: 4, output, truncated: false } => {
+                assert!(output.contains("hello") && output.contains("err"), "{output}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = run_command("seq 1 1000", Duration::from_secs(10), &stop, 10).await;
+        assert_eq!(r, CommandResult::Exited { code: 0, output: "\n999\n1000\n".into(), truncated: true });
+    }
+
+    fn running(needle: &str) -> bool {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+                .unwrap_or(false)
+        })
+    }
+
+    async fn gone(needle: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while running(needle) {
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    #[tokio::test]
+    async fn timeouts_and_stops_kill_the_tree() {
+        let stop = CancellationToken::new();
+        let r = run_command("(sleep 7.123; true) & wait", Duration::from_millis(300), &stop, 1024).await;
+        assert!(matches!(r, CommandResult::TimedOut { .. }), "{r:?}");
+        assert!(gone("sleep 7.123").await, "the timed-out step's grandchild survived");
+
+        let stopping = stop.clone();
+        let task = tokio::spawn(async move { run_command("(sleep 8.321; true) & wait", Duration::from_secs(60), &stopping, 1024).await });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !running("sleep 8.321") {
+            assert!(tokio::time::Instant::now() < deadline, "step never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        assert_eq!(task.await.unwrap(), CommandResult::Stopped);
+        assert!(gone("sleep 8.321").await, "the stopped step's grandchild survived");
+    }
+}

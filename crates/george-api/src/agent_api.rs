@@ -1,0 +1,112 @@
+//! The endpoints an agent uses for its own job. Each one checks that the
+//! token belongs to this job, and the store refuses (409 `superseded`) any
+//! write from an attempt that is no longer the job's current, live one.
+
+use crate::body::Body;
+use crate::jobs::check_text;
+use crate::{ApiError, ApiState, Caller, MAX_TEXT_BYTES};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use george_core::api::{AgentContext, CommentRequest, CommentView, EvidenceReport, EvidenceView, JobReport, StepReport};
+
+pub async fn context(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<AgentContext>, ApiError> {
+    let attempt = caller.agent_of(&id)?;
+    let job = st.store.get_job(&id).await?.ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))?;
+    if job.attempt != attempt {
+        return Err(ApiError::Superseded(format!(
+            "attempt {attempt} of job `{id}` is superseded (the current attempt is {}); this agent must stop",
+            job.attempt
+        )));
+    }
+    let comments = st.store.comments(&id).await?;
+    let interval = st.engine.config().health.interval.get();
+    Ok(Json(AgentContext { job, attempt, comments, heartbeat_interval_ms: interval.as_millis() as u64 }))
+}
+
+pub async fn heartbeat(State(st): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let attempt = caller.agent_of(&id)?;
+    st.store.heartbeat(&id, attempt).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn step(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path((id, step)): Path<(String, String)>,
+    Body(report): Body<StepReport>,
+) -> Result<StatusCode, ApiError> {
+    let attempt = caller.agent_of(&id)?;
+    if let Some(reason) = &report.reason {
+        check_text("reason", reason)?;
+    }
+    st.store.report_step(&id, attempt, &step, &report).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+fn cap(s: &str, max: usize) -> (&str, bool) {
+    if s.len() <= max {
+        return (s, false);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&s[..end], true)
+}
+
+pub async fn evidence(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(ev): Body<EvidenceReport>,
+) -> Result<(StatusCode, Json<EvidenceView>), ApiError> {
+    let attempt = caller.agent_of(&id)?;
+    if ev.kind.trim().is_empty() || ev.kind.len() > 64 {
+        return Err(ApiError::Invalid { message: "kind must be 1-64 characters".into(), field: Some("kind".into()), details: vec![] });
+    }
+    let (content, truncated) = cap(&ev.content, MAX_TEXT_BYTES);
+    let view = st.store.add_evidence(&id, attempt, ev.step_id.as_deref(), &ev.kind, content, truncated).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+pub async fn comment(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<CommentRequest>,
+) -> Result<(StatusCode, Json<CommentView>), ApiError> {
+    let attempt = caller.agent_of(&id)?;
+    check_text("body", &req.body)?;
+    Ok((StatusCode::CREATED, Json(st.store.agent_comment(&id, attempt, &req.body).await?)))
+}
+
+pub async fn report(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(report): Body<JobReport>,
+) -> Result<StatusCode, ApiError> {
+    let attempt = caller.agent_of(&id)?;
+    if let Some(reason) = &report.reason {
+        if reason.len() > MAX_TEXT_BYTES {
+            return Err(ApiError::invalid(format!("reason is over {MAX_TEXT_BYTES} bytes")));
+        }
+    }
+    st.store.report_job(&id, attempt, report.status, report.reason.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cap_respects_char_boundaries() {
+        assert_eq!(super::cap("héllo", 2), ("h", true));
+        assert_eq!(super::cap("abc", 5), ("abc", false));
+    }
+}

@@ -1,0 +1,54 @@
+//! JSON request bodies with George's error format: a malformed body is a 400
+//! that says what is wrong and where, never axum's plain-text rejection.
+
+use crate::ApiError;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::de::DeserializeOwned;
+
+/// A JSON body of type `T`.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rej) => {
+                let text = rej.body_text();
+                Err(match rej.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => {
+                        ApiError::TooLarge(format!("request body is over the {} byte limit", crate::MAX_BODY_BYTES))
+                    }
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                        ApiError::UnsupportedMediaType("send the body as JSON with `Content-Type: application/json`".into())
+                    }
+                    _ => ApiError::invalid(format!("invalid JSON body: {}", text.trim_start_matches("Failed to deserialize the JSON body into the target type: "))),
+                })
+            }
+        }
+    }
+}
+
+/// A JSON body that may be empty (then `T::default()`).
+#[derive(Debug)]
+pub struct OptionalBody<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::TooLarge(format!("request body is over the {} byte limit", crate::MAX_BODY_BYTES)))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalBody(T::default()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(OptionalBody)
+            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+    }
+}

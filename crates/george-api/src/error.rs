@@ -1,0 +1,99 @@
+//! Every error the API returns, and its HTTP status, in one place. The body
+//! is always `{"error": {"code", "message", "field"?, "details"?}}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use george_core::api::{ErrorBody, ErrorDetail};
+use george_store::StoreError;
+
+/// An API error.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No or unknown token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The token may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The thing does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request body or parameters are invalid.
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong.
+        message: String,
+        /// The field at fault.
+        field: Option<String>,
+        /// Every problem.
+        details: Vec<String>,
+    },
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller's attempt is no longer current.
+    #[error("{0}")]
+    Superseded(String),
+    /// The body is too large.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The body is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Something failed inside George.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// An invalid request with one message.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::Invalid { message: message.into(), field: None, details: vec![] }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Superseded(_) => (StatusCode::CONFLICT, "superseded"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::Superseded { .. } => ApiError::Superseded(format!("{e}; this agent must stop")),
+            StoreError::Invalid(m) => ApiError::invalid(m),
+            StoreError::Backend(_) => {
+                tracing::error!(error = %e, "store failure");
+                ApiError::Internal("the store failed; see the engine log".into())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        let (field, details) = match &self {
+            ApiError::Invalid { field, details, .. } => (field.clone(), details.clone()),
+            _ => (None, vec![]),
+        };
+        let body = ErrorBody { error: ErrorDetail { code: code.into(), message: self.to_string(), field, details } };
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"george\""));
+        }
+        resp
+    }
+}

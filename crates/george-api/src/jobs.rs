@@ -1,0 +1,229 @@
+//! Operator endpoints for jobs and agents.
+
+use crate::body::{Body, OptionalBody};
+use crate::{ApiError, ApiState, Caller, MAX_TEXT_BYTES};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use george_core::api::{ActionRequest, AgentView, CommentView, EvidenceView, InjectRequest, JobView, SubmitJob};
+use george_core::plan::{JobRequest, Origin};
+use george_core::{DesiredState, JobStatus};
+use george_store::{Created, JobFilter};
+use serde::Deserialize;
+
+/// `GET /api/v1/jobs` filters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Comma-separated statuses.
+    #[serde(default)]
+    status: Option<String>,
+    /// Chapter.
+    #[serde(default)]
+    chapter: Option<String>,
+    /// Source.
+    #[serde(default)]
+    source: Option<String>,
+    /// At most this many.
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+pub async fn list(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<JobView>>, ApiError> {
+    caller.operator()?;
+    let mut status = Vec::new();
+    for s in q.status.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
+        status.push(s.parse::<JobStatus>().map_err(|e| ApiError::Invalid {
+            message: e.to_string(),
+            field: Some("status".into()),
+            details: vec![],
+        })?);
+    }
+    let filter = JobFilter { status, chapter: q.chapter, source: q.source, limit: q.limit };
+    Ok(Json(st.store.list_jobs(&filter).await?))
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 3];
+    getrandom::fill(&mut b).expect("the operating system's random source is unavailable");
+    hex::encode(b)
+}
+
+pub async fn submit(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Body(req): Body<SubmitJob>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    caller.operator()?;
+    let id = match &req.id {
+        Some(id) if !george_core::manifest::is_valid_name(id) => {
+            return Err(ApiError::Invalid {
+                message: format!("invalid job id `{id}`; use 1-63 lowercase letters, digits, `-`, `_` or `.`"),
+                field: Some("id".into()),
+                details: vec![],
+            })
+        }
+        Some(id) => id.clone(),
+        None => {
+            let base: String = req.template.chars().take(50).collect();
+            format!("{base}-{}", random_suffix())
+        }
+    };
+    let catalog = st.store.catalog().await?;
+    let request = JobRequest {
+        id: &id,
+        template: &req.template,
+        params: &req.params,
+        agent: req.agent.as_deref(),
+        chapter: req.chapter.as_deref(),
+        priority: req.priority.unwrap_or_default(),
+        desired: DesiredState::Active,
+        env: &req.env,
+    };
+    let job = catalog.plan(&request, Origin { source: "api".into(), reference: None, revision: None }).map_err(|errs| {
+        ApiError::Invalid {
+            message: format!("the job does not fit template `{}`: {}", req.template, errs[0]),
+            field: Some(errs[0].field.clone()),
+            details: errs.iter().map(|e| e.to_string()).collect(),
+        }
+    })?;
+    match st.store.create_job(job, &caller.actor()).await? {
+        Created::New => {}
+        Created::Existed => return Err(ApiError::Conflict(format!("job `{id}` already exists"))),
+    }
+    let view = st.store.get_job(&id).await?.ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+pub async fn get(State(st): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+    caller.may_read(&id)?;
+    st.store.get_job(&id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))
+}
+
+async fn set_desired(
+    st: &ApiState,
+    caller: &Caller,
+    id: &str,
+    desired: DesiredState,
+    reason: Option<String>,
+) -> Result<Json<JobView>, ApiError> {
+    caller.operator()?;
+    let view = st.store.set_desired(id, desired, &caller.actor(), reason.as_deref()).await?;
+    st.engine.nudge(id);
+    Ok(Json(view))
+}
+
+pub async fn pause(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalBody(req): OptionalBody<ActionRequest>,
+) -> Result<Json<JobView>, ApiError> {
+    set_desired(&st, &caller, &id, DesiredState::Paused, req.reason).await
+}
+
+pub async fn resume(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalBody(req): OptionalBody<ActionRequest>,
+) -> Result<Json<JobView>, ApiError> {
+    set_desired(&st, &caller, &id, DesiredState::Active, req.reason).await
+}
+
+pub async fn abort(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalBody(req): OptionalBody<ActionRequest>,
+) -> Result<Json<JobView>, ApiError> {
+    set_desired(&st, &caller, &id, DesiredState::Aborted, req.reason).await
+}
+
+/// Checks a piece of text from a request.
+pub fn check_text(field: &str, text: &str) -> Result<(), ApiError> {
+    if text.trim().is_empty() {
+        return Err(ApiError::Invalid { message: format!("{field} must not be empty"), field: Some(field.into()), details: vec![] });
+    }
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(ApiError::Invalid {
+            message: format!("{field} is {} bytes; the limit is {MAX_TEXT_BYTES}", text.len()),
+            field: Some(field.into()),
+            details: vec![],
+        });
+    }
+    Ok(())
+}
+
+pub async fn inject(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<InjectRequest>,
+) -> Result<(StatusCode, Json<CommentView>), ApiError> {
+    caller.operator()?;
+    check_text("message", &req.message)?;
+    let c = st.store.add_comment(&id, &caller.actor(), &req.message).await?;
+    Ok((StatusCode::CREATED, Json(c)))
+}
+
+pub async fn comments(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<CommentView>>, ApiError> {
+    caller.may_read(&id)?;
+    if st.store.get_job(&id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("job `{id}` not found")));
+    }
+    Ok(Json(st.store.comments(&id).await?))
+}
+
+pub async fn evidence(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<EvidenceView>>, ApiError> {
+    caller.may_read(&id)?;
+    if st.store.get_job(&id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("job `{id}` not found")));
+    }
+    Ok(Json(st.store.evidence(&id).await?))
+}
+
+/// `GET /api/v1/agents` options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsQuery {
+    /// Include ended agents.
+    #[serde(default)]
+    all: bool,
+    /// At most this many.
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+pub async fn agents(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Query(q): Query<AgentsQuery>,
+) -> Result<Json<Vec<AgentView>>, ApiError> {
+    caller.operator()?;
+    Ok(Json(st.store.list_agents(!q.all, q.limit.unwrap_or(500)).await?))
+}
+
+/// Finds an agent by `<job>-<attempt>`.
+pub async fn find_agent(st: &ApiState, id: &str) -> Result<AgentView, ApiError> {
+    let not_found = || ApiError::NotFound(format!("agent `{id}` not found; agent ids are `<job>-<attempt>`"));
+    let (job, attempt) = george_core::api::parse_agent_id(id).ok_or_else(not_found)?;
+    st.store.get_agent(job, attempt).await?.ok_or_else(not_found)
+}
+
+pub async fn agent(State(st): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<AgentView>, ApiError> {
+    caller.operator()?;
+    Ok(Json(find_agent(&st, &id).await?))
+}

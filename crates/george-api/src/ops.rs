@@ -1,0 +1,72 @@
+//! Health, metrics, the event log, sources and sync.
+
+use crate::{ApiError, ApiState, Caller};
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use george_core::api::{EventView, SourceView, SyncResult};
+use george_engine::metrics::StatusLabel;
+use serde::Deserialize;
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint; the API lives under /api/v1".into())
+}
+
+pub async fn metrics(State(st): State<ApiState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
+    caller.operator()?;
+    let m = st.engine.metrics();
+    m.jobs.clear();
+    for (status, n) in st.store.count_by_status().await? {
+        m.jobs.get_or_create(&StatusLabel { status: status.to_string() }).set(n as i64);
+    }
+    m.queue_depth.set(st.engine.queue_depth() as i64);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &m.registry)
+        .map_err(|e| ApiError::Internal(format!("cannot encode metrics: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))
+}
+
+/// `GET /api/v1/events` options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Events after this sequence number.
+    #[serde(default)]
+    since: i64,
+    /// At most this many (default 500, at most 5000).
+    #[serde(default)]
+    limit: Option<u32>,
+    /// Only events of this job.
+    #[serde(default)]
+    job: Option<String>,
+}
+
+pub async fn events(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Vec<EventView>>, ApiError> {
+    caller.operator()?;
+    let limit = q.limit.unwrap_or(500).min(5000);
+    let mut events = st.store.events_since(q.since, limit).await?;
+    if let Some(job) = &q.job {
+        events.retain(|e| e.job_id.as_deref() == Some(job.as_str()));
+    }
+    Ok(Json(events))
+}
+
+pub async fn sources(State(st): State<ApiState>, caller: Caller) -> Result<Json<Vec<SourceView>>, ApiError> {
+    caller.operator()?;
+    Ok(Json(st.store.sources().await?))
+}
+
+pub async fn sync(State(st): State<ApiState>, caller: Caller) -> Result<Json<SyncResult>, ApiError> {
+    caller.operator()?;
+    st.engine.sync_now().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(SyncResult { sources: st.store.sources().await? }))
+}
