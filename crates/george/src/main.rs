@@ -1,1 +1,55 @@
-fn main() {}
+//! `george`: the single binary. It only wires the crates together: the
+//! engine (`serve`, `up`), the reference agent (`agent run`) and the CLI
+//! that talks to a running engine.
+
+mod bench;
+mod cli;
+mod commands;
+mod config;
+mod output;
+mod serve;
+mod up;
+mod validate;
+
+use clap::Parser;
+use cli::{Cli, Command};
+
+fn init_tracing(default: &str, json: bool) {
+    let filter = std::env::var("GEORGE_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| default.to_string());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let default_log = match &cli.command {
+        Command::Serve(_) => "info",
+        Command::Agent { .. } => "info",
+        _ => "warn",
+    };
+    init_tracing(default_log, cli.log_json);
+    let runtime = match &cli.command {
+        // The agent is small: one thread keeps its footprint (and its address space under a memory limit) small.
+        Command::Agent { .. } => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(commands::dispatch(cli));
+    std::process::exit(code);
+}

@@ -1,0 +1,169 @@
+//! `george bench`: submits N trivial jobs (one `run: "true"` step) through the
+//! real engine, API and process runtime, and reports submit→agent-start
+//! latency, end-to-end throughput and the engine's peak memory.
+
+use crate::cli::{BenchArgs, Format};
+use crate::config::{Config, FolderSection};
+use crate::serve::Server;
+use anyhow::Context as _;
+use futures_util::StreamExt;
+use george_client::Client;
+use george_core::api::SubmitJob;
+use george_core::JobStatus;
+use george_store::JobFilter;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const MANIFESTS: &str = "apiVersion: george/v1
+kind: AgentSpec
+metadata: {name: bench-agent}
+spec:
+  capabilities: [shell]
+---
+apiVersion: george/v1
+kind: TaskTemplate
+metadata: {name: noop}
+spec:
+  requiredCapabilities: [shell]
+  steps:
+    - id: noop
+      description: do nothing
+      run: \"true\"
+";
+
+/// The figures.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    jobs: usize,
+    completed: usize,
+    submit_to_start_p50_ms: f64,
+    submit_to_start_p99_ms: f64,
+    submit_to_start_max_ms: f64,
+    throughput_jobs_per_s: f64,
+    wall_seconds: f64,
+    engine_peak_rss_mib: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Runs the benchmark.
+pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests)?;
+    std::fs::write(manifests.join("bench.yaml"), MANIFESTS)?;
+    let mut cfg = Config::default();
+    cfg.engine.listen = Some("127.0.0.1:0".parse()?);
+    cfg.engine.data_dir = Some(dir.join("data"));
+    cfg.engine.workers = Some(args.workers);
+    cfg.sources.folder = Some(FolderSection { path: manifests, interval: None });
+    let server = Server::start(cfg).await?;
+    let client = Client::new(&server.api_url, &server.token)?;
+    // Wait until the manifests are applied.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.store.catalog().await?.templates.contains_key("noop") {
+        anyhow::ensure!(Instant::now() < deadline, "the bench manifests were not applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut events = server.store.subscribe();
+    let started = Instant::now();
+    let submitted: HashMap<String, Instant> = futures_util::stream::iter(0..args.jobs)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                let id = format!("bench-{i:06}");
+                let req = SubmitJob { template: "noop".into(), params: Default::default(), id: Some(id.clone()), priority: None, chapter: None, agent: None, env: Default::default() };
+                let t = Instant::now();
+                client.submit(&req).await.map(|_| (id, t))
+            }
+        })
+        .buffer_unordered(args.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .context("submitting bench jobs")?;
+    // Agent start = the attempt's process was spawned (event `attempt.spawned`).
+    let mut latencies = Vec::with_capacity(args.jobs);
+    let mut finished = 0usize;
+    let mut last_finish = started;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while finished < args.jobs && Instant::now() < deadline {
+        let ev = match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+            Ok(Ok(ev)) => ev,
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+            _ => {
+                // Quiet for a while: count what has finished from the store.
+                let done = server.store.list_jobs(&JobFilter { status: vec![JobStatus::Completed, JobStatus::Failed], ..Default::default() }).await?.len();
+                if done >= args.jobs {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some(job) = ev.job_id.as_deref() else { continue };
+        match ev.kind.as_str() {
+            "attempt.spawned" => {
+                if let Some(t) = submitted.get(job) {
+                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            "job.status" if ev.data["to"] == "completed" || ev.data["to"] == "failed" => {
+                finished += 1;
+                last_finish = Instant::now();
+            }
+            _ => {}
+        }
+    }
+    let completed = server.store.list_jobs(&JobFilter { status: vec![JobStatus::Completed], ..Default::default() }).await?.len();
+    let wall = last_finish.duration_since(started).as_secs_f64();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let report = BenchReport {
+        jobs: args.jobs,
+        completed,
+        submit_to_start_p50_ms: percentile(&latencies, 0.50),
+        submit_to_start_p99_ms: percentile(&latencies, 0.99),
+        submit_to_start_max_ms: latencies.last().copied().unwrap_or(0.0),
+        throughput_jobs_per_s: if wall > 0.0 { completed as f64 / wall } else { 0.0 },
+        wall_seconds: wall,
+        engine_peak_rss_mib: peak_rss_mib(),
+    };
+    server.stop().await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Table => {
+            println!("jobs                      {} ({} completed)", report.jobs, report.completed);
+            println!("submit→start p50          {:.1} ms", report.submit_to_start_p50_ms);
+            println!("submit→start p99          {:.1} ms", report.submit_to_start_p99_ms);
+            println!("submit→start max          {:.1} ms", report.submit_to_start_max_ms);
+            println!("throughput (end to end)   {:.1} jobs/s over {:.2} s", report.throughput_jobs_per_s, report.wall_seconds);
+            println!("engine peak RSS           {:.1} MiB", report.engine_peak_rss_mib);
+        }
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dir = std::env::temp_dir().join(format!("george-bench-{}", hex::encode(b)));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

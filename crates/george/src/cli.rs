@@ -1,0 +1,229 @@
+//! The command line.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// George: a reconciling orchestrator for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "george", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Engine API address (for commands that talk to a running engine).
+    #[arg(long, global = true, env = "GEORGE_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Operator token (else GEORGE_TOKEN, else <data-dir>/operator-token).
+    #[arg(long, global = true, env = "GEORGE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Readable tables.
+    Table,
+    /// JSON, for scripts.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the engine and its API.
+    Serve(ServeArgs),
+    /// Quickstart: run the engine on a folder of manifests and show progress.
+    Up(UpArgs),
+    /// Check a folder of manifests.
+    Validate {
+        /// The folder (or a single file).
+        path: PathBuf,
+    },
+    /// Jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Agent instances.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// The audit log.
+    Events {
+        /// Events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Sync every source now and show their state.
+    Sync,
+    /// Show the sources and their last applied revision.
+    Sources,
+    /// The reference agent.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// Measure submit→start latency and throughput on this machine.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct DataDirArg {
+    /// Data directory (store, logs, agent workspaces).
+    #[arg(long, env = "GEORGE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (george-config.yaml).
+    #[arg(long, short = 'c', env = "GEORGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// API address.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// A folder of manifests to apply.
+    #[arg(long)]
+    pub manifests: Option<PathBuf>,
+    /// A Git repository (URL or path) of manifests.
+    #[arg(long)]
+    pub git_url: Option<String>,
+    /// Branch of the Git repository.
+    #[arg(long)]
+    pub git_branch: Option<String>,
+    /// Folder within the Git repository.
+    #[arg(long)]
+    pub git_path: Option<String>,
+    /// A recac-style work_items.json.
+    #[arg(long)]
+    pub work_file: Option<PathBuf>,
+    /// The TaskTemplate each work item becomes.
+    #[arg(long)]
+    pub work_file_template: Option<String>,
+    /// Resync interval.
+    #[arg(long)]
+    pub reconcile_interval: Option<humantime::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The folder of manifests.
+    #[arg(default_value = "examples/quickstart")]
+    pub path: PathBuf,
+    /// Exit once every job has settled (exit code 1 unless all completed).
+    #[arg(long)]
+    pub once: bool,
+    /// API address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs.
+    #[command(alias = "list")]
+    Ls {
+        /// Only these statuses (comma-separated).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this chapter.
+        #[arg(long)]
+        chapter: Option<String>,
+    },
+    /// Show a job with its steps, comments and evidence.
+    Get {
+        /// Job id.
+        id: String,
+    },
+    /// Submit a job.
+    Submit {
+        /// Template name.
+        template: String,
+        /// Parameters, `name=value` (value parsed as JSON when it can be).
+        #[arg(short = 'p', long = "param")]
+        params: Vec<String>,
+        /// Job id (generated if absent).
+        #[arg(long)]
+        id: Option<String>,
+        /// Priority class.
+        #[arg(long)]
+        priority: Option<String>,
+    },
+    /// Pause a job (its agent is stopped gracefully).
+    Pause(ActionArgs),
+    /// Resume a paused job.
+    Resume(ActionArgs),
+    /// Abort a job.
+    Abort(ActionArgs),
+    /// Send a message to a job's agent (unblocks a blocked job).
+    Inject {
+        /// Job id.
+        id: String,
+        /// The message.
+        message: String,
+    },
+    /// Show an agent's log (the job's latest attempt unless --attempt).
+    Logs {
+        /// Job id.
+        id: String,
+        /// Attempt number.
+        #[arg(long)]
+        attempt: Option<u32>,
+        /// Keep following while the agent runs.
+        #[arg(short, long)]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    /// Job id.
+    pub id: String,
+    /// Why (kept in the audit log).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// List agents (running ones unless --all).
+    #[command(alias = "list")]
+    Ls {
+        /// Include ended agents.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one agent (`<job>-<attempt>`).
+    Get {
+        /// Agent id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Run the agent for the job in GEORGE_JOB_ID (the engine starts this).
+    Run,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Jobs to submit.
+    #[arg(long, default_value_t = 500)]
+    pub jobs: usize,
+    /// Submissions in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Reconcile workers.
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+}

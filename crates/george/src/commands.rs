@@ -1,0 +1,269 @@
+//! Running a parsed command line. Errors are printed with what to do next;
+//! the return value is the process exit code.
+
+use crate::cli::{AgentCommand, AgentsCommand, Cli, Command, Format, JobsCommand};
+use crate::output::{ago, print, table};
+use crate::serve::{DEFAULT_DATA_DIR, TOKEN_FILE};
+use anyhow::{bail, Context as _};
+use george_client::{Client, ClientError, JobQuery};
+use george_core::api::{AgentView, JobView, SubmitJob};
+use std::collections::BTreeMap;
+
+/// Runs the command; returns the exit code.
+pub async fn dispatch(cli: Cli) -> i32 {
+    let format = cli.output;
+    let result = match cli.command {
+        Command::Validate { ref path } => return crate::validate::run(path, format),
+        Command::Agent { command: AgentCommand::Run } => return run_agent().await,
+        Command::Serve(args) => crate::up::serve(args).await,
+        Command::Up(args) => return crate::up::up(args).await,
+        Command::Bench(args) => crate::bench::run(args, format).await,
+        ref other => match client(&cli) {
+            Ok(c) => remote(&c, other, format).await,
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {}", explain(&e));
+            1
+        }
+    }
+}
+
+async fn run_agent() -> i32 {
+    let env = match george_agent::AgentEnv::from_env() {
+        Ok(env) => env,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    match george_agent::run(env).await {
+        Ok(outcome) => {
+            tracing::info!(?outcome, "agent done");
+            outcome.exit_code()
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// Adds a hint to errors a user can fix.
+fn explain(e: &anyhow::Error) -> String {
+    let mut msg = format!("{e:#}");
+    if let Some(ce) = e.downcast_ref::<ClientError>() {
+        match ce {
+            ClientError::Unreachable { .. } => {
+                msg.push_str("\nhint: is the engine running (`george serve` or `george up`)? Point --server or GEORGE_SERVER at it.")
+            }
+            ClientError::Api { status: 401, .. } => {
+                msg.push_str("\nhint: pass an operator token with --token or GEORGE_TOKEN (a local engine keeps one in .george/operator-token).")
+            }
+            ClientError::Api { details, .. } if !details.is_empty() => {
+                for d in details {
+                    msg.push_str(&format!("\n  - {d}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    msg
+}
+
+fn client(cli: &Cli) -> anyhow::Result<Client> {
+    let token = match &cli.token {
+        Some(t) => t.clone(),
+        None => {
+            let dir = std::env::var("GEORGE_DATA_DIR").unwrap_or_else(|_| DEFAULT_DATA_DIR.into());
+            let path = std::path::Path::new(&dir).join(TOKEN_FILE);
+            std::fs::read_to_string(&path)
+                .map(|t| t.trim().to_string())
+                .with_context(|| format!("no operator token: pass --token, set GEORGE_TOKEN, or run where {} exists", path.display()))?
+        }
+    };
+    Ok(Client::new(&cli.server, &token)?)
+}
+
+fn parse_params(items: &[String]) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let Some((k, v)) = item.split_once('=') else {
+            bail!("--param `{item}`: expected name=value");
+        };
+        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+        out.insert(k.trim().to_string(), value);
+    }
+    Ok(out)
+}
+
+fn jobs_table(jobs: &Vec<JobView>) -> comfy_table::Table {
+    let mut t = table(&["JOB", "STATUS", "PRIORITY", "TEMPLATE", "ATTEMPT", "UPDATED", "REASON"]);
+    for j in jobs {
+        t.add_row(vec![
+            j.id.clone(),
+            if j.desired.as_str() != "active" && !j.status.is_final() { format!("{} → {}", j.status, j.desired) } else { j.status.to_string() },
+            j.priority.to_string(),
+            j.template.clone(),
+            j.attempt.to_string(),
+            ago(j.updated_at),
+            j.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    t
+}
+
+fn agents_table(agents: &Vec<AgentView>) -> comfy_table::Table {
+    let mut t = table(&["AGENT", "JOB", "STATE", "SPEC", "RUNTIME", "STARTED", "HEARTBEAT", "OUTCOME"]);
+    for a in agents {
+        t.add_row(vec![
+            a.id.clone(),
+            a.job_id.clone(),
+            a.state.to_string(),
+            a.agent_spec.clone(),
+            a.runtime.clone(),
+            ago(a.started_at),
+            a.last_heartbeat.map(ago).unwrap_or_else(|| "-".into()),
+            a.outcome.clone().unwrap_or_default(),
+        ]);
+    }
+    t
+}
+
+async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()> {
+    match cmd {
+        Command::Jobs(j) => jobs(c, j, format).await,
+        Command::Agents(AgentsCommand::Ls { all }) => {
+            let agents = c.agents(*all).await?;
+            print(format, &agents, agents_table);
+            Ok(())
+        }
+        Command::Agents(AgentsCommand::Get { id }) => {
+            let a = c.agent(id).await?;
+            print(format, &vec![a], agents_table);
+            Ok(())
+        }
+        Command::Events { since, limit } => {
+            let events = c.events(*since, *limit).await?;
+            print(format, &events, |events| {
+                let mut t = table(&["SEQ", "TIME", "JOB", "KIND", "ACTOR", "DATA"]);
+                for e in events {
+                    t.add_row(vec![
+                        e.seq.to_string(),
+                        e.ts.format("%H:%M:%S%.3f").to_string(),
+                        e.job_id.clone().unwrap_or_default(),
+                        e.kind.clone(),
+                        e.actor.clone(),
+                        e.data.to_string(),
+                    ]);
+                }
+                t
+            });
+            Ok(())
+        }
+        Command::Sync | Command::Sources => {
+            let sources = if matches!(cmd, Command::Sync) { c.sync().await?.sources } else { c.sources().await? };
+            print(format, &sources, |sources| {
+                let mut t = table(&["SOURCE", "APPLIED", "CHECKED", "REJECTED", "ERRORS"]);
+                for s in sources {
+                    t.add_row(vec![
+                        s.name.clone(),
+                        s.applied_revision.clone().unwrap_or_else(|| "-".into()),
+                        ago(s.checked_at),
+                        s.rejected_revision.clone().unwrap_or_default(),
+                        s.errors.join("\n"),
+                    ]);
+                }
+                t
+            });
+            Ok(())
+        }
+        _ => unreachable!("local commands are handled by dispatch"),
+    }
+}
+
+async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<()> {
+    match cmd {
+        JobsCommand::Ls { status, chapter } => {
+            let jobs = c.jobs(&JobQuery { status: status.clone(), chapter: chapter.clone(), source: None }).await?;
+            print(format, &jobs, jobs_table);
+        }
+        JobsCommand::Get { id } => {
+            let job = c.job(id).await?;
+            let comments = c.comments(id).await?;
+            let evidence = c.evidence(id).await?;
+            match format {
+                Format::Json => {
+                    let v = serde_json::json!({"job": job, "comments": comments, "evidence": evidence});
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+                Format::Table => {
+                    println!("{}", jobs_table(&vec![job.clone()]));
+                    let origin = [Some(job.origin.source.clone()), job.origin.reference.clone(), job.origin.revision.clone()];
+                    println!("origin: {}", origin.into_iter().flatten().collect::<Vec<_>>().join(" "));
+                    let mut t = table(&["STEP", "STATUS", "RUNS", "DEPENDS ON", "RUN", "REASON"]);
+                    for s in &job.steps {
+                        t.add_row(vec![
+                            s.spec.id.clone(),
+                            s.status.to_string(),
+                            s.runs.to_string(),
+                            s.spec.depends_on.join(", "),
+                            s.spec.run.clone().unwrap_or_else(|| "(needs an LLM)".into()),
+                            s.reason.clone().unwrap_or_default(),
+                        ]);
+                    }
+                    println!("{t}");
+                    for cm in &comments {
+                        println!("[{}] {}: {}", cm.created_at.format("%H:%M:%S"), cm.author, cm.body);
+                    }
+                    if !evidence.is_empty() {
+                        println!("evidence: {} item(s); `-o json` shows them in full", evidence.len());
+                    }
+                }
+            }
+        }
+        JobsCommand::Submit { template, params, id, priority } => {
+            let req = SubmitJob {
+                template: template.clone(),
+                params: parse_params(params)?,
+                id: id.clone(),
+                priority: priority.as_deref().map(str::parse).transpose().map_err(|e| anyhow::anyhow!("--priority: {e}"))?,
+                chapter: None,
+                agent: None,
+                env: BTreeMap::new(),
+            };
+            let job = c.submit(&req).await?;
+            print(format, &job, |j| jobs_table(&vec![j.clone()]));
+        }
+        JobsCommand::Pause(a) | JobsCommand::Resume(a) | JobsCommand::Abort(a) => {
+            let action = match cmd {
+                JobsCommand::Pause(_) => "pause",
+                JobsCommand::Resume(_) => "resume",
+                _ => "abort",
+            };
+            let job = c.act(&a.id, action, a.reason.clone()).await?;
+            print(format, &job, |j| jobs_table(&vec![j.clone()]));
+        }
+        JobsCommand::Inject { id, message } => {
+            let comment = c.inject(id, message).await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&comment)?),
+                Format::Table => println!("message {} added to job {id}", comment.id),
+            }
+        }
+        JobsCommand::Logs { id, attempt, follow } => {
+            let n = match attempt {
+                Some(n) => *n,
+                None => c.job(id).await?.attempt,
+            };
+            if n == 0 {
+                bail!("job `{id}` has not started an agent yet");
+            }
+            c.logs(&george_core::api::agent_id(id, n), *follow, std::io::stdout()).await?;
+        }
+    }
+    Ok(())
+}

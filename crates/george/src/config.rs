@@ -1,0 +1,289 @@
+//! Engine configuration: a `george-config.yaml` in the seed's shape, then
+//! `GEORGE_*` environment variables, then command-line flags, each
+//! overriding the one before. Every problem names the file, line and field
+//! (or the variable) and what was expected.
+
+use anyhow::{bail, Context as _};
+use george_core::duration::HumanDuration;
+use george_core::manifest::HealthCheck;
+use george_core::quantity::{Cpu, Memory};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// The engine.
+    #[serde(default)]
+    pub engine: EngineSection,
+    /// The API.
+    #[serde(default)]
+    pub api: ApiSection,
+    /// Sources of desired state.
+    #[serde(default)]
+    pub sources: SourcesSection,
+    /// Where agents run.
+    #[serde(default)]
+    pub container_backend: BackendSection,
+    /// Agent defaults.
+    #[serde(default)]
+    pub agents: AgentsSection,
+    /// Jira (seed shape; not supported by this version).
+    #[serde(default)]
+    pub jira: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EngineSection {
+    pub id: Option<String>,
+    pub listen: Option<SocketAddr>,
+    pub advertise_url: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub reconcile_interval: Option<HumanDuration>,
+    pub workers: Option<usize>,
+    pub max_attempts: Option<u32>,
+    pub retry_backoff: Option<HumanDuration>,
+    pub max_retry_backoff: Option<HumanDuration>,
+    pub termination_grace: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApiSection {
+    #[serde(default)]
+    pub tokens: Vec<TokenEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TokenEntry {
+    pub name: String,
+    /// The token itself (prefer `tokenFile` or `tokenEnv`).
+    pub token: Option<String>,
+    /// A file holding the token.
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding the token.
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SourcesSection {
+    pub folder: Option<FolderSection>,
+    pub git: Option<GitSection>,
+    pub work_file: Option<WorkFileSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FolderSection {
+    pub path: PathBuf,
+    pub interval: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GitSection {
+    pub url: String,
+    pub branch: Option<String>,
+    pub path: Option<String>,
+    pub interval: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkFileSection {
+    pub path: PathBuf,
+    pub template: String,
+    pub interval: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackendSection {
+    #[serde(rename = "type")]
+    pub backend_type: Option<String>,
+    #[serde(default)]
+    pub process: ProcessSection,
+    /// Seed shape, for the Docker runtime (not in this version).
+    #[allow(dead_code)]
+    pub docker: Option<serde_json::Value>,
+    /// Seed shape, for the Kubernetes runtime (not in this version).
+    #[allow(dead_code)]
+    pub kubernetes: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProcessSection {
+    pub keep_workdirs: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentsSection {
+    #[serde(default)]
+    pub default_resources: ResourcesSection,
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResourcesSection {
+    pub memory: Option<Memory>,
+    pub cpu: Option<Cpu>,
+}
+
+impl Config {
+    /// Reads a configuration file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut field = String::new();
+        let parsed = serde_saphyr::with_deserializer_from_str(&text, |de| {
+            serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+                field = e.path().to_string();
+                e.into_inner()
+            })
+        });
+        parsed.map_err(|e| {
+            let mut opts = serde_saphyr::RenderOptions::default();
+            opts.snippets = serde_saphyr::SnippetMode::Off;
+            let msg = e.render_with_options(opts);
+            let msg = msg.rsplit_once(" at line ").map(|(m, _)| m.to_string()).unwrap_or(msg);
+            let at = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
+            anyhow::anyhow!("{}{at}: {field}: {msg}", path.display())
+        })
+    }
+
+    /// Applies `GEORGE_*` environment variables (through `get`).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        fn parse<T: std::str::FromStr>(name: &str, v: &str, expected: &str) -> anyhow::Result<T> {
+            v.trim().parse().map_err(|_| anyhow::anyhow!("environment variable {name}=`{v}`: expected {expected}"))
+        }
+        if let Some(v) = get("GEORGE_ENGINE_ID") {
+            self.engine.id = Some(v);
+        }
+        if let Some(v) = get("GEORGE_LISTEN") {
+            self.engine.listen = Some(parse("GEORGE_LISTEN", &v, "an address like 127.0.0.1:8080")?);
+        }
+        if let Some(v) = get("GEORGE_ADVERTISE_URL") {
+            self.engine.advertise_url = Some(v);
+        }
+        if let Some(v) = get("GEORGE_DATA_DIR") {
+            self.engine.data_dir = Some(v.into());
+        }
+        if let Some(v) = get("GEORGE_RECONCILE_INTERVAL") {
+            self.engine.reconcile_interval = Some(parse("GEORGE_RECONCILE_INTERVAL", &v, "a duration like 30s")?);
+        }
+        if let Some(v) = get("GEORGE_MAX_ATTEMPTS") {
+            self.engine.max_attempts = Some(parse("GEORGE_MAX_ATTEMPTS", &v, "a whole number")?);
+        }
+        if let Some(v) = get("GEORGE_API_TOKENS") {
+            self.api.tokens = parse_token_list(&v)?;
+        }
+        if let Some(v) = get("GEORGE_MANIFESTS") {
+            self.sources.folder = Some(FolderSection { path: v.into(), interval: None });
+        }
+        if let Some(url) = get("GEORGE_GIT_URL") {
+            let prev = self.sources.git.take();
+            self.sources.git = Some(GitSection {
+                url,
+                branch: get("GEORGE_GIT_BRANCH").or(prev.as_ref().and_then(|g| g.branch.clone())),
+                path: get("GEORGE_GIT_PATH").or(prev.as_ref().and_then(|g| g.path.clone())),
+                interval: prev.and_then(|g| g.interval),
+            });
+        }
+        if let Some(path) = get("GEORGE_WORK_FILE") {
+            let template = get("GEORGE_WORK_FILE_TEMPLATE")
+                .or(self.sources.work_file.as_ref().map(|w| w.template.clone()))
+                .ok_or_else(|| anyhow::anyhow!("GEORGE_WORK_FILE is set but GEORGE_WORK_FILE_TEMPLATE is not: say which TaskTemplate each work item becomes"))?;
+            self.sources.work_file = Some(WorkFileSection { path: path.into(), template, interval: None });
+        }
+        if let Some(v) = get("GEORGE_CONTAINER_BACKEND") {
+            self.container_backend.backend_type = Some(v);
+        }
+        Ok(())
+    }
+}
+
+/// `name:token,name2:token2` or bare tokens (named `operator`, `operator2`, ...).
+pub fn parse_token_list(v: &str) -> anyhow::Result<Vec<TokenEntry>> {
+    let mut out = Vec::new();
+    for (i, item) in v.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
+        let (name, token) = match item.split_once(':') {
+            Some((n, t)) => (n.to_string(), t.to_string()),
+            None => (if i == 0 { "operator".to_string() } else { format!("operator{}", i + 1) }, item.to_string()),
+        };
+        if token.len() < 16 {
+            bail!("GEORGE_API_TOKENS: the token for `{name}` is {} characters; use at least 16", token.len());
+        }
+        out.push(TokenEntry { name, token: Some(token), token_file: None, token_env: None });
+    }
+    Ok(out)
+}
+
+impl TokenEntry {
+    /// The token's value.
+    pub fn resolve(&self) -> anyhow::Result<String> {
+        let value = match (&self.token, &self.token_file, &self.token_env) {
+            (Some(t), None, None) => t.clone(),
+            (None, Some(f), None) => std::fs::read_to_string(f)
+                .with_context(|| format!("api.tokens[{}].tokenFile: cannot read {}", self.name, f.display()))?
+                .trim()
+                .to_string(),
+            (None, None, Some(var)) => std::env::var(var)
+                .with_context(|| format!("api.tokens[{}].tokenEnv: environment variable {var} is not set", self.name))?,
+            _ => bail!("api.tokens[{}]: set exactly one of token, tokenFile, tokenEnv", self.name),
+        };
+        if value.len() < 16 {
+            bail!("api.tokens[{}]: the token is {} characters; use at least 16", self.name, value.len());
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_shaped_config_parses_and_errors_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("george-config.yaml");
+        std::fs::write(
+            &p,
+            "engine:\n  reconcileInterval: 30s\ncontainerBackend:\n  type: process\n  docker:\n    network: george-network\nagents:\n  defaultResources:\n    memory: 512Mi\n    cpu: 500m\n  healthCheck:\n    interval: 10s\n    timeout: 5s\n    unhealthyThreshold: 3\n",
+        )
+        .unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.engine.reconcile_interval.unwrap().get().as_secs(), 30);
+        assert_eq!(c.agents.default_resources.memory.unwrap().0, 512 << 20);
+
+        std::fs::write(&p, "engine:\n  reconcileInterval: soon\n").unwrap();
+        let err = Config::load(&p).unwrap_err().to_string();
+        assert!(err.contains("george-config.yaml:2:") && err.contains("engine.reconcileInterval"), "{err}");
+        std::fs::write(&p, "engine:\n  reconcile_interval: 3s\n").unwrap();
+        let err = Config::load(&p).unwrap_err().to_string();
+        assert!(err.contains("unknown field `reconcile_interval`"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_and_bad_env_is_named() {
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "GEORGE_LISTEN" => Some("0.0.0.0:9000".into()),
+            "GEORGE_API_TOKENS" => Some("ops:0123456789abcdef0123".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.engine.listen.unwrap().port(), 9000);
+        assert_eq!(c.api.tokens[0].name, "ops");
+        let err = Config::default().apply_env(|k| (k == "GEORGE_RECONCILE_INTERVAL").then(|| "x".into())).unwrap_err();
+        assert!(err.to_string().contains("GEORGE_RECONCILE_INTERVAL=`x`"), "{err}");
+        let err = parse_token_list("short").unwrap_err();
+        assert!(err.to_string().contains("at least 16"), "{err}");
+    }
+}

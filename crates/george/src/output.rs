@@ -1,0 +1,31 @@
+//! Printing results: readable tables by default, JSON with `-o json`.
+
+use crate::cli::Format;
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use serde::Serialize;
+
+/// Prints `value` as JSON, or as the table `table` builds.
+pub fn print<T: Serialize>(format: Format, value: &T, table: impl FnOnce(&T) -> Table) {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(value).unwrap_or_default()),
+        Format::Table => println!("{}", table(value)),
+    }
+}
+
+/// A table with a header row.
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
+    t
+}
+
+/// A timestamp as a short age ("12s ago").
+pub fn ago(t: chrono::DateTime<chrono::Utc>) -> String {
+    let secs = (chrono::Utc::now() - t).num_seconds().max(0) as u64;
+    let d = std::time::Duration::from_secs(secs);
+    if secs < 1 {
+        "now".into()
+    } else {
+        format!("{} ago", humantime::format_duration(d).to_string().split(' ').next().unwrap_or(""))
+    }
+}

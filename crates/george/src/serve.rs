@@ -1,0 +1,231 @@
+//! Starting George: the store, the runtime, the sources, the engine and the
+//! API, wired from the configuration. Used by `george serve`, `george up`
+//! and `george bench`.
+
+use crate::config::Config;
+use anyhow::{bail, Context as _};
+use george_api::{ApiState, OperatorTokens};
+use george_engine::{Engine, EngineConfig, RetryPolicy};
+use george_runtime::{ProcessRuntime, ProcessRuntimeConfig, Resources, Runtime};
+use george_sources::{FolderSource, GitSource, GitSourceConfig, Source, WorkFileSource};
+use george_store::{SqliteStore, Store};
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Default API address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = ".george";
+/// The file, in the data directory, holding the generated local operator token.
+pub const TOKEN_FILE: &str = "operator-token";
+
+/// A running George.
+pub struct Server {
+    /// The API's address.
+    pub api_url: String,
+    /// An operator token.
+    pub token: String,
+    /// Where the token is kept, if George generated it.
+    pub token_file: Option<PathBuf>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    shutdown: CancellationToken,
+    engine_task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    api_task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Server {
+    /// Starts everything.
+    pub async fn start(cfg: Config) -> anyhow::Result<Server> {
+        if cfg.jira.is_some() {
+            bail!("config: jira: the Jira source is not supported by this version of george; remove the `jira` section");
+        }
+        let data_dir = cfg.engine.data_dir.clone().unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let data_dir = data_dir.canonicalize().with_context(|| format!("data directory {}", data_dir.display()))?;
+        let lock = lock_data_dir(&data_dir)?;
+
+        let listen: SocketAddr = cfg.engine.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
+        let mut tokens = Vec::new();
+        for t in &cfg.api.tokens {
+            tokens.push((t.name.clone(), t.resolve()?));
+        }
+        let mut token_file = None;
+        if tokens.is_empty() {
+            if !listen.ip().is_loopback() {
+                bail!(
+                    "refusing to listen on {listen} without an operator token: anyone who can reach it could run commands. \
+                     Set api.tokens in the config file or GEORGE_API_TOKENS=name:token, or listen on 127.0.0.1"
+                );
+            }
+            let (token, path) = local_token(&data_dir)?;
+            tokens.push(("local".into(), token));
+            token_file = Some(path);
+        }
+        let token = tokens[0].1.clone();
+
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (is another george running? pass --listen)"))?;
+        let bound = listener.local_addr()?;
+        let api_url = match &cfg.engine.advertise_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None if bound.ip().is_unspecified() => format!("http://127.0.0.1:{}", bound.port()),
+            None => format!("http://{bound}"),
+        };
+
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(data_dir.join("george.db")).with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
+        );
+        let runtime = build_runtime(&cfg, &data_dir)?;
+        let sources = build_sources(&cfg, &data_dir);
+
+        let mut ecfg = EngineConfig::new(api_url.clone());
+        ecfg.engine_id = cfg.engine.id.clone().unwrap_or_else(|| "george".into());
+        if let Some(d) = cfg.engine.reconcile_interval {
+            ecfg.reconcile_interval = d.get();
+        }
+        if let Some(w) = cfg.engine.workers {
+            ecfg.workers = w.max(1);
+        }
+        if let Some(h) = cfg.agents.health_check {
+            ecfg.health = h;
+        }
+        ecfg.default_resources =
+            Resources { memory: cfg.agents.default_resources.memory, cpu: cfg.agents.default_resources.cpu };
+        let defaults = RetryPolicy::default();
+        ecfg.retry = RetryPolicy {
+            initial_backoff: cfg.engine.retry_backoff.map(|d| d.get()).unwrap_or(defaults.initial_backoff),
+            max_backoff: cfg.engine.max_retry_backoff.map(|d| d.get()).unwrap_or(defaults.max_backoff),
+            max_attempts: cfg.engine.max_attempts.unwrap_or(defaults.max_attempts),
+        };
+        if let Some(g) = cfg.engine.termination_grace {
+            ecfg.termination_grace = g.get();
+        }
+        ecfg.output_dir = Some(data_dir.join("outputs"));
+
+        let (engine, handle) = Engine::new(ecfg, store.clone(), runtime.clone(), Arc::new(george_core::SystemClock), sources);
+        let shutdown = CancellationToken::new();
+        let engine_task = {
+            let s = shutdown.clone();
+            tokio::spawn(async move { engine.run(s).await.map_err(anyhow::Error::from) })
+        };
+        let state = ApiState {
+            store: store.clone(),
+            engine: handle.clone(),
+            operators: Arc::new(OperatorTokens::new(tokens)),
+            logs: runtime.logs().clone(),
+        };
+        let api_task = {
+            let s = shutdown.clone();
+            tokio::spawn(async move {
+                george_api::serve(listener, state, async move { s.cancelled().await }).await?;
+                Ok(())
+            })
+        };
+        tracing::info!(api = %api_url, data_dir = %data_dir.display(), "george is up");
+        Ok(Server { api_url, token, token_file, store, data_dir, shutdown, engine_task, api_task, _lock: lock })
+    }
+
+    /// Stops the engine and the API. Agents keep running; the next start adopts them.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let (e, a) = tokio::join!(self.engine_task, self.api_task);
+        e??;
+        a??;
+        Ok(())
+    }
+
+    /// Runs until SIGINT or SIGTERM, then stops.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down (agents keep running and are adopted on the next start)");
+        self.stop().await
+    }
+}
+
+fn lock_data_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = dir.join("george.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+        anyhow::anyhow!(
+            "another george engine is using the data directory {}; stop it first or pass a different --data-dir",
+            dir.display()
+        )
+    })
+}
+
+/// Loads (or creates, readable only by this user) the local operator token.
+fn local_token(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
+    let path = dir.join(TOKEN_FILE);
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if t.trim().len() >= 16 {
+            return Ok((t.trim().to_string(), path));
+        }
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
+    let token = format!("gop_{}", hex::encode(bytes));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes())?;
+    Ok((token, path))
+}
+
+fn build_runtime(cfg: &Config, data_dir: &Path) -> anyhow::Result<Arc<dyn Runtime>> {
+    match cfg.container_backend.backend_type.as_deref().unwrap_or("process") {
+        "process" => {
+            let exe = std::env::current_exe().context("cannot find the george executable to start agents with")?;
+            let mut rc = ProcessRuntimeConfig::under(data_dir, vec![exe.display().to_string(), "agent".into(), "run".into()]);
+            rc.keep_workdirs = cfg.container_backend.process.keep_workdirs.unwrap_or(false);
+            Ok(Arc::new(ProcessRuntime::new(rc)))
+        }
+        other @ ("docker" | "kubernetes" | "k8s" | "local") => bail!(
+            "containerBackend.type `{other}` is not supported by this version of george; use `process` (local processes)"
+        ),
+        other => bail!("containerBackend.type: unknown backend `{other}`; expected `process`"),
+    }
+}
+
+fn build_sources(cfg: &Config, data_dir: &Path) -> Vec<Arc<dyn Source>> {
+    let mut sources: Vec<Arc<dyn Source>> = Vec::new();
+    if let Some(f) = &cfg.sources.folder {
+        let interval = f.interval.map(|d| d.get()).unwrap_or(Duration::from_secs(10));
+        sources.push(Arc::new(FolderSource::new(&f.path, interval)));
+    }
+    if let Some(g) = &cfg.sources.git {
+        sources.push(Arc::new(GitSource::new(GitSourceConfig {
+            url: g.url.clone(),
+            branch: g.branch.clone().unwrap_or_else(|| "main".into()),
+            path: g.path.clone().unwrap_or_default(),
+            interval: g.interval.map(|d| d.get()).unwrap_or(Duration::from_secs(60)),
+            checkout_dir: data_dir.join("sources").join("git"),
+        })));
+    }
+    if let Some(w) = &cfg.sources.work_file {
+        let interval = w.interval.map(|d| d.get()).unwrap_or(Duration::from_secs(30));
+        sources.push(Arc::new(WorkFileSource::new(&w.path, &w.template, interval)));
+    }
+    sources
+}
