@@ -1,0 +1,319 @@
+//! Test support: a real `george` engine process on a temporary data
+//! directory, real git repositories, and polling with deadlines.
+
+#![allow(dead_code)]
+
+use george_client::Client;
+use george_core::api::JobView;
+use george_core::JobStatus;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "test-operator-token-0123456789";
+
+pub fn george_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_george")
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Fast settings so failures are detected in well under a second.
+pub const FAST_CONFIG: &str = "engine:
+  reconcileInterval: 1s
+  retryBackoff: 100ms
+  maxRetryBackoff: 400ms
+  terminationGrace: 2s
+agents:
+  healthCheck:
+    interval: 200ms
+    timeout: 300ms
+    unhealthyThreshold: 3
+";
+
+/// A running `george serve`.
+pub struct Engine {
+    pub dir: PathBuf,
+    pub child: Child,
+    pub url: String,
+    pub port: u16,
+    pub client: Client,
+    extra_args: Vec<String>,
+    log: PathBuf,
+    starts: u32,
+}
+
+impl Engine {
+    /// Starts `george serve` with `FAST_CONFIG` plus `extra_config`, and `args`.
+    pub fn start(dir: &Path, extra_config: &str, args: &[&str]) -> Engine {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("george-config.yaml"), format!("{FAST_CONFIG}{extra_config}")).unwrap();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut e = Engine {
+            dir: dir.to_path_buf(),
+            child: Command::new("true").spawn().unwrap(),
+            url: String::new(),
+            port: 0,
+            client: Client::new("http://127.0.0.1:1", TOKEN).unwrap(),
+            extra_args: args,
+            log: PathBuf::new(),
+            starts: 0,
+        };
+        e.launch("127.0.0.1:0");
+        e
+    }
+
+    fn launch(&mut self, listen: &str) {
+        self.starts += 1;
+        self.log = self.dir.join(format!("engine-{}.log", self.starts));
+        let log = std::fs::File::create(&self.log).unwrap();
+        self.child = Command::new(george_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(self.dir.join("george-config.yaml"))
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .arg("--listen")
+            .arg(listen)
+            .args(&self.extra_args)
+            .env("GEORGE_API_TOKENS", format!("test:{TOKEN}"))
+            .env("GEORGE_LOG", "info,george_engine=debug")
+            .env_remove("GEORGE_SERVER")
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let url = wait_for(Duration::from_secs(30), "the engine to start", || {
+            let f = std::fs::File::open(&self.log).ok()?;
+            std::io::BufReader::new(f).lines().map_while(Result::ok).find_map(|l| {
+                if l.contains("george is up") {
+                    l.split_whitespace().find_map(|w| w.strip_prefix("api=").map(str::to_string))
+                } else {
+                    None
+                }
+            })
+        });
+        self.port = url.rsplit(':').next().unwrap().parse().unwrap();
+        self.url = url;
+        self.client = Client::new(&self.url, TOKEN).unwrap();
+    }
+
+    /// The engine's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// kill -9 the engine.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+
+    /// Starts the engine again on the same port and data directory.
+    pub fn restart(&mut self) {
+        let listen = format!("127.0.0.1:{}", self.port);
+        self.launch(&listen);
+    }
+
+    /// Runs the CLI against this engine.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(george_bin())
+            .args(args)
+            .env("GEORGE_SERVER", &self.url)
+            .env("GEORGE_TOKEN", TOKEN)
+            .current_dir(&self.dir)
+            .output()
+            .unwrap()
+    }
+
+    pub fn rt(&self) -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    /// The job, or panics with the engine log.
+    pub async fn job(&self, id: &str) -> JobView {
+        self.client.job(id).await.unwrap_or_else(|e| panic!("job {id}: {e}\n{}", self.log()))
+    }
+
+    /// Waits until job `id` has `status`.
+    pub async fn wait_status(&self, id: &str, status: JobStatus, within: Duration) -> JobView {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(j) = self.client.job(id).await {
+                if j.status == status {
+                    return j;
+                }
+                if Instant::now() > deadline {
+                    panic!("job {id} is {} ({:?}), expected {status}\n--- engine log ---\n{}", j.status, j.reason, self.log());
+                }
+            } else if Instant::now() > deadline {
+                panic!("job {id} never appeared\n--- engine log ---\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until `cond` holds for the job.
+    pub async fn wait_job(&self, id: &str, what: &str, within: Duration, cond: impl Fn(&JobView) -> bool) -> JobView {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(j) = self.client.job(id).await {
+                if cond(&j) {
+                    return j;
+                }
+                if Instant::now() > deadline {
+                    panic!("job {id}: waited for {what}; it is {:?}\n--- engine log ---\n{}", j, self.log());
+                }
+            } else if Instant::now() > deadline {
+                panic!("job {id} never appeared ({what})\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Agents outlive the engine by design; a test leaves none behind.
+        for pid in agent_pids(&self.dir) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after `within`.
+pub fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Pids of `george agent run` processes whose working directory is under `dir`.
+pub fn agent_pids(dir: &Path) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmd).contains("agent\0run") {
+            continue;
+        }
+        if std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(dir)) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A process's environment variable.
+pub fn proc_env(pid: i32, name: &str) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0).find_map(|kv| {
+        let kv = String::from_utf8_lossy(kv);
+        kv.strip_prefix(&format!("{name}=")).map(str::to_string)
+    })
+}
+
+/// Live agent processes by job id. A process forked by an agent that has
+/// not exec'd its step yet still looks like the agent; it is not counted.
+pub fn agents_by_job(dir: &Path) -> std::collections::BTreeMap<String, Vec<i32>> {
+    let mut out: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
+    let pids = agent_pids(dir);
+    for &pid in &pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.contains(") Z") {
+            continue;
+        }
+        let ppid: i32 = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if pids.contains(&ppid) {
+            continue;
+        }
+        if let Some(job) = proc_env(pid, "GEORGE_JOB_ID") {
+            out.entry(job).or_default().push(pid);
+        }
+    }
+    out
+}
+
+/// Whether any process's command line contains `needle`.
+pub fn process_running(needle: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        !stat.contains(") Z")
+            && std::fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+                .unwrap_or(false)
+    })
+}
+
+pub fn write(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn commit(repo: &Path, msg: &str) -> String {
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-qm", msg]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// An AgentSpec running the reference agent.
+pub const AGENT: &str = "apiVersion: george/v1
+kind: AgentSpec
+metadata: {name: worker}
+spec:
+  capabilities: [shell]
+";
+
+/// A template with one shell step given by `{{cmd}}`... written out per test.
+pub fn template(name: &str, steps: &str) -> String {
+    format!("apiVersion: george/v1\nkind: TaskTemplate\nmetadata: {{name: {name}}}\nspec:\n  requiredCapabilities: [shell]\n  maxAttempts: 4\n  steps:\n{steps}")
+}
+
+pub fn job(name: &str, template: &str) -> String {
+    format!("apiVersion: george/v1\nkind: Job\nmetadata: {{name: {name}}}\nspec:\n  template: {template}\n")
+}
+
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
