@@ -125,6 +125,8 @@ pub async fn run_command(command: &str, timeout: Duration, stop: &CancellationTo
         _ = tokio::time::sleep(timeout) => End::TimedOut,
         _ = stop.cancelled() => End::Stopped,
     };
+    // A step that ended while the agent was being stopped was stopped, not failed.
+    let end = if stop.is_cancelled() { End::Stopped } else { end };
     if !matches!(end, End::Exited(_)) {
         if let Some(pid) = pid {
             kill_tree(pid);

@@ -113,8 +113,8 @@ pub fn decide(state: &JobState, observed: Observed, now: DateTime<Utc>, rules: &
         (_, s) if s.is_final() => Action::Wait(None),
         (DesiredState::Aborted, s) => change(s, JobStatus::Aborted, reason_or(job.reason.clone(), "aborted")),
         (DesiredState::Paused, JobStatus::Paused) => Action::Wait(None),
-        (DesiredState::Paused, s) => change(s, JobStatus::Paused, Some("paused".to_string())),
-        (DesiredState::Active, JobStatus::Paused) => change(JobStatus::Paused, JobStatus::Pending, Some("resumed".to_string())),
+        (DesiredState::Paused, s) => change(s, JobStatus::Paused, reason_or(job.reason.clone(), "paused")),
+        (DesiredState::Active, JobStatus::Paused) => change(JobStatus::Paused, JobStatus::Pending, reason_or(job.reason.clone(), "resumed")),
         (DesiredState::Active, JobStatus::InProgress) => {
             // The attempt ended without the agent saying the job is done.
             let outcome = state

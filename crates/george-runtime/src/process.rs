@@ -1,5 +1,5 @@
 //! The local-process runtime: each attempt is a process in its own process
-//! group, started in its own working directory with output captured to its
+//! group (terminate sends SIGTERM to the agent, then SIGKILL to the group), started in its own working directory with output captured to its
 //! log file. A pid file per attempt lets a restarted engine find (and adopt
 //! or remove) agents it started before; the recorded start time guards
 //! against a reused pid.
@@ -276,7 +276,10 @@ impl Runtime for ProcessRuntime {
         let h = parse_handle(job_id, attempt, handle)?;
         let group = Pid::from_raw(h.pid);
         if self.current_status(job_id, attempt, h) == AgentStatus::Running {
-            let _ = killpg(group, Signal::SIGTERM);
+            // SIGTERM goes to the agent alone, so it can abandon its current
+            // step cleanly (a step killed under it would look like a failure);
+            // SIGKILL below goes to the whole group.
+            let _ = nix::sys::signal::kill(group, Signal::SIGTERM);
             let deadline = Instant::now() + grace;
             while Instant::now() < deadline && self.current_status(job_id, attempt, h) == AgentStatus::Running {
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -302,6 +302,7 @@ pub async fn desired_state_rules(store: TestStore) {
     store.create_job(job("j", "api"), "t").await.unwrap();
     let v = store.set_desired("j", DesiredState::Paused, "operator:a", Some("lunch")).await.unwrap();
     assert_eq!(v.desired, DesiredState::Paused);
+    assert_eq!(v.reason.as_deref(), Some("paused by operator:a: lunch"));
     assert!(matches!(store.start_attempt("j", attempt(0, "t")).await, Err(StoreError::Conflict(_))));
     store.set_desired("j", DesiredState::Active, "operator:a", None).await.unwrap();
     store.set_desired("j", DesiredState::Aborted, "operator:a", None).await.unwrap();

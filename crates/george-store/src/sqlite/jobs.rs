@@ -157,9 +157,18 @@ pub fn set_desired(
             }
         )));
     }
+    let verb = match desired {
+        DesiredState::Active => "resumed",
+        DesiredState::Paused => "paused",
+        DesiredState::Aborted => "aborted",
+    };
+    let why = match reason {
+        Some(r) => format!("{verb} by {actor}: {r}"),
+        None => format!("{verb} by {actor}"),
+    };
     w.tx.execute(
-        "UPDATE jobs SET desired = ?2, updated_at = ?3 WHERE id = ?1",
-        params![id, desired.as_str(), ts(w.now)],
+        "UPDATE jobs SET desired = ?2, reason = ?4, updated_at = ?3 WHERE id = ?1",
+        params![id, desired.as_str(), ts(w.now), why],
     )?;
     w.event(Some(id), None, "job.desired", actor, json!({"from": job.desired, "to": desired, "reason": reason}))?;
     get_tx(w.tx, id)
