@@ -143,7 +143,8 @@ pub fn set_desired(
     reason: Option<&str>,
 ) -> Result<JobView> {
     let job = require_job(w.tx, id)?;
-    if job.desired == desired {
+    let idempotent_abort = desired == DesiredState::Aborted && job.status == JobStatus::Aborted;
+    if job.desired == desired && (!job.status.is_final() || idempotent_abort) {
         return get_tx(w.tx, id);
     }
     if job.status.is_final() {
