@@ -38,7 +38,12 @@ impl AgentEnv {
                 problem: format!("expected milliseconds, got `{v}`"),
             })?)),
         };
-        Ok(Self { job_id: need("GEORGE_JOB_ID")?, api_url: need("GEORGE_API_URL")?, token: need("GEORGE_AGENT_TOKEN")?, heartbeat_interval })
+        Ok(Self {
+            job_id: need("GEORGE_JOB_ID")?,
+            api_url: need("GEORGE_API_URL")?,
+            token: need("GEORGE_AGENT_TOKEN")?,
+            heartbeat_interval,
+        })
     }
 
     /// Reads the process environment.
@@ -55,7 +60,10 @@ mod tests {
     fn missing_and_malformed_variables_are_named() {
         let err = AgentEnv::from_lookup(|_| None).unwrap_err();
         assert_eq!(err.name, "GEORGE_JOB_ID");
-        let err = AgentEnv::from_lookup(|k| Some(if k == "GEORGE_HEARTBEAT_INTERVAL_MS" { "soon".into() } else { "x".into() })).unwrap_err();
+        let err = AgentEnv::from_lookup(|k| {
+            Some(if k == "GEORGE_HEARTBEAT_INTERVAL_MS" { "soon".into() } else { "x".into() })
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("expected milliseconds"), "{err}");
     }
 }

@@ -79,7 +79,8 @@ struct Agent {
 /// Runs the agent with settings from the environment, until it has a verdict.
 pub async fn run(env: AgentEnv) -> Result<Outcome, AgentError> {
     let client = Client::new(&env.api_url, &env.token)?;
-    let agent = Agent { client, job: env.job_id.clone(), stop: CancellationToken::new(), superseded: CancellationToken::new() };
+    let agent =
+        Agent { client, job: env.job_id.clone(), stop: CancellationToken::new(), superseded: CancellationToken::new() };
     let ctx = match agent.call(|| agent.client.context(&agent.job)).await {
         Ok(ctx) => ctx,
         Err(e) if e.is_superseded() => return Ok(Outcome::Superseded),
@@ -97,7 +98,13 @@ pub async fn run(env: AgentEnv) -> Result<Outcome, AgentError> {
             stop.cancel();
         }
     });
-    let heartbeats = tokio::spawn(heartbeat_loop(agent.client.clone(), agent.job.clone(), interval, agent.stop.clone(), agent.superseded.clone()));
+    let heartbeats = tokio::spawn(heartbeat_loop(
+        agent.client.clone(),
+        agent.job.clone(),
+        interval,
+        agent.stop.clone(),
+        agent.superseded.clone(),
+    ));
     let outcome = agent.work(&ctx).await;
     heartbeats.abort();
     match outcome {
@@ -107,7 +114,13 @@ pub async fn run(env: AgentEnv) -> Result<Outcome, AgentError> {
     }
 }
 
-async fn heartbeat_loop(client: Client, job: String, every: Duration, stop: CancellationToken, superseded: CancellationToken) {
+async fn heartbeat_loop(
+    client: Client,
+    job: String,
+    every: Duration,
+    stop: CancellationToken,
+    superseded: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -196,13 +209,19 @@ impl Agent {
                 }
                 if r.succeeded() {
                     tracing::info!(step = %spec.id, "done_when already holds; not redoing the step");
-                    self.evidence(&spec.id, "done_when", format!("`{check}` exited 0 before the step ran; already done")).await?;
+                    self.evidence(
+                        &spec.id,
+                        "done_when",
+                        format!("`{check}` exited 0 before the step ran; already done"),
+                    )
+                    .await?;
                     self.step_status(&spec.id, StepStatus::Completed, Some("done_when already held".into())).await?;
                     continue;
                 }
             }
             let Some(command) = &spec.run else {
-                let reason = format!("{LLM_MISSING} (step `{}` has no `run` command; its description needs an LLM)", spec.id);
+                let reason =
+                    format!("{LLM_MISSING} (step `{}` has no `run` command; its description needs an LLM)", spec.id);
                 self.step_status(&spec.id, StepStatus::Blocked, Some(LLM_MISSING.into())).await?;
                 self.verdict(JobStatus::Blocked, Some(reason.clone())).await?;
                 return Ok(Outcome::Blocked(reason));
@@ -216,17 +235,27 @@ impl Agent {
                 let r = run_command(command, timeout, &self.stop, MAX_EVIDENCE_BYTES).await;
                 match &r {
                     CommandResult::Stopped => {
-                        let _ = self.step_status(&spec.id, StepStatus::Pending, Some("abandoned: the agent was stopped".into())).await;
+                        let _ = self
+                            .step_status(&spec.id, StepStatus::Pending, Some("abandoned: the agent was stopped".into()))
+                            .await;
                         return Ok(self.stopped());
                     }
                     CommandResult::Exited { code, output, truncated } => {
-                        let mut text = format!("$ {command}\n[try {n}/{tries}, exit code {code}{}]\n", if *truncated { ", output truncated to its end" } else { "" });
+                        let mut text = format!(
+                            "$ {command}\n[try {n}/{tries}, exit code {code}{}]\n",
+                            if *truncated { ", output truncated to its end" } else { "" }
+                        );
                         text.push_str(output);
                         self.evidence(&spec.id, "output", text).await?;
                         last = format!("exit code {code}");
                     }
                     CommandResult::TimedOut { output } => {
-                        self.evidence(&spec.id, "output", format!("$ {command}\n[try {n}/{tries}, timed out after {}s]\n{output}", timeout.as_secs())).await?;
+                        self.evidence(
+                            &spec.id,
+                            "output",
+                            format!("$ {command}\n[try {n}/{tries}, timed out after {}s]\n{output}", timeout.as_secs()),
+                        )
+                        .await?;
                         last = format!("timed out after {}s", timeout.as_secs());
                     }
                     CommandResult::SpawnFailed(e) => last = format!("could not start the shell: {e}"),
@@ -244,7 +273,11 @@ impl Agent {
                 }
             }
             if !done {
-                let reason = format!("step `{}` failed after {tries} {}: {last}", spec.id, if tries == 1 { "try" } else { "tries" });
+                let reason = format!(
+                    "step `{}` failed after {tries} {}: {last}",
+                    spec.id,
+                    if tries == 1 { "try" } else { "tries" }
+                );
                 self.step_status(&spec.id, StepStatus::Failed, Some(last)).await?;
                 self.verdict(JobStatus::Failed, Some(reason.clone())).await?;
                 return Ok(Outcome::Failed(reason));

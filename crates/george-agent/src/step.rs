@@ -75,7 +75,12 @@ async fn pump(mut from: impl AsyncRead + Unpin, tail: &tokio::sync::Mutex<Tail>)
 }
 
 /// Runs `command` with `sh -c` in the current directory.
-pub async fn run_command(command: &str, timeout: Duration, stop: &CancellationToken, max_output: usize) -> CommandResult {
+pub async fn run_command(
+    command: &str,
+    timeout: Duration,
+    stop: &CancellationToken,
+    max_output: usize,
+) -> CommandResult {
     let mut child = match tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(command)
@@ -185,7 +190,9 @@ mod tests {
         assert!(gone("sleep 7.123").await, "the timed-out step's grandchild survived");
 
         let stopping = stop.clone();
-        let task = tokio::spawn(async move { run_command("(sleep 8.321; true) & wait", Duration::from_secs(60), &stopping, 1024).await });
+        let task = tokio::spawn(async move {
+            run_command("(sleep 8.321; true) & wait", Duration::from_secs(60), &stopping, 1024).await
+        });
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while !running("sleep 8.321") {
             assert!(tokio::time::Instant::now() < deadline, "step never started");

@@ -8,7 +8,9 @@ use crate::{ApiError, ApiState, Caller, MAX_TEXT_BYTES};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use george_core::api::{AgentContext, CommentRequest, CommentView, EvidenceReport, EvidenceView, JobReport, StepReport};
+use george_core::api::{
+    AgentContext, CommentRequest, CommentView, EvidenceReport, EvidenceView, JobReport, StepReport,
+};
 
 pub async fn context(
     State(st): State<ApiState>,
@@ -28,7 +30,11 @@ pub async fn context(
     Ok(Json(AgentContext { job, attempt, comments, heartbeat_interval_ms: interval.as_millis() as u64 }))
 }
 
-pub async fn heartbeat(State(st): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn heartbeat(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let attempt = caller.agent_of(&id)?;
     st.store.heartbeat(&id, attempt).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -68,7 +74,11 @@ pub async fn evidence(
 ) -> Result<(StatusCode, Json<EvidenceView>), ApiError> {
     let attempt = caller.agent_of(&id)?;
     if ev.kind.trim().is_empty() || ev.kind.len() > 64 {
-        return Err(ApiError::Invalid { message: "kind must be 1-64 characters".into(), field: Some("kind".into()), details: vec![] });
+        return Err(ApiError::Invalid {
+            message: "kind must be 1-64 characters".into(),
+            field: Some("kind".into()),
+            details: vec![],
+        });
     }
     let (content, truncated) = cap(&ev.content, MAX_TEXT_BYTES);
     let view = st.store.add_evidence(&id, attempt, ev.step_id.as_deref(), &ev.kind, content, truncated).await?;

@@ -59,7 +59,9 @@ impl Caller {
     pub fn operator(&self) -> Result<&str, ApiError> {
         match self {
             Caller::Operator { name } => Ok(name),
-            Caller::Agent { .. } => Err(ApiError::Forbidden("this endpoint needs an operator token, not an agent token".into())),
+            Caller::Agent { .. } => {
+                Err(ApiError::Forbidden("this endpoint needs an operator token, not an agent token".into()))
+            }
         }
     }
 

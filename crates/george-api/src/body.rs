@@ -23,10 +23,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
                     StatusCode::PAYLOAD_TOO_LARGE => {
                         ApiError::TooLarge(format!("request body is over the {} byte limit", crate::MAX_BODY_BYTES))
                     }
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                        ApiError::UnsupportedMediaType("send the body as JSON with `Content-Type: application/json`".into())
-                    }
-                    _ => ApiError::invalid(format!("invalid JSON body: {}", text.trim_start_matches("Failed to deserialize the JSON body into the target type: "))),
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
+                        "send the body as JSON with `Content-Type: application/json`".into(),
+                    ),
+                    _ => ApiError::invalid(format!(
+                        "invalid JSON body: {}",
+                        text.trim_start_matches("Failed to deserialize the JSON body into the target type: ")
+                    )),
                 })
             }
         }
@@ -41,9 +44,9 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalB
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|_| ApiError::TooLarge(format!("request body is over the {} byte limit", crate::MAX_BODY_BYTES)))?;
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|_| {
+            ApiError::TooLarge(format!("request body is over the {} byte limit", crate::MAX_BODY_BYTES))
+        })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalBody(T::default()));
         }

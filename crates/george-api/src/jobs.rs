@@ -84,13 +84,14 @@ pub async fn submit(
         desired: DesiredState::Active,
         env: &req.env,
     };
-    let job = catalog.plan(&request, Origin { source: "api".into(), reference: None, revision: None }).map_err(|errs| {
-        ApiError::Invalid {
-            message: format!("the job does not fit template `{}`: {}", req.template, errs[0]),
-            field: Some(errs[0].field.clone()),
-            details: errs.iter().map(|e| e.to_string()).collect(),
-        }
-    })?;
+    let job =
+        catalog.plan(&request, Origin { source: "api".into(), reference: None, revision: None }).map_err(|errs| {
+            ApiError::Invalid {
+                message: format!("the job does not fit template `{}`: {}", req.template, errs[0]),
+                field: Some(errs[0].field.clone()),
+                details: errs.iter().map(|e| e.to_string()).collect(),
+            }
+        })?;
     match st.store.create_job(job, &caller.actor()).await? {
         Created::New => {}
         Created::Existed => return Err(ApiError::Conflict(format!("job `{id}` already exists"))),
@@ -99,7 +100,11 @@ pub async fn submit(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-pub async fn get(State(st): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+pub async fn get(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
     caller.may_read(&id)?;
     st.store.get_job(&id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))
 }
@@ -147,7 +152,11 @@ pub async fn abort(
 /// Checks a piece of text from a request.
 pub fn check_text(field: &str, text: &str) -> Result<(), ApiError> {
     if text.trim().is_empty() {
-        return Err(ApiError::Invalid { message: format!("{field} must not be empty"), field: Some(field.into()), details: vec![] });
+        return Err(ApiError::Invalid {
+            message: format!("{field} must not be empty"),
+            field: Some(field.into()),
+            details: vec![],
+        });
     }
     if text.len() > MAX_TEXT_BYTES {
         return Err(ApiError::Invalid {
@@ -223,7 +232,11 @@ pub async fn find_agent(st: &ApiState, id: &str) -> Result<AgentView, ApiError> 
     st.store.get_agent(job, attempt).await?.ok_or_else(not_found)
 }
 
-pub async fn agent(State(st): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<AgentView>, ApiError> {
+pub async fn agent(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
     caller.operator()?;
     Ok(Json(find_agent(&st, &id).await?))
 }

@@ -66,8 +66,8 @@ pub async fn logs(
                 buf.truncate(n);
                 return Some((Ok::<_, std::io::Error>(Bytes::from(buf)), t));
             }
-            let live = t.follow
-                && matches!(t.st.store.get_agent(&t.job, t.attempt).await, Ok(Some(a)) if a.state.is_live());
+            let live =
+                t.follow && matches!(t.st.store.get_agent(&t.job, t.attempt).await, Ok(Some(a)) if a.state.is_live());
             if !live {
                 // One last read: the agent may have written just before it ended.
                 t.finished = true;

@@ -98,10 +98,8 @@ impl Client {
     }
 
     async fn send(&self, rb: RequestBuilder) -> Result<reqwest::Response> {
-        let resp = rb.send().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            message: e.to_string(),
-        })?;
+        let resp =
+            rb.send().await.map_err(|e| ClientError::Unreachable { url: self.base.clone(), message: e.to_string() })?;
         if resp.status().is_success() {
             return Ok(resp);
         }

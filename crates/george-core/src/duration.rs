@@ -59,9 +59,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 Ok(HumanDuration::from_secs(v))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<HumanDuration, E> {
-                u64::try_from(v)
-                    .map(HumanDuration::from_secs)
-                    .map_err(|_| E::custom("a duration cannot be negative"))
+                u64::try_from(v).map(HumanDuration::from_secs).map_err(|_| E::custom("a duration cannot be negative"))
             }
         }
         d.deserialize_any(V)

@@ -92,9 +92,10 @@ impl Catalog {
             }
             return Ok(agent);
         }
-        self.agents.values().find(|a| has_all(a)).ok_or_else(|| {
-            format!("no AgentSpec has all required capabilities [{}]", wanted.join(", "))
-        })
+        self.agents
+            .values()
+            .find(|a| has_all(a))
+            .ok_or_else(|| format!("no AgentSpec has all required capabilities [{}]", wanted.join(", ")))
     }
 
     /// Plans a job: checks the template exists, the parameters fit and an agent

@@ -18,9 +18,7 @@ impl std::str::FromStr for Memory {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid memory `{s}`; expected e.g. `512Mi` or `1Gi`"))?;
+        let n: u64 = num.parse().map_err(|_| format!("invalid memory `{s}`; expected e.g. `512Mi` or `1Gi`"))?;
         let mult: u64 = match unit {
             "" => 1,
             "k" | "K" => 1_000,
@@ -32,9 +30,7 @@ impl std::str::FromStr for Memory {
             "Ti" => 1 << 40,
             _ => return Err(format!("invalid memory unit in `{s}`; expected Ki, Mi, Gi, Ti, K, M or G")),
         };
-        n.checked_mul(mult)
-            .map(Memory)
-            .ok_or_else(|| format!("memory `{s}` is too large"))
+        n.checked_mul(mult).map(Memory).ok_or_else(|| format!("memory `{s}` is too large"))
     }
 }
 

@@ -160,6 +160,8 @@ string_enum!(
     }
 );
 
+// Not derivable: the enum comes from `string_enum!`.
+#[allow(clippy::derivable_impls)]
 impl Default for Priority {
     fn default() -> Self {
         Priority::P2

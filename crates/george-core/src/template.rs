@@ -157,7 +157,9 @@ pub fn interpolate(text: &str, values: &BTreeMap<String, String>, quoting: Quoti
 /// Quotes `s` for a POSIX shell unless it is made only of safe characters.
 pub fn shell_quote(s: &str) -> String {
     let safe = !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':' | '=' | '@' | '%' | '+' | ','));
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':' | '=' | '@' | '%' | '+' | ',')
+        });
     if safe {
         s.to_string()
     } else {
@@ -250,7 +252,13 @@ mod tests {
         level.values = vec!["low".into(), "high".into()];
         let mut count = var("count", VarType::Integer);
         count.default = Some(json!(3));
-        let s = spec(vec![var("path", VarType::String), count, var("dry", VarType::Boolean), level, var("note", VarType::Fuzzy)]);
+        let s = spec(vec![
+            var("path", VarType::String),
+            count,
+            var("dry", VarType::Boolean),
+            level,
+            var("note", VarType::Fuzzy),
+        ]);
 
         let ok = resolve_params(
             &s,
@@ -276,13 +284,17 @@ mod tests {
         )
         .unwrap_err();
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["params.bogus", "params.path", "params.count", "params.dry", "params.level", "params.note"]);
+        assert_eq!(
+            fields,
+            ["params.bogus", "params.path", "params.count", "params.dry", "params.level", "params.note"]
+        );
         assert!(errs[4].message.contains("[low, high]"), "{}", errs[4]);
     }
 
     #[test]
     fn interpolation_quotes_values_in_commands_only() {
-        let values = BTreeMap::from([("p".to_string(), "a b; rm -rf /".to_string()), ("n".to_string(), "x.txt".to_string())]);
+        let values =
+            BTreeMap::from([("p".to_string(), "a b; rm -rf /".to_string()), ("n".to_string(), "x.txt".to_string())]);
         assert_eq!(interpolate("wc -l {{ p }} {{n}}", &values, Quoting::Shell), "wc -l 'a b; rm -rf /' x.txt");
         assert_eq!(interpolate("count {{p}}", &values, Quoting::Plain), "count a b; rm -rf /");
         assert_eq!(interpolate("{{missing}} {{n", &values, Quoting::Plain), "{{missing}} {{n");

@@ -50,7 +50,9 @@ pub fn validate_set(manifests: Vec<ParsedManifest>) -> Result<ManifestSet, Vec<D
                     if !a.spec.capabilities.contains(cap) {
                         diags.push(m.diagnostic(
                             &format!("spec.secrets.{cap}"),
-                            format!("secrets for capability `{cap}`, which the agent does not list in spec.capabilities"),
+                            format!(
+                                "secrets for capability `{cap}`, which the agent does not list in spec.capabilities"
+                            ),
                         ));
                     }
                 }
@@ -78,9 +80,7 @@ pub fn validate_set(manifests: Vec<ParsedManifest>) -> Result<ManifestSet, Vec<D
         let origin = Origin { source: String::new(), reference: Some(m.file.clone()), revision: None };
         match catalog.plan(&req, origin) {
             Ok(job) => jobs.push(job),
-            Err(errs) => {
-                diags.extend(errs.into_iter().map(|e| m.diagnostic(&format!("spec.{}", e.field), e.message)))
-            }
+            Err(errs) => diags.extend(errs.into_iter().map(|e| m.diagnostic(&format!("spec.{}", e.field), e.message))),
         }
     }
     if diags.is_empty() {
@@ -122,7 +122,8 @@ fn check_template(m: &ParsedManifest, t: &TaskTemplate, catalog: &Catalog, diags
         } else if !step_ids.insert(s.id.as_str()) {
             diags.push(m.diagnostic(&format!("{field}.id"), format!("duplicate step id `{}`", s.id)));
         }
-        let texts = [("description", Some(&s.description)), ("run", s.run.as_ref()), ("done_when", s.done_when.as_ref())];
+        let texts =
+            [("description", Some(&s.description)), ("run", s.run.as_ref()), ("done_when", s.done_when.as_ref())];
         for (name, text) in texts {
             for r in text.map(|t| references(t)).unwrap_or_default() {
                 if !var_names.contains(r.as_str()) {
@@ -179,7 +180,8 @@ mod tests {
     use super::*;
     use crate::manifest::parse_manifests;
 
-    const AGENT: &str = "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: worker}\nspec:\n  capabilities: [shell]\n";
+    const AGENT: &str =
+        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: worker}\nspec:\n  capabilities: [shell]\n";
     const TEMPLATE: &str = "apiVersion: george/v1
 kind: TaskTemplate
 metadata: {name: count}
@@ -197,7 +199,8 @@ spec:
       run: test -f {{path}}
       depends_on: [write]
 ";
-    const JOB: &str = "apiVersion: george/v1\nkind: Job\nmetadata: {name: j1}\nspec:\n  template: count\n  params: {path: a.txt}\n";
+    const JOB: &str =
+        "apiVersion: george/v1\nkind: Job\nmetadata: {name: j1}\nspec:\n  template: count\n  params: {path: a.txt}\n";
 
     fn set(files: &[(&str, &str)]) -> Result<ManifestSet, Vec<Diagnostic>> {
         let mut all = Vec::new();
@@ -235,11 +238,17 @@ spec:
 
     #[test]
     fn cycles_unknown_steps_and_unknown_variables_are_errors() {
-        let cyclic = TEMPLATE.replace("      description: write {{path}}", "      description: write {{path}} {{colour}}\n      depends_on: [check]");
+        let cyclic = TEMPLATE.replace(
+            "      description: write {{path}}",
+            "      description: write {{path}} {{colour}}\n      depends_on: [check]",
+        );
         let errs = set(&[("agents/w.yaml", AGENT), ("t.yaml", &cyclic)]).unwrap_err();
         let msgs: Vec<_> = errs.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
         assert!(msgs.iter().any(|m| m.contains("dependency cycle: write → check → write")), "{msgs:?}");
-        assert!(msgs.iter().any(|m| m.contains("spec.steps[0].description: unknown variable `{{colour}}`")), "{msgs:?}");
+        assert!(
+            msgs.iter().any(|m| m.contains("spec.steps[0].description: unknown variable `{{colour}}`")),
+            "{msgs:?}"
+        );
 
         let dangling = TEMPLATE.replace("depends_on: [write]", "depends_on: [wrote]");
         let errs = set(&[("agents/w.yaml", AGENT), ("t.yaml", &dangling)]).unwrap_err();

@@ -54,7 +54,9 @@ pub async fn adopt_orphans(ctx: &Context) -> Result<Adopted, AdoptionError> {
             (false, status) => {
                 if status == AgentStatus::Running {
                     tracing::warn!(agent = %id, "stopping an agent of a superseded attempt");
-                    ctx.runtime.terminate(&owned.job_id, owned.attempt, &owned.handle, ctx.cfg.termination_grace).await?;
+                    ctx.runtime
+                        .terminate(&owned.job_id, owned.attempt, &owned.handle, ctx.cfg.termination_grace)
+                        .await?;
                     out.stopped.push(id.clone());
                 } else {
                     out.cleaned.push(id.clone());

@@ -114,14 +114,13 @@ pub fn decide(state: &JobState, observed: Observed, now: DateTime<Utc>, rules: &
         (DesiredState::Aborted, s) => change(s, JobStatus::Aborted, reason_or(job.reason.clone(), "aborted")),
         (DesiredState::Paused, JobStatus::Paused) => Action::Wait(None),
         (DesiredState::Paused, s) => change(s, JobStatus::Paused, reason_or(job.reason.clone(), "paused")),
-        (DesiredState::Active, JobStatus::Paused) => change(JobStatus::Paused, JobStatus::Pending, reason_or(job.reason.clone(), "resumed")),
+        (DesiredState::Active, JobStatus::Paused) => {
+            change(JobStatus::Paused, JobStatus::Pending, reason_or(job.reason.clone(), "resumed"))
+        }
         (DesiredState::Active, JobStatus::InProgress) => {
             // The attempt ended without the agent saying the job is done.
-            let outcome = state
-                .current
-                .as_ref()
-                .and_then(|a| a.outcome.clone())
-                .unwrap_or_else(|| "agent stopped".into());
+            let outcome =
+                state.current.as_ref().and_then(|a| a.outcome.clone()).unwrap_or_else(|| "agent stopped".into());
             let failures = job.failures + 1;
             let max = job.max_attempts.unwrap_or(rules.retry.max_attempts).max(1);
             if failures >= max {
@@ -137,7 +136,11 @@ pub fn decide(state: &JobState, observed: Observed, now: DateTime<Utc>, rules: &
                 Action::SetStatus(StatusChange {
                     from: JobStatus::InProgress,
                     to: JobStatus::Pending,
-                    reason: Some(format!("attempt {} failed ({outcome}); retrying in {}", job.attempt, humantime::format_duration(wait))),
+                    reason: Some(format!(
+                        "attempt {} failed ({outcome}); retrying in {}",
+                        job.attempt,
+                        humantime::format_duration(wait)
+                    )),
                     next_attempt_at: Some(now + chrono::Duration::from_std(wait).unwrap_or_default()),
                     count_failure: true,
                 })
@@ -197,7 +200,11 @@ fn decide_live(state: &JobState, agent: &AgentView, observed: Observed, now: Dat
         if waited < rules.exit_grace {
             return Action::Wait(Some(rules.exit_grace - waited));
         }
-        return Action::Terminate { attempt, reason: format!("did not exit after the job became {}", job.status), failure: false };
+        return Action::Terminate {
+            attempt,
+            reason: format!("did not exit after the job became {}", job.status),
+            failure: false,
+        };
     }
     match job.desired {
         DesiredState::Paused => return Action::Terminate { attempt, reason: "job paused".into(), failure: false },
@@ -239,8 +246,8 @@ mod tests {
     use super::*;
     use george_core::api::JobView;
     use george_core::plan::Origin;
-    use george_core::{ManualClock, Priority};
     use george_core::Clock;
+    use george_core::{ManualClock, Priority};
 
     fn t0() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z").unwrap().to_utc()
@@ -249,7 +256,11 @@ mod tests {
     fn rules() -> Rules {
         Rules {
             health: HealthCheck::default(), // grace = 10s * 3 + 5s = 35s
-            retry: RetryPolicy { initial_backoff: Duration::from_secs(2), max_backoff: Duration::from_secs(60), max_attempts: 3 },
+            retry: RetryPolicy {
+                initial_backoff: Duration::from_secs(2),
+                max_backoff: Duration::from_secs(60),
+                max_attempts: 3,
+            },
             exit_grace: Duration::from_secs(10),
             max_active: Some(Duration::from_secs(600)),
         }
@@ -320,7 +331,9 @@ mod tests {
         assert_eq!(decide(&s, Observed::Running, clock.now(), &rules()), Action::Wait(Some(Duration::from_secs(1))));
         clock.advance(Duration::from_secs(1));
         match decide(&s, Observed::Running, clock.now(), &rules()) {
-            Action::Terminate { failure: true, reason, .. } => assert!(reason.contains("no heartbeat for 35s"), "{reason}"),
+            Action::Terminate { failure: true, reason, .. } => {
+                assert!(reason.contains("no heartbeat for 35s"), "{reason}")
+            }
             other => panic!("{other:?}"),
         }
         // A heartbeat resets the clock.
@@ -384,13 +397,22 @@ mod tests {
         // After an engine restart nobody is stopping it: stop it again.
         assert!(matches!(decide(&s, Observed::Running, t0(), &rules()), Action::Terminate { .. }));
         s.current.as_mut().unwrap().state = AgentState::Terminated;
-        assert!(matches!(decide(&s, Observed::NoAgent, t0(), &rules()), Action::SetStatus(StatusChange { to: JobStatus::Paused, .. })));
+        assert!(matches!(
+            decide(&s, Observed::NoAgent, t0(), &rules()),
+            Action::SetStatus(StatusChange { to: JobStatus::Paused, .. })
+        ));
         s.job.status = JobStatus::Paused;
         assert_eq!(decide(&s, Observed::NoAgent, t0(), &rules()), Action::Wait(None));
         s.job.desired = DesiredState::Active;
-        assert!(matches!(decide(&s, Observed::NoAgent, t0(), &rules()), Action::SetStatus(StatusChange { to: JobStatus::Pending, .. })));
+        assert!(matches!(
+            decide(&s, Observed::NoAgent, t0(), &rules()),
+            Action::SetStatus(StatusChange { to: JobStatus::Pending, .. })
+        ));
         s.job.desired = DesiredState::Aborted;
-        assert!(matches!(decide(&s, Observed::NoAgent, t0(), &rules()), Action::SetStatus(StatusChange { to: JobStatus::Aborted, .. })));
+        assert!(matches!(
+            decide(&s, Observed::NoAgent, t0(), &rules()),
+            Action::SetStatus(StatusChange { to: JobStatus::Aborted, .. })
+        ));
     }
 
     #[test]
@@ -400,14 +422,20 @@ mod tests {
         s.latest_comment = Some(4);
         assert_eq!(decide(&s, Observed::NoAgent, t0(), &rules()), Action::Wait(None));
         s.latest_comment = Some(5);
-        assert!(matches!(decide(&s, Observed::NoAgent, t0(), &rules()), Action::SetStatus(StatusChange { to: JobStatus::Pending, .. })));
+        assert!(matches!(
+            decide(&s, Observed::NoAgent, t0(), &rules()),
+            Action::SetStatus(StatusChange { to: JobStatus::Pending, .. })
+        ));
     }
 
     #[test]
     fn a_finished_agent_gets_time_to_exit_then_is_stopped() {
         let mut s = with_agent(job(JobStatus::Completed, DesiredState::Active), AgentState::Cooling);
         s.job.updated_at = t0();
-        assert_eq!(decide(&s, Observed::Running, t0() + chrono::Duration::seconds(3), &rules()), Action::Wait(Some(Duration::from_secs(7))));
+        assert_eq!(
+            decide(&s, Observed::Running, t0() + chrono::Duration::seconds(3), &rules()),
+            Action::Wait(Some(Duration::from_secs(7)))
+        );
         assert!(matches!(
             decide(&s, Observed::Running, t0() + chrono::Duration::seconds(10), &rules()),
             Action::Terminate { failure: false, .. }

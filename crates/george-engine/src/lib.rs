@@ -158,7 +158,11 @@ async fn worker(ctx: Arc<Context>) {
     }
 }
 
-async fn follow_store(ctx: Arc<Context>, mut events: broadcast::Receiver<george_core::api::EventView>, shutdown: CancellationToken) {
+async fn follow_store(
+    ctx: Arc<Context>,
+    mut events: broadcast::Receiver<george_core::api::EventView>,
+    shutdown: CancellationToken,
+) {
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -183,7 +187,11 @@ async fn follow_store(ctx: Arc<Context>, mut events: broadcast::Receiver<george_
     }
 }
 
-async fn follow_runtime(ctx: Arc<Context>, mut events: broadcast::Receiver<george_runtime::RuntimeEvent>, shutdown: CancellationToken) {
+async fn follow_runtime(
+    ctx: Arc<Context>,
+    mut events: broadcast::Receiver<george_runtime::RuntimeEvent>,
+    shutdown: CancellationToken,
+) {
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,

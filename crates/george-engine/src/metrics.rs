@@ -79,7 +79,11 @@ impl Default for Metrics {
         registry.register(AGENT_SPAWNS, "Agents spawned", spawns.clone());
         registry.register(AGENT_SPAWN_FAILURES, "Agents that could not be spawned", spawn_failures.clone());
         registry.register(AGENT_KILLS, "Agents stopped by the engine, by reason", terminations.clone());
-        registry.register(JOB_START_LATENCY, "Seconds from job creation to its first agent spawn", start_latency.clone());
+        registry.register(
+            JOB_START_LATENCY,
+            "Seconds from job creation to its first agent spawn",
+            start_latency.clone(),
+        );
         registry.register(JOBS, "Jobs by status", jobs.clone());
         registry.register(QUEUE_DEPTH, "Jobs waiting in the reconcile queue", queue_depth.clone());
         Self { registry, reconciles, spawns, spawn_failures, terminations, start_latency, jobs, queue_depth }

@@ -195,7 +195,9 @@ async fn stop(ctx: &Arc<Context>, agent: &AgentView, attempt: u32, reason: &str)
     let class = reason.split(':').next().unwrap_or(reason).split_whitespace().next().unwrap_or("other");
     ctx.metrics.terminations.get_or_create(&ReasonLabel { reason: class.to_string() }).inc();
     tracing::info!(job = %agent.job_id, attempt, reason, "stopping agent");
-    if let Err(e) = ctx.store.set_attempt_state(&agent.job_id, attempt, AgentState::Cooling, "reconciler", Some(reason)).await {
+    if let Err(e) =
+        ctx.store.set_attempt_state(&agent.job_id, attempt, AgentState::Cooling, "reconciler", Some(reason)).await
+    {
         ctx.stopping.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
         return Err(e);
     }

@@ -6,8 +6,8 @@
 //! [`ProcessRuntime`] runs agents as local processes (the embedded default).
 
 mod logs;
-mod procfs;
 mod process;
+mod procfs;
 
 pub use logs::AgentLogs;
 pub use process::{ProcessRuntime, ProcessRuntimeConfig};

@@ -105,7 +105,8 @@ impl ProcessRuntime {
     }
 
     fn record_exit(inner: &Inner, job_id: &str, attempt: u32, status: AgentStatus) {
-        if let Some(t) = inner.tracked.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&(job_id.to_string(), attempt)) {
+        if let Some(t) = inner.tracked.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&(job_id.to_string(), attempt))
+        {
             if t.exit.is_some() {
                 return;
             }
@@ -234,7 +235,10 @@ impl Runtime for ProcessRuntime {
             };
             Self::spawn_error(&req, hint, Some(e))
         })?;
-        let pid = child.id().map(|p| p as i32).ok_or_else(|| Self::spawn_error(&req, "process exited at once".into(), None))?;
+        let pid = child
+            .id()
+            .map(|p| p as i32)
+            .ok_or_else(|| Self::spawn_error(&req, "process exited at once".into(), None))?;
         let handle = ProcessHandle { pid, start_time: procfs::start_time(pid).unwrap_or(0) };
         self.tracked().insert(key, Tracked { handle, exit: None });
 
@@ -332,7 +336,12 @@ impl Runtime for ProcessRuntime {
             loop {
                 tick.tick().await;
                 if alive(h) != AgentStatus::Running {
-                    ProcessRuntime::record_exit(&inner, &job_id, attempt, AgentStatus::Exited { code: None, signal: None });
+                    ProcessRuntime::record_exit(
+                        &inner,
+                        &job_id,
+                        attempt,
+                        AgentStatus::Exited { code: None, signal: None },
+                    );
                     return;
                 }
             }

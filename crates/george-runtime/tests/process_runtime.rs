@@ -47,7 +47,11 @@ async fn runs_a_process_with_env_workdir_and_log() {
     let mut events = rt.subscribe();
     std::env::set_var("GEORGE_API_TOKENS", "engine-secret");
     let h = rt
-        .spawn(req("j", 1, "echo \"$GREETING from $(pwd)\"; echo \"secret=[$GEORGE_API_TOKENS]\"; echo oops >&2; exit 3"))
+        .spawn(req(
+            "j",
+            1,
+            "echo \"$GREETING from $(pwd)\"; echo \"secret=[$GEORGE_API_TOKENS]\"; echo oops >&2; exit 3",
+        ))
         .await
         .unwrap();
     let ev = events.recv().await.unwrap();
@@ -104,17 +108,18 @@ async fn a_new_runtime_lists_and_adopts_running_agents() {
     let second = runtime(dir.path());
     let owned = second.list_owned().await.unwrap();
     let summary: Vec<_> = owned.iter().map(|o| (o.job_id.as_str(), o.attempt, o.status)).collect();
-    assert_eq!(
-        summary,
-        [("a", 2, AgentStatus::Running), ("b", 1, AgentStatus::Exited { code: None, signal: None })]
-    );
+    assert_eq!(summary, [("a", 2, AgentStatus::Running), ("b", 1, AgentStatus::Exited { code: None, signal: None })]);
     let mut events = second.subscribe();
     second.adopt(&owned[0]).await.unwrap();
     assert_eq!(second.status("a", 2, &h).await.unwrap(), AgentStatus::Running);
     // Spawning the same attempt again returns the live process, not a twin.
     assert_eq!(second.spawn(req("a", 2, "sleep 30")).await.unwrap(), h);
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(h["pid"].as_i64().unwrap() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h["pid"].as_i64().unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let ev = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
     assert_eq!((ev.job_id.as_str(), ev.status), ("a", AgentStatus::Exited { code: None, signal: None }));
 

@@ -50,7 +50,8 @@ pub fn read_manifest_dir(root: &Path, display_prefix: &str) -> Result<(Vec<Parse
         let name = format!("{display_prefix}{rel}");
         match std::fs::metadata(&path) {
             Ok(m) if m.len() > MAX_MANIFEST_BYTES => {
-                problems.push(Diagnostic::new(&name, format!("file is {} bytes; manifests are limited to 1 MiB", m.len())));
+                problems
+                    .push(Diagnostic::new(&name, format!("file is {} bytes; manifests are limited to 1 MiB", m.len())));
                 continue;
             }
             Err(e) => {
@@ -116,7 +117,8 @@ impl Source for FolderSource {
             .await
             .map_err(|e| SourceError::Read(e.to_string()))?
             .map_err(SourceError::Read)?;
-        if store.sources().await?.iter().any(|s| s.name == "folder" && s.applied_revision.as_deref() == Some(&revision)) {
+        if store.sources().await?.iter().any(|s| s.name == "folder" && s.applied_revision.as_deref() == Some(&revision))
+        {
             store.source_checked("folder").await?;
             return Ok(SyncOutcome { source: "folder".into(), revision: Some(revision), ..Default::default() });
         }

@@ -112,13 +112,18 @@ impl Source for GitSource {
         let _guard = self.lock.lock().await;
         let sha = self.fetch().await?;
         let known = store.sources().await?.into_iter().find(|s| s.name == "git");
-        let seen = known
-            .as_ref()
-            .is_some_and(|s| s.applied_revision.as_deref() == Some(&sha) || s.rejected_revision.as_deref() == Some(&sha));
+        let seen = known.as_ref().is_some_and(|s| {
+            s.applied_revision.as_deref() == Some(&sha) || s.rejected_revision.as_deref() == Some(&sha)
+        });
         if seen {
             store.source_checked("git").await?;
             let errors = known.map(|s| if s.rejected_revision.as_deref() == Some(&sha) { s.errors } else { vec![] });
-            return Ok(SyncOutcome { source: "git".into(), revision: Some(sha), errors: errors.unwrap_or_default(), ..Default::default() });
+            return Ok(SyncOutcome {
+                source: "git".into(),
+                revision: Some(sha),
+                errors: errors.unwrap_or_default(),
+                ..Default::default()
+            });
         }
         self.git(&["checkout", "-q", "--force", "--detach", &sha]).await?;
         self.git(&["clean", "-q", "-ffdx"]).await?;
@@ -128,7 +133,8 @@ impl Source for GitSource {
             store.reject_revision("git", &sha, errors.clone()).await?;
             return Ok(SyncOutcome { source: "git".into(), revision: Some(sha), errors, ..Default::default() });
         }
-        let prefix = if self.cfg.path.is_empty() { String::new() } else { format!("{}/", self.cfg.path.trim_end_matches('/')) };
+        let prefix =
+            if self.cfg.path.is_empty() { String::new() } else { format!("{}/", self.cfg.path.trim_end_matches('/')) };
         apply_folder(store, "git", &sha, &root, &prefix).await
     }
 }

@@ -108,8 +108,14 @@ pub(crate) async fn apply_folder(
         Some(set) => {
             let report = store.apply_snapshot(snapshot_of(&set, source, revision)).await?;
             if !report.unchanged {
-                tracing::info!(source, revision, created = report.created.len(), updated = report.updated.len(),
-                    aborted = report.aborted.len(), "applied source revision");
+                tracing::info!(
+                    source,
+                    revision,
+                    created = report.created.len(),
+                    updated = report.updated.len(),
+                    aborted = report.aborted.len(),
+                    "applied source revision"
+                );
             }
             outcome.applied = Some(report);
         }

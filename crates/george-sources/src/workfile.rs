@@ -84,7 +84,9 @@ pub fn parse_work_items(file: &str, text: &str) -> Result<Vec<WorkItem>, Vec<Str
                         Value::Number(_) | Value::Bool(_) => {
                             env_vars.insert(k.clone(), v.to_string());
                         }
-                        other => errors.push(format!("{}.{k}: expected a string, got {}", at("env_vars"), kind_of(other))),
+                        other => {
+                            errors.push(format!("{}.{k}: expected a string, got {}", at("env_vars"), kind_of(other)))
+                        }
                     }
                 }
             }
@@ -120,10 +122,17 @@ fn kind_of(v: &Value) -> &'static str {
 
 /// A valid job id from a work item id: lowercase, other characters become `-`.
 pub fn job_id_for(item_id: &str) -> String {
-    let mut s: String = item_id
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c.to_ascii_lowercase() } else { '-' })
-        .collect();
+    let mut s: String =
+        item_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
     s = s.trim_start_matches(['-', '_', '.']).to_string();
     if s.is_empty() {
         let digest = hex::encode(Sha256::digest(item_id.as_bytes()));
@@ -165,7 +174,9 @@ impl Source for WorkFileSource {
         let file = self.path.display().to_string();
         let mut outcome = SyncOutcome { source: "workfile".into(), ..Default::default() };
         let text = match std::fs::metadata(&self.path) {
-            Ok(m) if m.len() > MAX_WORK_FILE_BYTES => Err(format!("{file}: {} bytes is over the 16 MiB limit", m.len())),
+            Ok(m) if m.len() > MAX_WORK_FILE_BYTES => {
+                Err(format!("{file}: {} bytes is over the 16 MiB limit", m.len()))
+            }
             Ok(_) => std::fs::read_to_string(&self.path).map_err(|e| format!("{file}: cannot read: {e}")),
             Err(e) => Err(format!("{file}: cannot read: {e}")),
         };
@@ -179,7 +190,12 @@ impl Source for WorkFileSource {
         };
         let revision = format!("sha256:{}", &hex::encode(Sha256::digest(text.as_bytes()))[..16]);
         outcome.revision = Some(revision.clone());
-        if store.sources().await?.iter().any(|s| s.name == "workfile" && s.applied_revision.as_deref() == Some(&revision)) {
+        if store
+            .sources()
+            .await?
+            .iter()
+            .any(|s| s.name == "workfile" && s.applied_revision.as_deref() == Some(&revision))
+        {
             store.source_checked("workfile").await?;
             return Ok(outcome);
         }
@@ -213,8 +229,12 @@ impl Source for WorkFileSource {
                 ("repo_url".to_string(), Value::String(item.repo_url.clone())),
             ]);
             // Only what the template declares; the rest stays on the item.
-            let params: BTreeMap<String, Value> =
-                all.into_iter().filter(|(k, v)| template.spec.variables.iter().any(|d| &d.name == k) && v != &Value::String(String::new())).collect();
+            let params: BTreeMap<String, Value> = all
+                .into_iter()
+                .filter(|(k, v)| {
+                    template.spec.variables.iter().any(|d| &d.name == k) && v != &Value::String(String::new())
+                })
+                .collect();
             let req = JobRequest {
                 id: &item.job_id,
                 template: &self.template,
@@ -225,7 +245,11 @@ impl Source for WorkFileSource {
                 desired: DesiredState::Active,
                 env: &item.env_vars,
             };
-            let origin = Origin { source: "workfile".into(), reference: Some(item.id.clone()), revision: Some(revision.clone()) };
+            let origin = Origin {
+                source: "workfile".into(),
+                reference: Some(item.id.clone()),
+                revision: Some(revision.clone()),
+            };
             match catalog.plan(&req, origin) {
                 Ok(job) => planned.push(job),
                 Err(errs) => errors.extend(errs.into_iter().map(|e| format!("{file}: item `{}`: {e}", item.id))),

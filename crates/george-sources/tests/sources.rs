@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-const AGENT: &str = "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: worker}\nspec:\n  capabilities: [shell]\n";
+const AGENT: &str =
+    "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: worker}\nspec:\n  capabilities: [shell]\n";
 const TEMPLATE: &str = "apiVersion: george/v1\nkind: TaskTemplate\nmetadata: {name: touch}\nspec:\n  variables:\n    - {name: file, type: string}\n  steps:\n    - id: touch\n      description: create {{file}}\n      run: touch {{file}}\n";
 const TICKET: &str = "apiVersion: george/v1\nkind: TaskTemplate\nmetadata: {name: ticket}\nspec:\n  variables:\n    - {name: id, type: string}\n    - {name: summary, type: fuzzy, default: ''}\n    - {name: repo_url, type: string, required: false}\n  steps:\n    - id: note\n      description: \"work on {{id}}: {{summary}}\"\n      run: echo {{id}}\n";
 
@@ -83,10 +84,17 @@ async fn git_commits_apply_atomically_and_removed_jobs_abort() {
     let out = source.sync(&store).await.unwrap();
     assert!(out.applied.is_none());
     assert_eq!(out.errors.len(), 1);
-    assert!(out.errors[0].starts_with("george/jobs/bad.yaml:6:3: spec.colour: unknown field `colour`"), "{:?}", out.errors);
+    assert!(
+        out.errors[0].starts_with("george/jobs/bad.yaml:6:3: spec.colour: unknown field `colour`"),
+        "{:?}",
+        out.errors
+    );
     assert!(store.get_job("three").await.unwrap().is_none());
     let src = store.sources().await.unwrap().into_iter().find(|s| s.name == "git").unwrap();
-    assert_eq!((src.applied_revision.as_deref(), src.rejected_revision.as_deref()), (Some(c2.as_str()), Some(c3.as_str())));
+    assert_eq!(
+        (src.applied_revision.as_deref(), src.rejected_revision.as_deref()),
+        (Some(c2.as_str()), Some(c3.as_str()))
+    );
     // Polling again reports the same rejection without re-applying.
     let again = source.sync(&store).await.unwrap();
     assert_eq!(again.errors, out.errors);

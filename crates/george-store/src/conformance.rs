@@ -90,7 +90,12 @@ fn snapshot(rev: &str, jobs: Vec<NewJob>) -> Snapshot {
     Snapshot {
         source: "git".into(),
         revision: rev.into(),
-        manifests: vec![(Kind::Chapter, "platform".into(), "chapters/p.yaml".into(), json!({"metadata": {"name": "platform"}}))],
+        manifests: vec![(
+            Kind::Chapter,
+            "platform".into(),
+            "chapters/p.yaml".into(),
+            json!({"metadata": {"name": "platform"}}),
+        )],
         jobs,
         prune: true,
     }
@@ -316,7 +321,10 @@ pub async fn desired_state_rules(store: TestStore) {
     store.change_status("j", done, "reconciler").await.unwrap();
     let err = store.set_desired("j", DesiredState::Active, "operator:a", None).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-    store.set_desired("j", DesiredState::Aborted, "operator:a", None).await.expect("aborting an aborted job is a no-op");
+    store
+        .set_desired("j", DesiredState::Aborted, "operator:a", None)
+        .await
+        .expect("aborting an aborted job is a no-op");
     assert!(matches!(
         store.set_desired("nope", DesiredState::Paused, "a", None).await,
         Err(StoreError::NotFound { .. })

@@ -88,7 +88,15 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
             let client = client.clone();
             async move {
                 let id = format!("bench-{i:06}");
-                let req = SubmitJob { template: "noop".into(), params: Default::default(), id: Some(id.clone()), priority: None, chapter: None, agent: None, env: Default::default() };
+                let req = SubmitJob {
+                    template: "noop".into(),
+                    params: Default::default(),
+                    id: Some(id.clone()),
+                    priority: None,
+                    chapter: None,
+                    agent: None,
+                    env: Default::default(),
+                };
                 let t = Instant::now();
                 client.submit(&req).await.map(|_| (id, t))
             }
@@ -110,7 +118,14 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
             Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
             _ => {
                 // Quiet for a while: count what has finished from the store.
-                let done = server.store.list_jobs(&JobFilter { status: vec![JobStatus::Completed, JobStatus::Failed], ..Default::default() }).await?.len();
+                let done = server
+                    .store
+                    .list_jobs(&JobFilter {
+                        status: vec![JobStatus::Completed, JobStatus::Failed],
+                        ..Default::default()
+                    })
+                    .await?
+                    .len();
                 if done >= args.jobs {
                     break;
                 }
@@ -131,7 +146,8 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
             _ => {}
         }
     }
-    let completed = server.store.list_jobs(&JobFilter { status: vec![JobStatus::Completed], ..Default::default() }).await?.len();
+    let completed =
+        server.store.list_jobs(&JobFilter { status: vec![JobStatus::Completed], ..Default::default() }).await?.len();
     let wall = last_finish.duration_since(started).as_secs_f64();
     latencies.sort_by(|a, b| a.total_cmp(b));
     let report = BenchReport {
@@ -153,7 +169,10 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
             println!("submit→start p50          {:.1} ms", report.submit_to_start_p50_ms);
             println!("submit→start p99          {:.1} ms", report.submit_to_start_p99_ms);
             println!("submit→start max          {:.1} ms", report.submit_to_start_max_ms);
-            println!("throughput (end to end)   {:.1} jobs/s over {:.2} s", report.throughput_jobs_per_s, report.wall_seconds);
+            println!(
+                "throughput (end to end)   {:.1} jobs/s over {:.2} s",
+                report.throughput_jobs_per_s, report.wall_seconds
+            );
             println!("engine peak RSS           {:.1} MiB", report.engine_peak_rss_mib);
         }
     }

@@ -80,9 +80,9 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
         None => {
             let dir = std::env::var("GEORGE_DATA_DIR").unwrap_or_else(|_| DEFAULT_DATA_DIR.into());
             let path = std::path::Path::new(&dir).join(TOKEN_FILE);
-            std::fs::read_to_string(&path)
-                .map(|t| t.trim().to_string())
-                .with_context(|| format!("no operator token: pass --token, set GEORGE_TOKEN, or run where {} exists", path.display()))?
+            std::fs::read_to_string(&path).map(|t| t.trim().to_string()).with_context(|| {
+                format!("no operator token: pass --token, set GEORGE_TOKEN, or run where {} exists", path.display())
+            })?
         }
     };
     Ok(Client::new(&cli.server, &token)?)
@@ -105,7 +105,11 @@ fn jobs_table(jobs: &Vec<JobView>) -> comfy_table::Table {
     for j in jobs {
         t.add_row(vec![
             j.id.clone(),
-            if j.desired.as_str() != "active" && !j.status.is_final() { format!("{} → {}", j.status, j.desired) } else { j.status.to_string() },
+            if j.desired.as_str() != "active" && !j.status.is_final() {
+                format!("{} → {}", j.status, j.desired)
+            } else {
+                j.status.to_string()
+            },
             j.priority.to_string(),
             j.template.clone(),
             j.attempt.to_string(),
@@ -202,7 +206,8 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
                 }
                 Format::Table => {
                     println!("{}", jobs_table(&vec![job.clone()]));
-                    let origin = [Some(job.origin.source.clone()), job.origin.reference.clone(), job.origin.revision.clone()];
+                    let origin =
+                        [Some(job.origin.source.clone()), job.origin.reference.clone(), job.origin.revision.clone()];
                     println!("origin: {}", origin.into_iter().flatten().collect::<Vec<_>>().join(" "));
                     let mut t = table(&["STEP", "STATUS", "RUNS", "DEPENDS ON", "RUN", "REASON"]);
                     for s in &job.steps {
@@ -230,7 +235,11 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
                 template: template.clone(),
                 params: parse_params(params)?,
                 id: id.clone(),
-                priority: priority.as_deref().map(str::parse).transpose().map_err(|e| anyhow::anyhow!("--priority: {e}"))?,
+                priority: priority
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--priority: {e}"))?,
                 chapter: None,
                 agent: None,
                 env: BTreeMap::new(),

@@ -140,7 +140,8 @@ pub struct ResourcesSection {
 impl Config {
     /// Reads a configuration file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         let mut field = String::new();
         let parsed = serde_saphyr::with_deserializer_from_str(&text, |de| {
             serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
@@ -234,8 +235,9 @@ impl TokenEntry {
                 .with_context(|| format!("api.tokens[{}].tokenFile: cannot read {}", self.name, f.display()))?
                 .trim()
                 .to_string(),
-            (None, None, Some(var)) => std::env::var(var)
-                .with_context(|| format!("api.tokens[{}].tokenEnv: environment variable {var} is not set", self.name))?,
+            (None, None, Some(var)) => std::env::var(var).with_context(|| {
+                format!("api.tokens[{}].tokenEnv: environment variable {var} is not set", self.name)
+            })?,
             _ => bail!("api.tokens[{}]: set exactly one of token, tokenFile, tokenEnv", self.name),
         };
         if value.len() < 16 {

@@ -45,10 +45,13 @@ impl Server {
     /// Starts everything.
     pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         if cfg.jira.is_some() {
-            bail!("config: jira: the Jira source is not supported by this version of george; remove the `jira` section");
+            bail!(
+                "config: jira: the Jira source is not supported by this version of george; remove the `jira` section"
+            );
         }
         let data_dir = cfg.engine.data_dir.clone().unwrap_or_else(|| DEFAULT_DATA_DIR.into());
-        std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let data_dir = data_dir.canonicalize().with_context(|| format!("data directory {}", data_dir.display()))?;
         let lock = lock_data_dir(&data_dir)?;
 
@@ -82,7 +85,8 @@ impl Server {
         };
 
         let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(data_dir.join("george.db")).with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
+            SqliteStore::open(data_dir.join("george.db"))
+                .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
         );
         let runtime = build_runtime(&cfg, &data_dir)?;
         let sources = build_sources(&cfg, &data_dir);
@@ -111,7 +115,8 @@ impl Server {
         }
         ecfg.output_dir = Some(data_dir.join("outputs"));
 
-        let (engine, handle) = Engine::new(ecfg, store.clone(), runtime.clone(), Arc::new(george_core::SystemClock), sources);
+        let (engine, handle) =
+            Engine::new(ecfg, store.clone(), runtime.clone(), Arc::new(george_core::SystemClock), sources);
         let shutdown = CancellationToken::new();
         let engine_task = {
             let s = shutdown.clone();

@@ -84,9 +84,13 @@ async fn run_up(args: UpArgs) -> anyhow::Result<i32> {
     let mut cfg = Config::default();
     cfg.apply_env(|k| std::env::var(k).ok())?;
     cfg.engine.listen = Some(args.listen);
-    cfg.engine.data_dir = Some(args.data.data_dir.clone().or(cfg.engine.data_dir.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
+    cfg.engine.data_dir =
+        Some(args.data.data_dir.clone().or(cfg.engine.data_dir.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
     cfg.sources = Default::default();
-    cfg.sources.folder = Some(FolderSection { path: args.path.clone(), interval: Some(george_core::duration::HumanDuration::from_secs(2)) });
+    cfg.sources.folder = Some(FolderSection {
+        path: args.path.clone(),
+        interval: Some(george_core::duration::HumanDuration::from_secs(2)),
+    });
     let server = Server::start(cfg).await?;
     println!("george is up: engine API at {} (data in {})", server.api_url, server.data_dir.display());
 
@@ -120,7 +124,15 @@ async fn run_up(args: UpArgs) -> anyhow::Result<i32> {
             let now = (full.status, done);
             if shown.get(&j.id) != Some(&now) {
                 let reason = full.reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default();
-                println!("  {} {:<28} {:<12} {}/{} steps{}", mark(full.status), full.id, full.status.as_str(), done, full.steps.len(), reason);
+                println!(
+                    "  {} {:<28} {:<12} {}/{} steps{}",
+                    mark(full.status),
+                    full.id,
+                    full.status.as_str(),
+                    done,
+                    full.steps.len(),
+                    reason
+                );
                 shown.insert(j.id.clone(), now);
             }
         }
@@ -134,7 +146,8 @@ async fn run_up(args: UpArgs) -> anyhow::Result<i32> {
                 server.stop().await?;
                 return Ok(if completed == jobs.len() { 0 } else { 1 });
             }
-            let token_hint = server.token_file.as_ref().map(|f| format!(" (token: {})", f.display())).unwrap_or_default();
+            let token_hint =
+                server.token_file.as_ref().map(|f| format!(" (token: {})", f.display())).unwrap_or_default();
             println!("still serving: try `george jobs ls`{token_hint}; Ctrl-C to stop");
             let _ = std::io::stdout().flush();
         } else if !all_settled {

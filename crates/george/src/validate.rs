@@ -36,7 +36,8 @@ pub fn run(path: &Path, format: Format) -> i32 {
     }
     match format {
         Format::Json => {
-            let out = serde_json::json!({"valid": problems.is_empty(), "manifests": count, "jobs": jobs, "errors": problems});
+            let out =
+                serde_json::json!({"valid": problems.is_empty(), "manifests": count, "jobs": jobs, "errors": problems});
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
         Format::Table => {
@@ -46,7 +47,12 @@ pub fn run(path: &Path, format: Format) -> i32 {
             if problems.is_empty() {
                 println!("ok: {count} manifests, {jobs} jobs in {}", path.display());
             } else {
-                eprintln!("{} error{} in {}", problems.len(), if problems.len() == 1 { "" } else { "s" }, path.display());
+                eprintln!(
+                    "{} error{} in {}",
+                    problems.len(),
+                    if problems.len() == 1 { "" } else { "s" },
+                    path.display()
+                );
             }
         }
     }

@@ -23,8 +23,16 @@ fn validate_names_file_line_field_and_expectation() {
     let m = tmp.path();
     write(m, "agents/w.yaml", AGENT);
     write(m, "templates/t.yaml", &template("t", "    - id: a\n      description: a {{who}}\n      run: echo {{who}}\n      depends_on: [b]\n    - id: b\n      description: b\n      depends_on: [a]\n"));
-    write(m, "jobs/typo.yaml", "apiVersion: george/v1\nkind: Job\nmetadata: {name: typo}\nspec:\n  template: t\n  parms: {}\n");
-    write(m, "jobs/type.yaml", "apiVersion: george/v1\nkind: Job\nmetadata: {name: typed}\nspec:\n  template: t\n  desiredState: sleeping\n");
+    write(
+        m,
+        "jobs/typo.yaml",
+        "apiVersion: george/v1\nkind: Job\nmetadata: {name: typo}\nspec:\n  template: t\n  parms: {}\n",
+    );
+    write(
+        m,
+        "jobs/type.yaml",
+        "apiVersion: george/v1\nkind: Job\nmetadata: {name: typed}\nspec:\n  template: t\n  desiredState: sleeping\n",
+    );
     write(m, "jobs/yaml.yaml", "apiVersion: george/v1\nkind: Job\nmetadata: {name: [oops\n");
     write(m, "agents/dup.yaml", AGENT);
     let out = validate(m, false);
@@ -42,7 +50,11 @@ fn validate_names_file_line_field_and_expectation() {
     std::fs::remove_file(m.join("jobs/typo.yaml")).unwrap();
     std::fs::remove_file(m.join("jobs/type.yaml")).unwrap();
     std::fs::remove_file(m.join("jobs/yaml.yaml")).unwrap();
-    write(m, "jobs/j.yaml", "apiVersion: george/v1\nkind: Job\nmetadata: {name: j}\nspec:\n  template: t\n  params: {who: me}\n");
+    write(
+        m,
+        "jobs/j.yaml",
+        "apiVersion: george/v1\nkind: Job\nmetadata: {name: j}\nspec:\n  template: t\n  params: {who: me}\n",
+    );
     let out = validate(m, true);
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -50,10 +62,23 @@ fn validate_names_file_line_field_and_expectation() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| format!("{}:{}: {}: {}", e["file"].as_str().unwrap(), e["line"], e["field"].as_str().unwrap(), e["message"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{}:{}: {}: {}",
+                e["file"].as_str().unwrap(),
+                e["line"],
+                e["field"].as_str().unwrap(),
+                e["message"].as_str().unwrap()
+            )
+        })
         .collect();
     let all = errors.join("\n");
-    assert!(all.contains("agents/w.yaml:3: metadata.name: duplicate AgentSpec `worker`; first defined in agents/dup.yaml:1"), "{all}");
+    assert!(
+        all.contains(
+            "agents/w.yaml:3: metadata.name: duplicate AgentSpec `worker`; first defined in agents/dup.yaml:1"
+        ),
+        "{all}"
+    );
     assert!(all.contains("templates/t.yaml:9: spec.steps[0].description: unknown variable `{{who}}`"), "{all}");
     assert!(all.contains("spec.steps[0].depends_on: dependency cycle: a → b → a"), "{all}");
     assert!(all.contains("jobs/j.yaml:6: spec.params.who: unknown variable `who`"), "{all}");
@@ -72,7 +97,15 @@ fn bad_api_requests_are_explained_and_change_nothing() {
     let engine = Engine::start(tmp.path(), "", &["--manifests", m.to_str().unwrap()]);
     engine.rt().block_on(async {
         let c = &engine.client;
-        let good = SubmitJob { template: "t".into(), params: [("n".into(), 1.into()), ("mode".into(), "fast".into())].into(), id: Some("ok".into()), priority: None, chapter: None, agent: None, env: Default::default() };
+        let good = SubmitJob {
+            template: "t".into(),
+            params: [("n".into(), 1.into()), ("mode".into(), "fast".into())].into(),
+            id: Some("ok".into()),
+            priority: None,
+            chapter: None,
+            agent: None,
+            env: Default::default(),
+        };
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while c.submit(&good).await.is_err() {
             assert!(std::time::Instant::now() < deadline, "the template never arrived");
@@ -91,19 +124,51 @@ fn bad_api_requests_are_explained_and_change_nothing() {
             r.send()
         };
         let json = Some("application/json");
-        let cases: Vec<(&str, Vec<u8>, Option<&str>, u16, &str)> = vec![
+        // (path, body, content type, expected status, expected text in the error)
+        type Case<'a> = (&'a str, Vec<u8>, Option<&'a str>, u16, &'a str);
+        let cases: Vec<Case> = vec![
             ("/api/v1/jobs", b"{not json".to_vec(), json, 400, "invalid JSON body"),
             ("/api/v1/jobs", br#"{"template": "t", "colour": 1}"#.to_vec(), json, 400, "unknown field `colour`"),
             ("/api/v1/jobs", br#"{"template": 7}"#.to_vec(), json, 400, "template: invalid type"),
-            ("/api/v1/jobs", br#"{"template": "t", "params": {"n": "one", "mode": "fast"}}"#.to_vec(), json, 400, "params.n: expected an integer"),
-            ("/api/v1/jobs", br#"{"template": "t", "params": {"n": 1, "mode": "warp"}}"#.to_vec(), json, 400, "expected one of [fast, slow]"),
+            (
+                "/api/v1/jobs",
+                br#"{"template": "t", "params": {"n": "one", "mode": "fast"}}"#.to_vec(),
+                json,
+                400,
+                "params.n: expected an integer",
+            ),
+            (
+                "/api/v1/jobs",
+                br#"{"template": "t", "params": {"n": 1, "mode": "warp"}}"#.to_vec(),
+                json,
+                400,
+                "expected one of [fast, slow]",
+            ),
             ("/api/v1/jobs", br#"{"template": "nope"}"#.to_vec(), json, 400, "unknown TaskTemplate `nope`"),
-            ("/api/v1/jobs", br#"{"template": "t", "id": "Bad Id!", "params": {"n": 1, "mode": "fast"}}"#.to_vec(), json, 400, "invalid job id"),
-            ("/api/v1/jobs", br#"{"template": "t", "id": "ok", "params": {"n": 1, "mode": "fast"}}"#.to_vec(), json, 409, "already exists"),
+            (
+                "/api/v1/jobs",
+                br#"{"template": "t", "id": "Bad Id!", "params": {"n": 1, "mode": "fast"}}"#.to_vec(),
+                json,
+                400,
+                "invalid job id",
+            ),
+            (
+                "/api/v1/jobs",
+                br#"{"template": "t", "id": "ok", "params": {"n": 1, "mode": "fast"}}"#.to_vec(),
+                json,
+                409,
+                "already exists",
+            ),
             ("/api/v1/jobs", br#"{"template": "t"}"#.to_vec(), None, 415, "Content-Type: application/json"),
             ("/api/v1/jobs", vec![b' '; 2 << 20], json, 413, "byte limit"),
             ("/api/v1/jobs/ok/inject", br#"{"message": ""}"#.to_vec(), json, 400, "message must not be empty"),
-            ("/api/v1/jobs/ok/inject", format!(r#"{{"message": "{}"}}"#, "x".repeat(70_000)).into_bytes(), json, 400, "the limit is 65536"),
+            (
+                "/api/v1/jobs/ok/inject",
+                format!(r#"{{"message": "{}"}}"#, "x".repeat(70_000)).into_bytes(),
+                json,
+                400,
+                "the limit is 65536",
+            ),
             ("/api/v1/jobs/ok/pause", br#"{"reason": 5}"#.to_vec(), json, 400, "invalid JSON body"),
             ("/api/v1/jobs/missing/pause", vec![], None, 404, "job `missing` not found"),
             ("/api/v1/jobs/ok/resume", vec![], None, 409, "already completed"),
@@ -114,7 +179,8 @@ fn bad_api_requests_are_explained_and_change_nothing() {
             let code = r.status().as_u16();
             let text = r.text().await.unwrap();
             assert_eq!(code, status, "{path}: {text}");
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not a JSON error: {text}"));
+            let v: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not a JSON error: {text}"));
             let msg = format!("{} {}", v["error"]["message"], v["error"]["details"]);
             assert!(msg.contains(needle), "{path}: expected `{needle}` in {msg}");
         }
@@ -124,7 +190,10 @@ fn bad_api_requests_are_explained_and_change_nothing() {
         }
         assert_eq!(c.jobs(&Default::default()).await.unwrap(), before_jobs, "bad requests changed jobs");
         assert_eq!(c.events(0, 100_000).await.unwrap().len(), before_events, "bad requests wrote events");
-        assert!(http.get(format!("{}/healthz", engine.url)).send().await.unwrap().status().is_success(), "the engine survived");
+        assert!(
+            http.get(format!("{}/healthz", engine.url)).send().await.unwrap().status().is_success(),
+            "the engine survived"
+        );
     });
 }
 
@@ -133,7 +202,13 @@ fn a_bad_config_file_is_located() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("george-config.yaml");
     std::fs::write(&cfg, "engine:\n  reconcileInterval: 30s\nagents:\n  healthCheck:\n    interval: often\n").unwrap();
-    let out = Command::new(george_bin()).args(["serve", "--config"]).arg(&cfg).arg("--data-dir").arg(tmp.path()).output().unwrap();
+    let out = Command::new(george_bin())
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("george-config.yaml:5:15: agents.healthCheck.interval: invalid duration `often`"), "{err}");

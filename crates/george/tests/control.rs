@@ -31,7 +31,15 @@ fn setup(dir: &std::path::Path) -> Engine {
 }
 
 fn submit(id: &str, template: &str) -> SubmitJob {
-    SubmitJob { template: template.into(), params: Default::default(), id: Some(id.into()), priority: None, chapter: None, agent: None, env: Default::default() }
+    SubmitJob {
+        template: template.into(),
+        params: Default::default(),
+        id: Some(id.into()),
+        priority: None,
+        chapter: None,
+        agent: None,
+        env: Default::default(),
+    }
 }
 
 async fn wait_catalog(engine: &Engine) {
@@ -59,7 +67,11 @@ fn pause_resume_abort_through_the_api() {
         wait_catalog(&engine).await;
         let c = &engine.client;
         c.submit(&submit("p", "long")).await.unwrap();
-        engine.wait_job("p", "its agent to be active", Duration::from_secs(20), |j| j.status == JobStatus::InProgress && j.steps[0].runs == 1).await;
+        engine
+            .wait_job("p", "its agent to be active", Duration::from_secs(20), |j| {
+                j.status == JobStatus::InProgress && j.steps[0].runs == 1
+            })
+            .await;
 
         let v = c.act("p", "pause", Some("maintenance window".into())).await.unwrap();
         assert_eq!(v.desired, DesiredState::Paused);
@@ -68,10 +80,16 @@ fn pause_resume_abort_through_the_api() {
         assert_eq!(a1.state, AgentState::Terminated, "the agent was stopped");
         assert!(a1.outcome.unwrap().starts_with("job paused"));
         let events = c.events(0, 10_000).await.unwrap();
-        assert!(events.iter().any(|e| e.kind == "job.desired" && e.actor == "operator:test" && e.data["reason"] == "maintenance window"));
+        assert!(events.iter().any(|e| e.kind == "job.desired"
+            && e.actor == "operator:test"
+            && e.data["reason"] == "maintenance window"));
 
         c.act("p", "resume", None).await.unwrap();
-        let j = engine.wait_job("p", "a second attempt", Duration::from_secs(20), |j| j.attempt == 2 && j.status == JobStatus::InProgress).await;
+        let j = engine
+            .wait_job("p", "a second attempt", Duration::from_secs(20), |j| {
+                j.attempt == 2 && j.status == JobStatus::InProgress
+            })
+            .await;
         assert_eq!(j.failures, 0, "pausing is not a failure");
         std::fs::write(engine.dir.join("data/outputs/p/release"), "").unwrap();
         engine.wait_status("p", JobStatus::Completed, Duration::from_secs(20)).await;
@@ -103,7 +121,11 @@ fn pause_resume_abort_inject_through_the_cli() {
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["desired"], "active");
-    rt.block_on(engine.wait_job("c1", "attempt 2", Duration::from_secs(20), |j| j.attempt == 2 && j.status == JobStatus::InProgress));
+    rt.block_on(
+        engine.wait_job("c1", "attempt 2", Duration::from_secs(20), |j| {
+            j.attempt == 2 && j.status == JobStatus::InProgress
+        }),
+    );
     let out = engine.cli(&["jobs", "abort", "c1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     rt.block_on(engine.wait_status("c1", JobStatus::Aborted, Duration::from_secs(20)));
@@ -117,7 +139,9 @@ fn pause_resume_abort_inject_through_the_cli() {
     // Injecting a message unblocks it: a new agent reads the conversation (and, still without an LLM, blocks again).
     let out = engine.cli(&["jobs", "inject", "t1", "The ticket means the login page."]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let j = rt.block_on(engine.wait_job("t1", "a second attempt that blocks again", Duration::from_secs(20), |j| j.attempt == 2 && j.status == JobStatus::Blocked));
+    let j = rt.block_on(engine.wait_job("t1", "a second attempt that blocks again", Duration::from_secs(20), |j| {
+        j.attempt == 2 && j.status == JobStatus::Blocked
+    }));
     assert_eq!(j.failures, 0);
     let out = engine.cli(&["-o", "json", "jobs", "get", "t1"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -142,7 +166,8 @@ fn tokens_are_required_and_agents_are_confined_to_their_job() {
             let r = http.get(format!("{}{path}", engine.url)).send().await.unwrap();
             assert_eq!(r.status(), 401, "{path} without a token");
             assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"george\"");
-            let r = http.get(format!("{}{path}", engine.url)).bearer_auth("wrong-token-wrong-token").send().await.unwrap();
+            let r =
+                http.get(format!("{}{path}", engine.url)).bearer_auth("wrong-token-wrong-token").send().await.unwrap();
             assert_eq!(r.status(), 401, "{path} with a bad token");
         }
         let r = http.post(format!("{}/api/v1/jobs/x/pause", engine.url)).send().await.unwrap();
@@ -182,8 +207,12 @@ fn tokens_are_required_and_agents_are_confined_to_their_job() {
         assert_eq!(c.job("mine").await.unwrap().desired, DesiredState::Active);
 
         // Metrics are there for operators.
-        let text = http.get(format!("{}/metrics", engine.url)).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
-        assert!(text.contains("george_agent_spawns_total") && text.contains("george_jobs{status=\"in_progress\"}"), "{text}");
+        let text =
+            http.get(format!("{}/metrics", engine.url)).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+        assert!(
+            text.contains("george_agent_spawns_total") && text.contains("george_jobs{status=\"in_progress\"}"),
+            "{text}"
+        );
     });
 }
 

@@ -33,7 +33,11 @@ fn killing_an_agent_mid_step_gets_a_new_attempt_and_fences_the_old_one() {
     let engine = Engine::start(tmp.path(), "", &["--manifests", m.to_str().unwrap()]);
     let rt = engine.rt();
     rt.block_on(async {
-        engine.wait_job("victim", "the slow step to run", Duration::from_secs(30), |j| j.steps[0].status == StepStatus::InProgress).await;
+        engine
+            .wait_job("victim", "the slow step to run", Duration::from_secs(30), |j| {
+                j.steps[0].status == StepStatus::InProgress
+            })
+            .await;
         let agent = engine.client.agent("victim-1").await.unwrap();
         let pid = agent.handle.as_ref().unwrap()["pid"].as_i64().unwrap() as i32;
         let old_token = proc_env(pid, "GEORGE_AGENT_TOKEN").expect("the agent has a token");
@@ -60,7 +64,10 @@ fn killing_an_agent_mid_step_gets_a_new_attempt_and_fences_the_old_one() {
         let err = old.heartbeat("victim").await.unwrap_err();
         assert!(err.is_superseded(), "{err}");
         assert_eq!(err.status(), Some(409));
-        let err = old.report_step("victim", "finish", &StepReport { status: StepStatus::Failed, reason: Some("late".into()) }).await.unwrap_err();
+        let err = old
+            .report_step("victim", "finish", &StepReport { status: StepStatus::Failed, reason: Some("late".into()) })
+            .await
+            .unwrap_err();
         assert!(err.is_superseded(), "{err}");
         let err = old.context("victim").await.unwrap_err();
         assert!(err.is_superseded(), "{err}");
@@ -141,7 +148,8 @@ fn an_agent_that_stops_heartbeating_is_replaced_then_the_job_fails() {
     let m = tmp.path().join("manifests");
     // An agent that never calls home.
     write(&m, "agents/mute.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: mute}\nspec:\n  command: [sleep, \"300\"]\n  capabilities: [shell]\n");
-    let t = template("quiet", "    - id: s\n      description: s\n      run: \"true\"\n").replace("maxAttempts: 4", "maxAttempts: 2");
+    let t = template("quiet", "    - id: s\n      description: s\n      run: \"true\"\n")
+        .replace("maxAttempts: 4", "maxAttempts: 2");
     write(&m, "templates/t.yaml", &t);
     write(&m, "jobs/j.yaml", &job("silent", "quiet"));
     let engine = Engine::start(tmp.path(), "", &["--manifests", m.to_str().unwrap()]);
@@ -149,7 +157,10 @@ fn an_agent_that_stops_heartbeating_is_replaced_then_the_job_fails() {
         let j = engine.wait_status("silent", JobStatus::Failed, Duration::from_secs(30)).await;
         assert_eq!(j.attempt, 2, "replaced once, then gave up");
         let reason = j.reason.unwrap();
-        assert!(reason.contains("gave up after 2 failed attempts") && reason.contains("unhealthy: no heartbeat"), "{reason}");
+        assert!(
+            reason.contains("gave up after 2 failed attempts") && reason.contains("unhealthy: no heartbeat"),
+            "{reason}"
+        );
         let a1 = engine.client.agent("silent-1").await.unwrap();
         assert!(a1.outcome.unwrap().starts_with("unhealthy: no heartbeat"));
     });

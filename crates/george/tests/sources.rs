@@ -124,7 +124,8 @@ spec:
             {"id": "TASK-2", "summary": "Fix logout"}]"#,
     )
     .unwrap();
-    let args = ["--manifests", m.to_str().unwrap(), "--work-file", work.to_str().unwrap(), "--work-file-template", "ticket"];
+    let args =
+        ["--manifests", m.to_str().unwrap(), "--work-file", work.to_str().unwrap(), "--work-file-template", "ticket"];
     let mut engine = Engine::start(tmp.path(), "", &args);
     let rt = engine.rt();
     rt.block_on(async {

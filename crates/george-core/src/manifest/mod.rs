@@ -10,8 +10,7 @@ mod policy;
 mod task_template;
 
 pub use agent_spec::{
-    AgentResources, AgentSpec, AgentSpecSpec, Dependencies, HealthCheck, Safety, SecretRef, TokenBudget,
-    TriggerSpec,
+    AgentResources, AgentSpec, AgentSpecSpec, Dependencies, HealthCheck, Safety, SecretRef, TokenBudget, TriggerSpec,
 };
 pub use chapter::{Chapter, ChapterSpec};
 pub use diagnostic::{Diagnostic, Diagnostics};
@@ -90,7 +89,8 @@ impl std::str::FromStr for Kind {
     }
 }
 
-/// Any manifest.
+/// Any manifest. Manifests are few and parsed once, so the variants are not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind")]
 pub enum Manifest {
@@ -141,7 +141,5 @@ pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
 }

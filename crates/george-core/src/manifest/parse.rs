@@ -122,9 +122,12 @@ struct Header {
 fn parse_document(file: &str, doc: &Document) -> Result<Option<ParsedManifest>, Diagnostic> {
     let header: Header = typed(file, &doc.text)?;
     let Some(kind) = header.kind else {
-        return Err(Diagnostic::new(file, "missing field `kind`; expected one of AgentSpec, TaskTemplate, Job, Chapter, Policy")
-            .field("kind")
-            .at(doc.first_line, 1));
+        return Err(Diagnostic::new(
+            file,
+            "missing field `kind`; expected one of AgentSpec, TaskTemplate, Job, Chapter, Policy",
+        )
+        .field("kind")
+        .at(doc.first_line, 1));
     };
     let kind_value: Kind = kind.value.parse().map_err(|e: String| {
         Diagnostic::new(file, e).field("kind").at(kind.referenced.line(), kind.referenced.column())
@@ -132,9 +135,12 @@ fn parse_document(file: &str, doc: &Document) -> Result<Option<ParsedManifest>, 
     match &header.api_version {
         Some(v) if v.value == API_VERSION => {}
         Some(v) => {
-            return Err(Diagnostic::new(file, format!("unsupported apiVersion `{}`, expected `{API_VERSION}`", v.value))
-                .field("apiVersion")
-                .at(v.referenced.line(), v.referenced.column()))
+            return Err(Diagnostic::new(
+                file,
+                format!("unsupported apiVersion `{}`, expected `{API_VERSION}`", v.value),
+            )
+            .field("apiVersion")
+            .at(v.referenced.line(), v.referenced.column()))
         }
         None => {
             return Err(Diagnostic::new(file, format!("missing field `apiVersion`, expected `{API_VERSION}`"))
@@ -176,11 +182,8 @@ fn check_name(m: &ParsedManifest) -> Result<(), Diagnostic> {
 fn typed_without_kind<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Diagnostic> {
     // Blank out the top-level `kind:` line (keeping line numbers) so the
     // kind's struct can stay strict about unknown fields.
-    let stripped: String = text
-        .lines()
-        .map(|l| if l.starts_with("kind:") { "" } else { l })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let stripped: String =
+        text.lines().map(|l| if l.starts_with("kind:") { "" } else { l }).collect::<Vec<_>>().join("\n");
     typed(file, &stripped)
 }
 
@@ -350,7 +353,13 @@ mod tests {
 
     #[test]
     fn malformed_yaml_is_a_located_error_not_a_panic() {
-        for text in ["key: [unclosed\n", "a: b\n c: d\n", ":\n:\n- -", "\t\tkind: Job\n", "kind: Job\napiVersion: george/v1\nmetadata: 3\n"] {
+        for text in [
+            "key: [unclosed\n",
+            "a: b\n c: d\n",
+            ":\n:\n- -",
+            "\t\tkind: Job\n",
+            "kind: Job\napiVersion: george/v1\nmetadata: 3\n",
+        ] {
             let (ms, errs) = parse_manifests("bad.yaml", text);
             assert!(ms.is_empty());
             assert_eq!(errs.len(), 1, "{text:?} → {errs:?}");

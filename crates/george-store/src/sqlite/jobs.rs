@@ -192,9 +192,8 @@ pub fn add_comment(w: &mut Writer<'_>, id: &str, author: &str, body: &str) -> Re
 }
 
 pub fn comments(c: &Connection, id: &str) -> Result<Vec<CommentView>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT id, job_id, author, body, created_at FROM comments WHERE job_id = ?1 ORDER BY id",
-    )?;
+    let mut stmt =
+        c.prepare_cached("SELECT id, job_id, author, body, created_at FROM comments WHERE job_id = ?1 ORDER BY id")?;
     let rows = stmt.query_map([id], rows::comment)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
@@ -365,7 +364,8 @@ pub fn agents(c: &Connection, live_only: bool, limit: u32) -> Result<Vec<AgentVi
 }
 
 pub fn agent(c: &Connection, id: &str, attempt: u32) -> Result<Option<AgentView>> {
-    let mut stmt = c.prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM attempts WHERE job_id = ?1 AND number = ?2"))?;
+    let mut stmt =
+        c.prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM attempts WHERE job_id = ?1 AND number = ?2"))?;
     Ok(stmt.query_row(params![id, attempt], rows::agent).optional()?)
 }
 
@@ -476,9 +476,7 @@ pub fn add_evidence(
 
 pub fn report_job(w: &mut Writer<'_>, id: &str, attempt: u32, status: JobStatus, reason: Option<&str>) -> Result<()> {
     if !matches!(status, JobStatus::Completed | JobStatus::Blocked | JobStatus::Failed) {
-        return Err(StoreError::Invalid(format!(
-            "an agent reports completed, blocked or failed, not {status}"
-        )));
+        return Err(StoreError::Invalid(format!("an agent reports completed, blocked or failed, not {status}")));
     }
     if status != JobStatus::Completed && reason.is_none_or(|r| r.trim().is_empty()) {
         return Err(StoreError::Invalid(format!("a {status} report needs a reason")));

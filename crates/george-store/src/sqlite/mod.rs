@@ -54,7 +54,14 @@ pub(crate) struct Writer<'a> {
 
 impl Writer<'_> {
     /// Appends an event to the audit log.
-    pub fn event(&mut self, job: Option<&str>, attempt: Option<u32>, kind: &str, actor: &str, data: Value) -> Result<()> {
+    pub fn event(
+        &mut self,
+        job: Option<&str>,
+        attempt: Option<u32>,
+        kind: &str,
+        actor: &str,
+        data: Value,
+    ) -> Result<()> {
         self.tx.execute(
             "INSERT INTO events (ts, job_id, attempt, kind, actor, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             rusqlite::params![rows::ts(self.now), job, attempt, kind, actor, data.to_string()],
@@ -308,7 +315,8 @@ impl Store for SqliteStore {
         content: &str,
         truncated: bool,
     ) -> Result<EvidenceView> {
-        let (id, step, kind, content) = (id.to_string(), step.map(str::to_string), kind.to_string(), content.to_string());
+        let (id, step, kind, content) =
+            (id.to_string(), step.map(str::to_string), kind.to_string(), content.to_string());
         self.write(move |w| jobs::add_evidence(w, &id, attempt, step.as_deref(), &kind, &content, truncated)).await
     }
 

@@ -81,9 +81,7 @@ pub fn agent(row: &Row<'_>) -> rusqlite::Result<AgentView> {
         attempt: number,
         agent_spec: row.get("agent_spec")?,
         runtime: row.get("runtime")?,
-        handle: row
-            .get::<_, Option<String>>("handle")?
-            .map(|h| serde_json::from_str(&h).unwrap_or(Value::String(h))),
+        handle: row.get::<_, Option<String>>("handle")?.map(|h| serde_json::from_str(&h).unwrap_or(Value::String(h))),
         state: get_parsed(row, "state")?,
         started_at: get_ts(row, "started_at")?,
         last_heartbeat: get_opt_ts(row, "last_heartbeat")?,

@@ -19,10 +19,8 @@ pub fn apply_snapshot(w: &mut Writer<'_>, s: &Snapshot) -> Result<ApplyReport> {
             job.id, job.origin.source, s.source
         )));
     }
-    let applied: Option<Option<String>> = w
-        .tx
-        .query_row("SELECT applied_revision FROM sources WHERE name = ?1", [&s.source], |r| r.get(0))
-        .optional()?;
+    let applied: Option<Option<String>> =
+        w.tx.query_row("SELECT applied_revision FROM sources WHERE name = ?1", [&s.source], |r| r.get(0)).optional()?;
     let mut report = ApplyReport::default();
     if applied.flatten().as_deref() == Some(s.revision.as_str()) {
         checked(w, &s.source)?;
@@ -58,9 +56,8 @@ pub fn apply_snapshot(w: &mut Writer<'_>, s: &Snapshot) -> Result<ApplyReport> {
     let mut declared = BTreeSet::new();
     for job in &s.jobs {
         declared.insert(job.id.clone());
-        let existing: Option<(String, String, String, u32, String, String)> = w
-            .tx
-            .query_row(
+        let existing: Option<(String, String, String, u32, String, String)> =
+            w.tx.query_row(
                 "SELECT origin_source, spec_digest, status, attempt, desired, priority FROM jobs WHERE id = ?1",
                 [&job.id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
@@ -169,10 +166,8 @@ pub fn apply_snapshot(w: &mut Writer<'_>, s: &Snapshot) -> Result<ApplyReport> {
 
 pub fn reject_revision(w: &mut Writer<'_>, source: &str, revision: &str, errors: &[String]) -> Result<()> {
     let now = ts(w.now);
-    let previous: Option<Option<String>> = w
-        .tx
-        .query_row("SELECT rejected_revision FROM sources WHERE name = ?1", [source], |r| r.get(0))
-        .optional()?;
+    let previous: Option<Option<String>> =
+        w.tx.query_row("SELECT rejected_revision FROM sources WHERE name = ?1", [source], |r| r.get(0)).optional()?;
     w.tx.execute(
         "INSERT INTO sources (name, rejected_revision, errors, checked_at) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT (name) DO UPDATE SET rejected_revision = excluded.rejected_revision, \

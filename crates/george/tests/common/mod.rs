@@ -156,7 +156,12 @@ impl Engine {
                     return j;
                 }
                 if Instant::now() > deadline {
-                    panic!("job {id} is {} ({:?}), expected {status}\n--- engine log ---\n{}", j.status, j.reason, self.log());
+                    panic!(
+                        "job {id} is {} ({:?}), expected {status}\n--- engine log ---\n{}",
+                        j.status,
+                        j.reason,
+                        self.log()
+                    );
                 }
             } else if Instant::now() > deadline {
                 panic!("job {id} never appeared\n--- engine log ---\n{}", self.log());
