@@ -55,3 +55,21 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalB
             .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
     }
 }
+
+/// Query-string parameters of type `T`, with George's error format.
+#[derive(Debug)]
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(QueryParams(v)),
+            Err(rej) => Err(ApiError::invalid(format!(
+                "invalid query string: {}",
+                rej.body_text().trim_start_matches("Failed to deserialize query string: ")
+            ))),
+        }
+    }
+}

@@ -1,8 +1,8 @@
 //! Operator endpoints for jobs and agents.
 
-use crate::body::{Body, OptionalBody};
+use crate::body::{Body, OptionalBody, QueryParams};
 use crate::{ApiError, ApiState, Caller, MAX_TEXT_BYTES};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use george_core::api::{ActionRequest, AgentView, CommentView, EvidenceView, InjectRequest, JobView, SubmitJob};
@@ -32,7 +32,7 @@ pub struct ListQuery {
 pub async fn list(
     State(st): State<ApiState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Json<Vec<JobView>>, ApiError> {
     caller.operator()?;
     let mut status = Vec::new();
@@ -219,7 +219,7 @@ pub struct AgentsQuery {
 pub async fn agents(
     State(st): State<ApiState>,
     caller: Caller,
-    Query(q): Query<AgentsQuery>,
+    QueryParams(q): QueryParams<AgentsQuery>,
 ) -> Result<Json<Vec<AgentView>>, ApiError> {
     caller.operator()?;
     Ok(Json(st.store.list_agents(!q.all, q.limit.unwrap_or(500)).await?))

@@ -2,10 +2,11 @@
 //! the agent runs the response streams (`follow`, the default) and ends when
 //! the agent does; logs of finished agents are kept and returned whole.
 
+use crate::body::QueryParams;
 use crate::jobs::find_agent;
 use crate::{ApiError, ApiState, Caller};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -35,7 +36,7 @@ pub async fn logs(
     State(st): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<LogsQuery>,
+    QueryParams(q): QueryParams<LogsQuery>,
 ) -> Result<Response, ApiError> {
     caller.operator()?;
     let agent = find_agent(&st, &id).await?;

@@ -1,7 +1,8 @@
 //! Health, metrics, the event log, sources and sync.
 
+use crate::body::QueryParams;
 use crate::{ApiError, ApiState, Caller};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -49,15 +50,11 @@ pub struct EventsQuery {
 pub async fn events(
     State(st): State<ApiState>,
     caller: Caller,
-    Query(q): Query<EventsQuery>,
+    QueryParams(q): QueryParams<EventsQuery>,
 ) -> Result<Json<Vec<EventView>>, ApiError> {
     caller.operator()?;
     let limit = q.limit.unwrap_or(500).min(5000);
-    let mut events = st.store.events_since(q.since, limit).await?;
-    if let Some(job) = &q.job {
-        events.retain(|e| e.job_id.as_deref() == Some(job.as_str()));
-    }
-    Ok(Json(events))
+    Ok(Json(st.store.events_since(q.since, limit, q.job.as_deref()).await?))
 }
 
 pub async fn sources(State(st): State<ApiState>, caller: Caller) -> Result<Json<Vec<SourceView>>, ApiError> {

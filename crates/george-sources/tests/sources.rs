@@ -160,7 +160,8 @@ async fn work_items_dispatch_once_across_restarts() {
     let all = store.list_jobs(&JobFilter::default()).await.unwrap();
     assert_eq!(all.len(), 3);
     assert!(all.iter().all(|j| j.status == JobStatus::Pending));
-    let created = store.events_since(0, 1000).await.unwrap().into_iter().filter(|e| e.kind == "job.created").count();
+    let created =
+        store.events_since(0, 1000, None).await.unwrap().into_iter().filter(|e| e.kind == "job.created").count();
     assert_eq!(created, 3, "each item was dispatched exactly once");
 
     // A malformed file is reported and creates nothing.

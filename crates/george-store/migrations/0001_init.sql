@@ -86,6 +86,7 @@ CREATE TABLE events (
     actor   TEXT NOT NULL,
     data    TEXT NOT NULL                      -- JSON
 );
+CREATE INDEX events_by_job ON events(job_id, seq);
 CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events

@@ -121,7 +121,8 @@ pub async fn create_job_is_idempotent(store: TestStore) {
     assert_eq!(pending.len(), 2);
     let none = store.list_jobs(&JobFilter { status: vec![JobStatus::Completed], ..Default::default() }).await.unwrap();
     assert!(none.is_empty());
-    let created = store.events_since(0, 100).await.unwrap().into_iter().filter(|e| e.kind == "job.created").count();
+    let created =
+        store.events_since(0, 100, None).await.unwrap().into_iter().filter(|e| e.kind == "job.created").count();
     assert_eq!(created, 2);
 }
 
@@ -158,6 +159,16 @@ pub async fn snapshot_applies_atomically_and_prunes(store: TestStore) {
     assert_eq!(a.desired, DesiredState::Aborted);
     let src = store.sources().await.unwrap();
     assert_eq!(src[0].applied_revision.as_deref(), Some("r3"));
+
+    // Another source declaring the same manifest name does not take it over.
+    let mut other = snapshot("x1", vec![]);
+    other.source = "folder".into();
+    other.manifests[0].3 = json!({"metadata": {"name": "platform"}, "spec": {"weight": 9}});
+    store.apply_snapshot(snapshot("r4", vec![job("b", "git")])).await.unwrap();
+    let r = store.apply_snapshot(other).await.unwrap();
+    assert_eq!(r.conflicts, ["Chapter/platform"]);
+    let kept = store.manifests(Some(Kind::Chapter)).await.unwrap();
+    assert_eq!((kept[0].source.as_str(), kept[0].revision.as_str()), ("git", "r4"));
 }
 
 /// A snapshot that breaks a rule changes nothing at all.
@@ -167,7 +178,7 @@ pub async fn snapshot_with_foreign_job_changes_nothing(store: TestStore) {
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");
     assert!(store.list_jobs(&JobFilter::default()).await.unwrap().is_empty());
     assert!(store.manifests(None).await.unwrap().is_empty());
-    assert!(store.events_since(0, 10).await.unwrap().is_empty());
+    assert!(store.events_since(0, 10, None).await.unwrap().is_empty());
 }
 
 /// Rejecting a revision records why and keeps what was applied.
@@ -355,13 +366,16 @@ pub async fn events_are_sequenced_and_broadcast(store: TestStore) {
     let mut rx = store.subscribe();
     store.create_job(job("j", "api"), "t").await.unwrap();
     store.set_desired("j", DesiredState::Paused, "operator:a", None).await.unwrap();
-    let all = store.events_since(0, 100).await.unwrap();
+    let all = store.events_since(0, 100, None).await.unwrap();
     assert_eq!(all.len(), 2);
     assert!(all[0].seq < all[1].seq);
-    assert_eq!(store.events_since(all[0].seq, 100).await.unwrap().len(), 1);
+    assert_eq!(store.events_since(all[0].seq, 100, None).await.unwrap().len(), 1);
+    store.create_job(job("other", "api"), "t").await.unwrap();
+    let mine = store.events_since(0, 100, Some("j")).await.unwrap();
+    assert_eq!(mine.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["job.created", "job.desired"]);
     let first = rx.recv().await.unwrap();
     assert_eq!((first.seq, first.kind.as_str()), (all[0].seq, "job.created"));
     assert_eq!(rx.recv().await.unwrap().kind, "job.desired");
     let counts = store.count_by_status().await.unwrap();
-    assert_eq!(counts, vec![(JobStatus::Pending, 1)]);
+    assert_eq!(counts, vec![(JobStatus::Pending, 2)]);
 }

@@ -36,7 +36,7 @@ pub struct JobFilter {
     pub chapter: Option<String>,
     /// Only jobs from this source.
     pub source: Option<String>,
-    /// At most this many (newest first when set).
+    /// At most this many (the oldest first).
     pub limit: Option<u32>,
 }
 
@@ -192,8 +192,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_agents(&self, live_only: bool, limit: u32) -> Result<Vec<AgentView>>;
     /// One agent instance.
     async fn get_agent(&self, id: &str, attempt: u32) -> Result<Option<AgentView>>;
-    /// Events with `seq > since`, oldest first, at most `limit`.
-    async fn events_since(&self, since: i64, limit: u32) -> Result<Vec<EventView>>;
+    /// Events with `seq > since` (only job `job`'s when given), oldest first, at most `limit`.
+    async fn events_since(&self, since: i64, limit: u32, job: Option<&str>) -> Result<Vec<EventView>>;
     /// Every event as it is committed.
     fn subscribe(&self) -> broadcast::Receiver<EventView>;
     /// Job counts by status.

@@ -32,7 +32,8 @@ pub struct ApplyReport {
     pub updated: Vec<String>,
     /// Jobs aborted because the source no longer declares them.
     pub aborted: Vec<String>,
-    /// Jobs declared by another source under the same id (left alone).
+    /// Jobs (by id) and manifests (as `Kind/name`) that another source
+    /// already declares under the same name; they are left alone.
     pub conflicts: Vec<String>,
     /// Whether the revision was already applied (nothing done).
     pub unchanged: bool,

@@ -186,7 +186,8 @@ impl Config {
             self.api.tokens = parse_token_list(&v)?;
         }
         if let Some(v) = get("GEORGE_MANIFESTS") {
-            self.sources.folder = Some(FolderSection { path: v.into(), interval: None });
+            let interval = self.sources.folder.take().and_then(|f| f.interval);
+            self.sources.folder = Some(FolderSection { path: v.into(), interval });
         }
         if let Some(url) = get("GEORGE_GIT_URL") {
             let prev = self.sources.git.take();
@@ -201,7 +202,8 @@ impl Config {
             let template = get("GEORGE_WORK_FILE_TEMPLATE")
                 .or(self.sources.work_file.as_ref().map(|w| w.template.clone()))
                 .ok_or_else(|| anyhow::anyhow!("GEORGE_WORK_FILE is set but GEORGE_WORK_FILE_TEMPLATE is not: say which TaskTemplate each work item becomes"))?;
-            self.sources.work_file = Some(WorkFileSection { path: path.into(), template, interval: None });
+            let interval = self.sources.work_file.take().and_then(|w| w.interval);
+            self.sources.work_file = Some(WorkFileSection { path: path.into(), template, interval });
         }
         if let Some(v) = get("GEORGE_CONTAINER_BACKEND") {
             self.container_backend.backend_type = Some(v);

@@ -23,18 +23,34 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(d) = args.data.data_dir {
         cfg.engine.data_dir = Some(d);
     }
-    if let Some(m) = args.manifests {
-        cfg.sources.folder = Some(FolderSection { path: m, interval: None });
+    // Flags replace what they name and keep the rest of a configured source.
+    if let Some(path) = args.manifests {
+        let interval = cfg.sources.folder.take().and_then(|f| f.interval);
+        cfg.sources.folder = Some(FolderSection { path, interval });
     }
     if let Some(url) = args.git_url {
-        cfg.sources.git = Some(GitSection { url, branch: args.git_branch, path: args.git_path, interval: None });
+        let prev = cfg.sources.git.take();
+        cfg.sources.git = Some(GitSection {
+            url,
+            branch: args.git_branch.or(prev.as_ref().and_then(|g| g.branch.clone())),
+            path: args.git_path.or(prev.as_ref().and_then(|g| g.path.clone())),
+            interval: prev.and_then(|g| g.interval),
+        });
+    } else if let Some(g) = cfg.sources.git.as_mut() {
+        if let Some(b) = args.git_branch {
+            g.branch = Some(b);
+        }
+        if let Some(p) = args.git_path {
+            g.path = Some(p);
+        }
     }
     if let Some(path) = args.work_file {
+        let prev = cfg.sources.work_file.take();
         let template = args
             .work_file_template
-            .or(cfg.sources.work_file.as_ref().map(|w| w.template.clone()))
+            .or(prev.as_ref().map(|w| w.template.clone()))
             .context("--work-file needs --work-file-template: the TaskTemplate each work item becomes")?;
-        cfg.sources.work_file = Some(WorkFileSection { path, template, interval: None });
+        cfg.sources.work_file = Some(WorkFileSection { path, template, interval: prev.and_then(|w| w.interval) });
     }
     if let Some(d) = args.reconcile_interval {
         cfg.engine.reconcile_interval = Some(george_core::duration::HumanDuration(d.into()));

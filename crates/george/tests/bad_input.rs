@@ -187,6 +187,8 @@ fn bad_api_requests_are_explained_and_change_nothing() {
         for path in ["/api/v1/jobs?status=done", "/api/v1/agents/nonsense", "/api/v1/nowhere", "/api/v1/jobs?bogus=1"] {
             let r = http.get(format!("{}{path}", engine.url)).bearer_auth(TOKEN).send().await.unwrap();
             assert!(r.status().is_client_error(), "{path}: {}", r.status());
+            let v: serde_json::Value = r.json().await.unwrap_or_else(|e| panic!("{path}: not a JSON error: {e}"));
+            assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{path}: {v}");
         }
         assert_eq!(c.jobs(&Default::default()).await.unwrap(), before_jobs, "bad requests changed jobs");
         assert_eq!(c.events(0, 100_000).await.unwrap().len(), before_events, "bad requests wrote events");

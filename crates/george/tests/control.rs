@@ -151,7 +151,7 @@ fn pause_resume_abort_inject_through_the_cli() {
     // The table views work too.
     let out = engine.cli(&["jobs", "ls"]);
     assert!(stdout(&out).contains("t1") && stdout(&out).contains("blocked"), "{}", stdout(&out));
-    let out = engine.cli(&["jobs", "logs", "c1", "--attempt", "1"]);
+    let out = engine.cli(&["jobs", "logs", "t1", "--attempt", "1"]);
     assert!(stdout(&out).contains("agent starting"), "{}", stdout(&out));
 }
 
@@ -177,9 +177,11 @@ fn tokens_are_required_and_agents_are_confined_to_their_job() {
         let c = &engine.client;
         c.submit(&submit("mine", "long")).await.unwrap();
         c.submit(&submit("theirs", "long")).await.unwrap();
-        engine.wait_status("mine", JobStatus::InProgress, Duration::from_secs(20)).await;
+        engine
+            .wait_job("mine", "its agent to run the first step", Duration::from_secs(20), |j| j.steps[0].runs == 1)
+            .await;
         let agent = c.agent("mine-1").await.unwrap();
-        let pid = agent.handle.unwrap()["pid"].as_i64().unwrap() as i32;
+        let pid = agent.handle.expect("a running agent has a handle")["pid"].as_i64().unwrap() as i32;
         let token = proc_env(pid, "GEORGE_AGENT_TOKEN").unwrap();
         let as_agent = george_client::Client::new(&engine.url, &token).unwrap();
 
@@ -227,4 +229,66 @@ fn serving_on_a_public_address_without_a_token_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("refusing to listen on 0.0.0.0:0 without an operator token"), "{}", stderr(&out));
+}
+
+/// A `Write` into a shared buffer.
+#[derive(Clone, Default)]
+struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SharedBuf {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[test]
+fn logs_stream_while_the_agent_runs_and_stay_afterwards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("manifests");
+    write(&m, "agents/worker.yaml", AGENT);
+    let steps = "    - id: chatter
+      description: talk until released
+      run: |
+        i=0
+        until [ -f \"$GEORGE_OUTPUT_DIR/release\" ]; do i=$((i+1)); echo \"tick $i\"; sleep 0.05; done
+        echo released
+";
+    write(&m, "templates/chatter.yaml", &template("chatter", steps));
+    write(&m, "jobs/talker.yaml", &job("talker", "chatter"));
+    let engine = Engine::start(tmp.path(), "", &["--manifests", m.to_str().unwrap()]);
+    engine.rt().block_on(async {
+        engine.wait_status("talker", JobStatus::InProgress, Duration::from_secs(20)).await;
+        let buf = SharedBuf::default();
+        let stream = {
+            let (client, buf) = (engine.client.clone(), buf.clone());
+            tokio::spawn(async move { client.logs("talker-1", true, buf).await })
+        };
+        // Output arrives while the agent is still running.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !buf.text().contains("tick 3") {
+            assert!(std::time::Instant::now() < deadline, "no live output: {}", buf.text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!stream.is_finished(), "the stream stays open while the agent runs");
+        std::fs::write(engine.dir.join("data/outputs/talker/release"), "").unwrap();
+        // The stream ends by itself once the agent is gone.
+        tokio::time::timeout(Duration::from_secs(30), stream).await.expect("stream ended").unwrap().unwrap();
+        let text = buf.text();
+        assert!(text.contains("released") && text.contains("job completed"), "{text}");
+        // Kept after the agent is gone.
+        let again = SharedBuf::default();
+        engine.client.logs("talker-1", false, again.clone()).await.unwrap();
+        assert!(again.text().contains("released"));
+        assert_eq!(engine.job("talker").await.status, JobStatus::Completed);
+    });
 }

@@ -37,7 +37,10 @@ fn quickstart_completes_and_a_second_run_is_a_no_op() {
     let count_attempts = || {
         rt.block_on(async {
             let store = SqliteStore::open(data.join("george.db")).unwrap();
-            (store.list_agents(false, 1000).await.unwrap().len(), store.events_since(0, 100_000).await.unwrap().len())
+            (
+                store.list_agents(false, 1000).await.unwrap().len(),
+                store.events_since(0, 100_000, None).await.unwrap().len(),
+            )
         })
     };
     let (attempts, _) = count_attempts();

@@ -343,8 +343,9 @@ impl Store for SqliteStore {
         self.read(move |c| jobs::agent(c, &id, attempt)).await
     }
 
-    async fn events_since(&self, since: i64, limit: u32) -> Result<Vec<EventView>> {
-        self.read(move |c| rows::events_since(c, since, limit)).await
+    async fn events_since(&self, since: i64, limit: u32, job: Option<&str>) -> Result<Vec<EventView>> {
+        let job = job.map(str::to_string);
+        self.read(move |c| rows::events_since(c, since, limit, job.as_deref())).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<EventView> {

@@ -114,11 +114,12 @@ pub fn evidence(row: &Row<'_>) -> rusqlite::Result<EvidenceView> {
     })
 }
 
-pub fn events_since(c: &Connection, since: i64, limit: u32) -> Result<Vec<EventView>> {
+pub fn events_since(c: &Connection, since: i64, limit: u32, job: Option<&str>) -> Result<Vec<EventView>> {
     let mut stmt = c.prepare_cached(
-        "SELECT seq, ts, job_id, attempt, kind, actor, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        "SELECT seq, ts, job_id, attempt, kind, actor, data FROM events \
+         WHERE seq > ?1 AND (?3 IS NULL OR job_id = ?3) ORDER BY seq LIMIT ?2",
     )?;
-    let rows = stmt.query_map(rusqlite::params![since, limit], |row| {
+    let rows = stmt.query_map(rusqlite::params![since, limit, job], |row| {
         Ok(EventView {
             seq: row.get("seq")?,
             ts: get_ts(row, "ts")?,

@@ -33,6 +33,25 @@ pub fn apply_snapshot(w: &mut Writer<'_>, s: &Snapshot) -> Result<ApplyReport> {
     // Manifests: upsert what the revision declares, delete what it no longer does.
     let mut keep = BTreeSet::new();
     for (kind, name, file, body) in &s.manifests {
+        let owner: Option<String> =
+            w.tx.query_row(
+                "SELECT source FROM manifests WHERE kind = ?1 AND name = ?2",
+                params![kind.as_str(), name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(owner) = owner.filter(|o| o != &s.source) {
+            // Another source owns this name; first come, first served.
+            report.conflicts.push(format!("{kind}/{name}"));
+            w.event(
+                None,
+                None,
+                "manifest.source_conflict",
+                &actor,
+                json!({"kind": kind.as_str(), "name": name, "owner": owner, "revision": s.revision}),
+            )?;
+            continue;
+        }
         w.tx.execute(
             "INSERT INTO manifests (kind, name, source, file, revision, body, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
