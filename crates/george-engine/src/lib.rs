@@ -173,7 +173,10 @@ async fn follow_store(
                 if e.kind.starts_with("source.") || e.kind.starts_with("manifest.") {
                     ctx.catalog.invalidate();
                 }
-                if let Some(job) = &e.job_id {
+                // An agent's progress reports cannot change what the reconciler
+                // decides; everything else about a job can.
+                let progress = matches!(e.kind.as_str(), "step.status" | "evidence.added");
+                if let (Some(job), false) = (&e.job_id, progress) {
                     ctx.queue.add(job);
                 }
             }

@@ -81,9 +81,8 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "the bench manifests were not applied");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut events = server.store.subscribe();
-    let started = Instant::now();
-    let submitted: HashMap<String, Instant> = futures_util::stream::iter(0..args.jobs)
+    let first_submit = chrono::Utc::now();
+    let submitted: HashMap<String, chrono::DateTime<chrono::Utc>> = futures_util::stream::iter(0..args.jobs)
         .map(|i| {
             let client = client.clone();
             async move {
@@ -97,7 +96,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
                     agent: None,
                     env: Default::default(),
                 };
-                let t = Instant::now();
+                let t = chrono::Utc::now();
                 client.submit(&req).await.map(|_| (id, t))
             }
         })
@@ -107,48 +106,40 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         .into_iter()
         .collect::<Result<_, _>>()
         .context("submitting bench jobs")?;
-    // Agent start = the attempt's process was spawned (event `attempt.spawned`).
+    // Wait for every job to finish, then read the figures from the event log:
+    // the engine's own commit times, unaffected by when the bench looks.
+    let settled = vec![JobStatus::Completed, JobStatus::Failed];
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while server.store.list_jobs(&JobFilter { status: settled.clone(), ..Default::default() }).await?.len() < args.jobs {
+        anyhow::ensure!(Instant::now() < deadline, "the bench jobs did not finish within 10 minutes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut latencies = Vec::with_capacity(args.jobs);
-    let mut finished = 0usize;
-    let mut last_finish = started;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while finished < args.jobs && Instant::now() < deadline {
-        let ev = match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
-            Ok(Ok(ev)) => ev,
-            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
-            _ => {
-                // Quiet for a while: count what has finished from the store.
-                let done = server
-                    .store
-                    .list_jobs(&JobFilter {
-                        status: vec![JobStatus::Completed, JobStatus::Failed],
-                        ..Default::default()
-                    })
-                    .await?
-                    .len();
-                if done >= args.jobs {
-                    break;
+    let mut last_finish = first_submit;
+    let mut since = 0;
+    loop {
+        let batch = server.store.events_since(since, 5000, None).await?;
+        let Some(last) = batch.last() else { break };
+        since = last.seq;
+        for ev in &batch {
+            let Some(job) = ev.job_id.as_deref() else { continue };
+            match ev.kind.as_str() {
+                // Agent start = the attempt's process was spawned.
+                "attempt.spawned" => {
+                    if let Some(t) = submitted.get(job) {
+                        latencies.push((ev.ts - *t).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                    }
                 }
-                continue;
-            }
-        };
-        let Some(job) = ev.job_id.as_deref() else { continue };
-        match ev.kind.as_str() {
-            "attempt.spawned" => {
-                if let Some(t) = submitted.get(job) {
-                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                "job.status" if ev.data["to"] == "completed" || ev.data["to"] == "failed" => {
+                    last_finish = last_finish.max(ev.ts);
                 }
+                _ => {}
             }
-            "job.status" if ev.data["to"] == "completed" || ev.data["to"] == "failed" => {
-                finished += 1;
-                last_finish = Instant::now();
-            }
-            _ => {}
         }
     }
     let completed =
         server.store.list_jobs(&JobFilter { status: vec![JobStatus::Completed], ..Default::default() }).await?.len();
-    let wall = last_finish.duration_since(started).as_secs_f64();
+    let wall = (last_finish - first_submit).num_microseconds().unwrap_or(0) as f64 / 1e6;
     latencies.sort_by(|a, b| a.total_cmp(b));
     let report = BenchReport {
         jobs: args.jobs,

@@ -220,8 +220,10 @@ pub struct BenchArgs {
     /// Jobs to submit.
     #[arg(long, default_value_t = 500)]
     pub jobs: usize,
-    /// Submissions in flight at once.
-    #[arg(long, default_value_t = 32)]
+    /// Submissions in flight at once. 1 offers load at the rate one client
+    /// can submit (about the engine's capacity); more builds a queue, which
+    /// measures throughput under a burst but adds queueing time to latency.
+    #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
     /// Reconcile workers.
     #[arg(long, default_value_t = 8)]
