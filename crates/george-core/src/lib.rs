@@ -10,6 +10,7 @@ pub mod quantity;
 pub mod status;
 pub mod template;
 pub mod validate;
+pub mod yaml;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use status::{AgentState, DesiredState, JobStatus, Priority, StepStatus};

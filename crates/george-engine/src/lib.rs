@@ -126,8 +126,9 @@ impl Engine {
         if let Some((runner, rx)) = self.sources.lock().unwrap_or_else(|e| e.into_inner()).take() {
             tasks.spawn(runner.run(rx, shutdown.clone()));
         }
-        tasks.spawn(follow_store(ctx.clone(), store_events, shutdown.clone()));
-        tasks.spawn(follow_runtime(ctx.clone(), runtime_events, shutdown.clone()));
+        tasks.spawn(follow(ctx.clone(), store_events, shutdown.clone(), "store", on_store_event));
+        tasks
+            .spawn(follow(ctx.clone(), runtime_events, shutdown.clone(), "runtime", |ctx, e| ctx.queue.add(&e.job_id)));
         tasks.spawn(resync(ctx.clone(), shutdown.clone()));
         for _ in 0..ctx.cfg.workers.max(1) {
             tasks.spawn(worker(ctx.clone()));
@@ -158,10 +159,14 @@ async fn worker(ctx: Arc<Context>) {
     }
 }
 
-async fn follow_store(
+/// Handles every message of `events` until `shutdown`; if the receiver falls
+/// behind (messages were dropped), every active job is queued instead.
+async fn follow<T: Clone>(
     ctx: Arc<Context>,
-    mut events: broadcast::Receiver<george_core::api::EventView>,
+    mut events: broadcast::Receiver<T>,
     shutdown: CancellationToken,
+    what: &'static str,
+    on_event: impl Fn(&Context, T),
 ) {
     loop {
         let event = tokio::select! {
@@ -169,19 +174,9 @@ async fn follow_store(
             e = events.recv() => e,
         };
         match event {
-            Ok(e) => {
-                if e.kind.starts_with("source.") || e.kind.starts_with("manifest.") {
-                    ctx.catalog.invalidate();
-                }
-                // An agent's progress reports cannot change what the reconciler
-                // decides; everything else about a job can.
-                let progress = matches!(e.kind.as_str(), "step.status" | "evidence.added");
-                if let (Some(job), false) = (&e.job_id, progress) {
-                    ctx.queue.add(job);
-                }
-            }
+            Ok(e) => on_event(&ctx, e),
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "fell behind the store's events; resyncing");
+                tracing::warn!(missed = n, source = what, "fell behind; resyncing every active job");
                 ctx.catalog.invalidate();
                 enqueue_active(&ctx).await;
             }
@@ -190,21 +185,15 @@ async fn follow_store(
     }
 }
 
-async fn follow_runtime(
-    ctx: Arc<Context>,
-    mut events: broadcast::Receiver<george_runtime::RuntimeEvent>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let event = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            e = events.recv() => e,
-        };
-        match event {
-            Ok(e) => ctx.queue.add(&e.job_id),
-            Err(broadcast::error::RecvError::Lagged(_)) => enqueue_active(&ctx).await,
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
+fn on_store_event(ctx: &Context, e: george_core::api::EventView) {
+    if e.kind.starts_with("source.") || e.kind.starts_with("manifest.") {
+        ctx.catalog.invalidate();
+    }
+    // An agent's progress reports cannot change what the reconciler decides;
+    // everything else about a job can.
+    let progress = matches!(e.kind.as_str(), "step.status" | "evidence.added");
+    if let (Some(job), false) = (&e.job_id, progress) {
+        ctx.queue.add(job);
     }
 }
 

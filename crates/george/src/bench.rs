@@ -110,7 +110,8 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     // the engine's own commit times, unaffected by when the bench looks.
     let settled = vec![JobStatus::Completed, JobStatus::Failed];
     let deadline = Instant::now() + Duration::from_secs(600);
-    while server.store.list_jobs(&JobFilter { status: settled.clone(), ..Default::default() }).await?.len() < args.jobs {
+    while server.store.list_jobs(&JobFilter { status: settled.clone(), ..Default::default() }).await?.len() < args.jobs
+    {
         anyhow::ensure!(Instant::now() < deadline, "the bench jobs did not finish within 10 minutes");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

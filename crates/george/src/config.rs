@@ -142,20 +142,12 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut field = String::new();
-        let parsed = serde_saphyr::with_deserializer_from_str(&text, |de| {
-            serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
-                field = e.path().to_string();
-                e.into_inner()
-            })
-        });
-        parsed.map_err(|e| {
-            let mut opts = serde_saphyr::RenderOptions::default();
-            opts.snippets = serde_saphyr::SnippetMode::Off;
-            let msg = e.render_with_options(opts);
-            let msg = msg.rsplit_once(" at line ").map(|(m, _)| m.to_string()).unwrap_or(msg);
-            let at = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
-            anyhow::anyhow!("{}{at}: {field}: {msg}", path.display())
+        george_core::yaml::from_yaml(&text).map_err(|e| {
+            let at = match (e.line, e.column) {
+                (Some(l), Some(c)) => format!(":{l}:{c}"),
+                _ => String::new(),
+            };
+            anyhow::anyhow!("{}{at}: {}: {}", path.display(), e.field, e.message)
         })
     }
 

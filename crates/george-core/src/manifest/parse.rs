@@ -188,33 +188,13 @@ fn typed_without_kind<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, 
 }
 
 fn typed<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Diagnostic> {
-    let mut field = String::new();
-    let result = serde_saphyr::with_deserializer_from_str(text, |de| {
-        serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
-            field = e.path().to_string();
-            e.into_inner()
-        })
-    });
-    result.map_err(|e| {
-        let mut opts = serde_saphyr::RenderOptions::default();
-        opts.snippets = serde_saphyr::SnippetMode::Off;
-        let rendered = e.render_with_options(opts);
-        let message = strip_location_suffix(&rendered);
-        let field = if field == "." { String::new() } else { field };
-        let d = Diagnostic::new(file, message).field(field);
-        match e.location() {
-            Some(l) => d.at(l.line(), l.column()),
-            None => d,
+    crate::yaml::from_yaml(text).map_err(|e| {
+        let d = Diagnostic::new(file, e.message).field(e.field);
+        match (e.line, e.column) {
+            (Some(l), Some(c)) => d.at(l, c),
+            _ => d,
         }
     })
-}
-
-/// serde-saphyr appends " at line L, column C"; we report the position separately.
-fn strip_location_suffix(s: &str) -> String {
-    match s.rfind(" at line ") {
-        Some(i) => s[..i].to_string(),
-        None => s.to_string(),
-    }
 }
 
 /// A YAML tree whose every value knows where it starts.
