@@ -175,6 +175,11 @@ impl Agent {
     }
 
     async fn verdict(&self, status: JobStatus, reason: Option<String>) -> Result<(), ClientError> {
+        // A human reads the conversation: say why the job cannot go on.
+        if let (JobStatus::Blocked | JobStatus::Failed, Some(why)) = (status, reason.as_deref()) {
+            let body = format!("{status}: {why}");
+            self.call(|| self.client.comment(&self.job, &body)).await?;
+        }
         let report = JobReport { status, reason };
         self.call(|| self.client.report(&self.job, &report)).await
     }

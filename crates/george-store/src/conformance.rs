@@ -282,7 +282,9 @@ pub async fn agent_reports_drive_job_status(store: TestStore) {
     store.report_job("j", 1, JobStatus::Blocked, Some("same again")).await.unwrap();
     assert!(matches!(store.report_job("j", 1, JobStatus::Completed, None).await, Err(StoreError::Conflict(_))));
 
-    // An operator answers; the comment is newer than the block.
+    // The agent's own words are not an answer; an operator's are.
+    store.add_comment("j", "agent:j-1", "still stuck").await.unwrap();
+    assert_eq!(store.job_state("j").await.unwrap().unwrap().latest_comment, None);
     let c = store.add_comment("j", "operator:ops", "here is the answer").await.unwrap();
     let st = store.job_state("j").await.unwrap().unwrap();
     assert_eq!(st.latest_comment, Some(c.id));

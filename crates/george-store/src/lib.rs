@@ -56,7 +56,7 @@ pub struct JobState {
     pub job: JobView,
     /// The current attempt, if any attempt was ever made.
     pub current: Option<AgentView>,
-    /// Newest comment id on the job.
+    /// Newest comment id on the job that is not from an agent.
     pub latest_comment: Option<i64>,
     /// Newest comment id when the job became blocked.
     pub blocked_at_comment: Option<i64>,

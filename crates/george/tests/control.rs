@@ -145,8 +145,21 @@ fn pause_resume_abort_inject_through_the_cli() {
     assert_eq!(j.failures, 0);
     let out = engine.cli(&["-o", "json", "jobs", "get", "t1"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["comments"][0]["body"], "The ticket means the login page.");
-    assert_eq!(v["comments"][0]["author"], "operator:test");
+    let said: Vec<(String, String)> = v["comments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["author"].as_str().unwrap().to_string(), c["body"].as_str().unwrap().chars().take(40).collect()))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("agent:t1-1".to_string(), "blocked: capability missing: llm (step `".to_string()),
+            ("operator:test".to_string(), "The ticket means the login page.".to_string()),
+            ("agent:t1-2".to_string(), "blocked: capability missing: llm (step `".to_string()),
+        ],
+        "the conversation: the agent says why it stopped, the operator answers, the next agent reads it"
+    );
 
     // The table views work too.
     let out = engine.cli(&["jobs", "ls"]);

@@ -219,8 +219,11 @@ pub fn active_ids(c: &Connection) -> Result<Vec<String>> {
 pub fn state(c: &Connection, id: &str) -> Result<Option<JobState>> {
     let Some(job) = get(c, id, false)? else { return Ok(None) };
     let current = if job.attempt > 0 { agent(c, id, job.attempt)? } else { None };
+    // Only someone other than an agent can answer a blocked job.
     let latest_comment: Option<i64> =
-        c.query_row("SELECT MAX(id) FROM comments WHERE job_id = ?1", [id], |r| r.get(0))?;
+        c.query_row("SELECT MAX(id) FROM comments WHERE job_id = ?1 AND author NOT LIKE 'agent:%'", [id], |r| {
+            r.get(0)
+        })?;
     let blocked_at_comment: Option<i64> =
         c.query_row("SELECT blocked_at_comment FROM jobs WHERE id = ?1", [id], |r| r.get(0))?;
     Ok(Some(JobState { job, current, latest_comment, blocked_at_comment }))
