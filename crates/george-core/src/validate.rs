@@ -46,6 +46,20 @@ pub fn validate_set(manifests: Vec<ParsedManifest>) -> Result<ManifestSet, Vec<D
     for m in &manifests {
         match &m.manifest {
             Manifest::AgentSpec(a) => {
+                for (cap, refs) in &a.spec.secrets {
+                    for (i, r) in refs.iter().enumerate() {
+                        let plain = |s: &str| !s.is_empty() && !s.contains('/') && s != "." && s != "..";
+                        let bad = [("name", Some(&r.name)), ("key", r.key.as_ref()), ("path", r.path.as_ref())]
+                            .into_iter()
+                            .find(|(_, v)| v.is_some_and(|v| !plain(v)));
+                        if let Some((field, _)) = bad {
+                            diags.push(m.diagnostic(
+                                &format!("spec.secrets.{cap}[{i}].{field}"),
+                                "must be a plain file name (no `/`, not `.` or `..`)",
+                            ));
+                        }
+                    }
+                }
                 for cap in a.spec.secrets.keys() {
                     if !a.spec.capabilities.contains(cap) {
                         diags.push(m.diagnostic(

@@ -35,8 +35,10 @@ pub struct EngineConfig {
     pub termination_grace: Duration,
     /// How long an agent that reported its verdict may take to exit.
     pub exit_grace: Duration,
-    /// Per-job output directories shared by its attempts (local runtime).
+    /// Per-job output directories shared by its attempts.
     pub output_dir: Option<PathBuf>,
+    /// Where secrets live: `<dir>/<name>` or `<dir>/<name>/<key>`.
+    pub secrets_dir: Option<PathBuf>,
 }
 
 impl EngineConfig {
@@ -53,6 +55,7 @@ impl EngineConfig {
             termination_grace: Duration::from_secs(10),
             exit_grace: Duration::from_secs(10),
             output_dir: None,
+            secrets_dir: None,
         }
     }
 }

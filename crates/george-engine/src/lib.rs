@@ -10,6 +10,7 @@ mod context;
 pub mod decide;
 pub mod metrics;
 mod reconciler;
+pub mod secrets;
 pub mod tokens;
 mod workqueue;
 

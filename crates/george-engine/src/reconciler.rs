@@ -9,7 +9,7 @@ use crate::metrics::{OutcomeLabel, ReasonLabel};
 use crate::tokens;
 use george_core::api::AgentView;
 use george_core::{AgentState, JobStatus};
-use george_runtime::{AgentStatus, Resources, SpawnRequest};
+use george_runtime::{AgentStatus, Resources, RuntimeError, SpawnRequest};
 use george_store::{AttemptEnd, JobState, NewAttempt, StatusChange, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -106,6 +106,15 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
         }
         return Ok(Some(ctx.cfg.reconcile_interval));
     };
+    let template = catalog.templates.get(&job.template);
+    let secrets = match crate::secrets::entitled(spec, template, ctx.cfg.secrets_dir.as_deref()) {
+        Ok(s) => s,
+        Err(reason) => {
+            // Retrying cannot help: wait for someone to fix it (and say so).
+            block(ctx, &job.id, JobStatus::Pending, reason).await?;
+            return Ok(None);
+        }
+    };
     let token = tokens::mint();
     let new = NewAttempt {
         after: job.attempt,
@@ -141,13 +150,6 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     env.insert("GEORGE_AGENT_TOKEN".into(), token);
     env.insert("GEORGE_ENGINE_ID".into(), ctx.cfg.engine_id.clone());
     env.insert("GEORGE_HEARTBEAT_INTERVAL_MS".into(), heartbeat.as_millis().to_string());
-    if let Some(dir) = &ctx.cfg.output_dir {
-        let out = dir.join(&job.id);
-        if let Err(e) = std::fs::create_dir_all(&out) {
-            tracing::warn!(job = %job.id, error = %e, "cannot create output directory");
-        }
-        env.insert("GEORGE_OUTPUT_DIR".into(), out.display().to_string());
-    }
     let req = SpawnRequest {
         job_id: job.id.clone(),
         attempt,
@@ -165,6 +167,8 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
             ("george.io/template".to_string(), job.template.clone()),
             ("george.io/engine".to_string(), ctx.cfg.engine_id.clone()),
         ]),
+        output_dir: ctx.cfg.output_dir.as_ref().map(|d| d.join(&job.id)),
+        secrets,
     };
     match ctx.runtime.spawn(req).await {
         Ok(handle) => {
@@ -176,9 +180,26 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
             tracing::warn!(job = %job.id, attempt, error = %e, "spawn failed");
             let end = AttemptEnd { exit_code: None, outcome: format!("spawn failed: {e}") };
             ctx.store.end_attempt(&job.id, attempt, end).await?;
+            if let RuntimeError::Unrunnable { message, .. } = e {
+                // Not a failed attempt to retry: the job waits until someone fixes it.
+                block(ctx, &job.id, JobStatus::InProgress, message).await?;
+            }
         }
     }
     Ok(None)
+}
+
+/// Blocks a job whose agent cannot run; a comment (after the fix) unblocks it.
+async fn block(ctx: &Context, id: &str, from: JobStatus, reason: String) -> Result<(), StoreError> {
+    tracing::warn!(job = id, reason = %reason, "job blocked: its agent cannot run");
+    let change = StatusChange {
+        from,
+        to: JobStatus::Blocked,
+        reason: Some(reason),
+        next_attempt_at: None,
+        count_failure: false,
+    };
+    ctx.store.change_status(id, change, "reconciler").await.map(|_| ())
 }
 
 /// The job's own environment (kept in the store, not in the view).

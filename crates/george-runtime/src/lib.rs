@@ -3,12 +3,15 @@
 //! restarted engine adopts or removes orphans) and clean up. Every runtime
 //! keeps an attempt's output in an [`AgentLogs`] file that outlives the agent.
 //!
-//! [`ProcessRuntime`] runs agents as local processes (the embedded default).
+//! [`ProcessRuntime`] runs agents as local processes (the embedded default);
+//! [`DockerRuntime`] runs them as containers on a Docker Engine.
 
+mod docker;
 mod logs;
 mod process;
 mod procfs;
 
+pub use docker::{DockerRuntime, DockerRuntimeConfig, PullPolicy};
 pub use logs::AgentLogs;
 pub use process::{ProcessRuntime, ProcessRuntimeConfig};
 
@@ -33,6 +36,18 @@ pub enum RuntimeError {
         #[source]
         source: Option<std::io::Error>,
     },
+    /// The agent cannot run until someone changes something (a missing image
+    /// with pull policy `Never`, a missing secret): retrying will not help.
+    #[error("agent {agent} cannot run: {message}")]
+    Unrunnable {
+        /// `<job>-<attempt>`.
+        agent: String,
+        /// What is missing and what to do.
+        message: String,
+    },
+    /// The runtime's backend (e.g. the Docker Engine) cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
     /// The runtime handle is not one this runtime understands.
     #[error("invalid runtime handle for {agent}: {message}")]
     Handle {
@@ -71,6 +86,43 @@ pub struct SpawnRequest {
     pub resources: Resources,
     /// Labels identifying the agent (template, chapter, ...).
     pub labels: BTreeMap<String, String>,
+    /// The job's output directory on the engine's host, shared by its attempts.
+    pub output_dir: Option<std::path::PathBuf>,
+    /// Secrets the agent is entitled to, delivered as read-only files.
+    pub secrets: Vec<SecretFile>,
+}
+
+/// Where agents find their secret files (`GEORGE_SECRETS_DIR` points there).
+pub const CONTAINER_SECRETS_DIR: &str = "/run/george/secrets";
+/// Where container agents find the job's output directory.
+pub const CONTAINER_OUTPUT_DIR: &str = "/george/output";
+
+/// One secret file for an agent. Its content never appears in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretFile {
+    /// File name within the secrets directory (a plain name, no `/`).
+    pub name: String,
+    /// The secret.
+    pub content: Vec<u8>,
+}
+
+impl std::fmt::Debug for SecretFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretFile({}, {} bytes)", self.name, self.content.len())
+    }
+}
+
+/// Writes `secrets` into `dir` (created with mode 0700, files 0400).
+pub fn write_secret_files(dir: &std::path::Path, secrets: &[SecretFile]) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    for s in secrets {
+        let path = dir.join(&s.name);
+        let _ = std::fs::remove_file(&path);
+        let mut f = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o400).open(&path)?;
+        std::io::Write::write_all(&mut f, &s.content)?;
+    }
+    Ok(())
 }
 
 /// Resource limits for an agent.

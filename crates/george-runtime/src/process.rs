@@ -225,6 +225,15 @@ impl Runtime for ProcessRuntime {
         }
         cmd.envs(&req.env);
         cmd.env("GEORGE_WORK_DIR", &work);
+        if let Some(out) = &req.output_dir {
+            std::fs::create_dir_all(out).map_err(io(format!("create {}", out.display())))?;
+            cmd.env("GEORGE_OUTPUT_DIR", out);
+        }
+        if !req.secrets.is_empty() {
+            let secrets = dir.join("secrets");
+            crate::write_secret_files(&secrets, &req.secrets).map_err(io("write the agent's secret files"))?;
+            cmd.env("GEORGE_SECRETS_DIR", &secrets);
+        }
         apply_limits(&mut cmd, req.resources);
 
         let mut child = cmd.spawn().map_err(|e| {

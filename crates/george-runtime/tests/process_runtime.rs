@@ -18,6 +18,8 @@ fn req(job: &str, attempt: u32, script: &str) -> SpawnRequest {
         env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
         resources: Resources::default(),
         labels: BTreeMap::new(),
+        output_dir: None,
+        secrets: vec![],
     }
 }
 
@@ -127,6 +129,26 @@ async fn a_new_runtime_lists_and_adopts_running_agents() {
     second.cleanup("b", 1).await.unwrap();
     assert!(second.list_owned().await.unwrap().is_empty());
     assert!(second.logs().path("a", 2).exists(), "logs outlive the attempt");
+}
+
+#[tokio::test]
+async fn secrets_are_private_files_and_outputs_are_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let mut r = req(
+        "s",
+        1,
+        "cat \"$GEORGE_SECRETS_DIR/token\" > \"$GEORGE_OUTPUT_DIR/copy\"; stat -c %a \"$GEORGE_SECRETS_DIR/token\"",
+    );
+    r.secrets = vec![george_runtime::SecretFile { name: "token".into(), content: b"s3cret".to_vec() }];
+    r.output_dir = Some(dir.path().join("out/s"));
+    assert_eq!(format!("{:?}", r.secrets[0]), "SecretFile(token, 6 bytes)", "Debug never shows a secret");
+    let h = rt.spawn(r).await.unwrap();
+    wait_exit(&rt, "s", 1, &h).await;
+    assert_eq!(std::fs::read_to_string(dir.path().join("out/s/copy")).unwrap(), "s3cret");
+    assert_eq!(std::fs::read_to_string(rt.logs().path("s", 1)).unwrap().trim(), "400");
+    rt.cleanup("s", 1).await.unwrap();
+    assert!(!dir.path().join("agents/s/1/secrets/token").exists(), "cleanup removes the secret files");
 }
 
 #[tokio::test]

@@ -36,7 +36,7 @@ pub enum Format {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the engine and its API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Quickstart: run the engine on a folder of manifests and show progress.
     Up(UpArgs),
     /// Check a folder of manifests.
@@ -110,6 +110,19 @@ pub struct ServeArgs {
     /// Resync interval.
     #[arg(long)]
     pub reconcile_interval: Option<humantime::Duration>,
+    /// Where agents run: `process` (local processes) or `docker`
+    /// (`local` is accepted as recac's name for Docker).
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Default agent image (container runtimes).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// `Always`, `IfNotPresent` or `Never`.
+    #[arg(long)]
+    pub image_pull_policy: Option<String>,
+    /// Directory of secrets for agents (`<name>` or `<name>/<key>` files).
+    #[arg(long)]
+    pub secrets_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

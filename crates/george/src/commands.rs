@@ -15,7 +15,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Validate { ref path } => return crate::validate::run(path, format),
         Command::Agent { command: AgentCommand::Run } => return run_agent().await,
-        Command::Serve(args) => crate::up::serve(args).await,
+        Command::Serve(args) => crate::up::serve(*args).await,
         Command::Up(args) => return crate::up::up(args).await,
         Command::Bench(args) => crate::bench::run(args, format).await,
         ref other => match client(&cli) {

@@ -30,6 +30,9 @@ pub struct Config {
     /// Agent defaults.
     #[serde(default)]
     pub agents: AgentsSection,
+    /// Where agents' secrets live.
+    #[serde(default)]
+    pub secrets: SecretsSection,
     /// Jira (seed shape; not supported by this version).
     #[serde(default)]
     pub jira: Option<serde_json::Value>,
@@ -108,12 +111,33 @@ pub struct BackendSection {
     pub backend_type: Option<String>,
     #[serde(default)]
     pub process: ProcessSection,
-    /// Seed shape, for the Docker runtime (not in this version).
-    #[allow(dead_code)]
-    pub docker: Option<serde_json::Value>,
+    /// The Docker runtime.
+    #[serde(default)]
+    pub docker: DockerSection,
     /// Seed shape, for the Kubernetes runtime (not in this version).
     #[allow(dead_code)]
     pub kubernetes: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DockerSection {
+    /// `host` (default) or a Docker network name.
+    pub network: Option<String>,
+    /// Image for AgentSpecs that name none.
+    pub image: Option<String>,
+    /// `Always`, `IfNotPresent` (default) or `Never`.
+    pub pull_policy: Option<String>,
+    /// Keep containers of finished attempts (until the next engine start).
+    pub keep_containers: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretsSection {
+    /// A directory with one file per secret (`<name>`), or a folder per
+    /// secret with one file per key (`<name>/<key>`).
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -199,6 +223,12 @@ impl Config {
         }
         if let Some(v) = get("GEORGE_CONTAINER_BACKEND") {
             self.container_backend.backend_type = Some(v);
+        }
+        if let Some(v) = get("GEORGE_AGENT_IMAGE") {
+            self.container_backend.docker.image = Some(v);
+        }
+        if let Some(v) = get("GEORGE_IMAGE_PULL_POLICY") {
+            self.container_backend.docker.pull_policy = Some(v);
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use crate::config::Config;
 use anyhow::{bail, Context as _};
 use george_api::{ApiState, OperatorTokens};
 use george_engine::{Engine, EngineConfig, RetryPolicy};
-use george_runtime::{ProcessRuntime, ProcessRuntimeConfig, Resources, Runtime};
+use george_runtime::{DockerRuntime, DockerRuntimeConfig, ProcessRuntime, ProcessRuntimeConfig, Resources, Runtime};
 use george_sources::{FolderSource, GitSource, GitSourceConfig, Source, WorkFileSource};
 use george_store::{SqliteStore, Store};
 use std::net::SocketAddr;
@@ -88,11 +88,13 @@ impl Server {
             SqliteStore::open(data_dir.join("george.db"))
                 .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
         );
-        let runtime = build_runtime(&cfg, &data_dir)?;
+        let engine_id = cfg.engine.id.clone().unwrap_or_else(|| "george".into());
+        let runtime = build_runtime(&cfg, &data_dir, &engine_id).await?;
         let sources = build_sources(&cfg, &data_dir);
 
         let mut ecfg = EngineConfig::new(api_url.clone());
-        ecfg.engine_id = cfg.engine.id.clone().unwrap_or_else(|| "george".into());
+        ecfg.engine_id = engine_id;
+        ecfg.secrets_dir = cfg.secrets.dir.clone();
         if let Some(d) = cfg.engine.reconcile_interval {
             ecfg.reconcile_interval = d.get();
         }
@@ -198,18 +200,33 @@ fn local_token(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
     Ok((token, path))
 }
 
-fn build_runtime(cfg: &Config, data_dir: &Path) -> anyhow::Result<Arc<dyn Runtime>> {
+async fn build_runtime(cfg: &Config, data_dir: &Path, engine_id: &str) -> anyhow::Result<Arc<dyn Runtime>> {
     match cfg.container_backend.backend_type.as_deref().unwrap_or("process") {
         "process" => {
             let exe = std::env::current_exe().context("cannot find the george executable to start agents with")?;
-            let mut rc = ProcessRuntimeConfig::under(data_dir, vec![exe.display().to_string(), "agent".into(), "run".into()]);
+            let mut rc =
+                ProcessRuntimeConfig::under(data_dir, vec![exe.display().to_string(), "agent".into(), "run".into()]);
             rc.keep_workdirs = cfg.container_backend.process.keep_workdirs.unwrap_or(false);
             Ok(Arc::new(ProcessRuntime::new(rc)))
         }
-        other @ ("docker" | "kubernetes" | "k8s" | "local") => bail!(
-            "containerBackend.type `{other}` is not supported by this version of george; use `process` (local processes)"
+        // `local` is what recac calls its Docker mode.
+        "docker" | "local" => {
+            let d = &cfg.container_backend.docker;
+            let mut rc = DockerRuntimeConfig::under(data_dir, engine_id);
+            if let Some(n) = &d.network {
+                rc.network = n.clone();
+            }
+            rc.default_image = d.image.clone();
+            if let Some(p) = &d.pull_policy {
+                rc.pull_policy = p.parse().map_err(|e| anyhow::anyhow!("containerBackend.docker.pullPolicy: {e}"))?;
+            }
+            rc.keep_containers = d.keep_containers.unwrap_or(false);
+            Ok(Arc::new(DockerRuntime::connect(rc).await?))
+        }
+        other @ ("kubernetes" | "k8s") => bail!(
+            "containerBackend.type `{other}` is not supported by this version of george; use `process` or `docker`"
         ),
-        other => bail!("containerBackend.type: unknown backend `{other}`; expected `process`"),
+        other => bail!("containerBackend.type: unknown backend `{other}`; expected `process` or `docker`"),
     }
 }
 

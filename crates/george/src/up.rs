@@ -52,6 +52,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("--work-file needs --work-file-template: the TaskTemplate each work item becomes")?;
         cfg.sources.work_file = Some(WorkFileSection { path, template, interval: prev.and_then(|w| w.interval) });
     }
+    if let Some(m) = args.mode {
+        cfg.container_backend.backend_type = Some(m);
+    }
+    if let Some(i) = args.image {
+        cfg.container_backend.docker.image = Some(i);
+    }
+    if let Some(p) = args.image_pull_policy {
+        cfg.container_backend.docker.pull_policy = Some(p);
+    }
+    if let Some(d) = args.secrets_dir {
+        cfg.secrets.dir = Some(d);
+    }
     if let Some(d) = args.reconcile_interval {
         cfg.engine.reconcile_interval = Some(george_core::duration::HumanDuration(d.into()));
     }

@@ -1,0 +1,520 @@
+//! The Docker runtime: one container per attempt on a Docker Engine, through
+//! its HTTP API on the unix socket (`DOCKER_HOST` honoured).
+//!
+//! - The container name is derived from the engine id, job and attempt, so a
+//!   retried create finds the existing container instead of making a twin.
+//! - Containers carry `george.io/{job,attempt,template,engine}` labels; a
+//!   restarted engine lists its containers by the engine label and adopts
+//!   or removes them.
+//! - Secrets are files in a host directory bind-mounted read-only at
+//!   `/run/george/secrets`; they are never in the container's environment or
+//!   labels. The job's output directory is mounted at `/george/output`.
+//! - Output is copied from the container's log stream into the attempt's log
+//!   file (with Docker's timestamps, line by line, capped); re-attaching after
+//!   an engine restart skips lines already written.
+//! - Terminate is `docker stop` with the grace period (SIGTERM, then SIGKILL).
+
+use crate::{
+    write_secret_files, AgentLogs, AgentStatus, OwnedAgent, Runtime, RuntimeError, RuntimeEvent, SpawnRequest,
+    CONTAINER_OUTPUT_DIR, CONTAINER_SECRETS_DIR,
+};
+use async_trait::async_trait;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// When to pull the agent's image (recac's `--image-pull-policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Pull before every start.
+    Always,
+    /// Pull only when the image is not present.
+    #[default]
+    IfNotPresent,
+    /// Never pull; the image must be present.
+    Never,
+}
+
+impl std::str::FromStr for PullPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "Always" => Ok(PullPolicy::Always),
+            "IfNotPresent" => Ok(PullPolicy::IfNotPresent),
+            "Never" => Ok(PullPolicy::Never),
+            _ => Err(format!("unknown image pull policy `{s}`; expected Always, IfNotPresent or Never")),
+        }
+    }
+}
+
+/// Settings of the Docker runtime.
+#[derive(Debug, Clone)]
+pub struct DockerRuntimeConfig {
+    /// Labels every container with this engine id (and finds its own by it).
+    pub engine_id: String,
+    /// Where attempt logs are kept.
+    pub logs: AgentLogs,
+    /// Docker network mode for agents: `host` (default; the agent reaches
+    /// the engine on 127.0.0.1) or a network name.
+    pub network: String,
+    /// Image for AgentSpecs that name none.
+    pub default_image: Option<String>,
+    /// Command for AgentSpecs that name none.
+    pub default_command: Vec<String>,
+    /// When to pull images.
+    pub pull_policy: PullPolicy,
+    /// Keep containers of finished attempts (until the next engine start).
+    pub keep_containers: bool,
+    /// Host directory where secret files are staged for mounting.
+    pub staging_dir: PathBuf,
+    /// Most bytes of output kept per attempt.
+    pub max_log_bytes: u64,
+}
+
+impl DockerRuntimeConfig {
+    /// Defaults under a data directory.
+    pub fn under(data_dir: &std::path::Path, engine_id: &str) -> Self {
+        Self {
+            engine_id: engine_id.to_string(),
+            logs: AgentLogs::new(data_dir.join("logs")),
+            network: "host".into(),
+            default_image: None,
+            default_command: vec!["george".into(), "agent".into(), "run".into()],
+            pull_policy: PullPolicy::IfNotPresent,
+            keep_containers: false,
+            staging_dir: data_dir.join("docker-secrets"),
+            max_log_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Runs agents as Docker containers.
+#[derive(Debug, Clone)]
+pub struct DockerRuntime {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    docker: Docker,
+    cfg: DockerRuntimeConfig,
+    events: broadcast::Sender<RuntimeEvent>,
+    /// Containers whose logs and exit this engine process follows.
+    watched: Mutex<HashSet<String>>,
+}
+
+fn status_code(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn docker_host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+}
+
+impl DockerRuntime {
+    /// Connects to the Docker Engine (`DOCKER_HOST` or the default socket)
+    /// and checks that it answers.
+    pub async fn connect(cfg: DockerRuntimeConfig) -> Result<Self, RuntimeError> {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            RuntimeError::Unavailable(format!(
+                "cannot reach the Docker Engine at {}: {e}; is dockerd running, and may this user use its socket? (set DOCKER_HOST to point elsewhere)",
+                docker_host()
+            ))
+        };
+        let docker = Docker::connect_with_defaults().map_err(|e| unreachable(&e))?;
+        tokio::time::timeout(Duration::from_secs(10), docker.ping())
+            .await
+            .map_err(|_| unreachable(&"no answer within 10s"))?
+            .map_err(|e| unreachable(&e))?;
+        let (events, _) = broadcast::channel(1024);
+        Ok(Self { inner: Arc::new(Inner { docker, cfg, events, watched: Mutex::new(HashSet::new()) }) })
+    }
+
+    /// The container name of an attempt: deterministic, so a retried create cannot make a twin.
+    pub fn container_name(&self, job_id: &str, attempt: u32) -> String {
+        let raw = format!("george-{}-{job_id}-{attempt}", self.inner.cfg.engine_id);
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).collect()
+    }
+
+    fn agent_id(job_id: &str, attempt: u32) -> String {
+        george_core::api::agent_id(job_id, attempt)
+    }
+
+    fn api_error(&self, job_id: &str, attempt: u32, what: &str, e: DockerError) -> RuntimeError {
+        RuntimeError::Spawn { agent: Self::agent_id(job_id, attempt), message: format!("{what}: {e}"), source: None }
+    }
+
+    async fn ensure_image(&self, image: &str, job_id: &str, attempt: u32) -> Result<(), RuntimeError> {
+        let d = &self.inner.docker;
+        let present = match d.inspect_image(image).await {
+            Ok(_) => true,
+            Err(e) if status_code(&e) == Some(404) => false,
+            Err(e) => return Err(self.api_error(job_id, attempt, &format!("inspect image {image}"), e)),
+        };
+        let policy = self.inner.cfg.pull_policy;
+        let unrunnable = |message: String| RuntimeError::Unrunnable { agent: Self::agent_id(job_id, attempt), message };
+        match (policy, present) {
+            (PullPolicy::Never, false) => Err(unrunnable(format!("image {image} not found and pull policy Never"))),
+            (PullPolicy::Never, true) | (PullPolicy::IfNotPresent, true) => Ok(()),
+            (_, _) => {
+                let opts = CreateImageOptionsBuilder::new().from_image(image).build();
+                let mut pull = d.create_image(Some(opts), None, None);
+                let mut failure = None;
+                while let Some(step) = pull.next().await {
+                    if let Err(e) = step {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+                match (failure, present) {
+                    (None, _) => Ok(()),
+                    (Some(e), true) => Err(self.api_error(job_id, attempt, &format!("pull {image} (pull policy Always)"), DockerError::DockerResponseServerError { status_code: 500, message: e })),
+                    (Some(e), false) => Err(unrunnable(format!(
+                        "image {image} not found locally and it could not be pulled ({e}); load it with `docker load`/`docker build`, or fix spec.image"
+                    ))),
+                }
+            }
+        }
+    }
+
+    async fn handle_of(&self, name: &str) -> Result<Option<Value>, DockerError> {
+        match self
+            .inner
+            .docker
+            .inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+        {
+            Ok(info) => Ok(Some(json!({"container": name, "id": info.id.unwrap_or_default()}))),
+            Err(e) if status_code(&e) == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn inspect_status(&self, name: &str) -> Result<AgentStatus, DockerError> {
+        match self
+            .inner
+            .docker
+            .inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+        {
+            Ok(info) => {
+                let state = info.state.unwrap_or_default();
+                if state.running.unwrap_or(false) {
+                    Ok(AgentStatus::Running)
+                } else {
+                    let code = state.exit_code.map(|c| c as i32);
+                    // 137 = 128 + SIGKILL: a `docker kill` or the OOM killer.
+                    let signal = code.filter(|c| *c > 128).map(|c| c - 128);
+                    Ok(AgentStatus::Exited { code, signal })
+                }
+            }
+            Err(e) if status_code(&e) == Some(404) => Ok(AgentStatus::Exited { code: None, signal: None }),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn container_of(job_id: &str, attempt: u32, handle: &Value) -> Result<String, RuntimeError> {
+        handle.get("container").and_then(Value::as_str).map(str::to_string).ok_or_else(|| RuntimeError::Handle {
+            agent: Self::agent_id(job_id, attempt),
+            message: "expected {container, id}".into(),
+        })
+    }
+
+    /// Follows the container's output into the log file and reports its exit.
+    fn watch(&self, name: &str, job_id: &str, attempt: u32) {
+        if !self.inner.watched.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string()) {
+            return;
+        }
+        let inner = self.inner.clone();
+        let (name, job, path) = (name.to_string(), job_id.to_string(), self.inner.cfg.logs.path(job_id, attempt));
+        tokio::spawn(async move {
+            if let Err(e) = copy_logs(&inner, &name, &path).await {
+                tracing::warn!(container = %name, error = %e, "cannot copy container logs");
+            }
+        });
+        let inner = self.inner.clone();
+        let name2 = self.container_name(job_id, attempt);
+        tokio::spawn(async move {
+            let opts = WaitContainerOptionsBuilder::new().condition("not-running").build();
+            let mut wait = inner.docker.wait_container(&name2, Some(opts));
+            let code = match wait.next().await {
+                Some(Ok(r)) => Some(r.status_code as i32),
+                Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Some(code as i32),
+                _ => None,
+            };
+            inner.watched.lock().unwrap_or_else(|e| e.into_inner()).remove(&name2);
+            let signal = code.filter(|c| *c > 128).map(|c| c - 128);
+            let status = AgentStatus::Exited { code, signal };
+            tracing::debug!(container = %name2, status = %status.describe(), "agent container exited");
+            let _ = inner.events.send(RuntimeEvent { job_id: job, attempt, status });
+        });
+    }
+}
+
+/// The timestamp Docker puts in front of each log line.
+fn line_timestamp(line: &str) -> Option<&str> {
+    let ts = line.split(' ').next()?;
+    (ts.len() >= 20 && ts.as_bytes()[4] == b'-' && ts.ends_with('Z')).then_some(ts)
+}
+
+/// Parses Docker's RFC 3339 timestamp (nanoseconds) for ordering.
+fn parse_ts(ts: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(ts).ok().map(|t| t.to_utc())
+}
+
+/// The last timestamp already written to a log file (for re-attaching).
+fn last_written(path: &std::path::Path) -> Option<chrono::DateTime<chrono::Utc>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().rev().find_map(|l| line_timestamp(l).and_then(parse_ts))
+}
+
+async fn copy_logs(inner: &Inner, name: &str, path: &std::path::Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let last = last_written(path);
+    let mut written = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut opts = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).timestamps(true);
+    if let Some(t) = last {
+        opts = opts.since(t.timestamp() as i32);
+    }
+    let mut stream = inner.docker.logs(name, Some(opts.build()));
+    let mut partial = String::new();
+    let mut capped = written >= inner.cfg.max_log_bytes;
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { break };
+        partial.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        while let Some(nl) = partial.find('\n') {
+            let line: String = partial.drain(..=nl).collect();
+            // Lines at or before what a previous follower wrote are duplicates.
+            if let (Some(prev), Some(ts)) = (last, line_timestamp(&line).and_then(parse_ts)) {
+                if ts <= prev {
+                    continue;
+                }
+            }
+            if capped {
+                continue;
+            }
+            if written + line.len() as u64 > inner.cfg.max_log_bytes {
+                writeln!(file, "[george: log capped at {} bytes; later output dropped]", inner.cfg.max_log_bytes)?;
+                capped = true;
+                continue;
+            }
+            file.write_all(line.as_bytes())?;
+            written += line.len() as u64;
+        }
+    }
+    if !partial.is_empty() && !capped {
+        writeln!(file, "{partial}")?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    fn kind(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn spawn(&self, req: SpawnRequest) -> Result<Value, RuntimeError> {
+        let (job, attempt) = (req.job_id.as_str(), req.attempt);
+        let name = self.container_name(job, attempt);
+        // Idempotent: the attempt's container may exist already (a retried spawn).
+        if let Some(h) =
+            self.handle_of(&name).await.map_err(|e| self.api_error(job, attempt, "inspect container", e))?
+        {
+            self.watch(&name, job, attempt);
+            return Ok(h);
+        }
+        let Some(image) = req.image.clone().or_else(|| self.inner.cfg.default_image.clone()) else {
+            return Err(RuntimeError::Unrunnable {
+                agent: Self::agent_id(job, attempt),
+                message: format!(
+                    "AgentSpec `{}` has no spec.image and no default agent image is configured (containerBackend.docker.image or --image)",
+                    req.agent_spec
+                ),
+            });
+        };
+        self.ensure_image(&image, job, attempt).await?;
+
+        let mut env: Vec<String> = req.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.push("GEORGE_WORK_DIR=/work".into());
+        let mut binds = Vec::new();
+        if let Some(out) = &req.output_dir {
+            std::fs::create_dir_all(out)
+                .map_err(|source| RuntimeError::Io { what: format!("create {}", out.display()), source })?;
+            binds.push(format!("{}:{CONTAINER_OUTPUT_DIR}", out.display()));
+            env.push(format!("GEORGE_OUTPUT_DIR={CONTAINER_OUTPUT_DIR}"));
+        }
+        if !req.secrets.is_empty() {
+            let dir = self.inner.cfg.staging_dir.join(&name);
+            write_secret_files(&dir, &req.secrets)
+                .map_err(|source| RuntimeError::Io { what: "stage the agent's secret files".into(), source })?;
+            binds.push(format!("{}:{CONTAINER_SECRETS_DIR}:ro", dir.display()));
+            env.push(format!("GEORGE_SECRETS_DIR={CONTAINER_SECRETS_DIR}"));
+        }
+        let mut labels: HashMap<String, String> = req.labels.clone().into_iter().collect();
+        labels.insert("app".into(), "george-agent".into());
+        labels.insert("george.io/engine".into(), self.inner.cfg.engine_id.clone());
+        let command = if req.command.is_empty() { self.inner.cfg.default_command.clone() } else { req.command.clone() };
+        let memory = req.resources.memory.map(|m| m.0 as i64);
+        let (entrypoint, args) = command.split_first().map(|(e, a)| (vec![e.clone()], a.to_vec())).unwrap_or_default();
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            // The command replaces the image's entrypoint, whatever it is.
+            entrypoint: Some(entrypoint),
+            cmd: Some(args),
+            env: Some(env),
+            labels: Some(labels),
+            tty: Some(false),
+            open_stdin: Some(false),
+            working_dir: Some("/work".into()),
+            host_config: Some(HostConfig {
+                memory,
+                memory_swap: memory,
+                nano_cpus: req.resources.cpu.map(|c| c.0 as i64 * 1_000_000),
+                network_mode: Some(self.inner.cfg.network.clone()),
+                binds: Some(binds),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptionsBuilder::new().name(&name).build();
+        match self.inner.docker.create_container(Some(opts), body).await {
+            Ok(_) => {}
+            // Someone (a previous try) created it meanwhile: use that one, never a twin.
+            Err(e) if status_code(&e) == Some(409) => {}
+            Err(e) => return Err(self.api_error(job, attempt, &format!("create container {name} from {image}"), e)),
+        }
+        match self.inner.docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>).await {
+            Ok(()) => {}
+            Err(e) if status_code(&e) == Some(304) => {}
+            Err(e) => return Err(self.api_error(job, attempt, &format!("start container {name}"), e)),
+        }
+        self.watch(&name, job, attempt);
+        tracing::info!(job, attempt, container = %name, image = %image, "agent container started");
+        self.handle_of(&name).await.map_err(|e| self.api_error(job, attempt, "inspect container", e))?.ok_or_else(
+            || RuntimeError::Spawn {
+                agent: Self::agent_id(job, attempt),
+                message: format!("container {name} vanished after start"),
+                source: None,
+            },
+        )
+    }
+
+    async fn status(&self, job_id: &str, attempt: u32, handle: &Value) -> Result<AgentStatus, RuntimeError> {
+        let name = Self::container_of(job_id, attempt, handle)?;
+        self.inspect_status(&name).await.map_err(|e| RuntimeError::Unavailable(format!("inspect {name}: {e}")))
+    }
+
+    async fn terminate(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        handle: &Value,
+        grace: Duration,
+    ) -> Result<AgentStatus, RuntimeError> {
+        let name = Self::container_of(job_id, attempt, handle)?;
+        let t = grace.as_secs().max(1) as i32;
+        match self.inner.docker.stop_container(&name, Some(StopContainerOptionsBuilder::new().t(t).build())).await {
+            Ok(()) => {}
+            Err(e) if matches!(status_code(&e), Some(304 | 404)) => {}
+            Err(e) => return Err(RuntimeError::Unavailable(format!("stop {name}: {e}"))),
+        }
+        self.inspect_status(&name).await.map_err(|e| RuntimeError::Unavailable(format!("inspect {name}: {e}")))
+    }
+
+    async fn list_owned(&self) -> Result<Vec<OwnedAgent>, RuntimeError> {
+        let filters = HashMap::from([("label", vec![format!("george.io/engine={}", self.inner.cfg.engine_id)])]);
+        let opts = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let list = self
+            .inner
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("list containers: {e}")))?;
+        let mut out = Vec::new();
+        for c in list {
+            let labels = c.labels.unwrap_or_default();
+            let (Some(job), Some(attempt)) =
+                (labels.get("george.io/job"), labels.get("george.io/attempt").and_then(|a| a.parse::<u32>().ok()))
+            else {
+                continue;
+            };
+            let name =
+                c.names.and_then(|n| n.into_iter().next()).unwrap_or_default().trim_start_matches('/').to_string();
+            let status = self
+                .inspect_status(&name)
+                .await
+                .map_err(|e| RuntimeError::Unavailable(format!("inspect {name}: {e}")))?;
+            out.push(OwnedAgent {
+                job_id: job.clone(),
+                attempt,
+                handle: json!({"container": name, "id": c.id.unwrap_or_default()}),
+                status,
+            });
+        }
+        out.sort_by(|a, b| (&a.job_id, a.attempt).cmp(&(&b.job_id, b.attempt)));
+        Ok(out)
+    }
+
+    async fn adopt(&self, agent: &OwnedAgent) -> Result<(), RuntimeError> {
+        let name = Self::container_of(&agent.job_id, agent.attempt, &agent.handle)?;
+        self.watch(&name, &agent.job_id, agent.attempt);
+        tracing::info!(job = %agent.job_id, attempt = agent.attempt, container = %name, "adopted running agent container");
+        Ok(())
+    }
+
+    async fn cleanup(&self, job_id: &str, attempt: u32) -> Result<(), RuntimeError> {
+        let name = self.container_name(job_id, attempt);
+        let _ = std::fs::remove_dir_all(self.inner.cfg.staging_dir.join(&name));
+        if self.inner.cfg.keep_containers {
+            return Ok(());
+        }
+        let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        match self.inner.docker.remove_container(&name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status_code(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(RuntimeError::Unavailable(format!("remove {name}: {e}"))),
+        }
+    }
+
+    fn logs(&self) -> &AgentLogs {
+        &self.inner.cfg.logs
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
+        self.inner.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_timestamps_are_recognised() {
+        let l = "2026-11-21T05:24:55.106405123Z hello world\n";
+        assert_eq!(line_timestamp(l), Some("2026-11-21T05:24:55.106405123Z"));
+        assert!(parse_ts(line_timestamp(l).unwrap()).is_some());
+        assert_eq!(line_timestamp("no timestamp here"), None);
+        assert_eq!("Never".parse::<PullPolicy>().unwrap(), PullPolicy::Never);
+        assert!("sometimes".parse::<PullPolicy>().unwrap_err().contains("Always, IfNotPresent or Never"));
+    }
+}
