@@ -36,11 +36,13 @@ pub fn from_yaml<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
             Some(i) => rendered[..i].to_string(),
             None => rendered,
         };
+        // Advice meant for programmers using the library, not for people writing YAML.
+        let message = message.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
         let location = e.location();
         YamlError {
             line: location.as_ref().map(|l| l.line()),
             column: location.as_ref().map(|l| l.column()),
-            field: if field == "." { String::new() } else { field },
+            field: if field == "." || field == "?" { String::new() } else { field },
             message,
         }
     })

@@ -332,6 +332,14 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_keys_are_errors() {
+        let (_, errs) = parse_manifests("d.yaml", &format!("{JOB}spec:\n  template: other\n"));
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].message, "duplicate mapping key: spec");
+        assert_eq!(errs[0].line, Some(9));
+    }
+
+    #[test]
     fn malformed_yaml_is_a_located_error_not_a_panic() {
         for text in [
             "key: [unclosed\n",

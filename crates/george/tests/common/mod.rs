@@ -42,6 +42,7 @@ pub struct Engine {
     pub port: u16,
     pub client: Client,
     extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
     log: PathBuf,
     starts: u32,
 }
@@ -49,8 +50,18 @@ pub struct Engine {
 impl Engine {
     /// Starts `george serve` with `FAST_CONFIG` plus `extra_config`, and `args`.
     pub fn start(dir: &Path, extra_config: &str, args: &[&str]) -> Engine {
+        Self::start_with_env(dir, extra_config, args, &[])
+    }
+
+    /// Like [`Engine::start`], with extra environment variables for the engine.
+    pub fn start_with_env(dir: &Path, extra_config: &str, args: &[&str], env: &[(&str, &str)]) -> Engine {
+        Self::start_full(dir, &format!("{FAST_CONFIG}{extra_config}"), args, env)
+    }
+
+    /// Starts `george serve` with exactly `config` (no `FAST_CONFIG`).
+    pub fn start_full(dir: &Path, config: &str, args: &[&str], env: &[(&str, &str)]) -> Engine {
         std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(dir.join("george-config.yaml"), format!("{FAST_CONFIG}{extra_config}")).unwrap();
+        std::fs::write(dir.join("george-config.yaml"), config).unwrap();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let mut e = Engine {
             dir: dir.to_path_buf(),
@@ -59,6 +70,7 @@ impl Engine {
             port: 0,
             client: Client::new("http://127.0.0.1:1", TOKEN).unwrap(),
             extra_args: args,
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             log: PathBuf::new(),
             starts: 0,
         };
@@ -81,6 +93,7 @@ impl Engine {
             .args(&self.extra_args)
             .env("GEORGE_API_TOKENS", format!("test:{TOKEN}"))
             .env("GEORGE_LOG", "info,george_engine=debug")
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env_remove("GEORGE_SERVER")
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -88,8 +101,16 @@ impl Engine {
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap();
+        let log_path = self.log.clone();
+        let child = &mut self.child;
         let url = wait_for(Duration::from_secs(30), "the engine to start", || {
-            let f = std::fs::File::open(&self.log).ok()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the engine exited during start-up ({status}):\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+            let f = std::fs::File::open(&log_path).ok()?;
             std::io::BufReader::new(f).lines().map_while(Result::ok).find_map(|l| {
                 if l.contains("george is up") {
                     l.split_whitespace().find_map(|w| w.strip_prefix("api=").map(str::to_string))
