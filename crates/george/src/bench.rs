@@ -15,7 +15,8 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-const MANIFESTS: &str = "apiVersion: george/v1
+/// The bench's AgentSpec and one-step template.
+pub const MANIFESTS: &str = "apiVersion: george/v1
 kind: AgentSpec
 metadata: {name: bench-agent}
 spec:
@@ -45,7 +46,8 @@ pub struct BenchReport {
     engine_peak_rss_mib: f64,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -64,6 +66,11 @@ fn peak_rss_mib() -> f64 {
 
 /// Runs the benchmark.
 pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
+    match args.mode.as_str() {
+        "process" => {}
+        "docker" => return crate::bench_docker::run(args, format).await,
+        other => anyhow::bail!("--mode: unknown mode `{other}`; expected process or docker"),
+    }
     let dir = tempfile_dir()?;
     let manifests = dir.join("manifests");
     std::fs::create_dir_all(&manifests)?;
@@ -171,7 +178,8 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+/// A fresh temporary directory.
+pub fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let mut b = [0u8; 6];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = std::env::temp_dir().join(format!("george-bench-{}", hex::encode(b)));

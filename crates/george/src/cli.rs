@@ -241,4 +241,11 @@ pub struct BenchArgs {
     /// Reconcile workers.
     #[arg(long, default_value_t = 8)]
     pub workers: usize,
+    /// `process`, or `docker` to compare jobs in containers with raw
+    /// `docker run`s of the same image.
+    #[arg(long, default_value = "process")]
+    pub mode: String,
+    /// The agent image (for `--mode docker`).
+    #[arg(long)]
+    pub image: Option<String>,
 }

@@ -3,6 +3,7 @@
 //! that talks to a running engine.
 
 mod bench;
+mod bench_docker;
 mod cli;
 mod commands;
 mod config;

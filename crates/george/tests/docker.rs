@@ -434,3 +434,17 @@ fn docker_compose_up_runs_the_quickstart() {
         std::fs::read_to_string(data.join("outputs/weekly-report/reports/weekly.txt")).unwrap().lines().count() == 12
     );
 }
+
+#[test]
+fn the_docker_bench_reports_overhead_against_raw_docker_run() {
+    let out = std::process::Command::new(george_bin())
+        .args(["-o", "json", "bench", "--mode", "docker", "--jobs", "2", "--image", image()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in ["raw_docker_run_mean_ms", "george_job_mean_ms", "overhead_ratio_mean", "overhead_ratio_p50"] {
+        assert!(v[field].as_f64().is_some_and(|x| x > 0.0), "{field} in {v}");
+    }
+    assert_eq!(v["jobs"], 2);
+}

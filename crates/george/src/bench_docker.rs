@@ -1,0 +1,166 @@
+//! `george bench --mode docker`: the cost George adds to running a trivial
+//! job in a container, compared with a raw `docker run` of the same image.
+//!
+//! - raw: create, start, wait for and remove a container running
+//!   `sh -c true`, through the Docker Engine API (what `docker run --rm`
+//!   does, without the CLI's own start-up);
+//! - george: submit a one-step `run: "true"` job and wait until it is
+//!   completed: the engine creates and starts the agent's container, the
+//!   reference agent fetches its job, runs the step and reports, and the
+//!   engine sees the container exit.
+//!
+//! Jobs run one at a time, so the figures are per-job latencies.
+
+use crate::bench::{percentile, tempfile_dir, MANIFESTS};
+use crate::cli::{BenchArgs, Format};
+use crate::config::{Config, FolderSection};
+use crate::serve::Server;
+use anyhow::Context as _;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use george_client::Client;
+use george_core::api::SubmitJob;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// The figures.
+#[derive(Debug, Serialize)]
+pub struct DockerBenchReport {
+    jobs: usize,
+    raw_docker_run_mean_ms: f64,
+    raw_docker_run_p50_ms: f64,
+    george_job_mean_ms: f64,
+    george_job_p50_ms: f64,
+    overhead_ratio_mean: f64,
+    overhead_ratio_p50: f64,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+async fn raw_run(docker: &bollard::Docker, image: &str, name: &str) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let body = ContainerCreateBody {
+        image: Some(image.into()),
+        entrypoint: Some(vec!["/bin/sh".into()]),
+        cmd: Some(vec!["-c".into(), "true".into()]),
+        host_config: Some(HostConfig { network_mode: Some("host".into()), ..Default::default() }),
+        ..Default::default()
+    };
+    docker.create_container(Some(CreateContainerOptionsBuilder::new().name(name).build()), body).await?;
+    docker.start_container(name, None::<bollard::query_parameters::StartContainerOptions>).await?;
+    let mut wait =
+        docker.wait_container(name, Some(WaitContainerOptionsBuilder::new().condition("not-running").build()));
+    let _ = wait.next().await;
+    docker.remove_container(name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await?;
+    Ok(t.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// Runs the Docker benchmark.
+pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
+    let image =
+        args.image.clone().context("--mode docker needs --image (e.g. one built by scripts/docker-image.sh)")?;
+    let n = args.jobs.clamp(1, 500);
+    let docker = bollard::Docker::connect_with_defaults()?;
+    docker
+        .inspect_image(&image)
+        .await
+        .with_context(|| format!("image {image} is not present; build it with scripts/docker-image.sh"))?;
+
+    // Raw docker runs (one warm-up).
+    let mut raw = Vec::with_capacity(n);
+    for i in 0..=n {
+        let ms = raw_run(&docker, &image, &format!("george-bench-raw-{}-{i}", std::process::id())).await?;
+        if i > 0 {
+            raw.push(ms);
+        }
+    }
+
+    let dir = tempfile_dir()?;
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests)?;
+    std::fs::write(manifests.join("bench.yaml"), MANIFESTS)?;
+    let mut cfg = Config::default();
+    cfg.engine.listen = Some("127.0.0.1:0".parse()?);
+    cfg.engine.data_dir = Some(dir.join("data"));
+    cfg.engine.id = Some(format!("bench{}", std::process::id()));
+    cfg.container_backend.backend_type = Some("docker".into());
+    cfg.container_backend.docker.image = Some(image.clone());
+    cfg.container_backend.docker.pull_policy = Some("Never".into());
+    cfg.sources.folder = Some(FolderSection { path: manifests, interval: None });
+    let server = Server::start(cfg).await?;
+    let client = Client::new(&server.api_url, &server.token)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.store.catalog().await?.templates.contains_key("noop") {
+        anyhow::ensure!(Instant::now() < deadline, "the bench manifests were not applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut events = server.store.subscribe();
+    let mut george = Vec::with_capacity(n);
+    for i in 0..=n {
+        let id = format!("dbench-{i:04}");
+        let req = SubmitJob {
+            template: "noop".into(),
+            params: Default::default(),
+            id: Some(id.clone()),
+            priority: None,
+            chapter: None,
+            agent: None,
+            env: Default::default(),
+        };
+        let t = Instant::now();
+        client.submit(&req).await?;
+        // Done when the job is completed and its container is gone.
+        let (mut completed, mut ended) = (false, false);
+        while !(completed && ended) {
+            let ev = tokio::time::timeout(Duration::from_secs(60), events.recv())
+                .await
+                .context("a bench job took over 60s")??;
+            if ev.job_id.as_deref() != Some(id.as_str()) {
+                continue;
+            }
+            completed |= ev.kind == "job.status" && ev.data["to"] == "completed";
+            ended |= ev.kind == "attempt.ended";
+            anyhow::ensure!(!(ev.kind == "job.status" && ev.data["to"] == "failed"), "bench job {id} failed");
+        }
+        if i > 0 {
+            george.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    server.stop().await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    raw.sort_by(|a, b| a.total_cmp(b));
+    george.sort_by(|a, b| a.total_cmp(b));
+    let report = DockerBenchReport {
+        jobs: n,
+        raw_docker_run_mean_ms: mean(&raw),
+        raw_docker_run_p50_ms: percentile(&raw, 0.5),
+        george_job_mean_ms: mean(&george),
+        george_job_p50_ms: percentile(&george, 0.5),
+        overhead_ratio_mean: mean(&george) / mean(&raw),
+        overhead_ratio_p50: percentile(&george, 0.5) / percentile(&raw, 0.5),
+    };
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Table => {
+            println!("jobs (one at a time)      {}", report.jobs);
+            println!(
+                "raw docker run            mean {:.1} ms, p50 {:.1} ms",
+                report.raw_docker_run_mean_ms, report.raw_docker_run_p50_ms
+            );
+            println!(
+                "george job in docker      mean {:.1} ms, p50 {:.1} ms",
+                report.george_job_mean_ms, report.george_job_p50_ms
+            );
+            println!(
+                "overhead                  {:.2}x (mean), {:.2}x (p50)",
+                report.overhead_ratio_mean, report.overhead_ratio_p50
+            );
+        }
+    }
+    Ok(())
+}
