@@ -138,6 +138,15 @@ pub struct UpArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub data: DataDirArg,
+    /// Where agents run: `process` (default) or `docker`.
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Default agent image (with `--mode docker`).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// `Always`, `IfNotPresent` or `Never` (with `--mode docker`).
+    #[arg(long)]
+    pub image_pull_policy: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

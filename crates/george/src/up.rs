@@ -114,6 +114,15 @@ async fn run_up(args: UpArgs) -> anyhow::Result<i32> {
     cfg.engine.listen = Some(args.listen);
     cfg.engine.data_dir =
         Some(args.data.data_dir.clone().or(cfg.engine.data_dir.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
+    if let Some(m) = args.mode.clone() {
+        cfg.container_backend.backend_type = Some(m);
+    }
+    if let Some(i) = args.image.clone() {
+        cfg.container_backend.docker.image = Some(i);
+    }
+    if let Some(p) = args.image_pull_policy.clone() {
+        cfg.container_backend.docker.pull_policy = Some(p);
+    }
     cfg.sources = Default::default();
     cfg.sources.folder = Some(FolderSection {
         path: args.path.clone(),

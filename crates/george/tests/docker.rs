@@ -448,3 +448,38 @@ fn the_docker_bench_reports_overhead_against_raw_docker_run() {
     }
     assert_eq!(v["jobs"], 2);
 }
+
+#[test]
+fn george_up_runs_the_quickstart_in_docker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let id = engine_id(tmp.path());
+    let _cleanup = Containers(id.clone());
+    let out = std::process::Command::new(george_bin())
+        .args([
+            "up",
+            "examples/quickstart",
+            "--once",
+            "--listen",
+            "127.0.0.1:0",
+            "--mode",
+            "docker",
+            "--image",
+            image(),
+        ])
+        .args(["--image-pull-policy", "Never", "--data-dir"])
+        .arg(tmp.path().join(".george"))
+        .env("GEORGE_ENGINE_ID", &id)
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("3/3 jobs completed"), "{}", stdout(&out));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = george_store::SqliteStore::open(tmp.path().join(".george/george.db")).unwrap();
+        let agents = george_store::Store::list_agents(&store, false, 100).await.unwrap();
+        assert_eq!(agents.len(), 3);
+        assert!(agents.iter().all(|a| a.runtime == "docker"), "{agents:?}");
+        assert!(containers(&id).await.is_empty(), "containers removed after the jobs settled");
+    });
+}
