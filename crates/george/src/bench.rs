@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// The bench's AgentSpec and one-step template.
-pub const MANIFESTS: &str = "apiVersion: george/v1
+const MANIFESTS: &str = "apiVersion: george/v1
 kind: AgentSpec
 metadata: {name: bench-agent}
 spec:
@@ -64,13 +64,9 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Runs the benchmark.
-pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
-    match args.mode.as_str() {
-        "process" => {}
-        "docker" => return crate::bench_docker::run(args, format).await,
-        other => anyhow::bail!("--mode: unknown mode `{other}`; expected process or docker"),
-    }
+/// Starts an engine in a fresh temporary directory with the bench's
+/// manifests applied (after `tune` adjusts its configuration), and a client.
+pub async fn start(tune: impl FnOnce(&mut Config)) -> anyhow::Result<(Server, Client, std::path::PathBuf)> {
     let dir = tempfile_dir()?;
     let manifests = dir.join("manifests");
     std::fs::create_dir_all(&manifests)?;
@@ -78,31 +74,46 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     let mut cfg = Config::default();
     cfg.engine.listen = Some("127.0.0.1:0".parse()?);
     cfg.engine.data_dir = Some(dir.join("data"));
-    cfg.engine.workers = Some(args.workers);
     cfg.sources.folder = Some(FolderSection { path: manifests, interval: None });
+    tune(&mut cfg);
     let server = Server::start(cfg).await?;
     let client = Client::new(&server.api_url, &server.token)?;
-    // Wait until the manifests are applied.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !server.store.catalog().await?.templates.contains_key("noop") {
         anyhow::ensure!(Instant::now() < deadline, "the bench manifests were not applied");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Ok((server, client, dir))
+}
+
+/// A submission of the bench's one-step job.
+pub fn noop_job(id: &str) -> SubmitJob {
+    SubmitJob {
+        template: "noop".into(),
+        params: Default::default(),
+        id: Some(id.into()),
+        priority: None,
+        chapter: None,
+        agent: None,
+        env: Default::default(),
+    }
+}
+
+/// Runs the benchmark.
+pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
+    match args.mode.as_str() {
+        "process" => {}
+        "docker" => return crate::bench_docker::run(args, format).await,
+        other => anyhow::bail!("--mode: unknown mode `{other}`; expected process or docker"),
+    }
+    let (server, client, dir) = start(|cfg| cfg.engine.workers = Some(args.workers)).await?;
     let first_submit = chrono::Utc::now();
     let submitted: HashMap<String, chrono::DateTime<chrono::Utc>> = futures_util::stream::iter(0..args.jobs)
         .map(|i| {
             let client = client.clone();
             async move {
                 let id = format!("bench-{i:06}");
-                let req = SubmitJob {
-                    template: "noop".into(),
-                    params: Default::default(),
-                    id: Some(id.clone()),
-                    priority: None,
-                    chapter: None,
-                    agent: None,
-                    env: Default::default(),
-                };
+                let req = noop_job(&id);
                 let t = chrono::Utc::now();
                 client.submit(&req).await.map(|_| (id, t))
             }

@@ -11,18 +11,14 @@
 //!
 //! Jobs run one at a time, so the figures are per-job latencies.
 
-use crate::bench::{percentile, tempfile_dir, MANIFESTS};
+use crate::bench::{noop_job, percentile, start};
 use crate::cli::{BenchArgs, Format};
-use crate::config::{Config, FolderSection};
-use crate::serve::Server;
 use anyhow::Context as _;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use george_client::Client;
-use george_core::api::SubmitJob;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -80,40 +76,19 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         }
     }
 
-    let dir = tempfile_dir()?;
-    let manifests = dir.join("manifests");
-    std::fs::create_dir_all(&manifests)?;
-    std::fs::write(manifests.join("bench.yaml"), MANIFESTS)?;
-    let mut cfg = Config::default();
-    cfg.engine.listen = Some("127.0.0.1:0".parse()?);
-    cfg.engine.data_dir = Some(dir.join("data"));
-    cfg.engine.id = Some(format!("bench{}", std::process::id()));
-    cfg.container_backend.backend_type = Some("docker".into());
-    cfg.container_backend.docker.image = Some(image.clone());
-    cfg.container_backend.docker.pull_policy = Some("Never".into());
-    cfg.sources.folder = Some(FolderSection { path: manifests, interval: None });
-    let server = Server::start(cfg).await?;
-    let client = Client::new(&server.api_url, &server.token)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !server.store.catalog().await?.templates.contains_key("noop") {
-        anyhow::ensure!(Instant::now() < deadline, "the bench manifests were not applied");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (server, client, dir) = start(|cfg| {
+        cfg.engine.id = Some(format!("bench{}", std::process::id()));
+        cfg.container_backend.backend_type = Some("docker".into());
+        cfg.container_backend.docker.image = Some(image.clone());
+        cfg.container_backend.docker.pull_policy = Some("Never".into());
+    })
+    .await?;
     let mut events = server.store.subscribe();
     let mut george = Vec::with_capacity(n);
     for i in 0..=n {
         let id = format!("dbench-{i:04}");
-        let req = SubmitJob {
-            template: "noop".into(),
-            params: Default::default(),
-            id: Some(id.clone()),
-            priority: None,
-            chapter: None,
-            agent: None,
-            env: Default::default(),
-        };
         let t = Instant::now();
-        client.submit(&req).await?;
+        client.submit(&noop_job(&id)).await?;
         // Done when the job is completed and its container is gone.
         let (mut completed, mut ended) = (false, false);
         while !(completed && ended) {

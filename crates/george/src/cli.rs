@@ -110,7 +110,17 @@ pub struct ServeArgs {
     /// Resync interval.
     #[arg(long)]
     pub reconcile_interval: Option<humantime::Duration>,
-    /// Where agents run: `process` (local processes) or `docker`
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Directory of secrets for agents (`<name>` or `<name>/<key>` files).
+    #[arg(long)]
+    pub secrets_dir: Option<PathBuf>,
+}
+
+/// Where and how agents run.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RuntimeArgs {
+    /// Where agents run: `process` (local processes, the default) or `docker`
     /// (`local` is accepted as recac's name for Docker).
     #[arg(long)]
     pub mode: Option<String>,
@@ -120,9 +130,21 @@ pub struct ServeArgs {
     /// `Always`, `IfNotPresent` or `Never`.
     #[arg(long)]
     pub image_pull_policy: Option<String>,
-    /// Directory of secrets for agents (`<name>` or `<name>/<key>` files).
-    #[arg(long)]
-    pub secrets_dir: Option<PathBuf>,
+}
+
+impl RuntimeArgs {
+    /// Applies the flags that were given to `cfg`.
+    pub fn apply(self, cfg: &mut crate::config::Config) {
+        if let Some(m) = self.mode {
+            cfg.container_backend.backend_type = Some(m);
+        }
+        if let Some(i) = self.image {
+            cfg.container_backend.docker.image = Some(i);
+        }
+        if let Some(p) = self.image_pull_policy {
+            cfg.container_backend.docker.pull_policy = Some(p);
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -138,15 +160,8 @@ pub struct UpArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub data: DataDirArg,
-    /// Where agents run: `process` (default) or `docker`.
-    #[arg(long)]
-    pub mode: Option<String>,
-    /// Default agent image (with `--mode docker`).
-    #[arg(long)]
-    pub image: Option<String>,
-    /// `Always`, `IfNotPresent` or `Never` (with `--mode docker`).
-    #[arg(long)]
-    pub image_pull_policy: Option<String>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 #[derive(Debug, Subcommand)]

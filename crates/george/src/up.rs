@@ -52,15 +52,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("--work-file needs --work-file-template: the TaskTemplate each work item becomes")?;
         cfg.sources.work_file = Some(WorkFileSection { path, template, interval: prev.and_then(|w| w.interval) });
     }
-    if let Some(m) = args.mode {
-        cfg.container_backend.backend_type = Some(m);
-    }
-    if let Some(i) = args.image {
-        cfg.container_backend.docker.image = Some(i);
-    }
-    if let Some(p) = args.image_pull_policy {
-        cfg.container_backend.docker.pull_policy = Some(p);
-    }
+    args.runtime.apply(&mut cfg);
     if let Some(d) = args.secrets_dir {
         cfg.secrets.dir = Some(d);
     }
@@ -114,15 +106,7 @@ async fn run_up(args: UpArgs) -> anyhow::Result<i32> {
     cfg.engine.listen = Some(args.listen);
     cfg.engine.data_dir =
         Some(args.data.data_dir.clone().or(cfg.engine.data_dir.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
-    if let Some(m) = args.mode.clone() {
-        cfg.container_backend.backend_type = Some(m);
-    }
-    if let Some(i) = args.image.clone() {
-        cfg.container_backend.docker.image = Some(i);
-    }
-    if let Some(p) = args.image_pull_policy.clone() {
-        cfg.container_backend.docker.pull_policy = Some(p);
-    }
+    args.runtime.clone().apply(&mut cfg);
     cfg.sources = Default::default();
     cfg.sources.folder = Some(FolderSection {
         path: args.path.clone(),
