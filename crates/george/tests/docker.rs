@@ -483,3 +483,52 @@ fn george_up_runs_the_quickstart_in_docker() {
         assert!(containers(&id).await.is_empty(), "containers removed after the jobs settled");
     });
 }
+
+#[test]
+fn spawning_the_same_attempt_twice_never_makes_a_twin() {
+    use george_runtime::{
+        AgentStatus, DockerRuntime, DockerRuntimeConfig, PullPolicy, Resources, Runtime, SpawnRequest,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let id = engine_id(tmp.path());
+    let _cleanup = Containers(id.clone());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut cfg = DockerRuntimeConfig::under(tmp.path(), &id);
+        cfg.pull_policy = PullPolicy::Never;
+        let docker_rt = DockerRuntime::connect(cfg).await.unwrap();
+        let req = SpawnRequest {
+            job_id: "twin".into(),
+            attempt: 1,
+            agent_spec: "worker".into(),
+            command: vec!["/bin/sh".into(), "-c".into(), "echo hello from $GEORGE_JOB_ID; sleep 30".into()],
+            image: Some(image().into()),
+            env: [("GEORGE_JOB_ID".to_string(), "twin".to_string())].into(),
+            resources: Resources::default(),
+            labels: [
+                ("george.io/job".to_string(), "twin".to_string()),
+                ("george.io/attempt".to_string(), "1".to_string()),
+            ]
+            .into(),
+            output_dir: None,
+            secrets: vec![],
+        };
+        let first = docker_rt.spawn(req.clone()).await.unwrap();
+        let second = docker_rt.spawn(req).await.unwrap();
+        assert_eq!(first, second, "the retried spawn found the same container");
+        let owned = docker_rt.list_owned().await.unwrap();
+        assert_eq!(owned.len(), 1);
+        assert_eq!(owned[0].status, AgentStatus::Running);
+        // Output is copied into the attempt's log file while it runs.
+        let log = docker_rt.logs().path("twin", 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains("hello from twin") {
+            assert!(std::time::Instant::now() < deadline, "no log output");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let end = docker_rt.terminate("twin", 1, &first, Duration::from_secs(1)).await.unwrap();
+        assert!(matches!(end, AgentStatus::Exited { .. }), "{end:?}");
+        docker_rt.cleanup("twin", 1).await.unwrap();
+        assert!(docker_rt.list_owned().await.unwrap().is_empty());
+    });
+}
