@@ -58,6 +58,9 @@ pub enum Observed {
     Running,
     /// The agent runs and this engine is stopping it right now.
     Stopping,
+    /// The runtime could not say (e.g. the Docker Engine did not answer):
+    /// nothing is concluded, the job is looked at again shortly.
+    Unknown,
     /// The runtime says it is gone.
     Gone(AgentStatus),
     /// The attempt has no runtime handle (the engine stopped between recording
@@ -192,6 +195,7 @@ fn decide_live(state: &JobState, agent: &AgentView, observed: Observed, now: Dat
             };
         }
         Observed::Stopping => return Action::Wait(Some(rules.exit_grace)),
+        Observed::Unknown => return Action::Wait(Some(Duration::from_secs(2))),
         Observed::Running => {}
     }
     if job.status.is_final() || job.status == JobStatus::Blocked {
@@ -340,6 +344,14 @@ mod tests {
         let mut s = s;
         s.current.as_mut().unwrap().last_heartbeat = Some(clock.now());
         assert_eq!(decide(&s, Observed::Running, clock.now(), &rules()), Action::Wait(Some(Duration::from_secs(35))));
+    }
+
+    #[test]
+    fn an_unknown_agent_status_concludes_nothing() {
+        // Even long past the health deadline: a runtime outage is not a dead agent.
+        let s = with_agent(job(JobStatus::InProgress, DesiredState::Active), AgentState::Active);
+        let late = t0() + chrono::Duration::seconds(3600);
+        assert_eq!(decide(&s, Observed::Unknown, late, &rules()), Action::Wait(Some(Duration::from_secs(2))));
     }
 
     #[test]

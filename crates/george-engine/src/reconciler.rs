@@ -81,9 +81,14 @@ async fn observe(ctx: &Context, state: &JobState) -> Observed {
         Ok(AgentStatus::Running) if ctx.is_stopping(&agent.job_id, agent.attempt) => Observed::Stopping,
         Ok(AgentStatus::Running) => Observed::Running,
         Ok(gone) => Observed::Gone(gone),
-        Err(e) => {
-            tracing::warn!(job = %agent.job_id, attempt = agent.attempt, error = %e, "cannot read agent status");
+        // A handle this runtime cannot use belongs to no agent it could ever see again.
+        Err(e @ RuntimeError::Handle { .. }) => {
+            tracing::warn!(job = %agent.job_id, attempt = agent.attempt, error = %e, "unusable agent handle");
             Observed::Gone(AgentStatus::Exited { code: None, signal: None })
+        }
+        Err(e) => {
+            tracing::warn!(job = %agent.job_id, attempt = agent.attempt, error = %e, "cannot read agent status; will look again");
+            Observed::Unknown
         }
     }
 }

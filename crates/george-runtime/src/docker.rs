@@ -75,7 +75,8 @@ pub struct DockerRuntimeConfig {
     pub default_command: Vec<String>,
     /// When to pull images.
     pub pull_policy: PullPolicy,
-    /// Keep containers of finished attempts (until the next engine start).
+    /// Keep containers of finished attempts for debugging; they are left for
+    /// `docker rm` (the engine never removes them, even after a restart).
     pub keep_containers: bool,
     /// Host directory where secret files are staged for mounting.
     pub staging_dir: PathBuf,

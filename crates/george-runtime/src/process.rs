@@ -367,6 +367,8 @@ impl Runtime for ProcessRuntime {
             let _ = killpg(Pid::from_raw(pf.handle.pid), Signal::SIGKILL);
         }
         let _ = std::fs::remove_file(dir.join("pid"));
+        // Secrets never outlive the attempt, even when its workdir is kept.
+        let _ = std::fs::remove_dir_all(dir.join("secrets"));
         if !self.inner.cfg.keep_workdirs {
             let _ = std::fs::remove_dir_all(&dir);
             let _ = std::fs::remove_dir(self.inner.cfg.dir.join(job_id)); // only if empty

@@ -112,9 +112,6 @@ pub struct ServeArgs {
     pub reconcile_interval: Option<humantime::Duration>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-    /// Directory of secrets for agents (`<name>` or `<name>/<key>` files).
-    #[arg(long)]
-    pub secrets_dir: Option<PathBuf>,
 }
 
 /// Where and how agents run.
@@ -130,6 +127,9 @@ pub struct RuntimeArgs {
     /// `Always`, `IfNotPresent` or `Never`.
     #[arg(long)]
     pub image_pull_policy: Option<String>,
+    /// Directory of secrets for agents (`<name>` or `<name>/<key>` files).
+    #[arg(long)]
+    pub secrets_dir: Option<PathBuf>,
 }
 
 impl RuntimeArgs {
@@ -143,6 +143,9 @@ impl RuntimeArgs {
         }
         if let Some(p) = self.image_pull_policy {
             cfg.container_backend.docker.pull_policy = Some(p);
+        }
+        if let Some(d) = self.secrets_dir {
+            cfg.secrets.dir = Some(d);
         }
     }
 }

@@ -128,7 +128,7 @@ pub struct DockerSection {
     pub image: Option<String>,
     /// `Always`, `IfNotPresent` (default) or `Never`.
     pub pull_policy: Option<String>,
-    /// Keep containers of finished attempts (until the next engine start).
+    /// Keep containers of finished attempts for debugging (removed by hand).
     pub keep_containers: Option<bool>,
 }
 

@@ -218,7 +218,7 @@ async fn build_runtime(cfg: &Config, data_dir: &Path, engine_id: &str) -> anyhow
             }
             rc.default_image = d.image.clone();
             if let Some(p) = &d.pull_policy {
-                rc.pull_policy = p.parse().map_err(|e| anyhow::anyhow!("containerBackend.docker.pullPolicy: {e}"))?;
+                rc.pull_policy = p.parse().map_err(|e| anyhow::anyhow!("image pull policy: {e}"))?;
             }
             rc.keep_containers = d.keep_containers.unwrap_or(false);
             Ok(Arc::new(DockerRuntime::connect(rc).await?))

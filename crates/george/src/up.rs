@@ -53,9 +53,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cfg.sources.work_file = Some(WorkFileSection { path, template, interval: prev.and_then(|w| w.interval) });
     }
     args.runtime.apply(&mut cfg);
-    if let Some(d) = args.secrets_dir {
-        cfg.secrets.dir = Some(d);
-    }
     if let Some(d) = args.reconcile_interval {
         cfg.engine.reconcile_interval = Some(george_core::duration::HumanDuration(d.into()));
     }
