@@ -87,6 +87,9 @@ struct Inner {
 struct Tracked {
     handle: ProcessHandle,
     exit: Option<AgentStatus>,
+    /// Started by this engine process, so a waiter task will record its exit
+    /// status; otherwise adopted and watched through `/proc`.
+    child: bool,
 }
 
 impl ProcessRuntime {
@@ -120,9 +123,10 @@ impl ProcessRuntime {
             if let Some(exit) = t.exit {
                 return exit;
             }
-            if t.handle == handle {
-                // Ours and not reaped yet; /proc tells whether it is already a zombie.
-                return alive(handle);
+            if t.handle == handle && t.child {
+                // Our child: until its waiter has recorded the exit status it
+                // counts as running, even if /proc already shows it gone.
+                return AgentStatus::Running;
             }
         }
         alive(handle)
@@ -249,7 +253,7 @@ impl Runtime for ProcessRuntime {
             .map(|p| p as i32)
             .ok_or_else(|| Self::spawn_error(&req, "process exited at once".into(), None))?;
         let handle = ProcessHandle { pid, start_time: procfs::start_time(pid).unwrap_or(0) };
-        self.tracked().insert(key, Tracked { handle, exit: None });
+        self.tracked().insert(key, Tracked { handle, exit: None, child: true });
 
         let record = serde_json::json!({"job_id": req.job_id, "attempt": req.attempt, "handle": handle});
         let tmp = dir.join("pid.tmp");
@@ -334,7 +338,7 @@ impl Runtime for ProcessRuntime {
     async fn adopt(&self, agent: &OwnedAgent) -> Result<(), RuntimeError> {
         let h = parse_handle(&agent.job_id, agent.attempt, &agent.handle)?;
         let key = (agent.job_id.clone(), agent.attempt);
-        if self.tracked().insert(key, Tracked { handle: h, exit: None }).is_some() {
+        if self.tracked().insert(key, Tracked { handle: h, exit: None, child: false }).is_some() {
             return Ok(());
         }
         // Not our child: we cannot wait() for it, so watch /proc instead.
