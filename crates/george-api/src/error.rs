@@ -35,6 +35,14 @@ pub enum ApiError {
     /// The caller's attempt is no longer current.
     #[error("{0}")]
     Superseded(String),
+    /// Too much work is queued; try again later.
+    #[error("{message}")]
+    TooManyRequests {
+        /// Why.
+        message: String,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
     /// The body is too large.
     #[error("{0}")]
     TooLarge(String),
@@ -61,6 +69,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Superseded(_) => (StatusCode::CONFLICT, "superseded"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "backpressure"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -91,6 +100,12 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody { error: ErrorDetail { code: code.into(), message: self.to_string(), field, details } };
         let mut resp = (status, Json(body)).into_response();
+        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+            let secs = retry_after.as_secs().max(1).to_string();
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"george\""));
         }

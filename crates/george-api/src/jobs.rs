@@ -59,6 +59,22 @@ pub async fn submit(
     Body(req): Body<SubmitJob>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     caller.operator()?;
+    let priority = req.priority.unwrap_or_default();
+    if let Some(retry_after) = st.engine.backpressure(priority) {
+        let message = format!(
+            "the queue is full: {priority} jobs are refused until it drains; retry in {}s (higher priorities are still accepted)",
+            retry_after.as_secs()
+        );
+        st.store
+            .record_event(
+                req.id.as_deref(),
+                "job.rejected",
+                &caller.actor(),
+                serde_json::json!({"reason": "backpressure", "priority": priority, "template": req.template}),
+            )
+            .await?;
+        return Err(ApiError::TooManyRequests { message, retry_after });
+    }
     let id = match &req.id {
         Some(id) if !george_core::manifest::is_valid_name(id) => {
             return Err(ApiError::Invalid {
@@ -80,7 +96,7 @@ pub async fn submit(
         params: &req.params,
         agent: req.agent.as_deref(),
         chapter: req.chapter.as_deref(),
-        priority: req.priority.unwrap_or_default(),
+        priority,
         desired: DesiredState::Active,
         env: &req.env,
     };

@@ -7,7 +7,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use george_core::api::{EventView, SourceView, SyncResult};
-use george_engine::metrics::StatusLabel;
+use george_engine::metrics::{PriorityLabel, StatusLabel};
 use serde::Deserialize;
 
 pub async fn healthz() -> &'static str {
@@ -26,6 +26,10 @@ pub async fn metrics(State(st): State<ApiState>, caller: Caller) -> Result<impl 
         m.jobs.get_or_create(&StatusLabel { status: status.to_string() }).set(n as i64);
     }
     m.queue_depth.set(st.engine.queue_depth() as i64);
+    m.scheduler_queued.clear();
+    for (priority, n) in st.engine.scheduler_depth() {
+        m.scheduler_queued.get_or_create(&PriorityLabel { priority: priority.to_string() }).set(n as i64);
+    }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &m.registry)
         .map_err(|e| ApiError::Internal(format!("cannot encode metrics: {e}")))?;

@@ -39,6 +39,31 @@ pub struct EngineConfig {
     pub output_dir: Option<PathBuf>,
     /// Where secrets live: `<dir>/<name>` or `<dir>/<name>/<key>`.
     pub secrets_dir: Option<PathBuf>,
+    /// Agents running at once, in all (Policy manifests may lower it).
+    pub max_concurrent: Option<u32>,
+    /// When new low-priority submissions are refused.
+    pub backpressure: Backpressure,
+}
+
+/// Refusing low-priority work when the queue is deep (seed 003 §2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backpressure {
+    /// Queued jobs at which refusing starts.
+    pub threshold: usize,
+    /// Priority classes that are refused.
+    pub refuse: Vec<george_core::Priority>,
+    /// What `Retry-After` says.
+    pub retry_after: Duration,
+}
+
+impl Default for Backpressure {
+    fn default() -> Self {
+        Self {
+            threshold: 1000,
+            refuse: vec![george_core::Priority::P3, george_core::Priority::Background],
+            retry_after: Duration::from_secs(30),
+        }
+    }
 }
 
 impl EngineConfig {
@@ -56,6 +81,8 @@ impl EngineConfig {
             exit_grace: Duration::from_secs(10),
             output_dir: None,
             secrets_dir: None,
+            max_concurrent: Some(32),
+            backpressure: Backpressure::default(),
         }
     }
 }
@@ -81,6 +108,14 @@ pub struct Context {
     pub stopping: Mutex<HashSet<(String, u32)>>,
     /// Background tasks (terminations), awaited on shutdown.
     pub tasks: TaskTracker,
+    /// Who may start now.
+    pub scheduler: Mutex<crate::scheduler::Scheduler>,
+    /// When each queued job was queued (for the queue-wait metric).
+    pub queued_at: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Jobs being preempted right now.
+    pub preempting: Mutex<HashSet<String>>,
+    /// The manifests changed: reload limits and shares before the next pass.
+    pub limits_dirty: std::sync::atomic::AtomicBool,
 }
 
 impl Context {

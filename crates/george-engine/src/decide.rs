@@ -124,6 +124,17 @@ pub fn decide(state: &JobState, observed: Observed, now: DateTime<Utc>, rules: &
             // The attempt ended without the agent saying the job is done.
             let outcome =
                 state.current.as_ref().and_then(|a| a.outcome.clone()).unwrap_or_else(|| "agent stopped".into());
+            if outcome.starts_with("preempted") {
+                // Stopped to make room for more urgent work: back to the queue,
+                // not a failure; completed steps stay completed.
+                return Action::SetStatus(StatusChange {
+                    from: JobStatus::InProgress,
+                    to: JobStatus::Pending,
+                    reason: Some(outcome.split(" (").next().unwrap_or(&outcome).to_string()),
+                    next_attempt_at: None,
+                    count_failure: false,
+                });
+            }
             let failures = job.failures + 1;
             let max = job.max_attempts.unwrap_or(rules.retry.max_attempts).max(1);
             if failures >= max {
@@ -387,6 +398,19 @@ mod tests {
             Action::SetStatus(c) => {
                 assert_eq!(c.to, JobStatus::Failed);
                 assert!(c.reason.unwrap().starts_with("gave up after 3 failed attempts"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_preempted_attempt_goes_back_to_the_queue_without_counting_a_failure() {
+        let mut s = with_agent(job(JobStatus::InProgress, DesiredState::Active), AgentState::Terminated);
+        s.current.as_mut().unwrap().outcome = Some("preempted by job urgent (exited with code 0)".into());
+        match decide(&s, Observed::NoAgent, t0(), &rules()) {
+            Action::SetStatus(c) => {
+                assert_eq!((c.to, c.count_failure, c.next_attempt_at), (JobStatus::Pending, false, None));
+                assert_eq!(c.reason.as_deref(), Some("preempted by job urgent"));
             }
             other => panic!("{other:?}"),
         }

@@ -4,18 +4,20 @@
 //! idempotent, so an engine killed at any point converges to the same end
 //! state on restart.
 
+mod admission;
 mod adoption;
 mod catalog;
 mod context;
 pub mod decide;
 pub mod metrics;
 mod reconciler;
+pub mod scheduler;
 pub mod secrets;
 pub mod tokens;
 mod workqueue;
 
 pub use adoption::{adopt_orphans, Adopted, AdoptionError};
-pub use context::{Context, EngineConfig};
+pub use context::{Backpressure, Context, EngineConfig};
 pub use decide::RetryPolicy;
 pub use metrics::Metrics;
 pub use workqueue::WorkQueue;
@@ -68,6 +70,17 @@ impl EngineHandle {
         self.ctx.queue.len()
     }
 
+    /// Jobs waiting for the scheduler, per priority class.
+    pub fn scheduler_depth(&self) -> std::collections::HashMap<george_core::Priority, usize> {
+        self.ctx.scheduler.lock().unwrap_or_else(|e| e.into_inner()).depth()
+    }
+
+    /// If a new job of `priority` must be refused now (the queue is too deep),
+    /// how long the caller should wait before trying again.
+    pub fn backpressure(&self, priority: george_core::Priority) -> Option<std::time::Duration> {
+        admission::backpressure(&self.ctx, priority)
+    }
+
     /// Asks for a job to be reconciled now.
     pub fn nudge(&self, job: &str) {
         self.ctx.queue.add(job);
@@ -105,6 +118,10 @@ impl Engine {
             metrics: Arc::new(Metrics::default()),
             stopping: Mutex::new(Default::default()),
             tasks: TaskTracker::new(),
+            scheduler: Mutex::new(Default::default()),
+            queued_at: Mutex::new(Default::default()),
+            preempting: Mutex::new(Default::default()),
+            limits_dirty: Default::default(),
         });
         let (tx, rx) = mpsc::channel(16);
         let runner = SourceRunner::new(sources, store);
@@ -120,6 +137,8 @@ impl Engine {
         let store_events = ctx.store.subscribe();
         let runtime_events = ctx.runtime.subscribe();
         adopt_orphans(&ctx).await?;
+        admission::restore(&ctx, ctx.store.as_ref()).await?;
+        admission::configure(&ctx).await?;
         for id in ctx.store.active_job_ids().await? {
             ctx.queue.add(&id);
         }
@@ -148,6 +167,11 @@ impl Engine {
 
 async fn worker(ctx: Arc<Context>) {
     while let Some(id) = ctx.queue.next().await {
+        if ctx.limits_dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            if let Err(e) = admission::configure(&ctx).await {
+                tracing::warn!(error = %e, "cannot reload scheduling limits");
+            }
+        }
         match reconciler::reconcile(&ctx, &id).await {
             Ok(Some(after)) => ctx.queue.add_after(&id, after),
             Ok(None) => {}
@@ -189,6 +213,8 @@ async fn follow<T: Clone>(
 fn on_store_event(ctx: &Context, e: george_core::api::EventView) {
     if e.kind.starts_with("source.") || e.kind.starts_with("manifest.") {
         ctx.catalog.invalidate();
+        // Limits and shares may have changed with the manifests.
+        ctx.limits_dirty.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     // An agent's progress reports cannot change what the reconciler decides;
     // everything else about a job can.
@@ -207,6 +233,9 @@ async fn resync(ctx: Arc<Context>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
                 ctx.catalog.invalidate();
+                if let Err(e) = admission::configure(&ctx).await {
+                    tracing::warn!(error = %e, "cannot reload scheduling limits");
+                }
                 enqueue_active(&ctx).await;
             }
         }

@@ -22,6 +22,17 @@ pub const JOB_START_LATENCY: &str = "george_job_start_latency_seconds";
 pub const JOBS: &str = "george_jobs";
 /// Jobs waiting in the reconcile queue.
 pub const QUEUE_DEPTH: &str = "george_reconcile_queue_depth";
+/// Seconds a job waited for the scheduler, by priority class.
+pub const QUEUE_WAIT: &str = "george_scheduler_queue_wait_seconds";
+/// Jobs waiting for the scheduler, by priority class.
+pub const SCHEDULER_QUEUED: &str = "george_scheduler_queued";
+
+/// A label set with one `priority` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PriorityLabel {
+    /// The priority class.
+    pub priority: String,
+}
 
 /// A label set with one `outcome` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,6 +74,10 @@ pub struct Metrics {
     pub jobs: Family<StatusLabel, Gauge>,
     /// Queue depth (refreshed when scraped).
     pub queue_depth: Gauge,
+    /// Scheduler queue wait by class.
+    pub queue_wait: Family<PriorityLabel, Histogram>,
+    /// Scheduler queue depth by class (refreshed when scraped).
+    pub scheduler_queued: Family<PriorityLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -75,6 +90,10 @@ impl Default for Metrics {
         let start_latency = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         let jobs = Family::<StatusLabel, Gauge>::default();
         let queue_depth = Gauge::default();
+        let queue_wait = Family::<PriorityLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 3600.0])
+        });
+        let scheduler_queued = Family::<PriorityLabel, Gauge>::default();
         registry.register(RECONCILE_TOTAL, "Reconcile passes by action", reconciles.clone());
         registry.register(AGENT_SPAWNS, "Agents spawned", spawns.clone());
         registry.register(AGENT_SPAWN_FAILURES, "Agents that could not be spawned", spawn_failures.clone());
@@ -86,6 +105,23 @@ impl Default for Metrics {
         );
         registry.register(JOBS, "Jobs by status", jobs.clone());
         registry.register(QUEUE_DEPTH, "Jobs waiting in the reconcile queue", queue_depth.clone());
-        Self { registry, reconciles, spawns, spawn_failures, terminations, start_latency, jobs, queue_depth }
+        registry.register(QUEUE_WAIT, "Seconds jobs waited for the scheduler, by priority class", queue_wait.clone());
+        registry.register(
+            SCHEDULER_QUEUED,
+            "Jobs waiting for the scheduler, by priority class",
+            scheduler_queued.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            spawns,
+            spawn_failures,
+            terminations,
+            start_latency,
+            jobs,
+            queue_depth,
+            queue_wait,
+            scheduler_queued,
+        }
     }
 }

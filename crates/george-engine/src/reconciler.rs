@@ -47,9 +47,20 @@ pub async fn reconcile(ctx: &Arc<Context>, id: &str) -> Result<Option<Duration>,
     if label != "wait" {
         tracing::debug!(job = id, action = ?action, "reconcile");
     }
+    // A job holds a scheduler slot only while its agent lives or is about to start.
+    let live = state.current.as_ref().is_some_and(|a| a.state.is_live());
+    if !live && !matches!(action, Action::Spawn) && crate::admission::is_tracked(ctx, id) {
+        crate::admission::release(ctx, id).await?;
+    }
     match action {
         Action::Wait(after) => Ok(after),
-        Action::Spawn => spawn(ctx, &state).await,
+        Action::Spawn => {
+            if !crate::admission::request(ctx, &state.job).await? {
+                // Queued: the scheduler wakes the job when it may start.
+                return Ok(None);
+            }
+            spawn(ctx, &state).await
+        }
         Action::Terminate { attempt, reason, .. } => {
             if let Some(agent) = state.current.as_ref() {
                 stop(ctx, agent, attempt, &reason).await?;
@@ -213,7 +224,7 @@ async fn load_job_env(ctx: &Context, id: &str) -> Result<BTreeMap<String, String
 }
 
 /// Marks the attempt as cooling and stops its agent in the background.
-async fn stop(ctx: &Arc<Context>, agent: &AgentView, attempt: u32, reason: &str) -> Result<(), StoreError> {
+pub(crate) async fn stop(ctx: &Arc<Context>, agent: &AgentView, attempt: u32, reason: &str) -> Result<(), StoreError> {
     let key = (agent.job_id.clone(), attempt);
     if !ctx.stopping.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone()) {
         return Ok(());

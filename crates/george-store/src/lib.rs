@@ -196,6 +196,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn events_since(&self, since: i64, limit: u32, job: Option<&str>) -> Result<Vec<EventView>>;
     /// Every event as it is committed.
     fn subscribe(&self) -> broadcast::Receiver<EventView>;
+    /// Appends an event that records a decision rather than a state change
+    /// (e.g. the scheduler queueing or preempting a job).
+    async fn record_event(&self, job: Option<&str>, kind: &str, actor: &str, data: Value) -> Result<EventView>;
     /// Job counts by status.
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>>;
 }

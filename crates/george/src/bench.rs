@@ -104,7 +104,8 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     match args.mode.as_str() {
         "process" => {}
         "docker" => return crate::bench_docker::run(args, format).await,
-        other => anyhow::bail!("--mode: unknown mode `{other}`; expected process or docker"),
+        "scheduler" => return scheduler(args, format),
+        other => anyhow::bail!("--mode: unknown mode `{other}`; expected process, docker or scheduler"),
     }
     let (server, client, dir) = start(|cfg| cfg.engine.workers = Some(args.workers)).await?;
     let first_submit = chrono::Utc::now();
@@ -196,4 +197,68 @@ pub fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("george-bench-{}", hex::encode(b)));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// Scheduler decisions per second with a deep queue.
+#[derive(Debug, Serialize)]
+pub struct SchedulerReport {
+    queued_jobs: usize,
+    chapters: usize,
+    decisions: usize,
+    decisions_per_s: f64,
+    enqueue_per_s: f64,
+}
+
+/// `george bench --mode scheduler`: `--jobs` queued jobs (default 100 000)
+/// across 50 chapters with mixed priorities and weights; then admit one job,
+/// finish the oldest running one, and repeat. A decision is one admission.
+fn scheduler(args: BenchArgs, format: Format) -> anyhow::Result<()> {
+    use george_engine::scheduler::{Admission, Limits, QueuedJob, Scheduler, Shares};
+    let n = if args.jobs == 500 { 100_000 } else { args.jobs.max(1) };
+    let chapters = 50;
+    let shares = Shares {
+        weight: (0..chapters).map(|c| (format!("ch{c}"), 1 + (c % 4) as u32)).collect(),
+        min_share: (0..chapters).filter(|c| c % 10 == 0).map(|c| (format!("ch{c}"), 1)).collect(),
+    };
+    let mut s = Scheduler::new(Limits { global: Some(200), ..Default::default() }, shares);
+    let priorities = george_core::Priority::ALL;
+    let t = Instant::now();
+    for i in 0..n {
+        s.enqueue(QueuedJob {
+            id: format!("j{i}"),
+            priority: priorities[(i * 7) % priorities.len()],
+            chapter: format!("ch{}", i % chapters),
+            agent_spec: "a".into(),
+        });
+    }
+    let enqueue_per_s = n as f64 / t.elapsed().as_secs_f64();
+    let mut running = std::collections::VecDeque::new();
+    let t = Instant::now();
+    let mut decisions = 0;
+    while let Admission::Start(job) = s.admit() {
+        decisions += 1;
+        running.push_back(job.id);
+        if running.len() >= 200 {
+            let done = running.pop_front().expect("non-empty");
+            s.finished(&done);
+        }
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    anyhow::ensure!(decisions == n, "the scheduler admitted {decisions} of {n} jobs");
+    let report = SchedulerReport {
+        queued_jobs: n,
+        chapters,
+        decisions,
+        decisions_per_s: decisions as f64 / elapsed,
+        enqueue_per_s,
+    };
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Table => {
+            println!("queued jobs               {} across {} chapters", report.queued_jobs, report.chapters);
+            println!("enqueue                   {:.0} jobs/s", report.enqueue_per_s);
+            println!("decisions                 {:.0} /s ({} admissions)", report.decisions_per_s, report.decisions);
+        }
+    }
+    Ok(())
 }

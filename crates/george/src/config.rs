@@ -51,6 +51,22 @@ pub struct EngineSection {
     pub retry_backoff: Option<HumanDuration>,
     pub max_retry_backoff: Option<HumanDuration>,
     pub termination_grace: Option<HumanDuration>,
+    /// Agents running at once, in all (default 32).
+    pub max_concurrent: Option<u32>,
+    /// Refusing low-priority work when the queue is deep.
+    #[serde(default)]
+    pub backpressure: BackpressureSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackpressureSection {
+    /// Queued jobs at which refusing starts (default 1000).
+    pub threshold: Option<usize>,
+    /// Priority classes refused (default P3 and BACKGROUND).
+    pub refuse: Option<Vec<george_core::Priority>>,
+    /// What `Retry-After` says (default 30s).
+    pub retry_after: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

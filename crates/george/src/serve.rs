@@ -116,6 +116,19 @@ impl Server {
             ecfg.termination_grace = g.get();
         }
         ecfg.output_dir = Some(data_dir.join("outputs"));
+        if let Some(n) = cfg.engine.max_concurrent {
+            ecfg.max_concurrent = Some(n);
+        }
+        let bp = &cfg.engine.backpressure;
+        if let Some(t) = bp.threshold {
+            ecfg.backpressure.threshold = t;
+        }
+        if let Some(r) = &bp.refuse {
+            ecfg.backpressure.refuse = r.clone();
+        }
+        if let Some(d) = bp.retry_after {
+            ecfg.backpressure.retry_after = d.get();
+        }
 
         let (engine, handle) =
             Engine::new(ecfg, store.clone(), runtime.clone(), Arc::new(george_core::SystemClock), sources);

@@ -49,7 +49,7 @@ impl std::fmt::Debug for SqliteStore {
 pub(crate) struct Writer<'a> {
     pub tx: &'a Transaction<'a>,
     pub now: DateTime<Utc>,
-    events: Vec<EventView>,
+    pub(crate) events: Vec<EventView>,
 }
 
 impl Writer<'_> {
@@ -350,6 +350,15 @@ impl Store for SqliteStore {
 
     fn subscribe(&self) -> broadcast::Receiver<EventView> {
         self.inner.events.subscribe()
+    }
+
+    async fn record_event(&self, job: Option<&str>, kind: &str, actor: &str, data: Value) -> Result<EventView> {
+        let (job, kind, actor) = (job.map(str::to_string), kind.to_string(), actor.to_string());
+        self.write(move |w| {
+            w.event(job.as_deref(), None, &kind, &actor, data)?;
+            Ok(w.events.last().cloned().expect("an event was just appended"))
+        })
+        .await
     }
 
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>> {
