@@ -7,6 +7,7 @@ pub mod duration;
 pub mod manifest;
 pub mod plan;
 pub mod quantity;
+pub mod schedule;
 pub mod status;
 pub mod template;
 pub mod validate;

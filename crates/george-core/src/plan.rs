@@ -1,7 +1,7 @@
 //! Turning a job request (template + parameters) into a [`NewJob`]: the
 //! parameters checked, the steps rendered and the agent chosen, ready to store.
 
-use crate::manifest::{AgentSpec, TaskTemplate};
+use crate::manifest::{AgentSpec, TaskTemplate, TriggerSpec};
 use crate::template::{render_steps, resolve_params, ParamError, StepSpec};
 use crate::{DesiredState, Priority};
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,9 @@ pub struct NewJob {
     pub max_attempts: Option<u32>,
     /// Where it came from.
     pub origin: Origin,
+    /// Do not start it before this time (debounced trigger wakes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Templates and agent specs by name: what a job can be planned against.
@@ -55,6 +58,9 @@ pub struct Catalog {
     pub templates: BTreeMap<String, TaskTemplate>,
     /// AgentSpecs by name.
     pub agents: BTreeMap<String, AgentSpec>,
+    /// Triggers by name: `kind: Trigger` manifests, and each AgentSpec's own
+    /// triggers as `<agent>-t<i>` (their `agent` set to that spec).
+    pub triggers: BTreeMap<String, TriggerSpec>,
 }
 
 /// What a caller asks for.
@@ -79,6 +85,17 @@ pub struct JobRequest<'a> {
 }
 
 impl Catalog {
+    /// Adds the triggers declared inside the catalog's AgentSpecs.
+    pub fn add_agent_triggers(&mut self) {
+        for (name, agent) in &self.agents {
+            for (i, t) in agent.spec.triggers.iter().enumerate() {
+                let mut t = t.clone();
+                t.agent.get_or_insert_with(|| name.clone());
+                self.triggers.insert(format!("{name}-t{i}"), t);
+            }
+        }
+    }
+
     /// The AgentSpec a template runs with: the explicit choice, else the first
     /// AgentSpec by name that has every required capability.
     pub fn choose_agent(&self, template: &TaskTemplate, explicit: Option<&str>) -> Result<&AgentSpec, String> {
@@ -127,6 +144,7 @@ impl Catalog {
             steps: render_steps(&template.spec.steps, &values),
             max_attempts: template.spec.max_attempts,
             origin,
+            not_before: None,
         })
     }
 }

@@ -2,7 +2,7 @@
 //! on its own (duplicate names, missing templates or agents, unknown
 //! variables, dependency cycles, parameters that do not fit their template).
 
-use crate::manifest::{Diagnostic, Manifest, ParsedManifest, TaskTemplate, VarType};
+use crate::manifest::{Diagnostic, Manifest, ParsedManifest, TaskTemplate, TriggerSpec, VarType};
 use crate::plan::{Catalog, JobRequest, NewJob, Origin};
 use crate::template::{check_value, references, topological_order, StepSpec};
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,9 +40,13 @@ pub fn validate_set(manifests: Vec<ParsedManifest>) -> Result<ManifestSet, Vec<D
             Manifest::TaskTemplate(t) => {
                 catalog.templates.insert(t.metadata.name.clone(), t.clone());
             }
+            Manifest::Trigger(t) => {
+                catalog.triggers.insert(t.metadata.name.clone(), t.spec.clone());
+            }
             _ => {}
         }
     }
+    catalog.add_agent_triggers();
     for m in &manifests {
         match &m.manifest {
             Manifest::AgentSpec(a) => {
@@ -60,6 +64,11 @@ pub fn validate_set(manifests: Vec<ParsedManifest>) -> Result<ManifestSet, Vec<D
                         }
                     }
                 }
+                for (i, t) in a.spec.triggers.iter().enumerate() {
+                    let mut t = t.clone();
+                    t.agent.get_or_insert_with(|| a.metadata.name.clone());
+                    check_trigger(m, &format!("spec.triggers[{i}]"), &t, &catalog, &mut diags);
+                }
                 for cap in a.spec.secrets.keys() {
                     if !a.spec.capabilities.contains(cap) {
                         diags.push(m.diagnostic(
@@ -72,6 +81,7 @@ pub fn validate_set(manifests: Vec<ParsedManifest>) -> Result<ManifestSet, Vec<D
                 }
             }
             Manifest::TaskTemplate(t) => check_template(m, t, &catalog, &mut diags),
+            Manifest::Trigger(t) => check_trigger(m, "spec", &t.spec, &catalog, &mut diags),
             _ => {}
         }
     }
@@ -185,6 +195,62 @@ fn check_template(m: &ParsedManifest, t: &TaskTemplate, catalog: &Catalog, diags
     }
 }
 
+fn check_trigger(m: &ParsedManifest, at: &str, t: &TriggerSpec, catalog: &Catalog, diags: &mut Vec<Diagnostic>) {
+    use crate::manifest::TriggerType;
+    let f = |field: &str| format!("{at}.{field}");
+    match t.trigger_type {
+        TriggerType::Cron => match &t.schedule {
+            None => diags.push(m.diagnostic(&f("schedule"), "a cron trigger needs a schedule, e.g. `0 8 * * 1-5`")),
+            Some(s) => {
+                if let Err(e) = crate::schedule::CronSchedule::parse(s, t.timezone.as_deref()) {
+                    let field = if e.contains("time zone") { "timezone" } else { "schedule" };
+                    diags.push(m.diagnostic(&f(field), e));
+                }
+            }
+        },
+        _ => {
+            if t.schedule.is_some() || t.timezone.is_some() {
+                diags.push(m.diagnostic(&f("schedule"), "`schedule` and `timezone` are for cron triggers"));
+            }
+        }
+    }
+    if !t.is_webhook() && (!t.events.is_empty() || !t.conditions.is_empty() || t.source.is_some()) {
+        diags.push(m.diagnostic(&f("conditions"), "`source`, `events` and `conditions` are for webhook triggers"));
+    }
+    if t.debounce.is_none() && (t.debounce_key.is_some() || t.max_delay.is_some()) {
+        diags.push(m.diagnostic(&f("debounceKey"), "`debounceKey` and `maxDelay` need `debounce`"));
+    }
+    if let (Some(d), Some(max)) = (t.debounce, t.max_delay) {
+        if max < d {
+            diags.push(m.diagnostic(&f("maxDelay"), format!("maxDelay {max} is shorter than debounce {d}")));
+        }
+    }
+    let Some(template_name) = &t.template else {
+        diags.push(m.diagnostic(&f("template"), "a trigger needs the `template` of the jobs it creates"));
+        return;
+    };
+    let Some(template) = catalog.templates.get(template_name) else {
+        diags.push(m.diagnostic(&f("template"), format!("unknown TaskTemplate `{template_name}`")));
+        return;
+    };
+    if let Err(e) = catalog.choose_agent(template, t.agent.as_deref()) {
+        diags.push(m.diagnostic(&f("agent"), e));
+    }
+    for (name, value) in &t.params {
+        match template.spec.variables.iter().find(|v| &v.name == name) {
+            None => diags.push(m.diagnostic(
+                &f(&format!("params.{name}")),
+                format!("unknown variable `{name}` of template `{template_name}`"),
+            )),
+            Some(var) => {
+                if let Err(e) = check_value(var, value) {
+                    diags.push(m.diagnostic(&f(&format!("params.{name}")), e));
+                }
+            }
+        }
+    }
+}
+
 fn join(set: &BTreeSet<&str>) -> String {
     set.iter().copied().collect::<Vec<_>>().join(", ")
 }
@@ -268,6 +334,35 @@ spec:
         let errs = set(&[("agents/w.yaml", AGENT), ("t.yaml", &dangling)]).unwrap_err();
         assert_eq!(errs[0].field, "spec.steps[1].depends_on[0]");
         assert!(errs[0].message.contains("unknown step `wrote`"));
+    }
+
+    #[test]
+    fn triggers_are_checked() {
+        let trig = |body: &str| format!("apiVersion: george/v1\nkind: Trigger\nmetadata: {{name: tr}}\nspec:\n{body}");
+        let ok = trig("  type: cron\n  schedule: 0 8 * * 1-5\n  timezone: America/Los_Angeles\n  template: count\n  params: {path: a.txt}\n");
+        let s = set(&[("a.yaml", AGENT), ("t.yaml", TEMPLATE), ("tr.yaml", &ok)]).unwrap();
+        assert!(s.catalog.triggers.contains_key("tr"));
+        let bad = trig(
+            "  type: cron\n  schedule: 0 8 * *\n  timezone: Moon/Base\n  template: count\n  params: {colour: red}\n",
+        );
+        let errs = set(&[("a.yaml", AGENT), ("t.yaml", TEMPLATE), ("tr.yaml", &bad)]).unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"spec.schedule") && fields.contains(&"spec.params.colour"), "{errs:?}");
+        let web = trig("  type: webhook\n  template: nope\n  debounceKey: issue.key\n");
+        let errs = set(&[("a.yaml", AGENT), ("t.yaml", TEMPLATE), ("tr.yaml", &web)]).unwrap_err();
+        let msgs: Vec<_> = errs.iter().map(|e| e.message.as_str()).collect();
+        assert!(
+            msgs.iter().any(|m| m.contains("need `debounce`"))
+                && msgs.iter().any(|m| m.contains("unknown TaskTemplate `nope`")),
+            "{msgs:?}"
+        );
+        // An AgentSpec's own triggers are validated and named after it.
+        let agent = AGENT.replace(
+            "capabilities: [shell]",
+            "capabilities: [shell]\n  triggers:\n    - {type: summon, template: count}",
+        );
+        let s = set(&[("a.yaml", &agent), ("t.yaml", TEMPLATE)]).unwrap();
+        assert_eq!(s.catalog.triggers["worker-t0"].agent.as_deref(), Some("worker"));
     }
 
     #[test]

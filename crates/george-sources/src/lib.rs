@@ -71,6 +71,7 @@ pub fn snapshot_of(set: &ManifestSet, source: &str, revision: &str) -> Snapshot 
                 george_core::manifest::Manifest::TaskTemplate(x) => serde_json::to_value(x),
                 george_core::manifest::Manifest::Chapter(x) => serde_json::to_value(x),
                 george_core::manifest::Manifest::Policy(x) => serde_json::to_value(x),
+                george_core::manifest::Manifest::Trigger(x) => serde_json::to_value(x),
                 george_core::manifest::Manifest::Job(x) => serde_json::to_value(x),
             }
             .unwrap_or_default();

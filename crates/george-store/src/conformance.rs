@@ -33,6 +33,7 @@ macro_rules! store_conformance_tests {
     ($make:expr) => {
         $crate::store_conformance_tests!(@tests $make;
             create_job_is_idempotent,
+            pending_jobs_can_be_updated_until_they_start,
             snapshot_applies_atomically_and_prunes,
             snapshot_with_foreign_job_changes_nothing,
             rejected_revision_keeps_last_good_state,
@@ -79,6 +80,7 @@ pub fn job(id: &str, source: &str) -> NewJob {
         steps: vec![step("a", &[]), step("b", &["a"])],
         max_attempts: Some(3),
         origin: Origin { source: source.into(), reference: Some(format!("jobs/{id}.yaml")), revision: None },
+        not_before: None,
     }
 }
 
@@ -99,6 +101,33 @@ fn snapshot(rev: &str, jobs: Vec<NewJob>) -> Snapshot {
         jobs,
         prune: true,
     }
+}
+
+/// A debounced job is created to wake later and can be updated until it starts.
+pub async fn pending_jobs_can_be_updated_until_they_start(store: TestStore) {
+    let later = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let mut j = job("deb", "trigger:t");
+    j.not_before = Some(later);
+    store.create_job(j.clone(), "t").await.unwrap();
+    assert_eq!(
+        store.get_job("deb").await.unwrap().unwrap().next_attempt_at.map(|t| t.timestamp()),
+        Some(later.timestamp())
+    );
+    j.params.insert("n".into(), json!(9));
+    j.not_before = Some(later + chrono::Duration::seconds(30));
+    assert!(store.update_pending_job(j.clone(), "t").await.unwrap());
+    let v = store.get_job("deb").await.unwrap().unwrap();
+    assert_eq!(
+        (v.params["n"].clone(), v.next_attempt_at.map(|t| t.timestamp())),
+        (json!(9), Some(later.timestamp() + 30))
+    );
+    store.start_attempt("deb", attempt(0, "td")).await.unwrap();
+    assert!(!store.update_pending_job(j, "t").await.unwrap(), "a started job keeps its definition");
+
+    assert_eq!(store.trigger_mark("nightly").await.unwrap(), None);
+    let mark = chrono::DateTime::parse_from_rfc3339("2026-03-29T01:00:00Z").unwrap().to_utc();
+    store.set_trigger_mark("nightly", mark).await.unwrap();
+    assert_eq!(store.trigger_mark("nightly").await.unwrap(), Some(mark));
 }
 
 /// Creating a job twice creates it once; reads show its steps.

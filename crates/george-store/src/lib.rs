@@ -123,6 +123,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn create_job(&self, job: NewJob, actor: &str) -> Result<Created>;
     /// One job with its steps.
     async fn get_job(&self, id: &str) -> Result<Option<JobView>>;
+    /// Replaces the definition (params, steps, env, priority, not-before) of a
+    /// job that is pending and has never started; returns whether it did.
+    async fn update_pending_job(&self, job: NewJob, actor: &str) -> Result<bool>;
+    /// How far a cron trigger's schedule has been looked at.
+    async fn trigger_mark(&self, name: &str) -> Result<Option<DateTime<Utc>>>;
+    /// Records how far a cron trigger's schedule has been looked at.
+    async fn set_trigger_mark(&self, name: &str, watermark: DateTime<Utc>) -> Result<()>;
     /// A job's own environment for its agent.
     async fn job_env(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>>;
     /// Jobs (without steps), oldest first.

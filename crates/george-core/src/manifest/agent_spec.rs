@@ -4,7 +4,6 @@
 use super::ObjectMeta;
 use crate::duration::HumanDuration;
 use crate::quantity::{Cpu, Memory};
-use crate::Priority;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -55,9 +54,9 @@ pub struct AgentSpecSpec {
     /// At most this many agents of this spec run at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u32>,
-    /// What wakes the agent.
+    /// What wakes the agent (each entry is a Trigger whose agent is this one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub triggers: Vec<TriggerSpec>,
+    pub triggers: Vec<super::TriggerSpec>,
     /// Other agents this one relies on or tells.
     #[serde(default)]
     pub dependencies: Dependencies,
@@ -163,39 +162,6 @@ impl Default for HealthCheck {
             unhealthy_threshold: Self::default_threshold(),
         }
     }
-}
-
-/// What wakes an agent (seed 003 §1). Acted on by the scheduler.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct TriggerSpec {
-    /// `webhook`, `jira`, `cron` or `summon`.
-    #[serde(rename = "type")]
-    pub trigger_type: String,
-    /// Where events come from (e.g. `datadog`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    /// Event names.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub events: Vec<String>,
-    /// Cron expression.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<String>,
-    /// IANA time zone of the cron expression.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timezone: Option<String>,
-    /// What the wake is for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub intent: Option<String>,
-    /// The template to instantiate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<String>,
-    /// Priority of the jobs it creates.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority: Option<Priority>,
-    /// Coalescing window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub debounce: Option<HumanDuration>,
 }
 
 /// Other agents an agent relies on or notifies.

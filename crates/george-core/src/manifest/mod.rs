@@ -8,9 +8,10 @@ mod job;
 mod parse;
 mod policy;
 mod task_template;
+mod trigger;
 
 pub use agent_spec::{
-    AgentResources, AgentSpec, AgentSpecSpec, Dependencies, HealthCheck, Safety, SecretRef, TokenBudget, TriggerSpec,
+    AgentResources, AgentSpec, AgentSpecSpec, Dependencies, HealthCheck, Safety, SecretRef, TokenBudget,
 };
 pub use chapter::{Chapter, ChapterSpec};
 pub use diagnostic::{Diagnostic, Diagnostics};
@@ -18,6 +19,7 @@ pub use job::{JobManifest, JobSpec};
 pub use parse::{parse_manifests, ParsedManifest};
 pub use policy::{Policy, PolicySpec, RateLimits};
 pub use task_template::{StepTemplate, TaskTemplate, TaskTemplateSpec, VarType, Variable};
+pub use trigger::{MissedRuns, Trigger, TriggerSpec, TriggerType};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -55,11 +57,14 @@ pub enum Kind {
     Chapter,
     /// Rate limits and scheduling rules.
     Policy,
+    /// What wakes an agent.
+    Trigger,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 5] = [Kind::AgentSpec, Kind::TaskTemplate, Kind::Job, Kind::Chapter, Kind::Policy];
+    pub const ALL: [Kind; 6] =
+        [Kind::AgentSpec, Kind::TaskTemplate, Kind::Job, Kind::Chapter, Kind::Policy, Kind::Trigger];
 
     /// The kind's name as written in manifests.
     pub fn as_str(self) -> &'static str {
@@ -69,6 +74,7 @@ impl Kind {
             Kind::Job => "Job",
             Kind::Chapter => "Chapter",
             Kind::Policy => "Policy",
+            Kind::Trigger => "Trigger",
         }
     }
 }
@@ -82,10 +88,9 @@ impl std::fmt::Display for Kind {
 impl std::str::FromStr for Kind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown kind `{s}`, expected one of AgentSpec, TaskTemplate, Job, Chapter, Policy"))
+        Kind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            format!("unknown kind `{s}`, expected one of AgentSpec, TaskTemplate, Job, Chapter, Policy, Trigger")
+        })
     }
 }
 
@@ -104,6 +109,8 @@ pub enum Manifest {
     Chapter(Chapter),
     /// Rules.
     Policy(Policy),
+    /// What wakes an agent.
+    Trigger(Trigger),
 }
 
 impl Manifest {
@@ -115,6 +122,7 @@ impl Manifest {
             Manifest::Job(_) => Kind::Job,
             Manifest::Chapter(_) => Kind::Chapter,
             Manifest::Policy(_) => Kind::Policy,
+            Manifest::Trigger(_) => Kind::Trigger,
         }
     }
 
@@ -126,6 +134,7 @@ impl Manifest {
             Manifest::Job(m) => &m.metadata,
             Manifest::Chapter(m) => &m.metadata,
             Manifest::Policy(m) => &m.metadata,
+            Manifest::Trigger(m) => &m.metadata,
         }
     }
 

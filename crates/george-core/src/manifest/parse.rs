@@ -124,7 +124,7 @@ fn parse_document(file: &str, doc: &Document) -> Result<Option<ParsedManifest>, 
     let Some(kind) = header.kind else {
         return Err(Diagnostic::new(
             file,
-            "missing field `kind`; expected one of AgentSpec, TaskTemplate, Job, Chapter, Policy",
+            "missing field `kind`; expected one of AgentSpec, TaskTemplate, Job, Chapter, Policy, Trigger",
         )
         .field("kind")
         .at(doc.first_line, 1));
@@ -154,6 +154,7 @@ fn parse_document(file: &str, doc: &Document) -> Result<Option<ParsedManifest>, 
         Kind::Job => Manifest::Job(typed_without_kind::<JobManifest>(file, &doc.text)?),
         Kind::Chapter => Manifest::Chapter(typed_without_kind::<Chapter>(file, &doc.text)?),
         Kind::Policy => Manifest::Policy(typed_without_kind::<Policy>(file, &doc.text)?),
+        Kind::Trigger => Manifest::Trigger(typed_without_kind::<super::Trigger>(file, &doc.text)?),
     };
     let mut positions = BTreeMap::new();
     if let Ok(tree) = serde_saphyr::from_str::<Spanned<Node>>(&doc.text) {

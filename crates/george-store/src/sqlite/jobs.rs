@@ -26,8 +26,8 @@ pub fn create(w: &mut Writer<'_>, job: &NewJob, actor: &str) -> Result<Created> 
     let now = ts(w.now);
     w.tx.execute(
         "INSERT INTO jobs (id, template, agent, params, priority, chapter, desired, status, env, max_attempts, \
-         origin_source, origin_ref, origin_rev, spec_digest, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
+         origin_source, origin_ref, origin_rev, spec_digest, next_attempt_at, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?15, ?14, ?14)",
         params![
             job.id,
             job.template,
@@ -43,6 +43,7 @@ pub fn create(w: &mut Writer<'_>, job: &NewJob, actor: &str) -> Result<Created> 
             job.origin.revision,
             digest(job),
             now,
+            job.not_before.map(ts),
         ],
     )?;
     insert_steps(w.tx, &job.id, &job.steps, &now)?;
@@ -55,6 +56,30 @@ pub fn create(w: &mut Writer<'_>, job: &NewJob, actor: &str) -> Result<Created> 
                "source": job.origin.source, "reference": job.origin.reference, "revision": job.origin.revision}),
     )?;
     Ok(Created::New)
+}
+
+pub fn update_pending(w: &mut Writer<'_>, job: &NewJob, actor: &str) -> Result<bool> {
+    let now = ts(w.now);
+    let n = w.tx.execute(
+        "UPDATE jobs SET params = ?2, env = ?3, priority = ?4, next_attempt_at = ?5, spec_digest = ?6, updated_at = ?7 \
+         WHERE id = ?1 AND status = 'pending' AND attempt = 0",
+        params![
+            job.id,
+            serde_json::to_string(&job.params)?,
+            serde_json::to_string(&job.env)?,
+            job.priority.as_str(),
+            job.not_before.map(ts),
+            digest(job),
+            now,
+        ],
+    )?;
+    if n == 0 {
+        return Ok(false);
+    }
+    w.tx.execute("DELETE FROM steps WHERE job_id = ?1", [&job.id])?;
+    insert_steps(w.tx, &job.id, &job.steps, &now)?;
+    w.event(Some(&job.id), None, "job.updated", actor, json!({"not_before": job.not_before}))?;
+    Ok(true)
 }
 
 pub fn insert_steps(tx: &Transaction<'_>, job_id: &str, steps: &[StepSpec], now: &str) -> Result<()> {

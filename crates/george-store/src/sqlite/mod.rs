@@ -23,7 +23,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/0001_init.sql")), (2, include_str!("../../migrations/0002_triggers.sql"))];
 
 /// The SQLite implementation of [`Store`].
 #[derive(Clone)]
@@ -214,6 +215,21 @@ impl Store for SqliteStore {
     async fn get_job(&self, id: &str) -> Result<Option<JobView>> {
         let id = id.to_string();
         self.read(move |c| jobs::get(c, &id, true)).await
+    }
+
+    async fn update_pending_job(&self, job: NewJob, actor: &str) -> Result<bool> {
+        let actor = actor.to_string();
+        self.write(move |w| jobs::update_pending(w, &job, &actor)).await
+    }
+
+    async fn trigger_mark(&self, name: &str) -> Result<Option<DateTime<Utc>>> {
+        let name = name.to_string();
+        self.read(move |c| sources::trigger_mark(c, &name)).await
+    }
+
+    async fn set_trigger_mark(&self, name: &str, watermark: DateTime<Utc>) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |w| sources::set_trigger_mark(w, &name, watermark)).await
     }
 
     async fn job_env(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>> {

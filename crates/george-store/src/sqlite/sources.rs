@@ -260,6 +260,21 @@ impl std::str::FromStr for KindText {
     }
 }
 
+pub fn trigger_mark(c: &Connection, name: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    let t: Option<String> =
+        c.query_row("SELECT watermark FROM trigger_marks WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+    Ok(t.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.to_utc()))
+}
+
+pub fn set_trigger_mark(w: &mut Writer<'_>, name: &str, watermark: chrono::DateTime<chrono::Utc>) -> Result<()> {
+    w.tx.execute(
+        "INSERT INTO trigger_marks (name, watermark, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO UPDATE SET watermark = excluded.watermark, updated_at = excluded.updated_at",
+        params![name, ts(watermark), ts(w.now)],
+    )?;
+    Ok(())
+}
+
 pub fn catalog(c: &Connection) -> Result<Catalog> {
     let mut cat = Catalog::default();
     for m in manifests(c, None)? {
@@ -270,8 +285,13 @@ pub fn catalog(c: &Connection) -> Result<Catalog> {
             Kind::TaskTemplate => {
                 cat.templates.insert(m.name, serde_json::from_value(m.body)?);
             }
+            Kind::Trigger => {
+                let t: george_core::manifest::Trigger = serde_json::from_value(m.body)?;
+                cat.triggers.insert(m.name, t.spec);
+            }
             _ => {}
         }
     }
+    cat.add_agent_triggers();
     Ok(cat)
 }
