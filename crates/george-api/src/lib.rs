@@ -11,6 +11,7 @@ mod error;
 mod jobs;
 mod logs;
 mod ops;
+mod triggers;
 
 pub use auth::{Caller, OperatorTokens};
 pub use error::ApiError;
@@ -61,7 +62,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/agents", get(jobs::agents))
         .route("/api/v1/agents/{id}", get(jobs::agent))
         .route("/api/v1/agents/{id}/logs", get(logs::logs))
-        .route("/api/v1/events", get(ops::events))
+        .route("/api/v1/events", get(ops::events).post(triggers::webhook))
+        .route("/api/v1/summon", post(triggers::summon))
         .route("/api/v1/sources", get(ops::sources))
         .route("/api/v1/sync", post(ops::sync))
         .fallback(ops::not_found)

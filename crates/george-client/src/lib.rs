@@ -219,6 +219,11 @@ impl Client {
         self.post("/api/v1/sync", &serde_json::json!({})).await
     }
 
+    /// Summons an agent (`{agent, template?, context?, priority?}`).
+    pub async fn summon(&self, body: &serde_json::Value) -> Result<serde_json::Value> {
+        self.post("/api/v1/summon", body).await
+    }
+
     /// Sources.
     pub async fn sources(&self) -> Result<Vec<SourceView>> {
         self.get("/api/v1/sources").await

@@ -43,6 +43,20 @@ pub struct EngineConfig {
     pub max_concurrent: Option<u32>,
     /// When new low-priority submissions are refused.
     pub backpressure: Backpressure,
+    /// How often cron triggers are looked at.
+    pub trigger_tick: Duration,
+    /// The key webhook events are signed with (HMAC-SHA256).
+    pub webhook_secret: Option<WebhookSecret>,
+}
+
+/// A webhook signing key; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(pub Vec<u8>);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(<redacted>)")
+    }
 }
 
 /// Refusing low-priority work when the queue is deep (seed 003 §2).
@@ -83,6 +97,8 @@ impl EngineConfig {
             secrets_dir: None,
             max_concurrent: Some(32),
             backpressure: Backpressure::default(),
+            trigger_tick: Duration::from_secs(1),
+            webhook_secret: None,
         }
     }
 }
@@ -116,6 +132,8 @@ pub struct Context {
     pub preempting: Mutex<HashSet<String>>,
     /// The manifests changed: reload limits and shares before the next pass.
     pub limits_dirty: std::sync::atomic::AtomicBool,
+    /// One trigger wake at a time (debounce windows are read, then written).
+    pub trigger_lock: tokio::sync::Mutex<()>,
 }
 
 impl Context {

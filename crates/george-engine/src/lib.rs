@@ -14,10 +14,11 @@ mod reconciler;
 pub mod scheduler;
 pub mod secrets;
 pub mod tokens;
+pub mod triggers;
 mod workqueue;
 
 pub use adoption::{adopt_orphans, Adopted, AdoptionError};
-pub use context::{Backpressure, Context, EngineConfig};
+pub use context::{Backpressure, Context, EngineConfig, WebhookSecret};
 pub use decide::RetryPolicy;
 pub use metrics::Metrics;
 pub use workqueue::WorkQueue;
@@ -75,6 +76,34 @@ impl EngineHandle {
         self.ctx.scheduler.lock().unwrap_or_else(|e| e.into_inner()).depth()
     }
 
+    /// A webhook event: every matching trigger fires (or debounces).
+    pub async fn trigger_event(
+        &self,
+        source: Option<&str>,
+        event: Option<&str>,
+        delivery: &str,
+        payload: &serde_json::Value,
+    ) -> Result<Vec<triggers::Fired>, triggers::TriggerError> {
+        triggers::on_event(&self.ctx, source, event, delivery, payload).await
+    }
+
+    /// A manual summon of an agent.
+    pub async fn summon(
+        &self,
+        agent: &str,
+        template: Option<&str>,
+        context: &std::collections::BTreeMap<String, serde_json::Value>,
+        priority: Option<george_core::Priority>,
+        actor: &str,
+    ) -> Result<triggers::Fired, triggers::TriggerError> {
+        triggers::summon(&self.ctx, agent, template, context, priority, actor).await
+    }
+
+    /// The secret webhook senders sign their events with, if configured.
+    pub fn webhook_secret(&self) -> Option<&[u8]> {
+        self.ctx.cfg.webhook_secret.as_ref().map(|s| s.0.as_slice())
+    }
+
     /// If a new job of `priority` must be refused now (the queue is too deep),
     /// how long the caller should wait before trying again.
     pub fn backpressure(&self, priority: george_core::Priority) -> Option<std::time::Duration> {
@@ -122,6 +151,7 @@ impl Engine {
             queued_at: Mutex::new(Default::default()),
             preempting: Mutex::new(Default::default()),
             limits_dirty: Default::default(),
+            trigger_lock: Default::default(),
         });
         let (tx, rx) = mpsc::channel(16);
         let runner = SourceRunner::new(sources, store);
@@ -150,6 +180,7 @@ impl Engine {
         tasks
             .spawn(follow(ctx.clone(), runtime_events, shutdown.clone(), "runtime", |ctx, e| ctx.queue.add(&e.job_id)));
         tasks.spawn(resync(ctx.clone(), shutdown.clone()));
+        tasks.spawn(cron(ctx.clone(), shutdown.clone()));
         for _ in 0..ctx.cfg.workers.max(1) {
             tasks.spawn(worker(ctx.clone()));
         }
@@ -237,6 +268,21 @@ async fn resync(ctx: Arc<Context>, shutdown: CancellationToken) {
                     tracing::warn!(error = %e, "cannot reload scheduling limits");
                 }
                 enqueue_active(&ctx).await;
+            }
+        }
+    }
+}
+
+async fn cron(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(ctx.cfg.trigger_tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = triggers::cron_tick(&ctx).await {
+                    tracing::warn!(error = %e, "cron triggers not checked");
+                }
             }
         }
     }

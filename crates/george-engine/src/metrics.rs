@@ -26,6 +26,8 @@ pub const QUEUE_DEPTH: &str = "george_reconcile_queue_depth";
 pub const QUEUE_WAIT: &str = "george_scheduler_queue_wait_seconds";
 /// Jobs waiting for the scheduler, by priority class.
 pub const SCHEDULER_QUEUED: &str = "george_scheduler_queued";
+/// Looks at the cron triggers.
+pub const CRON_TICKS: &str = "george_trigger_cron_ticks";
 
 /// A label set with one `priority` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,6 +80,8 @@ pub struct Metrics {
     pub queue_wait: Family<PriorityLabel, Histogram>,
     /// Scheduler queue depth by class (refreshed when scraped).
     pub scheduler_queued: Family<PriorityLabel, Gauge>,
+    /// Completed looks at the cron triggers.
+    pub cron_ticks: Counter,
 }
 
 impl Default for Metrics {
@@ -94,6 +98,7 @@ impl Default for Metrics {
             Histogram::new([0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 3600.0])
         });
         let scheduler_queued = Family::<PriorityLabel, Gauge>::default();
+        let cron_ticks = Counter::default();
         registry.register(RECONCILE_TOTAL, "Reconcile passes by action", reconciles.clone());
         registry.register(AGENT_SPAWNS, "Agents spawned", spawns.clone());
         registry.register(AGENT_SPAWN_FAILURES, "Agents that could not be spawned", spawn_failures.clone());
@@ -111,6 +116,7 @@ impl Default for Metrics {
             "Jobs waiting for the scheduler, by priority class",
             scheduler_queued.clone(),
         );
+        registry.register(CRON_TICKS, "Completed looks at the cron triggers", cron_ticks.clone());
         Self {
             registry,
             reconciles,
@@ -122,6 +128,7 @@ impl Default for Metrics {
             queue_depth,
             queue_wait,
             scheduler_queued,
+            cron_ticks,
         }
     }
 }

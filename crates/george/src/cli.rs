@@ -61,6 +61,20 @@ pub enum Command {
     },
     /// Sync every source now and show their state.
     Sync,
+    /// Wake an agent by hand (a summon trigger).
+    Summon {
+        /// AgentSpec name.
+        agent: String,
+        /// Template to run (default: the agent's summon trigger's).
+        #[arg(long)]
+        template: Option<String>,
+        /// Context, `key=value` (value parsed as JSON when it can be).
+        #[arg(long = "context", short = 'c')]
+        context: Vec<String>,
+        /// Priority class (default P1).
+        #[arg(long)]
+        priority: Option<String>,
+    },
     /// Show the sources and their last applied revision.
     Sources,
     /// The reference agent.

@@ -168,6 +168,20 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
             });
             Ok(())
         }
+        Command::Summon { agent, template, context, priority } => {
+            let body = serde_json::json!({
+                "agent": agent,
+                "template": template,
+                "context": parse_params(context)?,
+                "priority": priority,
+            });
+            let fired = c.summon(&body).await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&fired)?),
+                Format::Table => println!("summoned {agent}: job {}", fired["job"].as_str().unwrap_or("?")),
+            }
+            Ok(())
+        }
         Command::Sync | Command::Sources => {
             let sources = if matches!(cmd, Command::Sync) { c.sync().await?.sources } else { c.sources().await? };
             print(format, &sources, |sources| {

@@ -33,6 +33,9 @@ pub struct Config {
     /// Where agents' secrets live.
     #[serde(default)]
     pub secrets: SecretsSection,
+    /// Webhook events (`POST /api/v1/events`).
+    #[serde(default)]
+    pub webhooks: WebhooksSection,
     /// Jira (seed shape; not supported by this version).
     #[serde(default)]
     pub jira: Option<serde_json::Value>,
@@ -53,6 +56,8 @@ pub struct EngineSection {
     pub termination_grace: Option<HumanDuration>,
     /// Agents running at once, in all (default 32).
     pub max_concurrent: Option<u32>,
+    /// How often cron triggers are looked at (default 1s).
+    pub trigger_tick: Option<HumanDuration>,
     /// Refusing low-priority work when the queue is deep.
     #[serde(default)]
     pub backpressure: BackpressureSection,
@@ -150,6 +155,15 @@ pub struct DockerSection {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WebhooksSection {
+    /// The name of the signing key in the secrets directory.
+    pub secret: Option<String>,
+    /// Or a file holding the signing key.
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SecretsSection {
     /// A directory with one file per secret (`<name>`), or a folder per
     /// secret with one file per key (`<name>/<key>`).
@@ -239,6 +253,9 @@ impl Config {
         }
         if let Some(v) = get("GEORGE_CONTAINER_BACKEND") {
             self.container_backend.backend_type = Some(v);
+        }
+        if let Some(v) = get("GEORGE_WEBHOOK_SECRET_FILE") {
+            self.webhooks.secret_file = Some(v.into());
         }
         if let Some(v) = get("GEORGE_AGENT_IMAGE") {
             self.container_backend.docker.image = Some(v);

@@ -116,6 +116,10 @@ impl Server {
             ecfg.termination_grace = g.get();
         }
         ecfg.output_dir = Some(data_dir.join("outputs"));
+        if let Some(t) = cfg.engine.trigger_tick {
+            ecfg.trigger_tick = t.get().max(std::time::Duration::from_millis(10));
+        }
+        ecfg.webhook_secret = webhook_secret(&cfg)?;
         if let Some(n) = cfg.engine.max_concurrent {
             ecfg.max_concurrent = Some(n);
         }
@@ -173,6 +177,27 @@ impl Server {
         tracing::info!("shutting down (agents keep running and are adopted on the next start)");
         self.stop().await
     }
+}
+
+/// The webhook signing key, read once at start.
+fn webhook_secret(cfg: &Config) -> anyhow::Result<Option<george_engine::WebhookSecret>> {
+    let path = match (&cfg.webhooks.secret, &cfg.webhooks.secret_file) {
+        (Some(_), Some(_)) => bail!("webhooks: set either `secret` or `secretFile`, not both"),
+        (Some(name), None) => {
+            let dir =
+                cfg.secrets.dir.as_ref().context("webhooks.secret names a secret, but no secrets.dir is configured")?;
+            dir.join(name)
+        }
+        (None, Some(path)) => path.clone(),
+        (None, None) => return Ok(None),
+    };
+    let key =
+        std::fs::read(&path).with_context(|| format!("webhooks: cannot read the signing key {}", path.display()))?;
+    let key: Vec<u8> = String::from_utf8_lossy(&key).trim().as_bytes().to_vec();
+    if key.len() < 16 {
+        bail!("webhooks: the signing key in {} is {} bytes; use at least 16", path.display(), key.len());
+    }
+    Ok(Some(george_engine::WebhookSecret(key)))
 }
 
 fn lock_data_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {

@@ -1,0 +1,117 @@
+//! Trigger endpoints: webhook events (`POST /api/v1/events`, authenticated
+//! by an HMAC-SHA256 signature of the body, not a bearer token) and manual
+//! summons (`POST /api/v1/summon`, operators).
+
+use crate::body::Body;
+use crate::{ApiError, ApiState, Caller};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use george_engine::triggers::{Fired, TriggerError};
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// The signature header: `sha256=<hex of HMAC-SHA256(secret, body)>`.
+pub const SIGNATURE_HEADER: &str = "x-george-signature";
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Checks the body's signature; GitHub's `X-Hub-Signature-256` is accepted too.
+fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let given = header(headers, SIGNATURE_HEADER)
+        .or_else(|| header(headers, "x-hub-signature-256"))
+        .and_then(|v| v.strip_prefix("sha256="))
+        .and_then(|hexsig| hex::decode(hexsig).ok())
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "missing or malformed `X-George-Signature: sha256=<hex HMAC-SHA256 of the body>`".into(),
+            )
+        })?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| ApiError::Internal("bad webhook key".into()))?;
+    mac.update(body);
+    // Constant-time comparison.
+    mac.verify_slice(&given).map_err(|_| ApiError::Unauthorized("the webhook signature does not match the body".into()))
+}
+
+fn trigger_error(e: TriggerError) -> ApiError {
+    match e {
+        TriggerError::NotFound(m) => ApiError::NotFound(m),
+        TriggerError::Invalid(m) => ApiError::invalid(m),
+        TriggerError::Store(e) => e.into(),
+    }
+}
+
+pub async fn webhook(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let secret = st.engine.webhook_secret().ok_or_else(|| {
+        ApiError::Unauthorized("webhooks are not enabled on this engine (configure webhooks.secret)".into())
+    })?;
+    verify(secret, &headers, &body)?;
+    let payload: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+    if !payload.is_object() {
+        return Err(ApiError::invalid("an event must be a JSON object"));
+    }
+    let source = header(&headers, "x-george-source").or_else(|| payload.get("source").and_then(Value::as_str));
+    let event = header(&headers, "x-george-event").or_else(|| payload.get("event").and_then(Value::as_str));
+    let delivery = header(&headers, "x-george-delivery")
+        .map(str::to_string)
+        .unwrap_or_else(|| hex::encode(&Sha256::digest(&body)[..8]));
+    let fired: Vec<Fired> = st.engine.trigger_event(source, event, &delivery, &payload).await.map_err(trigger_error)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"fired": fired}))))
+}
+
+/// `POST /api/v1/summon`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SummonRequest {
+    agent: String,
+    #[serde(default)]
+    template: Option<String>,
+    #[serde(default)]
+    context: BTreeMap<String, Value>,
+    #[serde(default)]
+    priority: Option<george_core::Priority>,
+}
+
+pub async fn summon(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Body(req): Body<SummonRequest>,
+) -> Result<(StatusCode, Json<Fired>), ApiError> {
+    caller.operator()?;
+    let fired = st
+        .engine
+        .summon(&req.agent, req.template.as_deref(), &req.context, req.priority, &caller.actor())
+        .await
+        .map_err(trigger_error)?;
+    Ok((StatusCode::CREATED, Json(fired)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_checked() {
+        let body = br#"{"event":"x"}"#;
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"k").unwrap();
+        mac.update(body);
+        let good = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let mut h = HeaderMap::new();
+        h.insert(SIGNATURE_HEADER, good.parse().unwrap());
+        assert!(verify(b"k", &h, body).is_ok());
+        assert!(verify(b"other", &h, body).is_err());
+        assert!(verify(b"k", &h, br#"{"event":"y"}"#).is_err());
+        assert!(verify(b"k", &HeaderMap::new(), body).is_err());
+    }
+}

@@ -1,0 +1,373 @@
+//! Triggers turn outside events into jobs (seed 003 §1): cron schedules,
+//! webhook events and manual summons. Every trigger creates jobs of its
+//! template through the same planning as any other job.
+//!
+//! - **Cron**: each tick compares the schedule with the trigger's stored
+//!   watermark; a fire creates the job `<trigger>-<UTC minute>`, so neither a
+//!   restart nor a repeated tick can fire twice.
+//! - **Debouncing**: a wake with a debounce window creates a pending job that
+//!   may not start before the window ends; further wakes with the same key
+//!   replace its parameters (the job sees the latest payload) and push the
+//!   start back, never beyond `maxDelay` after the first wake. It is all in
+//!   the store, so a restart loses nothing.
+
+use crate::context::Context;
+use chrono::{DateTime, Utc};
+use george_core::manifest::{TriggerSpec, TriggerType};
+use george_core::plan::{JobRequest, Origin};
+use george_core::schedule::CronSchedule;
+use george_core::{DesiredState, JobStatus, Priority};
+use george_store::{Created, JobFilter, StoreError};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A cron fire more than this late counts as missed (policy `skip`).
+const ON_TIME: chrono::Duration = chrono::Duration::seconds(60);
+
+/// What one trigger did with one wake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fired {
+    /// The trigger.
+    pub trigger: String,
+    /// The job it created, or the one the wake was folded into.
+    pub job: String,
+    /// Whether the wake was folded into an earlier one's job.
+    pub debounced: bool,
+}
+
+/// Why a trigger could not create a job.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    /// No such trigger, agent or template.
+    #[error("{0}")]
+    NotFound(String),
+    /// The parameters do not fit the template.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A valid job id: `base` sanitised, with a suffix, at most 63 characters.
+fn job_id(base: &str, suffix: &str) -> String {
+    let clean: String = base
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    let id = format!("{clean}-{suffix}");
+    if id.len() <= 63 {
+        return id;
+    }
+    let h = hex::encode(Sha256::digest(id.as_bytes()));
+    format!("{}-{}-{}", &clean[..clean.len().min(30)], &h[..8], suffix.chars().take(20).collect::<String>())
+}
+
+/// A payload value at a dotted path (`issue.fields.project`).
+pub fn lookup<'a>(payload: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(payload, |v, key| v.get(key))
+}
+
+fn as_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether a webhook trigger matches an event.
+pub fn matches(spec: &TriggerSpec, source: Option<&str>, event: Option<&str>, payload: &Value) -> bool {
+    spec.is_webhook()
+        && spec.source.as_deref().is_none_or(|s| source == Some(s))
+        && (spec.events.is_empty() || event.is_some_and(|e| spec.events.iter().any(|x| x == e)))
+        && spec
+            .conditions
+            .iter()
+            .all(|(path, want)| lookup(payload, path).map(as_text).as_deref() == Some(want.as_str()))
+}
+
+/// Parameters from a wake: the trigger's own, then the wake's fields named
+/// like the template's variables; a `payload` variable gets the whole payload.
+fn params_for(
+    ctx_vars: &[george_core::manifest::Variable],
+    spec: &TriggerSpec,
+    wake: &Value,
+) -> BTreeMap<String, Value> {
+    let mut params = spec.params.clone();
+    for var in ctx_vars {
+        if var.name == "payload" && !wake.is_null() {
+            params.insert("payload".into(), Value::String(wake.to_string()));
+        } else if let Some(v) = wake.get(&var.name) {
+            params.insert(var.name.clone(), v.clone());
+        }
+    }
+    params
+}
+
+/// Creates the job for one wake of trigger `name` (or folds the wake into a
+/// debounced one). `fire_key` names this wake (a cron minute, a delivery id).
+pub async fn fire(
+    ctx: &Arc<Context>,
+    name: &str,
+    spec: &TriggerSpec,
+    wake: &Value,
+    fire_key: &str,
+    priority: Option<Priority>,
+    actor: &str,
+) -> Result<Fired, TriggerError> {
+    let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
+    let template_name =
+        spec.template.clone().ok_or_else(|| TriggerError::NotFound(format!("trigger `{name}` has no template")))?;
+    let template = catalog
+        .templates
+        .get(&template_name)
+        .ok_or_else(|| TriggerError::NotFound(format!("trigger `{name}`: unknown TaskTemplate `{template_name}`")))?;
+    let params = params_for(&template.spec.variables, spec, wake);
+    let now = ctx.clock.now();
+    let source = format!("trigger:{name}");
+    let _serial = ctx.trigger_lock.lock().await;
+
+    // Debounced: fold into the open window's job if there is one.
+    let debounce_key = match (&spec.debounce, &spec.debounce_key) {
+        (Some(_), Some(path)) => Some(lookup(wake, path).map(as_text).unwrap_or_else(|| "-".into())),
+        (Some(_), None) => Some("-".into()),
+        _ => None,
+    };
+    if let (Some(window), Some(key)) = (spec.debounce, &debounce_key) {
+        let pending = ctx
+            .store
+            .list_jobs(&JobFilter {
+                status: vec![JobStatus::Pending],
+                source: Some(source.clone()),
+                ..Default::default()
+            })
+            .await?;
+        let open = pending.into_iter().find(|j| {
+            j.attempt == 0
+                && j.origin.reference.as_deref() == Some(key.as_str())
+                && j.next_attempt_at.is_some_and(|t| t > now)
+        });
+        if let Some(j) = &open {
+            let max_delay = spec.max_delay.map(|d| d.get()).unwrap_or(window.get() * 5);
+            let not_before = (now + chrono::Duration::from_std(window.get()).unwrap_or_default())
+                .min(j.created_at + chrono::Duration::from_std(max_delay).unwrap_or_default());
+            let job = plan(&catalog, name, spec, &j.id, &template_name, &params, priority, key, Some(not_before))?;
+            if ctx.store.update_pending_job(job, actor).await? {
+                ctx.store
+                    .record_event(
+                        Some(&j.id),
+                        "trigger.debounced",
+                        actor,
+                        json!({"trigger": name, "into": j.id, "wake": fire_key}),
+                    )
+                    .await?;
+                return Ok(Fired { trigger: name.into(), job: j.id.clone(), debounced: true });
+            }
+            // It started meanwhile: this wake gets a job of its own.
+        }
+    }
+    let (id, reference, not_before) = match (spec.debounce, &debounce_key) {
+        (Some(window), Some(key)) => (
+            job_id(&format!("{name}-{key}"), &now.format("%Y%m%d%H%M%S%3f").to_string()),
+            key.clone(),
+            Some(now + chrono::Duration::from_std(window.get()).unwrap_or_default()),
+        ),
+        _ => (job_id(name, fire_key), fire_key.to_string(), None),
+    };
+    let job = plan(&catalog, name, spec, &id, &template_name, &params, priority, &reference, not_before)?;
+    let created = ctx.store.create_job(job, actor).await?;
+    if created == Created::New {
+        ctx.store
+            .record_event(
+                Some(&id),
+                "trigger.fired",
+                actor,
+                json!({"trigger": name, "wake": fire_key, "type": spec.trigger_type}),
+            )
+            .await?;
+    }
+    Ok(Fired { trigger: name.into(), job: id, debounced: false })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan(
+    catalog: &george_core::plan::Catalog,
+    name: &str,
+    spec: &TriggerSpec,
+    id: &str,
+    template: &str,
+    params: &BTreeMap<String, Value>,
+    priority: Option<Priority>,
+    reference: &str,
+    not_before: Option<DateTime<Utc>>,
+) -> Result<george_core::plan::NewJob, TriggerError> {
+    let env = BTreeMap::new();
+    let req = JobRequest {
+        id,
+        template,
+        params,
+        agent: spec.agent.as_deref(),
+        chapter: None,
+        priority: priority.unwrap_or_else(|| spec.job_priority()),
+        desired: DesiredState::Active,
+        env: &env,
+    };
+    let origin = Origin { source: format!("trigger:{name}"), reference: Some(reference.to_string()), revision: None };
+    let mut job = catalog.plan(&req, origin).map_err(|errs| {
+        TriggerError::Invalid(format!(
+            "trigger `{name}`: {}",
+            errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+        ))
+    })?;
+    job.not_before = not_before;
+    Ok(job)
+}
+
+/// One look at every cron trigger: fires what is due, records the watermark.
+pub async fn cron_tick(ctx: &Arc<Context>) -> Result<(), StoreError> {
+    let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
+    for (name, spec) in catalog.triggers.iter().filter(|(_, t)| t.trigger_type == TriggerType::Cron) {
+        let Some(expr) = spec.schedule.as_deref() else { continue };
+        let Ok(schedule) = CronSchedule::parse(expr, spec.timezone.as_deref()) else { continue };
+        let now = ctx.clock.now();
+        let Some(mark) = ctx.store.trigger_mark(name).await? else {
+            // First sight: the schedule starts now (nothing before it is "missed").
+            ctx.store.set_trigger_mark(name, now).await?;
+            continue;
+        };
+        let due = schedule.due(mark, now, spec.missed, ON_TIME);
+        for at in &due.fire {
+            let key = at.format("%Y%m%d%H%M").to_string();
+            let wake = json!({"fire_time": at.to_rfc3339()});
+            match fire(ctx, name, spec, &wake, &key, None, "trigger:cron").await {
+                Ok(f) => tracing::info!(trigger = %name, job = %f.job, at = %at, "cron trigger fired"),
+                Err(TriggerError::Store(e)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(trigger = %name, error = %e, "cron trigger cannot create its job");
+                    ctx.store
+                        .record_event(
+                            None,
+                            "trigger.failed",
+                            "trigger:cron",
+                            json!({"trigger": name, "reason": e.to_string()}),
+                        )
+                        .await?;
+                }
+            }
+        }
+        if due.skipped > 0 {
+            ctx.store
+                .record_event(
+                    None,
+                    "trigger.skipped",
+                    "trigger:cron",
+                    json!({"trigger": name, "missed": due.skipped, "policy": spec.missed}),
+                )
+                .await?;
+        }
+        if due.watermark != mark {
+            ctx.store.set_trigger_mark(name, due.watermark).await?;
+        }
+    }
+    ctx.metrics.cron_ticks.inc();
+    Ok(())
+}
+
+/// A webhook event: every matching trigger fires (or debounces).
+pub async fn on_event(
+    ctx: &Arc<Context>,
+    source: Option<&str>,
+    event: Option<&str>,
+    delivery: &str,
+    payload: &Value,
+) -> Result<Vec<Fired>, TriggerError> {
+    let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
+    let mut out = Vec::new();
+    for (name, spec) in catalog.triggers.iter().filter(|(_, t)| matches(t, source, event, payload)) {
+        out.push(fire(ctx, name, spec, payload, delivery, None, "trigger:webhook").await?);
+    }
+    Ok(out)
+}
+
+/// A manual summon of `agent`: its summon trigger (or `template`) with `context` as parameters.
+pub async fn summon(
+    ctx: &Arc<Context>,
+    agent: &str,
+    template: Option<&str>,
+    context: &BTreeMap<String, Value>,
+    priority: Option<Priority>,
+    actor: &str,
+) -> Result<Fired, TriggerError> {
+    let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
+    if !catalog.agents.contains_key(agent) {
+        return Err(TriggerError::NotFound(format!("unknown AgentSpec `{agent}`")));
+    }
+    let found = catalog.triggers.iter().find(|(_, t)| {
+        t.trigger_type == TriggerType::Summon
+            && t.agent.as_deref() == Some(agent)
+            && template.is_none_or(|tpl| t.template.as_deref() == Some(tpl))
+    });
+    let (name, mut spec) = match (found, template) {
+        (Some((n, t)), _) => (n.clone(), t.clone()),
+        (None, Some(tpl)) => (
+            format!("{agent}-summon"),
+            TriggerSpec {
+                trigger_type: TriggerType::Summon,
+                template: Some(tpl.into()),
+                agent: Some(agent.into()),
+                priority: None,
+                params: Default::default(),
+                intent: None,
+                schedule: None,
+                timezone: None,
+                missed: Default::default(),
+                source: None,
+                events: vec![],
+                conditions: Default::default(),
+                debounce: None,
+                debounce_key: None,
+                max_delay: None,
+            },
+        ),
+        (None, None) => {
+            return Err(TriggerError::NotFound(format!(
+                "AgentSpec `{agent}` has no summon trigger; name a template to run (--template)"
+            )))
+        }
+    };
+    spec.params.extend(context.clone());
+    let key = ctx.clock.now().format("%Y%m%d%H%M%S%3f").to_string();
+    fire(ctx, &name, &spec, &Value::Null, &key, priority, actor).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_match_payload_paths() {
+        let spec: TriggerSpec = serde_json::from_value(json!({
+            "type": "webhook", "template": "t", "source": "jira_webhook", "events": ["issue.created"],
+            "conditions": {"issue.fields.project": "PAYMENTS", "issue.fields.issue_type": "Bug"}
+        }))
+        .unwrap();
+        let payload = json!({"issue": {"key": "PAY-1", "fields": {"project": "PAYMENTS", "issue_type": "Bug"}}});
+        assert!(matches(&spec, Some("jira_webhook"), Some("issue.created"), &payload));
+        assert!(!matches(&spec, Some("datadog"), Some("issue.created"), &payload));
+        assert!(!matches(&spec, Some("jira_webhook"), Some("issue.updated"), &payload));
+        let story = json!({"issue": {"fields": {"project": "PAYMENTS", "issue_type": "Story"}}});
+        assert!(!matches(&spec, Some("jira_webhook"), Some("issue.created"), &story));
+        assert_eq!(lookup(&payload, "issue.key"), Some(&json!("PAY-1")));
+    }
+
+    #[test]
+    fn job_ids_are_valid_and_bounded() {
+        assert_eq!(job_id("nightly-scan", "202603290100"), "nightly-scan-202603290100");
+        let long = job_id(&"x".repeat(80), "202603290100");
+        assert!(long.len() <= 63 && george_core::manifest::is_valid_name(&long), "{long}");
+        assert!(george_core::manifest::is_valid_name(&job_id("Jira Hook/PAY-1", "1")));
+    }
+}
