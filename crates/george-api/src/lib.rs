@@ -7,6 +7,7 @@
 mod agent_api;
 mod auth;
 mod body;
+mod control;
 mod error;
 mod jobs;
 mod logs;
@@ -63,6 +64,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/agents/{id}", get(jobs::agent))
         .route("/api/v1/agents/{id}/logs", get(logs::logs))
         .route("/api/v1/events", get(ops::events).post(triggers::webhook))
+        .route("/api/v1/registry", get(control::registry))
+        .route("/api/v1/registry/{agent}/dismiss", post(control::dismiss))
+        .route("/api/v1/agents/{id}/halt", post(control::halt))
+        .route("/api/v1/triggers", get(control::triggers))
+        .route("/api/v1/status", get(control::status))
+        .route("/api/v1/diagnose", get(control::diagnose))
         .route("/api/v1/summon", post(triggers::summon))
         .route("/api/v1/sources", get(ops::sources))
         .route("/api/v1/sync", post(ops::sync))

@@ -219,6 +219,16 @@ impl Client {
         self.post("/api/v1/sync", &serde_json::json!({})).await
     }
 
+    /// Any GET endpoint, as JSON.
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        self.get(path).await
+    }
+
+    /// Any POST endpoint, as JSON.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+        self.post(path, body).await
+    }
+
     /// Summons an agent (`{agent, template?, context?, priority?}`).
     pub async fn summon(&self, body: &serde_json::Value) -> Result<serde_json::Value> {
         self.post("/api/v1/summon", body).await

@@ -11,6 +11,7 @@ mod context;
 pub mod decide;
 pub mod metrics;
 mod reconciler;
+pub mod registry;
 pub mod scheduler;
 pub mod secrets;
 pub mod tokens;
@@ -85,6 +86,36 @@ impl EngineHandle {
         payload: &serde_json::Value,
     ) -> Result<Vec<triggers::Fired>, triggers::TriggerError> {
         triggers::on_event(&self.ctx, source, event, delivery, payload).await
+    }
+
+    /// The agent registry, filtered.
+    pub async fn registry(
+        &self,
+        q: &registry::RegistryQuery,
+    ) -> Result<Vec<registry::RegistryEntry>, george_store::StoreError> {
+        registry::entries(&self.ctx, q).await
+    }
+
+    /// Every trigger with its next fire time.
+    pub async fn triggers(&self) -> Result<Vec<registry::TriggerEntry>, george_store::StoreError> {
+        registry::triggers(&self.ctx).await
+    }
+
+    /// Stops a live agent instance: gracefully (`grace`), or at once
+    /// (emergency, `Duration::ZERO`), recording `reason` as its outcome.
+    pub async fn stop_agent(
+        &self,
+        job: &str,
+        attempt: u32,
+        reason: &str,
+        grace: std::time::Duration,
+    ) -> Result<bool, george_store::StoreError> {
+        let Some(agent) = self.ctx.store.get_agent(job, attempt).await? else { return Ok(false) };
+        if !agent.state.is_live() {
+            return Ok(false);
+        }
+        reconciler::stop_with_grace(&self.ctx, &agent, attempt, reason, grace).await?;
+        Ok(true)
     }
 
     /// A manual summon of an agent.

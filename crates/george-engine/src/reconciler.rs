@@ -73,6 +73,9 @@ pub async fn reconcile(ctx: &Arc<Context>, id: &str) -> Result<Option<Duration>,
             if let Err(e) = ctx.runtime.cleanup(id, attempt).await {
                 tracing::warn!(job = id, attempt, error = %e, "cleanup failed");
             }
+            if let Some(agent) = &state.current {
+                crate::registry::note_ended(ctx, &agent.agent_spec).await?;
+            }
             Ok(None)
         }
         Action::SetStatus(change) => {
@@ -225,6 +228,17 @@ async fn load_job_env(ctx: &Context, id: &str) -> Result<BTreeMap<String, String
 
 /// Marks the attempt as cooling and stops its agent in the background.
 pub(crate) async fn stop(ctx: &Arc<Context>, agent: &AgentView, attempt: u32, reason: &str) -> Result<(), StoreError> {
+    stop_with_grace(ctx, agent, attempt, reason, ctx.cfg.termination_grace).await
+}
+
+/// Like [`stop`], with a given grace period (zero: kill at once).
+pub(crate) async fn stop_with_grace(
+    ctx: &Arc<Context>,
+    agent: &AgentView,
+    attempt: u32,
+    reason: &str,
+    grace: Duration,
+) -> Result<(), StoreError> {
     let key = (agent.job_id.clone(), attempt);
     if !ctx.stopping.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone()) {
         return Ok(());
@@ -244,7 +258,6 @@ pub(crate) async fn stop(ctx: &Arc<Context>, agent: &AgentView, attempt: u32, re
     };
     let ctx2 = ctx.clone();
     ctx.tasks.spawn(async move {
-        let grace = ctx2.cfg.termination_grace;
         if let Err(e) = ctx2.runtime.terminate(&key.0, key.1, &handle, grace).await {
             tracing::warn!(job = %key.0, attempt = key.1, error = %e, "terminate failed");
         }

@@ -399,6 +399,7 @@ pub async fn events_are_sequenced_and_broadcast(store: TestStore) {
     store.set_desired("j", DesiredState::Paused, "operator:a", None).await.unwrap();
     let all = store.events_since(0, 100, None).await.unwrap();
     assert_eq!(all.len(), 2);
+    assert_eq!(store.latest_seq().await.unwrap(), all[1].seq);
     assert!(all[0].seq < all[1].seq);
     assert_eq!(store.events_since(all[0].seq, 100, None).await.unwrap().len(), 1);
     store.create_job(job("other", "api"), "t").await.unwrap();

@@ -201,6 +201,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn get_agent(&self, id: &str, attempt: u32) -> Result<Option<AgentView>>;
     /// Events with `seq > since` (only job `job`'s when given), oldest first, at most `limit`.
     async fn events_since(&self, since: i64, limit: u32, job: Option<&str>) -> Result<Vec<EventView>>;
+    /// The sequence number of the newest event (0 when there is none).
+    async fn latest_seq(&self) -> Result<i64>;
     /// Every event as it is committed.
     fn subscribe(&self) -> broadcast::Receiver<EventView>;
     /// Appends an event that records a decision rather than a state change

@@ -61,7 +61,45 @@ pub enum Command {
     },
     /// Sync every source now and show their state.
     Sync,
-    /// Wake an agent by hand (a summon trigger).
+    /// The agent registry: AgentSpecs with their state and health.
+    Registry {
+        /// Only this role (`spec.type`).
+        #[arg(long = "type")]
+        agent_type: Option<String>,
+        /// Only this chapter.
+        #[arg(long)]
+        chapter: Option<String>,
+        /// Only agents with this capability.
+        #[arg(long)]
+        capability: Option<String>,
+        /// Only this lifecycle state (dormant, awakening, active, cooling).
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Triggers and their next fire times.
+    Triggers,
+    /// All agent states and the queue depths.
+    Status,
+    /// Health of the engine: store latency, queues, errors.
+    Diagnose,
+    /// Stop every instance of an AgentSpec gracefully (their jobs are paused).
+    Dismiss {
+        /// AgentSpec name.
+        agent: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Emergency stop of one agent instance (`<job>-<attempt>`): killed at once, its job paused.
+    Halt {
+        /// Agent id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Wake an agent by hand (a summon trigger; `spawn` is the same).
+    #[command(alias = "spawn")]
     Summon {
         /// AgentSpec name.
         agent: String,

@@ -52,6 +52,47 @@ async fn run_agent() -> i32 {
     }
 }
 
+/// Prints a JSON value as an indented outline.
+fn print_tree(v: &serde_json::Value, depth: usize) {
+    let pad = "  ".repeat(depth);
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                match x {
+                    serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
+                        println!("{pad}{k}:");
+                        print_tree(x, depth + 1);
+                    }
+                    other => println!(
+                        "{pad}{k}: {}",
+                        other.as_str().map(str::to_string).unwrap_or_else(|| other.to_string())
+                    ),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for x in items {
+                match x {
+                    serde_json::Value::Object(m) if m.contains_key("name") => {
+                        let name = m["name"].as_str().unwrap_or("");
+                        let rest: Vec<String> = ["state", "instances", "kind", "seq"]
+                            .iter()
+                            .filter_map(|k| {
+                                m.get(*k).map(|v| {
+                                    format!("{k}={}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                                })
+                            })
+                            .collect();
+                        println!("{pad}- {name} {}", rest.join(" "));
+                    }
+                    other => println!("{pad}- {other}"),
+                }
+            }
+        }
+        other => println!("{pad}{other}"),
+    }
+}
+
 /// Adds a hint to errors a user can fix.
 fn explain(e: &anyhow::Error) -> String {
     let mut msg = format!("{e:#}");
@@ -166,6 +207,92 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
                 }
                 t
             });
+            Ok(())
+        }
+        Command::Registry { agent_type, chapter, capability, status } => {
+            let mut q = Vec::new();
+            for (k, v) in [("type", agent_type), ("chapter", chapter), ("capability", capability), ("status", status)] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={v}"));
+                }
+            }
+            let v = c.get_json(&format!("/api/v1/registry?{}", q.join("&"))).await?;
+            print(format, &v, |v| {
+                let mut t = table(&["AGENT", "TYPE", "CHAPTER", "STATE", "INSTANCES", "FAILURES", "CAPABILITIES"]);
+                for e in v.as_array().into_iter().flatten() {
+                    let state = if e["degraded"] == true {
+                        format!("{} (degraded)", e["state"].as_str().unwrap_or(""))
+                    } else {
+                        e["state"].as_str().unwrap_or("").to_string()
+                    };
+                    t.add_row(vec![
+                        e["name"].as_str().unwrap_or("").to_string(),
+                        e["agent_type"].as_str().unwrap_or("").to_string(),
+                        e["chapter"].as_str().unwrap_or("").to_string(),
+                        state,
+                        e["instances"].to_string(),
+                        e["consecutive_failures"].to_string(),
+                        e["capabilities"]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+                            .unwrap_or_default(),
+                    ]);
+                }
+                t
+            });
+            Ok(())
+        }
+        Command::Triggers => {
+            let v = c.get_json("/api/v1/triggers").await?;
+            print(format, &v, |v| {
+                let mut t = table(&["TRIGGER", "TYPE", "TEMPLATE", "AGENT", "SCHEDULE", "NEXT FIRE"]);
+                for e in v.as_array().into_iter().flatten() {
+                    let sched = match (e["schedule"].as_str(), e["timezone"].as_str()) {
+                        (Some(s), Some(tz)) => format!("{s} ({tz})"),
+                        (Some(s), None) => s.to_string(),
+                        _ => String::new(),
+                    };
+                    t.add_row(vec![
+                        e["name"].as_str().unwrap_or("").to_string(),
+                        e["type"].as_str().unwrap_or("").to_string(),
+                        e["template"].as_str().unwrap_or("").to_string(),
+                        e["agent"].as_str().unwrap_or("").to_string(),
+                        sched,
+                        e["next_fire"].as_str().unwrap_or("").to_string(),
+                    ]);
+                }
+                t
+            });
+            Ok(())
+        }
+        Command::Status | Command::Diagnose => {
+            let path = if matches!(cmd, Command::Status) { "/api/v1/status" } else { "/api/v1/diagnose" };
+            let v = c.get_json(path).await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+                Format::Table => print_tree(&v, 0),
+            }
+            Ok(())
+        }
+        Command::Dismiss { agent, reason } => {
+            let v = c
+                .post_json(&format!("/api/v1/registry/{agent}/dismiss"), &serde_json::json!({"reason": reason}))
+                .await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+                Format::Table => println!(
+                    "dismissed {agent}: {} instance(s) stopping; their jobs are paused",
+                    v["dismissed"].as_array().map_or(0, Vec::len)
+                ),
+            }
+            Ok(())
+        }
+        Command::Halt { id, reason } => {
+            let v = c.post_json(&format!("/api/v1/agents/{id}/halt"), &serde_json::json!({"reason": reason})).await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+                Format::Table => println!("halted {id}; job {} is paused", v["job"].as_str().unwrap_or("?")),
+            }
             Ok(())
         }
         Command::Summon { agent, template, context, priority } => {

@@ -364,6 +364,10 @@ impl Store for SqliteStore {
         self.read(move |c| rows::events_since(c, since, limit, job.as_deref())).await
     }
 
+    async fn latest_seq(&self) -> Result<i64> {
+        self.read(|c| Ok(c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)).await
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<EventView> {
         self.inner.events.subscribe()
     }

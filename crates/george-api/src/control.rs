@@ -1,0 +1,132 @@
+//! The control plane of seed 003 §6: the registry, triggers, status,
+//! diagnose, and the manual (dismiss) and emergency (halt) shutdowns.
+
+use crate::body::{OptionalBody, QueryParams};
+use crate::jobs::find_agent;
+use crate::{ApiError, ApiState, Caller};
+use axum::extract::{Path, State};
+use axum::Json;
+use george_core::api::ActionRequest;
+use george_core::{DesiredState, JobStatus};
+use george_engine::registry::{RegistryEntry, RegistryQuery, TriggerEntry};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+pub async fn registry(
+    State(st): State<ApiState>,
+    caller: Caller,
+    QueryParams(q): QueryParams<RegistryQuery>,
+) -> Result<Json<Vec<RegistryEntry>>, ApiError> {
+    caller.operator()?;
+    Ok(Json(st.engine.registry(&q).await?))
+}
+
+pub async fn triggers(State(st): State<ApiState>, caller: Caller) -> Result<Json<Vec<TriggerEntry>>, ApiError> {
+    caller.operator()?;
+    Ok(Json(st.engine.triggers().await?))
+}
+
+pub async fn status(State(st): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.operator()?;
+    let agents = st.engine.registry(&RegistryQuery::default()).await?;
+    let queue: serde_json::Map<String, Value> =
+        st.engine.scheduler_depth().into_iter().map(|(p, n)| (p.to_string(), json!(n))).collect();
+    let jobs: serde_json::Map<String, Value> =
+        st.store.count_by_status().await?.into_iter().map(|(s, n)| (s.to_string(), json!(n))).collect();
+    Ok(Json(json!({"agents": agents, "queue": queue, "jobs": jobs})))
+}
+
+pub async fn diagnose(State(st): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.operator()?;
+    let t = Instant::now();
+    let store_ok = st.store.count_by_status().await;
+    let read_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let m = st.engine.metrics();
+    let live = st.store.list_agents(true, 10_000).await?.len();
+    let problems = ["source.rejected", "trigger.failed", "agent.degraded", "job.rejected"];
+    let mut recent = Vec::new();
+    // The last 5000 events are enough for "recent".
+    let mut since = (st.store.latest_seq().await? - 5000).max(0);
+    loop {
+        let batch = st.store.events_since(since, 5000, None).await?;
+        let Some(l) = batch.last() else { break };
+        since = l.seq;
+        recent.extend(batch.into_iter().filter(|e| problems.contains(&e.kind.as_str())));
+        if recent.len() > 200 {
+            recent.drain(..recent.len() - 200);
+        }
+    }
+    recent.reverse();
+    recent.truncate(20);
+    let failed_jobs = st
+        .store
+        .list_jobs(&george_store::JobFilter { status: vec![JobStatus::Failed], ..Default::default() })
+        .await?
+        .len();
+    Ok(Json(json!({
+        "store": {"ok": store_ok.is_ok(), "read_ms": read_ms, "error": store_ok.err().map(|e| e.to_string())},
+        "reconcile_queue": st.engine.queue_depth(),
+        "scheduler_queue": st.engine.scheduler_depth().values().sum::<usize>(),
+        "live_agents": live,
+        "spawns": m.spawns.get(),
+        "spawn_failures": m.spawn_failures.get(),
+        "failed_jobs": failed_jobs,
+        "recent_problems": recent,
+    })))
+}
+
+/// Manual shutdown: every live instance of an AgentSpec stops gracefully;
+/// their jobs are paused (resume them to continue).
+pub async fn dismiss(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+    OptionalBody(req): OptionalBody<ActionRequest>,
+) -> Result<Json<Value>, ApiError> {
+    caller.operator()?;
+    if st.engine.registry(&RegistryQuery::default()).await?.iter().all(|e| e.name != agent) {
+        return Err(ApiError::NotFound(format!("AgentSpec `{agent}` not found")));
+    }
+    let reason = format!("dismissed: {}", req.reason.as_deref().unwrap_or("by an operator"));
+    let mut dismissed = Vec::new();
+    for a in st.store.list_agents(true, 10_000).await?.into_iter().filter(|a| a.agent_spec == agent) {
+        st.store.set_desired(&a.job_id, DesiredState::Paused, &caller.actor(), Some(&reason)).await?;
+        st.engine.nudge(&a.job_id);
+        dismissed.push(json!({"agent": a.id, "job": a.job_id}));
+    }
+    st.store
+        .record_event(
+            None,
+            "agent.dismissed",
+            &caller.actor(),
+            json!({"agent_spec": agent, "instances": dismissed, "reason": reason}),
+        )
+        .await?;
+    Ok(Json(json!({"agent_spec": agent, "dismissed": dismissed, "acknowledged": true})))
+}
+
+/// Emergency shutdown of one instance: killed at once, its job paused.
+pub async fn halt(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalBody(req): OptionalBody<ActionRequest>,
+) -> Result<Json<Value>, ApiError> {
+    caller.operator()?;
+    let agent = find_agent(&st, &id).await?;
+    if !agent.state.is_live() {
+        return Err(ApiError::Conflict(format!("agent `{id}` is not running")));
+    }
+    let reason = format!("halted: {}", req.reason.as_deref().unwrap_or("emergency stop"));
+    st.store.set_desired(&agent.job_id, DesiredState::Paused, &caller.actor(), Some(&reason)).await?;
+    st.engine.stop_agent(&agent.job_id, agent.attempt, &reason, Duration::ZERO).await?;
+    st.store
+        .record_event(
+            Some(&agent.job_id),
+            "agent.halted",
+            &caller.actor(),
+            json!({"agent": id, "reason": reason, "level": "alert"}),
+        )
+        .await?;
+    Ok(Json(json!({"agent": id, "job": agent.job_id, "halted": true})))
+}
