@@ -87,12 +87,6 @@ fn a_p0_preempts_a_p3_which_later_resumes_where_it_stopped() {
         let bg = c.job("background-work").await.unwrap();
         assert!(bg.reason.as_deref().unwrap_or("").starts_with("preempted by job urgent") || bg.attempt >= 2, "{bg:?}");
 
-        // The P0 ran before the P2 that was waiting longer.
-        let order: Vec<&str> =
-            events.iter().filter(|e| e.kind == "attempt.started").filter_map(|e| e.job_id.as_deref()).collect();
-        let pos = |id: &str| order.iter().position(|x| *x == id).unwrap();
-        assert!(pos("urgent") < pos("normal"), "{order:?}");
-
         // Let the low-priority job finish: it resumes at s2 without redoing s1.
         std::fs::write(engine.dir.join("data/outputs/background-work/release"), "").unwrap();
         let bg = engine.wait_status("background-work", JobStatus::Completed, Duration::from_secs(30)).await;
@@ -100,6 +94,13 @@ fn a_p0_preempts_a_p3_which_later_resumes_where_it_stopped() {
         let log = std::fs::read_to_string(engine.dir.join("data/outputs/background-work/log")).unwrap();
         assert_eq!(log, "s1\ns2-start\ns2-start\ns3\n", "s1 ran once; the interrupted s2 ran again");
         engine.wait_status("normal", JobStatus::Completed, Duration::from_secs(30)).await;
+
+        // The P0 ran before the P2 that was waiting longer.
+        let events = c.events(0, 10_000).await.unwrap();
+        let order: Vec<&str> =
+            events.iter().filter(|e| e.kind == "attempt.started").filter_map(|e| e.job_id.as_deref()).collect();
+        let pos = |id: &str| order.iter().position(|x| *x == id).unwrap();
+        assert!(pos("urgent") < pos("normal"), "{order:?}");
     });
 }
 
@@ -114,6 +115,12 @@ fn a_deep_queue_refuses_low_priority_work_with_retry_after() {
         engine.wait_status("running", JobStatus::InProgress, Duration::from_secs(20)).await;
         c.submit(&submit("q1", "quick", Priority::P2)).await.unwrap();
         c.submit(&submit("q2", "quick", Priority::P3)).await.unwrap();
+        // The reconciler puts them in the scheduler's queue just after they are submitted.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while c.events(0, 10_000).await.unwrap().iter().filter(|e| e.kind == "job.queued").count() < 2 {
+            assert!(std::time::Instant::now() < deadline, "q1 and q2 were never queued");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         // Two queued: P3 and BACKGROUND are refused, higher classes still accepted.
         let http = reqwest::Client::new();
         for (id, priority, expected) in [("late-bg", "BACKGROUND", 429), ("late-p3", "P3", 429), ("late-p1", "P1", 201)]
