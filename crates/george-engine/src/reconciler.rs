@@ -245,7 +245,11 @@ pub(crate) async fn stop_with_grace(
     }
     let class = reason.split(':').next().unwrap_or(reason).split_whitespace().next().unwrap_or("other");
     ctx.metrics.terminations.get_or_create(&ReasonLabel { reason: class.to_string() }).inc();
-    tracing::info!(job = %agent.job_id, attempt, reason, "stopping agent");
+    if reason.starts_with("timeout") || reason.starts_with("unhealthy") {
+        tracing::warn!(job = %agent.job_id, attempt, reason, "stopping agent");
+    } else {
+        tracing::info!(job = %agent.job_id, attempt, reason, "stopping agent");
+    }
     if let Err(e) =
         ctx.store.set_attempt_state(&agent.job_id, attempt, AgentState::Cooling, "reconciler", Some(reason)).await
     {

@@ -61,8 +61,12 @@ pub enum Command {
     },
     /// Sync every source now and show their state.
     Sync,
-    /// The agent registry: AgentSpecs with their state and health.
+    /// The agent registry: AgentSpecs with their state and health
+    /// (`george registry find --capability X` reads as in the seed).
     Registry {
+        /// Optional `find`, for readability.
+        #[arg(value_parser = ["find"], hide = true)]
+        verb: Option<String>,
         /// Only this role (`spec.type`).
         #[arg(long = "type")]
         agent_type: Option<String>,

@@ -209,7 +209,7 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
             });
             Ok(())
         }
-        Command::Registry { agent_type, chapter, capability, status } => {
+        Command::Registry { agent_type, chapter, capability, status, .. } => {
             let mut q = Vec::new();
             for (k, v) in [("type", agent_type), ("chapter", chapter), ("capability", capability), ("status", status)] {
                 if let Some(v) = v {
