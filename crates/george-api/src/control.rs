@@ -90,7 +90,12 @@ pub async fn dismiss(
     let reason = format!("dismissed: {}", req.reason.as_deref().unwrap_or("by an operator"));
     let mut dismissed = Vec::new();
     for a in st.store.list_agents(true, 10_000).await?.into_iter().filter(|a| a.agent_spec == agent) {
-        st.store.set_desired(&a.job_id, DesiredState::Paused, &caller.actor(), Some(&reason)).await?;
+        match st.store.set_desired(&a.job_id, DesiredState::Paused, &caller.actor(), Some(&reason)).await {
+            Ok(_) => {}
+            // The job ended meanwhile; its agent is going anyway.
+            Err(george_store::StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
         st.engine.nudge(&a.job_id);
         dismissed.push(json!({"agent": a.id, "job": a.job_id}));
     }
@@ -118,7 +123,11 @@ pub async fn halt(
         return Err(ApiError::Conflict(format!("agent `{id}` is not running")));
     }
     let reason = format!("halted: {}", req.reason.as_deref().unwrap_or("emergency stop"));
-    st.store.set_desired(&agent.job_id, DesiredState::Paused, &caller.actor(), Some(&reason)).await?;
+    match st.store.set_desired(&agent.job_id, DesiredState::Paused, &caller.actor(), Some(&reason)).await {
+        // A job that already ended is not paused; its agent is still killed.
+        Ok(_) | Err(george_store::StoreError::Conflict(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     st.engine.stop_agent(&agent.job_id, agent.attempt, &reason, Duration::ZERO).await?;
     st.store
         .record_event(

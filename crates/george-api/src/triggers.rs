@@ -61,11 +61,15 @@ pub async fn webhook(
     if !payload.is_object() {
         return Err(ApiError::invalid("an event must be a JSON object"));
     }
-    let source = header(&headers, "x-george-source").or_else(|| payload.get("source").and_then(Value::as_str));
-    let event = header(&headers, "x-george-event").or_else(|| payload.get("event").and_then(Value::as_str));
-    let delivery = header(&headers, "x-george-delivery")
-        .map(str::to_string)
-        .unwrap_or_else(|| hex::encode(&Sha256::digest(&body)[..8]));
+    // Only the body is signed, so everything that decides what happens comes
+    // from it: headers could be changed by anyone replaying a signed body. A
+    // replayed body names the same delivery, hence the same job: a no-op.
+    let source = payload.get("source").and_then(Value::as_str);
+    let event = payload.get("event").and_then(Value::as_str);
+    let delivery = match payload.get("delivery").and_then(Value::as_str) {
+        Some(d) => d.to_string(),
+        None => hex::encode(&Sha256::digest(&body)[..8]),
+    };
     let fired: Vec<Fired> = st.engine.trigger_event(source, event, &delivery, &payload).await.map_err(trigger_error)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"fired": fired}))))
 }

@@ -224,6 +224,11 @@ impl Client {
         self.get(path).await
     }
 
+    /// Any GET endpoint with query parameters (encoded), as JSON.
+    pub async fn get_json_query(&self, path: &str, query: &[(String, String)]) -> Result<serde_json::Value> {
+        self.json(self.req(Method::GET, path).query(query)).await
+    }
+
     /// Any POST endpoint, as JSON.
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
         self.post(path, body).await

@@ -93,13 +93,16 @@ pub async fn pump(ctx: &Arc<Context>) -> Result<(), StoreError> {
                 ctx.queue.add(&job.id);
             }
             Admission::Preempt { victim, for_job } => {
-                if !ctx.preempting.lock().unwrap_or_else(|e| e.into_inner()).insert(victim.clone()) {
+                if ctx.preempting.lock().unwrap_or_else(|e| e.into_inner()).contains(&victim) {
                     return Ok(()); // already being stopped; its slot frees when it is gone
                 }
                 let Some(state) = ctx.store.job_state(&victim).await? else { return Ok(()) };
+                // Admitted but not spawned yet, or stopping already: nothing to
+                // stop now; the next pump looks again.
                 let Some(agent) = state.current.filter(|a| a.state.is_live() && a.state != AgentState::Cooling) else {
                     return Ok(());
                 };
+                ctx.preempting.lock().unwrap_or_else(|e| e.into_inner()).insert(victim.clone());
                 tracing::info!(job = %victim, for_job = %for_job, "preempting");
                 ctx.store
                     .record_event(

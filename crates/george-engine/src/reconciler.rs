@@ -112,6 +112,8 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     let job = &state.job;
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
     let Some(spec) = catalog.agents.get(&job.agent) else {
+        // It cannot start: do not hold a slot while waiting for the AgentSpec.
+        crate::admission::release(ctx, &job.id).await?;
         let reason = format!("waiting: AgentSpec `{}` is not defined", job.agent);
         if job.reason.as_deref() != Some(reason.as_str()) {
             let change = StatusChange {

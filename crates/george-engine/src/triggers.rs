@@ -52,18 +52,24 @@ pub enum TriggerError {
     Store(#[from] StoreError),
 }
 
-/// A valid job id: `base` sanitised, with a suffix, at most 63 characters.
+/// A valid job id from `base` and `suffix`: every character outside
+/// `[a-z0-9-_]` becomes `-` (so no part of an outside value can reach a
+/// file path as `..` or `/`), starting with a letter or digit, at most 63
+/// characters (a hash keeps long ones unique).
 fn job_id(base: &str, suffix: &str) -> String {
-    let clean: String = base
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c.to_ascii_lowercase() } else { '-' })
-        .collect();
-    let id = format!("{clean}-{suffix}");
-    if id.len() <= 63 {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') { c.to_ascii_lowercase() } else { '-' })
+            .collect()
+    };
+    let id = format!("{}-{}", clean(base), clean(suffix));
+    let id = id.trim_start_matches(['-', '_']).to_string();
+    if !id.is_empty() && id.len() <= 63 {
         return id;
     }
-    let h = hex::encode(Sha256::digest(id.as_bytes()));
-    format!("{}-{}-{}", &clean[..clean.len().min(30)], &h[..8], suffix.chars().take(20).collect::<String>())
+    let h = hex::encode(Sha256::digest(format!("{base}\0{suffix}").as_bytes()));
+    let head: String = id.chars().take(40).collect();
+    format!("{}{}", if head.is_empty() { "t-".to_string() } else { format!("{head}-") }, &h[..16])
 }
 
 /// A payload value at a dotted path (`issue.fields.project`).
@@ -287,7 +293,22 @@ pub async fn on_event(
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
     let mut out = Vec::new();
     for (name, spec) in catalog.triggers.iter().filter(|(_, t)| matches(t, source, event, payload)) {
-        out.push(fire(ctx, name, spec, payload, delivery, None, "trigger:webhook").await?);
+        match fire(ctx, name, spec, payload, delivery, None, "trigger:webhook").await {
+            Ok(f) => out.push(f),
+            Err(TriggerError::Store(e)) => return Err(TriggerError::Store(e)),
+            // One trigger that cannot make its job does not stop the others.
+            Err(e) => {
+                tracing::warn!(trigger = %name, error = %e, "webhook trigger cannot create its job");
+                ctx.store
+                    .record_event(
+                        None,
+                        "trigger.failed",
+                        "trigger:webhook",
+                        json!({"trigger": name, "reason": e.to_string()}),
+                    )
+                    .await?;
+            }
+        }
     }
     Ok(out)
 }
@@ -364,10 +385,17 @@ mod tests {
     }
 
     #[test]
-    fn job_ids_are_valid_and_bounded() {
+    fn job_ids_are_valid_bounded_and_safe_in_paths() {
         assert_eq!(job_id("nightly-scan", "202603290100"), "nightly-scan-202603290100");
         let long = job_id(&"x".repeat(80), "202603290100");
         assert!(long.len() <= 63 && george_core::manifest::is_valid_name(&long), "{long}");
-        assert!(george_core::manifest::is_valid_name(&job_id("Jira Hook/PAY-1", "1")));
+        for (base, suffix) in [("Jira Hook/PAY-1", "1"), ("hook", "../../etc/passwd"), ("hook", "A/B.C"), ("-", "..")] {
+            let id = job_id(base, suffix);
+            assert!(
+                george_core::manifest::is_valid_name(&id) && !id.contains('.') && !id.contains('/'),
+                "{base:?} {suffix:?} → {id}"
+            );
+        }
+        assert_ne!(job_id("hook", "a.b"), job_id("hook", "a-b-x"));
     }
 }

@@ -107,9 +107,10 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         "scheduler" => return scheduler(args, format),
         other => anyhow::bail!("--mode: unknown mode `{other}`; expected process, docker or scheduler"),
     }
+    let jobs = args.jobs.unwrap_or(500);
     let (server, client, dir) = start(|cfg| cfg.engine.workers = Some(args.workers)).await?;
     let first_submit = chrono::Utc::now();
-    let submitted: HashMap<String, chrono::DateTime<chrono::Utc>> = futures_util::stream::iter(0..args.jobs)
+    let submitted: HashMap<String, chrono::DateTime<chrono::Utc>> = futures_util::stream::iter(0..jobs)
         .map(|i| {
             let client = client.clone();
             async move {
@@ -129,12 +130,11 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     // the engine's own commit times, unaffected by when the bench looks.
     let settled = vec![JobStatus::Completed, JobStatus::Failed];
     let deadline = Instant::now() + Duration::from_secs(600);
-    while server.store.list_jobs(&JobFilter { status: settled.clone(), ..Default::default() }).await?.len() < args.jobs
-    {
+    while server.store.list_jobs(&JobFilter { status: settled.clone(), ..Default::default() }).await?.len() < jobs {
         anyhow::ensure!(Instant::now() < deadline, "the bench jobs did not finish within 10 minutes");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut latencies = Vec::with_capacity(args.jobs);
+    let mut latencies = Vec::with_capacity(jobs);
     let mut last_finish = first_submit;
     let mut since = 0;
     loop {
@@ -162,7 +162,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     let wall = (last_finish - first_submit).num_microseconds().unwrap_or(0) as f64 / 1e6;
     latencies.sort_by(|a, b| a.total_cmp(b));
     let report = BenchReport {
-        jobs: args.jobs,
+        jobs,
         completed,
         submit_to_start_p50_ms: percentile(&latencies, 0.50),
         submit_to_start_p99_ms: percentile(&latencies, 0.99),
@@ -214,7 +214,7 @@ pub struct SchedulerReport {
 /// finish the oldest running one, and repeat. A decision is one admission.
 fn scheduler(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     use george_engine::scheduler::{Admission, Limits, QueuedJob, Scheduler, Shares};
-    let n = if args.jobs == 500 { 100_000 } else { args.jobs.max(1) };
+    let n = args.jobs.unwrap_or(100_000).max(1);
     let chapters = 50;
     let shares = Shares {
         weight: (0..chapters).map(|c| (format!("ch{c}"), 1 + (c % 4) as u32)).collect(),

@@ -63,7 +63,7 @@ async fn raw_run(docker: &bollard::Docker, image: &str, name: &str) -> anyhow::R
 pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     let image =
         args.image.clone().context("--mode docker needs --image (e.g. one built by scripts/docker-image.sh)")?;
-    let n = args.jobs.clamp(1, 500);
+    let n = args.jobs.unwrap_or(30).clamp(1, 500);
     let docker = bollard::Docker::connect_with_defaults()?;
     docker
         .inspect_image(&image)

@@ -313,9 +313,9 @@ pub enum AgentCommand {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Jobs to submit.
-    #[arg(long, default_value_t = 500)]
-    pub jobs: usize,
+    /// Jobs to submit (default 500; 100 000 queued jobs with `--mode scheduler`).
+    #[arg(long)]
+    pub jobs: Option<usize>,
     /// Submissions in flight at once. 1 offers load at the rate one client
     /// can submit (about the engine's capacity); more builds a queue, which
     /// measures throughput under a burst but adds queueing time to latency.
@@ -324,8 +324,9 @@ pub struct BenchArgs {
     /// Reconcile workers.
     #[arg(long, default_value_t = 8)]
     pub workers: usize,
-    /// `process`, or `docker` to compare jobs in containers with raw
-    /// `docker run`s of the same image.
+    /// `process` (end to end with local agents), `docker` (jobs in
+    /// containers against raw `docker run`s of the same image) or
+    /// `scheduler` (scheduling decisions per second with a deep queue).
     #[arg(long, default_value = "process")]
     pub mode: String,
     /// The agent image (for `--mode docker`).

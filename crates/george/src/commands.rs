@@ -213,10 +213,10 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
             let mut q = Vec::new();
             for (k, v) in [("type", agent_type), ("chapter", chapter), ("capability", capability), ("status", status)] {
                 if let Some(v) = v {
-                    q.push(format!("{k}={v}"));
+                    q.push((k.to_string(), v.clone()));
                 }
             }
-            let v = c.get_json(&format!("/api/v1/registry?{}", q.join("&"))).await?;
+            let v = c.get_json_query("/api/v1/registry", &q).await?;
             print(format, &v, |v| {
                 let mut t = table(&["AGENT", "TYPE", "CHAPTER", "STATE", "INSTANCES", "FAILURES", "CAPABILITIES"]);
                 for e in v.as_array().into_iter().flatten() {
