@@ -294,6 +294,46 @@ pub struct AgentContext {
     pub heartbeat_interval_ms: u64,
 }
 
+/// One LLM call in the token ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// When the call ended.
+    pub ts: DateTime<Utc>,
+    /// Job.
+    pub job_id: String,
+    /// Attempt.
+    pub attempt: u32,
+    /// AgentSpec.
+    pub agent_spec: String,
+    /// Chapter (`""` when none).
+    pub chapter: String,
+    /// Provider name.
+    pub provider: String,
+    /// Model.
+    pub model: String,
+    /// Input tokens (the provider's figure).
+    pub input_tokens: u64,
+    /// Output tokens (the provider's figure).
+    pub output_tokens: u64,
+    /// Whether the call streamed.
+    pub streamed: bool,
+}
+
+/// Ledger totals of one chapter and AgentSpec since a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageTotal {
+    /// Chapter.
+    pub chapter: String,
+    /// AgentSpec.
+    pub agent_spec: String,
+    /// Calls.
+    pub invocations: u64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+}
+
 /// `POST /api/v1/sync` result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncResult {

@@ -44,6 +44,7 @@ macro_rules! store_conformance_tests {
             desired_state_rules,
             comments_and_evidence,
             events_are_sequenced_and_broadcast,
+            the_ledger_records_and_sums_usage,
         );
     };
     (@tests $make:expr; $($name:ident),+ $(,)?) => {
@@ -412,4 +413,37 @@ pub async fn events_are_sequenced_and_broadcast(store: TestStore) {
     assert_eq!(store.events_since(ev.seq - 1, 10, None).await.unwrap()[0].data["reason"], "global limit");
     let counts = store.count_by_status().await.unwrap();
     assert_eq!(counts, vec![(JobStatus::Pending, 2)]);
+}
+
+/// The token ledger keeps every call and sums them per chapter and AgentSpec.
+pub async fn the_ledger_records_and_sums_usage(store: TestStore) {
+    use george_core::api::UsageRecord;
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-05-01T10:00:00Z").unwrap().to_utc();
+    let rec = |job: &str, spec: &str, input: u64, output: u64, minutes: i64| UsageRecord {
+        ts: t0 + chrono::Duration::minutes(minutes),
+        job_id: job.into(),
+        attempt: 1,
+        agent_spec: spec.into(),
+        chapter: "pay".into(),
+        provider: "openai".into(),
+        model: "gpt-test".into(),
+        input_tokens: input,
+        output_tokens: output,
+        streamed: minutes % 2 == 0,
+    };
+    store.record_usage(&rec("a", "qm", 100, 20, 0)).await.unwrap();
+    store.record_usage(&rec("a", "qm", 50, 5, 1)).await.unwrap();
+    store.record_usage(&rec("b", "ranger", 7, 3, 2)).await.unwrap();
+    let a = store.usage_records(t0, Some("a")).await.unwrap();
+    assert_eq!(
+        a.iter().map(|r| (r.input_tokens, r.output_tokens, r.streamed)).collect::<Vec<_>>(),
+        [(100, 20, true), (50, 5, false)]
+    );
+    let totals = store.usage_totals(t0).await.unwrap();
+    assert_eq!(totals.len(), 2);
+    assert_eq!(
+        (totals[0].agent_spec.as_str(), totals[0].invocations, totals[0].input_tokens, totals[0].output_tokens),
+        ("qm", 2, 150, 25)
+    );
+    assert_eq!(store.usage_totals(t0 + chrono::Duration::minutes(2)).await.unwrap().len(), 1, "since filters by time");
 }

@@ -17,7 +17,9 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use george_core::api::{AgentView, CommentView, EventView, EvidenceView, JobView, SourceView, StepReport};
+use george_core::api::{
+    AgentView, CommentView, EventView, EvidenceView, JobView, SourceView, StepReport, UsageRecord, UsageTotal,
+};
 use george_core::manifest::Kind;
 use george_core::plan::{Catalog, NewJob};
 use george_core::{AgentState, DesiredState, JobStatus};
@@ -201,6 +203,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn get_agent(&self, id: &str, attempt: u32) -> Result<Option<AgentView>>;
     /// Events with `seq > since` (only job `job`'s when given), oldest first, at most `limit`.
     async fn events_since(&self, since: i64, limit: u32, job: Option<&str>) -> Result<Vec<EventView>>;
+    /// Adds an LLM call to the token ledger.
+    async fn record_usage(&self, record: &UsageRecord) -> Result<()>;
+    /// Ledger rows since `since` (of one job when given), oldest first.
+    async fn usage_records(&self, since: DateTime<Utc>, job: Option<&str>) -> Result<Vec<UsageRecord>>;
+    /// Ledger totals per chapter and AgentSpec since `since`.
+    async fn usage_totals(&self, since: DateTime<Utc>) -> Result<Vec<UsageTotal>>;
     /// The sequence number of the newest event (0 when there is none).
     async fn latest_seq(&self) -> Result<i64>;
     /// Every event as it is committed.

@@ -14,6 +14,7 @@ use crate::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use george_core::api::StepReport;
+use george_core::api::{UsageRecord, UsageTotal};
 use george_core::manifest::Kind;
 use george_core::plan::NewJob;
 use george_core::{AgentState, Clock, DesiredState, JobStatus, SystemClock};
@@ -23,8 +24,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/0001_init.sql")), (2, include_str!("../../migrations/0002_triggers.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/0001_init.sql")),
+    (2, include_str!("../../migrations/0002_triggers.sql")),
+    (3, include_str!("../../migrations/0003_ledger.sql")),
+];
 
 /// The SQLite implementation of [`Store`].
 #[derive(Clone)]
@@ -362,6 +366,76 @@ impl Store for SqliteStore {
     async fn events_since(&self, since: i64, limit: u32, job: Option<&str>) -> Result<Vec<EventView>> {
         let job = job.map(str::to_string);
         self.read(move |c| rows::events_since(c, since, limit, job.as_deref())).await
+    }
+
+    async fn record_usage(&self, record: &UsageRecord) -> Result<()> {
+        let r = record.clone();
+        self.write(move |w| {
+            w.tx.execute(
+                "INSERT INTO llm_usage (ts, job_id, attempt, agent_spec, chapter, provider, model, input_tokens, \
+                 output_tokens, streamed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                rusqlite::params![
+                    rows::ts(r.ts),
+                    r.job_id,
+                    r.attempt,
+                    r.agent_spec,
+                    r.chapter,
+                    r.provider,
+                    r.model,
+                    r.input_tokens as i64,
+                    r.output_tokens as i64,
+                    r.streamed
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn usage_records(&self, since: DateTime<Utc>, job: Option<&str>) -> Result<Vec<UsageRecord>> {
+        let job = job.map(str::to_string);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT ts, job_id, attempt, agent_spec, chapter, provider, model, input_tokens, output_tokens, streamed \
+                 FROM llm_usage WHERE ts >= ?1 AND (?2 IS NULL OR job_id = ?2) ORDER BY id",
+            )?;
+            let rows = stmt.query_map(rusqlite::params![rows::ts(since), job], |r| {
+                Ok(UsageRecord {
+                    ts: rows::get_ts(r, "ts")?,
+                    job_id: r.get("job_id")?,
+                    attempt: r.get("attempt")?,
+                    agent_spec: r.get("agent_spec")?,
+                    chapter: r.get("chapter")?,
+                    provider: r.get("provider")?,
+                    model: r.get("model")?,
+                    input_tokens: r.get::<_, i64>("input_tokens")? as u64,
+                    output_tokens: r.get::<_, i64>("output_tokens")? as u64,
+                    streamed: r.get("streamed")?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn usage_totals(&self, since: DateTime<Utc>) -> Result<Vec<UsageTotal>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT chapter, agent_spec, COUNT(*), SUM(input_tokens), SUM(output_tokens) FROM llm_usage \
+                 WHERE ts >= ?1 GROUP BY chapter, agent_spec ORDER BY chapter, agent_spec",
+            )?;
+            let rows = stmt.query_map([rows::ts(since)], |r| {
+                Ok(UsageTotal {
+                    chapter: r.get(0)?,
+                    agent_spec: r.get(1)?,
+                    invocations: r.get::<_, i64>(2)? as u64,
+                    input_tokens: r.get::<_, i64>(3)? as u64,
+                    output_tokens: r.get::<_, i64>(4)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 
     async fn latest_seq(&self) -> Result<i64> {
