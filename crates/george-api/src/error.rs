@@ -43,6 +43,20 @@ pub enum ApiError {
         /// When to try again.
         retry_after: std::time::Duration,
     },
+    /// A token budget refuses the call.
+    #[error("{message}")]
+    BudgetExhausted {
+        /// Which budget and why.
+        message: String,
+        /// When the budget's period ends.
+        retry_after: std::time::Duration,
+    },
+    /// A dependency (an LLM provider) is not configured.
+    #[error("{0}")]
+    Unavailable(String),
+    /// An upstream (an LLM provider) failed.
+    #[error("{0}")]
+    BadGateway(String),
     /// The body is too large.
     #[error("{0}")]
     TooLarge(String),
@@ -70,6 +84,9 @@ impl ApiError {
             ApiError::Superseded(_) => (StatusCode::CONFLICT, "superseded"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "backpressure"),
+            ApiError::BudgetExhausted { .. } => (StatusCode::TOO_MANY_REQUESTS, "budget_exhausted"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -100,7 +117,7 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody { error: ErrorDetail { code: code.into(), message: self.to_string(), field, details } };
         let mut resp = (status, Json(body)).into_response();
-        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+        if let ApiError::TooManyRequests { retry_after, .. } | ApiError::BudgetExhausted { retry_after, .. } = &self {
             let secs = retry_after.as_secs().max(1).to_string();
             if let Ok(v) = HeaderValue::from_str(&secs) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);

@@ -10,6 +10,7 @@ mod body;
 mod control;
 mod error;
 mod jobs;
+mod llm;
 mod logs;
 mod ops;
 mod triggers;
@@ -71,8 +72,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/status", get(control::status))
         .route("/api/v1/diagnose", get(control::diagnose))
         .route("/api/v1/summon", post(triggers::summon))
+        .route("/llm/v1/chat/completions", post(llm::chat_completions))
+        .route("/llm/v1/messages", post(llm::messages))
         .route("/api/v1/sources", get(ops::sources))
         .route("/api/v1/sync", post(ops::sync))
+        .route("/api/v1/ledger", get(ops::ledger))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -47,6 +47,8 @@ pub struct EngineConfig {
     pub trigger_tick: Duration,
     /// The key webhook events are signed with (HMAC-SHA256).
     pub webhook_secret: Option<WebhookSecret>,
+    /// LLM providers and organisation budgets.
+    pub llm: crate::llm::LlmSettings,
 }
 
 /// A webhook signing key; never printed.
@@ -99,6 +101,7 @@ impl EngineConfig {
             backpressure: Backpressure::default(),
             trigger_tick: Duration::from_secs(1),
             webhook_secret: None,
+            llm: crate::llm::LlmSettings { default_cap: 4096, ..Default::default() },
         }
     }
 }
@@ -134,6 +137,10 @@ pub struct Context {
     pub limits_dirty: std::sync::atomic::AtomicBool,
     /// One trigger wake at a time (debounce windows are read, then written).
     pub trigger_lock: tokio::sync::Mutex<()>,
+    /// Token budgets.
+    pub governor: george_governor::Governor,
+    /// HTTP client for LLM providers.
+    pub http: reqwest::Client,
 }
 
 impl Context {

@@ -6,9 +6,11 @@
 
 mod admission;
 mod adoption;
+pub mod alerts;
 mod catalog;
 mod context;
 pub mod decide;
+pub mod llm;
 pub mod metrics;
 mod reconciler;
 pub mod registry;
@@ -86,6 +88,46 @@ impl EngineHandle {
         payload: &serde_json::Value,
     ) -> Result<Vec<triggers::Fired>, triggers::TriggerError> {
         triggers::on_event(&self.ctx, source, event, delivery, payload).await
+    }
+
+    /// Where a call by the agent of `job`'s `attempt` goes.
+    pub async fn llm_route(&self, job: &str, attempt: u32) -> Result<llm::Route, llm::RouteError> {
+        llm::route(&self.ctx, job, attempt).await
+    }
+
+    /// The token governor.
+    pub fn governor(&self) -> &george_governor::Governor {
+        &self.ctx.governor
+    }
+
+    /// The HTTP client for providers.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.ctx.http
+    }
+
+    /// Now, by the engine's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.ctx.clock.now()
+    }
+
+    /// Records a finished LLM call.
+    pub async fn llm_finished(
+        &self,
+        route: &llm::Route,
+        reservation: &george_governor::Reservation,
+        usage: Option<george_governor::Usage>,
+        streamed: bool,
+    ) -> Result<(), george_store::StoreError> {
+        llm::finish(&self.ctx, route, reservation, usage, streamed).await
+    }
+
+    /// A budget refused a call: block its job.
+    pub async fn llm_refused(
+        &self,
+        route: &llm::Route,
+        refusal: &george_governor::Refusal,
+    ) -> Result<(), george_store::StoreError> {
+        llm::refused(&self.ctx, route, refusal).await
     }
 
     /// The agent registry, filtered.
@@ -183,6 +225,11 @@ impl Engine {
             preempting: Mutex::new(Default::default()),
             limits_dirty: Default::default(),
             trigger_lock: Default::default(),
+            governor: Default::default(),
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client can be built"),
         });
         let (tx, rx) = mpsc::channel(16);
         let runner = SourceRunner::new(sources, store);
@@ -200,6 +247,8 @@ impl Engine {
         adopt_orphans(&ctx).await?;
         admission::restore(&ctx, ctx.store.as_ref()).await?;
         admission::configure(&ctx).await?;
+        llm::configure(&ctx).await?;
+        llm::load_usage(&ctx, ctx.clock.now()).await?;
         for id in ctx.store.active_job_ids().await? {
             ctx.queue.add(&id);
         }
@@ -232,6 +281,9 @@ async fn worker(ctx: Arc<Context>) {
         if ctx.limits_dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
             if let Err(e) = admission::configure(&ctx).await {
                 tracing::warn!(error = %e, "cannot reload scheduling limits");
+            }
+            if let Err(e) = llm::configure(&ctx).await {
+                tracing::warn!(error = %e, "cannot reload token budgets");
             }
         }
         match reconciler::reconcile(&ctx, &id).await {
@@ -297,6 +349,9 @@ async fn resync(ctx: Arc<Context>, shutdown: CancellationToken) {
                 ctx.catalog.invalidate();
                 if let Err(e) = admission::configure(&ctx).await {
                     tracing::warn!(error = %e, "cannot reload scheduling limits");
+                }
+                if let Err(e) = llm::configure(&ctx).await {
+                    tracing::warn!(error = %e, "cannot reload token budgets");
                 }
                 enqueue_active(&ctx).await;
             }

@@ -186,6 +186,12 @@ pub struct RuntimeArgs {
     /// Directory of secrets for agents (`<name>` or `<name>/<key>` files).
     #[arg(long)]
     pub secrets_dir: Option<PathBuf>,
+    /// LLM provider for agents whose spec names none (recac's flag).
+    #[arg(long)]
+    pub agent_provider: Option<String>,
+    /// LLM model for agents whose spec names none (recac's flag).
+    #[arg(long)]
+    pub agent_model: Option<String>,
 }
 
 impl RuntimeArgs {
@@ -202,6 +208,12 @@ impl RuntimeArgs {
         }
         if let Some(d) = self.secrets_dir {
             cfg.secrets.dir = Some(d);
+        }
+        if let Some(p) = self.agent_provider {
+            cfg.llm.default.provider = Some(p);
+        }
+        if let Some(m) = self.agent_model {
+            cfg.llm.default.model = Some(m);
         }
     }
 }

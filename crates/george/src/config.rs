@@ -36,6 +36,9 @@ pub struct Config {
     /// Webhook events (`POST /api/v1/events`).
     #[serde(default)]
     pub webhooks: WebhooksSection,
+    /// LLM providers and token budgets.
+    #[serde(default)]
+    pub llm: LlmSection,
     /// Jira (seed shape; not supported by this version).
     #[serde(default)]
     pub jira: Option<serde_json::Value>,
@@ -155,6 +158,55 @@ pub struct DockerSection {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LlmSection {
+    /// Provider and model for agents whose spec names none.
+    #[serde(default)]
+    pub default: LlmDefault,
+    /// The providers.
+    #[serde(default)]
+    pub providers: Vec<ProviderSection>,
+    /// Organisation budgets.
+    #[serde(default)]
+    pub budgets: BudgetsSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LlmDefault {
+    pub provider: Option<String>,
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProviderSection {
+    /// Name agents' specs refer to.
+    pub name: String,
+    /// Wire format: `openai` (OpenAI, OpenRouter, vLLM, Ollama, ...) or `anthropic`.
+    pub api: george_governor::ProviderApi,
+    /// Base URL, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// The key: from an environment variable of the engine...
+    pub api_key_env: Option<String>,
+    /// ... or a file ...
+    pub api_key_file: Option<PathBuf>,
+    /// ... or a secret in secrets.dir. None: no key (local servers).
+    pub api_key_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BudgetsSection {
+    /// Tokens per month for the whole organisation.
+    pub org_monthly: Option<u64>,
+    /// Tokens per day for the whole organisation.
+    pub org_daily: Option<u64>,
+    /// Output tokens per call when nothing stricter applies (default 4096).
+    pub default_cap: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WebhooksSection {
     /// The name of the signing key in the secrets directory.
     pub secret: Option<String>,
@@ -256,6 +308,12 @@ impl Config {
         }
         if let Some(v) = get("GEORGE_WEBHOOK_SECRET_FILE") {
             self.webhooks.secret_file = Some(v.into());
+        }
+        if let Some(v) = get("GEORGE_AGENT_PROVIDER") {
+            self.llm.default.provider = Some(v);
+        }
+        if let Some(v) = get("GEORGE_AGENT_MODEL") {
+            self.llm.default.model = Some(v);
         }
         if let Some(v) = get("GEORGE_AGENT_IMAGE") {
             self.container_backend.docker.image = Some(v);

@@ -120,6 +120,7 @@ impl Server {
             ecfg.trigger_tick = t.get().max(std::time::Duration::from_millis(10));
         }
         ecfg.webhook_secret = webhook_secret(&cfg)?;
+        ecfg.llm = llm_settings(&cfg)?;
         if let Some(n) = cfg.engine.max_concurrent {
             ecfg.max_concurrent = Some(n);
         }
@@ -177,6 +178,53 @@ impl Server {
         tracing::info!("shutting down (agents keep running and are adopted on the next start)");
         self.stop().await
     }
+}
+
+/// LLM providers (with their keys, read once at start) and budgets.
+fn llm_settings(cfg: &Config) -> anyhow::Result<george_engine::llm::LlmSettings> {
+    let mut s = george_engine::llm::LlmSettings {
+        default_provider: cfg.llm.default.provider.clone(),
+        default_model: cfg.llm.default.model.clone(),
+        org_monthly: cfg.llm.budgets.org_monthly,
+        org_daily: cfg.llm.budgets.org_daily,
+        default_cap: cfg.llm.budgets.default_cap.unwrap_or(4096),
+        ..Default::default()
+    };
+    for (i, p) in cfg.llm.providers.iter().enumerate() {
+        let at = format!("llm.providers[{i}] ({})", p.name);
+        let key = match (&p.api_key_env, &p.api_key_file, &p.api_key_secret) {
+            (None, None, None) => None,
+            (Some(var), None, None) => Some(
+                std::env::var(var).with_context(|| format!("{at}.apiKeyEnv: environment variable {var} is not set"))?,
+            ),
+            (None, Some(f), None) => Some(
+                std::fs::read_to_string(f).with_context(|| format!("{at}.apiKeyFile: cannot read {}", f.display()))?,
+            ),
+            (None, None, Some(name)) => {
+                let dir = cfg.secrets.dir.as_ref().with_context(|| format!("{at}.apiKeySecret needs secrets.dir"))?;
+                Some(
+                    std::fs::read_to_string(dir.join(name))
+                        .with_context(|| format!("{at}.apiKeySecret: cannot read secret `{name}`"))?,
+                )
+            }
+            _ => bail!("{at}: set at most one of apiKeyEnv, apiKeyFile, apiKeySecret"),
+        };
+        let provider = george_governor::Provider {
+            name: p.name.clone(),
+            api: p.api,
+            base_url: p.base_url.clone(),
+            key: key.map(|k| george_governor::ProviderKey(k.trim().to_string())),
+        };
+        if s.providers.insert(p.name.clone(), provider).is_some() {
+            bail!("{at}: duplicate provider name");
+        }
+    }
+    if let Some(name) = &s.default_provider {
+        if !s.providers.contains_key(name) {
+            bail!("llm.default.provider `{name}` is not one of llm.providers");
+        }
+    }
+    Ok(s)
 }
 
 /// The webhook signing key, read once at start.

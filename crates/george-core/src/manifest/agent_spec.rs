@@ -51,6 +51,9 @@ pub struct AgentSpecSpec {
     /// Overrides the engine's `agents.healthCheck`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// The LLM this agent uses (else the engine's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmChoice>,
     /// At most this many agents of this spec run at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u32>,
@@ -63,6 +66,18 @@ pub struct AgentSpecSpec {
     /// What the agent is allowed to do on its own.
     #[serde(default)]
     pub safety: Safety,
+}
+
+/// Which provider and model an agent's LLM calls go to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LlmChoice {
+    /// A provider configured in the engine (`llm.providers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// A reference to a secret that a capability needs.

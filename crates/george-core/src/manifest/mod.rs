@@ -11,7 +11,7 @@ mod task_template;
 mod trigger;
 
 pub use agent_spec::{
-    AgentResources, AgentSpec, AgentSpecSpec, Dependencies, HealthCheck, Safety, SecretRef, TokenBudget,
+    AgentResources, AgentSpec, AgentSpecSpec, Dependencies, HealthCheck, LlmChoice, Safety, SecretRef, TokenBudget,
 };
 pub use chapter::{Chapter, ChapterSpec};
 pub use diagnostic::{Diagnostic, Diagnostics};

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod llm;
+
 use george_client::Client;
 use george_core::api::JobView;
 use george_core::JobStatus;

@@ -1,0 +1,185 @@
+//! The LLM proxy: `POST /llm/v1/chat/completions` (OpenAI-compatible) and
+//! `POST /llm/v1/messages` (Anthropic-compatible). Agents authenticate with
+//! their attempt token (`Authorization: Bearer` or `x-api-key`); George picks
+//! the provider and model for the agent, clamps the output cap, reserves the
+//! call's worst case against every budget, forwards it with the provider key
+//! it holds, and charges the provider's own usage figures to the ledger —
+//! streamed responses included.
+
+use crate::{ApiError, ApiState};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use george_engine::llm::{Route, RouteError};
+use george_engine::EngineHandle;
+use george_governor::{parse_usage, ProviderApi, Reservation, StreamUsage, Usage};
+use serde_json::Value;
+
+pub async fn chat_completions(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    proxy(st, headers, body, ProviderApi::OpenAi).await
+}
+
+pub async fn messages(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    proxy(st, headers, body, ProviderApi::Anthropic).await
+}
+
+/// The agent behind the request's token (`Authorization: Bearer` or `x-api-key`).
+async fn agent(st: &ApiState, headers: &HeaderMap) -> Result<(String, u32), ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unauthorized("the LLM proxy needs the agent's token (Authorization: Bearer or x-api-key)".into())
+        })?;
+    if !token.starts_with(george_engine::tokens::AGENT_TOKEN_PREFIX) {
+        return Err(ApiError::Forbidden("the LLM proxy is for agents: use an agent token".into()));
+    }
+    st.store
+        .agent_for_token(&george_engine::tokens::hash(token))
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("invalid token".into()))
+}
+
+/// A rough count of the input's tokens (4 bytes per token) for the reservation.
+fn estimate_input(body: &Value) -> u64 {
+    let parts = ["messages", "system", "tools", "tool_choice"];
+    let bytes: usize = parts.iter().filter_map(|k| body.get(*k)).map(|v| v.to_string().len()).sum();
+    (bytes as u64).div_ceil(4)
+}
+
+/// Settles the reservation when the call ends — also if the agent hangs up mid-stream.
+struct Call {
+    engine: EngineHandle,
+    route: Route,
+    reservation: Reservation,
+    follower: Option<StreamUsage>,
+    settled: bool,
+}
+
+impl Call {
+    async fn settle(&mut self, usage: Option<Usage>, streamed: bool) {
+        self.settled = true;
+        if let Err(e) = self.engine.llm_finished(&self.route, &self.reservation, usage, streamed).await {
+            tracing::warn!(error = %e, job = %self.route.charge.job, "cannot record LLM usage");
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let usage = self.follower.as_ref().and_then(StreamUsage::usage);
+        let (engine, route, reservation) = (self.engine.clone(), self.route.clone(), self.reservation.clone());
+        tokio::spawn(async move {
+            if let Err(e) = engine.llm_finished(&route, &reservation, usage, true).await {
+                tracing::warn!(error = %e, "cannot record LLM usage");
+            }
+        });
+    }
+}
+
+async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi) -> Result<Response, ApiError> {
+    let (job, attempt) = agent(&st, &headers).await?;
+    let route = st.engine.llm_route(&job, attempt).await.map_err(|e| match e {
+        RouteError::Superseded { .. } => ApiError::Superseded(e.to_string()),
+        RouteError::NotConfigured(m) => ApiError::Unavailable(m),
+        RouteError::Store(e) => e.into(),
+    })?;
+    if route.provider.api != style {
+        let path =
+            if route.provider.api == ProviderApi::OpenAi { "/llm/v1/chat/completions" } else { "/llm/v1/messages" };
+        return Err(ApiError::invalid(format!(
+            "this agent's provider `{}` speaks the {:?} API; call {path}",
+            route.provider.name, route.provider.api
+        )));
+    }
+    let mut req: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+    let Some(obj) = req.as_object_mut() else { return Err(ApiError::invalid("the request must be a JSON object")) };
+    let streaming = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let requested = ["max_completion_tokens", "max_tokens"].iter().find_map(|k| obj.get(*k).and_then(Value::as_u64));
+    let governor = st.engine.governor();
+    let cap = governor.cap(&route.charge.agent_spec, requested);
+    obj.insert("model".into(), Value::String(route.model.clone()));
+    match style {
+        ProviderApi::OpenAi if obj.contains_key("max_completion_tokens") => {
+            obj.insert("max_completion_tokens".into(), cap.into());
+        }
+        _ => {
+            obj.insert("max_tokens".into(), cap.into());
+        }
+    }
+    if streaming && style == ProviderApi::OpenAi {
+        // Ask for the usage chunk, so streamed calls are metered exactly.
+        let opts = obj.entry("stream_options").or_insert_with(|| serde_json::json!({}));
+        if let Some(o) = opts.as_object_mut() {
+            o.insert("include_usage".into(), Value::Bool(true));
+        }
+    }
+    let now = st.engine.now();
+    let reservation = match governor.reserve(route.charge.clone(), estimate_input(&req), cap, now) {
+        Ok(r) => r,
+        Err(refusal) => {
+            st.engine.llm_refused(&route, &refusal).await?;
+            let retry_after = (refusal.period.end(now) - now).to_std().unwrap_or_default();
+            return Err(ApiError::BudgetExhausted { message: format!("{refusal}; the job is blocked"), retry_after });
+        }
+    };
+    let mut call = Call { engine: st.engine.clone(), route, reservation, follower: None, settled: false };
+    let payload = serde_json::to_vec(&req).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let sent = call.route.provider.request(st.engine.http(), payload, streaming).send().await;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            call.settle(None, streaming).await;
+            return Err(ApiError::BadGateway(format!(
+                "the LLM provider `{}` cannot be reached: {e}",
+                call.route.provider.name
+            )));
+        }
+    };
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    if !streaming || !status.is_success() {
+        let bytes = resp.bytes().await.unwrap_or_default();
+        let usage = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| parse_usage(style, &v));
+        call.settle(usage, false).await;
+        return Ok((status, [(header::CONTENT_TYPE, content_type)], Body::from(bytes)).into_response());
+    }
+    call.follower = Some(StreamUsage::new(style));
+    let upstream = resp.bytes_stream();
+    let stream = futures_util::stream::unfold((upstream, call), |(mut upstream, mut call)| async move {
+        match upstream.next().await {
+            Some(Ok(chunk)) => {
+                if let Some(f) = call.follower.as_mut() {
+                    f.feed(&chunk);
+                }
+                Some((Ok::<_, std::io::Error>(chunk), (upstream, call)))
+            }
+            Some(Err(e)) => Some((Err(std::io::Error::other(e)), (upstream, call))),
+            None => {
+                let usage = call.follower.as_ref().and_then(StreamUsage::usage);
+                call.settle(usage, true).await;
+                None
+            }
+        }
+    });
+    Ok((status, [(header::CONTENT_TYPE, content_type)], Body::from_stream(stream)).into_response())
+}

@@ -1,0 +1,245 @@
+//! Acceptance: the LLM proxy and token budgets, against a scripted
+//! OpenAI/Anthropic-compatible provider.
+//! - the ledger matches the scripted usage exactly, streaming and not, both API styles;
+//! - the provider key never reaches an agent or a log;
+//! - 20 concurrent agents against a nearly exhausted budget never overrun it
+//!   by more than one call's cap, and refused agents' jobs end blocked.
+
+mod common;
+
+use common::llm::{Reply, ScriptedLlm};
+use common::*;
+use george_core::JobStatus;
+use serde_json::json;
+use std::time::Duration;
+
+const PROVIDER_KEY: &str = "sk-provider-key-7f3a9c-never-for-agents";
+const HOLD: &str = "    - id: hold\n      description: stay alive until released\n      run: while [ ! -f \"$GEORGE_OUTPUT_DIR/release\" ]; do sleep 0.05; done\n";
+
+fn config(llm: &ScriptedLlm, extra: &str) -> String {
+    format!(
+        "{FAST_CONFIG}llm:\n  default: {{provider: scripted-openai, model: gpt-test}}\n  providers:\n    - {{name: scripted-openai, api: openai, baseUrl: '{url}', apiKeyEnv: TEST_PROVIDER_KEY}}\n    - {{name: scripted-anthropic, api: anthropic, baseUrl: '{url}', apiKeyEnv: TEST_PROVIDER_KEY}}\n{extra}",
+        url = llm.url
+    )
+}
+
+async fn token_of(engine: &Engine, job: &str) -> (i32, String) {
+    let j = engine.wait_job(job, "its agent to run", Duration::from_secs(30), |j| j.steps[0].runs == 1).await;
+    let a = engine.client.agent(&george_core::api::agent_id(job, j.attempt)).await.unwrap();
+    let pid = a.handle.unwrap()["pid"].as_i64().unwrap() as i32;
+    (pid, proc_env(pid, "GEORGE_AGENT_TOKEN").unwrap())
+}
+
+async fn call(engine: &Engine, token: &str, path: &str, body: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new().post(format!("{}{path}", engine.url)).bearer_auth(token).json(&body).send().await.unwrap()
+}
+
+#[test]
+fn the_ledger_matches_provider_usage_and_the_key_stays_in_george() {
+    let llm = ScriptedLlm::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("manifests");
+    write(
+        &m,
+        "agents/oa.yaml",
+        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: oa}\nspec:\n  capabilities: [shell]\n",
+    );
+    write(&m, "agents/an.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: an}\nspec:\n  capabilities: [shell]\n  llm: {provider: scripted-anthropic, model: claude-test}\n  resources:\n    tokenBudget: {perInvocation: 300}\n");
+    write(&m, "templates/hold.yaml", &template("hold", HOLD));
+    write(
+        &m,
+        "jobs/j-oa.yaml",
+        "apiVersion: george/v1\nkind: Job\nmetadata: {name: j-oa}\nspec:\n  template: hold\n  agent: oa\n",
+    );
+    write(
+        &m,
+        "jobs/j-an.yaml",
+        "apiVersion: george/v1\nkind: Job\nmetadata: {name: j-an}\nspec:\n  template: hold\n  agent: an\n",
+    );
+    let engine = Engine::start_full(
+        tmp.path(),
+        &config(&llm, ""),
+        &["--manifests", m.to_str().unwrap()],
+        &[("TEST_PROVIDER_KEY", PROVIDER_KEY)],
+    );
+    engine.rt().block_on(async {
+        let (pid_oa, oa) = token_of(&engine, "j-oa").await;
+        let (pid_an, an) = token_of(&engine, "j-an").await;
+        let msgs = json!([{"role": "user", "content": "What next?"}]);
+
+        llm.push(Reply::text("plain", 11, 7));
+        let r = call(
+            &engine,
+            &oa,
+            "/llm/v1/chat/completions",
+            json!({"model": "agent-picked", "messages": msgs, "max_tokens": 5000}),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "plain");
+
+        llm.push(Reply::tool("shell", json!({"command": "ls"}), 13, 5));
+        let r = call(&engine, &oa, "/llm/v1/chat/completions", json!({"messages": msgs, "stream": true})).await;
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("\"tool_calls\"") && text.ends_with("data: [DONE]\n\n"),
+            "the stream passes through: {text}"
+        );
+
+        llm.push(Reply::text("hello", 21, 9));
+        let r =
+            call(&engine, &an, "/llm/v1/messages", json!({"model": "x", "max_tokens": 5000, "messages": msgs})).await;
+        assert_eq!(r.status(), 200);
+        llm.push(Reply::tool("read_file", json!({"path": "a"}), 17, 4));
+        let r = reqwest::Client::new()
+            .post(format!("{}/llm/v1/messages", engine.url))
+            .header("x-api-key", &an) // the Anthropic SDK's header works too
+            .json(&json!({"max_tokens": 100, "messages": msgs, "stream": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("event: message_stop"));
+
+        // The wrong API style, an operator token, no token.
+        assert_eq!(call(&engine, &an, "/llm/v1/chat/completions", json!({"messages": msgs})).await.status(), 400);
+        assert_eq!(call(&engine, TOKEN, "/llm/v1/chat/completions", json!({"messages": msgs})).await.status(), 403);
+        let r = reqwest::Client::new()
+            .post(format!("{}/llm/v1/messages", engine.url))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+
+        // The ledger holds the provider's figures exactly.
+        let client = engine.client.clone();
+        let ledger = |job: &str| {
+            let (job, client) = (job.to_string(), client.clone());
+            async move {
+                let v = client.get_json(&format!("/api/v1/ledger?job={job}")).await.unwrap();
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        (
+                            r["input_tokens"].as_u64().unwrap(),
+                            r["output_tokens"].as_u64().unwrap(),
+                            r["streamed"].as_bool().unwrap(),
+                            r["model"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            ledger("j-oa").await,
+            [(11, 7, false, "gpt-test".to_string()), (13, 5, true, "gpt-test".to_string())]
+        );
+        assert_eq!(
+            ledger("j-an").await,
+            [(21, 9, false, "claude-test".to_string()), (17, 4, true, "claude-test".to_string())]
+        );
+
+        // What the provider received: George's key, the configured model, the clamped cap.
+        let got = llm.received();
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0].authorization.as_deref(), Some(format!("Bearer {PROVIDER_KEY}").as_str()));
+        assert_eq!(got[0].body["model"], "gpt-test", "the agent does not pick the model");
+        assert_eq!(got[0].body["max_tokens"], 4096, "clamped to the default cap");
+        assert_eq!(got[1].body["stream_options"]["include_usage"], true);
+        assert_eq!(got[2].api_key.as_deref(), Some(PROVIDER_KEY));
+        assert_eq!(
+            (got[2].body["model"].as_str(), got[2].body["max_tokens"].as_u64()),
+            (Some("claude-test"), Some(300))
+        );
+        assert_eq!(got[3].body["max_tokens"], 100, "a smaller request is kept");
+
+        // The key is nowhere an agent or a log could show it.
+        for pid in [pid_oa, pid_an] {
+            let env = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).to_string();
+            assert!(!env.contains(PROVIDER_KEY), "agent env");
+        }
+        for job in ["j-oa", "j-an"] {
+            let log = std::fs::read_to_string(engine.dir.join(format!("data/logs/{job}/1.log"))).unwrap();
+            assert!(!log.contains(PROVIDER_KEY), "agent log");
+        }
+        assert!(!engine.log().contains(PROVIDER_KEY), "George's log");
+        let events = serde_json::to_string(&engine.client.events(0, 100_000).await.unwrap()).unwrap();
+        assert!(!events.contains(PROVIDER_KEY));
+        for job in ["j-oa", "j-an"] {
+            std::fs::write(engine.dir.join(format!("data/outputs/{job}/release")), "").unwrap();
+        }
+    });
+}
+
+#[test]
+fn concurrent_agents_never_overrun_a_budget_by_more_than_one_cap() {
+    let llm = ScriptedLlm::start();
+    llm.fallback(Reply::text("done", 30, 50)); // 80 tokens per call
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("manifests");
+    write(
+        &m,
+        "chapters/tight.yaml",
+        "apiVersion: george/v1\nkind: Chapter\nmetadata: {name: tight}\nspec:\n  tokenBudget: 1000\n",
+    );
+    write(&m, "agents/w.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: w, chapter: tight}\nspec:\n  capabilities: [shell]\n  resources:\n    tokenBudget: {perInvocation: 100}\n");
+    write(&m, "templates/hold.yaml", &template("hold", HOLD));
+    let names: Vec<String> = (0..20).map(|i| format!("a{i:02}")).collect();
+    for n in &names {
+        write(&m, &format!("jobs/{n}.yaml"), &job(n, "hold"));
+    }
+    let engine = Engine::start_full(
+        tmp.path(),
+        &config(&llm, ""),
+        &["--manifests", m.to_str().unwrap()],
+        &[("TEST_PROVIDER_KEY", PROVIDER_KEY)],
+    );
+    engine.rt().block_on(async {
+        let mut tokens = Vec::new();
+        for n in &names {
+            tokens.push((n.clone(), token_of(&engine, n).await.1));
+        }
+        // Two calls each, all at once.
+        let calls = tokens.iter().flat_map(|(n, t)| [(n.clone(), t.clone()), (n.clone(), t.clone())]).map(|(n, t)| {
+            let url = engine.url.clone();
+            async move {
+                let r = reqwest::Client::new()
+                    .post(format!("{url}/llm/v1/chat/completions"))
+                    .bearer_auth(&t)
+                    .json(&json!({"messages": [{"role": "user", "content": "go"}], "max_tokens": 1000}))
+                    .send()
+                    .await
+                    .unwrap();
+                (n, r.status().as_u16(), r.headers().get("retry-after").is_some(), r.text().await.unwrap())
+            }
+        });
+        let results = futures_util::future::join_all(calls).await;
+        let ok = results.iter().filter(|r| r.1 == 200).count();
+        let refused: Vec<_> = results.iter().filter(|r| r.1 == 429).collect();
+        assert_eq!(ok + refused.len(), 40, "{results:?}");
+        assert!(ok >= 9 && !refused.is_empty(), "ok {ok}, refused {}", refused.len());
+        assert!(refused.iter().all(|r| r.2 && r.3.contains("budget_exhausted") && r.3.contains("chapter tight")));
+
+        let ledger = engine.client.get_json("/api/v1/ledger").await.unwrap();
+        let total: u64 = ledger
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["input_tokens"].as_u64().unwrap() + r["output_tokens"].as_u64().unwrap())
+            .sum();
+        assert_eq!(total, ok as u64 * 80, "every forwarded call is in the ledger");
+        assert!(total <= 1000 + 100, "recorded {total} tokens: more than one call's cap over the 1000 budget");
+
+        // Every refused agent's job is blocked with the reason.
+        for (n, ..) in &refused {
+            let j = engine.wait_status(n, JobStatus::Blocked, Duration::from_secs(20)).await;
+            assert!(j.reason.unwrap().starts_with("budget exhausted: token budget exhausted: chapter tight"));
+        }
+        let events = engine.client.events(0, 100_000).await.unwrap();
+        assert_eq!(events.iter().filter(|e| e.kind == "budget.refused").count(), refused.len());
+    });
+}
