@@ -13,9 +13,12 @@
 //! It heartbeats throughout, stops at once if the engine says its attempt is
 //! superseded, and on SIGTERM abandons the current step cleanly and exits.
 
+mod conversation;
 mod env;
+mod llm_step;
 mod process_tree;
 mod step;
+mod tools;
 
 pub use env::{AgentEnv, EnvError};
 
@@ -225,11 +228,37 @@ impl Agent {
                 }
             }
             let Some(command) = &spec.run else {
-                let reason =
-                    format!("{LLM_MISSING} (step `{}` has no `run` command; its description needs an LLM)", spec.id);
-                self.step_status(&spec.id, StepStatus::Blocked, Some(LLM_MISSING.into())).await?;
-                self.verdict(JobStatus::Blocked, Some(reason.clone())).await?;
-                return Ok(Outcome::Blocked(reason));
+                let Some(api) = ctx.llm_api.as_deref() else {
+                    let reason = format!(
+                        "{LLM_MISSING} (step `{}` has no `run` command; its description needs an LLM)",
+                        spec.id
+                    );
+                    self.step_status(&spec.id, StepStatus::Blocked, Some(LLM_MISSING.into())).await?;
+                    self.verdict(JobStatus::Blocked, Some(reason.clone())).await?;
+                    return Ok(Outcome::Blocked(reason));
+                };
+                self.step_status(&spec.id, StepStatus::InProgress, None).await?;
+                match llm_step::work(&self.client, ctx, view, api, &self.stop).await? {
+                    llm_step::LlmOutcome::Done(summary) => {
+                        self.evidence(&spec.id, "summary", summary).await?;
+                        self.step_status(&spec.id, StepStatus::Completed, None).await?;
+                        continue;
+                    }
+                    llm_step::LlmOutcome::Failed(reason) => {
+                        self.step_status(&spec.id, StepStatus::Failed, Some(reason.clone())).await?;
+                        let reason = format!("step `{}` failed: {reason}", spec.id);
+                        self.verdict(JobStatus::Failed, Some(reason.clone())).await?;
+                        return Ok(Outcome::Failed(reason));
+                    }
+                    llm_step::LlmOutcome::Blocked(reason) => {
+                        self.step_status(&spec.id, StepStatus::Blocked, Some(reason.clone())).await?;
+                        self.verdict(JobStatus::Blocked, Some(reason.clone())).await?;
+                        return Ok(Outcome::Blocked(reason));
+                    }
+                    // The engine blocked the job already; nothing more to report.
+                    llm_step::LlmOutcome::BudgetRefused(reason) => return Ok(Outcome::Blocked(reason)),
+                    llm_step::LlmOutcome::Stopped => return Ok(self.stopped()),
+                }
             };
             self.step_status(&spec.id, StepStatus::InProgress, None).await?;
             let tries = spec.retries + 1;

@@ -27,7 +27,23 @@ pub async fn context(
     }
     let comments = st.store.comments(&id).await?;
     let interval = st.engine.config().health.interval.get();
-    Ok(Json(AgentContext { job, attempt, comments, heartbeat_interval_ms: interval.as_millis() as u64 }))
+    let capabilities =
+        st.store.catalog().await?.agents.get(&job.agent).map(|a| a.spec.capabilities.clone()).unwrap_or_default();
+    let llm_api = match st.engine.llm_route(&id, attempt).await {
+        Ok(route) => Some(match route.provider.api {
+            george_governor::ProviderApi::OpenAi => "openai".to_string(),
+            george_governor::ProviderApi::Anthropic => "anthropic".to_string(),
+        }),
+        Err(_) => None,
+    };
+    Ok(Json(AgentContext {
+        job,
+        attempt,
+        comments,
+        heartbeat_interval_ms: interval.as_millis() as u64,
+        capabilities,
+        llm_api,
+    }))
 }
 
 pub async fn heartbeat(

@@ -219,6 +219,12 @@ impl Client {
         self.post("/api/v1/sync", &serde_json::json!({})).await
     }
 
+    /// A call through the LLM proxy (`chat/completions` or `messages`); a
+    /// budget refusal is an `Api` error with status 429.
+    pub async fn llm(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+        self.post(&format!("/llm/v1/{path}"), body).await
+    }
+
     /// Any GET endpoint, as JSON.
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
         self.get(path).await

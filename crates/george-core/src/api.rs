@@ -292,6 +292,13 @@ pub struct AgentContext {
     pub comments: Vec<CommentView>,
     /// How often to heartbeat, in milliseconds.
     pub heartbeat_interval_ms: u64,
+    /// The agent's capabilities (its AgentSpec's): what its tools may do.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// The wire format of the agent's LLM through the proxy (`openai` or
+    /// `anthropic`); absent when no LLM is configured for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_api: Option<String>,
 }
 
 /// One LLM call in the token ledger.

@@ -1,0 +1,209 @@
+//! Working a step without `run`: a tool-calling loop through George's LLM
+//! proxy. The model sees the step, the job and the conversation; it may use
+//! only the tools its capabilities grant, and it ends the step by calling
+//! `complete_step`, `fail_step`, `ask_human` or `report_missing_capability`.
+//! Every tool call is evidence; the conversation is saved after every turn.
+
+use crate::conversation::{
+    anthropic_answer, anthropic_request, openai_answer, openai_request, Answer, Conversation, Msg,
+};
+use crate::tools;
+use george_client::{Client, ClientError};
+use george_core::api::{AgentContext, EvidenceReport, StepView};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+/// How a step's LLM loop ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LlmOutcome {
+    /// Done; the model's summary.
+    Done(String),
+    /// Cannot be done.
+    Failed(String),
+    /// Needs something: `capability missing: X` or `waiting for human: Q`.
+    Blocked(String),
+    /// A budget refused the call; the engine blocked the job already.
+    BudgetRefused(String),
+    /// The agent is stopping.
+    Stopped,
+}
+
+/// Turns allowed per step, over all attempts.
+fn max_turns() -> u32 {
+    std::env::var("GEORGE_LLM_MAX_TURNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20)
+}
+
+fn system_prompt(ctx: &AgentContext, step: &StepView) -> String {
+    format!(
+        "You are an agent run by George, working on job `{job}` (template `{template}`), step `{step}`.\n\
+         Your capabilities: [{caps}]. Use only the tools you are given. If the step needs a capability you \
+         do not have, call report_missing_capability; never work around it. If you need a person's decision, \
+         call ask_human. When the step is done, call complete_step with a short summary; if it cannot be done, \
+         call fail_step.",
+        job = ctx.job.id,
+        template = ctx.job.template,
+        step = step.spec.id,
+        caps = ctx.capabilities.join(", ")
+    )
+}
+
+fn task(ctx: &AgentContext, step: &StepView) -> String {
+    let mut t = format!("Step `{}`: {}\n", step.spec.id, step.spec.description);
+    if !ctx.job.params.is_empty() {
+        t.push_str(&format!("Job parameters: {}\n", serde_json::to_string(&ctx.job.params).unwrap_or_default()));
+    }
+    if let Some(check) = &step.spec.done_when {
+        t.push_str(&format!("The step counts as done when `{check}` exits 0.\n"));
+    }
+    t
+}
+
+async fn save(client: &Client, job: &str, step: &str, convo: &Conversation) -> Result<(), ClientError> {
+    let ev = EvidenceReport {
+        step_id: Some(step.into()),
+        kind: "llm.conversation".into(),
+        content: serde_json::to_string(convo).unwrap_or_default(),
+    };
+    client.add_evidence(job, &ev).await.map(|_| ())
+}
+
+async fn load(client: &Client, job: &str, step: &str) -> Result<Option<Conversation>, ClientError> {
+    let evidence = client.evidence(job).await?;
+    Ok(evidence
+        .iter()
+        .rev()
+        .filter(|e| e.kind == "llm.conversation" && e.step_id.as_deref() == Some(step) && !e.truncated)
+        .find_map(|e| serde_json::from_str(&e.content).ok()))
+}
+
+/// Works `step` with the LLM. `api` is `openai` or `anthropic`.
+pub async fn work(
+    client: &Client,
+    ctx: &AgentContext,
+    step: &StepView,
+    api: &str,
+    stop: &CancellationToken,
+) -> Result<LlmOutcome, ClientError> {
+    let job = ctx.job.id.as_str();
+    let step_id = step.spec.id.as_str();
+    let granted = tools::granted(&ctx.capabilities);
+    let system = system_prompt(ctx, step);
+    let mut convo = match load(client, job, step_id).await? {
+        Some(c) => c,
+        None => Conversation {
+            step: step_id.into(),
+            messages: vec![Msg::User { text: task(ctx, step) }],
+            ..Default::default()
+        },
+    };
+    // What people said since the conversation last looked (e.g. a reply to ask_human).
+    let seen = convo.last_comment;
+    for c in ctx.comments.iter().filter(|c| c.id > seen) {
+        if !c.author.starts_with("agent:") {
+            convo.messages.push(Msg::User { text: format!("Comment from {}: {}", c.author, c.body) });
+        }
+        convo.last_comment = convo.last_comment.max(c.id);
+    }
+    loop {
+        if stop.is_cancelled() {
+            save(client, job, step_id, &convo).await?;
+            return Ok(LlmOutcome::Stopped);
+        }
+        if convo.turns >= max_turns() {
+            save(client, job, step_id, &convo).await?;
+            return Ok(LlmOutcome::Failed(format!("no result after {} LLM turns", convo.turns)));
+        }
+        convo.turns += 1;
+        let (path, body) = match api {
+            "anthropic" => ("messages", anthropic_request(&system, &convo.messages, &granted)),
+            _ => ("chat/completions", openai_request(&system, &convo.messages, &granted)),
+        };
+        let resp = match client.llm(path, &body).await {
+            Ok(r) => r,
+            Err(ClientError::Api { status: 429, message, .. }) => return Ok(LlmOutcome::BudgetRefused(message)),
+            Err(e) => return Err(e),
+        };
+        let answer: Answer = if api == "anthropic" { anthropic_answer(&resp) } else { openai_answer(&resp) };
+        convo.messages.push(Msg::Assistant { text: answer.text.clone(), calls: answer.calls.clone() });
+        if answer.calls.is_empty() {
+            // A plain answer: the model considers the step done.
+            save(client, job, step_id, &convo).await?;
+            return Ok(LlmOutcome::Done(answer.text.unwrap_or_default()));
+        }
+        let mut ending = None;
+        for call in &answer.calls {
+            if ending.is_some() {
+                // Every call needs a result, even those the step ended before.
+                convo.messages.push(Msg::Tool { call_id: call.id.clone(), content: "not run: the step ended".into() });
+                continue;
+            }
+            let arg = |k: &str| call.args.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+            let granted_tool = granted.iter().any(|t| t.name == call.name);
+            let result = if !granted_tool {
+                // Never run a tool outside the grants: stop and say what is missing.
+                let cap = tools::capability_of(&call.name).unwrap_or(call.name.as_str()).to_string();
+                ending = Some(LlmOutcome::Blocked(format!("capability missing: {cap}")));
+                format!("refused: `{}` needs capability `{cap}`, which this agent does not have", call.name)
+            } else {
+                match call.name.as_str() {
+                    "complete_step" => {
+                        let verdict = match &step.spec.done_when {
+                            Some(check)
+                                if !crate::step::run_command(
+                                    check,
+                                    std::time::Duration::from_secs(120),
+                                    stop,
+                                    4096,
+                                )
+                                .await
+                                .succeeded() =>
+                            {
+                                format!("not done yet: `{check}` does not hold")
+                            }
+                            _ => {
+                                ending = Some(LlmOutcome::Done(arg("summary")));
+                                "ok".to_string()
+                            }
+                        };
+                        verdict
+                    }
+                    "fail_step" => {
+                        ending = Some(LlmOutcome::Failed(arg("reason")));
+                        "ok".into()
+                    }
+                    "ask_human" => {
+                        let q = arg("question");
+                        client.comment(job, &format!("Question: {q}")).await?;
+                        ending = Some(LlmOutcome::Blocked(format!("waiting for human: {q}")));
+                        "asked; the job waits for the answer".into()
+                    }
+                    "report_missing_capability" => {
+                        ending = Some(LlmOutcome::Blocked(format!("capability missing: {}", arg("capability"))));
+                        "ok".into()
+                    }
+                    "comment" => {
+                        client.comment(job, &arg("text")).await?;
+                        "posted".into()
+                    }
+                    name => tools::run(name, &call.args, stop).await,
+                }
+            };
+            let record = json!({"tool": call.name, "args": call.args, "granted": granted_tool, "result": result.chars().take(4096).collect::<String>()});
+            client
+                .add_evidence(
+                    job,
+                    &EvidenceReport {
+                        step_id: Some(step_id.into()),
+                        kind: "tool_call".into(),
+                        content: record.to_string(),
+                    },
+                )
+                .await?;
+            convo.messages.push(Msg::Tool { call_id: call.id.clone(), content: result });
+        }
+        save(client, job, step_id, &convo).await?;
+        if let Some(outcome) = ending {
+            return Ok(outcome);
+        }
+    }
+}

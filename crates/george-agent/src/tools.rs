@@ -1,0 +1,189 @@
+//! The tools an LLM may call, each granted by one capability of the
+//! AgentSpec (or by none: talking to people and ending the step). A tool
+//! that is not granted is never offered and never run.
+
+use crate::conversation::ToolDef;
+use crate::step::{run_command, CommandResult};
+use serde_json::{json, Value};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Output of a tool kept for the model.
+const MAX_TOOL_OUTPUT: usize = 16 << 10;
+
+/// The capability a tool needs (`None`: every agent has it).
+pub fn capability_of(tool: &str) -> Option<&'static str> {
+    match tool {
+        "run_command" => Some("shell"),
+        "read_file" | "write_file" | "list_files" => Some("files"),
+        "http_get" => Some("http"),
+        _ => None,
+    }
+}
+
+/// Every tool, with its schema.
+pub fn all() -> Vec<ToolDef> {
+    let s = |props: Value, required: &[&str]| json!({"type": "object", "properties": props, "required": required});
+    vec![
+        ToolDef {
+            name: "run_command",
+            description: "Run a shell command in the workspace; returns its exit code and output.",
+            schema: s(json!({"command": {"type": "string"}}), &["command"]),
+        },
+        ToolDef {
+            name: "read_file",
+            description: "Read a text file (a path in the workspace or the job's output directory).",
+            schema: s(json!({"path": {"type": "string"}}), &["path"]),
+        },
+        ToolDef {
+            name: "write_file",
+            description: "Write a text file (a path in the workspace or the job's output directory).",
+            schema: s(json!({"path": {"type": "string"}, "content": {"type": "string"}}), &["path", "content"]),
+        },
+        ToolDef {
+            name: "list_files",
+            description: "List a directory (in the workspace or the job's output directory).",
+            schema: s(json!({"path": {"type": "string"}}), &[]),
+        },
+        ToolDef {
+            name: "http_get",
+            description: "Fetch a URL with HTTP GET; returns the status and the start of the body.",
+            schema: s(json!({"url": {"type": "string"}}), &["url"]),
+        },
+        ToolDef {
+            name: "comment",
+            description: "Write a comment on the job for the people following it.",
+            schema: s(json!({"text": {"type": "string"}}), &["text"]),
+        },
+        ToolDef {
+            name: "ask_human",
+            description: "Ask a person a question and wait for the answer (the job pauses until someone replies).",
+            schema: s(json!({"question": {"type": "string"}}), &["question"]),
+        },
+        ToolDef {
+            name: "complete_step",
+            description: "Say the step is done, with a short summary of what was done.",
+            schema: s(json!({"summary": {"type": "string"}}), &["summary"]),
+        },
+        ToolDef {
+            name: "fail_step",
+            description: "Say the step cannot be done, and why.",
+            schema: s(json!({"reason": {"type": "string"}}), &["reason"]),
+        },
+        ToolDef {
+            name: "report_missing_capability",
+            description: "Say the step needs a capability you do not have (do not work around it).",
+            schema: s(json!({"capability": {"type": "string"}, "why": {"type": "string"}}), &["capability"]),
+        },
+    ]
+}
+
+/// The tools an agent with `capabilities` may use.
+pub fn granted(capabilities: &[String]) -> Vec<ToolDef> {
+    all().into_iter().filter(|t| capability_of(t.name).is_none_or(|c| capabilities.iter().any(|x| x == c))).collect()
+}
+
+/// A path the file tools may touch: relative to the workspace, or inside the
+/// job's output directory; never outside them.
+fn allowed_path(raw: &str) -> Result<PathBuf, String> {
+    let p = Path::new(raw);
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(format!("`{raw}`: `..` is not allowed"));
+    }
+    if p.is_absolute() {
+        let out = std::env::var("GEORGE_OUTPUT_DIR").map_err(|_| format!("`{raw}`: absolute paths are not allowed"))?;
+        if p.starts_with(&out) {
+            return Ok(p.to_path_buf());
+        }
+        return Err(format!("`{raw}` is outside the workspace and the output directory"));
+    }
+    Ok(p.to_path_buf())
+}
+
+fn cap(mut s: String) -> String {
+    if s.len() > MAX_TOOL_OUTPUT {
+        let mut end = MAX_TOOL_OUTPUT;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("\n[output cut]");
+    }
+    s
+}
+
+/// Runs one granted tool that acts on the world; returns its result text.
+pub async fn run(name: &str, args: &Value, stop: &CancellationToken) -> String {
+    let arg = |k: &str| args.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    match name {
+        "run_command" => match run_command(&arg("command"), Duration::from_secs(120), stop, MAX_TOOL_OUTPUT).await {
+            CommandResult::Exited { code, output, .. } => format!("exit code {code}\n{output}"),
+            CommandResult::TimedOut { output } => format!("timed out after 120s\n{output}"),
+            CommandResult::Stopped => "stopped".into(),
+            CommandResult::SpawnFailed(e) => format!("could not start: {e}"),
+        },
+        "read_file" => match allowed_path(&arg("path"))
+            .and_then(|p| std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display())))
+        {
+            Ok(text) => cap(text),
+            Err(e) => format!("error: {e}"),
+        },
+        "write_file" => match allowed_path(&arg("path")) {
+            Ok(p) => {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                match std::fs::write(&p, arg("content")) {
+                    Ok(()) => format!("wrote {} bytes to {}", arg("content").len(), p.display()),
+                    Err(e) => format!("error: {}: {e}", p.display()),
+                }
+            }
+            Err(e) => format!("error: {e}"),
+        },
+        "list_files" => {
+            let raw = args.get("path").and_then(Value::as_str).unwrap_or(".");
+            match allowed_path(raw).and_then(|p| std::fs::read_dir(&p).map_err(|e| format!("{}: {e}", p.display()))) {
+                Ok(entries) => {
+                    let mut names: Vec<String> =
+                        entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+                    names.sort();
+                    cap(names.join("\n"))
+                }
+                Err(e) => format!("error: {e}"),
+            }
+        }
+        "http_get" => match reqwest::Client::new().get(arg("url")).timeout(Duration::from_secs(30)).send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                format!("status {status}\n{}", cap(r.text().await.unwrap_or_default()))
+            }
+            Err(e) => format!("error: {e}"),
+        },
+        other => format!("error: `{other}` is not a tool that runs"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_grant_tools() {
+        let names = |caps: &[&str]| -> Vec<&'static str> {
+            granted(&caps.iter().map(|c| c.to_string()).collect::<Vec<_>>()).iter().map(|t| t.name).collect()
+        };
+        let base = ["comment", "ask_human", "complete_step", "fail_step", "report_missing_capability"];
+        assert_eq!(names(&[]), base);
+        assert!(names(&["files"]).contains(&"read_file") && !names(&["files"]).contains(&"run_command"));
+        assert!(names(&["shell"]).contains(&"run_command"));
+        assert_eq!(capability_of("http_get"), Some("http"));
+    }
+
+    #[test]
+    fn file_tools_stay_in_their_folders() {
+        assert!(allowed_path("notes/a.txt").is_ok());
+        assert!(allowed_path("../etc/passwd").unwrap_err().contains("`..`"));
+        assert!(allowed_path("/etc/passwd").is_err());
+    }
+}
