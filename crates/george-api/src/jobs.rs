@@ -165,6 +165,23 @@ pub async fn abort(
     set_desired(&st, &caller, &id, DesiredState::Aborted, req.reason).await
 }
 
+/// Approves a job held by a red budget alert (seed 003: at red, each P0/P1
+/// job needs a human's go-ahead before it starts).
+pub async fn approve(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalBody(req): OptionalBody<ActionRequest>,
+) -> Result<Json<JobView>, ApiError> {
+    caller.operator()?;
+    let view = st.store.get_job(&id).await?.ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))?;
+    let approval = serde_json::json!({"by": caller.actor(), "reason": req.reason});
+    st.store.set_setting(&format!("approval:{id}"), Some(approval.clone())).await?;
+    st.store.record_event(Some(&id), "job.approved", &caller.actor(), approval).await?;
+    st.engine.nudge(&id);
+    Ok(Json(view))
+}
+
 /// Checks a piece of text from a request.
 pub fn check_text(field: &str, text: &str) -> Result<(), ApiError> {
     if text.trim().is_empty() {

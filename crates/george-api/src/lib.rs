@@ -54,6 +54,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/jobs/{id}/pause", post(jobs::pause))
         .route("/api/v1/jobs/{id}/resume", post(jobs::resume))
         .route("/api/v1/jobs/{id}/abort", post(jobs::abort))
+        .route("/api/v1/jobs/{id}/approve", post(jobs::approve))
         .route("/api/v1/jobs/{id}/inject", post(jobs::inject))
         .route("/api/v1/jobs/{id}/comments", get(jobs::comments).post(agent_api::comment))
         .route("/api/v1/jobs/{id}/evidence", get(jobs::evidence).post(agent_api::evidence))

@@ -167,7 +167,7 @@ impl Client {
         self.post("/api/v1/jobs", req).await
     }
 
-    /// Pauses, resumes or aborts a job (`action` is `pause`, `resume` or `abort`).
+    /// Pauses, resumes, aborts or approves a job (`action` is `pause`, `resume`, `abort` or `approve`).
     pub async fn act(&self, id: &str, action: &str, reason: Option<String>) -> Result<JobView> {
         self.post(&format!("/api/v1/jobs/{id}/{action}"), &ActionRequest { reason }).await
     }

@@ -196,7 +196,7 @@ pub struct SourceView {
 }
 
 /// `POST /api/v1/jobs`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitJob {
     /// Template name.

@@ -1,16 +1,147 @@
-//! Budget alerts (seed 003 §4 "Emergency Protocols"): crossing 75, 90 and
-//! 95 % of a budget raises yellow, orange and red alerts, once each per
-//! level and period.
+//! Budget alerts (seed 003 §4 "Emergency Protocols"). Crossing 75, 90 and
+//! 95 % of a budget (the org's or a chapter's tightest) raises a yellow,
+//! orange or red alert — once per level and period — as an event and a
+//! notification, and changes what the engine does while it lasts:
+//!
+//! - yellow: debounce windows are doubled;
+//! - orange: BACKGROUND work does not start; active durations are halved;
+//! - red: only P0/P1 work starts, and only once a human approves it;
+//!   scheduled (cron) wakes are suspended.
+//!
+//! Colours are computed from current usage, so they end with the period.
 
 use crate::context::Context;
-use george_governor::Charge;
+use george_core::Priority;
+use george_governor::{Charge, Level};
 use george_store::StoreError;
+use serde::Serialize;
+use serde_json::json;
 use std::sync::Arc;
 
-/// Alert thresholds, in percent, with their names.
-pub const LEVELS: [(f64, &str); 3] = [(75.0, "yellow"), (90.0, "orange"), (95.0, "red")];
+/// How close a budget is to running out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Color {
+    /// Under 75 %.
+    Green,
+    /// 75 % or more.
+    Yellow,
+    /// 90 % or more.
+    Orange,
+    /// 95 % or more.
+    Red,
+}
 
-/// After usage was charged: raises any alert newly crossed.
-pub async fn check(_ctx: &Arc<Context>, _charge: &Charge) -> Result<(), StoreError> {
+impl Color {
+    /// The colour of a share used, in percent.
+    pub fn of(percent: f64) -> Color {
+        match percent {
+            p if p >= 95.0 => Color::Red,
+            p if p >= 90.0 => Color::Orange,
+            p if p >= 75.0 => Color::Yellow,
+            _ => Color::Green,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Color::Green => "green",
+            Color::Yellow => "yellow",
+            Color::Orange => "orange",
+            Color::Red => "red",
+        }
+    }
+
+    fn actions(self) -> &'static str {
+        match self {
+            Color::Green => "",
+            Color::Yellow => "debounce windows doubled",
+            Color::Orange => "BACKGROUND work disabled; active durations halved",
+            Color::Red => "only P0/P1 work proceeds, each needing human approval; scheduled jobs suspended",
+        }
+    }
+}
+
+fn level_key(level: &Level) -> String {
+    match level {
+        Level::Org => "org".into(),
+        Level::Chapter(c) => format!("chapter:{c}"),
+        Level::Agent(a) => format!("agent:{a}"),
+    }
+}
+
+/// The alert colour in force for work of `chapter`: the worse of the org's and the chapter's.
+pub fn color(ctx: &Context, chapter: Option<&str>) -> Color {
+    let now = ctx.clock.now();
+    let mut levels = vec![Level::Org];
+    if let Some(c) = chapter.filter(|c| !c.is_empty()) {
+        levels.push(Level::Chapter(c.to_string()));
+    }
+    levels.iter().filter_map(|l| ctx.governor.percent_used(l, now)).map(Color::of).max().unwrap_or(Color::Green)
+}
+
+/// After usage was charged: raises every alert newly crossed.
+pub async fn check(ctx: &Arc<Context>, charge: &Charge) -> Result<(), StoreError> {
+    let now = ctx.clock.now();
+    let mut levels = vec![Level::Org];
+    if !charge.chapter.is_empty() {
+        levels.push(Level::Chapter(charge.chapter.clone()));
+    }
+    for level in levels {
+        let Some((percent, period_start)) = ctx.governor.tightest(&level, now) else { continue };
+        let reached = Color::of(percent);
+        for color in [Color::Yellow, Color::Orange, Color::Red].into_iter().filter(|c| *c <= reached) {
+            let key = format!("alert:{}:{}", level_key(&level), color.name());
+            let period = period_start.to_rfc3339();
+            if ctx.store.setting(&key).await?.as_ref().and_then(|v| v.as_str()) == Some(period.as_str()) {
+                continue; // raised already this period
+            }
+            ctx.store.set_setting(&key, Some(json!(period))).await?;
+            let text = format!(
+                "George budget alert ({}): {level} has used {percent:.0}% of its budget: {}",
+                color.name(),
+                color.actions()
+            );
+            tracing::warn!(level = %level, color = color.name(), percent, "budget alert");
+            ctx.store
+                .record_event(
+                    None,
+                    "budget.alert",
+                    "governor",
+                    json!({"level": level.to_string(), "color": color, "percent": percent, "actions": color.actions()}),
+                )
+                .await?;
+            notify(ctx, &text);
+        }
+    }
     Ok(())
+}
+
+/// Posts a Slack-compatible message to every configured webhook, in the background.
+fn notify(ctx: &Arc<Context>, text: &str) {
+    for url in &ctx.cfg.notify {
+        let (http, url, body) = (ctx.http.clone(), url.clone(), json!({"text": text}));
+        ctx.tasks.spawn(async move {
+            if let Err(e) = http.post(&url).json(&body).send().await {
+                tracing::warn!(error = %e, "cannot deliver a budget alert notification");
+            }
+        });
+    }
+}
+
+/// Why a job may not start under the current alert, if it may not.
+pub async fn hold(ctx: &Context, job: &george_core::api::JobView) -> Result<Option<String>, StoreError> {
+    let color = color(ctx, job.chapter.as_deref());
+    if color == Color::Red {
+        if job.priority > Priority::P1 {
+            return Ok(Some("budget red: only P0/P1 work proceeds".into()));
+        }
+        if ctx.store.setting(&format!("approval:{}", job.id)).await?.is_none() {
+            return Ok(Some(format!("awaiting approval (budget red): approve with `george jobs approve {}`", job.id)));
+        }
+    }
+    if color >= Color::Orange && job.priority == Priority::Background {
+        return Ok(Some("budget orange: BACKGROUND work is disabled".into()));
+    }
+    Ok(None)
 }

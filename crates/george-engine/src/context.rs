@@ -49,6 +49,8 @@ pub struct EngineConfig {
     pub webhook_secret: Option<WebhookSecret>,
     /// LLM providers and organisation budgets.
     pub llm: crate::llm::LlmSettings,
+    /// Slack-compatible incoming-webhook URLs that receive budget alerts.
+    pub notify: Vec<String>,
 }
 
 /// A webhook signing key; never printed.
@@ -102,6 +104,7 @@ impl EngineConfig {
             trigger_tick: Duration::from_secs(1),
             webhook_secret: None,
             llm: crate::llm::LlmSettings { default_cap: 4096, ..Default::default() },
+            notify: Vec::new(),
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::context::Context;
 use crate::decide::{decide, Action, Observed, Rules};
 use crate::metrics::{OutcomeLabel, ReasonLabel};
 use crate::tokens;
-use george_core::api::AgentView;
+use george_core::api::{AgentView, JobView};
 use george_core::{AgentState, JobStatus};
 use george_runtime::{AgentStatus, Resources, RuntimeError, SpawnRequest};
 use george_store::{AttemptEnd, JobState, NewAttempt, StatusChange, StoreError};
@@ -33,7 +33,14 @@ pub async fn reconcile(ctx: &Arc<Context>, id: &str) -> Result<Option<Duration>,
         health: spec.and_then(|s| s.spec.health_check).unwrap_or(ctx.cfg.health),
         retry: ctx.cfg.retry,
         exit_grace: ctx.cfg.exit_grace,
-        max_active: spec.and_then(|s| s.spec.resources.max_active_duration).map(|d| d.get()),
+        max_active: spec.and_then(|s| s.spec.resources.max_active_duration).map(|d| {
+            // Orange budget alert: shorter active durations.
+            if crate::alerts::color(ctx, state.job.chapter.as_deref()) >= crate::alerts::Color::Orange {
+                d.get() / 2
+            } else {
+                d.get()
+            }
+        }),
     };
     let action = decide(&state, observed, ctx.clock.now(), &rules);
     let label = match &action {
@@ -55,6 +62,12 @@ pub async fn reconcile(ctx: &Arc<Context>, id: &str) -> Result<Option<Duration>,
     match action {
         Action::Wait(after) => Ok(after),
         Action::Spawn => {
+            if let Some(reason) = crate::alerts::hold(ctx, &state.job).await? {
+                // Held by a budget alert: say why, and look again later.
+                crate::admission::release(ctx, id).await?;
+                explain_wait(ctx, &state.job, reason, "governor").await?;
+                return Ok(Some(ctx.cfg.reconcile_interval.min(Duration::from_secs(5))));
+            }
             if !crate::admission::request(ctx, &state.job).await? {
                 // Queued: the scheduler wakes the job when it may start.
                 return Ok(None);
@@ -107,6 +120,21 @@ async fn observe(ctx: &Context, state: &JobState) -> Observed {
     }
 }
 
+/// Records why a pending job does not start (once, not on every look).
+async fn explain_wait(ctx: &Context, job: &JobView, reason: String, actor: &str) -> Result<(), StoreError> {
+    if job.reason.as_deref() != Some(reason.as_str()) {
+        let change = StatusChange {
+            from: JobStatus::Pending,
+            to: JobStatus::Pending,
+            reason: Some(reason),
+            next_attempt_at: None,
+            count_failure: false,
+        };
+        ctx.store.change_status(&job.id, change, actor).await?;
+    }
+    Ok(())
+}
+
 /// Starts the next attempt of a pending job.
 async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>, ReconcileError> {
     let job = &state.job;
@@ -115,16 +143,7 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
         // It cannot start: do not hold a slot while waiting for the AgentSpec.
         crate::admission::release(ctx, &job.id).await?;
         let reason = format!("waiting: AgentSpec `{}` is not defined", job.agent);
-        if job.reason.as_deref() != Some(reason.as_str()) {
-            let change = StatusChange {
-                from: JobStatus::Pending,
-                to: JobStatus::Pending,
-                reason: Some(reason),
-                next_attempt_at: None,
-                count_failure: false,
-            };
-            ctx.store.change_status(&job.id, change, "reconciler").await?;
-        }
+        explain_wait(ctx, job, reason, "reconciler").await?;
         return Ok(Some(ctx.cfg.reconcile_interval));
     };
     let template = catalog.templates.get(&job.template);

@@ -137,6 +137,17 @@ pub async fn fire(
     let _serial = ctx.trigger_lock.lock().await;
 
     // Debounced: fold into the open window's job if there is one.
+    // A yellow (or worse) budget alert doubles debounce windows.
+    let chapter = spec.agent.as_ref().and_then(|a| catalog.agents.get(a)).and_then(|a| a.metadata.chapter.clone());
+    let slow_down = crate::alerts::color(ctx, chapter.as_deref()) >= crate::alerts::Color::Yellow;
+    let spec = &{
+        let mut s = spec.clone();
+        if slow_down {
+            s.debounce = s.debounce.map(|d| george_core::duration::HumanDuration(d.get() * 2));
+            s.max_delay = s.max_delay.map(|d| george_core::duration::HumanDuration(d.get() * 2));
+        }
+        s
+    };
     let debounce_key = match (&spec.debounce, &spec.debounce_key) {
         (Some(_), Some(path)) => Some(lookup(wake, path).map(as_text).unwrap_or_else(|| "-".into())),
         (Some(_), None) => Some("-".into()),
@@ -245,6 +256,19 @@ pub async fn cron_tick(ctx: &Arc<Context>) -> Result<(), StoreError> {
             continue;
         };
         let due = schedule.due(mark, now, spec.missed, ON_TIME);
+        if !due.fire.is_empty() && crate::alerts::color(ctx, None) == crate::alerts::Color::Red {
+            // Red budget alert: scheduled jobs are suspended.
+            ctx.store
+                .record_event(
+                    None,
+                    "trigger.suspended",
+                    "governor",
+                    json!({"trigger": name, "fire": due.fire, "reason": "budget red"}),
+                )
+                .await?;
+            ctx.store.set_trigger_mark(name, due.watermark).await?;
+            continue;
+        }
         for at in &due.fire {
             let key = at.format("%Y%m%d%H%M").to_string();
             let wake = json!({"fire_time": at.to_rfc3339()});

@@ -5,10 +5,12 @@ use chrono::{DateTime, Utc};
 use george_core::ManualClock;
 use george_engine::{Engine, EngineConfig};
 use george_runtime::{ProcessRuntime, ProcessRuntimeConfig};
-use george_store::{JobFilter, SqliteStore, Store};
+use george_store::{JobFilter, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+mod support;
 
 const MANIFESTS: &str = "apiVersion: george/v1
 kind: AgentSpec
@@ -47,7 +49,15 @@ struct Running {
 }
 
 async fn start(dir: &std::path::Path, store: Arc<dyn Store>, clock: &ManualClock) -> Running {
-    let mut cfg = EngineConfig::new("http://127.0.0.1:9");
+    start_with(dir, store, clock, EngineConfig::new("http://127.0.0.1:9")).await
+}
+
+async fn start_with(
+    dir: &std::path::Path,
+    store: Arc<dyn Store>,
+    clock: &ManualClock,
+    mut cfg: EngineConfig,
+) -> Running {
     cfg.trigger_tick = Duration::from_millis(10);
     cfg.reconcile_interval = Duration::from_secs(3600);
     let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig::under(dir, vec![])));
@@ -106,13 +116,7 @@ async fn jobs_now(engine: &Running, store: &dyn Store) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cron_fires_at_the_right_minute_once_across_dst_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let m = dir.path().join("m");
-    std::fs::create_dir_all(&m).unwrap();
-    std::fs::write(m.join("all.yaml"), MANIFESTS).unwrap();
-    let (set, problems) = george_sources::load_folder(&m, "").unwrap();
-    assert!(problems.is_empty(), "{problems:?}");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("g.db")).unwrap());
-    store.apply_snapshot(george_sources::snapshot_of(&set.unwrap(), "folder", "r1")).await.unwrap();
+    let store = support::store_with(dir.path(), MANIFESTS, None).await;
 
     // 02:30 does not exist in Berlin on 29 March 2026; the trigger fires at 03:00 CEST = 01:00 UTC.
     let clock = ManualClock::new(utc("2026-03-29T00:55:00Z"));
@@ -152,5 +156,29 @@ async fn cron_fires_at_the_right_minute_once_across_dst_and_restarts() {
     let events = store.events_since(0, 10_000, None).await.unwrap();
     let skipped = events.iter().find(|e| e.kind == "trigger.skipped").expect("the skipped nights are recorded");
     assert_eq!(skipped.data["missed"], 2);
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_red_budget_suspends_scheduled_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = support::store_with(dir.path(), MANIFESTS, None).await;
+    // 960 of the organisation's 1000 monthly tokens are spent: red.
+    let t0 = utc("2026-06-10T00:20:00Z");
+    support::spent(store.as_ref(), t0, 960).await;
+    let clock = ManualClock::new(t0);
+    let mut cfg = EngineConfig::new("http://127.0.0.1:9");
+    cfg.llm.org_monthly = Some(1000);
+    let engine = start_with(dir.path(), store.clone(), &clock, cfg).await;
+    looked_at(store.as_ref(), t0).await;
+    // 02:30 Berlin (CEST) is 00:30 UTC: the run is due but suspended.
+    clock.advance(Duration::from_secs(11 * 60));
+    looked_at(store.as_ref(), utc("2026-06-10T00:30:00Z")).await;
+    assert!(jobs_now(&engine, store.as_ref()).await.is_empty(), "a scheduled job ran during a red alert");
+    let events = store.events_since(0, 10_000, None).await.unwrap();
+    let suspended: Vec<_> = events.iter().filter(|e| e.kind == "trigger.suspended").collect();
+    assert_eq!(suspended.len(), 1, "{events:?}");
+    assert_eq!(suspended[0].data["trigger"], "nightly");
+    assert_eq!(suspended[0].data["reason"], "budget red");
     engine.stop().await;
 }

@@ -6,11 +6,13 @@ use chrono::{DateTime, Utc};
 use george_core::ManualClock;
 use george_engine::{Engine, EngineConfig};
 use george_runtime::{ProcessRuntime, ProcessRuntimeConfig};
-use george_store::{SqliteStore, Store};
+
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+mod support;
 
 const MANIFESTS: &str = "apiVersion: george/v1
 kind: AgentSpec
@@ -42,17 +44,10 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wakes_coalesce_and_max_delay_caps_the_postponement() {
     let dir = tempfile::tempdir().unwrap();
-    let m = dir.path().join("m");
-    std::fs::create_dir_all(&m).unwrap();
-    std::fs::write(m.join("all.yaml"), MANIFESTS).unwrap();
-    let (set, problems) = george_sources::load_folder(&m, "").unwrap();
-    assert!(problems.is_empty(), "{problems:?}");
     let t0: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z").unwrap().to_utc();
     // One clock for the engine and the store (the store stamps the first wake's job).
     let clock = ManualClock::new(t0);
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open_with_clock(dir.path().join("g.db"), Arc::new(clock.clone())).unwrap());
-    store.apply_snapshot(george_sources::snapshot_of(&set.unwrap(), "folder", "r1")).await.unwrap();
+    let store = support::store_with(dir.path(), MANIFESTS, Some(&clock)).await;
     let cfg = EngineConfig::new("http://127.0.0.1:9");
     let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig::under(dir.path(), vec![])));
     let (engine, handle) = Engine::new(cfg, store.clone(), runtime, Arc::new(clock.clone()), vec![]);
@@ -83,6 +78,38 @@ async fn wakes_coalesce_and_max_delay_caps_the_postponement() {
     // Another key never coalesces with PAY-1.
     let other = handle.trigger_event(None, None, "d10", &json!({"key": "PAY-2", "n": 1})).await.unwrap();
     assert_ne!(other[0].job, fired[0].job);
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yellow_budget_doubles_debounce_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z").unwrap().to_utc();
+    let clock = ManualClock::new(t0);
+    let store = support::store_with(dir.path(), MANIFESTS, Some(&clock)).await;
+    // 800 of the organisation's 1000 monthly tokens are spent: yellow.
+    support::spent(store.as_ref(), t0, 800).await;
+    let mut cfg = EngineConfig::new("http://127.0.0.1:9");
+    cfg.llm.org_monthly = Some(1000);
+    let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig::under(dir.path(), vec![])));
+    let (engine, handle) = Engine::new(cfg, store.clone(), runtime, Arc::new(clock.clone()), vec![]);
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let task = tokio::spawn(async move { engine.run(s).await.unwrap() });
+
+    // Once the engine has loaded the ledger:
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while handle.governor().percent_used(&george_governor::Level::Org, t0) != Some(80.0) {
+        assert!(tokio::time::Instant::now() < deadline, "the engine never loaded the ledger");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let fired = handle.trigger_event(None, None, "y0", &json!({"key": "PAY-1", "n": 0})).await.unwrap();
+    let j = store.get_job(&fired[0].job).await.unwrap().unwrap();
+    assert_eq!(j.next_attempt_at, Some(t0 + chrono::Duration::seconds(120)), "the 60s window is doubled");
+    clock.advance(Duration::from_secs(100)); // inside the doubled window: coalesced
+    let again = handle.trigger_event(None, None, "y1", &json!({"key": "PAY-1", "n": 1})).await.unwrap();
+    assert_eq!((again[0].job.as_str(), again[0].debounced), (fired[0].job.as_str(), true));
     stop.cancel();
     task.await.unwrap();
 }

@@ -251,13 +251,19 @@ impl Governor {
 
     /// The share of the tightest budget of `level` used, in percent.
     pub fn percent_used(&self, level: &Level, now: DateTime<Utc>) -> Option<f64> {
+        self.tightest(level, now).map(|(p, _)| p)
+    }
+
+    /// The tightest budget of `level`: its share used, in percent, and the
+    /// start of its current period.
+    pub fn tightest(&self, level: &Level, now: DateTime<Utc>) -> Option<(f64, DateTime<Utc>)> {
         let s = self.lock();
         s.budgets
             .limits
             .iter()
             .filter(|l| &l.level == level && l.tokens > 0)
-            .map(|l| Self::used_now(&s, level, l.period, now) as f64 * 100.0 / l.tokens as f64)
-            .fold(None, |acc: Option<f64>, p| Some(acc.map_or(p, |a| a.max(p))))
+            .map(|l| (Self::used_now(&s, level, l.period, now) as f64 * 100.0 / l.tokens as f64, l.period.start(now)))
+            .fold(None, |acc: Option<(f64, DateTime<Utc>)>, p| Some(acc.map_or(p, |a| if p.0 > a.0 { p } else { a })))
     }
 }
 

@@ -45,6 +45,7 @@ macro_rules! store_conformance_tests {
             comments_and_evidence,
             events_are_sequenced_and_broadcast,
             the_ledger_records_and_sums_usage,
+            settings_are_kept_and_listed_by_prefix,
         );
     };
     (@tests $make:expr; $($name:ident),+ $(,)?) => {
@@ -446,4 +447,18 @@ pub async fn the_ledger_records_and_sums_usage(store: TestStore) {
         ("qm", 2, 150, 25)
     );
     assert_eq!(store.usage_totals(t0 + chrono::Duration::minutes(2)).await.unwrap().len(), 1, "since filters by time");
+}
+
+/// Settings are durable key/value facts, listed by prefix.
+pub async fn settings_are_kept_and_listed_by_prefix(store: TestStore) {
+    assert_eq!(store.setting("alert:org:yellow").await.unwrap(), None);
+    store.set_setting("alert:org:yellow", Some(json!("2026-05-01"))).await.unwrap();
+    store.set_setting("alert:org:red", Some(json!("2026-05-01"))).await.unwrap();
+    store.set_setting("approval:j1", Some(json!({"by": "operator:a"}))).await.unwrap();
+    store.set_setting("alert:org:yellow", Some(json!("2026-06-01"))).await.unwrap();
+    assert_eq!(store.setting("alert:org:yellow").await.unwrap(), Some(json!("2026-06-01")));
+    let alerts = store.settings("alert:").await.unwrap();
+    assert_eq!(alerts.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["alert:org:red", "alert:org:yellow"]);
+    store.set_setting("approval:j1", None).await.unwrap();
+    assert!(store.settings("approval:").await.unwrap().is_empty());
 }

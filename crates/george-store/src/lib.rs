@@ -203,6 +203,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn get_agent(&self, id: &str, attempt: u32) -> Result<Option<AgentView>>;
     /// Events with `seq > since` (only job `job`'s when given), oldest first, at most `limit`.
     async fn events_since(&self, since: i64, limit: u32, job: Option<&str>) -> Result<Vec<EventView>>;
+    /// A durable setting (`None` if unset).
+    async fn setting(&self, key: &str) -> Result<Option<Value>>;
+    /// Sets a durable setting, or removes it (`None`).
+    async fn set_setting(&self, key: &str, value: Option<Value>) -> Result<()>;
+    /// Settings whose keys start with `prefix`.
+    async fn settings(&self, prefix: &str) -> Result<Vec<(String, Value)>>;
     /// Adds an LLM call to the token ledger.
     async fn record_usage(&self, record: &UsageRecord) -> Result<()>;
     /// Ledger rows since `since` (of one job when given), oldest first.

@@ -272,6 +272,8 @@ pub enum JobsCommand {
     Resume(ActionArgs),
     /// Abort a job.
     Abort(ActionArgs),
+    /// Approve a P0/P1 job held while the token budget is red.
+    Approve(ActionArgs),
     /// Send a message to a job's agent (unblocks a blocked job).
     Inject {
         /// Job id.

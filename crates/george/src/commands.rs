@@ -388,10 +388,11 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
             let job = c.submit(&req).await?;
             print(format, &job, |j| jobs_table(&vec![j.clone()]));
         }
-        JobsCommand::Pause(a) | JobsCommand::Resume(a) | JobsCommand::Abort(a) => {
+        JobsCommand::Pause(a) | JobsCommand::Resume(a) | JobsCommand::Abort(a) | JobsCommand::Approve(a) => {
             let action = match cmd {
                 JobsCommand::Pause(_) => "pause",
                 JobsCommand::Resume(_) => "resume",
+                JobsCommand::Approve(_) => "approve",
                 _ => "abort",
             };
             let job = c.act(&a.id, action, a.reason.clone()).await?;

@@ -203,6 +203,9 @@ pub struct BudgetsSection {
     pub org_daily: Option<u64>,
     /// Output tokens per call when nothing stricter applies (default 4096).
     pub default_cap: Option<u64>,
+    /// Slack-compatible incoming-webhook URLs that receive budget alerts.
+    #[serde(default)]
+    pub notify: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

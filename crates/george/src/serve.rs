@@ -121,6 +121,12 @@ impl Server {
         }
         ecfg.webhook_secret = webhook_secret(&cfg)?;
         ecfg.llm = llm_settings(&cfg)?;
+        for (i, url) in cfg.llm.budgets.notify.iter().enumerate() {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                anyhow::bail!("llm.budgets.notify[{i}]: expected an http:// or https:// URL, got {url:?}");
+            }
+        }
+        ecfg.notify = cfg.llm.budgets.notify.clone();
         if let Some(n) = cfg.engine.max_concurrent {
             ecfg.max_concurrent = Some(n);
         }

@@ -3,10 +3,13 @@
 //! - the ledger matches the scripted usage exactly, streaming and not, both API styles;
 //! - the provider key never reaches an agent or a log;
 //! - 20 concurrent agents against a nearly exhausted budget never overrun it
-//!   by more than one call's cap, and refused agents' jobs end blocked.
+//!   by more than one call's cap, and refused agents' jobs end blocked;
+//! - crossing 75/90/95 % raises the three alerts once each, notifies, and
+//!   holds BACKGROUND work (orange), then all but approved P0/P1 work (red).
 
 mod common;
 
+use common::inbox::Inbox;
 use common::llm::{Reply, ScriptedLlm};
 use common::*;
 use george_core::JobStatus;
@@ -241,5 +244,108 @@ fn concurrent_agents_never_overrun_a_budget_by_more_than_one_cap() {
         }
         let events = engine.client.events(0, 100_000).await.unwrap();
         assert_eq!(events.iter().filter(|e| e.kind == "budget.refused").count(), refused.len());
+    });
+}
+
+#[test]
+fn budget_alerts_fire_once_each_and_hold_work() {
+    let llm = ScriptedLlm::start();
+    let inbox = Inbox::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("manifests");
+    write(
+        &m,
+        "agents/w.yaml",
+        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: w}\nspec:\n  capabilities: [shell]\n",
+    );
+    write(&m, "templates/hold.yaml", &template("hold", HOLD));
+    write(&m, "templates/quick.yaml", &template("quick", "    - {id: s, description: quick, run: 'true'}\n"));
+    write(&m, "jobs/spender.yaml", &job("spender", "hold"));
+    let extra = format!("  budgets: {{orgMonthly: 10000, notify: ['{}']}}\n", inbox.url);
+    let engine = Engine::start_full(
+        tmp.path(),
+        &config(&llm, &extra),
+        &["--manifests", m.to_str().unwrap()],
+        &[("TEST_PROVIDER_KEY", PROVIDER_KEY)],
+    );
+    engine.rt().block_on(async {
+        let (_, token) = token_of(&engine, "spender").await;
+        let spend = |input: u64, output: u64| {
+            llm.push(Reply::text("ok", input, output));
+            let (engine, token) = (&engine, token.clone());
+            async move {
+                let body = json!({"messages": [{"role": "user", "content": "go"}], "max_tokens": 10});
+                assert_eq!(call(engine, &token, "/llm/v1/chat/completions", body).await.status(), 200);
+            }
+        };
+        let alerts = || async {
+            let events = engine.client.events(0, 100_000).await.unwrap();
+            events
+                .iter()
+                .filter(|e| e.kind == "budget.alert")
+                .map(|e| (e.data["level"].as_str().unwrap().to_string(), e.data["color"].as_str().unwrap().to_string()))
+                .collect::<Vec<_>>()
+        };
+        let submit = |id: &str, priority: &str| {
+            let req = george_core::api::SubmitJob {
+                template: "quick".into(),
+                id: Some(id.into()),
+                priority: Some(priority.parse().unwrap()),
+                agent: Some("w".into()),
+                ..Default::default()
+            };
+            let client = engine.client.clone();
+            async move { client.submit(&req).await.unwrap() }
+        };
+        let org = |c: &str| ("org".to_string(), c.to_string());
+
+        spend(7000, 500).await; // 75 %
+        assert_eq!(alerts().await, [org("yellow")]);
+        spend(1400, 100).await; // 90 %
+        assert_eq!(alerts().await, [org("yellow"), org("orange")]);
+
+        // Orange: BACKGROUND work waits; P2 work runs.
+        submit("bg", "BACKGROUND").await;
+        submit("p2-early", "P2").await;
+        engine.wait_status("p2-early", JobStatus::Completed, Duration::from_secs(30)).await;
+        let bg = engine.wait_job("bg", "the orange hold", Duration::from_secs(30), |j| j.reason.is_some()).await;
+        assert_eq!(
+            (bg.status, bg.reason.as_deref()),
+            (JobStatus::Pending, Some("budget orange: BACKGROUND work is disabled"))
+        );
+        assert_eq!(bg.attempt, 0, "no agent was started");
+
+        spend(450, 50).await; // 95 %
+        spend(5, 5).await; // still red: no new alert
+        assert_eq!(alerts().await, [org("yellow"), org("orange"), org("red")], "each alert once");
+
+        // Red: only P0/P1 work, and only once approved.
+        submit("p2-late", "P2").await;
+        submit("p1", "P1").await;
+        let p2 = engine.wait_job("p2-late", "the red hold", Duration::from_secs(30), |j| j.reason.is_some()).await;
+        assert_eq!(p2.reason.as_deref(), Some("budget red: only P0/P1 work proceeds"));
+        let p1 = engine.wait_job("p1", "the approval hold", Duration::from_secs(30), |j| j.reason.is_some()).await;
+        assert_eq!(p1.reason.as_deref(), Some("awaiting approval (budget red): approve with `george jobs approve p1`"));
+        assert_eq!((p1.status, p1.attempt), (JobStatus::Pending, 0));
+        let out = engine.cli(&["jobs", "approve", "p1", "--reason", "incident fix"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        engine.wait_status("p1", JobStatus::Completed, Duration::from_secs(30)).await;
+        let p2 = engine.job("p2-late").await;
+        assert_eq!((p2.status, p2.attempt), (JobStatus::Pending, 0), "P2 work still waits");
+        let approved = engine.client.events(0, 100_000).await.unwrap();
+        let approved = approved.iter().find(|e| e.kind == "job.approved").expect("the approval is an event");
+        assert_eq!(approved.job_id.as_deref(), Some("p1"));
+
+        // One notification per alert, Slack-compatible.
+        let texts = wait_for(Duration::from_secs(20), "three notifications", || {
+            let got = inbox.messages();
+            (got.len() >= 3).then_some(got)
+        });
+        assert_eq!(texts.len(), 3, "{texts:?}");
+        for (msg, color) in texts.iter().zip(["yellow", "orange", "red"]) {
+            let text = msg["text"].as_str().unwrap();
+            assert!(text.contains(&format!("({color})")) && text.contains("org"), "{text}");
+        }
+        std::fs::write(engine.dir.join("data/outputs/spender/release"), "").unwrap();
     });
 }

@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
     (2, include_str!("../../migrations/0002_triggers.sql")),
     (3, include_str!("../../migrations/0003_ledger.sql")),
+    (4, include_str!("../../migrations/0004_settings.sql")),
 ];
 
 /// The SQLite implementation of [`Store`].
@@ -366,6 +367,49 @@ impl Store for SqliteStore {
     async fn events_since(&self, since: i64, limit: u32, job: Option<&str>) -> Result<Vec<EventView>> {
         let job = job.map(str::to_string);
         self.read(move |c| rows::events_since(c, since, limit, job.as_deref())).await
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<Value>> {
+        let key = key.to_string();
+        self.read(move |c| {
+            use rusqlite::OptionalExtension;
+            let v: Option<String> =
+                c.query_row("SELECT value FROM settings WHERE key = ?1", [&key], |r| r.get(0)).optional()?;
+            Ok(v.map(|v| serde_json::from_str(&v)).transpose()?)
+        })
+        .await
+    }
+
+    async fn set_setting(&self, key: &str, value: Option<Value>) -> Result<()> {
+        let key = key.to_string();
+        self.write(move |w| {
+            match value {
+                Some(v) => w.tx.execute(
+                    "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    rusqlite::params![key, v.to_string(), rows::ts(w.now)],
+                )?,
+                None => w.tx.execute("DELETE FROM settings WHERE key = ?1", [&key])?,
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    async fn settings(&self, prefix: &str) -> Result<Vec<(String, Value)>> {
+        let prefix = prefix.to_string();
+        self.read(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT key, value FROM settings WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key")?;
+            let rows = stmt.query_map([&prefix], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (k, v) = row?;
+                out.push((k, serde_json::from_str(&v)?));
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn record_usage(&self, record: &UsageRecord) -> Result<()> {

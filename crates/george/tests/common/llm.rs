@@ -63,21 +63,11 @@ pub struct ScriptedLlm {
 impl ScriptedLlm {
     pub fn start() -> Self {
         let script = Arc::new(Mutex::new(Script::default()));
-        let s = script.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            rt.block_on(async move {
-                let app = Router::new()
-                    .route("/v1/chat/completions", post(openai))
-                    .route("/v1/messages", post(anthropic))
-                    .with_state(s);
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        let addr = rx.recv().unwrap();
+        let app = Router::new()
+            .route("/v1/chat/completions", post(openai))
+            .route("/v1/messages", post(anthropic))
+            .with_state(script.clone());
+        let addr = super::inbox::serve_in_background(app);
         Self { url: format!("http://{addr}/v1"), script }
     }
 
