@@ -120,6 +120,17 @@ pub async fn work(
         };
         let resp = match client.llm(path, &body).await {
             Ok(r) => r,
+            Err(ClientError::Api { status: 429, code, retry_after, .. }) if code == "rate_limited" => {
+                // Paced by a rate limit: come back when the window has room.
+                convo.turns -= 1;
+                let wait = std::time::Duration::from_secs(retry_after.unwrap_or(5).clamp(1, 3600));
+                tracing::info!(wait_secs = wait.as_secs(), "LLM call rate-limited; waiting");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled() => {}
+                }
+                continue;
+            }
             Err(ClientError::Api { status: 429, message, .. }) => return Ok(LlmOutcome::BudgetRefused(message)),
             Err(e) => return Err(e),
         };

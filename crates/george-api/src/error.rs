@@ -51,6 +51,14 @@ pub enum ApiError {
         /// When the budget's period ends.
         retry_after: std::time::Duration,
     },
+    /// A rate limit holds the call back longer than the proxy waits inline.
+    #[error("{message}")]
+    RateLimited {
+        /// Which limit.
+        message: String,
+        /// When the call would fit.
+        retry_after: std::time::Duration,
+    },
     /// A dependency (an LLM provider) is not configured.
     #[error("{0}")]
     Unavailable(String),
@@ -85,6 +93,7 @@ impl ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "backpressure"),
             ApiError::BudgetExhausted { .. } => (StatusCode::TOO_MANY_REQUESTS, "budget_exhausted"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
@@ -117,7 +126,10 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody { error: ErrorDetail { code: code.into(), message: self.to_string(), field, details } };
         let mut resp = (status, Json(body)).into_response();
-        if let ApiError::TooManyRequests { retry_after, .. } | ApiError::BudgetExhausted { retry_after, .. } = &self {
+        if let ApiError::TooManyRequests { retry_after, .. }
+        | ApiError::BudgetExhausted { retry_after, .. }
+        | ApiError::RateLimited { retry_after, .. } = &self
+        {
             let secs = retry_after.as_secs().max(1).to_string();
             if let Ok(v) = HeaderValue::from_str(&secs) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);

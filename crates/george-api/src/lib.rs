@@ -7,6 +7,7 @@
 mod agent_api;
 mod auth;
 mod body;
+mod budget;
 mod control;
 mod error;
 mod jobs;
@@ -77,7 +78,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/llm/v1/messages", post(llm::messages))
         .route("/api/v1/sources", get(ops::sources))
         .route("/api/v1/sync", post(ops::sync))
-        .route("/api/v1/ledger", get(ops::ledger))
+        .route("/api/v1/ledger", get(budget::ledger))
+        .route("/api/v1/budget", get(budget::report))
+        .route("/api/v1/chapters/{chapter}/throttle", post(budget::throttle))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -90,6 +90,24 @@ impl Drop for Call {
     }
 }
 
+/// The longest a call waits inline for a rate limit (a minute's window);
+/// beyond that the agent is told to come back (429 `rate_limited`).
+const MAX_INLINE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Holds the call until its rate limits admit it (seed 003: "queue delay").
+async fn pace(st: &ApiState, route: &Route, needed: u64) -> Result<(), ApiError> {
+    let mut waited = std::time::Duration::ZERO;
+    while let Some(p) = st.engine.llm_pace(route, needed).await? {
+        let wait = p.wait.to_std().unwrap_or_default();
+        if waited + wait > MAX_INLINE_WAIT {
+            return Err(ApiError::RateLimited { message: p.to_string(), retry_after: wait });
+        }
+        tokio::time::sleep(wait).await;
+        waited += wait;
+    }
+    Ok(())
+}
+
 async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi) -> Result<Response, ApiError> {
     let (job, attempt) = agent(&st, &headers).await?;
     let route = st.engine.llm_route(&job, attempt).await.map_err(|e| match e {
@@ -128,8 +146,10 @@ async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi
             o.insert("include_usage".into(), Value::Bool(true));
         }
     }
+    let estimate = estimate_input(&req);
+    pace(&st, &route, estimate + cap).await?;
     let now = st.engine.now();
-    let reservation = match governor.reserve(route.charge.clone(), estimate_input(&req), cap, now) {
+    let reservation = match governor.reserve(route.charge.clone(), estimate, cap, now) {
         Ok(r) => r,
         Err(refusal) => {
             st.engine.llm_refused(&route, &refusal).await?;

@@ -71,25 +71,3 @@ pub async fn sync(State(st): State<ApiState>, caller: Caller) -> Result<Json<Syn
     st.engine.sync_now().await.map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(SyncResult { sources: st.store.sources().await? }))
 }
-
-/// `GET /api/v1/ledger` options.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LedgerQuery {
-    /// Only this job's calls.
-    #[serde(default)]
-    job: Option<String>,
-    /// Calls since (RFC 3339; default: the start of the month).
-    #[serde(default)]
-    since: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-pub async fn ledger(
-    State(st): State<ApiState>,
-    caller: Caller,
-    QueryParams(q): QueryParams<LedgerQuery>,
-) -> Result<Json<Vec<george_core::api::UsageRecord>>, ApiError> {
-    caller.operator()?;
-    let since = q.since.unwrap_or_else(|| george_governor::Period::Month.start(st.engine.now()));
-    Ok(Json(st.store.usage_records(since, q.job.as_deref()).await?))
-}

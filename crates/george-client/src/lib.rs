@@ -26,6 +26,8 @@ pub enum ClientError {
         message: String,
         /// Every problem, when there are several.
         details: Vec<String>,
+        /// The `Retry-After` header, in seconds, when the engine sent one.
+        retry_after: Option<u64>,
     },
     /// The engine could not be reached.
     #[error("cannot reach the engine at {url}: {message}")]
@@ -104,6 +106,11 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let text = resp.text().await.unwrap_or_default();
         Err(match serde_json::from_str::<ErrorBody>(&text) {
             Ok(body) => ClientError::Api {
@@ -111,12 +118,14 @@ impl Client {
                 code: body.error.code,
                 message: body.error.message,
                 details: body.error.details,
+                retry_after,
             },
             Err(_) => ClientError::Api {
                 status: status.as_u16(),
                 code: status.canonical_reason().unwrap_or("error").to_lowercase().replace(' ', "_"),
                 message: text.trim().to_string(),
                 details: vec![],
+                retry_after,
             },
         })
     }
@@ -170,6 +179,20 @@ impl Client {
     /// Pauses, resumes, aborts or approves a job (`action` is `pause`, `resume`, `abort` or `approve`).
     pub async fn act(&self, id: &str, action: &str, reason: Option<String>) -> Result<JobView> {
         self.post(&format!("/api/v1/jobs/{id}/{action}"), &ActionRequest { reason }).await
+    }
+
+    /// The token report of the current `period` (`day` or `month`).
+    pub async fn budget(&self, period: &str) -> Result<george_core::api::BudgetReport> {
+        self.json(self.req(Method::GET, "/api/v1/budget").query(&[("period", period)])).await
+    }
+
+    /// Sets or clears a chapter's throttle.
+    pub async fn throttle(
+        &self,
+        chapter: &str,
+        req: &george_core::api::ThrottleRequest,
+    ) -> Result<george_core::api::ThrottleView> {
+        self.post(&format!("/api/v1/chapters/{chapter}/throttle"), req).await
     }
 
     /// Sends a message to a job's agent.

@@ -341,6 +341,97 @@ pub struct UsageTotal {
     pub output_tokens: u64,
 }
 
+/// `GET /api/v1/budget`: token consumption per chapter and AgentSpec over
+/// the current day or month (seed 003 `MANA_REPORT_V1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetReport {
+    /// Always `MANA_REPORT_V1`.
+    pub protocol: String,
+    /// The period: `2026-11` (month) or `2026-11-21` (day).
+    pub period: String,
+    /// When the period started.
+    pub since: DateTime<Utc>,
+    /// When the report was made.
+    pub generated_at: DateTime<Utc>,
+    /// The whole organisation.
+    pub org: BudgetStanding,
+    /// Each chapter with usage or a budget (`""`: work of no chapter).
+    pub chapters: Vec<ChapterReport>,
+}
+
+/// Usage against a budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetStanding {
+    /// Tokens used this period.
+    pub total: u64,
+    /// The budget for the period, if there is one.
+    pub budget: Option<u64>,
+    /// What is left of it.
+    pub budget_remaining: Option<u64>,
+    /// Tokens per day at this period's pace.
+    pub burn_rate_daily: u64,
+    /// The day the budget runs out at that pace (before the period ends, or not).
+    pub projected_exhaustion: Option<chrono::NaiveDate>,
+    /// Alert level: `green`, `yellow`, `orange` or `red`.
+    pub alert: String,
+}
+
+/// One chapter's report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChapterReport {
+    /// Always `MANA_REPORT_V1`.
+    pub protocol: String,
+    /// The period, as in [`BudgetReport`].
+    pub period: String,
+    /// The chapter.
+    pub chapter: String,
+    /// Usage per AgentSpec.
+    pub breakdown: BTreeMap<String, AgentUsage>,
+    /// Totals against the chapter's budget.
+    #[serde(flatten)]
+    pub standing: BudgetStanding,
+    /// Tokens used in the last hour.
+    pub used_last_hour: u64,
+    /// The hourly rate limit in force (Policy `rateLimits.perHour`, or a throttle).
+    pub rate_per_hour: Option<u64>,
+    /// The throttle set by `george throttle`, if any.
+    pub throttle_per_hour: Option<u64>,
+}
+
+/// One AgentSpec's usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AgentUsage {
+    /// LLM calls.
+    pub invocations: u64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Input + output.
+    pub total: u64,
+}
+
+/// `POST /api/v1/chapters/{chapter}/throttle`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleRequest {
+    /// The new hourly rate; absent: half the rate in force (or of the last hour's usage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_hour: Option<u64>,
+    /// Remove the throttle instead.
+    #[serde(default)]
+    pub clear: bool,
+}
+
+/// A chapter's throttle after a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThrottleView {
+    /// The chapter.
+    pub chapter: String,
+    /// Tokens per hour it may use now (`None`: no throttle).
+    pub tokens_per_hour: Option<u64>,
+}
+
 /// `POST /api/v1/sync` result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncResult {

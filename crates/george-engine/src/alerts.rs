@@ -118,7 +118,7 @@ pub async fn check(ctx: &Arc<Context>, charge: &Charge) -> Result<(), StoreError
 }
 
 /// Posts a Slack-compatible message to every configured webhook, in the background.
-fn notify(ctx: &Arc<Context>, text: &str) {
+pub fn notify(ctx: &Arc<Context>, text: &str) {
     for url in &ctx.cfg.notify {
         let (http, url, body) = (ctx.http.clone(), url.clone(), json!({"text": text}));
         ctx.tasks.spawn(async move {

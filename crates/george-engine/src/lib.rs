@@ -14,6 +14,7 @@ pub mod llm;
 pub mod metrics;
 mod reconciler;
 pub mod registry;
+pub mod report;
 pub mod scheduler;
 pub mod secrets;
 pub mod tokens;
@@ -119,6 +120,33 @@ impl EngineHandle {
         streamed: bool,
     ) -> Result<(), george_store::StoreError> {
         llm::finish(&self.ctx, route, reservation, usage, streamed).await
+    }
+
+    /// Whether a call of `needed` tokens must first wait for a rate limit.
+    pub async fn llm_pace(
+        &self,
+        route: &llm::Route,
+        needed: u64,
+    ) -> Result<Option<george_governor::Pace>, george_store::StoreError> {
+        llm::pace(&self.ctx, route, needed).await
+    }
+
+    /// The token report of the current day or month.
+    pub async fn budget_report(
+        &self,
+        period: george_governor::Period,
+    ) -> Result<george_core::api::BudgetReport, george_store::StoreError> {
+        report::budget(&self.ctx, period).await
+    }
+
+    /// Reduces (or clears) a chapter's hourly token rate.
+    pub async fn throttle(
+        &self,
+        chapter: &str,
+        req: &george_core::api::ThrottleRequest,
+        actor: &str,
+    ) -> Result<george_core::api::ThrottleView, report::ThrottleError> {
+        report::throttle(&self.ctx, chapter, req, actor).await
     }
 
     /// A budget refused a call: block its job.

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use george_core::api::UsageRecord;
 use george_core::manifest::{Chapter, Kind, Policy};
 use george_core::JobStatus;
-use george_governor::{Budgets, Charge, Level, Limit, Period, Provider, Refusal, Reservation, Usage};
+use george_governor::{Budgets, Charge, Level, Limit, Pace, Period, Provider, RateScope, Refusal, Reservation, Usage};
 use george_store::StoreError;
 use serde_json::json;
 use std::collections::HashMap;
@@ -148,6 +148,8 @@ pub async fn configure(ctx: &Arc<Context>) -> Result<(), StoreError> {
     for m in ctx.store.manifests(Some(Kind::Policy)).await? {
         if let Ok(p) = serde_json::from_value::<Policy>(m.body) {
             if let Some(r) = p.spec.rate_limits {
+                b.rates.instance_per_minute = min_of(b.rates.instance_per_minute, r.per_minute);
+                b.rates.chapter_per_hour = min_of(b.rates.chapter_per_hour, r.per_hour);
                 if let Some(cap) = r.per_invocation {
                     b.default_cap = b.default_cap.min(cap);
                 }
@@ -182,10 +184,58 @@ pub async fn configure(ctx: &Arc<Context>) -> Result<(), StoreError> {
             if let Some(cap) = tb.per_invocation {
                 b.per_invocation.insert(name.clone(), cap);
             }
+            if let Some(t) = tb.per_minute {
+                b.rates.agent_per_minute.insert(name.clone(), t);
+            }
+            if let Some(t) = tb.per_hour {
+                b.rates.agent_per_hour.insert(name.clone(), t);
+            }
+        }
+    }
+    for (key, value) in ctx.store.settings(THROTTLE_PREFIX).await? {
+        if let (Some(chapter), Some(t)) = (key.strip_prefix(THROTTLE_PREFIX), value.as_u64()) {
+            b.rates.chapter_throttle.insert(chapter.to_string(), t);
         }
     }
     ctx.governor.configure(b);
     Ok(())
+}
+
+/// Settings keys of chapter throttles: `throttle:<chapter>` → tokens per hour.
+pub const THROTTLE_PREFIX: &str = "throttle:";
+
+fn min_of(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Whether a call of `needed` tokens must wait for a rate limit. Each wait
+/// is an event on the job; a chapter over its hourly rate also raises a
+/// `rate.alert` (once per chapter and hour) and a notification.
+pub async fn pace(ctx: &Arc<Context>, route: &Route, needed: u64) -> Result<Option<Pace>, StoreError> {
+    let now = ctx.clock.now();
+    let Some(pace) = ctx.governor.pace(&route.charge, needed, now) else { return Ok(None) };
+    let wait_ms = pace.wait.num_milliseconds();
+    tracing::info!(job = %route.charge.job, scope = %pace.limit.scope, wait_ms, "LLM call paced by a rate limit");
+    let data = json!({"scope": pace.limit.scope.to_string(), "limit": pace.limit.tokens, "window_secs": pace.limit.window.num_seconds(), "used": pace.used, "wait_ms": wait_ms});
+    ctx.store.record_event(Some(&route.charge.job), "llm.paced", "governor", data.clone()).await?;
+    if let RateScope::Chapter(chapter) = &pace.limit.scope {
+        let key = format!("rate-alert:{chapter}");
+        let hour = now.format("%Y-%m-%dT%H").to_string();
+        if ctx.store.setting(&key).await?.as_ref().and_then(|v| v.as_str()) != Some(hour.as_str()) {
+            ctx.store.set_setting(&key, Some(json!(hour))).await?;
+            ctx.store.record_event(None, "rate.alert", "governor", data).await?;
+            crate::alerts::notify(
+                ctx,
+                &format!(
+                    "George rate alert: chapter {chapter} is over its hourly rate ({pace}); its calls are throttled"
+                ),
+            );
+        }
+    }
+    Ok(Some(pace))
 }
 
 /// At start-up: the usage of the current day and month from the ledger.

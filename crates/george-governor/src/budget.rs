@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::rate::{Pace, RateScope, Rates, Windows};
+
 /// A budget period, reset at its UTC boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -86,6 +88,8 @@ pub struct Budgets {
     pub per_invocation: HashMap<String, u64>,
     /// Default per-call output cap.
     pub default_cap: u64,
+    /// Rate limits.
+    pub rates: Rates,
 }
 
 /// What a call will be charged to.
@@ -104,6 +108,19 @@ pub struct Charge {
 impl Charge {
     fn levels(&self) -> [Level; 3] {
         [Level::Org, Level::Chapter(self.chapter.clone()), Level::Agent(self.agent_spec.clone())]
+    }
+
+    /// The agent instance: `job#attempt`.
+    pub fn instance(&self) -> String {
+        format!("{}#{}", self.job, self.attempt)
+    }
+
+    fn rate_scopes(&self) -> Vec<RateScope> {
+        let mut s = vec![RateScope::Instance(self.instance()), RateScope::Agent(self.agent_spec.clone())];
+        if !self.chapter.is_empty() {
+            s.push(RateScope::Chapter(self.chapter.clone()));
+        }
+        s
     }
 }
 
@@ -142,6 +159,8 @@ struct State {
     used: HashMap<(Level, Period), (DateTime<Utc>, u64)>,
     /// Tokens reserved by calls in flight, per level.
     reserved: HashMap<Level, u64>,
+    /// Recent usage for rate limits.
+    windows: Windows,
     next_id: u64,
 }
 
@@ -233,6 +252,7 @@ impl Governor {
     /// Replaces a reservation by the call's actual usage (0 if it failed).
     pub fn commit(&self, r: &Reservation, actual: u64, now: DateTime<Utc>) {
         let mut s = self.lock();
+        s.windows.record(r.charge.rate_scopes(), actual, now);
         for level in r.charge.levels() {
             if let Some(held) = s.reserved.get_mut(&level) {
                 *held = held.saturating_sub(r.tokens);
@@ -247,6 +267,23 @@ impl Governor {
             }
         }
         let _ = r.id;
+    }
+
+    /// Whether a call of `needed` tokens must wait for a rate limit, and
+    /// for which (the longest wait when several apply).
+    pub fn pace(&self, charge: &Charge, needed: u64, now: DateTime<Utc>) -> Option<Pace> {
+        let s = self.lock();
+        s.budgets
+            .rates
+            .limits_for(&charge.instance(), &charge.agent_spec, &charge.chapter)
+            .iter()
+            .filter_map(|l| s.windows.wait(l, needed, now))
+            .max_by_key(|p| p.wait)
+    }
+
+    /// Tokens `scope` used in the `window` before `now`.
+    pub fn rate_used(&self, scope: &RateScope, window: chrono::Duration, now: DateTime<Utc>) -> u64 {
+        self.lock().windows.used(scope, window, now)
     }
 
     /// The share of the tightest budget of `level` used, in percent.
@@ -288,7 +325,24 @@ mod tests {
             ],
             per_invocation: HashMap::from([("qm".into(), 400)]),
             default_cap: 4096,
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn committed_usage_paces_the_next_call() {
+        let mut b = budgets();
+        b.rates.instance_per_minute = Some(500);
+        let g = Governor::new(b);
+        let now = Utc.with_ymd_and_hms(2026, 1, 24, 9, 0, 0).unwrap();
+        let r = g.reserve(charge("pay", "qm"), 10, 100, now).unwrap();
+        g.commit(&r, 450, now);
+        assert_eq!(g.pace(&charge("pay", "qm"), 40, now), None);
+        let pace = g.pace(&charge("pay", "qm"), 60, now + chrono::Duration::seconds(15)).unwrap();
+        assert_eq!(pace.wait, chrono::Duration::seconds(45));
+        let other = Charge { attempt: 2, ..charge("pay", "qm") };
+        assert_eq!(g.pace(&other, 60, now), None, "a new attempt is a new instance");
+        assert_eq!(g.pace(&charge("pay", "qm"), 60, now + chrono::Duration::seconds(60)), None);
     }
 
     #[test]

@@ -102,6 +102,23 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Token consumption per chapter and AgentSpec against the budgets (MANA_REPORT_V1).
+    Budget {
+        /// `month` (default) or `day`.
+        #[arg(long, default_value = "month")]
+        period: String,
+    },
+    /// Reduce a chapter's hourly token rate (default: halve it), or clear its throttle.
+    Throttle {
+        /// Chapter name.
+        chapter: String,
+        /// The new rate, in tokens per hour.
+        #[arg(long, conflicts_with = "clear")]
+        per_hour: Option<u64>,
+        /// Remove the throttle.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Wake an agent by hand (a summon trigger; `spawn` is the same).
     #[command(alias = "spawn")]
     Summon {

@@ -161,6 +161,43 @@ fn jobs_table(jobs: &Vec<JobView>) -> comfy_table::Table {
     t
 }
 
+fn budget_table(r: &george_core::api::BudgetReport) -> comfy_table::Table {
+    let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    let mut t = table(&[
+        "CHAPTER", "AGENT", "CALLS", "INPUT", "OUTPUT", "TOTAL", "BUDGET", "LEFT", "BURN/DAY", "RUNS OUT", "ALERT",
+    ]);
+    let standing = |s: &george_core::api::BudgetStanding| {
+        vec![
+            s.total.to_string(),
+            opt(s.budget),
+            opt(s.budget_remaining),
+            s.burn_rate_daily.to_string(),
+            s.projected_exhaustion.map_or_else(|| "-".into(), |d| d.to_string()),
+            s.alert.clone(),
+        ]
+    };
+    let mut org = vec![format!("(org, {})", r.period), String::new(), String::new(), String::new(), String::new()];
+    org.extend(standing(&r.org));
+    t.add_row(org);
+    for c in &r.chapters {
+        let name = if c.chapter.is_empty() { "-".to_string() } else { c.chapter.clone() };
+        let mut row = vec![name.clone(), "*".into(), String::new(), String::new(), String::new()];
+        row.extend(standing(&c.standing));
+        t.add_row(row);
+        for (agent, u) in &c.breakdown {
+            t.add_row(vec![
+                name.clone(),
+                agent.clone(),
+                u.invocations.to_string(),
+                u.input_tokens.to_string(),
+                u.output_tokens.to_string(),
+                u.total.to_string(),
+            ]);
+        }
+    }
+    t
+}
+
 fn agents_table(agents: &Vec<AgentView>) -> comfy_table::Table {
     let mut t = table(&["AGENT", "JOB", "STATE", "SPEC", "RUNTIME", "STARTED", "HEARTBEAT", "OUTCOME"]);
     for a in agents {
@@ -284,6 +321,23 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
                     "dismissed {agent}: {} instance(s) stopping; their jobs are paused",
                     v["dismissed"].as_array().map_or(0, Vec::len)
                 ),
+            }
+            Ok(())
+        }
+        Command::Budget { period } => {
+            let r = c.budget(period).await?;
+            print(format, &r, budget_table);
+            Ok(())
+        }
+        Command::Throttle { chapter, per_hour, clear } => {
+            let req = george_core::api::ThrottleRequest { tokens_per_hour: *per_hour, clear: *clear };
+            let v = c.throttle(chapter, &req).await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+                Format::Table => match v.tokens_per_hour {
+                    Some(t) => println!("chapter {chapter} is throttled to {t} tokens per hour"),
+                    None => println!("chapter {chapter} is no longer throttled"),
+                },
             }
             Ok(())
         }

@@ -5,7 +5,9 @@
 //! - 20 concurrent agents against a nearly exhausted budget never overrun it
 //!   by more than one call's cap, and refused agents' jobs end blocked;
 //! - crossing 75/90/95 % raises the three alerts once each, notifies, and
-//!   holds BACKGROUND work (orange), then all but approved P0/P1 work (red).
+//!   holds BACKGROUND work (orange), then all but approved P0/P1 work (red);
+//! - rate limits pace calls per agent instance and per chapter, `george
+//!   throttle` lowers a chapter's rate, and `george budget` reports usage.
 
 mod common;
 
@@ -23,6 +25,17 @@ fn config(llm: &ScriptedLlm, extra: &str) -> String {
     format!(
         "{FAST_CONFIG}llm:\n  default: {{provider: scripted-openai, model: gpt-test}}\n  providers:\n    - {{name: scripted-openai, api: openai, baseUrl: '{url}', apiKeyEnv: TEST_PROVIDER_KEY}}\n    - {{name: scripted-anthropic, api: anthropic, baseUrl: '{url}', apiKeyEnv: TEST_PROVIDER_KEY}}\n{extra}",
         url = llm.url
+    )
+}
+
+/// An engine on `dir`'s manifests, calling `llm` with the provider key.
+fn start(dir: &std::path::Path, llm: &ScriptedLlm, extra: &str) -> Engine {
+    let manifests = dir.join("manifests");
+    Engine::start_full(
+        dir,
+        &config(llm, extra),
+        &["--manifests", manifests.to_str().unwrap()],
+        &[("TEST_PROVIDER_KEY", PROVIDER_KEY)],
     )
 }
 
@@ -59,12 +72,7 @@ fn the_ledger_matches_provider_usage_and_the_key_stays_in_george() {
         "jobs/j-an.yaml",
         "apiVersion: george/v1\nkind: Job\nmetadata: {name: j-an}\nspec:\n  template: hold\n  agent: an\n",
     );
-    let engine = Engine::start_full(
-        tmp.path(),
-        &config(&llm, ""),
-        &["--manifests", m.to_str().unwrap()],
-        &[("TEST_PROVIDER_KEY", PROVIDER_KEY)],
-    );
+    let engine = start(tmp.path(), &llm, "");
     engine.rt().block_on(async {
         let (pid_oa, oa) = token_of(&engine, "j-oa").await;
         let (pid_an, an) = token_of(&engine, "j-an").await;
@@ -195,12 +203,7 @@ fn concurrent_agents_never_overrun_a_budget_by_more_than_one_cap() {
     for n in &names {
         write(&m, &format!("jobs/{n}.yaml"), &job(n, "hold"));
     }
-    let engine = Engine::start_full(
-        tmp.path(),
-        &config(&llm, ""),
-        &["--manifests", m.to_str().unwrap()],
-        &[("TEST_PROVIDER_KEY", PROVIDER_KEY)],
-    );
+    let engine = start(tmp.path(), &llm, "");
     engine.rt().block_on(async {
         let mut tokens = Vec::new();
         for n in &names {
@@ -262,12 +265,7 @@ fn budget_alerts_fire_once_each_and_hold_work() {
     write(&m, "templates/quick.yaml", &template("quick", "    - {id: s, description: quick, run: 'true'}\n"));
     write(&m, "jobs/spender.yaml", &job("spender", "hold"));
     let extra = format!("  budgets: {{orgMonthly: 10000, notify: ['{}']}}\n", inbox.url);
-    let engine = Engine::start_full(
-        tmp.path(),
-        &config(&llm, &extra),
-        &["--manifests", m.to_str().unwrap()],
-        &[("TEST_PROVIDER_KEY", PROVIDER_KEY)],
-    );
+    let engine = start(tmp.path(), &llm, &extra);
     engine.rt().block_on(async {
         let (_, token) = token_of(&engine, "spender").await;
         let spend = |input: u64, output: u64| {
@@ -347,5 +345,129 @@ fn budget_alerts_fire_once_each_and_hold_work() {
             assert!(text.contains(&format!("({color})")) && text.contains("org"), "{text}");
         }
         std::fs::write(engine.dir.join("data/outputs/spender/release"), "").unwrap();
+    });
+}
+
+#[test]
+fn rate_limits_pace_calls_and_the_budget_report_adds_up() {
+    let llm = ScriptedLlm::start();
+    let inbox = Inbox::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("manifests");
+    write(&m, "policy.yaml", "apiVersion: george/v1\nkind: Policy\nmetadata: {name: rates}\nspec:\n  rateLimits: {perMinute: 200, perHour: 100000}\n");
+    write(
+        &m,
+        "chapters/payments.yaml",
+        "apiVersion: george/v1\nkind: Chapter\nmetadata: {name: payments}\nspec:\n  tokenBudget: 10000\n",
+    );
+    for (name, extra) in [("qm", ""), ("rg", "  resources:\n    tokenBudget: {perMinute: 1000}\n")] {
+        write(
+            &m,
+            &format!("agents/{name}.yaml"),
+            &format!("apiVersion: george/v1\nkind: AgentSpec\nmetadata: {{name: {name}, chapter: payments}}\nspec:\n  capabilities: [shell]\n{extra}"),
+        );
+        write(&m, &format!("jobs/j-{name}.yaml"), &format!("apiVersion: george/v1\nkind: Job\nmetadata: {{name: j-{name}}}\nspec:\n  template: hold\n  agent: {name}\n"));
+    }
+    write(&m, "templates/hold.yaml", &template("hold", HOLD));
+    let extra = format!("  budgets: {{notify: ['{}']}}\n", inbox.url);
+    let engine = start(tmp.path(), &llm, &extra);
+    engine.rt().block_on(async {
+        let (_, qm) = token_of(&engine, "j-qm").await;
+        let (_, rg) = token_of(&engine, "j-rg").await;
+        let body = json!({"messages": [{"role": "user", "content": "go"}], "max_tokens": 10});
+        let events = |kind: &'static str| {
+            let client = engine.client.clone();
+            async move {
+                let all = client.events(0, 100_000).await.unwrap();
+                all.into_iter().filter(|e| e.kind == kind).collect::<Vec<_>>()
+            }
+        };
+
+        llm.push(Reply::text("ok", 160, 30));
+        assert_eq!(call(&engine, &qm, "/llm/v1/chat/completions", body.clone()).await.status(), 200);
+        // qm's instance has 10 of its 200 tokens a minute left: the next call waits in the proxy.
+        let url = engine.url.clone();
+        let (qm2, body2) = (qm.clone(), body.clone());
+        let paced = tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{url}/llm/v1/chat/completions"))
+                .bearer_auth(qm2)
+                .json(&body2)
+                .send()
+                .await
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let e = loop {
+            if let Some(e) = events("llm.paced").await.into_iter().next() {
+                break e;
+            }
+            assert!(std::time::Instant::now() < deadline, "the second call was not paced");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(e.job_id.as_deref(), Some("j-qm"));
+        assert_eq!(
+            (e.data["scope"].as_str(), e.data["limit"].as_u64(), e.data["used"].as_u64()),
+            (Some("agent instance j-qm#1"), Some(200), Some(190))
+        );
+        let wait = e.data["wait_ms"].as_i64().unwrap();
+        assert!(wait > 30_000 && wait <= 60_000, "waits for the minute's window: {wait} ms");
+        assert_eq!(llm.received().len(), 1, "the paced call was not forwarded");
+        assert!(!paced.is_finished());
+
+        // Another instance of the chapter is not held back by qm's minute.
+        llm.push(Reply::text("ok", 90, 10));
+        assert_eq!(call(&engine, &rg, "/llm/v1/chat/completions", body.clone()).await.status(), 200);
+
+        // Throttle the chapter below its last hour's 290 tokens: rg's calls are now refused for
+        // longer than the proxy waits inline, with a rate alert.
+        let out = engine.cli(&["throttle", "payments", "--per-hour", "300"]);
+        assert_eq!(stdout(&out).trim(), "chapter payments is throttled to 300 tokens per hour", "{}", stderr(&out));
+        let r = call(&engine, &rg, "/llm/v1/chat/completions", body.clone()).await;
+        assert_eq!(r.status(), 429);
+        let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!(retry > 3000 && retry <= 3600, "until the hour's window slides: {retry}s");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("rate_limited") && text.contains("chapter payments used 290 of 300"), "{text}");
+        assert_eq!(engine.job("j-rg").await.status, JobStatus::InProgress, "a rate limit never blocks the job");
+        let alerts = events("rate.alert").await;
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(call(&engine, &rg, "/llm/v1/chat/completions", body.clone()).await.status(), 429);
+        assert_eq!(events("rate.alert").await.len(), 1, "one alert per chapter and hour");
+        let note =
+            wait_for(Duration::from_secs(20), "the rate alert notification", || inbox.messages().into_iter().next());
+        assert!(note["text"].as_str().unwrap().contains("chapter payments is over its hourly rate"), "{note}");
+
+        // The report.
+        let r = engine.client.budget("month").await.unwrap();
+        assert_eq!(r.protocol, "MANA_REPORT_V1");
+        assert_eq!(r.chapters.len(), 1, "{r:?}");
+        let p = &r.chapters[0];
+        assert_eq!(p.chapter, "payments");
+        let qm_use = p.breakdown["qm"];
+        assert_eq!((qm_use.invocations, qm_use.input_tokens, qm_use.output_tokens, qm_use.total), (1, 160, 30, 190));
+        assert_eq!(p.breakdown["rg"].total, 100);
+        assert_eq!((p.standing.total, p.standing.budget, p.standing.budget_remaining), (290, Some(10000), Some(9710)));
+        let days = ((r.generated_at - r.since).num_seconds() as f64 / 86_400.0).max(1.0);
+        assert_eq!(p.standing.burn_rate_daily, (290.0 / days).round() as u64);
+        assert!(p.standing.projected_exhaustion.is_some());
+        assert_eq!((p.used_last_hour, p.rate_per_hour, p.throttle_per_hour), (290, Some(300), Some(300)));
+        assert_eq!((r.org.total, r.org.budget, p.standing.alert.as_str()), (290, None, "green"));
+        let out = engine.cli(&["budget"]);
+        let table = stdout(&out);
+        assert!(table.contains("payments") && table.contains("qm") && table.contains("9710"), "{table}");
+
+        // Halve, refuse an unknown chapter, clear.
+        let out = engine.cli(&["throttle", "payments"]);
+        assert_eq!(stdout(&out).trim(), "chapter payments is throttled to 150 tokens per hour");
+        let out = engine.cli(&["throttle", "nowhere", "--per-hour", "5"]);
+        assert!(!out.status.success() && stderr(&out).contains("chapter `nowhere` not found"), "{}", stderr(&out));
+        let out = engine.cli(&["throttle", "payments", "--clear"]);
+        assert_eq!(stdout(&out).trim(), "chapter payments is no longer throttled");
+        llm.push(Reply::text("ok", 5, 5));
+        assert_eq!(call(&engine, &rg, "/llm/v1/chat/completions", body.clone()).await.status(), 200);
+        paced.abort();
+        for job in ["j-qm", "j-rg"] {
+            std::fs::write(engine.dir.join(format!("data/outputs/{job}/release")), "").unwrap();
+        }
     });
 }
