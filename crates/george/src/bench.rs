@@ -31,6 +31,16 @@ spec:
     - id: noop
       description: do nothing
       run: \"true\"
+---
+apiVersion: george/v1
+kind: TaskTemplate
+metadata: {name: hold}
+spec:
+  requiredCapabilities: [shell]
+  steps:
+    - id: hold
+      description: stay alive until released
+      run: 'while [ ! -f \"$GEORGE_OUTPUT_DIR/release\" ]; do sleep 0.05; done'
 ";
 
 /// The figures.
@@ -105,7 +115,8 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         "process" => {}
         "docker" => return crate::bench_docker::run(args, format).await,
         "scheduler" => return scheduler(args, format),
-        other => anyhow::bail!("--mode: unknown mode `{other}`; expected process, docker or scheduler"),
+        "proxy" => return crate::bench_proxy::run(args, format).await,
+        other => anyhow::bail!("--mode: unknown mode `{other}`; expected process, docker, scheduler or proxy"),
     }
     let jobs = args.jobs.unwrap_or(500);
     let (server, client, dir) = start(|cfg| cfg.engine.workers = Some(args.workers)).await?;

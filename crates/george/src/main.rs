@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_docker;
+mod bench_proxy;
 mod cli;
 mod commands;
 mod config;
