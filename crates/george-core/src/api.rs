@@ -355,6 +355,11 @@ pub struct BudgetReport {
     pub generated_at: DateTime<Utc>,
     /// The whole organisation.
     pub org: BudgetStanding,
+    /// The org's reserve pool this month: the monthly budget not allocated to
+    /// chapters, which chapters past their allocation (and work of no chapter) draw on.
+    pub reserve_pool: Option<u64>,
+    /// What is left of the reserve pool.
+    pub reserve_pool_remaining: Option<u64>,
     /// Each chapter with usage or a budget (`""`: work of no chapter).
     pub chapters: Vec<ChapterReport>,
 }

@@ -67,7 +67,17 @@ pub async fn budget(ctx: &Arc<Context>, period: Period) -> Result<BudgetReport, 
             }
         })
         .collect();
-    Ok(BudgetReport { protocol: "MANA_REPORT_V1".into(), period: label, since, generated_at: now, org, chapters })
+    let pool = ctx.governor.reserve_pool(now);
+    Ok(BudgetReport {
+        protocol: "MANA_REPORT_V1".into(),
+        period: label,
+        since,
+        generated_at: now,
+        org,
+        reserve_pool: pool.map(|p| p.0),
+        reserve_pool_remaining: pool.map(|p| p.1),
+        chapters,
+    })
 }
 
 fn color(ctx: &Context, level: &Level, now: DateTime<Utc>) -> String {

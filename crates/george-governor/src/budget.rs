@@ -214,6 +214,42 @@ impl Governor {
         requested.map_or(limit, |r| r.clamp(1, limit))
     }
 
+    /// The org's reserve pool (seed 003 §4): the part of the org's monthly
+    /// budget not allocated to chapters, minus what has been drawn from it
+    /// this month — usage beyond chapters' allocations, and all usage of
+    /// chapters without one. Zero without an org monthly budget.
+    fn reserve_pool_left(s: &State, now: DateTime<Utc>) -> u64 {
+        let month = |level: &Level| s.budgets.limits.iter().find(|l| &l.level == level && l.period == Period::Month);
+        let Some(org) = month(&Level::Org) else { return 0 };
+        let chapters: Vec<&Limit> = s
+            .budgets
+            .limits
+            .iter()
+            .filter(|l| matches!(l.level, Level::Chapter(_)) && l.period == Period::Month)
+            .collect();
+        let allocated: u64 = chapters.iter().map(|l| l.tokens).sum();
+        let pool = org.tokens.saturating_sub(allocated);
+        let spent =
+            |level: &Level| Self::used_now(s, level, Period::Month, now) + s.reserved.get(level).copied().unwrap_or(0);
+        let within_allocations: u64 = chapters.iter().map(|l| spent(&l.level).min(l.tokens)).sum();
+        let drawn = spent(&Level::Org).saturating_sub(within_allocations);
+        pool.saturating_sub(drawn)
+    }
+
+    /// The reserve pool's size and what is left of it this month (`None` without an org monthly budget).
+    pub fn reserve_pool(&self, now: DateTime<Utc>) -> Option<(u64, u64)> {
+        let s = self.lock();
+        let org = s.budgets.limits.iter().find(|l| l.level == Level::Org && l.period == Period::Month)?;
+        let allocated: u64 = s
+            .budgets
+            .limits
+            .iter()
+            .filter(|l| matches!(l.level, Level::Chapter(_)) && l.period == Period::Month)
+            .map(|l| l.tokens)
+            .sum();
+        Some((org.tokens.saturating_sub(allocated), Self::reserve_pool_left(&s, now)))
+    }
+
     /// Reserves a call's worst case (`input_estimate` + `cap`) at every level,
     /// or refuses it if any budget would be overrun.
     pub fn reserve(
@@ -231,7 +267,11 @@ impl Governor {
             }
             let used = Self::used_now(&s, &limit.level, limit.period, now);
             let held = s.reserved.get(&limit.level).copied().unwrap_or(0);
-            let remaining = limit.tokens.saturating_sub(used + held);
+            let mut remaining = limit.tokens.saturating_sub(used + held);
+            if needed > remaining && matches!(limit.level, Level::Chapter(_)) && limit.period == Period::Month {
+                // A chapter past its allocation bursts into the org's reserve pool.
+                remaining += Self::reserve_pool_left(&s, now);
+            }
             if needed > remaining {
                 return Err(Refusal {
                     level: limit.level.clone(),
@@ -327,6 +367,48 @@ mod tests {
             default_cap: 4096,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_chapter_past_its_allocation_bursts_into_the_reserve_pool() {
+        // Org 10 000 a month; chapters pay 3 000 and search 2 000: a pool of 5 000.
+        let g = Governor::new(Budgets {
+            limits: vec![
+                Limit { level: Level::Org, period: Period::Month, tokens: 10_000 },
+                Limit { level: Level::Chapter("pay".into()), period: Period::Month, tokens: 3_000 },
+                Limit { level: Level::Chapter("search".into()), period: Period::Month, tokens: 2_000 },
+            ],
+            default_cap: 4096,
+            ..Default::default()
+        });
+        let now = Utc.with_ymd_and_hms(2026, 1, 24, 9, 0, 0).unwrap();
+        let spend = |chapter: &str, n: u64| {
+            let r = g.reserve(charge(chapter, "a"), 0, n, now)?;
+            g.commit(&r, n, now);
+            Ok::<(), Refusal>(())
+        };
+        assert_eq!(g.reserve_pool(now), Some((5_000, 5_000)));
+        spend("pay", 2_500).unwrap(); // within its allocation
+        assert_eq!(g.reserve_pool(now), Some((5_000, 5_000)));
+        spend("pay", 1_500).unwrap(); // 500 within, 1 000 from the pool
+        assert_eq!(g.reserve_pool(now), Some((5_000, 4_000)));
+        spend("", 1_000).unwrap(); // work of no chapter draws on the pool too
+        assert_eq!(g.reserve_pool(now), Some((5_000, 3_000)));
+        let refused = spend("pay", 3_500).unwrap_err();
+        assert_eq!((refused.level, refused.remaining), (Level::Chapter("pay".into()), 3_000));
+        spend("pay", 3_000).unwrap();
+        assert_eq!(g.reserve_pool(now), Some((5_000, 0)));
+        // search still has its own allocation, and nothing more.
+        spend("search", 2_000).unwrap();
+        assert!(spend("search", 1).is_err());
+        assert_eq!(g.used(&Level::Org, Period::Month, now), 10_000, "the org budget is never overrun");
+        // Without an org budget there is no pool: chapter budgets are hard caps.
+        let hard = Governor::new(Budgets {
+            limits: vec![Limit { level: Level::Chapter("pay".into()), period: Period::Month, tokens: 100 }],
+            default_cap: 4096,
+            ..Default::default()
+        });
+        assert!(hard.reserve(charge("pay", "a"), 0, 101, now).is_err());
     }
 
     #[test]

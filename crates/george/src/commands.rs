@@ -179,6 +179,19 @@ fn budget_table(r: &george_core::api::BudgetReport) -> comfy_table::Table {
     let mut org = vec![format!("(org, {})", r.period), String::new(), String::new(), String::new(), String::new()];
     org.extend(standing(&r.org));
     t.add_row(org);
+    if let Some(pool) = r.reserve_pool {
+        let left = opt(r.reserve_pool_remaining);
+        t.add_row(vec![
+            "(reserve pool)".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            pool.to_string(),
+            left,
+        ]);
+    }
     for c in &r.chapters {
         let name = if c.chapter.is_empty() { "-".to_string() } else { c.chapter.clone() };
         let mut row = vec![name.clone(), "*".into(), String::new(), String::new(), String::new()];

@@ -334,6 +334,11 @@ fn budget_alerts_fire_once_each_and_hold_work() {
         let approved = approved.iter().find(|e| e.kind == "job.approved").expect("the approval is an event");
         assert_eq!(approved.job_id.as_deref(), Some("p1"));
 
+        // Work of no chapter drew on the org's reserve pool (all of the org budget here).
+        let report = engine.client.budget("month").await.unwrap();
+        assert_eq!((report.org.total, report.org.alert.as_str()), (9510, "red"));
+        assert_eq!((report.reserve_pool, report.reserve_pool_remaining), (Some(10000), Some(490)));
+
         // One notification per alert, Slack-compatible.
         let texts = wait_for(Duration::from_secs(20), "three notifications", || {
             let got = inbox.messages();
@@ -452,6 +457,7 @@ fn rate_limits_pace_calls_and_the_budget_report_adds_up() {
         assert!(p.standing.projected_exhaustion.is_some());
         assert_eq!((p.used_last_hour, p.rate_per_hour, p.throttle_per_hour), (290, Some(300), Some(300)));
         assert_eq!((r.org.total, r.org.budget, p.standing.alert.as_str()), (290, None, "green"));
+        assert_eq!((r.reserve_pool, r.reserve_pool_remaining), (None, None), "no org budget, no pool");
         let out = engine.cli(&["budget"]);
         let table = stdout(&out);
         assert!(table.contains("payments") && table.contains("qm") && table.contains("9710"), "{table}");
