@@ -11,6 +11,7 @@
 //! Colours are computed from current usage, so they end with the period.
 
 use crate::context::Context;
+use george_core::manifest::{Chapter, Kind};
 use george_core::Priority;
 use george_governor::{Charge, Level};
 use george_store::StoreError;
@@ -111,22 +112,40 @@ pub async fn check(ctx: &Arc<Context>, charge: &Charge) -> Result<(), StoreError
                     json!({"level": level.to_string(), "color": color, "percent": percent, "actions": color.actions()}),
                 )
                 .await?;
-            notify(ctx, &text);
+            let chapter = match &level {
+                Level::Chapter(c) => Some(c.as_str()),
+                _ => None,
+            };
+            notify(ctx, chapter, &text).await?;
         }
     }
     Ok(())
 }
 
-/// Posts a Slack-compatible message to every configured webhook, in the background.
-pub fn notify(ctx: &Arc<Context>, text: &str) {
-    for url in &ctx.cfg.notify {
-        let (http, url, body) = (ctx.http.clone(), url.clone(), json!({"text": text}));
+/// Posts a Slack-compatible message, in the background, to every configured
+/// webhook and — for a chapter's alert — to the chapter's `alertChannel`
+/// when that is an http(s) URL.
+pub async fn notify(ctx: &Arc<Context>, chapter: Option<&str>, text: &str) -> Result<(), StoreError> {
+    let mut urls = ctx.cfg.notify.clone();
+    if let Some(c) = chapter {
+        for m in ctx.store.manifests(Some(Kind::Chapter)).await?.into_iter().filter(|m| m.name == c) {
+            let channel = serde_json::from_value::<Chapter>(m.body).ok().and_then(|ch| ch.spec.alert_channel);
+            if let Some(url) = channel.filter(|u| u.starts_with("http://") || u.starts_with("https://")) {
+                if !urls.contains(&url) {
+                    urls.push(url);
+                }
+            }
+        }
+    }
+    for url in urls {
+        let (http, body) = (ctx.http.clone(), json!({"text": text}));
         ctx.tasks.spawn(async move {
             if let Err(e) = http.post(&url).json(&body).send().await {
                 tracing::warn!(error = %e, "cannot deliver a budget alert notification");
             }
         });
     }
+    Ok(())
 }
 
 /// Why a job may not start under the current alert, if it may not.

@@ -229,10 +229,12 @@ pub async fn pace(ctx: &Arc<Context>, route: &Route, needed: u64) -> Result<Opti
             ctx.store.record_event(None, "rate.alert", "governor", data).await?;
             crate::alerts::notify(
                 ctx,
+                Some(chapter),
                 &format!(
                     "George rate alert: chapter {chapter} is over its hourly rate ({pace}); its calls are throttled"
                 ),
-            );
+            )
+            .await?;
         }
     }
     Ok(Some(pace))

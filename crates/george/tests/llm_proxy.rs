@@ -363,7 +363,8 @@ fn rate_limits_pace_calls_and_the_budget_report_adds_up() {
     write(
         &m,
         "chapters/payments.yaml",
-        "apiVersion: george/v1\nkind: Chapter\nmetadata: {name: payments}\nspec:\n  tokenBudget: 10000\n",
+        // Chapter alerts go to the chapter's own alert channel (no global notify list here).
+        &format!("apiVersion: george/v1\nkind: Chapter\nmetadata: {{name: payments}}\nspec:\n  tokenBudget: 10000\n  alertChannel: '{}'\n", inbox.url),
     );
     for (name, extra) in [("qm", ""), ("rg", "  resources:\n    tokenBudget: {perMinute: 1000}\n")] {
         write(
@@ -374,8 +375,7 @@ fn rate_limits_pace_calls_and_the_budget_report_adds_up() {
         write(&m, &format!("jobs/j-{name}.yaml"), &format!("apiVersion: george/v1\nkind: Job\nmetadata: {{name: j-{name}}}\nspec:\n  template: hold\n  agent: {name}\n"));
     }
     write(&m, "templates/hold.yaml", &template("hold", HOLD));
-    let extra = format!("  budgets: {{notify: ['{}']}}\n", inbox.url);
-    let engine = start(tmp.path(), &llm, &extra);
+    let engine = start(tmp.path(), &llm, "");
     engine.rt().block_on(async {
         let (_, qm) = token_of(&engine, "j-qm").await;
         let (_, rg) = token_of(&engine, "j-rg").await;
