@@ -6,9 +6,10 @@
 //! - a step whose `done_when` already holds is recorded as done, not redone;
 //! - a `run` step is done when its command exits 0 (within `timeout`, with
 //!   `retries` extra tries) and its `done_when`, if any, then holds;
-//! - a step with no `run` needs an LLM; until the agent has one it stops the
-//!   job as `blocked` with reason `capability missing: llm` — it never
-//!   pretends the step is done.
+//! - a step with no `run` is worked by an LLM tool loop through George's
+//!   proxy (see `llm_step`); with no LLM configured it stops the job as
+//!   `blocked` with reason `capability missing: llm` — it never pretends the
+//!   step is done.
 //!
 //! It heartbeats throughout, stops at once if the engine says its attempt is
 //! superseded, and on SIGTERM abandons the current step cleanly and exits.

@@ -37,9 +37,13 @@ fn system_prompt(ctx: &AgentContext, step: &StepView) -> String {
     format!(
         "You are an agent run by George, working on job `{job}` (template `{template}`), step `{step}`.\n\
          Your capabilities: [{caps}]. Use only the tools you are given. If the step needs a capability you \
-         do not have, call report_missing_capability; never work around it. If you need a person's decision, \
-         call ask_human. When the step is done, call complete_step with a short summary; if it cannot be done, \
-         call fail_step.",
+         do not have, call report_missing_capability; never work around it. {escalate}\
+         When the step is done, call complete_step with a short summary; if it cannot be done, call fail_step.",
+        escalate = if ctx.may_ask_human {
+            "If you need a person's decision, call ask_human. "
+        } else {
+            "You may not ask a person: decide yourself or call fail_step. "
+        },
         job = ctx.job.id,
         template = ctx.job.template,
         step = step.spec.id,
@@ -86,7 +90,10 @@ pub async fn work(
 ) -> Result<LlmOutcome, ClientError> {
     let job = ctx.job.id.as_str();
     let step_id = step.spec.id.as_str();
-    let granted = tools::granted(&ctx.capabilities);
+    let mut granted = tools::granted(&ctx.capabilities);
+    if !ctx.may_ask_human {
+        granted.retain(|t| t.name != "ask_human");
+    }
     let system = system_prompt(ctx, step);
     let mut convo = match load(client, job, step_id).await? {
         Some(c) => c,
@@ -120,8 +127,12 @@ pub async fn work(
         };
         let resp = match client.llm(path, &body).await {
             Ok(r) => r,
-            Err(ClientError::Api { status: 429, code, retry_after, .. }) if code == "rate_limited" => {
-                // Paced by a rate limit: come back when the window has room.
+            Err(ClientError::Api { status: 429, message, code, .. }) if code == "budget_exhausted" => {
+                return Ok(LlmOutcome::BudgetRefused(message))
+            }
+            Err(ClientError::Api { status: 429, retry_after, .. }) => {
+                // Paced by George's rate limits (`rate_limited`) or the provider's own:
+                // come back when there is room.
                 convo.turns -= 1;
                 let wait = std::time::Duration::from_secs(retry_after.unwrap_or(5).clamp(1, 3600));
                 tracing::info!(wait_secs = wait.as_secs(), "LLM call rate-limited; waiting");
@@ -131,7 +142,6 @@ pub async fn work(
                 }
                 continue;
             }
-            Err(ClientError::Api { status: 429, message, .. }) => return Ok(LlmOutcome::BudgetRefused(message)),
             Err(e) => return Err(e),
         };
         let answer: Answer = if api == "anthropic" { anthropic_answer(&resp) } else { openai_answer(&resp) };

@@ -93,12 +93,34 @@ fn allowed_path(raw: &str) -> Result<PathBuf, String> {
     }
     if p.is_absolute() {
         let out = std::env::var("GEORGE_OUTPUT_DIR").map_err(|_| format!("`{raw}`: absolute paths are not allowed"))?;
-        if p.starts_with(&out) {
-            return Ok(p.to_path_buf());
+        if !p.starts_with(&out) {
+            return Err(format!("`{raw}` is outside the workspace and the output directory"));
         }
-        return Err(format!("`{raw}` is outside the workspace and the output directory"));
     }
+    let roots: Vec<PathBuf> = [std::env::current_dir().ok(), std::env::var_os("GEORGE_OUTPUT_DIR").map(PathBuf::from)]
+        .into_iter()
+        .flatten()
+        .collect();
+    resolves_inside(raw, p, &roots)?;
     Ok(p.to_path_buf())
+}
+
+/// Refuses a path that symbolic links lead out of `roots`: the deepest part
+/// of it that exists, resolved, must lie inside one of them.
+fn resolves_inside(raw: &str, p: &Path, roots: &[PathBuf]) -> Result<(), String> {
+    let Some(base) = roots.first() else { return Ok(()) };
+    let mut probe = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    while std::fs::symlink_metadata(&probe).is_err() {
+        if !probe.pop() {
+            return Ok(());
+        }
+    }
+    let real = probe.canonicalize().map_err(|e| format!("`{raw}`: {e}"))?;
+    if roots.iter().filter_map(|r| r.canonicalize().ok()).any(|r| real.starts_with(r)) {
+        Ok(())
+    } else {
+        Err(format!("`{raw}` leads outside the workspace and the output directory (through a symbolic link)"))
+    }
 }
 
 fn cap(mut s: String) -> String {
@@ -185,5 +207,22 @@ mod tests {
         assert!(allowed_path("notes/a.txt").is_ok());
         assert!(allowed_path("../etc/passwd").unwrap_err().contains("`..`"));
         assert!(allowed_path("/etc/passwd").is_err());
+    }
+
+    #[test]
+    fn symbolic_links_do_not_lead_out_of_the_workspace() {
+        let ws = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), ws.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), ws.path().join("file-link")).unwrap();
+        std::fs::create_dir(ws.path().join("notes")).unwrap();
+        let roots = [ws.path().to_path_buf()];
+        let check = |raw: &str| resolves_inside(raw, Path::new(raw), &roots);
+        assert!(check("link/secret").unwrap_err().contains("symbolic link"));
+        assert!(check("link/new-file").is_err(), "writing through a link is refused too");
+        assert!(check("file-link").is_err());
+        assert!(check("notes/a.txt").is_ok(), "a new file in the workspace");
+        assert!(check("fresh/dir/a.txt").is_ok());
     }
 }

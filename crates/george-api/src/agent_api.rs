@@ -27,8 +27,10 @@ pub async fn context(
     }
     let comments = st.store.comments(&id).await?;
     let interval = st.engine.config().health.interval.get();
-    let capabilities =
-        st.store.catalog().await?.agents.get(&job.agent).map(|a| a.spec.capabilities.clone()).unwrap_or_default();
+    let catalog = st.store.catalog().await?;
+    let spec = catalog.agents.get(&job.agent);
+    let capabilities = spec.map(|a| a.spec.capabilities.clone()).unwrap_or_default();
+    let may_ask_human = spec.and_then(|a| a.spec.safety.can_escalate_to_human).unwrap_or(true);
     let llm_api = match st.engine.llm_route(&id, attempt).await {
         Ok(route) => Some(match route.provider.api {
             george_governor::ProviderApi::OpenAi => "openai".to_string(),
@@ -43,6 +45,7 @@ pub async fn context(
         heartbeat_interval_ms: interval.as_millis() as u64,
         capabilities,
         llm_api,
+        may_ask_human,
     }))
 }
 

@@ -176,7 +176,7 @@ pub async fn approve(
     caller.operator()?;
     let view = st.store.get_job(&id).await?.ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))?;
     let approval = serde_json::json!({"by": caller.actor(), "reason": req.reason});
-    st.store.set_setting(&format!("approval:{id}"), Some(approval.clone())).await?;
+    st.store.set_setting(&george_engine::alerts::approval_key(&id), Some(approval.clone())).await?;
     st.store.record_event(Some(&id), "job.approved", &caller.actor(), approval).await?;
     st.engine.nudge(&id);
     Ok(Json(view))

@@ -67,6 +67,16 @@ struct Call {
 }
 
 impl Call {
+    /// What a successful call is charged when the provider's figures never
+    /// arrived (a stream cut short, or a provider that does not report usage):
+    /// the reservation's worst case, so budgets stay on the safe side.
+    fn usage_or_worst_case(&self, usage: Option<Usage>) -> Usage {
+        usage.unwrap_or_else(|| {
+            tracing::warn!(job = %self.route.charge.job, "no usage figures from the provider; charging the call's worst case");
+            Usage { input: self.reservation.tokens - self.reservation.cap, output: self.reservation.cap }
+        })
+    }
+
     async fn settle(&mut self, usage: Option<Usage>, streamed: bool) {
         self.settled = true;
         if let Err(e) = self.engine.llm_finished(&self.route, &self.reservation, usage, streamed).await {
@@ -80,7 +90,7 @@ impl Drop for Call {
         if self.settled {
             return;
         }
-        let usage = self.follower.as_ref().and_then(StreamUsage::usage);
+        let usage = Some(self.usage_or_worst_case(self.follower.as_ref().and_then(StreamUsage::usage)));
         let (engine, route, reservation) = (self.engine.clone(), self.route.clone(), self.reservation.clone());
         tokio::spawn(async move {
             if let Err(e) = engine.llm_finished(&route, &reservation, usage, true).await {
@@ -147,9 +157,12 @@ async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi
         }
     }
     let estimate = estimate_input(&req);
-    pace(&st, &route, estimate + cap).await?;
+    // OpenAI's `n` asks for several completions, each up to the cap.
+    let completions = req.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
+    let worst_output = cap.saturating_mul(completions);
+    pace(&st, &route, estimate + worst_output).await?;
     let now = st.engine.now();
-    let reservation = match governor.reserve(route.charge.clone(), estimate, cap, now) {
+    let reservation = match governor.reserve(route.charge.clone(), estimate, worst_output, now) {
         Ok(r) => r,
         Err(refusal) => {
             st.engine.llm_refused(&route, &refusal).await?;
@@ -180,6 +193,8 @@ async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi
     if !streaming || !status.is_success() {
         let bytes = resp.bytes().await.unwrap_or_default();
         let usage = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| parse_usage(style, &v));
+        // A failed call costs what the provider says, if anything; a successful one is always charged.
+        let usage = if status.is_success() { Some(call.usage_or_worst_case(usage)) } else { usage };
         call.settle(usage, false).await;
         return Ok((status, [(header::CONTENT_TYPE, content_type)], Body::from(bytes)).into_response());
     }
@@ -195,7 +210,7 @@ async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi
             }
             Some(Err(e)) => Some((Err(std::io::Error::other(e)), (upstream, call))),
             None => {
-                let usage = call.follower.as_ref().and_then(StreamUsage::usage);
+                let usage = Some(call.usage_or_worst_case(call.follower.as_ref().and_then(StreamUsage::usage)));
                 call.settle(usage, true).await;
                 None
             }

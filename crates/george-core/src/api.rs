@@ -299,6 +299,13 @@ pub struct AgentContext {
     /// `anthropic`); absent when no LLM is configured for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm_api: Option<String>,
+    /// Whether the agent may ask a human (AgentSpec `safety.canEscalateToHuman`, default true).
+    #[serde(default = "yes")]
+    pub may_ask_human: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One LLM call in the token ledger.

@@ -148,6 +148,20 @@ pub async fn notify(ctx: &Arc<Context>, chapter: Option<&str>, text: &str) -> Re
     Ok(())
 }
 
+/// The settings key of a job's approval.
+pub fn approval_key(job: &str) -> String {
+    format!("approval:{job}")
+}
+
+/// An approval lets one agent start: once it has, under a red alert, the
+/// next wake of the job needs a new approval.
+pub async fn spend_approval(ctx: &Context, job: &george_core::api::JobView) -> Result<(), StoreError> {
+    if color(ctx, job.chapter.as_deref()) == Color::Red && ctx.store.setting(&approval_key(&job.id)).await?.is_some() {
+        ctx.store.set_setting(&approval_key(&job.id), None).await?;
+    }
+    Ok(())
+}
+
 /// Why a job may not start under the current alert, if it may not.
 pub async fn hold(ctx: &Context, job: &george_core::api::JobView) -> Result<Option<String>, StoreError> {
     let color = color(ctx, job.chapter.as_deref());
@@ -155,7 +169,7 @@ pub async fn hold(ctx: &Context, job: &george_core::api::JobView) -> Result<Opti
         if job.priority > Priority::P1 {
             return Ok(Some("budget red: only P0/P1 work proceeds".into()));
         }
-        if ctx.store.setting(&format!("approval:{}", job.id)).await?.is_none() {
+        if ctx.store.setting(&approval_key(&job.id)).await?.is_none() {
             return Ok(Some(format!("awaiting approval (budget red): approve with `george jobs approve {}`", job.id)));
         }
     }

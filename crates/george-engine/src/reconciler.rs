@@ -170,6 +170,7 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
         }
         Err(e) => return Err(e.into()),
     };
+    crate::alerts::spend_approval(ctx, job).await?;
     if attempt == 1 {
         let waited = (ctx.clock.now() - job.created_at).to_std().unwrap_or_default();
         ctx.metrics.start_latency.observe(waited.as_secs_f64());

@@ -138,8 +138,7 @@ pub async fn fire(
 
     // Debounced: fold into the open window's job if there is one.
     // A yellow (or worse) budget alert doubles debounce windows.
-    let chapter = spec.agent.as_ref().and_then(|a| catalog.agents.get(a)).and_then(|a| a.metadata.chapter.clone());
-    let slow_down = crate::alerts::color(ctx, chapter.as_deref()) >= crate::alerts::Color::Yellow;
+    let slow_down = crate::alerts::color(ctx, chapter_of(&catalog, spec)) >= crate::alerts::Color::Yellow;
     let spec = &{
         let mut s = spec.clone();
         if slow_down {
@@ -243,6 +242,11 @@ fn plan(
     Ok(job)
 }
 
+/// The chapter of the agent a trigger wakes, when it names one.
+fn chapter_of<'a>(catalog: &'a george_core::plan::Catalog, spec: &TriggerSpec) -> Option<&'a str> {
+    spec.agent.as_ref().and_then(|a| catalog.agents.get(a)).and_then(|a| a.metadata.chapter.as_deref())
+}
+
 /// One look at every cron trigger: fires what is due, records the watermark.
 pub async fn cron_tick(ctx: &Arc<Context>) -> Result<(), StoreError> {
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
@@ -256,7 +260,7 @@ pub async fn cron_tick(ctx: &Arc<Context>) -> Result<(), StoreError> {
             continue;
         };
         let due = schedule.due(mark, now, spec.missed, ON_TIME);
-        if !due.fire.is_empty() && crate::alerts::color(ctx, None) == crate::alerts::Color::Red {
+        if !due.fire.is_empty() && crate::alerts::color(ctx, chapter_of(&catalog, spec)) == crate::alerts::Color::Red {
             // Red budget alert: scheduled jobs are suspended.
             ctx.store
                 .record_event(

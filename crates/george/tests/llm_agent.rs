@@ -27,7 +27,7 @@ fn setup(tmp: &std::path::Path, llm: &ScriptedLlm) -> Engine {
     write(
         &m,
         "agents/reader.yaml",
-        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: reader}\nspec:\n  capabilities: [files]\n",
+        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: reader}\nspec:\n  capabilities: [files]\n  safety: {canEscalateToHuman: false}\n",
     );
     write(&m, "templates/count.yaml", &template("count", STEP).replace("  requiredCapabilities: [shell]\n", ""));
     write(
@@ -150,6 +150,7 @@ fn a_missing_capability_blocks_without_working_around_it() {
             offered.contains(&"read_file".to_string()) && !offered.contains(&"run_command".to_string()),
             "{offered:?}"
         );
+        assert!(!offered.contains(&"ask_human".to_string()), "safety.canEscalateToHuman is false: {offered:?}");
         let ev = engine.client.evidence("no-shell").await.unwrap();
         let call: serde_json::Value =
             serde_json::from_str(&ev.iter().find(|e| e.kind == "tool_call").unwrap().content).unwrap();
@@ -165,6 +166,14 @@ fn a_missing_capability_blocks_without_working_around_it() {
         engine.client.submit(&submit("no-http", "count", "reader")).await.unwrap();
         let j = engine.wait_status("no-http", JobStatus::Blocked, Duration::from_secs(30)).await;
         assert_eq!(j.reason.as_deref(), Some("capability missing: http"));
+
+        // An agent that may not escalate cannot ask a human, even if the model tries.
+        llm.push(Reply::tool("ask_human", json!({"question": "which cluster?"}), 10, 2));
+        engine.client.submit(&submit("no-escalation", "count", "reader")).await.unwrap();
+        let j = engine.wait_status("no-escalation", JobStatus::Blocked, Duration::from_secs(30)).await;
+        assert_eq!(j.reason.as_deref(), Some("capability missing: ask_human"));
+        let comments = engine.client.comments("no-escalation").await.unwrap();
+        assert!(comments.iter().all(|c| !c.body.contains("which cluster")), "{comments:?}");
     });
 }
 

@@ -168,6 +168,13 @@ fn the_ledger_matches_provider_usage_and_the_key_stays_in_george() {
         );
         assert_eq!(got[3].body["max_tokens"], 100, "a smaller request is kept");
 
+        // A provider that reports no usage: the call is charged its worst case, never nothing.
+        llm.push(Reply::Unmetered { text: "shh".into() });
+        let r = call(&engine, &oa, "/llm/v1/chat/completions", json!({"messages": msgs, "max_tokens": 50})).await;
+        assert_eq!(r.status(), 200);
+        let estimate = (msgs.to_string().len() as u64).div_ceil(4);
+        assert_eq!(ledger("j-oa").await[2], (estimate, 50, false, "gpt-test".to_string()));
+
         // The key is nowhere an agent or a log could show it.
         for pid in [pid_oa, pid_an] {
             let env = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).to_string();

@@ -22,6 +22,8 @@ pub enum Reply {
     Text { text: String, input: u64, output: u64 },
     /// A request to call a tool.
     Tool { name: String, args: Value, input: u64, output: u64 },
+    /// A text answer without usage figures (an OpenAI-compatible server that does not report them).
+    Unmetered { text: String },
 }
 
 impl Reply {
@@ -34,6 +36,7 @@ impl Reply {
     fn usage(&self) -> (u64, u64) {
         match self {
             Reply::Text { input, output, .. } | Reply::Tool { input, output, .. } => (*input, *output),
+            Reply::Unmetered { .. } => (0, 0),
         }
     }
 }
@@ -113,11 +116,16 @@ fn sse(events: Vec<(Option<&str>, Value)>, done: bool) -> Response {
 
 async fn openai(State(s): State<Arc<Mutex<Script>>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let reply = next(&s, "/v1/chat/completions", &headers, &body);
+    if let Reply::Unmetered { text } = &reply {
+        return Json(json!({"id": "c1", "object": "chat.completion", "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}))
+        .into_response();
+    }
     let (input, output) = reply.usage();
     let usage = json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output});
     let model = body["model"].clone();
     let (message, finish) = match &reply {
-        Reply::Text { text, .. } => (json!({"role": "assistant", "content": text}), "stop"),
+        Reply::Text { text, .. } | Reply::Unmetered { text } => (json!({"role": "assistant", "content": text}), "stop"),
         Reply::Tool { name, args, .. } => (
             json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
                    "function": {"name": name, "arguments": args.to_string()}}]}),
@@ -126,7 +134,7 @@ async fn openai(State(s): State<Arc<Mutex<Script>>>, headers: HeaderMap, Json(bo
     };
     if body["stream"] == true {
         let delta = match &reply {
-            Reply::Text { text, .. } => json!({"role": "assistant", "content": text}),
+            Reply::Text { text, .. } | Reply::Unmetered { text } => json!({"role": "assistant", "content": text}),
             Reply::Tool { name, args, .. } => {
                 json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
                    "function": {"name": name, "arguments": args.to_string()}}]})
@@ -160,14 +168,14 @@ async fn anthropic(State(s): State<Arc<Mutex<Script>>>, headers: HeaderMap, Json
     let (input, output) = reply.usage();
     let model = body["model"].clone();
     let (block, stop) = match &reply {
-        Reply::Text { text, .. } => (json!({"type": "text", "text": text}), "end_turn"),
+        Reply::Text { text, .. } | Reply::Unmetered { text } => (json!({"type": "text", "text": text}), "end_turn"),
         Reply::Tool { name, args, .. } => {
             (json!({"type": "tool_use", "id": "toolu_1", "name": name, "input": args}), "tool_use")
         }
     };
     if body["stream"] == true {
         let (start, delta) = match &reply {
-            Reply::Text { text, .. } => {
+            Reply::Text { text, .. } | Reply::Unmetered { text } => {
                 (json!({"type": "text", "text": ""}), json!({"type": "text_delta", "text": text}))
             }
             Reply::Tool { name, args, .. } => (
