@@ -146,6 +146,10 @@ pub async fn work(
         };
         let answer: Answer = if api == "anthropic" { anthropic_answer(&resp) } else { openai_answer(&resp) };
         convo.messages.push(Msg::Assistant { text: answer.text.clone(), calls: answer.calls.clone() });
+        if answer.calls.is_empty() && answer.text.as_deref().is_none_or(|t| t.trim().is_empty()) {
+            save(client, job, step_id, &convo).await?;
+            return Ok(LlmOutcome::Failed("the model gave an empty answer".into()));
+        }
         if answer.calls.is_empty() {
             // A plain answer: the model considers the step done.
             save(client, job, step_id, &convo).await?;

@@ -255,5 +255,10 @@ pub async fn load_usage(ctx: &Arc<Context>, now: DateTime<Utc>) -> Result<(), St
             ctx.governor.load(level, period, start, n);
         }
     }
+    // The last hour's calls, so rate windows survive a restart.
+    for r in ctx.store.usage_records(now - chrono::Duration::hours(1), None).await? {
+        let charge = Charge { job: r.job_id, attempt: r.attempt, agent_spec: r.agent_spec, chapter: r.chapter };
+        ctx.governor.remember_call(&charge, r.input_tokens + r.output_tokens, r.ts);
+    }
     Ok(())
 }

@@ -309,6 +309,11 @@ impl Governor {
         let _ = r.id;
     }
 
+    /// Adds a call already in the ledger to the rate windows (at start-up).
+    pub fn remember_call(&self, charge: &Charge, tokens: u64, at: DateTime<Utc>) {
+        self.lock().windows.record(charge.rate_scopes(), tokens, at);
+    }
+
     /// Whether a call of `needed` tokens must wait for a rate limit, and
     /// for which (the longest wait when several apply).
     pub fn pace(&self, charge: &Charge, needed: u64, now: DateTime<Utc>) -> Option<Pace> {

@@ -382,8 +382,8 @@ fn rate_limits_pace_calls_and_the_budget_report_adds_up() {
         write(&m, &format!("jobs/j-{name}.yaml"), &format!("apiVersion: george/v1\nkind: Job\nmetadata: {{name: j-{name}}}\nspec:\n  template: hold\n  agent: {name}\n"));
     }
     write(&m, "templates/hold.yaml", &template("hold", HOLD));
-    let engine = start(tmp.path(), &llm, "");
-    engine.rt().block_on(async {
+    let mut engine = start(tmp.path(), &llm, "");
+    let rg = engine.rt().block_on(async {
         let (_, qm) = token_of(&engine, "j-qm").await;
         let (_, rg) = token_of(&engine, "j-rg").await;
         let body = json!({"messages": [{"role": "user", "content": "go"}], "max_tokens": 10});
@@ -479,6 +479,18 @@ fn rate_limits_pace_calls_and_the_budget_report_adds_up() {
         llm.push(Reply::text("ok", 5, 5));
         assert_eq!(call(&engine, &rg, "/llm/v1/chat/completions", body.clone()).await.status(), 200);
         paced.abort();
+        // Throttled again (300 < the hour's 300 + the next call) before a restart...
+        assert!(engine.cli(&["throttle", "payments", "--per-hour", "300"]).status.success());
+        rg
+    });
+    // ... the rate windows are rebuilt from the ledger: the throttle still holds.
+    engine.stop();
+    engine.restart();
+    engine.rt().block_on(async {
+        let body = json!({"messages": [{"role": "user", "content": "go"}], "max_tokens": 10});
+        let r = call(&engine, &rg, "/llm/v1/chat/completions", body).await;
+        assert_eq!(r.status(), 429);
+        assert!(r.text().await.unwrap().contains("chapter payments used 300 of 300"));
         for job in ["j-qm", "j-rg"] {
             std::fs::write(engine.dir.join(format!("data/outputs/{job}/release")), "").unwrap();
         }
