@@ -150,6 +150,48 @@ pub fn anthropic_request(system: &str, messages: &[Msg], tools: &[ToolDef]) -> V
     json!({"system": system, "messages": out, "tools": tools})
 }
 
+/// A rough token count (4 bytes per token), as the proxy estimates input.
+pub fn estimate_tokens(v: &impl Serialize) -> u64 {
+    (serde_json::to_string(v).map_or(0, |s| s.len()) as u64).div_ceil(4)
+}
+
+/// The messages to send when they may take about `budget` tokens: the task
+/// (the first message) and as many of the latest turns as fit, whole — an
+/// assistant message with its tool results, or one comment — with a note
+/// where earlier turns were left out. The latest turn is always sent.
+pub fn fit(messages: &[Msg], budget: u64) -> Vec<Msg> {
+    let Some((task, rest)) = messages.split_first() else { return Vec::new() };
+    if estimate_tokens(&messages) <= budget {
+        return messages.to_vec();
+    }
+    // Turns: each starts at an assistant or user message; tool results belong to the one before.
+    let mut turns: Vec<&[Msg]> = Vec::new();
+    let mut start = 0;
+    for i in 1..=rest.len() {
+        if i == rest.len() || !matches!(rest[i], Msg::Tool { .. }) {
+            turns.push(&rest[start..i]);
+            start = i;
+        }
+    }
+    let mut left = budget.saturating_sub(estimate_tokens(task) + 20);
+    let mut kept: Vec<&[Msg]> = Vec::new();
+    for turn in turns.iter().rev() {
+        let cost = estimate_tokens(turn);
+        if !kept.is_empty() && cost > left {
+            break;
+        }
+        left = left.saturating_sub(cost);
+        kept.push(turn);
+    }
+    let omitted: usize = rest.len() - kept.iter().map(|t| t.len()).sum::<usize>();
+    let mut out = vec![task.clone()];
+    if omitted > 0 {
+        out.push(Msg::User { text: format!("({omitted} earlier messages are left out to fit the context window.)") });
+    }
+    out.extend(kept.iter().rev().flat_map(|t| t.iter().cloned()));
+    out
+}
+
 /// The model's answer in an Anthropic response.
 pub fn anthropic_answer(resp: &Value) -> Answer {
     let mut text = None;
@@ -182,6 +224,33 @@ mod tests {
             Msg::Tool { call_id: "c1".into(), content: "a\nb".into() },
             Msg::User { text: "Comment from operator:x: hurry".into() },
         ]
+    }
+
+    #[test]
+    fn fit_keeps_the_task_and_the_latest_whole_turns() {
+        let mut msgs = convo();
+        for n in 0..6 {
+            let id = format!("c{n}x");
+            msgs.push(Msg::Assistant {
+                text: Some("x".repeat(200)),
+                calls: vec![Call { id: id.clone(), name: "read_file".into(), args: json!({"path": "a"}) }],
+            });
+            msgs.push(Msg::Tool { call_id: id, content: "y".repeat(200) });
+        }
+        assert_eq!(fit(&msgs, 1_000_000), msgs, "everything fits");
+        let fitted = fit(&msgs, 400);
+        assert_eq!(fitted[0], msgs[0], "the task stays");
+        assert!(matches!(&fitted[1], Msg::User { text } if text.contains("earlier messages are left out")));
+        assert!(estimate_tokens(&fitted) <= 400 + 20, "{}", estimate_tokens(&fitted));
+        assert_eq!(fitted.last(), msgs.last(), "the latest turn stays");
+        // No tool result without its call.
+        let first_kept = &fitted[2];
+        assert!(matches!(first_kept, Msg::Assistant { .. }), "{first_kept:?}");
+        // A budget smaller than the latest turn still sends it.
+        let tiny = fit(&msgs, 1);
+        assert_eq!(tiny.len(), 4, "task, note, the latest assistant message and its result");
+        // Both wire formats accept the result.
+        assert!(openai_request("s", &fitted, &[])["messages"].as_array().unwrap().len() > 2);
     }
 
     #[test]

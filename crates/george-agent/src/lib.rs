@@ -102,6 +102,12 @@ pub async fn run(env: AgentEnv) -> Result<Outcome, AgentError> {
             stop.cancel();
         }
     });
+    // The first heartbeat before any work: the agent is active from its first step on.
+    match agent.call(|| agent.client.heartbeat(&agent.job)).await {
+        Ok(()) => {}
+        Err(e) if e.is_superseded() => return Ok(Outcome::Superseded),
+        Err(e) => return Err(e.into()),
+    }
     let heartbeats = tokio::spawn(heartbeat_loop(
         agent.client.clone(),
         agent.job.clone(),
@@ -126,6 +132,7 @@ async fn heartbeat_loop(
     superseded: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
+    tick.tick().await; // the first one was sent before the work began
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -121,9 +121,17 @@ pub async fn work(
             return Ok(LlmOutcome::Failed(format!("no result after {} LLM turns", convo.turns)));
         }
         convo.turns += 1;
+        let messages = match ctx.context_window {
+            Some(window) => {
+                // The system prompt and the tool definitions go with every call.
+                let fixed = crate::conversation::estimate_tokens(&openai_request(&system, &[], &granted));
+                crate::conversation::fit(&convo.messages, window.saturating_sub(fixed))
+            }
+            None => convo.messages.clone(),
+        };
         let (path, body) = match api {
-            "anthropic" => ("messages", anthropic_request(&system, &convo.messages, &granted)),
-            _ => ("chat/completions", openai_request(&system, &convo.messages, &granted)),
+            "anthropic" => ("messages", anthropic_request(&system, &messages, &granted)),
+            _ => ("chat/completions", openai_request(&system, &messages, &granted)),
         };
         let resp = match client.llm(path, &body).await {
             Ok(r) => r,

@@ -31,6 +31,14 @@ pub async fn context(
     let spec = catalog.agents.get(&job.agent);
     let capabilities = spec.map(|a| a.spec.capabilities.clone()).unwrap_or_default();
     let may_ask_human = spec.and_then(|a| a.spec.safety.can_escalate_to_human).unwrap_or(true);
+    let context_window = spec.and_then(|a| a.spec.resources.context_window).map(|w| {
+        // Yellow or worse: load less context (seed 003 §4).
+        if st.engine.alert_color(job.chapter.as_deref()) >= george_engine::alerts::Color::Yellow {
+            w / 2
+        } else {
+            w
+        }
+    });
     let llm_api = match st.engine.llm_route(&id, attempt).await {
         Ok(route) => Some(match route.provider.api {
             george_governor::ProviderApi::OpenAi => "openai".to_string(),
@@ -46,6 +54,7 @@ pub async fn context(
         capabilities,
         llm_api,
         may_ask_human,
+        context_window,
     }))
 }
 

@@ -302,6 +302,10 @@ pub struct AgentContext {
     /// Whether the agent may ask a human (AgentSpec `safety.canEscalateToHuman`, default true).
     #[serde(default = "yes")]
     pub may_ask_human: bool,
+    /// About how many tokens of context the agent may send per LLM call: its
+    /// AgentSpec's `resources.contextWindow`, halved during a budget alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u64>,
 }
 
 fn yes() -> bool {

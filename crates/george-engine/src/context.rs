@@ -142,8 +142,19 @@ pub struct Context {
     pub trigger_lock: tokio::sync::Mutex<()>,
     /// Token budgets.
     pub governor: george_governor::Governor,
+    /// Whether the governor holds the budgets and the ledger's usage yet.
+    pub governor_loaded: tokio::sync::watch::Sender<bool>,
     /// HTTP client for LLM providers.
     pub http: reqwest::Client,
+}
+
+impl Context {
+    /// Returns once the governor has loaded the budgets and the ledger's
+    /// usage at start-up, so no call or wake is judged against empty accounts.
+    pub async fn governor_ready(&self) {
+        let mut rx = self.governor_loaded.subscribe();
+        let _ = rx.wait_for(|loaded| *loaded).await;
+    }
 }
 
 impl Context {

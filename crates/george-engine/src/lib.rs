@@ -96,6 +96,11 @@ impl EngineHandle {
         llm::route(&self.ctx, job, attempt).await
     }
 
+    /// The budget alert colour in force for work of `chapter`.
+    pub fn alert_color(&self, chapter: Option<&str>) -> alerts::Color {
+        alerts::color(&self.ctx, chapter)
+    }
+
     /// The token governor.
     pub fn governor(&self) -> &george_governor::Governor {
         &self.ctx.governor
@@ -254,6 +259,7 @@ impl Engine {
             limits_dirty: Default::default(),
             trigger_lock: Default::default(),
             governor: Default::default(),
+            governor_loaded: tokio::sync::watch::Sender::new(false),
             http: reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(10))
                 .build()
@@ -277,6 +283,7 @@ impl Engine {
         admission::configure(&ctx).await?;
         llm::configure(&ctx).await?;
         llm::load_usage(&ctx, ctx.clock.now()).await?;
+        ctx.governor_loaded.send_replace(true);
         for id in ctx.store.active_job_ids().await? {
             ctx.queue.add(&id);
         }

@@ -124,6 +124,8 @@ pub async fn fire(
     priority: Option<Priority>,
     actor: &str,
 ) -> Result<Fired, TriggerError> {
+    // Alerts change how a wake is handled: judge it against loaded accounts.
+    ctx.governor_ready().await;
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
     let template_name =
         spec.template.clone().ok_or_else(|| TriggerError::NotFound(format!("trigger `{name}` has no template")))?;

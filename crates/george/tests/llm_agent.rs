@@ -24,6 +24,8 @@ fn setup(tmp: &std::path::Path, llm: &ScriptedLlm) -> Engine {
         "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: clerk}\nspec:\n  capabilities: [shell, files]\n",
     );
     write(&m, "agents/claude.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: claude}\nspec:\n  capabilities: [shell, files]\n  llm: {provider: scripted-anthropic, model: claude-test}\n");
+    // A context window far smaller than the tool definitions: only the task and the latest turn go.
+    write(&m, "agents/terse.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: terse}\nspec:\n  capabilities: [shell, files]\n  resources: {contextWindow: 100}\n");
     write(
         &m,
         "agents/reader.yaml",
@@ -57,7 +59,7 @@ fn submit(id: &str, template: &str, agent: &str) -> george_core::api::SubmitJob 
 
 async fn ready(e: &Engine) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while e.client.get_json("/api/v1/registry").await.map(|v| v.as_array().map_or(0, Vec::len)).unwrap_or(0) < 3 {
+    while e.client.get_json("/api/v1/registry").await.map(|v| v.as_array().map_or(0, Vec::len)).unwrap_or(0) < 4 {
         assert!(
             std::time::Instant::now() < deadline,
             "manifests never applied: {:?} {:?}\n{}",
@@ -87,7 +89,9 @@ fn an_llm_step_completes_through_tool_calls_in_both_api_styles() {
     let engine = setup(tmp.path(), &llm);
     engine.rt().block_on(async {
         ready(&engine).await;
-        for (id, agent, base) in [("count-oa", "clerk", 100), ("count-an", "claude", 200)] {
+        for (id, agent, base) in
+            [("count-oa", "clerk", 100), ("count-an", "claude", 200), ("count-terse", "terse", 300)]
+        {
             script_counting(&llm, base);
             engine.client.submit(&submit(id, "count", agent)).await.unwrap();
             let j = engine.wait_status(id, JobStatus::Completed, Duration::from_secs(30)).await;
@@ -118,11 +122,16 @@ fn an_llm_step_completes_through_tool_calls_in_both_api_styles() {
             );
         }
         let received = llm.received();
-        assert_eq!(received.iter().filter(|r| r.path == "/v1/chat/completions").count(), 3);
+        assert_eq!(received.iter().filter(|r| r.path == "/v1/chat/completions").count(), 6);
         assert_eq!(received.iter().filter(|r| r.path == "/v1/messages").count(), 3);
         // The third OpenAI call carries the tool results of the first two.
         let third = &received[2].body["messages"];
         assert_eq!(third.as_array().unwrap().iter().filter(|m| m["role"] == "tool").count(), 2);
+        // The terse agent's third call left the first turn out to fit its context window.
+        let terse = received[8].body["messages"].as_array().unwrap().clone();
+        assert_eq!(terse.iter().filter(|m| m["role"] == "tool").count(), 1, "{terse:?}");
+        assert!(terse.iter().any(|m| m["role"] == "user"
+            && m["content"].as_str().unwrap_or("").contains("left out to fit the context window")));
     });
 }
 

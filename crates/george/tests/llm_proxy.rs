@@ -266,7 +266,7 @@ fn budget_alerts_fire_once_each_and_hold_work() {
     write(
         &m,
         "agents/w.yaml",
-        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: w}\nspec:\n  capabilities: [shell]\n",
+        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: w}\nspec:\n  capabilities: [shell]\n  resources: {contextWindow: 8000}\n",
     );
     write(&m, "templates/hold.yaml", &template("hold", HOLD));
     write(&m, "templates/quick.yaml", &template("quick", "    - {id: s, description: quick, run: 'true'}\n"));
@@ -304,8 +304,19 @@ fn budget_alerts_fire_once_each_and_hold_work() {
         };
         let org = |c: &str| ("org".to_string(), c.to_string());
 
+        let window = || async {
+            let r = reqwest::Client::new()
+                .get(format!("{}/api/v1/jobs/spender/context", engine.url))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            r.json::<serde_json::Value>().await.unwrap()["context_window"].as_u64()
+        };
+        assert_eq!(window().await, Some(8000));
         spend(7000, 500).await; // 75 %
         assert_eq!(alerts().await, [org("yellow")]);
+        assert_eq!(window().await, Some(4000), "yellow: less context is loaded");
         spend(1400, 100).await; // 90 %
         assert_eq!(alerts().await, [org("yellow"), org("orange")]);
 
