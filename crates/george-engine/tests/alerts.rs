@@ -1,0 +1,82 @@
+//! An orange budget alert shortens agents' active durations, with a
+//! controllable clock, through a real engine, store and process runtime.
+
+use chrono::{DateTime, Utc};
+use george_core::api::AgentView;
+use george_core::{AgentState, ManualClock};
+use george_engine::{Engine, EngineConfig};
+use george_runtime::{ProcessRuntime, ProcessRuntimeConfig};
+use george_store::Store;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+mod support;
+
+const MANIFESTS: &str = "apiVersion: george/v1
+kind: AgentSpec
+metadata: {name: worker}
+spec:
+  command: [/bin/sh, -c, 'exec sleep 600']
+  capabilities: [shell]
+  healthCheck: {interval: 1h, timeout: 2h}
+  resources: {maxActiveDuration: 10m}
+---
+apiVersion: george/v1
+kind: TaskTemplate
+metadata: {name: t}
+spec:
+  steps:
+    - {id: s, description: work, run: 'true'}
+---
+apiVersion: george/v1
+kind: Trigger
+metadata: {name: hook}
+spec:
+  type: webhook
+  template: t
+";
+
+async fn agent_of(store: &dyn Store, job: &str, cond: impl Fn(&AgentView) -> bool, what: &str) -> AgentView {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let agents = store.list_agents(false, 100).await.unwrap();
+        if let Some(a) = agents.into_iter().find(|a| a.job_id == job && cond(a)) {
+            return a;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "job {job}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orange_budget_halves_active_durations() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z").unwrap().to_utc();
+    let clock = ManualClock::new(t0);
+    let store = support::store_with(dir.path(), MANIFESTS, Some(&clock)).await;
+    // 910 of the organisation's 1000 monthly tokens are spent: orange.
+    support::spent(store.as_ref(), t0, 910).await;
+    let mut cfg = EngineConfig::new("http://127.0.0.1:9");
+    cfg.llm.org_monthly = Some(1000);
+    cfg.reconcile_interval = Duration::from_secs(3600);
+    let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig::under(dir.path(), vec![])));
+    let (engine, handle) = Engine::new(cfg, store.clone(), runtime, Arc::new(clock.clone()), vec![]);
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let task = tokio::spawn(async move { engine.run(s).await.unwrap() });
+
+    let fired = handle.trigger_event(None, None, "d1", &json!({})).await.unwrap();
+    let job = fired[0].job.clone();
+    agent_of(store.as_ref(), &job, |a| a.state.is_live(), "its agent never started").await;
+    // Past half of maxActiveDuration (10m): stopped, though the full limit is not reached.
+    clock.advance(Duration::from_secs(5 * 60 + 1));
+    handle.nudge(&job);
+    let ended =
+        agent_of(store.as_ref(), &job, |a| a.state == AgentState::Terminated, "its agent was not stopped").await;
+    let outcome = ended.outcome.unwrap_or_default();
+    assert!(outcome.starts_with("timeout: ran longer than maxActiveDuration 5m"), "{outcome}");
+    stop.cancel();
+    task.await.unwrap();
+}
