@@ -1,5 +1,6 @@
-//! An orange budget alert shortens agents' active durations, with a
-//! controllable clock, through a real engine, store and process runtime.
+//! Budget alerts with a controllable clock, through a real engine, store and
+//! process runtime: orange shortens active durations; a Policy per-day limit
+//! sets the organisation's colour for the day.
 
 use chrono::{DateTime, Utc};
 use george_core::api::AgentView;
@@ -77,6 +78,36 @@ async fn an_orange_budget_halves_active_durations() {
         agent_of(store.as_ref(), &job, |a| a.state == AgentState::Terminated, "its agent was not stopped").await;
     let outcome = ended.outcome.unwrap_or_default();
     assert!(outcome.starts_with("timeout: ran longer than maxActiveDuration 5m"), "{outcome}");
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_per_day_limit_puts_the_organisation_in_emergency_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z").unwrap().to_utc();
+    let clock = ManualClock::new(t0);
+    let policy =
+        "---\napiVersion: george/v1\nkind: Policy\nmetadata: {name: limits}\nspec:\n  rateLimits: {perDay: 1000}\n";
+    let store = support::store_with(
+        dir.path(),
+        &format!("{}{policy}", MANIFESTS.replace("exec sleep 600", "exit 0")),
+        Some(&clock),
+    )
+    .await;
+    support::spent(store.as_ref(), t0 - chrono::Duration::days(1), 5000).await; // yesterday's does not count
+    support::spent(store.as_ref(), t0, 950).await;
+    let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig::under(dir.path(), vec![])));
+    let (engine, handle) =
+        Engine::new(EngineConfig::new("http://127.0.0.1:9"), store.clone(), runtime, Arc::new(clock.clone()), vec![]);
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let task = tokio::spawn(async move { engine.run(s).await.unwrap() });
+    // A wake waits for the governor to load, so after it the colour is the loaded one.
+    handle.trigger_event(None, None, "d1", &json!({})).await.unwrap();
+    assert_eq!(handle.alert_color(None), george_engine::alerts::Color::Red, "95 % of the day's limit");
+    clock.advance(Duration::from_secs(12 * 3600)); // the next day
+    assert_eq!(handle.alert_color(None), george_engine::alerts::Color::Green, "a new day, a new limit");
     stop.cancel();
     task.await.unwrap();
 }
