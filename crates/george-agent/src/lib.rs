@@ -16,6 +16,8 @@
 
 mod conversation;
 mod env;
+mod forge;
+mod git;
 mod llm_step;
 mod process_tree;
 mod step;
@@ -185,6 +187,116 @@ impl Agent {
         self.call(|| self.client.add_evidence(&self.job, &ev)).await.map(|_| ())
     }
 
+    async fn job_evidence(&self, kind: &str, content: String) -> Result<(), ClientError> {
+        let ev = EvidenceReport { step_id: None, kind: kind.into(), content };
+        self.call(|| self.client.add_evidence(&self.job, &ev)).await.map(|_| ())
+    }
+
+    /// Blocks the job (and the step, if any) with `reason`.
+    async fn block(&self, step: Option<&str>, reason: String) -> Result<Outcome, ClientError> {
+        if let Some(step) = step {
+            self.step_status(step, StepStatus::Blocked, Some(reason.clone())).await?;
+        }
+        self.verdict(JobStatus::Blocked, Some(reason.clone())).await?;
+        Ok(Outcome::Blocked(reason))
+    }
+
+    /// The job's repository, cloned and on its branch; the working directory moves into it.
+    async fn open_repo(&self, ctx: &AgentContext, url: &str) -> Result<Result<git::Repo, String>, ClientError> {
+        if !ctx.capabilities.iter().any(|c| c == "git") {
+            return Ok(Err(format!(
+                "capability missing: git (job `{}` works in the repository {url}; grant its AgentSpec the `git` \
+                 capability, with a git-token or git-ssh-key secret, then comment on the job to retry)",
+                ctx.job.id
+            )));
+        }
+        let work = std::env::var_os("GEORGE_WORK_DIR")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_else(|| ".".into());
+        let _ = std::fs::remove_dir_all(work.join("repo"));
+        let repo = match git::Repo::prepare(&ctx.job, url, &work, &git::GitSettings::from_env()).await {
+            Ok(r) => r,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        if let Err(e) = std::env::set_current_dir(&repo.dir) {
+            return Ok(Err(format!("cannot enter the clone at {}: {e}", repo.dir.display())));
+        }
+        let how = if repo.continued {
+            "continuing the pushed branch".to_string()
+        } else {
+            format!("a new branch from `{}`", repo.base)
+        };
+        self.job_evidence("git", format!("working on `{}` of {url}: {how}", repo.branch)).await?;
+        Ok(Ok(repo))
+    }
+
+    /// A step is done: with a repository, its work is committed and pushed
+    /// first, so the record never runs ahead of the branch.
+    async fn step_done(
+        &self,
+        repo: Option<&git::Repo>,
+        attempt: u32,
+        step: &str,
+        note: Option<String>,
+    ) -> Result<Option<Outcome>, ClientError> {
+        if let Some(repo) = repo {
+            match repo.checkpoint(&self.job, attempt, step).await {
+                Ok(sha) => self.evidence(step, "commit", format!("{sha} pushed to {}", repo.branch)).await?,
+                Err(reason) => return self.block(Some(step), reason).await.map(Some),
+            }
+        }
+        self.step_status(step, StepStatus::Completed, note).await?;
+        Ok(None)
+    }
+
+    /// The end of a coding job: what it leaves behind, and the pull request if asked for.
+    async fn hand_back(
+        &self,
+        ctx: &AgentContext,
+        repo: &git::Repo,
+        checks: Vec<serde_json::Value>,
+    ) -> Result<Option<Outcome>, ClientError> {
+        let mut summary = repo.summary().await;
+        summary["checks"] = checks.into();
+        let wanted = ctx.job.params.get("open_pull_request");
+        if wanted.is_some_and(|v| v == &serde_json::Value::Bool(true) || v == "true") {
+            let settings = git::GitSettings::from_env();
+            let title = ctx
+                .job
+                .params
+                .get("title")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{} ({})", ctx.job.id, ctx.job.template));
+            let body = format!(
+                "Work of George job `{}` (template `{}`).\n\n```\n{}\n```",
+                ctx.job.id,
+                ctx.job.template,
+                summary["diff_stat"].as_str().unwrap_or("")
+            );
+            let url = repo_url_of(&summary);
+            let opened = match forge::Forge::from_env(&url, settings.secrets_dir.as_ref()) {
+                Ok(f) => f.open(&forge::PullRequest { title, body, head: &repo.branch, base: &repo.base }).await,
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(link) => summary["pull_request"] = link.into(),
+                Err(e) => {
+                    let reason = format!(
+                        "cannot open a pull request: {}; the branch `{}` is pushed. Fix the forge settings \
+                         (GEORGE_FORGE_URL, the forge-token secret) and comment on the job to retry",
+                        repo.redact(&e),
+                        repo.branch
+                    );
+                    return self.block(None, reason).await.map(Some);
+                }
+            }
+        }
+        self.job_evidence("git.result", summary.to_string()).await?;
+        Ok(None)
+    }
+
     async fn verdict(&self, status: JobStatus, reason: Option<String>) -> Result<(), ClientError> {
         // A human reads the conversation: say why the job cannot go on.
         if let (JobStatus::Blocked | JobStatus::Failed, Some(why)) = (status, reason.as_deref()) {
@@ -208,6 +320,14 @@ impl Agent {
         if !ctx.comments.is_empty() {
             tracing::info!(comments = ctx.comments.len(), "conversation so far read");
         }
+        let repo = match git::repo_url(&ctx.job) {
+            None => None,
+            Some(url) => match self.open_repo(ctx, &url).await? {
+                Ok(r) => Some(r),
+                Err(reason) => return self.block(None, reason).await,
+            },
+        };
+        let mut checks = Vec::new();
         for i in order {
             let view = &ctx.job.steps[i];
             let spec = &view.spec;
@@ -231,7 +351,10 @@ impl Agent {
                         format!("`{check}` exited 0 before the step ran; already done"),
                     )
                     .await?;
-                    self.step_status(&spec.id, StepStatus::Completed, Some("done_when already held".into())).await?;
+                    let note = Some("done_when already held".to_string());
+                    if let Some(o) = self.step_done(repo.as_ref(), ctx.attempt, &spec.id, note).await? {
+                        return Ok(o);
+                    }
                     continue;
                 }
             }
@@ -246,10 +369,12 @@ impl Agent {
                     return Ok(Outcome::Blocked(reason));
                 };
                 self.step_status(&spec.id, StepStatus::InProgress, None).await?;
-                match llm_step::work(&self.client, ctx, view, api, &self.stop).await? {
+                match llm_step::work(&self.client, ctx, view, api, &self.stop, repo.as_ref()).await? {
                     llm_step::LlmOutcome::Done(summary) => {
                         self.evidence(&spec.id, "summary", summary).await?;
-                        self.step_status(&spec.id, StepStatus::Completed, None).await?;
+                        if let Some(o) = self.step_done(repo.as_ref(), ctx.attempt, &spec.id, None).await? {
+                            return Ok(o);
+                        }
                         continue;
                     }
                     llm_step::LlmOutcome::Failed(reason) => {
@@ -314,6 +439,7 @@ impl Agent {
                     }
                 }
             }
+            checks.push(serde_json::json!({"step": spec.id, "command": command, "result": last}));
             if !done {
                 let reason = format!(
                     "step `{}` failed after {tries} {}: {last}",
@@ -324,7 +450,14 @@ impl Agent {
                 self.verdict(JobStatus::Failed, Some(reason.clone())).await?;
                 return Ok(Outcome::Failed(reason));
             }
-            self.step_status(&spec.id, StepStatus::Completed, None).await?;
+            if let Some(o) = self.step_done(repo.as_ref(), ctx.attempt, &spec.id, None).await? {
+                return Ok(o);
+            }
+        }
+        if let Some(repo) = &repo {
+            if let Some(o) = self.hand_back(ctx, repo, checks).await? {
+                return Ok(o);
+            }
         }
         self.verdict(JobStatus::Completed, None).await?;
         tracing::info!(job = %self.job, "job completed");
@@ -338,4 +471,8 @@ impl Agent {
             Outcome::Abandoned
         }
     }
+}
+
+fn repo_url_of(summary: &serde_json::Value) -> String {
+    summary["repository"].as_str().unwrap_or_default().to_string()
 }

@@ -80,13 +80,15 @@ async fn load(client: &Client, job: &str, step: &str) -> Result<Option<Conversat
         .find_map(|e| serde_json::from_str(&e.content).ok()))
 }
 
-/// Works `step` with the LLM. `api` is `openai` or `anthropic`.
+/// Works `step` with the LLM. `api` is `openai` or `anthropic`; git tools
+/// act on `repo`, the job's repository if it has one.
 pub async fn work(
     client: &Client,
     ctx: &AgentContext,
     step: &StepView,
     api: &str,
     stop: &CancellationToken,
+    repo: Option<&crate::git::Repo>,
 ) -> Result<LlmOutcome, ClientError> {
     let job = ctx.job.id.as_str();
     let step_id = step.spec.id.as_str();
@@ -218,7 +220,7 @@ pub async fn work(
                         client.comment(job, &arg("text")).await?;
                         "posted".into()
                     }
-                    name => tools::run(name, &call.args, stop).await,
+                    name => tools::run(name, &call.args, stop, repo).await,
                 }
             };
             let record = json!({"tool": call.name, "args": call.args, "granted": granted_tool, "result": result.chars().take(4096).collect::<String>()});

@@ -16,7 +16,8 @@ const MAX_TOOL_OUTPUT: usize = 16 << 10;
 pub fn capability_of(tool: &str) -> Option<&'static str> {
     match tool {
         "run_command" => Some("shell"),
-        "read_file" | "write_file" | "list_files" => Some("files"),
+        "read_file" | "write_file" | "list_files" | "search_files" | "edit_file" => Some("files"),
+        "git_diff" | "git_commit" | "git_push" => Some("git"),
         "http_get" => Some("http"),
         _ => None,
     }
@@ -45,6 +46,34 @@ pub fn all() -> Vec<ToolDef> {
             name: "list_files",
             description: "List a directory (in the workspace or the job's output directory).",
             schema: s(json!({"path": {"type": "string"}}), &[]),
+        },
+        ToolDef {
+            name: "search_files",
+            description: "Find lines containing a text in the files under a directory (default: the workspace).",
+            schema: s(json!({"text": {"type": "string"}, "path": {"type": "string"}}), &["text"]),
+        },
+        ToolDef {
+            name: "edit_file",
+            description: "Replace one exact, unique piece of text in a file with another.",
+            schema: s(
+                json!({"path": {"type": "string"}, "old": {"type": "string"}, "new": {"type": "string"}}),
+                &["path", "old", "new"],
+            ),
+        },
+        ToolDef {
+            name: "git_diff",
+            description: "Show the repository's status and the uncommitted changes.",
+            schema: s(json!({}), &[]),
+        },
+        ToolDef {
+            name: "git_commit",
+            description: "Commit all changes in the repository with a message.",
+            schema: s(json!({"message": {"type": "string"}}), &["message"]),
+        },
+        ToolDef {
+            name: "git_push",
+            description: "Push the job's branch to the remote (never forced; other branches are off limits).",
+            schema: s(json!({}), &[]),
         },
         ToolDef {
             name: "http_get",
@@ -135,10 +164,85 @@ fn cap(mut s: String) -> String {
     s
 }
 
+/// Lines containing `needle` in the files under `root` (`.git` skipped), capped.
+fn search(root: &Path, needle: &str) -> String {
+    let mut hits = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    let mut files = 0;
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            let Ok(kind) = e.file_type() else { continue };
+            if kind.is_dir() && e.file_name() != ".git" {
+                dirs.push(path);
+            } else if kind.is_file() && files < 10_000 {
+                files += 1;
+                let Ok(text) = std::fs::read_to_string(&path) else { continue };
+                for (n, line) in text.lines().enumerate().filter(|(_, l)| l.contains(needle)) {
+                    hits.push(format!(
+                        "{}:{}: {}",
+                        path.strip_prefix(root).unwrap_or(&path).display(),
+                        n + 1,
+                        line.trim()
+                    ));
+                }
+            }
+        }
+    }
+    if hits.is_empty() {
+        format!("no line contains `{needle}`")
+    } else {
+        cap(hits.join("\n"))
+    }
+}
+
+/// Replaces the one occurrence of `old` in the file at `p` with `new`.
+fn edit(p: &Path, old: &str, new: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    match text.matches(old).count() {
+        0 => Err(format!("{}: the text to replace is not there", p.display())),
+        1 if !old.is_empty() => {
+            std::fs::write(p, text.replacen(old, new, 1)).map_err(|e| format!("{}: {e}", p.display()))?;
+            Ok(format!("edited {}", p.display()))
+        }
+        n => Err(format!("{}: the text to replace occurs {n} times; give more of it so it is unique", p.display())),
+    }
+}
+
 /// Runs one granted tool that acts on the world; returns its result text.
-pub async fn run(name: &str, args: &Value, stop: &CancellationToken) -> String {
+/// Git tools act on the job's repository, when it has one.
+pub async fn run(name: &str, args: &Value, stop: &CancellationToken, repo: Option<&crate::git::Repo>) -> String {
     let arg = |k: &str| args.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
     match name {
+        "search_files" => {
+            let raw = args.get("path").and_then(Value::as_str).unwrap_or(".");
+            match allowed_path(raw) {
+                Ok(p) => search(&p, &arg("text")),
+                Err(e) => format!("error: {e}"),
+            }
+        }
+        "edit_file" => match allowed_path(&arg("path")).and_then(|p| edit(&p, &arg("old"), &arg("new"))) {
+            Ok(done) => done,
+            Err(e) => format!("error: {e}"),
+        },
+        "git_diff" | "git_commit" | "git_push" => {
+            let Some(repo) = repo else { return "error: this job has no repository (no repo_url)".into() };
+            let result = match name {
+                "git_diff" => match (repo.git(&["status", "--short"]).await, repo.git(&["diff", "HEAD"]).await) {
+                    (Ok(status), Ok(diff)) => Ok(format!("{status}\n\n{diff}")),
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                },
+                "git_commit" => repo.commit(&arg("message")).await.map(|sha| format!("committed {sha}")),
+                _ => repo.push().await.map(|()| format!("pushed `{}`", repo.branch)),
+            };
+            match result {
+                Ok(text) => cap(text),
+                Err(e) => format!("error: {e}"),
+            }
+        }
         "run_command" => match run_command(&arg("command"), Duration::from_secs(120), stop, MAX_TOOL_OUTPUT).await {
             CommandResult::Exited { code, output, .. } => format!("exit code {code}\n{output}"),
             CommandResult::TimedOut { output } => format!("timed out after 120s\n{output}"),
@@ -207,6 +311,22 @@ mod tests {
         assert!(allowed_path("notes/a.txt").is_ok());
         assert!(allowed_path("../etc/passwd").unwrap_err().contains("`..`"));
         assert!(allowed_path("/etc/passwd").is_err());
+    }
+
+    #[test]
+    fn search_and_edit_work_on_text() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::create_dir_all(dir.path().join(".git")).unwrap();
+        std::fs::write(dir.path().join("src/lib.rs"), "fn a() {}\nfn total() -> u32 { 1 }\n").unwrap();
+        std::fs::write(dir.path().join(".git/HEAD"), "fn total").unwrap();
+        assert_eq!(search(dir.path(), "fn total"), "src/lib.rs:2: fn total() -> u32 { 1 }");
+        assert!(search(dir.path(), "nowhere").starts_with("no line contains"));
+        let f = dir.path().join("src/lib.rs");
+        assert!(edit(&f, "{ 1 }", "{ 2 }").is_ok());
+        assert!(std::fs::read_to_string(&f).unwrap().contains("{ 2 }"));
+        assert!(edit(&f, "fn ", "x").unwrap_err().contains("occurs 2 times"));
+        assert!(edit(&f, "absent", "x").unwrap_err().contains("not there"));
     }
 
     #[test]

@@ -102,7 +102,9 @@ fn git_changes_arrive_by_polling_too() {
 fn work_items_are_dispatched_once_across_restarts() {
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("manifests");
-    write(&m, "agents/worker.yaml", AGENT);
+    // recac work items are coding tasks: the agent clones each item's repository.
+    write(&m, "agents/worker.yaml", &AGENT.replace("[shell]", "[shell, git]"));
+    let app = bare_repo(tmp.path(), "app", &[("README", "app\n")]);
     let ticket = "apiVersion: george/v1
 kind: TaskTemplate
 metadata: {name: ticket}
@@ -120,8 +122,11 @@ spec:
     let work = tmp.path().join("work_items.json");
     std::fs::write(
         &work,
-        r#"[{"ID": "TASK-1", "Summary": "Implement login", "DESCRIPTION": "...", "Repo_Url": "https://example.com/app.git", "ENV_VARS": {"TEAM": "auth"}},
-            {"id": "TASK-2", "summary": "Fix logout"}]"#,
+        format!(
+            r#"[{{"ID": "TASK-1", "Summary": "Implement login", "DESCRIPTION": "...", "Repo_Url": "{}", "ENV_VARS": {{"TEAM": "auth"}}}},
+            {{"id": "TASK-2", "summary": "Fix logout"}}]"#,
+            app.display()
+        ),
     )
     .unwrap();
     let args =
@@ -131,6 +136,8 @@ spec:
     rt.block_on(async {
         let t1 = engine.wait_status("task-1", JobStatus::Completed, Duration::from_secs(30)).await;
         assert_eq!(t1.origin.reference.as_deref(), Some("TASK-1"));
+        assert_eq!(t1.params["repo_url"], app.display().to_string());
+        assert_eq!(git(&app, &["log", "--format=%s", "-1", "george/task-1"]), "george: step note done");
         engine.wait_status("task-2", JobStatus::Completed, Duration::from_secs(30)).await;
         let notes = std::fs::read_to_string(engine.dir.join("data/outputs/task-1/notes")).unwrap();
         assert_eq!(notes, "TASK-1 Implement login auth\n");

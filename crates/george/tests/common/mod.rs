@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod forge;
+pub mod git_http;
 pub mod inbox;
 pub mod llm;
 
@@ -345,4 +347,20 @@ pub fn stdout(o: &std::process::Output) -> String {
 
 pub fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A bare repository `<root>/<name>.git` whose `main` has one commit with `files`.
+pub fn bare_repo(root: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let seed = root.join(format!("{name}-seed"));
+    std::fs::create_dir_all(&seed).unwrap();
+    git(&seed, &["init", "-q", "-b", "main"]);
+    git(&seed, &["config", "user.email", "dev@example.com"]);
+    git(&seed, &["config", "user.name", "Dev"]);
+    for (path, text) in files {
+        write(&seed, path, text);
+    }
+    commit(&seed, "initial");
+    let bare = root.join(format!("{name}.git"));
+    git(root, &["clone", "-q", "--bare", seed.to_str().unwrap(), bare.to_str().unwrap()]);
+    bare
 }
