@@ -12,7 +12,7 @@ mod workfile;
 pub use folder::{read_manifest_dir, FolderSource};
 pub use git::{GitSource, GitSourceConfig};
 pub use runner::{SourceRunner, SyncRequest};
-pub use workfile::{WorkFileSource, WorkItem};
+pub use workfile::{job_id_for, WorkFileSource, WorkItem};
 
 use async_trait::async_trait;
 use george_core::validate::ManifestSet;

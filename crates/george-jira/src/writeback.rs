@@ -1,0 +1,262 @@
+//! Write-back: the progress of jobs that came from Jira, told on their
+//! tickets. The write-back follows the store's event log from a cursor kept
+//! in the store, so it is its own durable outbox: an event is done only
+//! when Jira has taken what it implies, and a Jira outage (`429`, `5xx`,
+//! network, wrong credentials) only delays it — the same event is tried
+//! again, in order, after `Retry-After` or a backoff. What Jira can never
+//! take (a ticket deleted, a transition the workflow lacks) is recorded as a
+//! `jira.writeback.failed` event and passed over.
+//!
+//! | job status | ticket |
+//! |---|---|
+//! | `in_progress` | moved to the in-progress status; comment: working on it (attempt N) |
+//! | `blocked` | moved to the blocked status if configured; comment with the reason |
+//! | `completed` | moved to the completed status; comment with the summaries, branch and commit |
+//! | `failed` | moved to the failed status if configured; comment with the error and an output excerpt |
+//! | `aborted` | comment |
+
+use crate::adf::{doc, Block};
+use crate::client::{JiraClient, JiraError};
+use crate::source::SOURCE;
+use crate::JiraSettings;
+use george_core::api::EventView;
+use george_store::{Store, StoreError};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const CURSOR: &str = "jira.writeback.cursor";
+
+/// The write-back worker.
+#[derive(Debug)]
+pub struct WriteBack {
+    settings: Arc<JiraSettings>,
+    client: JiraClient,
+    store: Arc<dyn Store>,
+    /// Job id → its ticket key (`None`: not from Jira).
+    tickets: HashMap<String, Option<String>>,
+}
+
+/// Why an event could not be written back.
+#[derive(Debug)]
+enum Failure {
+    /// Try again later.
+    Later(JiraError),
+    /// Never: record and move on.
+    Never(String),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+impl From<JiraError> for Failure {
+    fn from(e: JiraError) -> Self {
+        match e {
+            e if e.is_transient() || matches!(e, JiraError::Unauthorized) => Failure::Later(e),
+            e => Failure::Never(e.to_string()),
+        }
+    }
+}
+
+impl WriteBack {
+    /// A worker for `settings`, reading `store`'s event log.
+    pub fn new(settings: Arc<JiraSettings>, client: JiraClient, store: Arc<dyn Store>) -> Self {
+        Self { settings, client, store, tickets: HashMap::new() }
+    }
+
+    /// Runs until `stop`.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut events = self.store.subscribe();
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match self.pass(&stop).await {
+                Ok(true) => continue,
+                Ok(false) => {
+                    backoff = Duration::from_secs(1);
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = events.recv() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                }
+                Err(wait) => {
+                    let wait = wait.unwrap_or(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes back the events after the cursor. `Ok(true)`: there may be
+    /// more; `Ok(false)`: caught up; `Err`: wait (this long, if Jira said).
+    async fn pass(&mut self, stop: &CancellationToken) -> Result<bool, Option<Duration>> {
+        let store_err = |e: StoreError| {
+            tracing::warn!(error = %e, "Jira write-back cannot read the store");
+            None
+        };
+        let cursor = self.store.setting(CURSOR).await.map_err(store_err)?.and_then(|v| v.as_i64()).unwrap_or(0);
+        let batch = self.store.events_since(cursor, 200, None).await.map_err(store_err)?;
+        if batch.is_empty() {
+            return Ok(false);
+        }
+        for e in &batch {
+            if stop.is_cancelled() {
+                return Ok(false);
+            }
+            match self.apply(e).await {
+                Ok(()) => {}
+                Err(Failure::Later(err)) => {
+                    tracing::warn!(seq = e.seq, error = %err, "Jira write-back delayed");
+                    return Err(err.retry_after());
+                }
+                Err(Failure::Store(err)) => return Err(store_err(err)),
+                Err(Failure::Never(why)) => {
+                    tracing::warn!(seq = e.seq, error = %why, "Jira write-back gave up on an event");
+                    let data = json!({"event": e.seq, "reason": why});
+                    self.store
+                        .record_event(e.job_id.as_deref(), "jira.writeback.failed", "jira", data)
+                        .await
+                        .map_err(store_err)?;
+                }
+            }
+            self.store.set_setting(CURSOR, Some(json!(e.seq))).await.map_err(store_err)?;
+        }
+        Ok(true)
+    }
+
+    async fn ticket_of(&mut self, job: &str) -> Result<Option<String>, StoreError> {
+        if let Some(t) = self.tickets.get(job) {
+            return Ok(t.clone());
+        }
+        let t = self.store.get_job(job).await?.filter(|j| j.origin.source == SOURCE).and_then(|j| j.origin.reference);
+        self.tickets.insert(job.to_string(), t.clone());
+        Ok(t)
+    }
+
+    async fn apply(&mut self, e: &EventView) -> Result<(), Failure> {
+        if e.kind != "job.status" {
+            return Ok(());
+        }
+        let Some(job) = e.job_id.as_deref() else { return Ok(()) };
+        let Some(key) = self.ticket_of(job).await? else { return Ok(()) };
+        let to = e.data["to"].as_str().unwrap_or("");
+        let reason = e.data["reason"].as_str().unwrap_or("").to_string();
+        let statuses = self.settings.statuses.clone();
+        match to {
+            "in_progress" => {
+                self.move_to(&key, &statuses.in_progress).await?;
+                let attempt = e.attempt.map(|a| format!(", attempt {a}")).unwrap_or_default();
+                self.comment(&key, &[Block::Paragraph(format!("George is working on this (job {job}{attempt})."))])
+                    .await
+            }
+            "blocked" => {
+                if let Some(s) = &statuses.blocked {
+                    self.move_to(&key, s).await?;
+                }
+                self.comment(
+                    &key,
+                    &[
+                        Block::Paragraph(format!("George is blocked (job {job}): {reason}")),
+                        Block::Paragraph("Reply on this ticket to answer; the job resumes with your reply.".into()),
+                    ],
+                )
+                .await
+            }
+            "completed" => {
+                self.move_to(&key, &statuses.completed).await?;
+                let blocks = self.completion(job).await?;
+                self.comment(&key, &blocks).await
+            }
+            "failed" => {
+                if let Some(s) = &statuses.failed {
+                    self.move_to(&key, s).await?;
+                }
+                let mut blocks = vec![Block::Paragraph(format!("George could not finish job {job}: {reason}"))];
+                if let Some(tail) = self.output_tail(job).await? {
+                    blocks.push(Block::Paragraph("The end of the last output:".into()));
+                    blocks.push(Block::Code(tail));
+                }
+                self.comment(&key, &blocks).await
+            }
+            "aborted" => self.comment(&key, &[Block::Paragraph(format!("George stopped job {job}: {reason}"))]).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn comment(&self, key: &str, blocks: &[Block]) -> Result<(), Failure> {
+        self.client.add_comment(key, &doc(blocks)).await?;
+        Ok(())
+    }
+
+    /// Moves the ticket to `status` unless it is there already.
+    async fn move_to(&self, key: &str, status: &str) -> Result<(), Failure> {
+        let transitions = self.client.transitions(key).await?;
+        if let Some(t) = transitions.iter().find(|t| t.to.eq_ignore_ascii_case(status)) {
+            return match self.client.transition(key, &t.id).await {
+                Ok(()) => Ok(()),
+                // Moved meanwhile (e.g. by a person): look again next time rather than fail.
+                Err(JiraError::Rejected { status: 400 | 409, .. }) if self.status_of(key).await? == status => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+        }
+        let current = self.status_of(key).await?;
+        if current.eq_ignore_ascii_case(status) {
+            return Ok(());
+        }
+        Err(Failure::Never(format!(
+            "{key}: no transition from `{current}` to `{status}` (available: {}); check jira.statuses",
+            transitions.iter().map(|t| t.to.clone()).collect::<Vec<_>>().join(", ")
+        )))
+    }
+
+    async fn status_of(&self, key: &str) -> Result<String, Failure> {
+        Ok(self.client.status(key).await?)
+    }
+
+    /// The completion comment: summaries, and the branch when the job worked in a repository.
+    async fn completion(&self, job: &str) -> Result<Vec<Block>, StoreError> {
+        let mut blocks = vec![Block::Paragraph(format!("George finished job {job}."))];
+        for ev in self.store.evidence(job).await? {
+            match ev.kind.as_str() {
+                "summary" => blocks.push(Block::Paragraph(ev.content.clone())),
+                "git.result" => {
+                    let v: Value = serde_json::from_str(&ev.content).unwrap_or(Value::Null);
+                    let mut text = format!(
+                        "Branch {} at commit {}",
+                        v["branch"].as_str().unwrap_or("?"),
+                        v["commit"].as_str().unwrap_or("?")
+                    );
+                    if let Some(pr) = v["pull_request"].as_str() {
+                        text.push_str(&format!("\nPull request: {pr}"));
+                    }
+                    blocks.push(Block::Paragraph(text));
+                    if let Some(stat) = v["diff_stat"].as_str() {
+                        blocks.push(Block::Code(stat.to_string()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(blocks)
+    }
+
+    /// The last lines of the job's latest step output.
+    async fn output_tail(&self, job: &str) -> Result<Option<String>, StoreError> {
+        let ev = self.store.evidence(job).await?;
+        Ok(ev.iter().rev().find(|e| e.kind == "output").map(|e| {
+            let lines: Vec<&str> = e.content.lines().collect();
+            lines[lines.len().saturating_sub(20)..].join("\n")
+        }))
+    }
+}
