@@ -22,10 +22,12 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
 }
 
-/// Checks the body's signature; GitHub's `X-Hub-Signature-256` is accepted too.
+/// Checks the body's signature; GitHub's `X-Hub-Signature-256` and Jira's
+/// `X-Hub-Signature` (both `sha256=<hex>`) are accepted too.
 fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
     let given = header(headers, SIGNATURE_HEADER)
         .or_else(|| header(headers, "x-hub-signature-256"))
+        .or_else(|| header(headers, "x-hub-signature"))
         .and_then(|v| v.strip_prefix("sha256="))
         .and_then(|hexsig| hex::decode(hexsig).ok())
         .ok_or_else(|| {
@@ -45,6 +47,37 @@ fn trigger_error(e: TriggerError) -> ApiError {
         TriggerError::Invalid(m) => ApiError::invalid(m),
         TriggerError::Store(e) => e.into(),
     }
+}
+
+/// `POST /api/v1/webhooks/jira`: a Jira webhook (issue created or updated,
+/// comment created) makes the sources sync now instead of at the next poll.
+pub async fn jira_webhook(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let secret = st.engine.jira_webhook_secret().ok_or_else(|| {
+        ApiError::Unauthorized("Jira webhooks are not enabled on this engine (configure jira.webhookSecret)".into())
+    })?;
+    verify(secret, &headers, &body)?;
+    let payload: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+    let Some(event) = payload.get("webhookEvent").and_then(Value::as_str) else {
+        return Err(ApiError::Invalid {
+            message: "not a Jira webhook: `webhookEvent` is missing".into(),
+            field: Some("webhookEvent".into()),
+            details: vec![],
+        });
+    };
+    let event = event.to_string();
+    let engine = st.engine.clone();
+    tokio::spawn(async move {
+        if let Err(e) = engine.sync_now().await {
+            tracing::warn!(error = %e, "sync after a Jira webhook failed");
+        }
+    });
+    tracing::info!(event = %event, "Jira webhook: syncing now");
+    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": true, "event": event}))))
 }
 
 pub async fn webhook(

@@ -47,6 +47,8 @@ pub struct EngineConfig {
     pub trigger_tick: Duration,
     /// The key webhook events are signed with (HMAC-SHA256).
     pub webhook_secret: Option<WebhookSecret>,
+    /// The signing key of Jira webhooks (`POST /api/v1/webhooks/jira`).
+    pub jira_webhook_secret: Option<WebhookSecret>,
     /// LLM providers and organisation budgets.
     pub llm: crate::llm::LlmSettings,
     /// Slack-compatible incoming-webhook URLs that receive budget alerts.
@@ -103,6 +105,7 @@ impl EngineConfig {
             backpressure: Backpressure::default(),
             trigger_tick: Duration::from_secs(1),
             webhook_secret: None,
+            jira_webhook_secret: None,
             llm: crate::llm::LlmSettings { default_cap: 4096, ..Default::default() },
             notify: Vec::new(),
         }

@@ -210,6 +210,11 @@ impl EngineHandle {
         self.ctx.cfg.webhook_secret.as_ref().map(|s| s.0.as_slice())
     }
 
+    /// The Jira webhooks' signing key, if Jira webhooks are enabled.
+    pub fn jira_webhook_secret(&self) -> Option<&[u8]> {
+        self.ctx.cfg.jira_webhook_secret.as_ref().map(|s| s.0.as_slice())
+    }
+
     /// If a new job of `priority` must be refused now (the queue is too deep),
     /// how long the caller should wait before trying again.
     pub fn backpressure(&self, priority: george_core::Priority) -> Option<std::time::Duration> {

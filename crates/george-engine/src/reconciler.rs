@@ -120,6 +120,9 @@ async fn observe(ctx: &Context, state: &JobState) -> Observed {
     }
 }
 
+/// Parameters longer than this are not passed as `GEORGE_PARAM_*` variables.
+pub const MAX_PARAM_ENV_BYTES: usize = 32 << 10;
+
 /// Records why a pending job does not start (once, not on every look).
 async fn explain_wait(ctx: &Context, job: &JobView, reason: String, actor: &str) -> Result<(), StoreError> {
     if job.reason.as_deref() != Some(reason.as_str()) {
@@ -183,6 +186,10 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         };
+        if value.len() > MAX_PARAM_ENV_BYTES {
+            // Too big for one environment variable (Linux allows 128 KiB); the agent reads it from its context.
+            continue;
+        }
         env.insert(format!("GEORGE_PARAM_{}", k.to_ascii_uppercase().replace(['-', '.'], "_")), value);
     }
     env.insert("GEORGE_JOB_ID".into(), job.id.clone());

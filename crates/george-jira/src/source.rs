@@ -61,6 +61,11 @@ impl JiraSource {
         Self { settings, client, myself: OnceCell::new() }
     }
 
+    /// The settings.
+    pub fn settings(&self) -> &Arc<JiraSettings> {
+        &self.settings
+    }
+
     /// The client (shared with the write-back).
     pub fn client(&self) -> &JiraClient {
         &self.client

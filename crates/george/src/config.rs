@@ -39,9 +39,80 @@ pub struct Config {
     /// LLM providers and token budgets.
     #[serde(default)]
     pub llm: LlmSection,
-    /// Jira (seed shape; not supported by this version).
+    /// Jira: the work source and status board.
     #[serde(default)]
-    pub jira: Option<serde_json::Value>,
+    pub jira: Option<JiraSection>,
+}
+
+/// `jira:` (seed 000's shape, extended).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JiraSection {
+    /// Site URL, e.g. `https://acme.atlassian.net`.
+    pub url: Option<String>,
+    /// Project key.
+    pub project: Option<String>,
+    /// Cloud: the bot account's email (HTTP Basic with the API token).
+    pub email: Option<String>,
+    /// The API token (or a Data Center personal access token when no email is set) from an
+    /// environment variable of the engine ...
+    pub token_env: Option<String>,
+    /// ... or a file ...
+    pub token_file: Option<PathBuf>,
+    /// ... or a secret in secrets.dir.
+    pub token_secret: Option<String>,
+    /// Seed 000's `credentials: {secretRef: NAME}`: the secret `NAME` in secrets.dir with
+    /// keys `email` and `token` (`NAME/email`, `NAME/token`).
+    #[serde(default)]
+    pub credentials: Option<JiraCredentials>,
+    /// The label that marks work for George (default `george`).
+    pub label: Option<String>,
+    /// A full JQL query that replaces the label query.
+    pub query: Option<String>,
+    /// Poll interval (default 60s).
+    pub interval: Option<HumanDuration>,
+    /// Results per search page (default 50).
+    pub page_size: Option<u32>,
+    /// The template tickets become when no rule matches.
+    pub template: Option<String>,
+    /// Rules: `{issueType?, label?, template}`, first match wins.
+    #[serde(default)]
+    pub rules: Vec<george_jira::Rule>,
+    /// Custom field id → template parameter.
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// Jira priority name → priority class.
+    #[serde(default)]
+    pub priorities: std::collections::BTreeMap<String, george_core::Priority>,
+    /// Statuses George moves tickets to.
+    #[serde(default)]
+    pub statuses: JiraStatuses,
+    /// Assign claimed tickets to this account id (`self`: George's account).
+    pub assignee: Option<String>,
+    /// Jira webhooks (`POST /api/v1/webhooks/jira`): the signing secret's name in secrets.dir ...
+    pub webhook_secret: Option<String>,
+    /// ... or a file holding it.
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JiraCredentials {
+    /// The secret's name in secrets.dir.
+    pub secret_ref: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JiraStatuses {
+    /// Claimed and worked on (default `In Progress`).
+    pub in_progress: Option<String>,
+    /// Blocked (default: none, the status stays).
+    pub blocked: Option<String>,
+    /// Completed (default `Done`).
+    pub completed: Option<String>,
+    /// Failed (default: none, the status stays).
+    pub failed: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -317,6 +388,22 @@ impl Config {
         }
         if let Some(v) = get("GEORGE_AGENT_MODEL") {
             self.llm.default.model = Some(v);
+        }
+        for (var, set) in [
+            ("GEORGE_JIRA_URL", (|j: &mut JiraSection, v| j.url = Some(v)) as fn(&mut JiraSection, String)),
+            ("GEORGE_JIRA_PROJECT", |j, v| j.project = Some(v)),
+            ("GEORGE_JIRA_EMAIL", |j, v| j.email = Some(v)),
+            ("GEORGE_JIRA_LABEL", |j, v| j.label = Some(v)),
+            ("GEORGE_JIRA_QUERY", |j, v| j.query = Some(v)),
+            ("GEORGE_JIRA_TEMPLATE", |j, v| j.template = Some(v)),
+        ] {
+            if let Some(v) = get(var) {
+                set(self.jira.get_or_insert_with(Default::default), v);
+            }
+        }
+        if get("GEORGE_JIRA_TOKEN").is_some() {
+            // Seed 000: the token itself in the engine's environment.
+            self.jira.get_or_insert_with(Default::default).token_env = Some("GEORGE_JIRA_TOKEN".into());
         }
         if let Some(v) = get("GEORGE_AGENT_IMAGE") {
             self.container_backend.docker.image = Some(v);

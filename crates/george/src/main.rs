@@ -8,6 +8,7 @@ mod bench_proxy;
 mod cli;
 mod commands;
 mod config;
+mod jira_setup;
 mod output;
 mod serve;
 mod up;

@@ -38,17 +38,13 @@ pub struct Server {
     shutdown: CancellationToken,
     engine_task: tokio::task::JoinHandle<anyhow::Result<()>>,
     api_task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    writeback: Option<tokio::task::JoinHandle<()>>,
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl Server {
     /// Starts everything.
     pub async fn start(cfg: Config) -> anyhow::Result<Server> {
-        if cfg.jira.is_some() {
-            bail!(
-                "config: jira: the Jira source is not supported by this version of george; remove the `jira` section"
-            );
-        }
         let data_dir = cfg.engine.data_dir.clone().unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -90,7 +86,11 @@ impl Server {
         );
         let engine_id = cfg.engine.id.clone().unwrap_or_else(|| "george".into());
         let runtime = build_runtime(&cfg, &data_dir, &engine_id).await?;
-        let sources = build_sources(&cfg, &data_dir);
+        let mut sources = build_sources(&cfg, &data_dir);
+        let jira = crate::jira_setup::settings(&cfg, &engine_id)?.map(|s| Arc::new(george_jira::JiraSource::new(s)));
+        if let Some(j) = &jira {
+            sources.push(j.clone());
+        }
 
         let mut ecfg = EngineConfig::new(api_url.clone());
         ecfg.engine_id = engine_id;
@@ -120,6 +120,7 @@ impl Server {
             ecfg.trigger_tick = t.get().max(std::time::Duration::from_millis(10));
         }
         ecfg.webhook_secret = webhook_secret(&cfg)?;
+        ecfg.jira_webhook_secret = crate::jira_setup::webhook_secret(&cfg)?;
         ecfg.llm = llm_settings(&cfg)?;
         for (i, url) in cfg.llm.budgets.notify.iter().enumerate() {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -148,6 +149,10 @@ impl Server {
             let s = shutdown.clone();
             tokio::spawn(async move { engine.run(s).await.map_err(anyhow::Error::from) })
         };
+        let writeback = jira.map(|j| {
+            let wb = george_jira::WriteBack::new(j.settings().clone(), j.client().clone(), store.clone());
+            tokio::spawn(wb.run(shutdown.clone()))
+        });
         let state = ApiState {
             store: store.clone(),
             engine: handle.clone(),
@@ -162,12 +167,26 @@ impl Server {
             })
         };
         tracing::info!(api = %api_url, data_dir = %data_dir.display(), "george is up");
-        Ok(Server { api_url, token, token_file, store, data_dir, shutdown, engine_task, api_task, _lock: lock })
+        Ok(Server {
+            api_url,
+            token,
+            token_file,
+            store,
+            data_dir,
+            shutdown,
+            engine_task,
+            api_task,
+            writeback,
+            _lock: lock,
+        })
     }
 
     /// Stops the engine and the API. Agents keep running; the next start adopts them.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
+        if let Some(w) = self.writeback {
+            let _ = w.await;
+        }
         let (e, a) = tokio::join!(self.engine_task, self.api_task);
         e??;
         a??;

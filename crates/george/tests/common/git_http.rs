@@ -49,25 +49,6 @@ impl GitHttp {
     }
 }
 
-/// Decodes standard base64 (as in `Authorization: Basic`).
-fn decode64(text: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in text.trim().bytes().take_while(|c| *c != b'=') {
-        let Some(v) = T.iter().position(|t| *t == c) else { return String::new() };
-        bits = bits << 6 | v as u32;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 async fn cgi(
     State(cfg): State<Arc<Config>>,
     method: Method,
@@ -80,7 +61,7 @@ async fn cgi(
     if !auth.is_empty() {
         cfg.seen_auth.lock().unwrap().push(auth.to_string());
     }
-    let user_part = auth.strip_prefix("Basic ").map(decode64).unwrap_or_default();
+    let user_part = auth.strip_prefix("Basic ").map(super::decode_base64).unwrap_or_default();
     if user_part.split_once(':').map(|(_, t)| t) != Some(cfg.token.as_str()) {
         return Response::builder()
             .status(StatusCode::UNAUTHORIZED)
