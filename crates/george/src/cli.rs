@@ -39,6 +39,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Quickstart: run the engine on a folder of manifests and show progress.
     Up(UpArgs),
+    /// The recac orchestrator's command line: poll Jira or a work file and run agents.
+    Orchestrate(Box<crate::orchestrate::OrchestrateArgs>),
     /// Check a folder of manifests.
     Validate {
         /// The folder (or a single file).

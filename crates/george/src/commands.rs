@@ -17,6 +17,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
         Command::Agent { command: AgentCommand::Run } => return run_agent().await,
         Command::Serve(args) => crate::up::serve(*args).await,
         Command::Up(args) => return crate::up::up(args).await,
+        Command::Orchestrate(args) => crate::orchestrate::run(*args).await,
         Command::Bench(args) => crate::bench::run(args, format).await,
         ref other => match client(&cli) {
             Ok(c) => remote(&c, other, format).await,

@@ -55,9 +55,6 @@ pub fn settings(cfg: &Config, engine_id: &str) -> anyhow::Result<Option<Arc<Jira
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         bail!("jira.url: expected an http:// or https:// URL, got {url:?}");
     }
-    if j.query.is_none() && j.project.is_none() {
-        bail!("jira.project: required unless jira.query gives the whole JQL");
-    }
     let template = j.template.clone().context("jira.template: required: the TaskTemplate tickets become")?;
     let d = StatusMap::default();
     let statuses = StatusMap {

@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod config;
 mod jira_setup;
+mod orchestrate;
 mod output;
 mod serve;
 mod up;
@@ -36,7 +37,7 @@ fn init_tracing(default: &str, json: bool) {
 fn main() {
     let cli = Cli::parse();
     let default_log = match &cli.command {
-        Command::Serve(_) => "info",
+        Command::Serve(_) | Command::Orchestrate(_) => "info",
         Command::Agent { .. } => "info",
         _ => "warn",
     };

@@ -9,7 +9,8 @@
 //! - 429s and 503s delay write-back but lose nothing and claim nothing twice;
 //! - a signed webhook starts a job long before the next poll;
 //! - bad JQL, odd descriptions, unknown transitions and wrong credentials
-//!   each give a clear error, lose nothing and panic nothing.
+//!   each give a clear error, lose nothing and panic nothing;
+//! - `george orchestrate` runs a recac setup (its flags and variables) unchanged.
 
 mod common;
 
@@ -478,5 +479,42 @@ fn bad_input_gives_clear_errors_and_loses_nothing() {
         assert!(s.errors.join(";").contains("Jira rejected the credentials (401)"), "{:?}", s.errors);
         assert!(!wrong.log().contains("not-the-token"), "the token is not logged");
         assert_eq!(k.status("PROJ-70"), "To Do");
+    });
+}
+
+#[test]
+fn george_orchestrate_runs_a_recac_setup() {
+    let j = jira();
+    let mut t = NewIssue::new("RC-1", "rename the module");
+    t.labels = vec!["recac-agent".into()];
+    j.add_issue(t);
+    let llm = ScriptedLlm::start();
+    llm.push(Reply::tool("complete_step", json!({"summary": "renamed"}), 10, 2));
+    let tmp = tempfile::tempdir().unwrap();
+    // George-only settings (a scripted provider) come from a config file; the rest is recac's.
+    let cfg =
+        format!("{FAST_CONFIG}llm:\n  providers:\n    - {{name: scripted, api: openai, baseUrl: '{}'}}\n", llm.url);
+    let e = Engine::start_as(
+        tmp.path(),
+        "orchestrate",
+        &cfg,
+        &[],
+        &[
+            ("RECAC_ORCHESTRATOR_MODE", "process"),
+            ("RECAC_POLLER", "jira"),
+            ("RECAC_ORCHESTRATOR_INTERVAL", "200ms"),
+            ("RECAC_AGENT_PROVIDER", "scripted"),
+            ("RECAC_AGENT_MODEL", "m"),
+            ("JIRA_URL", j.url.as_str()),
+            ("JIRA_USERNAME", EMAIL),
+            ("JIRA_API_TOKEN", TOKEN),
+        ],
+    );
+    e.rt().block_on(async {
+        let job = e.wait_status("rc-1", JobStatus::Completed, Duration::from_secs(30)).await;
+        assert_eq!((job.template.as_str(), job.agent.as_str()), ("recac-task", "recac-agent"));
+        assert_eq!(job.params["summary"], "rename the module");
+        assert!(llm.received()[0].body.to_string().contains("rename the module"));
+        until("the ticket to be done", Duration::from_secs(20), async || j.status("RC-1") == "Done").await;
     });
 }

@@ -51,6 +51,7 @@ pub struct Engine {
     extra_env: Vec<(String, String)>,
     log: PathBuf,
     starts: u32,
+    command: String,
 }
 
 impl Engine {
@@ -66,6 +67,11 @@ impl Engine {
 
     /// Starts `george serve` with exactly `config` (no `FAST_CONFIG`).
     pub fn start_full(dir: &Path, config: &str, args: &[&str], env: &[(&str, &str)]) -> Engine {
+        Self::start_as(dir, "serve", config, args, env)
+    }
+
+    /// Starts `george <command>` (`serve`, `orchestrate`) with exactly `config`.
+    pub fn start_as(dir: &Path, command: &str, config: &str, args: &[&str], env: &[(&str, &str)]) -> Engine {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("george-config.yaml"), config).unwrap();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -79,6 +85,7 @@ impl Engine {
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             log: PathBuf::new(),
             starts: 0,
+            command: command.to_string(),
         };
         e.launch("127.0.0.1:0");
         e
@@ -89,7 +96,7 @@ impl Engine {
         self.log = self.dir.join(format!("engine-{}.log", self.starts));
         let log = std::fs::File::create(&self.log).unwrap();
         self.child = Command::new(george_bin())
-            .arg("serve")
+            .arg(&self.command)
             .arg("--config")
             .arg(self.dir.join("george-config.yaml"))
             .arg("--data-dir")

@@ -1,0 +1,287 @@
+//! `george orchestrate`: the recac orchestrator's command line (seed 004),
+//! flags and `RECAC_*` variables included, mapped onto George's
+//! configuration, so a recac setup runs unchanged:
+//!
+//! | recac | George |
+//! |---|---|
+//! | `--mode local` / `k8s` | Docker runtime / (Kubernetes: not in this version) — `process` is also accepted |
+//! | `--poller jira` / `file` | the Jira source / the work-file source |
+//! | `--interval` | the poller's interval |
+//! | `--jira-label`, `--jira-query` | `jira.label`, `jira.query` |
+//! | `--work-file` | `sources.workFile.path` |
+//! | `--image`, `--image-pull-policy` | the agent image and its pull policy |
+//! | `--namespace` | recorded; used only by the Kubernetes runtime |
+//! | `--agent-provider`, `--agent-model` | `llm.default` (`openai`, `anthropic` and `openrouter` need no config: their keys come from `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, `OPENROUTER_API_KEY`) |
+//!
+//! Jira's site and account come from `JIRA_URL`, `JIRA_EMAIL` (or
+//! `JIRA_USERNAME`), `JIRA_API_TOKEN` (or `JIRA_TOKEN`) and optionally
+//! `JIRA_PROJECT`. Without `--manifests`, George brings the manifests a recac
+//! setup implies: an AgentSpec `recac-agent` and a TaskTemplate `recac-task`
+//! (one LLM step on the ticket, in its repository when it names one).
+
+use crate::config::{Config, FolderSection, JiraSection, ProviderSection, WorkFileSection};
+use anyhow::{bail, Context as _};
+use clap::Args;
+use george_core::duration::HumanDuration;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The built-in manifests.
+pub const RECAC_MANIFESTS: &str = "apiVersion: george/v1
+kind: AgentSpec
+metadata: {name: recac-agent}
+spec:
+  capabilities: [shell, files, git]
+  secrets:
+    git: [{name: git-token}]
+---
+apiVersion: george/v1
+kind: TaskTemplate
+metadata: {name: recac-task}
+spec:
+  variables:
+    - {name: ticket, type: string, required: false}
+    - {name: id, type: string, required: false}
+    - {name: summary, type: string, required: false}
+    - {name: description, type: string, required: false}
+    - {name: repo_url, type: string, required: false}
+  steps:
+    - id: work
+      description: \"Do what this ticket asks: {{summary}}. Its description follows.\\n{{description}}\"
+";
+
+/// `george orchestrate` (recac's flags and variables).
+#[derive(Debug, Args)]
+pub struct OrchestrateArgs {
+    /// `local` (Docker), `k8s` (Kubernetes) or `process` (local processes).
+    #[arg(long, env = "RECAC_ORCHESTRATOR_MODE", default_value = "local")]
+    pub mode: String,
+    /// `jira` or `file`.
+    #[arg(long, env = "RECAC_POLLER", default_value = "jira")]
+    pub poller: String,
+    /// Polling interval.
+    #[arg(long, env = "RECAC_ORCHESTRATOR_INTERVAL", default_value = "1m")]
+    pub interval: humantime::Duration,
+    /// LLM provider for agents.
+    #[arg(long, env = "RECAC_AGENT_PROVIDER")]
+    pub agent_provider: Option<String>,
+    /// LLM model for agents.
+    #[arg(long, env = "RECAC_AGENT_MODEL")]
+    pub agent_model: Option<String>,
+    /// The agents' image (Docker, Kubernetes).
+    #[arg(long, env = "RECAC_ORCHESTRATOR_IMAGE")]
+    pub image: Option<String>,
+    /// Kubernetes namespace for agent Jobs.
+    #[arg(long, env = "RECAC_ORCHESTRATOR_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// `Always`, `IfNotPresent` or `Never`.
+    #[arg(long, env = "RECAC_IMAGE_PULL_POLICY")]
+    pub image_pull_policy: Option<String>,
+    /// Poll Jira for issues with this label.
+    #[arg(long, default_value = "recac-agent")]
+    pub jira_label: String,
+    /// A JQL query (overrides the label).
+    #[arg(long)]
+    pub jira_query: Option<String>,
+    /// The JSON work items file (`--poller file`).
+    #[arg(long, env = "RECAC_WORK_FILE", default_value = "work_items.json")]
+    pub work_file: PathBuf,
+    /// George: a configuration file to start from.
+    #[arg(long, short = 'c', env = "GEORGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// George: manifests to use instead of the built-in recac-agent and recac-task.
+    #[arg(long)]
+    pub manifests: Option<PathBuf>,
+    /// George: the TaskTemplate tickets and work items become.
+    #[arg(long, default_value = "recac-task")]
+    pub template: String,
+    /// George: API address.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// George: data directory.
+    #[arg(long, env = "GEORGE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Well-known providers, for `--agent-provider` without configuration.
+fn preset(name: &str) -> Option<ProviderSection> {
+    let (api, base, env) = match name {
+        "openai" => (george_governor::ProviderApi::OpenAi, "https://api.openai.com/v1", "OPENAI_API_KEY"),
+        "openrouter" => (george_governor::ProviderApi::OpenAi, "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+        "anthropic" => (george_governor::ProviderApi::Anthropic, "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY"),
+        _ => return None,
+    };
+    Some(ProviderSection {
+        name: name.into(),
+        api,
+        base_url: base.into(),
+        api_key_env: Some(env.into()),
+        api_key_file: None,
+        api_key_secret: None,
+    })
+}
+
+impl OrchestrateArgs {
+    /// The configuration these flags (and `get` for the environment) describe.
+    pub fn to_config(&self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        let mut cfg = match &self.config {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        cfg.apply_env(&get)?;
+        if let Some(l) = self.listen {
+            cfg.engine.listen = Some(l);
+        }
+        if let Some(d) = &self.data_dir {
+            cfg.engine.data_dir = Some(d.clone());
+        }
+        match self.mode.as_str() {
+            "local" | "docker" => cfg.container_backend.backend_type = Some("docker".into()),
+            "process" => cfg.container_backend.backend_type = Some("process".into()),
+            "k8s" | "kubernetes" => bail!(
+                "--mode k8s: the Kubernetes runtime is not in this version of george; use --mode local (Docker) or process"
+            ),
+            other => bail!("--mode: expected local, k8s or process, got `{other}`"),
+        }
+        if let Some(i) = &self.image {
+            cfg.container_backend.docker.image = Some(i.clone());
+        }
+        if let Some(p) = &self.image_pull_policy {
+            cfg.container_backend.docker.pull_policy = Some(p.clone());
+        }
+        if let Some(p) = &self.agent_provider {
+            if !cfg.llm.providers.iter().any(|x| &x.name == p) {
+                let preset = preset(p).with_context(|| {
+                    format!("--agent-provider `{p}`: not configured under llm.providers, and not openai, anthropic or openrouter")
+                })?;
+                cfg.llm.providers.push(preset);
+            }
+            cfg.llm.default.provider = Some(p.clone());
+        }
+        if let Some(m) = &self.agent_model {
+            cfg.llm.default.model = Some(m.clone());
+        }
+        let interval = Some(HumanDuration(self.interval.into()));
+        match self.poller.as_str() {
+            "jira" => {
+                let j = cfg.jira.get_or_insert_with(JiraSection::default);
+                if let Some(u) = get("JIRA_URL") {
+                    j.url = Some(u);
+                }
+                if let Some(e) = get("JIRA_EMAIL").or_else(|| get("JIRA_USERNAME")) {
+                    j.email = Some(e);
+                }
+                if j.token_env.is_none()
+                    && j.token_file.is_none()
+                    && j.token_secret.is_none()
+                    && j.credentials.is_none()
+                {
+                    j.token_env = ["JIRA_API_TOKEN", "JIRA_TOKEN", "GEORGE_JIRA_TOKEN"]
+                        .iter()
+                        .find(|v| get(v).is_some())
+                        .map(|v| v.to_string());
+                }
+                if let Some(p) = get("JIRA_PROJECT") {
+                    j.project = Some(p);
+                }
+                j.label = Some(self.jira_label.clone());
+                if self.jira_query.is_some() {
+                    j.query = self.jira_query.clone();
+                }
+                j.interval = interval;
+                j.template = Some(self.template.clone());
+                if j.url.is_none() {
+                    bail!("--poller jira needs the Jira site: set JIRA_URL (and JIRA_EMAIL, JIRA_API_TOKEN)");
+                }
+            }
+            "file" => {
+                cfg.sources.work_file =
+                    Some(WorkFileSection { path: self.work_file.clone(), template: self.template.clone(), interval });
+            }
+            other => bail!("--poller: expected jira or file, got `{other}`"),
+        }
+        if let Some(m) = &self.manifests {
+            cfg.sources.folder = Some(FolderSection { path: m.clone(), interval: None });
+        }
+        Ok(cfg)
+    }
+}
+
+/// Runs the orchestrator until SIGINT or SIGTERM.
+pub async fn run(args: OrchestrateArgs) -> anyhow::Result<()> {
+    let mut cfg = args.to_config(|k| std::env::var(k).ok())?;
+    if cfg.sources.folder.is_none() {
+        // The manifests a recac setup implies.
+        let dir =
+            cfg.engine.data_dir.clone().unwrap_or_else(|| crate::serve::DEFAULT_DATA_DIR.into()).join("orchestrate");
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::write(dir.join("recac.yaml"), RECAC_MANIFESTS)
+            .with_context(|| format!("cannot write {}", dir.join("recac.yaml").display()))?;
+        cfg.sources.folder = Some(FolderSection { path: dir, interval: None });
+    }
+    if args.mode == "local" && args.namespace != "default" {
+        tracing::info!(namespace = %args.namespace, "--namespace applies to --mode k8s only");
+    }
+    let server = crate::serve::Server::start(cfg).await?;
+    server.run_until_signal().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: OrchestrateArgs,
+    }
+
+    fn parse(argv: &[&str]) -> OrchestrateArgs {
+        let mut all = vec!["orchestrate"];
+        all.extend(argv);
+        Cli::try_parse_from(all).unwrap().args
+    }
+
+    #[test]
+    fn recac_flags_map_onto_george() {
+        let env = |k: &str| match k {
+            "JIRA_URL" => Some("https://acme.atlassian.net".to_string()),
+            "JIRA_USERNAME" => Some("bot@acme.com".to_string()),
+            "JIRA_API_TOKEN" => Some("t".to_string()),
+            _ => None,
+        };
+        let cfg =
+            parse(&["--mode", "process", "--interval", "30s", "--agent-provider", "openrouter", "--agent-model", "m"])
+                .to_config(env)
+                .unwrap();
+        let j = cfg.jira.unwrap();
+        assert_eq!(
+            (j.label.as_deref(), j.email.as_deref(), j.token_env.as_deref()),
+            (Some("recac-agent"), Some("bot@acme.com"), Some("JIRA_API_TOKEN"))
+        );
+        assert_eq!(j.interval.unwrap().get().as_secs(), 30);
+        assert_eq!(j.template.as_deref(), Some("recac-task"));
+        assert_eq!(cfg.container_backend.backend_type.as_deref(), Some("process"));
+        assert_eq!(cfg.llm.providers[0].base_url, "https://openrouter.ai/api/v1");
+        assert_eq!(cfg.llm.default.model.as_deref(), Some("m"));
+
+        let cfg =
+            parse(&["--poller", "file", "--work-file", "w.json", "--image", "img", "--image-pull-policy", "Never"])
+                .to_config(|_| None)
+                .unwrap();
+        assert_eq!(cfg.sources.work_file.unwrap().path, PathBuf::from("w.json"));
+        assert_eq!(
+            cfg.container_backend.backend_type.as_deref(),
+            Some("docker"),
+            "recac's default mode is local Docker"
+        );
+        assert_eq!(cfg.container_backend.docker.pull_policy.as_deref(), Some("Never"));
+
+        let err = |argv: &[&str]| parse(argv).to_config(|_| None).unwrap_err().to_string();
+        assert!(err(&["--mode", "k8s"]).contains("Kubernetes runtime is not in this version"));
+        assert!(err(&["--poller", "rss"]).contains("expected jira or file"));
+        assert!(err(&[]).contains("set JIRA_URL"));
+        assert!(err(&["--poller", "file", "--agent-provider", "acme"]).contains("not configured under llm.providers"));
+    }
+}
