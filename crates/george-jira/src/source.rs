@@ -127,9 +127,19 @@ impl JiraSource {
         store.set_setting(&claim_key(&t.key), Some(json!("pending"))).await?;
         match self.client.transition(&t.key, &tr.id).await {
             Ok(()) => {}
-            Err(JiraError::Rejected { status: 400 | 409, .. }) => {
+            // Jira refuses a transition that is not available from the current status: someone else moved it first.
+            Err(JiraError::Rejected { status, messages, .. })
+                if status == 409 || messages.contains("is not valid for this issue") =>
+            {
                 store.set_setting(&claim_key(&t.key), Some(json!("lost"))).await?;
                 return Ok(Claim::Skip("another claimer moved it first".into()));
+            }
+            Err(JiraError::Rejected { messages, .. }) => {
+                store.set_setting(&claim_key(&t.key), None).await?;
+                return Ok(Claim::Skip(format!(
+                    "Jira refused the transition to `{}`: {messages}",
+                    s.statuses.in_progress
+                )));
             }
             Err(e) => return Err(read(e)),
         }

@@ -153,16 +153,27 @@ impl WriteBack {
         let to = e.data["to"].as_str().unwrap_or("");
         let reason = e.data["reason"].as_str().unwrap_or("").to_string();
         let statuses = self.settings.statuses.clone();
-        match to {
+        // A move Jira can never make is reported, but the comment still goes out.
+        let mut refused = None;
+        let mut move_to = async |status: &str| -> Result<(), Failure> {
+            match self.move_to(&key, status).await {
+                Err(Failure::Never(why)) => {
+                    refused = Some(why);
+                    Ok(())
+                }
+                other => other,
+            }
+        };
+        let outcome = match to {
             "in_progress" => {
-                self.move_to(&key, &statuses.in_progress).await?;
+                move_to(&statuses.in_progress).await?;
                 let attempt = e.attempt.map(|a| format!(", attempt {a}")).unwrap_or_default();
                 self.comment(&key, &[Block::Paragraph(format!("George is working on this (job {job}{attempt})."))])
                     .await
             }
             "blocked" => {
                 if let Some(s) = &statuses.blocked {
-                    self.move_to(&key, s).await?;
+                    move_to(s).await?;
                 }
                 self.comment(
                     &key,
@@ -174,13 +185,13 @@ impl WriteBack {
                 .await
             }
             "completed" => {
-                self.move_to(&key, &statuses.completed).await?;
+                move_to(&statuses.completed).await?;
                 let blocks = self.completion(job).await?;
                 self.comment(&key, &blocks).await
             }
             "failed" => {
                 if let Some(s) = &statuses.failed {
-                    self.move_to(&key, s).await?;
+                    move_to(s).await?;
                 }
                 let mut blocks = vec![Block::Paragraph(format!("George could not finish job {job}: {reason}"))];
                 if let Some(tail) = self.output_tail(job).await? {
@@ -191,6 +202,11 @@ impl WriteBack {
             }
             "aborted" => self.comment(&key, &[Block::Paragraph(format!("George stopped job {job}: {reason}"))]).await,
             _ => Ok(()),
+        };
+        outcome?;
+        match refused {
+            Some(why) => Err(Failure::Never(why)),
+            None => Ok(()),
         }
     }
 
@@ -206,7 +222,11 @@ impl WriteBack {
             return match self.client.transition(key, &t.id).await {
                 Ok(()) => Ok(()),
                 // Moved meanwhile (e.g. by a person): look again next time rather than fail.
-                Err(JiraError::Rejected { status: 400 | 409, .. }) if self.status_of(key).await? == status => Ok(()),
+                Err(JiraError::Rejected { status: 400 | 409, .. })
+                    if self.status_of(key).await?.eq_ignore_ascii_case(status) =>
+                {
+                    Ok(())
+                }
                 Err(e) => Err(e.into()),
             };
         }

@@ -19,6 +19,9 @@ fn credentials(cfg: &Config, j: &JiraSection) -> anyhow::Result<Credentials> {
     if let Some(c) = &j.credentials {
         let email = read_secret(cfg, "jira.credentials.secretRef", &format!("{}/email", c.secret_ref)).ok();
         let token = read_secret(cfg, "jira.credentials.secretRef", &format!("{}/token", c.secret_ref))?;
+        if token.is_empty() {
+            bail!("jira.credentials.secretRef: the secret `{}/token` is empty", c.secret_ref);
+        }
         return Ok(match email.or(j.email.clone()) {
             Some(email) => Credentials::Basic { email, token },
             None => Credentials::Bearer(token),

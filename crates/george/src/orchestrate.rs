@@ -32,8 +32,6 @@ kind: AgentSpec
 metadata: {name: recac-agent}
 spec:
   capabilities: [shell, files, git]
-  secrets:
-    git: [{name: git-token}]
 ---
 apiVersion: george/v1
 kind: TaskTemplate
@@ -42,8 +40,8 @@ spec:
   variables:
     - {name: ticket, type: string, required: false}
     - {name: id, type: string, required: false}
-    - {name: summary, type: string, required: false}
-    - {name: description, type: string, required: false}
+    - {name: summary, type: string, default: \"\"}
+    - {name: description, type: string, default: \"\"}
     - {name: repo_url, type: string, required: false}
   steps:
     - id: work
