@@ -10,7 +10,8 @@
 //! - a signed webhook starts a job long before the next poll;
 //! - bad JQL, odd descriptions, unknown transitions and wrong credentials
 //!   each give a clear error, lose nothing and panic nothing;
-//! - `george orchestrate` runs a recac setup (its flags and variables) unchanged.
+//! - `george orchestrate` runs a recac setup (its flags and variables) unchanged;
+//! - a ticket with a `Repo:` line is a coding job whose completion comment names the branch and commit.
 
 mod common;
 
@@ -56,6 +57,25 @@ spec:
       run: echo 'disk full on /var' >&2; exit 1
 ---
 apiVersion: george/v1
+kind: AgentSpec
+metadata: {name: coder}
+spec:
+  capabilities: [shell, git]
+---
+apiVersion: george/v1
+kind: TaskTemplate
+metadata: {name: code}
+spec:
+  requiredCapabilities: [git, shell]
+  variables:
+    - {name: ticket, type: string}
+    - {name: repo_url, type: string}
+  steps:
+    - id: change
+      description: change the code
+      run: echo changed > change.txt
+---
+apiVersion: george/v1
 kind: TaskTemplate
 metadata: {name: ask}
 spec:
@@ -93,7 +113,7 @@ impl Site {
             ("interval", "200ms"),
             ("pageSize", "2"),
             ("template", "ticket"),
-            ("rules", "[{label: boom, template: boom}, {label: ask, template: ask}]"),
+            ("rules", "[{label: boom, template: boom}, {label: ask, template: ask}, {label: code, template: code}]"),
             ("statuses", "{blocked: Blocked}"),
             ("assignee", "self"),
             ("webhookSecretFile", hook.as_str()),
@@ -516,5 +536,30 @@ fn george_orchestrate_runs_a_recac_setup() {
         assert_eq!(job.params["summary"], "rename the module");
         assert!(llm.received()[0].body.to_string().contains("rename the module"));
         until("the ticket to be done", Duration::from_secs(20), async || j.status("RC-1") == "Done").await;
+    });
+}
+
+#[test]
+fn a_coding_ticket_reports_its_branch_and_commit() {
+    let site = Site::new();
+    let j = jira();
+    let bare = bare_repo(site.tmp.path(), "shop", &[("README", "shop\n")]);
+    let mut t = NewIssue::new("PROJ-80", "change the shop");
+    t.labels = vec!["george".into(), "code".into()];
+    t.description = adf_text(&format!("Please change it.\nRepo: {}", bare.display()));
+    j.add_issue(t);
+    let e = site.engine("a", &j, &[], "");
+    e.rt().block_on(async {
+        let job = e.wait_status("proj-80", JobStatus::Completed, Duration::from_secs(30)).await;
+        assert_eq!(job.agent, "coder");
+        assert_eq!(job.params["repo_url"], bare.display().to_string());
+        let head = git(&bare, &["rev-parse", "george/PROJ-80"]);
+        until("the completion comment", Duration::from_secs(20), async || {
+            bot_comments(&j, "PROJ-80").iter().any(|c| c.contains("George finished job proj-80"))
+        })
+        .await;
+        let done = bot_comments(&j, "PROJ-80").into_iter().find(|c| c.contains("George finished")).unwrap();
+        assert!(done.contains(&format!("Branch george/PROJ-80 at commit {head}")), "{done}");
+        assert!(done.contains("change.txt"), "the diff stat: {done}");
     });
 }
