@@ -6,6 +6,7 @@ use crate::{ApiError, ApiState, Caller};
 use axum::extract::{Path, State};
 use axum::Json;
 use george_core::api::{BudgetReport, ThrottleRequest, ThrottleView, UsageRecord};
+use george_core::Role;
 use george_engine::report::ThrottleError;
 use george_governor::Period;
 use serde::Deserialize;
@@ -27,7 +28,7 @@ pub async fn ledger(
     caller: Caller,
     QueryParams(q): QueryParams<LedgerQuery>,
 ) -> Result<Json<Vec<UsageRecord>>, ApiError> {
-    caller.operator()?;
+    caller.viewer()?;
     let since = q.since.unwrap_or_else(|| Period::Month.start(st.engine.now()));
     Ok(Json(st.store.usage_records(since, q.job.as_deref()).await?))
 }
@@ -46,7 +47,7 @@ pub async fn report(
     caller: Caller,
     QueryParams(q): QueryParams<ReportQuery>,
 ) -> Result<Json<BudgetReport>, ApiError> {
-    caller.operator()?;
+    caller.viewer()?;
     Ok(Json(st.engine.budget_report(q.period.unwrap_or(Period::Month)).await?))
 }
 
@@ -56,7 +57,7 @@ pub async fn throttle(
     Path(chapter): Path<String>,
     Body(req): Body<ThrottleRequest>,
 ) -> Result<Json<ThrottleView>, ApiError> {
-    caller.operator()?;
+    caller.require(Role::Admin)?;
     st.engine.throttle(&chapter, &req, &caller.actor()).await.map(Json).map_err(|e| match e {
         ThrottleError::UnknownChapter(_) => ApiError::NotFound(e.to_string()),
         ThrottleError::Invalid(m) => {

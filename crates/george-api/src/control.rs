@@ -7,6 +7,7 @@ use crate::{ApiError, ApiState, Caller};
 use axum::extract::{Path, State};
 use axum::Json;
 use george_core::api::ActionRequest;
+use george_core::Role;
 use george_core::{DesiredState, JobStatus};
 use george_engine::registry::{RegistryEntry, RegistryQuery, TriggerEntry};
 use serde_json::{json, Value};
@@ -17,17 +18,17 @@ pub async fn registry(
     caller: Caller,
     QueryParams(q): QueryParams<RegistryQuery>,
 ) -> Result<Json<Vec<RegistryEntry>>, ApiError> {
-    caller.operator()?;
+    caller.viewer()?;
     Ok(Json(st.engine.registry(&q).await?))
 }
 
 pub async fn triggers(State(st): State<ApiState>, caller: Caller) -> Result<Json<Vec<TriggerEntry>>, ApiError> {
-    caller.operator()?;
+    caller.viewer()?;
     Ok(Json(st.engine.triggers().await?))
 }
 
 pub async fn status(State(st): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    caller.operator()?;
+    caller.viewer()?;
     let agents = st.engine.registry(&RegistryQuery::default()).await?;
     let queue: serde_json::Map<String, Value> =
         st.engine.scheduler_depth().into_iter().map(|(p, n)| (p.to_string(), json!(n))).collect();
@@ -37,7 +38,7 @@ pub async fn status(State(st): State<ApiState>, caller: Caller) -> Result<Json<V
 }
 
 pub async fn diagnose(State(st): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    caller.operator()?;
+    caller.viewer()?;
     let t = Instant::now();
     let store_ok = st.store.count_by_status().await;
     let read_ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -83,7 +84,7 @@ pub async fn dismiss(
     Path(agent): Path<String>,
     OptionalBody(req): OptionalBody<ActionRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.operator()?;
+    caller.require(Role::Operator)?;
     if st.engine.registry(&RegistryQuery::default()).await?.iter().all(|e| e.name != agent) {
         return Err(ApiError::NotFound(format!("AgentSpec `{agent}` not found")));
     }
@@ -117,7 +118,7 @@ pub async fn halt(
     Path(id): Path<String>,
     OptionalBody(req): OptionalBody<ActionRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.operator()?;
+    caller.require(Role::Operator)?;
     let agent = find_agent(&st, &id).await?;
     if !agent.state.is_live() {
         return Err(ApiError::Conflict(format!("agent `{id}` is not running")));

@@ -5,10 +5,13 @@ use crate::{ApiError, ApiState, Caller, MAX_TEXT_BYTES};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use george_core::api::{ActionRequest, AgentView, CommentView, EvidenceView, InjectRequest, JobView, SubmitJob};
+use george_core::api::{
+    ActionRequest, AgentView, CommentView, EvidenceView, InjectRequest, JobView, OverrideRequest, SubmitJob,
+};
 use george_core::plan::{JobRequest, Origin};
-use george_core::{DesiredState, JobStatus};
-use george_store::{Created, JobFilter};
+use george_core::Role;
+use george_core::{DesiredState, JobStatus, StepStatus};
+use george_store::{Created, JobFilter, Override};
 use serde::Deserialize;
 
 /// `GET /api/v1/jobs` filters.
@@ -34,7 +37,7 @@ pub async fn list(
     caller: Caller,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Json<Vec<JobView>>, ApiError> {
-    caller.operator()?;
+    caller.viewer()?;
     let mut status = Vec::new();
     for s in q.status.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
         status.push(s.parse::<JobStatus>().map_err(|e| ApiError::Invalid {
@@ -58,7 +61,7 @@ pub async fn submit(
     caller: Caller,
     Body(req): Body<SubmitJob>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    caller.operator()?;
+    caller.require(Role::Operator)?;
     let priority = req.priority.unwrap_or_default();
     if let Some(retry_after) = st.engine.backpressure(priority) {
         let message = format!(
@@ -132,7 +135,7 @@ async fn set_desired(
     desired: DesiredState,
     reason: Option<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    caller.operator()?;
+    caller.require(Role::Operator)?;
     let view = st.store.set_desired(id, desired, &caller.actor(), reason.as_deref()).await?;
     st.engine.nudge(id);
     Ok(Json(view))
@@ -173,11 +176,48 @@ pub async fn approve(
     Path(id): Path<String>,
     OptionalBody(req): OptionalBody<ActionRequest>,
 ) -> Result<Json<JobView>, ApiError> {
-    caller.operator()?;
+    caller.require(Role::Operator)?;
     let view = st.store.get_job(&id).await?.ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))?;
     let approval = serde_json::json!({"by": caller.actor(), "reason": req.reason});
     st.store.set_setting(&george_engine::alerts::approval_key(&id), Some(approval.clone())).await?;
     st.store.record_event(Some(&id), "job.approved", &caller.actor(), approval).await?;
+    st.engine.nudge(&id);
+    Ok(Json(view))
+}
+
+/// Sets a job's or a step's status by hand (audited with the reason).
+pub async fn override_status(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<OverrideRequest>,
+) -> Result<Json<JobView>, ApiError> {
+    caller.require(Role::Operator)?;
+    check_text("reason", &req.reason)?;
+    let invalid = |message: String| ApiError::Invalid { message, field: Some("status".into()), details: vec![] };
+    let target = match req.step {
+        None => match req.status.parse::<JobStatus>() {
+            Ok(s @ (JobStatus::Pending | JobStatus::Completed | JobStatus::Failed)) => Override::Job(s),
+            _ => {
+                return Err(invalid(format!(
+                    "a job's status can be set to pending, completed or failed, not `{}`",
+                    req.status
+                )))
+            }
+        },
+        Some(step) => match req.status.parse::<StepStatus>() {
+            Ok(s @ (StepStatus::Pending | StepStatus::Completed | StepStatus::Skipped | StepStatus::Failed)) => {
+                Override::Step { step, status: s }
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "a step's status can be set to pending, completed, skipped or failed, not `{}`",
+                    req.status
+                )))
+            }
+        },
+    };
+    let view = st.store.override_status(&id, &target, &caller.actor(), req.reason.trim()).await?;
     st.engine.nudge(&id);
     Ok(Json(view))
 }
@@ -207,7 +247,7 @@ pub async fn inject(
     Path(id): Path<String>,
     Body(req): Body<InjectRequest>,
 ) -> Result<(StatusCode, Json<CommentView>), ApiError> {
-    caller.operator()?;
+    caller.require(Role::Operator)?;
     check_text("message", &req.message)?;
     let c = st.store.add_comment(&id, &caller.actor(), &req.message).await?;
     Ok((StatusCode::CREATED, Json(c)))
@@ -254,7 +294,7 @@ pub async fn agents(
     caller: Caller,
     QueryParams(q): QueryParams<AgentsQuery>,
 ) -> Result<Json<Vec<AgentView>>, ApiError> {
-    caller.operator()?;
+    caller.viewer()?;
     Ok(Json(st.store.list_agents(!q.all, q.limit.unwrap_or(500)).await?))
 }
 
@@ -270,6 +310,6 @@ pub async fn agent(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<AgentView>, ApiError> {
-    caller.operator()?;
+    caller.viewer()?;
     Ok(Json(find_agent(&st, &id).await?))
 }

@@ -1,26 +1,32 @@
-//! The engine's HTTP API (REST v1): what the CLI, the dashboard and the
-//! agents use. Every endpoint but `/healthz` needs a bearer token: an
-//! operator token from the configuration, or an agent token minted for one
-//! attempt of one job (which can touch only that job, and only while its
-//! attempt is current).
+//! The engine's HTTP API (REST v1 and the watch WebSockets) and the
+//! dashboard: what the CLI, the browser and the agents use. Every endpoint
+//! but `/healthz` and the dashboard's static files needs a bearer token: an
+//! operator token (with a role: viewer, operator or admin) or an agent token
+//! minted for one attempt of one job (which can touch only that job, and
+//! only while its attempt is current).
 
+mod access;
 mod agent_api;
 mod auth;
 mod body;
 mod budget;
 mod control;
+mod dashboard;
 mod error;
 mod jobs;
 mod llm;
 mod logs;
+pub mod openapi;
 mod ops;
 mod triggers;
+mod watch;
 
-pub use auth::{Caller, OperatorTokens};
+pub use access::AUDIT_EVENT;
+pub use auth::{Caller, OperatorTokens, BEARER_PROTOCOL_PREFIX, WATCH_PROTOCOL};
 pub use error::ApiError;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use george_engine::EngineHandle;
 use george_runtime::AgentLogs;
@@ -48,7 +54,18 @@ pub struct ApiState {
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/ui/app.js", get(dashboard::script))
+        .route("/ui/app.css", get(dashboard::style))
         .route("/healthz", get(ops::healthz))
+        .route("/api/v1/openapi.json", get(openapi::document_handler))
+        .route("/api/v1/whoami", get(access::whoami))
+        .route("/api/v1/tokens", get(access::list_tokens).post(access::mint_token))
+        .route("/api/v1/tokens/{subject}", delete(access::revoke_token))
+        .route("/api/v1/audit", get(access::audit))
+        .route("/api/v1/watch", get(watch::all))
+        .route("/api/v1/jobs/{id}/watch", get(watch::job))
+        .route("/api/v1/jobs/{id}/override", post(jobs::override_status))
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/jobs", get(jobs::list).post(jobs::submit))
         .route("/api/v1/jobs/{id}", get(jobs::get))
@@ -83,6 +100,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/budget", get(budget::report))
         .route("/api/v1/chapters/{chapter}/throttle", post(budget::throttle))
         .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), access::record))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

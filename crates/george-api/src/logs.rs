@@ -38,7 +38,7 @@ pub async fn logs(
     Path(id): Path<String>,
     QueryParams(q): QueryParams<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    caller.operator()?;
+    caller.viewer()?;
     let agent = find_agent(&st, &id).await?;
     let path = st.logs.path(&agent.job_id, agent.attempt);
     let tail = Tail {

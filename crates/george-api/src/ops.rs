@@ -7,6 +7,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use george_core::api::{EventView, SourceView, SyncResult};
+use george_core::Role;
 use george_engine::metrics::{PriorityLabel, StatusLabel};
 use serde::Deserialize;
 
@@ -19,7 +20,7 @@ pub async fn not_found() -> ApiError {
 }
 
 pub async fn metrics(State(st): State<ApiState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
-    caller.operator()?;
+    caller.viewer()?;
     let m = st.engine.metrics();
     m.jobs.clear();
     for (status, n) in st.store.count_by_status().await? {
@@ -56,18 +57,18 @@ pub async fn events(
     caller: Caller,
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> Result<Json<Vec<EventView>>, ApiError> {
-    caller.operator()?;
+    caller.viewer()?;
     let limit = q.limit.unwrap_or(500).min(5000);
     Ok(Json(st.store.events_since(q.since, limit, q.job.as_deref()).await?))
 }
 
 pub async fn sources(State(st): State<ApiState>, caller: Caller) -> Result<Json<Vec<SourceView>>, ApiError> {
-    caller.operator()?;
+    caller.viewer()?;
     Ok(Json(st.store.sources().await?))
 }
 
 pub async fn sync(State(st): State<ApiState>, caller: Caller) -> Result<Json<SyncResult>, ApiError> {
-    caller.operator()?;
+    caller.require(Role::Operator)?;
     st.engine.sync_now().await.map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(SyncResult { sources: st.store.sources().await? }))
 }

@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use george_core::Role;
 use george_engine::triggers::{Fired, TriggerError};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
@@ -108,7 +109,7 @@ pub async fn webhook(
 }
 
 /// `POST /api/v1/summon`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SummonRequest {
     agent: String,
@@ -125,7 +126,7 @@ pub async fn summon(
     caller: Caller,
     Body(req): Body<SummonRequest>,
 ) -> Result<(StatusCode, Json<Fired>), ApiError> {
-    caller.operator()?;
+    caller.require(Role::Operator)?;
     let fired = st
         .engine
         .summon(&req.agent, req.template.as_deref(), &req.context, req.priority, &caller.actor())

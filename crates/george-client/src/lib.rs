@@ -2,6 +2,10 @@
 //! agent. Errors keep the API's code and message so callers can act on them
 //! (an agent stops at `superseded`; the CLI prints the message).
 
+mod watch;
+
+pub use watch::Watch;
+
 use futures_util::StreamExt;
 use george_core::api::{
     ActionRequest, AgentContext, AgentView, CommentRequest, CommentView, ErrorBody, EventView, EvidenceReport,
@@ -151,6 +155,16 @@ impl Client {
 
     // ---- operators ----
 
+    /// Who the token belongs to.
+    pub async fn whoami(&self) -> Result<george_core::api::WhoAmI> {
+        self.get("/api/v1/whoami").await
+    }
+
+    /// Sets a job's or a step's status by hand.
+    pub async fn override_status(&self, id: &str, req: &george_core::api::OverrideRequest) -> Result<JobView> {
+        self.post(&format!("/api/v1/jobs/{id}/override"), req).await
+    }
+
     /// Lists jobs.
     pub async fn jobs(&self, q: &JobQuery) -> Result<Vec<JobView>> {
         let mut params = Vec::new();
@@ -261,6 +275,11 @@ impl Client {
     /// Any POST endpoint, as JSON.
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
         self.post(path, body).await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.send(self.req(Method::DELETE, path)).await.map(|_| ())
     }
 
     /// Summons an agent (`{agent, template?, context?, priority?}`).

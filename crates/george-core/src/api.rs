@@ -2,7 +2,7 @@
 
 use crate::plan::Origin;
 use crate::template::StepSpec;
-use crate::{AgentState, DesiredState, JobStatus, Priority, StepStatus};
+use crate::{AgentState, DesiredState, JobStatus, Priority, Role, StepStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -20,7 +20,7 @@ pub fn parse_agent_id(id: &str) -> Option<(&str, u32)> {
 }
 
 /// A job as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JobView {
     /// Job id.
     pub id: String,
@@ -65,7 +65,7 @@ pub struct JobView {
 }
 
 /// A step as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StepView {
     /// The step's definition.
     #[serde(flatten)]
@@ -82,7 +82,7 @@ pub struct StepView {
 }
 
 /// One agent instance (an attempt at a job).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AgentView {
     /// `<job>-<attempt>`.
     pub id: String,
@@ -116,7 +116,7 @@ pub struct AgentView {
 }
 
 /// A message in a job's conversation history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CommentView {
     /// Id, increasing.
     pub id: i64,
@@ -131,7 +131,7 @@ pub struct CommentView {
 }
 
 /// A piece of evidence an agent recorded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EvidenceView {
     /// Id, increasing.
     pub id: i64,
@@ -153,7 +153,7 @@ pub struct EvidenceView {
 }
 
 /// An audit-log record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventView {
     /// Sequence number, strictly increasing.
     pub seq: i64,
@@ -175,7 +175,7 @@ pub struct EventView {
 }
 
 /// The state of one source of desired state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SourceView {
     /// Source name, e.g. `git`.
     pub name: String,
@@ -196,7 +196,7 @@ pub struct SourceView {
 }
 
 /// `POST /api/v1/jobs`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitJob {
     /// Template name.
@@ -222,7 +222,7 @@ pub struct SubmitJob {
 }
 
 /// `POST /api/v1/jobs/{id}/pause|resume|abort`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionRequest {
     /// Why (kept in the audit log).
@@ -231,7 +231,7 @@ pub struct ActionRequest {
 }
 
 /// `POST /api/v1/jobs/{id}/inject`: a message for the job's agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InjectRequest {
     /// The message.
@@ -239,7 +239,7 @@ pub struct InjectRequest {
 }
 
 /// What an agent reports about a step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepReport {
     /// New status.
@@ -250,7 +250,7 @@ pub struct StepReport {
 }
 
 /// Evidence an agent records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvidenceReport {
     /// The step.
@@ -263,7 +263,7 @@ pub struct EvidenceReport {
 }
 
 /// A comment an agent writes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommentRequest {
     /// Text.
@@ -271,7 +271,7 @@ pub struct CommentRequest {
 }
 
 /// An agent's report on its whole job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobReport {
     /// `completed`, `blocked` or `failed`.
@@ -282,7 +282,7 @@ pub struct JobReport {
 }
 
 /// What an agent gets when it starts: its job, its attempt and the conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AgentContext {
     /// The job with its steps.
     pub job: JobView,
@@ -313,7 +313,7 @@ fn yes() -> bool {
 }
 
 /// One LLM call in the token ledger.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UsageRecord {
     /// When the call ended.
     pub ts: DateTime<Utc>,
@@ -338,7 +338,7 @@ pub struct UsageRecord {
 }
 
 /// Ledger totals of one chapter and AgentSpec since a time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UsageTotal {
     /// Chapter.
     pub chapter: String,
@@ -354,7 +354,7 @@ pub struct UsageTotal {
 
 /// `GET /api/v1/budget`: token consumption per chapter and AgentSpec over
 /// the current day or month (seed 003 `MANA_REPORT_V1`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BudgetReport {
     /// Always `MANA_REPORT_V1`.
     pub protocol: String,
@@ -376,7 +376,7 @@ pub struct BudgetReport {
 }
 
 /// Usage against a budget.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BudgetStanding {
     /// Tokens used this period.
     pub total: u64,
@@ -393,7 +393,7 @@ pub struct BudgetStanding {
 }
 
 /// One chapter's report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChapterReport {
     /// Always `MANA_REPORT_V1`.
     pub protocol: String,
@@ -415,7 +415,7 @@ pub struct ChapterReport {
 }
 
 /// One AgentSpec's usage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AgentUsage {
     /// LLM calls.
     pub invocations: u64,
@@ -428,7 +428,7 @@ pub struct AgentUsage {
 }
 
 /// `POST /api/v1/chapters/{chapter}/throttle`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ThrottleRequest {
     /// The new hourly rate; absent: half the rate in force (or of the last hour's usage).
@@ -440,7 +440,7 @@ pub struct ThrottleRequest {
 }
 
 /// A chapter's throttle after a change.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ThrottleView {
     /// The chapter.
     pub chapter: String,
@@ -449,21 +449,72 @@ pub struct ThrottleView {
 }
 
 /// `POST /api/v1/sync` result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SyncResult {
     /// Each source's state after the sync.
     pub sources: Vec<SourceView>,
 }
 
+/// `GET /api/v1/whoami`: the caller behind a token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WhoAmI {
+    /// The token's subject (`operator:<subject>` in the audit log), or the agent id.
+    pub subject: String,
+    /// The operator role; `None` for an agent token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+/// `POST /api/v1/jobs/{id}/override`: set a job's or a step's status by hand.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideRequest {
+    /// The new status: for a job `pending` (retry from scratch), `completed` or
+    /// `failed`; for a step `pending`, `completed`, `skipped` or `failed`.
+    pub status: String,
+    /// The step to change; the whole job when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// Why (required; kept in the audit log).
+    pub reason: String,
+}
+
+/// `POST /api/v1/tokens`: mint an operator token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// Who will use it (named in the audit log).
+    pub subject: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+/// An operator token as the API shows it (never its value, except once on creation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TokenView {
+    /// Subject.
+    pub subject: String,
+    /// Role.
+    pub role: Role,
+    /// `config` (from the engine's configuration) or `api` (minted through the API).
+    pub origin: String,
+    /// When it was minted (API tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// The token itself: only in the response that minted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
 /// The body of every error response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// An error: a stable code, a message saying what to do, and the field at fault.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorDetail {
     /// Machine-readable code, e.g. `not_found`, `invalid`, `conflict`.
     pub code: String,

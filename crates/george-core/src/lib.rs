@@ -14,4 +14,4 @@ pub mod validate;
 pub mod yaml;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use status::{AgentState, DesiredState, JobStatus, Priority, StepStatus};
+pub use status::{AgentState, DesiredState, JobStatus, Priority, Role, StepStatus};

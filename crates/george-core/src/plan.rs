@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// Where a job came from.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Origin {
     /// The source: `api`, `folder`, `git`, `workfile`, ...
     pub source: String,
@@ -22,7 +22,7 @@ pub struct Origin {
 }
 
 /// A job ready to be stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NewJob {
     /// Unique job id.
     pub id: String,

@@ -34,6 +34,16 @@ macro_rules! string_enum {
             }
         }
 
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({"type": "string", "enum": [$($text),+]})
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
@@ -157,6 +167,18 @@ string_enum!(
         P3 => "P3",
         /// Idle time only.
         Background => "BACKGROUND",
+    }
+);
+
+string_enum!(
+    /// What an operator token may do; each role includes the ones before it.
+    Role, "role" {
+        /// Reads everything.
+        Viewer => "viewer",
+        /// Also pauses, resumes, aborts, injects, overrides, approves, submits and summons.
+        Operator => "operator",
+        /// Also changes budgets and throttles and manages tokens.
+        Admin => "admin",
     }
 );
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub const DEGRADED_AFTER: u32 = 3;
 
 /// One AgentSpec in the registry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RegistryEntry {
     /// AgentSpec name.
     pub name: String,
@@ -63,7 +63,7 @@ pub struct RegistryQuery {
 }
 
 /// A trigger with its next fire time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TriggerEntry {
     /// Trigger name.
     pub name: String,

@@ -28,7 +28,7 @@ use std::sync::Arc;
 const ON_TIME: chrono::Duration = chrono::Duration::seconds(60);
 
 /// What one trigger did with one wake.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Fired {
     /// The trigger.
     pub trigger: String,

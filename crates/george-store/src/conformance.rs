@@ -12,7 +12,7 @@
 //! });
 //! ```
 
-use crate::{AttemptEnd, Created, JobFilter, NewAttempt, Snapshot, StatusChange, Store, StoreError};
+use crate::{AttemptEnd, Created, JobFilter, NewAttempt, Override, Snapshot, StatusChange, Store, StoreError};
 use george_core::api::StepReport;
 use george_core::manifest::Kind;
 use george_core::plan::{NewJob, Origin};
@@ -42,6 +42,7 @@ macro_rules! store_conformance_tests {
             agent_reports_drive_job_status,
             status_changes_are_guarded,
             desired_state_rules,
+            overrides_set_status_by_hand,
             comments_and_evidence,
             events_are_sequenced_and_broadcast,
             the_ledger_records_and_sums_usage,
@@ -374,6 +375,41 @@ pub async fn desired_state_rules(store: TestStore) {
         Err(StoreError::NotFound { .. })
     ));
     assert!(!store.active_job_ids().await.unwrap().contains(&"j".to_string()));
+}
+
+/// A job's or a step's status set by hand: allowed moves only, recorded with who and why.
+pub async fn overrides_set_status_by_hand(store: TestStore) {
+    store.create_job(job("j", "api"), "t").await.unwrap();
+    store.start_attempt("j", attempt(0, "t1")).await.unwrap();
+    store.report_job("j", 1, JobStatus::Failed, Some("boom")).await.unwrap();
+    let err = store.override_status("j", &Override::Job(JobStatus::Completed), "operator:a", "x").await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let err = store.override_status("j", &Override::Job(JobStatus::Paused), "operator:a", "x").await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    let before = store.latest_seq().await.unwrap();
+    let v =
+        store.override_status("j", &Override::Job(JobStatus::Pending), "operator:a", "fixed the cause").await.unwrap();
+    assert_eq!((v.status, v.desired, v.failures), (JobStatus::Pending, DesiredState::Active, 0));
+    assert_eq!(v.reason.as_deref(), Some("set by operator:a: fixed the cause"));
+    let step = Override::Step { step: "a".into(), status: StepStatus::Completed };
+    let v = store.override_status("j", &step, "operator:a", "done by hand").await.unwrap();
+    assert_eq!(v.steps[0].status, StepStatus::Completed);
+    let missing = Override::Step { step: "zz".into(), status: StepStatus::Completed };
+    assert!(matches!(store.override_status("j", &missing, "operator:a", "x").await, Err(StoreError::NotFound { .. })));
+    let v = store.override_status("j", &Override::Job(JobStatus::Completed), "operator:a", "verified").await.unwrap();
+    assert_eq!(v.status, JobStatus::Completed);
+    assert!(matches!(store.override_status("j", &step, "operator:a", "x").await, Err(StoreError::Conflict(_))));
+    let events = store.events_since(before, 100, Some("j")).await.unwrap();
+    let kinds: Vec<_> =
+        events.iter().map(|e| (e.kind.as_str(), e.actor.as_str(), e.data["override"].as_bool())).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("job.status", "operator:a", Some(true)),
+            ("step.status", "operator:a", Some(true)),
+            ("job.status", "operator:a", Some(true))
+        ]
+    );
 }
 
 /// Comments and evidence are kept in order per job.

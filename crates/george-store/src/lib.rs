@@ -22,7 +22,7 @@ use george_core::api::{
 };
 use george_core::manifest::Kind;
 use george_core::plan::{Catalog, NewJob};
-use george_core::{AgentState, DesiredState, JobStatus};
+use george_core::{AgentState, DesiredState, JobStatus, StepStatus};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -77,6 +77,21 @@ pub struct StatusChange {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// Count one more failed attempt.
     pub count_failure: bool,
+}
+
+/// A status set by hand (`POST /api/v1/jobs/{id}/override`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Override {
+    /// The job's status: `pending` (retry: failures reset, failed and blocked
+    /// steps back to pending, desired active), `completed` or `failed`.
+    Job(JobStatus),
+    /// One step's status (the job must not have ended).
+    Step {
+        /// Step id.
+        step: String,
+        /// New status.
+        status: StepStatus,
+    },
 }
 
 /// A new attempt.
@@ -138,6 +153,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobView>>;
     /// Sets a job's desired state (pause/resume/abort).
     async fn set_desired(&self, id: &str, desired: DesiredState, actor: &str, reason: Option<&str>) -> Result<JobView>;
+    /// Sets a job's or a step's status by hand, recording who and why.
+    async fn override_status(&self, id: &str, target: &Override, actor: &str, reason: &str) -> Result<JobView>;
     /// Adds a comment (operator inject or agent message).
     async fn add_comment(&self, id: &str, author: &str, body: &str) -> Result<CommentView>;
     /// A job's conversation, oldest first.

@@ -185,7 +185,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     server.stop().await?;
     let _ = std::fs::remove_dir_all(&dir);
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Json | Format::Yaml => crate::output::render(format, &report, |_| {}),
         Format::Table => {
             println!("jobs                      {} ({} completed)", report.jobs, report.completed);
             println!("submit→start p50          {:.1} ms", report.submit_to_start_p50_ms);
@@ -264,7 +264,7 @@ fn scheduler(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         enqueue_per_s,
     };
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Json | Format::Yaml => crate::output::render(format, &report, |_| {}),
         Format::Table => {
             println!("queued jobs               {} across {} chapters", report.queued_jobs, report.chapters);
             println!("enqueue                   {:.0} jobs/s", report.enqueue_per_s);

@@ -123,7 +123,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         overhead_ratio_p50: percentile(&george, 0.5) / percentile(&raw, 0.5),
     };
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Json | Format::Yaml => crate::output::render(format, &report, |_| {}),
         Format::Table => {
             println!("jobs (one at a time)      {}", report.jobs);
             println!(

@@ -125,7 +125,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         added_p99_ms: p99 - d99,
     };
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Json | Format::Yaml => crate::output::render(format, &report, |_| {}),
         Format::Table => {
             println!("requests                  {} each way", report.requests);
             println!("direct      p50 / p99     {:.3} / {:.3} ms", report.direct_p50_ms, report.direct_p99_ms);

@@ -31,6 +31,8 @@ pub enum Format {
     Table,
     /// JSON, for scripts.
     Json,
+    /// YAML.
+    Yaml,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +140,26 @@ pub enum Command {
     },
     /// Show the sources and their last applied revision.
     Sources,
+    /// Who the token belongs to, and its role.
+    Whoami,
+    /// Operator tokens (admins): list, mint, revoke.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// The audit log: every change an operator made, naming the token's subject.
+    Audit {
+        /// Records after this event sequence number.
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Print a shell completion script (`source <(george completions bash)`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// The reference agent.
     Agent {
         #[command(subcommand)]
@@ -300,6 +322,29 @@ pub enum JobsCommand {
         /// The message.
         message: String,
     },
+    /// Follow a job live: its events as they happen, until it ends.
+    Watch {
+        /// Job id.
+        id: String,
+        /// Start after this event sequence number (default: the job's whole history).
+        #[arg(long)]
+        since: Option<i64>,
+    },
+    /// Set a job's or a step's status by hand (audited): retry a failed or
+    /// blocked job (`pending`), or mark it or one of its steps done.
+    Override {
+        /// Job id.
+        id: String,
+        /// New status: for a job pending, completed or failed; for a step also skipped.
+        #[arg(long)]
+        status: String,
+        /// The step to change (default: the whole job).
+        #[arg(long)]
+        step: Option<String>,
+        /// Why (required; kept in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
     /// Show an agent's log (the job's latest attempt unless --attempt).
     Logs {
         /// Job id.
@@ -310,6 +355,26 @@ pub enum JobsCommand {
         /// Keep following while the agent runs.
         #[arg(short, long)]
         follow: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// List the operator tokens' subjects and roles (never their values).
+    #[command(alias = "list")]
+    Ls,
+    /// Mint a token for a subject; it is shown once.
+    Mint {
+        /// Who will use it (named in the audit log).
+        subject: String,
+        /// viewer, operator or admin.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+    },
+    /// Revoke a minted token.
+    Revoke {
+        /// Its subject.
+        subject: String,
     },
 }
 

@@ -1,8 +1,8 @@
 //! Running a parsed command line. Errors are printed with what to do next;
 //! the return value is the process exit code.
 
-use crate::cli::{AgentCommand, AgentsCommand, Cli, Command, Format, JobsCommand};
-use crate::output::{ago, print, table};
+use crate::cli::{AgentCommand, AgentsCommand, Cli, Command, Format, JobsCommand, TokensCommand};
+use crate::output::{ago, print, render, table};
 use crate::serve::{DEFAULT_DATA_DIR, TOKEN_FILE};
 use anyhow::{bail, Context as _};
 use george_client::{Client, ClientError, JobQuery};
@@ -19,6 +19,11 @@ pub async fn dispatch(cli: Cli) -> i32 {
         Command::Up(args) => return crate::up::up(args).await,
         Command::Orchestrate(args) => crate::orchestrate::run(*args).await,
         Command::Bench(args) => crate::bench::run(args, format).await,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "george", &mut std::io::stdout());
+            return 0;
+        }
         ref other => match client(&cli) {
             Ok(c) => remote(&c, other, format).await,
             Err(e) => Err(e),
@@ -320,7 +325,7 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
             let path = if matches!(cmd, Command::Status) { "/api/v1/status" } else { "/api/v1/diagnose" };
             let v = c.get_json(path).await?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+                Format::Json | Format::Yaml => render(format, &v, |_| {}),
                 Format::Table => print_tree(&v, 0),
             }
             Ok(())
@@ -330,7 +335,7 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
                 .post_json(&format!("/api/v1/registry/{agent}/dismiss"), &serde_json::json!({"reason": reason}))
                 .await?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+                Format::Json | Format::Yaml => render(format, &v, |_| {}),
                 Format::Table => println!(
                     "dismissed {agent}: {} instance(s) stopping; their jobs are paused",
                     v["dismissed"].as_array().map_or(0, Vec::len)
@@ -347,7 +352,7 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
             let req = george_core::api::ThrottleRequest { tokens_per_hour: *per_hour, clear: *clear };
             let v = c.throttle(chapter, &req).await?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+                Format::Json | Format::Yaml => render(format, &v, |_| {}),
                 Format::Table => match v.tokens_per_hour {
                     Some(t) => println!("chapter {chapter} is throttled to {t} tokens per hour"),
                     None => println!("chapter {chapter} is no longer throttled"),
@@ -358,7 +363,7 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
         Command::Halt { id, reason } => {
             let v = c.post_json(&format!("/api/v1/agents/{id}/halt"), &serde_json::json!({"reason": reason})).await?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+                Format::Json | Format::Yaml => render(format, &v, |_| {}),
                 Format::Table => println!("halted {id}; job {} is paused", v["job"].as_str().unwrap_or("?")),
             }
             Ok(())
@@ -372,7 +377,7 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
             });
             let fired = c.summon(&body).await?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&fired)?),
+                Format::Json | Format::Yaml => render(format, &fired, |_| {}),
                 Format::Table => println!("summoned {agent}: job {}", fired["job"].as_str().unwrap_or("?")),
             }
             Ok(())
@@ -394,7 +399,129 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
             });
             Ok(())
         }
+        Command::Whoami => {
+            let me = c.whoami().await?;
+            render(format, &me, |me| match me.role {
+                Some(role) => println!("{} ({role})", me.subject),
+                None => println!("{} (agent)", me.subject),
+            });
+            Ok(())
+        }
+        Command::Tokens(t) => tokens(c, t, format).await,
+        Command::Audit { since, limit } => {
+            let q = [("since".to_string(), since.to_string()), ("limit".to_string(), limit.to_string())];
+            let v = c.get_json_query("/api/v1/audit", &q).await?;
+            print(format, &v, |v| {
+                let mut t = table(&["SEQ", "TIME", "WHO", "WHAT"]);
+                for e in v.as_array().into_iter().flatten() {
+                    t.add_row(vec![
+                        e["seq"].to_string(),
+                        e["ts"].as_str().unwrap_or("").to_string(),
+                        e["actor"].as_str().unwrap_or("").to_string(),
+                        format!(
+                            "{} {} → {}",
+                            e["data"]["method"].as_str().unwrap_or(""),
+                            e["data"]["path"].as_str().unwrap_or(""),
+                            e["data"]["status"]
+                        ),
+                    ]);
+                }
+                t
+            });
+            Ok(())
+        }
         _ => unreachable!("local commands are handled by dispatch"),
+    }
+}
+
+async fn tokens(c: &Client, cmd: &TokensCommand, format: Format) -> anyhow::Result<()> {
+    match cmd {
+        TokensCommand::Ls => {
+            let v = c.get_json("/api/v1/tokens").await?;
+            print(format, &v, |v| {
+                let mut t = table(&["SUBJECT", "ROLE", "ORIGIN", "CREATED"]);
+                for e in v.as_array().into_iter().flatten() {
+                    t.add_row(vec![
+                        e["subject"].as_str().unwrap_or("").to_string(),
+                        e["role"].as_str().unwrap_or("").to_string(),
+                        e["origin"].as_str().unwrap_or("").to_string(),
+                        e["created_at"].as_str().unwrap_or("").to_string(),
+                    ]);
+                }
+                t
+            });
+        }
+        TokensCommand::Mint { subject, role } => {
+            let v = c.post_json("/api/v1/tokens", &serde_json::json!({"subject": subject, "role": role})).await?;
+            render(format, &v, |v| {
+                println!("{}", v["token"].as_str().unwrap_or(""));
+                eprintln!("token for {subject} ({role}); it is shown only this once");
+            });
+        }
+        TokensCommand::Revoke { subject } => {
+            c.delete(&format!("/api/v1/tokens/{subject}")).await?;
+            if format == Format::Table {
+                println!("revoked the token of {subject}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Follows one job's events until it ends; exits non-zero unless it completed.
+async fn watch(c: &Client, id: &str, since: Option<i64>, format: Format) -> anyhow::Result<()> {
+    let job = c.job(id).await?;
+    let mut stream = c.watch(Some(id), Some(since.unwrap_or(0))).await?;
+    if format == Format::Table {
+        println!("{id}: {} (template {}, attempt {})", job.status, job.template, job.attempt);
+    }
+    let mut status = job.status;
+    // Events of a job that already ended are replayed, then the stream is closed.
+    let mut ended = status.is_final();
+    loop {
+        let next = if ended {
+            match tokio::time::timeout(std::time::Duration::from_millis(300), stream.next()).await {
+                Ok(n) => n?,
+                Err(_) => None,
+            }
+        } else {
+            stream.next().await?
+        };
+        let Some(e) = next else { break };
+        match format {
+            Format::Json => println!("{}", serde_json::to_string(&e)?),
+            Format::Yaml => render(format, &vec![&e], |_| {}),
+            Format::Table => {
+                println!("{}  {:<14} {:<28} {}", e.ts.format("%H:%M:%S"), e.kind, e.actor, summary(&e.data))
+            }
+        }
+        if e.kind == "job.status" {
+            if let Some(to) = e.data["to"].as_str().and_then(|s| s.parse::<george_core::JobStatus>().ok()) {
+                status = to;
+                ended = to.is_final();
+            }
+        }
+    }
+    stream.close().await;
+    if format == Format::Table {
+        println!("{id}: {status}");
+    }
+    if status != george_core::JobStatus::Completed {
+        bail!("job `{id}` ended {status}; `george jobs get {id}` shows why");
+    }
+    Ok(())
+}
+
+/// A one-line summary of an event's data.
+fn summary(data: &serde_json::Value) -> String {
+    match data.as_object() {
+        Some(m) => m
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| format!("{k}={}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => data.to_string(),
     }
 }
 
@@ -409,9 +536,9 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
             let comments = c.comments(id).await?;
             let evidence = c.evidence(id).await?;
             match format {
-                Format::Json => {
+                Format::Json | Format::Yaml => {
                     let v = serde_json::json!({"job": job, "comments": comments, "evidence": evidence});
-                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    render(format, &v, |_| {});
                 }
                 Format::Table => {
                     println!("{}", jobs_table(&vec![job.clone()]));
@@ -466,10 +593,20 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
             let job = c.act(&a.id, action, a.reason.clone()).await?;
             print(format, &job, |j| jobs_table(&vec![j.clone()]));
         }
+        JobsCommand::Watch { id, since } => watch(c, id, *since, format).await?,
+        JobsCommand::Override { id, status, step, reason } => {
+            let req = george_core::api::OverrideRequest {
+                status: status.clone(),
+                step: step.clone(),
+                reason: reason.clone(),
+            };
+            let job = c.override_status(id, &req).await?;
+            print(format, &job, |j| jobs_table(&vec![j.clone()]));
+        }
         JobsCommand::Inject { id, message } => {
             let comment = c.inject(id, message).await?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&comment)?),
+                Format::Json | Format::Yaml => render(format, &comment, |_| {}),
                 Format::Table => println!("message {} added to job {id}", comment.id),
             }
         }

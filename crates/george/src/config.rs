@@ -158,7 +158,11 @@ pub struct ApiSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TokenEntry {
+    /// The subject the audit log names.
     pub name: String,
+    /// `viewer`, `operator` or `admin` (the default, for compatibility).
+    #[serde(default)]
+    pub role: Option<george_core::Role>,
     /// The token itself (prefer `tokenFile` or `tokenEnv`).
     pub token: Option<String>,
     /// A file holding the token.
@@ -415,18 +419,27 @@ impl Config {
     }
 }
 
-/// `name:token,name2:token2` or bare tokens (named `operator`, `operator2`, ...).
+/// `name:token,name2:role:token2` or bare tokens (named `operator`, `operator2`, ...);
+/// the role (`viewer`, `operator`, `admin`) defaults to admin.
 pub fn parse_token_list(v: &str) -> anyhow::Result<Vec<TokenEntry>> {
     let mut out = Vec::new();
     for (i, item) in v.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
-        let (name, token) = match item.split_once(':') {
-            Some((n, t)) => (n.to_string(), t.to_string()),
-            None => (if i == 0 { "operator".to_string() } else { format!("operator{}", i + 1) }, item.to_string()),
+        let (name, rest) = match item.split_once(':') {
+            Some((n, t)) => (n.to_string(), t),
+            None => (if i == 0 { "operator".to_string() } else { format!("operator{}", i + 1) }, item),
+        };
+        let (role, token) = match rest.split_once(':') {
+            Some((r, t)) => {
+                let role =
+                    r.parse::<george_core::Role>().map_err(|e| anyhow::anyhow!("GEORGE_API_TOKENS: `{name}`: {e}"))?;
+                (Some(role), t.to_string())
+            }
+            None => (None, rest.to_string()),
         };
         if token.len() < 16 {
             bail!("GEORGE_API_TOKENS: the token for `{name}` is {} characters; use at least 16", token.len());
         }
-        out.push(TokenEntry { name, token: Some(token), token_file: None, token_env: None });
+        out.push(TokenEntry { name, role, token: Some(token), token_file: None, token_env: None });
     }
     Ok(out)
 }

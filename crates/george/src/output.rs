@@ -1,14 +1,24 @@
-//! Printing results: readable tables by default, JSON with `-o json`.
+//! Printing results: readable tables by default, JSON with `-o json`, YAML
+//! with `-o yaml`.
 
 use crate::cli::Format;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use serde::Serialize;
 
-/// Prints `value` as JSON, or as the table `table` builds.
+/// Prints `value` as JSON or YAML, or as the table `table` builds.
 pub fn print<T: Serialize>(format: Format, value: &T, table: impl FnOnce(&T) -> Table) {
+    render(format, value, |v| println!("{}", table(v)));
+}
+
+/// Prints `value` as JSON or YAML, or runs `text` for the table format.
+pub fn render<T: Serialize>(format: Format, value: &T, text: impl FnOnce(&T)) {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(value).unwrap_or_default()),
-        Format::Table => println!("{}", table(value)),
+        Format::Yaml => match serde_saphyr::to_string(value) {
+            Ok(y) => print!("{y}"),
+            Err(e) => eprintln!("error: cannot print YAML: {e}"),
+        },
+        Format::Table => text(value),
     }
 }
 

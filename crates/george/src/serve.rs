@@ -5,6 +5,7 @@
 use crate::config::Config;
 use anyhow::{bail, Context as _};
 use george_api::{ApiState, OperatorTokens};
+use george_core::Role;
 use george_engine::{Engine, EngineConfig, RetryPolicy};
 use george_runtime::{DockerRuntime, DockerRuntimeConfig, ProcessRuntime, ProcessRuntimeConfig, Resources, Runtime};
 use george_sources::{FolderSource, GitSource, GitSourceConfig, Source, WorkFileSource};
@@ -54,7 +55,7 @@ impl Server {
         let listen: SocketAddr = cfg.engine.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
         let mut tokens = Vec::new();
         for t in &cfg.api.tokens {
-            tokens.push((t.name.clone(), t.resolve()?));
+            tokens.push((t.name.clone(), t.role.unwrap_or(Role::Admin), t.resolve()?));
         }
         let mut token_file = None;
         if tokens.is_empty() {
@@ -65,10 +66,11 @@ impl Server {
                 );
             }
             let (token, path) = local_token(&data_dir)?;
-            tokens.push(("local".into(), token));
+            tokens.push(("local".into(), Role::Admin, token));
             token_file = Some(path);
         }
-        let token = tokens[0].1.clone();
+        // What `george up` itself uses: the most capable token.
+        let token = tokens.iter().max_by_key(|t| t.1).map(|t| t.2.clone()).expect("at least one token");
 
         let listener = tokio::net::TcpListener::bind(listen)
             .await

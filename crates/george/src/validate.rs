@@ -35,10 +35,10 @@ pub fn run(path: &Path, format: Format) -> i32 {
         }
     }
     match format {
-        Format::Json => {
+        Format::Json | Format::Yaml => {
             let out =
                 serde_json::json!({"valid": problems.is_empty(), "manifests": count, "jobs": jobs, "errors": problems});
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            crate::output::render(format, &out, |_| {});
         }
         Format::Table => {
             for d in &problems {

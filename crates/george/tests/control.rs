@@ -9,15 +9,6 @@ use george_core::api::{JobReport, SubmitJob};
 use george_core::{AgentState, DesiredState, JobStatus};
 use std::time::Duration;
 
-const LONG_STEP: &str = "    - id: wait
-      description: wait for the release flag
-      run: while [ ! -f \"$GEORGE_OUTPUT_DIR/release\" ]; do sleep 0.05; done
-    - id: finish
-      description: finish
-      depends_on: [wait]
-      run: touch \"$GEORGE_OUTPUT_DIR/finished\"
-";
-
 const THINKING_STEP: &str = "    - id: think
       description: Decide what the ticket really asks for.
 ";
@@ -25,7 +16,7 @@ const THINKING_STEP: &str = "    - id: think
 fn setup(dir: &std::path::Path) -> Engine {
     let m = dir.join("manifests");
     write(&m, "agents/worker.yaml", AGENT);
-    write(&m, "templates/long.yaml", &template("long", LONG_STEP));
+    write(&m, "templates/long.yaml", &template("long", RELEASE_STEPS));
     write(&m, "templates/think.yaml", &template("think", THINKING_STEP));
     Engine::start(dir, "", &["--manifests", m.to_str().unwrap()])
 }

@@ -20,7 +20,7 @@ pub struct Trigger {
 }
 
 /// The kinds of trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TriggerType {
     /// A cron schedule.
@@ -34,7 +34,7 @@ pub enum TriggerType {
 }
 
 /// What to do about cron runs missed while the engine was down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum MissedRuns {
     /// Run once, at start-up, for the latest missed time (default).
@@ -45,7 +45,7 @@ pub enum MissedRuns {
 }
 
 /// The body of a Trigger (also an entry of an AgentSpec's `triggers:`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TriggerSpec {
     /// `cron`, `webhook` (or `event`) or `summon`.

@@ -2,7 +2,7 @@
 
 use super::rows::{self, ts, AGENT_COLUMNS, JOB_COLUMNS};
 use super::Writer;
-use crate::{AttemptEnd, Created, JobFilter, JobState, NewAttempt, Result, StatusChange, StoreError};
+use crate::{AttemptEnd, Created, JobFilter, JobState, NewAttempt, Override, Result, StatusChange, StoreError};
 use george_core::api::{AgentView, CommentView, EvidenceView, JobView, StepReport, StepView};
 use george_core::plan::NewJob;
 use george_core::template::StepSpec;
@@ -197,6 +197,82 @@ pub fn set_desired(
         params![id, desired.as_str(), ts(w.now), why],
     )?;
     w.event(Some(id), None, "job.desired", actor, json!({"from": job.desired, "to": desired, "reason": reason}))?;
+    get_tx(w.tx, id)
+}
+
+pub fn override_status(w: &mut Writer<'_>, id: &str, target: &Override, actor: &str, reason: &str) -> Result<JobView> {
+    let job = require_job(w.tx, id)?;
+    let why = format!("set by {actor}: {reason}");
+    match target {
+        Override::Job(to) => {
+            match to {
+                JobStatus::Completed | JobStatus::Failed if job.status.is_final() => {
+                    return Err(StoreError::Conflict(format!(
+                        "job `{id}` is already {}; only `pending` (a retry) can follow",
+                        job.status
+                    )))
+                }
+                JobStatus::Completed | JobStatus::Failed => {}
+                JobStatus::Pending if job.status.is_final() || job.status == JobStatus::Blocked => {}
+                JobStatus::Pending => {
+                    return Err(StoreError::Conflict(format!(
+                        "job `{id}` is {}; only a blocked or ended job can be set back to pending",
+                        job.status
+                    )))
+                }
+                other => {
+                    return Err(StoreError::Invalid(format!(
+                        "a job can be set to pending, completed or failed by hand, not {other}"
+                    )))
+                }
+            }
+            let retry = *to == JobStatus::Pending;
+            w.tx.execute(
+                "UPDATE jobs SET status = ?2, reason = ?3, updated_at = ?4, \
+                 desired = CASE WHEN ?5 THEN 'active' ELSE desired END, \
+                 failures = CASE WHEN ?5 THEN 0 ELSE failures END, \
+                 next_attempt_at = CASE WHEN ?5 THEN NULL ELSE next_attempt_at END \
+                 WHERE id = ?1",
+                params![id, to.as_str(), why, ts(w.now), retry],
+            )?;
+            if retry {
+                w.tx.execute(
+                    "UPDATE steps SET status = 'pending', reason = NULL, updated_at = ?2 \
+                     WHERE job_id = ?1 AND status IN ('failed', 'blocked', 'in_progress')",
+                    params![id, ts(w.now)],
+                )?;
+            }
+            w.event(
+                Some(id),
+                None,
+                "job.status",
+                actor,
+                json!({"from": job.status, "to": to, "reason": why, "override": true}),
+            )?;
+        }
+        Override::Step { step, status } => {
+            if job.status.is_final() {
+                return Err(StoreError::Conflict(format!(
+                    "job `{id}` is {}; set it back to pending before changing its steps",
+                    job.status
+                )));
+            }
+            let n = w.tx.execute(
+                "UPDATE steps SET status = ?3, reason = ?4, updated_at = ?5 WHERE job_id = ?1 AND id = ?2",
+                params![id, step, status.as_str(), why, ts(w.now)],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound { what: "step", id: format!("{id}/{step}") });
+            }
+            w.event(
+                Some(id),
+                None,
+                "step.status",
+                actor,
+                json!({"step": step, "to": status, "reason": why, "override": true}),
+            )?;
+        }
+    }
     get_tx(w.tx, id)
 }
 

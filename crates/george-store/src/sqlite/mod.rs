@@ -9,7 +9,7 @@ mod sources;
 
 use crate::{
     AgentView, ApplyReport, AttemptEnd, Catalog, CommentView, Created, EventView, EvidenceView, JobFilter, JobState,
-    JobView, NewAttempt, Result, Snapshot, SourceView, StatusChange, Store, StoreError, StoredManifest,
+    JobView, NewAttempt, Override, Result, Snapshot, SourceView, StatusChange, Store, StoreError, StoredManifest,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -123,7 +123,9 @@ impl SqliteStore {
         let (value, events) = tokio::task::spawn_blocking(move || {
             let mut conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut w = Writer { tx: &tx, now: inner.clock.now(), events: Vec::new() };
+            // Stored with microseconds: what a write returns (and broadcasts) equals what a read gives.
+            let now = chrono::SubsecRound::trunc_subsecs(inner.clock.now(), 6);
+            let mut w = Writer { tx: &tx, now, events: Vec::new() };
             let value = f(&mut w)?;
             let events = std::mem::take(&mut w.events);
             tx.commit()?;
@@ -250,6 +252,11 @@ impl Store for SqliteStore {
     async fn set_desired(&self, id: &str, desired: DesiredState, actor: &str, reason: Option<&str>) -> Result<JobView> {
         let (id, actor, reason) = (id.to_string(), actor.to_string(), reason.map(str::to_string));
         self.write(move |w| jobs::set_desired(w, &id, desired, &actor, reason.as_deref())).await
+    }
+
+    async fn override_status(&self, id: &str, target: &Override, actor: &str, reason: &str) -> Result<JobView> {
+        let (id, target, actor, reason) = (id.to_string(), target.clone(), actor.to_string(), reason.to_string());
+        self.write(move |w| jobs::override_status(w, &id, &target, &actor, &reason)).await
     }
 
     async fn add_comment(&self, id: &str, author: &str, body: &str) -> Result<CommentView> {

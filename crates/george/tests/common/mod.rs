@@ -8,6 +8,7 @@ pub mod git_http;
 pub mod inbox;
 pub mod jira;
 pub mod llm;
+pub mod openapi;
 
 use george_client::Client;
 use george_core::api::JobView;
@@ -16,6 +17,16 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Two steps: `wait` until `$GEORGE_OUTPUT_DIR/release` exists, then `finish`.
+pub const RELEASE_STEPS: &str = "    - id: wait
+      description: wait for the release flag
+      run: while [ ! -f \"$GEORGE_OUTPUT_DIR/release\" ]; do sleep 0.05; done
+    - id: finish
+      description: finish
+      depends_on: [wait]
+      run: touch \"$GEORGE_OUTPUT_DIR/finished\"
+";
 
 pub const TOKEN: &str = "test-operator-token-0123456789";
 

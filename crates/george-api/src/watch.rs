@@ -1,0 +1,174 @@
+//! `WS /api/v1/watch` and `WS /api/v1/jobs/{id}/watch`: the event log as a
+//! live stream, one event (an [`EventView`] as JSON) per text frame, in
+//! sequence order.
+//!
+//! A client resumes with `?since=<last seq it saw>` and gets every later
+//! event exactly once: the stream first pages the backlog from the store,
+//! then follows the store's broadcast, skipping what it already sent and
+//! reading the store again whenever it might have missed something (its
+//! broadcast receiver lagged, or a sequence number was skipped: writers
+//! broadcast after they commit, so two of them may broadcast out of order,
+//! but an event arriving means every earlier one is committed). A slow
+//! client therefore never holds the engine up: the broadcast never waits for
+//! it, and a client that stops reading altogether is disconnected.
+
+use crate::auth::WATCH_PROTOCOL;
+use crate::body::QueryParams;
+use crate::{ApiError, ApiState, Caller};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use george_core::api::EventView;
+use serde::Deserialize;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// How long one frame may take to be accepted before the client counts as gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the server pings an idle stream.
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// Events read from the store per page of backlog.
+const PAGE: u32 = 1000;
+
+/// Options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchQuery {
+    /// Stream the events after this sequence number; default: only new ones.
+    #[serde(default)]
+    since: Option<i64>,
+}
+
+/// Every event.
+pub async fn all(
+    State(st): State<ApiState>,
+    caller: Caller,
+    QueryParams(q): QueryParams<WatchQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    caller.viewer()?;
+    start(st, q, None, ws).await
+}
+
+/// One job's events.
+pub async fn job(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<WatchQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    caller.may_read(&id)?;
+    if st.store.get_job(&id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("job `{id}` not found")));
+    }
+    start(st, q, Some(id), ws).await
+}
+
+async fn start(st: ApiState, q: WatchQuery, job: Option<String>, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
+    let since = match q.since {
+        Some(s) if s < 0 => {
+            return Err(ApiError::Invalid {
+                message: format!("since must be a sequence number (0 or more), got {s}"),
+                field: Some("since".into()),
+                details: vec![],
+            })
+        }
+        Some(s) => s,
+        None => st.store.latest_seq().await?,
+    };
+    Ok(ws.protocols([WATCH_PROTOCOL]).on_upgrade(move |socket| async move {
+        let mut stream = Stream { socket, st, job, last: since, seen: 0 };
+        if let Err(why) = stream.run().await {
+            tracing::debug!(%why, last = stream.last, "watch stream ended");
+        }
+    }))
+}
+
+struct Stream {
+    socket: WebSocket,
+    st: ApiState,
+    job: Option<String>,
+    /// The last sequence number sent (or the client's `since`).
+    last: i64,
+    /// Every event up to this sequence number has been considered (sent or not wanted).
+    seen: i64,
+}
+
+impl Stream {
+    async fn run(&mut self) -> Result<(), String> {
+        // Subscribe before reading the backlog, so nothing falls in between.
+        let mut rx = self.st.store.subscribe();
+        self.seen = self.latest().await?;
+        self.catch_up().await?;
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                received = rx.recv() => match received {
+                    Ok(e) if e.seq <= self.seen => {}
+                    Ok(e) if e.seq == self.seen + 1 => {
+                        self.seen = e.seq;
+                        if e.seq > self.last && self.wanted(&e) {
+                            self.send(&e).await?;
+                        }
+                    }
+                    // A gap (or a reordering): everything up to `e` is committed; the store has it.
+                    Ok(e) => {
+                        self.catch_up().await?;
+                        self.seen = e.seq;
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::debug!(missed = n, "watch receiver lagged; reading the store");
+                        self.seen = self.latest().await?;
+                        self.catch_up().await?;
+                    }
+                    Err(RecvError::Closed) => return Err("the store closed".into()),
+                },
+                incoming = self.socket.recv() => match incoming {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
+                    Some(Ok(_)) => {}
+                },
+                _ = ping.tick() => self.push(Message::Ping(Default::default())).await?,
+            }
+        }
+    }
+
+    async fn latest(&mut self) -> Result<i64, String> {
+        self.st.store.latest_seq().await.map_err(|e| e.to_string())
+    }
+
+    fn wanted(&self, e: &EventView) -> bool {
+        self.job.as_deref().is_none_or(|j| e.job_id.as_deref() == Some(j))
+    }
+
+    /// Sends everything the store has after `last`.
+    async fn catch_up(&mut self) -> Result<(), String> {
+        loop {
+            let page =
+                self.st.store.events_since(self.last, PAGE, self.job.as_deref()).await.map_err(|e| e.to_string())?;
+            let full = page.len() as u32 == PAGE;
+            for e in &page {
+                self.send(e).await?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn send(&mut self, e: &EventView) -> Result<(), String> {
+        let text = serde_json::to_string(e).map_err(|e| e.to_string())?;
+        self.push(Message::Text(text.into())).await?;
+        self.last = e.seq;
+        Ok(())
+    }
+
+    async fn push(&mut self, m: Message) -> Result<(), String> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(m)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("client gone: {e}")),
+            Err(_) => Err("client stopped reading".into()),
+        }
+    }
+}
