@@ -493,6 +493,7 @@
     view.alive = true;
     S.view = view;
     fill($('#view'), view.root);
+    window.scrollTo(0, 0);
     document.title = `George · ${view.title || name}`;
     refreshNow();
   }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod forge;
 pub mod git_http;
 pub mod inbox;
