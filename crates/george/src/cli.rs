@@ -306,6 +306,9 @@ pub enum JobsCommand {
         /// Priority class.
         #[arg(long)]
         priority: Option<String>,
+        /// Follow the job live until it ends (as `jobs watch`); exit 0 only if it completed.
+        #[arg(long)]
+        wait: bool,
     },
     /// Pause a job (its agent is stopped gracefully).
     Pause(ActionArgs),

@@ -110,6 +110,12 @@ fn explain(e: &anyhow::Error) -> String {
             ClientError::Api { status: 401, .. } => {
                 msg.push_str("\nhint: pass an operator token with --token or GEORGE_TOKEN (a local engine keeps one in .george/operator-token).")
             }
+            ClientError::Api { status: 403, .. } => {
+                msg.push_str("\nhint: `george whoami` shows your token's role; an admin can mint one with more (`george tokens mint NAME --role operator`).")
+            }
+            ClientError::Api { status: 404, code, .. } if code == "not_found" => {
+                msg.push_str("\nhint: `george jobs ls` lists the jobs, `george agents ls --all` the agents.")
+            }
             ClientError::Api { details, .. } if !details.is_empty() => {
                 for d in details {
                     msg.push_str(&format!("\n  - {d}"));
@@ -566,7 +572,7 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
                 }
             }
         }
-        JobsCommand::Submit { template, params, id, priority } => {
+        JobsCommand::Submit { template, params, id, priority, wait } => {
             let req = SubmitJob {
                 template: template.clone(),
                 params: parse_params(params)?,
@@ -581,6 +587,10 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
                 env: BTreeMap::new(),
             };
             let job = c.submit(&req).await?;
+            if *wait {
+                // Follow it from its creation on, whatever happened meanwhile.
+                return watch(c, &job.id, Some(0), format).await;
+            }
             print(format, &job, |j| jobs_table(&vec![j.clone()]));
         }
         JobsCommand::Pause(a) | JobsCommand::Resume(a) | JobsCommand::Abort(a) | JobsCommand::Approve(a) => {

@@ -61,9 +61,12 @@ fn the_dashboard_shows_jobs_live_and_steers_them() {
         b.wait_js("the overview", WAIT, "return !!document.querySelector('#overview [data-status-count=\"completed\"]');").await;
         assert_eq!(b.js("return document.querySelectorAll('tr[data-job-id]').length;", json!([])).await, 0);
 
-        // A reload would lose this mark; the statuses each row shows are recorded as they change.
+        // A reload would lose this mark; the statuses each row shows are recorded as they change,
+        // and any script error is kept.
         b.js(
-            "window.__samePage = 'yes'; window.__seen = {};
+            "window.__samePage = 'yes'; window.__seen = {}; window.__errors = [];
+             window.addEventListener('error', e => window.__errors.push(String(e.message)));
+             window.addEventListener('unhandledrejection', e => window.__errors.push(String(e.reason)));
              const record = () => document.querySelectorAll('tr[data-job-id] td[data-field=status]').forEach(td => {
                const id = td.closest('tr').dataset.jobId, s = td.textContent.trim();
                const l = (window.__seen[id] = window.__seen[id] || []);
@@ -148,7 +151,22 @@ fn the_dashboard_shows_jobs_live_and_steers_them() {
         );
         assert_eq!(b.js("return window.__samePage;", json!([])).await, "yes", "still the same page");
 
-        // On a phone: nothing wider than the screen.
+        // The other views: registry and agents, budgets with a burn-down chart, triggers.
+        for (hash, hook) in [
+            ("#/agents", "#registry-table tr[data-agent-spec=\"auditor\"]"),
+            ("#/agents", "#agents-table"),
+            ("#/budgets", "#budgets svg.burndown"),
+            ("#/triggers", "#triggers-table"),
+            ("#/jobs?status=completed", "#jobs-table tr[data-job-id=\"hold\"]"),
+        ] {
+            b.js(&format!("location.hash = {hash:?};"), json!([])).await;
+            b.wait_js(&format!("{hook} on {hash}"), WAIT, &format!("return !!document.querySelector({hook:?});")).await;
+            let name: String = hash[2..].chars().take_while(char::is_ascii_alphabetic).collect();
+            b.screenshot(&artifacts().join(format!("{name}.png"))).await;
+        }
+        assert_eq!(b.js("return window.__errors;", json!([])).await, json!([]), "no script errors");
+
+                // On a phone: nothing wider than the screen.
         b.resize(390, 844).await;
         b.js("location.hash = '#/';", json!([])).await;
         b.wait_js("the overview", WAIT, &text_is("[data-status-count=\"completed\"]", "4")).await;

@@ -597,6 +597,11 @@ fn override_retries_a_blocked_job_and_the_cli_follows_it() {
     let out = engine.cli(&["--token", VIEWER, "jobs", "override", "p", "--status", "failed", "--reason", "x"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("has role viewer"), "{}", stderr(&out));
+    // Submitting with --wait shows the job's progress until it ends.
+    let out = engine.cli(&["--token", OPERATOR, "jobs", "submit", "quick", "--id", "s1", "--wait"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("attempt.started") && text.trim_end().ends_with("s1: completed"), "{text}");
     // Shell completions.
     let out = engine.cli(&["completions", "bash"]);
     assert!(out.status.success() && stdout(&out).contains("george"), "{}", stderr(&out));
