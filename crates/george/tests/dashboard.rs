@@ -166,7 +166,7 @@ fn the_dashboard_shows_jobs_live_and_steers_them() {
         }
         assert_eq!(b.js("return window.__errors;", json!([])).await, json!([]), "no script errors");
 
-                // On a phone: nothing wider than the screen.
+        // On a phone: nothing wider than the screen.
         b.resize(390, 844).await;
         b.js("location.hash = '#/';", json!([])).await;
         b.wait_js("the overview", WAIT, &text_is("[data-status-count=\"completed\"]", "4")).await;
