@@ -11,6 +11,11 @@
 //!     (std::sync::Arc::new(store) as std::sync::Arc<dyn Store>, Box::new(dir) as Box<dyn std::any::Any + Send>)
 //! });
 //! ```
+//!
+//! Given a second argument, `second: |guard| ...`, a function that opens
+//! another store on the same database as the one the guard belongs to, the
+//! macro also generates the checks of two stores (two engine processes)
+//! sharing one database.
 
 use crate::{AttemptEnd, Created, JobFilter, NewAttempt, Override, Snapshot, StatusChange, Store, StoreError};
 use george_core::api::StepReport;
@@ -27,9 +32,22 @@ pub type TestStore = Arc<dyn Store>;
 
 /// Generates one `#[tokio::test]` per conformance check. `$make` is an async
 /// block returning `(Arc<dyn Store>, Box<dyn Any + Send>)`; the box is kept
-/// alive for the test (e.g. a temporary directory).
+/// alive for the test (e.g. a temporary directory). The optional
+/// `second: $open` is a closure `|guard: &(dyn Any + Send)| -> Arc<dyn Store>`
+/// opening another store on the database of the store that came with `guard`.
 #[macro_export]
 macro_rules! store_conformance_tests {
+    ($make:expr, second: $open:expr $(,)?) => {
+        $crate::store_conformance_tests!($make);
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn two_stores_race_for_one_attempt() {
+            let (store, guard) = $make.await;
+            let open_second: fn(&(dyn ::std::any::Any + Send)) -> $crate::conformance::TestStore = $open;
+            let second = open_second(&*guard);
+            $crate::conformance::two_stores_race_for_one_attempt(store, second).await;
+        }
+    };
     ($make:expr) => {
         $crate::store_conformance_tests!(@tests $make;
             create_job_is_idempotent,
@@ -290,6 +308,36 @@ pub async fn concurrent_attempt_starts_yield_one_winner(store: TestStore) {
     }
     assert_eq!(wins, 1);
     assert_eq!(store.live_attempts().await.unwrap().len(), 1);
+}
+
+/// Two stores on one database (two engines) racing to start the same
+/// attempt: exactly one wins, and both see the one attempt.
+pub async fn two_stores_race_for_one_attempt(first: TestStore, second: TestStore) {
+    first.create_job(job("race", "api"), "t").await.unwrap();
+    assert_eq!(second.create_job(job("race", "api"), "t").await.unwrap(), Created::Existed);
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let s = if i % 2 == 0 { first.clone() } else { second.clone() };
+            tokio::spawn(async move { s.start_attempt("race", attempt(0, &format!("tok{i}"))).await })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(n) => {
+                assert_eq!(n, 1);
+                wins += 1
+            }
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    for store in [&first, &second] {
+        assert_eq!(store.live_attempts().await.unwrap().len(), 1);
+        let started = store.events_since(0, 100, Some("race")).await.unwrap();
+        assert_eq!(started.iter().filter(|e| e.kind == "attempt.started").count(), 1);
+    }
 }
 
 /// Step and job reports from the current agent move the job along.

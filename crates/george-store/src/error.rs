@@ -38,6 +38,44 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// PostgreSQL errors that are domain outcomes; everything else is `Backend`.
+/// A duplicate attempt number means another engine started an attempt at
+/// the same time (the SQLite store reports that race as a conflict too), and
+/// text with a NUL character is refused: PostgreSQL cannot store it.
+impl From<::postgres::Error> for StoreError {
+    fn from(e: ::postgres::Error) -> Self {
+        use ::postgres::error::SqlState;
+        let Some(db) = e.as_db_error() else {
+            return StoreError::Backend(Box::new(PostgresError(e)));
+        };
+        let code = db.code();
+        if *code == SqlState::UNIQUE_VIOLATION && db.constraint() == Some("attempts_pkey") {
+            return StoreError::Conflict(format!("another attempt started at the same time ({})", db.message()));
+        }
+        if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE || *code == SqlState::UNTRANSLATABLE_CHARACTER {
+            return StoreError::Invalid(format!("PostgreSQL cannot store this text: {}", db.message()));
+        }
+        StoreError::Backend(Box::new(PostgresError(e)))
+    }
+}
+
+/// A PostgreSQL error, displayed with its cause: the driver's own display
+/// names only the kind of error (e.g. `db error`).
+#[derive(Debug)]
+pub(crate) struct PostgresError(pub(crate) ::postgres::Error);
+
+impl std::fmt::Display for PostgresError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        match std::error::Error::source(&self.0) {
+            Some(cause) => write!(f, ": {cause}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for PostgresError {}
+
 impl From<serde_json::Error> for StoreError {
     fn from(e: serde_json::Error) -> Self {
         StoreError::Backend(Box::new(e))

@@ -1,16 +1,21 @@
 //! The store: George's single source of truth. The [`Store`] trait is what
 //! every other component reads and writes through; [`SqliteStore`] is the
-//! embedded implementation. Every transition is written together with an
+//! embedded implementation and [`PostgresStore`] the one several engine
+//! processes share. Every transition is written together with an
 //! event in the append-only log, and every write an agent makes is fenced:
 //! it lands only if the agent's attempt is still the job's current, live one.
 //!
 //! The [`conformance`] module holds the test suite every implementation must pass.
 
 pub mod conformance;
+mod delegate;
 mod error;
+mod postgres;
+mod rules;
 mod snapshot;
 mod sqlite;
 
+pub use crate::postgres::{lock_engine, EngineLock, PostgresStore};
 pub use error::StoreError;
 pub use snapshot::{ApplyReport, Snapshot, StoredManifest};
 pub use sqlite::SqliteStore;

@@ -3,11 +3,17 @@
 use george_store::{SqliteStore, Store};
 use std::sync::Arc;
 
-george_store::store_conformance_tests!(async {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("george.db")).unwrap();
-    (Arc::new(store) as Arc<dyn Store>, Box::new(dir) as Box<dyn std::any::Any + Send>)
-});
+george_store::store_conformance_tests!(
+    async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("george.db")).unwrap();
+        (Arc::new(store) as Arc<dyn Store>, Box::new(dir) as Box<dyn std::any::Any + Send>)
+    },
+    second: |guard| {
+        let dir = guard.downcast_ref::<tempfile::TempDir>().expect("the guard is the store's directory");
+        Arc::new(SqliteStore::open(dir.path().join("george.db")).unwrap())
+    }
+);
 
 #[tokio::test]
 async fn reopening_keeps_data_and_schema_version() {

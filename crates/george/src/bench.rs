@@ -46,6 +46,7 @@ spec:
 /// The figures.
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
+    store: &'static str,
     jobs: usize,
     completed: usize,
     submit_to_start_p50_ms: f64,
@@ -119,7 +120,18 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         other => anyhow::bail!("--mode: unknown mode `{other}`; expected process, docker, scheduler or proxy"),
     }
     let jobs = args.jobs.unwrap_or(500);
-    let (server, client, dir) = start(|cfg| cfg.engine.workers = Some(args.workers)).await?;
+    let database = args.database_url.clone();
+    let (server, client, dir) = start(|cfg| {
+        cfg.engine.workers = Some(args.workers);
+        if let Some(url) = database {
+            cfg.store = crate::config::StoreSection {
+                store_type: Some("postgres".into()),
+                url: Some(url),
+                ..Default::default()
+            };
+        }
+    })
+    .await?;
     let first_submit = chrono::Utc::now();
     let submitted: HashMap<String, chrono::DateTime<chrono::Utc>> = futures_util::stream::iter(0..jobs)
         .map(|i| {
@@ -173,6 +185,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     let wall = (last_finish - first_submit).num_microseconds().unwrap_or(0) as f64 / 1e6;
     latencies.sort_by(|a, b| a.total_cmp(b));
     let report = BenchReport {
+        store: if args.database_url.is_some() { "postgres" } else { "sqlite" },
         jobs,
         completed,
         submit_to_start_p50_ms: percentile(&latencies, 0.50),
@@ -187,6 +200,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     match format {
         Format::Json | Format::Yaml => crate::output::render(format, &report, |_| {}),
         Format::Table => {
+            println!("store                     {}", report.store);
             println!("jobs                      {} ({} completed)", report.jobs, report.completed);
             println!("submit→start p50          {:.1} ms", report.submit_to_start_p50_ms);
             println!("submit→start p99          {:.1} ms", report.submit_to_start_p99_ms);

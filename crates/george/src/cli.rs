@@ -433,4 +433,7 @@ pub struct BenchArgs {
     /// The agent image (for `--mode docker`).
     #[arg(long)]
     pub image: Option<String>,
+    /// Run the engine on this PostgreSQL database instead of SQLite (`--mode process`).
+    #[arg(long)]
+    pub database_url: Option<String>,
 }

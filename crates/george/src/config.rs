@@ -42,6 +42,65 @@ pub struct Config {
     /// Jira: the work source and status board.
     #[serde(default)]
     pub jira: Option<JiraSection>,
+    /// Where George keeps its state.
+    #[serde(default)]
+    pub store: StoreSection,
+}
+
+/// `store:` the embedded SQLite file (default) or a PostgreSQL server.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StoreSection {
+    /// `sqlite` (default: `<dataDir>/george.db`) or `postgres`.
+    #[serde(rename = "type")]
+    pub store_type: Option<String>,
+    /// The PostgreSQL URL (`postgres://user:password@host/db`, or a `host=... dbname=...`
+    /// string); prefer `urlEnv` or `urlFile`, since it holds a password.
+    pub url: Option<String>,
+    /// An environment variable holding the URL.
+    pub url_env: Option<String>,
+    /// A file holding the URL.
+    pub url_file: Option<PathBuf>,
+}
+
+/// The store the configuration asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// The SQLite file in the data directory.
+    Sqlite,
+    /// A PostgreSQL server at this URL.
+    Postgres(String),
+}
+
+impl StoreSection {
+    /// Which store, with the URL resolved; errors name the field.
+    pub fn resolve(&self) -> anyhow::Result<StoreChoice> {
+        match self.store_type.as_deref().unwrap_or("sqlite") {
+            "sqlite" => {
+                if self.url.is_some() || self.url_env.is_some() || self.url_file.is_some() {
+                    bail!("store: a URL is set but store.type is sqlite; set store.type: postgres");
+                }
+                Ok(StoreChoice::Sqlite)
+            }
+            "postgres" | "postgresql" => {
+                let url = match (&self.url, &self.url_env, &self.url_file) {
+                    (Some(u), None, None) => u.clone(),
+                    (None, Some(var), None) => std::env::var(var)
+                        .with_context(|| format!("store.urlEnv: environment variable {var} is not set"))?,
+                    (None, None, Some(f)) => std::fs::read_to_string(f)
+                        .with_context(|| format!("store.urlFile: cannot read {}", f.display()))?
+                        .trim()
+                        .to_string(),
+                    _ => bail!("store: set exactly one of url, urlEnv, urlFile for store.type postgres"),
+                };
+                if url.trim().is_empty() {
+                    bail!("store.url: empty; expected a postgres:// URL or a `host=... dbname=...` string");
+                }
+                Ok(StoreChoice::Postgres(url))
+            }
+            other => bail!("store.type: expected sqlite or postgres, got `{other}`"),
+        }
+    }
 }
 
 /// `jira:` (seed 000's shape, extended).
@@ -339,6 +398,9 @@ impl Config {
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         fn parse<T: std::str::FromStr>(name: &str, v: &str, expected: &str) -> anyhow::Result<T> {
             v.trim().parse().map_err(|_| anyhow::anyhow!("environment variable {name}=`{v}`: expected {expected}"))
+        }
+        if let Some(v) = get("GEORGE_DATABASE_URL") {
+            self.store = StoreSection { store_type: Some("postgres".into()), url: Some(v), ..Default::default() };
         }
         if let Some(v) = get("GEORGE_ENGINE_ID") {
             self.engine.id = Some(v);

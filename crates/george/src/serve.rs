@@ -2,7 +2,7 @@
 //! API, wired from the configuration. Used by `george serve`, `george up`
 //! and `george bench`.
 
-use crate::config::Config;
+use crate::config::{Config, StoreChoice};
 use anyhow::{bail, Context as _};
 use george_api::{ApiState, OperatorTokens};
 use george_core::Role;
@@ -41,6 +41,8 @@ pub struct Server {
     api_task: tokio::task::JoinHandle<anyhow::Result<()>>,
     writeback: Option<tokio::task::JoinHandle<()>>,
     _lock: nix::fcntl::Flock<std::fs::File>,
+    /// On PostgreSQL: the database's engine lock (one engine per database).
+    engine_lock: Option<george_store::EngineLock>,
 }
 
 impl Server {
@@ -82,10 +84,25 @@ impl Server {
             None => format!("http://{bound}"),
         };
 
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(data_dir.join("george.db"))
-                .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
-        );
+        let mut engine_lock = None;
+        let store: Arc<dyn Store> = match cfg.store.resolve()? {
+            StoreChoice::Sqlite => Arc::new(
+                SqliteStore::open(data_dir.join("george.db"))
+                    .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
+            ),
+            StoreChoice::Postgres(url) => {
+                let (store, lock) = tokio::task::spawn_blocking(move || {
+                    // Errors name the server, never the password.
+                    let store = george_store::PostgresStore::connect(&url)
+                        .context("cannot open the PostgreSQL store (store.url)")?;
+                    let lock = george_store::lock_engine(&url)?;
+                    anyhow::Ok((store, lock))
+                })
+                .await??;
+                engine_lock = Some(lock);
+                Arc::new(store)
+            }
+        };
         let engine_id = cfg.engine.id.clone().unwrap_or_else(|| "george".into());
         let runtime = build_runtime(&cfg, &data_dir, &engine_id).await?;
         let mut sources = build_sources(&cfg, &data_dir);
@@ -180,6 +197,7 @@ impl Server {
             api_task,
             writeback,
             _lock: lock,
+            engine_lock,
         })
     }
 
@@ -195,15 +213,27 @@ impl Server {
         Ok(())
     }
 
-    /// Runs until SIGINT or SIGTERM, then stops.
-    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+    /// Runs until SIGINT or SIGTERM, then stops. On PostgreSQL, also stops
+    /// (with an error) when the database's engine lock is lost.
+    pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        let lost = async {
+            match self.engine_lock.as_mut() {
+                Some(lock) => Some(lock.lost().await),
+                None => std::future::pending().await,
+            }
+        };
+        let lost = tokio::select! {
+            _ = tokio::signal::ctrl_c() => None,
+            _ = term.recv() => None,
+            why = lost => why,
+        };
         tracing::info!("shutting down (agents keep running and are adopted on the next start)");
-        self.stop().await
+        self.stop().await?;
+        match lost {
+            Some(why) => anyhow::bail!("{why}; stopped so that no second engine acts beside another (restart me)"),
+            None => Ok(()),
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::rows::{self, ts, AGENT_COLUMNS, JOB_COLUMNS};
 use super::Writer;
+use crate::rules::{self, agent_actor, spec_digest};
 use crate::{AttemptEnd, Created, JobFilter, JobState, NewAttempt, Override, Result, StatusChange, StoreError};
 use george_core::api::{AgentView, CommentView, EvidenceView, JobView, StepReport, StepView};
 use george_core::plan::NewJob;
@@ -9,14 +10,6 @@ use george_core::template::StepSpec;
 use george_core::{AgentState, DesiredState, JobStatus, StepStatus};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-
-/// A digest of what defines a job's work; it changes when a source changes
-/// the job's template, agent, parameters, environment or steps.
-pub fn digest(job: &NewJob) -> String {
-    let canonical = json!([job.template, job.agent, job.params, job.env, job.steps, job.max_attempts]);
-    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
-}
 
 pub fn create(w: &mut Writer<'_>, job: &NewJob, actor: &str) -> Result<Created> {
     let exists: bool = w.tx.query_row("SELECT EXISTS(SELECT 1 FROM jobs WHERE id = ?1)", [&job.id], |r| r.get(0))?;
@@ -41,7 +34,7 @@ pub fn create(w: &mut Writer<'_>, job: &NewJob, actor: &str) -> Result<Created> 
             job.origin.source,
             job.origin.reference,
             job.origin.revision,
-            digest(job),
+            spec_digest(job),
             now,
             job.not_before.map(ts),
         ],
@@ -69,7 +62,7 @@ pub fn update_pending(w: &mut Writer<'_>, job: &NewJob, actor: &str) -> Result<b
             serde_json::to_string(&job.env)?,
             job.priority.as_str(),
             job.not_before.map(ts),
-            digest(job),
+            spec_digest(job),
             now,
         ],
     )?;
@@ -168,29 +161,8 @@ pub fn set_desired(
     reason: Option<&str>,
 ) -> Result<JobView> {
     let job = require_job(w.tx, id)?;
-    let idempotent_abort = desired == DesiredState::Aborted && job.status == JobStatus::Aborted;
-    if job.desired == desired && (!job.status.is_final() || idempotent_abort) {
+    let Some(why) = rules::desired_change(&job, desired, actor, reason)? else {
         return get_tx(w.tx, id);
-    }
-    if job.status.is_final() {
-        return Err(StoreError::Conflict(format!(
-            "job `{id}` is already {}; it cannot be {}",
-            job.status,
-            match desired {
-                DesiredState::Active => "resumed",
-                DesiredState::Paused => "paused",
-                DesiredState::Aborted => "aborted",
-            }
-        )));
-    }
-    let verb = match desired {
-        DesiredState::Active => "resumed",
-        DesiredState::Paused => "paused",
-        DesiredState::Aborted => "aborted",
-    };
-    let why = match reason {
-        Some(r) => format!("{verb} by {actor}: {r}"),
-        None => format!("{verb} by {actor}"),
     };
     w.tx.execute(
         "UPDATE jobs SET desired = ?2, reason = ?4, updated_at = ?3 WHERE id = ?1",
@@ -202,30 +174,10 @@ pub fn set_desired(
 
 pub fn override_status(w: &mut Writer<'_>, id: &str, target: &Override, actor: &str, reason: &str) -> Result<JobView> {
     let job = require_job(w.tx, id)?;
-    let why = format!("set by {actor}: {reason}");
+    let why = rules::override_reason(actor, reason);
     match target {
         Override::Job(to) => {
-            match to {
-                JobStatus::Completed | JobStatus::Failed if job.status.is_final() => {
-                    return Err(StoreError::Conflict(format!(
-                        "job `{id}` is already {}; only `pending` (a retry) can follow",
-                        job.status
-                    )))
-                }
-                JobStatus::Completed | JobStatus::Failed => {}
-                JobStatus::Pending if job.status.is_final() || job.status == JobStatus::Blocked => {}
-                JobStatus::Pending => {
-                    return Err(StoreError::Conflict(format!(
-                        "job `{id}` is {}; only a blocked or ended job can be set back to pending",
-                        job.status
-                    )))
-                }
-                other => {
-                    return Err(StoreError::Invalid(format!(
-                        "a job can be set to pending, completed or failed by hand, not {other}"
-                    )))
-                }
-            }
+            rules::check_job_override(&job, *to)?;
             let retry = *to == JobStatus::Pending;
             w.tx.execute(
                 "UPDATE jobs SET status = ?2, reason = ?3, updated_at = ?4, \
@@ -251,12 +203,7 @@ pub fn override_status(w: &mut Writer<'_>, id: &str, target: &Override, actor: &
             )?;
         }
         Override::Step { step, status } => {
-            if job.status.is_final() {
-                return Err(StoreError::Conflict(format!(
-                    "job `{id}` is {}; set it back to pending before changing its steps",
-                    job.status
-                )));
-            }
+            rules::check_step_override(&job)?;
             let n = w.tx.execute(
                 "UPDATE steps SET status = ?3, reason = ?4, updated_at = ?5 WHERE job_id = ?1 AND id = ?2",
                 params![id, step, status.as_str(), why, ts(w.now)],
@@ -362,18 +309,7 @@ pub fn change_status(w: &mut Writer<'_>, id: &str, change: &StatusChange, actor:
 
 pub fn start_attempt(w: &mut Writer<'_>, id: &str, a: &NewAttempt) -> Result<u32> {
     let job = require_job(w.tx, id)?;
-    if job.attempt != a.after {
-        return Err(StoreError::Conflict(format!(
-            "job `{id}` is at attempt {}, not {}; another attempt started",
-            job.attempt, a.after
-        )));
-    }
-    if job.status != JobStatus::Pending || job.desired != DesiredState::Active {
-        return Err(StoreError::Conflict(format!(
-            "job `{id}` is {} (desired {}); an attempt starts only from pending/active",
-            job.status, job.desired
-        )));
-    }
+    rules::check_attempt_start(&job, a.after)?;
     let live: bool = w.tx.query_row(
         "SELECT EXISTS(SELECT 1 FROM attempts WHERE job_id = ?1 AND state <> 'terminated')",
         [id],
@@ -487,18 +423,14 @@ pub fn fence(tx: &Transaction<'_>, id: &str, attempt: u32) -> Result<JobStatus> 
     let Some((current, status)) = row else {
         return Err(StoreError::NotFound { what: "job", id: id.into() });
     };
-    let superseded = |why: String| StoreError::Superseded { job: id.into(), attempt, why };
-    if attempt != current {
-        return Err(superseded(format!("the job's current attempt is {current}")));
-    }
-    let state: Option<String> = tx
-        .query_row("SELECT state FROM attempts WHERE job_id = ?1 AND number = ?2", params![id, attempt], |r| r.get(0))
-        .optional()?;
-    match state.as_deref() {
-        None => Err(superseded("no such attempt".into())),
-        Some("terminated") => Err(superseded("the attempt has ended".into())),
-        Some(_) => status.parse().map_err(|e| StoreError::Backend(Box::new(e))),
-    }
+    let state: Option<String> = if attempt == current {
+        tx.query_row("SELECT state FROM attempts WHERE job_id = ?1 AND number = ?2", params![id, attempt], |r| r.get(0))
+            .optional()?
+    } else {
+        None
+    };
+    rules::check_fence(id, attempt, current, state.as_deref())?;
+    status.parse().map_err(|e| StoreError::Backend(Box::new(e)))
 }
 
 pub fn heartbeat(w: &mut Writer<'_>, id: &str, attempt: u32) -> Result<()> {
@@ -513,9 +445,7 @@ pub fn heartbeat(w: &mut Writer<'_>, id: &str, attempt: u32) -> Result<()> {
 
 pub fn report_step(w: &mut Writer<'_>, id: &str, attempt: u32, step: &str, report: &StepReport) -> Result<()> {
     let status = fence(w.tx, id, attempt)?;
-    if status != JobStatus::InProgress {
-        return Err(StoreError::Conflict(format!("job `{id}` is {status}; step reports are closed")));
-    }
+    rules::check_step_report(id, status)?;
     let runs_inc = (report.status == StepStatus::InProgress) as i64;
     let n = w.tx.execute(
         "UPDATE steps SET status = ?3, reason = ?4, runs = runs + ?5, updated_at = ?6 WHERE job_id = ?1 AND id = ?2",
@@ -528,7 +458,7 @@ pub fn report_step(w: &mut Writer<'_>, id: &str, attempt: u32, step: &str, repor
         Some(id),
         Some(attempt),
         "step.status",
-        &format!("agent:{}", george_core::api::agent_id(id, attempt)),
+        &agent_actor(id, attempt),
         json!({"step": step, "to": report.status, "reason": report.reason}),
     )
 }
@@ -563,7 +493,7 @@ pub fn add_evidence(
         Some(id),
         Some(attempt),
         "evidence.added",
-        &format!("agent:{}", george_core::api::agent_id(id, attempt)),
+        &agent_actor(id, attempt),
         json!({"evidence": eid, "step": step, "kind": kind, "truncated": truncated}),
     )?;
     Ok(EvidenceView {
@@ -579,20 +509,12 @@ pub fn add_evidence(
 }
 
 pub fn report_job(w: &mut Writer<'_>, id: &str, attempt: u32, status: JobStatus, reason: Option<&str>) -> Result<()> {
-    if !matches!(status, JobStatus::Completed | JobStatus::Blocked | JobStatus::Failed) {
-        return Err(StoreError::Invalid(format!("an agent reports completed, blocked or failed, not {status}")));
-    }
-    if status != JobStatus::Completed && reason.is_none_or(|r| r.trim().is_empty()) {
-        return Err(StoreError::Invalid(format!("a {status} report needs a reason")));
-    }
+    rules::check_verdict(status, reason)?;
     let current = fence(w.tx, id, attempt)?;
-    if current == status {
+    if !rules::verdict_applies(id, current, status)? {
         return Ok(()); // a retried report
     }
-    if current != JobStatus::InProgress {
-        return Err(StoreError::Conflict(format!("job `{id}` is {current}; it cannot become {status}")));
-    }
-    let actor = format!("agent:{}", george_core::api::agent_id(id, attempt));
+    let actor = agent_actor(id, attempt);
     change_status(
         w,
         id,

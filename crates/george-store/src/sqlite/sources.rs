@@ -1,9 +1,10 @@
 //! Sources of desired state: applying a revision, recording rejections, and
 //! the stored manifests.
 
-use super::jobs::{self, digest};
+use super::jobs;
 use super::rows::{self, ts};
 use super::Writer;
+use crate::rules::{self, spec_digest};
 use crate::{ApplyReport, Catalog, Result, Snapshot, StoreError, StoredManifest};
 use george_core::api::SourceView;
 use george_core::manifest::Kind;
@@ -13,12 +14,7 @@ use serde_json::json;
 use std::collections::BTreeSet;
 
 pub fn apply_snapshot(w: &mut Writer<'_>, s: &Snapshot) -> Result<ApplyReport> {
-    if let Some(job) = s.jobs.iter().find(|j| j.origin.source != s.source) {
-        return Err(StoreError::Invalid(format!(
-            "job `{}` claims source `{}` in a snapshot of `{}`",
-            job.id, job.origin.source, s.source
-        )));
-    }
+    rules::check_snapshot(s)?;
     let applied: Option<Option<String>> =
         w.tx.query_row("SELECT applied_revision FROM sources WHERE name = ?1", [&s.source], |r| r.get(0)).optional()?;
     let mut report = ApplyReport::default();
@@ -100,7 +96,7 @@ pub fn apply_snapshot(w: &mut Writer<'_>, s: &Snapshot) -> Result<ApplyReport> {
         }
         let status: JobStatus = status.parse().map_err(|e| StoreError::Backend(Box::new(e)))?;
         let mut changed = false;
-        let new_digest = digest(job);
+        let new_digest = spec_digest(job);
         if new_digest != old_digest {
             if status == JobStatus::Pending && attempt == 0 {
                 w.tx.execute(
@@ -276,22 +272,5 @@ pub fn set_trigger_mark(w: &mut Writer<'_>, name: &str, watermark: chrono::DateT
 }
 
 pub fn catalog(c: &Connection) -> Result<Catalog> {
-    let mut cat = Catalog::default();
-    for m in manifests(c, None)? {
-        match m.kind {
-            Kind::AgentSpec => {
-                cat.agents.insert(m.name, serde_json::from_value(m.body)?);
-            }
-            Kind::TaskTemplate => {
-                cat.templates.insert(m.name, serde_json::from_value(m.body)?);
-            }
-            Kind::Trigger => {
-                let t: george_core::manifest::Trigger = serde_json::from_value(m.body)?;
-                cat.triggers.insert(m.name, t.spec);
-            }
-            _ => {}
-        }
-    }
-    cat.add_agent_triggers();
-    Ok(cat)
+    rules::catalog(manifests(c, None)?)
 }

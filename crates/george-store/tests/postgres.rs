@@ -1,0 +1,169 @@
+//! The store conformance suite against PostgreSQL, each test on a fresh
+//! database (`postgres_server` says where the server comes from), and what
+//! matters when several engines share one database.
+
+mod postgres_server;
+
+use george_store::conformance::job;
+use george_store::{PostgresStore, Snapshot, Store, StoreError};
+use postgres_server::TestDatabase;
+use serde_json::json;
+use std::sync::Arc;
+
+fn connect_to(db: &TestDatabase) -> Arc<dyn Store> {
+    Arc::new(PostgresStore::connect(&db.url).unwrap())
+}
+
+george_store::store_conformance_tests!(
+    async {
+        let db = TestDatabase::create();
+        (connect_to(&db), Box::new(db) as Box<dyn std::any::Any + Send>)
+    },
+    second: |guard| connect_to(guard.downcast_ref::<TestDatabase>().expect("the guard is the test database"))
+);
+
+#[tokio::test]
+async fn reconnecting_keeps_data_and_schema_version() {
+    let db = TestDatabase::create();
+    connect_to(&db).create_job(job("keep", "api"), "t").await.unwrap();
+    let store = connect_to(&db);
+    assert!(store.get_job("keep").await.unwrap().is_some());
+    let versions: Vec<i64> = db.with_client(|c| {
+        c.query("SELECT version FROM schema_migrations ORDER BY version", &[])?.iter().map(|r| r.try_get(0)).collect()
+    });
+    assert_eq!(versions, [1]);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_with_advice() {
+    let db = TestDatabase::create();
+    drop(connect_to(&db));
+    db.with_client(|c| c.execute("INSERT INTO schema_migrations (version) VALUES (99)", &[]));
+    let err = PostgresStore::connect(&db.url).unwrap_err().to_string();
+    assert!(err.contains("upgrade george"), "{err}");
+}
+
+#[tokio::test]
+async fn the_event_log_is_append_only() {
+    let db = TestDatabase::create();
+    connect_to(&db).create_job(job("j", "api"), "t").await.unwrap();
+    for sql in ["DELETE FROM events", "UPDATE events SET kind = 'x'", "TRUNCATE events"] {
+        let refused = db.with_client(|c| Ok(c.batch_execute(sql)));
+        let err = refused.expect_err(sql);
+        let message = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_else(|| err.to_string());
+        assert!(message.contains("append-only"), "{sql}: {message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_starting_together_migrate_once() {
+    let db = TestDatabase::create();
+    let url = db.url.clone();
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::task::spawn_blocking(move || PostgresStore::connect(&url).map(drop))
+        })
+        .collect();
+    for start in starts {
+        start.await.unwrap().unwrap();
+    }
+    let applied: i64 = db.with_client(|c| c.query_one("SELECT COUNT(*) FROM schema_migrations", &[])?.try_get(0));
+    assert_eq!(applied, 1);
+}
+
+/// Events are committed in `seq` order across engines: a reader paging with
+/// `seq > last` while three engines write sees every event, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_paging_the_log_never_skip_an_event() {
+    const PER_ENGINE: usize = 100;
+    let db = TestDatabase::create();
+    let reader = connect_to(&db);
+    let engines: Vec<_> = (0..3)
+        .map(|engine| {
+            let store = connect_to(&db);
+            tokio::spawn(async move {
+                for n in 0..PER_ENGINE {
+                    store.record_event(None, "test.tick", &format!("engine:{engine}"), json!({"n": n})).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    loop {
+        let writing = engines.iter().any(|e| !e.is_finished());
+        let page = reader.events_since(seen.last().copied().unwrap_or(0), 1000, None).await.unwrap();
+        if page.is_empty() && !writing {
+            break;
+        }
+        seen.extend(page.iter().map(|e| e.seq));
+    }
+    for engine in engines {
+        engine.await.unwrap();
+    }
+    let all: Vec<i64> = reader.events_since(0, 10_000, None).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(all.len(), 3 * PER_ENGINE);
+    assert_eq!(seen, all, "the reader skipped an event that committed after a later one");
+}
+
+/// Two engines applying the same revision of a source take turns: one
+/// applies it, the other finds it applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_apply_one_revision_once() {
+    let db = TestDatabase::create();
+    let snapshot = Snapshot {
+        source: "git".into(),
+        revision: "r1".into(),
+        manifests: vec![],
+        jobs: vec![job("a", "git"), job("b", "git")],
+        prune: true,
+    };
+    let applies: Vec<_> = [connect_to(&db), connect_to(&db)]
+        .into_iter()
+        .map(|store| {
+            let snapshot = snapshot.clone();
+            tokio::spawn(async move { store.apply_snapshot(snapshot).await.unwrap() })
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for apply in applies {
+        reports.push(apply.await.unwrap());
+    }
+    reports.sort_by_key(|r| r.unchanged);
+    assert_eq!(
+        (reports[0].created.as_slice(), reports[0].unchanged),
+        (["a".to_string(), "b".to_string()].as_slice(), false)
+    );
+    assert!(reports[1].unchanged, "{:?}", reports[1]);
+    let created = connect_to(&db).events_since(0, 100, None).await.unwrap();
+    assert_eq!(created.iter().filter(|e| e.kind == "job.created").count(), 2);
+}
+
+/// A connection the server closed (a restart) is reopened: the next
+/// operations succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_connection_is_reopened() {
+    let db = TestDatabase::create();
+    let store = connect_to(&db);
+    store.create_job(job("before", "api"), "t").await.unwrap();
+    assert!(store.get_job("before").await.unwrap().is_some());
+    for round in 0..3 {
+        assert!(db.terminate_connections() >= 2, "the writer and reader connections were open");
+        let id = format!("after-{round}");
+        store.create_job(job(&id, "api"), "t").await.unwrap();
+        assert!(store.get_job(&id).await.unwrap().is_some());
+    }
+}
+
+/// PostgreSQL cannot store a NUL character in text; such a write is refused
+/// as invalid rather than failing the database.
+#[tokio::test]
+async fn text_with_a_nul_character_is_invalid() {
+    let db = TestDatabase::create();
+    let store = connect_to(&db);
+    store.create_job(job("j", "api"), "t").await.unwrap();
+    let err = store.add_comment("j", "operator:a", "nul \0 here").await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    let err = store.record_event(Some("j"), "x", "t", json!({"text": "nul \0 here"})).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+}
