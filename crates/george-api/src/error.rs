@@ -109,6 +109,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::Superseded { .. } => ApiError::Superseded(format!("{e}; this agent must stop")),
             StoreError::Invalid(m) => ApiError::invalid(m),
+            StoreError::Fenced(m) => ApiError::Unavailable(format!("{m}; retry: another replica leads now")),
             StoreError::Backend(_) => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::Internal("the store failed; see the engine log".into())

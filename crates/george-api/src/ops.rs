@@ -11,6 +11,9 @@ use george_core::Role;
 use george_engine::metrics::{PriorityLabel, StatusLabel};
 use serde::Deserialize;
 
+/// How long `POST /api/v1/sync` waits for the sources.
+const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -69,6 +72,13 @@ pub async fn sources(State(st): State<ApiState>, caller: Caller) -> Result<Json<
 
 pub async fn sync(State(st): State<ApiState>, caller: Caller) -> Result<Json<SyncResult>, ApiError> {
     caller.require(Role::Operator)?;
-    st.engine.sync_now().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    // A standby replica runs no sources: say so instead of waiting for it to lead.
+    match tokio::time::timeout(SYNC_TIMEOUT, st.engine.sync_now()).await {
+        Ok(done) => done.map_err(|e| ApiError::Internal(e.to_string()))?,
+        Err(_) => return Err(ApiError::Unavailable(format!(
+            "no sync within {}s: this replica may be a standby (only the leader syncs sources); retry on the leader",
+            SYNC_TIMEOUT.as_secs()
+        ))),
+    };
     Ok(Json(SyncResult { sources: st.store.sources().await? }))
 }

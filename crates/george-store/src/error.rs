@@ -27,6 +27,9 @@ pub enum StoreError {
     /// The request is not valid for this job.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The writer's leadership term is over: a deposed leader may not write.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// The database failed.
     #[error("database error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

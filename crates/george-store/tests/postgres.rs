@@ -31,7 +31,7 @@ async fn reconnecting_keeps_data_and_schema_version() {
     let versions: Vec<i64> = db.with_client(|c| {
         c.query("SELECT version FROM schema_migrations ORDER BY version", &[])?.iter().map(|r| r.try_get(0)).collect()
     });
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
 }
 
 #[tokio::test]
@@ -69,7 +69,7 @@ async fn engines_starting_together_migrate_once() {
         start.await.unwrap().unwrap();
     }
     let applied: i64 = db.with_client(|c| c.query_one("SELECT COUNT(*) FROM schema_migrations", &[])?.try_get(0));
-    assert_eq!(applied, 1);
+    assert_eq!(applied, 2, "each migration once");
 }
 
 /// Events are committed in `seq` order across engines: a reader paging with
@@ -166,4 +166,40 @@ async fn text_with_a_nul_character_is_invalid() {
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");
     let err = store.record_event(Some("j"), "x", "t", json!({"text": "nul \0 here"})).await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+}
+
+/// The lease: one holder at a time, judged by the database's clock; a new
+/// term fences every write of the old one, which changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_has_one_holder_and_fences_the_old_term() {
+    let db = TestDatabase::create();
+    let open = || {
+        let url = db.url.clone();
+        std::thread::spawn(move || PostgresStore::connect(&url).unwrap()).join().unwrap()
+    };
+    let (a, b) = (open(), open());
+    let ttl = std::time::Duration::from_secs(60);
+    assert_eq!(a.campaign("l", "a", ttl).await.unwrap(), Some(1));
+    assert_eq!(b.campaign("l", "b", ttl).await.unwrap(), None, "a holds it");
+    assert_eq!(a.campaign("l", "a", ttl).await.unwrap(), Some(1), "a renewal keeps the term");
+    a.set_fence(Some(george_store::Fence { lease: "l".into(), holder: "a".into(), epoch: 1 }));
+    a.create_job(job("j1", "api"), "t").await.unwrap();
+
+    // The lease lapses (as if a were paused past it); b takes a new term.
+    db.with_client(|c| c.execute("UPDATE leases SET expires_at = now() - interval '1 second'", &[]));
+    assert_eq!(b.leader("l").await.unwrap(), None);
+    assert_eq!(b.campaign("l", "b", ttl).await.unwrap(), Some(2));
+    assert_eq!(b.leader("l").await.unwrap(), Some(("b".into(), 2)));
+    let before = b.latest_seq().await.unwrap();
+    let err = a.create_job(job("j2", "api"), "t").await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced(_)), "{err}");
+    assert!(b.get_job("j2").await.unwrap().is_none(), "the fenced write changed nothing");
+    assert_eq!(b.latest_seq().await.unwrap(), before);
+    assert_eq!(a.campaign("l", "a", ttl).await.unwrap(), None, "b holds it now");
+
+    // b resigns: the lease is free at once, and a starts term 3.
+    b.resign("l", "b").await.unwrap();
+    assert_eq!(a.campaign("l", "a", ttl).await.unwrap(), Some(3));
+    a.set_fence(Some(george_store::Fence { lease: "l".into(), holder: "a".into(), epoch: 3 }));
+    a.create_job(job("j3", "api"), "t").await.unwrap();
 }

@@ -194,6 +194,35 @@ pub struct EngineSection {
     /// Refusing low-priority work when the queue is deep.
     #[serde(default)]
     pub backpressure: BackpressureSection,
+    /// Replicas on one PostgreSQL database: how the leader's lease is held.
+    #[serde(default)]
+    pub leader_election: LeaderElectionSection,
+}
+
+/// `engine.leaderElection` (PostgreSQL store only).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LeaderElectionSection {
+    /// How long a lease lasts without renewal (default 15s).
+    pub lease_duration: Option<HumanDuration>,
+    /// How long a leader keeps leading while renewals fail (default 10s).
+    pub renew_deadline: Option<HumanDuration>,
+    /// How often the leader renews and standbys try (default 2s).
+    pub retry_period: Option<HumanDuration>,
+}
+
+impl LeaderElectionSection {
+    /// The timings, checked.
+    pub fn timings(&self) -> anyhow::Result<crate::leadership::Timings> {
+        let d = crate::leadership::Timings::default();
+        let t = crate::leadership::Timings {
+            lease: self.lease_duration.map(|x| x.get()).unwrap_or(d.lease),
+            renew_deadline: self.renew_deadline.map(|x| x.get()).unwrap_or(d.renew_deadline),
+            retry: self.retry_period.map(|x| x.get()).unwrap_or(d.retry),
+        };
+        t.check()?;
+        Ok(t)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

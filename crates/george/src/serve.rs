@@ -39,10 +39,9 @@ pub struct Server {
     shutdown: CancellationToken,
     engine_task: tokio::task::JoinHandle<anyhow::Result<()>>,
     api_task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    writeback: Option<tokio::task::JoinHandle<()>>,
     _lock: nix::fcntl::Flock<std::fs::File>,
-    /// On PostgreSQL: the database's engine lock (one engine per database).
-    engine_lock: Option<george_store::EngineLock>,
+    /// Says why, if this replica lost the lease (PostgreSQL only).
+    lost: Option<tokio::sync::oneshot::Receiver<String>>,
 }
 
 impl Server {
@@ -84,25 +83,22 @@ impl Server {
             None => format!("http://{bound}"),
         };
 
-        let mut engine_lock = None;
+        let mut postgres = None;
         let store: Arc<dyn Store> = match cfg.store.resolve()? {
             StoreChoice::Sqlite => Arc::new(
                 SqliteStore::open(data_dir.join("george.db"))
                     .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
             ),
             StoreChoice::Postgres(url) => {
-                let (store, lock) = tokio::task::spawn_blocking(move || {
-                    // Errors name the server, never the password.
-                    let store = george_store::PostgresStore::connect(&url)
-                        .context("cannot open the PostgreSQL store (store.url)")?;
-                    let lock = george_store::lock_engine(&url)?;
-                    anyhow::Ok((store, lock))
-                })
-                .await??;
-                engine_lock = Some(lock);
+                // Errors name the server, never the password.
+                let store = tokio::task::spawn_blocking(move || george_store::PostgresStore::connect(&url))
+                    .await?
+                    .context("cannot open the PostgreSQL store (store.url)")?;
+                postgres = Some(store.clone());
                 Arc::new(store)
             }
         };
+        let timings = cfg.engine.leader_election.timings()?;
         let engine_id = cfg.engine.id.clone().unwrap_or_else(|| "george".into());
         let runtime = build_runtime(&cfg, &data_dir, &engine_id).await?;
         let mut sources = build_sources(&cfg, &data_dir);
@@ -112,6 +108,7 @@ impl Server {
         }
 
         let mut ecfg = EngineConfig::new(api_url.clone());
+        let ecfg_engine_id = engine_id.clone();
         ecfg.engine_id = engine_id;
         ecfg.secrets_dir = cfg.secrets.dir.clone();
         if let Some(d) = cfg.engine.reconcile_interval {
@@ -164,14 +161,27 @@ impl Server {
         let (engine, handle) =
             Engine::new(ecfg, store.clone(), runtime.clone(), Arc::new(george_core::SystemClock), sources);
         let shutdown = CancellationToken::new();
-        let engine_task = {
-            let s = shutdown.clone();
-            tokio::spawn(async move { engine.run(s).await.map_err(anyhow::Error::from) })
+        let writeback =
+            jira.map(|j| george_jira::WriteBack::new(j.settings().clone(), j.client().clone(), store.clone()));
+        let (lost_tx, lost) = tokio::sync::oneshot::channel::<String>();
+        let engine_task = match postgres {
+            None => {
+                let s = shutdown.clone();
+                let writeback = writeback.map(|wb| tokio::spawn(wb.run(s.clone())));
+                tokio::spawn(async move {
+                    engine.run(s).await?;
+                    if let Some(w) = writeback {
+                        let _ = w.await;
+                    }
+                    Ok(())
+                })
+            }
+            Some(pg) => {
+                let holder = format!("{}-{}", ecfg_engine_id, random_suffix());
+                let election = crate::leadership::Election::new(pg, holder, timings);
+                tokio::spawn(lead(election, engine, writeback, shutdown.clone(), lost_tx))
+            }
         };
-        let writeback = jira.map(|j| {
-            let wb = george_jira::WriteBack::new(j.settings().clone(), j.client().clone(), store.clone());
-            tokio::spawn(wb.run(shutdown.clone()))
-        });
         let state = ApiState {
             store: store.clone(),
             engine: handle.clone(),
@@ -195,18 +205,14 @@ impl Server {
             shutdown,
             engine_task,
             api_task,
-            writeback,
             _lock: lock,
-            engine_lock,
+            lost: Some(lost),
         })
     }
 
     /// Stops the engine and the API. Agents keep running; the next start adopts them.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        if let Some(w) = self.writeback {
-            let _ = w.await;
-        }
         let (e, a) = tokio::join!(self.engine_task, self.api_task);
         e??;
         a??;
@@ -214,12 +220,16 @@ impl Server {
     }
 
     /// Runs until SIGINT or SIGTERM, then stops. On PostgreSQL, also stops
-    /// (with an error) when the database's engine lock is lost.
+    /// (with an error) when this replica lost the lease it led with.
     pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let lost = async {
-            match self.engine_lock.as_mut() {
-                Some(lock) => Some(lock.lost().await),
+            match self.lost.take() {
+                // A dropped sender means the replica stopped without losing the lease.
+                Some(rx) => match rx.await {
+                    Ok(why) => Some(why),
+                    Err(_) => std::future::pending().await,
+                },
                 None => std::future::pending().await,
             }
         };
@@ -231,10 +241,49 @@ impl Server {
         tracing::info!("shutting down (agents keep running and are adopted on the next start)");
         self.stop().await?;
         match lost {
-            Some(why) => anyhow::bail!("{why}; stopped so that no second engine acts beside another (restart me)"),
+            Some(why) => anyhow::bail!(
+                "{why}; stopped so that two leaders never act at once (restart me: I rejoin as a standby)"
+            ),
             None => Ok(()),
         }
     }
+}
+
+/// On PostgreSQL: waits for the lease, runs the engine (and the Jira
+/// write-back) while this replica leads, and stops them when it no longer
+/// does, saying why on `lost`.
+async fn lead(
+    election: crate::leadership::Election,
+    engine: Engine,
+    writeback: Option<george_jira::WriteBack>,
+    shutdown: CancellationToken,
+    lost: tokio::sync::oneshot::Sender<String>,
+) -> anyhow::Result<()> {
+    tracing::info!(holder = election.holder(), "standby: serving the API; waiting for the lease to lead");
+    let Some(epoch) = election.acquire(&shutdown).await else { return Ok(()) };
+    let term = shutdown.child_token();
+    let writeback = writeback.map(|wb| tokio::spawn(wb.run(term.clone())));
+    let engine_task = tokio::spawn(engine.run(term.clone()));
+    let why = election.hold(epoch, &shutdown).await;
+    term.cancel();
+    let result = engine_task.await;
+    if let Some(w) = writeback {
+        let _ = w.await;
+    }
+    if let Some(why) = why {
+        tracing::error!(holder = election.holder(), epoch, %why, "no longer leading; the engine stopped");
+        let _ = lost.send(why);
+        return Ok(());
+    }
+    result??;
+    Ok(())
+}
+
+/// Eight random hex digits.
+fn random_suffix() -> String {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).expect("the operating system's random source is unavailable");
+    hex::encode(b)
 }
 
 /// LLM providers (with their keys, read once at start) and budgets.

@@ -1,22 +1,32 @@
-//! The engine on the PostgreSQL store (issue 7, first part): `george serve`
-//! with `GEORGE_DATABASE_URL` runs the quickstart to completion on a real
-//! PostgreSQL server, keeps its state there across a `kill -9` and restart
-//! (nothing is re-run), refuses a second engine on the same database until
-//! leader election exists, and stops when it loses the database's engine
-//! lock (its connection broke), so that it never acts beside another.
+//! The engine on the PostgreSQL store, and replicas with leader election
+//! (issue 7), against a real PostgreSQL server:
+//! - `george serve` with `GEORGE_DATABASE_URL` runs the quickstart and keeps
+//!   its state there across `kill -9` and a restart (nothing re-run);
+//! - three replicas on one database: exactly one leads; `kill -9` of the
+//!   leader mid-run hands the lease to another within the lease duration,
+//!   every job completes, no job ever had two live attempts (from the event
+//!   log) and none was created twice;
+//! - a leader paused past its lease (SIGSTOP, then SIGCONT) has its writes
+//!   refused by the fence and stops.
 
 mod common;
 
 #[path = "../../george-store/tests/postgres_server/mod.rs"]
+#[allow(dead_code)]
 mod postgres_server;
 
 use common::*;
 use george_core::JobStatus;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use postgres_server::TestDatabase;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 const QUICKSTART_JOBS: [&str; 3] = ["etc-inventory", "incident-digest", "weekly-report"];
+
+/// Short leases so a failover takes seconds.
+const ELECTION: &str = "  leaderElection:\n    leaseDuration: 3s\n    renewDeadline: 2s\n    retryPeriod: 300ms\n";
 
 #[test]
 fn the_engine_runs_on_postgres_and_keeps_its_state_there() {
@@ -35,31 +45,6 @@ fn the_engine_runs_on_postgres_and_keeps_its_state_there() {
     let jobs_in_db: i64 = db.with_client(|c| c.query_one("SELECT COUNT(*) FROM jobs", &[]).map(|r| r.get(0)));
     assert_eq!(jobs_in_db, 3);
 
-    // A second engine on the same database is refused, saying why.
-    let other = tempfile::tempdir().unwrap();
-    let out = Command::new(george_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(other.path())
-        .env("GEORGE_DATABASE_URL", &db.url)
-        .env("GEORGE_API_TOKENS", format!("test:{TOKEN}"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(err.contains("another george engine is running on the database"), "{err}");
-    assert!(!err.contains("password"), "{err}");
-
-    // The lock's connection breaks (as in a database restart): the engine stops rather than
-    // run on without the lock, and starts again cleanly.
-    let terminated = db.terminate_connections();
-    assert!(terminated >= 2, "the store's and the lock's connections: {terminated}");
-    let status = wait_for(Duration::from_secs(30), "the engine to stop", || engine.child.try_wait().unwrap());
-    assert!(!status.success());
-    let log = engine.log();
-    assert!(log.contains("the connection holding the engine lock broke"), "{log}");
-    engine.restart();
-
     // Killed and restarted: the same jobs, nothing run again.
     engine.kill9();
     engine.restart();
@@ -71,5 +56,145 @@ fn the_engine_runs_on_postgres_and_keeps_its_state_there() {
         let events = engine.client.events(0, 5000).await.unwrap();
         let started = events.iter().filter(|e| e.kind == "attempt.started").count();
         assert_eq!(started, 3, "each job ran once");
+    });
+}
+
+/// The current leader's holder name, per the database.
+fn leader(db: &TestDatabase) -> Option<String> {
+    db.with_client(|c| {
+        c.query_opt("SELECT holder FROM leases WHERE name = 'george-engine' AND expires_at > now()", &[])
+            .map(|r| r.map(|r| r.get(0)))
+    })
+}
+
+/// Three replicas `a`, `b`, `c` on one database, with `jobs` jobs that wait for `release`.
+fn replicas(tmp: &std::path::Path, db: &TestDatabase, jobs: usize) -> (Vec<Engine>, std::path::PathBuf) {
+    let release = tmp.join("release");
+    let m = tmp.join("manifests");
+    write(&m, "agents/worker.yaml", AGENT);
+    let steps = format!(
+        "    - id: wait\n      description: wait for the release\n      run: while [ ! -f {} ]; do sleep 0.05; done\n",
+        release.display()
+    );
+    write(&m, "templates/hold.yaml", &template("hold", &steps));
+    for i in 0..jobs {
+        write(&m, &format!("jobs/j{i}.yaml"), &job(&format!("j{i}"), "hold"));
+    }
+    let config = FAST_CONFIG.replacen("engine:\n", &format!("engine:\n{ELECTION}"), 1);
+    let engines = ["a", "b", "c"]
+        .iter()
+        .map(|id| {
+            let env = [("GEORGE_DATABASE_URL", db.url.as_str()), ("GEORGE_ENGINE_ID", id)];
+            Engine::start_full(&tmp.join(id), &config, &["--manifests", m.to_str().unwrap()], &env)
+        })
+        .collect();
+    (engines, release)
+}
+
+fn which(engines: &[Engine], holder: &str) -> usize {
+    ["a-", "b-", "c-"].iter().position(|p| holder.starts_with(p)).filter(|i| *i < engines.len()).unwrap()
+}
+
+/// Per job, attempts never overlap in the event log: each starts after the previous ended.
+fn assert_one_live_attempt_at_a_time(events: &[george_core::api::EventView]) {
+    let mut live: BTreeMap<&str, Option<u32>> = BTreeMap::new();
+    for e in events {
+        let Some(job) = e.job_id.as_deref() else { continue };
+        match e.kind.as_str() {
+            "attempt.started" => {
+                let prev = live.insert(job, e.attempt);
+                assert!(prev.flatten().is_none(), "job {job}: attempt {:?} started while {prev:?} was live", e.attempt);
+            }
+            "attempt.ended" if live.get(job).copied().flatten() == e.attempt => {
+                live.insert(job, None);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn three_replicas_one_leader_and_failover_after_kill_9() {
+    let db = TestDatabase::create();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut engines, release) = replicas(tmp.path(), &db, 4);
+    let first = wait_for(Duration::from_secs(20), "a leader", || leader(&db));
+    let l = which(&engines, &first);
+    let rt = engines[0].rt();
+    rt.block_on(async {
+        for i in 0..4 {
+            engines[l]
+                .wait_job(&format!("j{i}"), "its agent to run", Duration::from_secs(30), |j| {
+                    j.status == JobStatus::InProgress
+                })
+                .await;
+        }
+    });
+    // Only the leader runs agents.
+    for (i, e) in engines.iter().enumerate() {
+        let n = agents_by_job(&e.dir).len();
+        assert_eq!(n > 0, i == l, "replica {i} runs {n} agents; the leader is {l}");
+    }
+
+    engines[l].kill9();
+    let killed = Instant::now();
+    let next = wait_for(Duration::from_secs(15), "another leader", || leader(&db).filter(|h| *h != first));
+    let took = killed.elapsed();
+    assert!(took <= Duration::from_secs(15), "took over in {took:?}");
+    let n = which(&engines, &next);
+    assert_ne!(n, l);
+    std::fs::write(&release, "").unwrap();
+    rt.block_on(async {
+        for i in 0..4 {
+            engines[n].wait_status(&format!("j{i}"), JobStatus::Completed, Duration::from_secs(60)).await;
+        }
+        let events = engines[n].client.events(0, 5000).await.unwrap();
+        assert_one_live_attempt_at_a_time(&events);
+        let created = events.iter().filter(|e| e.kind == "job.created").count();
+        assert_eq!(created, 4, "no job was created twice");
+    });
+    eprintln!("leader {first} killed; {next} led after {took:?}");
+}
+
+#[test]
+fn a_paused_leader_is_fenced_and_stops() {
+    let db = TestDatabase::create();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut engines, release) = replicas(tmp.path(), &db, 2);
+    engines.truncate(2);
+    let first = wait_for(Duration::from_secs(20), "a leader", || leader(&db));
+    let l = which(&engines, &first);
+    let rt = engines[0].rt();
+    rt.block_on(async {
+        for i in 0..2 {
+            engines[l]
+                .wait_job(&format!("j{i}"), "its agent to run", Duration::from_secs(30), |j| {
+                    j.status == JobStatus::InProgress
+                })
+                .await;
+        }
+    });
+    let pid = Pid::from_raw(engines[l].child.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let next = wait_for(Duration::from_secs(15), "another leader", || leader(&db).filter(|h| *h != first));
+    // The other replica leads; the paused one wakes up in a term that is over.
+    kill(pid, Signal::SIGCONT).unwrap();
+    let status =
+        wait_for(Duration::from_secs(20), "the deposed leader to stop", || engines[l].child.try_wait().unwrap());
+    assert!(!status.success());
+    let log = engines[l].log();
+    assert!(log.contains("no longer leading"), "{log}");
+    eprintln!("fenced writes refused after SIGCONT: {}", log.matches("fenced").count());
+    assert_eq!(leader(&db).as_deref(), Some(next.as_str()), "the new leader kept the lease");
+    let epochs: i64 =
+        db.with_client(|c| c.query_one("SELECT epoch FROM leases WHERE name = 'george-engine'", &[]).map(|r| r.get(0)));
+    assert_eq!(epochs, 2, "two terms");
+    std::fs::write(&release, "").unwrap();
+    let n = which(&engines, &next);
+    rt.block_on(async {
+        for i in 0..2 {
+            engines[n].wait_status(&format!("j{i}"), JobStatus::Completed, Duration::from_secs(60)).await;
+        }
+        assert_one_live_attempt_at_a_time(&engines[n].client.events(0, 5000).await.unwrap());
     });
 }

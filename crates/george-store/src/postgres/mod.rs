@@ -37,12 +37,12 @@
 //!   (two engines starting together take turns) and recorded in
 //!   `schema_migrations`. A database newer than this binary is refused.
 
-mod engine_lock;
 mod jobs;
+mod lease;
 mod rows;
 mod sources;
 
-pub use engine_lock::{lock_engine, EngineLock};
+pub use lease::Fence;
 
 use crate::delegate::impl_store;
 use crate::error::PostgresError;
@@ -63,14 +63,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::broadcast;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_leases.sql")),
+];
 
 /// Advisory lock held while migrating ("george" in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x6765_6f72_6765_0001;
 /// Advisory lock held from a transaction's first event insert to its commit.
 const EVENT_LOG_LOCK: i64 = 0x6765_6f72_6765_0002;
-/// Advisory lock (session level) held by the one engine that runs on a database.
-const ENGINE_LOCK: i64 = 0x6765_6f72_6765_0003;
+/// How long a transaction may wait for its client before the server ends it.
+const IDLE_IN_TRANSACTION_MS: u64 = 5_000;
 /// Reader connections per store.
 const READERS: usize = 4;
 /// How often an operation runs before a lost race or connection is returned.
@@ -85,6 +88,10 @@ pub struct PostgresStore {
 struct Inner {
     writer: Session,
     readers: Vec<Session>,
+    /// Leases only, so a renewal never waits behind a long write.
+    lease: Session,
+    /// The leader's term, checked by every write while set.
+    fence: Mutex<Option<Fence>>,
     /// The reader tried first next (round robin when all are busy).
     next_reader: std::sync::atomic::AtomicUsize,
     clock: Arc<dyn Clock>,
@@ -158,6 +165,8 @@ impl PostgresStore {
                 writer: Session::new("writer", config.clone()),
                 readers: (0..READERS).map(|_| Session::new("reader", config.clone())).collect(),
                 next_reader: Default::default(),
+                lease: Session::new("lease", config.clone()),
+                fence: Mutex::new(None),
                 clock,
                 events,
                 database,
@@ -183,9 +192,12 @@ impl PostgresStore {
         F: Fn(&mut Writer<'_>) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.writer.run(|client| run_write(client, inner.clock.as_ref(), &f)))
-            .await
-            .map_err(|e| StoreError::Backend(Box::new(e)))?
+        tokio::task::spawn_blocking(move || {
+            let fence = inner.fence.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            inner.writer.run(|client| run_write(client, inner.clock.as_ref(), fence.as_ref(), &f))
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
     }
 
     fn broadcast(&self, events: Vec<EventView>) {
@@ -222,9 +234,13 @@ impl PostgresStore {
 fn run_write<T>(
     client: &mut Client,
     clock: &dyn Clock,
+    fence: Option<&Fence>,
     f: &impl Fn(&mut Writer<'_>) -> Result<T>,
 ) -> Result<(T, Vec<EventView>)> {
-    let tx = client.transaction()?;
+    let mut tx = client.transaction()?;
+    if let Some(fence) = fence {
+        lease::check(&mut tx, fence)?;
+    }
     // Stored with microseconds: what a write returns (and broadcasts) equals what a read gives.
     let now = chrono::SubsecRound::trunc_subsecs(clock.now(), 6);
     let mut w = Writer { tx, now, events: Vec::new() };
@@ -256,8 +272,6 @@ fn append_events(tx: &mut Transaction<'_>, events: &mut [EventView]) -> Result<(
     Ok(())
 }
 
-/// One connection to the server, opened on first use and reopened when the
-/// server closed it.
 impl Inner {
     /// A free reader, else the next in turn.
     fn reader(&self) -> &Session {
@@ -267,6 +281,8 @@ impl Inner {
     }
 }
 
+/// One connection to the server, opened on first use and reopened when the
+/// server closed it.
 struct Session {
     role: &'static str,
     config: postgres::Config,
@@ -374,6 +390,12 @@ fn parse_config(url: &str) -> Result<postgres::Config> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
+    // A transaction of ours never waits for its client: one that idles is a
+    // paused or stuck process. Ending it releases its row locks, so a paused
+    // leader's open write (which holds its lease row `FOR SHARE`) cannot stop
+    // a standby from taking over, and the paused write never commits.
+    let options = config.get_options().map(str::to_string).unwrap_or_default();
+    config.options(format!("{options} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}").trim());
     Ok(config)
 }
 

@@ -1,0 +1,109 @@
+//! Leader election on PostgreSQL: a lease row per name, taken or renewed
+//! with one statement whose expiry is judged by the database's clock, so the
+//! replicas' clocks do not matter. `epoch` counts the terms: it grows when
+//! the lease changes hands or its holder let it expire.
+//!
+//! **Fencing.** While a store has a [`Fence`], every write transaction first
+//! checks `leases` (`FOR SHARE`) for its lease, holder and epoch, unexpired;
+//! otherwise the write is refused with [`StoreError::Fenced`] and changes
+//! nothing. A takeover updates that row, so it waits for a fenced write in
+//! flight and every later fenced write of the old term fails: a leader that
+//! was paused past its lease (and has not noticed yet) cannot spawn, kill or
+//! change anything.
+
+use super::PostgresStore;
+use crate::{Result, StoreError};
+use std::time::Duration;
+
+/// A leader's term: what its writes are checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The lease.
+    pub lease: String,
+    /// Who holds it (the engine id).
+    pub holder: String,
+    /// The term.
+    pub epoch: i64,
+}
+
+impl PostgresStore {
+    /// Takes the lease `name` for `holder` for `ttl` if it is free or
+    /// expired, or renews it if `holder` has it. Returns the term's epoch, or
+    /// `None` if someone else holds it.
+    pub async fn campaign(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<i64>> {
+        let (name, holder, secs) = (name.to_string(), holder.to_string(), ttl.as_secs_f64());
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner.lease.run(|client| {
+                let row = client.query_opt(
+                    "INSERT INTO leases (name, holder, epoch, acquired_at, renewed_at, expires_at) \
+                     VALUES ($1, $2, 1, now(), now(), now() + make_interval(secs => $3)) \
+                     ON CONFLICT (name) DO UPDATE SET \
+                       epoch = CASE WHEN leases.holder = EXCLUDED.holder AND leases.expires_at > now() \
+                                    THEN leases.epoch ELSE leases.epoch + 1 END, \
+                       acquired_at = CASE WHEN leases.holder = EXCLUDED.holder AND leases.expires_at > now() \
+                                          THEN leases.acquired_at ELSE now() END, \
+                       holder = EXCLUDED.holder, renewed_at = now(), expires_at = EXCLUDED.expires_at \
+                     WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= now() \
+                     RETURNING epoch",
+                    &[&name, &holder, &secs],
+                )?;
+                Ok(row.map(|r| r.try_get::<_, i64>("epoch")).transpose()?)
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+
+    /// Gives the lease up at once (a clean shutdown), if `holder` has it.
+    pub async fn resign(&self, name: &str, holder: &str) -> Result<()> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner.lease.run(|client| {
+                client.execute(
+                    "UPDATE leases SET expires_at = now() WHERE name = $1 AND holder = $2",
+                    &[&name, &holder],
+                )?;
+                Ok(())
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+
+    /// Who holds the lease `name` now (unexpired), with the epoch.
+    pub async fn leader(&self, name: &str) -> Result<Option<(String, i64)>> {
+        let name = name.to_string();
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner.lease.run(|client| {
+                let row = client
+                    .query_opt("SELECT holder, epoch FROM leases WHERE name = $1 AND expires_at > now()", &[&name])?;
+                Ok(row.map(|r| Ok::<_, postgres::Error>((r.try_get("holder")?, r.try_get("epoch")?))).transpose()?)
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+
+    /// Fences every later write with `fence` (or stops fencing).
+    pub fn set_fence(&self, fence: Option<Fence>) {
+        *self.inner.fence.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = fence;
+    }
+}
+
+/// Refuses the transaction unless `fence`'s term still holds.
+pub(super) fn check(tx: &mut postgres::Transaction<'_>, fence: &Fence) -> Result<()> {
+    let held = tx.query_opt(
+        "SELECT 1 FROM leases WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > now() FOR SHARE",
+        &[&fence.lease, &fence.holder, &fence.epoch],
+    )?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Fenced(format!(
+            "the lease `{}` is no longer held by `{}` in term {}; this engine was deposed",
+            fence.lease, fence.holder, fence.epoch
+        ))),
+    }
+}
