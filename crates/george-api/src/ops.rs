@@ -73,12 +73,13 @@ pub async fn sources(State(st): State<ApiState>, caller: Caller) -> Result<Json<
 pub async fn sync(State(st): State<ApiState>, caller: Caller) -> Result<Json<SyncResult>, ApiError> {
     caller.require(Role::Operator)?;
     // A standby replica runs no sources: say so instead of waiting for it to lead.
-    match tokio::time::timeout(SYNC_TIMEOUT, st.engine.sync_now()).await {
-        Ok(done) => done.map_err(|e| ApiError::Internal(e.to_string()))?,
-        Err(_) => return Err(ApiError::Unavailable(format!(
-            "no sync within {}s: this replica may be a standby (only the leader syncs sources); retry on the leader",
-            SYNC_TIMEOUT.as_secs()
-        ))),
+    let standby = || {
+        let secs = SYNC_TIMEOUT.as_secs();
+        ApiError::Unavailable(format!(
+            "no sync within {secs}s: this replica may be a standby (only the leader syncs sources); retry on the leader"
+        ))
     };
+    let synced = tokio::time::timeout(SYNC_TIMEOUT, st.engine.sync_now()).await.map_err(|_| standby())?;
+    synced.map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(SyncResult { sources: st.store.sources().await? }))
 }
