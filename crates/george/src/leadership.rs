@@ -68,11 +68,22 @@ impl Election {
         &self.holder
     }
 
+    /// One campaign, given up after half the renew deadline: a partitioned
+    /// replica's call may hang on a dead connection, and the renew deadline
+    /// must still be judged on time.
+    async fn campaign(&self) -> Result<Option<i64>, String> {
+        let call = self.store.campaign(LEASE, &self.holder, self.timings.lease);
+        match tokio::time::timeout(self.timings.renew_deadline / 2, call).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err("no answer from the database in time".into()),
+        }
+    }
+
     /// Waits until this replica holds the lease; fences the store with the
     /// term and returns its epoch. `None` if `shutdown` came first.
     pub async fn acquire(&self, shutdown: &CancellationToken) -> Option<i64> {
         loop {
-            match self.store.campaign(LEASE, &self.holder, self.timings.lease).await {
+            match self.campaign().await {
                 Ok(Some(epoch)) => {
                     self.store.set_fence(Some(Fence { lease: LEASE.into(), holder: self.holder.clone(), epoch }));
                     tracing::info!(holder = %self.holder, epoch, "leading: this replica holds the lease");
@@ -102,7 +113,7 @@ impl Election {
                 }
                 _ = tokio::time::sleep(self.timings.retry) => {}
             }
-            match self.store.campaign(LEASE, &self.holder, self.timings.lease).await {
+            match self.campaign().await {
                 Ok(Some(e)) if e == epoch => renewed = Instant::now(),
                 Ok(Some(e)) => {
                     return Some(format!("the lease lapsed and a new term ({e}) began; term {epoch} is over"))

@@ -239,7 +239,15 @@ impl Server {
             why = lost => why,
         };
         tracing::info!("shutting down (agents keep running and are adopted on the next start)");
-        self.stop().await?;
+        match lost {
+            // Leave even if parts of the engine hang on a database that cannot be reached.
+            Some(_) => {
+                if tokio::time::timeout(std::time::Duration::from_secs(10), self.stop()).await.is_err() {
+                    tracing::warn!("the engine did not stop within 10s; leaving anyway");
+                }
+            }
+            None => self.stop().await?,
+        }
         match lost {
             Some(why) => anyhow::bail!(
                 "{why}; stopped so that two leaders never act at once (restart me: I rejoin as a standby)"
@@ -266,14 +274,14 @@ async fn lead(
     let engine_task = tokio::spawn(engine.run(term.clone()));
     let why = election.hold(epoch, &shutdown).await;
     term.cancel();
+    if let Some(why) = why {
+        // Say so at once: the engine may hang on a database it cannot reach.
+        tracing::error!(holder = election.holder(), epoch, %why, "no longer leading; stopping the engine");
+        let _ = lost.send(why);
+    }
     let result = engine_task.await;
     if let Some(w) = writeback {
         let _ = w.await;
-    }
-    if let Some(why) = why {
-        tracing::error!(holder = election.holder(), epoch, %why, "no longer leading; the engine stopped");
-        let _ = lost.send(why);
-        return Ok(());
     }
     result??;
     Ok(())

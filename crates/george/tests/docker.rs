@@ -9,21 +9,10 @@ use bollard::Docker;
 use common::*;
 use george_core::JobStatus;
 use std::collections::HashMap;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The agent image, built once per test run from the binary under test.
 fn image() -> &'static str {
-    static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let tag = "george/test-agent:latest";
-        let out = std::process::Command::new(repo_root().join("scripts/docker-image.sh"))
-            .args([tag, george_bin()])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "building the test image failed:\n{}", stderr(&out));
-        tag.to_string()
-    })
+    test_image()
 }
 
 /// A unique engine id, so parallel tests never see each other's containers.
