@@ -71,7 +71,7 @@ fn forward(listen: &str, to: SocketAddr) -> SocketAddr {
 /// `key=value` of a connection string.
 fn conn_value<'a>(url: &'a str, key: &str) -> &'a str {
     // The last one wins, as in libpq.
-    url.split_whitespace().filter_map(|kv| kv.strip_prefix(&format!("{key}="))).last().unwrap()
+    url.split_whitespace().rev().find_map(|kv| kv.strip_prefix(&format!("{key}="))).unwrap()
 }
 
 /// The lease holder (none before the replicas created the schema).
