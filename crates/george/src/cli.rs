@@ -167,6 +167,16 @@ pub enum Command {
     },
     /// Measure submit→start latency and throughput on this machine.
     Bench(BenchArgs),
+    /// Kubernetes: render the manifests that deploy George.
+    #[command(subcommand)]
+    K8s(K8sCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum K8sCommand {
+    /// Print the Deployment (replicas with leader election on PostgreSQL), RBAC, Service and
+    /// ConfigMap as YAML (`george k8s manifests | kubectl apply -f -`).
+    Manifests(crate::k8s::ManifestsArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]

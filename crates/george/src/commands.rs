@@ -19,6 +19,18 @@ pub async fn dispatch(cli: Cli) -> i32 {
         Command::Up(args) => return crate::up::up(args).await,
         Command::Orchestrate(args) => crate::orchestrate::run(*args).await,
         Command::Bench(args) => crate::bench::run(args, format).await,
+        Command::K8s(crate::cli::K8sCommand::Manifests(ref args)) => {
+            return match crate::k8s::render(args) {
+                Ok(text) => {
+                    print!("{text}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    1
+                }
+            };
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "george", &mut std::io::stdout());

@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod config;
 mod jira_setup;
+mod k8s;
 mod leadership;
 mod orchestrate;
 mod output;
