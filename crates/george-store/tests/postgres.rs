@@ -203,3 +203,34 @@ async fn a_lease_has_one_holder_and_fences_the_old_term() {
     a.set_fence(Some(george_store::Fence { lease: "l".into(), holder: "a".into(), epoch: 3 }));
     a.create_job(job("j3", "api"), "t").await.unwrap();
 }
+
+/// Events reach every process's subscribers, in `seq` order and once each,
+/// whichever process wrote them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_the_subscribers_of_every_process() {
+    let db = TestDatabase::create();
+    let open = || {
+        let url = db.url.clone();
+        std::thread::spawn(move || PostgresStore::connect(&url).unwrap()).join().unwrap()
+    };
+    let (a, b) = (open(), open());
+    let (mut on_a, mut on_b) = (a.subscribe(), b.subscribe());
+    for i in 0..5 {
+        let writer = if i % 2 == 0 { &a } else { &b };
+        writer.create_job(job(&format!("j{i}"), "api"), "t").await.unwrap();
+    }
+    for rx in [&mut on_a, &mut on_b] {
+        let mut seqs = Vec::new();
+        while seqs.len() < 5 {
+            let e = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+                .await
+                .expect("an event within 10s")
+                .unwrap();
+            assert_eq!(e.kind, "job.created");
+            seqs.push(e.seq);
+        }
+        let want: Vec<i64> = (seqs[0]..seqs[0] + 5).collect();
+        assert_eq!(seqs, want, "every event once, in order");
+    }
+    assert!(on_a.try_recv().is_err() && on_b.try_recv().is_err(), "nothing twice");
+}

@@ -157,10 +157,11 @@ pub fn objects(a: &ManifestsArgs) -> Vec<Value> {
 
 /// The objects as one multi-document YAML stream.
 pub fn render(a: &ManifestsArgs) -> anyhow::Result<String> {
-    let mut out = String::from(
+    let (ns, db, tokens) = (&a.namespace, &a.database_secret, &a.tokens_secret);
+    let mut out = format!(
         "# Rendered by `george k8s manifests`. Create the Secrets first:\n\
-         #   kubectl -n <namespace> create secret generic george-database --from-literal=url='postgres://...'\n\
-         #   kubectl -n <namespace> create secret generic george-api-tokens --from-literal=tokens='ops:admin:<token>'\n",
+         #   kubectl -n {ns} create secret generic {db} --from-literal=url='postgres://...'\n\
+         #   kubectl -n {ns} create secret generic {tokens} --from-literal=tokens='ops:admin:<token>'\n",
     );
     for o in objects(a) {
         out.push_str("---\n");

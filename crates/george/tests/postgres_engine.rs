@@ -135,6 +135,19 @@ fn three_replicas_one_leader_and_failover_after_kill_9() {
         let n = agents_by_job(&e.dir).len();
         assert_eq!(n > 0, i == l, "replica {i} runs {n} agents; the leader is {l}");
     }
+    // A standby's live event stream carries what the leader's process writes.
+    let standby = (l + 1) % engines.len();
+    rt.block_on(async {
+        let mut watch = engines[standby].client.watch(None, None).await.unwrap();
+        engines[l].client.inject("j0", "written through the leader").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let e = tokio::time::timeout_at(deadline.into(), watch.next()).await.expect("the event").unwrap().unwrap();
+            if e.kind == "comment.added" && e.job_id.as_deref() == Some("j0") {
+                break;
+            }
+        }
+    });
 
     engines[l].kill9();
     let killed = Instant::now();

@@ -31,12 +31,14 @@
 //!   event-writing transactions are serialized.
 //! - **Reads** run in `REPEATABLE READ READ ONLY` transactions, so a read of
 //!   several queries sees one snapshot.
-//! - **Events** are broadcast to this process's subscribers after commit.
+//! - **Events** reach the subscribers of every process on the database, in
+//!   `seq` order (see `feed`: `NOTIFY` at commit, one listener per store).
 //! - **Migrations** are numbered SQL files under `migrations/postgres/`,
 //!   applied in one transaction that holds `pg_advisory_xact_lock(MIGRATION_LOCK)`
 //!   (two engines starting together take turns) and recorded in
 //!   `schema_migrations`. A database newer than this binary is refused.
 
+mod feed;
 mod jobs;
 mod lease;
 mod rows;
@@ -95,7 +97,7 @@ struct Inner {
     /// The reader tried first next (round robin when all are busy).
     next_reader: std::sync::atomic::AtomicUsize,
     clock: Arc<dyn Clock>,
-    events: broadcast::Sender<EventView>,
+    feed: Arc<feed::Feed>,
     database: String,
 }
 
@@ -153,13 +155,14 @@ impl PostgresStore {
     /// Connects with a given clock (tests use a manual one).
     pub fn connect_with_clock(url: &str, clock: Arc<dyn Clock>) -> Result<Self> {
         let config = parse_config(url)?;
-        off_runtime(|| -> Result<()> {
+        let latest = off_runtime(|| -> Result<i64> {
             let mut client = open_client(&config)?;
-            migrate(&mut client)
+            migrate(&mut client)?;
+            Ok(client.query_one("SELECT COALESCE(MAX(seq), 0) AS seq FROM events", &[])?.try_get("seq")?)
         })?;
         let database = describe(&config);
         tracing::info!(database = %database, "connected to the PostgreSQL store");
-        let (events, _) = broadcast::channel(4096);
+        let feed = feed::Feed::start(config.clone(), latest);
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: Session::new("writer", config.clone()),
@@ -168,7 +171,7 @@ impl PostgresStore {
                 lease: Session::new("lease", config.clone()),
                 fence: Mutex::new(None),
                 clock,
-                events,
+                feed,
                 database,
             }),
         })
@@ -201,10 +204,7 @@ impl PostgresStore {
     }
 
     fn broadcast(&self, events: Vec<EventView>) {
-        for e in events {
-            // No receiver is fine: nobody is watching.
-            let _ = self.inner.events.send(e);
-        }
+        self.inner.feed.local(events);
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -265,10 +265,13 @@ fn append_events(tx: &mut Transaction<'_>, events: &mut [EventView]) -> Result<(
     let insert = tx.prepare(
         "INSERT INTO events (ts, job_id, attempt, kind, actor, data) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
     )?;
-    for e in events {
+    for e in events.iter_mut() {
         let row = tx.query_one(&insert, &[&e.ts, &e.job_id, &e.attempt.map(i64::from), &e.kind, &e.actor, &e.data])?;
         e.seq = row.try_get("seq")?;
     }
+    // Delivered at commit to every process's event listener (see `feed`).
+    let last = events.last().map(|e| e.seq.to_string()).unwrap_or_default();
+    tx.execute("SELECT pg_notify($1, $2)", &[&feed::CHANNEL, &last])?;
     Ok(())
 }
 
@@ -564,7 +567,7 @@ impl_store!(PostgresStore {
     }
 
     fn subscribe(&self) -> broadcast::Receiver<EventView> {
-        self.inner.events.subscribe()
+        self.inner.feed.tx.subscribe()
     }
 
     async fn record_event(&self, job: Option<&str>, kind: &str, actor: &str, data: Value) -> Result<EventView> {

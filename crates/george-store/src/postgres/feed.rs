@@ -1,0 +1,121 @@
+//! The event feed across processes. Events are broadcast to a store's
+//! subscribers in `seq` order, whichever engine process wrote them: a
+//! writer's transaction ends with `pg_notify('george_events', ...)`, which
+//! PostgreSQL delivers at commit to every process listening; each store
+//! keeps one listening connection on a thread of its own, and when notified
+//! (or every second, as a safety net) reads the events after the last one it
+//! broadcast and broadcasts them. A store's own writes are broadcast at once
+//! when they directly follow the last broadcast event; otherwise the gap is
+//! someone else's, and the listener sends the lot in order. So a standby's
+//! watch streams see the leader's events, and the leader's engine wakes for
+//! jobs submitted through a standby.
+
+use super::rows;
+use crate::{EventView, Result};
+use postgres::fallible_iterator::FallibleIterator;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// The notification channel.
+pub(super) const CHANNEL: &str = "george_events";
+/// How long the listener waits for a notification before it looks anyway.
+const POLL: Duration = Duration::from_secs(1);
+/// Events read per page.
+const PAGE: u32 = 1000;
+
+/// Sends events to subscribers in `seq` order, each once.
+pub(super) struct Feed {
+    /// The last event broadcast.
+    mark: Mutex<i64>,
+    pub(super) tx: broadcast::Sender<EventView>,
+}
+
+impl Feed {
+    /// A feed that starts after event `mark`, and its listener on `config`'s database.
+    pub(super) fn start(config: postgres::Config, mark: i64) -> Arc<Feed> {
+        let (tx, _) = broadcast::channel(4096);
+        let feed = Arc::new(Feed { mark: Mutex::new(mark), tx });
+        let weak = Arc::downgrade(&feed);
+        let spawned = std::thread::Builder::new().name("george-pg-feed".into()).spawn(move || listen(config, weak));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the event listener; other processes' events arrive only by polling readers");
+        }
+        feed
+    }
+
+    /// This process's own events, just committed.
+    pub(super) fn local(&self, events: Vec<EventView>) {
+        let mut mark = self.mark.lock().unwrap_or_else(PoisonError::into_inner);
+        for e in events {
+            if e.seq <= *mark {
+                continue;
+            }
+            if e.seq != *mark + 1 {
+                // Someone else's events come first: the listener sends them all in order.
+                break;
+            }
+            *mark = e.seq;
+            // No receiver is fine: nobody is watching.
+            let _ = self.tx.send(e);
+        }
+    }
+
+    /// Broadcasts what the database has after the mark.
+    fn catch_up(&self, client: &mut postgres::Client) -> Result<()> {
+        let mut mark = self.mark.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let mut tx = client.build_transaction().read_only(true).start()?;
+            let page = rows::events_since(&mut tx, *mark, PAGE, None)?;
+            tx.commit()?;
+            let full = page.len() as u32 == PAGE;
+            for e in page {
+                *mark = e.seq;
+                let _ = self.tx.send(e);
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The listener: runs until its feed is gone; reconnects after errors.
+fn listen(config: postgres::Config, feed: Weak<Feed>) {
+    while feed.strong_count() > 0 {
+        let mut client = match config.connect(postgres::NoTls) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "event listener cannot connect; retrying");
+                std::thread::sleep(POLL);
+                continue;
+            }
+        };
+        if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
+            tracing::warn!(error = %e, "event listener cannot LISTEN; retrying");
+            std::thread::sleep(POLL);
+            continue;
+        }
+        loop {
+            let Some(f) = feed.upgrade() else { return };
+            if let Err(e) = f.catch_up(&mut client) {
+                tracing::warn!(error = %e, "event listener lost its connection; reconnecting");
+                break;
+            }
+            drop(f);
+            // Wait for a notification (several are one), or look anyway after a while.
+            let mut notifications = client.notifications();
+            let waited = notifications.timeout_iter(POLL).next();
+            match waited {
+                Ok(_) => {
+                    // Several notifications need one look: drop the ones already here.
+                    while let Ok(Some(_)) = notifications.iter().next() {}
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "event listener lost its connection; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
