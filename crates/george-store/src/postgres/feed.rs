@@ -3,8 +3,8 @@
 //! writer's transaction ends with `pg_notify('george_events', ...)`, which
 //! PostgreSQL delivers at commit to every process listening; each store
 //! keeps one listening connection on a thread of its own, and when notified
-//! (or every second, as a safety net) reads the events after the last one it
-//! broadcast and broadcasts them. A store's own writes are broadcast at once
+//! of events it has not broadcast yet (or every second, as a safety net)
+//! reads the events after the last one it broadcast and broadcasts them. A store's own writes are broadcast at once
 //! when they directly follow the last broadcast event; otherwise the gap is
 //! someone else's, and the listener sends the lot in order. So a standby's
 //! watch streams see the leader's events, and the leader's engine wakes for
@@ -42,6 +42,11 @@ impl Feed {
             tracing::error!(error = %e, "cannot start the event listener; other processes' events arrive only by polling readers");
         }
         feed
+    }
+
+    /// The last event broadcast.
+    fn mark(&self) -> i64 {
+        *self.mark.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// This process's own events, just committed.
@@ -96,26 +101,36 @@ fn listen(config: postgres::Config, feed: Weak<Feed>) {
             std::thread::sleep(POLL);
             continue;
         }
+        // The newest event a notification announced; `None` when the wait timed out.
+        let mut announced: Option<i64> = None;
         loop {
             let Some(f) = feed.upgrade() else { return };
-            if let Err(e) = f.catch_up(&mut client) {
-                tracing::warn!(error = %e, "event listener lost its connection; reconnecting");
-                break;
+            // Nothing to read when this process already broadcast what was announced.
+            let behind = announced.is_none_or(|seq| seq > f.mark());
+            if behind {
+                if let Err(e) = f.catch_up(&mut client) {
+                    tracing::warn!(error = %e, "event listener lost its connection; reconnecting");
+                    break;
+                }
             }
             drop(f);
             // Wait for a notification (several are one), or look anyway after a while.
             let mut notifications = client.notifications();
             let waited = notifications.timeout_iter(POLL).next();
-            match waited {
-                Ok(_) => {
-                    // Several notifications need one look: drop the ones already here.
-                    while let Ok(Some(_)) = notifications.iter().next() {}
+            announced = match waited {
+                Ok(Some(first)) => {
+                    let mut newest = first.payload().parse::<i64>().unwrap_or(i64::MAX);
+                    while let Ok(Some(n)) = notifications.iter().next() {
+                        newest = newest.max(n.payload().parse::<i64>().unwrap_or(i64::MAX));
+                    }
+                    Some(newest)
                 }
+                Ok(None) => None,
                 Err(e) => {
                     tracing::warn!(error = %e, "event listener lost its connection; reconnecting");
                     break;
                 }
-            }
+            };
         }
     }
 }

@@ -4,12 +4,15 @@
 //! the lease changes hands or its holder let it expire.
 //!
 //! **Fencing.** While a store has a [`Fence`], every write transaction first
-//! checks `leases` (`FOR SHARE`) for its lease, holder and epoch, unexpired;
-//! otherwise the write is refused with [`StoreError::Fenced`] and changes
-//! nothing. A takeover updates that row, so it waits for a fenced write in
-//! flight and every later fenced write of the old term fails: a leader that
-//! was paused past its lease (and has not noticed yet) cannot spawn, kill or
-//! change anything.
+//! takes the lease's advisory lock in shared mode and checks `leases` for its
+//! lease, holder and epoch, unexpired; otherwise the write is refused with
+//! [`StoreError::Fenced`] and changes nothing. A campaign takes the same lock
+//! exclusively, so a takeover waits for the fenced writes in flight (they
+//! checked a term that was still valid) and every later fenced write of the
+//! old term fails: a leader that was paused past its lease (and has not
+//! noticed yet) cannot spawn, kill or change anything. An advisory lock lives
+//! in memory: unlike a row lock (`FOR SHARE`), it costs no write to the
+//! lease row on every transaction.
 
 use super::PostgresStore;
 use crate::{Result, StoreError};
@@ -35,7 +38,9 @@ impl PostgresStore {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             inner.lease.run(|client| {
-                let row = client.query_opt(
+                let mut tx = client.transaction()?;
+                tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&name])?;
+                let row = tx.query_opt(
                     "INSERT INTO leases (name, holder, epoch, acquired_at, renewed_at, expires_at) \
                      VALUES ($1, $2, 1, now(), now(), now() + make_interval(secs => $3)) \
                      ON CONFLICT (name) DO UPDATE SET \
@@ -48,7 +53,9 @@ impl PostgresStore {
                      RETURNING epoch",
                     &[&name, &holder, &secs],
                 )?;
-                Ok(row.map(|r| r.try_get::<_, i64>("epoch")).transpose()?)
+                let epoch = row.map(|r| r.try_get::<_, i64>("epoch")).transpose()?;
+                tx.commit()?;
+                Ok(epoch)
             })
         })
         .await
@@ -95,8 +102,9 @@ impl PostgresStore {
 
 /// Refuses the transaction unless `fence`'s term still holds.
 pub(super) fn check(tx: &mut postgres::Transaction<'_>, fence: &Fence) -> Result<()> {
+    tx.execute("SELECT pg_advisory_xact_lock_shared(hashtext($1))", &[&fence.lease])?;
     let held = tx.query_opt(
-        "SELECT 1 FROM leases WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > now() FOR SHARE",
+        "SELECT 1 FROM leases WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()",
         &[&fence.lease, &fence.holder, &fence.epoch],
     )?;
     match held {

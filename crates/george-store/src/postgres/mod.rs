@@ -182,13 +182,12 @@ impl PostgresStore {
         T: Send + 'static,
         F: Fn(&mut Writer<'_>) -> Result<T> + Send + 'static,
     {
-        let (value, events) = self.transact(f).await?;
-        self.broadcast(events);
+        let (value, _) = self.transact(f).await?;
         Ok(value)
     }
 
-    /// Runs `f` in a write transaction (again after a lost race or connection)
-    /// and returns what it returned with the events it committed.
+    /// Runs `f` in a write transaction (again after a lost race or connection),
+    /// broadcasts the events it committed, and returns what it returned with them.
     async fn transact<T, F>(&self, f: F) -> Result<(T, Vec<EventView>)>
     where
         T: Send + 'static,
@@ -197,14 +196,14 @@ impl PostgresStore {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let fence = inner.fence.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            inner.writer.run(|client| run_write(client, inner.clock.as_ref(), fence.as_ref(), &f))
+            let (value, events) =
+                inner.writer.run(|client| run_write(client, inner.clock.as_ref(), fence.as_ref(), &f))?;
+            // Right after the commit, before the listener hears of it: usually no extra read.
+            inner.feed.local(events.clone());
+            Ok((value, events))
         })
         .await
         .map_err(|e| StoreError::Backend(Box::new(e)))?
-    }
-
-    fn broadcast(&self, events: Vec<EventView>) {
-        self.inner.feed.local(events);
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -573,9 +572,7 @@ impl_store!(PostgresStore {
     async fn record_event(&self, job: Option<&str>, kind: &str, actor: &str, data: Value) -> Result<EventView> {
         let (job, kind, actor) = (job.map(str::to_string), kind.to_string(), actor.to_string());
         let (_, events) = self.transact(move |w| w.event(job.as_deref(), None, &kind, &actor, data.clone())).await?;
-        let event = events.last().cloned();
-        self.broadcast(events);
-        event.ok_or_else(|| StoreError::Backend("the recorded event was not committed".into()))
+        events.last().cloned().ok_or_else(|| StoreError::Backend("the recorded event was not committed".into()))
     }
 
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>> {
