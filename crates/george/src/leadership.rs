@@ -99,6 +99,13 @@ impl Election {
         }
     }
 
+    /// Gives the lease up at once, so a standby takes over at its next try.
+    pub async fn resign(&self) {
+        if let Err(e) = self.store.resign(LEASE, &self.holder).await {
+            tracing::warn!(error = %e, "cannot resign the lease; it expires on its own");
+        }
+    }
+
     /// Renews the lease of term `epoch` until it is lost (returns why) or
     /// `shutdown` (returns `None`, after resigning so a standby takes over at once).
     pub async fn hold(&self, epoch: i64, shutdown: &CancellationToken) -> Option<String> {
@@ -106,9 +113,7 @@ impl Election {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    if let Err(e) = self.store.resign(LEASE, &self.holder).await {
-                        tracing::warn!(error = %e, "cannot resign the lease; it expires on its own");
-                    }
+                    self.resign().await;
                     return None;
                 }
                 _ = tokio::time::sleep(self.timings.retry) => {}

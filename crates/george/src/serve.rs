@@ -271,15 +271,32 @@ async fn lead(
     let Some(epoch) = election.acquire(&shutdown).await else { return Ok(()) };
     let term = shutdown.child_token();
     let writeback = writeback.map(|wb| tokio::spawn(wb.run(term.clone())));
-    let engine_task = tokio::spawn(engine.run(term.clone()));
-    let why = election.hold(epoch, &shutdown).await;
+    let mut engine_task = tokio::spawn(engine.run(term.clone()));
+    let (why, ended) = tokio::select! {
+        why = election.hold(epoch, &shutdown) => (why, None),
+        // The engine stopped while this replica leads: never hold the lease without
+        // running the engine. Hand it over and leave, to restart with fresh state.
+        ended = &mut engine_task => {
+            election.resign().await;
+            let why = match &ended {
+                Ok(Ok(())) if shutdown.is_cancelled() => None,
+                Ok(Ok(())) => Some("the engine stopped while leading".to_string()),
+                Ok(Err(e)) => Some(format!("the engine failed while leading: {e}")),
+                Err(e) => Some(format!("the engine task failed while leading: {e}")),
+            };
+            (why, Some(ended))
+        }
+    };
     term.cancel();
     if let Some(why) = why {
         // Say so at once: the engine may hang on a database it cannot reach.
         tracing::error!(holder = election.holder(), epoch, %why, "no longer leading; stopping the engine");
         let _ = lost.send(why);
     }
-    let result = engine_task.await;
+    let result = match ended {
+        Some(ended) => ended,
+        None => engine_task.await,
+    };
     if let Some(w) = writeback {
         let _ = w.await;
     }
