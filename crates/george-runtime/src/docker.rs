@@ -14,6 +14,7 @@
 //!   an engine restart skips lines already written.
 //! - Terminate is `docker stop` with the grace period (SIGTERM, then SIGKILL).
 
+use crate::logs::TimestampedLog;
 use crate::{
     write_secret_files, AgentLogs, AgentStatus, OwnedAgent, Runtime, RuntimeError, RuntimeEvent, SpawnRequest,
     CONTAINER_OUTPUT_DIR, CONTAINER_SECRETS_DIR,
@@ -29,7 +30,6 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -267,64 +267,18 @@ impl DockerRuntime {
     }
 }
 
-/// The timestamp Docker puts in front of each log line.
-fn line_timestamp(line: &str) -> Option<&str> {
-    let ts = line.split(' ').next()?;
-    (ts.len() >= 20 && ts.as_bytes()[4] == b'-' && ts.ends_with('Z')).then_some(ts)
-}
-
-/// Parses Docker's RFC 3339 timestamp (nanoseconds) for ordering.
-fn parse_ts(ts: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::parse_from_rfc3339(ts).ok().map(|t| t.to_utc())
-}
-
-/// The last timestamp already written to a log file (for re-attaching).
-fn last_written(path: &std::path::Path) -> Option<chrono::DateTime<chrono::Utc>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().rev().find_map(|l| line_timestamp(l).and_then(parse_ts))
-}
-
 async fn copy_logs(inner: &Inner, name: &str, path: &std::path::Path) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let last = last_written(path);
-    let mut written = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut log = TimestampedLog::open(path, inner.cfg.max_log_bytes)?;
     let mut opts = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).timestamps(true);
-    if let Some(t) = last {
+    if let Some(t) = log.last() {
         opts = opts.since(t.timestamp() as i32);
     }
     let mut stream = inner.docker.logs(name, Some(opts.build()));
-    let mut partial = String::new();
-    let mut capped = written >= inner.cfg.max_log_bytes;
     while let Some(chunk) = stream.next().await {
         let Ok(chunk) = chunk else { break };
-        partial.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-        while let Some(nl) = partial.find('\n') {
-            let line: String = partial.drain(..=nl).collect();
-            // Lines at or before what a previous follower wrote are duplicates.
-            if let (Some(prev), Some(ts)) = (last, line_timestamp(&line).and_then(parse_ts)) {
-                if ts <= prev {
-                    continue;
-                }
-            }
-            if capped {
-                continue;
-            }
-            if written + line.len() as u64 > inner.cfg.max_log_bytes {
-                writeln!(file, "[george: log capped at {} bytes; later output dropped]", inner.cfg.max_log_bytes)?;
-                capped = true;
-                continue;
-            }
-            file.write_all(line.as_bytes())?;
-            written += line.len() as u64;
-        }
+        log.push(&chunk.into_bytes())?;
     }
-    if !partial.is_empty() && !capped {
-        writeln!(file, "{partial}")?;
-    }
-    Ok(())
+    log.finish()
 }
 
 #[async_trait]
@@ -510,11 +464,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn log_timestamps_are_recognised() {
-        let l = "2026-11-21T05:24:55.106405123Z hello world\n";
-        assert_eq!(line_timestamp(l), Some("2026-11-21T05:24:55.106405123Z"));
-        assert!(parse_ts(line_timestamp(l).unwrap()).is_some());
-        assert_eq!(line_timestamp("no timestamp here"), None);
+    fn pull_policies_parse() {
         assert_eq!("Never".parse::<PullPolicy>().unwrap(), PullPolicy::Never);
         assert!("sometimes".parse::<PullPolicy>().unwrap_err().contains("Always, IfNotPresent or Never"));
     }

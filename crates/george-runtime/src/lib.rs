@@ -4,14 +4,17 @@
 //! keeps an attempt's output in an [`AgentLogs`] file that outlives the agent.
 //!
 //! [`ProcessRuntime`] runs agents as local processes (the embedded default);
-//! [`DockerRuntime`] runs them as containers on a Docker Engine.
+//! [`DockerRuntime`] runs them as containers on a Docker Engine;
+//! [`KubernetesRuntime`] runs each attempt as a Kubernetes Job.
 
 mod docker;
+pub mod kubernetes;
 mod logs;
 mod process;
 mod procfs;
 
 pub use docker::{DockerRuntime, DockerRuntimeConfig, PullPolicy};
+pub use kubernetes::{KubernetesRuntime, KubernetesRuntimeConfig};
 pub use logs::AgentLogs;
 pub use process::{ProcessRuntime, ProcessRuntimeConfig};
 
@@ -90,6 +93,10 @@ pub struct SpawnRequest {
     pub output_dir: Option<std::path::PathBuf>,
     /// Secrets the agent is entitled to, delivered as read-only files.
     pub secrets: Vec<SecretFile>,
+    /// The AgentSpec's `maxActiveDuration` (the engine enforces it; a
+    /// runtime may also hand it to its backend, as Kubernetes'
+    /// `activeDeadlineSeconds`).
+    pub max_active: Option<Duration>,
 }
 
 /// Where agents find their secret files (`GEORGE_SECRETS_DIR` points there).

@@ -20,6 +20,7 @@ fn req(job: &str, attempt: u32, script: &str) -> SpawnRequest {
         labels: BTreeMap::new(),
         output_dir: None,
         secrets: vec![],
+        max_active: None,
     }
 }
 

@@ -209,6 +209,24 @@ pub struct LeaderElectionSection {
     pub renew_deadline: Option<HumanDuration>,
     /// How often the leader renews and standbys try (default 2s).
     pub retry_period: Option<HumanDuration>,
+    /// Where the lease lives: `postgres` (default; a row in the store) or
+    /// `kubernetes` (a `coordination.k8s.io/v1` Lease).
+    pub backend: Option<String>,
+    /// The Kubernetes Lease (backend `kubernetes`).
+    #[serde(default)]
+    pub kubernetes: LeaseSection,
+}
+
+/// `engine.leaderElection.kubernetes`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LeaseSection {
+    /// The Lease's name (default `george-engine`).
+    pub name: Option<String>,
+    /// Its namespace (default: the kubeconfig's or the pod's namespace).
+    pub namespace: Option<String>,
+    /// A kubeconfig file (default: in-cluster service account, else `KUBECONFIG`).
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl LeaderElectionSection {
@@ -301,9 +319,29 @@ pub struct BackendSection {
     /// The Docker runtime.
     #[serde(default)]
     pub docker: DockerSection,
-    /// Seed shape, for the Kubernetes runtime (not in this version).
-    #[allow(dead_code)]
-    pub kubernetes: Option<serde_json::Value>,
+    /// The Kubernetes runtime.
+    #[serde(default)]
+    pub kubernetes: KubernetesSection,
+}
+
+/// `containerBackend.kubernetes`: agents as Kubernetes Jobs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubernetesSection {
+    /// Namespace of the agent Jobs (default: the kubeconfig's or the pod's namespace).
+    pub namespace: Option<String>,
+    /// A kubeconfig file (default: in-cluster service account, else `KUBECONFIG`).
+    pub kubeconfig: Option<PathBuf>,
+    /// Image for AgentSpecs that name none.
+    pub image: Option<String>,
+    /// `Always`, `IfNotPresent` (default) or `Never`.
+    pub image_pull_policy: Option<String>,
+    /// Service account of agent pods (default: the namespace's default).
+    pub service_account: Option<String>,
+    /// How long the cluster keeps a finished Job (default 1h).
+    pub ttl_after_finished: Option<HumanDuration>,
+    /// Distinguishes George installations sharing a namespace (label `george.io/instance`, default `george`).
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

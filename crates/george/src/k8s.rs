@@ -2,8 +2,10 @@
 //! replicas on one PostgreSQL database: a Deployment (2 replicas by
 //! default; every replica serves the API, the lease holder runs the engine,
 //! and a replica that loses the lease exits and is restarted as a standby),
-//! its ServiceAccount with a Role and RoleBinding, a Service, and the
-//! configuration as a ConfigMap. The database URL and the API tokens come
+//! its ServiceAccount with a Role and RoleBinding, the agents' own
+//! ServiceAccount (no role, no token mounted), a Service, and the
+//! configuration as a ConfigMap: a Kubernetes Lease elects the leader and
+//! agents run as Jobs. The database URL and the API tokens come
 //! from Kubernetes Secrets the operator creates; no secret value is ever in
 //! these manifests. `deploy/kubernetes/george.yaml` is the default rendering.
 
@@ -50,17 +52,39 @@ const NAME: &str = "george";
 const PORT: u16 = 8080;
 
 /// The engine's configuration, as the ConfigMap carries it.
-const CONFIG: &str = "# george-config.yaml for replicas on one PostgreSQL database.
+fn config(a: &ManifestsArgs) -> String {
+    let (ns, image, pull) = (&a.namespace, &a.image, &a.image_pull_policy);
+    format!(
+        "# george-config.yaml for replicas on one PostgreSQL database, agents as Kubernetes Jobs.
 engine:
-  listen: 0.0.0.0:8080
+  listen: 0.0.0.0:{PORT}
+  # What agent pods call back: the Service.
+  advertiseUrl: http://{NAME}.{ns}.svc:{PORT}
   leaderElection:
+    backend: kubernetes
     leaseDuration: 15s
     renewDeadline: 10s
     retryPeriod: 2s
+    kubernetes:
+      name: george-engine
+      namespace: {ns}
 store:
   type: postgres
   urlEnv: GEORGE_DATABASE_URL
-";
+containerBackend:
+  type: kubernetes
+  kubernetes:
+    namespace: {ns}
+    image: {image}
+    imagePullPolicy: {pull}
+    serviceAccount: {AGENT_ACCOUNT}
+    ttlAfterFinished: 1h
+"
+    )
+}
+
+/// The agents' service account: no role is bound to it.
+const AGENT_ACCOUNT: &str = "george-agent";
 
 fn labels() -> Value {
     json!({"app.kubernetes.io/name": NAME, "app.kubernetes.io/component": "engine"})
@@ -77,17 +101,25 @@ pub fn objects(a: &ManifestsArgs) -> Vec<Value> {
     vec![
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(NAME, a)}),
         json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": meta(AGENT_ACCOUNT, a),
+            "automountServiceAccountToken": false,
+        }),
+        json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": meta(NAME, a),
             "rules": [
                 {"apiGroups": ["batch"], "resources": ["jobs"],
                  "verbs": ["create", "get", "list", "watch", "delete"]},
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
                 {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
                 {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
                  "verbs": ["get", "create", "update"]},
-                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+                // Each attempt's own Secret (its token and secret files), owned by its Job.
+                {"apiGroups": [""], "resources": ["secrets"],
+                 "verbs": ["get", "create", "update", "patch", "delete"]},
             ],
         }),
         json!({
@@ -101,7 +133,7 @@ pub fn objects(a: &ManifestsArgs) -> Vec<Value> {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": meta("george-config", a),
-            "data": {"george-config.yaml": CONFIG},
+            "data": {"george-config.yaml": config(a)},
         }),
         json!({
             "apiVersion": "apps/v1",
@@ -186,21 +218,27 @@ mod tests {
         let text = render(&ManifestsArgs { replicas: 3, ..Default::default() }).unwrap();
         let docs = docs(&text);
         let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-        assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service"]);
-        let deployment = &docs[4];
+        assert_eq!(
+            kinds,
+            ["ServiceAccount", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service"]
+        );
+        let deployment = &docs[5];
         assert_eq!(deployment["spec"]["replicas"], 3);
         let pod = &deployment["spec"]["template"]["spec"];
         assert_eq!(pod["serviceAccountName"], "george");
         for env in pod["containers"][0]["env"].as_array().unwrap() {
             assert!(env.get("value").is_none(), "no plain env values: {env}");
         }
-        let rules = docs[1]["rules"].to_string();
+        let rules = docs[2]["rules"].to_string();
         for resource in ["jobs", "pods", "pods/log", "leases", "secrets"] {
             assert!(rules.contains(&format!("\"{resource}\"")), "{resource} in {rules}");
         }
-        let config = docs[3]["data"]["george-config.yaml"].as_str().unwrap();
+        let config = docs[4]["data"]["george-config.yaml"].as_str().unwrap();
         let parsed: crate::config::Config = serde_saphyr::from_str(config).unwrap();
         assert_eq!(parsed.store.store_type.as_deref(), Some("postgres"));
+        assert_eq!(parsed.container_backend.backend_type.as_deref(), Some("kubernetes"));
+        assert_eq!(parsed.container_backend.kubernetes.service_account.as_deref(), Some("george-agent"));
+        assert_eq!(parsed.engine.leader_election.backend.as_deref(), Some("kubernetes"));
         assert!(parsed.engine.leader_election.timings().is_ok());
         for d in &docs {
             assert_eq!(d["metadata"]["namespace"], "george");

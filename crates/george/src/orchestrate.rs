@@ -4,13 +4,13 @@
 //!
 //! | recac | George |
 //! |---|---|
-//! | `--mode local` / `k8s` | Docker runtime / (Kubernetes: not in this version) — `process` is also accepted |
+//! | `--mode local` / `k8s` | Docker runtime / Kubernetes runtime (Jobs) — `process` is also accepted |
 //! | `--poller jira` / `file` | the Jira source / the work-file source |
 //! | `--interval` | the poller's interval |
 //! | `--jira-label`, `--jira-query` | `jira.label`, `jira.query` |
 //! | `--work-file` | `sources.workFile.path` |
 //! | `--image`, `--image-pull-policy` | the agent image and its pull policy |
-//! | `--namespace` | recorded; used only by the Kubernetes runtime |
+//! | `--namespace` | the namespace of agent Jobs (`--mode k8s`) |
 //! | `--agent-provider`, `--agent-model` | `llm.default` (`openai`, `anthropic` and `openrouter` need no config: their keys come from `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, `OPENROUTER_API_KEY`) |
 //!
 //! Jira's site and account come from `JIRA_URL`, `JIRA_EMAIL` (or
@@ -136,9 +136,17 @@ impl OrchestrateArgs {
         match self.mode.as_str() {
             "local" | "docker" => cfg.container_backend.backend_type = Some("docker".into()),
             "process" => cfg.container_backend.backend_type = Some("process".into()),
-            "k8s" | "kubernetes" => bail!(
-                "--mode k8s: the Kubernetes runtime is not in this version of george; use --mode local (Docker) or process"
-            ),
+            "k8s" | "kubernetes" => {
+                cfg.container_backend.backend_type = Some("kubernetes".into());
+                let k = &mut cfg.container_backend.kubernetes;
+                k.namespace = Some(self.namespace.clone());
+                if let Some(i) = &self.image {
+                    k.image = Some(i.clone());
+                }
+                if let Some(p) = &self.image_pull_policy {
+                    k.image_pull_policy = Some(p.clone());
+                }
+            }
             other => bail!("--mode: expected local, k8s or process, got `{other}`"),
         }
         if let Some(i) = &self.image {
@@ -277,7 +285,12 @@ mod tests {
         assert_eq!(cfg.container_backend.docker.pull_policy.as_deref(), Some("Never"));
 
         let err = |argv: &[&str]| parse(argv).to_config(|_| None).unwrap_err().to_string();
-        assert!(err(&["--mode", "k8s"]).contains("Kubernetes runtime is not in this version"));
+        let k8s = parse(&["--poller", "file", "--mode", "k8s", "--namespace", "agents", "--image", "img"])
+            .to_config(|_| None)
+            .unwrap();
+        assert_eq!(k8s.container_backend.backend_type.as_deref(), Some("kubernetes"));
+        assert_eq!(k8s.container_backend.kubernetes.namespace.as_deref(), Some("agents"));
+        assert_eq!(k8s.container_backend.kubernetes.image.as_deref(), Some("img"));
         assert!(err(&["--poller", "rss"]).contains("expected jira or file"));
         assert!(err(&[]).contains("set JIRA_URL"));
         assert!(err(&["--poller", "file", "--agent-provider", "acme"]).contains("not configured under llm.providers"));

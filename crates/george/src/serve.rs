@@ -7,7 +7,10 @@ use anyhow::{bail, Context as _};
 use george_api::{ApiState, OperatorTokens};
 use george_core::Role;
 use george_engine::{Engine, EngineConfig, RetryPolicy};
-use george_runtime::{DockerRuntime, DockerRuntimeConfig, ProcessRuntime, ProcessRuntimeConfig, Resources, Runtime};
+use george_runtime::{
+    DockerRuntime, DockerRuntimeConfig, KubernetesRuntime, KubernetesRuntimeConfig, ProcessRuntime,
+    ProcessRuntimeConfig, Resources, Runtime,
+};
 use george_sources::{FolderSource, GitSource, GitSourceConfig, Source, WorkFileSource};
 use george_store::{SqliteStore, Store};
 use std::net::SocketAddr;
@@ -178,7 +181,8 @@ impl Server {
             }
             Some(pg) => {
                 let holder = format!("{}-{}", ecfg_engine_id, random_suffix());
-                let election = crate::leadership::Election::new(pg, holder, timings);
+                let lock = lease_lock(&cfg.engine.leader_election, &pg, &holder, timings.lease).await?;
+                let election = crate::leadership::Election::new(lock, pg, holder, timings);
                 tokio::spawn(lead(election, engine, writeback, shutdown.clone(), lost_tx))
             }
         };
@@ -195,7 +199,7 @@ impl Server {
                 Ok(())
             })
         };
-        tracing::info!(api = %api_url, data_dir = %data_dir.display(), "george is up");
+        tracing::info!(api = %api_url, listen = %bound, data_dir = %data_dir.display(), "george is up");
         Ok(Server {
             api_url,
             token,
@@ -302,6 +306,31 @@ async fn lead(
     }
     result??;
     Ok(())
+}
+
+/// The lease the replicas compete for (`engine.leaderElection.backend`).
+async fn lease_lock(
+    section: &crate::config::LeaderElectionSection,
+    store: &george_store::PostgresStore,
+    holder: &str,
+    duration: Duration,
+) -> anyhow::Result<Arc<dyn crate::leadership::LeaseLock>> {
+    use crate::leadership::{kubernetes::KubernetesLease, postgres::PostgresLease, LEASE};
+    match section.backend.as_deref().unwrap_or("postgres") {
+        "postgres" => Ok(Arc::new(PostgresLease::new(store.clone(), holder.to_string(), duration))),
+        "kubernetes" => {
+            let k = &section.kubernetes;
+            let client = george_runtime::kubernetes::client(k.kubeconfig.as_deref())
+                .await
+                .context("engine.leaderElection.kubernetes")?;
+            let ns = k.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
+            let api = kube::Api::namespaced(client, &ns);
+            let name = k.name.as_deref().unwrap_or(LEASE);
+            let clock = crate::leadership::kubernetes::system_clock();
+            Ok(Arc::new(KubernetesLease::new(api, name, holder.to_string(), duration, store.clone(), clock)))
+        }
+        other => bail!("engine.leaderElection.backend: expected `postgres` or `kubernetes`, got `{other}`"),
+    }
 }
 
 /// Eight random hex digits.
@@ -440,10 +469,33 @@ async fn build_runtime(cfg: &Config, data_dir: &Path, engine_id: &str) -> anyhow
             rc.keep_containers = d.keep_containers.unwrap_or(false);
             Ok(Arc::new(DockerRuntime::connect(rc).await?))
         }
-        other @ ("kubernetes" | "k8s") => bail!(
-            "containerBackend.type `{other}` is not supported by this version of george; use `process` or `docker`"
-        ),
-        other => bail!("containerBackend.type: unknown backend `{other}`; expected `process` or `docker`"),
+        "kubernetes" | "k8s" => {
+            let k = &cfg.container_backend.kubernetes;
+            let client = george_runtime::kubernetes::client(k.kubeconfig.as_deref())
+                .await
+                .context("containerBackend.kubernetes")?;
+            let mut rc = KubernetesRuntimeConfig::under(data_dir, engine_id);
+            rc.job.namespace = k.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
+            rc.job.default_image = k.image.clone();
+            if let Some(p) = &k.image_pull_policy {
+                rc.job.pull_policy =
+                    p.parse().map_err(|e| anyhow::anyhow!("containerBackend.kubernetes.imagePullPolicy: {e}"))?;
+            }
+            rc.job.service_account = k.service_account.clone();
+            if let Some(t) = k.ttl_after_finished {
+                rc.job.ttl_after_finished = t.get();
+            }
+            if let Some(i) = &k.instance {
+                rc.job.instance = i.clone();
+            }
+            if let Some(g) = cfg.engine.termination_grace {
+                rc.job.termination_grace = g.get();
+            }
+            Ok(Arc::new(KubernetesRuntime::connect(client, rc).await?))
+        }
+        other => {
+            bail!("containerBackend.type: unknown backend `{other}`; expected `process`, `docker` or `kubernetes`")
+        }
     }
 }
 

@@ -501,6 +501,7 @@ fn spawning_the_same_attempt_twice_never_makes_a_twin() {
             .into(),
             output_dir: None,
             secrets: vec![],
+            max_active: None,
         };
         let first = docker_rt.spawn(req.clone()).await.unwrap();
         let second = docker_rt.spawn(req).await.unwrap();

@@ -18,7 +18,7 @@ mod postgres_server;
 use common::*;
 use postgres_server::TestDatabase;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -44,28 +44,6 @@ impl Drop for Cleanup {
         }
         let _ = Command::new("docker").args(["network", "rm", &self.network]).output();
     }
-}
-
-/// Forwards TCP connections from `listen` to `to`, on threads, for the test's life.
-fn forward(listen: &str, to: SocketAddr) -> SocketAddr {
-    let listener = TcpListener::bind(listen).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for inbound in listener.incoming().flatten() {
-            let Ok(outbound) = TcpStream::connect(to) else { continue };
-            let (mut r1, mut w1) = (inbound.try_clone().unwrap(), outbound.try_clone().unwrap());
-            let (mut r2, mut w2) = (outbound, inbound);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut r1, &mut w1);
-                let _ = w1.shutdown(std::net::Shutdown::Both);
-            });
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut r2, &mut w2);
-                let _ = w2.shutdown(std::net::Shutdown::Both);
-            });
-        }
-    });
-    addr
 }
 
 /// `key=value` of a connection string.
@@ -177,7 +155,7 @@ agents:
     docker(&["network", "create", &network]);
     let gateway = docker(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", &network]);
     let pg: SocketAddr = format!("127.0.0.1:{}", conn_value(&db.url, "port")).parse().unwrap();
-    let through = forward(&format!("{gateway}:0"), pg);
+    let through = common::service::forward(&format!("{gateway}:0"), pg);
     let url =
         format!("host={} port={} user=postgres dbname={}", through.ip(), through.port(), conn_value(&db.url, "dbname"));
     start_replica(&names[0], "a", &network, dir, &url);

@@ -20,7 +20,6 @@ use george_core::JobStatus;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use postgres_server::TestDatabase;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const QUICKSTART_JOBS: [&str; 3] = ["etc-inventory", "incident-digest", "weekly-report"];
@@ -93,24 +92,6 @@ fn replicas(tmp: &std::path::Path, db: &TestDatabase, jobs: usize) -> (Vec<Engin
 
 fn which(engines: &[Engine], holder: &str) -> usize {
     ["a-", "b-", "c-"].iter().position(|p| holder.starts_with(p)).filter(|i| *i < engines.len()).unwrap()
-}
-
-/// Per job, attempts never overlap in the event log: each starts after the previous ended.
-fn assert_one_live_attempt_at_a_time(events: &[george_core::api::EventView]) {
-    let mut live: BTreeMap<&str, Option<u32>> = BTreeMap::new();
-    for e in events {
-        let Some(job) = e.job_id.as_deref() else { continue };
-        match e.kind.as_str() {
-            "attempt.started" => {
-                let prev = live.insert(job, e.attempt);
-                assert!(prev.flatten().is_none(), "job {job}: attempt {:?} started while {prev:?} was live", e.attempt);
-            }
-            "attempt.ended" if live.get(job).copied().flatten() == e.attempt => {
-                live.insert(job, None);
-            }
-            _ => {}
-        }
-    }
 }
 
 #[test]

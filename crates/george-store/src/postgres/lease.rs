@@ -62,6 +62,37 @@ impl PostgresStore {
         .map_err(|e| StoreError::Backend(Box::new(e)))?
     }
 
+    /// Records a term won elsewhere (a Kubernetes Lease) as the lease row's
+    /// term, so fenced writes are checked against it: the row becomes
+    /// `holder`'s at `epoch` for `ttl` if `epoch` is newer than the row's, or
+    /// is the row's own term and holder (a renewal). Returns whether it did;
+    /// `false` means a newer term is recorded and this one is over. Takes
+    /// the lease's lock exclusively, like a campaign, so the fenced writes of
+    /// an older term in flight finish first and every later one is refused.
+    pub async fn record_term(&self, name: &str, holder: &str, epoch: i64, ttl: Duration) -> Result<bool> {
+        let (name, holder, secs) = (name.to_string(), holder.to_string(), ttl.as_secs_f64());
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner.lease.run(|client| {
+                let mut tx = client.transaction()?;
+                tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&name])?;
+                let n = tx.execute(
+                    "INSERT INTO leases (name, holder, epoch, acquired_at, renewed_at, expires_at) \
+                     VALUES ($1, $2, $3, now(), now(), now() + make_interval(secs => $4)) \
+                     ON CONFLICT (name) DO UPDATE SET \
+                       acquired_at = CASE WHEN leases.epoch = EXCLUDED.epoch THEN leases.acquired_at ELSE now() END, \
+                       holder = EXCLUDED.holder, epoch = EXCLUDED.epoch, renewed_at = now(), expires_at = EXCLUDED.expires_at \
+                     WHERE leases.epoch < EXCLUDED.epoch OR (leases.epoch = EXCLUDED.epoch AND leases.holder = EXCLUDED.holder)",
+                    &[&name, &holder, &epoch, &secs],
+                )?;
+                tx.commit()?;
+                Ok(n == 1)
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+
     /// Gives the lease up at once (a clean shutdown), if `holder` has it.
     pub async fn resign(&self, name: &str, holder: &str) -> Result<()> {
         let (name, holder) = (name.to_string(), holder.to_string());

@@ -8,8 +8,10 @@ pub mod forge;
 pub mod git_http;
 pub mod inbox;
 pub mod jira;
+pub mod kube_api;
 pub mod llm;
 pub mod openapi;
+pub mod service;
 
 use george_client::Client;
 use george_core::api::JobView;
@@ -412,4 +414,29 @@ pub fn decode_base64(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Per job, attempts never overlap in the event log: each starts after the previous ended.
+pub fn assert_one_live_attempt_at_a_time(events: &[george_core::api::EventView]) {
+    let mut live: std::collections::BTreeMap<&str, Option<u32>> = std::collections::BTreeMap::new();
+    for e in events {
+        let Some(job) = e.job_id.as_deref() else { continue };
+        match e.kind.as_str() {
+            "attempt.started" => {
+                let prev = live.insert(job, e.attempt);
+                assert!(prev.flatten().is_none(), "job {job}: attempt {:?} started while {prev:?} was live", e.attempt);
+            }
+            "attempt.ended" if live.get(job).copied().flatten() == e.attempt => {
+                live.insert(job, None);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// An agent's log as the engine serves it (`None` if it cannot be read yet).
+pub async fn agent_log(e: &Engine, id: &str) -> Option<String> {
+    let mut out = Vec::new();
+    e.client.logs(id, false, &mut out).await.ok()?;
+    Some(String::from_utf8_lossy(&out).into_owned())
 }

@@ -1,15 +1,26 @@
 //! Leader election for engine replicas sharing one PostgreSQL database.
 //! Every replica serves the API; only the one holding the lease runs the
 //! engine (sources, triggers, scheduler, reconciler, Jira write-back). The
-//! lease's expiry is judged by the database's clock; the leader renews every
-//! `retryPeriod` and gives up leading when it could not renew for
-//! `renewDeadline`, which is shorter than `leaseDuration`, so it stops
-//! before anyone else may take over. Its store writes are fenced by its
-//! term's epoch ([`george_store::Fence`]): a leader that was paused past its
-//! lease has every write refused once it wakes up. A replica that lost the
-//! lease stops and exits with an error; its supervisor restarts it as a
-//! standby, with fresh in-memory state.
+//! leader renews every `retryPeriod` and gives up leading when it could not
+//! renew for `renewDeadline`, which is shorter than `leaseDuration`, so it
+//! stops before anyone else may take over.
+//!
+//! The lease is a [`LeaseLock`], with two implementations: a PostgreSQL
+//! lease row whose expiry is judged by the database's clock
+//! ([`postgres::PostgresLease`]), and a Kubernetes `coordination.k8s.io/v1`
+//! Lease updated with a `resourceVersion` precondition and judged by local
+//! monotonic time, as client-go does ([`kubernetes::KubernetesLease`]).
+//!
+//! Either way, the leader's store writes are fenced by its term's epoch
+//! ([`george_store::Fence`]): a leader that was paused past its lease has
+//! every write refused once it wakes up. A replica that lost the lease stops
+//! and exits with an error; its supervisor restarts it as a standby, with
+//! fresh in-memory state.
 
+pub mod kubernetes;
+pub mod postgres;
+
+use async_trait::async_trait;
 use george_store::{Fence, PostgresStore};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -49,18 +60,30 @@ impl Timings {
     }
 }
 
+/// A lease one replica at a time may hold.
+#[async_trait]
+pub trait LeaseLock: Send + Sync + std::fmt::Debug {
+    /// Takes the lease for this replica if it is free or expired, or renews
+    /// it if this replica holds it. Returns the term's epoch (which grows
+    /// with every change of hands) when held, `None` when another holds it.
+    async fn try_acquire_or_renew(&self) -> Result<Option<i64>, String>;
+    /// Gives the lease up at once, if this replica holds it.
+    async fn release(&self) -> Result<(), String>;
+}
+
 /// One replica's candidacy.
 #[derive(Debug, Clone)]
 pub struct Election {
+    lock: std::sync::Arc<dyn LeaseLock>,
     store: PostgresStore,
     holder: String,
     timings: Timings,
 }
 
 impl Election {
-    /// A candidacy for `holder` (unique per process).
-    pub fn new(store: PostgresStore, holder: String, timings: Timings) -> Self {
-        Self { store, holder, timings }
+    /// A candidacy for `holder` (unique per process) on `lock`; `store` is fenced with each term.
+    pub fn new(lock: std::sync::Arc<dyn LeaseLock>, store: PostgresStore, holder: String, timings: Timings) -> Self {
+        Self { lock, store, holder, timings }
     }
 
     /// This replica's name in the lease.
@@ -72,10 +95,10 @@ impl Election {
     /// replica's call may hang on a dead connection, and the renew deadline
     /// must still be judged on time.
     async fn campaign(&self) -> Result<Option<i64>, String> {
-        let call = self.store.campaign(LEASE, &self.holder, self.timings.lease);
+        let call = self.lock.try_acquire_or_renew();
         match tokio::time::timeout(self.timings.renew_deadline / 2, call).await {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err("no answer from the database in time".into()),
+            Ok(result) => result,
+            Err(_) => Err("no answer from the lease's backend in time".into()),
         }
     }
 
@@ -101,7 +124,7 @@ impl Election {
 
     /// Gives the lease up at once, so a standby takes over at its next try.
     pub async fn resign(&self) {
-        if let Err(e) = self.store.resign(LEASE, &self.holder).await {
+        if let Err(e) = self.lock.release().await {
             tracing::warn!(error = %e, "cannot resign the lease; it expires on its own");
         }
     }

@@ -1,0 +1,327 @@
+//! What the Kubernetes runtime asks the cluster for: the `batch/v1` Job of
+//! one attempt and the Secret holding that attempt's secrets. Pure functions
+//! of the spawn request and the runtime's settings, so the rendered objects
+//! can be checked field by field.
+//!
+//! - **Names** are deterministic (`<prefix>-<job>-<attempt>`, sanitised to a
+//!   DNS-1123 label, at most 63 characters, with a hash of the job id when
+//!   it had to be shortened or changed), so a retried create — by this
+//!   replica or by the next leader — finds the attempt's Job instead of
+//!   making a twin.
+//! - **Labels** `app=george-agent`, `george.io/instance`, `george.io/job`,
+//!   `george.io/attempt` (and the request's own) select the Jobs and pods;
+//!   label values are sanitised, so the exact job id and attempt are also
+//!   kept in annotations, which adoption reads.
+//! - George owns retries: `restartPolicy: Never`, `backoffLimit: 0`; a
+//!   retry is a new attempt, hence a new Job.
+//! - **Secrets** never appear as plain values: the agent token comes from
+//!   the attempt's Secret by `secretKeyRef`, the secret files are that
+//!   Secret's keys mounted read-only at [`CONTAINER_SECRETS_DIR`].
+
+use crate::{PullPolicy, SpawnRequest, CONTAINER_OUTPUT_DIR, CONTAINER_SECRETS_DIR};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The `app` label of every agent Job and pod.
+pub const APP: &str = "george-agent";
+/// The container's name in the pod.
+pub const CONTAINER: &str = "agent";
+/// Annotation with the exact job id (label values are sanitised).
+pub const JOB_ID_ANNOTATION: &str = "george.io/job-id";
+/// Annotation with the attempt number.
+pub const ATTEMPT_ANNOTATION: &str = "george.io/attempt";
+/// Environment variables that carry secrets: delivered by `secretKeyRef`.
+pub const SECRET_ENV: &[&str] = &["GEORGE_AGENT_TOKEN"];
+/// The Secret key of a secret environment variable.
+fn env_key(name: &str) -> String {
+    format!("env.{name}")
+}
+/// The Secret key of a secret file.
+fn file_key(name: &str) -> String {
+    format!("file.{name}")
+}
+
+/// What the rendering needs from the runtime's settings.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// Namespace of the Jobs.
+    pub namespace: String,
+    /// Distinguishes George installations sharing a namespace (`george.io/instance`).
+    pub instance: String,
+    /// Prefix of every Job name.
+    pub name_prefix: String,
+    /// Image for AgentSpecs that name none.
+    pub default_image: Option<String>,
+    /// Command for AgentSpecs that name none.
+    pub default_command: Vec<String>,
+    /// `imagePullPolicy`.
+    pub pull_policy: PullPolicy,
+    /// `serviceAccountName` of agent pods (none: the namespace's default).
+    pub service_account: Option<String>,
+    /// `ttlSecondsAfterFinished`: the cluster removes a finished Job after this.
+    pub ttl_after_finished: Duration,
+    /// `terminationGracePeriodSeconds` of agent pods.
+    pub termination_grace: Duration,
+    /// The engine id (an annotation, for people reading the Job).
+    pub engine_id: String,
+}
+
+/// A DNS-1123 label: lowercase alphanumerics and `-`, starting and ending
+/// alphanumeric, at most 63 characters.
+pub fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+fn short_hash(s: &str) -> String {
+    hex_prefix(&Sha256::digest(s.as_bytes()), 8)
+}
+
+fn hex_prefix(bytes: &[u8], n: usize) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()[..n].to_string()
+}
+
+/// Lowercases and replaces what a DNS label cannot hold with `-`, collapsing runs.
+fn sanitise(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let c = c.to_ascii_lowercase();
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' };
+        if !(c == '-' && out.ends_with('-')) {
+            out.push(c);
+        }
+    }
+    out.trim_matches('-').to_string()
+}
+
+/// The Job name of an attempt: `<prefix>-<job>-<attempt>` when that is a
+/// valid DNS label as is; otherwise sanitised and shortened, with 8 hex
+/// digits of the job id's hash so distinct ids never share a name.
+pub fn job_name(prefix: &str, job_id: &str, attempt: u32) -> String {
+    let plain = format!("{prefix}-{job_id}-{attempt}");
+    if is_dns_label(&plain) {
+        return plain;
+    }
+    let suffix = format!("-{}-{attempt}", short_hash(job_id));
+    let head = sanitise(&format!("{prefix}-{job_id}"));
+    let room = 63 - suffix.len();
+    let head = head[..head.len().min(room)].trim_end_matches('-');
+    format!("{head}{suffix}")
+}
+
+/// A valid label value for `v`: itself when valid, else sanitised and
+/// shortened with a hash (the exact value goes in an annotation).
+pub fn label_value(v: &str) -> String {
+    let ok = v.len() <= 63
+        && v.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && v.bytes().next().is_none_or(|c| c.is_ascii_alphanumeric())
+        && v.bytes().last().is_none_or(|c| c.is_ascii_alphanumeric());
+    if ok {
+        return v.to_string();
+    }
+    let head = sanitise(v);
+    let head = head[..head.len().min(54)].trim_end_matches('-');
+    format!("{head}-{}", short_hash(v)).trim_start_matches('-').to_string()
+}
+
+/// The selector of every agent Job (and pod) of one installation.
+pub fn selector(instance: &str) -> String {
+    format!("app={APP},george.io/instance={}", label_value(instance))
+}
+
+fn pull_policy(p: PullPolicy) -> &'static str {
+    match p {
+        PullPolicy::Always => "Always",
+        PullPolicy::IfNotPresent => "IfNotPresent",
+        PullPolicy::Never => "Never",
+    }
+}
+
+/// Labels of the Job and its pods.
+pub fn labels(s: &JobSettings, req: &SpawnRequest) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = req.labels.iter().map(|(k, v)| (k.clone(), label_value(v))).collect();
+    labels.insert("app".into(), APP.into());
+    labels.insert("george.io/instance".into(), label_value(&s.instance));
+    labels.insert("george.io/job".into(), label_value(&req.job_id));
+    labels.insert("george.io/attempt".into(), req.attempt.to_string());
+    labels
+}
+
+/// Whether the attempt needs a Secret (a secret env var or any secret file).
+pub fn needs_secret(req: &SpawnRequest) -> bool {
+    !req.secrets.is_empty() || SECRET_ENV.iter().any(|k| req.env.contains_key(*k))
+}
+
+/// The attempt's Secret (same name as its Job): secret env values and files.
+pub fn render_secret(s: &JobSettings, req: &SpawnRequest, name: &str) -> Secret {
+    let mut data = BTreeMap::new();
+    for k in SECRET_ENV {
+        if let Some(v) = req.env.get(*k) {
+            data.insert(env_key(k), ByteString(v.clone().into_bytes()));
+        }
+    }
+    for f in &req.secrets {
+        data.insert(file_key(&f.name), ByteString(f.content.clone()));
+    }
+    let mut secret = Secret { type_: Some("Opaque".into()), data: Some(data), ..Default::default() };
+    secret.metadata.name = Some(name.to_string());
+    secret.metadata.namespace = Some(s.namespace.clone());
+    secret.metadata.labels = Some(labels(s, req));
+    secret.metadata.annotations = Some(annotations(s, req));
+    secret
+}
+
+fn annotations(s: &JobSettings, req: &SpawnRequest) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (JOB_ID_ANNOTATION.to_string(), req.job_id.clone()),
+        (ATTEMPT_ANNOTATION.to_string(), req.attempt.to_string()),
+        ("george.io/engine".to_string(), s.engine_id.clone()),
+        ("george.io/agent-spec".to_string(), req.agent_spec.clone()),
+    ])
+}
+
+/// Why a request cannot become a Job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderError {
+    /// No image for the agent.
+    NoImage(String),
+    /// A secret file name that cannot be a Secret key or a file name.
+    BadSecretName(String),
+}
+
+/// The attempt's Job.
+pub fn render_job(s: &JobSettings, req: &SpawnRequest, name: &str) -> Result<Job, RenderError> {
+    let image = req.image.clone().or_else(|| s.default_image.clone()).ok_or_else(|| {
+        RenderError::NoImage(format!(
+            "AgentSpec `{}` has no spec.image and no default agent image is configured (containerBackend.kubernetes.image or --image)",
+            req.agent_spec
+        ))
+    })?;
+    let command = if req.command.is_empty() { s.default_command.clone() } else { req.command.clone() };
+    let (cmd, args) = command.split_first().map(|(c, a)| (vec![c.clone()], a.to_vec())).unwrap_or_default();
+
+    let mut env: Vec<Value> = Vec::new();
+    for (k, v) in &req.env {
+        if SECRET_ENV.contains(&k.as_str()) {
+            env.push(json!({"name": k, "valueFrom": {"secretKeyRef": {"name": name, "key": env_key(k)}}}));
+        } else {
+            env.push(json!({"name": k, "value": v}));
+        }
+    }
+    env.push(json!({"name": "GEORGE_WORK_DIR", "value": "/work"}));
+    env.push(json!({"name": "GEORGE_OUTPUT_DIR", "value": CONTAINER_OUTPUT_DIR}));
+    let mut mounts = vec![
+        json!({"name": "work", "mountPath": "/work"}),
+        json!({"name": "output", "mountPath": CONTAINER_OUTPUT_DIR}),
+    ];
+    let mut volumes = vec![json!({"name": "work", "emptyDir": {}}), json!({"name": "output", "emptyDir": {}})];
+    if !req.secrets.is_empty() {
+        let mut items = Vec::new();
+        for f in &req.secrets {
+            let ok = !f.name.is_empty()
+                && f.name != "."
+                && f.name != ".."
+                && f.name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+            if !ok {
+                return Err(RenderError::BadSecretName(f.name.clone()));
+            }
+            items.push(json!({"key": file_key(&f.name), "path": f.name}));
+        }
+        env.push(json!({"name": "GEORGE_SECRETS_DIR", "value": CONTAINER_SECRETS_DIR}));
+        mounts.push(json!({"name": "secrets", "mountPath": CONTAINER_SECRETS_DIR, "readOnly": true}));
+        volumes.push(json!({"name": "secrets", "secret": {"secretName": name, "items": items, "defaultMode": 0o400}}));
+    }
+
+    let mut resources = serde_json::Map::new();
+    if let Some(m) = req.resources.memory {
+        resources.insert("memory".into(), json!(m.to_string()));
+    }
+    if let Some(c) = req.resources.cpu {
+        resources.insert("cpu".into(), json!(c.to_string()));
+    }
+    let resources =
+        if resources.is_empty() { json!({}) } else { json!({"requests": resources.clone(), "limits": resources}) };
+
+    let labels = labels(s, req);
+    let annotations = annotations(s, req);
+    let mut pod_spec = json!({
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": false,
+        "enableServiceLinks": false,
+        "terminationGracePeriodSeconds": s.termination_grace.as_secs().max(1),
+        "containers": [{
+            "name": CONTAINER,
+            "image": image,
+            "imagePullPolicy": pull_policy(s.pull_policy),
+            "command": cmd,
+            "args": args,
+            "workingDir": "/work",
+            "env": env,
+            "resources": resources,
+            "volumeMounts": mounts,
+        }],
+        "volumes": volumes,
+    });
+    if let Some(sa) = &s.service_account {
+        pod_spec["serviceAccountName"] = json!(sa);
+    }
+    let mut spec = json!({
+        "backoffLimit": 0,
+        "ttlSecondsAfterFinished": s.ttl_after_finished.as_secs(),
+        "template": {
+            "metadata": {"labels": labels, "annotations": annotations},
+            "spec": pod_spec,
+        },
+    });
+    if let Some(max) = req.max_active {
+        spec["activeDeadlineSeconds"] = json!(max.as_secs().max(1));
+    }
+    let job = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": s.namespace, "labels": labels, "annotations": annotations},
+        "spec": spec,
+    });
+    // The JSON above is written to the batch/v1 schema; a mismatch is a bug here.
+    Ok(serde_json::from_value(job).expect("the rendered Job matches batch/v1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_names_are_valid_deterministic_and_distinct() {
+        assert_eq!(job_name("george", "etc-inventory", 1), "george-etc-inventory-1");
+        let odd = job_name("george", "JIRA/PROJ_123: Fix it!", 12);
+        assert!(is_dns_label(&odd), "{odd}");
+        assert_eq!(odd, job_name("george", "JIRA/PROJ_123: Fix it!", 12));
+        assert_ne!(odd, job_name("george", "jira-proj-123-fix-it", 12));
+        let long = "a".repeat(200);
+        let n = job_name("george", &long, 4_000_000_000);
+        assert!(is_dns_label(&n) && n.len() <= 63 && n.ends_with("-4000000000"), "{n}");
+        assert_ne!(n, job_name("george", &"a".repeat(199), 4_000_000_000));
+        for weird in ["---", "É", ".", "UPPER", "x".repeat(63).as_str()] {
+            assert!(is_dns_label(&job_name("george", weird, 1)), "{weird}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_valid() {
+        assert_eq!(label_value("etc-inventory"), "etc-inventory");
+        assert_eq!(label_value(""), "");
+        for v in ["JIRA/PROJ 1", "-x-", &"y".repeat(80)] {
+            let l = label_value(v);
+            assert!(l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && !l.is_empty(), "{v} -> {l}");
+        }
+    }
+}
