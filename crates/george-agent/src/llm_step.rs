@@ -140,9 +140,10 @@ pub async fn work(
             Err(ClientError::Api { status: 429, message, code, .. }) if code == "budget_exhausted" => {
                 return Ok(LlmOutcome::BudgetRefused(message))
             }
-            Err(ClientError::Api { status: 429, retry_after, .. }) => {
-                // Paced by George's rate limits (`rate_limited`) or the provider's own:
-                // come back when there is room.
+            Err(ClientError::Api { status: 429, retry_after, .. })
+            | Err(ClientError::Api { status: 503, retry_after: retry_after @ Some(_), .. }) => {
+                // Paced by George's rate limits (`rate_limited`) or the provider's own,
+                // or a replica that does not lead (`not_leading`): come back when told.
                 convo.turns -= 1;
                 let wait = std::time::Duration::from_secs(retry_after.unwrap_or(5).clamp(1, 3600));
                 tracing::info!(wait_secs = wait.as_secs(), "LLM call rate-limited; waiting");

@@ -62,6 +62,14 @@ pub enum ApiError {
     /// A dependency (an LLM provider) is not configured.
     #[error("{0}")]
     Unavailable(String),
+    /// This replica cannot serve the call now (it does not lead); another can.
+    #[error("{message}")]
+    NotLeading {
+        /// Why.
+        message: String,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
     /// An upstream (an LLM provider) failed.
     #[error("{0}")]
     BadGateway(String),
@@ -95,6 +103,7 @@ impl ApiError {
             ApiError::BudgetExhausted { .. } => (StatusCode::TOO_MANY_REQUESTS, "budget_exhausted"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::NotLeading { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_leading"),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -129,12 +138,17 @@ impl IntoResponse for ApiError {
         let mut resp = (status, Json(body)).into_response();
         if let ApiError::TooManyRequests { retry_after, .. }
         | ApiError::BudgetExhausted { retry_after, .. }
-        | ApiError::RateLimited { retry_after, .. } = &self
+        | ApiError::RateLimited { retry_after, .. }
+        | ApiError::NotLeading { retry_after, .. } = &self
         {
             let secs = retry_after.as_secs().max(1).to_string();
             if let Ok(v) = HeaderValue::from_str(&secs) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
+        }
+        if matches!(self, ApiError::NotLeading { .. }) {
+            // Behind a Service, a new connection may reach another replica; this one would not.
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"george\""));

@@ -47,6 +47,9 @@ fn trigger_error(e: TriggerError) -> ApiError {
         TriggerError::NotFound(m) => ApiError::NotFound(m),
         TriggerError::Invalid(m) => ApiError::invalid(m),
         TriggerError::Store(e) => e.into(),
+        e @ TriggerError::NotLeading => {
+            ApiError::NotLeading { message: e.to_string(), retry_after: std::time::Duration::from_secs(1) }
+        }
     }
 }
 

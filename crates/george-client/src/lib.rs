@@ -16,6 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::Duration;
 
+/// How often a call answered `503 not_leading` is sent in all.
+pub const NOT_LEADING_TRIES: u32 = 10;
+
 /// An error talking to the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -103,7 +106,27 @@ impl Client {
         self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
     }
 
-    async fn send(&self, rb: RequestBuilder) -> Result<reqwest::Response> {
+    /// Sends `rb`. A call answered `503 not_leading` (a standby replica
+    /// behind a load balancer; it did nothing) is sent again after its
+    /// `Retry-After`, up to [`NOT_LEADING_TRIES`] times, on a new connection,
+    /// which may reach the leader.
+    async fn send(&self, mut rb: RequestBuilder) -> Result<reqwest::Response> {
+        let mut tries = 1;
+        loop {
+            let again = rb.try_clone().filter(|_| tries < NOT_LEADING_TRIES);
+            match (self.send_once(rb).await, again) {
+                (Err(ClientError::Api { status: 503, code, retry_after, .. }), Some(next)) if code == "not_leading" => {
+                    let wait = std::time::Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 5));
+                    tokio::time::sleep(wait).await;
+                    tries += 1;
+                    rb = next;
+                }
+                (other, _) => return other,
+            }
+        }
+    }
+
+    async fn send_once(&self, rb: RequestBuilder) -> Result<reqwest::Response> {
         let resp =
             rb.send().await.map_err(|e| ClientError::Unreachable { url: self.base.clone(), message: e.to_string() })?;
         if resp.status().is_success() {

@@ -158,6 +158,12 @@ impl Context {
         let mut rx = self.governor_loaded.subscribe();
         let _ = rx.wait_for(|loaded| *loaded).await;
     }
+
+    /// Like [`Context::governor_ready`], giving up after `within`: `false`
+    /// means this engine does not run (a standby replica) or is still starting.
+    pub async fn governor_ready_within(&self, within: std::time::Duration) -> bool {
+        tokio::time::timeout(within, self.governor_ready()).await.is_ok()
+    }
 }
 
 impl Context {

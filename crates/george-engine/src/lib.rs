@@ -91,6 +91,13 @@ impl EngineHandle {
         triggers::on_event(&self.ctx, source, event, delivery, payload).await
     }
 
+    /// Whether this engine can meter LLM calls: its governor holds the
+    /// budgets and usage. Waits up to `within` for that; `false` on a standby
+    /// replica (only the leader meters), or while the engine still starts.
+    pub async fn llm_ready(&self, within: std::time::Duration) -> bool {
+        self.ctx.governor_ready_within(within).await
+    }
+
     /// Where a call by the agent of `job`'s `attempt` goes.
     pub async fn llm_route(&self, job: &str, attempt: u32) -> Result<llm::Route, llm::RouteError> {
         llm::route(&self.ctx, job, attempt).await

@@ -62,7 +62,6 @@ pub enum RouteError {
 
 /// The route of a call by the agent of `job`'s `attempt`.
 pub async fn route(ctx: &Arc<Context>, job: &str, attempt: u32) -> Result<Route, RouteError> {
-    ctx.governor_ready().await;
     let superseded = || RouteError::Superseded { job: job.into(), attempt };
     let state = ctx.store.job_state(job).await?.ok_or_else(superseded)?;
     let live = state.current.as_ref().is_some_and(|a| a.attempt == attempt && a.state.is_live());

@@ -50,6 +50,9 @@ pub enum TriggerError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// This engine does not run (a standby replica): another replica fires it.
+    #[error("this replica does not run the engine (a standby); another replica leads: try again")]
+    NotLeading,
 }
 
 /// A valid job id from `base` and `suffix`: every character outside
@@ -125,7 +128,10 @@ pub async fn fire(
     actor: &str,
 ) -> Result<Fired, TriggerError> {
     // Alerts change how a wake is handled: judge it against loaded accounts.
-    ctx.governor_ready().await;
+    // A standby never loads them: it sends the caller elsewhere.
+    if !ctx.governor_ready_within(std::time::Duration::from_secs(5)).await {
+        return Err(TriggerError::NotLeading);
+    }
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
     let template_name =
         spec.template.clone().ok_or_else(|| TriggerError::NotFound(format!("trigger `{name}` has no template")))?;
@@ -326,6 +332,7 @@ pub async fn on_event(
         match fire(ctx, name, spec, payload, delivery, None, "trigger:webhook").await {
             Ok(f) => out.push(f),
             Err(TriggerError::Store(e)) => return Err(TriggerError::Store(e)),
+            Err(TriggerError::NotLeading) => return Err(TriggerError::NotLeading),
             // One trigger that cannot make its job does not stop the others.
             Err(e) => {
                 tracing::warn!(trigger = %name, error = %e, "webhook trigger cannot create its job");

@@ -15,7 +15,7 @@ mod rules;
 mod snapshot;
 mod sqlite;
 
-pub use crate::postgres::{Fence, PostgresStore};
+pub use crate::postgres::{Fence, PostgresStore, PostgresTls};
 pub use error::StoreError;
 pub use snapshot::{ApplyReport, Snapshot, StoredManifest};
 pub use sqlite::SqliteStore;

@@ -204,6 +204,35 @@ async fn a_lease_has_one_holder_and_fences_the_old_term() {
     a.create_job(job("j3", "api"), "t").await.unwrap();
 }
 
+/// Terms won elsewhere (a Kubernetes Lease) recorded for fencing: only a
+/// newer term, or a renewal of the recorded one by its holder, is taken;
+/// every write of an older term is refused from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_terms_only_move_forward_and_fence_older_ones() {
+    let db = TestDatabase::create();
+    let open = || {
+        let url = db.url.clone();
+        std::thread::spawn(move || PostgresStore::connect(&url).unwrap()).join().unwrap()
+    };
+    let (a, b) = (open(), open());
+    let ttl = std::time::Duration::from_secs(60);
+    assert!(a.record_term("l", "a", 5, ttl).await.unwrap(), "the first term is recorded");
+    assert!(a.record_term("l", "a", 5, ttl).await.unwrap(), "its holder renews it");
+    assert!(!b.record_term("l", "b", 5, ttl).await.unwrap(), "another holder cannot claim the same term");
+    assert!(!b.record_term("l", "b", 4, ttl).await.unwrap(), "nor an older one");
+    assert_eq!(a.leader("l").await.unwrap(), Some(("a".into(), 5)));
+    a.set_fence(Some(george_store::Fence { lease: "l".into(), holder: "a".into(), epoch: 5 }));
+    a.create_job(job("j1", "api"), "t").await.unwrap();
+
+    // b wins term 6 (while a's term has not even expired): a is fenced at once.
+    assert!(b.record_term("l", "b", 6, ttl).await.unwrap());
+    let err = a.create_job(job("j2", "api"), "t").await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced(_)), "{err}");
+    assert!(b.get_job("j2").await.unwrap().is_none(), "the fenced write changed nothing");
+    assert!(!a.record_term("l", "a", 5, ttl).await.unwrap(), "a cannot renew its old term");
+    assert_eq!(b.leader("l").await.unwrap(), Some(("b".into(), 6)));
+}
+
 /// Events reach every process's subscribers, in `seq` order and once each,
 /// whichever process wrote them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,4 +262,58 @@ async fn events_reach_the_subscribers_of_every_process() {
         assert_eq!(seqs, want, "every event once, in order");
     }
     assert!(on_a.try_recv().is_err() && on_b.try_recv().is_err(), "nothing twice");
+}
+
+/// Whether every connection George holds to `db` is encrypted (`None`: it holds none).
+fn george_sessions_encrypted(db: &TestDatabase) -> Option<bool> {
+    let flags: Vec<bool> = db.with_client(|c| {
+        c.query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
+             WHERE a.application_name = 'george' AND a.datname = current_database()",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect()
+    });
+    (!flags.is_empty()).then(|| flags.iter().all(|f| *f))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_verified_against_the_configured_ca_and_used_as_sslmode_says() {
+    let Some(ca) = postgres_server::server_ca() else {
+        eprintln!("not checked: GEORGE_TEST_POSTGRES names an outside server, whose TLS setup is unknown");
+        return;
+    };
+    let db = TestDatabase::create();
+    let connect = |url: String, ca_file: Option<std::path::PathBuf>| {
+        let tls = george_store::PostgresTls { ca_file };
+        std::thread::spawn(move || PostgresStore::connect_tls(&url, &tls)).join().unwrap()
+    };
+
+    // With the CA: verified, and TLS is required even under the default sslmode=prefer.
+    let store = connect(db.url.clone(), Some(ca.clone())).expect("verified TLS");
+    store.create_job(job("over-tls", "api"), "t").await.unwrap();
+    assert_eq!(george_sessions_encrypted(&db), Some(true));
+    drop(store);
+
+    // A certificate from another CA is refused, naming why.
+    let err = connect(db.url.clone(), Some(ca.with_file_name("other-ca.crt"))).unwrap_err().to_string();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    // A file with no certificate is bad configuration.
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let err = connect(db.url.clone(), Some(empty.path().to_path_buf())).unwrap_err().to_string();
+    assert!(err.contains("store.tls.caFile") && err.contains("no PEM certificate"), "{err}");
+
+    // Without a CA, sslmode decides: require encrypts (unverified, as libpq), disable does not.
+    let db2 = TestDatabase::create();
+    let store = connect(format!("{} sslmode=require", db2.url), None).expect("TLS without verification");
+    assert!(store.get_job("anything").await.unwrap().is_none());
+    assert_eq!(george_sessions_encrypted(&db2), Some(true));
+    drop(store);
+    let db3 = TestDatabase::create();
+    let store = connect(format!("{} sslmode=disable", db3.url), None).expect("plain");
+    assert!(store.get_job("anything").await.unwrap().is_none());
+    assert_eq!(george_sessions_encrypted(&db3), Some(false));
 }

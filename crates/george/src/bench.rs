@@ -124,11 +124,8 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     let (server, client, dir) = start(|cfg| {
         cfg.engine.workers = Some(args.workers);
         if let Some(url) = database {
-            cfg.store = crate::config::StoreSection {
-                store_type: Some("postgres".into()),
-                url: Some(url),
-                ..Default::default()
-            };
+            cfg.store.store_type = Some("postgres".into());
+            cfg.store.url = Some(url);
         }
     })
     .await?;

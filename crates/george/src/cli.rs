@@ -252,10 +252,10 @@ impl RuntimeArgs {
             cfg.container_backend.backend_type = Some(m);
         }
         if let Some(i) = self.image {
-            cfg.container_backend.docker.image = Some(i);
+            cfg.container_backend.set_image(i);
         }
         if let Some(p) = self.image_pull_policy {
-            cfg.container_backend.docker.pull_policy = Some(p);
+            cfg.container_backend.set_pull_policy(p);
         }
         if let Some(d) = self.secrets_dir {
             cfg.secrets.dir = Some(d);

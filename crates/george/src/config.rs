@@ -61,6 +61,18 @@ pub struct StoreSection {
     pub url_env: Option<String>,
     /// A file holding the URL.
     pub url_file: Option<PathBuf>,
+    /// TLS to the server.
+    #[serde(default)]
+    pub tls: StoreTlsSection,
+}
+
+/// `store.tls`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StoreTlsSection {
+    /// PEM file of the CA that signed the server's certificate: TLS is then
+    /// required, and the certificate and host name are verified.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The store the configuration asks for.
@@ -68,8 +80,8 @@ pub struct StoreSection {
 pub enum StoreChoice {
     /// The SQLite file in the data directory.
     Sqlite,
-    /// A PostgreSQL server at this URL.
-    Postgres(String),
+    /// A PostgreSQL server at this URL, reached with these TLS settings.
+    Postgres(String, george_store::PostgresTls),
 }
 
 impl StoreSection {
@@ -79,6 +91,9 @@ impl StoreSection {
             "sqlite" => {
                 if self.url.is_some() || self.url_env.is_some() || self.url_file.is_some() {
                     bail!("store: a URL is set but store.type is sqlite; set store.type: postgres");
+                }
+                if self.tls.ca_file.is_some() {
+                    bail!("store.tls: set but store.type is sqlite; it applies to postgres only");
                 }
                 Ok(StoreChoice::Sqlite)
             }
@@ -96,7 +111,12 @@ impl StoreSection {
                 if url.trim().is_empty() {
                     bail!("store.url: empty; expected a postgres:// URL or a `host=... dbname=...` string");
                 }
-                Ok(StoreChoice::Postgres(url))
+                if let Some(ca) = &self.tls.ca_file {
+                    if !ca.is_file() {
+                        bail!("store.tls.caFile: {} is not a readable file", ca.display());
+                    }
+                }
+                Ok(StoreChoice::Postgres(url, george_store::PostgresTls { ca_file: self.tls.ca_file.clone() }))
             }
             other => bail!("store.type: expected sqlite or postgres, got `{other}`"),
         }
@@ -225,7 +245,7 @@ pub struct LeaseSection {
     pub name: Option<String>,
     /// Its namespace (default: the kubeconfig's or the pod's namespace).
     pub namespace: Option<String>,
-    /// A kubeconfig file (default: in-cluster service account, else `KUBECONFIG`).
+    /// A kubeconfig file (default: `KUBECONFIG` or `~/.kube/config`, else the in-cluster service account).
     pub kubeconfig: Option<PathBuf>,
 }
 
@@ -324,13 +344,27 @@ pub struct BackendSection {
     pub kubernetes: KubernetesSection,
 }
 
+impl BackendSection {
+    /// The agents' image (`--image`, `GEORGE_AGENT_IMAGE`), for both container runtimes.
+    pub fn set_image(&mut self, image: String) {
+        self.kubernetes.image = Some(image.clone());
+        self.docker.image = Some(image);
+    }
+
+    /// The image pull policy (`--image-pull-policy`), for both container runtimes.
+    pub fn set_pull_policy(&mut self, policy: String) {
+        self.kubernetes.image_pull_policy = Some(policy.clone());
+        self.docker.pull_policy = Some(policy);
+    }
+}
+
 /// `containerBackend.kubernetes`: agents as Kubernetes Jobs.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KubernetesSection {
     /// Namespace of the agent Jobs (default: the kubeconfig's or the pod's namespace).
     pub namespace: Option<String>,
-    /// A kubeconfig file (default: in-cluster service account, else `KUBECONFIG`).
+    /// A kubeconfig file (default: `KUBECONFIG` or `~/.kube/config`, else the in-cluster service account).
     pub kubeconfig: Option<PathBuf>,
     /// Image for AgentSpecs that name none.
     pub image: Option<String>,
@@ -340,7 +374,8 @@ pub struct KubernetesSection {
     pub service_account: Option<String>,
     /// How long the cluster keeps a finished Job (default 1h).
     pub ttl_after_finished: Option<HumanDuration>,
-    /// Distinguishes George installations sharing a namespace (label `george.io/instance`, default `george`).
+    /// Distinguishes George installations sharing a namespace: label `george.io/instance`
+    /// and the prefix of Job names (default `george`).
     pub instance: Option<String>,
 }
 
@@ -467,7 +502,11 @@ impl Config {
             v.trim().parse().map_err(|_| anyhow::anyhow!("environment variable {name}=`{v}`: expected {expected}"))
         }
         if let Some(v) = get("GEORGE_DATABASE_URL") {
-            self.store = StoreSection { store_type: Some("postgres".into()), url: Some(v), ..Default::default() };
+            let tls = self.store.tls.clone();
+            self.store = StoreSection { store_type: Some("postgres".into()), url: Some(v), tls, ..Default::default() };
+        }
+        if let Some(v) = get("GEORGE_DATABASE_CA_FILE") {
+            self.store.tls.ca_file = Some(PathBuf::from(v));
         }
         if let Some(v) = get("GEORGE_ENGINE_ID") {
             self.engine.id = Some(v);
@@ -539,10 +578,10 @@ impl Config {
             self.jira.get_or_insert_with(Default::default).token_env = Some("GEORGE_JIRA_TOKEN".into());
         }
         if let Some(v) = get("GEORGE_AGENT_IMAGE") {
-            self.container_backend.docker.image = Some(v);
+            self.container_backend.set_image(v);
         }
         if let Some(v) = get("GEORGE_IMAGE_PULL_POLICY") {
-            self.container_backend.docker.pull_policy = Some(v);
+            self.container_backend.set_pull_policy(v);
         }
         Ok(())
     }
@@ -634,5 +673,26 @@ mod tests {
         assert!(err.to_string().contains("GEORGE_RECONCILE_INTERVAL=`x`"), "{err}");
         let err = parse_token_list("short").unwrap_err();
         assert!(err.to_string().contains("at least 16"), "{err}");
+    }
+
+    #[test]
+    fn the_store_section_resolves_tls_and_names_bad_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "GEORGE_DATABASE_URL" => Some("postgres://db/george".into()),
+            "GEORGE_DATABASE_CA_FILE" => Some(ca.display().to_string()),
+            _ => None,
+        })
+        .unwrap();
+        let tls = george_store::PostgresTls { ca_file: Some(ca.clone()) };
+        assert_eq!(c.store.resolve().unwrap(), StoreChoice::Postgres("postgres://db/george".into(), tls));
+        c.store.tls.ca_file = Some(dir.path().join("missing.crt"));
+        let err = c.store.resolve().unwrap_err().to_string();
+        assert!(err.contains("store.tls.caFile") && err.contains("missing.crt"), "{err}");
+        let sqlite = StoreSection { tls: StoreTlsSection { ca_file: Some(ca) }, ..Default::default() };
+        assert!(sqlite.resolve().unwrap_err().to_string().contains("store.tls"));
     }
 }

@@ -139,21 +139,18 @@ impl OrchestrateArgs {
             "k8s" | "kubernetes" => {
                 cfg.container_backend.backend_type = Some("kubernetes".into());
                 let k = &mut cfg.container_backend.kubernetes;
-                k.namespace = Some(self.namespace.clone());
-                if let Some(i) = &self.image {
-                    k.image = Some(i.clone());
-                }
-                if let Some(p) = &self.image_pull_policy {
-                    k.image_pull_policy = Some(p.clone());
+                // recac's default namespace does not override one the config file names.
+                if k.namespace.is_none() || self.namespace != "default" {
+                    k.namespace = Some(self.namespace.clone());
                 }
             }
             other => bail!("--mode: expected local, k8s or process, got `{other}`"),
         }
         if let Some(i) = &self.image {
-            cfg.container_backend.docker.image = Some(i.clone());
+            cfg.container_backend.set_image(i.clone());
         }
         if let Some(p) = &self.image_pull_policy {
-            cfg.container_backend.docker.pull_policy = Some(p.clone());
+            cfg.container_backend.set_pull_policy(p.clone());
         }
         if let Some(p) = &self.agent_provider {
             if !cfg.llm.providers.iter().any(|x| &x.name == p) {

@@ -92,9 +92,9 @@ impl Server {
                 SqliteStore::open(data_dir.join("george.db"))
                     .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
             ),
-            StoreChoice::Postgres(url) => {
+            StoreChoice::Postgres(url, tls) => {
                 // Errors name the server, never the password.
-                let store = tokio::task::spawn_blocking(move || george_store::PostgresStore::connect(&url))
+                let store = tokio::task::spawn_blocking(move || george_store::PostgresStore::connect_tls(&url, &tls))
                     .await?
                     .context("cannot open the PostgreSQL store (store.url)")?;
                 postgres = Some(store.clone());
@@ -486,7 +486,9 @@ async fn build_runtime(cfg: &Config, data_dir: &Path, engine_id: &str) -> anyhow
                 rc.job.ttl_after_finished = t.get();
             }
             if let Some(i) = &k.instance {
+                // Installations sharing a namespace differ in labels and in Job names.
                 rc.job.instance = i.clone();
+                rc.job.name_prefix = i.clone();
             }
             if let Some(g) = cfg.engine.termination_grace {
                 rc.job.termination_grace = g.get();

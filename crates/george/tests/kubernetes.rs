@@ -463,8 +463,16 @@ fn held_jobs(dir: &Path, marker: &str, jobs: &[&str]) -> (KubeServer, PathBuf, P
     (server, kubeconfig, m, flag)
 }
 
-fn pg_epoch(db: &TestDatabase) -> i64 {
-    db.with_client(|c| c.query_one("SELECT epoch FROM leases WHERE name = 'george-engine'", &[]).map(|r| r.get(0)))
+/// The term recorded in the store's lease row (for fencing), once it is `epoch`.
+fn wait_epoch(db: &TestDatabase, epoch: i64) {
+    let recorded = || {
+        db.with_client(|c| {
+            c.query_opt("SELECT epoch FROM leases WHERE name = 'george-engine'", &[]).map(|r| r.map(|r| r.get(0)))
+        })
+    };
+    wait_for(Duration::from_secs(10), &format!("term {epoch} in the store"), || {
+        (recorded() == Some(epoch)).then_some(())
+    });
 }
 
 #[test]
@@ -484,7 +492,7 @@ fn a_new_leader_adopts_running_jobs_deletes_stale_ones_and_replaces_vanished_one
             .await;
         }
     });
-    assert_eq!(pg_epoch(&db), 1, "the term is recorded in the store for fencing");
+    wait_epoch(&db, 1);
 
     // A Job of a superseded attempt, left behind by some earlier leader.
     let stale = "george-kept-0";
@@ -530,7 +538,7 @@ fn a_new_leader_adopts_running_jobs_deletes_stale_ones_and_replaces_vanished_one
         let created = events.iter().filter(|e| e.kind == "job.created").count();
         assert_eq!(created, 2, "no job was created twice");
     });
-    assert_eq!(pg_epoch(&db), 2);
+    wait_epoch(&db, 2);
     let created = created_jobs(&server);
     assert_eq!(created.iter().filter(|n| *n == "george-kept-1").count(), 1, "{created:?}");
     assert!(!created.iter().any(|n| n == "george-kept-2"), "{created:?}");
@@ -601,7 +609,7 @@ fn a_paused_leader_is_fenced_and_a_lease_renewed_with_a_skewed_clock_is_respecte
     let l = which(&first);
     let lease = server.get("leases", NS, "george-engine").unwrap();
     assert_eq!(lease["spec"]["leaseTransitions"], 5, "{lease}");
-    assert_eq!(pg_epoch(&db), 6, "the store's fence has the Lease's term");
+    wait_epoch(&db, 6);
     let rt = r.engines[0].rt();
     rt.block_on(async {
         r.engines[l]
@@ -620,7 +628,7 @@ fn a_paused_leader_is_fenced_and_a_lease_renewed_with_a_skewed_clock_is_respecte
     let log = r.engines[l].log();
     assert!(log.contains("no longer leading"), "{log}");
     assert_eq!(holder(&server).as_deref(), Some(next.as_str()), "the new leader kept the Lease");
-    assert_eq!(pg_epoch(&db), 7);
+    wait_epoch(&db, 7);
     std::fs::write(&flag, "").unwrap();
     let n = which(&next);
     rt.block_on(async {

@@ -1,6 +1,6 @@
 //! The Kubernetes runtime: one `batch/v1` Job per attempt, through the
-//! cluster's API with kube-rs (in-cluster service account, `KUBECONFIG`, or
-//! a kubeconfig file named in the config).
+//! cluster's API with kube-rs (a kubeconfig file named in the config,
+//! `KUBECONFIG`, or the in-cluster service account).
 //!
 //! - **Spawn** creates the attempt's Secret (agent token, secret files), then
 //!   its Job ([`spec::render_job`]), then makes the Job the Secret's owner so
@@ -122,9 +122,9 @@ fn owner_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -
 }
 
 /// A client for the cluster: from the kubeconfig file `path` if given,
-/// else in-cluster (the pod's service account), else `KUBECONFIG` or
-/// `~/.kube/config`. Its `default_namespace()` is the context's namespace
-/// (in a pod: the pod's own).
+/// else as kube-rs infers it: `KUBECONFIG` or `~/.kube/config`, else the
+/// in-cluster service account of the pod. Its `default_namespace()` is the
+/// context's namespace (in a pod: the pod's own).
 pub async fn client(path: Option<&std::path::Path>) -> Result<Client, RuntimeError> {
     let config = match path {
         Some(path) => {

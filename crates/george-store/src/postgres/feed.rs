@@ -11,6 +11,7 @@
 //! jobs submitted through a standby.
 
 use super::rows;
+use super::tls::Server;
 use crate::{EventView, Result};
 use postgres::fallible_iterator::FallibleIterator;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -33,11 +34,11 @@ pub(super) struct Feed {
 
 impl Feed {
     /// A feed that starts after event `mark`, and its listener on `config`'s database.
-    pub(super) fn start(config: postgres::Config, mark: i64) -> Arc<Feed> {
+    pub(super) fn start(server: Server, mark: i64) -> Arc<Feed> {
         let (tx, _) = broadcast::channel(4096);
         let feed = Arc::new(Feed { mark: Mutex::new(mark), tx });
         let weak = Arc::downgrade(&feed);
-        let spawned = std::thread::Builder::new().name("george-pg-feed".into()).spawn(move || listen(config, weak));
+        let spawned = std::thread::Builder::new().name("george-pg-feed".into()).spawn(move || listen(server, weak));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the event listener; other processes' events arrive only by polling readers");
         }
@@ -86,9 +87,9 @@ impl Feed {
 }
 
 /// The listener: runs until its feed is gone; reconnects after errors.
-fn listen(config: postgres::Config, feed: Weak<Feed>) {
+fn listen(server: Server, feed: Weak<Feed>) {
     while feed.strong_count() > 0 {
-        let mut client = match config.connect(postgres::NoTls) {
+        let mut client = match server.connect() {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "event listener cannot connect; retrying");

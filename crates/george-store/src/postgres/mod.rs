@@ -43,8 +43,11 @@ mod jobs;
 mod lease;
 mod rows;
 mod sources;
+mod tls;
 
 pub use lease::Fence;
+pub use tls::PostgresTls;
+use tls::Server;
 
 use crate::delegate::impl_store;
 use crate::error::PostgresError;
@@ -59,7 +62,7 @@ use george_core::manifest::Kind;
 use george_core::plan::NewJob;
 use george_core::{AgentState, Clock, DesiredState, JobStatus, SystemClock};
 use postgres::error::SqlState;
-use postgres::{Client, IsolationLevel, NoTls, Transaction};
+use postgres::{Client, IsolationLevel, Transaction};
 use serde_json::Value;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -145,30 +148,40 @@ struct CommitOutcomeUnknown(PostgresError);
 
 impl PostgresStore {
     /// Connects to the database at `url` (a `postgres://` URL or a
-    /// `key=value` connection string; no TLS) with the system clock, and
-    /// migrates it to the current schema. Blocks while it does, on a thread
-    /// of its own, so it may be called from async code.
+    /// `key=value` connection string; TLS as its `sslmode` says, unverified)
+    /// with the system clock, and migrates it to the current schema. Blocks
+    /// while it does, on a thread of its own, so it may be called from async code.
     pub fn connect(url: &str) -> Result<Self> {
-        Self::connect_with_clock(url, Arc::new(SystemClock))
+        Self::connect_with(url, &PostgresTls::default(), Arc::new(SystemClock))
+    }
+
+    /// Connects with TLS settings `tls` (see [`PostgresTls`]).
+    pub fn connect_tls(url: &str, tls: &PostgresTls) -> Result<Self> {
+        Self::connect_with(url, tls, Arc::new(SystemClock))
     }
 
     /// Connects with a given clock (tests use a manual one).
     pub fn connect_with_clock(url: &str, clock: Arc<dyn Clock>) -> Result<Self> {
-        let config = parse_config(url)?;
+        Self::connect_with(url, &PostgresTls::default(), clock)
+    }
+
+    fn connect_with(url: &str, tls: &PostgresTls, clock: Arc<dyn Clock>) -> Result<Self> {
+        let server = Server::new(parse_config(url)?, tls)?;
+        let config = server.config.clone();
         let latest = off_runtime(|| -> Result<i64> {
-            let mut client = open_client(&config)?;
+            let mut client = server.connect()?;
             migrate(&mut client)?;
             Ok(client.query_one("SELECT COALESCE(MAX(seq), 0) AS seq FROM events", &[])?.try_get("seq")?)
         })?;
         let database = describe(&config);
         tracing::info!(database = %database, "connected to the PostgreSQL store");
-        let feed = feed::Feed::start(config.clone(), latest);
+        let feed = feed::Feed::start(server.clone(), latest);
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: Session::new("writer", config.clone()),
-                readers: (0..READERS).map(|_| Session::new("reader", config.clone())).collect(),
+                writer: Session::new("writer", server.clone()),
+                readers: (0..READERS).map(|_| Session::new("reader", server.clone())).collect(),
                 next_reader: Default::default(),
-                lease: Session::new("lease", config.clone()),
+                lease: Session::new("lease", server.clone()),
                 fence: Mutex::new(None),
                 clock,
                 feed,
@@ -287,13 +300,13 @@ impl Inner {
 /// server closed it.
 struct Session {
     role: &'static str,
-    config: postgres::Config,
+    server: Server,
     client: Mutex<Option<Client>>,
 }
 
 impl Session {
-    fn new(role: &'static str, config: postgres::Config) -> Self {
-        Self { role, config, client: Mutex::new(None) }
+    fn new(role: &'static str, server: Server) -> Self {
+        Self { role, server, client: Mutex::new(None) }
     }
 
     /// Whether no operation is running on it now (a hint: it may change at once).
@@ -335,7 +348,7 @@ impl Session {
             *slot = None;
         }
         if slot.is_none() {
-            *slot = Some(open_client(&self.config)?);
+            *slot = Some(self.server.connect()?);
         }
         slot.as_mut().ok_or_else(|| StoreError::Backend("no connection to PostgreSQL".into()))
     }
@@ -410,10 +423,6 @@ fn describe(config: &postgres::Config) -> String {
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
     format!("{host}:{port}/{}", config.get_dbname().unwrap_or_default())
-}
-
-fn open_client(config: &postgres::Config) -> Result<Client> {
-    Ok(config.connect(NoTls)?)
 }
 
 /// Runs `f` on a thread of its own: the synchronous client blocks on a

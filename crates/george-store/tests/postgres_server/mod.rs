@@ -7,8 +7,9 @@
 //! binary from Debian's `/usr/lib/postgresql/<version>/bin`: `initdb` into a
 //! temporary directory, then `pg_ctl start`, listening on 127.0.0.1 on a free
 //! port (and a unix socket in that directory), trust authentication, no
-//! fsync. As root (CI), both run as the `postgres` system user, which owns
-//! the directory.
+//! fsync, and TLS on with a certificate for `localhost`/`127.0.0.1` from a
+//! test CA made with `openssl` ([`server_ca`]). As root (CI), both run as the
+//! `postgres` system user, which owns the directory.
 //!
 //! A static is never dropped, so the server cannot be stopped by a guard.
 //! Instead a watchdog shell, detached in a process group of its own (a
@@ -92,6 +93,75 @@ fn on_own_thread<T: Send>(
     })
 }
 
+/// The PEM file of the CA that signed the private server's certificate
+/// (`None` for a server named by `GEORGE_TEST_POSTGRES`).
+pub fn server_ca() -> Option<PathBuf> {
+    let url = admin_url();
+    PRIVATE_CA.get().filter(|_| !url.is_empty()).cloned()
+}
+
+static PRIVATE_CA: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes a test CA and a server certificate for localhost in `dir`:
+/// `ca.crt`, `server.crt`, `server.key`, and an unrelated `other-ca.crt`.
+pub fn make_certificates(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("the certificate directory");
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for ca in ["ca", "other-ca"] {
+        run(
+            Command::new("openssl").current_dir(dir).args(["req", "-x509"]).args(ec).args([
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+                "-days",
+                "3",
+                "-subj",
+                &format!("/CN=george-test-{ca}"),
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ]),
+            "make a test CA with openssl",
+        );
+    }
+    run(
+        Command::new("openssl").current_dir(dir).arg("req").args(ec).args([
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]),
+        "make the server's key with openssl",
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("the extensions file");
+    run(
+        Command::new("openssl").current_dir(dir).args([
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "3",
+            "-extfile",
+            "server.ext",
+        ]),
+        "sign the server's certificate with openssl",
+    );
+}
+
 /// The maintenance database of the server, started on first use.
 fn admin_url() -> &'static str {
     static SERVER: OnceLock<String> = OnceLock::new();
@@ -141,10 +211,19 @@ fn start_private_server() -> String {
         ]),
         "initdb",
     );
+    let tls = root.join("tls");
+    make_certificates(&tls);
+    if as_root {
+        run(Command::new("chown").arg("-R").arg("postgres:").arg(&tls), "chown the certificates to postgres");
+    }
+    let _ = PRIVATE_CA.set(tls.join("ca.crt"));
     let port = free_port();
     let options = format!(
-        "-h 127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-        root.display()
+        "-h 127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+         -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+        root.display(),
+        tls.join("server.crt").display(),
+        tls.join("server.key").display()
     );
     let log = root.join("server.log");
     let started = server_command(as_root, &bin.join("pg_ctl"))
