@@ -192,12 +192,14 @@ impl KubernetesRuntime {
         Ok(self.inner.pods.list(&ListParams::default().labels(&format!("job-name={name}"))).await?.items)
     }
 
+    /// One request while the pod runs (the pods of the Job); the Job too
+    /// when no pod says how it is.
     async fn read_status(&self, name: &str) -> Result<AgentStatus, RuntimeError> {
+        let pods = self.pods_of(name).await.map_err(|e| unavailable(&format!("list pods of Job {name}"), e))?;
+        if let Some(known) = status::from_pods(&pods) {
+            return Ok(known);
+        }
         let job = self.inner.jobs.get_opt(name).await.map_err(|e| unavailable(&format!("get Job {name}"), e))?;
-        let pods = match &job {
-            Some(_) => self.pods_of(name).await.map_err(|e| unavailable(&format!("list pods of Job {name}"), e))?,
-            None => Vec::new(),
-        };
         Ok(status::agent_status(job.as_ref(), &pods))
     }
 
@@ -390,6 +392,7 @@ impl Runtime for KubernetesRuntime {
                     "secret file name `{n}` cannot be a Kubernetes Secret key (letters, digits, `-`, `_`, `.`)"
                 ),
             },
+            spec::RenderError::Schema(message) => RuntimeError::Spawn { agent: agent.clone(), message, source: None },
         })?;
         // Idempotent: a retried spawn (or the next leader) finds the attempt's Job.
         if let Some(existing) =

@@ -196,6 +196,8 @@ pub enum RenderError {
     NoImage(String),
     /// A secret file name that cannot be a Secret key or a file name.
     BadSecretName(String),
+    /// The rendering does not fit the batch/v1 schema (a bug in George).
+    Schema(String),
 }
 
 /// The attempt's Job.
@@ -292,7 +294,7 @@ pub fn render_job(s: &JobSettings, req: &SpawnRequest, name: &str) -> Result<Job
         "spec": spec,
     });
     // The JSON above is written to the batch/v1 schema; a mismatch is a bug here.
-    Ok(serde_json::from_value(job).expect("the rendered Job matches batch/v1"))
+    serde_json::from_value(job).map_err(|e| RenderError::Schema(format!("the rendered Job is not a batch/v1 Job: {e}")))
 }
 
 #[cfg(test)]

@@ -43,13 +43,22 @@ fn condition(job: &Job, kind: &str) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == kind && c.status == "True"))
 }
 
-/// The attempt's status from its Job (`None`: gone) and the Job's pods.
-pub fn agent_status(job: Option<&Job>, pods: &[Pod]) -> AgentStatus {
-    let Some(job) = job else { return AgentStatus::Exited { code: None, signal: None } };
+/// What the Job's pods alone tell: how the newest that ended ended, or
+/// that one still runs. `None`: no pod, or none that runs (ask the Job).
+pub fn from_pods(pods: &[Pod]) -> Option<AgentStatus> {
     // backoffLimit 0: there is at most one pod that ran; the newest tells.
     let mut pods: Vec<&Pod> = pods.iter().collect();
     pods.sort_by(|a, b| a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp));
     if let Some(exit) = pods.iter().rev().find_map(|p| pod_exit(p)) {
+        return Some(exit);
+    }
+    pods.iter().any(|p| p.metadata.deletion_timestamp.is_none()).then_some(AgentStatus::Running)
+}
+
+/// The attempt's status from its Job (`None`: gone) and the Job's pods.
+pub fn agent_status(job: Option<&Job>, pods: &[Pod]) -> AgentStatus {
+    let Some(job) = job else { return AgentStatus::Exited { code: None, signal: None } };
+    if let Some(exit @ AgentStatus::Exited { .. }) = from_pods(pods) {
         return exit;
     }
     if condition(job, "Complete") {
@@ -93,6 +102,9 @@ mod tests {
         let failed = job(json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]));
         assert_eq!(agent_status(Some(&failed), &[]), AgentStatus::Exited { code: None, signal: None });
         assert_eq!(agent_status(Some(&j), &[]), AgentStatus::Running);
+        assert_eq!(from_pods(&[]), None, "no pod: ask the Job");
+        let ended = pod(json!({"terminated": {"exitCode": 2}}), "Failed");
+        assert_eq!(from_pods(&[ended]), Some(AgentStatus::Exited { code: Some(2), signal: None }));
         let stuck = pod(json!({"waiting": {"reason": "ImagePullBackOff", "message": "no registry"}}), "Pending");
         assert_eq!(stuck_reason(&stuck).as_deref(), Some("ImagePullBackOff: no registry"));
     }
