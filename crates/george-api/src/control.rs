@@ -124,12 +124,16 @@ pub async fn halt(
         return Err(ApiError::Conflict(format!("agent `{id}` is not running")));
     }
     let reason = format!("halted: {}", req.reason.as_deref().unwrap_or("emergency stop"));
+    // Kill first: pausing first would let the reconciler start a graceful stop
+    // (the usual answer to a pause), which the kill could then not overtake.
+    // The kill only begins here; the pause is written long before the
+    // reconciler sees the agent gone, so no new attempt starts.
+    st.engine.stop_agent(&agent.job_id, agent.attempt, &reason, Duration::ZERO).await?;
     match st.store.set_desired(&agent.job_id, DesiredState::Paused, &caller.actor(), Some(&reason)).await {
         // A job that already ended is not paused; its agent is still killed.
         Ok(_) | Err(george_store::StoreError::Conflict(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    st.engine.stop_agent(&agent.job_id, agent.attempt, &reason, Duration::ZERO).await?;
     st.store
         .record_event(
             Some(&agent.job_id),
