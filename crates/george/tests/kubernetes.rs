@@ -291,6 +291,21 @@ async fn the_runtime_renders_runs_retries_and_removes_jobs_as_specified() {
     let log = std::fs::read_to_string(tmp.path().join("logs/talker/1.log")).unwrap();
     let lines: Vec<&str> = log.lines().map(|l| l.split_once(' ').map(|x| x.1).unwrap_or(l)).collect();
     assert_eq!(lines, ["hello from the pod", "second line"], "{log}");
+
+    // An image the cluster cannot pull: the pod waits, and the attempt's log says why.
+    let mut missing = request("missing", 1);
+    missing.image = Some("george/no-such-image:1".into());
+    let h = rt.spawn(missing).await.unwrap();
+    let path = tmp.path().join("logs/missing/1.log");
+    let note = until(Duration::from_secs(20), "a note that the container cannot start", async || {
+        std::fs::read_to_string(&path).ok().filter(|l| l.contains("[george: the container cannot start: "))
+    })
+    .await;
+    assert!(note.contains("ImagePullBackOff") || note.contains("ErrImagePull"), "{note}");
+    assert!(note.lines().count() <= 2, "one note per reason (ErrImagePull, then ImagePullBackOff): {note}");
+    assert_eq!(rt.status("missing", 1, &h).await.unwrap(), AgentStatus::Running, "still waiting, as Kubernetes says");
+    let ended = rt.terminate("missing", 1, &h, Duration::from_secs(1)).await.unwrap();
+    assert!(matches!(ended, AgentStatus::Exited { .. }), "{ended:?}");
 }
 
 /// `containerBackend` on the test cluster.
