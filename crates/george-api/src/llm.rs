@@ -121,7 +121,7 @@ async fn pace(st: &ApiState, route: &Route, needed: u64) -> Result<(), ApiError>
 async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi) -> Result<Response, ApiError> {
     let (job, attempt) = agent(&st, &headers).await?;
     // Only the leader meters calls; a standby (reached through a Service) sends the agent elsewhere.
-    if !st.engine.llm_ready(std::time::Duration::from_secs(2)).await {
+    if !st.engine.is_running(std::time::Duration::from_secs(2)).await {
         return Err(ApiError::NotLeading {
             message: "this replica does not run the engine (a standby), so it cannot meter LLM calls; try again: another replica leads".into(),
             retry_after: std::time::Duration::from_secs(1),

@@ -72,7 +72,13 @@ pub async fn sources(State(st): State<ApiState>, caller: Caller) -> Result<Json<
 
 pub async fn sync(State(st): State<ApiState>, caller: Caller) -> Result<Json<SyncResult>, ApiError> {
     caller.require(Role::Operator)?;
-    // A standby replica runs no sources: say so instead of waiting for it to lead.
+    // A standby replica runs no sources: send the caller elsewhere at once.
+    if !st.engine.is_running(std::time::Duration::from_secs(2)).await {
+        return Err(ApiError::NotLeading {
+            message: "this replica does not run the engine (a standby), so it syncs no sources; try again: another replica leads".into(),
+            retry_after: std::time::Duration::from_secs(1),
+        });
+    }
     let standby = || {
         let secs = SYNC_TIMEOUT.as_secs();
         ApiError::Unavailable(format!(

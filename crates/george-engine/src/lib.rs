@@ -91,10 +91,12 @@ impl EngineHandle {
         triggers::on_event(&self.ctx, source, event, delivery, payload).await
     }
 
-    /// Whether this engine can meter LLM calls: its governor holds the
-    /// budgets and usage. Waits up to `within` for that; `false` on a standby
-    /// replica (only the leader meters), or while the engine still starts.
-    pub async fn llm_ready(&self, within: std::time::Duration) -> bool {
+    /// Whether this engine runs, with its state loaded (adoption done, the
+    /// governor holding the budgets and usage), so it can meter LLM calls,
+    /// fire triggers and sync sources. Waits up to `within` for that; `false`
+    /// on a standby replica (only the leader runs the engine), or while the
+    /// engine still starts.
+    pub async fn is_running(&self, within: std::time::Duration) -> bool {
         self.ctx.governor_ready_within(within).await
     }
 

@@ -48,14 +48,14 @@ async fn a_standby_sends_wakes_and_llm_calls_elsewhere_and_a_leader_serves_them(
     // Not running: refused after a bounded wait (the paused clock skips it).
     let refused = handle.trigger_event(None, None, "d1", &json!({})).await.unwrap_err();
     assert!(matches!(refused, TriggerError::NotLeading), "{refused}");
-    assert!(!handle.llm_ready(Duration::from_secs(2)).await);
+    assert!(!handle.is_running(Duration::from_secs(2)).await);
     assert!(store.list_jobs(&Default::default()).await.unwrap().is_empty(), "nothing was created");
 
     // Once it runs (this replica leads), both are served.
     let stop = CancellationToken::new();
     let s = stop.clone();
     let task = tokio::spawn(async move { engine.run(s).await.unwrap() });
-    assert!(handle.llm_ready(Duration::from_secs(30)).await);
+    assert!(handle.is_running(Duration::from_secs(30)).await);
     let fired = handle.trigger_event(None, None, "d2", &json!({})).await.unwrap();
     assert_eq!(fired.len(), 1);
     assert!(store.get_job(&fired[0].job).await.unwrap().is_some());

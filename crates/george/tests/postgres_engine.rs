@@ -118,6 +118,22 @@ fn three_replicas_one_leader_and_failover_after_kill_9() {
     }
     // A standby's live event stream carries what the leader's process writes.
     let standby = (l + 1) % engines.len();
+    // A standby syncs no sources: it sends the caller elsewhere at once, on a closed connection.
+    rt.block_on(async {
+        let asked = Instant::now();
+        let resp = reqwest::Client::new()
+            .post(format!("{}/api/v1/sync", engines[standby].url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 503);
+        assert!(asked.elapsed() < Duration::from_secs(10), "answered at once: {:?}", asked.elapsed());
+        assert_eq!(resp.headers()["retry-after"], "1");
+        assert_eq!(resp.headers()["connection"], "close");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_leading", "{body}");
+    });
     rt.block_on(async {
         let mut watch = engines[standby].client.watch(None, None).await.unwrap();
         engines[l].client.inject("j0", "written through the leader").await.unwrap();
