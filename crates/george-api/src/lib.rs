@@ -49,6 +49,8 @@ pub struct ApiState {
     pub operators: Arc<OperatorTokens>,
     /// Agent logs.
     pub logs: AgentLogs,
+    /// The runtime (for logs its backend keeps, when this process has no file of them).
+    pub runtime: Arc<dyn george_runtime::Runtime>,
 }
 
 /// The API's routes.

@@ -1,6 +1,9 @@
 //! `GET /api/v1/agents/{id}/logs`: an agent's output from its log file. While
 //! the agent runs the response streams (`follow`, the default) and ends when
-//! the agent does; logs of finished agents are kept and returned whole.
+//! the agent does; logs of finished agents are kept and returned whole. A
+//! process with no file of the attempt (a standby replica: the leader copies
+//! the logs) returns what the runtime's backend keeps, if anything (a
+//! Kubernetes pod's log), once, without following.
 
 use crate::body::QueryParams;
 use crate::jobs::find_agent;
@@ -41,6 +44,11 @@ pub async fn logs(
     caller.viewer()?;
     let agent = find_agent(&st, &id).await?;
     let path = st.logs.path(&agent.job_id, agent.attempt);
+    if tokio::fs::metadata(&path).await.is_err() {
+        if let Ok(Some(text)) = st.runtime.backend_logs(&agent.job_id, agent.attempt).await {
+            return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
+        }
+    }
     let tail = Tail {
         file: None,
         path,

@@ -218,6 +218,13 @@ pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
     async fn cleanup(&self, job_id: &str, attempt: u32) -> Result<(), RuntimeError>;
     /// Where the attempt's logs are kept.
     fn logs(&self) -> &AgentLogs;
+    /// The attempt's output as its backend keeps it, for a process that has
+    /// no log file of it (a standby replica): `None` when the backend keeps
+    /// none (process and Docker runtimes: the file of the engine that ran it
+    /// is the only copy).
+    async fn backend_logs(&self, _job_id: &str, _attempt: u32) -> Result<Option<Vec<u8>>, RuntimeError> {
+        Ok(None)
+    }
     /// Exit notifications.
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent>;
 }

@@ -191,6 +191,7 @@ impl Server {
             engine: handle.clone(),
             operators: Arc::new(OperatorTokens::new(tokens)),
             logs: runtime.logs().clone(),
+            runtime: runtime.clone(),
         };
         let api_task = {
             let s = shutdown.clone();

@@ -508,6 +508,16 @@ fn a_new_leader_adopts_running_jobs_deletes_stale_ones_and_replaces_vanished_one
         }
     });
     wait_epoch(&db, 1);
+    // The standby has no copy of the logs, but serves the pod's.
+    rt.block_on(async {
+        // Straight to the standby, not through the Service.
+        let direct = george_client::Client::new(&format!("http://{}", listen_addr(&r.engines[1 - l])), TOKEN).unwrap();
+        let mut log = Vec::new();
+        direct.logs("kept-1", false, &mut log).await.unwrap();
+        let log = String::from_utf8_lossy(&log);
+        assert!(log.contains("before-the-handover"), "the standby served the pod's log: {log}");
+        assert!(!r.engines[1 - l].dir.join("data/logs/kept").exists(), "the standby keeps no copy");
+    });
 
     // A Job of a superseded attempt, left behind by some earlier leader.
     let stale = "george-kept-0";

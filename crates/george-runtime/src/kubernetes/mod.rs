@@ -518,6 +518,29 @@ impl Runtime for KubernetesRuntime {
         &self.inner.cfg.logs
     }
 
+    /// The newest pod's log (with the kubelet's timestamps, as the log files have them).
+    async fn backend_logs(&self, job_id: &str, attempt: u32) -> Result<Option<Vec<u8>>, RuntimeError> {
+        let name = self.job_name(job_id, attempt);
+        let pods = self.pods_of(&name).await.map_err(|e| unavailable(&format!("list pods of Job {name}"), e))?;
+        let Some(pod) = pods.iter().max_by(|a, b| a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp))
+        else {
+            return Ok(None);
+        };
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        let params = LogParams {
+            container: Some(spec::CONTAINER.into()),
+            timestamps: true,
+            limit_bytes: Some(self.inner.cfg.max_log_bytes as i64),
+            ..Default::default()
+        };
+        match self.inner.pods.logs(&pod_name, &params).await {
+            Ok(text) => Ok(Some(text.into_bytes())),
+            // Not started yet, or gone: nothing to show.
+            Err(e) if matches!(code(&e), Some(400 | 404)) => Ok(None),
+            Err(e) => Err(unavailable(&format!("read the log of pod {pod_name}"), e)),
+        }
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
         self.inner.events.subscribe()
     }
