@@ -37,9 +37,9 @@ impl std::str::FromStr for Memory {
 impl fmt::Display for Memory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const MI: u64 = 1 << 20;
-        if self.0 % (1 << 30) == 0 && self.0 > 0 {
+        if self.0.is_multiple_of(1 << 30) && self.0 > 0 {
             write!(f, "{}Gi", self.0 >> 30)
-        } else if self.0 % MI == 0 && self.0 > 0 {
+        } else if self.0.is_multiple_of(MI) && self.0 > 0 {
             write!(f, "{}Mi", self.0 >> 20)
         } else {
             write!(f, "{}", self.0)
