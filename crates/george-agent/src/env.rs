@@ -23,6 +23,22 @@ pub struct AgentEnv {
     pub token: String,
     /// `GEORGE_HEARTBEAT_INTERVAL_MS` (else the engine's setting).
     pub heartbeat_interval: Option<Duration>,
+    /// `GEORGE_ENGINE_PATIENCE_MS`: how long the agent keeps working and
+    /// retrying its reports while the engine cannot be reached (default
+    /// [`DEFAULT_ENGINE_PATIENCE`]), before it stops.
+    pub engine_patience: Duration,
+}
+
+/// How long an agent waits for an unreachable engine by default.
+pub const DEFAULT_ENGINE_PATIENCE: Duration = Duration::from_secs(15 * 60);
+
+fn millis(get: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<Option<Duration>, EnvError> {
+    match get(name) {
+        None => Ok(None),
+        Some(v) => Ok(Some(Duration::from_millis(
+            v.trim().parse().map_err(|_| EnvError { name, problem: format!("expected milliseconds, got `{v}`") })?,
+        ))),
+    }
 }
 
 impl AgentEnv {
@@ -31,18 +47,14 @@ impl AgentEnv {
         let need = |name: &'static str| {
             get(name).filter(|v| !v.trim().is_empty()).ok_or(EnvError { name, problem: "not set".into() })
         };
-        let heartbeat_interval = match get("GEORGE_HEARTBEAT_INTERVAL_MS") {
-            None => None,
-            Some(v) => Some(Duration::from_millis(v.trim().parse().map_err(|_| EnvError {
-                name: "GEORGE_HEARTBEAT_INTERVAL_MS",
-                problem: format!("expected milliseconds, got `{v}`"),
-            })?)),
-        };
+        let heartbeat_interval = millis(&get, "GEORGE_HEARTBEAT_INTERVAL_MS")?;
+        let engine_patience = millis(&get, "GEORGE_ENGINE_PATIENCE_MS")?.unwrap_or(DEFAULT_ENGINE_PATIENCE);
         Ok(Self {
             job_id: need("GEORGE_JOB_ID")?,
             api_url: need("GEORGE_API_URL")?,
             token: need("GEORGE_AGENT_TOKEN")?,
             heartbeat_interval,
+            engine_patience,
         })
     }
 

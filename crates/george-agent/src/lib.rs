@@ -80,13 +80,20 @@ struct Agent {
     job: String,
     stop: CancellationToken,
     superseded: CancellationToken,
+    /// How long calls are retried while the engine cannot be reached.
+    patience: Duration,
 }
 
 /// Runs the agent with settings from the environment, until it has a verdict.
 pub async fn run(env: AgentEnv) -> Result<Outcome, AgentError> {
     let client = Client::new(&env.api_url, &env.token)?;
-    let agent =
-        Agent { client, job: env.job_id.clone(), stop: CancellationToken::new(), superseded: CancellationToken::new() };
+    let agent = Agent {
+        client,
+        job: env.job_id.clone(),
+        stop: CancellationToken::new(),
+        superseded: CancellationToken::new(),
+        patience: env.engine_patience,
+    };
     let ctx = match agent.call(|| agent.client.context(&agent.job)).await {
         Ok(ctx) => ctx,
         Err(e) if e.is_superseded() => return Ok(Outcome::Superseded),
@@ -110,15 +117,21 @@ pub async fn run(env: AgentEnv) -> Result<Outcome, AgentError> {
         Err(e) if e.is_superseded() => return Ok(Outcome::Superseded),
         Err(e) => return Err(e.into()),
     }
-    let heartbeats = tokio::spawn(heartbeat_loop(
-        agent.client.clone(),
-        agent.job.clone(),
-        interval,
-        agent.stop.clone(),
-        agent.superseded.clone(),
-    ));
-    let outcome = agent.work(&ctx).await;
-    heartbeats.abort();
+    let beats = heartbeat_loop(&agent.client, &agent.job, interval, agent.patience, &agent.stop, &agent.superseded);
+    let done = CancellationToken::new();
+    let (outcome, ()) = tokio::join!(
+        async {
+            let o = agent.work(&ctx).await;
+            done.cancel();
+            o
+        },
+        async {
+            tokio::select! {
+                _ = beats => {}
+                _ = done.cancelled() => {}
+            }
+        }
+    );
     match outcome {
         Err(e) if e.is_superseded() => Ok(Outcome::Superseded),
         _ if agent.superseded.is_cancelled() => Ok(Outcome::Superseded),
@@ -126,29 +139,45 @@ pub async fn run(env: AgentEnv) -> Result<Outcome, AgentError> {
     }
 }
 
+/// Heartbeats every `every` until `stop`. A superseded attempt stops the
+/// work at once (the step's whole process tree is killed). While the engine
+/// cannot be reached the work goes on; after `patience` without one
+/// heartbeat getting through, the work stops.
 async fn heartbeat_loop(
-    client: Client,
-    job: String,
+    client: &Client,
+    job: &str,
     every: Duration,
-    stop: CancellationToken,
-    superseded: CancellationToken,
+    patience: Duration,
+    stop: &CancellationToken,
+    superseded: &CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first one was sent before the work began
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match client.heartbeat(&job).await {
-            Ok(()) => {}
-            Err(e) if e.is_superseded() => {
-                tracing::warn!("the engine superseded this attempt; stopping");
+        // A beat that hangs (the engine frozen) must not hold back the next
+        // check: give each at most the patience left.
+        let left = patience.saturating_sub(heard.elapsed());
+        match tokio::time::timeout(left.max(every), client.heartbeat(job)).await {
+            Ok(Ok(())) => heard = tokio::time::Instant::now(),
+            Ok(Err(e)) if e.is_superseded() => {
+                tracing::warn!("the engine superseded this attempt; stopping its step at once");
                 superseded.cancel();
                 stop.cancel();
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed; working on"),
+            Err(_) => tracing::warn!("heartbeat unanswered; working on"),
+        }
+        if heard.elapsed() >= patience {
+            tracing::error!(patience_s = patience.as_secs(), "the engine has been unreachable too long; stopping");
+            stop.cancel();
+            return;
         }
     }
 }
@@ -162,7 +191,10 @@ impl Agent {
         Fut: Future<Output = Result<T, ClientError>>,
     {
         let mut delay = Duration::from_millis(100);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        // A stopping agent reports what it can, once: it never waits for an
+        // engine that may be gone (george up stopping everything).
+        let patience = if self.stop.is_cancelled() { Duration::ZERO } else { self.patience };
+        let deadline = tokio::time::Instant::now() + patience;
         loop {
             match f().await {
                 Err(e @ ClientError::Unreachable { .. }) | Err(e @ ClientError::Api { status: 500..=599, .. })

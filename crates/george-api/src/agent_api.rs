@@ -25,6 +25,22 @@ pub async fn context(
             job.attempt
         )));
     }
+    // Only the current attempt's live agent, whose handle the engine has
+    // recorded (it owns that exact process, container or Job), may act.
+    match st.store.get_agent(&id, attempt).await? {
+        Some(a) if a.state.is_live() && a.handle.is_some() => {}
+        Some(a) if a.state.is_live() => {
+            return Err(ApiError::NotReady {
+                message: format!("the engine has not yet recorded the agent of attempt {attempt} of job `{id}`"),
+                retry_after: std::time::Duration::from_secs(1),
+            })
+        }
+        _ => {
+            return Err(ApiError::Superseded(format!(
+                "attempt {attempt} of job `{id}` has ended; this agent must stop"
+            )))
+        }
+    }
     let comments = st.store.comments(&id).await?;
     let interval = st.engine.config().health.interval.get();
     let catalog = st.store.catalog().await?;

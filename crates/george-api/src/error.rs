@@ -70,6 +70,15 @@ pub enum ApiError {
         /// When to try again.
         retry_after: std::time::Duration,
     },
+    /// The engine is still starting (adopting agents, applying its sources
+    /// once): the same call succeeds shortly.
+    #[error("{message}")]
+    NotReady {
+        /// What it waits for.
+        message: String,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
     /// An upstream (an LLM provider) failed.
     #[error("{0}")]
     BadGateway(String),
@@ -104,6 +113,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::NotLeading { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_leading"),
+            ApiError::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -139,7 +149,8 @@ impl IntoResponse for ApiError {
         if let ApiError::TooManyRequests { retry_after, .. }
         | ApiError::BudgetExhausted { retry_after, .. }
         | ApiError::RateLimited { retry_after, .. }
-        | ApiError::NotLeading { retry_after, .. } = &self
+        | ApiError::NotLeading { retry_after, .. }
+        | ApiError::NotReady { retry_after, .. } = &self
         {
             let secs = retry_after.as_secs().max(1).to_string();
             if let Ok(v) = HeaderValue::from_str(&secs) {

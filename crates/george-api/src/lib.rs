@@ -60,6 +60,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/ui/app.js", get(dashboard::script))
         .route("/ui/app.css", get(dashboard::style))
         .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         .route("/api/v1/openapi.json", get(openapi::document_handler))
         .route("/api/v1/whoami", get(access::whoami))
         .route("/api/v1/tokens", get(access::list_tokens).post(access::mint_token))
@@ -103,6 +104,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/chapters/{chapter}/throttle", post(budget::throttle))
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), access::record))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ops::gate_writes))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

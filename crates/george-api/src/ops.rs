@@ -18,6 +18,41 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Readiness: `200 ready` (or `200 standby`) once writes are taken;
+/// `503 starting: <what>` with `Retry-After` until then.
+pub async fn readyz(State(st): State<ApiState>) -> axum::response::Response {
+    let phase = st.engine.readiness();
+    let text = format!("{}\n", phase.describe());
+    if phase.accepts_writes() {
+        (axum::http::StatusCode::OK, text).into_response()
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], text).into_response()
+    }
+}
+
+/// Refuses every write (any method but GET and HEAD) with `503 not_ready`
+/// until the engine is ready, so nothing submitted while it starts is judged
+/// against state it has not loaded yet (a job naming a template the first
+/// source apply is about to store).
+pub async fn gate_writes(
+    State(st): State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let reads = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if !reads {
+        let phase = st.engine.readiness();
+        if !phase.accepts_writes() {
+            return ApiError::NotReady {
+                message: format!("george is {}; try again shortly", phase.describe()),
+                retry_after: std::time::Duration::from_secs(1),
+            }
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint; the API lives under /api/v1".into())
 }

@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::Duration;
 
-/// How often a call answered `503 not_leading` is sent in all.
-pub const NOT_LEADING_TRIES: u32 = 10;
+/// How often a call answered `503 not_leading` or `503 not_ready` is sent in all.
+pub const NOT_LEADING_TRIES: u32 = 30;
 
 /// An error talking to the engine.
 #[derive(Debug, thiserror::Error)]
@@ -107,15 +107,16 @@ impl Client {
     }
 
     /// Sends `rb`. A call answered `503 not_leading` (a standby replica
-    /// behind a load balancer; it did nothing) is sent again after its
-    /// `Retry-After`, up to [`NOT_LEADING_TRIES`] times, on a new connection,
-    /// which may reach the leader.
+    /// behind a load balancer; it did nothing) or `503 not_ready` (an engine
+    /// still starting; it did nothing) is sent again after its `Retry-After`,
+    /// up to [`NOT_LEADING_TRIES`] times, on a new connection, which may
+    /// reach the leader.
     async fn send(&self, mut rb: RequestBuilder) -> Result<reqwest::Response> {
         let mut tries = 1;
         loop {
             let again = rb.try_clone().filter(|_| tries < NOT_LEADING_TRIES);
             match (self.send_once(rb).await, again) {
-                (Err(ClientError::Api { status: 503, code, retry_after, .. }), Some(next)) if code == "not_leading" => {
+                (Err(ClientError::Api { status: 503, code, retry_after, .. }), Some(next)) if code == "not_leading" || code == "not_ready" => {
                     let wait = std::time::Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 5));
                     tokio::time::sleep(wait).await;
                     tries += 1;

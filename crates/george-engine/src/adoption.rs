@@ -4,7 +4,8 @@
 //! So a restarted engine never leaves a job with two live agents.
 
 use crate::context::Context;
-use george_runtime::{AgentStatus, RuntimeError};
+use crate::decide::NEVER_STARTED;
+use george_runtime::{AgentStatus, OwnedAgent, RuntimeError};
 use george_store::{AttemptEnd, StoreError};
 
 /// Errors while adopting.
@@ -45,6 +46,15 @@ pub async fn adopt_orphans(ctx: &Context) -> Result<Adopted, AdoptionError> {
                 ctx.runtime.adopt(&owned).await?;
                 out.adopted.push(id);
             }
+            (true, _) if attempt.as_ref().is_some_and(|a| a.last_heartbeat.is_none()) => {
+                // Never heard from: the engine died before releasing it (a
+                // gated process ended when its gate closed; a container was
+                // created, never started). Not the agent's failure.
+                let end = AttemptEnd { exit_code: None, outcome: format!("{NEVER_STARTED} (the engine stopped before releasing its agent)") };
+                ctx.store.end_attempt(&owned.job_id, owned.attempt, end).await?;
+                ctx.runtime.cleanup(&owned.job_id, owned.attempt).await?;
+                out.cleaned.push(id);
+            }
             (true, _) => {
                 // Dead while the engine was away; the reconciler ends the attempt.
                 if attempt.as_ref().is_some_and(|a| a.handle.is_none()) {
@@ -52,20 +62,12 @@ pub async fn adopt_orphans(ctx: &Context) -> Result<Adopted, AdoptionError> {
                 }
             }
             (false, status) => {
+                remove_stale(ctx, &owned, status, attempt.is_some_and(|a| a.state.is_live())).await?;
                 if status == AgentStatus::Running {
-                    tracing::warn!(agent = %id, "stopping an agent of a superseded attempt");
-                    ctx.runtime
-                        .terminate(&owned.job_id, owned.attempt, &owned.handle, ctx.cfg.termination_grace)
-                        .await?;
-                    out.stopped.push(id.clone());
+                    out.stopped.push(id);
                 } else {
-                    out.cleaned.push(id.clone());
+                    out.cleaned.push(id);
                 }
-                if attempt.is_some_and(|a| a.state.is_live()) {
-                    let end = AttemptEnd { exit_code: None, outcome: "superseded; removed at engine start".into() };
-                    ctx.store.end_attempt(&owned.job_id, owned.attempt, end).await?;
-                }
-                ctx.runtime.cleanup(&owned.job_id, owned.attempt).await?;
             }
         }
     }
@@ -73,4 +75,43 @@ pub async fn adopt_orphans(ctx: &Context) -> Result<Adopted, AdoptionError> {
         tracing::info!(adopted = ?out.adopted, stopped = ?out.stopped, "adopted agents from a previous run");
     }
     Ok(out)
+}
+
+/// Stops (if it runs) and removes the agent of an attempt that is not its
+/// job's current, live one, ending the attempt if the store still has it live.
+async fn remove_stale(ctx: &Context, owned: &OwnedAgent, status: AgentStatus, live: bool) -> Result<(), AdoptionError> {
+    let id = george_core::api::agent_id(&owned.job_id, owned.attempt);
+    if status == AgentStatus::Running {
+        tracing::warn!(agent = %id, "stopping an agent of a superseded attempt");
+        ctx.runtime.terminate(&owned.job_id, owned.attempt, &owned.handle, ctx.cfg.termination_grace).await?;
+    }
+    if live {
+        let end = AttemptEnd { exit_code: None, outcome: "superseded; removed at engine start".into() };
+        ctx.store.end_attempt(&owned.job_id, owned.attempt, end).await?;
+    }
+    ctx.runtime.cleanup(&owned.job_id, owned.attempt).await?;
+    Ok(())
+}
+
+/// The periodic sweep: any running agent the runtime has whose attempt is
+/// no longer its job's current one is killed at once and removed. (An engine
+/// never leaves one behind on purpose; this catches what a crash might.)
+pub(crate) async fn sweep(ctx: &Context) -> Result<Vec<String>, AdoptionError> {
+    let mut killed = Vec::new();
+    for owned in ctx.runtime.list_owned().await? {
+        if owned.status != AgentStatus::Running {
+            continue;
+        }
+        let job = ctx.store.get_job(&owned.job_id).await?;
+        if job.is_some_and(|j| j.attempt <= owned.attempt) {
+            // The current attempt (or one being started): the reconciler's.
+            continue;
+        }
+        let id = george_core::api::agent_id(&owned.job_id, owned.attempt);
+        tracing::warn!(agent = %id, "killing an agent of a superseded attempt");
+        ctx.runtime.terminate(&owned.job_id, owned.attempt, &owned.handle, std::time::Duration::ZERO).await?;
+        ctx.runtime.cleanup(&owned.job_id, owned.attempt).await?;
+        killed.push(id);
+    }
+    Ok(killed)
 }

@@ -53,6 +53,9 @@ pub struct EngineConfig {
     pub llm: crate::llm::LlmSettings,
     /// Slack-compatible incoming-webhook URLs that receive budget alerts.
     pub notify: Vec<String>,
+    /// How long agents keep working while the engine is unreachable
+    /// (`GEORGE_ENGINE_PATIENCE_MS`); at least 10 minutes by default.
+    pub engine_patience: Duration,
 }
 
 /// A webhook signing key; never printed.
@@ -108,6 +111,7 @@ impl EngineConfig {
             jira_webhook_secret: None,
             llm: crate::llm::LlmSettings { default_cap: 4096, ..Default::default() },
             notify: Vec::new(),
+            engine_patience: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -149,6 +153,10 @@ pub struct Context {
     pub governor_loaded: tokio::sync::watch::Sender<bool>,
     /// HTTP client for LLM providers.
     pub http: reqwest::Client,
+    /// Since when heartbeats could have been heard.
+    pub availability: crate::availability::Availability,
+    /// Whether writes are taken yet.
+    pub readiness: crate::readiness::Readiness,
 }
 
 impl Context {

@@ -47,6 +47,9 @@ pub struct Rules {
     pub exit_grace: Duration,
     /// Longest an agent may run (from its AgentSpec), if limited.
     pub max_active: Option<Duration>,
+    /// Since when this engine could have heard every heartbeat: silence
+    /// before it (the engine's own downtime) never counts.
+    pub heard_since: DateTime<Utc>,
 }
 
 /// What the reconciler observed of the current attempt's agent.
@@ -95,6 +98,20 @@ pub enum Action {
     SetStatus(StatusChange),
 }
 
+/// How an attempt that never ran its agent ends: the engine stopped between
+/// recording the attempt and releasing the agent. Not a failed attempt.
+pub const NEVER_STARTED: &str = "never started";
+/// How an attempt ends whose agent was stopped because George itself was
+/// stopped (`george up` interrupted). Not a failed attempt.
+pub const INTERRUPTED: &str = "interrupted";
+
+/// Whether an attempt that ended with `outcome` ended through no fault of
+/// its agent (preempted, never started, interrupted): the job goes back to
+/// the queue without counting a failure, and its completed steps stay.
+pub fn not_the_agents_fault(outcome: &str) -> bool {
+    outcome.starts_with("preempted") || outcome.starts_with(NEVER_STARTED) || outcome.starts_with(INTERRUPTED)
+}
+
 fn since(now: DateTime<Utc>, t: DateTime<Utc>) -> Duration {
     (now - t).to_std().unwrap_or_default()
 }
@@ -124,9 +141,10 @@ pub fn decide(state: &JobState, observed: Observed, now: DateTime<Utc>, rules: &
             // The attempt ended without the agent saying the job is done.
             let outcome =
                 state.current.as_ref().and_then(|a| a.outcome.clone()).unwrap_or_else(|| "agent stopped".into());
-            if outcome.starts_with("preempted") {
-                // Stopped to make room for more urgent work: back to the queue,
-                // not a failure; completed steps stay completed.
+            if not_the_agents_fault(&outcome) {
+                // Stopped to make room for more urgent work, or never let
+                // start: back to the queue, not a failure; completed steps
+                // stay completed.
                 return Action::SetStatus(StatusChange {
                     from: JobStatus::InProgress,
                     to: JobStatus::Pending,
@@ -202,7 +220,10 @@ fn decide_live(state: &JobState, agent: &AgentView, observed: Observed, now: Dat
         Observed::NotSpawned | Observed::NoAgent => {
             return Action::EndAttempt {
                 attempt,
-                end: AttemptEnd { exit_code: None, outcome: "never started (engine stopped before spawning)".into() },
+                end: AttemptEnd {
+                    exit_code: None,
+                    outcome: format!("{NEVER_STARTED} (the engine stopped before spawning its agent)"),
+                },
             };
         }
         Observed::Stopping => return Action::Wait(Some(rules.exit_grace)),
@@ -231,7 +252,7 @@ fn decide_live(state: &JobState, agent: &AgentView, observed: Observed, now: Dat
         let reason = agent.outcome.clone().unwrap_or_else(|| "stopping".into());
         return Action::Terminate { attempt, reason, failure: true };
     }
-    let last_sign = agent.last_heartbeat.unwrap_or(agent.started_at);
+    let last_sign = agent.last_heartbeat.unwrap_or(agent.started_at).max(rules.heard_since);
     let silent = since(now, last_sign);
     let grace = rules.health.grace();
     if silent >= grace {
@@ -278,6 +299,7 @@ mod tests {
             },
             exit_grace: Duration::from_secs(10),
             max_active: Some(Duration::from_secs(600)),
+            heard_since: t0() - chrono::Duration::days(1),
         }
     }
 
@@ -355,6 +377,36 @@ mod tests {
         let mut s = s;
         s.current.as_mut().unwrap().last_heartbeat = Some(clock.now());
         assert_eq!(decide(&s, Observed::Running, clock.now(), &rules()), Action::Wait(Some(Duration::from_secs(35))));
+    }
+
+    #[test]
+    fn silence_while_the_engine_was_down_never_counts() {
+        // The agent's last heartbeat was 56 s ago, but the engine has been up
+        // for 10 s only: it is judged on those 10 s.
+        let mut s = with_agent(job(JobStatus::InProgress, DesiredState::Active), AgentState::Active);
+        let now = t0() + chrono::Duration::seconds(56);
+        s.current.as_mut().unwrap().last_heartbeat = Some(t0());
+        let mut r = rules();
+        r.heard_since = now - chrono::Duration::seconds(10);
+        assert_eq!(decide(&s, Observed::Running, now, &r), Action::Wait(Some(Duration::from_secs(25))));
+        // Still silent a full grace after the engine came back: unhealthy.
+        let later = now + chrono::Duration::seconds(25);
+        assert!(matches!(decide(&s, Observed::Running, later, &r), Action::Terminate { failure: true, .. }));
+        // Without the restart the same silence is unhealthy at once.
+        r.heard_since = t0();
+        assert!(matches!(decide(&s, Observed::Running, now, &r), Action::Terminate { failure: true, .. }));
+    }
+
+    #[test]
+    fn attempts_that_never_started_or_were_interrupted_are_not_failures() {
+        for outcome in ["never started (the engine stopped before releasing its agent)", "interrupted: george up stopped"] {
+            let mut s = with_agent(job(JobStatus::InProgress, DesiredState::Active), AgentState::Terminated);
+            s.current.as_mut().unwrap().outcome = Some(outcome.into());
+            match decide(&s, Observed::NoAgent, t0(), &rules()) {
+                Action::SetStatus(c) => assert_eq!((c.to, c.count_failure), (JobStatus::Pending, false), "{outcome}"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -6,12 +6,15 @@
 
 mod admission;
 mod adoption;
+pub mod availability;
 pub mod alerts;
 mod catalog;
 mod context;
+pub mod failpoint;
 pub mod decide;
 pub mod llm;
 pub mod metrics;
+pub mod readiness;
 mod reconciler;
 pub mod registry;
 pub mod report;
@@ -89,6 +92,22 @@ impl EngineHandle {
         payload: &serde_json::Value,
     ) -> Result<Vec<triggers::Fired>, triggers::TriggerError> {
         triggers::on_event(&self.ctx, source, event, delivery, payload).await
+    }
+
+    /// Where the engine is in its start-up: `/readyz` and the write paths
+    /// answer `503 not_ready` until it is [`readiness::Phase::Ready`] (or a standby).
+    pub fn readiness(&self) -> readiness::Phase {
+        self.ctx.readiness.phase()
+    }
+
+    /// Marks this engine a standby replica (it serves the API; another leads).
+    pub fn set_standby(&self) {
+        self.ctx.readiness.set(readiness::Phase::Standby);
+    }
+
+    /// Returns once the engine is ready: agents adopted, every source applied once.
+    pub async fn ready(&self) {
+        self.ctx.readiness.ready().await
     }
 
     /// Whether this engine runs, with its state loaded (adoption done, the
@@ -261,7 +280,7 @@ impl Engine {
             cfg,
             store: store.clone(),
             runtime,
-            clock,
+            clock: clock.clone(),
             queue: WorkQueue::new(),
             catalog: Default::default(),
             metrics: Arc::new(Metrics::default()),
@@ -274,6 +293,8 @@ impl Engine {
             trigger_lock: Default::default(),
             governor: Default::default(),
             governor_loaded: tokio::sync::watch::Sender::new(false),
+            availability: crate::availability::Availability::new(clock.now()),
+            readiness: Default::default(),
             http: reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(10))
                 .build()
@@ -292,6 +313,7 @@ impl Engine {
         // Subscribe before anything can change, so no event is missed.
         let store_events = ctx.store.subscribe();
         let runtime_events = ctx.runtime.subscribe();
+        ctx.readiness.set(readiness::Phase::Starting("adopting the agents of a previous run"));
         adopt_orphans(&ctx).await?;
         admission::restore(&ctx, ctx.store.as_ref()).await?;
         admission::configure(&ctx).await?;
@@ -301,10 +323,27 @@ impl Engine {
         for id in ctx.store.active_job_ids().await? {
             ctx.queue.add(&id);
         }
+        // From here on this engine hears heartbeats: silence before now never counts.
+        ctx.availability.restart(ctx.clock.now());
         let tasks = TaskTracker::new();
+        tasks.spawn(pulse(ctx.clone(), shutdown.clone()));
+        let (applied_tx, applied_rx) = oneshot::channel();
         if let Some((runner, rx)) = self.sources.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            tasks.spawn(runner.run(rx, shutdown.clone()));
+            ctx.readiness.set(readiness::Phase::Starting("applying every source once"));
+            tasks.spawn(runner.run(rx, shutdown.clone(), applied_tx));
+        } else {
+            let _ = applied_tx.send(());
         }
+        let (ready, stop) = (ctx.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                applied = applied_rx => if applied.is_ok() {
+                    ready.readiness.set(readiness::Phase::Ready);
+                    tracing::info!("engine ready: agents adopted, every source applied once");
+                },
+                _ = stop.cancelled() => {}
+            }
+        });
         tasks.spawn(follow(ctx.clone(), store_events, shutdown.clone(), "store", on_store_event));
         tasks
             .spawn(follow(ctx.clone(), runtime_events, shutdown.clone(), "runtime", |ctx, e| ctx.queue.add(&e.job_id)));
@@ -403,6 +442,24 @@ async fn resync(ctx: Arc<Context>, shutdown: CancellationToken) {
                     tracing::warn!(error = %e, "cannot reload token budgets");
                 }
                 enqueue_active(&ctx).await;
+                if let Err(e) = adoption::sweep(&ctx).await {
+                    tracing::warn!(error = %e, "cannot look for agents of superseded attempts");
+                }
+            }
+        }
+    }
+}
+
+/// Notes that the engine runs, so a stall of its own process is told from an
+/// agent's silence (see [`availability`]).
+async fn pulse(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(availability::TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                ctx.availability.pulse(ctx.clock.now());
             }
         }
     }

@@ -29,7 +29,9 @@ pub async fn reconcile(ctx: &Arc<Context>, id: &str) -> Result<Option<Duration>,
     let observed = observe(ctx, &state).await;
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
     let spec = catalog.agents.get(&state.job.agent);
+    let now = ctx.clock.now();
     let rules = Rules {
+        heard_since: ctx.availability.since(now),
         health: spec.and_then(|s| s.spec.health_check).unwrap_or(ctx.cfg.health),
         retry: ctx.cfg.retry,
         exit_grace: ctx.cfg.exit_grace,
@@ -42,7 +44,7 @@ pub async fn reconcile(ctx: &Arc<Context>, id: &str) -> Result<Option<Duration>,
             }
         }),
     };
-    let action = decide(&state, observed, ctx.clock.now(), &rules);
+    let action = decide(&state, observed, now, &rules);
     let label = match &action {
         Action::Wait(_) => "wait",
         Action::Spawn => "spawn",
@@ -198,6 +200,7 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     env.insert("GEORGE_AGENT_TOKEN".into(), token);
     env.insert("GEORGE_ENGINE_ID".into(), ctx.cfg.engine_id.clone());
     env.insert("GEORGE_HEARTBEAT_INTERVAL_MS".into(), heartbeat.as_millis().to_string());
+    env.insert("GEORGE_ENGINE_PATIENCE_MS".into(), ctx.cfg.engine_patience.as_millis().to_string());
     let req = SpawnRequest {
         job_id: job.id.clone(),
         attempt,
@@ -219,10 +222,19 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
         secrets,
         max_active: spec.spec.resources.max_active_duration.map(|d| d.get()),
     };
+    crate::failpoint::hit("attempt.recorded");
     match ctx.runtime.spawn(req).await {
         Ok(handle) => {
             ctx.metrics.spawns.inc();
-            ctx.store.attempt_spawned(&job.id, attempt, handle).await?;
+            // Ownership before action: the agent is held until its handle is
+            // in the store, so a restarted engine always finds it.
+            crate::failpoint::hit("spawn.window");
+            ctx.store.attempt_spawned(&job.id, attempt, handle.clone()).await?;
+            crate::failpoint::hit("spawn.recorded");
+            if let Err(e) = ctx.runtime.release(&job.id, attempt, &handle).await {
+                // The next pass sees the agent gone and ends the attempt.
+                tracing::warn!(job = %job.id, attempt, error = %e, "cannot release the agent");
+            }
         }
         Err(e) => {
             ctx.metrics.spawn_failures.inc();

@@ -13,6 +13,9 @@
 //!   file (with Docker's timestamps, line by line, capped); re-attaching after
 //!   an engine restart skips lines already written.
 //! - Terminate is `docker stop` with the grace period (SIGTERM, then SIGKILL).
+//! - Ownership before action: `spawn` only creates the container (labelled,
+//!   so a restarted engine finds it); `release` starts it, which the engine
+//!   does only after recording the handle.
 
 use crate::logs::TimestampedLog;
 use crate::{
@@ -290,11 +293,14 @@ impl Runtime for DockerRuntime {
     async fn spawn(&self, req: SpawnRequest) -> Result<Value, RuntimeError> {
         let (job, attempt) = (req.job_id.as_str(), req.attempt);
         let name = self.container_name(job, attempt);
-        // Idempotent: the attempt's container may exist already (a retried spawn).
+        // Idempotent: the attempt's container may exist already (a retried
+        // spawn); a running one is watched, a created one waits for release.
         if let Some(h) =
             self.handle_of(&name).await.map_err(|e| self.api_error(job, attempt, "inspect container", e))?
         {
-            self.watch(&name, job, attempt);
+            if matches!(self.inspect_status(&name).await, Ok(AgentStatus::Running)) {
+                self.watch(&name, job, attempt);
+            }
             return Ok(h);
         }
         let Some(image) = req.image.clone().or_else(|| self.inner.cfg.default_image.clone()) else {
@@ -357,20 +363,26 @@ impl Runtime for DockerRuntime {
             Err(e) if status_code(&e) == Some(409) => {}
             Err(e) => return Err(self.api_error(job, attempt, &format!("create container {name} from {image}"), e)),
         }
-        match self.inner.docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>).await {
-            Ok(()) => {}
-            Err(e) if status_code(&e) == Some(304) => {}
-            Err(e) => return Err(self.api_error(job, attempt, &format!("start container {name}"), e)),
-        }
-        self.watch(&name, job, attempt);
-        tracing::info!(job, attempt, container = %name, image = %image, "agent container started");
+        tracing::info!(job, attempt, container = %name, image = %image, "agent container created (held until released)");
         self.handle_of(&name).await.map_err(|e| self.api_error(job, attempt, "inspect container", e))?.ok_or_else(
             || RuntimeError::Spawn {
                 agent: Self::agent_id(job, attempt),
-                message: format!("container {name} vanished after start"),
+                message: format!("container {name} vanished after create"),
                 source: None,
             },
         )
+    }
+
+    async fn release(&self, job_id: &str, attempt: u32, handle: &Value) -> Result<(), RuntimeError> {
+        let name = Self::container_of(job_id, attempt, handle)?;
+        match self.inner.docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>).await {
+            Ok(()) => {}
+            Err(e) if status_code(&e) == Some(304) => {}
+            Err(e) => return Err(self.api_error(job_id, attempt, &format!("start container {name}"), e)),
+        }
+        self.watch(&name, job_id, attempt);
+        tracing::info!(job = job_id, attempt, container = %name, "agent container started");
+        Ok(())
     }
 
     async fn status(&self, job_id: &str, attempt: u32, handle: &Value) -> Result<AgentStatus, RuntimeError> {

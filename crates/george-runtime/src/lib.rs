@@ -16,7 +16,7 @@ mod procfs;
 pub use docker::{DockerRuntime, DockerRuntimeConfig, PullPolicy};
 pub use kubernetes::{KubernetesRuntime, KubernetesRuntimeConfig};
 pub use logs::AgentLogs;
-pub use process::{ProcessRuntime, ProcessRuntimeConfig};
+pub use process::{ProcessRuntime, ProcessRuntimeConfig, GATE_CLOSED};
 
 use async_trait::async_trait;
 use george_core::quantity::{Cpu, Memory};
@@ -197,9 +197,23 @@ pub struct RuntimeEvent {
 pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
     /// `process`, `docker` or `kubernetes`.
     fn kind(&self) -> &'static str;
-    /// Starts an attempt's agent and returns its handle. Spawning the same
-    /// attempt twice never yields two agents.
+    /// Creates an attempt's agent, held back, and returns its handle.
+    /// Spawning the same attempt twice never yields two agents.
+    ///
+    /// Ownership before action: the agent does nothing until
+    /// [`Runtime::release`] is called, which the engine does only after it
+    /// has durably recorded the handle. A runtime whose backend can hold an
+    /// agent back (a gated process, a created but unstarted container) does
+    /// so; one that cannot (Kubernetes) labels the agent so that
+    /// [`Runtime::list_owned`] finds it whatever moment the engine dies at.
     async fn spawn(&self, req: SpawnRequest) -> Result<Value, RuntimeError>;
+    /// Lets a spawned agent start working. Called once its handle is in the
+    /// store. An agent never released does nothing and ends on its own when
+    /// the engine that spawned it dies (process runtime), or stays created
+    /// and unstarted until cleaned up (Docker).
+    async fn release(&self, _job_id: &str, _attempt: u32, _handle: &Value) -> Result<(), RuntimeError> {
+        Ok(())
+    }
     /// The agent's status.
     async fn status(&self, job_id: &str, attempt: u32, handle: &Value) -> Result<AgentStatus, RuntimeError>;
     /// Asks the agent to stop, waits up to `grace`, then kills it. Returns how it ended.

@@ -4,6 +4,15 @@
 //! or remove) agents it started before; the recorded start time guards
 //! against a reused pid.
 //!
+//! Ownership before action: the process starts as a gate, `/bin/sh` reading
+//! one line from a pipe only the engine holds, and becomes the agent (`exec`,
+//! same pid) only when [`Runtime::release`] writes `go`. The pid file is
+//! written before `spawn` returns and the engine releases the agent only
+//! after recording its handle in the store. If the engine dies at any point
+//! before that, the pipe closes, the gate reads end-of-file and exits without
+//! running anything: no kill point leaves a working agent the engine cannot
+//! find.
+//!
 //! Limits: `memory` is applied as `RLIMIT_AS` (address space) on the agent
 //! and everything it starts. `cpu` cannot be expressed with rlimits (it is a
 //! share, not a total) and is not enforced by this runtime; the container
@@ -69,6 +78,9 @@ struct PidFile {
     handle: ProcessHandle,
 }
 
+/// Where the exit of an agent is recorded and announced.
+struct ExitSink(Arc<Mutex<HashMap<(String, u32), Tracked>>>, broadcast::Sender<RuntimeEvent>);
+
 /// Runs agents as local processes.
 #[derive(Debug, Clone)]
 pub struct ProcessRuntime {
@@ -78,10 +90,21 @@ pub struct ProcessRuntime {
 #[derive(Debug)]
 struct Inner {
     cfg: ProcessRuntimeConfig,
-    /// Agents this engine process started or adopted, with their exit once known.
-    tracked: Mutex<HashMap<(String, u32), Tracked>>,
+    /// Agents this engine process started or adopted, with their exit once
+    /// known (shared with the tasks that wait for exits, which hold nothing
+    /// else: dropping the runtime closes every gate).
+    tracked: Arc<Mutex<HashMap<(String, u32), Tracked>>>,
+    /// The write ends of the gates of agents spawned and not yet released.
+    gates: Mutex<HashMap<(String, u32), tokio::process::ChildStdin>>,
     events: broadcast::Sender<RuntimeEvent>,
 }
+
+/// What a held-back agent runs: it waits for `go` on its stdin (a pipe only
+/// the engine holds), then becomes the agent's command. End-of-file (the
+/// engine died) or anything else ends it with [`GATE_CLOSED`].
+const GATE_SCRIPT: &str = "read -r go || exit 97; [ \"$go\" = go ] || exit 97; exec \"$@\" </dev/null";
+/// The exit code of an agent whose gate closed before it was released.
+pub const GATE_CLOSED: i32 = 97;
 
 #[derive(Debug, Clone, Copy)]
 struct Tracked {
@@ -96,7 +119,14 @@ impl ProcessRuntime {
     /// A process runtime.
     pub fn new(cfg: ProcessRuntimeConfig) -> Self {
         let (events, _) = broadcast::channel(1024);
-        Self { inner: Arc::new(Inner { cfg, tracked: Mutex::new(HashMap::new()), events }) }
+        Self {
+            inner: Arc::new(Inner {
+                cfg,
+                tracked: Arc::new(Mutex::new(HashMap::new())),
+                gates: Mutex::new(HashMap::new()),
+                events,
+            }),
+        }
     }
 
     fn attempt_dir(&self, job_id: &str, attempt: u32) -> PathBuf {
@@ -107,15 +137,18 @@ impl ProcessRuntime {
         self.inner.tracked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn record_exit(inner: &Inner, job_id: &str, attempt: u32, status: AgentStatus) {
-        if let Some(t) = inner.tracked.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&(job_id.to_string(), attempt))
-        {
+    fn record_exit(exits: &ExitSink, job_id: &str, attempt: u32, status: AgentStatus) {
+        if let Some(t) = exits.0.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&(job_id.to_string(), attempt)) {
             if t.exit.is_some() {
                 return;
             }
             t.exit = Some(status);
         }
-        let _ = inner.events.send(RuntimeEvent { job_id: job_id.into(), attempt, status });
+        let _ = exits.1.send(RuntimeEvent { job_id: job_id.into(), attempt, status });
+    }
+
+    fn exit_sink(&self) -> ExitSink {
+        ExitSink(self.inner.tracked.clone(), self.inner.events.clone())
     }
 
     fn current_status(&self, job_id: &str, attempt: u32, handle: ProcessHandle) -> AgentStatus {
@@ -140,6 +173,21 @@ impl ProcessRuntime {
             attempt: u32::try_from(v.get("attempt")?.as_u64()?).ok()?,
             handle: serde_json::from_value(v.get("handle")?.clone()).ok()?,
         })
+    }
+
+    /// Whether `program` names an executable file, as `exec` will look it up
+    /// (a path, or a name on the `PATH` agents get). The gate execs it only
+    /// after the release, so a missing one is reported here, at spawn.
+    fn runnable(&self, program: &str) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if program.contains('/') {
+            return executable(Path::new(program));
+        }
+        let passes_path = self.inner.cfg.passthrough_env.iter().any(|n| n == "PATH");
+        let path = if passes_path { std::env::var_os("PATH") } else { None };
+        let path = path.unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        std::env::split_paths(&path).any(|d| executable(&d.join(program)))
     }
 
     fn spawn_error(req: &SpawnRequest, message: String, source: Option<std::io::Error>) -> RuntimeError {
@@ -200,6 +248,12 @@ impl Runtime for ProcessRuntime {
         let Some((program, args)) = command.split_first() else {
             return Err(Self::spawn_error(&req, "no command to run; set spec.command in the AgentSpec".into(), None));
         };
+        if !self.runnable(program) {
+            let hint =
+                format!("command `{program}` not found; check spec.command of AgentSpec `{}`", req.agent_spec);
+            let e = std::io::Error::new(std::io::ErrorKind::NotFound, "no such executable");
+            return Err(Self::spawn_error(&req, hint, Some(e)));
+        }
         let work = dir.join("work");
         std::fs::create_dir_all(&work).map_err(io(format!("create {}", work.display())))?;
         let log_path = self.inner.cfg.logs.path(&req.job_id, req.attempt);
@@ -213,11 +267,15 @@ impl Runtime for ProcessRuntime {
             .map_err(io(format!("open {}", log_path.display())))?;
         let log2 = log.try_clone().map_err(io("dup log file"))?;
 
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(GATE_SCRIPT)
+            .arg("george-gate")
+            .arg(program)
+            .args(args)
             .env_clear()
             .current_dir(&work)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .process_group(0)
@@ -240,20 +298,18 @@ impl Runtime for ProcessRuntime {
         }
         apply_limits(&mut cmd, req.resources);
 
-        let mut child = cmd.spawn().map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                format!("command `{program}` not found; check spec.command of AgentSpec `{}`", req.agent_spec)
-            } else {
-                format!("cannot start `{program}`: {e}")
-            };
-            Self::spawn_error(&req, hint, Some(e))
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Self::spawn_error(&req, format!("cannot start `{program}` behind /bin/sh: {e}"), Some(e)))?;
         let pid = child
             .id()
             .map(|p| p as i32)
             .ok_or_else(|| Self::spawn_error(&req, "process exited at once".into(), None))?;
         let handle = ProcessHandle { pid, start_time: procfs::start_time(pid).unwrap_or(0) };
-        self.tracked().insert(key, Tracked { handle, exit: None, child: true });
+        self.tracked().insert(key.clone(), Tracked { handle, exit: None, child: true });
+        if let Some(gate) = child.stdin.take() {
+            self.inner.gates.lock().unwrap_or_else(|e| e.into_inner()).insert(key, gate);
+        }
 
         let record = serde_json::json!({"job_id": req.job_id, "attempt": req.attempt, "handle": handle});
         let tmp = dir.join("pid.tmp");
@@ -261,7 +317,7 @@ impl Runtime for ProcessRuntime {
             .and_then(|_| std::fs::rename(&tmp, &pid_path))
             .map_err(io(format!("write {}", pid_path.display())))?;
 
-        let inner = self.inner.clone();
+        let exits = self.exit_sink();
         let (job_id, attempt) = (req.job_id.clone(), req.attempt);
         tokio::spawn(async move {
             let status = match child.wait().await {
@@ -272,10 +328,23 @@ impl Runtime for ProcessRuntime {
                 Err(_) => AgentStatus::Exited { code: None, signal: None },
             };
             tracing::debug!(job = %job_id, attempt, status = %status.describe(), "agent process exited");
-            ProcessRuntime::record_exit(&inner, &job_id, attempt, status);
+            ProcessRuntime::record_exit(&exits, &job_id, attempt, status);
         });
-        tracing::info!(job = %req.job_id, attempt = req.attempt, pid, "agent process started");
+        tracing::info!(job = %req.job_id, attempt = req.attempt, pid, "agent process started (held at its gate)");
         Ok(serde_json::to_value(handle).unwrap_or_default())
+    }
+
+    async fn release(&self, job_id: &str, attempt: u32, handle: &Value) -> Result<(), RuntimeError> {
+        parse_handle(job_id, attempt, handle)?;
+        let gate = self.inner.gates.lock().unwrap_or_else(|e| e.into_inner()).remove(&(job_id.to_string(), attempt));
+        let Some(mut gate) = gate else {
+            // Released already, or spawned by an engine process that is gone
+            // (its gate closed and the agent ended without acting).
+            return Ok(());
+        };
+        use tokio::io::AsyncWriteExt;
+        gate.write_all(b"go\n").await.map_err(io(format!("release agent {}", george_core::api::agent_id(job_id, attempt))))?;
+        Ok(())
     }
 
     async fn status(&self, job_id: &str, attempt: u32, handle: &Value) -> Result<AgentStatus, RuntimeError> {
@@ -342,7 +411,7 @@ impl Runtime for ProcessRuntime {
             return Ok(());
         }
         // Not our child: we cannot wait() for it, so watch /proc instead.
-        let inner = self.inner.clone();
+        let exits = self.exit_sink();
         let (job_id, attempt) = (agent.job_id.clone(), agent.attempt);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -350,7 +419,7 @@ impl Runtime for ProcessRuntime {
                 tick.tick().await;
                 if alive(h) != AgentStatus::Running {
                     ProcessRuntime::record_exit(
-                        &inner,
+                        &exits,
                         &job_id,
                         attempt,
                         AgentStatus::Exited { code: None, signal: None },
@@ -378,6 +447,7 @@ impl Runtime for ProcessRuntime {
             let _ = std::fs::remove_dir(self.inner.cfg.dir.join(job_id)); // only if empty
         }
         self.tracked().remove(&(job_id.to_string(), attempt));
+        self.inner.gates.lock().unwrap_or_else(|e| e.into_inner()).remove(&(job_id.to_string(), attempt));
         Ok(())
     }
 

@@ -48,9 +48,21 @@ impl SourceRunner {
         }
     }
 
-    /// Runs until `shutdown`: syncs each source when due and every source on request.
-    pub async fn run(self, mut requests: mpsc::Receiver<SyncRequest>, shutdown: CancellationToken) {
-        let mut due: Vec<Instant> = self.sources.iter().map(|_| Instant::now()).collect();
+    /// Runs until `shutdown`: syncs every source once (then says so on
+    /// `applied`), then each source when due and every source on request.
+    pub async fn run(
+        self,
+        mut requests: mpsc::Receiver<SyncRequest>,
+        shutdown: CancellationToken,
+        applied: oneshot::Sender<()>,
+    ) {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = self.sync_all() => {}
+        }
+        let _ = applied.send(());
+        let now = Instant::now();
+        let mut due: Vec<Instant> = self.sources.iter().map(|s| now + s.interval()).collect();
         loop {
             let next = due.iter().min().copied();
             tokio::select! {

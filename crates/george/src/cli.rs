@@ -277,6 +277,10 @@ pub struct UpArgs {
     /// Exit once every job has settled (exit code 1 unless all completed).
     #[arg(long)]
     pub once: bool,
+    /// On Ctrl-C, leave the agents running for the next start to adopt
+    /// (by default they are stopped gracefully).
+    #[arg(long)]
+    pub keep_agents: bool,
     /// API address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,

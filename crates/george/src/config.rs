@@ -473,6 +473,9 @@ pub struct AgentsSection {
     #[serde(default)]
     pub default_resources: ResourcesSection,
     pub health_check: Option<HealthCheck>,
+    /// How long an agent keeps working and retrying its reports while the
+    /// engine cannot be reached, before it stops (default 15m).
+    pub engine_patience: Option<george_core::duration::HumanDuration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -39,6 +39,9 @@ pub struct Server {
     pub store: Arc<dyn Store>,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// The engine.
+    pub engine: george_engine::EngineHandle,
+    runtime: Arc<dyn Runtime>,
     shutdown: CancellationToken,
     engine_task: tokio::task::JoinHandle<anyhow::Result<()>>,
     api_task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -123,6 +126,9 @@ impl Server {
         if let Some(h) = cfg.agents.health_check {
             ecfg.health = h;
         }
+        if let Some(p) = cfg.agents.engine_patience {
+            ecfg.engine_patience = p.get();
+        }
         ecfg.default_resources =
             Resources { memory: cfg.agents.default_resources.memory, cpu: cfg.agents.default_resources.cpu };
         let defaults = RetryPolicy::default();
@@ -183,6 +189,8 @@ impl Server {
                 let holder = format!("{}-{}", ecfg_engine_id, random_suffix());
                 let lock = lease_lock(&cfg.engine.leader_election, &pg, &holder, timings.lease).await?;
                 let election = crate::leadership::Election::new(lock, pg, holder, timings);
+                // Until it leads, this replica stores writes for the leader to act on.
+                handle.set_standby();
                 tokio::spawn(lead(election, engine, writeback, shutdown.clone(), lost_tx))
             }
         };
@@ -207,6 +215,8 @@ impl Server {
             token_file,
             store,
             data_dir,
+            engine: handle,
+            runtime,
             shutdown,
             engine_task,
             api_task,
@@ -222,6 +232,34 @@ impl Server {
         e??;
         a??;
         Ok(())
+    }
+
+    /// Stops the engine and the API, then every agent still running: each
+    /// gets `grace` to stop (SIGTERM, then SIGKILL), and its attempt ends as
+    /// interrupted (not a failure: the next start runs the job again from the
+    /// steps it had completed). Returns the agents stopped.
+    pub async fn stop_with_agents(self, grace: Duration) -> anyhow::Result<Vec<String>> {
+        let (store, runtime) = (self.store.clone(), self.runtime.clone());
+        self.stop().await?;
+        let live = store.live_attempts().await?;
+        let stops = live.iter().map(|a| {
+            let (store, runtime) = (store.clone(), runtime.clone());
+            async move {
+                if let Some(handle) = &a.handle {
+                    if let Err(e) = runtime.terminate(&a.job_id, a.attempt, handle, grace).await {
+                        tracing::warn!(job = %a.job_id, attempt = a.attempt, error = %e, "cannot stop agent");
+                        return Ok::<_, anyhow::Error>(None);
+                    }
+                }
+                let outcome = format!("{}: george was stopped", george_engine::decide::INTERRUPTED);
+                let end = george_store::AttemptEnd { exit_code: None, outcome };
+                store.end_attempt(&a.job_id, a.attempt, end).await?;
+                let _ = runtime.cleanup(&a.job_id, a.attempt).await;
+                Ok(Some(a.id.clone()))
+            }
+        });
+        let stopped = futures_util::future::join_all(stops).await;
+        Ok(stopped.into_iter().filter_map(|r| r.transpose()).collect::<anyhow::Result<Vec<_>>>()?)
     }
 
     /// Runs until SIGINT or SIGTERM, then stops. On PostgreSQL, also stops

@@ -111,11 +111,18 @@ async fn run_up(args: UpArgs) -> anyhow::Result<i32> {
     });
     let server = Server::start(cfg).await?;
     println!("george is up: engine API at {} (data in {})", server.api_url, server.data_dir.display());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Judge nothing before the folder's current revision is applied (and the
+    // agents of a previous run adopted): jobs added since then count.
+    tokio::select! {
+        _ = server.engine.ready() => {}
+        _ = tokio::signal::ctrl_c() => return interrupted(server, args.keep_agents).await,
+        _ = term.recv() => return interrupted(server, args.keep_agents).await,
+    }
 
     let mut shown: BTreeMap<String, (JobStatus, usize)> = BTreeMap::new();
     let mut announced_settled = false;
     let mut tick = tokio::time::interval(Duration::from_millis(150));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -172,6 +179,35 @@ async fn run_up(args: UpArgs) -> anyhow::Result<i32> {
             announced_settled = false;
         }
     }
-    server.stop().await?;
-    Ok(0)
+    interrupted(server, args.keep_agents).await
+}
+
+/// Ctrl-C (or SIGTERM): stop the engine and, unless `keep_agents`, every
+/// agent (gracefully), say what is left unfinished, and exit 130.
+async fn interrupted(server: Server, keep_agents: bool) -> anyhow::Result<i32> {
+    let store = server.store.clone();
+    let grace = server.engine.config().termination_grace;
+    if keep_agents {
+        let live = store.live_attempts().await?.len();
+        server.stop().await?;
+        println!("stopped; {live} agents left running for the next start to adopt (--keep-agents)");
+    } else {
+        let stopped = server.stop_with_agents(grace).await?;
+        if !stopped.is_empty() {
+            println!("stopped {} agents: {}", stopped.len(), stopped.join(", "));
+        }
+    }
+    let jobs = store.list_jobs(&JobFilter::default()).await?;
+    let unfinished: Vec<_> = jobs.iter().filter(|j| !j.status.is_final()).collect();
+    if unfinished.is_empty() {
+        println!("interrupted; every job had finished");
+    } else {
+        println!("interrupted; {} of {} jobs unfinished (they go on at the next start):", unfinished.len(), jobs.len());
+        for j in unfinished {
+            let reason = j.reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default();
+            println!("  {} {:<28} {}{}", mark(j.status), j.id, j.status.as_str(), reason);
+        }
+    }
+    let _ = std::io::stdout().flush();
+    Ok(130)
 }

@@ -507,7 +507,11 @@ fn spawning_the_same_attempt_twice_never_makes_a_twin() {
         let second = docker_rt.spawn(req).await.unwrap();
         assert_eq!(first, second, "the retried spawn found the same container");
         let owned = docker_rt.list_owned().await.unwrap();
-        assert_eq!(owned.len(), 1);
+        assert_eq!(owned.len(), 1, "a held container is found by its labels");
+        assert!(matches!(owned[0].status, AgentStatus::Exited { .. }), "held until released: {:?}", owned[0]);
+        assert!(!std::fs::read_to_string(docker_rt.logs().path("twin", 1)).unwrap_or_default().contains("hello"));
+        docker_rt.release("twin", 1, &first).await.unwrap();
+        let owned = docker_rt.list_owned().await.unwrap();
         assert_eq!(owned[0].status, AgentStatus::Running);
         // Output is copied into the attempt's log file while it runs.
         let log = docker_rt.logs().path("twin", 1);

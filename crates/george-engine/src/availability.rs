@@ -1,0 +1,88 @@
+//! Since when this engine could have heard every heartbeat. Health is judged
+//! only on heartbeats the engine could have received (downtime is the
+//! engine's fault, not the agent's): after a start, a leader change, or a
+//! stall of the engine's own process (SIGSTOP, a suspended machine, a runtime
+//! starved for more than [`STALL`]), an agent's silence counts only from that
+//! moment on.
+
+use chrono::{DateTime, Utc};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How often the engine notes that it runs.
+pub const TICK: Duration = Duration::from_millis(100);
+/// A gap between two notes longer than this means the engine did not run.
+pub const STALL: Duration = Duration::from_secs(1);
+
+/// The moment from which silence counts, kept in step with the engine's pulse.
+#[derive(Debug)]
+pub struct Availability {
+    inner: Mutex<State>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct State {
+    /// Heartbeats sent from this moment on could have been received.
+    since: DateTime<Utc>,
+    /// When the engine last noted that it runs (monotonic).
+    pulse: Instant,
+}
+
+impl Availability {
+    /// Counting from `now`.
+    pub fn new(now: DateTime<Utc>) -> Self {
+        Self { inner: Mutex::new(State { since: now, pulse: Instant::now() }) }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The engine starts (or starts leading) at `now`.
+    pub fn restart(&self, now: DateTime<Utc>) {
+        *self.state() = State { since: now, pulse: Instant::now() };
+    }
+
+    /// The engine notes that it runs; a gap since the last note longer than
+    /// [`STALL`] moves `since` to `now`. Returns whether it did.
+    pub fn pulse(&self, now: DateTime<Utc>) -> bool {
+        self.pulse_at(now, Instant::now())
+    }
+
+    fn pulse_at(&self, now: DateTime<Utc>, at: Instant) -> bool {
+        let mut s = self.state();
+        let stalled = at.saturating_duration_since(s.pulse) > STALL;
+        if stalled {
+            tracing::warn!(gap_ms = at.saturating_duration_since(s.pulse).as_millis() as u64, "the engine did not run for a while; agents' silence counts from now");
+            s.since = now;
+        }
+        s.pulse = at;
+        stalled
+    }
+
+    /// Since when silence counts, as of `now` (noting a stall first).
+    pub fn since(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.pulse(now);
+        self.state().since
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stall_moves_the_start_of_silence_and_a_steady_pulse_does_not() {
+        let t0 = DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z").unwrap().to_utc();
+        let a = Availability::new(t0);
+        let i0 = a.state().pulse;
+        let later = t0 + chrono::Duration::seconds(1);
+        assert!(!a.pulse_at(later, i0 + Duration::from_millis(900)));
+        assert_eq!(a.state().since, t0);
+        let much_later = t0 + chrono::Duration::seconds(60);
+        assert!(a.pulse_at(much_later, i0 + Duration::from_secs(60)));
+        assert_eq!(a.state().since, much_later);
+        a.restart(t0 + chrono::Duration::seconds(90));
+        assert_eq!(a.state().since, t0 + chrono::Duration::seconds(90));
+    }
+}
