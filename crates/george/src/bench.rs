@@ -117,7 +117,10 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         "docker" => return crate::bench_docker::run(args, format).await,
         "scheduler" => return scheduler(args, format),
         "proxy" => return crate::bench_proxy::run(args, format).await,
-        other => anyhow::bail!("--mode: unknown mode `{other}`; expected process, docker, scheduler or proxy"),
+        "chaos" | "chaos-docker" => return crate::chaos::run(args, format).await,
+        other => anyhow::bail!(
+            "--mode: unknown mode `{other}`; expected process, docker, scheduler, proxy, chaos or chaos-docker"
+        ),
     }
     let jobs = args.jobs.unwrap_or(500);
     let database = args.database_url.clone();

@@ -440,8 +440,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 8)]
     pub workers: usize,
     /// `process` (end to end with local agents), `docker` (jobs in
-    /// containers against raw `docker run`s of the same image) or
-    /// `scheduler` (scheduling decisions per second with a deep queue).
+    /// containers against raw `docker run`s of the same image),
+    /// `scheduler` (scheduling decisions per second with a deep queue),
+    /// `proxy`, or `chaos` / `chaos-docker` (kills and freezes of agents and
+    /// the engine while jobs run; every promise checked).
     #[arg(long, default_value = "process")]
     pub mode: String,
     /// The agent image (for `--mode docker`).
@@ -450,4 +452,16 @@ pub struct BenchArgs {
     /// Run the engine on this PostgreSQL database instead of SQLite (`--mode process`).
     #[arg(long)]
     pub database_url: Option<String>,
+    /// The seed of `--mode chaos` (default: from the clock; printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Engine kills for `--mode chaos` (two thirds at kill points, most in the spawn window).
+    #[arg(long)]
+    pub engine_kills: Option<u32>,
+    /// Agent kills for `--mode chaos`.
+    #[arg(long)]
+    pub agent_kills: Option<u32>,
+    /// Where `--mode chaos` works (kept afterwards; default a temporary directory).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
 }

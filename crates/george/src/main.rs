@@ -5,6 +5,7 @@
 mod bench;
 mod bench_docker;
 mod bench_proxy;
+mod chaos;
 mod cli;
 mod commands;
 mod config;

@@ -3,7 +3,12 @@
 //!   old attempt's reports are refused;
 //! - kill -9 of the engine mid-run: after a restart every job reaches the same
 //!   end state, none is lost, and no job ever has two live agents;
-//! - an agent that stops heartbeating is replaced.
+//! - an agent that stops heartbeating is replaced;
+//! - an engine down for twice the health deadline adopts its still-running
+//!   agents, which complete on attempt 1 (downtime is the engine's fault);
+//! - no write is answered with a 4xx before the first source apply;
+//! - the chaos run: kills and freezes of agents and the engine, inside the
+//!   spawn window too, break no promise (`george bench --mode chaos`).
 
 mod common;
 
@@ -164,4 +169,132 @@ fn an_agent_that_stops_heartbeating_is_replaced_then_the_job_fails() {
         let a1 = engine.client.agent("silent-1").await.unwrap();
         assert!(a1.outcome.unwrap().starts_with("unhealthy: no heartbeat"));
     });
+}
+
+#[test]
+fn an_engine_down_for_twice_the_health_deadline_adopts_its_running_agents() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("manifests");
+    write(&m, "agents/worker.yaml", AGENT);
+    write(&m, "templates/t.yaml", &template("held", RELEASE_STEPS));
+    write(&m, "jobs/j.yaml", &job("patient", "held"));
+    let mut engine = Engine::start(tmp.path(), "", &["--manifests", m.to_str().unwrap()]);
+    // FAST_CONFIG: heartbeats every 200ms, unhealthy after 3 missed + 300ms.
+    let deadline = Duration::from_millis(200 * 3 + 300);
+    let rt = engine.rt();
+    rt.block_on(async {
+        engine.wait_job("patient", "the wait step to run", Duration::from_secs(30), |j| j.steps[0].status == StepStatus::InProgress).await;
+    });
+    engine.kill9();
+    // The outage itself: the agent keeps working and cannot report.
+    std::thread::sleep(deadline * 2);
+    let restarted = chrono::Utc::now();
+    engine.restart();
+    rt.block_on(async {
+        // The adopted agent's heartbeats reach the new engine: it was judged
+        // on them, not on the silence while the engine was down.
+        let deadline_at = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let a = engine.client.agent("patient-1").await.unwrap();
+            assert!(a.state.is_live(), "the healthy agent was ended after the restart: {a:?}\n{}", engine.log());
+            if a.last_heartbeat.is_some_and(|t| t > restarted) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline_at, "no heartbeat after the restart");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::fs::write(engine.dir.join("data/outputs/patient/release"), "").unwrap();
+        let job = engine.wait_status("patient", JobStatus::Completed, Duration::from_secs(30)).await;
+        assert_eq!((job.attempt, job.failures), (1, 0), "completed by the adopted agent");
+        let a = engine.client.agent("patient-1").await.unwrap();
+        assert!(!a.outcome.as_deref().unwrap_or("").contains("unhealthy"), "{a:?}");
+    });
+}
+
+#[test]
+fn no_write_is_answered_4xx_before_the_first_source_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("manifests");
+    write(&m, "agents/worker.yaml", AGENT);
+    write(&m, "templates/t.yaml", &template("quick", "    - id: s\n      description: s\n      run: \"true\"\n"));
+    std::fs::write(tmp.path().join("george-config.yaml"), FAST_CONFIG).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = std::process::Command::new(george_bin())
+        .args(["serve", "--config"])
+        .arg(tmp.path().join("george-config.yaml"))
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--manifests"])
+        .arg(&m)
+        .env("GEORGE_API_TOKENS", format!("test:{TOKEN}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // From the moment the process starts, submit with a plain HTTP client
+    // (no retries) and read /readyz, until the job is accepted.
+    let (statuses, ready) = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let body = serde_json::json!({"template": "quick", "id": "early"});
+        let mut statuses = Vec::new();
+        let mut ready = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(std::time::Instant::now() < until, "never accepted: {statuses:?}");
+            if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+                ready.push(r.status().as_u16());
+            }
+            let Ok(r) = http.post(format!("{base}/api/v1/jobs")).bearer_auth(TOKEN).json(&body).send().await else {
+                continue; // not listening yet
+            };
+            let status = r.status().as_u16();
+            if status == 503 {
+                assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+                let text = r.text().await.unwrap();
+                assert!(text.contains("not_ready"), "{text}");
+            }
+            statuses.push(status);
+            if (200..300).contains(&status) {
+                // Accepted: ready now, and from now on.
+                let r = http.get(format!("{base}/readyz")).send().await.unwrap();
+                ready.push(r.status().as_u16());
+                return (statuses, ready);
+            }
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(statuses.iter().all(|s| *s == 503 || (200..300).contains(s)), "a 4xx before the first apply: {statuses:?}");
+    assert!(ready.contains(&200), "/readyz never said ready: {ready:?}");
+    // /readyz never goes back once ready.
+    let first_ok = ready.iter().position(|s| *s == 200).unwrap();
+    assert!(ready[first_ok..].iter().all(|s| *s == 200), "{ready:?}");
+}
+
+#[test]
+fn chaos_kills_and_freezes_break_no_promise_on_the_process_runtime() {
+    let seed: u64 = std::env::var("GEORGE_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    let out = std::process::Command::new(george_bin())
+        .args(["bench", "--mode", "chaos", "--jobs", "24", "-o", "json", "--seed", &seed.to_string()])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("seed {seed}: no report ({e}):\n{}\n{}", stdout(&out), stderr(&out)));
+    let n = |k: &str| report[k].as_u64().unwrap_or_else(|| panic!("{k} missing: {report}"));
+    let context = format!("seed {seed} (GEORGE_CHAOS_SEED repeats it): {report:#}");
+    assert_eq!(report["violations"], serde_json::json!([]), "{context}");
+    assert!(out.status.success(), "{context}\n{}", stderr(&out));
+    assert_eq!((n("jobs"), n("completed"), n("lost")), (24, 24, 0), "{context}");
+    assert_eq!((n("overlaps"), n("double_agents"), n("orphans")), (0, 0, 0), "{context}");
+    assert_eq!(n("healthy_ended_unhealthy"), 0, "{context}");
+    assert!(n("max_live_agents") <= n("max_concurrent"), "{context}");
+    // The plan ran: agents and the engine were killed, inside the spawn window too.
+    assert!(n("agent_kills") >= 4 && n("engine_kills") >= 3, "{context}");
+    assert!(n("spawn_window_kills") >= 1, "{context}");
+    assert_eq!(n("long_outages"), 1, "{context}");
 }

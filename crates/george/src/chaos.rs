@@ -1,0 +1,779 @@
+//! `george bench --mode chaos` (and `chaos-docker`): a real engine process
+//! on SQLite runs multi-step jobs whose steps record their attempt, while a
+//! seeded plan kills and freezes agents and the engine, including kills from
+//! inside the spawn window (the engine's kill points, see
+//! `george_engine::failpoint`) and one outage longer than the health
+//! deadline. Afterwards it checks every promise and prints the figures:
+//!
+//! - no job lost: every accepted job exists and completes;
+//! - no doubles: no two attempts' steps overlap in time (each step appends
+//!   `<attempt> <nanoseconds>` ticks to the job's output directory), and no
+//!   sample ever saw two live agents (process groups or containers) for one job;
+//! - no orphans: no agent process or container is left once the engine stops;
+//! - no healthy agent ended as unhealthy (only agents this harness froze may be);
+//! - the engine's `maxConcurrent` is never exceeded.
+//!
+//! The process runtime's chaos test in CI runs a short plan of this
+//! (`crates/george/tests/chaos.rs`); a long run's figures are in
+//! docs/BENCHMARKS.md.
+
+use crate::cli::Format;
+use anyhow::Context as _;
+use george_client::Client;
+use george_core::api::{AgentView, JobView, SubmitJob};
+use george_core::JobStatus;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "chaos-operator-token-0123456789";
+/// Agents at once (the engine's `maxConcurrent`).
+const MAX_CONCURRENT: usize = 6;
+/// Heartbeat interval 500ms × 4 + 1s timeout.
+const HEALTH_GRACE: Duration = Duration::from_secs(3);
+
+/// What to do, and how much of it.
+#[derive(Debug, Clone)]
+pub struct ChaosPlan {
+    /// Jobs to run.
+    pub jobs: usize,
+    /// The seed of every random choice.
+    pub seed: u64,
+    /// `process` or `docker`.
+    pub runtime: String,
+    /// The agent image (docker).
+    pub image: Option<String>,
+    /// Engine kills at a random moment.
+    pub engine_kills: u32,
+    /// Engine kills at a kill point (mostly inside the spawn window).
+    pub window_kills: u32,
+    /// Agent kills (kill -9 of the agent process, `docker kill`).
+    pub agent_kills: u32,
+    /// Agents frozen with SIGSTOP (process runtime), some past the health deadline.
+    pub agent_stops: u32,
+    /// Engine freezes with SIGSTOP.
+    pub engine_stops: u32,
+    /// Where to work (a fresh temporary directory if not given).
+    pub dir: Option<PathBuf>,
+    /// Give up after this long.
+    pub deadline: Duration,
+}
+
+impl ChaosPlan {
+    /// A plan scaled to `jobs`: about one agent kill per two jobs and one
+    /// engine kill per fifteen, two thirds of those in the spawn window.
+    pub fn scaled(jobs: usize, seed: u64, runtime: &str) -> Self {
+        let engine = (jobs / 8).max(3) as u32;
+        Self {
+            jobs,
+            seed,
+            runtime: runtime.into(),
+            image: None,
+            engine_kills: engine / 3,
+            window_kills: engine - engine / 3,
+            agent_kills: (jobs / 2).max(4) as u32,
+            agent_stops: if runtime == "process" { (jobs / 12).max(2) as u32 } else { 0 },
+            engine_stops: (jobs / 20).max(1) as u32,
+            dir: None,
+            deadline: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The figures, and every promise checked.
+#[derive(Debug, Default, Serialize, Clone)]
+pub struct ChaosReport {
+    /// The seed (a failing run is repeated with it).
+    pub seed: u64,
+    /// The runtime.
+    pub runtime: String,
+    /// Jobs accepted by the API.
+    pub jobs: usize,
+    /// Jobs that completed.
+    pub completed: usize,
+    /// Accepted jobs missing or not completed at the end.
+    pub lost: usize,
+    /// Engine SIGKILLs in all: at random moments (also the one that re-arms
+    /// it, and the long outage) and at its kill points.
+    pub engine_kills: u32,
+    /// Engine kills at a kill point, by point.
+    pub kill_points: BTreeMap<String, u32>,
+    /// Engine kills inside the spawn window (`spawn.window`).
+    pub spawn_window_kills: u32,
+    /// Agent kills.
+    pub agent_kills: u32,
+    /// Agents frozen.
+    pub agent_stops: u32,
+    /// Engine freezes.
+    pub engine_stops: u32,
+    /// Outages longer than twice the health deadline.
+    pub long_outages: u32,
+    /// Pairs of attempts of one job whose steps overlapped in time.
+    pub overlaps: usize,
+    /// Samples that saw two live agents of one job.
+    pub double_agents: usize,
+    /// Agent processes or containers left after the engine stopped.
+    pub orphans: usize,
+    /// Agents ended as unhealthy that this harness did not freeze.
+    pub healthy_ended_unhealthy: usize,
+    /// The most agents seen alive at once.
+    pub max_live_agents: usize,
+    /// The engine's limit.
+    pub max_concurrent: usize,
+    /// Attempts started in all.
+    pub attempts: usize,
+    /// From an engine's start to `/readyz` answering 200, median and worst.
+    pub restart_to_ready_p50_ms: f64,
+    /// Worst.
+    pub restart_to_ready_max_ms: f64,
+    /// Wall time.
+    pub wall_seconds: f64,
+    /// What went wrong, one line each.
+    pub violations: Vec<String>,
+}
+
+impl ChaosReport {
+    /// Whether every promise held.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// SplitMix64: small, seeded, good enough to pick victims.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+
+    fn millis(&mut self, from: u64, to: u64) -> Duration {
+        Duration::from_millis(from + self.below(to.saturating_sub(from).max(1)))
+    }
+}
+
+/// One step's script: six ticks of `<attempt> <ns>` a tenth of a second apart.
+const TICKS: &str = "i=0; while [ $i -lt 6 ]; do echo \"$GEORGE_ATTEMPT $(date +%s%N)\" >> \"$GEORGE_OUTPUT_DIR/ticks\"; sleep 0.1; i=$((i+1)); done";
+
+fn manifests() -> String {
+    let step = |id: &str, after: Option<&str>| {
+        let deps = after.map(|a| format!("\n      depends_on: [{a}]")).unwrap_or_default();
+        format!("    - id: {id}\n      description: tick\n      run: '{TICKS}'{deps}\n")
+    };
+    format!(
+        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {{name: chaos-agent}}\nspec:\n  capabilities: [shell]\n---\n\
+         apiVersion: george/v1\nkind: TaskTemplate\nmetadata: {{name: chaos}}\nspec:\n  requiredCapabilities: [shell]\n  steps:\n{}{}{}",
+        step("one", None),
+        step("two", Some("one")),
+        step("three", Some("two"))
+    )
+}
+
+fn config(dir: &Path, plan: &ChaosPlan) -> String {
+    let backend = match plan.runtime.as_str() {
+        "docker" => format!(
+            "containerBackend:\n  type: docker\n  docker:\n    image: {}\n    pullPolicy: Never\n",
+            plan.image.as_deref().unwrap_or("george/engine:latest")
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "engine:\n  id: chaos\n  reconcileInterval: 1s\n  retryBackoff: 100ms\n  maxRetryBackoff: 500ms\n  maxAttempts: 10000\n  \
+         terminationGrace: 1s\n  maxConcurrent: {MAX_CONCURRENT}\n\
+         agents:\n  healthCheck:\n    interval: 500ms\n    timeout: 1s\n    unhealthyThreshold: 4\n\
+         sources:\n  folder:\n    path: {}\n    interval: 1s\n{backend}",
+        dir.join("manifests").display()
+    )
+}
+
+/// The engine process under test.
+struct EngineProc {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    starts: u32,
+    armed: Option<&'static str>,
+}
+
+impl EngineProc {
+    fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("engine-{}.log", self.starts))
+    }
+
+    /// Starts the engine (armed at a kill point, if given); returns the time to ready.
+    async fn start(&mut self, armed: Option<(&'static str, u32)>) -> anyhow::Result<Duration> {
+        self.starts += 1;
+        self.armed = armed.map(|a| a.0);
+        let log = std::fs::File::create(self.log_path())?;
+        let exe = std::env::current_exe().context("cannot find the george executable")?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(self.dir.join("george-config.yaml"))
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .env("GEORGE_API_TOKENS", format!("chaos:{TOKEN}"))
+            .env("GEORGE_LOG", "info")
+            .env_remove(george_engine::failpoint::ENV)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        if let Some((point, pass)) = armed {
+            cmd.env(george_engine::failpoint::ENV, format!("{point}@{pass}"));
+        }
+        let started = Instant::now();
+        self.child = Some(cmd.spawn().context("cannot start the engine")?);
+        let http = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        loop {
+            if let Ok(r) = http.get(&url).send().await {
+                if r.status().is_success() {
+                    return Ok(started.elapsed());
+                }
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                // An armed engine may die at its kill point before it is ready.
+                if self.armed.is_some() {
+                    return Ok(started.elapsed());
+                }
+                anyhow::bail!("the engine exited during start-up ({status}); see {}", self.log_path().display());
+            }
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "the engine was not ready within 60s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn pid(&self) -> Option<nix::unistd::Pid> {
+        self.child.as_ref().map(|c| nix::unistd::Pid::from_raw(c.id() as i32))
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The engine died on its own: which kill point, if any.
+    fn died(&mut self) -> Option<Option<String>> {
+        let c = self.child.as_mut()?;
+        c.try_wait().ok().flatten()?;
+        self.child = None;
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let point = log.lines().find_map(|l| {
+            l.strip_prefix("george: kill point ").and_then(|r| r.split_whitespace().next()).map(str::to_string)
+        });
+        Some(point)
+    }
+
+    fn stop(&mut self) {
+        if let (Some(pid), Some(mut c)) = (self.pid(), self.child.take()) {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for EngineProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A live agent as sampled: its job, attempt and what identifies it.
+#[derive(Debug, Clone)]
+struct LiveAgent {
+    job: String,
+    attempt: u32,
+    /// Process group (process runtime) or container name (docker).
+    group: String,
+    /// The agent's pid (process runtime).
+    pid: Option<i32>,
+}
+
+/// Agents of this run alive now: processes whose working directory is in
+/// the run's data directory and whose environment names a job, by group.
+fn live_processes(data: &Path) -> Vec<LiveAgent> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if !std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(data)) {
+            continue;
+        }
+        let env = std::fs::read(p.path().join("environ")).unwrap_or_default();
+        let var = |name: &str| {
+            env.split(|b| *b == 0).find_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                kv.strip_prefix(&format!("{name}=")).map(str::to_string)
+            })
+        };
+        let (Some(job), Some(attempt)) = (var("GEORGE_JOB_ID"), var("GEORGE_ATTEMPT").and_then(|a| a.parse().ok()))
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid pgrp ...: the fields after the last ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+        if fields.first() == Some(&"Z") {
+            continue;
+        }
+        let Some(pgrp) = fields.get(2).and_then(|g| g.parse::<i32>().ok()) else { continue };
+        out.push(LiveAgent { job, attempt, group: pgrp.to_string(), pid: (pgrp == pid).then_some(pid) });
+    }
+    out
+}
+
+async fn live_containers(docker: &bollard::Docker) -> anyhow::Result<Vec<LiveAgent>> {
+    use bollard::query_parameters::ListContainersOptionsBuilder;
+    let filters = HashMap::from([("label", vec!["george.io/engine=chaos".to_string()])]);
+    let list = docker.list_containers(Some(ListContainersOptionsBuilder::new().filters(&filters).build())).await?;
+    Ok(list
+        .into_iter()
+        .filter_map(|c| {
+            let labels = c.labels.unwrap_or_default();
+            let job = labels.get("george.io/job")?.clone();
+            let attempt = labels.get("george.io/attempt")?.parse().ok()?;
+            let name = c.names?.into_iter().next()?.trim_start_matches('/').to_string();
+            Some(LiveAgent { job, attempt, group: name, pid: None })
+        })
+        .collect())
+}
+
+/// What the sampler has seen.
+#[derive(Default)]
+struct Seen {
+    double_agents: usize,
+    max_live: usize,
+    notes: Vec<String>,
+}
+
+impl Seen {
+    fn sample(&mut self, live: &[LiveAgent]) {
+        let mut by_job: HashMap<&str, BTreeSet<(&str, u32)>> = HashMap::new();
+        let mut groups = HashSet::new();
+        for a in live {
+            by_job.entry(&a.job).or_default().insert((&a.group, a.attempt));
+            groups.insert(&a.group);
+        }
+        self.max_live = self.max_live.max(groups.len());
+        for (job, agents) in by_job {
+            let distinct: BTreeSet<_> = agents.iter().map(|(g, _)| *g).collect();
+            if distinct.len() > 1 {
+                self.double_agents += 1;
+                if self.notes.len() < 20 {
+                    self.notes.push(format!("job {job}: two live agents at once: {agents:?}"));
+                }
+            }
+        }
+    }
+}
+
+/// Pairs of attempts whose ticks interleave, per job, from the ticks files.
+fn overlaps(outputs: &Path, notes: &mut Vec<String>) -> usize {
+    let mut n = 0;
+    let Ok(jobs) = std::fs::read_dir(outputs) else { return 0 };
+    for job in jobs.flatten() {
+        let text = std::fs::read_to_string(job.path().join("ticks")).unwrap_or_default();
+        let mut spans: BTreeMap<u32, (u128, u128)> = BTreeMap::new();
+        for line in text.lines() {
+            let mut w = line.split_whitespace();
+            let (Some(Ok(attempt)), Some(Ok(t))) = (w.next().map(str::parse::<u32>), w.next().map(str::parse::<u128>))
+            else {
+                continue;
+            };
+            let s = spans.entry(attempt).or_insert((t, t));
+            s.0 = s.0.min(t);
+            s.1 = s.1.max(t);
+        }
+        let spans: Vec<_> = spans.into_iter().collect();
+        for w in spans.windows(2) {
+            let ((a, (_, a_end)), (b, (b_start, _))) = (w[0], w[1]);
+            if a_end >= b_start {
+                n += 1;
+                notes.push(format!(
+                    "job {}: attempt {a}'s steps ran {:.3}s into attempt {b}'s",
+                    job.file_name().to_string_lossy(),
+                    (a_end - b_start) as f64 / 1e9
+                ));
+            }
+        }
+    }
+    n
+}
+
+/// Runs the plan and checks every promise.
+pub async fn run_plan(plan: &ChaosPlan) -> anyhow::Result<ChaosReport> {
+    let tmp;
+    let dir = match &plan.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.canonicalize()?
+        }
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().canonicalize()?
+        }
+    };
+    std::fs::create_dir_all(dir.join("manifests"))?;
+    std::fs::write(dir.join("manifests/chaos.yaml"), manifests())?;
+    std::fs::write(dir.join("george-config.yaml"), config(&dir, plan))?;
+    let docker = match plan.runtime.as_str() {
+        "process" => None,
+        "docker" => Some(bollard::Docker::connect_with_local_defaults()?),
+        other => anyhow::bail!("chaos runtime: expected process or docker, got `{other}`"),
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let data = dir.join("data");
+    let mut engine = EngineProc { dir: dir.clone(), port, child: None, starts: 0, armed: None };
+    let mut report = ChaosReport {
+        seed: plan.seed,
+        runtime: plan.runtime.clone(),
+        max_concurrent: MAX_CONCURRENT,
+        ..Default::default()
+    };
+    let mut rng = Rng(plan.seed);
+    let mut ready_times = vec![engine.start(None).await?.as_secs_f64() * 1000.0];
+    let client = Client::new(&format!("http://127.0.0.1:{port}"), TOKEN)?;
+    let began = Instant::now();
+
+    // The engine actions, shuffled; agent actions come at their own pace.
+    #[derive(Debug, Clone, Copy)]
+    enum EngineAction {
+        Kill,
+        KillAt(&'static str),
+        Freeze,
+        LongOutage,
+    }
+    let mut engine_plan = Vec::new();
+    engine_plan.extend((0..plan.engine_kills).map(|_| EngineAction::Kill));
+    for i in 0..plan.window_kills {
+        // Mostly the spawn window itself; the points on either side of it too.
+        let point = match i % 5 {
+            3 => "attempt.recorded",
+            4 => "spawn.recorded",
+            _ => "spawn.window",
+        };
+        engine_plan.push(EngineAction::KillAt(point));
+    }
+    engine_plan.extend((0..plan.engine_stops).map(|_| EngineAction::Freeze));
+    engine_plan.push(EngineAction::LongOutage);
+    for i in (1..engine_plan.len()).rev() {
+        engine_plan.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let (mut agent_kills_left, mut agent_stops_left) = (plan.agent_kills, plan.agent_stops);
+    let mut frozen_by_us: HashSet<(String, u32)> = HashSet::new();
+    let mut thawing: Vec<(Instant, i32)> = Vec::new();
+    let mut accepted: Vec<String> = Vec::new();
+    let mut next_engine_action = Instant::now() + rng.millis(1500, 3000);
+    let mut next_agent_action = Instant::now() + rng.millis(200, 600);
+    let mut next_check = Instant::now();
+    let mut seen = Seen::default();
+    let mut all_final = false;
+    let wave = MAX_CONCURRENT * 2;
+
+    loop {
+        // Sample the agents alive now.
+        let live = match &docker {
+            None => live_processes(&data),
+            Some(d) => live_containers(d).await.unwrap_or_default(),
+        };
+        seen.sample(&live);
+
+        // Thaw frozen agents when due.
+        thawing.retain(|(at, pid)| {
+            if Instant::now() >= *at {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGCONT);
+                false
+            } else {
+                true
+            }
+        });
+
+        // An armed engine dies at its kill point: count it, start another.
+        if let Some(point) = engine.died() {
+            match point {
+                Some(p) => {
+                    report.engine_kills += 1;
+                    *report.kill_points.entry(p.clone()).or_default() += 1;
+                    if p == "spawn.window" {
+                        report.spawn_window_kills += 1;
+                    }
+                }
+                None => report.violations.push(format!("the engine died unasked; see {}", engine.log_path().display())),
+            }
+            ready_times.push(engine.start(None).await?.as_secs_f64() * 1000.0);
+        }
+
+        // Keep a wave of unfinished jobs submitted.
+        if Instant::now() >= next_check {
+            next_check = Instant::now() + Duration::from_millis(300);
+            if let Ok(jobs) = client.jobs(&Default::default()).await {
+                let unfinished = jobs.iter().filter(|j| !j.status.is_final()).count();
+                all_final = accepted.len() == plan.jobs && unfinished == 0;
+                let mut room = wave.saturating_sub(unfinished);
+                // The last wave waits for the engine plan, so that every
+                // planned kill (an armed engine needs spawns) meets work.
+                let holdback = if engine_plan.is_empty() { 0 } else { wave.min(plan.jobs / 2) };
+                while room > 0 && accepted.len() + holdback < plan.jobs {
+                    let id = format!("chaos-{:04}", accepted.len());
+                    let req = SubmitJob {
+                        template: "chaos".into(),
+                        params: Default::default(),
+                        id: Some(id.clone()),
+                        priority: None,
+                        chapter: None,
+                        agent: None,
+                        env: Default::default(),
+                    };
+                    match client.submit(&req).await {
+                        Ok(_) => {}
+                        // Accepted by an engine that died before it answered.
+                        Err(e) if e.status() == Some(409) => {}
+                        Err(_) => break,
+                    }
+                    accepted.push(id);
+                    room -= 1;
+                }
+            }
+        }
+        if all_final {
+            break;
+        }
+        if began.elapsed() > plan.deadline {
+            report.violations.push(format!("not every job finished within {:?}", plan.deadline));
+            break;
+        }
+
+        // An agent action: kill or freeze one live agent.
+        if Instant::now() >= next_agent_action && !live.is_empty() {
+            next_agent_action = Instant::now() + rng.millis(250, 700);
+            let leaders: Vec<&LiveAgent> =
+                live.iter().filter(|a| docker.is_some() || a.pid.is_some()).collect::<Vec<_>>();
+            if let Some(victim) = (!leaders.is_empty()).then(|| leaders[rng.below(leaders.len() as u64) as usize]) {
+                let freeze = agent_stops_left > 0 && (agent_kills_left == 0 || rng.below(4) == 0);
+                if freeze {
+                    if let Some(pid) = victim.pid {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSTOP);
+                        frozen_by_us.insert((victim.job.clone(), victim.attempt));
+                        // Some thaw in time, some are past the deadline.
+                        thawing.push((Instant::now() + rng.millis(300, HEALTH_GRACE.as_millis() as u64 * 2), pid));
+                        agent_stops_left -= 1;
+                        report.agent_stops += 1;
+                    }
+                } else if agent_kills_left > 0 {
+                    match (&docker, victim.pid) {
+                        (None, Some(pid)) => {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                        (Some(d), _) => {
+                            let _ = d
+                                .kill_container(&victim.group, None::<bollard::query_parameters::KillContainerOptions>)
+                                .await;
+                        }
+                        _ => {}
+                    }
+                    agent_kills_left -= 1;
+                    report.agent_kills += 1;
+                }
+            }
+        }
+
+        // An engine action.
+        if Instant::now() >= next_engine_action && engine.child.is_some() {
+            next_engine_action = Instant::now() + rng.millis(2000, 4000);
+            if let Some(action) = engine_plan.pop() {
+                match action {
+                    EngineAction::Kill => {
+                        engine.kill9();
+                        report.engine_kills += 1;
+                        tokio::time::sleep(rng.millis(0, 500)).await;
+                        ready_times.push(engine.start(None).await?.as_secs_f64() * 1000.0);
+                    }
+                    EngineAction::KillAt(point) => {
+                        // Restart armed: the engine kills itself at the point's next passes.
+                        engine.kill9();
+                        report.engine_kills += 1;
+                        let pass = 1 + rng.below(3) as u32;
+                        ready_times.push(engine.start(Some((point, pass))).await?.as_secs_f64() * 1000.0);
+                    }
+                    EngineAction::Freeze => {
+                        if let Some(pid) = engine.pid() {
+                            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP);
+                            tokio::time::sleep(rng.millis(500, HEALTH_GRACE.as_millis() as u64 * 2)).await;
+                            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+                            report.engine_stops += 1;
+                        }
+                    }
+                    EngineAction::LongOutage => {
+                        engine.kill9();
+                        report.engine_kills += 1;
+                        tokio::time::sleep(HEALTH_GRACE * 2 + Duration::from_secs(1)).await;
+                        ready_times.push(engine.start(None).await?.as_secs_f64() * 1000.0);
+                        report.long_outages += 1;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    for (_, pid) in thawing.drain(..) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT);
+    }
+    // An armed engine that never reached its point is disarmed by a restart.
+    if engine.armed.is_some() {
+        engine.kill9();
+        ready_times.push(engine.start(None).await?.as_secs_f64() * 1000.0);
+    }
+
+    // The verdict, from the store through the API.
+    let jobs: Vec<JobView> = client.jobs(&Default::default()).await?;
+    let by_id: HashMap<&str, &JobView> = jobs.iter().map(|j| (j.id.as_str(), j)).collect();
+    report.jobs = accepted.len();
+    for id in &accepted {
+        match by_id.get(id.as_str()) {
+            Some(j) if j.status == JobStatus::Completed => report.completed += 1,
+            Some(j) => {
+                report.lost += 1;
+                report.violations.push(format!("job {id} ended {} ({:?})", j.status, j.reason));
+            }
+            None => {
+                report.lost += 1;
+                report.violations.push(format!("job {id} was accepted and is gone"));
+            }
+        }
+    }
+    let agents: Vec<AgentView> = serde_json::from_value(
+        client.get_json_query("/api/v1/agents", &[("all".into(), "true".into()), ("limit".into(), "1000000".into())]).await?,
+    )?;
+    report.attempts = agents.len();
+    for a in &agents {
+        let unhealthy = a.outcome.as_deref().is_some_and(|o| o.starts_with("unhealthy"));
+        if unhealthy && !frozen_by_us.contains(&(a.job_id.clone(), a.attempt)) {
+            report.healthy_ended_unhealthy += 1;
+            report.violations.push(format!("agent {} was healthy and ended {:?}", a.id, a.outcome));
+        }
+    }
+
+    // Stop the engine; with every job final, no agent may be left.
+    engine.stop();
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = match &docker {
+            None => live_processes(&data),
+            Some(d) => live_containers(d).await.unwrap_or_default(),
+        };
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    report.orphans = left.iter().map(|a| &a.group).collect::<HashSet<_>>().len();
+    if report.orphans > 0 {
+        report.violations.push(format!("agents left after the engine stopped: {left:?}"));
+        for a in &left {
+            if let Ok(g) = a.group.parse::<i32>() {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(g), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+    if let Some(d) = &docker {
+        // Every container of the run goes, whatever happened.
+        for c in live_containers(d).await.unwrap_or_default() {
+            let _ = d.kill_container(&c.group, None::<bollard::query_parameters::KillContainerOptions>).await;
+        }
+    }
+
+    let mut notes = Vec::new();
+    report.overlaps = overlaps(&data.join("outputs"), &mut notes);
+    report.violations.extend(notes);
+    report.double_agents = seen.double_agents;
+    report.violations.extend(seen.notes);
+    report.max_live_agents = seen.max_live;
+    if seen.max_live > MAX_CONCURRENT {
+        report.violations.push(format!("{} agents alive at once; the limit is {MAX_CONCURRENT}", seen.max_live));
+    }
+    ready_times.sort_by(|a, b| a.total_cmp(b));
+    report.restart_to_ready_p50_ms = crate::bench::percentile(&ready_times, 0.5);
+    report.restart_to_ready_max_ms = ready_times.last().copied().unwrap_or_default();
+    report.wall_seconds = began.elapsed().as_secs_f64();
+    if plan.dir.is_none() && !report.passed() {
+        // Keep the evidence.
+        let keep = std::env::temp_dir().join(format!("george-chaos-{}", plan.seed));
+        let _ = std::fs::remove_dir_all(&keep);
+        if std::process::Command::new("cp").arg("-a").arg(&dir).arg(&keep).status().is_ok_and(|s| s.success()) {
+            report.violations.push(format!("logs kept in {}", keep.display()));
+        }
+    }
+    Ok(report)
+}
+
+/// `george bench --mode chaos|chaos-docker`.
+pub async fn run(args: crate::cli::BenchArgs, format: Format) -> anyhow::Result<()> {
+    let runtime = if args.mode == "chaos-docker" { "docker" } else { "process" };
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7)
+    });
+    let mut plan = ChaosPlan::scaled(args.jobs.unwrap_or(40), seed, runtime);
+    plan.image = args.image.clone();
+    if runtime == "docker" && plan.image.is_none() {
+        anyhow::bail!("--mode chaos-docker needs --image (e.g. one built by scripts/docker-image.sh)");
+    }
+    if let Some(n) = args.engine_kills {
+        plan.engine_kills = n / 3;
+        plan.window_kills = n - n / 3;
+    }
+    if let Some(n) = args.agent_kills {
+        plan.agent_kills = n;
+    }
+    plan.dir = args.dir.clone();
+    eprintln!("chaos: seed {seed}, {} jobs on the {runtime} runtime", plan.jobs);
+    let report = run_plan(&plan).await?;
+    match format {
+        Format::Json | Format::Yaml => crate::output::render(format, &report, |_| {}),
+        Format::Table => {
+            println!("chaos run, seed {} on the {} runtime ({:.0}s)", report.seed, report.runtime, report.wall_seconds);
+            println!("  jobs            {} accepted, {} completed, {} lost", report.jobs, report.completed, report.lost);
+            println!(
+                "  engine kills    {} ({} in the spawn window; kill points {:?}), {} freezes, {} long outages",
+                report.engine_kills, report.spawn_window_kills, report.kill_points, report.engine_stops, report.long_outages
+            );
+            println!("  agent kills     {}, {} freezes; {} attempts in all", report.agent_kills, report.agent_stops, report.attempts);
+            println!(
+                "  doubles         {} overlapping attempts, {} samples with two live agents",
+                report.overlaps, report.double_agents
+            );
+            println!("  orphans         {}", report.orphans);
+            println!("  healthy agents ended as unhealthy: {}", report.healthy_ended_unhealthy);
+            println!("  most agents at once: {} (limit {})", report.max_live_agents, report.max_concurrent);
+            println!(
+                "  restart to ready: p50 {:.0} ms, max {:.0} ms",
+                report.restart_to_ready_p50_ms, report.restart_to_ready_max_ms
+            );
+            for v in &report.violations {
+                println!("  VIOLATION: {v}");
+            }
+        }
+    }
+    anyhow::ensure!(report.passed(), "chaos run with seed {seed} broke {} promises", report.violations.len());
+    Ok(())
+}
