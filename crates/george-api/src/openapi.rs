@@ -192,6 +192,10 @@ fn describe(b: &mut Builder) {
     let counts = json!({"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}});
 
     b.op("get", "/healthz", "none", "Liveness").content(200, "text/plain", "ok").done();
+    b.op("get", "/readyz", "none", "Readiness: writes are taken once agents are adopted and every source applied once")
+        .content(200, "text/plain", "`ready`, or `standby` on a replica that does not lead")
+        .content(503, "text/plain", "`starting: <what it waits for>`, with Retry-After")
+        .done();
     b.op("get", "/metrics", "viewer", "Prometheus metrics")
         .content(200, "application/openmetrics-text", "metrics in the OpenMetrics text format")
         .done();

@@ -116,7 +116,9 @@ impl Client {
         loop {
             let again = rb.try_clone().filter(|_| tries < NOT_LEADING_TRIES);
             match (self.send_once(rb).await, again) {
-                (Err(ClientError::Api { status: 503, code, retry_after, .. }), Some(next)) if code == "not_leading" || code == "not_ready" => {
+                (Err(ClientError::Api { status: 503, code, retry_after, .. }), Some(next))
+                    if code == "not_leading" || code == "not_ready" =>
+                {
                     let wait = std::time::Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 5));
                     tokio::time::sleep(wait).await;
                     tries += 1;

@@ -50,7 +50,10 @@ pub async fn adopt_orphans(ctx: &Context) -> Result<Adopted, AdoptionError> {
                 // Never heard from: the engine died before releasing it (a
                 // gated process ended when its gate closed; a container was
                 // created, never started). Not the agent's failure.
-                let end = AttemptEnd { exit_code: None, outcome: format!("{NEVER_STARTED} (the engine stopped before releasing its agent)") };
+                let end = AttemptEnd {
+                    exit_code: None,
+                    outcome: format!("{NEVER_STARTED} (the engine stopped before releasing its agent)"),
+                };
                 ctx.store.end_attempt(&owned.job_id, owned.attempt, end).await?;
                 ctx.runtime.cleanup(&owned.job_id, owned.attempt).await?;
                 out.cleaned.push(id);

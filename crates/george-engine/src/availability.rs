@@ -53,7 +53,10 @@ impl Availability {
         let mut s = self.state();
         let stalled = at.saturating_duration_since(s.pulse) > STALL;
         if stalled {
-            tracing::warn!(gap_ms = at.saturating_duration_since(s.pulse).as_millis() as u64, "the engine did not run for a while; agents' silence counts from now");
+            tracing::warn!(
+                gap_ms = at.saturating_duration_since(s.pulse).as_millis() as u64,
+                "the engine did not run for a while; agents' silence counts from now"
+            );
             s.since = now;
         }
         s.pulse = at;

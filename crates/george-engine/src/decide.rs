@@ -399,7 +399,9 @@ mod tests {
 
     #[test]
     fn attempts_that_never_started_or_were_interrupted_are_not_failures() {
-        for outcome in ["never started (the engine stopped before releasing its agent)", "interrupted: george up stopped"] {
+        for outcome in
+            ["never started (the engine stopped before releasing its agent)", "interrupted: george up stopped"]
+        {
             let mut s = with_agent(job(JobStatus::InProgress, DesiredState::Active), AgentState::Terminated);
             s.current.as_mut().unwrap().outcome = Some(outcome.into());
             match decide(&s, Observed::NoAgent, t0(), &rules()) {

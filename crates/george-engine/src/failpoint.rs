@@ -29,9 +29,8 @@ fn armed() -> &'static Option<Armed> {
     static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
     ARMED.get_or_init(|| {
         let spec = std::env::var(ENV).ok()?;
-        let points = parse(&spec)
-            .map_err(|e| tracing::error!(variable = ENV, error = %e, "kill points ignored"))
-            .ok()?;
+        let points =
+            parse(&spec).map_err(|e| tracing::error!(variable = ENV, error = %e, "kill points ignored")).ok()?;
         tracing::warn!(variable = ENV, spec = %spec, "kill points armed: this engine will kill itself (testing only)");
         Some(Armed { points: points.into_iter().map(|(k, at)| (k, (AtomicU32::new(0), at))).collect() })
     })

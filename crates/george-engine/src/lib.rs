@@ -6,12 +6,12 @@
 
 mod admission;
 mod adoption;
-pub mod availability;
 pub mod alerts;
+pub mod availability;
 mod catalog;
 mod context;
-pub mod failpoint;
 pub mod decide;
+pub mod failpoint;
 pub mod llm;
 pub mod metrics;
 pub mod readiness;

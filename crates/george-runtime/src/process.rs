@@ -180,7 +180,8 @@ impl ProcessRuntime {
     /// after the release, so a missing one is reported here, at spawn.
     fn runnable(&self, program: &str) -> bool {
         use std::os::unix::fs::PermissionsExt;
-        let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        let executable =
+            |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
         if program.contains('/') {
             return executable(Path::new(program));
         }
@@ -249,8 +250,7 @@ impl Runtime for ProcessRuntime {
             return Err(Self::spawn_error(&req, "no command to run; set spec.command in the AgentSpec".into(), None));
         };
         if !self.runnable(program) {
-            let hint =
-                format!("command `{program}` not found; check spec.command of AgentSpec `{}`", req.agent_spec);
+            let hint = format!("command `{program}` not found; check spec.command of AgentSpec `{}`", req.agent_spec);
             let e = std::io::Error::new(std::io::ErrorKind::NotFound, "no such executable");
             return Err(Self::spawn_error(&req, hint, Some(e)));
         }
@@ -343,7 +343,9 @@ impl Runtime for ProcessRuntime {
             return Ok(());
         };
         use tokio::io::AsyncWriteExt;
-        gate.write_all(b"go\n").await.map_err(io(format!("release agent {}", george_core::api::agent_id(job_id, attempt))))?;
+        gate.write_all(b"go\n")
+            .await
+            .map_err(io(format!("release agent {}", george_core::api::agent_id(job_id, attempt))))?;
         Ok(())
     }
 

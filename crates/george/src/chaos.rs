@@ -570,7 +570,8 @@ pub async fn run_plan(plan: &ChaosPlan) -> anyhow::Result<ChaosReport> {
                 let freeze = agent_stops_left > 0 && (agent_kills_left == 0 || rng.below(4) == 0);
                 if freeze {
                     if let Some(pid) = victim.pid {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSTOP);
+                        let _ =
+                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSTOP);
                         frozen_by_us.insert((victim.job.clone(), victim.attempt));
                         // Some thaw in time, some are past the deadline.
                         thawing.push((Instant::now() + rng.millis(300, HEALTH_GRACE.as_millis() as u64 * 2), pid));
@@ -663,7 +664,9 @@ pub async fn run_plan(plan: &ChaosPlan) -> anyhow::Result<ChaosReport> {
         }
     }
     let agents: Vec<AgentView> = serde_json::from_value(
-        client.get_json_query("/api/v1/agents", &[("all".into(), "true".into()), ("limit".into(), "1000000".into())]).await?,
+        client
+            .get_json_query("/api/v1/agents", &[("all".into(), "true".into()), ("limit".into(), "1000000".into())])
+            .await?,
     )?;
     report.attempts = agents.len();
     for a in &agents {
@@ -752,12 +755,22 @@ pub async fn run(args: crate::cli::BenchArgs, format: Format) -> anyhow::Result<
         Format::Json | Format::Yaml => crate::output::render(format, &report, |_| {}),
         Format::Table => {
             println!("chaos run, seed {} on the {} runtime ({:.0}s)", report.seed, report.runtime, report.wall_seconds);
-            println!("  jobs            {} accepted, {} completed, {} lost", report.jobs, report.completed, report.lost);
+            println!(
+                "  jobs            {} accepted, {} completed, {} lost",
+                report.jobs, report.completed, report.lost
+            );
             println!(
                 "  engine kills    {} ({} in the spawn window; kill points {:?}), {} freezes, {} long outages",
-                report.engine_kills, report.spawn_window_kills, report.kill_points, report.engine_stops, report.long_outages
+                report.engine_kills,
+                report.spawn_window_kills,
+                report.kill_points,
+                report.engine_stops,
+                report.long_outages
             );
-            println!("  agent kills     {}, {} freezes; {} attempts in all", report.agent_kills, report.agent_stops, report.attempts);
+            println!(
+                "  agent kills     {}, {} freezes; {} attempts in all",
+                report.agent_kills, report.agent_stops, report.attempts
+            );
             println!(
                 "  doubles         {} overlapping attempts, {} samples with two live agents",
                 report.overlaps, report.double_agents

@@ -259,7 +259,7 @@ impl Server {
             }
         });
         let stopped = futures_util::future::join_all(stops).await;
-        Ok(stopped.into_iter().filter_map(|r| r.transpose()).collect::<anyhow::Result<Vec<_>>>()?)
+        stopped.into_iter().filter_map(|r| r.transpose()).collect::<anyhow::Result<Vec<_>>>()
     }
 
     /// Runs until SIGINT or SIGTERM, then stops. On PostgreSQL, also stops

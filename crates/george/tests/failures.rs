@@ -183,7 +183,11 @@ fn an_engine_down_for_twice_the_health_deadline_adopts_its_running_agents() {
     let deadline = Duration::from_millis(200 * 3 + 300);
     let rt = engine.rt();
     rt.block_on(async {
-        engine.wait_job("patient", "the wait step to run", Duration::from_secs(30), |j| j.steps[0].status == StepStatus::InProgress).await;
+        engine
+            .wait_job("patient", "the wait step to run", Duration::from_secs(30), |j| {
+                j.steps[0].status == StepStatus::InProgress
+            })
+            .await;
     });
     engine.kill9();
     // The outage itself: the agent keeps working and cannot report.

@@ -159,6 +159,7 @@ fn ctrl_c_with_keep_agents_leaves_them_for_the_next_start() {
     assert!(again.status.success(), "{}\n{}", stdout(&again), stderr(&again));
     assert!(stdout(&again).contains("1/1 jobs completed"), "{}", stdout(&again));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let agents = rt.block_on(async { SqliteStore::open(data.join("george.db")).unwrap().list_agents(false, 10).await.unwrap() });
+    let agents =
+        rt.block_on(async { SqliteStore::open(data.join("george.db")).unwrap().list_agents(false, 10).await.unwrap() });
     assert_eq!(agents.len(), 1, "adopted, not replaced: {agents:?}");
 }
