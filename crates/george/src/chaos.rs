@@ -309,7 +309,22 @@ struct LiveAgent {
 
 /// Agents of this run alive now: processes whose working directory is in
 /// the run's data directory and whose environment names a job, by group.
+/// A scan of `/proc` takes a while on a loaded machine, so a process is
+/// counted only if it is still alive once the scan is over: two agents count
+/// as alive at once only if they were, at the end of the scan.
 fn live_processes(data: &Path) -> Vec<LiveAgent> {
+    let mut found = scan_processes(data);
+    found.retain(|(pid, _)| !dead(*pid));
+    found.into_iter().map(|(_, a)| a).collect()
+}
+
+/// Whether the process is gone or a zombie.
+fn dead(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()).is_none_or(|s| s == "Z" || s == "X")
+}
+
+fn scan_processes(data: &Path) -> Vec<(i32, LiveAgent)> {
     let mut out = Vec::new();
     let Ok(procs) = std::fs::read_dir("/proc") else { return out };
     for p in procs.flatten() {
@@ -331,11 +346,11 @@ fn live_processes(data: &Path) -> Vec<LiveAgent> {
         let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
         // pid (comm) state ppid pgrp ...: the fields after the last ')'.
         let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-        if fields.first() == Some(&"Z") {
+        if matches!(fields.first(), Some(&"Z" | &"X")) {
             continue;
         }
         let Some(pgrp) = fields.get(2).and_then(|g| g.parse::<i32>().ok()) else { continue };
-        out.push(LiveAgent { job, attempt, group: pgrp.to_string(), pid: (pgrp == pid).then_some(pid) });
+        out.push((pid, LiveAgent { job, attempt, group: pgrp.to_string(), pid: (pgrp == pid).then_some(pid) }));
     }
     out
 }
@@ -371,6 +386,12 @@ impl Seen {
         for a in live {
             by_job.entry(&a.job).or_default().insert((&a.group, a.attempt));
             groups.insert(&a.group);
+        }
+        if groups.len() > MAX_CONCURRENT && self.notes.len() < 20 {
+            let mut who: Vec<_> = live.iter().map(|a| format!("{}-{}", a.job, a.attempt)).collect();
+            who.sort();
+            who.dedup();
+            self.notes.push(format!("{} agents alive at {}: {}", groups.len(), chrono::Utc::now().format("%H:%M:%S%.3f"), who.join(" ")));
         }
         self.max_live = self.max_live.max(groups.len());
         for (job, agents) in by_job {
