@@ -391,7 +391,12 @@ impl Seen {
             let mut who: Vec<_> = live.iter().map(|a| format!("{}-{}", a.job, a.attempt)).collect();
             who.sort();
             who.dedup();
-            self.notes.push(format!("{} agents alive at {}: {}", groups.len(), chrono::Utc::now().format("%H:%M:%S%.3f"), who.join(" ")));
+            self.notes.push(format!(
+                "{} agents alive at {}: {}",
+                groups.len(),
+                chrono::Utc::now().format("%H:%M:%S%.3f"),
+                who.join(" ")
+            ));
         }
         self.max_live = self.max_live.max(groups.len());
         for (job, agents) in by_job {

@@ -532,23 +532,7 @@ fn spawning_the_same_attempt_twice_never_makes_a_twin() {
 /// container created, its handle not yet stored) and a long outage.
 #[test]
 fn chaos_kills_break_no_promise_on_the_docker_runtime() {
-    let seed: u64 = std::env::var("GEORGE_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
-    let out = std::process::Command::new(george_bin())
-        .args(["bench", "--mode", "chaos-docker", "--image", image(), "--jobs", "12", "-o", "json", "--seed"])
-        .arg(seed.to_string())
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("seed {seed}: no report ({e}):\n{}\n{}", stdout(&out), stderr(&out)));
-    let n = |k: &str| report[k].as_u64().unwrap_or_else(|| panic!("{k} missing: {report}"));
-    let context = format!("seed {seed} (GEORGE_CHAOS_SEED repeats it): {report:#}");
-    assert_eq!(report["violations"], serde_json::json!([]), "{context}");
-    assert!(out.status.success(), "{context}\n{}", stderr(&out));
-    assert_eq!((n("jobs"), n("completed"), n("lost")), (12, 12, 0), "{context}");
-    assert_eq!((n("overlaps"), n("double_agents"), n("orphans")), (0, 0, 0), "{context}");
-    assert_eq!(n("healthy_ended_unhealthy"), 0, "{context}");
-    assert!(n("max_live_agents") <= n("max_concurrent"), "{context}");
+    let (report, context) = chaos_run("chaos-docker", 12, &["--image", image()]);
+    let n = |k: &str| report[k].as_u64().unwrap();
     assert!(n("agent_kills") >= 3 && n("spawn_window_kills") >= 1, "{context}");
 }

@@ -280,23 +280,8 @@ fn no_write_is_answered_4xx_before_the_first_source_apply() {
 
 #[test]
 fn chaos_kills_and_freezes_break_no_promise_on_the_process_runtime() {
-    let seed: u64 = std::env::var("GEORGE_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
-    let out = std::process::Command::new(george_bin())
-        .args(["bench", "--mode", "chaos", "--jobs", "24", "-o", "json", "--seed", &seed.to_string()])
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("seed {seed}: no report ({e}):\n{}\n{}", stdout(&out), stderr(&out)));
-    let n = |k: &str| report[k].as_u64().unwrap_or_else(|| panic!("{k} missing: {report}"));
-    let context = format!("seed {seed} (GEORGE_CHAOS_SEED repeats it): {report:#}");
-    assert_eq!(report["violations"], serde_json::json!([]), "{context}");
-    assert!(out.status.success(), "{context}\n{}", stderr(&out));
-    assert_eq!((n("jobs"), n("completed"), n("lost")), (24, 24, 0), "{context}");
-    assert_eq!((n("overlaps"), n("double_agents"), n("orphans")), (0, 0, 0), "{context}");
-    assert_eq!(n("healthy_ended_unhealthy"), 0, "{context}");
-    assert!(n("max_live_agents") <= n("max_concurrent"), "{context}");
+    let (report, context) = chaos_run("chaos", 24, &[]);
+    let n = |k: &str| report[k].as_u64().unwrap();
     // The plan ran: agents and the engine were killed, inside the spawn window too.
     assert!(n("agent_kills") >= 4 && n("engine_kills") >= 3, "{context}");
     assert!(n("spawn_window_kills") >= 1, "{context}");

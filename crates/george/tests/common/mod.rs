@@ -440,3 +440,30 @@ pub async fn agent_log(e: &Engine, id: &str) -> Option<String> {
     e.client.logs(id, false, &mut out).await.ok()?;
     Some(String::from_utf8_lossy(&out).into_owned())
 }
+
+/// Runs a chaos plan (`george bench --mode MODE --jobs JOBS`, seeded by
+/// `GEORGE_CHAOS_SEED` or the clock) and checks every promise in its report:
+/// no job lost, no overlapping attempts, never two live agents of one job, no
+/// orphans, no healthy agent ended as unhealthy, the concurrency limit kept.
+/// Returns the report and how to repeat the run.
+pub fn chaos_run(mode: &str, jobs: u64, extra: &[&str]) -> (serde_json::Value, String) {
+    let seed: u64 = std::env::var("GEORGE_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    let out = Command::new(george_bin())
+        .args(["bench", "--mode", mode, "--jobs", &jobs.to_string(), "-o", "json", "--seed", &seed.to_string()])
+        .args(extra)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("seed {seed}: no report ({e}):\n{}\n{}", stdout(&out), stderr(&out)));
+    let context = format!("seed {seed} (GEORGE_CHAOS_SEED repeats it): {report:#}");
+    let n = |k: &str| report[k].as_u64().unwrap_or_else(|| panic!("{k} missing: {context}"));
+    assert_eq!(report["violations"], serde_json::json!([]), "{context}");
+    assert!(out.status.success(), "{context}\n{}", stderr(&out));
+    assert_eq!((n("jobs"), n("completed"), n("lost")), (jobs, jobs, 0), "{context}");
+    assert_eq!((n("overlaps"), n("double_agents"), n("orphans")), (0, 0, 0), "{context}");
+    assert_eq!(n("healthy_ended_unhealthy"), 0, "{context}");
+    assert!(n("max_live_agents") <= n("max_concurrent"), "{context}");
+    (report, context)
+}
