@@ -30,17 +30,21 @@ pub async fn readyz(State(st): State<ApiState>) -> axum::response::Response {
     }
 }
 
-/// Refuses every write (any method but GET and HEAD) with `503 not_ready`
-/// until the engine is ready, so nothing submitted while it starts is judged
-/// against state it has not loaded yet (a job naming a template the first
-/// source apply is about to store).
+/// How long a write waits for a starting engine before `503 not_ready`.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Holds every write (any method but GET and HEAD) until the engine is
+/// ready, for up to [`READY_WAIT`], then refuses it with `503 not_ready`, so
+/// nothing submitted while it starts is judged against state it has not
+/// loaded yet (a job naming a template the first source apply is about to
+/// store).
 pub async fn gate_writes(
     State(st): State<ApiState>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let reads = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
-    if !reads {
+    if !reads && !st.engine.accepting_writes(READY_WAIT).await {
         let phase = st.engine.readiness();
         if !phase.accepts_writes() {
             return ApiError::NotReady {

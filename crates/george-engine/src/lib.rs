@@ -100,6 +100,11 @@ impl EngineHandle {
         self.ctx.readiness.phase()
     }
 
+    /// Waits up to `within` for the engine to take writes (ready, or a standby).
+    pub async fn accepting_writes(&self, within: std::time::Duration) -> bool {
+        self.ctx.readiness.accepting_writes(within).await
+    }
+
     /// Marks this engine a standby replica (it serves the API; another leads).
     pub fn set_standby(&self) {
         self.ctx.readiness.set(readiness::Phase::Standby);

@@ -57,6 +57,12 @@ impl Readiness {
         self.tx.send_replace(phase);
     }
 
+    /// Waits up to `within` for the engine to take writes; whether it does.
+    pub async fn accepting_writes(&self, within: std::time::Duration) -> bool {
+        let mut rx = self.tx.subscribe();
+        tokio::time::timeout(within, rx.wait_for(Phase::accepts_writes)).await.is_ok_and(|r| r.is_ok())
+    }
+
     /// Waits until the engine is ready (not merely a standby).
     pub async fn ready(&self) {
         let mut rx = self.tx.subscribe();

@@ -112,6 +112,12 @@ fn bad_api_requests_are_explained_and_change_nothing() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         engine.wait_status("ok", george_core::JobStatus::Completed, Duration::from_secs(20)).await;
+        // And its agent has exited (its attempt's end is an event too).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !c.agents(false).await.unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the agent never exited");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let before_jobs = c.jobs(&Default::default()).await.unwrap();
         let before_events = c.events(0, 100_000).await.unwrap().len();
 

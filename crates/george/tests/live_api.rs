@@ -107,6 +107,7 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
         let viewer = Some(VIEWER);
 
         assert_eq!(c.call("get", "/healthz", "/healthz", None, None).await.status, 200);
+        assert_eq!(c.call("get", "/readyz", "/readyz", None, None).await.status, 200);
         assert_eq!(c.call("get", "/metrics", "/metrics", viewer, None).await.status, 200);
         assert_eq!(c.call("get", "/api/v1/openapi.json", "/api/v1/openapi.json", None, None).await.status, 200);
         let me = c.call("get", "/api/v1/whoami", "/api/v1/whoami", viewer, None).await;

@@ -71,9 +71,17 @@ fn up_refuses_invalid_manifests_with_located_errors() {
 }
 
 fn up_cmd(manifests: &std::path::Path, data: &std::path::Path, extra: &[&str]) -> Command {
+    let listen = if extra.contains(&"--listen") { vec![] } else { vec!["--listen", "127.0.0.1:0"] };
     let mut c = Command::new(george_bin());
-    c.arg("up").arg(manifests).args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data).args(extra);
+    c.arg("up").arg(manifests).args(listen).arg("--data-dir").arg(data).args(extra);
     c
+}
+
+/// A loopback address free now: an agent reaches the engine that adopts it
+/// at the address it was started with, so both runs listen there.
+fn free_listen() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("127.0.0.1:{port}")
 }
 
 #[test]
@@ -144,7 +152,8 @@ fn ctrl_c_stops_the_agents_says_what_is_unfinished_and_exits_130() {
 #[test]
 fn ctrl_c_with_keep_agents_leaves_them_for_the_next_start() {
     let tmp = tempfile::tempdir().unwrap();
-    let (child, agent) = up_with_a_waiting_agent(tmp.path(), &["--keep-agents"]);
+    let listen = free_listen();
+    let (child, agent) = up_with_a_waiting_agent(tmp.path(), &["--keep-agents", "--listen", &listen]);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}\n{}", stdout(&out), stderr(&out));
@@ -155,7 +164,7 @@ fn ctrl_c_with_keep_agents_leaves_them_for_the_next_start() {
     let data = tmp.path().join("data");
     std::fs::create_dir_all(data.join("outputs/w")).unwrap();
     std::fs::write(data.join("outputs/w/release"), "").unwrap();
-    let again = up_cmd(&tmp.path().join("m"), &data, &["--once"]).output().unwrap();
+    let again = up_cmd(&tmp.path().join("m"), &data, &["--once", "--listen", &listen]).output().unwrap();
     assert!(again.status.success(), "{}\n{}", stdout(&again), stderr(&again));
     assert!(stdout(&again).contains("1/1 jobs completed"), "{}", stdout(&again));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
