@@ -65,6 +65,7 @@ fn docker_args<'a>(image: &'a str, manifests: &'a str) -> Vec<&'a str> {
 
 #[test]
 fn the_quickstart_runs_in_containers_with_labels_and_limits() {
+    let _calm = calm();
     let tmp = tempfile::tempdir().unwrap();
     let id = engine_id(tmp.path());
     let _cleanup = Containers(id.clone());
@@ -86,7 +87,7 @@ fn the_quickstart_runs_in_containers_with_labels_and_limits() {
 
         // Each job ran in its own container; check them through the Engine API.
         let list = containers(&id).await;
-        assert_eq!(list.len(), 3, "{list:?}");
+        assert_eq!(list.len(), 3, "{list:?}\n{}", engine.log());
         let d = docker();
         for (name, job, _) in &list {
             assert_eq!(name, &format!("george-{id}-{job}-1"), "deterministic name");
@@ -139,6 +140,7 @@ const SLOW_FIRST_TIME: &str = "    - id: slow
 
 #[test]
 fn docker_kill_mid_step_gets_a_new_container_that_completes_the_job() {
+    let _calm = calm();
     let tmp = tempfile::tempdir().unwrap();
     let id = engine_id(tmp.path());
     let _cleanup = Containers(id.clone());
@@ -181,6 +183,7 @@ fn docker_kill_mid_step_gets_a_new_container_that_completes_the_job() {
 
 #[test]
 fn engine_restart_adopts_containers_and_leaks_none() {
+    let _calm = calm();
     let tmp = tempfile::tempdir().unwrap();
     let id = engine_id(tmp.path());
     let _cleanup = Containers(id.clone());
@@ -248,6 +251,7 @@ fn engine_restart_adopts_containers_and_leaks_none() {
 
 #[test]
 fn secrets_reach_only_entitled_agents_and_only_as_files() {
+    let _calm = calm();
     let tmp = tempfile::tempdir().unwrap();
     let id = engine_id(tmp.path());
     let _cleanup = Containers(id.clone());
@@ -300,6 +304,7 @@ fn secrets_reach_only_entitled_agents_and_only_as_files() {
 
 #[test]
 fn a_missing_image_blocks_the_job_once_with_a_clear_reason() {
+    let _calm = calm();
     let tmp = tempfile::tempdir().unwrap();
     let id = engine_id(tmp.path());
     let _cleanup = Containers(id.clone());
@@ -350,6 +355,7 @@ fn a_missing_image_blocks_the_job_once_with_a_clear_reason() {
 
 #[test]
 fn an_unreachable_docker_socket_is_one_clear_error() {
+    let _calm = calm();
     let tmp = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(george_bin())
         .args(["serve", "--mode", "docker", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -365,6 +371,7 @@ fn an_unreachable_docker_socket_is_one_clear_error() {
 
 #[test]
 fn docker_compose_up_runs_the_quickstart() {
+    let _calm = calm();
     let tmp = tempfile::tempdir().unwrap();
     let id = engine_id(tmp.path());
     let _cleanup = Containers(id.clone());
@@ -426,6 +433,7 @@ fn docker_compose_up_runs_the_quickstart() {
 
 #[test]
 fn the_docker_bench_reports_overhead_against_raw_docker_run() {
+    let _calm = calm();
     let out = std::process::Command::new(george_bin())
         .args(["-o", "json", "bench", "--mode", "docker", "--jobs", "2", "--image", image()])
         .output()
@@ -440,6 +448,7 @@ fn the_docker_bench_reports_overhead_against_raw_docker_run() {
 
 #[test]
 fn george_up_runs_the_quickstart_in_docker() {
+    let _calm = calm();
     let tmp = tempfile::tempdir().unwrap();
     let id = engine_id(tmp.path());
     let _cleanup = Containers(id.clone());
@@ -475,6 +484,7 @@ fn george_up_runs_the_quickstart_in_docker() {
 
 #[test]
 fn spawning_the_same_attempt_twice_never_makes_a_twin() {
+    let _calm = calm();
     use george_runtime::{
         AgentStatus, DockerRuntime, DockerRuntimeConfig, PullPolicy, Resources, Runtime, SpawnRequest,
     };

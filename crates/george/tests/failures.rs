@@ -21,6 +21,7 @@ use std::time::Duration;
 
 #[test]
 fn killing_an_agent_mid_step_gets_a_new_attempt_and_fences_the_old_one() {
+    let _calm = calm();
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     write(&m, "agents/worker.yaml", AGENT);
@@ -82,6 +83,7 @@ fn killing_an_agent_mid_step_gets_a_new_attempt_and_fences_the_old_one() {
 
 #[test]
 fn killing_the_engine_mid_run_converges_without_duplicates() {
+    let _calm = calm();
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     write(&m, "agents/worker.yaml", AGENT);
@@ -149,6 +151,7 @@ fn killing_the_engine_mid_run_converges_without_duplicates() {
 
 #[test]
 fn an_agent_that_stops_heartbeating_is_replaced_then_the_job_fails() {
+    let _calm = calm();
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     // An agent that never calls home.
@@ -173,6 +176,7 @@ fn an_agent_that_stops_heartbeating_is_replaced_then_the_job_fails() {
 
 #[test]
 fn an_engine_down_for_twice_the_health_deadline_adopts_its_running_agents() {
+    let _calm = calm();
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     write(&m, "agents/worker.yaml", AGENT);
@@ -217,6 +221,7 @@ fn an_engine_down_for_twice_the_health_deadline_adopts_its_running_agents() {
 
 #[test]
 fn no_write_is_answered_4xx_before_the_first_source_apply() {
+    let _calm = calm();
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     write(&m, "agents/worker.yaml", AGENT);

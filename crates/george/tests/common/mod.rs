@@ -441,6 +441,21 @@ pub async fn agent_log(e: &Engine, id: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// A chaos run loads the machine hard, and other tests of its binary have
+/// tight health deadlines: it runs alone ([`storm`]); every other test of
+/// such a binary holds [`calm`] (they still run side by side).
+static CHAOS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held by the tests that share their binary with a chaos run.
+pub fn calm() -> std::sync::RwLockReadGuard<'static, ()> {
+    CHAOS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by a chaos run.
+pub fn storm() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CHAOS.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs a chaos plan (`george bench --mode MODE --jobs JOBS`, seeded by
 /// `GEORGE_CHAOS_SEED` or the clock) and checks every promise in its report:
 /// no job lost, no overlapping attempts, never two live agents of one job, no
@@ -450,6 +465,7 @@ pub fn chaos_run(mode: &str, jobs: u64, extra: &[&str]) -> (serde_json::Value, S
     let seed: u64 = std::env::var("GEORGE_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
     });
+    let _alone = storm();
     let out = Command::new(george_bin())
         .args(["bench", "--mode", mode, "--jobs", &jobs.to_string(), "-o", "json", "--seed", &seed.to_string()])
         .args(extra)
