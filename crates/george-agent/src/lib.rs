@@ -82,6 +82,10 @@ struct Agent {
     superseded: CancellationToken,
     /// How long calls are retried while the engine cannot be reached.
     patience: Duration,
+    /// The longest wait between two tries of a call: never more than the
+    /// heartbeat interval, so an agent whose engine comes back is heard from
+    /// well within its health deadline.
+    retry_cap: Duration,
 }
 
 /// Runs the agent with settings from the environment, until it has a verdict.
@@ -93,6 +97,10 @@ pub async fn run(env: AgentEnv) -> Result<Outcome, AgentError> {
         stop: CancellationToken::new(),
         superseded: CancellationToken::new(),
         patience: env.engine_patience,
+        retry_cap: env
+            .heartbeat_interval
+            .unwrap_or(Duration::from_secs(5))
+            .clamp(Duration::from_millis(50), Duration::from_secs(5)),
     };
     let ctx = match agent.call(|| agent.client.context(&agent.job)).await {
         Ok(ctx) => ctx,
@@ -190,7 +198,7 @@ impl Agent {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
-        let mut delay = Duration::from_millis(100);
+        let mut delay = Duration::from_millis(100).min(self.retry_cap);
         // A stopping agent reports what it can, once: it never waits for an
         // engine that may be gone (george up stopping everything).
         let patience = if self.stop.is_cancelled() { Duration::ZERO } else { self.patience };
@@ -202,7 +210,7 @@ impl Agent {
                 {
                     tracing::warn!(error = %e, "engine call failed; retrying");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    delay = (delay * 2).min(self.retry_cap);
                 }
                 other => return other,
             }

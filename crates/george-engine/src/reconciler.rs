@@ -78,6 +78,17 @@ pub async fn reconcile(ctx: &Arc<Context>, id: &str) -> Result<Option<Duration>,
         }
         Action::Terminate { attempt, reason, .. } => {
             if let Some(agent) = state.current.as_ref() {
+                if reason.starts_with("unhealthy") {
+                    tracing::warn!(
+                        job = id,
+                        attempt,
+                        last_heartbeat = ?agent.last_heartbeat,
+                        started_at = %agent.started_at,
+                        heard_since = %rules.heard_since,
+                        now = %now,
+                        "agent silent past its health deadline"
+                    );
+                }
                 stop(ctx, agent, attempt, &reason).await?;
             }
             Ok(None)

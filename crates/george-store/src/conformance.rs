@@ -252,8 +252,14 @@ pub async fn attempts_are_numbered_and_fenced(store: TestStore) {
     assert!(matches!(store.start_attempt("j", attempt(0, "t1b")).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.agent_for_token("t1").await.unwrap(), Some(("j".into(), 1)));
     assert_eq!(store.agent_for_token("nope").await.unwrap(), None);
+    let recorded = store.get_agent("j", 1).await.unwrap().unwrap().started_at;
     store.attempt_spawned("j", 1, json!({"pid": 42})).await.unwrap();
     assert_eq!(store.live_attempts().await.unwrap().len(), 1);
+    // The agent starts when its handle is stored (it was held until then), once.
+    let started = store.get_agent("j", 1).await.unwrap().unwrap().started_at;
+    assert!(started >= recorded, "{started} < {recorded}");
+    store.attempt_spawned("j", 1, json!({"pid": 42})).await.unwrap();
+    assert_eq!(store.get_agent("j", 1).await.unwrap().unwrap().started_at, started);
 
     store.heartbeat("j", 1).await.unwrap();
     assert_eq!(store.get_agent("j", 1).await.unwrap().unwrap().state, AgentState::Active);

@@ -338,8 +338,11 @@ pub fn start_attempt(w: &mut Writer<'_>, id: &str, a: &NewAttempt) -> Result<u32
 
 pub fn attempt_spawned(w: &mut Writer<'_>, id: &str, attempt: u32, handle: &Value) -> Result<()> {
     let n = w.tx.execute(
-        "UPDATE attempts SET handle = $3 WHERE job_id = $1 AND number = $2",
-        &[&id, &i64::from(attempt), handle],
+        // The agent starts now (it was held until its handle is stored): its
+        // health and active time count from here, not from the attempt's record.
+        "UPDATE attempts SET handle = $3, started_at = CASE WHEN handle IS NULL THEN $4 ELSE started_at END \
+         WHERE job_id = $1 AND number = $2",
+        &[&id, &i64::from(attempt), handle, &w.now],
     )?;
     if n == 0 {
         return Err(StoreError::NotFound { what: "attempt", id: george_core::api::agent_id(id, attempt) });
