@@ -1,7 +1,9 @@
 //! Since when this engine could have heard every heartbeat. Health is judged
 //! only on heartbeats the engine could have received (downtime is the
-//! engine's fault, not the agent's): after a start, a leader change, or a
-//! stall of the engine's own process (SIGSTOP, a suspended machine, a runtime
+//! engine's fault, not the agent's): while the engine starts (its API holds
+//! writes, heartbeats too, until it is ready) no silence counts; after it
+//! becomes ready (a start, a leader change), or a stall of the engine's own
+//! process (SIGSTOP, a suspended machine, a runtime
 //! starved for more than [`STALL`]), an agent's silence counts only from that
 //! moment on.
 
@@ -22,6 +24,8 @@ pub struct Availability {
 
 #[derive(Debug, Clone, Copy)]
 struct State {
+    /// Whether heartbeats can be received at all (the engine is ready).
+    listening: bool,
     /// Heartbeats sent from this moment on could have been received.
     since: DateTime<Utc>,
     /// When the engine last noted that it runs (monotonic).
@@ -31,16 +35,22 @@ struct State {
 impl Availability {
     /// Counting from `now`.
     pub fn new(now: DateTime<Utc>) -> Self {
-        Self { inner: Mutex::new(State { since: now, pulse: Instant::now() }) }
+        Self { inner: Mutex::new(State { listening: false, since: now, pulse: Instant::now() }) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The engine starts (or starts leading) at `now`.
-    pub fn restart(&self, now: DateTime<Utc>) {
-        *self.state() = State { since: now, pulse: Instant::now() };
+    /// The engine starts (or starts leading): until [`Availability::listening`],
+    /// no silence counts.
+    pub fn deaf(&self, now: DateTime<Utc>) {
+        *self.state() = State { listening: false, since: now, pulse: Instant::now() };
+    }
+
+    /// The engine is ready at `now`: heartbeats reach it from now on.
+    pub fn listening(&self, now: DateTime<Utc>) {
+        *self.state() = State { listening: true, since: now, pulse: Instant::now() };
     }
 
     /// The engine notes that it runs; a gap since the last note longer than
@@ -63,10 +73,16 @@ impl Availability {
         stalled
     }
 
-    /// Since when silence counts, as of `now` (noting a stall first).
+    /// Since when silence counts, as of `now` (noting a stall first): `now`
+    /// itself while the engine is not listening yet.
     pub fn since(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         self.pulse(now);
-        self.state().since
+        let s = self.state();
+        if s.listening {
+            s.since
+        } else {
+            now
+        }
     }
 }
 
@@ -78,6 +94,9 @@ mod tests {
     fn a_stall_moves_the_start_of_silence_and_a_steady_pulse_does_not() {
         let t0 = DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z").unwrap().to_utc();
         let a = Availability::new(t0);
+        let deaf = t0 + chrono::Duration::seconds(30);
+        assert_eq!(a.since(deaf), deaf, "no silence counts before the engine listens");
+        a.listening(t0);
         let i0 = a.state().pulse;
         let later = t0 + chrono::Duration::seconds(1);
         assert!(!a.pulse_at(later, i0 + Duration::from_millis(900)));
@@ -85,7 +104,7 @@ mod tests {
         let much_later = t0 + chrono::Duration::seconds(60);
         assert!(a.pulse_at(much_later, i0 + Duration::from_secs(60)));
         assert_eq!(a.state().since, much_later);
-        a.restart(t0 + chrono::Duration::seconds(90));
+        a.listening(t0 + chrono::Duration::seconds(90));
         assert_eq!(a.state().since, t0 + chrono::Duration::seconds(90));
     }
 }

@@ -328,8 +328,9 @@ impl Engine {
         for id in ctx.store.active_job_ids().await? {
             ctx.queue.add(&id);
         }
-        // From here on this engine hears heartbeats: silence before now never counts.
-        ctx.availability.restart(ctx.clock.now());
+        // No silence counts until the engine is ready (its API holds writes,
+        // heartbeats too, until then); from then on it hears every heartbeat.
+        ctx.availability.deaf(ctx.clock.now());
         let tasks = TaskTracker::new();
         tasks.spawn(pulse(ctx.clone(), shutdown.clone()));
         let (applied_tx, applied_rx) = oneshot::channel();
@@ -343,6 +344,7 @@ impl Engine {
         tasks.spawn(async move {
             tokio::select! {
                 applied = applied_rx => if applied.is_ok() {
+                    ready.availability.listening(ready.clock.now());
                     ready.readiness.set(readiness::Phase::Ready);
                     tracing::info!("engine ready: agents adopted, every source applied once");
                 },
