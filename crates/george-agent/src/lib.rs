@@ -516,3 +516,23 @@ impl Agent {
 fn repo_url_of(summary: &serde_json::Value) -> String {
     summary["repository"].as_str().unwrap_or_default().to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An engine that never answers: the agent works on for its patience,
+    /// then stops its work (cleanly, not as superseded).
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_engine_stops_the_work_after_the_patience() {
+        let client = Client::new("http://127.0.0.1:1", "token").unwrap();
+        let (stop, superseded) = (CancellationToken::new(), CancellationToken::new());
+        let every = Duration::from_millis(100);
+        let patience = Duration::from_secs(600);
+        let started = tokio::time::Instant::now();
+        heartbeat_loop(&client, "j", every, patience, &stop, &superseded).await;
+        let waited = started.elapsed();
+        assert!(stop.is_cancelled() && !superseded.is_cancelled());
+        assert!(waited >= patience && waited < patience + every * 2, "stopped after {waited:?}");
+    }
+}
