@@ -45,14 +45,11 @@ pub async fn gate_writes(
 ) -> axum::response::Response {
     let reads = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
     if !reads && !st.engine.accepting_writes(READY_WAIT).await {
-        let phase = st.engine.readiness();
-        if !phase.accepts_writes() {
-            return ApiError::NotReady {
-                message: format!("george is {}; try again shortly", phase.describe()),
-                retry_after: std::time::Duration::from_secs(1),
-            }
-            .into_response();
+        return ApiError::NotReady {
+            message: format!("george is {}; try again shortly", st.engine.readiness().describe()),
+            retry_after: std::time::Duration::from_secs(1),
         }
+        .into_response();
     }
     next.run(req).await
 }

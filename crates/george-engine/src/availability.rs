@@ -32,6 +32,24 @@ struct State {
     pulse: Instant,
 }
 
+impl State {
+    /// The engine runs at `at`; a gap since the last note longer than
+    /// [`STALL`] moves `since` to `now`. Returns whether it did.
+    fn note(&mut self, now: DateTime<Utc>, at: Instant) -> bool {
+        let gap = at.saturating_duration_since(self.pulse);
+        self.pulse = at;
+        if gap <= STALL {
+            return false;
+        }
+        tracing::warn!(
+            gap_ms = gap.as_millis() as u64,
+            "the engine did not run for a while; agents' silence counts from now"
+        );
+        self.since = now;
+        true
+    }
+}
+
 impl Availability {
     /// Counting from `now`.
     pub fn new(now: DateTime<Utc>) -> Self {
@@ -60,24 +78,14 @@ impl Availability {
     }
 
     fn pulse_at(&self, now: DateTime<Utc>, at: Instant) -> bool {
-        let mut s = self.state();
-        let stalled = at.saturating_duration_since(s.pulse) > STALL;
-        if stalled {
-            tracing::warn!(
-                gap_ms = at.saturating_duration_since(s.pulse).as_millis() as u64,
-                "the engine did not run for a while; agents' silence counts from now"
-            );
-            s.since = now;
-        }
-        s.pulse = at;
-        stalled
+        self.state().note(now, at)
     }
 
     /// Since when silence counts, as of `now` (noting a stall first): `now`
     /// itself while the engine is not listening yet.
     pub fn since(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        self.pulse(now);
-        let s = self.state();
+        let mut s = self.state();
+        s.note(now, Instant::now());
         if s.listening {
             s.since
         } else {
