@@ -19,7 +19,9 @@ pub struct AgentEnv {
     pub job_id: String,
     /// `GEORGE_API_URL`.
     pub api_url: String,
-    /// `GEORGE_AGENT_TOKEN`.
+    /// The agent token: read from the file `GEORGE_AGENT_TOKEN_FILE` names
+    /// (which [`AgentEnv::from_env`] then removes), or, for an agent started
+    /// by hand, `GEORGE_AGENT_TOKEN`.
     pub token: String,
     /// `GEORGE_HEARTBEAT_INTERVAL_MS` (else the engine's setting).
     pub heartbeat_interval: Option<Duration>,
@@ -28,6 +30,9 @@ pub struct AgentEnv {
     /// [`DEFAULT_ENGINE_PATIENCE`]), before it stops.
     pub engine_patience: Duration,
 }
+
+/// The variable naming the agent token's file.
+pub const TOKEN_FILE: &str = "GEORGE_AGENT_TOKEN_FILE";
 
 /// How long an agent waits for an unreachable engine by default.
 pub const DEFAULT_ENGINE_PATIENCE: Duration = Duration::from_secs(15 * 60);
@@ -49,18 +54,42 @@ impl AgentEnv {
         };
         let heartbeat_interval = millis(&get, "GEORGE_HEARTBEAT_INTERVAL_MS")?;
         let engine_patience = millis(&get, "GEORGE_ENGINE_PATIENCE_MS")?.unwrap_or(DEFAULT_ENGINE_PATIENCE);
+        let token = match get(TOKEN_FILE) {
+            Some(path) if !path.trim().is_empty() => std::fs::read_to_string(path.trim())
+                .map(|t| t.trim().to_string())
+                .map_err(|e| EnvError { name: TOKEN_FILE, problem: format!("cannot read {path}: {e}") })?,
+            _ => need("GEORGE_AGENT_TOKEN")?,
+        };
+        if token.is_empty() {
+            return Err(EnvError { name: TOKEN_FILE, problem: "the token file is empty".into() });
+        }
         Ok(Self {
             job_id: need("GEORGE_JOB_ID")?,
             api_url: need("GEORGE_API_URL")?,
-            token: need("GEORGE_AGENT_TOKEN")?,
+            token,
             heartbeat_interval,
             engine_patience,
         })
     }
 
-    /// Reads the process environment.
+    /// Reads the process environment, then hides the token from everything
+    /// the agent starts: the token file is removed (the token lives on in
+    /// this process's memory only) and the process is made non-dumpable, so
+    /// its steps cannot read its memory or environment through `/proc`.
     pub fn from_env() -> Result<Self, EnvError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        let env = Self::from_lookup(|k| std::env::var(k).ok())?;
+        if let Ok(path) = std::env::var(TOKEN_FILE) {
+            match std::fs::remove_file(path.trim()) {
+                Ok(()) => {}
+                // A mounted Kubernetes Secret is read-only: it stays, readable by this pod alone.
+                Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {}
+                Err(e) => tracing::warn!(error = %e, "cannot remove the token file; steps may be able to read it"),
+            }
+        }
+        if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+            tracing::warn!(error = %e, "cannot make the agent non-dumpable");
+        }
+        Ok(env)
     }
 }
 
@@ -77,5 +106,31 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("expected milliseconds"), "{err}");
+    }
+
+    #[test]
+    fn the_token_comes_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "gat_abc\n").unwrap();
+        let f = file.display().to_string();
+        let env = AgentEnv::from_lookup(|k| match k {
+            "GEORGE_AGENT_TOKEN_FILE" => Some(f.clone()),
+            "GEORGE_AGENT_TOKEN" => Some("from-env".into()),
+            _ => Some("x".into()),
+        })
+        .unwrap();
+        assert_eq!(env.token, "gat_abc", "the file wins over the variable");
+        let missing = dir.path().join("gone").display().to_string();
+        let err = AgentEnv::from_lookup(|k| {
+            if k == "GEORGE_AGENT_TOKEN_FILE" {
+                Some(missing.clone())
+            } else {
+                Some("x".into())
+            }
+        })
+        .unwrap_err();
+        assert_eq!(err.name, "GEORGE_AGENT_TOKEN_FILE");
+        assert!(err.to_string().contains("cannot read"), "{err}");
     }
 }

@@ -85,6 +85,7 @@ pub async fn run_command(
         .arg("-c")
         .arg(command)
         .env_remove("GEORGE_AGENT_TOKEN")
+        .env_remove(crate::env::TOKEN_FILE)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -34,7 +34,13 @@ pub async fn status(State(st): State<ApiState>, caller: Caller) -> Result<Json<V
         st.engine.scheduler_depth().into_iter().map(|(p, n)| (p.to_string(), json!(n))).collect();
     let jobs: serde_json::Map<String, Value> =
         st.store.count_by_status().await?.into_iter().map(|(s, n)| (s.to_string(), json!(n))).collect();
-    Ok(Json(json!({"agents": agents, "queue": queue, "jobs": jobs})))
+    let mut out = json!({"agents": agents, "queue": queue, "jobs": jobs});
+    if let Some(iso) = st.engine.isolation() {
+        if !iso.warnings.is_empty() {
+            out["isolation_warnings"] = json!(iso.warnings);
+        }
+    }
+    Ok(Json(out))
 }
 
 pub async fn diagnose(State(st): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
@@ -73,6 +79,7 @@ pub async fn diagnose(State(st): State<ApiState>, caller: Caller) -> Result<Json
         "spawn_failures": m.spawn_failures.get(),
         "failed_jobs": failed_jobs,
         "recent_problems": recent,
+        "isolation": st.engine.isolation(),
     })))
 }
 

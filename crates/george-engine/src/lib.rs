@@ -78,6 +78,11 @@ impl EngineHandle {
         self.ctx.queue.len()
     }
 
+    /// How agents are isolated on this machine (the process runtime's sandbox).
+    pub fn isolation(&self) -> Option<george_runtime::Isolation> {
+        self.ctx.runtime.isolation()
+    }
+
     /// Jobs waiting for the scheduler, per priority class.
     pub fn scheduler_depth(&self) -> std::collections::HashMap<george_core::Priority, usize> {
         self.ctx.scheduler.lock().unwrap_or_else(|e| e.into_inner()).depth()

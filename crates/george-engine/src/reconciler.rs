@@ -208,7 +208,6 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     env.insert("GEORGE_JOB_ID".into(), job.id.clone());
     env.insert("GEORGE_ATTEMPT".into(), attempt.to_string());
     env.insert("GEORGE_API_URL".into(), ctx.cfg.api_url.clone());
-    env.insert("GEORGE_AGENT_TOKEN".into(), token);
     env.insert("GEORGE_ENGINE_ID".into(), ctx.cfg.engine_id.clone());
     env.insert("GEORGE_HEARTBEAT_INTERVAL_MS".into(), heartbeat.as_millis().to_string());
     env.insert("GEORGE_ENGINE_PATIENCE_MS".into(), ctx.cfg.engine_patience.as_millis().to_string());
@@ -219,6 +218,7 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
         command: spec.spec.command.clone(),
         image: spec.spec.image.clone(),
         env,
+        agent_token: Some(george_runtime::AgentToken(token)),
         resources: Resources {
             memory: spec.spec.resources.memory.or(ctx.cfg.default_resources.memory),
             cpu: spec.spec.resources.cpu.or(ctx.cfg.default_resources.cpu),

@@ -12,6 +12,13 @@
 //! - Output is copied from the container's log stream into the attempt's log
 //!   file (with Docker's timestamps, line by line, capped); re-attaching after
 //!   an engine restart skips lines already written.
+//! - The agent token is a file in a host directory mounted at
+//!   `/run/george/agent` (the agent reads and removes it); it is never in
+//!   the container's environment, so `docker inspect` does not show it.
+//! - Hardening: containers run as an unprivileged user (`65534:65534` by
+//!   default), with `no-new-privileges`, every capability dropped and a
+//!   read-only root filesystem; `/work`, `/tmp` and the home directory are
+//!   private tmpfs mounts.
 //! - Terminate is `docker stop` with the grace period (SIGTERM, then SIGKILL).
 //! - Ownership before action: `spawn` only creates the container (labelled,
 //!   so a restarted engine finds it); `release` starts it, which the engine
@@ -20,7 +27,7 @@
 use crate::logs::TimestampedLog;
 use crate::{
     write_secret_files, AgentLogs, AgentStatus, OwnedAgent, Runtime, RuntimeError, RuntimeEvent, SpawnRequest,
-    CONTAINER_OUTPUT_DIR, CONTAINER_SECRETS_DIR,
+    AGENT_TOKEN_FILE, AGENT_TOKEN_FILE_ENV, CONTAINER_AGENT_DIR, CONTAINER_OUTPUT_DIR, CONTAINER_SECRETS_DIR,
 };
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
@@ -85,6 +92,10 @@ pub struct DockerRuntimeConfig {
     pub staging_dir: PathBuf,
     /// Most bytes of output kept per attempt.
     pub max_log_bytes: u64,
+    /// The user agents run as (`uid:gid`; `None`: the image's user).
+    pub user: Option<String>,
+    /// Run agents with a read-only root filesystem (and tmpfs `/work`, `/tmp`).
+    pub read_only_root: bool,
 }
 
 impl DockerRuntimeConfig {
@@ -100,6 +111,8 @@ impl DockerRuntimeConfig {
             keep_containers: false,
             staging_dir: data_dir.join("docker-secrets"),
             max_log_bytes: 16 << 20,
+            user: Some("65534:65534".into()),
+            read_only_root: true,
         }
     }
 }
@@ -316,10 +329,19 @@ impl Runtime for DockerRuntime {
 
         let mut env: Vec<String> = req.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.push("GEORGE_WORK_DIR=/work".into());
+        env.push("HOME=/tmp".into());
         let mut binds = Vec::new();
+        let owner = self.inner.cfg.user.as_deref().and_then(numeric_uid);
+        let give = |path: &std::path::Path| -> Result<(), RuntimeError> {
+            match owner {
+                Some(uid) => give_to(path, uid),
+                None => Ok(()),
+            }
+        };
         if let Some(out) = &req.output_dir {
             std::fs::create_dir_all(out)
                 .map_err(|source| RuntimeError::Io { what: format!("create {}", out.display()), source })?;
+            give(out)?;
             binds.push(format!("{}:{CONTAINER_OUTPUT_DIR}", out.display()));
             env.push(format!("GEORGE_OUTPUT_DIR={CONTAINER_OUTPUT_DIR}"));
         }
@@ -327,9 +349,25 @@ impl Runtime for DockerRuntime {
             let dir = self.inner.cfg.staging_dir.join(&name);
             write_secret_files(&dir, &req.secrets)
                 .map_err(|source| RuntimeError::Io { what: "stage the agent's secret files".into(), source })?;
+            give(&dir)?;
             binds.push(format!("{}:{CONTAINER_SECRETS_DIR}:ro", dir.display()));
             env.push(format!("GEORGE_SECRETS_DIR={CONTAINER_SECRETS_DIR}"));
         }
+        if let Some(token) = &req.agent_token {
+            let dir = self.inner.cfg.staging_dir.join(format!("{name}.agent"));
+            crate::write_token_file(&dir, token)
+                .map_err(|source| RuntimeError::Io { what: "stage the agent's token file".into(), source })?;
+            give(&dir)?;
+            // Writable, so the agent can remove the file once it has read it.
+            binds.push(format!("{}:{CONTAINER_AGENT_DIR}", dir.display()));
+            env.push(format!("{AGENT_TOKEN_FILE_ENV}={CONTAINER_AGENT_DIR}/{AGENT_TOKEN_FILE}"));
+        }
+        let tmpfs = self.inner.cfg.read_only_root.then(|| {
+            HashMap::from([
+                ("/work".to_string(), "rw,exec,mode=1777".to_string()),
+                ("/tmp".to_string(), "rw,exec,mode=1777".to_string()),
+            ])
+        });
         let mut labels: HashMap<String, String> = req.labels.clone().into_iter().collect();
         labels.insert("app".into(), "george-agent".into());
         labels.insert("george.io/engine".into(), self.inner.cfg.engine_id.clone());
@@ -346,7 +384,12 @@ impl Runtime for DockerRuntime {
             tty: Some(false),
             open_stdin: Some(false),
             working_dir: Some("/work".into()),
+            user: self.inner.cfg.user.clone(),
             host_config: Some(HostConfig {
+                security_opt: Some(vec!["no-new-privileges:true".into()]),
+                cap_drop: Some(vec!["ALL".into()]),
+                readonly_rootfs: Some(self.inner.cfg.read_only_root),
+                tmpfs,
                 memory,
                 memory_swap: memory,
                 nano_cpus: req.resources.cpu.map(|c| c.0 as i64 * 1_000_000),
@@ -451,6 +494,7 @@ impl Runtime for DockerRuntime {
     async fn cleanup(&self, job_id: &str, attempt: u32) -> Result<(), RuntimeError> {
         let name = self.container_name(job_id, attempt);
         let _ = std::fs::remove_dir_all(self.inner.cfg.staging_dir.join(&name));
+        let _ = std::fs::remove_dir_all(self.inner.cfg.staging_dir.join(format!("{name}.agent")));
         if self.inner.cfg.keep_containers {
             return Ok(());
         }
@@ -479,5 +523,24 @@ mod tests {
     fn pull_policies_parse() {
         assert_eq!("Never".parse::<PullPolicy>().unwrap(), PullPolicy::Never);
         assert!("sometimes".parse::<PullPolicy>().unwrap_err().contains("Always, IfNotPresent or Never"));
+    }
+}
+
+/// The uid of a `uid[:gid]` user, when numeric.
+fn numeric_uid(user: &str) -> Option<u32> {
+    user.split(':').next()?.parse().ok()
+}
+
+/// Gives a staged host directory (and what it holds) to the container's
+/// user, so an unprivileged agent can read what is mounted for it. An engine
+/// that may not change owners (it is not root) leaves them as they are.
+fn give_to(path: &std::path::Path, uid: u32) -> Result<(), RuntimeError> {
+    match crate::sandbox::chown_tree(path, uid) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EPERM) => {
+            tracing::debug!(path = %path.display(), "cannot give the directory to the agent's user (engine not root)");
+            Ok(())
+        }
+        Err(source) => Err(RuntimeError::Io { what: format!("chown {}", path.display()), source }),
     }
 }

@@ -12,11 +12,13 @@ pub mod kubernetes;
 mod logs;
 mod process;
 mod procfs;
+pub mod sandbox;
 
 pub use docker::{DockerRuntime, DockerRuntimeConfig, PullPolicy};
 pub use kubernetes::{KubernetesRuntime, KubernetesRuntimeConfig};
 pub use logs::AgentLogs;
 pub use process::{ProcessRuntime, ProcessRuntimeConfig, GATE_CLOSED};
+pub use sandbox::{Isolation, SandboxConfig};
 
 use async_trait::async_trait;
 use george_core::quantity::{Cpu, Memory};
@@ -83,8 +85,11 @@ pub struct SpawnRequest {
     pub command: Vec<String>,
     /// Container image (container runtimes).
     pub image: Option<String>,
-    /// Environment (no secrets).
+    /// Environment (no secrets: the agent token travels in `agent_token`).
     pub env: BTreeMap<String, String>,
+    /// The attempt's agent token, delivered as a file only the agent can read
+    /// ([`AGENT_TOKEN_FILE_ENV`] names it), never through the environment.
+    pub agent_token: Option<AgentToken>,
     /// Limits.
     pub resources: Resources,
     /// Labels identifying the agent (template, chapter, ...).
@@ -97,6 +102,33 @@ pub struct SpawnRequest {
     /// runtime may also hand it to its backend, as Kubernetes'
     /// `activeDeadlineSeconds`).
     pub max_active: Option<Duration>,
+}
+
+/// The variable naming the agent token's file. The reference agent reads the
+/// file, removes it and keeps the token in memory only, so its steps never
+/// see it.
+pub const AGENT_TOKEN_FILE_ENV: &str = "GEORGE_AGENT_TOKEN_FILE";
+/// Where container agents find the directory holding their token file.
+pub const CONTAINER_AGENT_DIR: &str = "/run/george/agent";
+/// The token file's name within its directory.
+pub const AGENT_TOKEN_FILE: &str = "token";
+
+/// An attempt's agent token. It never appears in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AgentToken(pub String);
+
+impl std::fmt::Debug for AgentToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AgentToken(..)")
+    }
+}
+
+/// Writes the agent token into `dir` (created 0700) as [`AGENT_TOKEN_FILE`]
+/// (0400), replacing any earlier file, and returns the file's path.
+pub fn write_token_file(dir: &std::path::Path, token: &AgentToken) -> std::io::Result<std::path::PathBuf> {
+    let file = SecretFile { name: AGENT_TOKEN_FILE.into(), content: token.0.clone().into_bytes() };
+    write_secret_files(dir, std::slice::from_ref(&file))?;
+    Ok(dir.join(AGENT_TOKEN_FILE))
 }
 
 /// Where agents find their secret files (`GEORGE_SECRETS_DIR` points there).
@@ -241,4 +273,10 @@ pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
     }
     /// Exit notifications.
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent>;
+    /// How this runtime isolates agents on this machine, when it sandboxes
+    /// them itself (the process runtime); `None` for runtimes whose backend
+    /// does (containers).
+    fn isolation(&self) -> Option<Isolation> {
+        None
+    }
 }

@@ -61,13 +61,13 @@ impl TimestampedLog {
     /// Opens (appending) the log file at `path`.
     pub(crate) fn open(path: &Path, max_bytes: u64) -> std::io::Result<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            private_dir(dir)?;
         }
         let last = std::fs::read_to_string(path)
             .ok()
             .and_then(|text| text.lines().rev().find_map(|l| line_timestamp(l).and_then(parse_ts)));
         let written = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let file = private_log(path)?;
         Ok(Self {
             file,
             last,
@@ -177,4 +177,16 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.len() < 260 && text.ends_with("later output dropped]\n"), "{text}");
     }
+}
+
+/// Creates a log directory (and its parents) readable by the engine alone.
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Opens a log file for appending, created readable by the engine alone.
+pub(crate) fn private_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)
 }

@@ -13,11 +13,19 @@
 //! running anything: no kill point leaves a working agent the engine cannot
 //! find.
 //!
+//! Isolation: every attempt runs in its own sandbox ([`crate::sandbox`]):
+//! Landlock confines what it can read and write and refuses access to other
+//! agents' processes; when the engine is root, each attempt also runs under
+//! its own unprivileged uid. The agent token is a file in the attempt's
+//! `agent/` directory (named by `GEORGE_AGENT_TOKEN_FILE`), never an
+//! environment variable.
+//!
 //! Limits: `memory` is applied as `RLIMIT_AS` (address space) on the agent
 //! and everything it starts. `cpu` cannot be expressed with rlimits (it is a
 //! share, not a total) and is not enforced by this runtime; the container
 //! runtimes enforce it.
 
+use crate::sandbox::{self, Confinement, Grants, Isolation, SandboxConfig};
 use crate::{procfs, AgentLogs, AgentStatus, OwnedAgent, Resources, Runtime, RuntimeError, RuntimeEvent, SpawnRequest};
 use async_trait::async_trait;
 use nix::sys::signal::{killpg, Signal};
@@ -46,6 +54,8 @@ pub struct ProcessRuntimeConfig {
     /// Engine environment variables passed on to agents (everything else is
     /// withheld, so the engine's own secrets never reach an agent).
     pub passthrough_env: Vec<String>,
+    /// How agents are isolated from each other and from the engine.
+    pub sandbox: SandboxConfig,
 }
 
 impl ProcessRuntimeConfig {
@@ -59,6 +69,7 @@ impl ProcessRuntimeConfig {
             passthrough_env: ["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "RUST_BACKTRACE"]
                 .map(String::from)
                 .to_vec(),
+            sandbox: SandboxConfig::hiding(data_dir),
         }
     }
 }
@@ -69,6 +80,9 @@ struct ProcessHandle {
     pid: i32,
     /// Clock ticks since boot when the process started.
     start_time: u64,
+    /// The attempt's own uid (an engine running as root gives each attempt one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    uid: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +111,13 @@ struct Inner {
     /// The write ends of the gates of agents spawned and not yet released.
     gates: Mutex<HashMap<(String, u32), tokio::process::ChildStdin>>,
     events: broadcast::Sender<RuntimeEvent>,
+    /// What the sandbox gives on this machine.
+    isolation: Isolation,
+    /// Where the next per-attempt uid is looked for (a rotating cursor, so
+    /// an ended attempt's uid is reused as late as possible).
+    next_uid: Mutex<u32>,
+    /// Programs linked where agents under their own uid can reach them.
+    reachable_programs: Mutex<HashMap<PathBuf, PathBuf>>,
 }
 
 /// What a held-back agent runs: it waits for `go` on its stdin (a pipe only
@@ -119,14 +140,64 @@ impl ProcessRuntime {
     /// A process runtime.
     pub fn new(cfg: ProcessRuntimeConfig) -> Self {
         let (events, _) = broadcast::channel(1024);
+        let isolation = Isolation::probe(&cfg.sandbox);
         Self {
             inner: Arc::new(Inner {
                 cfg,
                 tracked: Arc::new(Mutex::new(HashMap::new())),
                 gates: Mutex::new(HashMap::new()),
                 events,
+                isolation,
+                next_uid: Mutex::new(0),
+                reachable_programs: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// What isolation agents get.
+    pub fn isolation(&self) -> &Isolation {
+        &self.inner.isolation
+    }
+
+    /// A uid for a new attempt: one no tracked attempt holds.
+    fn allocate_uid(&self, req: &SpawnRequest) -> Result<u32, RuntimeError> {
+        let sb = &self.inner.cfg.sandbox;
+        let used: std::collections::HashSet<u32> = self.tracked().values().filter_map(|t| t.handle.uid).collect();
+        let mut next = self.inner.next_uid.lock().unwrap_or_else(|e| e.into_inner());
+        for i in 0..sb.uid_count {
+            let slot = (*next + i) % sb.uid_count.max(1);
+            let uid = sb.uid_base + slot;
+            if !used.contains(&uid) {
+                *next = slot + 1;
+                return Ok(uid);
+            }
+        }
+        let e = sandbox::SandboxError::NoUid { base: sb.uid_base, end: sb.uid_base + sb.uid_count };
+        Err(Self::spawn_error(req, e.to_string(), None))
+    }
+
+    /// `program` as an agent under its own uid can run it: itself when
+    /// reachable, else a link (or copy) in the runtime's `.bin` directory.
+    fn reachable_program(&self, program: &str) -> Result<String, RuntimeError> {
+        let path = Path::new(program);
+        if !path.is_absolute() || sandbox::unreachable_by_others(path).is_none() {
+            return Ok(program.to_string());
+        }
+        let mut links = self.inner.reachable_programs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = links.get(path) {
+            return Ok(l.display().to_string());
+        }
+        let bin = self.inner.cfg.dir.join(".bin");
+        std::fs::create_dir_all(&bin).map_err(io(format!("create {}", bin.display())))?;
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "agent".into());
+        let link = bin.join(name);
+        let _ = std::fs::remove_file(&link);
+        if std::fs::hard_link(path, &link).is_err() {
+            std::fs::copy(path, &link).map_err(io(format!("copy {} to {}", path.display(), link.display())))?;
+        }
+        tracing::info!(program, reachable = %link.display(), "agent program linked where per-attempt users can run it");
+        links.insert(path.to_path_buf(), link.clone());
+        Ok(link.display().to_string())
     }
 
     fn attempt_dir(&self, job_id: &str, attempt: u32) -> PathBuf {
@@ -196,6 +267,18 @@ impl ProcessRuntime {
     }
 }
 
+/// Creates `dir` with `mode`, owned by `uid` when given.
+fn own_dir(dir: &Path, mode: u32, uid: Option<u32>) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(io(format!("chmod {}", dir.display())))?;
+    if let Some(uid) = uid {
+        sandbox::chown_tree(dir, uid).map_err(io(format!("chown {}", dir.display())))?;
+    }
+    Ok(())
+}
+
 fn alive(h: ProcessHandle) -> AgentStatus {
     match procfs::start_time(h.pid) {
         Some(st) if st == h.start_time => AgentStatus::Running,
@@ -254,24 +337,36 @@ impl Runtime for ProcessRuntime {
             let e = std::io::Error::new(std::io::ErrorKind::NotFound, "no such executable");
             return Err(Self::spawn_error(&req, hint, Some(e)));
         }
+        let sandboxed = self.inner.cfg.sandbox.enabled;
+        let uid = if sandboxed && sandbox::engine_is_root() { Some(self.allocate_uid(&req)?) } else { None };
+        let program = if uid.is_some() { self.reachable_program(program)? } else { program.clone() };
+        // The attempt's directory holds the pid file (the engine's, never the
+        // agent's); under it, what the agent owns.
+        own_dir(&dir, if uid.is_some() { 0o711 } else { 0o700 }, None)?;
         let work = dir.join("work");
-        std::fs::create_dir_all(&work).map_err(io(format!("create {}", work.display())))?;
+        own_dir(&work, 0o700, uid)?;
+        if let Some(u) = uid {
+            sandbox::check_reachable(&dir).map_err(|e| RuntimeError::Unrunnable {
+                agent: george_core::api::agent_id(&req.job_id, req.attempt),
+                message: format!("{e} (the agent would run as uid {u})"),
+            })?;
+        }
+        let mut grants = Grants { write: vec![work.clone()], ..Default::default() };
+        if Path::new(&program).is_absolute() {
+            grants.read.push(PathBuf::from(&program));
+        }
         let log_path = self.inner.cfg.logs.path(&req.job_id, req.attempt);
         if let Some(parent) = log_path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
+            crate::logs::private_dir(parent).map_err(io(format!("create {}", parent.display())))?;
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(io(format!("open {}", log_path.display())))?;
+        let log = crate::logs::private_log(&log_path).map_err(io(format!("open {}", log_path.display())))?;
         let log2 = log.try_clone().map_err(io("dup log file"))?;
 
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(GATE_SCRIPT)
             .arg("george-gate")
-            .arg(program)
+            .arg(&program)
             .args(args)
             .env_clear()
             .current_dir(&work)
@@ -287,16 +382,47 @@ impl Runtime for ProcessRuntime {
         }
         cmd.envs(&req.env);
         cmd.env("GEORGE_WORK_DIR", &work);
+        if sandboxed {
+            // The host's home and temporary directory are not the agent's.
+            for (name, sub) in [("HOME", "home"), ("TMPDIR", "tmp")] {
+                let d = dir.join(sub);
+                own_dir(&d, 0o700, uid)?;
+                cmd.env(name, &d);
+                grants.write.push(d);
+            }
+        }
         if let Some(out) = &req.output_dir {
             std::fs::create_dir_all(out).map_err(io(format!("create {}", out.display())))?;
+            if let Some(u) = uid {
+                sandbox::chown_tree(out, u).map_err(io(format!("chown {}", out.display())))?;
+            }
             cmd.env("GEORGE_OUTPUT_DIR", out);
+            grants.write.push(out.clone());
         }
         if !req.secrets.is_empty() {
             let secrets = dir.join("secrets");
             crate::write_secret_files(&secrets, &req.secrets).map_err(io("write the agent's secret files"))?;
+            if let Some(u) = uid {
+                sandbox::chown_tree(&secrets, u).map_err(io(format!("chown {}", secrets.display())))?;
+            }
             cmd.env("GEORGE_SECRETS_DIR", &secrets);
+            grants.read.push(secrets);
+        }
+        if let Some(token) = &req.agent_token {
+            let agent_dir = dir.join("agent");
+            let file = crate::write_token_file(&agent_dir, token).map_err(io("write the agent's token file"))?;
+            if let Some(u) = uid {
+                sandbox::chown_tree(&agent_dir, u).map_err(io(format!("chown {}", agent_dir.display())))?;
+            }
+            cmd.env(crate::AGENT_TOKEN_FILE_ENV, file);
+            grants.take.push(agent_dir);
         }
         apply_limits(&mut cmd, req.resources);
+        if sandboxed {
+            Confinement::build(&self.inner.cfg.sandbox, &grants, uid)
+                .map_err(|e| Self::spawn_error(&req, e.to_string(), None))?
+                .install(&mut cmd);
+        }
 
         let mut child = cmd
             .spawn()
@@ -305,7 +431,7 @@ impl Runtime for ProcessRuntime {
             .id()
             .map(|p| p as i32)
             .ok_or_else(|| Self::spawn_error(&req, "process exited at once".into(), None))?;
-        let handle = ProcessHandle { pid, start_time: procfs::start_time(pid).unwrap_or(0) };
+        let handle = ProcessHandle { pid, start_time: procfs::start_time(pid).unwrap_or(0), uid };
         self.tracked().insert(key.clone(), Tracked { handle, exit: None, child: true });
         if let Some(gate) = child.stdin.take() {
             self.inner.gates.lock().unwrap_or_else(|e| e.into_inner()).insert(key, gate);
@@ -440,10 +566,16 @@ impl Runtime for ProcessRuntime {
             // An agent that died on its own may have left step processes in its
             // group. The group id cannot have been reused while they live.
             let _ = killpg(Pid::from_raw(pf.handle.pid), Signal::SIGKILL);
+            // Under its own uid, nothing it started may outlive it, whatever
+            // group or session it moved to.
+            if let Some(uid) = pf.handle.uid {
+                sandbox::kill_all_of(uid);
+            }
         }
         let _ = std::fs::remove_file(dir.join("pid"));
         // Secrets never outlive the attempt, even when its workdir is kept.
         let _ = std::fs::remove_dir_all(dir.join("secrets"));
+        let _ = std::fs::remove_dir_all(dir.join("agent"));
         if !self.inner.cfg.keep_workdirs {
             let _ = std::fs::remove_dir_all(&dir);
             let _ = std::fs::remove_dir(self.inner.cfg.dir.join(job_id)); // only if empty
@@ -459,5 +591,9 @@ impl Runtime for ProcessRuntime {
 
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
         self.inner.events.subscribe()
+    }
+
+    fn isolation(&self) -> Option<Isolation> {
+        Some(self.inner.isolation.clone())
     }
 }

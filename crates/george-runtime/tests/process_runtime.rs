@@ -1,11 +1,31 @@
 //! The process runtime against real processes.
 
-use george_runtime::{AgentStatus, ProcessRuntime, ProcessRuntimeConfig, Resources, Runtime, SpawnRequest};
+use george_runtime::{
+    sandbox, AgentStatus, AgentToken, ProcessRuntime, ProcessRuntimeConfig, Resources, Runtime, SecretFile,
+    SpawnRequest,
+};
 use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 use std::time::Duration;
 
-fn runtime(dir: &std::path::Path) -> ProcessRuntime {
-    ProcessRuntime::new(ProcessRuntimeConfig::under(dir, vec![]))
+/// A runtime without the sandbox: these tests are about processes, and
+/// their scripts write marker files where the test puts them. The sandbox
+/// has its own tests (the attacks below).
+fn runtime(dir: &Path) -> ProcessRuntime {
+    let mut cfg = ProcessRuntimeConfig::under(dir, vec![]);
+    cfg.sandbox.enabled = false;
+    ProcessRuntime::new(cfg)
+}
+
+/// The default runtime (sandbox on) with its data directory in `tmp/data`;
+/// `tmp` is made searchable, as per-attempt uids need (an engine running as
+/// root checks its data directory is).
+fn sandboxed(tmp: &Path) -> (ProcessRuntime, std::path::PathBuf) {
+    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let data = tmp.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    (ProcessRuntime::new(ProcessRuntimeConfig::under(&data, vec![])), data.canonicalize().unwrap())
 }
 
 fn req(job: &str, attempt: u32, script: &str) -> SpawnRequest {
@@ -21,6 +41,7 @@ fn req(job: &str, attempt: u32, script: &str) -> SpawnRequest {
         output_dir: None,
         secrets: vec![],
         max_active: None,
+        agent_token: None,
     }
 }
 
@@ -197,4 +218,149 @@ async fn an_agent_does_nothing_until_released_and_ends_when_its_engine_is_gone()
     let h = start(&again, req("go", 1, &script)).await;
     wait_for_file(&acted).await;
     again.terminate("go", 1, &h, Duration::from_millis(100)).await.unwrap();
+}
+
+/// What a hostile agent (job `a`) tries against a running neighbour (job
+/// `b`): every attack must be refused, every legitimate use of its own
+/// directories must work (so the test cannot pass by A doing nothing).
+const ATTACKS: &str = r#"
+out="$GEORGE_OUTPUT_DIR"
+attack() { name=$1; shift; if "$@" >>"$out/attacks.log" 2>&1; then echo "$name ALLOWED"; else echo "$name refused"; fi >>"$out/results"; }
+own() { name=$1; shift; if "$@" >>"$out/own.log" 2>&1; then echo "$name works"; else echo "$name BROKEN"; fi >>"$out/results"; }
+attack read-token cat "$B_DIR/agent/token"
+attack list-agent-dir ls "$B_DIR/agent"
+attack read-secret cat "$B_DIR/secrets/api-key"
+attack read-environ cat "/proc/$B_PID/environ"
+attack read-maps cat "/proc/$B_PID/maps"
+attack list-fds ls "/proc/$B_PID/fd"
+attack through-cwd ls "/proc/$B_PID/cwd/"
+attack signal kill -0 "$B_PID"
+attack list-work ls "$B_DIR/work"
+attack write-work touch "$B_DIR/work/pwned"
+attack write-output touch "$B_OUT/pwned"
+attack write-pid-file sh -c 'echo "{}" > "$B_DIR/pid"'
+attack write-data touch "$DATA/pwned"
+attack read-db cat "$DATA/george.db"
+attack read-log cat "$B_LOG"
+attack list-data ls "$DATA"
+own own-token cat "$GEORGE_AGENT_TOKEN_FILE"
+own own-secret cat "$GEORGE_SECRETS_DIR/api-key"
+own own-work sh -c 'echo x > "$GEORGE_WORK_DIR/mine" && cat "$GEORGE_WORK_DIR/mine"'
+own own-tmp sh -c 'echo x > "$TMPDIR/t" && cat "$TMPDIR/t"'
+own own-home sh -c 'echo x > "$HOME/.rc"'
+own system cat /etc/passwd
+own devnull sh -c 'echo x > /dev/null'
+"#;
+
+#[tokio::test]
+async fn a_hostile_agent_cannot_reach_a_running_neighbour() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rt, data) = sandboxed(tmp.path());
+    // What the engine keeps in its data directory (the store, here a stand-in).
+    std::fs::write(data.join("george.db"), "ENGINE-DATABASE").unwrap();
+
+    // B: a running agent with a token file (kept, as the worst case of an
+    // agent that never removed it), a secret and a private variable.
+    let mut b = req("b", 1, "echo up > \"$GEORGE_OUTPUT_DIR/up\"; exec sleep 60");
+    b.agent_token = Some(AgentToken("gat_B-TOKEN-0123456789".into()));
+    b.secrets = vec![SecretFile { name: "api-key".into(), content: b"B-SECRET-VALUE".to_vec() }];
+    b.env.insert("B_PRIVATE".into(), "b-env-secret".into());
+    b.output_dir = Some(data.join("outputs/b"));
+    let hb = start(&rt, b).await;
+    wait_for_file(&data.join("outputs/b/up")).await;
+    let b_pid = hb["pid"].as_i64().unwrap().to_string();
+
+    // A: the same capabilities, hostile.
+    let mut a = req("a", 1, ATTACKS);
+    a.agent_token = Some(AgentToken("gat_A-TOKEN-9876543210".into()));
+    a.secrets = vec![SecretFile { name: "api-key".into(), content: b"A-SECRET".to_vec() }];
+    a.output_dir = Some(data.join("outputs/a"));
+    let b_dir = data.join("agents/b/1");
+    for (k, v) in [
+        ("B_PID", b_pid.clone()),
+        ("B_DIR", b_dir.display().to_string()),
+        ("B_OUT", data.join("outputs/b").display().to_string()),
+        ("B_LOG", rt.logs().path("b", 1).display().to_string()),
+        ("DATA", data.display().to_string()),
+    ] {
+        a.env.insert(k.into(), v);
+    }
+    let ha = start(&rt, a).await;
+    let status = wait_exit(&rt, "a", 1, &ha).await;
+    assert_eq!(status, AgentStatus::Exited { code: Some(0), signal: None });
+
+    // While both ran, no process had either token in its environment.
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let env = std::fs::read(p.path().join("environ")).unwrap_or_default();
+        let env = String::from_utf8_lossy(&env);
+        assert!(
+            !env.contains("B-TOKEN") && !env.contains("A-TOKEN"),
+            "a token in {}'s environment",
+            p.path().display()
+        );
+    }
+
+    let results = std::fs::read_to_string(data.join("outputs/a/results")).unwrap();
+    let lines: Vec<&str> = results.lines().collect();
+    assert_eq!(lines.len(), 23, "every probe ran: {results}");
+    for line in &lines {
+        assert!(
+            line.ends_with(" refused") || line.ends_with(" works"),
+            "sandbox breach or broken agent: {line}\n{results}"
+        );
+    }
+    let seen = format!(
+        "{}{}{}",
+        std::fs::read_to_string(data.join("outputs/a/attacks.log")).unwrap_or_default(),
+        std::fs::read_to_string(data.join("outputs/a/own.log")).unwrap_or_default(),
+        std::fs::read_to_string(rt.logs().path("a", 1)).unwrap_or_default(),
+    );
+    for leaked in ["B-TOKEN", "B-SECRET-VALUE", "b-env-secret", "ENGINE-DATABASE"] {
+        assert!(!seen.contains(leaked), "{leaked} reached agent a:\n{seen}");
+    }
+    assert!(seen.contains("A-TOKEN") && seen.contains("A-SECRET"), "a reads its own token and secret:\n{seen}");
+    assert!(
+        !data.join("pwned").exists() && !b_dir.join("work/pwned").exists() && !data.join("outputs/b/pwned").exists()
+    );
+    assert_eq!(rt.status("b", 1, &hb).await.unwrap(), AgentStatus::Running, "b is unharmed");
+
+    if sandbox::engine_is_root() {
+        // Root hands each attempt its own unprivileged uid.
+        let uid_b = std::fs::metadata(format!("/proc/{b_pid}")).unwrap().uid();
+        let uid_a = ha["uid"].as_u64().unwrap() as u32;
+        assert!(uid_b >= 2_000_000_000 && uid_a >= 2_000_000_000 && uid_a != uid_b, "{uid_a} {uid_b}");
+    }
+    rt.terminate("b", 1, &hb, Duration::from_millis(200)).await.unwrap();
+    rt.cleanup("b", 1).await.unwrap();
+    rt.cleanup("a", 1).await.unwrap();
+}
+
+#[tokio::test]
+async fn nothing_an_agent_starts_outlives_its_attempt_under_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rt, data) = sandboxed(tmp.path());
+    // A step that leaves its process group and session, as a daemon would.
+    let mut r = req("d", 1, "setsid sh -c 'echo $$ > \"$GEORGE_OUTPUT_DIR/daemon.tmp\"; mv \"$GEORGE_OUTPUT_DIR/daemon.tmp\" \"$GEORGE_OUTPUT_DIR/daemon\"; exec sleep 300' &");
+    r.output_dir = Some(data.join("outputs/d"));
+    let h = start(&rt, r).await;
+    wait_for_file(&data.join("outputs/d/daemon")).await;
+    wait_exit(&rt, "d", 1, &h).await;
+    let daemon: i32 = std::fs::read_to_string(data.join("outputs/d/daemon")).unwrap().trim().parse().unwrap();
+    let gone = || {
+        !Path::new(&format!("/proc/{daemon}")).exists()
+            || std::fs::read_to_string(format!("/proc/{daemon}/stat")).unwrap_or_default().contains(") Z")
+    };
+    assert!(!gone(), "the daemon outlived its agent (as daemons do)");
+    rt.cleanup("d", 1).await.unwrap();
+    if !sandbox::engine_is_root() {
+        // Without root there is no uid of its own to sweep; end it here.
+        let _ = std::process::Command::new("kill").arg("-9").arg(daemon.to_string()).status();
+        return;
+    }
+    // Its uid was the attempt's: cleanup killed every process of it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !gone() {
+        assert!(tokio::time::Instant::now() < deadline, "the daemon {daemon} outlived its attempt");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -476,6 +476,21 @@ pub struct AgentsSection {
     /// How long an agent keeps working and retrying its reports while the
     /// engine cannot be reached, before it stops (default 15m).
     pub engine_patience: Option<george_core::duration::HumanDuration>,
+    /// The process runtime's sandbox.
+    #[serde(default)]
+    pub sandbox: SandboxSection,
+}
+
+/// `agents.sandbox`: on by default; `enabled: false` turns it off (warned
+/// about in the log and in `george status`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SandboxSection {
+    pub enabled: Option<bool>,
+    /// First uid of the per-attempt users (engine running as root).
+    pub uid_base: Option<u32>,
+    /// How many per-attempt uids there are.
+    pub uid_count: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -56,6 +56,14 @@ impl Server {
         let data_dir = cfg.engine.data_dir.clone().unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        // Private to the engine; agents running under their own uids may
+        // pass through (to their own directories) but not list or read it.
+        let traversable = george_runtime::sandbox::engine_is_root() && cfg.agents.sandbox.enabled != Some(false);
+        std::fs::set_permissions(
+            &data_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(if traversable { 0o711 } else { 0o700 }),
+        )
+        .with_context(|| format!("cannot set the mode of data directory {}", data_dir.display()))?;
         let data_dir = data_dir.canonicalize().with_context(|| format!("data directory {}", data_dir.display()))?;
         let lock = lock_data_dir(&data_dir)?;
 
@@ -91,10 +99,20 @@ impl Server {
 
         let mut postgres = None;
         let store: Arc<dyn Store> = match cfg.store.resolve()? {
-            StoreChoice::Sqlite => Arc::new(
-                SqliteStore::open(data_dir.join("george.db"))
-                    .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
-            ),
+            StoreChoice::Sqlite => {
+                let db = data_dir.join("george.db");
+                let store = SqliteStore::open(&db)
+                    .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+                // The database and its journal files: the engine's alone.
+                for suffix in ["", "-wal", "-shm"] {
+                    let f = PathBuf::from(format!("{}{suffix}", db.display()));
+                    if f.exists() {
+                        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                            .with_context(|| format!("cannot set the mode of {}", f.display()))?;
+                    }
+                }
+                Arc::new(store)
+            }
             StoreChoice::Postgres(url, tls) => {
                 // Errors name the server, never the password.
                 let store = tokio::task::spawn_blocking(move || george_store::PostgresStore::connect_tls(&url, &tls))
@@ -492,7 +510,33 @@ async fn build_runtime(cfg: &Config, data_dir: &Path, engine_id: &str) -> anyhow
             let mut rc =
                 ProcessRuntimeConfig::under(data_dir, vec![exe.display().to_string(), "agent".into(), "run".into()]);
             rc.keep_workdirs = cfg.container_backend.process.keep_workdirs.unwrap_or(false);
-            Ok(Arc::new(ProcessRuntime::new(rc)))
+            let sb = &cfg.agents.sandbox;
+            rc.sandbox.enabled = sb.enabled.unwrap_or(true);
+            if let Some(b) = sb.uid_base {
+                rc.sandbox.uid_base = b;
+            }
+            if let Some(n) = sb.uid_count {
+                if n == 0 {
+                    bail!("agents.sandbox.uidCount: expected at least 1");
+                }
+                rc.sandbox.uid_count = n;
+            }
+            let rt = ProcessRuntime::new(rc);
+            let iso = rt.isolation();
+            for w in &iso.warnings {
+                tracing::warn!(warning = %w, "agent isolation");
+            }
+            if iso.per_attempt_uid {
+                george_runtime::sandbox::check_reachable(data_dir)
+                    .context("the data directory (agents.sandbox runs each attempt under its own uid)")?;
+            }
+            tracing::info!(
+                landlock_abi = iso.landlock_abi,
+                per_attempt_uid = iso.per_attempt_uid,
+                enabled = iso.enabled,
+                "agent sandbox"
+            );
+            Ok(Arc::new(rt))
         }
         // `local` is what recac calls its Docker mode.
         "docker" | "local" => {

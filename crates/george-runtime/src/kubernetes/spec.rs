@@ -18,7 +18,10 @@
 //!   the attempt's Secret by `secretKeyRef`, the secret files are that
 //!   Secret's keys mounted read-only at [`CONTAINER_SECRETS_DIR`].
 
-use crate::{PullPolicy, SpawnRequest, CONTAINER_OUTPUT_DIR, CONTAINER_SECRETS_DIR};
+use crate::{
+    PullPolicy, SpawnRequest, AGENT_TOKEN_FILE, AGENT_TOKEN_FILE_ENV, CONTAINER_AGENT_DIR, CONTAINER_OUTPUT_DIR,
+    CONTAINER_SECRETS_DIR,
+};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
@@ -35,12 +38,9 @@ pub const CONTAINER: &str = "agent";
 pub const JOB_ID_ANNOTATION: &str = "george.io/job-id";
 /// Annotation with the attempt number.
 pub const ATTEMPT_ANNOTATION: &str = "george.io/attempt";
-/// Environment variables that carry secrets: delivered by `secretKeyRef`.
-pub const SECRET_ENV: &[&str] = &["GEORGE_AGENT_TOKEN"];
-/// The Secret key of a secret environment variable.
-fn env_key(name: &str) -> String {
-    format!("env.{name}")
-}
+/// The Secret key of the agent token (mounted as a file at
+/// `/run/george/agent/token`, never an environment variable).
+pub const TOKEN_KEY: &str = "agent-token";
 /// The Secret key of a secret file.
 fn file_key(name: &str) -> String {
     format!("file.{name}")
@@ -158,16 +158,14 @@ pub fn labels(s: &JobSettings, req: &SpawnRequest) -> BTreeMap<String, String> {
 
 /// Whether the attempt needs a Secret (a secret env var or any secret file).
 pub fn needs_secret(req: &SpawnRequest) -> bool {
-    !req.secrets.is_empty() || SECRET_ENV.iter().any(|k| req.env.contains_key(*k))
+    !req.secrets.is_empty() || req.agent_token.is_some()
 }
 
-/// The attempt's Secret (same name as its Job): secret env values and files.
+/// The attempt's Secret (same name as its Job): the agent token and the files.
 pub fn render_secret(s: &JobSettings, req: &SpawnRequest, name: &str) -> Secret {
     let mut data = BTreeMap::new();
-    for k in SECRET_ENV {
-        if let Some(v) = req.env.get(*k) {
-            data.insert(env_key(k), ByteString(v.clone().into_bytes()));
-        }
+    if let Some(t) = &req.agent_token {
+        data.insert(TOKEN_KEY.to_string(), ByteString(t.0.clone().into_bytes()));
     }
     for f in &req.secrets {
         data.insert(file_key(&f.name), ByteString(f.content.clone()));
@@ -213,19 +211,30 @@ pub fn render_job(s: &JobSettings, req: &SpawnRequest, name: &str) -> Result<Job
 
     let mut env: Vec<Value> = Vec::new();
     for (k, v) in &req.env {
-        if SECRET_ENV.contains(&k.as_str()) {
-            env.push(json!({"name": k, "valueFrom": {"secretKeyRef": {"name": name, "key": env_key(k)}}}));
-        } else {
-            env.push(json!({"name": k, "value": v}));
-        }
+        env.push(json!({"name": k, "value": v}));
     }
     env.push(json!({"name": "GEORGE_WORK_DIR", "value": "/work"}));
     env.push(json!({"name": "GEORGE_OUTPUT_DIR", "value": CONTAINER_OUTPUT_DIR}));
+    env.push(json!({"name": "HOME", "value": "/tmp"}));
     let mut mounts = vec![
         json!({"name": "work", "mountPath": "/work"}),
         json!({"name": "output", "mountPath": CONTAINER_OUTPUT_DIR}),
+        json!({"name": "tmp", "mountPath": "/tmp"}),
     ];
-    let mut volumes = vec![json!({"name": "work", "emptyDir": {}}), json!({"name": "output", "emptyDir": {}})];
+    let mut volumes = vec![
+        json!({"name": "work", "emptyDir": {}}),
+        json!({"name": "output", "emptyDir": {}}),
+        json!({"name": "tmp", "emptyDir": {}}),
+    ];
+    if req.agent_token.is_some() {
+        env.push(json!({"name": AGENT_TOKEN_FILE_ENV, "value": format!("{CONTAINER_AGENT_DIR}/{AGENT_TOKEN_FILE}")}));
+        mounts.push(json!({"name": "agent-token", "mountPath": CONTAINER_AGENT_DIR, "readOnly": true}));
+        volumes.push(json!({"name": "agent-token", "secret": {
+            "secretName": name,
+            "items": [{"key": TOKEN_KEY, "path": AGENT_TOKEN_FILE}],
+            "defaultMode": 0o400,
+        }}));
+    }
     if !req.secrets.is_empty() {
         let mut items = Vec::new();
         for f in &req.secrets {
@@ -258,6 +267,7 @@ pub fn render_job(s: &JobSettings, req: &SpawnRequest, name: &str) -> Result<Job
     let mut pod_spec = json!({
         "restartPolicy": "Never",
         "automountServiceAccountToken": false,
+        "securityContext": {"fsGroup": 65534},
         "enableServiceLinks": false,
         "terminationGracePeriodSeconds": s.termination_grace.as_secs().max(1),
         "containers": [{
@@ -268,6 +278,15 @@ pub fn render_job(s: &JobSettings, req: &SpawnRequest, name: &str) -> Result<Job
             "args": args,
             "workingDir": "/work",
             "env": env,
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": 65534,
+                "runAsGroup": 65534,
+                "allowPrivilegeEscalation": false,
+                "readOnlyRootFilesystem": true,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
             "resources": resources,
             "volumeMounts": mounts,
         }],

@@ -1,0 +1,418 @@
+//! The process runtime's sandbox: what keeps one agent, and every step it
+//! runs, away from every other agent and from the engine's data.
+//!
+//! Two layers, both applied in the forked child before it becomes the gate
+//! (so the agent and everything it starts inherit them, and nothing can
+//! undo them):
+//!
+//! - **Landlock** (Linux 5.13+, the same kernel mechanism OpenAI's Codex CLI
+//!   uses for its Linux sandbox; no helper binary, no setuid, works for an
+//!   unprivileged engine). Each attempt gets its own Landlock domain:
+//!   - filesystem: the agent may read the system (everything outside the
+//!     engine's data directory), read its secrets, read and remove its token
+//!     file, and write only its own work, temporary, home and output
+//!     directories. The data directory (the store, the logs, every other
+//!     agent's directories) is refused.
+//!   - processes: Landlock refuses `ptrace` (and so `/proc/PID/mem`,
+//!     `/proc/PID/environ`, `/proc/PID/fd`) across domains, so no agent can
+//!     read another agent's memory or environment, nor the engine's. On ABI 6
+//!     (Linux 6.12+) signals and abstract unix sockets are scoped too: an
+//!     agent cannot signal or connect to anything outside its own domain.
+//! - **A per-attempt uid** when the engine runs as root: each attempt runs
+//!   under its own unprivileged uid and gid (taken from a configurable
+//!   range), with no supplementary groups and `no_new_privs`, so root's
+//!   powers (`CAP_DAC_OVERRIDE`, `CAP_SYS_PTRACE`, mounts, …) never reach an
+//!   agent, and file modes separate attempts even on a kernel without
+//!   Landlock. When the attempt ends, every process left under its uid is
+//!   killed, so nothing an agent started outlives it.
+//!
+//! Why not namespaces (bubblewrap's way)? A mount namespace could hide paths
+//! instead of refusing them, but it needs root or unprivileged user
+//! namespaces (often disabled), a mountpoint layout, and a helper to set it
+//! up; Landlock gives the same refusals from one syscall for any user, and
+//! the uid layer covers root.
+//!
+//! Without Landlock (an old kernel or one booted without it) the sandbox
+//! degrades loudly: [`Isolation::warnings`] says what is missing, the engine
+//! logs it at startup and `george status` / `george audit-security` show it.
+
+use landlock::{
+    Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreated,
+    RulesetCreatedAttr, Scope, ABI,
+};
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The Landlock ABI the sandbox asks for (features beyond it are not used).
+const TARGET_ABI: ABI = ABI::V6;
+
+/// How agents are isolated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxConfig {
+    /// On by default; turning it off is explicit and warned about.
+    pub enabled: bool,
+    /// The first uid (and gid) of the range per-attempt users are taken from
+    /// when the engine runs as root.
+    pub uid_base: u32,
+    /// How many uids the range holds (at most this many live attempts).
+    pub uid_count: u32,
+    /// Paths no agent may read or write (the engine's data directory), apart
+    /// from the attempt's own directories inside them.
+    pub hidden: Vec<PathBuf>,
+}
+
+impl SandboxConfig {
+    /// The default: on, uids from 2,000,000,000, hiding `data_dir`.
+    pub fn hiding(data_dir: &Path) -> Self {
+        Self { enabled: true, uid_base: 2_000_000_000, uid_count: 65_536, hidden: vec![absolute(data_dir)] }
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
+}
+
+/// What isolation agents actually get on this machine, as an operator should
+/// see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Isolation {
+    /// The sandbox is on.
+    pub enabled: bool,
+    /// The kernel's Landlock ABI (0: none).
+    pub landlock_abi: i32,
+    /// Filesystem rules are enforced (Landlock).
+    pub filesystem: bool,
+    /// Other agents' memory and `/proc/PID/environ` are refused (Landlock's
+    /// ptrace restriction, or a separate uid).
+    pub process_memory: bool,
+    /// Signals and abstract unix sockets are scoped to the agent (Landlock ABI 6).
+    pub signals: bool,
+    /// Each attempt runs under its own unprivileged uid (the engine is root).
+    pub per_attempt_uid: bool,
+    /// The uid range per-attempt users come from.
+    pub uid_range: Option<(u32, u32)>,
+    /// What is missing, in words.
+    pub warnings: Vec<String>,
+}
+
+/// The running kernel's Landlock ABI version (0 when unavailable).
+#[allow(unsafe_code)]
+pub fn landlock_abi() -> i32 {
+    // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)
+    // only returns the ABI version (or -1 with errno); it touches no memory.
+    let v = unsafe { nix::libc::syscall(nix::libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32) };
+    i32::try_from(v).ok().filter(|v| *v > 0).unwrap_or(0)
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+impl Isolation {
+    /// What `cfg` gives on this machine.
+    pub fn probe(cfg: &SandboxConfig) -> Self {
+        let abi = landlock_abi();
+        let root = is_root();
+        let mut warnings = Vec::new();
+        if !cfg.enabled {
+            warnings.push(
+                "the agent sandbox is OFF (agents.sandbox: false): every agent can read every other agent's files, \
+                 token and memory"
+                    .into(),
+            );
+            return Self {
+                enabled: false,
+                landlock_abi: abi,
+                filesystem: false,
+                process_memory: false,
+                signals: false,
+                per_attempt_uid: false,
+                uid_range: None,
+                warnings,
+            };
+        }
+        if abi == 0 {
+            warnings.push(if root {
+                "Landlock is not available in this kernel: agents are separated by uid only (file modes, no \
+                 filesystem allow-list)"
+                    .into()
+            } else {
+                "Landlock is not available in this kernel and the engine is not root: agents are NOT isolated from \
+                 each other (run on Linux 5.13+ with Landlock enabled, or run the engine as root for per-attempt uids)"
+                    .into()
+            });
+        } else if abi < 6 {
+            warnings.push(format!(
+                "Landlock ABI {abi}: signals and abstract unix sockets are not scoped (needs ABI 6, Linux 6.12+)"
+            ));
+        }
+        if !root {
+            warnings.push(
+                "the engine is not root: agents share its uid, so unix sockets reachable by path (e.g. a Docker \
+                 socket the engine's user may use) are reachable by agents too"
+                    .into(),
+            );
+        }
+        Self {
+            enabled: true,
+            landlock_abi: abi,
+            filesystem: abi > 0,
+            process_memory: abi > 0 || root,
+            signals: abi >= 6 || root,
+            per_attempt_uid: root,
+            uid_range: root.then_some((cfg.uid_base, cfg.uid_base.saturating_add(cfg.uid_count.saturating_sub(1)))),
+            warnings,
+        }
+    }
+}
+
+/// One attempt's paths, as the sandbox grants them.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// Read and write (work, tmp, home, output).
+    pub write: Vec<PathBuf>,
+    /// Read only (secrets, the agent's program).
+    pub read: Vec<PathBuf>,
+    /// Read and remove files (the token's directory).
+    pub take: Vec<PathBuf>,
+}
+
+/// Errors preparing a sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// Landlock refused the ruleset.
+    #[error("cannot build the agent's Landlock ruleset: {0}")]
+    Landlock(String),
+    /// No uid is free in the range.
+    #[error("no free agent uid in {base}..{end}: raise agents.sandbox.uidCount")]
+    NoUid {
+        /// First uid.
+        base: u32,
+        /// One past the last.
+        end: u32,
+    },
+    /// A directory agents must reach cannot be traversed by them.
+    #[error(
+        "agents run under their own uid and cannot reach {path}: {blocker} has mode {mode:o} (it needs the \
+         search bit for others: chmod o+x), or choose a data directory elsewhere"
+    )]
+    Unreachable {
+        /// What the agent needs.
+        path: PathBuf,
+        /// The ancestor in the way.
+        blocker: PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
+}
+
+/// The first ancestor of `path` (or `path` itself) that others cannot search.
+pub fn unreachable_by_others(path: &Path) -> Option<(PathBuf, u32)> {
+    let path = absolute(path);
+    let mut at = PathBuf::from("/");
+    for part in path.components().skip(1) {
+        at.push(part);
+        let Ok(meta) = std::fs::metadata(&at) else { return None };
+        let mode = meta.permissions().mode();
+        if meta.is_dir() && mode & 0o001 == 0 {
+            return Some((at, mode & 0o7777));
+        }
+    }
+    None
+}
+
+/// Checks that an agent under another uid can reach `path`.
+pub fn check_reachable(path: &Path) -> Result<(), SandboxError> {
+    match unreachable_by_others(path) {
+        None => Ok(()),
+        Some((blocker, mode)) => Err(SandboxError::Unreachable { path: path.to_path_buf(), blocker, mode }),
+    }
+}
+
+/// What the child applies to itself before it runs anything.
+#[derive(Debug)]
+pub struct Confinement {
+    ruleset: Option<RulesetCreated>,
+    ids: Option<(u32, u32)>,
+}
+
+impl Confinement {
+    /// Builds the confinement of one attempt (in the engine, before fork):
+    /// its Landlock ruleset and, when the engine is root, the uid to run as.
+    pub fn build(cfg: &SandboxConfig, grants: &Grants, uid: Option<u32>) -> Result<Self, SandboxError> {
+        let ruleset = if landlock_abi() > 0 { Some(ruleset(cfg, grants)?) } else { None };
+        Ok(Self { ruleset, ids: uid.map(|u| (u, u)) })
+    }
+
+    /// Arranges for the child of `cmd` to confine itself between fork and exec.
+    #[allow(unsafe_code)]
+    pub fn install(self, cmd: &mut tokio::process::Command) {
+        let Confinement { mut ruleset, ids } = self;
+        // SAFETY: the closure runs in the forked child before exec. It makes
+        // only async-signal-safe system calls (setgroups, setresgid,
+        // setresuid, prctl, landlock_restrict_self) and allocates nothing on
+        // its success path; the ruleset was built before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some((uid, gid)) = ids {
+                    use nix::libc;
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setresgid(gid, gid, gid) != 0
+                        || libc::setresuid(uid, uid, uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if let Some(rs) = ruleset.take() {
+                    rs.restrict_self().map_err(|e| std::io::Error::other(e.to_string()))?;
+                } else if nix::sys::prctl::set_no_new_privs().is_err() {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+fn landlock_err(e: impl std::fmt::Display) -> SandboxError {
+    SandboxError::Landlock(e.to_string())
+}
+
+/// The attempt's Landlock ruleset: read the system minus the hidden paths,
+/// plus the grants.
+fn ruleset(cfg: &SandboxConfig, grants: &Grants) -> Result<RulesetCreated, SandboxError> {
+    let read = AccessFs::from_read(TARGET_ABI);
+    let all = AccessFs::from_all(TARGET_ABI);
+    let mut rs = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(all)
+        .map_err(landlock_err)?
+        .scope(Scope::Signal | Scope::AbstractUnixSocket)
+        .map_err(landlock_err)?
+        .create()
+        .map_err(landlock_err)?;
+    let add = |rs: RulesetCreated, path: &Path, access| -> Result<RulesetCreated, SandboxError> {
+        match PathFd::new(path) {
+            Ok(fd) => rs.add_rule(PathBeneath::new(fd, access)).map_err(landlock_err),
+            // Gone meanwhile (a temporary file of someone else): nothing to grant.
+            Err(_) => Ok(rs),
+        }
+    };
+    for path in readable_roots(&cfg.hidden) {
+        rs = add(rs, &path, read)?;
+    }
+    // Devices every program expects to write.
+    for dev in ["/dev/null", "/dev/zero", "/dev/full", "/dev/tty"] {
+        if Path::new(dev).exists() {
+            rs = add(rs, Path::new(dev), AccessFs::from_file(TARGET_ABI))?;
+        }
+    }
+    for p in &grants.read {
+        rs = add(rs, p, read)?;
+    }
+    for p in &grants.take {
+        rs = add(rs, p, read | AccessFs::RemoveFile)?;
+    }
+    for p in &grants.write {
+        rs = add(rs, p, all)?;
+    }
+    Ok(rs)
+}
+
+/// Everything outside `hidden`, as the fewest paths: starting at `/`, a
+/// directory with no hidden path inside is granted whole; one that holds a
+/// hidden path is opened up entry by entry. A symbolic link is granted only
+/// if where it leads is not hidden. (Entries created later inside such an
+/// ancestor are not readable; the system directories are granted whole.)
+fn readable_roots(hidden: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![PathBuf::from("/")];
+    while let Some(dir) = todo.pop() {
+        if hidden.iter().any(|h| dir.starts_with(h)) {
+            continue;
+        }
+        if !hidden.iter().any(|h| h.starts_with(&dir)) {
+            out.push(dir);
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let path = e.path();
+            if e.file_type().is_ok_and(|t| t.is_symlink()) {
+                match std::fs::canonicalize(&path) {
+                    Ok(target) if !hidden.iter().any(|h| target.starts_with(h) || h.starts_with(&target)) => {
+                        out.push(path)
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            todo.push(path);
+        }
+    }
+    out
+}
+
+/// Every process running under `uid`.
+pub fn processes_of(uid: u32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            (e.metadata().ok()?.uid() == uid).then_some(pid)
+        })
+        .collect()
+}
+
+/// Kills every process running under `uid` (an ended attempt's leftovers).
+pub fn kill_all_of(uid: u32) {
+    for _ in 0..5 {
+        let pids = processes_of(uid);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Gives `path` and everything under it (never following links) to `uid`.
+pub fn chown_tree(path: &Path, uid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        for e in std::fs::read_dir(path)? {
+            chown_tree(&e?.path(), uid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether this process runs as root (and so drops every attempt to its own uid).
+pub fn engine_is_root() -> bool {
+    is_root()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readable_roots_leave_out_the_hidden_directory_and_links_into_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        let data = base.join("data");
+        std::fs::create_dir_all(data.join("agents")).unwrap();
+        std::fs::create_dir_all(base.join("repo")).unwrap();
+        std::os::unix::fs::symlink(&data, base.join("link-in")).unwrap();
+        std::os::unix::fs::symlink(base.join("repo"), base.join("link-out")).unwrap();
+        let roots = readable_roots(std::slice::from_ref(&data));
+        assert!(roots.contains(&base.join("repo")), "{roots:?}");
+        assert!(roots.contains(&base.join("link-out")), "{roots:?}");
+        assert!(!roots.iter().any(|r| r.starts_with(&data) || data.starts_with(r)), "{roots:?}");
+        assert!(!roots.contains(&base.join("link-in")), "{roots:?}");
+        assert!(roots.contains(&PathBuf::from("/usr")) || !Path::new("/usr").exists(), "{roots:?}");
+    }
+}
