@@ -232,7 +232,8 @@ attack list-agent-dir ls "$B_DIR/agent"
 attack read-secret cat "$B_DIR/secrets/api-key"
 attack read-environ cat "/proc/$B_PID/environ"
 attack read-maps cat "/proc/$B_PID/maps"
-attack list-fds ls "/proc/$B_PID/fd"
+attack readlink-fd readlink "/proc/$B_PID/fd/1"
+attack write-through-fd sh -c 'echo INJECTED > "/proc/$B_PID/fd/1"'
 attack through-cwd ls "/proc/$B_PID/cwd/"
 attack signal kill -0 "$B_PID"
 attack list-work ls "$B_DIR/work"
@@ -302,7 +303,7 @@ async fn a_hostile_agent_cannot_reach_a_running_neighbour() {
 
     let results = std::fs::read_to_string(data.join("outputs/a/results")).unwrap();
     let lines: Vec<&str> = results.lines().collect();
-    assert_eq!(lines.len(), 23, "every probe ran: {results}");
+    assert_eq!(lines.len(), 24, "every probe ran: {results}");
     for line in &lines {
         assert!(
             line.ends_with(" refused") || line.ends_with(" works"),
@@ -315,6 +316,8 @@ async fn a_hostile_agent_cannot_reach_a_running_neighbour() {
         std::fs::read_to_string(data.join("outputs/a/own.log")).unwrap_or_default(),
         std::fs::read_to_string(rt.logs().path("a", 1)).unwrap_or_default(),
     );
+    let b_log = std::fs::read_to_string(rt.logs().path("b", 1)).unwrap_or_default();
+    assert!(!b_log.contains("INJECTED"), "a wrote into b's output: {b_log}");
     for leaked in ["B-TOKEN", "B-SECRET-VALUE", "b-env-secret", "ENGINE-DATABASE"] {
         assert!(!seen.contains(leaked), "{leaked} reached agent a:\n{seen}");
     }

@@ -40,18 +40,32 @@ async fn stub_provider() -> anyhow::Result<String> {
     Ok(format!("http://{addr}/v1"))
 }
 
-/// The environment variable `name` of process `pid`.
-fn env_of(pid: i64, name: &str) -> Option<String> {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    env.split(|b| *b == 0)
-        .filter_map(|kv| std::str::from_utf8(kv).ok())
-        .find_map(|kv| kv.strip_prefix(name).and_then(|r| r.strip_prefix('=')).map(str::to_string))
+/// An AgentSpec whose agent hands its token to the bench (a copy in its
+/// output directory) before it becomes the reference agent: the bench calls
+/// the proxy as that agent would.
+fn holder_manifest(exe: &std::path::Path) -> String {
+    format!(
+        "apiVersion: george/v1
+kind: AgentSpec
+metadata: {{name: bench-holder}}
+spec:
+  capabilities: [shell]
+  command: [/bin/sh, -c, 'cp \"$GEORGE_AGENT_TOKEN_FILE\" \"$GEORGE_OUTPUT_DIR/t\" && mv \"$GEORGE_OUTPUT_DIR/t\" \"$GEORGE_OUTPUT_DIR/agent-token\" && exec \"$0\" agent run', {exe:?}]
+",
+        exe = exe.display().to_string()
+    )
 }
 
 pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     let requests = args.jobs.unwrap_or(2000).max(1);
     let provider = stub_provider().await?;
+    let exe = std::env::current_exe().context("cannot find the george executable")?;
     let (server, client, dir) = start(|cfg| {
+        if let Some(folder) = &cfg.sources.folder {
+            if let Err(e) = std::fs::write(folder.path.join("holder.yaml"), holder_manifest(&exe)) {
+                tracing::warn!(error = %e, "cannot write the bench's holder AgentSpec");
+            }
+        }
         cfg.llm.providers.push(ProviderSection {
             name: "stub".into(),
             api: george_governor::ProviderApi::OpenAi,
@@ -65,12 +79,14 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     .await?;
     // One agent holds its attempt open; the bench calls as that agent.
     let job = "bench-proxy";
-    client.submit(&george_core::api::SubmitJob { template: "hold".into(), ..noop_job(job) }).await?;
+    let submit =
+        george_core::api::SubmitJob { template: "hold".into(), agent: Some("bench-holder".into()), ..noop_job(job) };
+    client.submit(&submit).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
+    let token_file = dir.join("data/outputs").join(job).join("agent-token");
     let token = loop {
-        let handle = client.agent(&george_core::api::agent_id(job, 1)).await.ok().and_then(|a| a.handle);
-        if let Some(t) = handle.and_then(|h| h["pid"].as_i64()).and_then(|pid| env_of(pid, "GEORGE_AGENT_TOKEN")) {
-            break t;
+        if let Some(t) = std::fs::read_to_string(&token_file).ok().filter(|t| t.starts_with("gat_")) {
+            break t.trim().to_string();
         }
         anyhow::ensure!(Instant::now() < deadline, "the bench agent did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -19,7 +19,7 @@ fn validate(dir: &std::path::Path, json: bool) -> std::process::Output {
 
 #[test]
 fn validate_names_file_line_field_and_expectation() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let m = tmp.path();
     write(m, "agents/w.yaml", AGENT);
     write(m, "templates/t.yaml", &template("t", "    - id: a\n      description: a {{who}}\n      run: echo {{who}}\n      depends_on: [b]\n    - id: b\n      description: b\n      depends_on: [a]\n"));
@@ -89,7 +89,7 @@ fn validate_names_file_line_field_and_expectation() {
 
 #[test]
 fn bad_api_requests_are_explained_and_change_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     write(&m, "agents/w.yaml", AGENT);
     let t = "apiVersion: george/v1\nkind: TaskTemplate\nmetadata: {name: t}\nspec:\n  variables:\n    - {name: n, type: integer}\n    - {name: mode, type: enum, values: [fast, slow]}\n  steps:\n    - id: s\n      description: s\n      run: \"true\"\n";
@@ -208,7 +208,7 @@ fn bad_api_requests_are_explained_and_change_nothing() {
 
 #[test]
 fn a_bad_config_file_is_located() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let cfg = tmp.path().join("george-config.yaml");
     std::fs::write(&cfg, "engine:\n  reconcileInterval: 30s\nagents:\n  healthCheck:\n    interval: often\n").unwrap();
     let out = Command::new(george_bin())

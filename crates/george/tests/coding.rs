@@ -60,7 +60,7 @@ struct Setup {
 /// An engine with the coding AgentSpecs and templates, secrets for `git`, and
 /// (when given) the scripted LLM and the forge.
 fn setup(llm: Option<&ScriptedLlm>, forge: Option<&Forge>) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     let m = root.join("manifests");
     let secrets = root.join("secrets");

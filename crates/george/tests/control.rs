@@ -52,7 +52,7 @@ async fn wait_catalog(engine: &Engine) {
 
 #[test]
 fn pause_resume_abort_through_the_api() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let engine = setup(tmp.path());
     engine.rt().block_on(async {
         wait_catalog(&engine).await;
@@ -97,7 +97,7 @@ fn pause_resume_abort_through_the_api() {
 
 #[test]
 fn pause_resume_abort_inject_through_the_cli() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let engine = setup(tmp.path());
     let rt = engine.rt();
     rt.block_on(wait_catalog(&engine));
@@ -161,7 +161,7 @@ fn pause_resume_abort_inject_through_the_cli() {
 
 #[test]
 fn tokens_are_required_and_agents_are_confined_to_their_job() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let engine = setup(tmp.path());
     engine.rt().block_on(async {
         wait_catalog(&engine).await;
@@ -186,7 +186,7 @@ fn tokens_are_required_and_agents_are_confined_to_their_job() {
             .await;
         let agent = c.agent("mine-1").await.unwrap();
         let pid = agent.handle.expect("a running agent has a handle")["pid"].as_i64().unwrap() as i32;
-        let token = proc_env(pid, "GEORGE_AGENT_TOKEN").unwrap();
+        let token = agent_token_in_memory(pid).unwrap();
         let as_agent = george_client::Client::new(&engine.url, &token).unwrap();
 
         // Its own job: fine.
@@ -224,7 +224,7 @@ fn tokens_are_required_and_agents_are_confined_to_their_job() {
 
 #[test]
 fn serving_on_a_public_address_without_a_token_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let out = std::process::Command::new(george_bin())
         .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
         .arg(tmp.path())
@@ -257,7 +257,7 @@ impl SharedBuf {
 
 #[test]
 fn logs_stream_while_the_agent_runs_and_stay_afterwards() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     write(&m, "agents/worker.yaml", AGENT);
     let steps = "    - id: chatter

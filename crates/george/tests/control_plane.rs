@@ -45,7 +45,7 @@ async fn wait_ready(e: &Engine) {
 
 #[test]
 fn the_registry_shows_states_filters_and_degraded_agents() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let engine = setup(tmp.path());
     engine.rt().block_on(async {
         wait_ready(&engine).await;
@@ -89,7 +89,7 @@ fn the_registry_shows_states_filters_and_degraded_agents() {
 
 #[test]
 fn dismiss_halt_status_and_diagnose() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let engine = setup(tmp.path());
     let rt = engine.rt();
     rt.block_on(async {

@@ -39,7 +39,7 @@ fn text_is(css: &str, text: &str) -> String {
 
 #[test]
 fn the_dashboard_shows_jobs_live_and_steers_them() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     write(&m, "agents/worker.yaml", AGENT);
     write(&m, "templates/hold.yaml", &template("hold", RELEASE_STEPS));

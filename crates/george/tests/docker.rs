@@ -66,7 +66,7 @@ fn docker_args<'a>(image: &'a str, manifests: &'a str) -> Vec<&'a str> {
 #[test]
 fn the_quickstart_runs_in_containers_with_labels_and_limits() {
     let _calm = calm();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let id = engine_id(tmp.path());
     let _cleanup = Containers(id.clone());
     let quickstart = repo_root().join("examples/quickstart");
@@ -141,7 +141,7 @@ const SLOW_FIRST_TIME: &str = "    - id: slow
 #[test]
 fn docker_kill_mid_step_gets_a_new_container_that_completes_the_job() {
     let _calm = calm();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let id = engine_id(tmp.path());
     let _cleanup = Containers(id.clone());
     let m = tmp.path().join("manifests");
@@ -184,7 +184,7 @@ fn docker_kill_mid_step_gets_a_new_container_that_completes_the_job() {
 #[test]
 fn engine_restart_adopts_containers_and_leaks_none() {
     let _calm = calm();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let id = engine_id(tmp.path());
     let _cleanup = Containers(id.clone());
     let m = tmp.path().join("manifests");
@@ -252,7 +252,7 @@ fn engine_restart_adopts_containers_and_leaks_none() {
 #[test]
 fn secrets_reach_only_entitled_agents_and_only_as_files() {
     let _calm = calm();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let id = engine_id(tmp.path());
     let _cleanup = Containers(id.clone());
     let secret = "tok-7f3a9c-only-for-git";
@@ -305,7 +305,7 @@ fn secrets_reach_only_entitled_agents_and_only_as_files() {
 #[test]
 fn a_missing_image_blocks_the_job_once_with_a_clear_reason() {
     let _calm = calm();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let id = engine_id(tmp.path());
     let _cleanup = Containers(id.clone());
     let m = tmp.path().join("manifests");
@@ -356,7 +356,7 @@ fn a_missing_image_blocks_the_job_once_with_a_clear_reason() {
 #[test]
 fn an_unreachable_docker_socket_is_one_clear_error() {
     let _calm = calm();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let out = std::process::Command::new(george_bin())
         .args(["serve", "--mode", "docker", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(tmp.path())
@@ -372,7 +372,7 @@ fn an_unreachable_docker_socket_is_one_clear_error() {
 #[test]
 fn docker_compose_up_runs_the_quickstart() {
     let _calm = calm();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let id = engine_id(tmp.path());
     let _cleanup = Containers(id.clone());
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -449,7 +449,7 @@ fn the_docker_bench_reports_overhead_against_raw_docker_run() {
 #[test]
 fn george_up_runs_the_quickstart_in_docker() {
     let _calm = calm();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let id = engine_id(tmp.path());
     let _cleanup = Containers(id.clone());
     let out = std::process::Command::new(george_bin())
@@ -488,7 +488,7 @@ fn spawning_the_same_attempt_twice_never_makes_a_twin() {
     use george_runtime::{
         AgentStatus, DockerRuntime, DockerRuntimeConfig, PullPolicy, Resources, Runtime, SpawnRequest,
     };
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let id = engine_id(tmp.path());
     let _cleanup = Containers(id.clone());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

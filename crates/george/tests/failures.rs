@@ -22,7 +22,7 @@ use std::time::Duration;
 #[test]
 fn killing_an_agent_mid_step_gets_a_new_attempt_and_fences_the_old_one() {
     let _calm = calm();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     write(&m, "agents/worker.yaml", AGENT);
     // The first attempt starts a long step; any later attempt finds the marker and goes on.
@@ -46,7 +46,7 @@ fn killing_an_agent_mid_step_gets_a_new_attempt_and_fences_the_old_one() {
             .await;
         let agent = engine.client.agent("victim-1").await.unwrap();
         let pid = agent.handle.as_ref().unwrap()["pid"].as_i64().unwrap() as i32;
-        let old_token = proc_env(pid, "GEORGE_AGENT_TOKEN").expect("the agent has a token");
+        let old_token = agent_token_in_memory(pid).expect("the agent has a token");
         assert!(old_token.starts_with("gat_"));
         assert!(process_running("sleep 61.25"));
 
@@ -84,7 +84,7 @@ fn killing_an_agent_mid_step_gets_a_new_attempt_and_fences_the_old_one() {
 #[test]
 fn killing_the_engine_mid_run_converges_without_duplicates() {
     let _calm = calm();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     write(&m, "agents/worker.yaml", AGENT);
     let steps = "    - id: a
@@ -152,7 +152,7 @@ fn killing_the_engine_mid_run_converges_without_duplicates() {
 #[test]
 fn an_agent_that_stops_heartbeating_is_replaced_then_the_job_fails() {
     let _calm = calm();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     // An agent that never calls home.
     write(&m, "agents/mute.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: mute}\nspec:\n  command: [sleep, \"300\"]\n  capabilities: [shell]\n");
@@ -177,7 +177,7 @@ fn an_agent_that_stops_heartbeating_is_replaced_then_the_job_fails() {
 #[test]
 fn an_engine_down_for_twice_the_health_deadline_adopts_its_running_agents() {
     let _calm = calm();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     write(&m, "agents/worker.yaml", AGENT);
     write(&m, "templates/t.yaml", &template("held", RELEASE_STEPS));
@@ -222,7 +222,7 @@ fn an_engine_down_for_twice_the_health_deadline_adopts_its_running_agents() {
 #[test]
 fn no_write_is_answered_4xx_before_the_first_source_apply() {
     let _calm = calm();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     write(&m, "agents/worker.yaml", AGENT);
     write(&m, "templates/t.yaml", &template("quick", "    - id: s\n      description: s\n      run: \"true\"\n"));

@@ -92,7 +92,7 @@ struct Site {
 
 impl Site {
     fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = common::tempdir().unwrap();
         write(&tmp.path().join("manifests"), "all.yaml", TEMPLATES);
         std::fs::write(tmp.path().join("hook-key"), HOOK_KEY).unwrap();
         Site { tmp }
@@ -510,7 +510,7 @@ fn george_orchestrate_runs_a_recac_setup() {
     j.add_issue(t);
     let llm = ScriptedLlm::start();
     llm.push(Reply::tool("complete_step", json!({"summary": "renamed"}), 10, 2));
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     // George-only settings (a scripted provider) come from a config file; the rest is recac's.
     let cfg =
         format!("{FAST_CONFIG}llm:\n  providers:\n    - {{name: scripted, api: openai, baseUrl: '{}'}}\n", llm.url);

@@ -21,7 +21,7 @@ const NS: &str = "george";
 
 /// A kube client configured from a kubeconfig the server wrote.
 async fn client_with(server: &KubeServer, token: Option<&str>) -> kube::Client {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
     server.write_kubeconfig(&path, NS);
     if let Some(t) = token {
@@ -426,7 +426,7 @@ async fn an_exec_pod_runs_a_process_with_secrets_and_its_logs_stream() {
     }))
     .unwrap();
     secrets.create(&PostParams::default(), &secret).await.unwrap();
-    let shared = tempfile::tempdir().unwrap();
+    let shared = common::tempdir().unwrap();
     let spec = json!({"template": {"spec": {
         "containers": [{
             "name": "agent",

@@ -195,7 +195,7 @@ fn created_jobs(server: &KubeServer) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runtime_renders_runs_retries_and_removes_jobs_as_specified() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let (server, kubeconfig) = cluster(tmp.path());
     let client = george_runtime::kubernetes::client(Some(&kubeconfig)).await.unwrap();
     let cfg = KubernetesRuntimeConfig {
@@ -326,7 +326,7 @@ fn wait_step(marker: &str, flag: &Path) -> String {
 
 #[test]
 fn an_engine_runs_jobs_as_kubernetes_jobs_and_retries_a_killed_pod_as_a_new_job() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let (server, kubeconfig) = cluster(tmp.path());
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
@@ -493,7 +493,7 @@ fn wait_epoch(db: &TestDatabase, epoch: i64) {
 #[test]
 fn a_new_leader_adopts_running_jobs_deletes_stale_ones_and_replaces_vanished_ones() {
     let db = TestDatabase::create();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let (server, kubeconfig, m, flag) = held_jobs(tmp.path(), "before-the-handover", &["kept", "lost"]);
     let mut r = replicas(tmp.path(), &db, &kubeconfig, &m);
     let first = wait_for(Duration::from_secs(20), "a leader", || holder(&server));
@@ -574,7 +574,7 @@ fn a_new_leader_adopts_running_jobs_deletes_stale_ones_and_replaces_vanished_one
 #[test]
 fn a_paused_leader_is_fenced_and_a_lease_renewed_with_a_skewed_clock_is_respected() {
     let db = TestDatabase::create();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let (server, kubeconfig, m, flag) = held_jobs(tmp.path(), "running", &["j0"]);
 
     // Someone else holds the Lease and renews it every 300 ms, with a clock

@@ -71,7 +71,7 @@ fn submit(id: &str, template: &str) -> Value {
 fn agent_token(engine: &Engine, job: &str) -> String {
     wait_for(Duration::from_secs(20), "the agent process", || {
         let pid = *agents_by_job(&engine.dir).get(job)?.first()?;
-        proc_env(pid, "GEORGE_AGENT_TOKEN")
+        agent_token_in_memory(pid)
     })
 }
 
@@ -97,7 +97,7 @@ fn sign(body: &[u8]) -> String {
 
 #[test]
 fn every_endpoint_answers_as_the_openapi_document_says() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let engine = setup(tmp.path());
     engine.rt().block_on(async {
         wait_catalog(&engine).await;
@@ -355,7 +355,7 @@ fn concrete(template: &str) -> String {
 
 #[test]
 fn a_viewer_is_refused_every_change_and_the_audit_log_names_who_did_what() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let engine = setup(tmp.path());
     engine.rt().block_on(async {
         wait_catalog(&engine).await;
@@ -466,7 +466,7 @@ async fn read_events(stream: &mut george_client::Watch, n: usize) -> Vec<EventVi
 
 #[test]
 fn a_watch_resumes_without_gaps_or_repeats() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let engine = setup(tmp.path());
     engine.rt().block_on(async {
         wait_catalog(&engine).await;
@@ -538,7 +538,7 @@ fn a_watch_resumes_without_gaps_or_repeats() {
 
 #[test]
 fn override_retries_a_blocked_job_and_the_cli_follows_it() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let engine = setup(tmp.path());
     engine.rt().block_on(async {
         wait_catalog(&engine).await;

@@ -85,7 +85,7 @@ fn script_counting(llm: &ScriptedLlm, base: u64) {
 #[test]
 fn an_llm_step_completes_through_tool_calls_in_both_api_styles() {
     let llm = ScriptedLlm::start();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let engine = setup(tmp.path(), &llm);
     engine.rt().block_on(async {
         ready(&engine).await;
@@ -138,7 +138,7 @@ fn an_llm_step_completes_through_tool_calls_in_both_api_styles() {
 #[test]
 fn a_missing_capability_blocks_without_working_around_it() {
     let llm = ScriptedLlm::start();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let engine = setup(tmp.path(), &llm);
     let marker = tmp.path().join("must-not-exist");
     engine.rt().block_on(async {
@@ -189,7 +189,7 @@ fn a_missing_capability_blocks_without_working_around_it() {
 #[test]
 fn ask_human_blocks_and_a_reply_resumes_the_same_conversation() {
     let llm = ScriptedLlm::start();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let engine = setup(tmp.path(), &llm);
     engine.rt().block_on(async {
         ready(&engine).await;

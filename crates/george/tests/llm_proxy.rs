@@ -43,7 +43,7 @@ async fn token_of(engine: &Engine, job: &str) -> (i32, String) {
     let j = engine.wait_job(job, "its agent to run", Duration::from_secs(30), |j| j.steps[0].runs == 1).await;
     let a = engine.client.agent(&george_core::api::agent_id(job, j.attempt)).await.unwrap();
     let pid = a.handle.unwrap()["pid"].as_i64().unwrap() as i32;
-    (pid, proc_env(pid, "GEORGE_AGENT_TOKEN").unwrap())
+    (pid, wait_for(Duration::from_secs(10), "the agent's token", || agent_token_in_memory(pid)))
 }
 
 async fn call(engine: &Engine, token: &str, path: &str, body: serde_json::Value) -> reqwest::Response {
@@ -53,7 +53,7 @@ async fn call(engine: &Engine, token: &str, path: &str, body: serde_json::Value)
 #[test]
 fn the_ledger_matches_provider_usage_and_the_key_stays_in_george() {
     let llm = ScriptedLlm::start();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     write(
         &m,
@@ -197,7 +197,7 @@ fn the_ledger_matches_provider_usage_and_the_key_stays_in_george() {
 fn concurrent_agents_never_overrun_a_budget_by_more_than_one_cap() {
     let llm = ScriptedLlm::start();
     llm.fallback(Reply::text("done", 30, 50)); // 80 tokens per call
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     write(
         &m,
@@ -261,7 +261,7 @@ fn concurrent_agents_never_overrun_a_budget_by_more_than_one_cap() {
 fn budget_alerts_fire_once_each_and_hold_work() {
     let llm = ScriptedLlm::start();
     let inbox = Inbox::start();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     write(
         &m,
@@ -375,7 +375,7 @@ fn budget_alerts_fire_once_each_and_hold_work() {
 fn rate_limits_pace_calls_and_the_budget_report_adds_up() {
     let llm = ScriptedLlm::start();
     let inbox = Inbox::start();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     write(&m, "policy.yaml", "apiVersion: george/v1\nkind: Policy\nmetadata: {name: rates}\nspec:\n  rateLimits: {perMinute: 200, perHour: 100000}\n");
     write(

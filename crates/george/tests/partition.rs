@@ -116,7 +116,7 @@ fn start_replica(name: &str, id: &str, network: &str, dir: &Path, url: &str) {
 #[test]
 fn a_partitioned_leader_hands_over_and_rejoining_duplicates_nothing() {
     let db = TestDatabase::create();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let dir = tmp.path();
     let suffix: String =
         dir.file_name().unwrap().to_string_lossy().chars().filter(char::is_ascii_alphanumeric).collect();

@@ -30,7 +30,7 @@ const ELECTION: &str = "  leaderElection:\n    leaseDuration: 3s\n    renewDeadl
 #[test]
 fn the_engine_runs_on_postgres_and_keeps_its_state_there() {
     let db = TestDatabase::create();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let manifests = repo_root().join("examples/quickstart");
     let env = [("GEORGE_DATABASE_URL", db.url.as_str())];
     let mut engine = Engine::start_with_env(tmp.path(), "", &["--manifests", manifests.to_str().unwrap()], &env);
@@ -97,7 +97,7 @@ fn which(engines: &[Engine], holder: &str) -> usize {
 #[test]
 fn three_replicas_one_leader_and_failover_after_kill_9() {
     let db = TestDatabase::create();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let (mut engines, release) = replicas(tmp.path(), &db, 4);
     let first = wait_for(Duration::from_secs(20), "a leader", || leader(&db));
     let l = which(&engines, &first);
@@ -169,7 +169,7 @@ fn three_replicas_one_leader_and_failover_after_kill_9() {
 #[test]
 fn a_paused_leader_is_fenced_and_stops() {
     let db = TestDatabase::create();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let (mut engines, release) = replicas(tmp.path(), &db, 2);
     engines.truncate(2);
     let first = wait_for(Duration::from_secs(20), "a leader", || leader(&db));

@@ -9,7 +9,7 @@ use std::process::Command;
 
 #[test]
 fn quickstart_completes_and_a_second_run_is_a_no_op() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let data = tmp.path().join(".george");
     let up = || {
         Command::new(george_bin())
@@ -55,7 +55,7 @@ fn quickstart_completes_and_a_second_run_is_a_no_op() {
 
 #[test]
 fn up_refuses_invalid_manifests_with_located_errors() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let m = tmp.path().join("m");
     write(&m, "agents/a.yaml", AGENT);
     write(&m, "jobs/j.yaml", &job("j", "missing-template"));
@@ -86,7 +86,7 @@ fn free_listen() -> String {
 
 #[test]
 fn up_once_applies_jobs_added_since_the_last_run() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let (m, data) = (tmp.path().join("m"), tmp.path().join("data"));
     write(&m, "agents/a.yaml", AGENT);
     write(&m, "templates/t.yaml", &template("t", "    - id: s\n      description: s\n      run: \"true\"\n"));
@@ -137,7 +137,7 @@ fn alive(pid: i32) -> bool {
 
 #[test]
 fn ctrl_c_stops_the_agents_says_what_is_unfinished_and_exits_130() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let (child, agent) = up_with_a_waiting_agent(tmp.path(), &[]);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let out = child.wait_with_output().unwrap();
@@ -151,7 +151,7 @@ fn ctrl_c_stops_the_agents_says_what_is_unfinished_and_exits_130() {
 
 #[test]
 fn ctrl_c_with_keep_agents_leaves_them_for_the_next_start() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let listen = free_listen();
     let (child, agent) = up_with_a_waiting_agent(tmp.path(), &["--keep-agents", "--listen", &listen]);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();

@@ -56,7 +56,7 @@ async fn wait_templates(e: &Engine) {
 
 #[test]
 fn a_p0_preempts_a_p3_which_later_resumes_where_it_stopped() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let engine = engine(tmp.path(), "");
     engine.rt().block_on(async {
         wait_templates(&engine).await;
@@ -106,7 +106,7 @@ fn a_p0_preempts_a_p3_which_later_resumes_where_it_stopped() {
 
 #[test]
 fn a_deep_queue_refuses_low_priority_work_with_retry_after() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let engine = engine(tmp.path(), "  backpressure:\n    threshold: 2\n    retryAfter: 7s\n");
     engine.rt().block_on(async {
         wait_templates(&engine).await;

@@ -22,7 +22,7 @@ const FOREVER: &str = "    - id: forever
 
 #[test]
 fn gitops_new_bad_and_removed_manifests() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let repo = tmp.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
     git(&repo, &["init", "-q"]);
@@ -84,7 +84,7 @@ fn gitops_new_bad_and_removed_manifests() {
 
 #[test]
 fn git_changes_arrive_by_polling_too() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let repo = tmp.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
     git(&repo, &["init", "-q"]);
@@ -100,7 +100,7 @@ fn git_changes_arrive_by_polling_too() {
 
 #[test]
 fn work_items_are_dispatched_once_across_restarts() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     // recac work items are coding tasks: the agent clones each item's repository.
     write(&m, "agents/worker.yaml", &AGENT.replace("[shell]", "[shell, git]"));

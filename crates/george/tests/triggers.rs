@@ -85,7 +85,7 @@ async fn wait_templates(e: &Engine) {
 
 #[test]
 fn ten_webhook_events_in_one_window_start_one_agent() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let engine = setup(tmp.path());
     engine.rt().block_on(async {
         wait_templates(&engine).await;
@@ -133,7 +133,7 @@ fn ten_webhook_events_in_one_window_start_one_agent() {
 
 #[test]
 fn summon_wakes_an_agent_by_hand() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir().unwrap();
     let engine = setup(tmp.path());
     let rt = engine.rt();
     rt.block_on(wait_templates(&engine));

@@ -483,3 +483,49 @@ pub fn chaos_run(mode: &str, jobs: u64, extra: &[&str]) -> (serde_json::Value, S
     assert!(n("max_live_agents") <= n("max_concurrent"), "{context}");
     (report, context)
 }
+
+/// A temporary directory others may pass through (mode 0711): an engine
+/// running as root runs each agent under its own uid, and those agents must
+/// reach their directories inside the data directory (an engine refuses a
+/// data directory they cannot reach).
+pub fn tempdir() -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new().permissions(std::fs::Permissions::from_mode(0o711)).tempdir()
+}
+
+/// The agent token held by agent process `pid`, read out of its memory (the
+/// token is in no environment and its file is gone once the agent started;
+/// this test process, unsandboxed root, may read any process's memory).
+/// Tests use it to act as a stolen token would.
+pub fn agent_token_in_memory(pid: i32) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else { continue };
+        let path = parts.nth(3).unwrap_or("");
+        if !perms.starts_with("rw") || !(path.is_empty() || path == "[heap]") {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16)) else { continue };
+        if end - start > 1 << 30 || mem.seek(SeekFrom::Start(start)).is_err() {
+            continue;
+        }
+        let mut buf = vec![0u8; (end - start) as usize];
+        if mem.read_exact(&mut buf).is_err() {
+            continue;
+        }
+        let mut at = 0;
+        while let Some(i) = buf[at..].windows(4).position(|w| w == b"gat_") {
+            let s = at + i;
+            let hex = &buf[s + 4..(s + 68).min(buf.len())];
+            if hex.len() == 64 && hex.iter().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+                return Some(String::from_utf8_lossy(&buf[s..s + 68]).to_string());
+            }
+            at = s + 4;
+        }
+    }
+    None
+}
