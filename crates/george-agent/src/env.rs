@@ -54,6 +54,8 @@ impl AgentEnv {
         };
         let heartbeat_interval = millis(&get, "GEORGE_HEARTBEAT_INTERVAL_MS")?;
         let engine_patience = millis(&get, "GEORGE_ENGINE_PATIENCE_MS")?.unwrap_or(DEFAULT_ENGINE_PATIENCE);
+        let job_id = need("GEORGE_JOB_ID")?;
+        let api_url = need("GEORGE_API_URL")?;
         let token = match get(TOKEN_FILE) {
             Some(path) if !path.trim().is_empty() => std::fs::read_to_string(path.trim())
                 .map(|t| t.trim().to_string())
@@ -63,13 +65,7 @@ impl AgentEnv {
         if token.is_empty() {
             return Err(EnvError { name: TOKEN_FILE, problem: "the token file is empty".into() });
         }
-        Ok(Self {
-            job_id: need("GEORGE_JOB_ID")?,
-            api_url: need("GEORGE_API_URL")?,
-            token,
-            heartbeat_interval,
-            engine_patience,
-        })
+        Ok(Self { job_id, api_url, token, heartbeat_interval, engine_patience })
     }
 
     /// Reads the process environment, then hides the token from everything
@@ -117,17 +113,16 @@ mod tests {
         let env = AgentEnv::from_lookup(|k| match k {
             "GEORGE_AGENT_TOKEN_FILE" => Some(f.clone()),
             "GEORGE_AGENT_TOKEN" => Some("from-env".into()),
-            _ => Some("x".into()),
+            "GEORGE_JOB_ID" | "GEORGE_API_URL" => Some("x".into()),
+            _ => None,
         })
         .unwrap();
         assert_eq!(env.token, "gat_abc", "the file wins over the variable");
         let missing = dir.path().join("gone").display().to_string();
-        let err = AgentEnv::from_lookup(|k| {
-            if k == "GEORGE_AGENT_TOKEN_FILE" {
-                Some(missing.clone())
-            } else {
-                Some("x".into())
-            }
+        let err = AgentEnv::from_lookup(|k| match k {
+            "GEORGE_AGENT_TOKEN_FILE" => Some(missing.clone()),
+            "GEORGE_JOB_ID" | "GEORGE_API_URL" => Some("x".into()),
+            _ => None,
         })
         .unwrap_err();
         assert_eq!(err.name, "GEORGE_AGENT_TOKEN_FILE");

@@ -106,7 +106,11 @@ pub async fn submit(
     let job =
         catalog.plan(&request, Origin { source: "api".into(), reference: None, revision: None }).map_err(|errs| {
             ApiError::Invalid {
-                message: format!("the job does not fit template `{}`: {}", req.template, errs[0]),
+                message: if errs[0].field.starts_with("env") {
+                    format!("invalid job env: {}", errs[0])
+                } else {
+                    format!("the job does not fit template `{}`: {}", req.template, errs[0])
+                },
                 field: Some(errs[0].field.clone()),
                 details: errs.iter().map(|e| e.to_string()).collect(),
             }

@@ -50,11 +50,72 @@ async fn agent(st: &ApiState, headers: &HeaderMap) -> Result<(String, u32), ApiE
         .ok_or_else(|| ApiError::Unauthorized("invalid token".into()))
 }
 
-/// A rough count of the input's tokens (4 bytes per token) for the reservation.
-fn estimate_input(body: &Value) -> u64 {
-    let parts = ["messages", "system", "tools", "tool_choice"];
-    let bytes: usize = parts.iter().filter_map(|k| body.get(*k)).map(|v| v.to_string().len()).sum();
-    (bytes as u64).div_ceil(4)
+/// Tokens reserved for each image (or other media part sent by reference)
+/// that the byte count cannot see: more than any public provider bills for
+/// one image (OpenAI's largest image costs under 3,800 tokens with the
+/// model multipliers, Anthropic's about 1,600).
+pub const MEDIA_PART_TOKENS: u64 = 4_000;
+/// Tokens reserved per call for the framing a provider adds (a few per
+/// message, and the bytes already count every message at 4 times its tokens).
+pub const CALL_OVERHEAD_TOKENS: u64 = 16;
+/// Tokens reserved when the call offers tools, for the system prompt a
+/// provider adds to explain them (Anthropic documents about 350).
+pub const TOOLS_OVERHEAD_TOKENS: u64 = 500;
+/// The most completions one call may ask for (`n`).
+pub const MAX_COMPLETIONS: u64 = 128;
+
+/// The fields a provider may read as the output cap; every one present is
+/// clamped, so no provider can find a higher one.
+const CAP_FIELDS: [&str; 3] = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
+
+/// The input's worst case, for the reservation: every byte of the request
+/// counted as a token (no tokenizer yields more tokens than bytes), plus
+/// [`MEDIA_PART_TOKENS`] per media part, [`CALL_OVERHEAD_TOKENS`], and
+/// [`TOOLS_OVERHEAD_TOKENS`] when the call offers tools. A file given by reference (whose size the proxy
+/// cannot see) is refused.
+fn estimate_input(body: &Value, body_bytes: usize) -> Result<u64, ApiError> {
+    fn media(v: &Value, n: &mut u64) -> Result<(), ApiError> {
+        match v {
+            Value::Object(o) => {
+                let ty = o.get("type").and_then(Value::as_str).unwrap_or("");
+                let by_reference = ["file_id", "file_url"].iter().any(|k| o.contains_key(*k))
+                    || o.get("file").is_some_and(|f| f.get("file_id").is_some() || f.get("file_url").is_some())
+                    || o.get("source")
+                        .and_then(|s| s.get("type"))
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| !matches!(t, "base64" | "text" | "content"));
+                if matches!(ty, "file" | "input_file" | "document") && by_reference {
+                    return Err(ApiError::invalid(format!(
+                        "a `{ty}` part given by reference cannot be metered by the proxy; send its content inline"
+                    )));
+                }
+                if matches!(ty, "image_url" | "image" | "input_image" | "input_audio" | "audio") {
+                    *n += 1;
+                }
+                o.values().try_for_each(|v| media(v, n))
+            }
+            Value::Array(a) => a.iter().try_for_each(|v| media(v, n)),
+            _ => Ok(()),
+        }
+    }
+    let mut parts = 0;
+    media(body, &mut parts)?;
+    let tools = if body.get("tools").is_some() || body.get("functions").is_some() { TOOLS_OVERHEAD_TOKENS } else { 0 };
+    Ok((body_bytes as u64)
+        .saturating_add(parts.saturating_mul(MEDIA_PART_TOKENS))
+        .saturating_add(CALL_OVERHEAD_TOKENS)
+        .saturating_add(tools))
+}
+
+/// How many completions the call asks for: `n`, an integer in 1..=128.
+fn completions(body: &Value) -> Result<u64, ApiError> {
+    match body.get("n") {
+        None | Some(Value::Null) => Ok(1),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=MAX_COMPLETIONS).contains(n))
+            .ok_or_else(|| ApiError::invalid(format!("n: expected an integer from 1 to {MAX_COMPLETIONS}, got {v}"))),
+    }
 }
 
 /// Settles the reservation when the call ends — also if the agent hangs up mid-stream.
@@ -73,7 +134,7 @@ impl Call {
     fn usage_or_worst_case(&self, usage: Option<Usage>) -> Usage {
         usage.unwrap_or_else(|| {
             tracing::warn!(job = %self.route.charge.job, "no usage figures from the provider; charging the call's worst case");
-            Usage { input: self.reservation.tokens - self.reservation.cap, output: self.reservation.cap }
+            Usage { input: self.reservation.tokens.saturating_sub(self.reservation.cap), output: self.reservation.cap }
         })
     }
 
@@ -144,17 +205,19 @@ async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
     let Some(obj) = req.as_object_mut() else { return Err(ApiError::invalid("the request must be a JSON object")) };
     let streaming = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let requested = ["max_completion_tokens", "max_tokens"].iter().find_map(|k| obj.get(*k).and_then(Value::as_u64));
+    // The agent's own limit is the smallest it gave; whatever it gave, every
+    // cap field present (and `max_tokens`, which every provider reads) ends
+    // up at the clamped value.
+    let requested = CAP_FIELDS.iter().filter_map(|k| obj.get(*k).and_then(Value::as_u64)).min();
     let governor = st.engine.governor();
     let cap = governor.cap(&route.charge.agent_spec, requested);
     obj.insert("model".into(), Value::String(route.model.clone()));
-    match style {
-        ProviderApi::OpenAi if obj.contains_key("max_completion_tokens") => {
-            obj.insert("max_completion_tokens".into(), cap.into());
-        }
-        _ => {
-            obj.insert("max_tokens".into(), cap.into());
-        }
+    let present: Vec<&str> = CAP_FIELDS.iter().copied().filter(|k| obj.contains_key(*k)).collect();
+    if present.is_empty() {
+        obj.insert("max_tokens".into(), cap.into());
+    }
+    for k in present {
+        obj.insert(k.into(), cap.into());
     }
     if streaming && style == ProviderApi::OpenAi {
         // Ask for the usage chunk, so streamed calls are metered exactly.
@@ -163,11 +226,10 @@ async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi
             o.insert("include_usage".into(), Value::Bool(true));
         }
     }
-    let estimate = estimate_input(&req);
+    let estimate = estimate_input(&req, body.len())?;
     // OpenAI's `n` asks for several completions, each up to the cap.
-    let completions = req.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
-    let worst_output = cap.saturating_mul(completions);
-    pace(&st, &route, estimate + worst_output).await?;
+    let worst_output = cap.saturating_mul(completions(&req)?);
+    pace(&st, &route, estimate.saturating_add(worst_output)).await?;
     let now = st.engine.now();
     let reservation = match governor.reserve(route.charge.clone(), estimate, worst_output, now) {
         Ok(r) => r,

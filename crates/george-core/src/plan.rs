@@ -84,6 +84,51 @@ pub struct JobRequest<'a> {
     pub env: &'a BTreeMap<String, String>,
 }
 
+/// The most variables a job's `env` may hold.
+pub const MAX_ENV_VARS: usize = 256;
+/// The longest name of one variable.
+pub const MAX_ENV_NAME: usize = 256;
+/// The longest value of one variable (Linux refuses one over 128 KiB).
+pub const MAX_ENV_VALUE: usize = 32 * 1024;
+/// The most bytes all of a job's variables may take together.
+pub const MAX_ENV_TOTAL: usize = 128 * 1024;
+
+/// A job's `env` is one an agent can be started with: names not empty, at
+/// most [`MAX_ENV_NAME`] bytes, without `=` or NUL; values without NUL and at
+/// most [`MAX_ENV_VALUE`] bytes; at most [`MAX_ENV_VARS`] variables and
+/// [`MAX_ENV_TOTAL`] bytes in all. Each error names the variable.
+pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), Vec<ParamError>> {
+    let mut errs = Vec::new();
+    let mut err = |field: String, message: String| errs.push(ParamError { field, message });
+    if env.len() > MAX_ENV_VARS {
+        err("env".into(), format!("{} variables; at most {MAX_ENV_VARS} are allowed", env.len()));
+    }
+    let total: usize = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    if total > MAX_ENV_TOTAL {
+        err("env".into(), format!("{total} bytes in all; at most {MAX_ENV_TOTAL} are allowed"));
+    }
+    for (k, v) in env {
+        let field = format!("env.{}", k.escape_debug());
+        if k.is_empty() {
+            err("env".into(), "a variable has an empty name".into());
+        } else if k.contains('=') || k.contains('\0') {
+            err(field.clone(), "a variable name must not contain `=` or NUL".into());
+        } else if k.len() > MAX_ENV_NAME {
+            err(field.clone(), format!("the name is {} bytes; at most {MAX_ENV_NAME}", k.len()));
+        }
+        if v.contains('\0') {
+            err(field.clone(), "the value must not contain NUL".into());
+        } else if v.len() > MAX_ENV_VALUE {
+            err(field, format!("the value is {} bytes; at most {MAX_ENV_VALUE}", v.len()));
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs)
+    }
+}
+
 impl Catalog {
     /// Adds the triggers declared inside the catalog's AgentSpecs.
     pub fn add_agent_triggers(&mut self) {
@@ -128,6 +173,7 @@ impl Catalog {
                 ),
             }]
         })?;
+        check_env(req.env)?;
         let values = resolve_params(&template.spec, req.params)?;
         let agent = self
             .choose_agent(template, req.agent)

@@ -53,7 +53,8 @@ async fn agent_of(store: &dyn Store, job: &str, cond: impl Fn(&AgentView) -> boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orange_budget_halves_active_durations() {
-    let dir = tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
+    let dir =
+        tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
     let t0: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z").unwrap().to_utc();
     let clock = ManualClock::new(t0);
     let store = support::store_with(dir.path(), MANIFESTS, Some(&clock)).await;
@@ -84,7 +85,8 @@ async fn an_orange_budget_halves_active_durations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_per_day_limit_puts_the_organisation_in_emergency_mode() {
-    let dir = tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
+    let dir =
+        tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
     let t0: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z").unwrap().to_utc();
     let clock = ManualClock::new(t0);
     let policy =

@@ -115,7 +115,8 @@ async fn jobs_now(engine: &Running, store: &dyn Store) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cron_fires_at_the_right_minute_once_across_dst_and_restarts() {
-    let dir = tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
+    let dir =
+        tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
     let store = support::store_with(dir.path(), MANIFESTS, None).await;
 
     // 02:30 does not exist in Berlin on 29 March 2026; the trigger fires at 03:00 CEST = 01:00 UTC.
@@ -161,7 +162,8 @@ async fn cron_fires_at_the_right_minute_once_across_dst_and_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_red_budget_suspends_scheduled_jobs() {
-    let dir = tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
+    let dir =
+        tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
     let store = support::store_with(dir.path(), MANIFESTS, None).await;
     // 960 of the organisation's 1000 monthly tokens are spent: red.
     let t0 = utc("2026-06-10T00:20:00Z");

@@ -43,7 +43,8 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wakes_coalesce_and_max_delay_caps_the_postponement() {
-    let dir = tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
+    let dir =
+        tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
     let t0: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z").unwrap().to_utc();
     // One clock for the engine and the store (the store stamps the first wake's job).
     let clock = ManualClock::new(t0);
@@ -84,7 +85,8 @@ async fn wakes_coalesce_and_max_delay_caps_the_postponement() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_yellow_budget_doubles_debounce_windows() {
-    let dir = tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
+    let dir =
+        tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
     let t0: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z").unwrap().to_utc();
     let clock = ManualClock::new(t0);
     let store = support::store_with(dir.path(), MANIFESTS, Some(&clock)).await;

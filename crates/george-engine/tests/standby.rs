@@ -38,7 +38,8 @@ spec:
 
 #[tokio::test(start_paused = true)]
 async fn a_standby_sends_wakes_and_llm_calls_elsewhere_and_a_leader_serves_them() {
-    let dir = tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
+    let dir =
+        tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
     let clock = ManualClock::new(chrono::Utc::now());
     let store = support::store_with(dir.path(), MANIFESTS, Some(&clock)).await;
     let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig::under(dir.path(), vec![])));

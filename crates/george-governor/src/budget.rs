@@ -260,17 +260,17 @@ impl Governor {
         now: DateTime<Utc>,
     ) -> Result<Reservation, Refusal> {
         let mut s = self.lock();
-        let needed = input_estimate + cap;
+        let needed = input_estimate.saturating_add(cap);
         for limit in &s.budgets.limits {
             if !charge.levels().contains(&limit.level) {
                 continue;
             }
             let used = Self::used_now(&s, &limit.level, limit.period, now);
             let held = s.reserved.get(&limit.level).copied().unwrap_or(0);
-            let mut remaining = limit.tokens.saturating_sub(used + held);
+            let mut remaining = limit.tokens.saturating_sub(used.saturating_add(held));
             if needed > remaining && matches!(limit.level, Level::Chapter(_)) && limit.period == Period::Month {
                 // A chapter past its allocation bursts into the org's reserve pool.
-                remaining += Self::reserve_pool_left(&s, now);
+                remaining = remaining.saturating_add(Self::reserve_pool_left(&s, now));
             }
             if needed > remaining {
                 return Err(Refusal {
@@ -283,7 +283,8 @@ impl Governor {
             }
         }
         for level in charge.levels() {
-            *s.reserved.entry(level).or_default() += needed;
+            let held = s.reserved.entry(level).or_default();
+            *held = held.saturating_add(needed);
         }
         s.next_id += 1;
         Ok(Reservation { id: s.next_id, charge, tokens: needed, cap })

@@ -116,6 +116,8 @@ struct Inner {
     /// Where the next per-attempt uid is looked for (a rotating cursor, so
     /// an ended attempt's uid is reused as late as possible).
     next_uid: Mutex<u32>,
+    /// Per-attempt uids claimed machine-wide.
+    uid_claims: sandbox::UidClaims,
     /// Programs linked where agents under their own uid can reach them.
     reachable_programs: Mutex<HashMap<PathBuf, PathBuf>>,
 }
@@ -149,6 +151,7 @@ impl ProcessRuntime {
                 events,
                 isolation,
                 next_uid: Mutex::new(0),
+                uid_claims: sandbox::UidClaims::machine(),
                 reachable_programs: Mutex::new(HashMap::new()),
             }),
         }
@@ -159,21 +162,25 @@ impl ProcessRuntime {
         &self.inner.isolation
     }
 
-    /// A uid for a new attempt: one no tracked attempt holds.
-    fn allocate_uid(&self, req: &SpawnRequest) -> Result<u32, RuntimeError> {
+    /// A uid for a new attempt, claimed machine-wide for its directory `owner`.
+    fn allocate_uid(&self, req: &SpawnRequest, owner: &Path) -> Result<u32, RuntimeError> {
         let sb = &self.inner.cfg.sandbox;
-        let used: std::collections::HashSet<u32> = self.tracked().values().filter_map(|t| t.handle.uid).collect();
         let mut next = self.inner.next_uid.lock().unwrap_or_else(|e| e.into_inner());
-        for i in 0..sb.uid_count {
-            let slot = (*next + i) % sb.uid_count.max(1);
-            let uid = sb.uid_base + slot;
-            if !used.contains(&uid) {
-                *next = slot + 1;
-                return Ok(uid);
+        let claimed = self
+            .inner
+            .uid_claims
+            .claim(sb.uid_base, sb.uid_count, *next, owner)
+            .map_err(|e| Self::spawn_error(req, format!("cannot claim an agent uid: {e}"), Some(e)))?;
+        match claimed {
+            Some(uid) => {
+                *next = (uid - sb.uid_base + 1) % sb.uid_count.max(1);
+                Ok(uid)
+            }
+            None => {
+                let e = sandbox::SandboxError::NoUid { base: sb.uid_base, end: sb.uid_base + sb.uid_count };
+                Err(Self::spawn_error(req, e.to_string(), None))
             }
         }
-        let e = sandbox::SandboxError::NoUid { base: sb.uid_base, end: sb.uid_base + sb.uid_count };
-        Err(Self::spawn_error(req, e.to_string(), None))
     }
 
     /// `program` as an agent under its own uid can run it: itself when
@@ -338,11 +345,12 @@ impl Runtime for ProcessRuntime {
             return Err(Self::spawn_error(&req, hint, Some(e)));
         }
         let sandboxed = self.inner.cfg.sandbox.enabled;
-        let uid = if sandboxed && sandbox::engine_is_root() { Some(self.allocate_uid(&req)?) } else { None };
-        let program = if uid.is_some() { self.reachable_program(program)? } else { program.clone() };
+        let root_mode = sandboxed && sandbox::engine_is_root();
         // The attempt's directory holds the pid file (the engine's, never the
         // agent's); under it, what the agent owns.
-        own_dir(&dir, if uid.is_some() { 0o711 } else { 0o700 }, None)?;
+        own_dir(&dir, if root_mode { 0o711 } else { 0o700 }, None)?;
+        let uid = if root_mode { Some(self.allocate_uid(&req, &dir)?) } else { None };
+        let program = if uid.is_some() { self.reachable_program(program)? } else { program.clone() };
         let work = dir.join("work");
         own_dir(&work, 0o700, uid)?;
         if let Some(u) = uid {
@@ -570,6 +578,7 @@ impl Runtime for ProcessRuntime {
             // group or session it moved to.
             if let Some(uid) = pf.handle.uid {
                 sandbox::kill_all_of(uid);
+                self.inner.uid_claims.release(uid, &dir);
             }
         }
         let _ = std::fs::remove_file(dir.join("pid"));

@@ -354,6 +354,76 @@ fn readable_roots(hidden: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
+/// Machine-wide claims on per-attempt uids, so that two engines on one
+/// machine (each with its own data directory) never hand out the same uid:
+/// one file per claimed uid, naming the attempt directory that holds it,
+/// created under an exclusive lock on the directory.
+#[derive(Debug, Clone)]
+pub struct UidClaims {
+    dir: PathBuf,
+}
+
+impl UidClaims {
+    /// The machine's claims: `/run/george/uids` (or under the temporary
+    /// directory where `/run` is not writable).
+    pub fn machine() -> Self {
+        let run = Path::new("/run");
+        let dir = if run.is_dir() && nix::unistd::access(run, nix::unistd::AccessFlags::W_OK).is_ok() {
+            run.join("george/uids")
+        } else {
+            std::env::temp_dir().join("george-uids")
+        };
+        Self { dir }
+    }
+
+    fn lock(&self) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
+        let meta = std::fs::symlink_metadata(&self.dir)?;
+        if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
+            return Err(std::io::Error::other(format!(
+                "{} must be a directory owned by the engine's user, writable by it alone",
+                self.dir.display()
+            )));
+        }
+        let f = std::fs::File::create(self.dir.join(".lock"))?;
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e.into())
+    }
+
+    /// Claims the first free uid of `base..base + count`, starting at
+    /// `base + start`, for the attempt directory `owner`. A claim whose
+    /// attempt directory is gone and under whose uid nothing runs is stale
+    /// (its engine died) and is taken over.
+    pub fn claim(&self, base: u32, count: u32, start: u32, owner: &Path) -> std::io::Result<Option<u32>> {
+        let _lock = self.lock()?;
+        for i in 0..count {
+            let uid = base + (start + i) % count.max(1);
+            let file = self.dir.join(uid.to_string());
+            if let Ok(held_by) = std::fs::read_to_string(&file) {
+                if Path::new(held_by.trim()).exists() || !processes_of(uid).is_empty() {
+                    continue;
+                }
+                let _ = std::fs::remove_file(&file);
+            }
+            let created = std::fs::OpenOptions::new().write(true).create_new(true).open(&file);
+            if let Ok(mut f) = created {
+                std::io::Write::write_all(&mut f, owner.as_os_str().as_encoded_bytes())?;
+                return Ok(Some(uid));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Gives `uid` back, if `owner` still holds it.
+    pub fn release(&self, uid: u32, owner: &Path) {
+        let Ok(_lock) = self.lock() else { return };
+        let file = self.dir.join(uid.to_string());
+        if std::fs::read_to_string(&file).is_ok_and(|held_by| Path::new(held_by.trim()) == owner) {
+            let _ = std::fs::remove_file(&file);
+        }
+    }
+}
+
 /// Every process running under `uid`.
 pub fn processes_of(uid: u32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };

@@ -453,7 +453,8 @@ pub async fn run_plan(plan: &ChaosPlan) -> anyhow::Result<ChaosReport> {
             d.canonicalize()?
         }
         None => {
-            tmp = tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir()?;
+            tmp =
+                tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir()?;
             tmp.path().canonicalize()?
         }
     };

@@ -168,6 +168,38 @@ fn bad_api_requests_are_explained_and_change_nothing() {
             ),
             ("/api/v1/jobs", br#"{"template": "t"}"#.to_vec(), None, 415, "Content-Type: application/json"),
             ("/api/v1/jobs", vec![b' '; 2 << 20], json, 413, "byte limit"),
+            (
+                "/api/v1/jobs",
+                br#"{"template": "t", "params": {"n": 1, "mode": "fast"}, "env": {"A=B": "x"}}"#.to_vec(),
+                json,
+                400,
+                "env.A=B: a variable name must not contain `=` or NUL",
+            ),
+            (
+                "/api/v1/jobs",
+                br#"{"template": "t", "params": {"n": 1, "mode": "fast"}, "env": {"": "x"}}"#.to_vec(),
+                json,
+                400,
+                "env: a variable has an empty name",
+            ),
+            (
+                "/api/v1/jobs",
+                br#"{"template": "t", "params": {"n": 1, "mode": "fast"}, "env": {"K": "a\u0000b"}}"#.to_vec(),
+                json,
+                400,
+                "env.K: the value must not contain NUL",
+            ),
+            (
+                "/api/v1/jobs",
+                format!(
+                    r#"{{"template": "t", "params": {{"n": 1, "mode": "fast"}}, "env": {{"BIG": "{}"}}}}"#,
+                    "x".repeat(40_000)
+                )
+                .into_bytes(),
+                json,
+                400,
+                "env.BIG: the value is 40000 bytes; at most 32768",
+            ),
             ("/api/v1/jobs/ok/inject", br#"{"message": ""}"#.to_vec(), json, 400, "message must not be empty"),
             (
                 "/api/v1/jobs/ok/inject",

@@ -104,12 +104,21 @@ fn the_quickstart_runs_in_containers_with_labels_and_limits() {
             for var in [
                 "GEORGE_JOB_ID=",
                 "GEORGE_API_URL=http://127.0.0.1:",
-                "GEORGE_AGENT_TOKEN=gat_",
+                "GEORGE_AGENT_TOKEN_FILE=/run/george/agent/token",
                 "GEORGE_OUTPUT_DIR=/george/output",
             ] {
                 assert!(env.iter().any(|e| e.starts_with(var)), "{var} missing in {env:?}");
             }
+            // The token is a mounted file, not in anything `docker inspect` shows.
+            let inspected =
+                serde_json::to_string(&d.inspect_container(name, None::<InspectContainerOptions>).await.unwrap())
+                    .unwrap();
+            assert!(!inspected.contains("gat_"), "a token in docker inspect: {inspected}");
+            assert_eq!(config.user.as_deref(), Some("65534:65534"), "an unprivileged user");
             let host = c.host_config.unwrap();
+            assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+            assert_eq!(host.security_opt, Some(vec!["no-new-privileges:true".to_string()]));
+            assert_eq!(host.readonly_rootfs, Some(true));
             // The AgentSpec's limit wins over agents.defaultResources; cpu comes from the default.
             let expected_memory = if job == "etc-inventory" { 256 << 20 } else { 512 << 20 };
             assert_eq!(host.memory, Some(expected_memory), "{job}");
@@ -512,6 +521,7 @@ fn spawning_the_same_attempt_twice_never_makes_a_twin() {
             output_dir: None,
             secrets: vec![],
             max_active: None,
+            agent_token: None,
         };
         let first = docker_rt.spawn(req.clone()).await.unwrap();
         let second = docker_rt.spawn(req).await.unwrap();

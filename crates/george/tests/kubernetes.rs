@@ -30,8 +30,8 @@ use george_core::quantity::{Cpu, Memory};
 use george_core::JobStatus;
 use george_runtime::kubernetes::spec::JobSettings;
 use george_runtime::{
-    AgentLogs, AgentStatus, KubernetesRuntime, KubernetesRuntimeConfig, PullPolicy, Resources, Runtime, SecretFile,
-    SpawnRequest,
+    AgentLogs, AgentStatus, AgentToken, KubernetesRuntime, KubernetesRuntimeConfig, PullPolicy, Resources, Runtime,
+    SecretFile, SpawnRequest,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -97,7 +97,6 @@ fn request(job: &str, attempt: u32) -> SpawnRequest {
         command: vec![],
         image: None,
         env: BTreeMap::from([
-            ("GEORGE_AGENT_TOKEN".into(), "agt-secret-token-0001".into()),
             ("GEORGE_API_URL".into(), "http://george.george.svc:8080".into()),
             ("GEORGE_ATTEMPT".into(), attempt.to_string()),
             ("GEORGE_JOB_ID".into(), job.into()),
@@ -112,6 +111,7 @@ fn request(job: &str, attempt: u32) -> SpawnRequest {
         output_dir: None,
         secrets: vec![SecretFile { name: "git-token".into(), content: b"git-secret-value-42".to_vec() }],
         max_active: Some(Duration::from_secs(600)),
+        agent_token: Some(AgentToken("agt-secret-token-0001".into())),
     }
 }
 
@@ -138,6 +138,7 @@ fn expected_job() -> Value {
                 "metadata": {"labels": labels, "annotations": annotations},
                 "spec": {
                     "automountServiceAccountToken": false,
+                    "securityContext": {"fsGroup": 65534},
                     "enableServiceLinks": false,
                     "restartPolicy": "Never",
                     "serviceAccountName": "george-agent",
@@ -150,26 +151,40 @@ fn expected_job() -> Value {
                         "args": ["agent", "run"],
                         "workingDir": "/work",
                         "env": [
-                            {"name": "GEORGE_AGENT_TOKEN",
-                             "valueFrom": {"secretKeyRef": {"name": name, "key": "env.GEORGE_AGENT_TOKEN"}}},
                             {"name": "GEORGE_API_URL", "value": "http://george.george.svc:8080"},
                             {"name": "GEORGE_ATTEMPT", "value": "1"},
                             {"name": "GEORGE_JOB_ID", "value": "etc-inventory"},
                             {"name": "GEORGE_WORK_DIR", "value": "/work"},
                             {"name": "GEORGE_OUTPUT_DIR", "value": "/george/output"},
+                            {"name": "HOME", "value": "/tmp"},
+                            {"name": "GEORGE_AGENT_TOKEN_FILE", "value": "/run/george/agent/token"},
                             {"name": "GEORGE_SECRETS_DIR", "value": "/run/george/secrets"},
                         ],
+                        "securityContext": {
+                            "runAsNonRoot": true,
+                            "runAsUser": 65534,
+                            "runAsGroup": 65534,
+                            "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true,
+                            "capabilities": {"drop": ["ALL"]},
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
                         "resources": {"limits": {"cpu": "500m", "memory": "256Mi"},
                                       "requests": {"cpu": "500m", "memory": "256Mi"}},
                         "volumeMounts": [
                             {"name": "work", "mountPath": "/work"},
                             {"name": "output", "mountPath": "/george/output"},
+                            {"name": "tmp", "mountPath": "/tmp"},
+                            {"name": "agent-token", "mountPath": "/run/george/agent", "readOnly": true},
                             {"name": "secrets", "mountPath": "/run/george/secrets", "readOnly": true},
                         ],
                     }],
                     "volumes": [
                         {"name": "work", "emptyDir": {}},
                         {"name": "output", "emptyDir": {}},
+                        {"name": "tmp", "emptyDir": {}},
+                        {"name": "agent-token", "secret": {"secretName": name, "defaultMode": 256,
+                            "items": [{"key": "agent-token", "path": "token"}]}},
                         {"name": "secrets", "secret": {"secretName": name, "defaultMode": 256,
                             "items": [{"key": "file.git-token", "path": "git-token"}]}},
                     ],
@@ -224,7 +239,7 @@ async fn the_runtime_renders_runs_retries_and_removes_jobs_as_specified() {
     for text in [job.to_string(), server.list("pods", NS).iter().map(Value::to_string).collect()] {
         assert!(!text.contains("agt-secret-token-0001") && !text.contains("git-secret-value-42"), "{text}");
     }
-    assert_eq!(decode_base64(secret["data"]["env.GEORGE_AGENT_TOKEN"].as_str().unwrap()), "agt-secret-token-0001");
+    assert_eq!(decode_base64(secret["data"]["agent-token"].as_str().unwrap()), "agt-secret-token-0001");
     assert_eq!(decode_base64(secret["data"]["file.git-token"].as_str().unwrap()), "git-secret-value-42");
     assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], job["metadata"]["uid"]);
 
@@ -280,7 +295,7 @@ async fn the_runtime_renders_runs_retries_and_removes_jobs_as_specified() {
     talk.image = Some(IMAGE.into());
     talk.command = vec!["sh".into(), "-c".into(), "echo hello from the pod; echo second line".into()];
     talk.secrets.clear();
-    talk.env.remove("GEORGE_AGENT_TOKEN");
+    talk.agent_token = None;
     let h = rt.spawn(talk).await.unwrap();
     assert!(server.get("secrets", NS, "george-talker-1").is_none(), "no Secret without secrets");
     until(Duration::from_secs(10), "the talker to exit", async || {
@@ -356,9 +371,9 @@ fn an_engine_runs_jobs_as_kubernetes_jobs_and_retries_a_killed_pod_as_a_new_job(
         assert_eq!(std::fs::read_to_string(out.join("seen")).unwrap(), secret, "the agent read the mounted secret");
         let env = std::fs::read_to_string(out.join("env")).unwrap();
         assert!(!env.contains(secret), "the secret is not in the agent's environment");
-        // The agent got its token by secretKeyRef (it completed the job through the API)
-        // and keeps it from its steps.
-        assert!(!env.contains("GEORGE_AGENT_TOKEN="), "{env}");
+        // The agent got its token from the mounted Secret (it completed the job
+        // through the API) and keeps it from its steps.
+        assert!(!env.contains("GEORGE_AGENT_TOKEN") && !env.contains("agt-") && !env.contains("gat_"), "{env}");
         until(Duration::from_secs(20), "the pod's log to reach the engine", async || {
             agent_log(&engine, "entitled-1").await?.contains("looked at it").then_some(())
         })

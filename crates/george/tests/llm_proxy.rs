@@ -172,7 +172,8 @@ fn the_ledger_matches_provider_usage_and_the_key_stays_in_george() {
         llm.push(Reply::Unmetered { text: "shh".into() });
         let r = call(&engine, &oa, "/llm/v1/chat/completions", json!({"messages": msgs, "max_tokens": 50})).await;
         assert_eq!(r.status(), 200);
-        let estimate = (msgs.to_string().len() as u64).div_ceil(4);
+        // The worst case the proxy reserved: every request byte a token, plus 16 of framing.
+        let estimate = json!({"messages": msgs, "max_tokens": 50}).to_string().len() as u64 + 16;
         assert_eq!(ledger("j-oa").await[2], (estimate, 50, false, "gpt-test".to_string()));
 
         // The key is nowhere an agent or a log could show it.
@@ -234,7 +235,8 @@ fn concurrent_agents_never_overrun_a_budget_by_more_than_one_cap() {
         let ok = results.iter().filter(|r| r.1 == 200).count();
         let refused: Vec<_> = results.iter().filter(|r| r.1 == 429).collect();
         assert_eq!(ok + refused.len(), 40, "{results:?}");
-        assert!(ok >= 9 && !refused.is_empty(), "ok {ok}, refused {}", refused.len());
+        // Each call reserves its worst case (~180 tokens), so at least 5 fit.
+        assert!(ok >= 5 && !refused.is_empty(), "ok {ok}, refused {}", refused.len());
         assert!(refused.iter().all(|r| r.2 && r.3.contains("budget_exhausted") && r.3.contains("chapter tight")));
 
         let ledger = engine.client.get_json("/api/v1/ledger").await.unwrap();
@@ -505,5 +507,101 @@ fn rate_limits_pace_calls_and_the_budget_report_adds_up() {
         for job in ["j-qm", "j-rg"] {
             std::fs::write(engine.dir.join(format!("data/outputs/{job}/release")), "").unwrap();
         }
+    });
+}
+
+#[test]
+fn hostile_requests_cannot_raise_their_cap_nor_overrun_a_budget() {
+    let llm = ScriptedLlm::start();
+    llm.fallback(Reply::Billed { text: "done".into() });
+    let tmp = common::tempdir().unwrap();
+    let m = tmp.path().join("manifests");
+    write(
+        &m,
+        "chapters/tight.yaml",
+        "apiVersion: george/v1\nkind: Chapter\nmetadata: {name: tight}\nspec:\n  tokenBudget: 6000\n",
+    );
+    write(&m, "agents/w.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: w, chapter: tight}\nspec:\n  capabilities: [shell]\n  resources:\n    tokenBudget: {perInvocation: 100}\n");
+    write(&m, "templates/hold.yaml", &template("hold", HOLD));
+    write(&m, "jobs/h.yaml", &job("h", "hold"));
+    let engine = start(tmp.path(), &llm, "");
+    engine.rt().block_on(async {
+        let (_, token) = token_of(&engine, "h").await;
+        let msgs = json!([{"role": "user", "content": "go"}]);
+        let path = "/llm/v1/chat/completions";
+
+        // Two cap fields: every one the provider might read is clamped.
+        for body in [
+            json!({"messages": msgs, "max_tokens": 1_000_000, "max_completion_tokens": 50}),
+            json!({"messages": msgs, "max_completion_tokens": 1_000_000, "max_tokens": 50}),
+            json!({"messages": msgs, "max_tokens": "1000000"}),
+            json!({"messages": msgs, "max_tokens": -1, "max_output_tokens": 1e12}),
+            json!({"messages": msgs, "max_completion_tokens": 18446744073709551615u64}),
+        ] {
+            let r = call(&engine, &token, path, body.clone()).await;
+            assert_eq!(r.status(), 200, "{body}: {}", r.text().await.unwrap());
+            let sent = llm.received().last().unwrap().body.clone();
+            for k in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
+                if let Some(v) = sent.get(k) {
+                    assert!(v.as_u64().is_some_and(|v| v <= 100), "{body} reached the provider with {k} = {v}");
+                }
+            }
+        }
+        // `n` is an integer in 1..=128, or the call is refused before it costs anything.
+        let before = llm.received().len();
+        for n in [json!(0), json!(129), json!(-1), json!(2.5), json!("3"), json!(u64::MAX)] {
+            let r = call(&engine, &token, path, json!({"messages": msgs, "max_tokens": 10, "n": n})).await;
+            assert_eq!(r.status(), 400, "n = {n}");
+            assert!(r.text().await.unwrap().contains("n: expected an integer from 1 to 128"));
+        }
+        // A file the proxy cannot measure is refused.
+        let file = json!([{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-abc123"}}]}]);
+        let r = call(&engine, &token, path, json!({"messages": file})).await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(llm.received().len(), before, "no refused call reached the provider");
+
+        // 40 concurrent hostile calls (both caps, n = 3, images by URL) against what is left.
+        let image = json!([{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "high"}}]}]);
+        let calls = (0..40).map(|i| {
+            let (url, token) = (engine.url.clone(), token.clone());
+            let body = if i % 2 == 0 {
+                json!({"messages": image, "max_tokens": 1_000_000, "max_completion_tokens": 1_000_000, "n": 3})
+            } else {
+                json!({"messages": msgs, "max_completion_tokens": 1_000_000})
+            };
+            async move {
+                let r = reqwest::Client::new()
+                    .post(format!("{url}/llm/v1/chat/completions"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                r.status().as_u16()
+            }
+        });
+        let statuses = futures_util::future::join_all(calls).await;
+        assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+        assert!(statuses.contains(&429), "the budget ran out: {statuses:?}");
+
+        let ledger = engine.client.get_json("/api/v1/ledger").await.unwrap();
+        let total: u64 = ledger
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["input_tokens"].as_u64().unwrap() + r["output_tokens"].as_u64().unwrap())
+            .sum();
+        let billed: u64 = llm
+            .received()
+            .iter()
+            .map(|r| {
+                let (i, o) = common::llm::billed(&r.body);
+                i + o
+            })
+            .sum();
+        assert_eq!(total, billed, "the ledger holds what the provider billed");
+        assert!(total <= 6000, "the documented bound is no overrun: {total} tokens against a budget of 6000");
     });
 }

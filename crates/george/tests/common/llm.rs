@@ -24,6 +24,13 @@ pub enum Reply {
     Tool { name: String, args: Value, input: u64, output: u64 },
     /// A text answer without usage figures (an OpenAI-compatible server that does not report them).
     Unmetered { text: String },
+    /// A text answer billed as a real provider bills it, from the request it
+    /// got: input is the messages' text at 4 bytes a token, 4 tokens of
+    /// framing per message plus 3, and 1,105 tokens per image (the most
+    /// OpenAI bills for one at high detail); output is the whole allowance —
+    /// the highest cap field it finds (any of them: a provider may read
+    /// either), times `n`.
+    Billed { text: String },
 }
 
 impl Reply {
@@ -36,7 +43,7 @@ impl Reply {
     fn usage(&self) -> (u64, u64) {
         match self {
             Reply::Text { input, output, .. } | Reply::Tool { input, output, .. } => (*input, *output),
-            Reply::Unmetered { .. } => (0, 0),
+            Reply::Unmetered { .. } | Reply::Billed { .. } => (0, 0),
         }
     }
 }
@@ -95,7 +102,28 @@ fn next(s: &Arc<Mutex<Script>>, path: &str, headers: &HeaderMap, body: &Value) -
         api_key: headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_string),
         body: body.clone(),
     });
-    s.replies.pop_front().or_else(|| s.fallback.clone()).unwrap_or_else(|| Reply::text("ok", 1, 1))
+    let reply = s.replies.pop_front().or_else(|| s.fallback.clone()).unwrap_or_else(|| Reply::text("ok", 1, 1));
+    match reply {
+        Reply::Billed { text } => {
+            let (input, output) = billed(body);
+            Reply::Text { text, input, output }
+        }
+        other => other,
+    }
+}
+
+/// What a real provider would bill for `body` (see [`Reply::Billed`]).
+pub fn billed(body: &Value) -> (u64, u64) {
+    let messages = body["messages"].as_array().map_or(0, Vec::len) as u64;
+    let text = body["messages"].to_string().len() as u64 + body.get("system").map_or(0, |s| s.to_string().len() as u64);
+    let images = body.to_string().matches("\"image_url\"").count() as u64;
+    let input = text.div_ceil(4) + 4 * messages + 3 + 1_105 * images;
+    let cap = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+        .iter()
+        .filter_map(|k| body.get(*k).and_then(Value::as_u64))
+        .max()
+        .unwrap_or(4096);
+    (input, cap * body.get("n").and_then(Value::as_u64).unwrap_or(1))
 }
 
 fn sse(events: Vec<(Option<&str>, Value)>, done: bool) -> Response {
@@ -125,7 +153,9 @@ async fn openai(State(s): State<Arc<Mutex<Script>>>, headers: HeaderMap, Json(bo
     let usage = json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output});
     let model = body["model"].clone();
     let (message, finish) = match &reply {
-        Reply::Text { text, .. } | Reply::Unmetered { text } => (json!({"role": "assistant", "content": text}), "stop"),
+        Reply::Text { text, .. } | Reply::Unmetered { text } | Reply::Billed { text } => {
+            (json!({"role": "assistant", "content": text}), "stop")
+        }
         Reply::Tool { name, args, .. } => (
             json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
                    "function": {"name": name, "arguments": args.to_string()}}]}),
@@ -134,7 +164,9 @@ async fn openai(State(s): State<Arc<Mutex<Script>>>, headers: HeaderMap, Json(bo
     };
     if body["stream"] == true {
         let delta = match &reply {
-            Reply::Text { text, .. } | Reply::Unmetered { text } => json!({"role": "assistant", "content": text}),
+            Reply::Text { text, .. } | Reply::Unmetered { text } | Reply::Billed { text } => {
+                json!({"role": "assistant", "content": text})
+            }
             Reply::Tool { name, args, .. } => {
                 json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
                    "function": {"name": name, "arguments": args.to_string()}}]})
@@ -168,14 +200,16 @@ async fn anthropic(State(s): State<Arc<Mutex<Script>>>, headers: HeaderMap, Json
     let (input, output) = reply.usage();
     let model = body["model"].clone();
     let (block, stop) = match &reply {
-        Reply::Text { text, .. } | Reply::Unmetered { text } => (json!({"type": "text", "text": text}), "end_turn"),
+        Reply::Text { text, .. } | Reply::Unmetered { text } | Reply::Billed { text } => {
+            (json!({"type": "text", "text": text}), "end_turn")
+        }
         Reply::Tool { name, args, .. } => {
             (json!({"type": "tool_use", "id": "toolu_1", "name": name, "input": args}), "tool_use")
         }
     };
     if body["stream"] == true {
         let (start, delta) = match &reply {
-            Reply::Text { text, .. } | Reply::Unmetered { text } => {
+            Reply::Text { text, .. } | Reply::Unmetered { text } | Reply::Billed { text } => {
                 (json!({"type": "text", "text": ""}), json!({"type": "text_delta", "text": text}))
             }
             Reply::Tool { name, args, .. } => (
