@@ -121,6 +121,13 @@ impl Repo {
         let mut env = vec![
             ("GIT_TERMINAL_PROMPT".to_string(), "0".to_string()),
             ("GIT_CONFIG_NOSYSTEM".to_string(), "1".to_string()),
+            // A sandboxed agent runs under its own uid, so a local repository
+            // it clones belongs to someone else; git would refuse it as of
+            // "dubious ownership". The agent's sandbox, not git's ownership
+            // check, is what confines what a repository can make it do.
+            ("GIT_CONFIG_COUNT".to_string(), "1".to_string()),
+            ("GIT_CONFIG_KEY_0".to_string(), "safe.directory".to_string()),
+            ("GIT_CONFIG_VALUE_0".to_string(), "*".to_string()),
         ];
         let mut secret = None;
         let secret_file = |name: &str| s.secrets_dir.as_ref().map(|d| d.join(name)).filter(|p| p.is_file());

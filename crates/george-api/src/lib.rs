@@ -12,6 +12,7 @@ mod body;
 mod budget;
 mod control;
 mod dashboard;
+pub mod edge;
 mod error;
 mod jobs;
 mod llm;
@@ -106,6 +107,7 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), access::record))
         .layer(axum::middleware::from_fn_with_state(state.clone(), ops::gate_writes))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(edge::harden))
         .with_state(state)
 }
 
@@ -115,5 +117,5 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    edge::serve(listener, router(state), shutdown, edge::EdgeConfig::default()).await
 }

@@ -56,6 +56,9 @@ pub struct EngineConfig {
     /// How long agents keep working while the engine is unreachable
     /// (`GEORGE_ENGINE_PATIENCE_MS`); at least 10 minutes by default.
     pub engine_patience: Duration,
+    /// How long a wake's delivery id is remembered: a replay within it
+    /// creates nothing (default 7 days).
+    pub delivery_memory: Duration,
 }
 
 /// A webhook signing key; never printed.
@@ -112,6 +115,7 @@ impl EngineConfig {
             llm: crate::llm::LlmSettings { default_cap: 4096, ..Default::default() },
             notify: Vec::new(),
             engine_patience: Duration::from_secs(15 * 60),
+            delivery_memory: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -145,8 +149,10 @@ pub struct Context {
     pub preempting: Mutex<HashSet<String>>,
     /// The manifests changed: reload limits and shares before the next pass.
     pub limits_dirty: std::sync::atomic::AtomicBool,
-    /// One trigger wake at a time (debounce windows are read, then written).
-    pub trigger_lock: tokio::sync::Mutex<()>,
+    /// One trigger wake at a time (debounce windows and remembered
+    /// deliveries are read, then written); it holds when remembered
+    /// deliveries were last swept.
+    pub trigger_lock: tokio::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>,
     /// Token budgets.
     pub governor: george_governor::Governor,
     /// Whether the governor holds the budgets and the ledger's usage yet.

@@ -10,6 +10,10 @@
 //!   replace its parameters (the job sees the latest payload) and push the
 //!   start back, never beyond `maxDelay` after the first wake. It is all in
 //!   the store, so a restart loses nothing.
+//! - **Replays**: every wake's key (a webhook's delivery id, a cron minute)
+//!   is remembered per trigger for `delivery_memory` (7 days by default); a
+//!   wake seen before creates nothing and answers with the job it made,
+//!   also after a debounce window has closed.
 
 use crate::context::Context;
 use chrono::{DateTime, Utc};
@@ -36,6 +40,10 @@ pub struct Fired {
     pub job: String,
     /// Whether the wake was folded into an earlier one's job.
     pub debounced: bool,
+    /// Whether this wake was seen before (a replayed delivery): nothing new
+    /// was created.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 /// Why a trigger could not create a job.
@@ -67,8 +75,15 @@ fn job_id(base: &str, suffix: &str) -> String {
     };
     let id = format!("{}-{}", clean(base), clean(suffix));
     let id = id.trim_start_matches(['-', '_']).to_string();
-    if !id.is_empty() && id.len() <= 63 {
+    // Keys the cleaning changed (`pay.1`, `PAY-1`) get a hash of what they
+    // were, so two keys that clean alike (`pay.1`, `pay-1`) stay two jobs.
+    let lossless = format!("{base}-{suffix}") == id;
+    if !id.is_empty() && id.len() <= 63 && lossless {
         return id;
+    }
+    if !id.is_empty() && id.len() <= 54 {
+        let h = hex::encode(Sha256::digest(format!("{base}\0{suffix}").as_bytes()));
+        return format!("{id}-{}", &h[..8]);
     }
     let h = hex::encode(Sha256::digest(format!("{base}\0{suffix}").as_bytes()));
     let head: String = id.chars().take(40).collect();
@@ -141,8 +156,85 @@ pub async fn fire(
         .ok_or_else(|| TriggerError::NotFound(format!("trigger `{name}`: unknown TaskTemplate `{template_name}`")))?;
     let params = params_for(&template.spec.variables, spec, wake);
     let now = ctx.clock.now();
+    let mut swept = ctx.trigger_lock.lock().await;
+    let memory = Deliveries::new(name, fire_key);
+    if let Some(job) = memory.seen(ctx, now).await? {
+        ctx.store
+            .record_event(Some(&job), "trigger.replayed", actor, json!({"trigger": name, "wake": fire_key}))
+            .await?;
+        return Ok(Fired { trigger: name.into(), job, debounced: false, replayed: true });
+    }
+    Deliveries::sweep(ctx, now, &mut swept).await?;
+    let fired =
+        fire_new(ctx, name, spec, wake, fire_key, priority, actor, &catalog, &template_name, params, now).await?;
+    memory.remember(ctx, &fired.job, now).await?;
+    Ok(fired)
+}
+
+/// Remembered wake keys: settings `delivery/<trigger>/<hash of the key>`
+/// holding the job the wake made and when.
+struct Deliveries {
+    key: String,
+}
+
+impl Deliveries {
+    const PREFIX: &'static str = "delivery/";
+
+    fn new(trigger: &str, fire_key: &str) -> Self {
+        let h = hex::encode(&Sha256::digest(format!("{trigger}\0{fire_key}").as_bytes())[..16]);
+        Self { key: format!("{}{trigger}/{h}", Self::PREFIX) }
+    }
+
+    /// The job this wake made, if it was seen within the memory.
+    async fn seen(&self, ctx: &Context, now: DateTime<Utc>) -> Result<Option<String>, TriggerError> {
+        let Some(v) = ctx.store.setting(&self.key).await? else { return Ok(None) };
+        let at = v["at"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        let fresh = at.is_some_and(|at| now - at.with_timezone(&Utc) < memory(ctx));
+        Ok(if fresh { v["job"].as_str().map(str::to_string) } else { None })
+    }
+
+    async fn remember(&self, ctx: &Context, job: &str, now: DateTime<Utc>) -> Result<(), TriggerError> {
+        ctx.store.set_setting(&self.key, Some(json!({"job": job, "at": now.to_rfc3339()}))).await?;
+        Ok(())
+    }
+
+    /// Forgets deliveries older than the memory, at most once an hour.
+    async fn sweep(ctx: &Context, now: DateTime<Utc>, last: &mut Option<DateTime<Utc>>) -> Result<(), TriggerError> {
+        if last.is_some_and(|l| now - l < chrono::Duration::hours(1)) {
+            return Ok(());
+        }
+        *last = Some(now);
+        for (key, v) in ctx.store.settings(Self::PREFIX).await? {
+            let at = v["at"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+            if at.is_none_or(|at| now - at.with_timezone(&Utc) >= memory(ctx)) {
+                ctx.store.set_setting(&key, None).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn memory(ctx: &Context) -> chrono::Duration {
+    chrono::Duration::from_std(ctx.cfg.delivery_memory).unwrap_or(chrono::Duration::days(7))
+}
+
+/// [`fire`] for a wake not seen before.
+#[allow(clippy::too_many_arguments)]
+async fn fire_new(
+    ctx: &Arc<Context>,
+    name: &str,
+    spec: &TriggerSpec,
+    wake: &Value,
+    fire_key: &str,
+    priority: Option<Priority>,
+    actor: &str,
+    catalog: &george_core::plan::Catalog,
+    template_name: &str,
+    params: BTreeMap<String, Value>,
+    now: DateTime<Utc>,
+) -> Result<Fired, TriggerError> {
     let source = format!("trigger:{name}");
-    let _serial = ctx.trigger_lock.lock().await;
+    let template_name = template_name.to_string();
 
     // Debounced: fold into the open window's job if there is one.
     // A yellow (or worse) budget alert doubles debounce windows.
@@ -188,7 +280,7 @@ pub async fn fire(
                         json!({"trigger": name, "into": j.id, "wake": fire_key}),
                     )
                     .await?;
-                return Ok(Fired { trigger: name.into(), job: j.id.clone(), debounced: true });
+                return Ok(Fired { trigger: name.into(), job: j.id.clone(), debounced: true, replayed: false });
             }
             // It started meanwhile: this wake gets a job of its own.
         }
@@ -213,7 +305,7 @@ pub async fn fire(
             )
             .await?;
     }
-    Ok(Fired { trigger: name.into(), job: id, debounced: false })
+    Ok(Fired { trigger: name.into(), job: id, debounced: false, replayed: false })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -434,5 +526,8 @@ mod tests {
             );
         }
         assert_ne!(job_id("hook", "a.b"), job_id("hook", "a-b-x"));
+        assert_ne!(job_id("hook", "pay.1"), job_id("hook", "pay-1"), "keys that clean alike stay apart");
+        assert_ne!(job_id("hook", "PAY-1"), job_id("hook", "pay-1"));
+        assert_eq!(job_id("hook", "pay-1"), "hook-pay-1", "a clean key is kept as it is");
     }
 }

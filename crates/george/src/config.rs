@@ -451,6 +451,9 @@ pub struct WebhooksSection {
     pub secret: Option<String>,
     /// Or a file holding the signing key.
     pub secret_file: Option<PathBuf>,
+    /// How long delivery ids are remembered, so a replay creates nothing
+    /// (default 7d).
+    pub remember_deliveries: Option<george_core::duration::HumanDuration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

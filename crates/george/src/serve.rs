@@ -144,6 +144,9 @@ impl Server {
         if let Some(h) = cfg.agents.health_check {
             ecfg.health = h;
         }
+        if let Some(d) = cfg.webhooks.remember_deliveries {
+            ecfg.delivery_memory = d.get();
+        }
         if let Some(p) = cfg.agents.engine_patience {
             ecfg.engine_patience = p.get();
         }

@@ -59,6 +59,11 @@ spec:
   debounceKey: key
 ",
     );
+    write(
+        &m,
+        "triggers/deploys.yaml",
+        "apiVersion: george/v1\nkind: Trigger\nmetadata: {name: deploys}\nspec:\n  type: webhook\n  source: ci\n  events: [deploy]\n  template: triage\n  agent: ranger\n",
+    );
     let cfg = format!("secrets:\n  dir: {}\nwebhooks:\n  secret: webhook\n", secrets.display());
     Engine::start(tmp, &cfg, &["--manifests", m.to_str().unwrap()])
 }
@@ -101,6 +106,7 @@ fn ten_webhook_events_in_one_window_start_one_agent() {
 
         // Ten updates of one ticket in quick succession.
         let mut jobs = Vec::new();
+        let mut last = serde_json::Value::Null;
         for i in 1..=10 {
             let ev = serde_json::json!({"source": "jira_webhook", "event": "issue.updated", "project": "PAYMENTS",
                                         "issue_type": "Bug", "key": "PAY-1", "summary": format!("update-{i}")});
@@ -110,6 +116,7 @@ fn ten_webhook_events_in_one_window_start_one_agent() {
             let v: serde_json::Value = r.json().await.unwrap();
             assert_eq!(v["fired"].as_array().unwrap().len(), 1);
             jobs.push(v["fired"][0]["job"].as_str().unwrap().to_string());
+            last = ev;
             assert_eq!(v["fired"][0]["debounced"], i > 1);
         }
         assert!(jobs.iter().all(|j| *j == jobs[0]), "all ten coalesced into one job: {jobs:?}");
@@ -120,14 +127,40 @@ fn ten_webhook_events_in_one_window_start_one_agent() {
 
         let job = engine.wait_status(&jobs[0], JobStatus::Completed, Duration::from_secs(30)).await;
         assert_eq!(job.attempt, 1, "one agent");
+
+        // The last delivery replayed, signature and all, after its window
+        // closed and its job ran: nothing new.
+        let bytes = serde_json::to_vec(&last).unwrap();
+        let r = post(&engine, &last, Some(sign(&bytes))).await;
+        assert_eq!(r.status(), 202);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!((v["fired"][0]["job"].as_str(), v["fired"][0]["replayed"].as_bool()), (Some(jobs[0].as_str()), Some(true)));
         assert_eq!(job.priority, Priority::P2);
         let seen = std::fs::read_to_string(engine.dir.join(format!("data/outputs/{}/seen", jobs[0]))).unwrap();
         assert_eq!(seen, "update-10\n", "the woken agent saw the latest payload");
         let all = engine.client.jobs(&Default::default()).await.unwrap();
-        assert_eq!(all.len(), 1);
+        assert_eq!(all.len(), 1, "the replay created nothing");
+
+        // Delivery ids that the job id's cleaning folds together stay two
+        // deliveries (two jobs); each replayed is still one.
+        let mut made = Vec::new();
+        for delivery in ["pay.1", "pay-1", "pay.1", "pay-1"] {
+            let ev = serde_json::json!({"source": "ci", "event": "deploy", "delivery": delivery, "summary": delivery});
+            let r = post(&engine, &ev, Some(sign(&serde_json::to_vec(&ev).unwrap()))).await;
+            assert_eq!(r.status(), 202);
+            let v: serde_json::Value = r.json().await.unwrap();
+            made.push(v["fired"][0]["job"].as_str().unwrap().to_string());
+        }
+        assert_ne!(made[0], made[1], "pay.1 and pay-1 are distinct deliveries: {made:?}");
+        assert_eq!((&made[2], &made[3]), (&made[0], &made[1]), "replays answer with the job they made");
+        assert_eq!(engine.client.jobs(&Default::default()).await.unwrap().len(), 3);
+        for j in &made[..2] {
+            engine.wait_status(j, JobStatus::Completed, Duration::from_secs(30)).await;
+        }
         let events = engine.client.events(0, 100_000).await.unwrap();
         assert_eq!(events.iter().filter(|e| e.kind == "trigger.debounced").count(), 9);
-        assert_eq!(events.iter().filter(|e| e.kind == "attempt.started").count(), 1);
+        assert_eq!(events.iter().filter(|e| e.kind == "attempt.started").count(), 3);
+        assert_eq!(events.iter().filter(|e| e.kind == "trigger.replayed").count(), 3);
     });
 }
 
