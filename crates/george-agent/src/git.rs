@@ -121,14 +121,10 @@ impl Repo {
         let mut env = vec![
             ("GIT_TERMINAL_PROMPT".to_string(), "0".to_string()),
             ("GIT_CONFIG_NOSYSTEM".to_string(), "1".to_string()),
-            // A sandboxed agent runs under its own uid, so a local repository
-            // it clones belongs to someone else; git would refuse it as of
-            // "dubious ownership". The agent's sandbox, not git's ownership
-            // check, is what confines what a repository can make it do.
-            ("GIT_CONFIG_COUNT".to_string(), "1".to_string()),
-            ("GIT_CONFIG_KEY_0".to_string(), "safe.directory".to_string()),
-            ("GIT_CONFIG_VALUE_0".to_string(), "*".to_string()),
         ];
+        if let Some(trust) = trust_config() {
+            env.push(("GIT_CONFIG_GLOBAL".to_string(), trust.display().to_string()));
+        }
         let mut secret = None;
         let secret_file = |name: &str| s.secrets_dir.as_ref().map(|d| d.join(name)).filter(|p| p.is_file());
         if is_ssh(url) {
@@ -281,6 +277,27 @@ fn write_executable(path: &Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// A global git configuration (in the agent's temporary directory) that
+/// trusts repositories owned by other users, including the user's own global
+/// configuration if there is one. A sandboxed agent runs under its own uid,
+/// so a local repository it clones belongs to someone else, and git refuses
+/// it for "dubious ownership"; the setting is only read from global (not
+/// command-line) configuration in the process git starts to serve a local
+/// clone. The agent's sandbox, not git's ownership check, is what confines
+/// what a repository can make it do.
+fn trust_config() -> Option<std::path::PathBuf> {
+    let path = std::env::temp_dir().join("george-git-trust.config");
+    let mut text = String::from("[safe]\n\tdirectory = *\n");
+    if let Some(home) = std::env::var_os("HOME") {
+        let own = Path::new(&home).join(".gitconfig");
+        if own.is_file() {
+            text.push_str(&format!("[include]\n\tpath = {}\n", own.display()));
+        }
+    }
+    std::fs::write(&path, text).ok()?;
+    Some(path)
 }
 
 #[cfg(test)]

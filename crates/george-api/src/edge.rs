@@ -149,8 +149,8 @@ pub async fn harden(req: axum::extract::Request, next: axum::middleware::Next) -
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json") || ct.starts_with("text/event-stream"));
-    if status.is_client_error() || status.is_server_error() {
-        if !json {
+    if (status.is_client_error() || status.is_server_error()) && !json {
+        {
             let (parts, body) = resp.into_parts();
             let text = axum::body::to_bytes(body, 64 << 10).await.unwrap_or_default();
             let message = String::from_utf8_lossy(&text).trim().to_string();

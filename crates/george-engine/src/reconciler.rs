@@ -232,6 +232,7 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
         output_dir: ctx.cfg.output_dir.as_ref().map(|d| d.join(&job.id)),
         secrets,
         max_active: spec.spec.resources.max_active_duration.map(|d| d.get()),
+        network: spec.spec.network,
     };
     crate::failpoint::hit("attempt.recorded");
     match ctx.runtime.spawn(req).await {

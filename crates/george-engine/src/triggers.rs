@@ -238,7 +238,7 @@ async fn fire_new(
 
     // Debounced: fold into the open window's job if there is one.
     // A yellow (or worse) budget alert doubles debounce windows.
-    let slow_down = crate::alerts::color(ctx, chapter_of(&catalog, spec)) >= crate::alerts::Color::Yellow;
+    let slow_down = crate::alerts::color(ctx, chapter_of(catalog, spec)) >= crate::alerts::Color::Yellow;
     let spec = &{
         let mut s = spec.clone();
         if slow_down {
@@ -270,7 +270,7 @@ async fn fire_new(
             let max_delay = spec.max_delay.map(|d| d.get()).unwrap_or(window.get() * 5);
             let not_before = (now + chrono::Duration::from_std(window.get()).unwrap_or_default())
                 .min(j.created_at + chrono::Duration::from_std(max_delay).unwrap_or_default());
-            let job = plan(&catalog, name, spec, &j.id, &template_name, &params, priority, key, Some(not_before))?;
+            let job = plan(catalog, name, spec, &j.id, &template_name, &params, priority, key, Some(not_before))?;
             if ctx.store.update_pending_job(job, actor).await? {
                 ctx.store
                     .record_event(
@@ -293,7 +293,7 @@ async fn fire_new(
         ),
         _ => (job_id(name, fire_key), fire_key.to_string(), None),
     };
-    let job = plan(&catalog, name, spec, &id, &template_name, &params, priority, &reference, not_before)?;
+    let job = plan(catalog, name, spec, &id, &template_name, &params, priority, &reference, not_before)?;
     let created = ctx.store.create_job(job, actor).await?;
     if created == Created::New {
         ctx.store

@@ -71,7 +71,8 @@ async fn an_orange_budget_halves_active_durations() {
 
     let fired = handle.trigger_event(None, None, "d1", &json!({})).await.unwrap();
     let job = fired[0].job.clone();
-    agent_of(store.as_ref(), &job, |a| a.state.is_live(), "its agent never started").await;
+    // Started: its handle is recorded (and with it the start the limit counts from).
+    agent_of(store.as_ref(), &job, |a| a.state.is_live() && a.handle.is_some(), "its agent never started").await;
     // Past half of maxActiveDuration (10m): stopped, though the full limit is not reached.
     clock.advance(Duration::from_secs(5 * 60 + 1));
     handle.nudge(&job);

@@ -38,6 +38,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
+use george_core::manifest::NetworkPolicy;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -130,6 +131,8 @@ struct Inner {
     events: broadcast::Sender<RuntimeEvent>,
     /// Containers whose logs and exit this engine process follows.
     watched: Mutex<HashSet<String>>,
+    /// The internal network and relay of `network: engine-only` agents, once one ran.
+    engine_only: tokio::sync::Mutex<Option<crate::engine_only::EngineOnlyNet>>,
 }
 
 fn status_code(e: &DockerError) -> Option<u16> {
@@ -144,6 +147,33 @@ fn docker_host() -> String {
 }
 
 impl DockerRuntime {
+    /// The internal network `network: engine-only` agents join, and the
+    /// engine's API as they reach it (a relay on the network's gateway).
+    async fn engine_only(&self, req: &SpawnRequest) -> Result<(String, String), RuntimeError> {
+        let mut slot = self.inner.engine_only.lock().await;
+        if let Some(net) = slot.as_ref() {
+            return Ok((net.network.clone(), net.url.clone()));
+        }
+        let agent = Self::agent_id(&req.job_id, req.attempt);
+        let url = req.env.get("GEORGE_API_URL").cloned().unwrap_or_default();
+        let host = url.split_once("://").map(|(_, r)| r).unwrap_or(&url).split('/').next().unwrap_or("").to_string();
+        let port = crate::engine_port(req).ok_or_else(|| RuntimeError::Unrunnable {
+            agent: agent.clone(),
+            message: format!("network: engine-only needs the engine's address; GEORGE_API_URL is `{url}`"),
+        })?;
+        let host = host.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or(host);
+        let name: String = format!("george-{}-engine-only", self.inner.cfg.engine_id)
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
+            .collect();
+        let net = crate::engine_only::open(&self.inner.docker, &name, format!("{host}:{port}"))
+            .await
+            .map_err(|message| RuntimeError::Spawn { agent, message, source: None })?;
+        let out = (net.network.clone(), net.url.clone());
+        *slot = Some(net);
+        Ok(out)
+    }
+
     /// Connects to the Docker Engine (`DOCKER_HOST` or the default socket)
     /// and checks that it answers.
     pub async fn connect(cfg: DockerRuntimeConfig) -> Result<Self, RuntimeError> {
@@ -159,7 +189,14 @@ impl DockerRuntime {
             .map_err(|_| unreachable(&"no answer within 10s"))?
             .map_err(|e| unreachable(&e))?;
         let (events, _) = broadcast::channel(1024);
-        Ok(Self { inner: Arc::new(Inner { docker, cfg, events, watched: Mutex::new(HashSet::new()) }) })
+        let inner = Inner {
+            docker,
+            cfg,
+            events,
+            watched: Mutex::new(HashSet::new()),
+            engine_only: tokio::sync::Mutex::new(None),
+        };
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// The container name of an attempt: deterministic, so a retried create cannot make a twin.
@@ -327,7 +364,22 @@ impl Runtime for DockerRuntime {
         };
         self.ensure_image(&image, job, attempt).await?;
 
-        let mut env: Vec<String> = req.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let (network_mode, api_url) = match req.network {
+            NetworkPolicy::Full => (self.inner.cfg.network.clone(), None),
+            NetworkPolicy::None => ("none".to_string(), None),
+            NetworkPolicy::EngineOnly => {
+                let (net, url) = self.engine_only(&req).await?;
+                (net, Some(url))
+            }
+        };
+        let mut env: Vec<String> = req
+            .env
+            .iter()
+            .map(|(k, v)| match (k.as_str(), &api_url) {
+                ("GEORGE_API_URL", Some(url)) => format!("{k}={url}"),
+                _ => format!("{k}={v}"),
+            })
+            .collect();
         env.push("GEORGE_WORK_DIR=/work".into());
         env.push("HOME=/tmp".into());
         let mut binds = Vec::new();
@@ -393,7 +445,7 @@ impl Runtime for DockerRuntime {
                 memory,
                 memory_swap: memory,
                 nano_cpus: req.resources.cpu.map(|c| c.0 as i64 * 1_000_000),
-                network_mode: Some(self.inner.cfg.network.clone()),
+                network_mode: Some(network_mode),
                 binds: Some(binds),
                 ..Default::default()
             }),
@@ -515,17 +567,6 @@ impl Runtime for DockerRuntime {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pull_policies_parse() {
-        assert_eq!("Never".parse::<PullPolicy>().unwrap(), PullPolicy::Never);
-        assert!("sometimes".parse::<PullPolicy>().unwrap_err().contains("Always, IfNotPresent or Never"));
-    }
-}
-
 /// The uid of a `uid[:gid]` user, when numeric.
 fn numeric_uid(user: &str) -> Option<u32> {
     user.split(':').next()?.parse().ok()
@@ -542,5 +583,16 @@ fn give_to(path: &std::path::Path, uid: u32) -> Result<(), RuntimeError> {
             Ok(())
         }
         Err(source) => Err(RuntimeError::Io { what: format!("chown {}", path.display()), source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_policies_parse() {
+        assert_eq!("Never".parse::<PullPolicy>().unwrap(), PullPolicy::Never);
+        assert!("sometimes".parse::<PullPolicy>().unwrap_err().contains("Always, IfNotPresent or Never"));
     }
 }

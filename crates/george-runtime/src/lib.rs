@@ -8,6 +8,7 @@
 //! [`KubernetesRuntime`] runs each attempt as a Kubernetes Job.
 
 mod docker;
+mod engine_only;
 pub mod kubernetes;
 mod logs;
 mod process;
@@ -98,6 +99,8 @@ pub struct SpawnRequest {
     pub output_dir: Option<std::path::PathBuf>,
     /// Secrets the agent is entitled to, delivered as read-only files.
     pub secrets: Vec<SecretFile>,
+    /// What the agent may reach over the network (the AgentSpec's `network`).
+    pub network: george_core::manifest::NetworkPolicy,
     /// The AgentSpec's `maxActiveDuration` (the engine enforces it; a
     /// runtime may also hand it to its backend, as Kubernetes'
     /// `activeDeadlineSeconds`).
@@ -148,6 +151,17 @@ pub struct SecretFile {
 impl std::fmt::Debug for SecretFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SecretFile({}, {} bytes)", self.name, self.content.len())
+    }
+}
+
+/// The engine API's TCP port, from the `GEORGE_API_URL` an agent is given.
+pub fn engine_port(req: &SpawnRequest) -> Option<u16> {
+    let url = req.env.get("GEORGE_API_URL")?;
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    match authority.rsplit_once(':') {
+        Some((_, port)) if !port.ends_with(']') => port.parse().ok(),
+        _ => Some(if scheme == "https" { 443 } else { 80 }),
     }
 }
 

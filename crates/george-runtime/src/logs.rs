@@ -139,6 +139,18 @@ impl TimestampedLog {
     }
 }
 
+/// Creates a log directory (and its parents) readable by the engine alone.
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Opens a log file for appending, created readable by the engine alone.
+pub(crate) fn private_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,16 +189,4 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.len() < 260 && text.ends_with("later output dropped]\n"), "{text}");
     }
-}
-
-/// Creates a log directory (and its parents) readable by the engine alone.
-pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
-}
-
-/// Opens a log file for appending, created readable by the engine alone.
-pub(crate) fn private_log(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)
 }

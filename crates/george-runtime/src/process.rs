@@ -359,7 +359,18 @@ impl Runtime for ProcessRuntime {
                 message: format!("{e} (the agent would run as uid {u})"),
             })?;
         }
-        let mut grants = Grants { write: vec![work.clone()], ..Default::default() };
+        let mut grants = Grants {
+            write: vec![work.clone()],
+            network: req.network,
+            engine_port: crate::engine_port(&req),
+            ..Default::default()
+        };
+        if !sandboxed && !req.network.is_full() {
+            return Err(RuntimeError::Unrunnable {
+                agent: george_core::api::agent_id(&req.job_id, req.attempt),
+                message: "AgentSpec `network` needs the agent sandbox (agents.sandbox.enabled is false)".into(),
+            });
+        }
         if Path::new(&program).is_absolute() {
             grants.read.push(PathBuf::from(&program));
         }
@@ -427,9 +438,14 @@ impl Runtime for ProcessRuntime {
         }
         apply_limits(&mut cmd, req.resources);
         if sandboxed {
-            Confinement::build(&self.inner.cfg.sandbox, &grants, uid)
-                .map_err(|e| Self::spawn_error(&req, e.to_string(), None))?
-                .install(&mut cmd);
+            let confinement = Confinement::build(&self.inner.cfg.sandbox, &grants, uid).map_err(|e| match e {
+                sandbox::SandboxError::Network(_) => RuntimeError::Unrunnable {
+                    agent: george_core::api::agent_id(&req.job_id, req.attempt),
+                    message: e.to_string(),
+                },
+                e => Self::spawn_error(&req, e.to_string(), None),
+            })?;
+            confinement.install(&mut cmd);
         }
 
         let mut child = cmd

@@ -36,9 +36,10 @@
 //! degrades loudly: [`Isolation::warnings`] says what is missing, the engine
 //! logs it at startup and `george status` / `george audit-security` show it.
 
+use george_core::manifest::NetworkPolicy;
 use landlock::{
-    Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreated,
-    RulesetCreatedAttr, Scope, ABI,
+    Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    RulesetCreated, RulesetCreatedAttr, Scope, ABI,
 };
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -167,9 +168,13 @@ impl Isolation {
     }
 }
 
-/// One attempt's paths, as the sandbox grants them.
+/// One attempt's grants: paths, and what it may reach over TCP.
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
+    /// The AgentSpec's network policy.
+    pub network: NetworkPolicy,
+    /// The engine API's port (`engine-only` may connect to it).
+    pub engine_port: Option<u16>,
     /// Read and write (work, tmp, home, output).
     pub write: Vec<PathBuf>,
     /// Read only (secrets, the agent's program).
@@ -192,6 +197,12 @@ pub enum SandboxError {
         /// One past the last.
         end: u32,
     },
+    /// The network policy cannot be enforced here.
+    #[error(
+        "network: {0} cannot be enforced on this machine: the process runtime restricts TCP with Landlock ABI 4 \
+         (Linux 6.7+) and the sandbox on; use network: full, or another runtime"
+    )]
+    Network(&'static str),
     /// A directory agents must reach cannot be traversed by them.
     #[error(
         "agents run under their own uid and cannot reach {path}: {blocker} has mode {mode:o} (it needs the \
@@ -241,7 +252,14 @@ impl Confinement {
     /// Builds the confinement of one attempt (in the engine, before fork):
     /// its Landlock ruleset and, when the engine is root, the uid to run as.
     pub fn build(cfg: &SandboxConfig, grants: &Grants, uid: Option<u32>) -> Result<Self, SandboxError> {
-        let ruleset = if landlock_abi() > 0 { Some(ruleset(cfg, grants)?) } else { None };
+        let abi = landlock_abi();
+        match grants.network {
+            NetworkPolicy::Full => {}
+            NetworkPolicy::EngineOnly if abi < 4 => return Err(SandboxError::Network("engine-only")),
+            NetworkPolicy::None if abi < 4 => return Err(SandboxError::Network("none")),
+            _ => {}
+        }
+        let ruleset = if abi > 0 { Some(ruleset(cfg, grants)?) } else { None };
         Ok(Self { ruleset, ids: uid.map(|u| (u, u)) })
     }
 
@@ -284,14 +302,20 @@ fn landlock_err(e: impl std::fmt::Display) -> SandboxError {
 fn ruleset(cfg: &SandboxConfig, grants: &Grants) -> Result<RulesetCreated, SandboxError> {
     let read = AccessFs::from_read(TARGET_ABI);
     let all = AccessFs::from_all(TARGET_ABI);
-    let mut rs = Ruleset::default()
+    let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(all)
         .map_err(landlock_err)?
         .scope(Scope::Signal | Scope::AbstractUnixSocket)
-        .map_err(landlock_err)?
-        .create()
         .map_err(landlock_err)?;
+    if grants.network != NetworkPolicy::Full {
+        // Checked above: this kernel has ABI 4, so the TCP rights are enforced.
+        ruleset = ruleset.handle_access(AccessNet::from_all(ABI::V4)).map_err(landlock_err)?;
+    }
+    let mut rs = ruleset.create().map_err(landlock_err)?;
+    if let (NetworkPolicy::EngineOnly, Some(port)) = (grants.network, grants.engine_port) {
+        rs = rs.add_rule(NetPort::new(port, AccessNet::ConnectTcp)).map_err(landlock_err)?;
+    }
     let add = |rs: RulesetCreated, path: &Path, access| -> Result<RulesetCreated, SandboxError> {
         match PathFd::new(path) {
             Ok(fd) => rs.add_rule(PathBeneath::new(fd, access)).map_err(landlock_err),

@@ -42,6 +42,7 @@ fn req(job: &str, attempt: u32, script: &str) -> SpawnRequest {
         secrets: vec![],
         max_active: None,
         agent_token: None,
+        network: Default::default(),
     }
 }
 
@@ -365,5 +366,33 @@ async fn nothing_an_agent_starts_outlives_its_attempt_under_root() {
     while !gone() {
         assert!(tokio::time::Instant::now() < deadline, "the daemon {daemon} outlived its attempt");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn network_policies_limit_what_an_agent_can_connect_to() {
+    use george_core::manifest::NetworkPolicy;
+    let tmp = tempfile::tempdir().unwrap();
+    let (rt, data) = sandboxed(tmp.path());
+    let engine = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (ep, op) = (engine.local_addr().unwrap().port(), other.local_addr().unwrap().port());
+    let script = r#"for p in $ENGINE_PORT $OTHER_PORT; do if bash -c "exec 3<>/dev/tcp/127.0.0.1/$p" 2>/dev/null; then echo "$p open"; else echo "$p refused"; fi; done > "$GEORGE_OUTPUT_DIR/net""#;
+    for (job, policy, expected) in [
+        ("full", NetworkPolicy::Full, format!("{ep} open\n{op} open\n")),
+        ("engine-only", NetworkPolicy::EngineOnly, format!("{ep} open\n{op} refused\n")),
+        ("none", NetworkPolicy::None, format!("{ep} refused\n{op} refused\n")),
+    ] {
+        let mut r = req(job, 1, script);
+        r.network = policy;
+        r.output_dir = Some(data.join("outputs").join(job));
+        r.env.insert("GEORGE_API_URL".into(), format!("http://127.0.0.1:{ep}"));
+        r.env.insert("ENGINE_PORT".into(), ep.to_string());
+        r.env.insert("OTHER_PORT".into(), op.to_string());
+        let h = start(&rt, r).await;
+        assert_eq!(wait_exit(&rt, job, 1, &h).await, AgentStatus::Exited { code: Some(0), signal: None });
+        let seen = std::fs::read_to_string(data.join("outputs").join(job).join("net")).unwrap();
+        assert_eq!(seen, expected, "network: {job}");
+        rt.cleanup(job, 1).await.unwrap();
     }
 }

@@ -90,6 +90,9 @@ pub enum Command {
     Status,
     /// Health of the engine: store latency, queues, errors.
     Diagnose,
+    /// How the running engine isolates agents: Landlock ABI, per-attempt
+    /// uids, what is missing.
+    AuditSecurity,
     /// Stop every instance of an AgentSpec gracefully (their jobs are paused).
     Dismiss {
         /// AgentSpec name.

@@ -339,6 +339,34 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
             });
             Ok(())
         }
+        Command::AuditSecurity => {
+            let v = c.get_json("/api/v1/diagnose").await?;
+            let iso = &v["isolation"];
+            match format {
+                Format::Json | Format::Yaml => render(format, iso, |_| {}),
+                Format::Table if iso.is_null() => {
+                    println!("this runtime isolates agents in containers (Docker or Kubernetes); see the README's Security section")
+                }
+                Format::Table => {
+                    let yes = |k: &str| if iso[k].as_bool() == Some(true) { "yes" } else { "NO" };
+                    println!("sandbox            {}", if iso["enabled"] == true { "on" } else { "OFF" });
+                    println!("landlock ABI       {}", iso["landlock_abi"]);
+                    println!("filesystem rules   {}", yes("filesystem"));
+                    println!("process memory     {}", yes("process_memory"));
+                    println!("signals scoped     {}", yes("signals"));
+                    match iso["uid_range"].as_array() {
+                        Some(r) if iso["per_attempt_uid"] == true => {
+                            println!("per-attempt uid    yes ({}..={})", r[0], r[1])
+                        }
+                        _ => println!("per-attempt uid    NO (the engine is not root)"),
+                    }
+                    for w in iso["warnings"].as_array().into_iter().flatten() {
+                        println!("warning: {}", w.as_str().unwrap_or_default());
+                    }
+                }
+            }
+            Ok(())
+        }
         Command::Status | Command::Diagnose => {
             let path = if matches!(cmd, Command::Status) { "/api/v1/status" } else { "/api/v1/diagnose" };
             let v = c.get_json(path).await?;

@@ -168,6 +168,9 @@ fn bad_api_requests_are_explained_and_change_nothing() {
             ),
             ("/api/v1/jobs", br#"{"template": "t"}"#.to_vec(), None, 415, "Content-Type: application/json"),
             ("/api/v1/jobs", vec![b' '; 2 << 20], json, 413, "byte limit"),
+            ("/api/v1/events", vec![b' '; 2 << 20], json, 413, "byte limit"),
+            ("/llm/v1/chat/completions", vec![b' '; 2 << 20], json, 413, "byte limit"),
+            ("/api/v1/webhooks/jira", vec![b' '; 2 << 20], json, 413, "byte limit"),
             (
                 "/api/v1/jobs",
                 br#"{"template": "t", "params": {"n": 1, "mode": "fast"}, "env": {"A=B": "x"}}"#.to_vec(),
@@ -216,6 +219,12 @@ fn bad_api_requests_are_explained_and_change_nothing() {
         for (path, body, ctype, status, needle) in cases {
             let r = post(path, body, ctype).await.unwrap();
             let code = r.status().as_u16();
+            assert_eq!(
+                r.headers().get("x-content-type-options").map(|v| v.as_bytes()),
+                Some(&b"nosniff"[..]),
+                "{path}"
+            );
+            assert_eq!(r.headers().get("cache-control").map(|v| v.as_bytes()), Some(&b"no-store"[..]), "{path}");
             let text = r.text().await.unwrap();
             assert_eq!(code, status, "{path}: {text}");
             let v: serde_json::Value =
@@ -223,7 +232,15 @@ fn bad_api_requests_are_explained_and_change_nothing() {
             let msg = format!("{} {}", v["error"]["message"], v["error"]["details"]);
             assert!(msg.contains(needle), "{path}: expected `{needle}` in {msg}");
         }
-        for path in ["/api/v1/jobs?status=done", "/api/v1/agents/nonsense", "/api/v1/nowhere", "/api/v1/jobs?bogus=1"] {
+        for path in [
+            "/api/v1/jobs?status=done",
+            "/api/v1/agents/nonsense",
+            "/api/v1/nowhere",
+            "/api/v1/jobs?bogus=1",
+            "/api/v1/watch",
+            "/api/v1/jobs/ok/watch",
+            "/api/v1/jobs?limit=-5",
+        ] {
             let r = http.get(format!("{}{path}", engine.url)).bearer_auth(TOKEN).send().await.unwrap();
             assert!(r.status().is_client_error(), "{path}: {}", r.status());
             let v: serde_json::Value = r.json().await.unwrap_or_else(|e| panic!("{path}: not a JSON error: {e}"));
@@ -253,4 +270,44 @@ fn a_bad_config_file_is_located() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("george-config.yaml:5:15: agents.healthCheck.interval: invalid duration `often`"), "{err}");
+}
+
+/// 1,100 idle connections (more than the common default of 1,024 file
+/// descriptors) do not keep `/healthz` from answering at once.
+#[test]
+fn idle_connections_do_not_starve_the_api() {
+    let tmp = common::tempdir().unwrap();
+    let engine = Engine::start(tmp.path(), "", &[]);
+    let addr = format!("127.0.0.1:{}", engine.port);
+    let idle: Vec<std::net::TcpStream> = (0..1100)
+        .map(|i| std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+        .collect();
+    engine.rt().block_on(async {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        let mut best = Duration::MAX;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            let r = http.get(format!("{}/healthz", engine.url)).timeout(Duration::from_secs(10)).send().await.unwrap();
+            assert!(r.status().is_success());
+            best = best.min(t.elapsed());
+        }
+        assert!(best < Duration::from_millis(100), "with 1,100 idle connections /healthz took {best:?}");
+    });
+    drop(idle);
+
+    // The data directory is the engine's; the store too.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let data = tmp.path().join("data");
+    let expected = if nix::unistd::geteuid().is_root() { 0o711 } else { 0o700 };
+    assert_eq!(mode(&data), expected, "the data directory");
+    assert_eq!(mode(&data.join("george.db")), 0o600, "the store");
+
+    // And the operator sees the isolation agents actually get.
+    let out = engine.cli(&["audit-security"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains("sandbox            on") && text.contains("landlock ABI"), "{text}");
+    let abi: i32 = text.lines().find_map(|l| l.strip_prefix("landlock ABI")).unwrap().trim().parse().unwrap();
+    assert_eq!(abi > 0, text.contains("filesystem rules   yes"), "{text}");
 }

@@ -522,6 +522,7 @@ fn spawning_the_same_attempt_twice_never_makes_a_twin() {
             secrets: vec![],
             max_active: None,
             agent_token: None,
+            network: Default::default(),
         };
         let first = docker_rt.spawn(req.clone()).await.unwrap();
         let second = docker_rt.spawn(req).await.unwrap();
@@ -555,4 +556,60 @@ fn chaos_kills_break_no_promise_on_the_docker_runtime() {
     let (report, context) = chaos_run("chaos-docker", 12, &["--image", image()]);
     let n = |k: &str| report[k].as_u64().unwrap();
     assert!(n("agent_kills") >= 3 && n("spawn_window_kills") >= 1, "{context}");
+}
+
+/// `network: engine-only` agents sit on an internal network and still reach
+/// the engine (through the relay); `network: none` agents get no network.
+#[test]
+fn network_policies_isolate_containers() {
+    let _calm = calm();
+    let tmp = common::tempdir().unwrap();
+    let id = engine_id(tmp.path());
+    let _cleanup = Containers(id.clone());
+    let m = tmp.path().join("manifests");
+    write(&m, "agents/fenced.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: fenced}\nspec:\n  capabilities: [shell]\n  network: engine-only\n");
+    write(&m, "agents/cut.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: cut}\nspec:\n  capabilities: [net-none]\n  network: none\n");
+    write(
+        &m,
+        "templates/t.yaml",
+        &template("t", "    - {id: s, description: s, run: 'echo inside > \"$GEORGE_OUTPUT_DIR/ran\"'}\n"),
+    );
+    write(
+        &m,
+        "templates/offline.yaml",
+        &template("offline", "    - {id: s, description: s, run: 'true'}\n").replace("[shell]", "[net-none]"),
+    );
+    write(&m, "jobs/a.yaml", &job("fenced-job", "t"));
+    write(&m, "jobs/b.yaml", &job("cut-job", "offline"));
+    let cfg = format!("{FAST_CONFIG}containerBackend:\n  docker:\n    keepContainers: true\n");
+    let engine =
+        Engine::start_full(tmp.path(), &cfg, &docker_args(image(), m.to_str().unwrap()), &[("GEORGE_ENGINE_ID", &id)]);
+    engine.rt().block_on(async {
+        // Through the relay on the internal network's gateway, the agent did its work and reported it.
+        engine.wait_status("fenced-job", JobStatus::Completed, Duration::from_secs(60)).await;
+        let d = docker();
+        let c =
+            d.inspect_container(&format!("george-{id}-fenced-job-1"), None::<InspectContainerOptions>).await.unwrap();
+        let net = format!("george-{id}-engine-only");
+        assert_eq!(c.host_config.unwrap().network_mode.as_deref(), Some(net.as_str()));
+        let env = c.config.unwrap().env.unwrap();
+        let api = env.iter().find_map(|e| e.strip_prefix("GEORGE_API_URL=")).unwrap().to_string();
+        let n = d.inspect_network(&net, None::<bollard::query_parameters::InspectNetworkOptions>).await.unwrap();
+        assert_eq!(n.internal, Some(true), "no route out of the host");
+        let gateway = n.ipam.unwrap().config.unwrap()[0].gateway.clone().unwrap();
+        assert!(api.starts_with(&format!("http://{gateway}:")), "{api}");
+
+        // No network at all: the agent cannot even report, so its container is all there is to see.
+        let name = format!("george-{id}-cut-job-1");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let c = loop {
+            if let Ok(c) = d.inspect_container(&name, None::<InspectContainerOptions>).await {
+                break c;
+            }
+            assert!(std::time::Instant::now() < deadline, "no container for cut-job");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(c.host_config.unwrap().network_mode.as_deref(), Some("none"));
+    });
+    let _ = std::process::Command::new("docker").args(["network", "rm", &format!("george-{id}-engine-only")]).output();
 }

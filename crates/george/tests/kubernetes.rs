@@ -112,6 +112,7 @@ fn request(job: &str, attempt: u32) -> SpawnRequest {
         secrets: vec![SecretFile { name: "git-token".into(), content: b"git-secret-value-42".to_vec() }],
         max_active: Some(Duration::from_secs(600)),
         agent_token: Some(AgentToken("agt-secret-token-0001".into())),
+        network: Default::default(),
     }
 }
 

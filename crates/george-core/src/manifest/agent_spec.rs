@@ -66,6 +66,29 @@ pub struct AgentSpecSpec {
     /// What the agent is allowed to do on its own.
     #[serde(default)]
     pub safety: Safety,
+    /// What the agent may reach over the network.
+    #[serde(default, skip_serializing_if = "NetworkPolicy::is_full")]
+    pub network: NetworkPolicy,
+}
+
+/// What an agent may reach over the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkPolicy {
+    /// Anything (the default).
+    #[default]
+    Full,
+    /// The engine's API and nothing else (it needs it to report).
+    EngineOnly,
+    /// Nothing: an agent that reports only through its exit code and files.
+    None,
+}
+
+impl NetworkPolicy {
+    /// The default: no restriction.
+    pub fn is_full(&self) -> bool {
+        *self == NetworkPolicy::Full
+    }
 }
 
 /// Which provider and model an agent's LLM calls go to.

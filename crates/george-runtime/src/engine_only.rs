@@ -1,0 +1,78 @@
+//! `network: engine-only` on the Docker runtime: the agent's container is
+//! attached to an *internal* Docker network (no route out of the host) and
+//! reaches the engine through a relay listening on that network's gateway
+//! address, which forwards to the engine's API. Nothing else outside the
+//! container is reachable, except services of the host that listen on all
+//! of its addresses (the gateway is one of them).
+
+use bollard::models::NetworkCreateRequest;
+use bollard::Docker;
+use std::collections::HashMap;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+/// The network and its relay. Dropping it stops the relay.
+#[derive(Debug)]
+pub(crate) struct EngineOnlyNet {
+    /// The Docker network's name.
+    pub network: String,
+    /// The engine API as agents on the network reach it.
+    pub url: String,
+    relay: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EngineOnlyNet {
+    fn drop(&mut self) {
+        self.relay.abort();
+    }
+}
+
+/// Creates (or finds) the internal network `name` and starts a relay on its
+/// gateway to `engine` (`host:port`).
+pub(crate) async fn open(docker: &Docker, name: &str, engine: String) -> Result<EngineOnlyNet, String> {
+    let create = NetworkCreateRequest {
+        name: name.to_string(),
+        driver: Some("bridge".into()),
+        internal: Some(true),
+        labels: Some(HashMap::from([("app".to_string(), "george".to_string())])),
+        ..Default::default()
+    };
+    match docker.create_network(create).await {
+        Ok(_) => {}
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
+        Err(e) => return Err(format!("create network {name}: {e}")),
+    }
+    let net = docker
+        .inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>)
+        .await
+        .map_err(|e| format!("inspect network {name}: {e}"))?;
+    let gateway = net
+        .ipam
+        .and_then(|i| i.config)
+        .into_iter()
+        .flatten()
+        .find_map(|c| c.gateway)
+        .ok_or_else(|| format!("network {name} has no gateway address"))?;
+    let listener = TcpListener::bind((gateway.as_str(), 0))
+        .await
+        .map_err(|e| format!("relay on {gateway} (network {name}): {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    tracing::info!(network = name, relay = %format!("{gateway}:{port}"), engine, "engine-only network ready");
+    let relay = tokio::spawn(relay(listener, engine));
+    Ok(EngineOnlyNet { network: name.to_string(), url: format!("http://{gateway}:{port}"), relay })
+}
+
+/// Forwards every connection to `engine`; the connections end with it.
+async fn relay(listener: TcpListener, engine: String) {
+    let mut connections = JoinSet::new();
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else { continue };
+        while connections.try_join_next().is_some() {}
+        let engine = engine.clone();
+        connections.spawn(async move {
+            if let Ok(mut outbound) = TcpStream::connect(&engine).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
