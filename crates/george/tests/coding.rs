@@ -207,10 +207,11 @@ fn an_llm_step_changes_the_code_on_its_own_branch_and_opens_a_pull_request() {
 fn a_replacement_agent_resumes_from_the_pushed_branch() {
     let s = setup(None, None);
     let bare = bare_repo(&s.root, "app");
+    let forge = GitHttp::open(&s.root);
     let e = &s.engine;
     e.rt().block_on(async {
         ready(e).await;
-        let params = json!({"repo_url": bare.to_str().unwrap()});
+        let params = json!({"repo_url": forge.url("app")});
         e.client.submit(&submit("resume", "four", "coder", params)).await.unwrap();
         e.wait_job("resume", "step 3 to start", Duration::from_secs(30), |j| {
             j.steps[2].status == george_core::StepStatus::InProgress
@@ -252,16 +253,17 @@ fn a_replacement_agent_resumes_from_the_pushed_branch() {
 fn the_same_ticket_continues_its_branch() {
     let s = setup(None, None);
     let bare = bare_repo(&s.root, "svc");
+    let forge = GitHttp::open(&s.root);
     let e = &s.engine;
     e.rt().block_on(async {
         ready(e).await;
         for id in ["proj-7-a", "proj-7-b"] {
-            let params = json!({"repo_url": bare.to_str().unwrap(), "ticket": "PROJ-7"});
+            let params = json!({"repo_url": forge.url("svc"), "ticket": "PROJ-7"});
             e.client.submit(&submit(id, "loose", "coder", params)).await.unwrap();
             e.wait_status(id, JobStatus::Completed, Duration::from_secs(60)).await;
         }
         // A job with a parent (an epic) works on the parent's branch.
-        let params = json!({"repo_url": bare.to_str().unwrap(), "ticket": "PROJ-8", "parent": "PROJ-7"});
+        let params = json!({"repo_url": forge.url("svc"), "ticket": "PROJ-8", "parent": "PROJ-7"});
         e.client.submit(&submit("proj-8", "loose", "coder", params)).await.unwrap();
         e.wait_status("proj-8", JobStatus::Completed, Duration::from_secs(60)).await;
         assert_eq!(branches(&bare), ["george/PROJ-7", "main"], "one branch for the ticket and its children");
@@ -276,6 +278,7 @@ fn the_same_ticket_continues_its_branch() {
 fn what_a_person_must_fix_blocks_the_job_with_a_reason() {
     let s = setup(None, None);
     let bare = bare_repo(&s.root, "lib");
+    let forge = GitHttp::open(&s.root);
     let e = &s.engine;
     e.rt().block_on(async {
         ready(e).await;
@@ -287,7 +290,7 @@ fn what_a_person_must_fix_blocks_the_job_with_a_reason() {
         assert!(reason.starts_with("cannot clone") && reason.contains("comment on the job to retry"), "{reason}");
 
         // No `git` capability.
-        let params = json!({"repo_url": bare.to_str().unwrap()});
+        let params = json!({"repo_url": forge.url("lib")});
         e.client.submit(&submit("no-git", "loose", "plain", params)).await.unwrap();
         let j = e.wait_status("no-git", JobStatus::Blocked, Duration::from_secs(30)).await;
         let reason = j.reason.unwrap();
@@ -295,7 +298,7 @@ fn what_a_person_must_fix_blocks_the_job_with_a_reason() {
 
         // The default branch is off limits, whatever the job asks.
         let main_before = git(&bare, &["rev-parse", "main"]);
-        let params = json!({"repo_url": bare.to_str().unwrap(), "branch": "main"});
+        let params = json!({"repo_url": forge.url("lib"), "branch": "main"});
         e.client.submit(&submit("on-main", "loose", "direct", params)).await.unwrap();
         let j = e.wait_status("on-main", JobStatus::Blocked, Duration::from_secs(30)).await;
         let reason = j.reason.unwrap();
@@ -306,7 +309,7 @@ fn what_a_person_must_fix_blocks_the_job_with_a_reason() {
         assert_eq!(git(&bare, &["rev-parse", "main"]), main_before);
 
         // Someone else pushes to the branch while the agent works: its push is rejected, never forced.
-        let params = json!({"repo_url": bare.to_str().unwrap()});
+        let params = json!({"repo_url": forge.url("lib")});
         e.client.submit(&submit("race", "wait", "coder", params)).await.unwrap();
         e.wait_job("race", "step 2 to start", Duration::from_secs(30), |j| {
             j.steps[1].status == george_core::StepStatus::InProgress

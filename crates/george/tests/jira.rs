@@ -544,15 +544,16 @@ fn a_coding_ticket_reports_its_branch_and_commit() {
     let site = Site::new();
     let j = jira();
     let bare = bare_repo(site.tmp.path(), "shop", &[("README", "shop\n")]);
+    let forge = common::git_http::GitHttp::open(site.tmp.path());
     let mut t = NewIssue::new("PROJ-80", "change the shop");
     t.labels = vec!["george".into(), "code".into()];
-    t.description = adf_text(&format!("Please change it.\nRepo: {}", bare.display()));
+    t.description = adf_text(&format!("Please change it.\nRepo: {}", forge.url("shop")));
     j.add_issue(t);
     let e = site.engine("a", &j, &[], "");
     e.rt().block_on(async {
         let job = e.wait_status("proj-80", JobStatus::Completed, Duration::from_secs(30)).await;
         assert_eq!(job.agent, "coder");
-        assert_eq!(job.params["repo_url"], bare.display().to_string());
+        assert_eq!(job.params["repo_url"], forge.url("shop"));
         let head = git(&bare, &["rev-parse", "george/PROJ-80"]);
         until("the completion comment", Duration::from_secs(20), async || {
             bot_comments(&j, "PROJ-80").iter().any(|c| c.contains("George finished job proj-80"))

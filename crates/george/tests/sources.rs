@@ -105,6 +105,8 @@ fn work_items_are_dispatched_once_across_restarts() {
     // recac work items are coding tasks: the agent clones each item's repository.
     write(&m, "agents/worker.yaml", &AGENT.replace("[shell]", "[shell, git]"));
     let app = bare_repo(tmp.path(), "app", &[("README", "app\n")]);
+    // The agents push to it as to a forge (they may write only their own directories).
+    let forge = common::git_http::GitHttp::open(tmp.path());
     let ticket = "apiVersion: george/v1
 kind: TaskTemplate
 metadata: {name: ticket}
@@ -125,7 +127,7 @@ spec:
         format!(
             r#"[{{"ID": "TASK-1", "Summary": "Implement login", "DESCRIPTION": "...", "Repo_Url": "{}", "ENV_VARS": {{"TEAM": "auth"}}}},
             {{"id": "TASK-2", "summary": "Fix logout"}}]"#,
-            app.display()
+            forge.url("app")
         ),
     )
     .unwrap();
@@ -136,7 +138,7 @@ spec:
     rt.block_on(async {
         let t1 = engine.wait_status("task-1", JobStatus::Completed, Duration::from_secs(30)).await;
         assert_eq!(t1.origin.reference.as_deref(), Some("TASK-1"));
-        assert_eq!(t1.params["repo_url"], app.display().to_string());
+        assert_eq!(t1.params["repo_url"], forge.url("app"));
         assert_eq!(git(&app, &["log", "--format=%s", "-1", "george/task-1"]), "george: step note done");
         engine.wait_status("task-2", JobStatus::Completed, Duration::from_secs(30)).await;
         let notes = std::fs::read_to_string(engine.dir.join("data/outputs/task-1/notes")).unwrap();

@@ -84,6 +84,16 @@ pub enum NetworkPolicy {
     None,
 }
 
+impl std::fmt::Display for NetworkPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NetworkPolicy::Full => "full",
+            NetworkPolicy::EngineOnly => "engine-only",
+            NetworkPolicy::None => "none",
+        })
+    }
+}
+
 impl NetworkPolicy {
     /// The default: no restriction.
     pub fn is_full(&self) -> bool {

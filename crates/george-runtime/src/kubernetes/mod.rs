@@ -385,7 +385,9 @@ impl Runtime for KubernetesRuntime {
         let name = self.job_name(&job_id, attempt);
         let s = &self.inner.cfg.job;
         let job = spec::render_job(s, &req, &name).map_err(|e| match e {
-            spec::RenderError::NoImage(message) => RuntimeError::Unrunnable { agent: agent.clone(), message },
+            spec::RenderError::NoImage(message) | spec::RenderError::Unsupported(message) => {
+                RuntimeError::Unrunnable { agent: agent.clone(), message }
+            }
             spec::RenderError::BadSecretName(n) => RuntimeError::Unrunnable {
                 agent: agent.clone(),
                 message: format!(

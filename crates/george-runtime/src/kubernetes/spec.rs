@@ -196,10 +196,19 @@ pub enum RenderError {
     BadSecretName(String),
     /// The rendering does not fit the batch/v1 schema (a bug in George).
     Schema(String),
+    /// The AgentSpec asks for something this runtime cannot enforce.
+    Unsupported(String),
 }
 
 /// The attempt's Job.
 pub fn render_job(s: &JobSettings, req: &SpawnRequest, name: &str) -> Result<Job, RenderError> {
+    if !req.network.is_full() {
+        return Err(RenderError::Unsupported(format!(
+            "AgentSpec `{}` asks for network: {}, which the Kubernetes runtime does not enforce (use the cluster's \
+             NetworkPolicy and network: full)",
+            req.agent_spec, req.network
+        )));
+    }
     let image = req.image.clone().or_else(|| s.default_image.clone()).ok_or_else(|| {
         RenderError::NoImage(format!(
             "AgentSpec `{}` has no spec.image and no default agent image is configured (containerBackend.kubernetes.image or --image)",
@@ -334,6 +343,43 @@ mod tests {
         for weird in ["---", "É", ".", "UPPER", "x".repeat(63).as_str()] {
             assert!(is_dns_label(&job_name("george", weird, 1)), "{weird}");
         }
+    }
+
+    #[test]
+    fn a_network_policy_it_cannot_enforce_is_refused() {
+        let settings = JobSettings {
+            namespace: "ns".into(),
+            instance: "george".into(),
+            name_prefix: "george".into(),
+            default_image: Some("img".into()),
+            default_command: vec![],
+            pull_policy: PullPolicy::IfNotPresent,
+            service_account: None,
+            ttl_after_finished: Duration::from_secs(60),
+            termination_grace: Duration::from_secs(5),
+            engine_id: "e".into(),
+        };
+        let mut req = SpawnRequest {
+            job_id: "j".into(),
+            attempt: 1,
+            agent_spec: "a".into(),
+            command: vec![],
+            image: None,
+            env: BTreeMap::new(),
+            agent_token: None,
+            resources: Default::default(),
+            labels: BTreeMap::new(),
+            output_dir: None,
+            secrets: vec![],
+            network: george_core::manifest::NetworkPolicy::None,
+            max_active: None,
+        };
+        match render_job(&settings, &req, "george-j-1") {
+            Err(RenderError::Unsupported(m)) => assert!(m.contains("network: none"), "{m}"),
+            other => panic!("expected a refusal: {other:?}"),
+        }
+        req.network = george_core::manifest::NetworkPolicy::Full;
+        assert!(render_job(&settings, &req, "george-j-1").is_ok());
     }
 
     #[test]

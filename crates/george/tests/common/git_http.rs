@@ -43,6 +43,18 @@ impl GitHttp {
         Self { base: format!("http://{addr}/git"), cfg }
     }
 
+    /// Serves the repositories under `root` to anyone (a forge's public
+    /// repositories, writable: the stand-in for a remote that sandboxed
+    /// agents, which may write only their own directories, push to).
+    pub fn open(root: &std::path::Path) -> Self {
+        Self::start(root, "anyone", "")
+    }
+
+    /// The URL of the repository `name` (a directory `<name>.git` under the root).
+    pub fn url(&self, name: &str) -> String {
+        format!("{}/{name}.git", self.base)
+    }
+
     /// Requests that carried credentials.
     pub fn authenticated_requests(&self) -> usize {
         self.cfg.seen_auth.lock().unwrap().len()
@@ -62,7 +74,7 @@ async fn cgi(
         cfg.seen_auth.lock().unwrap().push(auth.to_string());
     }
     let user_part = auth.strip_prefix("Basic ").map(super::decode_base64).unwrap_or_default();
-    if user_part.split_once(':').map(|(_, t)| t) != Some(cfg.token.as_str()) {
+    if !cfg.token.is_empty() && user_part.split_once(':').map(|(_, t)| t) != Some(cfg.token.as_str()) {
         return Response::builder()
             .status(StatusCode::UNAUTHORIZED)
             .header("WWW-Authenticate", "Basic realm=\"git\"")
