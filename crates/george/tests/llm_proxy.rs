@@ -43,7 +43,17 @@ async fn token_of(engine: &Engine, job: &str) -> (i32, String) {
     let j = engine.wait_job(job, "its agent to run", Duration::from_secs(30), |j| j.steps[0].runs == 1).await;
     let a = engine.client.agent(&george_core::api::agent_id(job, j.attempt)).await.unwrap();
     let pid = a.handle.unwrap()["pid"].as_i64().unwrap() as i32;
-    (pid, wait_for(Duration::from_secs(10), "the agent's token", || agent_token_in_memory(pid)))
+    let token = wait_for(Duration::from_secs(10), "the agent's token", || agent_token_in_memory(pid));
+    // The reference agent holds its token in memory only: no process has it in its environment.
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let env = std::fs::read(p.path().join("environ")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&env).contains(&token),
+            "the token is in {}'s environment",
+            p.path().display()
+        );
+    }
+    (pid, token)
 }
 
 async fn call(engine: &Engine, token: &str, path: &str, body: serde_json::Value) -> reqwest::Response {
