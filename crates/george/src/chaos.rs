@@ -556,8 +556,10 @@ pub async fn run_plan(plan: &ChaosPlan) -> anyhow::Result<ChaosReport> {
                 all_final = accepted.len() == plan.jobs && unfinished == 0;
                 let mut room = wave.saturating_sub(unfinished);
                 // The last wave waits for the engine plan, so that every
-                // planned kill (an armed engine needs spawns) meets work.
-                let holdback = if engine_plan.is_empty() { 0 } else { wave.min(plan.jobs / 2) };
+                // planned kill (an armed engine needs spawns) meets work; an
+                // armed engine gets the work at once.
+                let holdback =
+                    if engine_plan.is_empty() || engine.armed.is_some() { 0 } else { wave.min(plan.jobs / 2) };
                 while room > 0 && accepted.len() + holdback < plan.jobs {
                     let id = format!("chaos-{:04}", accepted.len());
                     let req = SubmitJob {
@@ -626,8 +628,9 @@ pub async fn run_plan(plan: &ChaosPlan) -> anyhow::Result<ChaosReport> {
             }
         }
 
-        // An engine action.
-        if Instant::now() >= next_engine_action && engine.child.is_some() {
+        // An engine action, never while an armed engine has yet to reach
+        // its kill point (another kill would disarm it unseen).
+        if Instant::now() >= next_engine_action && engine.child.is_some() && engine.armed.is_none() {
             next_engine_action = Instant::now() + rng.millis(2000, 4000);
             if let Some(action) = engine_plan.pop() {
                 match action {
