@@ -516,6 +516,9 @@ async fn build_runtime(cfg: &Config, data_dir: &Path, engine_id: &str) -> anyhow
             let sb = &cfg.agents.sandbox;
             rc.sandbox.enabled = sb.enabled.unwrap_or(true);
             if let Some(b) = sb.uid_base {
+                if b < 1000 {
+                    bail!("agents.sandbox.uidBase: expected 1000 or more (lower uids belong to the system), got {b}");
+                }
                 rc.sandbox.uid_base = b;
             }
             if let Some(n) = sb.uid_count {
@@ -523,6 +526,9 @@ async fn build_runtime(cfg: &Config, data_dir: &Path, engine_id: &str) -> anyhow
                     bail!("agents.sandbox.uidCount: expected at least 1");
                 }
                 rc.sandbox.uid_count = n;
+            }
+            if rc.sandbox.uid_base.checked_add(rc.sandbox.uid_count).is_none_or(|end| end == u32::MAX) {
+                bail!("agents.sandbox: uidBase + uidCount must stay below 4294967295");
             }
             let rt = ProcessRuntime::new(rc);
             let iso = rt.isolation();
