@@ -47,6 +47,7 @@ spec:
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
     store: &'static str,
+    sandbox: bool,
     jobs: usize,
     completed: usize,
     submit_to_start_p50_ms: f64,
@@ -126,6 +127,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     let database = args.database_url.clone();
     let (server, client, dir) = start(|cfg| {
         cfg.engine.workers = Some(args.workers);
+        cfg.agents.sandbox.enabled = Some(!args.no_sandbox);
         if let Some(url) = database {
             cfg.store.store_type = Some("postgres".into());
             cfg.store.url = Some(url);
@@ -186,6 +188,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     latencies.sort_by(|a, b| a.total_cmp(b));
     let report = BenchReport {
         store: if args.database_url.is_some() { "postgres" } else { "sqlite" },
+        sandbox: !args.no_sandbox,
         jobs,
         completed,
         submit_to_start_p50_ms: percentile(&latencies, 0.50),
@@ -201,6 +204,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         Format::Json | Format::Yaml => crate::output::render(format, &report, |_| {}),
         Format::Table => {
             println!("store                     {}", report.store);
+            println!("agent sandbox             {}", if report.sandbox { "on" } else { "off" });
             println!("jobs                      {} ({} completed)", report.jobs, report.completed);
             println!("submit→start p50          {:.1} ms", report.submit_to_start_p50_ms);
             println!("submit→start p99          {:.1} ms", report.submit_to_start_p99_ms);

@@ -467,4 +467,7 @@ pub struct BenchArgs {
     /// Where `--mode chaos` works (kept afterwards; default a temporary directory).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// Run the agents without their sandbox (`--mode process`), to measure what it costs.
+    #[arg(long)]
+    pub no_sandbox: bool,
 }
