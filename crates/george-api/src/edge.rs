@@ -150,34 +150,32 @@ pub async fn harden(req: axum::extract::Request, next: axum::middleware::Next) -
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json") || ct.starts_with("text/event-stream"));
     if (status.is_client_error() || status.is_server_error()) && !json {
-        {
-            let (parts, body) = resp.into_parts();
-            let text = axum::body::to_bytes(body, 64 << 10).await.unwrap_or_default();
-            let message = String::from_utf8_lossy(&text).trim().to_string();
-            let message =
-                if message.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { message };
-            let err = match status {
-                StatusCode::PAYLOAD_TOO_LARGE => crate::error::ApiError::TooLarge(format!(
-                    "the request body is over the {} byte limit: {message}",
-                    crate::MAX_BODY_BYTES
-                )),
-                StatusCode::UNSUPPORTED_MEDIA_TYPE => crate::error::ApiError::UnsupportedMediaType(message),
-                StatusCode::NOT_FOUND => crate::error::ApiError::NotFound(message),
-                StatusCode::UNAUTHORIZED => crate::error::ApiError::Unauthorized(message),
-                StatusCode::FORBIDDEN => crate::error::ApiError::Forbidden(message),
-                StatusCode::CONFLICT => crate::error::ApiError::Conflict(message),
-                s if s.is_server_error() => crate::error::ApiError::Internal(message),
-                _ => crate::error::ApiError::invalid(message),
-            };
-            let mut fixed = err.into_response();
-            *fixed.status_mut() = status;
-            for (k, v) in parts.headers.iter() {
-                if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
-                    fixed.headers_mut().insert(k.clone(), v.clone());
-                }
+        let (parts, body) = resp.into_parts();
+        let text = axum::body::to_bytes(body, 64 << 10).await.unwrap_or_default();
+        let message = String::from_utf8_lossy(&text).trim().to_string();
+        let message =
+            if message.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { message };
+        let err = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => crate::error::ApiError::TooLarge(format!(
+                "the request body is over the {} byte limit: {message}",
+                crate::MAX_BODY_BYTES
+            )),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => crate::error::ApiError::UnsupportedMediaType(message),
+            StatusCode::NOT_FOUND => crate::error::ApiError::NotFound(message),
+            StatusCode::UNAUTHORIZED => crate::error::ApiError::Unauthorized(message),
+            StatusCode::FORBIDDEN => crate::error::ApiError::Forbidden(message),
+            StatusCode::CONFLICT => crate::error::ApiError::Conflict(message),
+            s if s.is_server_error() => crate::error::ApiError::Internal(message),
+            _ => crate::error::ApiError::invalid(message),
+        };
+        let mut fixed = err.into_response();
+        *fixed.status_mut() = status;
+        for (k, v) in parts.headers.iter() {
+            if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+                fixed.headers_mut().insert(k.clone(), v.clone());
             }
-            resp = fixed;
         }
+        resp = fixed;
     }
     let h = resp.headers_mut();
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

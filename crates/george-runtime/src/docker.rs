@@ -155,13 +155,13 @@ impl DockerRuntime {
             return Ok((net.network.clone(), net.url.clone()));
         }
         let agent = Self::agent_id(&req.job_id, req.attempt);
-        let url = req.env.get("GEORGE_API_URL").cloned().unwrap_or_default();
-        let host = url.split_once("://").map(|(_, r)| r).unwrap_or(&url).split('/').next().unwrap_or("").to_string();
-        let port = crate::engine_port(req).ok_or_else(|| RuntimeError::Unrunnable {
+        let (host, port) = crate::engine_address(req).ok_or_else(|| RuntimeError::Unrunnable {
             agent: agent.clone(),
-            message: format!("network: engine-only needs the engine's address; GEORGE_API_URL is `{url}`"),
+            message: format!(
+                "network: engine-only needs the engine's address; GEORGE_API_URL is `{}`",
+                req.env.get("GEORGE_API_URL").map_or("", String::as_str)
+            ),
         })?;
-        let host = host.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or(host);
         let name: String = format!("george-{}-engine-only", self.inner.cfg.engine_id)
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })

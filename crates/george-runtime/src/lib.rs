@@ -154,14 +154,14 @@ impl std::fmt::Debug for SecretFile {
     }
 }
 
-/// The engine API's TCP port, from the `GEORGE_API_URL` an agent is given.
-pub fn engine_port(req: &SpawnRequest) -> Option<u16> {
+/// The engine API's host and TCP port, from the `GEORGE_API_URL` an agent is given.
+pub fn engine_address(req: &SpawnRequest) -> Option<(String, u16)> {
     let url = req.env.get("GEORGE_API_URL")?;
     let (scheme, rest) = url.split_once("://")?;
     let authority = rest.split('/').next()?;
     match authority.rsplit_once(':') {
-        Some((_, port)) if !port.ends_with(']') => port.parse().ok(),
-        _ => Some(if scheme == "https" { 443 } else { 80 }),
+        Some((host, port)) if !port.ends_with(']') => Some((host.to_string(), port.parse().ok()?)),
+        _ => Some((authority.to_string(), if scheme == "https" { 443 } else { 80 })),
     }
 }
 

@@ -118,7 +118,7 @@ struct Inner {
     next_uid: Mutex<u32>,
     /// Per-attempt uids claimed machine-wide.
     uid_claims: sandbox::UidClaims,
-    /// Programs linked where agents under their own uid can reach them.
+    /// Each program agents run, as agents under their own uid reach it (itself, or a link).
     reachable_programs: Mutex<HashMap<PathBuf, PathBuf>>,
 }
 
@@ -187,12 +187,16 @@ impl ProcessRuntime {
     /// reachable, else a link (or copy) in the runtime's `.bin` directory.
     fn reachable_program(&self, program: &str) -> Result<String, RuntimeError> {
         let path = Path::new(program);
-        if !path.is_absolute() || sandbox::unreachable_by_others(path).is_none() {
+        if !path.is_absolute() {
             return Ok(program.to_string());
         }
         let mut links = self.inner.reachable_programs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(l) = links.get(path) {
             return Ok(l.display().to_string());
+        }
+        if sandbox::unreachable_by_others(path).is_none() {
+            links.insert(path.to_path_buf(), path.to_path_buf());
+            return Ok(program.to_string());
         }
         let bin = self.inner.cfg.dir.join(".bin");
         std::fs::create_dir_all(&bin).map_err(io(format!("create {}", bin.display())))?;
@@ -362,7 +366,7 @@ impl Runtime for ProcessRuntime {
         let mut grants = Grants {
             write: vec![work.clone()],
             network: req.network,
-            engine_port: crate::engine_port(&req),
+            engine_port: crate::engine_address(&req).map(|(_, port)| port),
             ..Default::default()
         };
         if !sandboxed && !req.network.is_full() {
@@ -438,7 +442,8 @@ impl Runtime for ProcessRuntime {
         }
         apply_limits(&mut cmd, req.resources);
         if sandboxed {
-            let confinement = Confinement::build(&self.inner.cfg.sandbox, &grants, uid).map_err(|e| match e {
+            let abi = self.inner.isolation.landlock_abi;
+            let confinement = Confinement::build(&self.inner.cfg.sandbox, &grants, abi, uid).map_err(|e| match e {
                 sandbox::SandboxError::Network(_) => RuntimeError::Unrunnable {
                     agent: george_core::api::agent_id(&req.job_id, req.attempt),
                     message: e.to_string(),

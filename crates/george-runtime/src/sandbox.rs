@@ -106,15 +106,11 @@ pub fn landlock_abi() -> i32 {
     i32::try_from(v).ok().filter(|v| *v > 0).unwrap_or(0)
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 impl Isolation {
     /// What `cfg` gives on this machine.
     pub fn probe(cfg: &SandboxConfig) -> Self {
         let abi = landlock_abi();
-        let root = is_root();
+        let root = engine_is_root();
         let mut warnings = Vec::new();
         if !cfg.enabled {
             warnings.push(
@@ -245,14 +241,16 @@ pub fn check_reachable(path: &Path) -> Result<(), SandboxError> {
 #[derive(Debug)]
 pub struct Confinement {
     ruleset: Option<RulesetCreated>,
-    ids: Option<(u32, u32)>,
+    /// The attempt's uid, which is also its gid.
+    uid: Option<u32>,
 }
 
 impl Confinement {
     /// Builds the confinement of one attempt (in the engine, before fork):
-    /// its Landlock ruleset and, when the engine is root, the uid to run as.
-    pub fn build(cfg: &SandboxConfig, grants: &Grants, uid: Option<u32>) -> Result<Self, SandboxError> {
-        let abi = landlock_abi();
+    /// its Landlock ruleset (for the kernel's Landlock ABI `abi`, as
+    /// [`Isolation::probe`] found it) and, when the engine is root, the uid to
+    /// run as.
+    pub fn build(cfg: &SandboxConfig, grants: &Grants, abi: i32, uid: Option<u32>) -> Result<Self, SandboxError> {
         match grants.network {
             NetworkPolicy::Full => {}
             NetworkPolicy::EngineOnly if abi < 4 => return Err(SandboxError::Network("engine-only")),
@@ -260,23 +258,23 @@ impl Confinement {
             _ => {}
         }
         let ruleset = if abi > 0 { Some(ruleset(cfg, grants)?) } else { None };
-        Ok(Self { ruleset, ids: uid.map(|u| (u, u)) })
+        Ok(Self { ruleset, uid })
     }
 
     /// Arranges for the child of `cmd` to confine itself between fork and exec.
     #[allow(unsafe_code)]
     pub fn install(self, cmd: &mut tokio::process::Command) {
-        let Confinement { mut ruleset, ids } = self;
+        let Confinement { mut ruleset, uid } = self;
         // SAFETY: the closure runs in the forked child before exec. It makes
         // only async-signal-safe system calls (setgroups, setresgid,
         // setresuid, prctl, landlock_restrict_self) and allocates nothing on
         // its success path; the ruleset was built before the fork.
         unsafe {
             cmd.pre_exec(move || {
-                if let Some((uid, gid)) = ids {
+                if let Some(uid) = uid {
                     use nix::libc;
                     if libc::setgroups(0, std::ptr::null()) != 0
-                        || libc::setresgid(gid, gid, gid) != 0
+                        || libc::setresgid(uid, uid, uid) != 0
                         || libc::setresuid(uid, uid, uid) != 0
                     {
                         return Err(std::io::Error::last_os_error());
@@ -486,7 +484,7 @@ pub fn chown_tree(path: &Path, uid: u32) -> std::io::Result<()> {
 
 /// Whether this process runs as root (and so drops every attempt to its own uid).
 pub fn engine_is_root() -> bool {
-    is_root()
+    nix::unistd::geteuid().is_root()
 }
 
 #[cfg(test)]

@@ -270,6 +270,27 @@ fn a_bad_config_file_is_located() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("george-config.yaml:5:15: agents.healthCheck.interval: invalid duration `often`"), "{err}");
+
+    // The sandbox's uid range is checked at start, naming the field.
+    std::fs::write(&cfg, "agents:\n  sandbox:\n    uidBase: 5\n").unwrap();
+    let out = Command::new(george_bin())
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("agents.sandbox.uidBase: expected 1000 or more"), "{err}");
+
+    // An AgentSpec's network policy is one of three words.
+    let m = tmp.path().join("manifests");
+    write(&m, "agents/w.yaml", &AGENT.replace("spec:\n", "spec:\n  network: offline\n"));
+    let out = validate(&m, false);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("agents/w.yaml") && err.contains("network") && err.contains("engine-only"), "{err}");
 }
 
 /// 1,100 idle connections (more than the common default of 1,024 file

@@ -347,18 +347,8 @@ mod tests {
 
     #[test]
     fn a_network_policy_it_cannot_enforce_is_refused() {
-        let settings = JobSettings {
-            namespace: "ns".into(),
-            instance: "george".into(),
-            name_prefix: "george".into(),
-            default_image: Some("img".into()),
-            default_command: vec![],
-            pull_policy: PullPolicy::IfNotPresent,
-            service_account: None,
-            ttl_after_finished: Duration::from_secs(60),
-            termination_grace: Duration::from_secs(5),
-            engine_id: "e".into(),
-        };
+        let mut settings = super::super::KubernetesRuntimeConfig::under(std::path::Path::new("/nowhere"), "e").job;
+        settings.default_image = Some("img".into());
         let mut req = SpawnRequest {
             job_id: "j".into(),
             attempt: 1,
