@@ -259,29 +259,19 @@ fn bad_api_requests_are_explained_and_change_nothing() {
 fn a_bad_config_file_is_located() {
     let tmp = common::tempdir().unwrap();
     let cfg = tmp.path().join("george-config.yaml");
-    std::fs::write(&cfg, "engine:\n  reconcileInterval: 30s\nagents:\n  healthCheck:\n    interval: often\n").unwrap();
-    let out = Command::new(george_bin())
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let serve = |text: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        let out =
+            Command::new(george_bin()).args(["serve", "--config"]).arg(&cfg).arg("--data-dir").arg(tmp.path()).output();
+        let out = out.unwrap();
+        assert!(!out.status.success());
+        stderr(&out)
+    };
+    let err = serve("engine:\n  reconcileInterval: 30s\nagents:\n  healthCheck:\n    interval: often\n");
     assert!(err.contains("george-config.yaml:5:15: agents.healthCheck.interval: invalid duration `often`"), "{err}");
 
     // The sandbox's uid range is checked at start, naming the field.
-    std::fs::write(&cfg, "agents:\n  sandbox:\n    uidBase: 5\n").unwrap();
-    let out = Command::new(george_bin())
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = serve("agents:\n  sandbox:\n    uidBase: 5\n");
     assert!(err.contains("agents.sandbox.uidBase: expected 1000 or more"), "{err}");
 
     // An AgentSpec's network policy is one of three words.
