@@ -1,0 +1,9 @@
+//! The engine's integration tests, in one binary: budget alerts, cron,
+//! debounce and standby behaviour of a real engine on a SQLite store with a
+//! controllable clock.
+
+mod alerts;
+mod cron;
+mod debounce;
+mod standby;
+mod support;

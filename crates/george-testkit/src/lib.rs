@@ -1,0 +1,10 @@
+//! Test support shared by every crate's tests (test-only: a
+//! dev-dependency, never in the `george` binary).
+//!
+//! - [`eventually`] and [`wait_for`]: the one poll-until-deadline loop;
+//! - [`postgres_server`]: a private PostgreSQL server and a fresh database per test.
+
+pub mod poll;
+pub mod postgres_server;
+
+pub use poll::{eventually, wait_for};

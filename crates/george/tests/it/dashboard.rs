@@ -1,0 +1,178 @@
+//! Acceptance (issue 8): the dashboard in a real headless Chromium.
+//! Signed in with a token, it shows the quickstart's jobs arrive and run to
+//! completed without a reload; a job's page shows its step graph and its
+//! agent's log; the pause and resume buttons steer a running job; the page
+//! fits a phone's width. Screenshots land in `target/dashboard/`.
+
+use crate::common;
+
+use common::browser::Browser;
+use common::*;
+use george_core::JobStatus;
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn artifacts() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("dashboard")
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+/// `document.querySelector(css)?.textContent.trim() === text`, as a script.
+fn text_is(css: &str, text: &str) -> String {
+    format!("const e = document.querySelector({css:?}); return !!e && e.textContent.trim() === {text:?};")
+}
+
+#[test]
+fn the_dashboard_shows_jobs_live_and_steers_them() {
+    let tmp = common::tempdir().unwrap();
+    let m = tmp.path().join("manifests");
+    write(&m, "agents/worker.yaml", AGENT);
+    write(&m, "templates/hold.yaml", &template("hold", RELEASE_STEPS));
+    let engine = Engine::start(tmp.path(), "", &["--manifests", m.to_str().unwrap()]);
+    engine.rt().block_on(async {
+        let b = Browser::start(1280, 900).await;
+        b.goto(&engine.url).await;
+
+        // Sign in with a token.
+        b.wait_js("the sign-in form", WAIT, "return !!document.querySelector('#token-input')").await;
+        b.type_into("#token-input", "not-a-valid-token-at-all").await;
+        b.click("#login-button").await;
+        b.wait_js("the sign-in error", WAIT, "const e = document.querySelector('#login-error'); return !!e && e.textContent.trim().length > 0;").await;
+        b.js("document.querySelector('#token-input').value = '';", json!([])).await;
+        b.type_into("#token-input", TOKEN).await;
+        b.click("#login-button").await;
+        b.wait_js("signed in", WAIT, "const e = document.querySelector('#whoami'); return !!e && e.textContent.includes('test (admin)');").await;
+        b.wait_js("the live connection", WAIT, "const e = document.querySelector('#live'); return !!e && e.dataset.state === 'open';").await;
+        b.wait_js("the overview", WAIT, "return !!document.querySelector('#overview [data-status-count=\"completed\"]');").await;
+        assert_eq!(b.js("return document.querySelectorAll('tr[data-job-id]').length;", json!([])).await, 0);
+
+        // A reload would lose this mark; the statuses each row shows are recorded as they change,
+        // and any script error is kept.
+        b.js(
+            "window.__samePage = 'yes'; window.__seen = {}; window.__errors = [];
+             window.addEventListener('error', e => window.__errors.push(String(e.message)));
+             window.addEventListener('unhandledrejection', e => window.__errors.push(String(e.reason)));
+             const record = () => document.querySelectorAll('tr[data-job-id] td[data-field=status]').forEach(td => {
+               const id = td.closest('tr').dataset.jobId, s = td.textContent.trim();
+               const l = (window.__seen[id] = window.__seen[id] || []);
+               if (l[l.length - 1] !== s) l.push(s);
+             });
+             new MutationObserver(record).observe(document.body, {subtree: true, childList: true, characterData: true});",
+            json!([]),
+        )
+        .await;
+
+        // The quickstart's jobs arrive while the page is open and run to completed.
+        copy_dir(&repo_root().join("examples/quickstart"), &m);
+        engine.client.sync().await.unwrap();
+        let quickstart = ["etc-inventory", "incident-digest", "weekly-report"];
+        for id in quickstart {
+            engine.wait_status(id, JobStatus::Completed, WAIT).await;
+        }
+        b.wait_js("three completed jobs on the overview", WAIT, &text_is("[data-status-count=\"completed\"]", "3")).await;
+        for id in quickstart {
+            let css = format!("tr[data-job-id=\"{id}\"] td[data-field=status]");
+            b.wait_js(&format!("{id} completed"), WAIT, &text_is(&css, "completed")).await;
+        }
+        assert_eq!(b.js("return window.__samePage;", json!([])).await, "yes", "the page was not reloaded");
+        let seen = b.js("return window.__seen;", json!([])).await;
+        for id in quickstart {
+            assert_eq!(seen[id].as_array().unwrap().last().unwrap(), "completed", "{seen}");
+        }
+        eprintln!("statuses the overview showed: {seen}");
+        b.screenshot(&artifacts().join("overview.png")).await;
+
+        // A job's page: its step graph and its agent's log.
+        b.click("a.job-link[href=\"#/jobs/etc-inventory\"]").await;
+        b.wait_js("the job page", WAIT, "return !!document.querySelector('#job-detail[data-job-id=\"etc-inventory\"]');").await;
+        b.wait_js("the job's status", WAIT, &text_is("#job-status", "completed")).await;
+        let steps = b
+            .wait_js(
+                "four completed steps in the graph",
+                WAIT,
+                "const g = [...document.querySelectorAll('svg#step-graph g.step')];
+                 return g.length === 4 && g.every(s => s.dataset.status === 'completed') && g.map(s => s.dataset.stepId);",
+            )
+            .await;
+        let mut ids: Vec<String> = serde_json::from_value(steps).unwrap();
+        ids.sort();
+        assert_eq!(ids, ["checksum", "list", "stats", "verify"]);
+        b.wait_js("the agent's log", WAIT, "const e = document.querySelector('#job-logs'); return !!e && e.textContent.includes('running step');").await;
+        b.screenshot(&artifacts().join("job.png")).await;
+
+        // Pause and resume a running job with the buttons.
+        engine
+            .client
+            .submit(&serde_json::from_value(json!({"template": "hold", "id": "hold"})).unwrap())
+            .await
+            .unwrap();
+        b.js("location.hash = '#/jobs/hold';", json!([])).await;
+        b.wait_js("the running job", WAIT, &text_is("#job-status", "in_progress")).await;
+        b.click("#btn-pause").await;
+        b.wait_js("desired paused", WAIT, &text_is("#job-desired", "paused")).await;
+        b.wait_js("status paused", WAIT, &text_is("#job-status", "paused")).await;
+        b.click("#btn-resume").await;
+        b.wait_js("desired active", WAIT, &text_is("#job-desired", "active")).await;
+        b.wait_js("running again", WAIT, &text_is("#job-status", "in_progress")).await;
+        let job = engine.job("hold").await;
+        assert_eq!(job.attempt, 2, "pausing stopped the first agent; resuming started another");
+        std::fs::write(tmp.path().join("data/outputs/hold/release"), "").unwrap();
+        b.wait_js("completed, live", WAIT, &text_is("#job-status", "completed")).await;
+        let graph = "const g = [...document.querySelectorAll('svg#step-graph g.step')];
+                     return g.length === 2 && g.every(s => s.dataset.status === 'completed');";
+        b.wait_js("both steps completed", WAIT, graph).await;
+        let desired: Vec<_> = engine
+            .client
+            .events(0, 5000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "job.desired" && e.job_id.as_deref() == Some("hold"))
+            .map(|e| (e.actor, e.data["to"].as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(
+            desired,
+            [("operator:test".to_string(), "paused".to_string()), ("operator:test".to_string(), "active".to_string())]
+        );
+        assert_eq!(b.js("return window.__samePage;", json!([])).await, "yes", "still the same page");
+
+        // The other views: registry and agents, budgets with a burn-down chart, triggers.
+        for (hash, hook) in [
+            ("#/agents", "#registry-table tr[data-agent-spec=\"auditor\"]"),
+            ("#/agents", "#agents-table"),
+            ("#/budgets", "#budgets svg.burndown"),
+            ("#/triggers", "#triggers-table"),
+            ("#/jobs?status=completed", "#jobs-table tr[data-job-id=\"hold\"]"),
+        ] {
+            b.js(&format!("location.hash = {hash:?};"), json!([])).await;
+            b.wait_js(&format!("{hook} on {hash}"), WAIT, &format!("return !!document.querySelector({hook:?});")).await;
+            let name: String = hash[2..].chars().take_while(char::is_ascii_alphabetic).collect();
+            b.screenshot(&artifacts().join(format!("{name}.png"))).await;
+        }
+        assert_eq!(b.js("return window.__errors;", json!([])).await, json!([]), "no script errors");
+
+        // On a phone: nothing wider than the screen.
+        b.resize(390, 844).await;
+        b.js("location.hash = '#/';", json!([])).await;
+        b.wait_js("the overview", WAIT, &text_is("[data-status-count=\"completed\"]", "4")).await;
+        let fits = b.js("return document.documentElement.scrollWidth <= window.innerWidth + 1;", json!([])).await;
+        assert_eq!(fits, true, "the overview fits a phone's width");
+        b.screenshot(&artifacts().join("overview-phone.png")).await;
+        b.quit().await;
+    });
+}

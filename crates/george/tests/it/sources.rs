@@ -1,0 +1,162 @@
+//! Acceptance: GitOps and the recac work file through a running engine.
+//! - a new job committed appears without restarting;
+//! - a bad manifest committed is rejected whole and reported (API and CLI);
+//! - a removed job file aborts the job;
+//! - a recac `work_items.json` is dispatched one job per item, exactly once
+//!   across engine restarts.
+
+use crate::common;
+
+use common::*;
+use george_core::JobStatus;
+use std::time::Duration;
+
+const QUICK: &str = "    - id: touch
+      description: touch a file
+      run: touch \"$GEORGE_OUTPUT_DIR/done\"
+";
+const FOREVER: &str = "    - id: forever
+      description: run until stopped
+      run: sleep 3600.5
+";
+
+#[test]
+fn gitops_new_bad_and_removed_manifests() {
+    let tmp = common::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    write(&repo, "ops/agents/worker.yaml", AGENT);
+    write(&repo, "ops/templates/quick.yaml", &template("quick", QUICK));
+    write(&repo, "ops/templates/forever.yaml", &template("forever", FOREVER));
+    write(&repo, "ops/jobs/first.yaml", &job("first", "quick"));
+    write(&repo, "ops/jobs/long.yaml", &job("long", "forever"));
+    let c1 = commit(&repo, "initial");
+    let engine = Engine::start(
+        tmp.path(),
+        "",
+        &["--git-url", repo.to_str().unwrap(), "--git-branch", "main", "--git-path", "ops"],
+    );
+    engine.rt().block_on(async {
+        let j = engine.wait_status("first", JobStatus::Completed, Duration::from_secs(30)).await;
+        assert_eq!(j.origin.revision.as_deref(), Some(c1.as_str()));
+        assert_eq!(j.origin.reference.as_deref(), Some("ops/jobs/first.yaml"));
+        engine.wait_status("long", JobStatus::InProgress, Duration::from_secs(30)).await;
+
+        // A new job: picked up by `george sync` (the CLI), no restart.
+        write(&repo, "ops/jobs/second.yaml", &job("second", "quick"));
+        let c2 = commit(&repo, "second job");
+        let out = engine.cli(&["sync"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains(&c2), "{}", stdout(&out));
+        engine.wait_status("second", JobStatus::Completed, Duration::from_secs(30)).await;
+
+        // A bad manifest with a good new job in the same commit: all of it is rejected.
+        write(&repo, "ops/jobs/third.yaml", &job("third", "quick"));
+        write(&repo, "ops/jobs/broken.yaml", "apiVersion: george/v1\nkind: Job\nmetadata: {name: broken}\nspec:\n  template: quick\n  priority: urgent\n");
+        let c3 = commit(&repo, "broken");
+        let sync = engine.client.sync().await.unwrap();
+        let git = sync.sources.iter().find(|s| s.name == "git").unwrap();
+        assert_eq!(git.applied_revision.as_deref(), Some(c2.as_str()), "the last good commit stays applied");
+        assert_eq!(git.rejected_revision.as_deref(), Some(c3.as_str()));
+        assert!(git.errors[0].starts_with("ops/jobs/broken.yaml:6:13: spec.priority:"), "{:?}", git.errors);
+        let out = engine.cli(&["sources"]);
+        assert!(stdout(&out).contains("ops/jobs/broken.yaml:6:13"), "the CLI shows the rejection: {}", stdout(&out));
+        assert_eq!(engine.client.job("third").await.unwrap_err().status(), Some(404));
+        let events = engine.client.events(0, 10_000).await.unwrap();
+        assert!(events.iter().any(|e| e.kind == "source.rejected" && e.data["revision"] == c3.as_str()));
+
+        // Fix it, and remove the long job's file: that job is aborted and its agent stopped.
+        std::fs::remove_file(repo.join("ops/jobs/broken.yaml")).unwrap();
+        std::fs::remove_file(repo.join("ops/jobs/long.yaml")).unwrap();
+        commit(&repo, "fixed; long job removed");
+        engine.client.sync().await.unwrap();
+        engine.wait_status("third", JobStatus::Completed, Duration::from_secs(30)).await;
+        let long = engine.wait_status("long", JobStatus::Aborted, Duration::from_secs(30)).await;
+        assert!(long.reason.unwrap().contains("removed from source git"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while process_running("sleep 3600.5") {
+            assert!(std::time::Instant::now() < deadline, "the removed job's step still runs");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+#[test]
+fn git_changes_arrive_by_polling_too() {
+    let tmp = common::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    write(&repo, "agents/worker.yaml", AGENT);
+    write(&repo, "templates/quick.yaml", &template("quick", QUICK));
+    commit(&repo, "no jobs yet");
+    let cfg = format!("sources:\n  git:\n    url: {}\n    branch: main\n    interval: 200ms\n", repo.display());
+    let engine = Engine::start(tmp.path(), &cfg, &[]);
+    write(&repo, "jobs/polled.yaml", &job("polled", "quick"));
+    commit(&repo, "a job");
+    engine.rt().block_on(engine.wait_status("polled", JobStatus::Completed, Duration::from_secs(30)));
+}
+
+#[test]
+fn work_items_are_dispatched_once_across_restarts() {
+    let tmp = common::tempdir().unwrap();
+    let m = tmp.path().join("manifests");
+    // recac work items are coding tasks: the agent clones each item's repository.
+    write(&m, "agents/worker.yaml", &AGENT.replace("[shell]", "[shell, git]"));
+    let app = bare_repo(tmp.path(), "app", &[("README", "app\n")]);
+    // The agents push to it as to a forge (they may write only their own directories).
+    let forge = common::git_http::GitHttp::open(tmp.path());
+    let ticket = "apiVersion: george/v1
+kind: TaskTemplate
+metadata: {name: ticket}
+spec:
+  variables:
+    - {name: id, type: string}
+    - {name: summary, type: fuzzy, default: none}
+    - {name: repo_url, type: string, required: false}
+  steps:
+    - id: note
+      description: \"work on {{id}}: {{summary}}\"
+      run: echo {{id}} {{summary}} \"$TEAM\" >> \"$GEORGE_OUTPUT_DIR/notes\"
+";
+    write(&m, "templates/ticket.yaml", ticket);
+    let work = tmp.path().join("work_items.json");
+    std::fs::write(
+        &work,
+        format!(
+            r#"[{{"ID": "TASK-1", "Summary": "Implement login", "DESCRIPTION": "...", "Repo_Url": "{}", "ENV_VARS": {{"TEAM": "auth"}}}},
+            {{"id": "TASK-2", "summary": "Fix logout"}}]"#,
+            forge.url("app")
+        ),
+    )
+    .unwrap();
+    let args =
+        ["--manifests", m.to_str().unwrap(), "--work-file", work.to_str().unwrap(), "--work-file-template", "ticket"];
+    let mut engine = Engine::start(tmp.path(), "", &args);
+    let rt = engine.rt();
+    rt.block_on(async {
+        let t1 = engine.wait_status("task-1", JobStatus::Completed, Duration::from_secs(30)).await;
+        assert_eq!(t1.origin.reference.as_deref(), Some("TASK-1"));
+        assert_eq!(t1.params["repo_url"], forge.url("app"));
+        assert_eq!(git(&app, &["log", "--format=%s", "-1", "george/task-1"]), "george: step note done");
+        engine.wait_status("task-2", JobStatus::Completed, Duration::from_secs(30)).await;
+        let notes = std::fs::read_to_string(engine.dir.join("data/outputs/task-1/notes")).unwrap();
+        assert_eq!(notes, "TASK-1 Implement login auth\n");
+    });
+    engine.stop();
+    std::fs::write(&work, r#"[{"id": "TASK-1"}, {"id": "TASK-2"}, {"id": "TASK-3", "summary": "new"}]"#).unwrap();
+    engine.restart();
+    rt.block_on(async {
+        engine.wait_status("task-3", JobStatus::Completed, Duration::from_secs(30)).await;
+        engine.client.sync().await.unwrap();
+        let jobs = engine.client.jobs(&Default::default()).await.unwrap();
+        assert_eq!(jobs.len(), 3);
+        let events = engine.client.events(0, 10_000).await.unwrap();
+        let created = events.iter().filter(|e| e.kind == "job.created").count();
+        let started = events.iter().filter(|e| e.kind == "attempt.started").count();
+        assert_eq!((created, started), (3, 3), "each item dispatched once, one agent each");
+        let notes = std::fs::read_to_string(engine.dir.join("data/outputs/task-1/notes")).unwrap();
+        assert_eq!(notes.lines().count(), 1, "task-1 ran once");
+    });
+}
