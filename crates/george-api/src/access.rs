@@ -11,11 +11,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Json;
 use george_core::api::{EventView, TokenRequest, TokenView, WhoAmI};
-use george_core::Role;
+use george_core::{EventKind, Role};
 use serde::Deserialize;
-
-/// The event kind of audit records.
-pub const AUDIT_EVENT: &str = "audit";
 
 pub async fn whoami(caller: Caller) -> Json<WhoAmI> {
     Json(match &caller {
@@ -81,7 +78,7 @@ pub async fn mint_token(
     st.store
         .record_event(
             None,
-            "token.minted",
+            EventKind::TokenMinted,
             &caller.actor(),
             serde_json::json!({"subject": req.subject, "role": req.role}),
         )
@@ -114,7 +111,9 @@ pub async fn revoke_token(
         return Err(ApiError::NotFound(format!("no minted token for subject `{subject}`{hint}")));
     }
     st.store.set_setting(&key, None).await?;
-    st.store.record_event(None, "token.revoked", &caller.actor(), serde_json::json!({"subject": subject})).await?;
+    st.store
+        .record_event(None, EventKind::TokenRevoked, &caller.actor(), serde_json::json!({"subject": subject}))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -144,7 +143,7 @@ pub async fn audit(
         let page = st.store.events_since(since, 5000, None).await?;
         let Some(last) = page.last() else { break };
         since = last.seq;
-        out.extend(page.into_iter().filter(|e| e.kind == AUDIT_EVENT));
+        out.extend(page.into_iter().filter(|e| e.kind == EventKind::Audit));
         if out.len() >= limit {
             out.truncate(limit);
             break;
@@ -166,7 +165,7 @@ pub async fn record(State(st): State<ApiState>, req: Request, next: Next) -> Res
     if let Some(caller @ Caller::Operator { .. }) = caller {
         if response.status().is_success() {
             let data = serde_json::json!({"method": method, "path": path, "status": response.status().as_u16()});
-            if let Err(e) = st.store.record_event(None, AUDIT_EVENT, &caller.actor(), data).await {
+            if let Err(e) = st.store.record_event(None, EventKind::Audit, &caller.actor(), data).await {
                 tracing::error!(error = %e, %method, %path, "cannot record the audit event");
             }
         }

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use george_core::api::ActionRequest;
 use george_core::Role;
-use george_core::{DesiredState, JobStatus};
+use george_core::{DesiredState, EventKind, JobStatus};
 use george_engine::registry::{RegistryEntry, RegistryQuery, TriggerEntry};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -110,7 +110,7 @@ pub async fn dismiss(
     st.store
         .record_event(
             None,
-            "agent.dismissed",
+            EventKind::AgentDismissed,
             &caller.actor(),
             json!({"agent_spec": agent, "instances": dismissed, "reason": reason}),
         )
@@ -144,7 +144,7 @@ pub async fn halt(
     st.store
         .record_event(
             Some(&agent.job_id),
-            "agent.halted",
+            EventKind::AgentHalted,
             &caller.actor(),
             json!({"agent": id, "reason": reason, "level": "alert"}),
         )

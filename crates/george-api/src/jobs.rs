@@ -10,7 +10,7 @@ use george_core::api::{
 };
 use george_core::plan::{JobRequest, Origin};
 use george_core::Role;
-use george_core::{DesiredState, JobStatus, StepStatus};
+use george_core::{DesiredState, EventKind, JobStatus, StepStatus};
 use george_store::{Created, JobFilter, Override};
 use serde::Deserialize;
 
@@ -71,7 +71,7 @@ pub async fn submit(
         st.store
             .record_event(
                 req.id.as_deref(),
-                "job.rejected",
+                EventKind::JobRejected,
                 &caller.actor(),
                 serde_json::json!({"reason": "backpressure", "priority": priority, "template": req.template}),
             )
@@ -184,7 +184,7 @@ pub async fn approve(
     let view = st.store.get_job(&id).await?.ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))?;
     let approval = serde_json::json!({"by": caller.actor(), "reason": req.reason});
     st.store.set_setting(&george_engine::alerts::approval_key(&id), Some(approval.clone())).await?;
-    st.store.record_event(Some(&id), "job.approved", &caller.actor(), approval).await?;
+    st.store.record_event(Some(&id), EventKind::JobApproved, &caller.actor(), approval).await?;
     st.engine.nudge(&id);
     Ok(Json(view))
 }

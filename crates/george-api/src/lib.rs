@@ -22,7 +22,6 @@ mod ops;
 mod triggers;
 mod watch;
 
-pub use access::AUDIT_EVENT;
 pub use auth::{Caller, OperatorTokens, BEARER_PROTOCOL_PREFIX, WATCH_PROTOCOL};
 pub use error::ApiError;
 

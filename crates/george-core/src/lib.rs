@@ -4,6 +4,7 @@
 pub mod api;
 pub mod clock;
 pub mod duration;
+pub mod event;
 pub mod manifest;
 pub mod plan;
 pub mod quantity;
@@ -14,4 +15,5 @@ pub mod validate;
 pub mod yaml;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use event::EventKind;
 pub use status::{AgentState, DesiredState, JobStatus, Priority, Role, StepStatus};

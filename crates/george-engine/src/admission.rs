@@ -1,180 +1,241 @@
-//! Between the reconciler and the scheduler: a pending job that wants an
-//! agent asks for admission; the scheduler's decisions (start, preempt) are
-//! carried out here and recorded as events with their reason. A job holds
-//! a scheduler slot from admission until it has no live attempt and is not
-//! about to spawn one, which the reconciler re-checks on every pass.
+//! Admission: the one owner of the scheduler's state — who runs, who waits
+//! and since when, who is being preempted. A pending job that wants an agent
+//! asks here; the answer is a list of [`Decision`]s that the reconciler
+//! carries out (start, preempt, record why a job waits). Nothing here reads
+//! the store or the clock of the engine, so every rule is checked directly.
+//!
+//! In the shape of restate's cluster controller service
+//! (`crates/admin/src/cluster_controller/service.rs`): state behind one
+//! handle, commands in, decisions out. A job holds a slot from admission
+//! until it has no live attempt and is not about to spawn one, which the
+//! reconciler re-checks on every pass.
 
-use crate::context::Context;
-use crate::metrics::PriorityLabel;
-use crate::scheduler::{Admission, Limits, QueuedJob, RunningJob, Shares};
-use george_core::api::JobView;
-use george_core::manifest::{Chapter, Kind, Policy};
-use george_core::AgentState;
-use george_store::{Store, StoreError};
-use serde_json::json;
-use std::sync::Arc;
-use std::time::Instant;
+use crate::scheduler::{self, Blocked, Limits, QueuedJob, RunningJob, Scheduler, Shares};
+use george_core::Priority;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-fn queued(job: &JobView) -> QueuedJob {
-    QueuedJob {
-        id: job.id.clone(),
-        priority: job.priority,
-        chapter: job.chapter.clone().unwrap_or_default(),
-        agent_spec: job.agent.clone(),
+/// What admission decided; the reconciler carries it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// The job holds a slot now: reconcile it (it spawns its agent).
+    Start {
+        /// The job admitted.
+        job: QueuedJob,
+        /// How long it waited in the queue (none if it never waited).
+        waited: Option<Duration>,
+    },
+    /// Stop the running `victim` to make room for `for_job` (a P0).
+    Preempt {
+        /// The running job to stop.
+        victim: String,
+        /// The P0 job that needs its place.
+        for_job: String,
+    },
+    /// The job was queued and waits (recorded once, with why).
+    Wait {
+        /// The job queued.
+        job: String,
+        /// Its priority class.
+        priority: Priority,
+        /// Why it cannot start now.
+        reason: String,
+    },
+}
+
+/// The answer to a job's request for a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Answer {
+    /// Whether the job holds a slot (it may spawn now).
+    pub holds: bool,
+    /// What must be carried out, in order.
+    pub decisions: Vec<Decision>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    scheduler: Scheduler,
+    /// When each queued job was queued (for the queue-wait metric).
+    queued_at: HashMap<String, Instant>,
+    /// Jobs being preempted right now.
+    preempting: HashSet<String>,
+}
+
+impl State {
+    /// Admits every job that may start now; stops at a preemption (the
+    /// scheduler names the same victim until its slot frees).
+    fn pump(&mut self, out: &mut Vec<Decision>) {
+        loop {
+            match self.scheduler.admit() {
+                scheduler::Admission::Start(job) => {
+                    let waited = self.queued_at.remove(&job.id).map(|t| t.elapsed());
+                    out.push(Decision::Start { job, waited });
+                }
+                scheduler::Admission::Preempt { victim, for_job } => {
+                    if !self.preempting.contains(&victim) {
+                        out.push(Decision::Preempt { victim, for_job });
+                    }
+                    return;
+                }
+                scheduler::Admission::Idle => return,
+            }
+        }
     }
 }
 
-/// Asks for the job to start. Returns whether it holds a slot now.
-pub async fn request(ctx: &Arc<Context>, job: &JobView) -> Result<bool, StoreError> {
-    let newly_queued = {
-        let mut s = ctx.scheduler.lock().unwrap_or_else(|e| e.into_inner());
-        if s.is_running(&job.id) {
-            return Ok(true);
+/// The admission service: the scheduler's state behind one lock, never
+/// held across an await.
+#[derive(Debug, Default)]
+pub(crate) struct Admission {
+    state: Mutex<State>,
+}
+
+impl Admission {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is consistent after every method: a panic elsewhere
+        // while it was held leaves nothing half-done to guard against.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The job asks to start.
+    pub fn request(&self, job: QueuedJob) -> Answer {
+        let mut s = self.state();
+        if s.scheduler.is_running(&job.id) {
+            return Answer { holds: true, decisions: Vec::new() };
         }
-        let newly = !s.is_queued(&job.id);
+        let newly = !s.scheduler.is_queued(&job.id);
         if newly {
-            s.enqueue(queued(job));
-            ctx.queued_at.lock().unwrap_or_else(|e| e.into_inner()).insert(job.id.clone(), Instant::now());
+            s.queued_at.insert(job.id.clone(), Instant::now());
+            s.scheduler.enqueue(job.clone());
         }
-        newly
-    };
-    pump(ctx).await?;
-    let (holds, blocked) = {
-        let s = ctx.scheduler.lock().unwrap_or_else(|e| e.into_inner());
-        let holds = s.is_running(&job.id);
-        (holds, if holds { None } else { Some(s.blocked_by(&queued(job)).map(|b| b.to_string())) })
-    };
-    if newly_queued && !holds {
-        let reason = blocked.flatten().unwrap_or_else(|| crate::scheduler::Blocked::Behind.to_string());
-        ctx.store
-            .record_event(Some(&job.id), "job.queued", "scheduler", json!({"reason": reason, "priority": job.priority}))
-            .await?;
-    }
-    Ok(holds)
-}
-
-/// Gives back the job's slot (its agent is gone, or it will not start).
-pub async fn release(ctx: &Arc<Context>, id: &str) -> Result<(), StoreError> {
-    let changed = {
-        let mut s = ctx.scheduler.lock().unwrap_or_else(|e| e.into_inner());
-        let was = s.is_running(id) || s.is_queued(id);
-        s.finished(id);
-        s.dequeue(id);
-        was
-    };
-    ctx.queued_at.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-    ctx.preempting.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-    if changed {
-        pump(ctx).await?;
-    }
-    Ok(())
-}
-
-/// Whether the job holds a slot or waits for one.
-pub fn is_tracked(ctx: &Context, id: &str) -> bool {
-    let s = ctx.scheduler.lock().unwrap_or_else(|e| e.into_inner());
-    s.is_running(id) || s.is_queued(id)
-}
-
-/// Starts every job the scheduler admits now, and preempts for a waiting P0.
-pub async fn pump(ctx: &Arc<Context>) -> Result<(), StoreError> {
-    loop {
-        let decision = ctx.scheduler.lock().unwrap_or_else(|e| e.into_inner()).admit();
-        match decision {
-            Admission::Start(job) => {
-                let waited =
-                    ctx.queued_at.lock().unwrap_or_else(|e| e.into_inner()).remove(&job.id).map(|t| t.elapsed());
-                if let Some(w) = waited {
-                    ctx.metrics
-                        .queue_wait
-                        .get_or_create(&PriorityLabel { priority: job.priority.to_string() })
-                        .observe(w.as_secs_f64());
-                }
-                ctx.queue.add(&job.id);
-            }
-            Admission::Preempt { victim, for_job } => {
-                if ctx.preempting.lock().unwrap_or_else(|e| e.into_inner()).contains(&victim) {
-                    return Ok(()); // already being stopped; its slot frees when it is gone
-                }
-                let Some(state) = ctx.store.job_state(&victim).await? else { return Ok(()) };
-                // Admitted but not spawned yet, or stopping already: nothing to
-                // stop now; the next pump looks again.
-                let Some(agent) = state.current.filter(|a| a.state.is_live() && a.state != AgentState::Cooling) else {
-                    return Ok(());
-                };
-                ctx.preempting.lock().unwrap_or_else(|e| e.into_inner()).insert(victim.clone());
-                tracing::info!(job = %victim, for_job = %for_job, "preempting");
-                ctx.store
-                    .record_event(
-                        Some(&victim),
-                        "job.preempted",
-                        "scheduler",
-                        json!({"by": for_job, "attempt": agent.attempt}),
-                    )
-                    .await?;
-                crate::reconciler::stop(ctx, &agent, agent.attempt, &format!("preempted by job {for_job}")).await?;
-                return Ok(());
-            }
-            Admission::Idle => return Ok(()),
+        let mut decisions = Vec::new();
+        s.pump(&mut decisions);
+        let holds = s.scheduler.is_running(&job.id);
+        if newly && !holds {
+            let reason = s.scheduler.blocked_by(&job).unwrap_or(Blocked::Behind).to_string();
+            decisions.push(Decision::Wait { job: job.id, priority: job.priority, reason });
         }
+        Answer { holds, decisions }
+    }
+
+    /// Gives back the job's slot or place in the queue (its agent is gone,
+    /// or it will not start); others may start in its place.
+    pub fn release(&self, id: &str) -> Vec<Decision> {
+        let mut s = self.state();
+        let was = s.scheduler.is_running(id) || s.scheduler.is_queued(id);
+        s.scheduler.finished(id);
+        s.scheduler.dequeue(id);
+        s.queued_at.remove(id);
+        s.preempting.remove(id);
+        let mut decisions = Vec::new();
+        if was {
+            s.pump(&mut decisions);
+        }
+        decisions
+    }
+
+    /// Whether the job holds a slot or waits for one.
+    pub fn is_tracked(&self, id: &str) -> bool {
+        let s = self.state();
+        s.scheduler.is_running(id) || s.scheduler.is_queued(id)
+    }
+
+    /// New limits and shares (the manifests changed); jobs they let start
+    /// start now.
+    pub fn configure(&self, limits: Limits, shares: Shares) -> Vec<Decision> {
+        let mut s = self.state();
+        s.scheduler.configure(limits, shares);
+        let mut decisions = Vec::new();
+        s.pump(&mut decisions);
+        decisions
+    }
+
+    /// At start-up: a job whose agent lives holds a slot.
+    pub fn restore(&self, job: RunningJob) {
+        self.state().scheduler.started(job);
+    }
+
+    /// Marks `victim` as being preempted; `false` if it already is (so one
+    /// preemption is carried out once).
+    pub fn begin_preempting(&self, victim: &str) -> bool {
+        self.state().preempting.insert(victim.to_string())
+    }
+
+    /// Jobs waiting, in all.
+    pub fn queued_len(&self) -> usize {
+        self.state().scheduler.queued_len()
+    }
+
+    /// Jobs waiting, per priority class.
+    pub fn depth(&self) -> HashMap<Priority, usize> {
+        self.state().scheduler.depth()
     }
 }
 
-/// Loads limits and shares from the manifests and the engine's settings.
-pub async fn configure(ctx: &Arc<Context>) -> Result<(), StoreError> {
-    let mut limits = Limits { global: ctx.cfg.max_concurrent, ..Default::default() };
-    let mut shares = Shares::default();
-    for m in ctx.store.manifests(Some(Kind::Policy)).await? {
-        if let Ok(p) = serde_json::from_value::<Policy>(m.body) {
-            if let Some(n) = p.spec.max_concurrent {
-                limits.global = Some(limits.global.map_or(n, |g| g.min(n)));
-            }
-        }
-    }
-    for m in ctx.store.manifests(Some(Kind::Chapter)).await? {
-        if let Ok(c) = serde_json::from_value::<Chapter>(m.body) {
-            let name = c.metadata.name.clone();
-            if let Some(n) = c.spec.max_concurrent {
-                limits.chapter.insert(name.clone(), n);
-            }
-            if let Some(w) = c.spec.weight {
-                shares.weight.insert(name.clone(), w);
-            }
-            if let Some(n) = c.spec.min_share {
-                shares.min_share.insert(name, n);
-            }
-        }
-    }
-    for (name, a) in ctx.catalog.get(ctx.store.as_ref()).await?.agents.iter() {
-        if let Some(n) = a.spec.max_concurrent {
-            limits.agent_spec.insert(name.clone(), n);
-        }
-    }
-    ctx.scheduler.lock().unwrap_or_else(|e| e.into_inner()).configure(limits, shares);
-    pump(ctx).await
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// At start-up: every live attempt holds a slot.
-pub async fn restore(ctx: &Arc<Context>, store: &dyn Store) -> Result<(), StoreError> {
-    for a in store.live_attempts().await? {
-        if let Some(job) = store.get_job(&a.job_id).await? {
-            ctx.scheduler.lock().unwrap_or_else(|e| e.into_inner()).started(RunningJob {
-                id: job.id.clone(),
-                priority: job.priority,
-                chapter: job.chapter.clone().unwrap_or_default(),
-                agent_spec: job.agent.clone(),
-            });
-        }
+    fn job(id: &str, priority: Priority) -> QueuedJob {
+        QueuedJob { id: id.into(), priority, chapter: String::new(), agent_spec: "a".into() }
     }
-    Ok(())
-}
 
-/// Whether a new submission of `priority` is refused because the queue is deep.
-pub fn backpressure(ctx: &Context, priority: george_core::Priority) -> Option<std::time::Duration> {
-    let bp = &ctx.cfg.backpressure;
-    if !bp.refuse.contains(&priority) {
-        return None;
+    fn one_slot() -> Admission {
+        let a = Admission::default();
+        assert!(a.configure(Limits { global: Some(1), ..Default::default() }, Shares::default()).is_empty());
+        a
     }
-    let depth = ctx.scheduler.lock().unwrap_or_else(|e| e.into_inner()).queued_len();
-    (depth >= bp.threshold).then_some(bp.retry_after)
+
+    #[test]
+    fn a_job_starts_when_there_is_room_and_waits_once_when_there_is_none() {
+        let a = one_slot();
+        let first = a.request(job("a", Priority::P2));
+        assert!(first.holds);
+        assert!(matches!(&first.decisions[..], [Decision::Start { job, .. }] if job.id == "a"));
+        let second = a.request(job("b", Priority::P2));
+        assert!(!second.holds);
+        assert_eq!(
+            second.decisions,
+            vec![Decision::Wait { job: "b".into(), priority: Priority::P2, reason: "global limit (1 agents)".into() }]
+        );
+        // Asking again is not a second wait.
+        assert_eq!(a.request(job("b", Priority::P2)), Answer { holds: false, decisions: vec![] });
+        // The slot frees: the waiting job starts.
+        let freed = a.release("a");
+        assert!(matches!(&freed[..], [Decision::Start { job, waited: Some(_) }] if job.id == "b"));
+        assert!(a.request(job("b", Priority::P2)).holds);
+        assert!(!a.is_tracked("a") && a.is_tracked("b"));
+    }
+
+    #[test]
+    fn a_p0_preempts_once_and_starts_when_the_victim_is_gone() {
+        let a = one_slot();
+        assert!(a.request(job("low", Priority::P3)).holds);
+        let urgent = a.request(job("urgent", Priority::P0));
+        assert!(!urgent.holds);
+        assert_eq!(urgent.decisions[0], Decision::Preempt { victim: "low".into(), for_job: "urgent".into() });
+        assert!(a.begin_preempting("low"));
+        assert!(!a.begin_preempting("low"), "one preemption is carried out once");
+        // While the victim stops, no second preemption is decided.
+        assert!(a.configure(Limits { global: Some(1), ..Default::default() }, Shares::default()).is_empty());
+        let gone = a.release("low");
+        assert!(matches!(&gone[..], [Decision::Start { job, .. }] if job.id == "urgent"));
+    }
+
+    #[test]
+    fn raising_a_limit_starts_the_waiting_jobs() {
+        let a = one_slot();
+        a.request(job("a", Priority::P2));
+        a.request(job("b", Priority::P2));
+        a.request(job("c", Priority::P2));
+        assert_eq!(a.queued_len(), 2);
+        let started = a.configure(Limits { global: Some(3), ..Default::default() }, Shares::default());
+        let ids: Vec<&str> = started
+            .iter()
+            .filter_map(|d| if let Decision::Start { job, .. } = d { Some(&*job.id) } else { None })
+            .collect();
+        assert_eq!(ids, ["b", "c"]);
+        assert_eq!(a.queued_len(), 0);
+    }
 }

@@ -31,7 +31,7 @@ pub struct Adopted {
 }
 
 /// Adopts or removes what the runtime still has.
-pub async fn adopt_orphans(ctx: &Context) -> Result<Adopted, AdoptionError> {
+pub(crate) async fn adopt_orphans(ctx: &Context) -> Result<Adopted, AdoptionError> {
     let mut out = Adopted::default();
     for owned in ctx.runtime.list_owned().await? {
         let id = george_core::api::agent_id(&owned.job_id, owned.attempt);

@@ -72,7 +72,7 @@ fn level_key(level: &Level) -> String {
 }
 
 /// The alert colour in force for work of `chapter`: the worse of the org's and the chapter's.
-pub fn color(ctx: &Context, chapter: Option<&str>) -> Color {
+pub(crate) fn color(ctx: &Context, chapter: Option<&str>) -> Color {
     let now = ctx.clock.now();
     let mut levels = vec![Level::Org];
     if let Some(c) = chapter.filter(|c| !c.is_empty()) {
@@ -82,7 +82,7 @@ pub fn color(ctx: &Context, chapter: Option<&str>) -> Color {
 }
 
 /// After usage was charged: raises every alert newly crossed.
-pub async fn check(ctx: &Arc<Context>, charge: &Charge) -> Result<(), StoreError> {
+pub(crate) async fn check(ctx: &Arc<Context>, charge: &Charge) -> Result<(), StoreError> {
     let now = ctx.clock.now();
     let mut levels = vec![Level::Org];
     if !charge.chapter.is_empty() {
@@ -107,7 +107,7 @@ pub async fn check(ctx: &Arc<Context>, charge: &Charge) -> Result<(), StoreError
             ctx.store
                 .record_event(
                     None,
-                    "budget.alert",
+                    george_core::EventKind::BudgetAlert,
                     "governor",
                     json!({"level": level.to_string(), "color": color, "percent": percent, "actions": color.actions()}),
                 )
@@ -125,7 +125,7 @@ pub async fn check(ctx: &Arc<Context>, charge: &Charge) -> Result<(), StoreError
 /// Posts a Slack-compatible message, in the background, to every configured
 /// webhook and — for a chapter's alert — to the chapter's `alertChannel`
 /// when that is an http(s) URL.
-pub async fn notify(ctx: &Arc<Context>, chapter: Option<&str>, text: &str) -> Result<(), StoreError> {
+pub(crate) async fn notify(ctx: &Arc<Context>, chapter: Option<&str>, text: &str) -> Result<(), StoreError> {
     let mut urls = ctx.cfg.notify.clone();
     if let Some(c) = chapter {
         for m in ctx.store.manifests(Some(Kind::Chapter)).await?.into_iter().filter(|m| m.name == c) {
@@ -155,7 +155,7 @@ pub fn approval_key(job: &str) -> String {
 
 /// An approval lets one agent start: once it has, under a red alert, the
 /// next wake of the job needs a new approval.
-pub async fn spend_approval(ctx: &Context, job: &george_core::api::JobView) -> Result<(), StoreError> {
+pub(crate) async fn spend_approval(ctx: &Context, job: &george_core::api::JobView) -> Result<(), StoreError> {
     if color(ctx, job.chapter.as_deref()) == Color::Red && ctx.store.setting(&approval_key(&job.id)).await?.is_some() {
         ctx.store.set_setting(&approval_key(&job.id), None).await?;
     }
@@ -163,7 +163,7 @@ pub async fn spend_approval(ctx: &Context, job: &george_core::api::JobView) -> R
 }
 
 /// Why a job may not start under the current alert, if it may not.
-pub async fn hold(ctx: &Context, job: &george_core::api::JobView) -> Result<Option<String>, StoreError> {
+pub(crate) async fn hold(ctx: &Context, job: &george_core::api::JobView) -> Result<Option<String>, StoreError> {
     let color = color(ctx, job.chapter.as_deref());
     if color == Color::Red {
         if job.priority > Priority::P1 {

@@ -122,7 +122,7 @@ impl EngineConfig {
 
 /// Shared state of a running engine.
 #[derive(Debug)]
-pub struct Context {
+pub(crate) struct Context {
     /// Settings.
     pub cfg: EngineConfig,
     /// The store.
@@ -141,12 +141,8 @@ pub struct Context {
     pub stopping: Mutex<HashSet<(String, u32)>>,
     /// Background tasks (terminations), awaited on shutdown.
     pub tasks: TaskTracker,
-    /// Who may start now.
-    pub scheduler: Mutex<crate::scheduler::Scheduler>,
-    /// When each queued job was queued (for the queue-wait metric).
-    pub queued_at: Mutex<std::collections::HashMap<String, std::time::Instant>>,
-    /// Jobs being preempted right now.
-    pub preempting: Mutex<HashSet<String>>,
+    /// Who may start now: the scheduler's state, owned by admission alone.
+    pub admission: crate::admission::Admission,
     /// The manifests changed: reload limits and shares before the next pass.
     pub limits_dirty: std::sync::atomic::AtomicBool,
     /// One trigger wake at a time (debounce windows and remembered

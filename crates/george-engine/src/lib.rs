@@ -24,13 +24,15 @@ pub mod tokens;
 pub mod triggers;
 mod workqueue;
 
-pub use adoption::{adopt_orphans, Adopted, AdoptionError};
-pub use context::{Backpressure, Context, EngineConfig, WebhookSecret};
+use adoption::adopt_orphans;
+pub use adoption::{Adopted, AdoptionError};
+use context::Context;
+pub use context::{Backpressure, EngineConfig, WebhookSecret};
 pub use decide::RetryPolicy;
 pub use metrics::Metrics;
 pub use workqueue::WorkQueue;
 
-use george_core::Clock;
+use george_core::{Clock, EventKind};
 use george_runtime::Runtime;
 use george_sources::{Source, SourceRunner, SyncOutcome, SyncRequest};
 use george_store::Store;
@@ -85,7 +87,7 @@ impl EngineHandle {
 
     /// Jobs waiting for the scheduler, per priority class.
     pub fn scheduler_depth(&self) -> std::collections::HashMap<george_core::Priority, usize> {
-        self.ctx.scheduler.lock().unwrap_or_else(|e| e.into_inner()).depth()
+        self.ctx.admission.depth()
     }
 
     /// A webhook event: every matching trigger fires (or debounces).
@@ -256,7 +258,7 @@ impl EngineHandle {
     /// If a new job of `priority` must be refused now (the queue is too deep),
     /// how long the caller should wait before trying again.
     pub fn backpressure(&self, priority: george_core::Priority) -> Option<std::time::Duration> {
-        admission::backpressure(&self.ctx, priority)
+        reconciler::admit::backpressure(&self.ctx, priority)
     }
 
     /// Asks for a job to be reconciled now.
@@ -296,9 +298,7 @@ impl Engine {
             metrics: Arc::new(Metrics::default()),
             stopping: Mutex::new(Default::default()),
             tasks: TaskTracker::new(),
-            scheduler: Mutex::new(Default::default()),
-            queued_at: Mutex::new(Default::default()),
-            preempting: Mutex::new(Default::default()),
+            admission: Default::default(),
             limits_dirty: Default::default(),
             trigger_lock: Default::default(),
             governor: Default::default(),
@@ -325,8 +325,8 @@ impl Engine {
         let runtime_events = ctx.runtime.subscribe();
         ctx.readiness.set(readiness::Phase::Starting("adopting the agents of a previous run"));
         adopt_orphans(&ctx).await?;
-        admission::restore(&ctx, ctx.store.as_ref()).await?;
-        admission::configure(&ctx).await?;
+        reconciler::admit::restore(&ctx).await?;
+        reconciler::admit::reload_limits(&ctx).await?;
         llm::configure(&ctx).await?;
         llm::load_usage(&ctx, ctx.clock.now()).await?;
         ctx.governor_loaded.send_replace(true);
@@ -379,7 +379,7 @@ impl Engine {
 async fn worker(ctx: Arc<Context>) {
     while let Some(id) = ctx.queue.next().await {
         if ctx.limits_dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            if let Err(e) = admission::configure(&ctx).await {
+            if let Err(e) = reconciler::admit::reload_limits(&ctx).await {
                 tracing::warn!(error = %e, "cannot reload scheduling limits");
             }
             if let Err(e) = llm::configure(&ctx).await {
@@ -425,15 +425,15 @@ async fn follow<T: Clone>(
 }
 
 fn on_store_event(ctx: &Context, e: george_core::api::EventView) {
-    if e.kind.starts_with("source.") || e.kind.starts_with("manifest.") {
+    let kind = e.kind.parse::<EventKind>().ok();
+    if kind.is_some_and(EventKind::changes_catalog) {
         ctx.catalog.invalidate();
         // Limits and shares may have changed with the manifests.
         ctx.limits_dirty.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     // An agent's progress reports cannot change what the reconciler decides;
     // everything else about a job can.
-    let progress = matches!(e.kind.as_str(), "step.status" | "evidence.added");
-    if let (Some(job), false) = (&e.job_id, progress) {
+    if let (Some(job), false) = (&e.job_id, kind.is_some_and(EventKind::is_progress)) {
         ctx.queue.add(job);
     }
 }
@@ -447,7 +447,7 @@ async fn resync(ctx: Arc<Context>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
                 ctx.catalog.invalidate();
-                if let Err(e) = admission::configure(&ctx).await {
+                if let Err(e) = reconciler::admit::reload_limits(&ctx).await {
                     tracing::warn!(error = %e, "cannot reload scheduling limits");
                 }
                 if let Err(e) = llm::configure(&ctx).await {

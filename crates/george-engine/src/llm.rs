@@ -6,7 +6,7 @@ use crate::context::Context;
 use chrono::{DateTime, Utc};
 use george_core::api::UsageRecord;
 use george_core::manifest::{Chapter, Kind, Policy};
-use george_core::JobStatus;
+use george_core::{EventKind, JobStatus};
 use george_governor::{Budgets, Charge, Level, Limit, Pace, Period, Provider, RateScope, Refusal, Reservation, Usage};
 use george_store::StoreError;
 use serde_json::json;
@@ -61,7 +61,7 @@ pub enum RouteError {
 }
 
 /// The route of a call by the agent of `job`'s `attempt`.
-pub async fn route(ctx: &Arc<Context>, job: &str, attempt: u32) -> Result<Route, RouteError> {
+pub(crate) async fn route(ctx: &Arc<Context>, job: &str, attempt: u32) -> Result<Route, RouteError> {
     let superseded = || RouteError::Superseded { job: job.into(), attempt };
     let state = ctx.store.job_state(job).await?.ok_or_else(superseded)?;
     let live = state.current.as_ref().is_some_and(|a| a.attempt == attempt && a.state.is_live());
@@ -91,7 +91,7 @@ pub async fn route(ctx: &Arc<Context>, job: &str, attempt: u32) -> Result<Route,
 }
 
 /// Records a finished call: the ledger row and the governor's accounts.
-pub async fn finish(
+pub(crate) async fn finish(
     ctx: &Arc<Context>,
     route: &Route,
     reservation: &Reservation,
@@ -121,12 +121,12 @@ pub async fn finish(
 }
 
 /// A budget refused a call: the job is blocked with the reason.
-pub async fn refused(ctx: &Arc<Context>, route: &Route, refusal: &Refusal) -> Result<(), StoreError> {
+pub(crate) async fn refused(ctx: &Arc<Context>, route: &Route, refusal: &Refusal) -> Result<(), StoreError> {
     let reason = format!("budget exhausted: {refusal}");
     ctx.store
         .record_event(
             Some(&route.charge.job),
-            "budget.refused",
+            EventKind::BudgetRefused,
             "governor",
             json!({"level": refusal.level, "period": refusal.period, "limit": refusal.limit, "remaining": refusal.remaining, "needed": refusal.needed}),
         )
@@ -138,7 +138,7 @@ pub async fn refused(ctx: &Arc<Context>, route: &Route, refusal: &Refusal) -> Re
 }
 
 /// Budgets from the engine settings and the manifests.
-pub async fn configure(ctx: &Arc<Context>) -> Result<(), StoreError> {
+pub(crate) async fn configure(ctx: &Arc<Context>) -> Result<(), StoreError> {
     let llm = &ctx.cfg.llm;
     let mut b = Budgets { default_cap: llm.default_cap.max(1), ..Default::default() };
     let mut org_daily = llm.org_daily;
@@ -214,19 +214,19 @@ fn min_of(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 /// Whether a call of `needed` tokens must wait for a rate limit. Each wait
 /// is an event on the job; a chapter over its hourly rate also raises a
 /// `rate.alert` (once per chapter and hour) and a notification.
-pub async fn pace(ctx: &Arc<Context>, route: &Route, needed: u64) -> Result<Option<Pace>, StoreError> {
+pub(crate) async fn pace(ctx: &Arc<Context>, route: &Route, needed: u64) -> Result<Option<Pace>, StoreError> {
     let now = ctx.clock.now();
     let Some(pace) = ctx.governor.pace(&route.charge, needed, now) else { return Ok(None) };
     let wait_ms = pace.wait.num_milliseconds();
     tracing::info!(job = %route.charge.job, scope = %pace.limit.scope, wait_ms, "LLM call paced by a rate limit");
     let data = json!({"scope": pace.limit.scope.to_string(), "limit": pace.limit.tokens, "window_secs": pace.limit.window.num_seconds(), "used": pace.used, "wait_ms": wait_ms});
-    ctx.store.record_event(Some(&route.charge.job), "llm.paced", "governor", data.clone()).await?;
+    ctx.store.record_event(Some(&route.charge.job), EventKind::LlmPaced, "governor", data.clone()).await?;
     if let RateScope::Chapter(chapter) = &pace.limit.scope {
         let key = format!("rate-alert:{chapter}");
         let hour = now.format("%Y-%m-%dT%H").to_string();
         if ctx.store.setting(&key).await?.as_ref().and_then(|v| v.as_str()) != Some(hour.as_str()) {
             ctx.store.set_setting(&key, Some(json!(hour))).await?;
-            ctx.store.record_event(None, "rate.alert", "governor", data).await?;
+            ctx.store.record_event(None, EventKind::RateAlert, "governor", data).await?;
             crate::alerts::notify(
                 ctx,
                 Some(chapter),
@@ -241,7 +241,7 @@ pub async fn pace(ctx: &Arc<Context>, route: &Route, needed: u64) -> Result<Opti
 }
 
 /// At start-up: the usage of the current day and month from the ledger.
-pub async fn load_usage(ctx: &Arc<Context>, now: DateTime<Utc>) -> Result<(), StoreError> {
+pub(crate) async fn load_usage(ctx: &Arc<Context>, now: DateTime<Utc>) -> Result<(), StoreError> {
     for period in [Period::Day, Period::Month] {
         let start = period.start(now);
         let mut sums: HashMap<Level, u64> = HashMap::new();

@@ -92,7 +92,7 @@ fn liveliest(instances: &[&AgentView]) -> AgentState {
 }
 
 /// The registry, filtered.
-pub async fn entries(ctx: &Arc<Context>, q: &RegistryQuery) -> Result<Vec<RegistryEntry>, StoreError> {
+pub(crate) async fn entries(ctx: &Arc<Context>, q: &RegistryQuery) -> Result<Vec<RegistryEntry>, StoreError> {
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
     let recent = ctx.store.list_agents(false, 2000).await?;
     let mut out = Vec::new();
@@ -124,7 +124,7 @@ pub async fn entries(ctx: &Arc<Context>, q: &RegistryQuery) -> Result<Vec<Regist
 }
 
 /// Every trigger, with the next fire time of the cron ones.
-pub async fn triggers(ctx: &Arc<Context>) -> Result<Vec<TriggerEntry>, StoreError> {
+pub(crate) async fn triggers(ctx: &Arc<Context>) -> Result<Vec<TriggerEntry>, StoreError> {
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
     let now = ctx.clock.now();
     Ok(catalog
@@ -143,7 +143,7 @@ pub async fn triggers(ctx: &Arc<Context>) -> Result<Vec<TriggerEntry>, StoreErro
 
 /// After an instance of `spec` ended: raise an alert the moment the spec
 /// crosses into degraded.
-pub async fn note_ended(ctx: &Arc<Context>, spec: &str) -> Result<(), StoreError> {
+pub(crate) async fn note_ended(ctx: &Arc<Context>, spec: &str) -> Result<(), StoreError> {
     let recent = ctx.store.list_agents(false, 200).await?;
     let run =
         recent.iter().filter(|a| a.agent_spec == spec && !a.state.is_live()).take_while(|a| failed(a)).count() as u32;
@@ -152,7 +152,7 @@ pub async fn note_ended(ctx: &Arc<Context>, spec: &str) -> Result<(), StoreError
         ctx.store
             .record_event(
                 None,
-                "agent.degraded",
+                george_core::EventKind::AgentDegraded,
                 "registry",
                 json!({"agent_spec": spec, "consecutive_failures": run, "level": "alert"}),
             )

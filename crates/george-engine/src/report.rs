@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// The report of the current `period`.
-pub async fn budget(ctx: &Arc<Context>, period: Period) -> Result<BudgetReport, StoreError> {
+pub(crate) async fn budget(ctx: &Arc<Context>, period: Period) -> Result<BudgetReport, StoreError> {
     let now = ctx.clock.now();
     let since = period.start(now);
     let label = match period {
@@ -124,7 +124,7 @@ pub enum ThrottleError {
 }
 
 /// Reduces (or clears) a chapter's hourly token rate.
-pub async fn throttle(
+pub(crate) async fn throttle(
     ctx: &Arc<Context>,
     chapter: &str,
     req: &ThrottleRequest,
@@ -171,7 +171,12 @@ pub async fn throttle(
     ctx.store.set_setting(&key, tokens.map(|t| json!(t))).await?;
     crate::llm::configure(ctx).await?;
     ctx.store
-        .record_event(None, "chapter.throttled", actor, json!({"chapter": chapter, "tokens_per_hour": tokens}))
+        .record_event(
+            None,
+            george_core::EventKind::ChapterThrottled,
+            actor,
+            json!({"chapter": chapter, "tokens_per_hour": tokens}),
+        )
         .await?;
     tracing::info!(chapter, tokens_per_hour = ?tokens, "chapter throttle changed");
     Ok(ThrottleView { chapter: chapter.into(), tokens_per_hour: tokens })

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use george_core::manifest::{TriggerSpec, TriggerType};
 use george_core::plan::{JobRequest, Origin};
 use george_core::schedule::CronSchedule;
-use george_core::{DesiredState, JobStatus, Priority};
+use george_core::{DesiredState, EventKind, JobStatus, Priority};
 use george_store::{Created, JobFilter, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -133,7 +133,7 @@ fn params_for(
 
 /// Creates the job for one wake of trigger `name` (or folds the wake into a
 /// debounced one). `fire_key` names this wake (a cron minute, a delivery id).
-pub async fn fire(
+pub(crate) async fn fire(
     ctx: &Arc<Context>,
     name: &str,
     spec: &TriggerSpec,
@@ -160,7 +160,7 @@ pub async fn fire(
     let memory = Deliveries::new(name, fire_key);
     if let Some(job) = memory.seen(ctx, now).await? {
         ctx.store
-            .record_event(Some(&job), "trigger.replayed", actor, json!({"trigger": name, "wake": fire_key}))
+            .record_event(Some(&job), EventKind::TriggerReplayed, actor, json!({"trigger": name, "wake": fire_key}))
             .await?;
         return Ok(Fired { trigger: name.into(), job, debounced: false, replayed: true });
     }
@@ -275,7 +275,7 @@ async fn fire_new(
                 ctx.store
                     .record_event(
                         Some(&j.id),
-                        "trigger.debounced",
+                        EventKind::TriggerDebounced,
                         actor,
                         json!({"trigger": name, "into": j.id, "wake": fire_key}),
                     )
@@ -299,7 +299,7 @@ async fn fire_new(
         ctx.store
             .record_event(
                 Some(&id),
-                "trigger.fired",
+                EventKind::TriggerFired,
                 actor,
                 json!({"trigger": name, "wake": fire_key, "type": spec.trigger_type}),
             )
@@ -348,7 +348,7 @@ fn chapter_of<'a>(catalog: &'a george_core::plan::Catalog, spec: &TriggerSpec) -
 }
 
 /// One look at every cron trigger: fires what is due, records the watermark.
-pub async fn cron_tick(ctx: &Arc<Context>) -> Result<(), StoreError> {
+pub(crate) async fn cron_tick(ctx: &Arc<Context>) -> Result<(), StoreError> {
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
     for (name, spec) in catalog.triggers.iter().filter(|(_, t)| t.trigger_type == TriggerType::Cron) {
         let Some(expr) = spec.schedule.as_deref() else { continue };
@@ -365,7 +365,7 @@ pub async fn cron_tick(ctx: &Arc<Context>) -> Result<(), StoreError> {
             ctx.store
                 .record_event(
                     None,
-                    "trigger.suspended",
+                    EventKind::TriggerSuspended,
                     "governor",
                     json!({"trigger": name, "fire": due.fire, "reason": "budget red"}),
                 )
@@ -384,7 +384,7 @@ pub async fn cron_tick(ctx: &Arc<Context>) -> Result<(), StoreError> {
                     ctx.store
                         .record_event(
                             None,
-                            "trigger.failed",
+                            EventKind::TriggerFailed,
                             "trigger:cron",
                             json!({"trigger": name, "reason": e.to_string()}),
                         )
@@ -396,7 +396,7 @@ pub async fn cron_tick(ctx: &Arc<Context>) -> Result<(), StoreError> {
             ctx.store
                 .record_event(
                     None,
-                    "trigger.skipped",
+                    EventKind::TriggerSkipped,
                     "trigger:cron",
                     json!({"trigger": name, "missed": due.skipped, "policy": spec.missed}),
                 )
@@ -411,7 +411,7 @@ pub async fn cron_tick(ctx: &Arc<Context>) -> Result<(), StoreError> {
 }
 
 /// A webhook event: every matching trigger fires (or debounces).
-pub async fn on_event(
+pub(crate) async fn on_event(
     ctx: &Arc<Context>,
     source: Option<&str>,
     event: Option<&str>,
@@ -431,7 +431,7 @@ pub async fn on_event(
                 ctx.store
                     .record_event(
                         None,
-                        "trigger.failed",
+                        EventKind::TriggerFailed,
                         "trigger:webhook",
                         json!({"trigger": name, "reason": e.to_string()}),
                     )
@@ -443,7 +443,7 @@ pub async fn on_event(
 }
 
 /// A manual summon of `agent`: its summon trigger (or `template`) with `context` as parameters.
-pub async fn summon(
+pub(crate) async fn summon(
     ctx: &Arc<Context>,
     agent: &str,
     template: Option<&str>,

@@ -84,7 +84,12 @@ impl JiraSource {
         store.set_setting(&setting, Some(json!(reason))).await?;
         tracing::info!(ticket = key, reason, "Jira ticket not dispatched");
         store
-            .record_event(None, "jira.ticket.waiting", "source:jira", json!({"ticket": key, "reason": reason}))
+            .record_event(
+                None,
+                george_core::EventKind::JiraTicketWaiting,
+                "source:jira",
+                json!({"ticket": key, "reason": reason}),
+            )
             .await?;
         Ok(())
     }

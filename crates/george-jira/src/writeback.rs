@@ -20,6 +20,7 @@ use crate::client::{JiraClient, JiraError};
 use crate::source::SOURCE;
 use crate::JiraSettings;
 use george_core::api::EventView;
+use george_core::EventKind;
 use george_store::{Store, StoreError};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -125,7 +126,7 @@ impl WriteBack {
                     tracing::warn!(seq = e.seq, error = %why, "Jira write-back gave up on an event");
                     let data = json!({"event": e.seq, "reason": why});
                     self.store
-                        .record_event(e.job_id.as_deref(), "jira.writeback.failed", "jira", data)
+                        .record_event(e.job_id.as_deref(), EventKind::JiraWritebackFailed, "jira", data)
                         .await
                         .map_err(store_err)?;
                 }
@@ -145,7 +146,7 @@ impl WriteBack {
     }
 
     async fn apply(&mut self, e: &EventView) -> Result<(), Failure> {
-        if e.kind != "job.status" {
+        if e.kind != EventKind::JobStatus {
             return Ok(());
         }
         let Some(job) = e.job_id.as_deref() else { return Ok(()) };

@@ -500,7 +500,10 @@ pub async fn events_are_sequenced_and_broadcast(store: TestStore) {
     let first = rx.recv().await.unwrap();
     assert_eq!((first.seq, first.kind.as_str()), (all[0].seq, "job.created"));
     assert_eq!(rx.recv().await.unwrap().kind, "job.desired");
-    let ev = store.record_event(Some("j"), "job.queued", "scheduler", json!({"reason": "global limit"})).await.unwrap();
+    let ev = store
+        .record_event(Some("j"), george_core::EventKind::JobQueued, "scheduler", json!({"reason": "global limit"}))
+        .await
+        .unwrap();
     assert_eq!(store.events_since(ev.seq - 1, 10, None).await.unwrap()[0].data["reason"], "global limit");
     let counts = store.count_by_status().await.unwrap();
     assert_eq!(counts, vec![(JobStatus::Pending, 2)]);

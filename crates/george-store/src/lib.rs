@@ -243,7 +243,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn subscribe(&self) -> broadcast::Receiver<EventView>;
     /// Appends an event that records a decision rather than a state change
     /// (e.g. the scheduler queueing or preempting a job).
-    async fn record_event(&self, job: Option<&str>, kind: &str, actor: &str, data: Value) -> Result<EventView>;
+    async fn record_event(
+        &self,
+        job: Option<&str>,
+        kind: george_core::EventKind,
+        actor: &str,
+        data: Value,
+    ) -> Result<EventView>;
     /// Job counts by status.
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>>;
 }

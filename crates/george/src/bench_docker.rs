@@ -19,6 +19,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
+use george_core::EventKind;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -101,9 +102,9 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
             if ev.job_id.as_deref() != Some(id.as_str()) {
                 continue;
             }
-            completed |= ev.kind == "job.status" && ev.data["to"] == "completed";
+            completed |= ev.kind == EventKind::JobStatus && ev.data["to"] == "completed";
             ended |= ev.kind == "attempt.ended";
-            anyhow::ensure!(!(ev.kind == "job.status" && ev.data["to"] == "failed"), "bench job {id} failed");
+            anyhow::ensure!(!(ev.kind == EventKind::JobStatus && ev.data["to"] == "failed"), "bench job {id} failed");
         }
         if i > 0 {
             george.push(t.elapsed().as_secs_f64() * 1000.0);

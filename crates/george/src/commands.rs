@@ -541,7 +541,7 @@ async fn watch(c: &Client, id: &str, since: Option<i64>, format: Format) -> anyh
                 println!("{}  {:<14} {:<28} {}", e.ts.format("%H:%M:%S"), e.kind, e.actor, summary(&e.data))
             }
         }
-        if e.kind == "job.status" {
+        if e.kind == george_core::EventKind::JobStatus {
             if let Some(to) = e.data["to"].as_str().and_then(|s| s.parse::<george_core::JobStatus>().ok()) {
                 status = to;
                 ended = to.is_final();

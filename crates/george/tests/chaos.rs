@@ -43,7 +43,6 @@ pub fn chaos_run(mode: &str, jobs: u64, extra: &[&str]) -> (serde_json::Value, S
     (report, context)
 }
 
-
 #[test]
 fn chaos_kills_and_freezes_break_no_promise_on_the_process_runtime() {
     let (report, context) = chaos_run("chaos", 24, &[]);

@@ -45,6 +45,7 @@ mod rows;
 mod sources;
 mod tls;
 
+use george_core::EventKind;
 pub use lease::Fence;
 pub use tls::PostgresTls;
 use tls::Server;
@@ -124,7 +125,7 @@ impl Writer<'_> {
         &mut self,
         job: Option<&str>,
         attempt: Option<u32>,
-        kind: &str,
+        kind: EventKind,
         actor: &str,
         data: Value,
     ) -> Result<()> {
@@ -578,9 +579,9 @@ impl_store!(PostgresStore {
         self.inner.feed.tx.subscribe()
     }
 
-    async fn record_event(&self, job: Option<&str>, kind: &str, actor: &str, data: Value) -> Result<EventView> {
-        let (job, kind, actor) = (job.map(str::to_string), kind.to_string(), actor.to_string());
-        let (_, events) = self.transact(move |w| w.event(job.as_deref(), None, &kind, &actor, data.clone())).await?;
+    async fn record_event(&self, job: Option<&str>, kind: EventKind, actor: &str, data: Value) -> Result<EventView> {
+        let (job, actor) = (job.map(str::to_string), actor.to_string());
+        let (_, events) = self.transact(move |w| w.event(job.as_deref(), None, kind, &actor, data.clone())).await?;
         events.last().cloned().ok_or_else(|| StoreError::Backend("the recorded event was not committed".into()))
     }
 

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use george_core::api::SourceView;
 use george_core::manifest::Kind;
 use george_core::plan::NewJob;
-use george_core::{DesiredState, JobStatus};
+use george_core::{DesiredState, EventKind, JobStatus};
 use postgres::types::Json;
 use postgres::Transaction;
 use serde_json::json;
@@ -43,7 +43,7 @@ pub fn apply_snapshot(w: &mut Writer<'_>, s: &Snapshot) -> Result<ApplyReport> {
     w.event(
         None,
         None,
-        "source.applied",
+        EventKind::SourceApplied,
         &actor,
         json!({"revision": s.revision, "created": report.created, "updated": report.updated,
                "aborted": report.aborted, "conflicts": report.conflicts}),
@@ -92,7 +92,7 @@ fn apply_manifests(w: &mut Writer<'_>, s: &Snapshot, actor: &str, report: &mut A
             w.event(
                 None,
                 None,
-                "manifest.source_conflict",
+                EventKind::ManifestSourceConflict,
                 actor,
                 json!({"kind": kind.as_str(), "name": name, "owner": owner, "revision": s.revision}),
             )?;
@@ -107,7 +107,13 @@ fn apply_manifests(w: &mut Writer<'_>, s: &Snapshot, actor: &str, report: &mut A
             continue;
         }
         w.tx.execute("DELETE FROM manifests WHERE kind = $1 AND name = $2", &[&key.0, &key.1])?;
-        w.event(None, None, "manifest.deleted", actor, json!({"kind": key.0, "name": key.1, "revision": s.revision}))?;
+        w.event(
+            None,
+            None,
+            EventKind::ManifestDeleted,
+            actor,
+            json!({"kind": key.0, "name": key.1, "revision": s.revision}),
+        )?;
     }
     Ok(())
 }
@@ -160,7 +166,7 @@ fn apply_job(w: &mut Writer<'_>, s: &Snapshot, job: &NewJob, actor: &str, report
         return w.event(
             Some(&job.id),
             None,
-            "job.source_conflict",
+            EventKind::JobSourceConflict,
             actor,
             json!({"owner": stored.source, "revision": s.revision}),
         );
@@ -170,14 +176,14 @@ fn apply_job(w: &mut Writer<'_>, s: &Snapshot, job: &NewJob, actor: &str, report
     if new_digest != stored.spec_digest {
         if stored.status == JobStatus::Pending && stored.attempt == 0 {
             replace_definition(w, job, &new_digest)?;
-            w.event(Some(&job.id), None, "job.updated", actor, json!({"revision": s.revision}))?;
+            w.event(Some(&job.id), None, EventKind::JobUpdated, actor, json!({"revision": s.revision}))?;
             changed = true;
         } else {
             // A started job keeps the work it was given; say so once per revision.
             w.event(
                 Some(&job.id),
                 None,
-                "job.spec_change_ignored",
+                EventKind::JobSpecChangeIgnored,
                 actor,
                 json!({"revision": s.revision,
                        "reason": format!("the job is {}; its steps no longer change", stored.status)}),
@@ -253,7 +259,7 @@ pub fn reject_revision(w: &mut Writer<'_>, source: &str, revision: &str, errors:
         w.event(
             None,
             None,
-            "source.rejected",
+            EventKind::SourceRejected,
             &format!("source:{source}"),
             json!({"revision": revision, "errors": errors}),
         )?;

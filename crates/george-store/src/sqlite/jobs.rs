@@ -7,7 +7,7 @@ use crate::{AttemptEnd, Created, JobFilter, JobState, NewAttempt, Override, Resu
 use george_core::api::{AgentView, CommentView, EvidenceView, JobView, StepReport, StepView};
 use george_core::plan::NewJob;
 use george_core::template::StepSpec;
-use george_core::{AgentState, DesiredState, JobStatus, StepStatus};
+use george_core::{AgentState, DesiredState, EventKind, JobStatus, StepStatus};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::{json, Value};
 
@@ -43,7 +43,7 @@ pub fn create(w: &mut Writer<'_>, job: &NewJob, actor: &str) -> Result<Created> 
     w.event(
         Some(&job.id),
         None,
-        "job.created",
+        EventKind::JobCreated,
         actor,
         json!({"template": job.template, "agent": job.agent, "priority": job.priority, "desired": job.desired,
                "source": job.origin.source, "reference": job.origin.reference, "revision": job.origin.revision}),
@@ -71,7 +71,7 @@ pub fn update_pending(w: &mut Writer<'_>, job: &NewJob, actor: &str) -> Result<b
     }
     w.tx.execute("DELETE FROM steps WHERE job_id = ?1", [&job.id])?;
     insert_steps(w.tx, &job.id, &job.steps, &now)?;
-    w.event(Some(&job.id), None, "job.updated", actor, json!({"not_before": job.not_before}))?;
+    w.event(Some(&job.id), None, EventKind::JobUpdated, actor, json!({"not_before": job.not_before}))?;
     Ok(true)
 }
 
@@ -168,7 +168,13 @@ pub fn set_desired(
         "UPDATE jobs SET desired = ?2, reason = ?4, updated_at = ?3 WHERE id = ?1",
         params![id, desired.as_str(), ts(w.now), why],
     )?;
-    w.event(Some(id), None, "job.desired", actor, json!({"from": job.desired, "to": desired, "reason": reason}))?;
+    w.event(
+        Some(id),
+        None,
+        EventKind::JobDesired,
+        actor,
+        json!({"from": job.desired, "to": desired, "reason": reason}),
+    )?;
     get_tx(w.tx, id)
 }
 
@@ -197,7 +203,7 @@ pub fn override_status(w: &mut Writer<'_>, id: &str, target: &Override, actor: &
             w.event(
                 Some(id),
                 None,
-                "job.status",
+                EventKind::JobStatus,
                 actor,
                 json!({"from": job.status, "to": to, "reason": why, "override": true}),
             )?;
@@ -214,7 +220,7 @@ pub fn override_status(w: &mut Writer<'_>, id: &str, target: &Override, actor: &
             w.event(
                 Some(id),
                 None,
-                "step.status",
+                EventKind::StepStatus,
                 actor,
                 json!({"step": step, "to": status, "reason": why, "override": true}),
             )?;
@@ -235,7 +241,7 @@ pub fn add_comment(w: &mut Writer<'_>, id: &str, author: &str, body: &str) -> Re
     )?;
     let cid = w.tx.last_insert_rowid();
     w.tx.execute("UPDATE jobs SET updated_at = ?2 WHERE id = ?1", params![id, ts(w.now)])?;
-    w.event(Some(id), None, "comment.added", author, json!({"comment": cid, "length": body.len()}))?;
+    w.event(Some(id), None, EventKind::CommentAdded, author, json!({"comment": cid, "length": body.len()}))?;
     Ok(CommentView { id: cid, job_id: id.into(), author: author.into(), body: body.into(), created_at: w.now })
 }
 
@@ -299,7 +305,7 @@ pub fn change_status(w: &mut Writer<'_>, id: &str, change: &StatusChange, actor:
     w.event(
         Some(id),
         None,
-        "job.status",
+        EventKind::JobStatus,
         actor,
         json!({"from": change.from, "to": change.to, "reason": change.reason,
                "next_attempt_at": change.next_attempt_at, "failure": change.count_failure}),
@@ -338,11 +344,17 @@ pub fn start_attempt(w: &mut Writer<'_>, id: &str, a: &NewAttempt) -> Result<u32
     w.event(
         Some(id),
         Some(number),
-        "attempt.started",
+        EventKind::AttemptStarted,
         "reconciler",
         json!({"agent_spec": a.agent_spec, "runtime": a.runtime}),
     )?;
-    w.event(Some(id), Some(number), "job.status", "reconciler", json!({"from": "pending", "to": "in_progress"}))?;
+    w.event(
+        Some(id),
+        Some(number),
+        EventKind::JobStatus,
+        "reconciler",
+        json!({"from": "pending", "to": "in_progress"}),
+    )?;
     Ok(number)
 }
 
@@ -357,7 +369,7 @@ pub fn attempt_spawned(w: &mut Writer<'_>, id: &str, attempt: u32, handle: &Valu
     if n == 0 {
         return Err(StoreError::NotFound { what: "attempt", id: george_core::api::agent_id(id, attempt) });
     }
-    w.event(Some(id), Some(attempt), "attempt.spawned", "reconciler", json!({"handle": handle}))
+    w.event(Some(id), Some(attempt), EventKind::AttemptSpawned, "reconciler", json!({"handle": handle}))
 }
 
 pub fn set_attempt_state(
@@ -374,7 +386,7 @@ pub fn set_attempt_state(
         params![id, attempt, state.as_str(), reason],
     )?;
     if n > 0 {
-        w.event(Some(id), Some(attempt), "attempt.state", actor, json!({"to": state, "reason": reason}))?;
+        w.event(Some(id), Some(attempt), EventKind::AttemptState, actor, json!({"to": state, "reason": reason}))?;
     }
     Ok(())
 }
@@ -389,7 +401,7 @@ pub fn end_attempt(w: &mut Writer<'_>, id: &str, attempt: u32, end: &AttemptEnd)
         w.event(
             Some(id),
             Some(attempt),
-            "attempt.ended",
+            EventKind::AttemptEnded,
             "reconciler",
             json!({"exit_code": end.exit_code, "outcome": end.outcome}),
         )?;
@@ -460,7 +472,7 @@ pub fn report_step(w: &mut Writer<'_>, id: &str, attempt: u32, step: &str, repor
     w.event(
         Some(id),
         Some(attempt),
-        "step.status",
+        EventKind::StepStatus,
         &agent_actor(id, attempt),
         json!({"step": step, "to": report.status, "reason": report.reason}),
     )
@@ -495,7 +507,7 @@ pub fn add_evidence(
     w.event(
         Some(id),
         Some(attempt),
-        "evidence.added",
+        EventKind::EvidenceAdded,
         &agent_actor(id, attempt),
         json!({"evidence": eid, "step": step, "kind": kind, "truncated": truncated}),
     )?;

@@ -17,6 +17,7 @@ use george_core::api::StepReport;
 use george_core::api::{UsageRecord, UsageTotal};
 use george_core::manifest::Kind;
 use george_core::plan::NewJob;
+use george_core::EventKind;
 use george_core::{AgentState, Clock, DesiredState, JobStatus, SystemClock};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use serde_json::Value;
@@ -64,13 +65,13 @@ impl Writer<'_> {
         &mut self,
         job: Option<&str>,
         attempt: Option<u32>,
-        kind: &str,
+        kind: EventKind,
         actor: &str,
         data: Value,
     ) -> Result<()> {
         self.tx.execute(
             "INSERT INTO events (ts, job_id, attempt, kind, actor, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            rusqlite::params![rows::ts(self.now), job, attempt, kind, actor, data.to_string()],
+            rusqlite::params![rows::ts(self.now), job, attempt, kind.as_str(), actor, data.to_string()],
         )?;
         self.events.push(EventView {
             seq: self.tx.last_insert_rowid(),
@@ -337,10 +338,10 @@ impl_store!(SqliteStore {
         self.inner.events.subscribe()
     }
 
-    async fn record_event(&self, job: Option<&str>, kind: &str, actor: &str, data: Value) -> Result<EventView> {
-        let (job, kind, actor) = (job.map(str::to_string), kind.to_string(), actor.to_string());
+    async fn record_event(&self, job: Option<&str>, kind: EventKind, actor: &str, data: Value) -> Result<EventView> {
+        let (job, actor) = (job.map(str::to_string), actor.to_string());
         self.write(move |w| {
-            w.event(job.as_deref(), None, &kind, &actor, data)?;
+            w.event(job.as_deref(), None, kind, &actor, data)?;
             Ok(w.events.last().cloned().expect("an event was just appended"))
         })
         .await

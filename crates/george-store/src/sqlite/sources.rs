@@ -8,7 +8,7 @@ use crate::rules::{self, spec_digest};
 use crate::{ApplyReport, Catalog, Result, Snapshot, StoreError, StoredManifest};
 use george_core::api::SourceView;
 use george_core::manifest::Kind;
-use george_core::{DesiredState, JobStatus};
+use george_core::{DesiredState, EventKind, JobStatus};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -42,7 +42,7 @@ pub fn apply_snapshot(w: &mut Writer<'_>, s: &Snapshot) -> Result<ApplyReport> {
             w.event(
                 None,
                 None,
-                "manifest.source_conflict",
+                EventKind::ManifestSourceConflict,
                 &actor,
                 json!({"kind": kind.as_str(), "name": name, "owner": owner, "revision": s.revision}),
             )?;
@@ -64,7 +64,13 @@ pub fn apply_snapshot(w: &mut Writer<'_>, s: &Snapshot) -> Result<ApplyReport> {
     };
     for key in owned.into_iter().filter(|k| !keep.contains(k)) {
         w.tx.execute("DELETE FROM manifests WHERE kind = ?1 AND name = ?2", params![key.0, key.1])?;
-        w.event(None, None, "manifest.deleted", &actor, json!({"kind": key.0, "name": key.1, "revision": s.revision}))?;
+        w.event(
+            None,
+            None,
+            EventKind::ManifestDeleted,
+            &actor,
+            json!({"kind": key.0, "name": key.1, "revision": s.revision}),
+        )?;
     }
 
     // Jobs.
@@ -88,7 +94,7 @@ pub fn apply_snapshot(w: &mut Writer<'_>, s: &Snapshot) -> Result<ApplyReport> {
             w.event(
                 Some(&job.id),
                 None,
-                "job.source_conflict",
+                EventKind::JobSourceConflict,
                 &actor,
                 json!({"owner": source, "revision": s.revision}),
             )?;
@@ -115,14 +121,14 @@ pub fn apply_snapshot(w: &mut Writer<'_>, s: &Snapshot) -> Result<ApplyReport> {
                 )?;
                 w.tx.execute("DELETE FROM steps WHERE job_id = ?1", [&job.id])?;
                 jobs::insert_steps(w.tx, &job.id, &job.steps, &now)?;
-                w.event(Some(&job.id), None, "job.updated", &actor, json!({"revision": s.revision}))?;
+                w.event(Some(&job.id), None, EventKind::JobUpdated, &actor, json!({"revision": s.revision}))?;
                 changed = true;
             } else {
                 // A started job keeps the work it was given; say so once per revision.
                 w.event(
                     Some(&job.id),
                     None,
-                    "job.spec_change_ignored",
+                    EventKind::JobSpecChangeIgnored,
                     &actor,
                     json!({"revision": s.revision, "reason": format!("the job is {status}; its steps no longer change")}),
                 )?;
@@ -171,7 +177,7 @@ pub fn apply_snapshot(w: &mut Writer<'_>, s: &Snapshot) -> Result<ApplyReport> {
     w.event(
         None,
         None,
-        "source.applied",
+        EventKind::SourceApplied,
         &actor,
         json!({"revision": s.revision, "created": report.created, "updated": report.updated,
                "aborted": report.aborted, "conflicts": report.conflicts}),
@@ -193,7 +199,7 @@ pub fn reject_revision(w: &mut Writer<'_>, source: &str, revision: &str, errors:
         w.event(
             None,
             None,
-            "source.rejected",
+            EventKind::SourceRejected,
             &format!("source:{source}"),
             json!({"revision": revision, "errors": errors}),
         )?;

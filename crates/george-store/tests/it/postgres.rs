@@ -4,6 +4,7 @@
 
 use george_testkit::postgres_server;
 
+use george_core::EventKind;
 use george_store::conformance::job;
 use george_store::{PostgresStore, Snapshot, Store, StoreError};
 use postgres_server::TestDatabase;
@@ -84,7 +85,10 @@ async fn readers_paging_the_log_never_skip_an_event() {
             let store = connect_to(&db);
             tokio::spawn(async move {
                 for n in 0..PER_ENGINE {
-                    store.record_event(None, "test.tick", &format!("engine:{engine}"), json!({"n": n})).await.unwrap();
+                    store
+                        .record_event(None, EventKind::Audit, &format!("engine:{engine}"), json!({"n": n}))
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -164,7 +168,8 @@ async fn text_with_a_nul_character_is_invalid() {
     store.create_job(job("j", "api"), "t").await.unwrap();
     let err = store.add_comment("j", "operator:a", "nul \0 here").await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");
-    let err = store.record_event(Some("j"), "x", "t", json!({"text": "nul \0 here"})).await.unwrap_err();
+    let err =
+        store.record_event(Some("j"), EventKind::CommentAdded, "t", json!({"text": "nul \0 here"})).await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");
 }
 

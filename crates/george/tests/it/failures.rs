@@ -277,4 +277,3 @@ fn no_write_is_answered_4xx_before_the_first_source_apply() {
     let first_ok = ready.iter().position(|s| *s == 200).unwrap();
     assert!(ready[first_ok..].iter().all(|s| *s == 200), "{ready:?}");
 }
-

@@ -6,6 +6,7 @@ use crate::common;
 
 use common::kube_api::{ImageBehaviour, KubeServer};
 use futures_util::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use george_testkit::eventually;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -14,7 +15,6 @@ use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use george_testkit::eventually;
 use std::time::Duration;
 
 const TOKEN: &str = "kube-test-token-0123456789";
@@ -71,7 +71,6 @@ fn merge(a: &mut Value, b: Value) {
         (a, b) => *a = b,
     }
 }
-
 
 fn phase(p: &Pod) -> String {
     p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()

@@ -60,7 +60,6 @@ fn cluster(dir: &Path) -> (KubeServer, PathBuf) {
     (server, kubeconfig)
 }
 
-
 fn settings() -> JobSettings {
     JobSettings {
         namespace: NS.into(),

@@ -3,6 +3,8 @@
 //! guarded by what was read, so a pass that raced with another change simply
 //! has no effect and the job is looked at again.
 
+pub(crate) mod admit;
+
 use crate::context::Context;
 use crate::decide::{decide, Action, Observed, Rules};
 use crate::metrics::{OutcomeLabel, ReasonLabel};
@@ -58,19 +60,19 @@ pub async fn reconcile(ctx: &Arc<Context>, id: &str) -> Result<Option<Duration>,
     }
     // A job holds a scheduler slot only while its agent lives or is about to start.
     let live = state.current.as_ref().is_some_and(|a| a.state.is_live());
-    if !live && !matches!(action, Action::Spawn) && crate::admission::is_tracked(ctx, id) {
-        crate::admission::release(ctx, id).await?;
+    if !live && !matches!(action, Action::Spawn) && ctx.admission.is_tracked(id) {
+        admit::release(ctx, id).await?;
     }
     match action {
         Action::Wait(after) => Ok(after),
         Action::Spawn => {
             if let Some(reason) = crate::alerts::hold(ctx, &state.job).await? {
                 // Held by a budget alert: say why, and look again later.
-                crate::admission::release(ctx, id).await?;
+                admit::release(ctx, id).await?;
                 explain_wait(ctx, &state.job, reason, "governor").await?;
                 return Ok(Some(ctx.cfg.reconcile_interval.min(Duration::from_secs(5))));
             }
-            if !crate::admission::request(ctx, &state.job).await? {
+            if !admit::request(ctx, &state.job).await? {
                 // Queued: the scheduler wakes the job when it may start.
                 return Ok(None);
             }
@@ -157,7 +159,7 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
     let Some(spec) = catalog.agents.get(&job.agent) else {
         // It cannot start: do not hold a slot while waiting for the AgentSpec.
-        crate::admission::release(ctx, &job.id).await?;
+        admit::release(ctx, &job.id).await?;
         let reason = format!("waiting: AgentSpec `{}` is not defined", job.agent);
         explain_wait(ctx, job, reason, "reconciler").await?;
         return Ok(Some(ctx.cfg.reconcile_interval));
