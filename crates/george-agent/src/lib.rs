@@ -102,6 +102,26 @@ pub async fn run(env: AgentEnv) -> Result<Outcome, AgentError> {
             .unwrap_or(Duration::from_secs(5))
             .clamp(Duration::from_millis(50), Duration::from_secs(5)),
     };
+    // SIGTERM (the engine stopping us) or a superseded attempt ends the work.
+    tokio::select! {
+        outcome = attempt(&agent, &env) => outcome,
+        never = cancel_on_sigterm(agent.stop.clone()) => match never {},
+    }
+}
+
+/// Cancels `stop` when SIGTERM arrives; never ends by itself (the attempt
+/// stops its work and ends on its own).
+async fn cancel_on_sigterm(stop: CancellationToken) -> std::convert::Infallible {
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        term.recv().await;
+        tracing::info!("SIGTERM: abandoning the current step");
+        stop.cancel();
+    }
+    std::future::pending().await
+}
+
+/// The attempt: its context, a first heartbeat, then the work with heartbeats.
+async fn attempt(agent: &Agent, env: &AgentEnv) -> Result<Outcome, AgentError> {
     let ctx = match agent.call(|| agent.client.context(&agent.job)).await {
         Ok(ctx) => ctx,
         Err(e) if e.is_superseded() => return Ok(Outcome::Superseded),
@@ -110,15 +130,6 @@ pub async fn run(env: AgentEnv) -> Result<Outcome, AgentError> {
     tracing::info!(job = %ctx.job.id, attempt = ctx.attempt, steps = ctx.job.steps.len(), "agent starting");
     let interval = env.heartbeat_interval.unwrap_or(Duration::from_millis(ctx.heartbeat_interval_ms.max(100)));
 
-    // SIGTERM (the engine stopping us) or a superseded attempt ends the work.
-    let stop = agent.stop.clone();
-    tokio::spawn(async move {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            term.recv().await;
-            tracing::info!("SIGTERM: abandoning the current step");
-            stop.cancel();
-        }
-    });
     // The first heartbeat before any work: the agent is active from its first step on.
     match agent.call(|| agent.client.heartbeat(&agent.job)).await {
         Ok(()) => {}

@@ -55,7 +55,7 @@ pub async fn context(
             w
         }
     });
-    let llm_api = match st.engine.llm_route(&id, attempt).await {
+    let llm_api = match st.engine.meter().route(&id, attempt).await {
         Ok(route) => Some(match route.provider.api {
             george_governor::ProviderApi::OpenAi => "openai".to_string(),
             george_governor::ProviderApi::Anthropic => "anthropic".to_string(),

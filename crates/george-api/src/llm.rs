@@ -13,8 +13,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use george_engine::llm::{Route, RouteError};
-use george_engine::EngineHandle;
-use george_governor::{parse_usage, ProviderApi, Reservation, StreamUsage, Usage};
+use george_engine::meter::{Metered, ReserveError};
+use george_governor::{parse_usage, ProviderApi, StreamUsage};
 use serde_json::Value;
 
 pub async fn chat_completions(
@@ -118,46 +118,18 @@ fn completions(body: &Value) -> Result<u64, ApiError> {
     }
 }
 
-/// Settles the reservation when the call ends — also if the agent hangs up mid-stream.
+/// A call being forwarded: the engine's metering guard, and what the
+/// stream said about usage so far. Dropped unsettled (the agent hung up
+/// mid-stream), it hands the figures seen to the guard, which settles in
+/// the engine.
 struct Call {
-    engine: EngineHandle,
-    route: Route,
-    reservation: Reservation,
+    metered: Metered,
     follower: Option<StreamUsage>,
-    settled: bool,
-}
-
-impl Call {
-    /// What a successful call is charged when the provider's figures never
-    /// arrived (a stream cut short, or a provider that does not report usage):
-    /// the reservation's worst case, so budgets stay on the safe side.
-    fn usage_or_worst_case(&self, usage: Option<Usage>) -> Usage {
-        usage.unwrap_or_else(|| {
-            tracing::warn!(job = %self.route.charge.job, "no usage figures from the provider; charging the call's worst case");
-            Usage { input: self.reservation.tokens.saturating_sub(self.reservation.cap), output: self.reservation.cap }
-        })
-    }
-
-    async fn settle(&mut self, usage: Option<Usage>, streamed: bool) {
-        self.settled = true;
-        if let Err(e) = self.engine.llm_finished(&self.route, &self.reservation, usage, streamed).await {
-            tracing::warn!(error = %e, job = %self.route.charge.job, "cannot record LLM usage");
-        }
-    }
 }
 
 impl Drop for Call {
     fn drop(&mut self) {
-        if self.settled {
-            return;
-        }
-        let usage = Some(self.usage_or_worst_case(self.follower.as_ref().and_then(StreamUsage::usage)));
-        let (engine, route, reservation) = (self.engine.clone(), self.route.clone(), self.reservation.clone());
-        tokio::spawn(async move {
-            if let Err(e) = engine.llm_finished(&route, &reservation, usage, true).await {
-                tracing::warn!(error = %e, "cannot record LLM usage");
-            }
-        });
+        self.metered.saw(self.follower.as_ref().and_then(StreamUsage::usage));
     }
 }
 
@@ -168,7 +140,7 @@ const MAX_INLINE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Holds the call until its rate limits admit it (seed 003: "queue delay").
 async fn pace(st: &ApiState, route: &Route, needed: u64) -> Result<(), ApiError> {
     let mut waited = std::time::Duration::ZERO;
-    while let Some(p) = st.engine.llm_pace(route, needed).await? {
+    while let Some(p) = st.engine.meter().pace(route, needed).await? {
         let wait = p.wait.to_std().unwrap_or_default();
         if waited + wait > MAX_INLINE_WAIT {
             return Err(ApiError::RateLimited { message: p.to_string(), retry_after: wait });
@@ -188,7 +160,8 @@ async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi
             retry_after: std::time::Duration::from_secs(1),
         });
     }
-    let route = st.engine.llm_route(&job, attempt).await.map_err(|e| match e {
+    let meter = st.engine.meter();
+    let route = meter.route(&job, attempt).await.map_err(|e| match e {
         RouteError::Superseded { .. } => ApiError::Superseded(e.to_string()),
         RouteError::NotConfigured(m) => ApiError::Unavailable(m),
         RouteError::Store(e) => e.into(),
@@ -209,8 +182,7 @@ async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi
     // cap field present (and `max_tokens`, which every provider reads) ends
     // up at the clamped value.
     let requested = CAP_FIELDS.iter().filter_map(|k| obj.get(*k).and_then(Value::as_u64)).min();
-    let governor = st.engine.governor();
-    let cap = governor.cap(&route.charge.agent_spec, requested);
+    let cap = meter.cap(&route.charge.agent_spec, requested);
     obj.insert("model".into(), Value::String(route.model.clone()));
     let present: Vec<&str> = CAP_FIELDS.iter().copied().filter(|k| obj.contains_key(*k)).collect();
     if present.is_empty() {
@@ -230,26 +202,23 @@ async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi
     // OpenAI's `n` asks for several completions, each up to the cap.
     let worst_output = cap.saturating_mul(completions(&req)?);
     pace(&st, &route, estimate.saturating_add(worst_output)).await?;
-    let now = st.engine.now();
-    let reservation = match governor.reserve(route.charge.clone(), estimate, worst_output, now) {
-        Ok(r) => r,
-        Err(refusal) => {
-            st.engine.llm_refused(&route, &refusal).await?;
+    let mut metered = match meter.reserve(route, estimate, worst_output).await {
+        Ok(m) => m,
+        Err(ReserveError::Refused(refusal)) => {
+            let now = st.engine.now();
             let retry_after = (refusal.period.end(now) - now).to_std().unwrap_or_default();
             return Err(ApiError::BudgetExhausted { message: format!("{refusal}; the job is blocked"), retry_after });
         }
+        Err(ReserveError::Store(e)) => return Err(e.into()),
     };
-    let mut call = Call { engine: st.engine.clone(), route, reservation, follower: None, settled: false };
+    let provider = metered.route().provider.clone();
     let payload = serde_json::to_vec(&req).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let sent = call.route.provider.request(st.engine.http(), payload, streaming).send().await;
+    let sent = provider.request(meter.http(), payload, streaming).send().await;
     let resp = match sent {
         Ok(r) => r,
         Err(e) => {
-            call.settle(None, streaming).await;
-            return Err(ApiError::BadGateway(format!(
-                "the LLM provider `{}` cannot be reached: {e}",
-                call.route.provider.name
-            )));
+            metered.settle(None, streaming).await;
+            return Err(ApiError::BadGateway(format!("the LLM provider `{}` cannot be reached: {e}", provider.name)));
         }
     };
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -263,11 +232,11 @@ async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi
         let bytes = resp.bytes().await.unwrap_or_default();
         let usage = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| parse_usage(style, &v));
         // A failed call costs what the provider says, if anything; a successful one is always charged.
-        let usage = if status.is_success() { Some(call.usage_or_worst_case(usage)) } else { usage };
-        call.settle(usage, false).await;
+        let usage = if status.is_success() { Some(metered.usage_or_worst_case(usage)) } else { usage };
+        metered.settle(usage, false).await;
         return Ok((status, [(header::CONTENT_TYPE, content_type)], Body::from(bytes)).into_response());
     }
-    call.follower = Some(StreamUsage::new(style));
+    let call = Call { metered, follower: Some(StreamUsage::new(style)) };
     let upstream = resp.bytes_stream();
     let stream = futures_util::stream::unfold((upstream, call), |(mut upstream, mut call)| async move {
         match upstream.next().await {
@@ -279,8 +248,9 @@ async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi
             }
             Some(Err(e)) => Some((Err(std::io::Error::other(e)), (upstream, call))),
             None => {
-                let usage = Some(call.usage_or_worst_case(call.follower.as_ref().and_then(StreamUsage::usage)));
-                call.settle(usage, true).await;
+                let usage = call.follower.take().and_then(|f| f.usage());
+                let usage = Some(call.metered.usage_or_worst_case(usage));
+                call.metered.settle(usage, true).await;
                 None
             }
         }

@@ -74,12 +74,9 @@ pub async fn jira_webhook(
         });
     };
     let event = event.to_string();
-    let engine = st.engine.clone();
-    tokio::spawn(async move {
-        if let Err(e) = engine.sync_now().await {
-            tracing::warn!(error = %e, "sync after a Jira webhook failed");
-        }
-    });
+    if let Err(e) = st.engine.sync_soon() {
+        tracing::warn!(error = %e, "cannot sync after a Jira webhook");
+    }
     tracing::info!(event = %event, "Jira webhook: syncing now");
     Ok((StatusCode::ACCEPTED, Json(json!({"accepted": true, "event": event}))))
 }

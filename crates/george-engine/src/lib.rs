@@ -13,6 +13,7 @@ mod context;
 pub mod decide;
 pub mod failpoint;
 pub mod llm;
+pub mod meter;
 pub mod metrics;
 pub mod readiness;
 mod reconciler;
@@ -68,6 +69,16 @@ impl EngineHandle {
         let (reply, rx) = oneshot::channel();
         self.sync.send(SyncRequest { reply }).await.map_err(|_| EngineError::Stopped)?;
         rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Asks for every source to be synced soon, without waiting for it (a
+    /// sync already asked for and not begun covers this one too).
+    pub fn sync_soon(&self) -> Result<(), EngineError> {
+        let (reply, _) = oneshot::channel();
+        match self.sync.try_send(SyncRequest { reply }) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(EngineError::Stopped),
+        }
     }
 
     /// The engine's metrics.
@@ -131,9 +142,10 @@ impl EngineHandle {
         self.ctx.governor_ready_within(within).await
     }
 
-    /// Where a call by the agent of `job`'s `attempt` goes.
-    pub async fn llm_route(&self, job: &str, attempt: u32) -> Result<llm::Route, llm::RouteError> {
-        llm::route(&self.ctx, job, attempt).await
+    /// The LLM meter: routes, paces and reserves agents' calls, and
+    /// settles their usage.
+    pub fn meter(&self) -> meter::Meter {
+        meter::Meter { ctx: self.ctx.clone() }
     }
 
     /// The budget alert colour in force for work of `chapter`.
@@ -141,39 +153,9 @@ impl EngineHandle {
         alerts::color(&self.ctx, chapter)
     }
 
-    /// The token governor.
-    pub fn governor(&self) -> &george_governor::Governor {
-        &self.ctx.governor
-    }
-
-    /// The HTTP client for providers.
-    pub fn http(&self) -> &reqwest::Client {
-        &self.ctx.http
-    }
-
     /// Now, by the engine's clock.
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.ctx.clock.now()
-    }
-
-    /// Records a finished LLM call.
-    pub async fn llm_finished(
-        &self,
-        route: &llm::Route,
-        reservation: &george_governor::Reservation,
-        usage: Option<george_governor::Usage>,
-        streamed: bool,
-    ) -> Result<(), george_store::StoreError> {
-        llm::finish(&self.ctx, route, reservation, usage, streamed).await
-    }
-
-    /// Whether a call of `needed` tokens must first wait for a rate limit.
-    pub async fn llm_pace(
-        &self,
-        route: &llm::Route,
-        needed: u64,
-    ) -> Result<Option<george_governor::Pace>, george_store::StoreError> {
-        llm::pace(&self.ctx, route, needed).await
     }
 
     /// The token report of the current day or month.
@@ -192,15 +174,6 @@ impl EngineHandle {
         actor: &str,
     ) -> Result<george_core::api::ThrottleView, report::ThrottleError> {
         report::throttle(&self.ctx, chapter, req, actor).await
-    }
-
-    /// A budget refused a call: block its job.
-    pub async fn llm_refused(
-        &self,
-        route: &llm::Route,
-        refusal: &george_governor::Refusal,
-    ) -> Result<(), george_store::StoreError> {
-        llm::refused(&self.ctx, route, refusal).await
     }
 
     /// The agent registry, filtered.

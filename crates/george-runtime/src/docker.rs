@@ -133,6 +133,8 @@ struct Inner {
     watched: Mutex<HashSet<String>>,
     /// The internal network and relay of `network: engine-only` agents, once one ran.
     engine_only: tokio::sync::Mutex<Option<crate::engine_only::EngineOnlyNet>>,
+    /// The tasks that copy containers' logs and wait for their exits.
+    watchers: crate::watchers::Watchers,
 }
 
 fn status_code(e: &DockerError) -> Option<u16> {
@@ -195,6 +197,7 @@ impl DockerRuntime {
             events,
             watched: Mutex::new(HashSet::new()),
             engine_only: tokio::sync::Mutex::new(None),
+            watchers: Default::default(),
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -296,14 +299,14 @@ impl DockerRuntime {
         }
         let inner = self.inner.clone();
         let (name, job, path) = (name.to_string(), job_id.to_string(), self.inner.cfg.logs.path(job_id, attempt));
-        tokio::spawn(async move {
+        self.inner.watchers.spawn(async move {
             if let Err(e) = copy_logs(&inner, &name, &path).await {
                 tracing::warn!(container = %name, error = %e, "cannot copy container logs");
             }
         });
         let inner = self.inner.clone();
         let name2 = self.container_name(job_id, attempt);
-        tokio::spawn(async move {
+        self.inner.watchers.spawn(async move {
             let opts = WaitContainerOptionsBuilder::new().condition("not-running").build();
             let mut wait = inner.docker.wait_container(&name2, Some(opts));
             let code = match wait.next().await {
@@ -564,6 +567,10 @@ impl Runtime for DockerRuntime {
 
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
         self.inner.events.subscribe()
+    }
+
+    async fn shutdown(&self) {
+        self.inner.watchers.shutdown().await
     }
 }
 

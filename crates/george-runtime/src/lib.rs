@@ -14,6 +14,7 @@ mod logs;
 mod process;
 mod procfs;
 pub mod sandbox;
+mod watchers;
 
 pub use docker::{DockerRuntime, DockerRuntimeConfig, PullPolicy};
 pub use kubernetes::{KubernetesRuntime, KubernetesRuntimeConfig};
@@ -287,6 +288,9 @@ pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
     }
     /// Exit notifications.
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent>;
+    /// Stops this runtime's background work (exit watchers, log copies)
+    /// and waits for it to end; the agents keep running.
+    async fn shutdown(&self) {}
     /// How this runtime isolates agents on this machine, when it sandboxes
     /// them itself (the process runtime); `None` for runtimes whose backend
     /// does (containers).

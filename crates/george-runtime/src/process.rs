@@ -120,6 +120,8 @@ struct Inner {
     uid_claims: sandbox::UidClaims,
     /// Each program agents run, as agents under their own uid reach it (itself, or a link).
     reachable_programs: Mutex<HashMap<PathBuf, PathBuf>>,
+    /// The tasks that wait for agents' exits.
+    watchers: crate::watchers::Watchers,
 }
 
 /// What a held-back agent runs: it waits for `go` on its stdin (a pipe only
@@ -153,6 +155,7 @@ impl ProcessRuntime {
                 next_uid: Mutex::new(0),
                 uid_claims: sandbox::UidClaims::machine(),
                 reachable_programs: Mutex::new(HashMap::new()),
+                watchers: Default::default(),
             }),
         }
     }
@@ -474,7 +477,7 @@ impl Runtime for ProcessRuntime {
 
         let exits = self.exit_sink();
         let (job_id, attempt) = (req.job_id.clone(), req.attempt);
-        tokio::spawn(async move {
+        self.inner.watchers.spawn(async move {
             let status = match child.wait().await {
                 Ok(s) => {
                     use std::os::unix::process::ExitStatusExt;
@@ -570,7 +573,7 @@ impl Runtime for ProcessRuntime {
         // Not our child: we cannot wait() for it, so watch /proc instead.
         let exits = self.exit_sink();
         let (job_id, attempt) = (agent.job_id.clone(), agent.attempt);
-        tokio::spawn(async move {
+        self.inner.watchers.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 tick.tick().await;
@@ -621,6 +624,10 @@ impl Runtime for ProcessRuntime {
 
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
         self.inner.events.subscribe()
+    }
+
+    async fn shutdown(&self) {
+        self.inner.watchers.shutdown().await
     }
 
     fn isolation(&self) -> Option<Isolation> {

@@ -2,9 +2,12 @@
 //! dev-dependency, never in the `george` binary).
 //!
 //! - [`eventually`] and [`wait_for`]: the one poll-until-deadline loop;
-//! - [`postgres_server`]: a private PostgreSQL server and a fresh database per test.
+//! - [`postgres_server`]: a private PostgreSQL server and a fresh database per test;
+//! - [`FakeRuntime`]: an in-memory runtime, so the engine runs in-process.
 
+pub mod fake_runtime;
 pub mod poll;
 pub mod postgres_server;
 
+pub use fake_runtime::{FakeAgent, FakeRuntime};
 pub use poll::{eventually, wait_for};

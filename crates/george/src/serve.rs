@@ -248,6 +248,13 @@ impl Server {
 
     /// Stops the engine and the API. Agents keep running; the next start adopts them.
     pub async fn stop(self) -> anyhow::Result<()> {
+        let runtime = self.runtime.clone();
+        self.stop_engine().await?;
+        runtime.shutdown().await;
+        Ok(())
+    }
+
+    async fn stop_engine(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         let (e, a) = tokio::join!(self.engine_task, self.api_task);
         e??;
@@ -261,7 +268,7 @@ impl Server {
     /// steps it had completed). Returns the agents stopped.
     pub async fn stop_with_agents(self, grace: Duration) -> anyhow::Result<Vec<String>> {
         let (store, runtime) = (self.store.clone(), self.runtime.clone());
-        self.stop().await?;
+        self.stop_engine().await?;
         let live = store.live_attempts().await?;
         let stops = live.iter().map(|a| {
             let (store, runtime) = (store.clone(), runtime.clone());
@@ -280,6 +287,7 @@ impl Server {
             }
         });
         let stopped = futures_util::future::join_all(stops).await;
+        runtime.shutdown().await;
         stopped.into_iter().filter_map(|r| r.transpose()).collect::<anyhow::Result<Vec<_>>>()
     }
 

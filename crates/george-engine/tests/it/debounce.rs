@@ -102,7 +102,7 @@ async fn a_yellow_budget_doubles_debounce_windows() {
 
     // Once the engine has loaded the ledger:
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while handle.governor().percent_used(&george_governor::Level::Org, t0) != Some(80.0) {
+    while handle.meter().governor().percent_used(&george_governor::Level::Org, t0) != Some(80.0) {
         assert!(tokio::time::Instant::now() < deadline, "the engine never loaded the ledger");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

@@ -5,5 +5,6 @@
 mod alerts;
 mod cron;
 mod debounce;
+mod in_process;
 mod standby;
 mod support;

@@ -89,18 +89,13 @@ struct Inner {
     events: broadcast::Sender<RuntimeEvent>,
     /// Log followers by Job name, done when the flag turns true.
     followers: Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
-    watcher: tokio::task::AbortHandle,
+    /// The pod watcher and the tasks that copy pods' logs.
+    watchers: crate::watchers::Watchers,
 }
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubernetesRuntime").field("namespace", &self.cfg.job.namespace).finish_non_exhaustive()
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.watcher.abort();
     }
 }
 
@@ -163,8 +158,9 @@ impl KubernetesRuntime {
             }
         }
         let (events, _) = broadcast::channel(1024);
-        let watcher = tokio::spawn(watch_pods(pods.clone(), selector, events.clone())).abort_handle();
-        let inner = Inner { cfg, jobs, pods, secrets, events, followers: Mutex::new(HashMap::new()), watcher };
+        let watchers = crate::watchers::Watchers::default();
+        watchers.spawn(watch_pods(pods.clone(), selector, events.clone()));
+        let inner = Inner { cfg, jobs, pods, secrets, events, followers: Mutex::new(HashMap::new()), watchers };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -249,7 +245,7 @@ impl KubernetesRuntime {
         }
         let this = self.clone();
         let (name, path) = (name.to_string(), self.inner.cfg.logs.path(job_id, attempt));
-        tokio::spawn(async move {
+        self.inner.watchers.spawn(async move {
             if let Err(e) = this.copy_logs(&name, &path).await {
                 tracing::warn!(job = %name, error = %e, "cannot copy the agent pod's logs");
             }
@@ -545,5 +541,9 @@ impl Runtime for KubernetesRuntime {
 
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
         self.inner.events.subscribe()
+    }
+
+    async fn shutdown(&self) {
+        self.inner.watchers.shutdown().await
     }
 }

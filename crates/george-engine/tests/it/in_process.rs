@@ -1,0 +1,150 @@
+//! The reconciler and admission in-process, on the fake runtime: no agent
+//! process, a test decides when an agent reports and exits, so the
+//! scheduler's promises are checked directly against the engine that keeps
+//! them (the concurrency limit, preemption of the newest low-priority job).
+
+use crate::support;
+use george_core::api::EventView;
+use george_core::{EventKind, JobStatus, ManualClock, Priority};
+use george_engine::{Engine, EngineConfig, EngineHandle};
+use george_store::Store;
+use george_testkit::{eventually, FakeRuntime};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const MANIFESTS: &str = "apiVersion: george/v1
+kind: AgentSpec
+metadata: {name: worker}
+spec:
+  command: [/bin/false]
+  capabilities: [shell]
+  healthCheck: {interval: 1h, timeout: 2h}
+---
+apiVersion: george/v1
+kind: TaskTemplate
+metadata: {name: t}
+spec:
+  steps:
+    - {id: s, description: work, run: 'true'}
+---
+apiVersion: george/v1
+kind: Trigger
+metadata: {name: summoned}
+spec:
+  type: summon
+  agent: worker
+  template: t
+";
+
+struct InProcess {
+    store: Arc<dyn Store>,
+    runtime: Arc<FakeRuntime>,
+    handle: EngineHandle,
+    clock: ManualClock,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// An engine on a SQLite store and the fake runtime, running at most `max` agents.
+async fn engine(max: u32) -> InProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(chrono::Utc::now());
+    let store = support::store_with(dir.path(), MANIFESTS, Some(&clock)).await;
+    let runtime = Arc::new(FakeRuntime::new(dir.path().join("logs")));
+    let mut cfg = EngineConfig::new("http://127.0.0.1:9");
+    cfg.max_concurrent = Some(max);
+    cfg.reconcile_interval = Duration::from_secs(3600);
+    let (engine, handle) = Engine::new(cfg, store.clone(), runtime.clone(), Arc::new(clock.clone()), vec![]);
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let task = tokio::spawn(async move { engine.run(s).await.unwrap() });
+    InProcess { store, runtime, handle, clock, stop, task, _dir: dir }
+}
+
+impl InProcess {
+    async fn summon(&self, priority: Priority) -> String {
+        // A summon's job id is stamped with the engine's clock.
+        self.clock.advance(Duration::from_millis(1));
+        let fired = self.handle.summon("worker", Some("t"), &BTreeMap::new(), Some(priority), "test").await.unwrap();
+        fired.job
+    }
+
+    /// Waits until exactly the agents of `jobs` run (attempt numbers aside).
+    async fn running(&self, jobs: &[&str]) -> Vec<(String, u32)> {
+        eventually(Duration::from_secs(10), &format!("exactly {jobs:?} running"), async || {
+            let running = self.runtime.running();
+            let mut ids: Vec<&str> = running.iter().map(|(j, _)| j.as_str()).collect();
+            ids.sort();
+            let mut want = jobs.to_vec();
+            want.sort();
+            (ids == want).then_some(running.clone())
+        })
+        .await
+    }
+
+    /// The agent reports success and exits, as the reference agent would.
+    async fn finish(&self, job: &str, attempt: u32) {
+        self.store.report_job(job, attempt, JobStatus::Completed, None).await.unwrap();
+        self.runtime.exit(job, attempt, 0);
+        eventually(Duration::from_secs(10), "the job to complete", async || {
+            let j = self.store.get_job(job).await.unwrap()?;
+            (j.status == JobStatus::Completed).then_some(())
+        })
+        .await;
+    }
+
+    async fn events(&self, job: &str, kind: EventKind) -> Vec<EventView> {
+        let all = self.store.events_since(0, 10_000, Some(job)).await.unwrap();
+        all.into_iter().filter(|e| e.kind == kind).collect()
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_of_one_runs_queued_jobs_one_at_a_time_and_says_why_they_wait() {
+    let e = engine(1).await;
+    let a = e.summon(Priority::P2).await;
+    e.running(&[&a]).await;
+    let b = e.summon(Priority::P2).await;
+    let c = e.summon(Priority::P2).await;
+    for (job, next) in [(&a, Some(&b)), (&b, Some(&c)), (&c, None)] {
+        let running = e.running(&[job]).await;
+        if let Some(next) = next {
+            let queued = e.events(next, EventKind::JobQueued).await;
+            assert_eq!(queued.len(), 1, "one queued event for {next}: {queued:?}");
+            assert_eq!(queued[0].data["reason"], "global limit (1 agents)");
+        }
+        e.finish(job, running[0].1).await;
+    }
+    assert_eq!(e.runtime.max_live(), 1, "never more than the limit at once");
+    assert_eq!(e.runtime.spawns(), 3, "one agent per job");
+    e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_p0_preempts_the_running_low_priority_job_once_and_then_runs() {
+    let e = engine(1).await;
+    let low = e.summon(Priority::P3).await;
+    e.running(&[&low]).await;
+    let urgent = e.summon(Priority::P0).await;
+    // The low-priority agent is stopped (once), and the P0's starts in its place.
+    let running = e.running(&[&urgent]).await;
+    assert_eq!(e.runtime.terminated(), vec![(low.clone(), 1)]);
+    let preempted = e.events(&low, EventKind::JobPreempted).await;
+    assert_eq!(preempted.len(), 1, "{preempted:?}");
+    assert_eq!(preempted[0].data["by"], urgent.as_str());
+    e.finish(&urgent, running[0].1).await;
+    // The preempted job runs again once the P0 is done.
+    let again = e.running(&[&low]).await;
+    assert!(again[0].1 > 1, "a new attempt: {again:?}");
+    assert_eq!(e.runtime.max_live(), 1);
+    e.stop().await;
+}

@@ -1,0 +1,181 @@
+//! An in-memory [`Runtime`]: agents are entries in a table, so the
+//! reconciler and admission run in-process, without processes or
+//! containers, and a test decides when an agent exits. It keeps the
+//! runtime's contract (an idempotent spawn, held until released; status;
+//! terminate; list and adopt; cleanup; an exit event per exit) and counts
+//! what a test asks about: the most agents live at once, every terminate.
+
+use async_trait::async_trait;
+use george_runtime::{AgentLogs, AgentStatus, OwnedAgent, Runtime, RuntimeError, RuntimeEvent, SpawnRequest};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// One agent of the fake runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeAgent {
+    /// Its AgentSpec.
+    pub agent_spec: String,
+    /// Whether the engine let it start.
+    pub released: bool,
+    /// How it is now.
+    pub status: AgentStatus,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    agents: BTreeMap<(String, u32), FakeAgent>,
+    max_live: usize,
+    spawns: usize,
+    terminated: Vec<(String, u32)>,
+}
+
+impl Table {
+    fn live(&self) -> usize {
+        self.agents.values().filter(|a| a.status == AgentStatus::Running).count()
+    }
+}
+
+/// The in-memory runtime.
+#[derive(Debug)]
+pub struct FakeRuntime {
+    table: Mutex<Table>,
+    events: broadcast::Sender<RuntimeEvent>,
+    logs: AgentLogs,
+}
+
+impl FakeRuntime {
+    /// A runtime with no agents, keeping (empty) logs under `logs_dir`.
+    pub fn new(logs_dir: impl Into<std::path::PathBuf>) -> Self {
+        Self { table: Mutex::default(), events: broadcast::channel(1024).0, logs: AgentLogs::new(logs_dir) }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().expect("the fake runtime's table")
+    }
+
+    /// The agents running now, by job and attempt.
+    pub fn running(&self) -> Vec<(String, u32)> {
+        self.table().agents.iter().filter(|(_, a)| a.status == AgentStatus::Running).map(|(k, _)| k.clone()).collect()
+    }
+
+    /// The most agents that were running at once.
+    pub fn max_live(&self) -> usize {
+        self.table().max_live
+    }
+
+    /// Agents created, in all.
+    pub fn spawns(&self) -> usize {
+        self.table().spawns
+    }
+
+    /// The attempts the engine terminated, in order.
+    pub fn terminated(&self) -> Vec<(String, u32)> {
+        self.table().terminated.clone()
+    }
+
+    /// The agent of `job`'s `attempt` exits with `code` (as a process would).
+    pub fn exit(&self, job: &str, attempt: u32, code: i32) {
+        self.end(job, attempt, AgentStatus::Exited { code: Some(code), signal: None });
+    }
+
+    fn end(&self, job: &str, attempt: u32, status: AgentStatus) {
+        let ended = match self.table().agents.get_mut(&(job.to_string(), attempt)) {
+            Some(a) if a.status == AgentStatus::Running => {
+                a.status = status;
+                true
+            }
+            _ => false,
+        };
+        if ended {
+            let _ = self.events.send(RuntimeEvent { job_id: job.into(), attempt, status });
+        }
+    }
+
+    fn handle(job: &str, attempt: u32) -> Value {
+        json!({"fake": format!("{job}/{attempt}")})
+    }
+
+    fn known(&self, job: &str, attempt: u32) -> Result<FakeAgent, RuntimeError> {
+        self.table().agents.get(&(job.to_string(), attempt)).cloned().ok_or_else(|| RuntimeError::Handle {
+            agent: format!("{job}/{attempt}"),
+            message: "no such fake agent".into(),
+        })
+    }
+}
+
+#[async_trait]
+impl Runtime for FakeRuntime {
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn spawn(&self, req: SpawnRequest) -> Result<Value, RuntimeError> {
+        let mut t = self.table();
+        let key = (req.job_id.clone(), req.attempt);
+        if !t.agents.contains_key(&key) {
+            t.spawns += 1;
+            let agent = FakeAgent { agent_spec: req.agent_spec.clone(), released: false, status: AgentStatus::Running };
+            t.agents.insert(key, agent);
+            t.max_live = t.max_live.max(t.live());
+        }
+        Ok(Self::handle(&req.job_id, req.attempt))
+    }
+
+    async fn release(&self, job_id: &str, attempt: u32, _handle: &Value) -> Result<(), RuntimeError> {
+        if let Some(a) = self.table().agents.get_mut(&(job_id.to_string(), attempt)) {
+            a.released = true;
+        }
+        Ok(())
+    }
+
+    async fn status(&self, job_id: &str, attempt: u32, _handle: &Value) -> Result<AgentStatus, RuntimeError> {
+        Ok(self.known(job_id, attempt)?.status)
+    }
+
+    async fn terminate(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        _handle: &Value,
+        _grace: Duration,
+    ) -> Result<AgentStatus, RuntimeError> {
+        self.known(job_id, attempt)?;
+        self.table().terminated.push((job_id.to_string(), attempt));
+        self.end(job_id, attempt, AgentStatus::Exited { code: None, signal: Some(15) });
+        Ok(self.known(job_id, attempt)?.status)
+    }
+
+    async fn list_owned(&self) -> Result<Vec<OwnedAgent>, RuntimeError> {
+        Ok(self
+            .table()
+            .agents
+            .iter()
+            .map(|((job, attempt), a)| OwnedAgent {
+                job_id: job.clone(),
+                attempt: *attempt,
+                handle: Self::handle(job, *attempt),
+                status: a.status,
+            })
+            .collect())
+    }
+
+    async fn adopt(&self, agent: &OwnedAgent) -> Result<(), RuntimeError> {
+        self.known(&agent.job_id, agent.attempt).map(|_| ())
+    }
+
+    async fn cleanup(&self, job_id: &str, attempt: u32) -> Result<(), RuntimeError> {
+        self.table().agents.remove(&(job_id.to_string(), attempt));
+        Ok(())
+    }
+
+    fn logs(&self) -> &AgentLogs {
+        &self.logs
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
+        self.events.subscribe()
+    }
+}
