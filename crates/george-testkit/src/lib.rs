@@ -3,9 +3,11 @@
 //!
 //! - [`eventually`] and [`wait_for`]: the one poll-until-deadline loop;
 //! - [`postgres_server`]: a private PostgreSQL server and a fresh database per test;
-//! - [`FakeRuntime`]: an in-memory runtime, so the engine runs in-process.
+//! - [`FakeRuntime`]: an in-memory runtime, so the engine runs in-process;
+//! - [`lease_conformance`]: the suite every leader-election lease passes.
 
 pub mod fake_runtime;
+pub mod lease_conformance;
 pub mod poll;
 pub mod postgres_server;
 

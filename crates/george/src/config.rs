@@ -251,9 +251,9 @@ pub struct LeaseSection {
 
 impl LeaderElectionSection {
     /// The timings, checked.
-    pub fn timings(&self) -> anyhow::Result<crate::leadership::Timings> {
-        let d = crate::leadership::Timings::default();
-        let t = crate::leadership::Timings {
+    pub fn timings(&self) -> anyhow::Result<george_leader::Timings> {
+        let d = george_leader::Timings::default();
+        let t = george_leader::Timings {
             lease: self.lease_duration.map(|x| x.get()).unwrap_or(d.lease),
             renew_deadline: self.renew_deadline.map(|x| x.get()).unwrap_or(d.renew_deadline),
             retry: self.retry_period.map(|x| x.get()).unwrap_or(d.retry),

@@ -11,7 +11,6 @@ mod commands;
 mod config;
 mod jira_setup;
 mod k8s;
-mod leadership;
 mod orchestrate;
 mod output;
 mod serve;

@@ -209,7 +209,7 @@ impl Server {
             Some(pg) => {
                 let holder = format!("{}-{}", ecfg_engine_id, random_suffix());
                 let lock = lease_lock(&cfg.engine.leader_election, &pg, &holder, timings.lease).await?;
-                let election = crate::leadership::Election::new(lock, pg, holder, timings);
+                let election = george_leader::Election::new(lock, pg, holder, timings);
                 // Until it leads, this replica stores writes for the leader to act on.
                 handle.set_standby();
                 tokio::spawn(lead(election, engine, writeback, shutdown.clone(), lost_tx))
@@ -333,7 +333,7 @@ impl Server {
 /// write-back) while this replica leads, and stops them when it no longer
 /// does, saying why on `lost`.
 async fn lead(
-    election: crate::leadership::Election,
+    election: george_leader::Election,
     engine: Engine,
     writeback: Option<george_jira::WriteBack>,
     shutdown: CancellationToken,
@@ -382,8 +382,8 @@ async fn lease_lock(
     store: &george_store::PostgresStore,
     holder: &str,
     duration: Duration,
-) -> anyhow::Result<Arc<dyn crate::leadership::LeaseLock>> {
-    use crate::leadership::{kubernetes::KubernetesLease, postgres::PostgresLease, LEASE};
+) -> anyhow::Result<Arc<dyn george_leader::LeaseLock>> {
+    use george_leader::{kubernetes::KubernetesLease, postgres::PostgresLease, LEASE};
     match section.backend.as_deref().unwrap_or("postgres") {
         "postgres" => Ok(Arc::new(PostgresLease::new(store.clone(), holder.to_string(), duration))),
         "kubernetes" => {
@@ -394,7 +394,7 @@ async fn lease_lock(
             let ns = k.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
             let api = kube::Api::namespaced(client, &ns);
             let name = k.name.as_deref().unwrap_or(LEASE);
-            let clock = crate::leadership::kubernetes::system_clock();
+            let clock = george_leader::kubernetes::system_clock();
             Ok(Arc::new(KubernetesLease::new(api, name, holder.to_string(), duration, store.clone(), clock)))
         }
         other => bail!("engine.leaderElection.backend: expected `postgres` or `kubernetes`, got `{other}`"),

@@ -17,6 +17,7 @@ mod failures;
 mod jira;
 mod kube_api;
 mod kubernetes;
+mod leases;
 mod live_api;
 mod llm_agent;
 mod llm_proxy;

@@ -2,7 +2,7 @@
 //! whose expiry is judged by the database's clock (so the replicas' clocks
 //! do not matter); the row's epoch is also the fencing term.
 
-use super::{LeaseLock, LEASE};
+use super::{LeaseError, LeaseLock, LEASE};
 use async_trait::async_trait;
 use george_store::PostgresStore;
 use std::time::Duration;
@@ -24,11 +24,11 @@ impl PostgresLease {
 
 #[async_trait]
 impl LeaseLock for PostgresLease {
-    async fn try_acquire_or_renew(&self) -> Result<Option<i64>, String> {
-        self.store.campaign(LEASE, &self.holder, self.duration).await.map_err(|e| e.to_string())
+    async fn try_acquire_or_renew(&self) -> Result<Option<i64>, LeaseError> {
+        Ok(self.store.campaign(LEASE, &self.holder, self.duration).await?)
     }
 
-    async fn release(&self) -> Result<(), String> {
-        self.store.resign(LEASE, &self.holder).await.map_err(|e| e.to_string())
+    async fn release(&self) -> Result<(), LeaseError> {
+        Ok(self.store.resign(LEASE, &self.holder).await?)
     }
 }

@@ -21,7 +21,7 @@ pub mod kubernetes;
 pub mod postgres;
 
 use async_trait::async_trait;
-use george_store::{Fence, PostgresStore};
+use george_store::{Fence, PostgresStore, StoreError};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -47,17 +47,47 @@ impl Default for Timings {
 
 impl Timings {
     /// Checks the order the election relies on.
-    pub fn check(&self) -> anyhow::Result<()> {
+    pub fn check(&self) -> Result<(), TimingsError> {
         if !(self.retry < self.renew_deadline && self.renew_deadline < self.lease) {
-            anyhow::bail!(
-                "engine.leaderElection: expected retryPeriod < renewDeadline < leaseDuration, got {:?} < {:?} < {:?}",
-                self.retry,
-                self.renew_deadline,
-                self.lease
-            );
+            return Err(TimingsError(*self));
         }
         Ok(())
     }
+}
+
+/// Timings out of the order the election relies on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "engine.leaderElection: expected retryPeriod < renewDeadline < leaseDuration, got {:?} < {:?} < {:?}",
+    .0.retry,
+    .0.renew_deadline,
+    .0.lease
+)]
+pub struct TimingsError(pub Timings);
+
+/// Why the lease could not be campaigned for or given up.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// The PostgreSQL store (its lease row, or the term recorded for fencing) failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The Kubernetes API failed on the Lease.
+    #[error("{action} Lease {name}: {source}")]
+    Kubernetes {
+        /// What was done (`get`, `create`, `update`, `release`).
+        action: &'static str,
+        /// The Lease's name.
+        name: String,
+        /// The API's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The store has recorded a newer term than the one won: this one is over.
+    #[error("the store has recorded a term newer than {0}; this term is over")]
+    Superseded(i64),
+    /// The backend did not answer in time.
+    #[error("no answer from the lease's backend in time")]
+    Timeout,
 }
 
 /// A lease one replica at a time may hold.
@@ -66,9 +96,9 @@ pub trait LeaseLock: Send + Sync + std::fmt::Debug {
     /// Takes the lease for this replica if it is free or expired, or renews
     /// it if this replica holds it. Returns the term's epoch (which grows
     /// with every change of hands) when held, `None` when another holds it.
-    async fn try_acquire_or_renew(&self) -> Result<Option<i64>, String>;
+    async fn try_acquire_or_renew(&self) -> Result<Option<i64>, LeaseError>;
     /// Gives the lease up at once, if this replica holds it.
-    async fn release(&self) -> Result<(), String>;
+    async fn release(&self) -> Result<(), LeaseError>;
 }
 
 /// One replica's candidacy.
@@ -94,11 +124,11 @@ impl Election {
     /// One campaign, given up after half the renew deadline: a partitioned
     /// replica's call may hang on a dead connection, and the renew deadline
     /// must still be judged on time.
-    async fn campaign(&self) -> Result<Option<i64>, String> {
+    async fn campaign(&self) -> Result<Option<i64>, LeaseError> {
         let call = self.lock.try_acquire_or_renew();
         match tokio::time::timeout(self.timings.renew_deadline / 2, call).await {
             Ok(result) => result,
-            Err(_) => Err("no answer from the lease's backend in time".into()),
+            Err(_) => Err(LeaseError::Timeout),
         }
     }
 

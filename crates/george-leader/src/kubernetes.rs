@@ -18,7 +18,7 @@
 //!   ([`PostgresStore::record_term`]) before it counts: from then on, the
 //!   writes of every older term are refused.
 
-use super::{LeaseLock, LEASE};
+use super::{LeaseError, LeaseLock, LEASE};
 use async_trait::async_trait;
 use george_store::PostgresStore;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -132,9 +132,13 @@ impl KubernetesLease {
         }
     }
 
+    fn failed(&self, action: &'static str) -> impl FnOnce(kube::Error) -> LeaseError + '_ {
+        move |source| LeaseError::Kubernetes { action, name: self.name.clone(), source }
+    }
+
     /// Takes or renews the Lease in the API server. `Some(epoch)` when held.
-    async fn claim(&self) -> Result<Option<i64>, String> {
-        let current = self.api.get_opt(&self.name).await.map_err(|e| format!("get Lease {}: {e}", self.name))?;
+    async fn claim(&self) -> Result<Option<i64>, LeaseError> {
+        let current = self.api.get_opt(&self.name).await.map_err(self.failed("get"))?;
         let written = match current {
             None => {
                 let mut lease = Lease { spec: Some(self.spec_for(None)), ..Default::default() };
@@ -142,7 +146,7 @@ impl KubernetesLease {
                 match self.api.create(&PostParams::default(), &lease).await {
                     Ok(l) => l,
                     Err(e) if conflict(&e) => return Ok(None),
-                    Err(e) => return Err(format!("create Lease {}: {e}", self.name)),
+                    Err(e) => return Err(self.failed("create")(e)),
                 }
             }
             Some(mut lease) => {
@@ -163,7 +167,7 @@ impl KubernetesLease {
                 match self.api.replace(&self.name, &PostParams::default(), &lease).await {
                     Ok(l) => l,
                     Err(e) if conflict(&e) => return Ok(None),
-                    Err(e) => return Err(format!("update Lease {}: {e}", self.name)),
+                    Err(e) => return Err(self.failed("update")(e)),
                 }
             }
         };
@@ -175,17 +179,16 @@ impl KubernetesLease {
 
 #[async_trait]
 impl LeaseLock for KubernetesLease {
-    async fn try_acquire_or_renew(&self) -> Result<Option<i64>, String> {
+    async fn try_acquire_or_renew(&self) -> Result<Option<i64>, LeaseError> {
         let Some(epoch) = self.claim().await? else { return Ok(None) };
-        match self.store.record_term(LEASE, &self.holder, epoch, self.duration).await {
-            Ok(true) => Ok(Some(epoch)),
-            Ok(false) => Err(format!("the store has recorded a term newer than {epoch}; this term is over")),
-            Err(e) => Err(format!("cannot record term {epoch} in the store: {e}")),
+        match self.store.record_term(LEASE, &self.holder, epoch, self.duration).await? {
+            true => Ok(Some(epoch)),
+            false => Err(LeaseError::Superseded(epoch)),
         }
     }
 
-    async fn release(&self) -> Result<(), String> {
-        let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(|e| e.to_string())? else { return Ok(()) };
+    async fn release(&self) -> Result<(), LeaseError> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(self.failed("get"))? else { return Ok(()) };
         let mut spec = lease.spec.clone().unwrap_or_default();
         if spec.holder_identity.as_deref() != Some(self.holder.as_str()) {
             return Ok(());
@@ -198,8 +201,8 @@ impl LeaseLock for KubernetesLease {
         match self.api.replace(&self.name, &PostParams::default(), &lease).await {
             Ok(_) => {}
             Err(e) if conflict(&e) => {}
-            Err(e) => return Err(format!("release Lease {}: {e}", self.name)),
+            Err(e) => return Err(self.failed("release")(e)),
         }
-        self.store.resign(LEASE, &self.holder).await.map_err(|e| e.to_string())
+        Ok(self.store.resign(LEASE, &self.holder).await?)
     }
 }
