@@ -396,3 +396,37 @@ async fn network_policies_limit_what_an_agent_can_connect_to() {
         rt.cleanup(job, 1).await.unwrap();
     }
 }
+
+/// The runtime conformance suite, on the default (sandboxed) runtime.
+mod conformance {
+    use george_runtime::{ProcessRuntime, ProcessRuntimeConfig, Runtime, SpawnRequest};
+    use george_testkit::runtime_conformance::{Behaviour, RuntimeBackend};
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+
+    struct Processes {
+        data: std::path::PathBuf,
+        _tmp: tempfile::TempDir,
+    }
+
+    #[async_trait::async_trait]
+    impl RuntimeBackend for Processes {
+        async fn runtime(&self) -> Arc<dyn Runtime> {
+            Arc::new(ProcessRuntime::new(ProcessRuntimeConfig::under(&self.data, vec![])))
+        }
+
+        fn request(&self, job: &str, attempt: u32, b: Behaviour) -> SpawnRequest {
+            super::req(job, attempt, &b.script())
+        }
+    }
+
+    async fn processes() -> Processes {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        Processes { data, _tmp: tmp }
+    }
+
+    george_testkit::runtime_conformance_tests!(processes());
+}

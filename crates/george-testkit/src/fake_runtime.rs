@@ -4,7 +4,12 @@
 //! runtime's contract (an idempotent spawn, held until released; status;
 //! terminate; list and adopt; cleanup; an exit event per exit) and counts
 //! what a test asks about: the most agents live at once, every terminate.
+//! An agent whose command ends in a script of
+//! [`crate::runtime_conformance::Behaviour`] behaves as it says (it exits
+//! when released, or ignores SIGTERM); any other agent runs until the test
+//! ends it ([`FakeRuntime::exit`]) or the engine terminates it.
 
+use crate::runtime_conformance::Behaviour;
 use async_trait::async_trait;
 use george_runtime::{AgentLogs, AgentStatus, OwnedAgent, Runtime, RuntimeError, RuntimeEvent, SpawnRequest};
 use serde_json::{json, Value};
@@ -22,6 +27,8 @@ pub struct FakeAgent {
     pub released: bool,
     /// How it is now.
     pub status: AgentStatus,
+    /// What its command asks for.
+    behaviour: Option<Behaviour>,
 }
 
 #[derive(Debug, Default)]
@@ -117,7 +124,18 @@ impl Runtime for FakeRuntime {
         let key = (req.job_id.clone(), req.attempt);
         if !t.agents.contains_key(&key) {
             t.spawns += 1;
-            let agent = FakeAgent { agent_spec: req.agent_spec.clone(), released: false, status: AgentStatus::Running };
+            let behaviour = req.command.last().and_then(|script| {
+                [Behaviour::Run, Behaviour::IgnoreTerm]
+                    .into_iter()
+                    .find(|b| b.script() == *script)
+                    .or_else(|| script.strip_prefix("exit ")?.parse().ok().map(Behaviour::Exit))
+            });
+            let agent = FakeAgent {
+                agent_spec: req.agent_spec.clone(),
+                released: false,
+                status: AgentStatus::Running,
+                behaviour,
+            };
             t.agents.insert(key, agent);
             t.max_live = t.max_live.max(t.live());
         }
@@ -125,8 +143,15 @@ impl Runtime for FakeRuntime {
     }
 
     async fn release(&self, job_id: &str, attempt: u32, _handle: &Value) -> Result<(), RuntimeError> {
-        if let Some(a) = self.table().agents.get_mut(&(job_id.to_string(), attempt)) {
-            a.released = true;
+        let behaviour = match self.table().agents.get_mut(&(job_id.to_string(), attempt)) {
+            Some(a) => {
+                a.released = true;
+                a.behaviour
+            }
+            None => None,
+        };
+        if let Some(Behaviour::Exit(code)) = behaviour {
+            self.exit(job_id, attempt, code);
         }
         Ok(())
     }
@@ -142,9 +167,16 @@ impl Runtime for FakeRuntime {
         _handle: &Value,
         _grace: Duration,
     ) -> Result<AgentStatus, RuntimeError> {
-        self.known(job_id, attempt)?;
+        let agent = self.known(job_id, attempt)?;
         self.table().terminated.push((job_id.to_string(), attempt));
-        self.end(job_id, attempt, AgentStatus::Exited { code: None, signal: Some(15) });
+        let ended = match agent.behaviour {
+            // Its trap exits cleanly on SIGTERM.
+            Some(Behaviour::Run) => AgentStatus::Exited { code: Some(0), signal: None },
+            // Killed once its grace is over.
+            Some(Behaviour::IgnoreTerm) => AgentStatus::Exited { code: None, signal: Some(9) },
+            _ => AgentStatus::Exited { code: None, signal: Some(15) },
+        };
+        self.end(job_id, attempt, ended);
         Ok(self.known(job_id, attempt)?.status)
     }
 

@@ -4,12 +4,14 @@
 //! - [`eventually`] and [`wait_for`]: the one poll-until-deadline loop;
 //! - [`postgres_server`]: a private PostgreSQL server and a fresh database per test;
 //! - [`FakeRuntime`]: an in-memory runtime, so the engine runs in-process;
-//! - [`lease_conformance`]: the suite every leader-election lease passes.
+//! - [`lease_conformance`]: the suite every leader-election lease passes;
+//! - [`runtime_conformance`]: the suite every runtime passes.
 
 pub mod fake_runtime;
 pub mod lease_conformance;
 pub mod poll;
 pub mod postgres_server;
+pub mod runtime_conformance;
 
 pub use fake_runtime::{FakeAgent, FakeRuntime};
 pub use poll::{eventually, wait_for};

@@ -148,3 +148,48 @@ async fn a_p0_preempts_the_running_low_priority_job_once_and_then_runs() {
     assert_eq!(e.runtime.max_live(), 1);
     e.stop().await;
 }
+
+/// The fake runtime keeps the runtime's contract, like the real ones.
+mod fake_runtime_conformance {
+    use george_runtime::{Resources, Runtime, SpawnRequest};
+    use george_testkit::runtime_conformance::{Behaviour, RuntimeBackend};
+    use george_testkit::FakeRuntime;
+    use std::sync::Arc;
+
+    struct Fake {
+        runtime: Arc<FakeRuntime>,
+        _logs: tempfile::TempDir,
+    }
+
+    #[async_trait::async_trait]
+    impl RuntimeBackend for Fake {
+        async fn runtime(&self) -> Arc<dyn Runtime> {
+            self.runtime.clone()
+        }
+
+        fn request(&self, job: &str, attempt: u32, b: Behaviour) -> SpawnRequest {
+            SpawnRequest {
+                job_id: job.into(),
+                attempt,
+                agent_spec: "worker".into(),
+                command: vec!["/bin/sh".into(), "-c".into(), b.script()],
+                image: None,
+                env: Default::default(),
+                resources: Resources::default(),
+                labels: Default::default(),
+                output_dir: None,
+                secrets: vec![],
+                max_active: None,
+                agent_token: None,
+                network: Default::default(),
+            }
+        }
+    }
+
+    async fn fake() -> Fake {
+        let dir = tempfile::tempdir().unwrap();
+        Fake { runtime: Arc::new(FakeRuntime::new(dir.path())), _logs: dir }
+    }
+
+    george_testkit::runtime_conformance_tests!(fake());
+}

@@ -592,3 +592,58 @@ fn network_policies_isolate_containers() {
     });
     let _ = std::process::Command::new("docker").args(["network", "rm", &format!("george-{id}-engine-only")]).output();
 }
+
+/// The runtime conformance suite against the real Docker Engine.
+mod conformance {
+    use super::{engine_id, image, Containers};
+    use george_runtime::{DockerRuntime, DockerRuntimeConfig, PullPolicy, Resources, Runtime, SpawnRequest};
+    use george_testkit::runtime_conformance::{Behaviour, RuntimeBackend};
+    use std::sync::Arc;
+
+    struct Docker {
+        engine: String,
+        dir: tempfile::TempDir,
+        _containers: Containers,
+    }
+
+    #[async_trait::async_trait]
+    impl RuntimeBackend for Docker {
+        async fn runtime(&self) -> Arc<dyn Runtime> {
+            let mut cfg = DockerRuntimeConfig::under(self.dir.path(), &self.engine);
+            cfg.pull_policy = PullPolicy::Never;
+            Arc::new(DockerRuntime::connect(cfg).await.unwrap())
+        }
+
+        fn request(&self, job: &str, attempt: u32, b: Behaviour) -> SpawnRequest {
+            SpawnRequest {
+                job_id: job.into(),
+                attempt,
+                agent_spec: "worker".into(),
+                command: vec!["/bin/sh".into(), "-c".into(), b.script()],
+                image: Some(image().into()),
+                env: Default::default(),
+                resources: Resources::default(),
+                labels: [
+                    ("george.io/job".to_string(), job.to_string()),
+                    ("george.io/attempt".to_string(), attempt.to_string()),
+                    ("george.io/engine".to_string(), self.engine.clone()),
+                ]
+                .into(),
+                output_dir: None,
+                secrets: vec![],
+                max_active: None,
+                agent_token: None,
+                network: Default::default(),
+            }
+        }
+    }
+
+    async fn docker() -> Docker {
+        let dir = crate::common::tempdir().unwrap();
+        let engine = engine_id(dir.path());
+        image();
+        Docker { _containers: Containers(engine.clone()), engine, dir }
+    }
+
+    george_testkit::runtime_conformance_tests!(docker());
+}

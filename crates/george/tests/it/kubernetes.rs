@@ -664,3 +664,50 @@ fn a_paused_leader_is_fenced_and_a_lease_renewed_with_a_skewed_clock_is_respecte
     });
     drop(r.service);
 }
+
+/// The runtime conformance suite against the Kubernetes API test server.
+mod conformance {
+    use super::{cluster, request, settings, IMAGE};
+    use crate::common::kube_api::KubeServer;
+    use george_runtime::{AgentLogs, KubernetesRuntime, KubernetesRuntimeConfig, Runtime, SpawnRequest};
+    use george_testkit::runtime_conformance::{Behaviour, RuntimeBackend};
+    use std::sync::Arc;
+
+    struct Cluster {
+        _server: KubeServer,
+        kubeconfig: std::path::PathBuf,
+        dir: tempfile::TempDir,
+    }
+
+    #[async_trait::async_trait]
+    impl RuntimeBackend for Cluster {
+        async fn runtime(&self) -> Arc<dyn Runtime> {
+            let client = george_runtime::kubernetes::client(Some(&self.kubeconfig)).await.unwrap();
+            let cfg = KubernetesRuntimeConfig {
+                job: settings(),
+                logs: AgentLogs::new(self.dir.path().join("logs")),
+                max_log_bytes: 1 << 20,
+            };
+            Arc::new(KubernetesRuntime::connect(client, cfg).await.unwrap())
+        }
+
+        fn request(&self, job: &str, attempt: u32, b: Behaviour) -> SpawnRequest {
+            SpawnRequest {
+                command: vec!["/bin/sh".into(), "-c".into(), b.script()],
+                image: Some(IMAGE.into()),
+                secrets: vec![],
+                agent_token: None,
+                max_active: None,
+                ..request(job, attempt)
+            }
+        }
+    }
+
+    async fn cluster_backend() -> Cluster {
+        let dir = crate::common::tempdir().unwrap();
+        let (server, kubeconfig) = cluster(dir.path());
+        Cluster { _server: server, kubeconfig, dir }
+    }
+
+    george_testkit::runtime_conformance_tests!(cluster_backend());
+}
