@@ -49,7 +49,7 @@ pub async fn context(
     let may_ask_human = spec.and_then(|a| a.spec.safety.can_escalate_to_human).unwrap_or(true);
     let context_window = spec.and_then(|a| a.spec.resources.context_window).map(|w| {
         // Yellow or worse: load less context (seed 003 §4).
-        if st.engine.alert_color(job.chapter.as_deref()) >= george_engine::alerts::Color::Yellow {
+        if st.engine.control().alert_color(job.chapter.as_deref()) >= george_engine::alerts::Color::Yellow {
             w / 2
         } else {
             w

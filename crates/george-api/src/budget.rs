@@ -48,7 +48,7 @@ pub async fn report(
     QueryParams(q): QueryParams<ReportQuery>,
 ) -> Result<Json<BudgetReport>, ApiError> {
     caller.viewer()?;
-    Ok(Json(st.engine.budget_report(q.period.unwrap_or(Period::Month)).await?))
+    Ok(Json(st.engine.control().budget_report(q.period.unwrap_or(Period::Month)).await?))
 }
 
 pub async fn throttle(
@@ -58,7 +58,7 @@ pub async fn throttle(
     Body(req): Body<ThrottleRequest>,
 ) -> Result<Json<ThrottleView>, ApiError> {
     caller.require(Role::Admin)?;
-    st.engine.throttle(&chapter, &req, &caller.actor()).await.map(Json).map_err(|e| match e {
+    st.engine.control().throttle(&chapter, &req, &caller.actor()).await.map(Json).map_err(|e| match e {
         ThrottleError::UnknownChapter(_) => ApiError::NotFound(e.to_string()),
         ThrottleError::Invalid(m) => {
             ApiError::Invalid { message: m, field: Some("tokens_per_hour".into()), details: vec![] }

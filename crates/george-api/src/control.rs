@@ -19,17 +19,17 @@ pub async fn registry(
     QueryParams(q): QueryParams<RegistryQuery>,
 ) -> Result<Json<Vec<RegistryEntry>>, ApiError> {
     caller.viewer()?;
-    Ok(Json(st.engine.registry(&q).await?))
+    Ok(Json(st.engine.control().registry(&q).await?))
 }
 
 pub async fn triggers(State(st): State<ApiState>, caller: Caller) -> Result<Json<Vec<TriggerEntry>>, ApiError> {
     caller.viewer()?;
-    Ok(Json(st.engine.triggers().await?))
+    Ok(Json(st.engine.triggers().list().await?))
 }
 
 pub async fn status(State(st): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.viewer()?;
-    let agents = st.engine.registry(&RegistryQuery::default()).await?;
+    let agents = st.engine.control().registry(&RegistryQuery::default()).await?;
     let queue: serde_json::Map<String, Value> =
         st.engine.scheduler_depth().into_iter().map(|(p, n)| (p.to_string(), json!(n))).collect();
     let jobs: serde_json::Map<String, Value> =
@@ -92,7 +92,7 @@ pub async fn dismiss(
     OptionalBody(req): OptionalBody<ActionRequest>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Operator)?;
-    if st.engine.registry(&RegistryQuery::default()).await?.iter().all(|e| e.name != agent) {
+    if st.engine.control().registry(&RegistryQuery::default()).await?.iter().all(|e| e.name != agent) {
         return Err(ApiError::NotFound(format!("AgentSpec `{agent}` not found")));
     }
     let reason = format!("dismissed: {}", req.reason.as_deref().unwrap_or("by an operator"));
@@ -135,7 +135,7 @@ pub async fn halt(
     // (the usual answer to a pause), which the kill could then not overtake.
     // The kill only begins here; the pause is written long before the
     // reconciler sees the agent gone, so no new attempt starts.
-    st.engine.stop_agent(&agent.job_id, agent.attempt, &reason, Duration::ZERO).await?;
+    st.engine.control().stop_agent(&agent.job_id, agent.attempt, &reason, Duration::ZERO).await?;
     match st.store.set_desired(&agent.job_id, DesiredState::Paused, &caller.actor(), Some(&reason)).await {
         // A job that already ended is not paused; its agent is still killed.
         Ok(_) | Err(george_store::StoreError::Conflict(_)) => {}

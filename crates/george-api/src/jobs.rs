@@ -63,7 +63,7 @@ pub async fn submit(
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     caller.require(Role::Operator)?;
     let priority = req.priority.unwrap_or_default();
-    if let Some(retry_after) = st.engine.backpressure(priority) {
+    if let Some(retry_after) = st.engine.control().backpressure(priority) {
         let message = format!(
             "the queue is full: {priority} jobs are refused until it drains; retry in {}s (higher priorities are still accepted)",
             retry_after.as_secs()

@@ -121,7 +121,7 @@ pub async fn sync(State(st): State<ApiState>, caller: Caller) -> Result<Json<Syn
             "no sync within {secs}s: this replica may be a standby (only the leader syncs sources); retry on the leader"
         ))
     };
-    let synced = tokio::time::timeout(SYNC_TIMEOUT, st.engine.sync_now()).await.map_err(|_| standby())?;
+    let synced = tokio::time::timeout(SYNC_TIMEOUT, st.engine.triggers().sync_now()).await.map_err(|_| standby())?;
     synced.map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(SyncResult { sources: st.store.sources().await? }))
 }

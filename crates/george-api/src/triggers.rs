@@ -60,7 +60,7 @@ pub async fn jira_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let secret = st.engine.jira_webhook_secret().ok_or_else(|| {
+    let secret = st.engine.triggers().jira_webhook_secret().ok_or_else(|| {
         ApiError::Unauthorized("Jira webhooks are not enabled on this engine (configure jira.webhookSecret)".into())
     })?;
     verify(secret, &headers, &body)?;
@@ -74,7 +74,7 @@ pub async fn jira_webhook(
         });
     };
     let event = event.to_string();
-    if let Err(e) = st.engine.sync_soon() {
+    if let Err(e) = st.engine.triggers().sync_soon() {
         tracing::warn!(error = %e, "cannot sync after a Jira webhook");
     }
     tracing::info!(event = %event, "Jira webhook: syncing now");
@@ -86,7 +86,7 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let secret = st.engine.webhook_secret().ok_or_else(|| {
+    let secret = st.engine.triggers().webhook_secret().ok_or_else(|| {
         ApiError::Unauthorized("webhooks are not enabled on this engine (configure webhooks.secret)".into())
     })?;
     verify(secret, &headers, &body)?;
@@ -104,7 +104,8 @@ pub async fn webhook(
         Some(d) => d.to_string(),
         None => hex::encode(&Sha256::digest(&body)[..8]),
     };
-    let fired: Vec<Fired> = st.engine.trigger_event(source, event, &delivery, &payload).await.map_err(trigger_error)?;
+    let fired: Vec<Fired> =
+        st.engine.triggers().event(source, event, &delivery, &payload).await.map_err(trigger_error)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"fired": fired}))))
 }
 
@@ -129,6 +130,7 @@ pub async fn summon(
     caller.require(Role::Operator)?;
     let fired = st
         .engine
+        .triggers()
         .summon(&req.agent, req.template.as_deref(), &req.context, req.priority, &caller.actor())
         .await
         .map_err(trigger_error)?;

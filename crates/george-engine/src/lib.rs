@@ -12,6 +12,7 @@ mod catalog;
 mod context;
 pub mod decide;
 pub mod failpoint;
+mod handle;
 pub mod llm;
 pub mod meter;
 pub mod metrics;
@@ -30,12 +31,13 @@ pub use adoption::{Adopted, AdoptionError};
 use context::Context;
 pub use context::{Backpressure, EngineConfig, WebhookSecret};
 pub use decide::RetryPolicy;
+pub use handle::{Control, EngineHandle, Triggers};
 pub use metrics::Metrics;
 pub use workqueue::WorkQueue;
 
 use george_core::{Clock, EventKind};
 use george_runtime::Runtime;
-use george_sources::{Source, SourceRunner, SyncOutcome, SyncRequest};
+use george_sources::{Source, SourceRunner, SyncRequest};
 use george_store::Store;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -54,195 +56,6 @@ pub enum EngineError {
     /// The engine has stopped.
     #[error("the engine is not running")]
     Stopped,
-}
-
-/// A cloneable handle the API uses to talk to the running engine.
-#[derive(Debug, Clone)]
-pub struct EngineHandle {
-    sync: mpsc::Sender<SyncRequest>,
-    ctx: Arc<Context>,
-}
-
-impl EngineHandle {
-    /// Syncs every source now and returns what each did.
-    pub async fn sync_now(&self) -> Result<Vec<SyncOutcome>, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.sync.send(SyncRequest { reply }).await.map_err(|_| EngineError::Stopped)?;
-        rx.await.map_err(|_| EngineError::Stopped)
-    }
-
-    /// Asks for every source to be synced soon, without waiting for it (a
-    /// sync already asked for and not begun covers this one too).
-    pub fn sync_soon(&self) -> Result<(), EngineError> {
-        let (reply, _) = oneshot::channel();
-        match self.sync.try_send(SyncRequest { reply }) {
-            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(EngineError::Stopped),
-        }
-    }
-
-    /// The engine's metrics.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.ctx.metrics
-    }
-
-    /// Jobs waiting to be reconciled.
-    pub fn queue_depth(&self) -> usize {
-        self.ctx.queue.len()
-    }
-
-    /// How agents are isolated on this machine (the process runtime's sandbox).
-    pub fn isolation(&self) -> Option<george_runtime::Isolation> {
-        self.ctx.runtime.isolation()
-    }
-
-    /// Jobs waiting for the scheduler, per priority class.
-    pub fn scheduler_depth(&self) -> std::collections::HashMap<george_core::Priority, usize> {
-        self.ctx.admission.depth()
-    }
-
-    /// A webhook event: every matching trigger fires (or debounces).
-    pub async fn trigger_event(
-        &self,
-        source: Option<&str>,
-        event: Option<&str>,
-        delivery: &str,
-        payload: &serde_json::Value,
-    ) -> Result<Vec<triggers::Fired>, triggers::TriggerError> {
-        triggers::on_event(&self.ctx, source, event, delivery, payload).await
-    }
-
-    /// Where the engine is in its start-up: `/readyz` and the write paths
-    /// answer `503 not_ready` until it is [`readiness::Phase::Ready`] (or a standby).
-    pub fn readiness(&self) -> readiness::Phase {
-        self.ctx.readiness.phase()
-    }
-
-    /// Waits up to `within` for the engine to take writes (ready, or a standby).
-    pub async fn accepting_writes(&self, within: std::time::Duration) -> bool {
-        self.ctx.readiness.accepting_writes(within).await
-    }
-
-    /// Marks this engine a standby replica (it serves the API; another leads).
-    pub fn set_standby(&self) {
-        self.ctx.readiness.set(readiness::Phase::Standby);
-    }
-
-    /// Returns once the engine is ready: agents adopted, every source applied once.
-    pub async fn ready(&self) {
-        self.ctx.readiness.ready().await
-    }
-
-    /// Whether this engine runs, with its state loaded (adoption done, the
-    /// governor holding the budgets and usage), so it can meter LLM calls,
-    /// fire triggers and sync sources. Waits up to `within` for that; `false`
-    /// on a standby replica (only the leader runs the engine), or while the
-    /// engine still starts.
-    pub async fn is_running(&self, within: std::time::Duration) -> bool {
-        self.ctx.governor_ready_within(within).await
-    }
-
-    /// The LLM meter: routes, paces and reserves agents' calls, and
-    /// settles their usage.
-    pub fn meter(&self) -> meter::Meter {
-        meter::Meter { ctx: self.ctx.clone() }
-    }
-
-    /// The budget alert colour in force for work of `chapter`.
-    pub fn alert_color(&self, chapter: Option<&str>) -> alerts::Color {
-        alerts::color(&self.ctx, chapter)
-    }
-
-    /// Now, by the engine's clock.
-    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        self.ctx.clock.now()
-    }
-
-    /// The token report of the current day or month.
-    pub async fn budget_report(
-        &self,
-        period: george_governor::Period,
-    ) -> Result<george_core::api::BudgetReport, george_store::StoreError> {
-        report::budget(&self.ctx, period).await
-    }
-
-    /// Reduces (or clears) a chapter's hourly token rate.
-    pub async fn throttle(
-        &self,
-        chapter: &str,
-        req: &george_core::api::ThrottleRequest,
-        actor: &str,
-    ) -> Result<george_core::api::ThrottleView, report::ThrottleError> {
-        report::throttle(&self.ctx, chapter, req, actor).await
-    }
-
-    /// The agent registry, filtered.
-    pub async fn registry(
-        &self,
-        q: &registry::RegistryQuery,
-    ) -> Result<Vec<registry::RegistryEntry>, george_store::StoreError> {
-        registry::entries(&self.ctx, q).await
-    }
-
-    /// Every trigger with its next fire time.
-    pub async fn triggers(&self) -> Result<Vec<registry::TriggerEntry>, george_store::StoreError> {
-        registry::triggers(&self.ctx).await
-    }
-
-    /// Stops a live agent instance: gracefully (`grace`), or at once
-    /// (emergency, `Duration::ZERO`), recording `reason` as its outcome.
-    pub async fn stop_agent(
-        &self,
-        job: &str,
-        attempt: u32,
-        reason: &str,
-        grace: std::time::Duration,
-    ) -> Result<bool, george_store::StoreError> {
-        let Some(agent) = self.ctx.store.get_agent(job, attempt).await? else { return Ok(false) };
-        if !agent.state.is_live() {
-            return Ok(false);
-        }
-        reconciler::stop_with_grace(&self.ctx, &agent, attempt, reason, grace).await?;
-        Ok(true)
-    }
-
-    /// A manual summon of an agent.
-    pub async fn summon(
-        &self,
-        agent: &str,
-        template: Option<&str>,
-        context: &std::collections::BTreeMap<String, serde_json::Value>,
-        priority: Option<george_core::Priority>,
-        actor: &str,
-    ) -> Result<triggers::Fired, triggers::TriggerError> {
-        triggers::summon(&self.ctx, agent, template, context, priority, actor).await
-    }
-
-    /// The secret webhook senders sign their events with, if configured.
-    pub fn webhook_secret(&self) -> Option<&[u8]> {
-        self.ctx.cfg.webhook_secret.as_ref().map(|s| s.0.as_slice())
-    }
-
-    /// The Jira webhooks' signing key, if Jira webhooks are enabled.
-    pub fn jira_webhook_secret(&self) -> Option<&[u8]> {
-        self.ctx.cfg.jira_webhook_secret.as_ref().map(|s| s.0.as_slice())
-    }
-
-    /// If a new job of `priority` must be refused now (the queue is too deep),
-    /// how long the caller should wait before trying again.
-    pub fn backpressure(&self, priority: george_core::Priority) -> Option<std::time::Duration> {
-        reconciler::admit::backpressure(&self.ctx, priority)
-    }
-
-    /// Asks for a job to be reconciled now.
-    pub fn nudge(&self, job: &str) {
-        self.ctx.queue.add(job);
-    }
-
-    /// The settings.
-    pub fn config(&self) -> &EngineConfig {
-        &self.ctx.cfg
-    }
 }
 
 /// The engine, ready to run.
@@ -285,7 +98,7 @@ impl Engine {
         });
         let (tx, rx) = mpsc::channel(16);
         let runner = SourceRunner::new(sources, store);
-        let handle = EngineHandle { sync: tx, ctx: ctx.clone() };
+        let handle = EngineHandle::new(ctx.clone(), tx);
         (Engine { ctx, sources: Mutex::new(Some((runner, rx))) }, handle)
     }
 

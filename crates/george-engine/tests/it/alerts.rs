@@ -69,7 +69,7 @@ async fn an_orange_budget_halves_active_durations() {
     let s = stop.clone();
     let task = tokio::spawn(async move { engine.run(s).await.unwrap() });
 
-    let fired = handle.trigger_event(None, None, "d1", &json!({})).await.unwrap();
+    let fired = handle.triggers().event(None, None, "d1", &json!({})).await.unwrap();
     let job = fired[0].job.clone();
     // Started: its handle is recorded (and with it the start the limit counts from).
     agent_of(store.as_ref(), &job, |a| a.state.is_live() && a.handle.is_some(), "its agent never started").await;
@@ -107,10 +107,10 @@ async fn a_policy_per_day_limit_puts_the_organisation_in_emergency_mode() {
     let s = stop.clone();
     let task = tokio::spawn(async move { engine.run(s).await.unwrap() });
     // A wake waits for the governor to load, so after it the colour is the loaded one.
-    handle.trigger_event(None, None, "d1", &json!({})).await.unwrap();
-    assert_eq!(handle.alert_color(None), george_engine::alerts::Color::Red, "95 % of the day's limit");
+    handle.triggers().event(None, None, "d1", &json!({})).await.unwrap();
+    assert_eq!(handle.control().alert_color(None), george_engine::alerts::Color::Red, "95 % of the day's limit");
     clock.advance(Duration::from_secs(12 * 3600)); // the next day
-    assert_eq!(handle.alert_color(None), george_engine::alerts::Color::Green, "a new day, a new limit");
+    assert_eq!(handle.control().alert_color(None), george_engine::alerts::Color::Green, "a new day, a new limit");
     stop.cancel();
     task.await.unwrap();
 }

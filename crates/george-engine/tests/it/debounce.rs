@@ -59,7 +59,8 @@ async fn wakes_coalesce_and_max_delay_caps_the_postponement() {
     // A wake every 50s (inside the 60s window), same key.
     let mut job = String::new();
     for n in 0..3 {
-        let fired = handle.trigger_event(None, None, &format!("d{n}"), &json!({"key": "PAY-1", "n": n})).await.unwrap();
+        let fired =
+            handle.triggers().event(None, None, &format!("d{n}"), &json!({"key": "PAY-1", "n": n})).await.unwrap();
         assert_eq!(fired.len(), 1);
         if n == 0 {
             job = fired[0].job.clone();
@@ -73,11 +74,11 @@ async fn wakes_coalesce_and_max_delay_caps_the_postponement() {
         clock.advance(Duration::from_secs(50));
     }
     // At t0+150s the capped job is due: this wake no longer postpones it; it opens a new window.
-    let fired = handle.trigger_event(None, None, "d3", &json!({"key": "PAY-1", "n": 3})).await.unwrap();
+    let fired = handle.triggers().event(None, None, "d3", &json!({"key": "PAY-1", "n": 3})).await.unwrap();
     assert!(!fired[0].debounced);
     assert_ne!(fired[0].job, job);
     // Another key never coalesces with PAY-1.
-    let other = handle.trigger_event(None, None, "d10", &json!({"key": "PAY-2", "n": 1})).await.unwrap();
+    let other = handle.triggers().event(None, None, "d10", &json!({"key": "PAY-2", "n": 1})).await.unwrap();
     assert_ne!(other[0].job, fired[0].job);
     stop.cancel();
     task.await.unwrap();
@@ -106,11 +107,11 @@ async fn a_yellow_budget_doubles_debounce_windows() {
         assert!(tokio::time::Instant::now() < deadline, "the engine never loaded the ledger");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let fired = handle.trigger_event(None, None, "y0", &json!({"key": "PAY-1", "n": 0})).await.unwrap();
+    let fired = handle.triggers().event(None, None, "y0", &json!({"key": "PAY-1", "n": 0})).await.unwrap();
     let j = store.get_job(&fired[0].job).await.unwrap().unwrap();
     assert_eq!(j.next_attempt_at, Some(t0 + chrono::Duration::seconds(120)), "the 60s window is doubled");
     clock.advance(Duration::from_secs(100)); // inside the doubled window: coalesced
-    let again = handle.trigger_event(None, None, "y1", &json!({"key": "PAY-1", "n": 1})).await.unwrap();
+    let again = handle.triggers().event(None, None, "y1", &json!({"key": "PAY-1", "n": 1})).await.unwrap();
     assert_eq!((again[0].job.as_str(), again[0].debounced), (fired[0].job.as_str(), true));
     stop.cancel();
     task.await.unwrap();

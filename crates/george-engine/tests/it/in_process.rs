@@ -69,7 +69,8 @@ impl InProcess {
     async fn summon(&self, priority: Priority) -> String {
         // A summon's job id is stamped with the engine's clock.
         self.clock.advance(Duration::from_millis(1));
-        let fired = self.handle.summon("worker", Some("t"), &BTreeMap::new(), Some(priority), "test").await.unwrap();
+        let fired =
+            self.handle.triggers().summon("worker", Some("t"), &BTreeMap::new(), Some(priority), "test").await.unwrap();
         fired.job
     }
 

@@ -47,7 +47,7 @@ async fn a_standby_sends_wakes_and_llm_calls_elsewhere_and_a_leader_serves_them(
         Engine::new(EngineConfig::new("http://127.0.0.1:9"), store.clone(), runtime, Arc::new(clock.clone()), vec![]);
 
     // Not running: refused after a bounded wait (the paused clock skips it).
-    let refused = handle.trigger_event(None, None, "d1", &json!({})).await.unwrap_err();
+    let refused = handle.triggers().event(None, None, "d1", &json!({})).await.unwrap_err();
     assert!(matches!(refused, TriggerError::NotLeading), "{refused}");
     assert!(!handle.is_running(Duration::from_secs(2)).await);
     assert!(store.list_jobs(&Default::default()).await.unwrap().is_empty(), "nothing was created");
@@ -57,7 +57,7 @@ async fn a_standby_sends_wakes_and_llm_calls_elsewhere_and_a_leader_serves_them(
     let s = stop.clone();
     let task = tokio::spawn(async move { engine.run(s).await.unwrap() });
     assert!(handle.is_running(Duration::from_secs(30)).await);
-    let fired = handle.trigger_event(None, None, "d2", &json!({})).await.unwrap();
+    let fired = handle.triggers().event(None, None, "d2", &json!({})).await.unwrap();
     assert_eq!(fired.len(), 1);
     assert!(store.get_job(&fired[0].job).await.unwrap().is_some());
     stop.cancel();

@@ -1,0 +1,233 @@
+//! How the API talks to a running engine: [`EngineHandle`] (its life and
+//! state), and the focused handles it gives out — [`Triggers`] (wakes,
+//! summons, source syncs), [`Control`] (stopping agents, backpressure,
+//! budgets, the registry) and [`Meter`] (LLM metering). Each is cheap to
+//! clone and holds the engine's shared state.
+
+use crate::context::{Context, EngineConfig};
+use crate::meter::Meter;
+use crate::metrics::Metrics;
+use crate::{alerts, readiness, reconciler, registry, report, triggers, EngineError};
+use george_sources::{SyncOutcome, SyncRequest};
+use george_store::StoreError;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// A cloneable handle the API uses to talk to the running engine.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    ctx: Arc<Context>,
+    triggers: Triggers,
+    control: Control,
+    meter: Meter,
+}
+
+impl EngineHandle {
+    pub(crate) fn new(ctx: Arc<Context>, sync: mpsc::Sender<SyncRequest>) -> Self {
+        Self {
+            triggers: Triggers { ctx: ctx.clone(), sync },
+            control: Control { ctx: ctx.clone() },
+            meter: Meter { ctx: ctx.clone() },
+            ctx,
+        }
+    }
+
+    /// Wakes, summons and source syncs.
+    pub fn triggers(&self) -> &Triggers {
+        &self.triggers
+    }
+
+    /// Stopping agents, backpressure, budgets and the registry.
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// The LLM meter: routes, paces and reserves agents' calls, and
+    /// settles their usage.
+    pub fn meter(&self) -> &Meter {
+        &self.meter
+    }
+
+    /// The engine's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.ctx.metrics
+    }
+
+    /// Jobs waiting to be reconciled.
+    pub fn queue_depth(&self) -> usize {
+        self.ctx.queue.len()
+    }
+
+    /// How agents are isolated on this machine (the process runtime's sandbox).
+    pub fn isolation(&self) -> Option<george_runtime::Isolation> {
+        self.ctx.runtime.isolation()
+    }
+
+    /// Jobs waiting for the scheduler, per priority class.
+    pub fn scheduler_depth(&self) -> std::collections::HashMap<george_core::Priority, usize> {
+        self.ctx.admission.depth()
+    }
+
+    /// Where the engine is in its start-up: `/readyz` and the write paths
+    /// answer `503 not_ready` until it is [`readiness::Phase::Ready`] (or a standby).
+    pub fn readiness(&self) -> readiness::Phase {
+        self.ctx.readiness.phase()
+    }
+
+    /// Waits up to `within` for the engine to take writes (ready, or a standby).
+    pub async fn accepting_writes(&self, within: Duration) -> bool {
+        self.ctx.readiness.accepting_writes(within).await
+    }
+
+    /// Marks this engine a standby replica (it serves the API; another leads).
+    pub fn set_standby(&self) {
+        self.ctx.readiness.set(readiness::Phase::Standby);
+    }
+
+    /// Returns once the engine is ready: agents adopted, every source applied once.
+    pub async fn ready(&self) {
+        self.ctx.readiness.ready().await
+    }
+
+    /// Whether this engine runs, with its state loaded (adoption done, the
+    /// governor holding the budgets and usage), so it can meter LLM calls,
+    /// fire triggers and sync sources. Waits up to `within` for that; `false`
+    /// on a standby replica (only the leader runs the engine), or while the
+    /// engine still starts.
+    pub async fn is_running(&self, within: Duration) -> bool {
+        self.ctx.governor_ready_within(within).await
+    }
+
+    /// Now, by the engine's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.ctx.clock.now()
+    }
+
+    /// Asks for a job to be reconciled now.
+    pub fn nudge(&self, job: &str) {
+        self.ctx.queue.add(job);
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.ctx.cfg
+    }
+}
+
+/// Wakes, summons and source syncs.
+#[derive(Debug, Clone)]
+pub struct Triggers {
+    ctx: Arc<Context>,
+    sync: mpsc::Sender<SyncRequest>,
+}
+
+impl Triggers {
+    /// A webhook event: every matching trigger fires (or debounces).
+    pub async fn event(
+        &self,
+        source: Option<&str>,
+        event: Option<&str>,
+        delivery: &str,
+        payload: &serde_json::Value,
+    ) -> Result<Vec<triggers::Fired>, triggers::TriggerError> {
+        triggers::on_event(&self.ctx, source, event, delivery, payload).await
+    }
+
+    /// A manual summon of an agent.
+    pub async fn summon(
+        &self,
+        agent: &str,
+        template: Option<&str>,
+        context: &std::collections::BTreeMap<String, serde_json::Value>,
+        priority: Option<george_core::Priority>,
+        actor: &str,
+    ) -> Result<triggers::Fired, triggers::TriggerError> {
+        triggers::summon(&self.ctx, agent, template, context, priority, actor).await
+    }
+
+    /// Every trigger with its next fire time.
+    pub async fn list(&self) -> Result<Vec<registry::TriggerEntry>, StoreError> {
+        registry::triggers(&self.ctx).await
+    }
+
+    /// The secret webhook senders sign their events with, if configured.
+    pub fn webhook_secret(&self) -> Option<&[u8]> {
+        self.ctx.cfg.webhook_secret.as_ref().map(|s| s.0.as_slice())
+    }
+
+    /// The Jira webhooks' signing key, if Jira webhooks are enabled.
+    pub fn jira_webhook_secret(&self) -> Option<&[u8]> {
+        self.ctx.cfg.jira_webhook_secret.as_ref().map(|s| s.0.as_slice())
+    }
+
+    /// Syncs every source now and returns what each did.
+    pub async fn sync_now(&self) -> Result<Vec<SyncOutcome>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.sync.send(SyncRequest { reply }).await.map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Asks for every source to be synced soon, without waiting for it (a
+    /// sync already asked for and not begun covers this one too).
+    pub fn sync_soon(&self) -> Result<(), EngineError> {
+        let (reply, _) = oneshot::channel();
+        match self.sync.try_send(SyncRequest { reply }) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(EngineError::Stopped),
+        }
+    }
+}
+
+/// Stopping agents, backpressure, budgets and the registry.
+#[derive(Debug, Clone)]
+pub struct Control {
+    ctx: Arc<Context>,
+}
+
+impl Control {
+    /// Stops a live agent instance: gracefully (`grace`), or at once
+    /// (emergency, `Duration::ZERO`), recording `reason` as its outcome.
+    pub async fn stop_agent(&self, job: &str, attempt: u32, reason: &str, grace: Duration) -> Result<bool, StoreError> {
+        let Some(agent) = self.ctx.store.get_agent(job, attempt).await? else { return Ok(false) };
+        if !agent.state.is_live() {
+            return Ok(false);
+        }
+        reconciler::stop_with_grace(&self.ctx, &agent, attempt, reason, grace).await?;
+        Ok(true)
+    }
+
+    /// If a new job of `priority` must be refused now (the queue is too deep),
+    /// how long the caller should wait before trying again.
+    pub fn backpressure(&self, priority: george_core::Priority) -> Option<Duration> {
+        reconciler::admit::backpressure(&self.ctx, priority)
+    }
+
+    /// The agent registry, filtered.
+    pub async fn registry(&self, q: &registry::RegistryQuery) -> Result<Vec<registry::RegistryEntry>, StoreError> {
+        registry::entries(&self.ctx, q).await
+    }
+
+    /// The budget alert colour in force for work of `chapter`.
+    pub fn alert_color(&self, chapter: Option<&str>) -> alerts::Color {
+        alerts::color(&self.ctx, chapter)
+    }
+
+    /// The token report of the current day or month.
+    pub async fn budget_report(
+        &self,
+        period: george_governor::Period,
+    ) -> Result<george_core::api::BudgetReport, StoreError> {
+        report::budget(&self.ctx, period).await
+    }
+
+    /// Reduces (or clears) a chapter's hourly token rate.
+    pub async fn throttle(
+        &self,
+        chapter: &str,
+        req: &george_core::api::ThrottleRequest,
+        actor: &str,
+    ) -> Result<george_core::api::ThrottleView, report::ThrottleError> {
+        report::throttle(&self.ctx, chapter, req, actor).await
+    }
+}
