@@ -27,8 +27,19 @@ pub enum ReconcileError {
 
 /// Reconciles job `id` once. Returns when to look again, if a timer is needed.
 pub async fn reconcile(ctx: &Arc<Context>, id: &str) -> Result<Option<Duration>, ReconcileError> {
-    let Some(state) = ctx.store.job_state(id).await? else { return Ok(None) };
+    let Some(mut state) = ctx.store.job_state(id).await? else { return Ok(None) };
     let observed = observe(ctx, &state).await;
+    if matches!(observed, Observed::Gone(_)) && state.current.as_ref().is_some_and(|a| a.state != AgentState::Cooling) {
+        // This engine may have stopped the agent after the state was read
+        // (it marks the attempt cooling, with why, before it stops it): read
+        // again, so the attempt's end says why (a preemption is no failure).
+        let attempt = state.current.as_ref().map(|a| a.attempt);
+        match ctx.store.job_state(id).await? {
+            Some(fresh) if fresh.current.as_ref().map(|a| a.attempt) == attempt => state = fresh,
+            Some(_) => return Ok(Some(Duration::ZERO)),
+            None => return Ok(None),
+        }
+    }
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
     let spec = catalog.agents.get(&state.job.agent);
     let now = ctx.clock.now();

@@ -116,11 +116,17 @@ async fn a_limit_of_one_runs_queued_jobs_one_at_a_time_and_says_why_they_wait() 
     e.running(&[&a]).await;
     let b = e.summon(Priority::P2).await;
     let c = e.summon(Priority::P2).await;
+    for waiting in [&b, &c] {
+        eventually(Duration::from_secs(10), "the queued job to say why it waits", async || {
+            (!e.events(waiting, EventKind::JobQueued).await.is_empty()).then_some(())
+        })
+        .await;
+    }
     for (job, next) in [(&a, Some(&b)), (&b, Some(&c)), (&c, None)] {
         let running = e.running(&[job]).await;
         if let Some(next) = next {
             let queued = e.events(next, EventKind::JobQueued).await;
-            assert_eq!(queued.len(), 1, "one queued event for {next}: {queued:?}");
+            assert_eq!(queued.len(), 1, "said once, not on every look, for {next}: {queued:?}");
             assert_eq!(queued[0].data["reason"], "global limit (1 agents)");
         }
         e.finish(job, running[0].1).await;
@@ -146,6 +152,8 @@ async fn a_p0_preempts_the_running_low_priority_job_once_and_then_runs() {
     // The preempted job runs again once the P0 is done.
     let again = e.running(&[&low]).await;
     assert!(again[0].1 > 1, "a new attempt: {again:?}");
+    let j = e.store.get_job(&low).await.unwrap().unwrap();
+    assert_eq!(j.failures, 0, "a preemption is no failure: {j:?}");
     assert_eq!(e.runtime.max_live(), 1);
     e.stop().await;
 }
