@@ -129,7 +129,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         cfg.engine.workers = Some(args.workers);
         cfg.agents.sandbox.enabled = Some(!args.no_sandbox);
         if let Some(url) = database {
-            cfg.store.store_type = Some("postgres".into());
+            cfg.store.store_type = Some(crate::config::StoreType::Postgres);
             cfg.store.url = Some(url);
         }
     })

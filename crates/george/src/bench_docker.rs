@@ -82,7 +82,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
 
     let (server, client, dir) = start(|cfg| {
         cfg.engine.id = Some(format!("bench{}", std::process::id()));
-        cfg.container_backend.backend_type = Some("docker".into());
+        cfg.container_backend.backend_type = crate::config::BackendType::Docker;
         cfg.container_backend.docker.image = Some(image.clone());
         cfg.container_backend.docker.pull_policy = Some("Never".into());
     })

@@ -230,7 +230,7 @@ pub struct RuntimeArgs {
     /// Where agents run: `process` (local processes, the default) or `docker`
     /// (`local` is accepted as recac's name for Docker).
     #[arg(long)]
-    pub mode: Option<String>,
+    pub mode: Option<crate::config::BackendType>,
     /// Default agent image (container runtimes).
     #[arg(long)]
     pub image: Option<String>,
@@ -252,7 +252,7 @@ impl RuntimeArgs {
     /// Applies the flags that were given to `cfg`.
     pub fn apply(self, cfg: &mut crate::config::Config) {
         if let Some(m) = self.mode {
-            cfg.container_backend.backend_type = Some(m);
+            cfg.container_backend.backend_type = m;
         }
         if let Some(i) = self.image {
             cfg.container_backend.set_image(i);

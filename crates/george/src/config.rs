@@ -53,7 +53,7 @@ pub struct Config {
 pub struct StoreSection {
     /// `sqlite` (default: `<dataDir>/george.db`) or `postgres`.
     #[serde(rename = "type")]
-    pub store_type: Option<String>,
+    pub store_type: Option<StoreType>,
     /// The PostgreSQL URL (`postgres://user:password@host/db`, or a `host=... dbname=...`
     /// string); prefer `urlEnv` or `urlFile`, since it holds a password.
     pub url: Option<String>,
@@ -75,6 +75,57 @@ pub struct StoreTlsSection {
     pub ca_file: Option<PathBuf>,
 }
 
+/// `store.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreType {
+    /// The embedded SQLite file.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL server.
+    #[serde(alias = "postgresql")]
+    Postgres,
+}
+
+/// `containerBackend.type`: where agents run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendType {
+    /// Local processes (default).
+    #[default]
+    Process,
+    /// Docker containers (`local` is recac's name for it).
+    #[serde(alias = "local")]
+    Docker,
+    /// Kubernetes Jobs.
+    #[serde(alias = "k8s")]
+    Kubernetes,
+}
+
+impl std::str::FromStr for BackendType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "process" => Ok(BackendType::Process),
+            "docker" | "local" => Ok(BackendType::Docker),
+            "kubernetes" | "k8s" => Ok(BackendType::Kubernetes),
+            other => Err(format!("unknown backend `{other}`; expected `process`, `docker` or `kubernetes`")),
+        }
+    }
+}
+
+/// `engine.leaderElection.backend`: where the lease lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseBackend {
+    /// A row in the PostgreSQL store (default).
+    #[default]
+    Postgres,
+    /// A `coordination.k8s.io/v1` Lease.
+    Kubernetes,
+}
+
 /// The store the configuration asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreChoice {
@@ -87,8 +138,8 @@ pub enum StoreChoice {
 impl StoreSection {
     /// Which store, with the URL resolved; errors name the field.
     pub fn resolve(&self) -> anyhow::Result<StoreChoice> {
-        match self.store_type.as_deref().unwrap_or("sqlite") {
-            "sqlite" => {
+        match self.store_type.unwrap_or_default() {
+            StoreType::Sqlite => {
                 if self.url.is_some() || self.url_env.is_some() || self.url_file.is_some() {
                     bail!("store: a URL is set but store.type is sqlite; set store.type: postgres");
                 }
@@ -97,7 +148,7 @@ impl StoreSection {
                 }
                 Ok(StoreChoice::Sqlite)
             }
-            "postgres" | "postgresql" => {
+            StoreType::Postgres => {
                 let url = match (&self.url, &self.url_env, &self.url_file) {
                     (Some(u), None, None) => u.clone(),
                     (None, Some(var), None) => std::env::var(var)
@@ -118,7 +169,6 @@ impl StoreSection {
                 }
                 Ok(StoreChoice::Postgres(url, george_store::PostgresTls { ca_file: self.tls.ca_file.clone() }))
             }
-            other => bail!("store.type: expected sqlite or postgres, got `{other}`"),
         }
     }
 }
@@ -231,7 +281,8 @@ pub struct LeaderElectionSection {
     pub retry_period: Option<HumanDuration>,
     /// Where the lease lives: `postgres` (default; a row in the store) or
     /// `kubernetes` (a `coordination.k8s.io/v1` Lease).
-    pub backend: Option<String>,
+    #[serde(default)]
+    pub backend: LeaseBackend,
     /// The Kubernetes Lease (backend `kubernetes`).
     #[serde(default)]
     pub kubernetes: LeaseSection,
@@ -332,8 +383,8 @@ pub struct WorkFileSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BackendSection {
-    #[serde(rename = "type")]
-    pub backend_type: Option<String>,
+    #[serde(rename = "type", default)]
+    pub backend_type: BackendType,
     #[serde(default)]
     pub process: ProcessSection,
     /// The Docker runtime.
@@ -524,7 +575,8 @@ impl Config {
         }
         if let Some(v) = get("GEORGE_DATABASE_URL") {
             let tls = self.store.tls.clone();
-            self.store = StoreSection { store_type: Some("postgres".into()), url: Some(v), tls, ..Default::default() };
+            self.store =
+                StoreSection { store_type: Some(StoreType::Postgres), url: Some(v), tls, ..Default::default() };
         }
         if let Some(v) = get("GEORGE_DATABASE_CA_FILE") {
             self.store.tls.ca_file = Some(PathBuf::from(v));
@@ -571,7 +623,8 @@ impl Config {
             self.sources.work_file = Some(WorkFileSection { path: path.into(), template, interval });
         }
         if let Some(v) = get("GEORGE_CONTAINER_BACKEND") {
-            self.container_backend.backend_type = Some(v);
+            self.container_backend.backend_type =
+                v.trim().parse().map_err(|e| anyhow::anyhow!("environment variable GEORGE_CONTAINER_BACKEND: {e}"))?;
         }
         if let Some(v) = get("GEORGE_WEBHOOK_SECRET_FILE") {
             self.webhooks.secret_file = Some(v.into());
@@ -677,6 +730,31 @@ mod tests {
         std::fs::write(&p, "engine:\n  reconcile_interval: 3s\n").unwrap();
         let err = Config::load(&p).unwrap_err().to_string();
         assert!(err.contains("unknown field `reconcile_interval`"), "{err}");
+    }
+
+    #[test]
+    fn backends_are_typed_and_an_unknown_one_is_named_with_the_choices() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("george-config.yaml");
+        let load = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            Config::load(&p)
+        };
+        let c = load("containerBackend: {type: local}\nstore: {type: postgresql, url: x}\nengine:\n  leaderElection: {backend: kubernetes}\n").unwrap();
+        assert_eq!(c.container_backend.backend_type, BackendType::Docker, "recac's name for Docker");
+        assert_eq!(c.store.store_type, Some(StoreType::Postgres));
+        assert_eq!(c.engine.leader_election.backend, LeaseBackend::Kubernetes);
+        assert_eq!(Config::default().container_backend.backend_type, BackendType::Process);
+        for (text, field) in [
+            ("containerBackend: {type: vm}\n", "containerBackend.type"),
+            ("store: {type: mysql}\n", "store.type"),
+            ("engine:\n  leaderElection: {backend: etcd}\n", "engine.leaderElection.backend"),
+        ] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.contains(field) && err.contains("unknown variant") && err.contains("expected"), "{err}");
+        }
+        let err = Config::default().apply_env(|k| (k == "GEORGE_CONTAINER_BACKEND").then(|| "vm".into())).unwrap_err();
+        assert!(err.to_string().contains("GEORGE_CONTAINER_BACKEND: unknown backend `vm`; expected"), "{err}");
     }
 
     #[test]

@@ -235,10 +235,10 @@ mod tests {
         }
         let config = docs[4]["data"]["george-config.yaml"].as_str().unwrap();
         let parsed: crate::config::Config = serde_saphyr::from_str(config).unwrap();
-        assert_eq!(parsed.store.store_type.as_deref(), Some("postgres"));
-        assert_eq!(parsed.container_backend.backend_type.as_deref(), Some("kubernetes"));
+        assert_eq!(parsed.store.store_type, Some(crate::config::StoreType::Postgres));
+        assert_eq!(parsed.container_backend.backend_type, crate::config::BackendType::Kubernetes);
         assert_eq!(parsed.container_backend.kubernetes.service_account.as_deref(), Some("george-agent"));
-        assert_eq!(parsed.engine.leader_election.backend.as_deref(), Some("kubernetes"));
+        assert_eq!(parsed.engine.leader_election.backend, crate::config::LeaseBackend::Kubernetes);
         assert!(parsed.engine.leader_election.timings().is_ok());
         for d in &docs {
             assert_eq!(d["metadata"]["namespace"], "george");

@@ -9,6 +9,7 @@ mod chaos;
 mod cli;
 mod commands;
 mod config;
+mod engine_config;
 mod jira_setup;
 mod k8s;
 mod orchestrate;

@@ -19,7 +19,7 @@
 //! setup implies: an AgentSpec `recac-agent` and a TaskTemplate `recac-task`
 //! (one LLM step on the ticket, in its repository when it names one).
 
-use crate::config::{Config, FolderSection, JiraSection, ProviderSection, WorkFileSection};
+use crate::config::{BackendType, Config, FolderSection, JiraSection, ProviderSection, WorkFileSection};
 use anyhow::{bail, Context as _};
 use clap::Args;
 use george_core::duration::HumanDuration;
@@ -134,10 +134,10 @@ impl OrchestrateArgs {
             cfg.engine.data_dir = Some(d.clone());
         }
         match self.mode.as_str() {
-            "local" | "docker" => cfg.container_backend.backend_type = Some("docker".into()),
-            "process" => cfg.container_backend.backend_type = Some("process".into()),
+            "local" | "docker" => cfg.container_backend.backend_type = BackendType::Docker,
+            "process" => cfg.container_backend.backend_type = BackendType::Process,
             "k8s" | "kubernetes" => {
-                cfg.container_backend.backend_type = Some("kubernetes".into());
+                cfg.container_backend.backend_type = BackendType::Kubernetes;
                 let k = &mut cfg.container_backend.kubernetes;
                 // recac's default namespace does not override one the config file names.
                 if k.namespace.is_none() || self.namespace != "default" {
@@ -265,7 +265,7 @@ mod tests {
         );
         assert_eq!(j.interval.unwrap().get().as_secs(), 30);
         assert_eq!(j.template.as_deref(), Some("recac-task"));
-        assert_eq!(cfg.container_backend.backend_type.as_deref(), Some("process"));
+        assert_eq!(cfg.container_backend.backend_type, BackendType::Process);
         assert_eq!(cfg.llm.providers[0].base_url, "https://openrouter.ai/api/v1");
         assert_eq!(cfg.llm.default.model.as_deref(), Some("m"));
 
@@ -274,18 +274,14 @@ mod tests {
                 .to_config(|_| None)
                 .unwrap();
         assert_eq!(cfg.sources.work_file.unwrap().path, PathBuf::from("w.json"));
-        assert_eq!(
-            cfg.container_backend.backend_type.as_deref(),
-            Some("docker"),
-            "recac's default mode is local Docker"
-        );
+        assert_eq!(cfg.container_backend.backend_type, BackendType::Docker, "recac's default mode is local Docker");
         assert_eq!(cfg.container_backend.docker.pull_policy.as_deref(), Some("Never"));
 
         let err = |argv: &[&str]| parse(argv).to_config(|_| None).unwrap_err().to_string();
         let k8s = parse(&["--poller", "file", "--mode", "k8s", "--namespace", "agents", "--image", "img"])
             .to_config(|_| None)
             .unwrap();
-        assert_eq!(k8s.container_backend.backend_type.as_deref(), Some("kubernetes"));
+        assert_eq!(k8s.container_backend.backend_type, BackendType::Kubernetes);
         assert_eq!(k8s.container_backend.kubernetes.namespace.as_deref(), Some("agents"));
         assert_eq!(k8s.container_backend.kubernetes.image.as_deref(), Some("img"));
         assert!(err(&["--poller", "rss"]).contains("expected jira or file"));

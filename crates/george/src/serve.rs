@@ -2,14 +2,14 @@
 //! API, wired from the configuration. Used by `george serve`, `george up`
 //! and `george bench`.
 
-use crate::config::{Config, StoreChoice};
+use crate::config::{BackendType, Config, LeaseBackend, StoreChoice};
 use anyhow::{bail, Context as _};
 use george_api::{ApiState, OperatorTokens};
 use george_core::Role;
-use george_engine::{Engine, EngineConfig, RetryPolicy};
+use george_engine::{Engine, EngineConfig};
 use george_runtime::{
     DockerRuntime, DockerRuntimeConfig, KubernetesRuntime, KubernetesRuntimeConfig, ProcessRuntime,
-    ProcessRuntimeConfig, Resources, Runtime,
+    ProcessRuntimeConfig, Runtime,
 };
 use george_sources::{FolderSource, GitSource, GitSourceConfig, Source, WorkFileSource};
 use george_store::{SqliteStore, Store};
@@ -51,143 +51,29 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts everything.
+    /// Starts everything: wires what the configuration asks for.
     pub async fn start(cfg: Config) -> anyhow::Result<Server> {
-        let data_dir = cfg.engine.data_dir.clone().unwrap_or_else(|| DEFAULT_DATA_DIR.into());
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-        // Private to the engine; agents running under their own uids may
-        // pass through (to their own directories) but not list or read it.
-        let traversable = george_runtime::sandbox::engine_is_root() && cfg.agents.sandbox.enabled != Some(false);
-        std::fs::set_permissions(
-            &data_dir,
-            std::os::unix::fs::PermissionsExt::from_mode(if traversable { 0o711 } else { 0o700 }),
-        )
-        .with_context(|| format!("cannot set the mode of data directory {}", data_dir.display()))?;
-        let data_dir = data_dir.canonicalize().with_context(|| format!("data directory {}", data_dir.display()))?;
-        let lock = lock_data_dir(&data_dir)?;
-
+        // Everything the file says is checked before anything is opened.
+        let mut ecfg = EngineConfig::try_from(&cfg)?;
+        let timings = cfg.engine.leader_election.timings()?;
+        let store_choice = cfg.store.resolve()?;
+        let (data_dir, lock) = prepare_data_dir(&cfg)?;
         let listen: SocketAddr = cfg.engine.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
-        let mut tokens = Vec::new();
-        for t in &cfg.api.tokens {
-            tokens.push((t.name.clone(), t.role.unwrap_or(Role::Admin), t.resolve()?));
-        }
-        let mut token_file = None;
-        if tokens.is_empty() {
-            if !listen.ip().is_loopback() {
-                bail!(
-                    "refusing to listen on {listen} without an operator token: anyone who can reach it could run commands. \
-                     Set api.tokens in the config file or GEORGE_API_TOKENS=name:token, or listen on 127.0.0.1"
-                );
-            }
-            let (token, path) = local_token(&data_dir)?;
-            tokens.push(("local".into(), Role::Admin, token));
-            token_file = Some(path);
-        }
+        let (tokens, token_file) = operator_tokens(&cfg, listen, &data_dir)?;
         // What `george up` itself uses: the most capable token.
         let token = tokens.iter().max_by_key(|t| t.1).map(|t| t.2.clone()).expect("at least one token");
-
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen} (is another george running? pass --listen)"))?;
+        let (listener, api_url) = bind(&cfg, listen).await?;
         let bound = listener.local_addr()?;
-        let api_url = match &cfg.engine.advertise_url {
-            Some(u) => u.trim_end_matches('/').to_string(),
-            None if bound.ip().is_unspecified() => format!("http://127.0.0.1:{}", bound.port()),
-            None => format!("http://{bound}"),
-        };
-
-        let mut postgres = None;
-        let store: Arc<dyn Store> = match cfg.store.resolve()? {
-            StoreChoice::Sqlite => {
-                let db = data_dir.join("george.db");
-                let store = SqliteStore::open(&db)
-                    .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-                // The database and its journal files: the engine's alone.
-                for suffix in ["", "-wal", "-shm"] {
-                    let f = PathBuf::from(format!("{}{suffix}", db.display()));
-                    if f.exists() {
-                        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                            .with_context(|| format!("cannot set the mode of {}", f.display()))?;
-                    }
-                }
-                Arc::new(store)
-            }
-            StoreChoice::Postgres(url, tls) => {
-                // Errors name the server, never the password.
-                let store = tokio::task::spawn_blocking(move || george_store::PostgresStore::connect_tls(&url, &tls))
-                    .await?
-                    .context("cannot open the PostgreSQL store (store.url)")?;
-                postgres = Some(store.clone());
-                Arc::new(store)
-            }
-        };
-        let timings = cfg.engine.leader_election.timings()?;
-        let engine_id = cfg.engine.id.clone().unwrap_or_else(|| "george".into());
+        let (store, postgres) = open_store(store_choice, &data_dir).await?;
+        let engine_id = ecfg.engine_id.clone();
         let runtime = build_runtime(&cfg, &data_dir, &engine_id).await?;
         let mut sources = build_sources(&cfg, &data_dir);
         let jira = crate::jira_setup::settings(&cfg, &engine_id)?.map(|s| Arc::new(george_jira::JiraSource::new(s)));
         if let Some(j) = &jira {
             sources.push(j.clone());
         }
-
-        let mut ecfg = EngineConfig::new(api_url.clone());
-        let ecfg_engine_id = engine_id.clone();
-        ecfg.engine_id = engine_id;
-        ecfg.secrets_dir = cfg.secrets.dir.clone();
-        if let Some(d) = cfg.engine.reconcile_interval {
-            ecfg.reconcile_interval = d.get();
-        }
-        if let Some(w) = cfg.engine.workers {
-            ecfg.workers = w.max(1);
-        }
-        if let Some(h) = cfg.agents.health_check {
-            ecfg.health = h;
-        }
-        if let Some(d) = cfg.webhooks.remember_deliveries {
-            ecfg.delivery_memory = d.get();
-        }
-        if let Some(p) = cfg.agents.engine_patience {
-            ecfg.engine_patience = p.get();
-        }
-        ecfg.default_resources =
-            Resources { memory: cfg.agents.default_resources.memory, cpu: cfg.agents.default_resources.cpu };
-        let defaults = RetryPolicy::default();
-        ecfg.retry = RetryPolicy {
-            initial_backoff: cfg.engine.retry_backoff.map(|d| d.get()).unwrap_or(defaults.initial_backoff),
-            max_backoff: cfg.engine.max_retry_backoff.map(|d| d.get()).unwrap_or(defaults.max_backoff),
-            max_attempts: cfg.engine.max_attempts.unwrap_or(defaults.max_attempts),
-        };
-        if let Some(g) = cfg.engine.termination_grace {
-            ecfg.termination_grace = g.get();
-        }
+        ecfg.api_url = api_url.clone();
         ecfg.output_dir = Some(data_dir.join("outputs"));
-        if let Some(t) = cfg.engine.trigger_tick {
-            ecfg.trigger_tick = t.get().max(std::time::Duration::from_millis(10));
-        }
-        ecfg.webhook_secret = webhook_secret(&cfg)?;
-        ecfg.jira_webhook_secret = crate::jira_setup::webhook_secret(&cfg)?;
-        ecfg.llm = llm_settings(&cfg)?;
-        for (i, url) in cfg.llm.budgets.notify.iter().enumerate() {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                anyhow::bail!("llm.budgets.notify[{i}]: expected an http:// or https:// URL, got {url:?}");
-            }
-        }
-        ecfg.notify = cfg.llm.budgets.notify.clone();
-        if let Some(n) = cfg.engine.max_concurrent {
-            ecfg.max_concurrent = Some(n);
-        }
-        let bp = &cfg.engine.backpressure;
-        if let Some(t) = bp.threshold {
-            ecfg.backpressure.threshold = t;
-        }
-        if let Some(r) = &bp.refuse {
-            ecfg.backpressure.refuse = r.clone();
-        }
-        if let Some(d) = bp.retry_after {
-            ecfg.backpressure.retry_after = d.get();
-        }
-
         let (engine, handle) =
             Engine::new(ecfg, store.clone(), runtime.clone(), Arc::new(george_core::SystemClock), sources);
         let shutdown = CancellationToken::new();
@@ -207,7 +93,7 @@ impl Server {
                 })
             }
             Some(pg) => {
-                let holder = format!("{}-{}", ecfg_engine_id, random_suffix());
+                let holder = format!("{}-{}", engine_id, random_suffix());
                 let lock = lease_lock(&cfg.engine.leader_election, &pg, &holder, timings.lease).await?;
                 let election = george_leader::Election::new(lock, pg, holder, timings);
                 // Until it leads, this replica stores writes for the leader to act on.
@@ -384,9 +270,9 @@ async fn lease_lock(
     duration: Duration,
 ) -> anyhow::Result<Arc<dyn george_leader::LeaseLock>> {
     use george_leader::{kubernetes::KubernetesLease, postgres::PostgresLease, LEASE};
-    match section.backend.as_deref().unwrap_or("postgres") {
-        "postgres" => Ok(Arc::new(PostgresLease::new(store.clone(), holder.to_string(), duration))),
-        "kubernetes" => {
+    match section.backend {
+        LeaseBackend::Postgres => Ok(Arc::new(PostgresLease::new(store.clone(), holder.to_string(), duration))),
+        LeaseBackend::Kubernetes => {
             let k = &section.kubernetes;
             let client = george_runtime::kubernetes::client(k.kubeconfig.as_deref())
                 .await
@@ -397,7 +283,6 @@ async fn lease_lock(
             let clock = george_leader::kubernetes::system_clock();
             Ok(Arc::new(KubernetesLease::new(api, name, holder.to_string(), duration, store.clone(), clock)))
         }
-        other => bail!("engine.leaderElection.backend: expected `postgres` or `kubernetes`, got `{other}`"),
     }
 }
 
@@ -408,72 +293,93 @@ fn random_suffix() -> String {
     hex::encode(b)
 }
 
-/// LLM providers (with their keys, read once at start) and budgets.
-fn llm_settings(cfg: &Config) -> anyhow::Result<george_engine::llm::LlmSettings> {
-    let mut s = george_engine::llm::LlmSettings {
-        default_provider: cfg.llm.default.provider.clone(),
-        default_model: cfg.llm.default.model.clone(),
-        org_monthly: cfg.llm.budgets.org_monthly,
-        org_daily: cfg.llm.budgets.org_daily,
-        default_cap: cfg.llm.budgets.default_cap.unwrap_or(4096),
-        ..Default::default()
-    };
-    for (i, p) in cfg.llm.providers.iter().enumerate() {
-        let at = format!("llm.providers[{i}] ({})", p.name);
-        let key = match (&p.api_key_env, &p.api_key_file, &p.api_key_secret) {
-            (None, None, None) => None,
-            (Some(var), None, None) => Some(
-                std::env::var(var).with_context(|| format!("{at}.apiKeyEnv: environment variable {var} is not set"))?,
-            ),
-            (None, Some(f), None) => Some(
-                std::fs::read_to_string(f).with_context(|| format!("{at}.apiKeyFile: cannot read {}", f.display()))?,
-            ),
-            (None, None, Some(name)) => {
-                let dir = cfg.secrets.dir.as_ref().with_context(|| format!("{at}.apiKeySecret needs secrets.dir"))?;
-                Some(
-                    std::fs::read_to_string(dir.join(name))
-                        .with_context(|| format!("{at}.apiKeySecret: cannot read secret `{name}`"))?,
-                )
-            }
-            _ => bail!("{at}: set at most one of apiKeyEnv, apiKeyFile, apiKeySecret"),
-        };
-        let provider = george_governor::Provider {
-            name: p.name.clone(),
-            api: p.api,
-            base_url: p.base_url.clone(),
-            key: key.map(|k| george_governor::ProviderKey(k.trim().to_string())),
-        };
-        if s.providers.insert(p.name.clone(), provider).is_some() {
-            bail!("{at}: duplicate provider name");
-        }
-    }
-    if let Some(name) = &s.default_provider {
-        if !s.providers.contains_key(name) {
-            bail!("llm.default.provider `{name}` is not one of llm.providers");
-        }
-    }
-    Ok(s)
+/// Creates the data directory, private to the engine (agents running under
+/// their own uids may pass through it to their own directories, not list
+/// or read it), and locks it: one engine per data directory.
+fn prepare_data_dir(cfg: &Config) -> anyhow::Result<(PathBuf, nix::fcntl::Flock<std::fs::File>)> {
+    let data_dir = cfg.engine.data_dir.clone().unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let traversable = george_runtime::sandbox::engine_is_root() && cfg.agents.sandbox.enabled != Some(false);
+    std::fs::set_permissions(
+        &data_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(if traversable { 0o711 } else { 0o700 }),
+    )
+    .with_context(|| format!("cannot set the mode of data directory {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize().with_context(|| format!("data directory {}", data_dir.display()))?;
+    let lock = lock_data_dir(&data_dir)?;
+    Ok((data_dir, lock))
 }
 
-/// The webhook signing key, read once at start.
-fn webhook_secret(cfg: &Config) -> anyhow::Result<Option<george_engine::WebhookSecret>> {
-    let path = match (&cfg.webhooks.secret, &cfg.webhooks.secret_file) {
-        (Some(_), Some(_)) => bail!("webhooks: set either `secret` or `secretFile`, not both"),
-        (Some(name), None) => {
-            let dir =
-                cfg.secrets.dir.as_ref().context("webhooks.secret names a secret, but no secrets.dir is configured")?;
-            dir.join(name)
-        }
-        (None, Some(path)) => path.clone(),
-        (None, None) => return Ok(None),
-    };
-    let key =
-        std::fs::read(&path).with_context(|| format!("webhooks: cannot read the signing key {}", path.display()))?;
-    let key: Vec<u8> = String::from_utf8_lossy(&key).trim().as_bytes().to_vec();
-    if key.len() < 16 {
-        bail!("webhooks: the signing key in {} is {} bytes; use at least 16", path.display(), key.len());
+/// The operator tokens (name, role, token); without any, a local token in
+/// the data directory, and only on a loopback address.
+#[allow(clippy::type_complexity)]
+fn operator_tokens(
+    cfg: &Config,
+    listen: SocketAddr,
+    data_dir: &Path,
+) -> anyhow::Result<(Vec<(String, Role, String)>, Option<PathBuf>)> {
+    let mut tokens = Vec::new();
+    for t in &cfg.api.tokens {
+        tokens.push((t.name.clone(), t.role.unwrap_or(Role::Admin), t.resolve()?));
     }
-    Ok(Some(george_engine::WebhookSecret(key)))
+    if !tokens.is_empty() {
+        return Ok((tokens, None));
+    }
+    if !listen.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {listen} without an operator token: anyone who can reach it could run commands. \
+             Set api.tokens in the config file or GEORGE_API_TOKENS=name:token, or listen on 127.0.0.1"
+        );
+    }
+    let (token, path) = local_token(data_dir)?;
+    tokens.push(("local".into(), Role::Admin, token));
+    Ok((tokens, Some(path)))
+}
+
+/// Listens on `listen`; returns the listener and the URL agents reach the API at.
+async fn bind(cfg: &Config, listen: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, String)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (is another george running? pass --listen)"))?;
+    let bound = listener.local_addr()?;
+    let api_url = match &cfg.engine.advertise_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None if bound.ip().is_unspecified() => format!("http://127.0.0.1:{}", bound.port()),
+        None => format!("http://{bound}"),
+    };
+    Ok((listener, api_url))
+}
+
+/// Opens the store; the PostgreSQL one is also returned as such (replicas
+/// elect a leader on it).
+async fn open_store(
+    choice: StoreChoice,
+    data_dir: &Path,
+) -> anyhow::Result<(Arc<dyn Store>, Option<george_store::PostgresStore>)> {
+    match choice {
+        StoreChoice::Sqlite => {
+            let db = data_dir.join("george.db");
+            let store =
+                SqliteStore::open(&db).with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+            // The database and its journal files: the engine's alone.
+            for suffix in ["", "-wal", "-shm"] {
+                let f = PathBuf::from(format!("{}{suffix}", db.display()));
+                if f.exists() {
+                    std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                        .with_context(|| format!("cannot set the mode of {}", f.display()))?;
+                }
+            }
+            Ok((Arc::new(store), None))
+        }
+        StoreChoice::Postgres(url, tls) => {
+            // Errors name the server, never the password.
+            let store = tokio::task::spawn_blocking(move || george_store::PostgresStore::connect_tls(&url, &tls))
+                .await?
+                .context("cannot open the PostgreSQL store (store.url)")?;
+            Ok((Arc::new(store.clone()), Some(store)))
+        }
+    }
 }
 
 fn lock_data_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
@@ -515,8 +421,8 @@ fn local_token(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
 }
 
 async fn build_runtime(cfg: &Config, data_dir: &Path, engine_id: &str) -> anyhow::Result<Arc<dyn Runtime>> {
-    match cfg.container_backend.backend_type.as_deref().unwrap_or("process") {
-        "process" => {
+    match cfg.container_backend.backend_type {
+        BackendType::Process => {
             let exe = std::env::current_exe().context("cannot find the george executable to start agents with")?;
             let mut rc =
                 ProcessRuntimeConfig::under(data_dir, vec![exe.display().to_string(), "agent".into(), "run".into()]);
@@ -555,8 +461,7 @@ async fn build_runtime(cfg: &Config, data_dir: &Path, engine_id: &str) -> anyhow
             );
             Ok(Arc::new(rt))
         }
-        // `local` is what recac calls its Docker mode.
-        "docker" | "local" => {
+        BackendType::Docker => {
             let d = &cfg.container_backend.docker;
             let mut rc = DockerRuntimeConfig::under(data_dir, engine_id);
             if let Some(n) = &d.network {
@@ -569,7 +474,7 @@ async fn build_runtime(cfg: &Config, data_dir: &Path, engine_id: &str) -> anyhow
             rc.keep_containers = d.keep_containers.unwrap_or(false);
             Ok(Arc::new(DockerRuntime::connect(rc).await?))
         }
-        "kubernetes" | "k8s" => {
+        BackendType::Kubernetes => {
             let k = &cfg.container_backend.kubernetes;
             let client = george_runtime::kubernetes::client(k.kubeconfig.as_deref())
                 .await
@@ -594,9 +499,6 @@ async fn build_runtime(cfg: &Config, data_dir: &Path, engine_id: &str) -> anyhow
                 rc.job.termination_grace = g.get();
             }
             Ok(Arc::new(KubernetesRuntime::connect(client, rc).await?))
-        }
-        other => {
-            bail!("containerBackend.type: unknown backend `{other}`; expected `process`, `docker` or `kubernetes`")
         }
     }
 }

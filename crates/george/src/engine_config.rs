@@ -1,0 +1,139 @@
+//! The engine's settings from the configuration: one conversion,
+//! `EngineConfig::try_from(&Config)`, whose errors name the field. What
+//! only exists once George runs (the API's bound address, the data
+//! directory's canonical path) is set by `Server::start`.
+
+use crate::config::Config;
+use anyhow::{bail, Context as _};
+use george_engine::{EngineConfig, RetryPolicy};
+use george_runtime::Resources;
+
+impl TryFrom<&Config> for EngineConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(cfg: &Config) -> anyhow::Result<EngineConfig> {
+        let mut ecfg = EngineConfig::new(String::new());
+        ecfg.engine_id = cfg.engine.id.clone().unwrap_or_else(|| "george".into());
+        ecfg.secrets_dir = cfg.secrets.dir.clone();
+        if let Some(d) = cfg.engine.reconcile_interval {
+            ecfg.reconcile_interval = d.get();
+        }
+        if let Some(w) = cfg.engine.workers {
+            ecfg.workers = w.max(1);
+        }
+        if let Some(h) = cfg.agents.health_check {
+            ecfg.health = h;
+        }
+        if let Some(d) = cfg.webhooks.remember_deliveries {
+            ecfg.delivery_memory = d.get();
+        }
+        if let Some(p) = cfg.agents.engine_patience {
+            ecfg.engine_patience = p.get();
+        }
+        ecfg.default_resources =
+            Resources { memory: cfg.agents.default_resources.memory, cpu: cfg.agents.default_resources.cpu };
+        let defaults = RetryPolicy::default();
+        ecfg.retry = RetryPolicy {
+            initial_backoff: cfg.engine.retry_backoff.map(|d| d.get()).unwrap_or(defaults.initial_backoff),
+            max_backoff: cfg.engine.max_retry_backoff.map(|d| d.get()).unwrap_or(defaults.max_backoff),
+            max_attempts: cfg.engine.max_attempts.unwrap_or(defaults.max_attempts),
+        };
+        if let Some(g) = cfg.engine.termination_grace {
+            ecfg.termination_grace = g.get();
+        }
+        if let Some(t) = cfg.engine.trigger_tick {
+            ecfg.trigger_tick = t.get().max(std::time::Duration::from_millis(10));
+        }
+        ecfg.webhook_secret = webhook_secret(cfg)?;
+        ecfg.jira_webhook_secret = crate::jira_setup::webhook_secret(cfg)?;
+        ecfg.llm = llm_settings(cfg)?;
+        for (i, url) in cfg.llm.budgets.notify.iter().enumerate() {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("llm.budgets.notify[{i}]: expected an http:// or https:// URL, got {url:?}");
+            }
+        }
+        ecfg.notify = cfg.llm.budgets.notify.clone();
+        if let Some(n) = cfg.engine.max_concurrent {
+            ecfg.max_concurrent = Some(n);
+        }
+        let bp = &cfg.engine.backpressure;
+        if let Some(t) = bp.threshold {
+            ecfg.backpressure.threshold = t;
+        }
+        if let Some(r) = &bp.refuse {
+            ecfg.backpressure.refuse = r.clone();
+        }
+        if let Some(d) = bp.retry_after {
+            ecfg.backpressure.retry_after = d.get();
+        }
+        Ok(ecfg)
+    }
+}
+
+/// LLM providers (with their keys, read once at start) and budgets.
+fn llm_settings(cfg: &Config) -> anyhow::Result<george_engine::llm::LlmSettings> {
+    let mut s = george_engine::llm::LlmSettings {
+        default_provider: cfg.llm.default.provider.clone(),
+        default_model: cfg.llm.default.model.clone(),
+        org_monthly: cfg.llm.budgets.org_monthly,
+        org_daily: cfg.llm.budgets.org_daily,
+        default_cap: cfg.llm.budgets.default_cap.unwrap_or(4096),
+        ..Default::default()
+    };
+    for (i, p) in cfg.llm.providers.iter().enumerate() {
+        let at = format!("llm.providers[{i}] ({})", p.name);
+        let key = match (&p.api_key_env, &p.api_key_file, &p.api_key_secret) {
+            (None, None, None) => None,
+            (Some(var), None, None) => Some(
+                std::env::var(var).with_context(|| format!("{at}.apiKeyEnv: environment variable {var} is not set"))?,
+            ),
+            (None, Some(f), None) => Some(
+                std::fs::read_to_string(f).with_context(|| format!("{at}.apiKeyFile: cannot read {}", f.display()))?,
+            ),
+            (None, None, Some(name)) => {
+                let dir = cfg.secrets.dir.as_ref().with_context(|| format!("{at}.apiKeySecret needs secrets.dir"))?;
+                Some(
+                    std::fs::read_to_string(dir.join(name))
+                        .with_context(|| format!("{at}.apiKeySecret: cannot read secret `{name}`"))?,
+                )
+            }
+            _ => bail!("{at}: set at most one of apiKeyEnv, apiKeyFile, apiKeySecret"),
+        };
+        let provider = george_governor::Provider {
+            name: p.name.clone(),
+            api: p.api,
+            base_url: p.base_url.clone(),
+            key: key.map(|k| george_governor::ProviderKey(k.trim().to_string())),
+        };
+        if s.providers.insert(p.name.clone(), provider).is_some() {
+            bail!("{at}: duplicate provider name");
+        }
+    }
+    if let Some(name) = &s.default_provider {
+        if !s.providers.contains_key(name) {
+            bail!("llm.default.provider `{name}` is not one of llm.providers");
+        }
+    }
+    Ok(s)
+}
+
+/// The webhook signing key, read once at start.
+fn webhook_secret(cfg: &Config) -> anyhow::Result<Option<george_engine::WebhookSecret>> {
+    let path = match (&cfg.webhooks.secret, &cfg.webhooks.secret_file) {
+        (Some(_), Some(_)) => bail!("webhooks: set either `secret` or `secretFile`, not both"),
+        (Some(name), None) => {
+            let dir =
+                cfg.secrets.dir.as_ref().context("webhooks.secret names a secret, but no secrets.dir is configured")?;
+            dir.join(name)
+        }
+        (None, Some(path)) => path.clone(),
+        (None, None) => return Ok(None),
+    };
+    let key =
+        std::fs::read(&path).with_context(|| format!("webhooks: cannot read the signing key {}", path.display()))?;
+    let key: Vec<u8> = String::from_utf8_lossy(&key).trim().as_bytes().to_vec();
+    if key.len() < 16 {
+        bail!("webhooks: the signing key in {} is {} bytes; use at least 16", path.display(), key.len());
+    }
+    Ok(Some(george_engine::WebhookSecret(key)))
+}
