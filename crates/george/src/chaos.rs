@@ -444,6 +444,36 @@ fn overlaps(outputs: &Path, notes: &mut Vec<String>) -> usize {
     n
 }
 
+/// What the engine is made to suffer, in the plan's shuffled order.
+#[derive(Debug, Clone, Copy)]
+enum EngineAction {
+    Kill,
+    KillAt(&'static str),
+    Freeze,
+    LongOutage,
+}
+
+/// One chaos run in progress: the engine, the agents, and what was seen.
+struct Run<'p> {
+    plan: &'p ChaosPlan,
+    dir: PathBuf,
+    data: PathBuf,
+    docker: Option<bollard::Docker>,
+    engine: EngineProc,
+    client: Client,
+    report: ChaosReport,
+    rng: Rng,
+    ready_times: Vec<f64>,
+    began: Instant,
+    engine_plan: Vec<EngineAction>,
+    agent_kills_left: u32,
+    agent_stops_left: u32,
+    frozen_by_us: HashSet<(String, u32)>,
+    thawing: Vec<(Instant, i32)>,
+    accepted: Vec<String>,
+    seen: Seen,
+}
+
 /// Runs the plan and checks every promise.
 pub async fn run_plan(plan: &ChaosPlan) -> anyhow::Result<ChaosReport> {
     let tmp;
@@ -458,73 +488,117 @@ pub async fn run_plan(plan: &ChaosPlan) -> anyhow::Result<ChaosReport> {
             tmp.path().canonicalize()?
         }
     };
-    std::fs::create_dir_all(dir.join("manifests"))?;
-    std::fs::write(dir.join("manifests/chaos.yaml"), manifests())?;
-    std::fs::write(dir.join("george-config.yaml"), config(&dir, plan))?;
-    let docker = match plan.runtime.as_str() {
-        "process" => None,
-        "docker" => Some(bollard::Docker::connect_with_local_defaults()?),
-        other => anyhow::bail!("chaos runtime: expected process or docker, got `{other}`"),
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let data = dir.join("data");
-    let mut engine = EngineProc { dir: dir.clone(), port, child: None, starts: 0, armed: None };
-    let mut report = ChaosReport {
-        seed: plan.seed,
-        runtime: plan.runtime.clone(),
-        max_concurrent: MAX_CONCURRENT,
-        ..Default::default()
-    };
-    let mut rng = Rng(plan.seed);
-    let mut ready_times = vec![engine.start(None).await?.as_secs_f64() * 1000.0];
-    let client = Client::new(&format!("http://127.0.0.1:{port}"), TOKEN)?;
-    let began = Instant::now();
+    let mut run = Run::prepare(plan, dir).await?;
+    run.cause_chaos().await?;
+    run.verdict().await?;
+    Ok(run.finish())
+}
 
-    // The engine actions, shuffled; agent actions come at their own pace.
-    #[derive(Debug, Clone, Copy)]
-    enum EngineAction {
-        Kill,
-        KillAt(&'static str),
-        Freeze,
-        LongOutage,
-    }
-    let mut engine_plan = Vec::new();
-    engine_plan.extend((0..plan.engine_kills).map(|_| EngineAction::Kill));
-    for i in 0..plan.window_kills {
-        // Mostly the spawn window itself; the points on either side of it too.
-        let point = match i % 5 {
-            3 => "attempt.recorded",
-            4 => "spawn.recorded",
-            _ => "spawn.window",
+impl<'p> Run<'p> {
+    /// Writes the manifests and the config, and starts the engine.
+    async fn prepare(plan: &'p ChaosPlan, dir: PathBuf) -> anyhow::Result<Run<'p>> {
+        std::fs::create_dir_all(dir.join("manifests"))?;
+        std::fs::write(dir.join("manifests/chaos.yaml"), manifests())?;
+        std::fs::write(dir.join("george-config.yaml"), config(&dir, plan))?;
+        let docker = match plan.runtime.as_str() {
+            "process" => None,
+            "docker" => Some(bollard::Docker::connect_with_local_defaults()?),
+            other => anyhow::bail!("chaos runtime: expected process or docker, got `{other}`"),
         };
-        engine_plan.push(EngineAction::KillAt(point));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut engine = EngineProc { dir: dir.clone(), port, child: None, starts: 0, armed: None };
+        let report = ChaosReport {
+            seed: plan.seed,
+            runtime: plan.runtime.clone(),
+            max_concurrent: MAX_CONCURRENT,
+            ..Default::default()
+        };
+        let mut rng = Rng(plan.seed);
+        let ready_times = vec![engine.start(None).await?.as_secs_f64() * 1000.0];
+        let client = Client::new(&format!("http://127.0.0.1:{port}"), TOKEN)?;
+        let engine_plan = engine_plan(plan, &mut rng);
+        Ok(Run {
+            plan,
+            data: dir.join("data"),
+            dir,
+            docker,
+            engine,
+            client,
+            report,
+            rng,
+            ready_times,
+            began: Instant::now(),
+            engine_plan,
+            agent_kills_left: plan.agent_kills,
+            agent_stops_left: plan.agent_stops,
+            frozen_by_us: HashSet::new(),
+            thawing: Vec::new(),
+            accepted: Vec::new(),
+            seen: Seen::default(),
+        })
     }
-    engine_plan.extend((0..plan.engine_stops).map(|_| EngineAction::Freeze));
-    engine_plan.push(EngineAction::LongOutage);
-    for i in (1..engine_plan.len()).rev() {
-        engine_plan.swap(i, rng.below(i as u64 + 1) as usize);
-    }
-    let (mut agent_kills_left, mut agent_stops_left) = (plan.agent_kills, plan.agent_stops);
-    let mut frozen_by_us: HashSet<(String, u32)> = HashSet::new();
-    let mut thawing: Vec<(Instant, i32)> = Vec::new();
-    let mut accepted: Vec<String> = Vec::new();
-    let mut next_engine_action = Instant::now() + rng.millis(1500, 3000);
-    let mut next_agent_action = Instant::now() + rng.millis(200, 600);
-    let mut next_check = Instant::now();
-    let mut seen = Seen::default();
-    let mut all_final = false;
-    let wave = MAX_CONCURRENT * 2;
 
-    loop {
-        // Sample the agents alive now.
-        let live = match &docker {
-            None => live_processes(&data),
+    async fn live(&self) -> Vec<LiveAgent> {
+        match &self.docker {
+            None => live_processes(&self.data),
             Some(d) => live_containers(d).await.unwrap_or_default(),
-        };
-        seen.sample(&live);
+        }
+    }
 
-        // Thaw frozen agents when due.
-        thawing.retain(|(at, pid)| {
+    async fn restart(&mut self, armed: Option<(&'static str, u32)>) -> anyhow::Result<()> {
+        self.ready_times.push(self.engine.start(armed).await?.as_secs_f64() * 1000.0);
+        Ok(())
+    }
+
+    /// Submits jobs, kills and freezes agents and the engine, until every
+    /// job is final or the deadline passes.
+    async fn cause_chaos(&mut self) -> anyhow::Result<()> {
+        let mut next_engine_action = Instant::now() + self.rng.millis(1500, 3000);
+        let mut next_agent_action = Instant::now() + self.rng.millis(200, 600);
+        let mut next_check = Instant::now();
+        loop {
+            let live = self.live().await;
+            self.seen.sample(&live);
+            self.thaw_due();
+            self.count_armed_death().await?;
+            if Instant::now() >= next_check {
+                next_check = Instant::now() + Duration::from_millis(300);
+                if self.submit_wave().await {
+                    break;
+                }
+            }
+            if self.began.elapsed() > self.plan.deadline {
+                self.report.violations.push(format!("not every job finished within {:?}", self.plan.deadline));
+                break;
+            }
+            if Instant::now() >= next_agent_action && !live.is_empty() {
+                next_agent_action = Instant::now() + self.rng.millis(250, 700);
+                self.hit_an_agent(&live).await;
+            }
+            // Never while an armed engine has yet to reach its kill point
+            // (another kill would disarm it unseen).
+            if Instant::now() >= next_engine_action && self.engine.child.is_some() && self.engine.armed.is_none() {
+                next_engine_action = Instant::now() + self.rng.millis(2000, 4000);
+                if let Some(action) = self.engine_plan.pop() {
+                    self.hit_the_engine(action).await?;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        for (_, pid) in self.thawing.drain(..) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT);
+        }
+        // An armed engine that never reached its point is disarmed by a restart.
+        if self.engine.armed.is_some() {
+            self.engine.kill9();
+            self.restart(None).await?;
+        }
+        Ok(())
+    }
+
+    /// Thaws the frozen agents that are due.
+    fn thaw_due(&mut self) {
+        self.thawing.retain(|(at, pid)| {
             if Instant::now() >= *at {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGCONT);
                 false
@@ -532,232 +606,247 @@ pub async fn run_plan(plan: &ChaosPlan) -> anyhow::Result<ChaosReport> {
                 true
             }
         });
+    }
 
-        // An armed engine dies at its kill point: count it, start another.
-        if let Some(point) = engine.died() {
-            match point {
-                Some(p) => {
-                    report.engine_kills += 1;
-                    *report.kill_points.entry(p.clone()).or_default() += 1;
-                    if p == "spawn.window" {
-                        report.spawn_window_kills += 1;
-                    }
-                }
-                None => report.violations.push(format!("the engine died unasked; see {}", engine.log_path().display())),
-            }
-            ready_times.push(engine.start(None).await?.as_secs_f64() * 1000.0);
-        }
-
-        // Keep a wave of unfinished jobs submitted.
-        if Instant::now() >= next_check {
-            next_check = Instant::now() + Duration::from_millis(300);
-            if let Ok(jobs) = client.jobs(&Default::default()).await {
-                let unfinished = jobs.iter().filter(|j| !j.status.is_final()).count();
-                all_final = accepted.len() == plan.jobs && unfinished == 0;
-                let mut room = wave.saturating_sub(unfinished);
-                // The last wave waits for the engine plan, so that every
-                // planned kill (an armed engine needs spawns) meets work; an
-                // armed engine gets the work at once.
-                let holdback =
-                    if engine_plan.is_empty() || engine.armed.is_some() { 0 } else { wave.min(plan.jobs / 2) };
-                while room > 0 && accepted.len() + holdback < plan.jobs {
-                    let id = format!("chaos-{:04}", accepted.len());
-                    let req = SubmitJob {
-                        template: "chaos".into(),
-                        params: Default::default(),
-                        id: Some(id.clone()),
-                        priority: None,
-                        chapter: None,
-                        agent: None,
-                        env: Default::default(),
-                    };
-                    match client.submit(&req).await {
-                        Ok(_) => {}
-                        // Accepted by an engine that died before it answered.
-                        Err(e) if e.status() == Some(409) => {}
-                        Err(_) => break,
-                    }
-                    accepted.push(id);
-                    room -= 1;
+    /// An armed engine dies at its kill point: count it, start another.
+    async fn count_armed_death(&mut self) -> anyhow::Result<()> {
+        let Some(point) = self.engine.died() else { return Ok(()) };
+        match point {
+            Some(p) => {
+                self.report.engine_kills += 1;
+                *self.report.kill_points.entry(p.clone()).or_default() += 1;
+                if p == "spawn.window" {
+                    self.report.spawn_window_kills += 1;
                 }
             }
+            None => self
+                .report
+                .violations
+                .push(format!("the engine died unasked; see {}", self.engine.log_path().display())),
         }
-        if all_final {
-            break;
-        }
-        if began.elapsed() > plan.deadline {
-            report.violations.push(format!("not every job finished within {:?}", plan.deadline));
-            break;
-        }
+        self.restart(None).await
+    }
 
-        // An agent action: kill or freeze one live agent.
-        if Instant::now() >= next_agent_action && !live.is_empty() {
-            next_agent_action = Instant::now() + rng.millis(250, 700);
-            let leaders: Vec<&LiveAgent> =
-                live.iter().filter(|a| docker.is_some() || a.pid.is_some()).collect::<Vec<_>>();
-            if let Some(victim) = (!leaders.is_empty()).then(|| leaders[rng.below(leaders.len() as u64) as usize]) {
-                let freeze = agent_stops_left > 0 && (agent_kills_left == 0 || rng.below(4) == 0);
-                if freeze {
-                    if let Some(pid) = victim.pid {
-                        let _ =
-                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSTOP);
-                        frozen_by_us.insert((victim.job.clone(), victim.attempt));
-                        // Some thaw in time, some are past the deadline.
-                        thawing.push((Instant::now() + rng.millis(300, HEALTH_GRACE.as_millis() as u64 * 2), pid));
-                        agent_stops_left -= 1;
-                        report.agent_stops += 1;
-                    }
-                } else if agent_kills_left > 0 {
-                    match (&docker, victim.pid) {
-                        (None, Some(pid)) => {
-                            let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(pid),
-                                nix::sys::signal::Signal::SIGKILL,
-                            );
-                        }
-                        (Some(d), _) => {
-                            let _ = d
-                                .kill_container(&victim.group, None::<bollard::query_parameters::KillContainerOptions>)
-                                .await;
-                        }
-                        _ => {}
-                    }
-                    agent_kills_left -= 1;
-                    report.agent_kills += 1;
+    /// Keeps a wave of unfinished jobs submitted. Returns whether every job
+    /// was submitted and is final.
+    async fn submit_wave(&mut self) -> bool {
+        let wave = MAX_CONCURRENT * 2;
+        let Ok(jobs) = self.client.jobs(&Default::default()).await else { return false };
+        let unfinished = jobs.iter().filter(|j| !j.status.is_final()).count();
+        let all_final = self.accepted.len() == self.plan.jobs && unfinished == 0;
+        let mut room = wave.saturating_sub(unfinished);
+        // The last wave waits for the engine plan, so that every planned
+        // kill (an armed engine needs spawns) meets work; an armed engine
+        // gets the work at once.
+        let holdback =
+            if self.engine_plan.is_empty() || self.engine.armed.is_some() { 0 } else { wave.min(self.plan.jobs / 2) };
+        while room > 0 && self.accepted.len() + holdback < self.plan.jobs {
+            let id = format!("chaos-{:04}", self.accepted.len());
+            let req = SubmitJob {
+                template: "chaos".into(),
+                params: Default::default(),
+                id: Some(id.clone()),
+                priority: None,
+                chapter: None,
+                agent: None,
+                env: Default::default(),
+            };
+            match self.client.submit(&req).await {
+                Ok(_) => {}
+                // Accepted by an engine that died before it answered.
+                Err(e) if e.status() == Some(409) => {}
+                Err(_) => break,
+            }
+            self.accepted.push(id);
+            room -= 1;
+        }
+        all_final
+    }
+
+    /// Kills or freezes one live agent.
+    async fn hit_an_agent(&mut self, live: &[LiveAgent]) {
+        let targets: Vec<&LiveAgent> = live.iter().filter(|a| self.docker.is_some() || a.pid.is_some()).collect();
+        if targets.is_empty() {
+            return;
+        }
+        let victim = targets[self.rng.below(targets.len() as u64) as usize];
+        let freeze = self.agent_stops_left > 0 && (self.agent_kills_left == 0 || self.rng.below(4) == 0);
+        if freeze {
+            if let Some(pid) = victim.pid {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSTOP);
+                self.frozen_by_us.insert((victim.job.clone(), victim.attempt));
+                // Some thaw in time, some are past the deadline.
+                let thaw = Instant::now() + self.rng.millis(300, HEALTH_GRACE.as_millis() as u64 * 2);
+                self.thawing.push((thaw, pid));
+                self.agent_stops_left -= 1;
+                self.report.agent_stops += 1;
+            }
+        } else if self.agent_kills_left > 0 {
+            match (&self.docker, victim.pid) {
+                (None, Some(pid)) => {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                }
+                (Some(d), _) => {
+                    let _ =
+                        d.kill_container(&victim.group, None::<bollard::query_parameters::KillContainerOptions>).await;
+                }
+                _ => {}
+            }
+            self.agent_kills_left -= 1;
+            self.report.agent_kills += 1;
+        }
+    }
+
+    /// Carries out one engine action.
+    async fn hit_the_engine(&mut self, action: EngineAction) -> anyhow::Result<()> {
+        match action {
+            EngineAction::Kill => {
+                self.engine.kill9();
+                self.report.engine_kills += 1;
+                tokio::time::sleep(self.rng.millis(0, 500)).await;
+                self.restart(None).await?;
+            }
+            EngineAction::KillAt(point) => {
+                // Restart armed: the engine kills itself at the point's next passes.
+                self.engine.kill9();
+                self.report.engine_kills += 1;
+                let pass = 1 + self.rng.below(3) as u32;
+                self.restart(Some((point, pass))).await?;
+            }
+            EngineAction::Freeze => {
+                if let Some(pid) = self.engine.pid() {
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP);
+                    tokio::time::sleep(self.rng.millis(500, HEALTH_GRACE.as_millis() as u64 * 2)).await;
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+                    self.report.engine_stops += 1;
+                }
+            }
+            EngineAction::LongOutage => {
+                self.engine.kill9();
+                self.report.engine_kills += 1;
+                tokio::time::sleep(HEALTH_GRACE * 2 + Duration::from_secs(1)).await;
+                self.restart(None).await?;
+                self.report.long_outages += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The verdict, from the store through the API: every job completed,
+    /// no healthy agent ended as unhealthy, no agent left once the engine stops.
+    async fn verdict(&mut self) -> anyhow::Result<()> {
+        let jobs: Vec<JobView> = self.client.jobs(&Default::default()).await?;
+        let by_id: HashMap<&str, &JobView> = jobs.iter().map(|j| (j.id.as_str(), j)).collect();
+        let report = &mut self.report;
+        report.jobs = self.accepted.len();
+        for id in &self.accepted {
+            match by_id.get(id.as_str()) {
+                Some(j) if j.status == JobStatus::Completed => report.completed += 1,
+                Some(j) => {
+                    report.lost += 1;
+                    report.violations.push(format!("job {id} ended {} ({:?})", j.status, j.reason));
+                }
+                None => {
+                    report.lost += 1;
+                    report.violations.push(format!("job {id} was accepted and is gone"));
                 }
             }
         }
+        let agents: Vec<AgentView> = serde_json::from_value(
+            self.client
+                .get_json_query("/api/v1/agents", &[("all".into(), "true".into()), ("limit".into(), "1000000".into())])
+                .await?,
+        )?;
+        report.attempts = agents.len();
+        for a in &agents {
+            let unhealthy = a.outcome.as_deref().is_some_and(|o| o.starts_with("unhealthy"));
+            if unhealthy && !self.frozen_by_us.contains(&(a.job_id.clone(), a.attempt)) {
+                report.healthy_ended_unhealthy += 1;
+                report.violations.push(format!("agent {} was healthy and ended {:?}", a.id, a.outcome));
+            }
+        }
+        self.count_orphans().await;
+        Ok(())
+    }
 
-        // An engine action, never while an armed engine has yet to reach
-        // its kill point (another kill would disarm it unseen).
-        if Instant::now() >= next_engine_action && engine.child.is_some() && engine.armed.is_none() {
-            next_engine_action = Instant::now() + rng.millis(2000, 4000);
-            if let Some(action) = engine_plan.pop() {
-                match action {
-                    EngineAction::Kill => {
-                        engine.kill9();
-                        report.engine_kills += 1;
-                        tokio::time::sleep(rng.millis(0, 500)).await;
-                        ready_times.push(engine.start(None).await?.as_secs_f64() * 1000.0);
-                    }
-                    EngineAction::KillAt(point) => {
-                        // Restart armed: the engine kills itself at the point's next passes.
-                        engine.kill9();
-                        report.engine_kills += 1;
-                        let pass = 1 + rng.below(3) as u32;
-                        ready_times.push(engine.start(Some((point, pass))).await?.as_secs_f64() * 1000.0);
-                    }
-                    EngineAction::Freeze => {
-                        if let Some(pid) = engine.pid() {
-                            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP);
-                            tokio::time::sleep(rng.millis(500, HEALTH_GRACE.as_millis() as u64 * 2)).await;
-                            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
-                            report.engine_stops += 1;
-                        }
-                    }
-                    EngineAction::LongOutage => {
-                        engine.kill9();
-                        report.engine_kills += 1;
-                        tokio::time::sleep(HEALTH_GRACE * 2 + Duration::from_secs(1)).await;
-                        ready_times.push(engine.start(None).await?.as_secs_f64() * 1000.0);
-                        report.long_outages += 1;
-                    }
+    /// Stops the engine; with every job final, no agent may be left.
+    async fn count_orphans(&mut self) {
+        self.engine.stop();
+        let mut left = Vec::new();
+        for _ in 0..100 {
+            left = self.live().await;
+            if left.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.report.orphans = left.iter().map(|a| &a.group).collect::<HashSet<_>>().len();
+        if self.report.orphans > 0 {
+            self.report.violations.push(format!("agents left after the engine stopped: {left:?}"));
+            for a in &left {
+                if let Ok(g) = a.group.parse::<i32>() {
+                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(g), nix::sys::signal::Signal::SIGKILL);
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(40)).await;
-    }
-    for (_, pid) in thawing.drain(..) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT);
-    }
-    // An armed engine that never reached its point is disarmed by a restart.
-    if engine.armed.is_some() {
-        engine.kill9();
-        ready_times.push(engine.start(None).await?.as_secs_f64() * 1000.0);
-    }
-
-    // The verdict, from the store through the API.
-    let jobs: Vec<JobView> = client.jobs(&Default::default()).await?;
-    let by_id: HashMap<&str, &JobView> = jobs.iter().map(|j| (j.id.as_str(), j)).collect();
-    report.jobs = accepted.len();
-    for id in &accepted {
-        match by_id.get(id.as_str()) {
-            Some(j) if j.status == JobStatus::Completed => report.completed += 1,
-            Some(j) => {
-                report.lost += 1;
-                report.violations.push(format!("job {id} ended {} ({:?})", j.status, j.reason));
-            }
-            None => {
-                report.lost += 1;
-                report.violations.push(format!("job {id} was accepted and is gone"));
+        if let Some(d) = &self.docker {
+            // Every container of the run goes, whatever happened.
+            for c in live_containers(d).await.unwrap_or_default() {
+                let _ = d.kill_container(&c.group, None::<bollard::query_parameters::KillContainerOptions>).await;
             }
         }
     }
-    let agents: Vec<AgentView> = serde_json::from_value(
-        client
-            .get_json_query("/api/v1/agents", &[("all".into(), "true".into()), ("limit".into(), "1000000".into())])
-            .await?,
-    )?;
-    report.attempts = agents.len();
-    for a in &agents {
-        let unhealthy = a.outcome.as_deref().is_some_and(|o| o.starts_with("unhealthy"));
-        if unhealthy && !frozen_by_us.contains(&(a.job_id.clone(), a.attempt)) {
-            report.healthy_ended_unhealthy += 1;
-            report.violations.push(format!("agent {} was healthy and ended {:?}", a.id, a.outcome));
-        }
-    }
 
-    // Stop the engine; with every job final, no agent may be left.
-    engine.stop();
-    let mut left = Vec::new();
-    for _ in 0..100 {
-        left = match &docker {
-            None => live_processes(&data),
-            Some(d) => live_containers(d).await.unwrap_or_default(),
+    /// The report: overlaps, doubles, the limit, restart times; the
+    /// evidence is kept when a promise broke.
+    fn finish(mut self) -> ChaosReport {
+        let mut notes = Vec::new();
+        let report = &mut self.report;
+        report.overlaps = overlaps(&self.data.join("outputs"), &mut notes);
+        report.violations.extend(notes);
+        report.double_agents = self.seen.double_agents;
+        report.violations.extend(std::mem::take(&mut self.seen.notes));
+        report.max_live_agents = self.seen.max_live;
+        if self.seen.max_live > MAX_CONCURRENT {
+            report
+                .violations
+                .push(format!("{} agents alive at once; the limit is {MAX_CONCURRENT}", self.seen.max_live));
+        }
+        self.ready_times.sort_by(|a, b| a.total_cmp(b));
+        report.restart_to_ready_p50_ms = crate::bench::percentile(&self.ready_times, 0.5);
+        report.restart_to_ready_max_ms = self.ready_times.last().copied().unwrap_or_default();
+        report.wall_seconds = self.began.elapsed().as_secs_f64();
+        if self.plan.dir.is_none() && !report.passed() {
+            // Keep the evidence.
+            let keep = std::env::temp_dir().join(format!("george-chaos-{}", self.plan.seed));
+            let _ = std::fs::remove_dir_all(&keep);
+            if Command::new("cp").arg("-a").arg(&self.dir).arg(&keep).status().is_ok_and(|s| s.success()) {
+                report.violations.push(format!("logs kept in {}", keep.display()));
+            }
+        }
+        self.report
+    }
+}
+
+/// The engine actions of a plan, shuffled by its seed.
+fn engine_plan(plan: &ChaosPlan, rng: &mut Rng) -> Vec<EngineAction> {
+    let mut actions = Vec::new();
+    actions.extend((0..plan.engine_kills).map(|_| EngineAction::Kill));
+    for i in 0..plan.window_kills {
+        // Mostly the spawn window itself; the points on either side of it too.
+        let point = match i % 5 {
+            3 => "attempt.recorded",
+            4 => "spawn.recorded",
+            _ => "spawn.window",
         };
-        if left.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        actions.push(EngineAction::KillAt(point));
     }
-    report.orphans = left.iter().map(|a| &a.group).collect::<HashSet<_>>().len();
-    if report.orphans > 0 {
-        report.violations.push(format!("agents left after the engine stopped: {left:?}"));
-        for a in &left {
-            if let Ok(g) = a.group.parse::<i32>() {
-                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(g), nix::sys::signal::Signal::SIGKILL);
-            }
-        }
+    actions.extend((0..plan.engine_stops).map(|_| EngineAction::Freeze));
+    actions.push(EngineAction::LongOutage);
+    for i in (1..actions.len()).rev() {
+        actions.swap(i, rng.below(i as u64 + 1) as usize);
     }
-    if let Some(d) = &docker {
-        // Every container of the run goes, whatever happened.
-        for c in live_containers(d).await.unwrap_or_default() {
-            let _ = d.kill_container(&c.group, None::<bollard::query_parameters::KillContainerOptions>).await;
-        }
-    }
-
-    let mut notes = Vec::new();
-    report.overlaps = overlaps(&data.join("outputs"), &mut notes);
-    report.violations.extend(notes);
-    report.double_agents = seen.double_agents;
-    report.violations.extend(seen.notes);
-    report.max_live_agents = seen.max_live;
-    if seen.max_live > MAX_CONCURRENT {
-        report.violations.push(format!("{} agents alive at once; the limit is {MAX_CONCURRENT}", seen.max_live));
-    }
-    ready_times.sort_by(|a, b| a.total_cmp(b));
-    report.restart_to_ready_p50_ms = crate::bench::percentile(&ready_times, 0.5);
-    report.restart_to_ready_max_ms = ready_times.last().copied().unwrap_or_default();
-    report.wall_seconds = began.elapsed().as_secs_f64();
-    if plan.dir.is_none() && !report.passed() {
-        // Keep the evidence.
-        let keep = std::env::temp_dir().join(format!("george-chaos-{}", plan.seed));
-        let _ = std::fs::remove_dir_all(&keep);
-        if std::process::Command::new("cp").arg("-a").arg(&dir).arg(&keep).status().is_ok_and(|s| s.success()) {
-            report.violations.push(format!("logs kept in {}", keep.display()));
-        }
-    }
-    Ok(report)
+    actions
 }
 
 /// `george bench --mode chaos|chaos-docker`.
