@@ -187,10 +187,15 @@ fn object(properties: Value, required: &[&str]) -> Value {
 }
 
 fn describe(b: &mut Builder) {
-    let entry = b.out.subschema_for::<RegistryEntry>().to_value();
-    let event = b.out.subschema_for::<EventView>().to_value();
-    let counts = json!({"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}});
+    describe_service(b);
+    describe_jobs(b);
+    describe_agents(b);
+    describe_events_and_control(b);
+    describe_budgets_and_llm(b);
+}
 
+/// Health, metrics, this document, tokens, the audit log and the watch streams.
+fn describe_service(b: &mut Builder) {
     b.op("get", "/healthz", "none", "Liveness").content(200, "text/plain", "ok").done();
     b.op("get", "/readyz", "none", "Readiness: writes are taken once agents are adopted and every source applied once")
         .content(200, "text/plain", "`ready`, or `standby` on a replica that does not lead")
@@ -226,7 +231,10 @@ fn describe(b: &mut Builder) {
         .query("since", "integer", "resume after this sequence number (default: only new events)")
         .empty(101, "switching to the WebSocket protocol (subprotocol george.v1)")
         .done();
+}
 
+/// Jobs.
+fn describe_jobs(b: &mut Builder) {
     b.op("get", "/api/v1/jobs", "viewer", "List jobs, oldest first")
         .query("status", "string", "comma-separated statuses")
         .query("chapter", "string", "only this chapter")
@@ -284,7 +292,10 @@ fn describe(b: &mut Builder) {
         .body::<JobReport>(true)
         .empty(204, "noted")
         .done();
+}
 
+/// Agent instances.
+fn describe_agents(b: &mut Builder) {
     b.op("get", "/api/v1/agents", "viewer", "Agent instances (live ones unless `all`)")
         .query("all", "boolean", "include ended agents")
         .query("limit", "integer", "at most this many (default 500)")
@@ -308,7 +319,13 @@ fn describe(b: &mut Builder) {
             ),
         )
         .done();
+}
 
+/// The event log, webhooks, the registry, status and triggers.
+fn describe_events_and_control(b: &mut Builder) {
+    let entry = b.out.subschema_for::<RegistryEntry>().to_value();
+    let event = b.out.subschema_for::<EventView>().to_value();
+    let counts = json!({"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}});
     b.op("get", "/api/v1/events", "viewer", "The event log")
         .query("since", "integer", "events after this sequence number")
         .query("limit", "integer", "at most this many (default 500, at most 5000)")
@@ -380,7 +397,10 @@ fn describe(b: &mut Builder) {
         .body::<SummonRequest>(true)
         .json::<Fired>(201, "the job it created")
         .done();
+}
 
+/// Sources, the ledger, budgets, throttles and the LLM proxy.
+fn describe_budgets_and_llm(b: &mut Builder) {
     b.op("get", "/api/v1/sources", "viewer", "Sources and their last applied revision")
         .json::<Vec<SourceView>>(200, "sources")
         .done();

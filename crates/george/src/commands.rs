@@ -235,6 +235,129 @@ fn budget_table(r: &george_core::api::BudgetReport) -> comfy_table::Table {
     t
 }
 
+fn events_table(events: &Vec<george_core::api::EventView>) -> comfy_table::Table {
+    let mut t = table(&["SEQ", "TIME", "JOB", "KIND", "ACTOR", "DATA"]);
+    for e in events {
+        t.add_row(vec![
+            e.seq.to_string(),
+            e.ts.format("%H:%M:%S%.3f").to_string(),
+            e.job_id.clone().unwrap_or_default(),
+            e.kind.clone(),
+            e.actor.clone(),
+            e.data.to_string(),
+        ]);
+    }
+    t
+}
+
+fn registry_table(v: &serde_json::Value) -> comfy_table::Table {
+    let mut t = table(&["AGENT", "TYPE", "CHAPTER", "STATE", "INSTANCES", "FAILURES", "CAPABILITIES"]);
+    for e in v.as_array().into_iter().flatten() {
+        let state = if e["degraded"] == true {
+            format!("{} (degraded)", e["state"].as_str().unwrap_or(""))
+        } else {
+            e["state"].as_str().unwrap_or("").to_string()
+        };
+        t.add_row(vec![
+            e["name"].as_str().unwrap_or("").to_string(),
+            e["agent_type"].as_str().unwrap_or("").to_string(),
+            e["chapter"].as_str().unwrap_or("").to_string(),
+            state,
+            e["instances"].to_string(),
+            e["consecutive_failures"].to_string(),
+            e["capabilities"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default(),
+        ]);
+    }
+    t
+}
+
+fn triggers_table(v: &serde_json::Value) -> comfy_table::Table {
+    let mut t = table(&["TRIGGER", "TYPE", "TEMPLATE", "AGENT", "SCHEDULE", "NEXT FIRE"]);
+    for e in v.as_array().into_iter().flatten() {
+        let sched = match (e["schedule"].as_str(), e["timezone"].as_str()) {
+            (Some(s), Some(tz)) => format!("{s} ({tz})"),
+            (Some(s), None) => s.to_string(),
+            _ => String::new(),
+        };
+        t.add_row(vec![
+            e["name"].as_str().unwrap_or("").to_string(),
+            e["type"].as_str().unwrap_or("").to_string(),
+            e["template"].as_str().unwrap_or("").to_string(),
+            e["agent"].as_str().unwrap_or("").to_string(),
+            sched,
+            e["next_fire"].as_str().unwrap_or("").to_string(),
+        ]);
+    }
+    t
+}
+
+fn sources_table(sources: &Vec<george_core::api::SourceView>) -> comfy_table::Table {
+    let mut t = table(&["SOURCE", "APPLIED", "CHECKED", "REJECTED", "ERRORS"]);
+    for s in sources {
+        t.add_row(vec![
+            s.name.clone(),
+            s.applied_revision.clone().unwrap_or_else(|| "-".into()),
+            ago(s.checked_at),
+            s.rejected_revision.clone().unwrap_or_default(),
+            s.errors.join("\n"),
+        ]);
+    }
+    t
+}
+
+fn audit_table(v: &serde_json::Value) -> comfy_table::Table {
+    let mut t = table(&["SEQ", "TIME", "WHO", "WHAT"]);
+    for e in v.as_array().into_iter().flatten() {
+        t.add_row(vec![
+            e["seq"].to_string(),
+            e["ts"].as_str().unwrap_or("").to_string(),
+            e["actor"].as_str().unwrap_or("").to_string(),
+            format!(
+                "{} {} → {}",
+                e["data"]["method"].as_str().unwrap_or(""),
+                e["data"]["path"].as_str().unwrap_or(""),
+                e["data"]["status"]
+            ),
+        ]);
+    }
+    t
+}
+
+/// `george audit-security`: how agents are isolated on the engine's machine.
+async fn audit_security(c: &Client, format: Format) -> anyhow::Result<()> {
+    let v = c.get_json("/api/v1/diagnose").await?;
+    let iso = &v["isolation"];
+    match format {
+        Format::Json | Format::Yaml => render(format, iso, |_| {}),
+        Format::Table if iso.is_null() => {
+            println!(
+                "this runtime isolates agents in containers (Docker or Kubernetes); see the README's Security section"
+            )
+        }
+        Format::Table => {
+            let yes = |k: &str| if iso[k].as_bool() == Some(true) { "yes" } else { "NO" };
+            println!("sandbox            {}", if iso["enabled"] == true { "on" } else { "OFF" });
+            println!("landlock ABI       {}", iso["landlock_abi"]);
+            println!("filesystem rules   {}", yes("filesystem"));
+            println!("process memory     {}", yes("process_memory"));
+            println!("signals scoped     {}", yes("signals"));
+            match iso["uid_range"].as_array() {
+                Some(r) if iso["per_attempt_uid"] == true => {
+                    println!("per-attempt uid    yes ({}..={})", r[0], r[1])
+                }
+                _ => println!("per-attempt uid    NO (the engine is not root)"),
+            }
+            for w in iso["warnings"].as_array().into_iter().flatten() {
+                println!("warning: {}", w.as_str().unwrap_or_default());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn agents_table(agents: &Vec<AgentView>) -> comfy_table::Table {
     let mut t = table(&["AGENT", "JOB", "STATE", "SPEC", "RUNTIME", "STARTED", "HEARTBEAT", "OUTCOME"]);
     for a in agents {
@@ -267,20 +390,7 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
         }
         Command::Events { since, limit } => {
             let events = c.events(*since, *limit).await?;
-            print(format, &events, |events| {
-                let mut t = table(&["SEQ", "TIME", "JOB", "KIND", "ACTOR", "DATA"]);
-                for e in events {
-                    t.add_row(vec![
-                        e.seq.to_string(),
-                        e.ts.format("%H:%M:%S%.3f").to_string(),
-                        e.job_id.clone().unwrap_or_default(),
-                        e.kind.clone(),
-                        e.actor.clone(),
-                        e.data.to_string(),
-                    ]);
-                }
-                t
-            });
+            print(format, &events, events_table);
             Ok(())
         }
         Command::Registry { agent_type, chapter, capability, status, .. } => {
@@ -291,82 +401,15 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
                 }
             }
             let v = c.get_json_query("/api/v1/registry", &q).await?;
-            print(format, &v, |v| {
-                let mut t = table(&["AGENT", "TYPE", "CHAPTER", "STATE", "INSTANCES", "FAILURES", "CAPABILITIES"]);
-                for e in v.as_array().into_iter().flatten() {
-                    let state = if e["degraded"] == true {
-                        format!("{} (degraded)", e["state"].as_str().unwrap_or(""))
-                    } else {
-                        e["state"].as_str().unwrap_or("").to_string()
-                    };
-                    t.add_row(vec![
-                        e["name"].as_str().unwrap_or("").to_string(),
-                        e["agent_type"].as_str().unwrap_or("").to_string(),
-                        e["chapter"].as_str().unwrap_or("").to_string(),
-                        state,
-                        e["instances"].to_string(),
-                        e["consecutive_failures"].to_string(),
-                        e["capabilities"]
-                            .as_array()
-                            .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
-                            .unwrap_or_default(),
-                    ]);
-                }
-                t
-            });
+            print(format, &v, registry_table);
             Ok(())
         }
         Command::Triggers => {
             let v = c.get_json("/api/v1/triggers").await?;
-            print(format, &v, |v| {
-                let mut t = table(&["TRIGGER", "TYPE", "TEMPLATE", "AGENT", "SCHEDULE", "NEXT FIRE"]);
-                for e in v.as_array().into_iter().flatten() {
-                    let sched = match (e["schedule"].as_str(), e["timezone"].as_str()) {
-                        (Some(s), Some(tz)) => format!("{s} ({tz})"),
-                        (Some(s), None) => s.to_string(),
-                        _ => String::new(),
-                    };
-                    t.add_row(vec![
-                        e["name"].as_str().unwrap_or("").to_string(),
-                        e["type"].as_str().unwrap_or("").to_string(),
-                        e["template"].as_str().unwrap_or("").to_string(),
-                        e["agent"].as_str().unwrap_or("").to_string(),
-                        sched,
-                        e["next_fire"].as_str().unwrap_or("").to_string(),
-                    ]);
-                }
-                t
-            });
+            print(format, &v, triggers_table);
             Ok(())
         }
-        Command::AuditSecurity => {
-            let v = c.get_json("/api/v1/diagnose").await?;
-            let iso = &v["isolation"];
-            match format {
-                Format::Json | Format::Yaml => render(format, iso, |_| {}),
-                Format::Table if iso.is_null() => {
-                    println!("this runtime isolates agents in containers (Docker or Kubernetes); see the README's Security section")
-                }
-                Format::Table => {
-                    let yes = |k: &str| if iso[k].as_bool() == Some(true) { "yes" } else { "NO" };
-                    println!("sandbox            {}", if iso["enabled"] == true { "on" } else { "OFF" });
-                    println!("landlock ABI       {}", iso["landlock_abi"]);
-                    println!("filesystem rules   {}", yes("filesystem"));
-                    println!("process memory     {}", yes("process_memory"));
-                    println!("signals scoped     {}", yes("signals"));
-                    match iso["uid_range"].as_array() {
-                        Some(r) if iso["per_attempt_uid"] == true => {
-                            println!("per-attempt uid    yes ({}..={})", r[0], r[1])
-                        }
-                        _ => println!("per-attempt uid    NO (the engine is not root)"),
-                    }
-                    for w in iso["warnings"].as_array().into_iter().flatten() {
-                        println!("warning: {}", w.as_str().unwrap_or_default());
-                    }
-                }
-            }
-            Ok(())
-        }
+        Command::AuditSecurity => audit_security(c, format).await,
         Command::Status | Command::Diagnose => {
             let path = if matches!(cmd, Command::Status) { "/api/v1/status" } else { "/api/v1/diagnose" };
             let v = c.get_json(path).await?;
@@ -430,19 +473,7 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
         }
         Command::Sync | Command::Sources => {
             let sources = if matches!(cmd, Command::Sync) { c.sync().await?.sources } else { c.sources().await? };
-            print(format, &sources, |sources| {
-                let mut t = table(&["SOURCE", "APPLIED", "CHECKED", "REJECTED", "ERRORS"]);
-                for s in sources {
-                    t.add_row(vec![
-                        s.name.clone(),
-                        s.applied_revision.clone().unwrap_or_else(|| "-".into()),
-                        ago(s.checked_at),
-                        s.rejected_revision.clone().unwrap_or_default(),
-                        s.errors.join("\n"),
-                    ]);
-                }
-                t
-            });
+            print(format, &sources, sources_table);
             Ok(())
         }
         Command::Whoami => {
@@ -457,23 +488,7 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
         Command::Audit { since, limit } => {
             let q = [("since".to_string(), since.to_string()), ("limit".to_string(), limit.to_string())];
             let v = c.get_json_query("/api/v1/audit", &q).await?;
-            print(format, &v, |v| {
-                let mut t = table(&["SEQ", "TIME", "WHO", "WHAT"]);
-                for e in v.as_array().into_iter().flatten() {
-                    t.add_row(vec![
-                        e["seq"].to_string(),
-                        e["ts"].as_str().unwrap_or("").to_string(),
-                        e["actor"].as_str().unwrap_or("").to_string(),
-                        format!(
-                            "{} {} → {}",
-                            e["data"]["method"].as_str().unwrap_or(""),
-                            e["data"]["path"].as_str().unwrap_or(""),
-                            e["data"]["status"]
-                        ),
-                    ]);
-                }
-                t
-            });
+            print(format, &v, audit_table);
             Ok(())
         }
         _ => unreachable!("local commands are handled by dispatch"),
