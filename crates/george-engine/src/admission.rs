@@ -12,8 +12,8 @@
 
 use crate::scheduler::{self, Blocked, Limits, QueuedJob, RunningJob, Scheduler, Shares};
 use george_core::Priority;
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// What admission decided; the reconciler carries it out.
@@ -92,10 +92,10 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn state(&self) -> parking_lot::MutexGuard<'_, State> {
         // The state is consistent after every method: a panic elsewhere
         // while it was held leaves nothing half-done to guard against.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     /// The job asks to start.

@@ -8,7 +8,7 @@
 //! moment on.
 
 use chrono::{DateTime, Utc};
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 /// How often the engine notes that it runs.
@@ -56,8 +56,8 @@ impl Availability {
         Self { inner: Mutex::new(State { listening: false, since: now, pulse: Instant::now() }) }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.inner.lock()
     }
 
     /// The engine starts (or starts leading): until [`Availability::listening`],

@@ -8,9 +8,10 @@ use george_core::manifest::HealthCheck;
 use george_core::Clock;
 use george_runtime::{Resources, Runtime};
 use george_store::Store;
+use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
@@ -179,6 +180,6 @@ impl Context {
 impl Context {
     /// Whether this engine is stopping that attempt now.
     pub fn is_stopping(&self, job: &str, attempt: u32) -> bool {
-        self.stopping.lock().unwrap_or_else(|e| e.into_inner()).contains(&(job.to_string(), attempt))
+        self.stopping.lock().contains(&(job.to_string(), attempt))
     }
 }

@@ -39,7 +39,8 @@ use george_core::{Clock, EventKind};
 use george_runtime::Runtime;
 use george_sources::{Source, SourceRunner, SyncRequest};
 use george_store::Store;
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -125,7 +126,7 @@ impl Engine {
         let tasks = TaskTracker::new();
         tasks.spawn(pulse(ctx.clone(), shutdown.clone()));
         let (applied_tx, applied_rx) = oneshot::channel();
-        if let Some((runner, rx)) = self.sources.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some((runner, rx)) = self.sources.lock().take() {
             ctx.readiness.set(readiness::Phase::Starting("applying every source once"));
             tasks.spawn(runner.run(rx, shutdown.clone(), applied_tx));
         } else {

@@ -6,9 +6,9 @@
 //! difference between one call's estimate and its actual input.
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use crate::rate::{Pace, RateScope, Rates, Windows};
 
@@ -176,8 +176,8 @@ impl Governor {
         Self { state: Mutex::new(State { budgets, ..Default::default() }) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     /// Replaces the budgets (manifests changed); usage is kept.

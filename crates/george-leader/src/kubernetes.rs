@@ -25,7 +25,8 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::PostParams;
 use kube::Api;
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A monotonic clock: time elapsed since some fixed start.
@@ -85,8 +86,8 @@ impl KubernetesLease {
         Self { api, name: name.to_string(), holder, duration, store, clock, observed: Mutex::new(None) }
     }
 
-    fn observed(&self) -> std::sync::MutexGuard<'_, Option<Observed>> {
-        self.observed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn observed(&self) -> parking_lot::MutexGuard<'_, Option<Observed>> {
+        self.observed.lock()
     }
 
     /// Notes the Lease's record; returns when this replica first saw it unchanged.

@@ -39,10 +39,11 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 use george_core::manifest::NetworkPolicy;
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -294,7 +295,7 @@ impl DockerRuntime {
 
     /// Follows the container's output into the log file and reports its exit.
     fn watch(&self, name: &str, job_id: &str, attempt: u32) {
-        if !self.inner.watched.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string()) {
+        if !self.inner.watched.lock().insert(name.to_string()) {
             return;
         }
         let inner = self.inner.clone();
@@ -314,7 +315,7 @@ impl DockerRuntime {
                 Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Some(code as i32),
                 _ => None,
             };
-            inner.watched.lock().unwrap_or_else(|e| e.into_inner()).remove(&name2);
+            inner.watched.lock().remove(&name2);
             let signal = code.filter(|c| *c > 128).map(|c| c - 128);
             let status = AgentStatus::Exited { code, signal };
             tracing::debug!(container = %name2, status = %status.describe(), "agent container exited");

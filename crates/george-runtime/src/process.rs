@@ -30,12 +30,13 @@ use crate::{procfs, AgentLogs, AgentStatus, OwnedAgent, Resources, Runtime, Runt
 use async_trait::async_trait;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -168,7 +169,7 @@ impl ProcessRuntime {
     /// A uid for a new attempt, claimed machine-wide for its directory `owner`.
     fn allocate_uid(&self, req: &SpawnRequest, owner: &Path) -> Result<u32, RuntimeError> {
         let sb = &self.inner.cfg.sandbox;
-        let mut next = self.inner.next_uid.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.inner.next_uid.lock();
         let claimed = self
             .inner
             .uid_claims
@@ -193,7 +194,7 @@ impl ProcessRuntime {
         if !path.is_absolute() {
             return Ok(program.to_string());
         }
-        let mut links = self.inner.reachable_programs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut links = self.inner.reachable_programs.lock();
         if let Some(l) = links.get(path) {
             return Ok(l.display().to_string());
         }
@@ -218,12 +219,12 @@ impl ProcessRuntime {
         self.inner.cfg.dir.join(job_id).join(attempt.to_string())
     }
 
-    fn tracked(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), Tracked>> {
-        self.inner.tracked.lock().unwrap_or_else(|e| e.into_inner())
+    fn tracked(&self) -> parking_lot::MutexGuard<'_, HashMap<(String, u32), Tracked>> {
+        self.inner.tracked.lock()
     }
 
     fn record_exit(exits: &ExitSink, job_id: &str, attempt: u32, status: AgentStatus) {
-        if let Some(t) = exits.0.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&(job_id.to_string(), attempt)) {
+        if let Some(t) = exits.0.lock().get_mut(&(job_id.to_string(), attempt)) {
             if t.exit.is_some() {
                 return;
             }
@@ -466,7 +467,7 @@ impl Runtime for ProcessRuntime {
         let handle = ProcessHandle { pid, start_time: procfs::start_time(pid).unwrap_or(0), uid };
         self.tracked().insert(key.clone(), Tracked { handle, exit: None, child: true });
         if let Some(gate) = child.stdin.take() {
-            self.inner.gates.lock().unwrap_or_else(|e| e.into_inner()).insert(key, gate);
+            self.inner.gates.lock().insert(key, gate);
         }
 
         let record = serde_json::json!({"job_id": req.job_id, "attempt": req.attempt, "handle": handle});
@@ -494,7 +495,7 @@ impl Runtime for ProcessRuntime {
 
     async fn release(&self, job_id: &str, attempt: u32, handle: &Value) -> Result<(), RuntimeError> {
         parse_handle(job_id, attempt, handle)?;
-        let gate = self.inner.gates.lock().unwrap_or_else(|e| e.into_inner()).remove(&(job_id.to_string(), attempt));
+        let gate = self.inner.gates.lock().remove(&(job_id.to_string(), attempt));
         let Some(mut gate) = gate else {
             // Released already, or spawned by an engine process that is gone
             // (its gate closed and the agent ended without acting).
@@ -614,7 +615,7 @@ impl Runtime for ProcessRuntime {
             let _ = std::fs::remove_dir(self.inner.cfg.dir.join(job_id)); // only if empty
         }
         self.tracked().remove(&(job_id.to_string(), attempt));
-        self.inner.gates.lock().unwrap_or_else(|e| e.into_inner()).remove(&(job_id.to_string(), attempt));
+        self.inner.gates.lock().remove(&(job_id.to_string(), attempt));
         Ok(())
     }
 

@@ -12,9 +12,9 @@
 use crate::runtime_conformance::Behaviour;
 use async_trait::async_trait;
 use george_runtime::{AgentLogs, AgentStatus, OwnedAgent, Runtime, RuntimeError, RuntimeEvent, SpawnRequest};
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -59,8 +59,8 @@ impl FakeRuntime {
         Self { table: Mutex::default(), events: broadcast::channel(1024).0, logs: AgentLogs::new(logs_dir) }
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.table.lock().expect("the fake runtime's table")
+    fn table(&self) -> parking_lot::MutexGuard<'_, Table> {
+        self.table.lock()
     }
 
     /// The agents running now, by job and attempt.

@@ -307,7 +307,7 @@ pub(crate) async fn stop_with_grace(
     grace: Duration,
 ) -> Result<(), StoreError> {
     let key = (agent.job_id.clone(), attempt);
-    if !ctx.stopping.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone()) {
+    if !ctx.stopping.lock().insert(key.clone()) {
         return Ok(());
     }
     let class = reason.split(':').next().unwrap_or(reason).split_whitespace().next().unwrap_or("other");
@@ -320,11 +320,11 @@ pub(crate) async fn stop_with_grace(
     if let Err(e) =
         ctx.store.set_attempt_state(&agent.job_id, attempt, AgentState::Cooling, "reconciler", Some(reason)).await
     {
-        ctx.stopping.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        ctx.stopping.lock().remove(&key);
         return Err(e);
     }
     let Some(handle) = agent.handle.clone() else {
-        ctx.stopping.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        ctx.stopping.lock().remove(&key);
         return Ok(());
     };
     let ctx2 = ctx.clone();
@@ -332,7 +332,7 @@ pub(crate) async fn stop_with_grace(
         if let Err(e) = ctx2.runtime.terminate(&key.0, key.1, &handle, grace).await {
             tracing::warn!(job = %key.0, attempt = key.1, error = %e, "terminate failed");
         }
-        ctx2.stopping.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        ctx2.stopping.lock().remove(&key);
         ctx2.queue.add(&key.0);
     });
     Ok(())

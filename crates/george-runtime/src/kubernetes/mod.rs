@@ -35,10 +35,11 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 use spec::JobSettings;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
@@ -237,7 +238,7 @@ impl KubernetesRuntime {
     fn follow(&self, name: &str, job_id: &str, attempt: u32) {
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
         {
-            let mut followers = self.inner.followers.lock().unwrap_or_else(|e| e.into_inner());
+            let mut followers = self.inner.followers.lock();
             if followers.get(name).is_some_and(|rx| !*rx.borrow()) {
                 return;
             }
@@ -330,11 +331,11 @@ impl KubernetesRuntime {
 
     /// Waits (up to `within`) for the Job's log follower to finish.
     async fn logs_copied(&self, name: &str, within: Duration) {
-        let rx = self.inner.followers.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
+        let rx = self.inner.followers.lock().get(name).cloned();
         if let Some(mut rx) = rx {
             let _ = tokio::time::timeout(within, rx.wait_for(|done| *done)).await;
         }
-        self.inner.followers.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        self.inner.followers.lock().remove(name);
     }
 }
 

@@ -13,8 +13,9 @@
 use super::rows;
 use super::tls::Server;
 use crate::{EventView, Result};
+use parking_lot::Mutex;
 use postgres::fallible_iterator::FallibleIterator;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -47,12 +48,12 @@ impl Feed {
 
     /// The last event broadcast.
     fn mark(&self) -> i64 {
-        *self.mark.lock().unwrap_or_else(PoisonError::into_inner)
+        *self.mark.lock()
     }
 
     /// This process's own events, just committed.
     pub(super) fn local(&self, events: Vec<EventView>) {
-        let mut mark = self.mark.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut mark = self.mark.lock();
         for e in events {
             if e.seq <= *mark {
                 continue;
@@ -69,7 +70,7 @@ impl Feed {
 
     /// Broadcasts what the database has after the mark.
     fn catch_up(&self, client: &mut postgres::Client) -> Result<()> {
-        let mut mark = self.mark.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut mark = self.mark.lock();
         loop {
             let mut tx = client.build_transaction().read_only(true).start()?;
             let page = rows::events_since(&mut tx, *mark, PAGE, None)?;

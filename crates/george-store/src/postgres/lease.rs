@@ -127,7 +127,7 @@ impl PostgresStore {
 
     /// Fences every later write with `fence` (or stops fencing).
     pub fn set_fence(&self, fence: Option<Fence>) {
-        *self.inner.fence.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = fence;
+        *self.inner.fence.lock() = fence;
     }
 }
 

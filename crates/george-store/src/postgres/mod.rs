@@ -62,10 +62,11 @@ use george_core::api::{UsageRecord, UsageTotal};
 use george_core::manifest::Kind;
 use george_core::plan::NewJob;
 use george_core::{AgentState, Clock, DesiredState, JobStatus, SystemClock};
+use parking_lot::Mutex;
 use postgres::error::SqlState;
 use postgres::{Client, IsolationLevel, Transaction};
 use serde_json::Value;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -209,7 +210,7 @@ impl PostgresStore {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let fence = inner.fence.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            let fence = inner.fence.lock().clone();
             let (value, events) =
                 inner.writer.run(|client| run_write(client, inner.clock.as_ref(), fence.as_ref(), &f))?;
             // Right after the commit, before the listener hears of it: usually no extra read.
@@ -312,14 +313,14 @@ impl Session {
 
     /// Whether no operation is running on it now (a hint: it may change at once).
     fn is_free(&self) -> bool {
-        self.client.try_lock().is_ok()
+        self.client.try_lock().is_some()
     }
 
     /// Runs `op` on the connection. Runs it again, up to [`MAX_TRIES`] times,
     /// when it lost a deadlock or serialization race or lost the connection
     /// before committing. Blocks: call it from `spawn_blocking`.
     fn run<T>(&self, mut op: impl FnMut(&mut Client) -> Result<T>) -> Result<T> {
-        let mut slot = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self.client.lock();
         let mut tries = 1;
         loop {
             let client = self.open(&mut slot)?;
@@ -358,7 +359,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         // A client owns a runtime, which must not be dropped on an async worker thread.
-        if let Some(client) = self.client.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(client) = self.client.get_mut().take() {
             let _ = std::thread::Builder::new().name("george-pg-close".into()).spawn(move || drop(client));
         }
     }

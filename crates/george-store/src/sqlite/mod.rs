@@ -19,10 +19,11 @@ use george_core::manifest::Kind;
 use george_core::plan::NewJob;
 use george_core::EventKind;
 use george_core::{AgentState, Clock, DesiredState, JobStatus, SystemClock};
+use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use serde_json::Value;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::broadcast;
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -122,7 +123,7 @@ impl SqliteStore {
     {
         let inner = self.inner.clone();
         let (value, events) = tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let mut conn = inner.writer.lock();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // Stored with microseconds: what a write returns (and broadcasts) equals what a read gives.
             let now = chrono::SubsecRound::trunc_subsecs(inner.clock.now(), 6);
@@ -148,7 +149,7 @@ impl SqliteStore {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = inner.reader.lock().unwrap_or_else(|e| e.into_inner());
+            let conn = inner.reader.lock();
             f(&conn)
         })
         .await
