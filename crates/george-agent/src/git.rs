@@ -104,19 +104,88 @@ fn valid_branch(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.'))
 }
 
+/// Why the job's repository cannot be worked on. Each message says what a
+/// person must do; it becomes the reason the job is blocked (or, for an LLM
+/// step's git tool, what the model reads).
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// The URL holds a token or password.
+    #[error(
+        "repo_url contains credentials; give the URL without them and put the token in the `git` capability's \
+         secret (git-token)"
+    )]
+    CredentialsInUrl,
+    /// The branch the job names cannot be a git branch.
+    #[error("`{0}` is not a usable branch name; set the job's `branch` parameter")]
+    BadBranch(String),
+    /// The credential helper could not be written.
+    #[error("cannot set up git credentials: {0}")]
+    Credentials(#[source] std::io::Error),
+    /// The clone failed.
+    #[error(
+        "cannot clone {url}: {reason}. Check that the repository exists and that the AgentSpec's `git` capability \
+         secret (git-token or git-ssh-key) grants access, then comment on the job to retry"
+    )]
+    Clone {
+        /// The repository.
+        url: String,
+        /// What git said.
+        reason: Box<GitError>,
+    },
+    /// The branch is the default or a protected one.
+    #[error(
+        "refusing to work on `{0}`: it is the repository's default or a protected branch; set the job's `branch` \
+         parameter to another name"
+    )]
+    Protected(String),
+    /// The branch could not be checked out.
+    #[error("cannot check out `{branch}` from `{start}`: {reason}; check the job's `base_branch`")]
+    Checkout {
+        /// The job's branch.
+        branch: String,
+        /// What it was to start from.
+        start: String,
+        /// What git said.
+        reason: Box<GitError>,
+    },
+    /// git could not be started.
+    #[error("cannot run git: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// git failed; its error output, with secrets removed.
+    #[error("{0}")]
+    Failed(String),
+    /// The remote branch has commits this agent did not make.
+    #[error(
+        "push rejected: `{0}` on the remote has commits this agent did not make. A person must merge or rebase them \
+         into the branch (or delete the branch), then comment on the job to resume"
+    )]
+    PushRejected(String),
+    /// The push failed otherwise.
+    #[error(
+        "cannot push `{branch}` to {url}: {reason}. Check that the `git` capability's credentials may write to the \
+         repository, then comment on the job to retry"
+    )]
+    Push {
+        /// The job's branch.
+        branch: String,
+        /// The repository.
+        url: String,
+        /// What git said.
+        reason: Box<GitError>,
+    },
+}
+
 impl Repo {
     /// Clones the job's repository into `work/repo` and checks out its branch.
     /// An error is the reason the job is blocked.
-    pub async fn prepare(job: &JobView, url: &str, work: &Path, s: &GitSettings) -> Result<Repo, String> {
+    pub async fn prepare(job: &JobView, url: &str, work: &Path, s: &GitSettings) -> Result<Repo, GitError> {
         if has_credentials(url) {
-            return Err("repo_url contains credentials; give the URL without them and put the token in the `git` \
-                 capability's secret (git-token)"
-                .into());
+            return Err(GitError::CredentialsInUrl);
         }
         let key = param(job, "branch").or(param(job, "parent")).or(param(job, "ticket")).unwrap_or(&job.id);
         let branch = format!("{}{key}", s.branch_prefix);
         if !valid_branch(&branch) {
-            return Err(format!("`{branch}` is not a usable branch name; set the job's `branch` parameter"));
+            return Err(GitError::BadBranch(branch));
         }
         let mut env = vec![
             ("GIT_TERMINAL_PROMPT".to_string(), "0".to_string()),
@@ -139,7 +208,7 @@ impl Repo {
                 secret = std::fs::read_to_string(&token).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
                 let askpass = work.join(".george-askpass");
                 let script = "#!/bin/sh\ncase \"$1\" in\n  Username*) printf '%s\\n' \"$GEORGE_GIT_USERNAME\" ;;\n  *) tr -d '\\n' < \"$GEORGE_GIT_TOKEN_FILE\"; echo ;;\nesac\n";
-                write_executable(&askpass, script).map_err(|e| format!("cannot set up git credentials: {e}"))?;
+                write_executable(&askpass, script).map_err(GitError::Credentials)?;
                 env.push(("GIT_ASKPASS".into(), askpass.display().to_string()));
                 env.push(("GEORGE_GIT_TOKEN_FILE".into(), token.display().to_string()));
                 env.push(("GEORGE_GIT_USERNAME".into(), s.username.clone()));
@@ -155,12 +224,7 @@ impl Repo {
         }
         let target = dir.display().to_string();
         clone.extend(["--", url, target.as_str()]);
-        repo.git_in(work, &clone).await.map_err(|e| {
-            format!(
-                "cannot clone {url}: {e}. Check that the repository exists and that the AgentSpec's `git` capability \
-                 secret (git-token or git-ssh-key) grants access, then comment on the job to retry"
-            )
-        })?;
+        repo.git_in(work, &clone).await.map_err(|e| GitError::Clone { url: url.to_string(), reason: Box::new(e) })?;
         repo.base = match param(job, "base_branch") {
             Some(b) => b.to_string(),
             None => repo
@@ -171,30 +235,28 @@ impl Repo {
                 .unwrap_or_else(|| "main".into()),
         };
         if repo.branch == repo.base || s.protected.contains(&repo.branch) {
-            return Err(format!(
-                "refusing to work on `{}`: it is the repository's default or a protected branch; set the job's \
-                 `branch` parameter to another name",
-                repo.branch
-            ));
+            return Err(GitError::Protected(repo.branch));
         }
         repo.git(&["config", "user.name", &s.author_name]).await?;
         repo.git(&["config", "user.email", &s.author_email]).await?;
         let remote_branch = format!("refs/remotes/origin/{}", repo.branch);
         repo.continued = repo.git(&["rev-parse", "--verify", "--quiet", &remote_branch]).await.is_ok();
         let start = if repo.continued { remote_branch } else { format!("refs/remotes/origin/{}", repo.base) };
-        repo.git(&["checkout", "--quiet", "-B", &repo.branch, &start]).await.map_err(|e| {
-            format!("cannot check out `{}` from `{start}`: {e}; check the job's `base_branch`", repo.branch)
+        repo.git(&["checkout", "--quiet", "-B", &repo.branch, &start]).await.map_err(|e| GitError::Checkout {
+            branch: repo.branch.clone(),
+            start: start.clone(),
+            reason: Box::new(e),
         })?;
         tracing::info!(branch = %repo.branch, base = %repo.base, continued = repo.continued, "repository ready");
         Ok(repo)
     }
 
     /// Runs git in the working tree; the output, or the error with secrets removed.
-    pub async fn git(&self, args: &[&str]) -> Result<String, String> {
+    pub async fn git(&self, args: &[&str]) -> Result<String, GitError> {
         self.git_in(&self.dir, args).await
     }
 
-    async fn git_in(&self, dir: &Path, args: &[&str]) -> Result<String, String> {
+    async fn git_in(&self, dir: &Path, args: &[&str]) -> Result<String, GitError> {
         let out = tokio::process::Command::new("git")
             .args(args)
             .current_dir(dir)
@@ -202,13 +264,17 @@ impl Repo {
             .stdin(Stdio::null())
             .output()
             .await
-            .map_err(|e| format!("cannot run git: {e}"))?;
+            .map_err(GitError::Spawn)?;
         let text = |b: &[u8]| self.redact(String::from_utf8_lossy(b).trim());
         if out.status.success() {
             Ok(text(&out.stdout))
         } else {
             let err = text(&out.stderr);
-            Err(if err.is_empty() { format!("git {} failed", args.first().unwrap_or(&"")) } else { err })
+            Err(GitError::Failed(if err.is_empty() {
+                format!("git {} failed", args.first().unwrap_or(&""))
+            } else {
+                err
+            }))
         }
     }
 
@@ -221,34 +287,28 @@ impl Repo {
     }
 
     /// Commits everything (an empty commit if nothing changed) with `message`.
-    pub async fn commit(&self, message: &str) -> Result<String, String> {
+    pub async fn commit(&self, message: &str) -> Result<String, GitError> {
         self.git(&["add", "--all"]).await?;
         self.git(&["commit", "--quiet", "--allow-empty", "-m", message]).await?;
         self.git(&["rev-parse", "HEAD"]).await
     }
 
     /// Pushes the branch (never forced). An error says what a person must do.
-    pub async fn push(&self) -> Result<(), String> {
+    pub async fn push(&self) -> Result<(), GitError> {
         let refspec = format!("HEAD:refs/heads/{}", self.branch);
         match self.git(&["push", "--quiet", "--porcelain", "origin", &refspec]).await {
             Ok(_) => Ok(()),
-            Err(e) if e.contains("rejected") || e.contains("non-fast-forward") || e.contains("fetch first") => {
-                Err(format!(
-                    "push rejected: `{}` on the remote has commits this agent did not make. A person must merge or \
-                     rebase them into the branch (or delete the branch), then comment on the job to resume",
-                    self.branch
-                ))
+            Err(GitError::Failed(e))
+                if e.contains("rejected") || e.contains("non-fast-forward") || e.contains("fetch first") =>
+            {
+                Err(GitError::PushRejected(self.branch.clone()))
             }
-            Err(e) => Err(format!(
-                "cannot push `{}` to {}: {e}. Check that the `git` capability's credentials may write to the \
-                 repository, then comment on the job to retry",
-                self.branch, self.url
-            )),
+            Err(e) => Err(GitError::Push { branch: self.branch.clone(), url: self.url.clone(), reason: Box::new(e) }),
         }
     }
 
     /// The checkpoint after a completed step: commit and push.
-    pub async fn checkpoint(&self, job: &str, attempt: u32, step: &str) -> Result<String, String> {
+    pub async fn checkpoint(&self, job: &str, attempt: u32, step: &str) -> Result<String, GitError> {
         let sha = self.commit(&format!("george: step {step} done\n\nJob {job}, attempt {attempt}.")).await?;
         self.push().await?;
         Ok(sha)

@@ -268,7 +268,7 @@ impl Agent {
         let _ = std::fs::remove_dir_all(work.join("repo"));
         let repo = match git::Repo::prepare(&ctx.job, url, &work, &git::GitSettings::from_env()).await {
             Ok(r) => r,
-            Err(reason) => return Ok(Err(reason)),
+            Err(e) => return Ok(Err(e.to_string())),
         };
         if let Err(e) = std::env::set_current_dir(&repo.dir) {
             return Ok(Err(format!("cannot enter the clone at {}: {e}", repo.dir.display())));
@@ -294,7 +294,7 @@ impl Agent {
         if let Some(repo) = repo {
             match repo.checkpoint(&self.job, attempt, step).await {
                 Ok(sha) => self.evidence(step, "commit", format!("{sha} pushed to {}", repo.branch)).await?,
-                Err(reason) => return self.block(Some(step), reason).await.map(Some),
+                Err(e) => return self.block(Some(step), e.to_string()).await.map(Some),
             }
         }
         self.step_status(step, StepStatus::Completed, note).await?;

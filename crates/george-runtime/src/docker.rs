@@ -171,7 +171,7 @@ impl DockerRuntime {
             .collect();
         let net = crate::engine_only::open(&self.inner.docker, &name, format!("{host}:{port}"))
             .await
-            .map_err(|message| RuntimeError::Spawn { agent, message, source: None })?;
+            .map_err(|e| RuntimeError::Spawn { agent, message: e.to_string(), source: None })?;
         let out = (net.network.clone(), net.url.clone());
         *slot = Some(net);
         Ok(out)

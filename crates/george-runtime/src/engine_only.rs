@@ -27,9 +27,40 @@ impl Drop for EngineOnlyNet {
     }
 }
 
+/// Why the engine-only network could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NetError {
+    /// The Docker Engine refused to create or show the network.
+    #[error("{action} network {network}: {source}")]
+    Docker {
+        /// `create` or `inspect`.
+        action: &'static str,
+        /// The network.
+        network: String,
+        /// The Docker Engine's error.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The network has no gateway to put the relay on.
+    #[error("network {0} has no gateway address")]
+    NoGateway(String),
+    /// The relay cannot listen on the gateway.
+    #[error("relay on {gateway} (network {network}): {source}")]
+    Relay {
+        /// The gateway address.
+        gateway: String,
+        /// The network.
+        network: String,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Creates (or finds) the internal network `name` and starts a relay on its
 /// gateway to `engine` (`host:port`).
-pub(crate) async fn open(docker: &Docker, name: &str, engine: String) -> Result<EngineOnlyNet, String> {
+pub(crate) async fn open(docker: &Docker, name: &str, engine: String) -> Result<EngineOnlyNet, NetError> {
+    let failed = |action: &'static str| move |source| NetError::Docker { action, network: name.to_string(), source };
     let create = NetworkCreateRequest {
         name: name.to_string(),
         driver: Some("bridge".into()),
@@ -40,23 +71,22 @@ pub(crate) async fn open(docker: &Docker, name: &str, engine: String) -> Result<
     match docker.create_network(create).await {
         Ok(_) => {}
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
-        Err(e) => return Err(format!("create network {name}: {e}")),
+        Err(e) => return Err(failed("create")(e)),
     }
     let net = docker
         .inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>)
         .await
-        .map_err(|e| format!("inspect network {name}: {e}"))?;
+        .map_err(failed("inspect"))?;
     let gateway = net
         .ipam
         .and_then(|i| i.config)
         .into_iter()
         .flatten()
         .find_map(|c| c.gateway)
-        .ok_or_else(|| format!("network {name} has no gateway address"))?;
-    let listener = TcpListener::bind((gateway.as_str(), 0))
-        .await
-        .map_err(|e| format!("relay on {gateway} (network {name}): {e}"))?;
-    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        .ok_or_else(|| NetError::NoGateway(name.to_string()))?;
+    let relay_failed = |source| NetError::Relay { gateway: gateway.clone(), network: name.to_string(), source };
+    let listener = TcpListener::bind((gateway.as_str(), 0)).await.map_err(relay_failed)?;
+    let port = listener.local_addr().map_err(relay_failed)?.port();
     tracing::info!(network = name, relay = %format!("{gateway}:{port}"), engine, "engine-only network ready");
     let relay = tokio::spawn(relay(listener, engine));
     Ok(EngineOnlyNet { network: name.to_string(), url: format!("http://{gateway}:{port}"), relay })

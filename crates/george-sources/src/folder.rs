@@ -12,19 +12,40 @@ use std::time::Duration;
 /// Files larger than this are refused rather than parsed.
 const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
-fn yaml_files(root: &Path) -> Result<Vec<PathBuf>, String> {
+/// Why a folder of manifests cannot be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The folder is missing or not a directory.
+    #[error("{} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    /// A directory or file in it cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// What could not be read.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn unreadable(path: &Path) -> impl FnOnce(std::io::Error) -> ReadError + '_ {
+    move |source| ReadError::Io { path: path.to_path_buf(), source }
+}
+
+fn yaml_files(root: &Path) -> Result<Vec<PathBuf>, ReadError> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| format!("cannot read directory {}: {e}", dir.display()))?;
+        let entries = std::fs::read_dir(&dir).map_err(unreadable(&dir))?;
         for entry in entries {
-            let entry = entry.map_err(|e| format!("cannot read directory {}: {e}", dir.display()))?;
+            let entry = entry.map_err(unreadable(&dir))?;
             let path = entry.path();
             let name = entry.file_name();
             if name.to_string_lossy().starts_with('.') {
                 continue;
             }
-            let ft = entry.file_type().map_err(|e| format!("{}: {e}", path.display()))?;
+            let ft = entry.file_type().map_err(unreadable(&path))?;
             if ft.is_dir() {
                 stack.push(path);
             } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
@@ -39,9 +60,12 @@ fn yaml_files(root: &Path) -> Result<Vec<PathBuf>, String> {
 /// Reads and parses every manifest under `root`. File names in results are
 /// relative to `root`, prefixed with `display_prefix`. Errors only if the
 /// folder cannot be read at all.
-pub fn read_manifest_dir(root: &Path, display_prefix: &str) -> Result<(Vec<ParsedManifest>, Vec<Diagnostic>), String> {
+pub fn read_manifest_dir(
+    root: &Path,
+    display_prefix: &str,
+) -> Result<(Vec<ParsedManifest>, Vec<Diagnostic>), ReadError> {
     if !root.is_dir() {
-        return Err(format!("{} is not a directory", root.display()));
+        return Err(ReadError::NotADirectory(root.to_path_buf()));
     }
     let mut manifests = Vec::new();
     let mut problems = Vec::new();
@@ -76,12 +100,12 @@ pub fn read_manifest_dir(root: &Path, display_prefix: &str) -> Result<(Vec<Parse
 }
 
 /// A content hash of every manifest file under `root`: the folder's revision.
-pub fn folder_revision(root: &Path) -> Result<String, String> {
+pub fn folder_revision(root: &Path) -> Result<String, ReadError> {
     let mut h = Sha256::new();
     for path in yaml_files(root)? {
         h.update(path.strip_prefix(root).unwrap_or(&path).to_string_lossy().as_bytes());
         h.update([0]);
-        h.update(std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?);
+        h.update(std::fs::read(&path).map_err(unreadable(&path))?);
         h.update([0]);
     }
     Ok(format!("sha256:{}", &hex::encode(h.finalize())[..16]))
@@ -115,8 +139,7 @@ impl Source for FolderSource {
         let root = self.path.clone();
         let revision = tokio::task::spawn_blocking(move || folder_revision(&root))
             .await
-            .map_err(|e| SourceError::Read(e.to_string()))?
-            .map_err(SourceError::Read)?;
+            .map_err(|e| SourceError::Read(e.to_string()))??;
         if store.sources().await?.iter().any(|s| s.name == "folder" && s.applied_revision.as_deref() == Some(&revision))
         {
             store.source_checked("folder").await?;

@@ -9,7 +9,7 @@ mod git;
 mod runner;
 mod workfile;
 
-pub use folder::{read_manifest_dir, FolderSource};
+pub use folder::{read_manifest_dir, FolderSource, ReadError};
 pub use git::{GitSource, GitSourceConfig};
 pub use runner::{SourceRunner, SyncRequest};
 pub use workfile::{job_id_for, WorkFileSource, WorkItem};
@@ -30,6 +30,9 @@ pub enum SourceError {
     /// Reading the source failed.
     #[error("{0}")]
     Read(String),
+    /// A folder of manifests cannot be read.
+    #[error(transparent)]
+    Folder(#[from] folder::ReadError),
 }
 
 /// What one sync of one source did.
@@ -134,7 +137,7 @@ pub fn load_folder(
     root: &std::path::Path,
     display_prefix: &str,
 ) -> Result<(Option<ManifestSet>, Vec<george_core::manifest::Diagnostic>), SourceError> {
-    let (parsed, problems) = read_manifest_dir(root, display_prefix).map_err(SourceError::Read)?;
+    let (parsed, problems) = read_manifest_dir(root, display_prefix)?;
     if !problems.is_empty() {
         return Ok((None, problems));
     }

@@ -17,7 +17,7 @@ pub fn run(path: &Path, format: Format) -> i32 {
             Err(e) => Err(format!("cannot read {name}: {e}")),
         }
     } else {
-        george_sources::read_manifest_dir(path, "")
+        george_sources::read_manifest_dir(path, "").map_err(|e| e.to_string())
     };
     let (manifests, mut problems) = match result {
         Ok(r) => r,

@@ -278,11 +278,15 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
             let r = c.call("post", &template, &path, op, Some(json!({"reason": "checking"}))).await;
             assert_eq!(r.status, 200, "{action}: {}", r.text);
         }
-        let l2 = engine
-            .wait_job("l2", "a running agent", Duration::from_secs(20), |j| j.status == JobStatus::InProgress)
-            .await;
+        // The agent of the attempt after the resume, live and not being stopped.
+        let attempt = eventually(Duration::from_secs(20), "l2's new agent to be active", async || {
+            let j = engine.client.job("l2").await.ok()?;
+            let a = engine.client.agent(&format!("l2-{}", j.attempt)).await.ok()?;
+            (j.status == JobStatus::InProgress && a.state == george_core::AgentState::Active).then_some(j.attempt)
+        })
+        .await;
         agent_token(&engine, "l2");
-        let halt = format!("/api/v1/agents/l2-{}/halt", l2.attempt);
+        let halt = format!("/api/v1/agents/l2-{attempt}/halt");
         let r = c.call("post", "/api/v1/agents/{id}/halt", &halt, op, None).await;
         assert_eq!(r.status, 200, "{}", r.text);
         assert_eq!(c.call("post", "/api/v1/jobs/{id}/abort", "/api/v1/jobs/l2/abort", op, None).await.status, 200);
