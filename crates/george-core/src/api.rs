@@ -221,6 +221,13 @@ pub struct SubmitJob {
     pub env: BTreeMap<String, String>,
 }
 
+impl SubmitJob {
+    /// A submission of `template` as job `id`, everything else left to the defaults.
+    pub fn named(id: &str, template: &str) -> Self {
+        Self { template: template.into(), id: Some(id.into()), ..Default::default() }
+    }
+}
+
 /// `POST /api/v1/jobs/{id}/pause|resume|abort`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

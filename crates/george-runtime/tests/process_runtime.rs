@@ -400,7 +400,7 @@ async fn network_policies_limit_what_an_agent_can_connect_to() {
 /// The runtime conformance suite, on the default (sandboxed) runtime.
 mod conformance {
     use george_runtime::{ProcessRuntime, ProcessRuntimeConfig, Runtime, SpawnRequest};
-    use george_testkit::runtime_conformance::{Behaviour, RuntimeBackend};
+    use george_testkit::runtime_conformance::{self, Behaviour, RuntimeBackend};
     use std::os::unix::fs::PermissionsExt;
     use std::sync::Arc;
 
@@ -416,7 +416,7 @@ mod conformance {
         }
 
         fn request(&self, job: &str, attempt: u32, b: Behaviour) -> SpawnRequest {
-            super::req(job, attempt, &b.script())
+            runtime_conformance::request(job, attempt, b)
         }
     }
 

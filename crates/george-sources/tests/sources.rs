@@ -3,8 +3,8 @@
 use george_core::{DesiredState, JobStatus};
 use george_sources::{FolderSource, GitSource, GitSourceConfig, Source, WorkFileSource};
 use george_store::{JobFilter, SqliteStore, Store};
+use george_testkit::{git, write};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const AGENT: &str =
@@ -14,24 +14,6 @@ const TICKET: &str = "apiVersion: george/v1\nkind: TaskTemplate\nmetadata: {name
 
 fn job(name: &str) -> String {
     format!("apiVersion: george/v1\nkind: Job\nmetadata: {{name: {name}}}\nspec:\n  template: touch\n  params: {{file: {name}.txt}}\n")
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn write(root: &Path, rel: &str, text: &str) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
 }
 
 fn commit(repo: &Path, msg: &str) -> String {

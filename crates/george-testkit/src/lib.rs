@@ -1,17 +1,20 @@
 //! Test support shared by every crate's tests (test-only: a
 //! dev-dependency, never in the `george` binary).
 //!
-//! - [`eventually`] and [`wait_for`]: the one poll-until-deadline loop;
+//! - [`eventually`], [`until`] and [`wait_for`]: the one poll-until-deadline loop;
+//! - [`write`] and [`git`]: files and repositories;
 //! - [`postgres_server`]: a private PostgreSQL server and a fresh database per test;
 //! - [`FakeRuntime`]: an in-memory runtime, so the engine runs in-process;
 //! - [`lease_conformance`]: the suite every leader-election lease passes;
 //! - [`runtime_conformance`]: the suite every runtime passes.
 
 pub mod fake_runtime;
+pub mod files;
 pub mod lease_conformance;
 pub mod poll;
 pub mod postgres_server;
 pub mod runtime_conformance;
 
 pub use fake_runtime::{FakeAgent, FakeRuntime};
-pub use poll::{eventually, wait_for};
+pub use files::{git, write};
+pub use poll::{eventually, until, wait_for};

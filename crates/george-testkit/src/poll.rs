@@ -20,6 +20,12 @@ pub async fn eventually<T>(within: Duration, what: &str, mut f: impl AsyncFnMut(
     }
 }
 
+/// Polls the async condition `f` until it holds, or panics after `within`
+/// naming `what` was awaited.
+pub async fn until(within: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) {
+    eventually(within, what, async || f().await.then_some(())).await
+}
+
 /// Polls the blocking check `f` until it answers `Some`, or panics after
 /// `within` naming `what` was awaited.
 pub fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {

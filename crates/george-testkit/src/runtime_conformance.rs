@@ -34,6 +34,30 @@ impl Behaviour {
     }
 }
 
+/// A request for `job`'s `attempt` whose agent runs `b`'s script with
+/// `/bin/sh`, labelled with its job and attempt; backends change what they need.
+pub fn request(job: &str, attempt: u32, b: Behaviour) -> SpawnRequest {
+    SpawnRequest {
+        job_id: job.into(),
+        attempt,
+        agent_spec: "worker".into(),
+        command: vec!["/bin/sh".into(), "-c".into(), b.script()],
+        image: None,
+        env: Default::default(),
+        resources: Default::default(),
+        labels: [
+            ("george.io/job".to_string(), job.to_string()),
+            ("george.io/attempt".to_string(), attempt.to_string()),
+        ]
+        .into(),
+        output_dir: None,
+        secrets: vec![],
+        max_active: None,
+        agent_token: None,
+        network: Default::default(),
+    }
+}
+
 /// A runtime backend under test.
 #[async_trait]
 pub trait RuntimeBackend: Send + Sync {

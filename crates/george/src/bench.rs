@@ -100,15 +100,7 @@ pub async fn start(tune: impl FnOnce(&mut Config)) -> anyhow::Result<(Server, Cl
 
 /// A submission of the bench's one-step job.
 pub fn noop_job(id: &str) -> SubmitJob {
-    SubmitJob {
-        template: "noop".into(),
-        params: Default::default(),
-        id: Some(id.into()),
-        priority: None,
-        chapter: None,
-        agent: None,
-        env: Default::default(),
-    }
+    SubmitJob::named(id, "noop")
 }
 
 /// Runs the benchmark.

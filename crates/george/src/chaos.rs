@@ -642,15 +642,7 @@ impl<'p> Run<'p> {
             if self.engine_plan.is_empty() || self.engine.armed.is_some() { 0 } else { wave.min(self.plan.jobs / 2) };
         while room > 0 && self.accepted.len() + holdback < self.plan.jobs {
             let id = format!("chaos-{:04}", self.accepted.len());
-            let req = SubmitJob {
-                template: "chaos".into(),
-                params: Default::default(),
-                id: Some(id.clone()),
-                priority: None,
-                chapter: None,
-                agent: None,
-                env: Default::default(),
-            };
+            let req = SubmitJob::named(&id, "chaos");
             match self.client.submit(&req).await {
                 Ok(_) => {}
                 // Accepted by an engine that died before it answered.

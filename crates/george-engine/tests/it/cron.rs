@@ -3,23 +3,16 @@
 
 use chrono::{DateTime, Utc};
 use george_core::ManualClock;
-use george_engine::{Engine, EngineConfig};
-use george_runtime::{ProcessRuntime, ProcessRuntimeConfig};
+use george_engine::EngineConfig;
 use george_store::{JobFilter, Store};
+use george_testkit::eventually;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
-use crate::support;
+use crate::support::{self, Running};
 
-const MANIFESTS: &str = "apiVersion: george/v1
-kind: AgentSpec
-metadata: {name: worker}
-spec:
-  command: [/bin/sh, -c, 'exit 0']
-  capabilities: [shell]
----
-apiVersion: george/v1
+/// A template and a nightly cron trigger of it.
+const NIGHTLY: &str = "apiVersion: george/v1
 kind: TaskTemplate
 metadata: {name: scan}
 spec:
@@ -38,18 +31,16 @@ spec:
   template: scan
 ";
 
+fn manifests() -> String {
+    support::manifests(&[support::WORKER, NIGHTLY])
+}
+
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().to_utc()
 }
 
-struct Running {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-    handle: george_engine::EngineHandle,
-}
-
 async fn start(dir: &std::path::Path, store: Arc<dyn Store>, clock: &ManualClock) -> Running {
-    start_with(dir, store, clock, EngineConfig::new("http://127.0.0.1:9")).await
+    start_with(dir, store, clock, support::config()).await
 }
 
 async fn start_with(
@@ -60,31 +51,17 @@ async fn start_with(
 ) -> Running {
     cfg.trigger_tick = Duration::from_millis(10);
     cfg.reconcile_interval = Duration::from_secs(3600);
-    let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig::under(dir, vec![])));
-    let (engine, handle) = Engine::new(cfg, store, runtime, Arc::new(clock.clone()), vec![]);
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let task = tokio::spawn(async move { engine.run(s).await.unwrap() });
-    Running { stop, task, handle }
+    support::start(cfg, store, support::processes(dir), clock)
 }
 
-impl Running {
-    /// Returns once two more cron ticks have completed (so one saw the clock as it is now).
-    async fn ticked(&self) {
-        let start = self.handle.metrics().cron_ticks.get();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while self.handle.metrics().cron_ticks.get() < start + 2 {
-            assert!(tokio::time::Instant::now() < deadline, "the cron tick stopped");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap();
-    }
+/// Returns once two more cron ticks have completed (so one saw the clock as it is now).
+async fn ticked(engine: &Running) {
+    let start = engine.handle.metrics().cron_ticks.get();
+    eventually(Duration::from_secs(10), "the cron tick", async || {
+        (engine.handle.metrics().cron_ticks.get() >= start + 2).then_some(())
+    })
+    .await;
 }
-
 async fn job_ids(store: &dyn Store) -> Vec<String> {
     store
         .list_jobs(&JobFilter { source: Some("trigger:nightly".into()), ..Default::default() })
@@ -97,27 +74,22 @@ async fn job_ids(store: &dyn Store) -> Vec<String> {
 
 /// Waits until the engine has looked at the schedule at (or after) `t`.
 async fn looked_at(store: &dyn Store, t: DateTime<Utc>) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if store.trigger_mark("nightly").await.unwrap().is_some_and(|m| m >= t) {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the cron tick never ran");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(Duration::from_secs(10), "the cron tick", async || {
+        store.trigger_mark("nightly").await.unwrap().is_some_and(|m| m >= t).then_some(())
+    })
+    .await;
 }
 
 /// The trigger's jobs once the engine has looked at the clock as it is now.
 async fn jobs_now(engine: &Running, store: &dyn Store) -> Vec<String> {
-    engine.ticked().await;
+    ticked(engine).await;
     job_ids(store).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cron_fires_at_the_right_minute_once_across_dst_and_restarts() {
-    let dir =
-        tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
-    let store = support::store_with(dir.path(), MANIFESTS, None).await;
+    let dir = support::tempdir();
+    let store = support::store_with(dir.path(), &manifests(), None).await;
 
     // 02:30 does not exist in Berlin on 29 March 2026; the trigger fires at 03:00 CEST = 01:00 UTC.
     let clock = ManualClock::new(utc("2026-03-29T00:55:00Z"));
@@ -162,9 +134,8 @@ async fn cron_fires_at_the_right_minute_once_across_dst_and_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_red_budget_suspends_scheduled_jobs() {
-    let dir =
-        tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
-    let store = support::store_with(dir.path(), MANIFESTS, None).await;
+    let dir = support::tempdir();
+    let store = support::store_with(dir.path(), &manifests(), None).await;
     // 960 of the organisation's 1000 monthly tokens are spent: red.
     let t0 = utc("2026-06-10T00:20:00Z");
     support::spent(store.as_ref(), t0, 960).await;

@@ -4,24 +4,13 @@
 
 use chrono::{DateTime, Utc};
 use george_core::ManualClock;
-use george_engine::{Engine, EngineConfig};
-use george_runtime::{ProcessRuntime, ProcessRuntimeConfig};
-
 use serde_json::json;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 use crate::support;
 
-const MANIFESTS: &str = "apiVersion: george/v1
-kind: AgentSpec
-metadata: {name: worker}
-spec:
-  command: [/bin/sh, -c, 'exit 0']
-  capabilities: [shell]
----
-apiVersion: george/v1
+/// The template and a debounced webhook trigger of it.
+const DEBOUNCED: &str = "apiVersion: george/v1
 kind: TaskTemplate
 metadata: {name: t}
 spec:
@@ -41,20 +30,20 @@ spec:
   maxDelay: 150s
 ";
 
+fn manifests() -> String {
+    support::manifests(&[support::WORKER, DEBOUNCED])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wakes_coalesce_and_max_delay_caps_the_postponement() {
-    let dir =
-        tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
+    let dir = support::tempdir();
     let t0: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z").unwrap().to_utc();
     // One clock for the engine and the store (the store stamps the first wake's job).
     let clock = ManualClock::new(t0);
-    let store = support::store_with(dir.path(), MANIFESTS, Some(&clock)).await;
-    let cfg = EngineConfig::new("http://127.0.0.1:9");
-    let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig::under(dir.path(), vec![])));
-    let (engine, handle) = Engine::new(cfg, store.clone(), runtime, Arc::new(clock.clone()), vec![]);
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let task = tokio::spawn(async move { engine.run(s).await.unwrap() });
+    let store = support::store_with(dir.path(), &manifests(), Some(&clock)).await;
+    let cfg = support::config();
+    let running = support::start(cfg, store.clone(), support::processes(dir.path()), &clock);
+    let handle = &running.handle;
 
     // A wake every 50s (inside the 60s window), same key.
     let mut job = String::new();
@@ -80,26 +69,21 @@ async fn wakes_coalesce_and_max_delay_caps_the_postponement() {
     // Another key never coalesces with PAY-1.
     let other = handle.triggers().event(None, None, "d10", &json!({"key": "PAY-2", "n": 1})).await.unwrap();
     assert_ne!(other[0].job, fired[0].job);
-    stop.cancel();
-    task.await.unwrap();
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_yellow_budget_doubles_debounce_windows() {
-    let dir =
-        tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711)).tempdir().unwrap();
+    let dir = support::tempdir();
     let t0: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z").unwrap().to_utc();
     let clock = ManualClock::new(t0);
-    let store = support::store_with(dir.path(), MANIFESTS, Some(&clock)).await;
+    let store = support::store_with(dir.path(), &manifests(), Some(&clock)).await;
     // 800 of the organisation's 1000 monthly tokens are spent: yellow.
     support::spent(store.as_ref(), t0, 800).await;
-    let mut cfg = EngineConfig::new("http://127.0.0.1:9");
+    let mut cfg = support::config();
     cfg.llm.org_monthly = Some(1000);
-    let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig::under(dir.path(), vec![])));
-    let (engine, handle) = Engine::new(cfg, store.clone(), runtime, Arc::new(clock.clone()), vec![]);
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let task = tokio::spawn(async move { engine.run(s).await.unwrap() });
+    let running = support::start(cfg, store.clone(), support::processes(dir.path()), &clock);
+    let handle = &running.handle;
 
     // Once the engine has loaded the ledger:
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -113,6 +97,5 @@ async fn a_yellow_budget_doubles_debounce_windows() {
     clock.advance(Duration::from_secs(100)); // inside the doubled window: coalesced
     let again = handle.triggers().event(None, None, "y1", &json!({"key": "PAY-1", "n": 1})).await.unwrap();
     assert_eq!((again[0].job.as_str(), again[0].debounced), (fired[0].job.as_str(), true));
-    stop.cancel();
-    task.await.unwrap();
+    running.stop().await;
 }

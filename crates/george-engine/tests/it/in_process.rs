@@ -6,29 +6,20 @@
 use crate::support;
 use george_core::api::EventView;
 use george_core::{EventKind, JobStatus, ManualClock, Priority};
-use george_engine::{Engine, EngineConfig, EngineHandle};
 use george_store::Store;
 use george_testkit::{eventually, FakeRuntime};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-const MANIFESTS: &str = "apiVersion: george/v1
+/// An agent the fake runtime runs until the test ends it, and a summon trigger.
+const SUMMONED: &str = "apiVersion: george/v1
 kind: AgentSpec
 metadata: {name: worker}
 spec:
   command: [/bin/false]
   capabilities: [shell]
   healthCheck: {interval: 1h, timeout: 2h}
----
-apiVersion: george/v1
-kind: TaskTemplate
-metadata: {name: t}
-spec:
-  steps:
-    - {id: s, description: work, run: 'true'}
 ---
 apiVersion: george/v1
 kind: Trigger
@@ -39,13 +30,15 @@ spec:
   template: t
 ";
 
+fn manifests() -> String {
+    support::manifests(&[SUMMONED, support::TEMPLATE])
+}
+
 struct InProcess {
     store: Arc<dyn Store>,
     runtime: Arc<FakeRuntime>,
-    handle: EngineHandle,
     clock: ManualClock,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
+    engine: support::Running,
     _dir: tempfile::TempDir,
 }
 
@@ -53,24 +46,26 @@ struct InProcess {
 async fn engine(max: u32) -> InProcess {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(chrono::Utc::now());
-    let store = support::store_with(dir.path(), MANIFESTS, Some(&clock)).await;
+    let store = support::store_with(dir.path(), &manifests(), Some(&clock)).await;
     let runtime = Arc::new(FakeRuntime::new(dir.path().join("logs")));
-    let mut cfg = EngineConfig::new("http://127.0.0.1:9");
+    let mut cfg = support::config();
     cfg.max_concurrent = Some(max);
     cfg.reconcile_interval = Duration::from_secs(3600);
-    let (engine, handle) = Engine::new(cfg, store.clone(), runtime.clone(), Arc::new(clock.clone()), vec![]);
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let task = tokio::spawn(async move { engine.run(s).await.unwrap() });
-    InProcess { store, runtime, handle, clock, stop, task, _dir: dir }
+    let engine = support::start(cfg, store.clone(), runtime.clone(), &clock);
+    InProcess { store, runtime, clock, engine, _dir: dir }
 }
 
 impl InProcess {
     async fn summon(&self, priority: Priority) -> String {
         // A summon's job id is stamped with the engine's clock.
         self.clock.advance(Duration::from_millis(1));
-        let fired =
-            self.handle.triggers().summon("worker", Some("t"), &BTreeMap::new(), Some(priority), "test").await.unwrap();
+        let fired = self
+            .engine
+            .handle
+            .triggers()
+            .summon("worker", Some("t"), &BTreeMap::new(), Some(priority), "test")
+            .await
+            .unwrap();
         fired.job
     }
 
@@ -104,8 +99,7 @@ impl InProcess {
     }
 
     async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap();
+        self.engine.stop().await;
     }
 }
 
@@ -160,8 +154,8 @@ async fn a_p0_preempts_the_running_low_priority_job_once_and_then_runs() {
 
 /// The fake runtime keeps the runtime's contract, like the real ones.
 mod fake_runtime_conformance {
-    use george_runtime::{Resources, Runtime, SpawnRequest};
-    use george_testkit::runtime_conformance::{Behaviour, RuntimeBackend};
+    use george_runtime::{Runtime, SpawnRequest};
+    use george_testkit::runtime_conformance::{self, Behaviour, RuntimeBackend};
     use george_testkit::FakeRuntime;
     use std::sync::Arc;
 
@@ -177,21 +171,7 @@ mod fake_runtime_conformance {
         }
 
         fn request(&self, job: &str, attempt: u32, b: Behaviour) -> SpawnRequest {
-            SpawnRequest {
-                job_id: job.into(),
-                attempt,
-                agent_spec: "worker".into(),
-                command: vec!["/bin/sh".into(), "-c".into(), b.script()],
-                image: None,
-                env: Default::default(),
-                resources: Resources::default(),
-                labels: Default::default(),
-                output_dir: None,
-                secrets: vec![],
-                max_active: None,
-                agent_token: None,
-                network: Default::default(),
-            }
+            runtime_conformance::request(job, attempt, b)
         }
     }
 

@@ -30,36 +30,41 @@ pub struct Fence {
 }
 
 impl PostgresStore {
+    /// Runs `op` on the lease's own connection, off the async threads.
+    async fn on_lease<T: Send + 'static>(
+        &self,
+        op: impl FnMut(&mut postgres::Client) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.lease.run(op)).await.map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+
     /// Takes the lease `name` for `holder` for `ttl` if it is free or
     /// expired, or renews it if `holder` has it. Returns the term's epoch, or
     /// `None` if someone else holds it.
     pub async fn campaign(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<i64>> {
         let (name, holder, secs) = (name.to_string(), holder.to_string(), ttl.as_secs_f64());
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            inner.lease.run(|client| {
-                let mut tx = client.transaction()?;
-                tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&name])?;
-                let row = tx.query_opt(
-                    "INSERT INTO leases (name, holder, epoch, acquired_at, renewed_at, expires_at) \
-                     VALUES ($1, $2, 1, now(), now(), now() + make_interval(secs => $3)) \
-                     ON CONFLICT (name) DO UPDATE SET \
-                       epoch = CASE WHEN leases.holder = EXCLUDED.holder AND leases.expires_at > now() \
-                                    THEN leases.epoch ELSE leases.epoch + 1 END, \
-                       acquired_at = CASE WHEN leases.holder = EXCLUDED.holder AND leases.expires_at > now() \
-                                          THEN leases.acquired_at ELSE now() END, \
-                       holder = EXCLUDED.holder, renewed_at = now(), expires_at = EXCLUDED.expires_at \
-                     WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= now() \
-                     RETURNING epoch",
-                    &[&name, &holder, &secs],
-                )?;
-                let epoch = row.map(|r| r.try_get::<_, i64>("epoch")).transpose()?;
-                tx.commit()?;
-                Ok(epoch)
-            })
+        self.on_lease(move |client| {
+            let mut tx = client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&name])?;
+            let row = tx.query_opt(
+                "INSERT INTO leases (name, holder, epoch, acquired_at, renewed_at, expires_at) \
+                 VALUES ($1, $2, 1, now(), now(), now() + make_interval(secs => $3)) \
+                 ON CONFLICT (name) DO UPDATE SET \
+                   epoch = CASE WHEN leases.holder = EXCLUDED.holder AND leases.expires_at > now() \
+                                THEN leases.epoch ELSE leases.epoch + 1 END, \
+                   acquired_at = CASE WHEN leases.holder = EXCLUDED.holder AND leases.expires_at > now() \
+                                      THEN leases.acquired_at ELSE now() END, \
+                   holder = EXCLUDED.holder, renewed_at = now(), expires_at = EXCLUDED.expires_at \
+                 WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= now() \
+                 RETURNING epoch",
+                &[&name, &holder, &secs],
+            )?;
+            let epoch = row.map(|r| r.try_get::<_, i64>("epoch")).transpose()?;
+            tx.commit()?;
+            Ok(epoch)
         })
         .await
-        .map_err(|e| StoreError::Backend(Box::new(e)))?
     }
 
     /// Records a term won elsewhere (a Kubernetes Lease) as the lease row's
@@ -71,58 +76,43 @@ impl PostgresStore {
     /// an older term in flight finish first and every later one is refused.
     pub async fn record_term(&self, name: &str, holder: &str, epoch: i64, ttl: Duration) -> Result<bool> {
         let (name, holder, secs) = (name.to_string(), holder.to_string(), ttl.as_secs_f64());
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            inner.lease.run(|client| {
-                let mut tx = client.transaction()?;
-                tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&name])?;
-                let n = tx.execute(
-                    "INSERT INTO leases (name, holder, epoch, acquired_at, renewed_at, expires_at) \
-                     VALUES ($1, $2, $3, now(), now(), now() + make_interval(secs => $4)) \
-                     ON CONFLICT (name) DO UPDATE SET \
-                       acquired_at = CASE WHEN leases.epoch = EXCLUDED.epoch THEN leases.acquired_at ELSE now() END, \
-                       holder = EXCLUDED.holder, epoch = EXCLUDED.epoch, renewed_at = now(), expires_at = EXCLUDED.expires_at \
-                     WHERE leases.epoch < EXCLUDED.epoch OR (leases.epoch = EXCLUDED.epoch AND leases.holder = EXCLUDED.holder)",
-                    &[&name, &holder, &epoch, &secs],
-                )?;
-                tx.commit()?;
-                Ok(n == 1)
-            })
-        })
-        .await
-        .map_err(|e| StoreError::Backend(Box::new(e)))?
+        self.on_lease(move |client| {
+            let mut tx = client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&name])?;
+            let n = tx.execute(
+                "INSERT INTO leases (name, holder, epoch, acquired_at, renewed_at, expires_at) \
+                 VALUES ($1, $2, $3, now(), now(), now() + make_interval(secs => $4)) \
+                 ON CONFLICT (name) DO UPDATE SET \
+                   acquired_at = CASE WHEN leases.epoch = EXCLUDED.epoch THEN leases.acquired_at ELSE now() END, \
+                   holder = EXCLUDED.holder, epoch = EXCLUDED.epoch, renewed_at = now(), expires_at = EXCLUDED.expires_at \
+                 WHERE leases.epoch < EXCLUDED.epoch OR (leases.epoch = EXCLUDED.epoch AND leases.holder = EXCLUDED.holder)",
+                &[&name, &holder, &epoch, &secs],
+            )?;
+            tx.commit()?;
+            Ok(n == 1)
+        }).await
     }
 
     /// Gives the lease up at once (a clean shutdown), if `holder` has it.
     pub async fn resign(&self, name: &str, holder: &str) -> Result<()> {
         let (name, holder) = (name.to_string(), holder.to_string());
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            inner.lease.run(|client| {
-                client.execute(
-                    "UPDATE leases SET expires_at = now() WHERE name = $1 AND holder = $2",
-                    &[&name, &holder],
-                )?;
-                Ok(())
-            })
+        self.on_lease(move |client| {
+            client
+                .execute("UPDATE leases SET expires_at = now() WHERE name = $1 AND holder = $2", &[&name, &holder])?;
+            Ok(())
         })
         .await
-        .map_err(|e| StoreError::Backend(Box::new(e)))?
     }
 
     /// Who holds the lease `name` now (unexpired), with the epoch.
     pub async fn leader(&self, name: &str) -> Result<Option<(String, i64)>> {
         let name = name.to_string();
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            inner.lease.run(|client| {
-                let row = client
-                    .query_opt("SELECT holder, epoch FROM leases WHERE name = $1 AND expires_at > now()", &[&name])?;
-                Ok(row.map(|r| Ok::<_, postgres::Error>((r.try_get("holder")?, r.try_get("epoch")?))).transpose()?)
-            })
+        self.on_lease(move |client| {
+            let row = client
+                .query_opt("SELECT holder, epoch FROM leases WHERE name = $1 AND expires_at > now()", &[&name])?;
+            Ok(row.map(|r| Ok::<_, postgres::Error>((r.try_get("holder")?, r.try_get("epoch")?))).transpose()?)
         })
         .await
-        .map_err(|e| StoreError::Backend(Box::new(e)))?
     }
 
     /// Fences every later write with `fence` (or stops fencing).

@@ -98,26 +98,13 @@ fn bad_api_requests_are_explained_and_change_nothing() {
     engine.rt().block_on(async {
         let c = &engine.client;
         let good = SubmitJob {
-            template: "t".into(),
             params: [("n".into(), 1.into()), ("mode".into(), "fast".into())].into(),
-            id: Some("ok".into()),
-            priority: None,
-            chapter: None,
-            agent: None,
-            env: Default::default(),
+            ..SubmitJob::named("ok", "t")
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while c.submit(&good).await.is_err() {
-            assert!(std::time::Instant::now() < deadline, "the template never arrived");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until(Duration::from_secs(20), "the template to arrive", async || c.submit(&good).await.is_ok()).await;
         engine.wait_status("ok", george_core::JobStatus::Completed, Duration::from_secs(20)).await;
         // And its agent has exited (its attempt's end is an event too).
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !c.agents(false).await.unwrap().is_empty() {
-            assert!(std::time::Instant::now() < deadline, "the agent never exited");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until(Duration::from_secs(20), "the agent to exit", async || c.agents(false).await.unwrap().is_empty()).await;
         let before_jobs = c.jobs(&Default::default()).await.unwrap();
         let before_events = c.events(0, 100_000).await.unwrap().len();
 

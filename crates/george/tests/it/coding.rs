@@ -43,11 +43,9 @@ fn branches(bare: &Path) -> Vec<String> {
 
 fn submit(id: &str, template: &str, agent: &str, params: serde_json::Value) -> SubmitJob {
     SubmitJob {
-        template: template.into(),
-        id: Some(id.into()),
         agent: Some(agent.into()),
         params: params.as_object().unwrap().clone().into_iter().collect(),
-        ..Default::default()
+        ..SubmitJob::named(id, template)
     }
 }
 
@@ -98,11 +96,7 @@ fn setup(llm: Option<&ScriptedLlm>, forge: Option<&Forge>) -> Setup {
 }
 
 async fn ready(e: &Engine) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while e.client.get_json("/api/v1/registry").await.map(|v| v.as_array().map_or(0, Vec::len)).unwrap_or(0) < 3 {
-        assert!(std::time::Instant::now() < deadline, "manifests never applied");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    e.wait_registry(3).await
 }
 
 /// Every file under `dir`, recursively.

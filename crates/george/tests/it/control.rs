@@ -22,32 +22,13 @@ fn setup(dir: &std::path::Path) -> Engine {
 }
 
 fn submit(id: &str, template: &str) -> SubmitJob {
-    SubmitJob {
-        template: template.into(),
-        params: Default::default(),
-        id: Some(id.into()),
-        priority: None,
-        chapter: None,
-        agent: None,
-        env: Default::default(),
-    }
+    SubmitJob::named(id, template)
 }
 
 async fn wait_catalog(engine: &Engine) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match engine.client.submit(&submit("probe", "long")).await {
-            Ok(_) => {
-                engine.client.act("probe", "abort", None).await.unwrap();
-                return;
-            }
-            Err(e) if std::time::Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("templates never applied: {e}"),
-        }
-    }
+    let submitted = async || engine.client.submit(&submit("probe", "long")).await.ok();
+    eventually(Duration::from_secs(20), "the templates to be applied", submitted).await;
+    engine.client.act("probe", "abort", None).await.unwrap();
 }
 
 #[test]
@@ -278,11 +259,7 @@ fn logs_stream_while_the_agent_runs_and_stay_afterwards() {
             tokio::spawn(async move { client.logs("talker-1", true, buf).await })
         };
         // Output arrives while the agent is still running.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !buf.text().contains("tick 3") {
-            assert!(std::time::Instant::now() < deadline, "no live output: {}", buf.text());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until(Duration::from_secs(20), "live output", async || buf.text().contains("tick 3")).await;
         assert!(!stream.is_finished(), "the stream stays open while the agent runs");
         std::fs::write(engine.dir.join("data/outputs/talker/release"), "").unwrap();
         // The stream ends by itself once the agent is gone.

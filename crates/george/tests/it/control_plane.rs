@@ -24,23 +24,11 @@ fn setup(tmp: &std::path::Path) -> Engine {
 }
 
 fn submit(id: &str, template: &str) -> george_core::api::SubmitJob {
-    george_core::api::SubmitJob {
-        template: template.into(),
-        params: Default::default(),
-        id: Some(id.into()),
-        priority: None,
-        chapter: None,
-        agent: None,
-        env: Default::default(),
-    }
+    george_core::api::SubmitJob::named(id, template)
 }
 
 async fn wait_ready(e: &Engine) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while e.client.get_json("/api/v1/registry").await.map(|v| v.as_array().map_or(0, Vec::len)).unwrap_or(0) < 3 {
-        assert!(std::time::Instant::now() < deadline, "manifests never applied");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    e.wait_registry(3).await
 }
 
 #[test]

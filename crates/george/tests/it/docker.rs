@@ -176,15 +176,8 @@ fn docker_kill_mid_step_gets_a_new_container_that_completes_the_job() {
         );
         let second = engine.client.agent("victim-2").await.unwrap();
         assert_eq!(second.handle.unwrap()["container"], format!("george-{id}-victim-2"), "a new container");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !containers(&id).await.is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "containers of finished attempts are removed: {:?}",
-                containers(&id).await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let gone = async || containers(&id).await.is_empty();
+        until(Duration::from_secs(20), "the containers of finished attempts to be removed", gone).await;
     });
 }
 
@@ -346,11 +339,7 @@ fn a_missing_image_blocks_the_job_once_with_a_clear_reason() {
             )
         };
         let start = metrics().await;
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while metrics().await < start + 2.0 {
-            assert!(std::time::Instant::now() < deadline, "no resync happened");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        until(Duration::from_secs(20), "two resyncs", async || metrics().await >= start + 2.0).await;
         let j = engine.job("ghostly").await;
         assert_eq!((j.status, j.attempt, j.failures), (JobStatus::Blocked, 1, 0));
         assert!(containers(&id).await.is_empty());
@@ -526,11 +515,8 @@ fn spawning_the_same_attempt_twice_never_makes_a_twin() {
         assert_eq!(owned[0].status, AgentStatus::Running);
         // Output is copied into the attempt's log file while it runs.
         let log = docker_rt.logs().path("twin", 1);
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !std::fs::read_to_string(&log).unwrap_or_default().contains("hello from twin") {
-            assert!(std::time::Instant::now() < deadline, "no log output");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let logged = async || std::fs::read_to_string(&log).unwrap_or_default().contains("hello from twin");
+        until(Duration::from_secs(20), "log output", logged).await;
         let end = docker_rt.terminate("twin", 1, &first, Duration::from_secs(1)).await.unwrap();
         assert!(matches!(end, AgentStatus::Exited { .. }), "{end:?}");
         docker_rt.cleanup("twin", 1).await.unwrap();
@@ -596,8 +582,8 @@ fn network_policies_isolate_containers() {
 /// The runtime conformance suite against the real Docker Engine.
 mod conformance {
     use super::{engine_id, image, Containers};
-    use george_runtime::{DockerRuntime, DockerRuntimeConfig, PullPolicy, Resources, Runtime, SpawnRequest};
-    use george_testkit::runtime_conformance::{Behaviour, RuntimeBackend};
+    use george_runtime::{DockerRuntime, DockerRuntimeConfig, PullPolicy, Runtime, SpawnRequest};
+    use george_testkit::runtime_conformance::{self, Behaviour, RuntimeBackend};
     use std::sync::Arc;
 
     struct Docker {
@@ -615,26 +601,9 @@ mod conformance {
         }
 
         fn request(&self, job: &str, attempt: u32, b: Behaviour) -> SpawnRequest {
-            SpawnRequest {
-                job_id: job.into(),
-                attempt,
-                agent_spec: "worker".into(),
-                command: vec!["/bin/sh".into(), "-c".into(), b.script()],
-                image: Some(image().into()),
-                env: Default::default(),
-                resources: Resources::default(),
-                labels: [
-                    ("george.io/job".to_string(), job.to_string()),
-                    ("george.io/attempt".to_string(), attempt.to_string()),
-                    ("george.io/engine".to_string(), self.engine.clone()),
-                ]
-                .into(),
-                output_dir: None,
-                secrets: vec![],
-                max_active: None,
-                agent_token: None,
-                network: Default::default(),
-            }
+            let mut req = SpawnRequest { image: Some(image().into()), ..runtime_conformance::request(job, attempt, b) };
+            req.labels.insert("george.io/engine".into(), self.engine.clone());
+            req
         }
     }
 

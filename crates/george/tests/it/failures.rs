@@ -58,11 +58,7 @@ fn killing_an_agent_mid_step_gets_a_new_attempt_and_fences_the_old_one() {
         assert!(first.outcome.as_deref().unwrap_or("").contains("signal 9"), "{first:?}");
         assert!(std::fs::read_to_string(engine.dir.join("data/outputs/victim/finished")).is_ok());
         // The step the dead agent started was killed with its process group.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while process_running("sleep 61.25") {
-            assert!(std::time::Instant::now() < deadline, "the dead agent's step is still running");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until(Duration::from_secs(10), "the dead agent's step to stop", async || !process_running("sleep 61.25")).await;
 
         // The old attempt speaks up: refused.
         let old = george_client::Client::new(&engine.url, &old_token).unwrap();

@@ -148,11 +148,6 @@ async fn events_of(e: &Engine, kind: &str) -> Vec<george_core::api::EventView> {
     e.client.events(0, 100_000).await.unwrap().into_iter().filter(|x| x.kind == kind).collect()
 }
 
-/// Waits until `f` holds, polling.
-async fn until(what: &str, within: Duration, mut f: impl AsyncFnMut() -> bool) {
-    eventually(within, what, async || f().await.then_some(())).await
-}
-
 fn bot_comments(j: &JiraServer, key: &str) -> Vec<String> {
     let me = j.bot_account();
     j.comments(key)
@@ -202,7 +197,7 @@ fn tickets_become_jobs_exactly_once_across_pages_restarts_and_engines() {
         move |id: &str| dir.join(format!("data/outputs/{id}/done")).exists()
     };
     rt.block_on(async {
-        until("all six tickets dispatched", Duration::from_secs(30), async || {
+        until(Duration::from_secs(30), "all six tickets dispatched", async || {
             let mut ids = job_ids(&a).await;
             ids.extend(job_ids(&b).await);
             ids.sort();
@@ -218,7 +213,7 @@ fn tickets_become_jobs_exactly_once_across_pages_restarts_and_engines() {
     }
     rt.block_on(async {
         let want: Vec<String> = (1..=8).map(|n| format!("proj-{n}")).collect();
-        until("all eight tickets dispatched and done", Duration::from_secs(60), async || {
+        until(Duration::from_secs(60), "all eight tickets dispatched and done", async || {
             let (ja, jb) = (job_ids(&a).await, job_ids(&b).await);
             let mut ids = ja.clone();
             ids.extend(jb.clone());
@@ -266,7 +261,7 @@ fn a_blocked_ticket_waits_for_its_blocker() {
     j.add_issue(blocked);
     let e = site.engine("a", &j, &[], "");
     e.rt().block_on(async {
-        until("the wait to be recorded", Duration::from_secs(20), async || {
+        until(Duration::from_secs(20), "the wait to be recorded", async || {
             events_of(&e, "jira.ticket.waiting").await.iter().any(|x| x.data["ticket"] == "PROJ-20")
         })
         .await;
@@ -299,19 +294,19 @@ fn status_and_comments_follow_the_job_and_a_reply_unblocks_it() {
     e.rt().block_on(async {
         let blocked = e.wait_status("proj-30", JobStatus::Blocked, Duration::from_secs(30)).await;
         assert_eq!(blocked.reason.as_deref(), Some("waiting for human: Which region?"));
-        until("the ticket to be blocked", Duration::from_secs(20), async || j.status("PROJ-30") == "Blocked").await;
+        until(Duration::from_secs(20), "the ticket to be blocked", async || j.status("PROJ-30") == "Blocked").await;
         // A person answers on the ticket.
         llm.push(Reply::tool("complete_step", json!({"summary": "deployed to eu-west-1"}), 10, 2));
         j.comment_as("PROJ-30", "557058:ann", "Ann", "eu-west-1, please");
         e.wait_status("proj-30", JobStatus::Completed, Duration::from_secs(30)).await;
-        until("the ticket to be done", Duration::from_secs(20), async || j.status("PROJ-30") == "Done").await;
+        until(Duration::from_secs(20), "the ticket to be done", async || j.status("PROJ-30") == "Done").await;
         assert_eq!(j.history("PROJ-30"), ["To Do", "In Progress", "Blocked", "In Progress", "Done"]);
         // The reply reached the agent's conversation.
         let second = &llm.received()[1].body["messages"];
         assert!(second.to_string().contains("eu-west-1, please"), "{second}");
         let conv = e.client.comments("proj-30").await.unwrap();
         assert!(conv.iter().any(|c| c.author == "jira:Ann" && c.body == "eu-west-1, please"));
-        until("the completion comment", Duration::from_secs(20), async || bot_comments(&j, "PROJ-30").len() >= 4).await;
+        until(Duration::from_secs(20), "the completion comment", async || bot_comments(&j, "PROJ-30").len() >= 4).await;
         let said = bot_comments(&j, "PROJ-30");
         assert!(said[0].contains("George is working on this (job proj-30, attempt 1)"), "{said:?}");
         assert!(said[1].contains("George is blocked (job proj-30): waiting for human: Which region?"), "{said:?}");
@@ -323,7 +318,7 @@ fn status_and_comments_follow_the_job_and_a_reply_unblocks_it() {
 
         // The failing ticket: a comment with the error and the output's end.
         e.wait_status("proj-31", JobStatus::Failed, Duration::from_secs(30)).await;
-        until("the failure comment", Duration::from_secs(20), async || {
+        until(Duration::from_secs(20), "the failure comment", async || {
             bot_comments(&j, "PROJ-31").iter().any(|c| c.contains("could not finish"))
         })
         .await;
@@ -345,7 +340,7 @@ fn rate_limits_and_outages_delay_write_back_but_lose_nothing() {
     j.fail_next(5, 503, None);
     let e = site.engine("a", &j, &[], "");
     e.rt().block_on(async {
-        until("every ticket done with its comments", Duration::from_secs(60), async || {
+        until(Duration::from_secs(60), "every ticket done with its comments", async || {
             (40..44).all(|n| {
                 let key = format!("PROJ-{n}");
                 j.status(&key) == "Done" && bot_comments(&j, &key).len() == 2
@@ -363,7 +358,7 @@ fn rate_limits_and_outages_delay_write_back_but_lose_nothing() {
         e.wait_status("proj-45", JobStatus::Completed, Duration::from_secs(30)).await;
         j.fail_next(4, 503, None);
         j.fail_next(2, 429, Some(1));
-        until("the late ticket's write-back", Duration::from_secs(60), async || {
+        until(Duration::from_secs(60), "the late ticket's write-back", async || {
             j.status("PROJ-45") == "Done" && bot_comments(&j, "PROJ-45").len() == 2
         })
         .await;
@@ -377,7 +372,7 @@ fn a_signed_webhook_starts_a_job_before_the_next_poll() {
     let j = jira();
     let e = site.engine("a", &j, &[("interval", "1h")], "");
     e.rt().block_on(async {
-        until("the first poll", Duration::from_secs(20), async || {
+        until(Duration::from_secs(20), "the first poll", async || {
             e.client.sources().await.unwrap().iter().any(|s| s.name == "jira" && s.applied_revision.is_some())
         })
         .await;
@@ -439,7 +434,7 @@ fn bad_input_gives_clear_errors_and_loses_nothing() {
     // Malformed JQL: Jira's 400 surfaces in the source's status; nothing is dispatched.
     let bad = site.engine("b", &j, &[("query", "'project = PROJ AND labels = george ORDER priority'")], "");
     bad.rt().block_on(async {
-        until("the JQL error", Duration::from_secs(20), async || {
+        until(Duration::from_secs(20), "the JQL error", async || {
             bad.client.sources().await.unwrap().iter().any(|s| s.name == "jira" && !s.errors.is_empty())
         })
         .await;
@@ -457,7 +452,7 @@ fn bad_input_gives_clear_errors_and_loses_nothing() {
     k.add_issue(NewIssue::new("PROJ-70", "needs Doing"));
     let unknown = site.engine("c", &k, &[("statuses", "{inProgress: Doing}")], "");
     unknown.rt().block_on(async {
-        until("the reason", Duration::from_secs(20), async || {
+        until(Duration::from_secs(20), "the reason", async || {
             events_of(&unknown, "jira.ticket.waiting").await.iter().any(|x| x.data["ticket"] == "PROJ-70")
         })
         .await;
@@ -487,7 +482,7 @@ fn bad_input_gives_clear_errors_and_loses_nothing() {
         Engine::start_full(&dir, &cfg, &["--manifests", m2.to_str().unwrap()], &[("JIRA_TOKEN", "not-the-token")]);
     wrong.rt().block_on(async {
         wrong.wait_status("local-job", JobStatus::Completed, Duration::from_secs(30)).await;
-        until("the credentials error", Duration::from_secs(20), async || {
+        until(Duration::from_secs(20), "the credentials error", async || {
             wrong.client.sources().await.unwrap().iter().any(|s| s.name == "jira" && !s.errors.is_empty())
         })
         .await;
@@ -531,7 +526,7 @@ fn george_orchestrate_runs_a_recac_setup() {
         assert_eq!((job.template.as_str(), job.agent.as_str()), ("recac-task", "recac-agent"));
         assert_eq!(job.params["summary"], "rename the module");
         assert!(llm.received()[0].body.to_string().contains("rename the module"));
-        until("the ticket to be done", Duration::from_secs(20), async || j.status("RC-1") == "Done").await;
+        until(Duration::from_secs(20), "the ticket to be done", async || j.status("RC-1") == "Done").await;
     });
 }
 
@@ -551,7 +546,7 @@ fn a_coding_ticket_reports_its_branch_and_commit() {
         assert_eq!(job.agent, "coder");
         assert_eq!(job.params["repo_url"], forge.url("shop"));
         let head = git(&bare, &["rev-parse", "george/PROJ-80"]);
-        until("the completion comment", Duration::from_secs(20), async || {
+        until(Duration::from_secs(20), "the completion comment", async || {
             bot_comments(&j, "PROJ-80").iter().any(|c| c.contains("George finished job proj-80"))
         })
         .await;

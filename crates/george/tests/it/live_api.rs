@@ -56,11 +56,7 @@ fn setup(tmp: &std::path::Path) -> Engine {
 }
 
 async fn wait_catalog(engine: &Engine) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while engine.client.sources().await.map(|s| s.iter().all(|x| x.applied_revision.is_none())).unwrap_or(true) {
-        assert!(std::time::Instant::now() < deadline, "manifests never applied");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    engine.wait_applied().await
 }
 
 fn submit(id: &str, template: &str) -> Value {

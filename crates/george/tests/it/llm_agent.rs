@@ -46,15 +46,7 @@ fn setup(tmp: &std::path::Path, llm: &ScriptedLlm) -> Engine {
 }
 
 fn submit(id: &str, template: &str, agent: &str) -> george_core::api::SubmitJob {
-    george_core::api::SubmitJob {
-        template: template.into(),
-        params: Default::default(),
-        id: Some(id.into()),
-        priority: None,
-        chapter: None,
-        agent: Some(agent.into()),
-        env: Default::default(),
-    }
+    george_core::api::SubmitJob { agent: Some(agent.into()), ..george_core::api::SubmitJob::named(id, template) }
 }
 
 async fn ready(e: &Engine) {

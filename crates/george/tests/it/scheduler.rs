@@ -26,15 +26,7 @@ const LOW: &str = "    - id: s1
 const QUICK: &str = "    - id: only\n      description: quick\n      run: echo done >> \"$GEORGE_OUTPUT_DIR/log\"\n";
 
 fn submit(id: &str, template: &str, priority: Priority) -> SubmitJob {
-    SubmitJob {
-        template: template.into(),
-        params: Default::default(),
-        id: Some(id.into()),
-        priority: Some(priority),
-        chapter: None,
-        agent: None,
-        env: Default::default(),
-    }
+    SubmitJob { priority: Some(priority), ..SubmitJob::named(id, template) }
 }
 
 fn engine(tmp: &std::path::Path, extra: &str) -> Engine {
@@ -46,20 +38,12 @@ fn engine(tmp: &std::path::Path, extra: &str) -> Engine {
     Engine::start_full(tmp, &cfg, &["--manifests", m.to_str().unwrap()], &[])
 }
 
-async fn wait_templates(e: &Engine) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while e.client.sources().await.map(|s| s.iter().all(|x| x.applied_revision.is_none())).unwrap_or(true) {
-        assert!(std::time::Instant::now() < deadline, "manifests never applied");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 #[test]
 fn a_p0_preempts_a_p3_which_later_resumes_where_it_stopped() {
     let tmp = common::tempdir().unwrap();
     let engine = engine(tmp.path(), "");
     engine.rt().block_on(async {
-        wait_templates(&engine).await;
+        engine.wait_applied().await;
         let c = &engine.client;
         c.submit(&submit("background-work", "low", Priority::P3)).await.unwrap();
         engine
@@ -109,18 +93,17 @@ fn a_deep_queue_refuses_low_priority_work_with_retry_after() {
     let tmp = common::tempdir().unwrap();
     let engine = engine(tmp.path(), "  backpressure:\n    threshold: 2\n    retryAfter: 7s\n");
     engine.rt().block_on(async {
-        wait_templates(&engine).await;
+        engine.wait_applied().await;
         let c = &engine.client;
         c.submit(&submit("running", "low", Priority::P2)).await.unwrap();
         engine.wait_status("running", JobStatus::InProgress, Duration::from_secs(20)).await;
         c.submit(&submit("q1", "quick", Priority::P2)).await.unwrap();
         c.submit(&submit("q2", "quick", Priority::P3)).await.unwrap();
         // The reconciler puts them in the scheduler's queue just after they are submitted.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while c.events(0, 10_000).await.unwrap().iter().filter(|e| e.kind == "job.queued").count() < 2 {
-            assert!(std::time::Instant::now() < deadline, "q1 and q2 were never queued");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until(Duration::from_secs(20), "q1 and q2 to be queued", async || {
+            c.events(0, 10_000).await.unwrap().iter().filter(|e| e.kind == "job.queued").count() >= 2
+        })
+        .await;
         // Two queued: P3 and BACKGROUND are refused, higher classes still accepted.
         let http = reqwest::Client::new();
         for (id, priority, expected) in [("late-bg", "BACKGROUND", 429), ("late-p3", "P3", 429), ("late-p1", "P1", 201)]

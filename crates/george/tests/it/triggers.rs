@@ -80,20 +80,12 @@ async fn post(engine: &Engine, body: &serde_json::Value, signature: Option<Strin
     req.send().await.unwrap()
 }
 
-async fn wait_templates(e: &Engine) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while e.client.sources().await.map(|s| s.iter().all(|x| x.applied_revision.is_none())).unwrap_or(true) {
-        assert!(std::time::Instant::now() < deadline, "manifests never applied");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 #[test]
 fn ten_webhook_events_in_one_window_start_one_agent() {
     let tmp = common::tempdir().unwrap();
     let engine = setup(tmp.path());
     engine.rt().block_on(async {
-        wait_templates(&engine).await;
+        engine.wait_applied().await;
         let before = engine.client.events(0, 100_000).await.unwrap().len();
 
         // A bad or missing signature: 401, nothing created, nothing recorded.
@@ -169,7 +161,7 @@ fn summon_wakes_an_agent_by_hand() {
     let tmp = common::tempdir().unwrap();
     let engine = setup(tmp.path());
     let rt = engine.rt();
-    rt.block_on(wait_templates(&engine));
+    rt.block_on(engine.wait_applied());
     let out = engine.cli(&["-o", "json", "summon", "ranger", "-c", "summary=check-the-queue"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -191,6 +191,24 @@ impl Engine {
         self.client.job(id).await.unwrap_or_else(|e| panic!("job {id}: {e}\n{}", self.log()))
     }
 
+    /// Waits until a source has been applied (the manifests are in).
+    pub async fn wait_applied(&self) {
+        eventually(Duration::from_secs(20), "the manifests to be applied", async || {
+            let sources = self.client.sources().await.ok()?;
+            sources.iter().any(|x| x.applied_revision.is_some()).then_some(())
+        })
+        .await
+    }
+
+    /// Waits until the registry lists at least `n` AgentSpecs.
+    pub async fn wait_registry(&self, n: usize) {
+        until(Duration::from_secs(20), &format!("{n} AgentSpecs in the registry"), async || {
+            let registry = self.client.get_json("/api/v1/registry").await;
+            registry.map(|v| v.as_array().map_or(0, Vec::len)).unwrap_or(0) >= n
+        })
+        .await
+    }
+
     /// Waits until job `id` has `status`.
     pub async fn wait_status(&self, id: &str, status: JobStatus, within: Duration) -> JobView {
         let deadline = Instant::now() + within;
@@ -244,7 +262,7 @@ impl Drop for Engine {
     }
 }
 
-pub use george_testkit::{eventually, wait_for};
+pub use george_testkit::{eventually, git, until, wait_for, write};
 
 /// Pids of `george agent run` processes whose working directory is under `dir`.
 pub fn agent_pids(dir: &Path) -> Vec<i32> {
@@ -306,24 +324,6 @@ pub fn process_running(needle: &str) -> bool {
                 .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
                 .unwrap_or(false)
     })
-}
-
-pub fn write(root: &Path, rel: &str, text: &str) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
-
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 pub fn commit(repo: &Path, msg: &str) -> String {
