@@ -182,3 +182,41 @@ mod fake_runtime_conformance {
 
     george_testkit::runtime_conformance_tests!(fake());
 }
+
+/// An LLM call the proxy drops unsettled (its agent hung up mid-stream)
+/// while the engine stops: the stop waits for the call's usage, which is in
+/// the ledger (at the worst case, no figures having arrived) the moment the
+/// engine has stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_dropped_while_the_engine_stops_is_still_in_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(chrono::Utc::now());
+    let store = support::store_with(dir.path(), &manifests(), Some(&clock)).await;
+    let runtime = Arc::new(FakeRuntime::new(dir.path().join("logs")));
+    let mut cfg = support::config();
+    let provider = george_governor::Provider {
+        name: "p".into(),
+        api: george_governor::ProviderApi::OpenAi,
+        base_url: "http://127.0.0.1:9".into(),
+        key: None,
+    };
+    cfg.llm.providers.insert("p".into(), provider);
+    cfg.llm.default_provider = Some("p".into());
+    cfg.llm.default_model = Some("m".into());
+    let engine = support::start(cfg, store.clone(), runtime.clone(), &clock);
+    let job = engine.handle.triggers().summon("worker", Some("t"), &BTreeMap::new(), None, "test").await.unwrap().job;
+    let (_, attempt) = eventually(Duration::from_secs(10), "the agent to run", async || {
+        runtime.running().into_iter().find(|(j, _)| *j == job)
+    })
+    .await;
+
+    let meter = engine.handle.meter().clone();
+    let route = meter.route(&job, attempt).await.unwrap();
+    let call = meter.reserve(route, 1_000, 500).await.unwrap();
+    let stopping = tokio::spawn(engine.stop());
+    drop(call);
+    stopping.await.unwrap();
+    let ledger = store.usage_records(chrono::Utc::now() - chrono::Duration::days(1), Some(&job)).await.unwrap();
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!((ledger[0].input_tokens, ledger[0].output_tokens), (1_000, 500), "the worst case");
+}
