@@ -55,23 +55,53 @@ pub fn repo_path(url: &str) -> Option<String> {
     (path.contains('/') && !path.is_empty()).then(|| path.to_string())
 }
 
+/// Why a pull request could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgeError {
+    /// A setting is missing or wrong; says which.
+    #[error("{0}")]
+    Settings(String),
+    /// The forge could not be reached.
+    #[error("{url}: {source}")]
+    Unreachable {
+        /// What was called.
+        url: String,
+        /// Why it failed.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The forge answered, but not with a pull request.
+    #[error("{url} answered {status}: {message}")]
+    Refused {
+        /// What was called.
+        url: String,
+        /// Its status.
+        status: StatusCode,
+        /// What it said.
+        message: String,
+    },
+}
+
 impl Forge {
     /// The forge configured for a repository at `url`; an error says which setting is missing.
-    pub fn from_env(url: &str, secrets_dir: Option<&PathBuf>) -> Result<Forge, String> {
-        let api = std::env::var("GEORGE_FORGE_URL")
-            .ok()
-            .filter(|v| !v.is_empty())
-            .ok_or("opening a pull request needs GEORGE_FORGE_URL (the forge's API base) in the AgentSpec's env")?;
+    pub fn from_env(url: &str, secrets_dir: Option<&PathBuf>) -> Result<Forge, ForgeError> {
+        let missing = |what: &str| ForgeError::Settings(what.to_string());
+        let api = std::env::var("GEORGE_FORGE_URL").ok().filter(|v| !v.is_empty()).ok_or_else(|| {
+            missing("opening a pull request needs GEORGE_FORGE_URL (the forge's API base) in the AgentSpec's env")
+        })?;
         let kind = match std::env::var("GEORGE_FORGE_KIND").unwrap_or_default().as_str() {
             "" | "github" => ForgeKind::GitHub,
             "gitlab" => ForgeKind::GitLab,
-            other => return Err(format!("GEORGE_FORGE_KIND: expected github or gitlab, got `{other}`")),
+            other => {
+                return Err(ForgeError::Settings(format!(
+                    "GEORGE_FORGE_KIND: expected github or gitlab, got `{other}`"
+                )))
+            }
         };
-        let repo = std::env::var("GEORGE_FORGE_REPO")
-            .ok()
-            .filter(|v| !v.is_empty())
-            .or_else(|| repo_path(url))
-            .ok_or("cannot tell the repository's owner/name from its URL; set GEORGE_FORGE_REPO")?;
+        let repo =
+            std::env::var("GEORGE_FORGE_REPO").ok().filter(|v| !v.is_empty()).or_else(|| repo_path(url)).ok_or_else(
+                || missing("cannot tell the repository's owner/name from its URL; set GEORGE_FORGE_REPO"),
+            )?;
         let token = secrets_dir
             .map(|d| d.join("forge-token"))
             .and_then(|p| std::fs::read_to_string(p).ok())
@@ -93,7 +123,7 @@ impl Forge {
     }
 
     /// Opens the request, or finds the open one for the branch; its web URL.
-    pub async fn open(&self, pr: &PullRequest<'_>) -> Result<String, String> {
+    pub async fn open(&self, pr: &PullRequest<'_>) -> Result<String, ForgeError> {
         let http = reqwest::Client::new();
         let (url, body, link) = match self.kind {
             ForgeKind::GitHub => (
@@ -107,11 +137,16 @@ impl Forge {
                 "web_url",
             ),
         };
-        let resp = self.request(http.post(&url).json(&body)).send().await.map_err(|e| format!("{url}: {e}"))?;
+        let unreachable = |source| ForgeError::Unreachable { url: url.clone(), source };
+        let resp = self.request(http.post(&url).json(&body)).send().await.map_err(unreachable)?;
         let status = resp.status();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         if status.is_success() {
-            return v[link].as_str().map(str::to_string).ok_or_else(|| format!("{url}: the answer has no `{link}`"));
+            return v[link].as_str().map(str::to_string).ok_or_else(|| ForgeError::Refused {
+                url: url.clone(),
+                status,
+                message: format!("the answer has no `{link}`"),
+            });
         }
         // Already open (GitHub 422, GitLab 409): find it.
         if status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::CONFLICT {
@@ -123,13 +158,13 @@ impl Forge {
                 ForgeKind::GitLab => http.get(&url).query(&[("source_branch", pr.head), ("state", "opened")]),
             };
             let found: Value =
-                self.request(list).send().await.map_err(|e| format!("{url}: {e}"))?.json().await.unwrap_or(Value::Null);
+                self.request(list).send().await.map_err(unreachable)?.json().await.unwrap_or(Value::Null);
             if let Some(existing) = found.get(0).and_then(|p| p[link].as_str()) {
                 return Ok(existing.to_string());
             }
         }
         let message = v["message"].as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
-        Err(format!("{url} answered {status}: {message}"))
+        Err(ForgeError::Refused { url, status, message })
     }
 }
 

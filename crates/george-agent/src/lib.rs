@@ -337,7 +337,7 @@ impl Agent {
                     let reason = format!(
                         "cannot open a pull request: {}; the branch `{}` is pushed. Fix the forge settings \
                          (GEORGE_FORGE_URL, the forge-token secret) and comment on the job to retry",
-                        repo.redact(&e),
+                        repo.redact(&e.to_string()),
                         repo.branch
                     );
                     return self.block(None, reason).await.map(Some);

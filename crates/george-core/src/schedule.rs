@@ -30,21 +30,44 @@ pub struct Due {
     pub watermark: DateTime<Utc>,
 }
 
+/// Why a schedule cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    /// Not five fields.
+    #[error("invalid schedule `{expr}`: {fields} fields, expected 5 (minute hour day-of-month month day-of-week)")]
+    Fields {
+        /// The expression.
+        expr: String,
+        /// How many fields it has.
+        fields: usize,
+    },
+    /// A field is out of range or malformed.
+    #[error("invalid schedule `{expr}`: {reason}")]
+    Cron {
+        /// The expression.
+        expr: String,
+        /// What the cron parser said.
+        reason: String,
+    },
+    /// The time zone is not an IANA name.
+    #[error("unknown time zone `{0}`; expected an IANA name like `Europe/Paris`")]
+    TimeZone(String),
+}
+
 impl CronSchedule {
     /// Parses a 5-field expression (minute hour day-of-month month
     /// day-of-week) in an IANA time zone (default UTC).
-    pub fn parse(expr: &str, timezone: Option<&str>) -> Result<Self, String> {
+    pub fn parse(expr: &str, timezone: Option<&str>) -> Result<Self, ScheduleError> {
         let fields = expr.split_whitespace().count();
         if fields != 5 {
-            return Err(format!(
-                "invalid schedule `{expr}`: {fields} fields, expected 5 (minute hour day-of-month month day-of-week)"
-            ));
+            return Err(ScheduleError::Fields { expr: expr.to_string(), fields });
         }
-        let cron = croner::Cron::new(expr).parse().map_err(|e| format!("invalid schedule `{expr}`: {e}"))?;
+        let cron = croner::Cron::new(expr)
+            .parse()
+            .map_err(|e| ScheduleError::Cron { expr: expr.to_string(), reason: e.to_string() })?;
         let tz = match timezone {
             None => chrono_tz::UTC,
-            Some(name) => chrono_tz::Tz::from_str(name)
-                .map_err(|_| format!("unknown time zone `{name}`; expected an IANA name like `Europe/Paris`"))?,
+            Some(name) => chrono_tz::Tz::from_str(name).map_err(|_| ScheduleError::TimeZone(name.to_string()))?,
         };
         Ok(Self { cron, tz, expr: expr.to_string() })
     }
@@ -146,8 +169,10 @@ mod tests {
 
     #[test]
     fn bad_schedules_and_zones_are_explained() {
-        assert!(CronSchedule::parse("* * * *", None).unwrap_err().contains("expected 5"));
-        assert!(CronSchedule::parse("61 * * * *", None).unwrap_err().starts_with("invalid schedule"));
-        assert!(CronSchedule::parse("0 8 * * *", Some("Mars/Olympus")).unwrap_err().contains("unknown time zone"));
+        assert!(CronSchedule::parse("* * * *", None).unwrap_err().to_string().contains("expected 5"));
+        assert!(CronSchedule::parse("61 * * * *", None).unwrap_err().to_string().starts_with("invalid schedule"));
+        let err = CronSchedule::parse("0 8 * * *", Some("Mars/Olympus")).unwrap_err();
+        assert_eq!(err, ScheduleError::TimeZone("Mars/Olympus".into()));
+        assert!(err.to_string().contains("unknown time zone"));
     }
 }

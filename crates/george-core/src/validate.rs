@@ -203,8 +203,9 @@ fn check_trigger(m: &ParsedManifest, at: &str, t: &TriggerSpec, catalog: &Catalo
             None => diags.push(m.diagnostic(&f("schedule"), "a cron trigger needs a schedule, e.g. `0 8 * * 1-5`")),
             Some(s) => {
                 if let Err(e) = crate::schedule::CronSchedule::parse(s, t.timezone.as_deref()) {
-                    let field = if e.contains("time zone") { "timezone" } else { "schedule" };
-                    diags.push(m.diagnostic(&f(field), e));
+                    let field =
+                        if matches!(e, crate::schedule::ScheduleError::TimeZone(_)) { "timezone" } else { "schedule" };
+                    diags.push(m.diagnostic(&f(field), e.to_string()));
                 }
             }
         },

@@ -37,10 +37,15 @@ pub struct Ticket {
 pub const FIELDS: &[&str] =
     &["summary", "description", "issuetype", "labels", "priority", "status", "issuelinks", "created"];
 
+/// A search result that is no usable issue: it has no key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an issue without a key")]
+pub struct MissingKey;
+
 impl Ticket {
-    /// Reads a search result issue; an error names what is missing.
-    pub fn from_issue(issue: &Value) -> Result<Ticket, String> {
-        let key = issue["key"].as_str().filter(|k| !k.is_empty()).ok_or("an issue without a key")?.to_string();
+    /// Reads a search result issue; it must have a key, anything else may be missing.
+    pub fn from_issue(issue: &Value) -> Result<Ticket, MissingKey> {
+        let key = issue["key"].as_str().filter(|k| !k.is_empty()).ok_or(MissingKey)?.to_string();
         let fields = issue["fields"].as_object().cloned().unwrap_or_default();
         let text = |v: Option<&Value>, path: &str| {
             v.and_then(|v| v.pointer(path)).and_then(Value::as_str).unwrap_or("").to_string()
@@ -221,7 +226,7 @@ mod tests {
         assert_eq!(p["description"], "Please fix.\nrepo:  https://git.example.com/app.git");
         assert_eq!(p["component"], "backend");
         assert_eq!(p["labels"], "george,web");
-        assert!(Ticket::from_issue(&json!({"fields": {}})).is_err());
+        assert_eq!(Ticket::from_issue(&json!({"fields": {}})).unwrap_err(), MissingKey);
         // Missing or odd fields are tolerated.
         let bare = Ticket::from_issue(&json!({"key": "P-1", "fields": {"description": 7, "labels": "x"}})).unwrap();
         assert_eq!((bare.description.as_str(), bare.labels.len(), m.template_for(&bare)), ("", 0, "task"));
