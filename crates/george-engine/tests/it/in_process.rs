@@ -103,7 +103,7 @@ impl InProcess {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_limit_of_one_runs_queued_jobs_one_at_a_time_and_says_why_they_wait() {
     let e = engine(1).await;
     let a = e.summon(Priority::P2).await;
@@ -130,7 +130,7 @@ async fn a_limit_of_one_runs_queued_jobs_one_at_a_time_and_says_why_they_wait() 
     e.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_p0_preempts_the_running_low_priority_job_once_and_then_runs() {
     let e = engine(1).await;
     let low = e.summon(Priority::P3).await;
