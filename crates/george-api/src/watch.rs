@@ -95,8 +95,28 @@ struct Stream {
     seen: i64,
 }
 
+/// Why a stream ended before its client closed it.
+#[derive(Debug, thiserror::Error)]
+enum StreamEnd {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] george_store::StoreError),
+    /// The store's broadcast closed (the engine stops).
+    #[error("the store closed")]
+    StoreClosed,
+    /// An event could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    /// The client's connection failed.
+    #[error("client gone: {0}")]
+    ClientGone(#[source] axum::Error),
+    /// The client did not take a frame within the send timeout.
+    #[error("client stopped reading")]
+    ClientStalled,
+}
+
 impl Stream {
-    async fn run(&mut self) -> Result<(), String> {
+    async fn run(&mut self) -> Result<(), StreamEnd> {
         // Subscribe before reading the backlog, so nothing falls in between.
         let mut rx = self.st.store.subscribe();
         self.seen = self.latest().await?;
@@ -123,7 +143,7 @@ impl Stream {
                         self.seen = self.latest().await?;
                         self.catch_up().await?;
                     }
-                    Err(RecvError::Closed) => return Err("the store closed".into()),
+                    Err(RecvError::Closed) => return Err(StreamEnd::StoreClosed),
                 },
                 incoming = self.socket.recv() => match incoming {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
@@ -134,8 +154,8 @@ impl Stream {
         }
     }
 
-    async fn latest(&mut self) -> Result<i64, String> {
-        self.st.store.latest_seq().await.map_err(|e| e.to_string())
+    async fn latest(&mut self) -> Result<i64, StreamEnd> {
+        Ok(self.st.store.latest_seq().await?)
     }
 
     fn wanted(&self, e: &EventView) -> bool {
@@ -143,10 +163,9 @@ impl Stream {
     }
 
     /// Sends everything the store has after `last`.
-    async fn catch_up(&mut self) -> Result<(), String> {
+    async fn catch_up(&mut self) -> Result<(), StreamEnd> {
         loop {
-            let page =
-                self.st.store.events_since(self.last, PAGE, self.job.as_deref()).await.map_err(|e| e.to_string())?;
+            let page = self.st.store.events_since(self.last, PAGE, self.job.as_deref()).await?;
             let full = page.len() as u32 == PAGE;
             for e in &page {
                 self.send(e).await?;
@@ -157,18 +176,18 @@ impl Stream {
         }
     }
 
-    async fn send(&mut self, e: &EventView) -> Result<(), String> {
-        let text = serde_json::to_string(e).map_err(|e| e.to_string())?;
+    async fn send(&mut self, e: &EventView) -> Result<(), StreamEnd> {
+        let text = serde_json::to_string(e)?;
         self.push(Message::Text(text.into())).await?;
         self.last = e.seq;
         Ok(())
     }
 
-    async fn push(&mut self, m: Message) -> Result<(), String> {
+    async fn push(&mut self, m: Message) -> Result<(), StreamEnd> {
         match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(m)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("client gone: {e}")),
-            Err(_) => Err("client stopped reading".into()),
+            Ok(Err(e)) => Err(StreamEnd::ClientGone(e)),
+            Err(_) => Err(StreamEnd::ClientStalled),
         }
     }
 }

@@ -129,6 +129,25 @@ pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), Vec<ParamError>> 
     }
 }
 
+/// Why no AgentSpec can run a template.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoAgent {
+    /// The AgentSpec named is not defined.
+    #[error("unknown AgentSpec `{0}`")]
+    Unknown(String),
+    /// The AgentSpec named lacks capabilities the template needs.
+    #[error("AgentSpec `{name}` lacks required capabilities [{}]", missing.join(", "))]
+    Lacks {
+        /// The AgentSpec.
+        name: String,
+        /// What it lacks.
+        missing: Vec<String>,
+    },
+    /// No AgentSpec has every capability the template needs.
+    #[error("no AgentSpec has all required capabilities [{}]", .0.join(", "))]
+    NoneCapable(Vec<String>),
+}
+
 impl Catalog {
     /// Adds the triggers declared inside the catalog's AgentSpecs.
     pub fn add_agent_triggers(&mut self) {
@@ -143,21 +162,18 @@ impl Catalog {
 
     /// The AgentSpec a template runs with: the explicit choice, else the first
     /// AgentSpec by name that has every required capability.
-    pub fn choose_agent(&self, template: &TaskTemplate, explicit: Option<&str>) -> Result<&AgentSpec, String> {
+    pub fn choose_agent(&self, template: &TaskTemplate, explicit: Option<&str>) -> Result<&AgentSpec, NoAgent> {
         let wanted = &template.spec.required_capabilities;
         let has_all = |a: &AgentSpec| wanted.iter().all(|c| a.spec.capabilities.contains(c));
         if let Some(name) = explicit.or(template.spec.agent.as_deref()) {
-            let agent = self.agents.get(name).ok_or_else(|| format!("unknown AgentSpec `{name}`"))?;
+            let agent = self.agents.get(name).ok_or_else(|| NoAgent::Unknown(name.to_string()))?;
             if !has_all(agent) {
-                let missing: Vec<_> = wanted.iter().filter(|c| !agent.spec.capabilities.contains(c)).cloned().collect();
-                return Err(format!("AgentSpec `{name}` lacks required capabilities [{}]", missing.join(", ")));
+                let missing = wanted.iter().filter(|c| !agent.spec.capabilities.contains(c)).cloned().collect();
+                return Err(NoAgent::Lacks { name: name.to_string(), missing });
             }
             return Ok(agent);
         }
-        self.agents
-            .values()
-            .find(|a| has_all(a))
-            .ok_or_else(|| format!("no AgentSpec has all required capabilities [{}]", wanted.join(", ")))
+        self.agents.values().find(|a| has_all(a)).ok_or_else(|| NoAgent::NoneCapable(wanted.clone()))
     }
 
     /// Plans a job: checks the template exists, the parameters fit and an agent
@@ -177,7 +193,7 @@ impl Catalog {
         let values = resolve_params(&template.spec, req.params)?;
         let agent = self
             .choose_agent(template, req.agent)
-            .map_err(|message| vec![ParamError { field: "agent".into(), message }])?;
+            .map_err(|e| vec![ParamError { field: "agent".into(), message: e.to_string() }])?;
         Ok(NewJob {
             id: req.id.to_string(),
             template: req.template.to_string(),

@@ -44,27 +44,37 @@ fn param_error(name: &str, message: String) -> ParamError {
     ParamError { field: format!("params.{name}"), message }
 }
 
+/// A value that does not fit its variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected {expected}, got {got}")]
+pub struct ValueMismatch {
+    /// What the variable takes.
+    pub expected: String,
+    /// The value given, as JSON.
+    pub got: String,
+}
+
 /// Checks `value` against `var`, returning its canonical text.
-pub fn check_value(var: &Variable, value: &Value) -> Result<String, String> {
-    let shown = || value.to_string();
+pub fn check_value(var: &Variable, value: &Value) -> Result<String, ValueMismatch> {
+    let mismatch = |expected: String| ValueMismatch { expected, got: value.to_string() };
     match var.var_type {
         VarType::String | VarType::Fuzzy => match value {
             Value::String(s) => Ok(s.clone()),
             Value::Number(n) if var.var_type == VarType::Fuzzy => Ok(n.to_string()),
             Value::Bool(b) if var.var_type == VarType::Fuzzy => Ok(b.to_string()),
-            _ => Err(format!("expected {} text, got {}", var.var_type.as_str(), shown())),
+            _ => Err(mismatch(format!("{} text", var.var_type.as_str()))),
         },
         VarType::Integer => match value {
             Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
-            _ => Err(format!("expected an integer, got {}", shown())),
+            _ => Err(mismatch("an integer".into())),
         },
         VarType::Boolean => match value {
             Value::Bool(b) => Ok(b.to_string()),
-            _ => Err(format!("expected true or false, got {}", shown())),
+            _ => Err(mismatch("true or false".into())),
         },
         VarType::Enum => match value {
             Value::String(s) if var.values.contains(s) => Ok(s.clone()),
-            _ => Err(format!("expected one of [{}], got {}", var.values.join(", "), shown())),
+            _ => Err(mismatch(format!("one of [{}]", var.values.join(", ")))),
         },
     }
 }
@@ -99,7 +109,7 @@ pub fn resolve_params(
                 Ok(text) => {
                     values.insert(var.name.clone(), text);
                 }
-                Err(e) => errors.push(param_error(&var.name, e)),
+                Err(e) => errors.push(param_error(&var.name, e.to_string())),
             },
         }
     }

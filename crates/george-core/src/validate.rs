@@ -134,7 +134,7 @@ fn check_template(m: &ParsedManifest, t: &TaskTemplate, catalog: &Catalog, diags
         }
         if let Some(d) = &v.default {
             if let Err(e) = check_value(v, d) {
-                diags.push(m.diagnostic(&format!("{field}.default"), e));
+                diags.push(m.diagnostic(&format!("{field}.default"), e.to_string()));
             }
         }
     }
@@ -191,7 +191,7 @@ fn check_template(m: &ParsedManifest, t: &TaskTemplate, catalog: &Catalog, diags
     }
     if let Err(e) = catalog.choose_agent(t, None) {
         let field = if spec.agent.is_some() { "spec.agent" } else { "spec.requiredCapabilities" };
-        diags.push(m.diagnostic(field, e));
+        diags.push(m.diagnostic(field, e.to_string()));
     }
 }
 
@@ -235,7 +235,7 @@ fn check_trigger(m: &ParsedManifest, at: &str, t: &TriggerSpec, catalog: &Catalo
         return;
     };
     if let Err(e) = catalog.choose_agent(template, t.agent.as_deref()) {
-        diags.push(m.diagnostic(&f("agent"), e));
+        diags.push(m.diagnostic(&f("agent"), e.to_string()));
     }
     for (name, value) in &t.params {
         match template.spec.variables.iter().find(|v| &v.name == name) {
@@ -245,7 +245,7 @@ fn check_trigger(m: &ParsedManifest, at: &str, t: &TriggerSpec, catalog: &Catalo
             )),
             Some(var) => {
                 if let Err(e) = check_value(var, value) {
-                    diags.push(m.diagnostic(&f(&format!("params.{name}")), e));
+                    diags.push(m.diagnostic(&f(&format!("params.{name}")), e.to_string()));
                 }
             }
         }

@@ -36,20 +36,33 @@ fn armed() -> &'static Option<Armed> {
     })
 }
 
+/// What is wrong with a `GEORGE_FAILPOINTS` entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum SpecError {
+    /// Not `NAME@PASS`.
+    #[error("`{0}`: expected NAME@PASS")]
+    Shape(String),
+    /// No such kill point.
+    #[error("`{0}`: unknown kill point; expected one of {points}", points = POINTS.join(", "))]
+    Point(String),
+    /// The pass is not a whole number from 1.
+    #[error("`{0}`: the pass must be a whole number from 1")]
+    Pass(String),
+}
+
 /// Parses `name@n[,name@n...]`.
-fn parse(spec: &str) -> Result<Vec<(String, u32)>, String> {
+fn parse(spec: &str) -> Result<Vec<(String, u32)>, SpecError> {
     spec.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|p| {
-            let (name, at) = p.trim().split_once('@').ok_or_else(|| format!("`{p}`: expected NAME@PASS"))?;
+            let (name, at) = p.trim().split_once('@').ok_or_else(|| SpecError::Shape(p.to_string()))?;
             if !POINTS.contains(&name) {
-                return Err(format!("`{name}`: unknown kill point; expected one of {}", POINTS.join(", ")));
+                return Err(SpecError::Point(name.to_string()));
             }
-            let at: u32 = at.parse().map_err(|_| format!("`{p}`: the pass must be a whole number from 1"))?;
-            if at == 0 {
-                return Err(format!("`{p}`: the pass must be a whole number from 1"));
+            match at.parse::<u32>() {
+                Ok(at) if at > 0 => Ok((name.to_string(), at)),
+                _ => Err(SpecError::Pass(p.to_string())),
             }
-            Ok((name.to_string(), at))
         })
         .collect()
 }
@@ -73,8 +86,8 @@ mod tests {
             super::parse("spawn.window@3, attempt.recorded@1").unwrap(),
             [("spawn.window".to_string(), 3), ("attempt.recorded".to_string(), 1)]
         );
-        assert!(super::parse("nowhere@1").unwrap_err().contains("unknown kill point"));
-        assert!(super::parse("spawn.window").unwrap_err().contains("NAME@PASS"));
-        assert!(super::parse("spawn.window@0").unwrap_err().contains("from 1"));
+        assert!(super::parse("nowhere@1").unwrap_err().to_string().contains("unknown kill point"));
+        assert!(super::parse("spawn.window").unwrap_err().to_string().contains("NAME@PASS"));
+        assert!(super::parse("spawn.window@0").unwrap_err().to_string().contains("from 1"));
     }
 }

@@ -26,8 +26,20 @@ pub struct ProxyBenchReport {
     added_p99_ms: f64,
 }
 
-/// A provider that answers every call with the same small completion.
-async fn stub_provider() -> anyhow::Result<String> {
+/// A provider that answers every call with the same small completion; it
+/// stops when dropped.
+struct StubProvider {
+    url: String,
+    server: tokio::task::AbortHandle,
+}
+
+impl Drop for StubProvider {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn stub_provider() -> anyhow::Result<StubProvider> {
     let reply = json!({
         "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench-model",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
@@ -36,8 +48,8 @@ async fn stub_provider() -> anyhow::Result<String> {
     let app = axum::Router::new().route("/v1/chat/completions", post(move || async move { axum::Json(reply) }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(format!("http://{addr}/v1"))
+    let server = tokio::spawn(async move { axum::serve(listener, app).await }).abort_handle();
+    Ok(StubProvider { url: format!("http://{addr}/v1"), server })
 }
 
 /// An AgentSpec whose agent hands its token to the bench (a copy in its
@@ -69,7 +81,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         cfg.llm.providers.push(ProviderSection {
             name: "stub".into(),
             api: george_governor::ProviderApi::OpenAi,
-            base_url: provider.clone(),
+            base_url: provider.url.clone(),
             api_key_env: None,
             api_key_file: None,
             api_key_secret: None,
@@ -107,7 +119,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
             Ok::<f64, anyhow::Error>(t.elapsed().as_secs_f64() * 1000.0)
         }
     };
-    let direct_url = format!("{provider}/chat/completions");
+    let direct_url = format!("{}/chat/completions", provider.url);
     let proxy_url = format!("{}/llm/v1/chat/completions", server.api_url);
     // Warm both paths' connections first.
     for _ in 0..20 {
