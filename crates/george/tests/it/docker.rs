@@ -473,9 +473,8 @@ fn george_up_runs_the_quickstart_in_docker() {
 
 #[test]
 fn spawning_the_same_attempt_twice_never_makes_a_twin() {
-    use george_runtime::{
-        AgentStatus, DockerRuntime, DockerRuntimeConfig, PullPolicy, Resources, Runtime, SpawnRequest,
-    };
+    use george_runtime::{AgentStatus, DockerRuntime, DockerRuntimeConfig, PullPolicy, Runtime, SpawnRequest};
+    use george_testkit::runtime_conformance::Behaviour;
     let tmp = common::tempdir().unwrap();
     let id = engine_id(tmp.path());
     let _cleanup = Containers(id.clone());
@@ -485,23 +484,10 @@ fn spawning_the_same_attempt_twice_never_makes_a_twin() {
         cfg.pull_policy = PullPolicy::Never;
         let docker_rt = DockerRuntime::connect(cfg).await.unwrap();
         let req = SpawnRequest {
-            job_id: "twin".into(),
-            attempt: 1,
-            agent_spec: "worker".into(),
             command: vec!["/bin/sh".into(), "-c".into(), "echo hello from $GEORGE_JOB_ID; sleep 30".into()],
             image: Some(image().into()),
             env: [("GEORGE_JOB_ID".to_string(), "twin".to_string())].into(),
-            resources: Resources::default(),
-            labels: [
-                ("george.io/job".to_string(), "twin".to_string()),
-                ("george.io/attempt".to_string(), "1".to_string()),
-            ]
-            .into(),
-            output_dir: None,
-            secrets: vec![],
-            max_active: None,
-            agent_token: None,
-            network: Default::default(),
+            ..george_testkit::runtime_conformance::request("twin", 1, Behaviour::Run)
         };
         let first = docker_rt.spawn(req.clone()).await.unwrap();
         let second = docker_rt.spawn(req).await.unwrap();
