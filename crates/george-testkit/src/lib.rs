@@ -6,7 +6,8 @@
 //! - [`postgres_server`]: a private PostgreSQL server and a fresh database per test;
 //! - [`FakeRuntime`]: an in-memory runtime, so the engine runs in-process;
 //! - [`lease_conformance`]: the suite every leader-election lease passes;
-//! - [`runtime_conformance`]: the suite every runtime passes.
+//! - [`runtime_conformance`]: the suite every runtime passes;
+//! - [`servers`]: test servers for Jira, Kubernetes, LLM providers, a forge and git over HTTP.
 
 pub mod fake_runtime;
 pub mod files;
@@ -14,6 +15,8 @@ pub mod lease_conformance;
 pub mod poll;
 pub mod postgres_server;
 pub mod runtime_conformance;
+#[allow(missing_docs)]
+pub mod servers;
 
 pub use fake_runtime::{FakeAgent, FakeRuntime};
 pub use files::{git, write};

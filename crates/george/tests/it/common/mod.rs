@@ -4,14 +4,10 @@
 #![allow(dead_code)]
 
 pub mod browser;
-pub mod forge;
-pub mod git_http;
-pub mod inbox;
-pub mod jira;
-pub mod kube_api;
-pub mod llm;
 pub mod openapi;
 pub mod service;
+
+pub use george_testkit::servers::{decode_base64, forge, git_http, inbox, jira, kube_api, llm};
 
 #[path = "../../support/binary.rs"]
 mod binary;
@@ -363,23 +359,6 @@ pub fn bare_repo(root: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
     let bare = root.join(format!("{name}.git"));
     git(root, &["clone", "-q", "--bare", seed.to_str().unwrap(), bare.to_str().unwrap()]);
     bare
-}
-
-/// Decodes standard base64 (as in `Authorization: Basic`); invalid input gives "".
-pub fn decode_base64(text: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let (mut bits, mut n, mut out) = (0u32, 0, Vec::new());
-    for c in text.trim().bytes().take_while(|c| *c != b'=') {
-        let Some(v) = T.iter().position(|t| *t == c) else { return String::new() };
-        bits = bits << 6 | v as u32;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Per job, attempts never overlap in the event log: each starts after the previous ended.
