@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/0002_triggers.sql")),
     (3, include_str!("../../migrations/0003_ledger.sql")),
     (4, include_str!("../../migrations/0004_settings.sql")),
+    (5, include_str!("../../migrations/0005_attempts_by_start.sql")),
 ];
 
 /// The SQLite implementation of [`Store`].
