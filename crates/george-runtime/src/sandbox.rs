@@ -457,17 +457,33 @@ pub fn processes_of(uid: u32) -> Vec<i32> {
         .collect()
 }
 
-/// Kills every process running under `uid` (an ended attempt's leftovers).
+/// Kills every process running under `uid` (an ended attempt's leftovers)
+/// and returns once none is left alive (zombies aside), or after two
+/// seconds: a SIGKILL takes effect asynchronously, and an attempt whose
+/// cleanup has returned must not still have a process running — its slot
+/// is given to the next agent.
 pub fn kill_all_of(uid: u32) {
-    for _ in 0..5 {
-        let pids = processes_of(uid);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let pids: Vec<i32> = processes_of(uid).into_iter().filter(|pid| !exited(*pid)).collect();
         if pids.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(uid, left = pids.len(), "processes of an ended attempt did not die within 2s");
             return;
         }
         for pid in pids {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
+}
+
+/// Whether the process is gone or only a zombie.
+fn exited(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()).is_none_or(|s| s == "Z" || s == "X")
 }
 
 /// Gives `path` and everything under it (never following links) to `uid`.
