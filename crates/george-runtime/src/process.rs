@@ -602,7 +602,8 @@ impl Runtime for ProcessRuntime {
             // Under its own uid, nothing it started may outlive it, whatever
             // group or session it moved to.
             if let Some(uid) = pf.handle.uid {
-                sandbox::kill_all_of(uid);
+                // It waits for the kills to take effect: not on an async worker.
+                let _ = tokio::task::spawn_blocking(move || sandbox::kill_all_of(uid)).await;
                 self.inner.uid_claims.release(uid, &dir);
             }
         }

@@ -465,7 +465,9 @@ pub fn processes_of(uid: u32) -> Vec<i32> {
 pub fn kill_all_of(uid: u32) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
-        let pids: Vec<i32> = processes_of(uid).into_iter().filter(|pid| !exited(*pid)).collect();
+        // Alive: a start time to read (zombies and vanished pids have none).
+        let pids: Vec<i32> =
+            processes_of(uid).into_iter().filter(|pid| crate::procfs::start_time(*pid).is_some()).collect();
         if pids.is_empty() {
             return;
         }
@@ -478,12 +480,6 @@ pub fn kill_all_of(uid: u32) {
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-}
-
-/// Whether the process is gone or only a zombie.
-fn exited(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()).is_none_or(|s| s == "Z" || s == "X")
 }
 
 /// Gives `path` and everything under it (never following links) to `uid`.
