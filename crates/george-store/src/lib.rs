@@ -9,11 +9,16 @@
 
 pub mod conformance;
 mod delegate;
+mod dialect;
 mod error;
+mod jobs;
+mod ledger;
 mod postgres;
 mod rules;
 mod snapshot;
+mod sources;
 mod sqlite;
+mod views;
 
 pub use crate::postgres::{Fence, PostgresStore, PostgresTls};
 pub use error::StoreError;

@@ -10,7 +10,7 @@
 //! watch streams see the leader's events, and the leader's engine wakes for
 //! jobs submitted through a standby.
 
-use super::rows;
+use super::dialect::{Pg, Statements};
 use super::tls::Server;
 use crate::{EventView, Result};
 use parking_lot::Mutex;
@@ -71,9 +71,11 @@ impl Feed {
     /// Broadcasts what the database has after the mark.
     fn catch_up(&self, client: &mut postgres::Client) -> Result<()> {
         let mut mark = self.mark.lock();
+        let mut statements = Statements::default();
         loop {
             let mut tx = client.build_transaction().read_only(true).start()?;
-            let page = rows::events_since(&mut tx, *mark, PAGE, None)?;
+            let page =
+                crate::ledger::events_since(&mut Pg { tx: &mut tx, statements: &mut statements }, *mark, PAGE, None)?;
             tx.commit()?;
             let full = page.len() as u32 == PAGE;
             for e in page {

@@ -36,7 +36,12 @@ impl PostgresStore {
         op: impl FnMut(&mut postgres::Client) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.lease.run(op)).await.map_err(|e| StoreError::Backend(Box::new(e)))?
+        tokio::task::spawn_blocking(move || {
+            let mut op = op;
+            inner.lease.run(|conn| op(&mut conn.client))
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
     }
 
     /// Takes the lease `name` for `holder` for `ttl` if it is free or

@@ -38,34 +38,24 @@
 //!   (two engines starting together take turns) and recorded in
 //!   `schema_migrations`. A database newer than this binary is refused.
 
+mod dialect;
 mod feed;
-mod jobs;
 mod lease;
-mod rows;
-mod sources;
 mod tls;
 
-use george_core::EventKind;
 pub use lease::Fence;
 pub use tls::PostgresTls;
 use tls::Server;
 
 use crate::delegate::impl_store;
+use crate::dialect::{args, event_args, Db, Writer, INSERT_EVENT};
 use crate::error::PostgresError;
-use crate::{
-    AgentView, ApplyReport, AttemptEnd, Catalog, CommentView, Created, EventView, EvidenceView, JobFilter, JobState,
-    JobView, NewAttempt, Override, Result, Snapshot, SourceView, StatusChange, StoreError, StoredManifest,
-};
-use chrono::{DateTime, Utc};
-use george_core::api::StepReport;
-use george_core::api::{UsageRecord, UsageTotal};
-use george_core::manifest::Kind;
-use george_core::plan::NewJob;
-use george_core::{AgentState, Clock, DesiredState, JobStatus, SystemClock};
+use crate::{EventView, Result, StoreError};
+use dialect::{Pg, Statements};
+use george_core::{Clock, SystemClock};
 use parking_lot::Mutex;
 use postgres::error::SqlState;
 use postgres::{Client, IsolationLevel, Transaction};
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -110,37 +100,6 @@ struct Inner {
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore").field("database", &self.inner.database).finish()
-    }
-}
-
-/// A write transaction with the time it runs at and the events it produced.
-pub(crate) struct Writer<'a> {
-    pub tx: Transaction<'a>,
-    pub now: DateTime<Utc>,
-    events: Vec<EventView>,
-}
-
-impl Writer<'_> {
-    /// Adds an event to the audit log. It is inserted just before the
-    /// transaction commits (see the module doc); its `seq` is known then.
-    pub fn event(
-        &mut self,
-        job: Option<&str>,
-        attempt: Option<u32>,
-        kind: EventKind,
-        actor: &str,
-        data: Value,
-    ) -> Result<()> {
-        self.events.push(EventView {
-            seq: 0,
-            ts: self.now,
-            job_id: job.map(str::to_string),
-            attempt,
-            kind: kind.to_string(),
-            actor: actor.to_string(),
-            data,
-        });
-        Ok(())
     }
 }
 
@@ -196,7 +155,7 @@ impl PostgresStore {
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: Fn(&mut Writer<'_>) -> Result<T> + Send + 'static,
+        F: Fn(&mut Writer<Pg<'_, '_>>) -> Result<T> + Send + 'static,
     {
         let (value, _) = self.transact(f).await?;
         Ok(value)
@@ -207,13 +166,12 @@ impl PostgresStore {
     async fn transact<T, F>(&self, f: F) -> Result<(T, Vec<EventView>)>
     where
         T: Send + 'static,
-        F: Fn(&mut Writer<'_>) -> Result<T> + Send + 'static,
+        F: Fn(&mut Writer<Pg<'_, '_>>) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let fence = inner.fence.lock().clone();
-            let (value, events) =
-                inner.writer.run(|client| run_write(client, inner.clock.as_ref(), fence.as_ref(), &f))?;
+            let (value, events) = inner.writer.run(|conn| run_write(conn, inner.clock.as_ref(), fence.as_ref(), &f))?;
             // Right after the commit, before the listener hears of it: usually no extra read.
             inner.feed.local(events.clone());
             Ok((value, events))
@@ -225,17 +183,18 @@ impl PostgresStore {
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: Fn(&mut Transaction<'_>) -> Result<T> + Send + 'static,
+        F: Fn(&mut Pg<'_, '_>) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            inner.reader().run(|client| {
-                let mut tx = client
+            inner.reader().run(|conn| {
+                let mut tx = conn
+                    .client
                     .build_transaction()
                     .isolation_level(IsolationLevel::RepeatableRead)
                     .read_only(true)
                     .start()?;
-                let value = f(&mut tx)?;
+                let value = f(&mut Pg { tx: &mut tx, statements: &mut conn.statements })?;
                 tx.commit()?;
                 Ok(value)
             })
@@ -243,25 +202,30 @@ impl PostgresStore {
         .await
         .map_err(|e| StoreError::Backend(Box::new(e)))?
     }
+
+    fn events(&self) -> &broadcast::Sender<EventView> {
+        &self.inner.feed.tx
+    }
 }
 
 /// One write transaction: `f`, then the events it produced, then the commit.
 fn run_write<T>(
-    client: &mut Client,
+    conn: &mut Conn,
     clock: &dyn Clock,
     fence: Option<&Fence>,
-    f: &impl Fn(&mut Writer<'_>) -> Result<T>,
+    f: &impl Fn(&mut Writer<Pg<'_, '_>>) -> Result<T>,
 ) -> Result<(T, Vec<EventView>)> {
+    let Conn { client, statements } = conn;
     let mut tx = client.transaction()?;
     if let Some(fence) = fence {
         lease::check(&mut tx, fence)?;
     }
     // Stored with microseconds: what a write returns (and broadcasts) equals what a read gives.
     let now = chrono::SubsecRound::trunc_subsecs(clock.now(), 6);
-    let mut w = Writer { tx, now, events: Vec::new() };
+    let mut w = Writer::new(Pg { tx: &mut tx, statements }, now);
     let value = f(&mut w)?;
-    let Writer { mut tx, mut events, .. } = w;
-    append_events(&mut tx, &mut events)?;
+    let mut events = w.events;
+    append_events(&mut tx, statements, &mut events)?;
     // An error response means the commit failed; no response, that it may have happened.
     tx.commit().map_err(|e| match unanswered(&e) {
         true => StoreError::Backend(Box::new(CommitOutcomeUnknown(PostgresError(e)))),
@@ -272,21 +236,18 @@ fn run_write<T>(
 
 /// Inserts a transaction's events under the event-log lock (see the module
 /// doc), filling in their sequence numbers.
-fn append_events(tx: &mut Transaction<'_>, events: &mut [EventView]) -> Result<()> {
+fn append_events(tx: &mut Transaction<'_>, statements: &mut Statements, events: &mut [EventView]) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENT_LOG_LOCK])?;
-    let insert = tx.prepare(
-        "INSERT INTO events (ts, job_id, attempt, kind, actor, data) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
-    )?;
+    let mut db = Pg { tx, statements };
+    db.exec("SELECT pg_advisory_xact_lock($1)", args![EVENT_LOG_LOCK])?;
     for e in events.iter_mut() {
-        let row = tx.query_one(&insert, &[&e.ts, &e.job_id, &e.attempt.map(i64::from), &e.kind, &e.actor, &e.data])?;
-        e.seq = row.try_get("seq")?;
+        e.seq = db.one(&format!("{INSERT_EVENT} RETURNING seq"), &event_args(e)?, |r| r.i64("seq"))?;
     }
     // Delivered at commit to every process's event listener (see `feed`).
     let last = events.last().map(|e| e.seq.to_string()).unwrap_or_default();
-    tx.execute("SELECT pg_notify($1, $2)", &[&feed::CHANNEL, &last])?;
+    db.exec("SELECT pg_notify($1, $2)", args![feed::CHANNEL, &last])?;
     Ok(())
 }
 
@@ -304,7 +265,13 @@ impl Inner {
 struct Session {
     role: &'static str,
     server: Server,
-    client: Mutex<Option<Client>>,
+    client: Mutex<Option<Conn>>,
+}
+
+/// A connection and the statements prepared on it.
+struct Conn {
+    client: Client,
+    statements: Statements,
 }
 
 impl Session {
@@ -320,16 +287,16 @@ impl Session {
     /// Runs `op` on the connection. Runs it again, up to [`MAX_TRIES`] times,
     /// when it lost a deadlock or serialization race or lost the connection
     /// before committing. Blocks: call it from `spawn_blocking`.
-    fn run<T>(&self, mut op: impl FnMut(&mut Client) -> Result<T>) -> Result<T> {
+    fn run<T>(&self, mut op: impl FnMut(&mut Conn) -> Result<T>) -> Result<T> {
         let mut slot = self.client.lock();
         let mut tries = 1;
         loop {
-            let client = self.open(&mut slot)?;
-            let err = match op(client) {
+            let conn = self.open(&mut slot)?;
+            let err = match op(conn) {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
-            let lost = client.is_closed() || is_connection_loss(&err);
+            let lost = conn.client.is_closed() || is_connection_loss(&err);
             if lost {
                 // The client may not have noticed yet: reconnect next time.
                 *slot = None;
@@ -345,13 +312,13 @@ impl Session {
         }
     }
 
-    fn open<'s>(&self, slot: &'s mut Option<Client>) -> Result<&'s mut Client> {
-        if slot.as_ref().is_some_and(Client::is_closed) {
+    fn open<'s>(&self, slot: &'s mut Option<Conn>) -> Result<&'s mut Conn> {
+        if slot.as_ref().is_some_and(|c| c.client.is_closed()) {
             tracing::warn!(role = self.role, "the connection to PostgreSQL was closed; reconnecting");
             *slot = None;
         }
         if slot.is_none() {
-            *slot = Some(self.server.connect()?);
+            *slot = Some(Conn { client: self.server.connect()?, statements: Statements::default() });
         }
         slot.as_mut().ok_or_else(|| StoreError::Backend("no connection to PostgreSQL".into()))
     }
@@ -458,136 +425,4 @@ fn migrate(client: &mut Client) -> Result<()> {
     Ok(())
 }
 
-impl_store!(PostgresStore {
-
-    async fn agent_comment(&self, id: &str, attempt: u32, body: &str) -> Result<CommentView> {
-        let (id, body) = (id.to_string(), body.to_string());
-        self.write(move |w| {
-            jobs::fence(&mut w.tx, &id, attempt)?;
-            jobs::add_comment(w, &id, &crate::rules::agent_actor(&id, attempt), &body)
-        })
-        .await
-    }
-
-    async fn report_job(&self, id: &str, attempt: u32, status: JobStatus, reason: Option<&str>) -> Result<()> {
-        let (id, reason) = (id.to_string(), reason.map(str::to_string));
-        self.write(move |w| jobs::report_job(w, &id, attempt, status, reason.as_deref())).await
-    }
-
-    async fn list_agents(&self, live_only: bool, limit: u32) -> Result<Vec<AgentView>> {
-        self.read(move |c| jobs::agents(c, live_only, limit)).await
-    }
-
-    async fn get_agent(&self, id: &str, attempt: u32) -> Result<Option<AgentView>> {
-        let id = id.to_string();
-        self.read(move |c| jobs::agent(c, &id, attempt)).await
-    }
-
-    async fn events_since(&self, since: i64, limit: u32, job: Option<&str>) -> Result<Vec<EventView>> {
-        let job = job.map(str::to_string);
-        self.read(move |c| rows::events_since(c, since, limit, job.as_deref())).await
-    }
-
-    async fn setting(&self, key: &str) -> Result<Option<Value>> {
-        let key = key.to_string();
-        self.read(move |c| {
-            let row = c.query_opt("SELECT value FROM settings WHERE key = $1", &[&key])?;
-            Ok(row.map(|r| r.try_get("value")).transpose()?)
-        })
-        .await
-    }
-
-    async fn set_setting(&self, key: &str, value: Option<Value>) -> Result<()> {
-        let key = key.to_string();
-        self.write(move |w| {
-            match &value {
-                Some(v) => w.tx.execute(
-                    "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
-                    &[&key, v, &w.now],
-                )?,
-                None => w.tx.execute("DELETE FROM settings WHERE key = $1", &[&key])?,
-            };
-            Ok(())
-        })
-        .await
-    }
-
-    async fn settings(&self, prefix: &str) -> Result<Vec<(String, Value)>> {
-        let prefix = prefix.to_string();
-        self.read(move |c| {
-            let rows =
-                c.query("SELECT key, value FROM settings WHERE starts_with(key, $1) ORDER BY key", &[&prefix])?;
-            rows.iter().map(|r| Ok((r.try_get("key")?, r.try_get("value")?))).collect()
-        })
-        .await
-    }
-
-    async fn record_usage(&self, record: &UsageRecord) -> Result<()> {
-        let r = record.clone();
-        self.write(move |w| {
-            w.tx.execute(
-                "INSERT INTO llm_usage (ts, job_id, attempt, agent_spec, chapter, provider, model, input_tokens, \
-                 output_tokens, streamed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                &[
-                    &r.ts,
-                    &r.job_id,
-                    &i64::from(r.attempt),
-                    &r.agent_spec,
-                    &r.chapter,
-                    &r.provider,
-                    &r.model,
-                    &rows::bigint(r.input_tokens, "input_tokens")?,
-                    &rows::bigint(r.output_tokens, "output_tokens")?,
-                    &r.streamed,
-                ],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn usage_records(&self, since: DateTime<Utc>, job: Option<&str>) -> Result<Vec<UsageRecord>> {
-        let job = job.map(str::to_string);
-        self.read(move |c| {
-            let rows = c.query(
-                "SELECT ts, job_id, attempt, agent_spec, chapter, provider, model, input_tokens, output_tokens, streamed \
-                 FROM llm_usage WHERE ts >= $1 AND ($2::text IS NULL OR job_id = $2) ORDER BY id",
-                &[&since, &job],
-            )?;
-            rows.iter().map(rows::usage_record).collect()
-        })
-        .await
-    }
-
-    async fn usage_totals(&self, since: DateTime<Utc>) -> Result<Vec<UsageTotal>> {
-        self.read(move |c| {
-            let rows = c.query(
-                "SELECT chapter, agent_spec, COUNT(*) AS invocations, SUM(input_tokens)::BIGINT AS input_tokens, \
-                 SUM(output_tokens)::BIGINT AS output_tokens FROM llm_usage \
-                 WHERE ts >= $1 GROUP BY chapter, agent_spec ORDER BY chapter, agent_spec",
-                &[&since],
-            )?;
-            rows.iter().map(rows::usage_total).collect()
-        })
-        .await
-    }
-
-    async fn latest_seq(&self) -> Result<i64> {
-        self.read(|c| Ok(c.query_one("SELECT COALESCE(MAX(seq), 0) AS seq FROM events", &[])?.try_get("seq")?)).await
-    }
-
-    fn subscribe(&self) -> broadcast::Receiver<EventView> {
-        self.inner.feed.tx.subscribe()
-    }
-
-    async fn record_event(&self, job: Option<&str>, kind: EventKind, actor: &str, data: Value) -> Result<EventView> {
-        let (job, actor) = (job.map(str::to_string), actor.to_string());
-        let (_, events) = self.transact(move |w| w.event(job.as_deref(), None, kind, &actor, data.clone())).await?;
-        events.last().cloned().ok_or_else(|| StoreError::Backend("the recorded event was not committed".into()))
-    }
-
-    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>> {
-        self.read(jobs::count_by_status).await
-    }
-});
+impl_store!(PostgresStore);
