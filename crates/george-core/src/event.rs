@@ -57,6 +57,9 @@ event_kinds! {
     JobPreempted => "job.preempted",
     /// A job's spending was approved.
     JobApproved => "job.approved",
+    /// Finished jobs were deleted with their records, files and events
+    /// (`jobs`: their ids; by retention or by hand). The event names no job.
+    JobsDeleted => "jobs.deleted",
     /// An attempt was recorded (before its agent is spawned).
     AttemptStarted => "attempt.started",
     /// An attempt's agent exists and its handle is stored.

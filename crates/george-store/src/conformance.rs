@@ -17,7 +17,9 @@
 //! macro also generates the checks of two stores (two engine processes)
 //! sharing one database.
 
-use crate::{AttemptEnd, Created, JobFilter, NewAttempt, Override, Snapshot, StatusChange, Store, StoreError};
+use crate::{
+    AttemptEnd, Created, JobFilter, NewAttempt, Override, RetentionScope, Snapshot, StatusChange, Store, StoreError,
+};
 use george_core::api::StepReport;
 use george_core::manifest::Kind;
 use george_core::plan::{NewJob, Origin};
@@ -65,6 +67,7 @@ macro_rules! store_conformance_tests {
             events_are_sequenced_and_broadcast,
             the_ledger_records_and_sums_usage,
             settings_are_kept_and_listed_by_prefix,
+            retention_deletes_only_finished_jobs_below_the_event_floor,
         );
     };
     (@tests $make:expr; $($name:ident),+ $(,)?) => {
@@ -554,4 +557,74 @@ pub async fn settings_are_kept_and_listed_by_prefix(store: TestStore) {
     assert_eq!(alerts.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["alert:org:red", "alert:org:yellow"]);
     store.set_setting("approval:j1", None).await.unwrap();
     assert!(store.settings("approval:").await.unwrap().is_empty());
+}
+
+/// Runs job `id` to a verdict; its attempt ends unless `keep_agent`.
+async fn finish(store: &TestStore, id: &str, keep_agent: bool) {
+    store.create_job(job(id, "api"), "t").await.unwrap();
+    let n = store.start_attempt(id, attempt(0, &format!("tok-{id}"))).await.unwrap();
+    store.attempt_spawned(id, n, json!({"pid": 1})).await.unwrap();
+    store.report_job(id, n, JobStatus::Completed, None).await.unwrap();
+    if !keep_agent {
+        store.end_attempt(id, n, AttemptEnd { exit_code: Some(0), outcome: "exited".into() }).await.unwrap();
+    }
+}
+
+/// Retention takes a finished job with everything recorded of it, once
+/// every event of it is below the floor; a running job, a finished job
+/// whose agent is still stopping, and events above the floor stay; the
+/// floor never goes down; job-less events below the floor are compacted.
+pub async fn retention_deletes_only_finished_jobs_below_the_event_floor(store: TestStore) {
+    finish(&store, "old", false).await;
+    finish(&store, "stopping", true).await;
+    store.create_job(job("running", "api"), "t").await.unwrap();
+    store.start_attempt("running", attempt(0, "tok-running")).await.unwrap();
+    store.record_event(None, george_core::EventKind::SourceApplied, "t", json!({})).await.unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::days(1);
+    let all = RetentionScope::Except(Vec::new());
+
+    // Every event is still above the floor: nothing may go.
+    assert_eq!(store.event_floor().await.unwrap(), 0);
+    assert_eq!(store.expired_jobs(later, &all, 100).await.unwrap(), Vec::<String>::new());
+    assert_eq!(store.delete_jobs(&["old".into()], "gc").await.unwrap(), Vec::<String>::new());
+    assert_eq!(store.compact_events(later, 100).await.unwrap(), 0);
+
+    let floor = store.latest_seq().await.unwrap() + 1;
+    assert_eq!(store.raise_event_floor(floor).await.unwrap(), floor);
+    assert_eq!(store.raise_event_floor(1).await.unwrap(), floor, "the floor never goes down");
+    assert_eq!(
+        store.expired_jobs(chrono::Utc::now() - chrono::Duration::days(1), &all, 100).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(store.expired_jobs(later, &all, 100).await.unwrap(), vec!["old".to_string()]);
+    assert_eq!(
+        store.expired_jobs(later, &RetentionScope::Template("t".into()), 100).await.unwrap(),
+        vec!["old".to_string()]
+    );
+    assert_eq!(
+        store.expired_jobs(later, &RetentionScope::Template("u".into()), 100).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        store.expired_jobs(later, &RetentionScope::Except(vec!["t".into()]), 100).await.unwrap(),
+        Vec::<String>::new()
+    );
+
+    let ids = ["old", "stopping", "running"].map(String::from);
+    assert_eq!(store.delete_jobs(&ids, "gc").await.unwrap(), vec!["old".to_string()]);
+    assert!(store.get_job("old").await.unwrap().is_none());
+    assert!(store.get_agent("old", 1).await.unwrap().is_none());
+    assert!(store.events_since(0, 1000, Some("old")).await.unwrap().is_empty());
+    for kept in ["stopping", "running"] {
+        assert!(store.get_job(kept).await.unwrap().is_some(), "{kept}");
+        assert!(!store.events_since(0, 1000, Some(kept)).await.unwrap().is_empty(), "{kept}");
+    }
+    let deleted = store.events_since(floor - 1, 1000, None).await.unwrap();
+    assert!(deleted.iter().any(|e| e.kind == "jobs.deleted" && e.data["jobs"] == json!(["old"])), "{deleted:?}");
+
+    // Job-less events: only those below the floor and older than asked go.
+    assert_eq!(store.compact_events(chrono::Utc::now() - chrono::Duration::days(1), 100).await.unwrap(), 0);
+    assert_eq!(store.compact_events(later, 100).await.unwrap(), 1, "the source.applied event below the floor");
+    let left = store.events_since(0, 1000, None).await.unwrap();
+    assert!(left.iter().all(|e| e.job_id.is_some() || e.seq >= floor), "{left:?}");
 }

@@ -284,6 +284,33 @@ macro_rules! impl_store {
                 async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>> {
                     self.read(|c| crate::jobs::count_by_status(c)).await
                 }
+
+                async fn event_floor(&self) -> Result<i64> {
+                    self.read(|c| crate::retention::event_floor(c)).await
+                }
+
+                async fn raise_event_floor(&self, floor: i64) -> Result<i64> {
+                    self.write(move |w| crate::retention::raise_event_floor(w, floor)).await
+                }
+
+                async fn expired_jobs(
+                    &self,
+                    before: DateTime<Utc>,
+                    scope: &RetentionScope,
+                    limit: u32,
+                ) -> Result<Vec<String>> {
+                    let scope = scope.clone();
+                    self.read(move |c| crate::retention::expired_jobs(c, before, &scope, limit)).await
+                }
+
+                async fn delete_jobs(&self, ids: &[String], actor: &str) -> Result<Vec<String>> {
+                    let (ids, actor) = (ids.to_vec(), actor.to_string());
+                    self.write(move |w| crate::retention::delete_jobs(w, &ids, &actor)).await
+                }
+
+                async fn compact_events(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+                    self.write(move |w| crate::retention::compact_events(w, before, limit)).await
+                }
             }
         };
     };
@@ -295,8 +322,8 @@ pub(crate) use impl_store;
 pub(crate) mod prelude {
     pub(crate) use crate::{
         AgentView, ApplyReport, AttemptEnd, Catalog, CommentView, Created, EventView, EvidenceView, JobFilter,
-        JobState, JobView, NewAttempt, Override, Result, Snapshot, SourceView, StatusChange, StoreError,
-        StoredManifest,
+        JobState, JobView, NewAttempt, Override, Result, RetentionScope, Snapshot, SourceView, StatusChange,
+        StoreError, StoredManifest,
     };
     pub(crate) use chrono::{DateTime, Utc};
     pub(crate) use george_core::api::{StepReport, UsageRecord, UsageTotal};

@@ -288,7 +288,9 @@ pub fn evidence(c: &mut impl Db, id: &str) -> Result<Vec<EvidenceView>> {
 
 pub fn active_ids(c: &mut impl Db) -> Result<Vec<String>> {
     c.all(
-        "SELECT id FROM jobs WHERE status NOT IN ('completed', 'failed', 'aborted') \
+        // The unfinished statuses named, not `NOT IN` the final ones: a search
+        // of the index by status, where `NOT IN` reads every finished job.
+        "SELECT id FROM jobs WHERE status IN ('pending', 'in_progress', 'blocked', 'paused') \
          UNION SELECT job_id FROM attempts WHERE state <> 'terminated' ORDER BY 1",
         args![],
         |r| r.string("id"),

@@ -14,6 +14,7 @@ mod error;
 mod jobs;
 mod ledger;
 mod postgres;
+mod retention;
 mod rules;
 mod snapshot;
 mod sources;
@@ -50,6 +51,16 @@ pub struct JobFilter {
     pub source: Option<String>,
     /// At most this many (the oldest first).
     pub limit: Option<u32>,
+}
+
+/// Which finished jobs a retention pass looks at: one template's (which
+/// keeps its jobs for a time of its own), or every job but those templates'.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetentionScope {
+    /// The jobs of this template.
+    Template(String),
+    /// The jobs of every template but these.
+    Except(Vec<String>),
 }
 
 /// Whether `create_job` made a new job.
@@ -257,4 +268,23 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<EventView>;
     /// Job counts by status.
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>>;
+
+    // ---- retention ----
+
+    /// The event floor: events with a lower `seq` may have been compacted away.
+    async fn event_floor(&self) -> Result<i64>;
+    /// Raises the event floor to `floor` (it never goes down); returns the floor now.
+    async fn raise_event_floor(&self, floor: i64) -> Result<i64>;
+    /// Finished jobs of `scope` last changed before `before`, with no live
+    /// attempt and every event below the floor: oldest first, at most `limit`.
+    async fn expired_jobs(&self, before: DateTime<Utc>, scope: &RetentionScope, limit: u32) -> Result<Vec<String>>;
+    /// Deletes finished jobs with their steps, attempts, comments, evidence
+    /// and events, and records one `jobs.deleted` event. A job that is not
+    /// finished (any more), has a live attempt or has an event at or above
+    /// the floor is left alone. Returns the ids deleted. The token ledger keeps
+    /// its rows.
+    async fn delete_jobs(&self, ids: &[String], actor: &str) -> Result<Vec<String>>;
+    /// Deletes at most `limit` events that name no job, are below the floor
+    /// and older than `before`; returns how many.
+    async fn compact_events(&self, before: DateTime<Utc>, limit: u32) -> Result<u64>;
 }

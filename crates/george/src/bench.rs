@@ -10,9 +10,10 @@ use futures_util::StreamExt;
 use george_client::Client;
 use george_core::api::SubmitJob;
 use george_core::JobStatus;
-use george_store::JobFilter;
+use george_store::Store;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The bench's AgentSpec and one-step template.
@@ -49,6 +50,8 @@ pub struct BenchReport {
     store: &'static str,
     sandbox: bool,
     jobs: usize,
+    preloaded: usize,
+    backlog: bool,
     completed: usize,
     submit_to_start_p50_ms: f64,
     submit_to_start_p99_ms: f64,
@@ -56,6 +59,32 @@ pub struct BenchReport {
     throughput_jobs_per_s: f64,
     wall_seconds: f64,
     engine_peak_rss_mib: f64,
+    /// CPU time of the engine's process (the bench's submitter included; not
+    /// the agents, which are processes of their own) per job.
+    cpu_ms_per_job: f64,
+    /// Growth of the data directory (store, logs, outputs) per job.
+    disk_kib_per_job: f64,
+}
+
+/// User plus system CPU time of this process so far, in milliseconds.
+fn cpu_ms() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let Ok(u) = getrusage(UsageWho::RUSAGE_SELF) else { return 0.0 };
+    let ms = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1e3 + t.tv_usec() as f64 / 1e3;
+    ms(u.user_time()) + ms(u.system_time())
+}
+
+/// Bytes of the files below `dir`.
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => disk_bytes(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// The nearest-rank percentile of sorted values.
@@ -79,6 +108,18 @@ fn peak_rss_mib() -> f64 {
 /// Starts an engine in a fresh temporary directory with the bench's
 /// manifests applied (after `tune` adjusts its configuration), and a client.
 pub async fn start(tune: impl FnOnce(&mut Config)) -> anyhow::Result<(Server, Client, std::path::PathBuf)> {
+    start_on(tune, |_| async { Ok(()) }).await
+}
+
+/// [`start`], with `prepare` writing to the engine's store before the engine starts.
+pub async fn start_on<F, Fut>(
+    tune: impl FnOnce(&mut Config),
+    prepare: F,
+) -> anyhow::Result<(Server, Client, std::path::PathBuf)>
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let dir = tempfile_dir()?;
     let manifests = dir.join("manifests");
     std::fs::create_dir_all(&manifests)?;
@@ -88,6 +129,12 @@ pub async fn start(tune: impl FnOnce(&mut Config)) -> anyhow::Result<(Server, Cl
     cfg.engine.data_dir = Some(dir.join("data"));
     cfg.sources.folder = Some(FolderSection { path: manifests, interval: None });
     tune(&mut cfg);
+    {
+        let data_dir = dir.join("data");
+        std::fs::create_dir_all(&data_dir)?;
+        let (store, _) = crate::serve::open_store(cfg.store.resolve()?, &data_dir).await?;
+        prepare(store).await?;
+    }
     let server = Server::start(cfg).await?;
     let client = Client::new(&server.api_url, &server.token)?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -117,32 +164,40 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     }
     let jobs = args.jobs.unwrap_or(500);
     let database = args.database_url.clone();
-    let (server, client, dir) = start(|cfg| {
-        cfg.engine.workers = Some(args.workers);
-        cfg.agents.sandbox.enabled = Some(!args.no_sandbox);
-        if let Some(url) = database {
-            cfg.store.store_type = Some(crate::config::StoreType::Postgres);
-            cfg.store.url = Some(url);
-        }
-    })
-    .await?;
-    let first_submit = chrono::Utc::now();
-    let submitted: HashMap<String, chrono::DateTime<chrono::Utc>> = futures_util::stream::iter(0..jobs)
-        .map(|i| {
-            let client = client.clone();
-            async move {
-                let id = format!("bench-{i:06}");
-                let req = noop_job(&id);
-                let t = chrono::Utc::now();
-                client.submit(&req).await.map(|_| (id, t))
+    let (preload, backlog, concurrency) = (args.preload, args.backlog, args.concurrency.max(1));
+    let (server, client, dir) = start_on(
+        |cfg| {
+            cfg.engine.workers = Some(args.workers);
+            cfg.agents.sandbox.enabled = Some(!args.no_sandbox);
+            if let Some(url) = database {
+                cfg.store.store_type = Some(crate::config::StoreType::Postgres);
+                cfg.store.url = Some(url);
             }
-        })
-        .buffer_unordered(args.concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()
-        .context("submitting bench jobs")?;
+        },
+        |store| async move {
+            if preload > 0 {
+                let t = Instant::now();
+                crate::bench_history::preload(store.clone(), preload, 8).await.context("preloading finished jobs")?;
+                tracing::info!(jobs = preload, seconds = t.elapsed().as_secs_f64(), "preloaded finished jobs");
+            }
+            if backlog {
+                crate::bench_history::backlog(store.as_ref(), jobs, "bench", 8).await.context("writing the backlog")?;
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    let data_dir = dir.join("data");
+    let disk_before = disk_bytes(&data_dir);
+    let cpu_before = cpu_ms();
+    let since_before = server.store.latest_seq().await?;
+    let first_submit = chrono::Utc::now();
+    let submitted: HashMap<String, chrono::DateTime<chrono::Utc>> = if backlog {
+        // Already in the store: each job waited from the engine's start.
+        (0..jobs).map(|i| (format!("bench-{i:06}"), first_submit)).collect()
+    } else {
+        submit(&client, jobs, concurrency).await?
+    };
     // Wait for every job to finish, then read the figures from the event log:
     // the engine's own commit times, unaffected by when the bench looks.
     // Counted, not listed: reading every settled job 20 times a second costs
@@ -155,14 +210,17 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
             .map(|(_, n)| *n as usize)
             .sum())
     };
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while settled().await? < jobs {
-        anyhow::ensure!(Instant::now() < deadline, "the bench jobs did not finish within 10 minutes");
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while settled().await? < jobs + preload {
+        anyhow::ensure!(Instant::now() < deadline, "the bench jobs did not finish within 30 minutes");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let cpu = cpu_ms() - cpu_before;
+    let disk = disk_bytes(&data_dir).saturating_sub(disk_before);
     let mut latencies = Vec::with_capacity(jobs);
     let mut last_finish = first_submit;
-    let mut since = 0;
+    let mut completed = 0;
+    let mut since = since_before;
     loop {
         let batch = server.store.events_since(since, 5000, None).await?;
         let Some(last) = batch.last() else { break };
@@ -178,19 +236,20 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
                 }
                 "job.status" if ev.data["to"] == "completed" || ev.data["to"] == "failed" => {
                     last_finish = last_finish.max(ev.ts);
+                    completed += usize::from(ev.data["to"] == "completed" && submitted.contains_key(job));
                 }
                 _ => {}
             }
         }
     }
-    let completed =
-        server.store.list_jobs(&JobFilter { status: vec![JobStatus::Completed], ..Default::default() }).await?.len();
     let wall = (last_finish - first_submit).num_microseconds().unwrap_or(0) as f64 / 1e6;
     latencies.sort_by(|a, b| a.total_cmp(b));
     let report = BenchReport {
         store: if args.database_url.is_some() { "postgres" } else { "sqlite" },
         sandbox: !args.no_sandbox,
         jobs,
+        preloaded: preload,
+        backlog,
         completed,
         submit_to_start_p50_ms: percentile(&latencies, 0.50),
         submit_to_start_p99_ms: percentile(&latencies, 0.99),
@@ -198,6 +257,8 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         throughput_jobs_per_s: if wall > 0.0 { completed as f64 / wall } else { 0.0 },
         wall_seconds: wall,
         engine_peak_rss_mib: peak_rss_mib(),
+        cpu_ms_per_job: cpu / jobs.max(1) as f64,
+        disk_kib_per_job: disk as f64 / 1024.0 / jobs.max(1) as f64,
     };
     server.stop().await?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -207,6 +268,8 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
             println!("store                     {}", report.store);
             println!("agent sandbox             {}", if report.sandbox { "on" } else { "off" });
             println!("jobs                      {} ({} completed)", report.jobs, report.completed);
+            println!("history                   {} finished jobs preloaded", report.preloaded);
+            println!("backlog                   {}", if report.backlog { "all pending at start" } else { "no" });
             println!("submit→start p50          {:.1} ms", report.submit_to_start_p50_ms);
             println!("submit→start p99          {:.1} ms", report.submit_to_start_p99_ms);
             println!("submit→start max          {:.1} ms", report.submit_to_start_max_ms);
@@ -215,9 +278,36 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
                 report.throughput_jobs_per_s, report.wall_seconds
             );
             println!("engine peak RSS           {:.1} MiB", report.engine_peak_rss_mib);
+            println!("engine CPU per job        {:.2} ms", report.cpu_ms_per_job);
+            println!("disk per job              {:.1} KiB", report.disk_kib_per_job);
         }
     }
     Ok(())
+}
+
+/// Submits `jobs` bench jobs through the API, `concurrency` at a time;
+/// returns when each was submitted.
+async fn submit(
+    client: &Client,
+    jobs: usize,
+    concurrency: usize,
+) -> anyhow::Result<HashMap<String, chrono::DateTime<chrono::Utc>>> {
+    futures_util::stream::iter(0..jobs)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                let id = format!("bench-{i:06}");
+                let req = noop_job(&id);
+                let t = chrono::Utc::now();
+                client.submit(&req).await.map(|_| (id, t))
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .context("submitting bench jobs")
 }
 
 /// A fresh temporary directory.

@@ -470,4 +470,14 @@ pub struct BenchArgs {
     /// Run the agents without their sandbox (`--mode process`), to measure what it costs.
     #[arg(long)]
     pub no_sandbox: bool,
+    /// Start the engine on a store already holding this many finished jobs
+    /// (`--mode process`; written through the store before the engine starts;
+    /// with `--database-url`, the database must hold no bench history yet).
+    #[arg(long, default_value_t = 0)]
+    pub preload: usize,
+    /// Put every job in the store, as the API would, before the engine
+    /// starts (`--mode process`): the engine starts on the whole backlog
+    /// pending, and latency counts from its start.
+    #[arg(long)]
+    pub backlog: bool,
 }

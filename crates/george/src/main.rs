@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_docker;
+mod bench_history;
 mod bench_proxy;
 mod chaos;
 mod cli;

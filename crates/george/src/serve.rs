@@ -353,7 +353,7 @@ async fn bind(cfg: &Config, listen: SocketAddr) -> anyhow::Result<(tokio::net::T
 
 /// Opens the store; the PostgreSQL one is also returned as such (replicas
 /// elect a leader on it).
-async fn open_store(
+pub(crate) async fn open_store(
     choice: StoreChoice,
     data_dir: &Path,
 ) -> anyhow::Result<(Arc<dyn Store>, Option<george_store::PostgresStore>)> {
