@@ -567,7 +567,7 @@
     async function refresh() {
       const [status, jobs, live, budget] = await Promise.all([
         api('/api/v1/status'),
-        api('/api/v1/jobs'),
+        api('/api/v1/jobs?order=newest&limit=200'),
         api('/api/v1/agents?limit=200'),
         api('/api/v1/budget?period=month').catch((e) => ({ failed: e })),
       ]);
@@ -706,14 +706,16 @@
       }
     }
 
+    // One page of the newest jobs (the API pages its lists).
+    const PAGE = 500;
+
     function renderRows() {
       const needle = idFilter.value.trim().toLowerCase();
       const shown = needle
         ? jobs.filter((j) => [j.id, j.template, j.agent].some((x) => String(x).toLowerCase().includes(needle)))
         : jobs;
-      const limit = 500;
-      count.textContent = `${shown.length} job${shown.length === 1 ? '' : 's'}${shown.length > limit ? `, showing the ${limit} newest` : ''}.`;
-      fill(box, jobsTable(shown.slice(0, limit), { id: 'jobs-table', class: 'jobs' }));
+      count.textContent = `${shown.length} job${shown.length === 1 ? '' : 's'}${jobs.length >= PAGE ? `: the ${PAGE} newest` : ''}.`;
+      fill(box, jobsTable(shown, { id: 'jobs-table', class: 'jobs' }));
     }
 
     async function refresh() {
@@ -723,8 +725,9 @@
       if (st.length) params.set('status', st.join(','));
       if (q.get('chapter')) params.set('chapter', q.get('chapter'));
       if (q.get('source')) params.set('source', q.get('source'));
-      const qs = params.toString();
-      const list = await api(`/api/v1/jobs${qs ? `?${qs}` : ''}`);
+      params.set('order', 'newest');
+      params.set('limit', String(PAGE));
+      const list = await api(`/api/v1/jobs?${params.toString()}`);
       if (!view.alive) return;
       jobs = list.sort(newestFirst('created_at'));
       syncInputs(currentQuery());

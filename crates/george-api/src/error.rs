@@ -32,6 +32,9 @@ pub enum ApiError {
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// What the caller resumes from was compacted away: it must resync.
+    #[error("{0}")]
+    Resync(String),
     /// The caller's attempt is no longer current.
     #[error("{0}")]
     Superseded(String),
@@ -106,6 +109,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Resync(_) => (StatusCode::GONE, "resync"),
             ApiError::Superseded(_) => (StatusCode::CONFLICT, "superseded"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "backpressure"),

@@ -27,16 +27,37 @@ pub struct ListQuery {
     /// Source.
     #[serde(default)]
     source: Option<String>,
-    /// At most this many.
+    /// At most this many (default 500, at most 5000).
     #[serde(default)]
     limit: Option<u32>,
+    /// Where the previous page ended (its `X-Next-After` header).
+    #[serde(default)]
+    after: Option<String>,
+    /// `oldest` (default) or `newest` first.
+    #[serde(default)]
+    order: Option<String>,
+}
+
+/// Jobs per page unless the caller asks for another size, and the most it may ask for.
+const PAGE: u32 = 500;
+const MAX_PAGE: u32 = 5000;
+
+/// The cursor after `job`: opaque to callers.
+fn cursor(job: &JobView) -> String {
+    hex::encode(format!("{} {}", job.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true), job.id))
+}
+
+fn parse_cursor(text: &str) -> Option<(chrono::DateTime<chrono::Utc>, String)> {
+    let raw = String::from_utf8(hex::decode(text).ok()?).ok()?;
+    let (ts, id) = raw.split_once(' ')?;
+    Some((chrono::DateTime::parse_from_rfc3339(ts).ok()?.to_utc(), id.to_string()))
 }
 
 pub async fn list(
     State(st): State<ApiState>,
     caller: Caller,
     QueryParams(q): QueryParams<ListQuery>,
-) -> Result<Json<Vec<JobView>>, ApiError> {
+) -> Result<(axum::http::HeaderMap, Json<Vec<JobView>>), ApiError> {
     caller.viewer()?;
     let mut status = Vec::new();
     for s in q.status.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
@@ -46,8 +67,35 @@ pub async fn list(
             details: vec![],
         })?);
     }
-    let filter = JobFilter { status, chapter: q.chapter, source: q.source, limit: q.limit };
-    Ok(Json(st.store.list_jobs(&filter).await?))
+    let after = match q.after.as_deref() {
+        None => None,
+        Some(text) => Some(parse_cursor(text).ok_or_else(|| ApiError::Invalid {
+            message: format!("after: expected the X-Next-After value of the previous page, got {text:?}"),
+            field: Some("after".into()),
+            details: vec![],
+        })?),
+    };
+    let newest_first = match q.order.as_deref() {
+        None | Some("oldest") => false,
+        Some("newest") => true,
+        Some(other) => {
+            return Err(ApiError::Invalid {
+                message: format!("order: expected `oldest` or `newest`, got {other:?}"),
+                field: Some("order".into()),
+                details: vec![],
+            })
+        }
+    };
+    let limit = q.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
+    let filter = JobFilter { status, chapter: q.chapter, source: q.source, limit: Some(limit), after, newest_first };
+    let jobs = st.store.list_jobs(&filter).await?;
+    let mut headers = axum::http::HeaderMap::new();
+    if let Some(last) = jobs.last().filter(|_| jobs.len() == limit as usize) {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&cursor(last)) {
+            headers.insert("x-next-after", v);
+        }
+    }
+    Ok((headers, Json(jobs)))
 }
 
 fn random_suffix() -> String {
@@ -316,4 +364,20 @@ pub async fn agent(
 ) -> Result<Json<AgentView>, ApiError> {
     caller.viewer()?;
     Ok(Json(find_agent(&st, &id).await?))
+}
+
+/// `DELETE /api/v1/jobs/{id}`: a finished job, with its records, files and events.
+pub async fn delete(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<george_core::api::GcReport>, ApiError> {
+    caller.require(Role::Admin)?;
+    use george_engine::retention::DeleteError;
+    match st.engine.control().delete_job(&id, &caller.actor()).await {
+        Ok(report) => Ok(Json(report)),
+        Err(DeleteError::NotFound(_)) => Err(ApiError::NotFound(format!("job `{id}` not found"))),
+        Err(e @ DeleteError::Refused { .. }) => Err(ApiError::Conflict(e.to_string())),
+        Err(DeleteError::Store(e)) => Err(e.into()),
+    }
 }

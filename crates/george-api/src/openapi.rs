@@ -235,18 +235,23 @@ fn describe_service(b: &mut Builder) {
 
 /// Jobs.
 fn describe_jobs(b: &mut Builder) {
-    b.op("get", "/api/v1/jobs", "viewer", "List jobs, oldest first")
+    b.op("get", "/api/v1/jobs", "viewer", "List jobs, a page at a time")
         .query("status", "string", "comma-separated statuses")
         .query("chapter", "string", "only this chapter")
         .query("source", "string", "only this source")
-        .query("limit", "integer", "at most this many")
-        .json::<Vec<JobView>>(200, "jobs (without steps)")
+        .query("limit", "integer", "jobs per page (default 500, at most 5000)")
+        .query("after", "string", "the previous page's `X-Next-After` header: where it ended")
+        .query("order", "string", "`oldest` (default) or `newest` first")
+        .json::<Vec<JobView>>(200, "a page of jobs (without steps); a full page has an `X-Next-After` header")
         .done();
     b.op("post", "/api/v1/jobs", "operator", "Submit a job")
         .body::<SubmitJob>(true)
         .json::<JobView>(201, "the new job")
         .done();
     b.op("get", "/api/v1/jobs/{id}", "viewer-or-agent", "A job with its steps").json::<JobView>(200, "the job").done();
+    b.op("delete", "/api/v1/jobs/{id}", "admin", "Delete a finished job with its records, files and events")
+        .json::<GcReport>(200, "what was deleted")
+        .done();
     for (action, summary) in [
         ("pause", "Pause a job (its agent is stopped gracefully)"),
         ("resume", "Resume a paused job"),
@@ -405,6 +410,10 @@ fn describe_budgets_and_llm(b: &mut Builder) {
         .json::<Vec<SourceView>>(200, "sources")
         .done();
     b.op("post", "/api/v1/sync", "operator", "Sync every source now").json::<SyncResult>(200, "the sources").done();
+    b.op("post", "/api/v1/gc", "admin", "Delete finished jobs past their retention now")
+        .query("dryRun", "boolean", "only report what would be deleted")
+        .json::<GcReport>(200, "what was (or would be) deleted")
+        .done();
     b.op("get", "/api/v1/ledger", "viewer", "The ledger of LLM calls")
         .query("job", "string", "only this job's calls")
         .query("since", "string", "calls since (RFC 3339; default the start of the month)")

@@ -97,6 +97,9 @@ pub async fn events(
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> Result<Json<Vec<EventView>>, ApiError> {
     caller.viewer()?;
+    if q.job.is_none() {
+        crate::watch::check_not_compacted(&st, q.since).await?;
+    }
     let limit = q.limit.unwrap_or(500).min(5000);
     Ok(Json(st.store.events_since(q.since, limit, q.job.as_deref()).await?))
 }
@@ -124,4 +127,21 @@ pub async fn sync(State(st): State<ApiState>, caller: Caller) -> Result<Json<Syn
     let synced = tokio::time::timeout(SYNC_TIMEOUT, st.engine.triggers().sync_now()).await.map_err(|_| standby())?;
     synced.map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(SyncResult { sources: st.store.sources().await? }))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GcQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /api/v1/gc`: a retention pass now (or, `dryRun`, what it would delete).
+pub async fn gc(
+    State(st): State<ApiState>,
+    caller: Caller,
+    crate::body::QueryParams(q): crate::body::QueryParams<GcQuery>,
+) -> Result<Json<george_core::api::GcReport>, ApiError> {
+    caller.require(Role::Admin)?;
+    Ok(Json(st.engine.control().gc(q.dry_run).await?))
 }

@@ -3,7 +3,12 @@
 //! sequence order.
 //!
 //! A client resumes with `?since=<last seq it saw>` and gets every later
-//! event exactly once: the stream first pages the backlog from the store,
+//! event exactly once, unless retention compacted the log past that point
+//! (below the event floor): then the whole-log watch answers `410 resync`
+//! (or, mid-stream, closes with reason `resync`) and the client lists the
+//! jobs again and watches from now. `since=0` means from the oldest event
+//! kept. A job's own events go only with the job, so a job's watch never
+//! needs to resync. Otherwise the stream the stream first pages the backlog from the store,
 //! then follows the store's broadcast, skipping what it already sent and
 //! reading the store again whenever it might have missed something (its
 //! broadcast receiver lagged, or a sequence number was skipped: writers
@@ -74,7 +79,12 @@ async fn start(st: ApiState, q: WatchQuery, job: Option<String>, ws: WebSocketUp
                 details: vec![],
             })
         }
-        Some(s) => s,
+        Some(s) => {
+            if job.is_none() {
+                check_not_compacted(&st, s).await?;
+            }
+            s
+        }
         None => st.store.latest_seq().await?,
     };
     Ok(ws.protocols([WATCH_PROTOCOL]).on_upgrade(move |socket| async move {
@@ -83,6 +93,24 @@ async fn start(st: ApiState, q: WatchQuery, job: Option<String>, ws: WebSocketUp
             tracing::debug!(%why, last = stream.last, "watch stream ended");
         }
     }))
+}
+
+/// Refuses to resume after `since` when events after it may have been
+/// compacted away (it is below the event floor).
+pub(crate) async fn check_not_compacted(st: &ApiState, since: i64) -> Result<(), ApiError> {
+    let floor = st.store.event_floor().await?;
+    if since > 0 && since + 1 < floor {
+        return Err(ApiError::Resync(resync_message(since, floor)));
+    }
+    Ok(())
+}
+
+fn resync_message(since: i64, floor: i64) -> String {
+    format!(
+        "resync: events up to {} were compacted by retention, so resuming after {since} would miss some; \
+         list the jobs again and watch from now (or from since=0, the oldest event kept)",
+        floor - 1
+    )
 }
 
 struct Stream {
@@ -113,6 +141,9 @@ enum StreamEnd {
     /// The client did not take a frame within the send timeout.
     #[error("client stopped reading")]
     ClientStalled,
+    /// Retention compacted the log past the stream's position.
+    #[error("{0}")]
+    Resync(String),
 }
 
 impl Stream {
@@ -164,6 +195,15 @@ impl Stream {
 
     /// Sends everything the store has after `last`.
     async fn catch_up(&mut self) -> Result<(), StreamEnd> {
+        if self.job.is_none() && self.last > 0 {
+            let floor = self.st.store.event_floor().await?;
+            if self.last + 1 < floor {
+                let why = resync_message(self.last, floor);
+                let close = axum::extract::ws::CloseFrame { code: 4410, reason: "resync".into() };
+                self.push(Message::Close(Some(close))).await?;
+                return Err(StreamEnd::Resync(why));
+            }
+        }
         loop {
             let page = self.st.store.events_since(self.last, PAGE, self.job.as_deref()).await?;
             let full = page.len() as u32 == PAGE;

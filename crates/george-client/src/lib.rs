@@ -191,19 +191,28 @@ impl Client {
         self.post(&format!("/api/v1/jobs/{id}/override"), req).await
     }
 
-    /// Lists jobs.
+    /// Lists jobs: every page, oldest first.
     pub async fn jobs(&self, q: &JobQuery) -> Result<Vec<JobView>> {
         let mut params = Vec::new();
         if let Some(s) = &q.status {
-            params.push(("status", s.as_str()));
+            params.push(("status", s.clone()));
         }
         if let Some(c) = &q.chapter {
-            params.push(("chapter", c.as_str()));
+            params.push(("chapter", c.clone()));
         }
         if let Some(s) = &q.source {
-            params.push(("source", s.as_str()));
+            params.push(("source", s.clone()));
         }
-        self.json(self.req(Method::GET, "/api/v1/jobs").query(&params)).await
+        let mut jobs = Vec::new();
+        loop {
+            let resp = self.send(self.req(Method::GET, "/api/v1/jobs").query(&params)).await?;
+            let next = resp.headers().get("x-next-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let page: Vec<JobView> = resp.json().await.map_err(|e| ClientError::Decode(e.to_string()))?;
+            jobs.extend(page);
+            let Some(after) = next else { return Ok(jobs) };
+            params.retain(|(k, _)| *k != "after");
+            params.push(("after", after));
+        }
     }
 
     /// One job.
@@ -280,6 +289,17 @@ impl Client {
     /// Syncs every source now.
     pub async fn sync(&self) -> Result<SyncResult> {
         self.post("/api/v1/sync", &serde_json::json!({})).await
+    }
+
+    /// A retention pass now, or (`dry_run`) what it would delete.
+    pub async fn gc(&self, dry_run: bool) -> Result<george_core::api::GcReport> {
+        let rb = self.req(Method::POST, "/api/v1/gc").query(&[("dryRun", dry_run)]);
+        self.json(rb).await
+    }
+
+    /// Deletes a finished job with its records, files and events.
+    pub async fn delete_job(&self, id: &str) -> Result<george_core::api::GcReport> {
+        self.json(self.req(Method::DELETE, &format!("/api/v1/jobs/{id}"))).await
     }
 
     /// A call through the LLM proxy (`chat/completions` or `messages`); a

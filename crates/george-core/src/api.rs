@@ -455,6 +455,27 @@ pub struct ThrottleView {
     pub tokens_per_hour: Option<u64>,
 }
 
+/// What a retention pass deleted, or would delete (`POST /api/v1/gc`,
+/// `DELETE /api/v1/jobs/{id}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcReport {
+    /// Nothing was deleted; this is what would be.
+    pub dry_run: bool,
+    /// The finished jobs.
+    pub jobs: Vec<String>,
+    /// Bytes of their log and output files.
+    pub bytes: u64,
+    /// Job-less events compacted (not counted in a dry run).
+    pub events: u64,
+    /// The event floor: events below it may be gone, and a watch asked to
+    /// resume below it is told to resync.
+    pub floor: i64,
+    /// The consumer cursor that holds the floor back, if one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
+}
+
 /// `POST /api/v1/sync` result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SyncResult {

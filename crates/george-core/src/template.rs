@@ -252,6 +252,7 @@ mod tests {
             required_capabilities: vec![],
             variables: vars,
             max_attempts: None,
+            retention: None,
             steps: vec![],
         }
     }

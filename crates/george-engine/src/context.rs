@@ -60,6 +60,8 @@ pub struct EngineConfig {
     /// How long a wake's delivery id is remembered: a replay within it
     /// creates nothing (default 7 days).
     pub delivery_memory: Duration,
+    /// How long finished jobs are kept, and how the deleting is paced.
+    pub retention: crate::retention::RetentionSettings,
 }
 
 /// A webhook signing key; never printed.
@@ -117,6 +119,7 @@ impl EngineConfig {
             notify: Vec::new(),
             engine_patience: Duration::from_secs(15 * 60),
             delivery_memory: Duration::from_secs(7 * 24 * 3600),
+            retention: Default::default(),
         }
     }
 }

@@ -221,6 +221,20 @@ impl Control {
         report::budget(&self.ctx, period).await
     }
 
+    /// Runs a retention pass now; `dry_run` only reports what it would delete.
+    pub async fn gc(&self, dry_run: bool) -> Result<crate::retention::GcReport, StoreError> {
+        crate::retention::pass(&self.ctx, dry_run).await
+    }
+
+    /// Deletes a finished job now, with its records, files and events.
+    pub async fn delete_job(
+        &self,
+        id: &str,
+        actor: &str,
+    ) -> Result<crate::retention::GcReport, crate::retention::DeleteError> {
+        crate::retention::delete_job(&self.ctx, id, actor).await
+    }
+
     /// Reduces (or clears) a chapter's hourly token rate.
     pub async fn throttle(
         &self,

@@ -20,6 +20,7 @@ pub mod readiness;
 mod reconciler;
 pub mod registry;
 pub mod report;
+pub mod retention;
 pub mod scheduler;
 pub mod secrets;
 pub mod tokens;
@@ -148,6 +149,7 @@ impl Engine {
             .spawn(follow(ctx.clone(), runtime_events, shutdown.clone(), "runtime", |ctx, e| ctx.queue.add(&e.job_id)));
         tasks.spawn(resync(ctx.clone(), shutdown.clone()));
         tasks.spawn(cron(ctx.clone(), shutdown.clone()));
+        tasks.spawn(retention::run(ctx.clone(), shutdown.clone()));
         for _ in 0..ctx.cfg.workers.max(1) {
             tasks.spawn(worker(ctx.clone()));
         }

@@ -68,6 +68,7 @@ macro_rules! store_conformance_tests {
             the_ledger_records_and_sums_usage,
             settings_are_kept_and_listed_by_prefix,
             retention_deletes_only_finished_jobs_below_the_event_floor,
+            jobs_are_listed_in_pages,
         );
     };
     (@tests $make:expr; $($name:ident),+ $(,)?) => {
@@ -585,28 +586,31 @@ pub async fn retention_deletes_only_finished_jobs_below_the_event_floor(store: T
 
     // Every event is still above the floor: nothing may go.
     assert_eq!(store.event_floor().await.unwrap(), 0);
-    assert_eq!(store.expired_jobs(later, &all, 100).await.unwrap(), Vec::<String>::new());
-    assert_eq!(store.delete_jobs(&["old".into()], "gc").await.unwrap(), Vec::<String>::new());
+    assert_eq!(store.expired_jobs(later, &all, 0, 100).await.unwrap(), Vec::<String>::new());
     assert_eq!(store.compact_events(later, 100).await.unwrap(), 0);
-
+    // Asked with a higher floor, the old job would go; deleting it still
+    // waits until the stored floor has risen past its events.
     let floor = store.latest_seq().await.unwrap() + 1;
+    assert_eq!(store.expired_jobs(later, &all, floor, 100).await.unwrap(), vec!["old".to_string()]);
+    assert_eq!(store.delete_jobs(&["old".into()], "gc").await.unwrap(), Vec::<String>::new());
+
     assert_eq!(store.raise_event_floor(floor).await.unwrap(), floor);
     assert_eq!(store.raise_event_floor(1).await.unwrap(), floor, "the floor never goes down");
     assert_eq!(
-        store.expired_jobs(chrono::Utc::now() - chrono::Duration::days(1), &all, 100).await.unwrap(),
+        store.expired_jobs(chrono::Utc::now() - chrono::Duration::days(1), &all, floor, 100).await.unwrap(),
         Vec::<String>::new()
     );
-    assert_eq!(store.expired_jobs(later, &all, 100).await.unwrap(), vec!["old".to_string()]);
+    assert_eq!(store.expired_jobs(later, &all, floor, 100).await.unwrap(), vec!["old".to_string()]);
     assert_eq!(
-        store.expired_jobs(later, &RetentionScope::Template("t".into()), 100).await.unwrap(),
+        store.expired_jobs(later, &RetentionScope::Template("t".into()), floor, 100).await.unwrap(),
         vec!["old".to_string()]
     );
     assert_eq!(
-        store.expired_jobs(later, &RetentionScope::Template("u".into()), 100).await.unwrap(),
+        store.expired_jobs(later, &RetentionScope::Template("u".into()), floor, 100).await.unwrap(),
         Vec::<String>::new()
     );
     assert_eq!(
-        store.expired_jobs(later, &RetentionScope::Except(vec!["t".into()]), 100).await.unwrap(),
+        store.expired_jobs(later, &RetentionScope::Except(vec!["t".into()]), floor, 100).await.unwrap(),
         Vec::<String>::new()
     );
 
@@ -627,4 +631,40 @@ pub async fn retention_deletes_only_finished_jobs_below_the_event_floor(store: T
     assert_eq!(store.compact_events(later, 100).await.unwrap(), 1, "the source.applied event below the floor");
     let left = store.events_since(0, 1000, None).await.unwrap();
     assert!(left.iter().all(|e| e.job_id.is_some() || e.seq >= floor), "{left:?}");
+}
+
+/// Pages of a job list, each starting after the last of the one before,
+/// add up to the whole list, in order, with no job twice.
+pub async fn jobs_are_listed_in_pages(store: TestStore) {
+    for i in 0..7 {
+        store.create_job(job(&format!("p{i}"), "api"), "t").await.unwrap();
+    }
+    let all: Vec<String> = store.list_jobs(&JobFilter::default()).await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(all.len(), 7);
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page =
+            store.list_jobs(&JobFilter { limit: Some(3), after: after.clone(), ..Default::default() }).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.created_at, last.id.clone()));
+        paged.extend(page.into_iter().map(|j| j.id));
+    }
+    assert_eq!(paged, all);
+    let newest: Vec<String> = store
+        .list_jobs(&JobFilter { newest_first: true, limit: Some(3), after: None, ..Default::default() })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    let last_three: Vec<String> = all.iter().rev().take(3).cloned().collect();
+    assert_eq!(newest, last_three);
+    let third = &newest[2];
+    let created = store.get_job(third).await.unwrap().unwrap().created_at;
+    let older = store
+        .list_jobs(&JobFilter { newest_first: true, after: Some((created, third.clone())), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(older.len(), 4, "the rest, newest first");
 }

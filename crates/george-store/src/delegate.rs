@@ -297,10 +297,11 @@ macro_rules! impl_store {
                     &self,
                     before: DateTime<Utc>,
                     scope: &RetentionScope,
+                    floor: i64,
                     limit: u32,
                 ) -> Result<Vec<String>> {
                     let scope = scope.clone();
-                    self.read(move |c| crate::retention::expired_jobs(c, before, &scope, limit)).await
+                    self.read(move |c| crate::retention::expired_jobs(c, before, &scope, floor, limit)).await
                 }
 
                 async fn delete_jobs(&self, ids: &[String], actor: &str) -> Result<Vec<String>> {

@@ -153,7 +153,15 @@ pub fn list(c: &mut impl Db, filter: &JobFilter) -> Result<Vec<JobView>> {
         args.push(Arg::Text(source));
         sql.push_str(&format!(" AND origin_source = {}", next(&mut args)));
     }
-    sql.push_str(" ORDER BY created_at, id");
+    if let Some((created, id)) = &filter.after {
+        args.push(Arg::Time(*created));
+        let t = next(&mut args);
+        args.push(Arg::Text(id));
+        let i = next(&mut args);
+        let past = if filter.newest_first { "<" } else { ">" };
+        sql.push_str(&format!(" AND (created_at {past} {t} OR (created_at = {t} AND id {past} {i}))"));
+    }
+    sql.push_str(if filter.newest_first { " ORDER BY created_at DESC, id DESC" } else { " ORDER BY created_at, id" });
     if let Some(limit) = filter.limit {
         sql.push_str(&format!(" LIMIT {limit}"));
     }

@@ -49,8 +49,13 @@ pub struct JobFilter {
     pub chapter: Option<String>,
     /// Only jobs from this source.
     pub source: Option<String>,
-    /// At most this many (the oldest first).
+    /// At most this many.
     pub limit: Option<u32>,
+    /// Only jobs after this one in the listing's order (created, then id):
+    /// where the previous page ended.
+    pub after: Option<(DateTime<Utc>, String)>,
+    /// The newest first (else the oldest first).
+    pub newest_first: bool,
 }
 
 /// Which finished jobs a retention pass looks at: one template's (which
@@ -276,8 +281,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Raises the event floor to `floor` (it never goes down); returns the floor now.
     async fn raise_event_floor(&self, floor: i64) -> Result<i64>;
     /// Finished jobs of `scope` last changed before `before`, with no live
-    /// attempt and every event below the floor: oldest first, at most `limit`.
-    async fn expired_jobs(&self, before: DateTime<Utc>, scope: &RetentionScope, limit: u32) -> Result<Vec<String>>;
+    /// attempt and every event below `floor`: oldest first, at most `limit`.
+    async fn expired_jobs(
+        &self,
+        before: DateTime<Utc>,
+        scope: &RetentionScope,
+        floor: i64,
+        limit: u32,
+    ) -> Result<Vec<String>>;
     /// Deletes finished jobs with their steps, attempts, comments, evidence
     /// and events, and records one `jobs.deleted` event. A job that is not
     /// finished (any more), has a live attempt or has an event at or above

@@ -13,13 +13,19 @@ use serde_json::json;
 const FINISHED: &str = "status IN ('completed', 'failed', 'aborted')";
 const FINISHED_STATUSES: [&str; 3] = ["completed", "failed", "aborted"];
 
-/// Whether job `jobs.id` may go: no live attempt, and no event at or above the floor.
-const DELETABLE: &str = "NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = jobs.id AND a.state <> 'terminated') \
-     AND NOT EXISTS (SELECT 1 FROM events e WHERE e.job_id = jobs.id \
-                     AND e.seq >= (SELECT seq FROM event_floor WHERE id = 1))";
+/// Whether job `jobs.id` may go: no live attempt, and no event at or above
+/// the floor `{floor}` (a placeholder, or the stored floor).
+fn deletable(floor: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = jobs.id AND a.state <> 'terminated') \
+         AND NOT EXISTS (SELECT 1 FROM events e WHERE e.job_id = jobs.id AND e.seq >= {floor})"
+    )
+}
+
+const STORED_FLOOR: &str = "(SELECT seq FROM event_floor WHERE id = 1)";
 
 pub fn event_floor(c: &mut impl Db) -> Result<i64> {
-    c.one("SELECT seq FROM event_floor WHERE id = 1", args![], |r| r.i64("seq"))
+    c.one(&format!("SELECT {STORED_FLOOR} AS seq"), args![], |r| r.i64("seq"))
 }
 
 pub fn raise_event_floor(w: &mut Writer<impl Db>, floor: i64) -> Result<i64> {
@@ -27,12 +33,18 @@ pub fn raise_event_floor(w: &mut Writer<impl Db>, floor: i64) -> Result<i64> {
     event_floor(&mut w.db)
 }
 
-pub fn expired_jobs(c: &mut impl Db, before: DateTime<Utc>, scope: &RetentionScope, limit: u32) -> Result<Vec<String>> {
-    let mut args = vec![Arg::Null, Arg::Time(before), Arg::from(limit)];
+pub fn expired_jobs(
+    c: &mut impl Db,
+    before: DateTime<Utc>,
+    scope: &RetentionScope,
+    floor: i64,
+    limit: u32,
+) -> Result<Vec<String>> {
+    let mut args = vec![Arg::Null, Arg::Time(before), Arg::from(limit), Arg::Int(floor)];
     let filter = match scope {
         RetentionScope::Template(t) => {
             args.push(Arg::Text(t));
-            "AND template = $4".to_string()
+            "AND template = $5".to_string()
         }
         RetentionScope::Except(ts) if ts.is_empty() => String::new(),
         RetentionScope::Except(ts) => {
@@ -49,8 +61,9 @@ pub fn expired_jobs(c: &mut impl Db, before: DateTime<Utc>, scope: &RetentionSco
     // One status at a time: each walks the index by status and age from its
     // oldest job, where all three at once would sort every finished job.
     let sql = format!(
-        "SELECT id, updated_at FROM jobs WHERE status = $1 AND updated_at < $2 {filter} AND {DELETABLE} \
-         ORDER BY updated_at, id LIMIT $3"
+        "SELECT id, updated_at FROM jobs WHERE status = $1 AND updated_at < $2 {filter} AND {} \
+         ORDER BY updated_at, id LIMIT $3",
+        deletable("$4")
     );
     let mut found = Vec::new();
     for status in FINISHED_STATUSES {
@@ -65,10 +78,11 @@ pub fn delete_jobs(w: &mut Writer<impl Db>, ids: &[String], actor: &str) -> Resu
     let mut deleted = Vec::new();
     for id in ids {
         // Checked again here: the job may have been retried or watched since it was found.
-        let gone =
-            w.db.opt(&format!("SELECT id FROM jobs WHERE id = $1 AND {FINISHED} AND {DELETABLE}"), args![id], |r| {
-                r.string("id")
-            })?;
+        let gone = w.db.opt(
+            &format!("SELECT id FROM jobs WHERE id = $1 AND {FINISHED} AND {}", deletable(STORED_FLOOR)),
+            args![id],
+            |r| r.string("id"),
+        )?;
         if gone.is_none() {
             continue;
         }
@@ -85,8 +99,10 @@ pub fn delete_jobs(w: &mut Writer<impl Db>, ids: &[String], actor: &str) -> Resu
 
 pub fn compact_events(w: &mut Writer<impl Db>, before: DateTime<Utc>, limit: u32) -> Result<u64> {
     w.db.exec(
-        "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE job_id IS NULL AND ts < $1 \
-         AND seq < (SELECT seq FROM event_floor WHERE id = 1) ORDER BY seq LIMIT $2)",
+        &format!(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE job_id IS NULL AND ts < $1 \
+             AND seq < {STORED_FLOOR} ORDER BY seq LIMIT $2)"
+        ),
         args![before, limit],
     )
 }

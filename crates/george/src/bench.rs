@@ -74,19 +74,6 @@ fn cpu_ms() -> f64 {
     ms(u.user_time()) + ms(u.system_time())
 }
 
-/// Bytes of the files below `dir`.
-fn disk_bytes(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => disk_bytes(&e.path()),
-            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 /// The nearest-rank percentile of sorted values.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -188,7 +175,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     )
     .await?;
     let data_dir = dir.join("data");
-    let disk_before = disk_bytes(&data_dir);
+    let disk_before = george_engine::retention::disk_bytes(&data_dir);
     let cpu_before = cpu_ms();
     let since_before = server.store.latest_seq().await?;
     let first_submit = chrono::Utc::now();
@@ -216,7 +203,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let cpu = cpu_ms() - cpu_before;
-    let disk = disk_bytes(&data_dir).saturating_sub(disk_before);
+    let disk = george_engine::retention::disk_bytes(&data_dir).saturating_sub(disk_before);
     let mut latencies = Vec::with_capacity(jobs);
     let mut last_finish = first_submit;
     let mut completed = 0;

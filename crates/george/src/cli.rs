@@ -65,6 +65,13 @@ pub enum Command {
     },
     /// Sync every source now and show their state.
     Sync,
+    /// Delete finished jobs past their retention now, with their records,
+    /// logs, outputs and events (the engine also does this on its own).
+    Gc {
+        /// Only show what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// The agent registry: AgentSpecs with their state and health
     /// (`george registry find --capability X` reads as in the seed).
     Registry {
@@ -335,6 +342,11 @@ pub enum JobsCommand {
     Abort(ActionArgs),
     /// Approve a P0/P1 job held while the token budget is red.
     Approve(ActionArgs),
+    /// Delete a finished job now, with its records, logs, outputs and events.
+    Delete {
+        /// Job id.
+        id: String,
+    },
     /// Send a message to a job's agent (unblocks a blocked job).
     Inject {
         /// Job id.

@@ -294,6 +294,24 @@ fn triggers_table(v: &serde_json::Value) -> comfy_table::Table {
     t
 }
 
+fn gc_table(r: &george_core::api::GcReport) -> comfy_table::Table {
+    let verb = if r.dry_run { "would delete" } else { "deleted" };
+    let mut t = table(&["", ""]);
+    t.add_row(vec![format!("jobs {verb}"), r.jobs.len().to_string()]);
+    t.add_row(vec!["their files".to_string(), format!("{:.1} KiB", r.bytes as f64 / 1024.0)]);
+    if !r.dry_run {
+        t.add_row(vec!["events compacted".to_string(), r.events.to_string()]);
+    }
+    t.add_row(vec!["event floor".to_string(), r.floor.to_string()]);
+    if let Some(cursor) = &r.held_by {
+        t.add_row(vec!["held back by".to_string(), cursor.clone()]);
+    }
+    if !r.jobs.is_empty() {
+        t.add_row(vec!["ids".to_string(), r.jobs.join("\n")]);
+    }
+    t
+}
+
 fn sources_table(sources: &Vec<george_core::api::SourceView>) -> comfy_table::Table {
     let mut t = table(&["SOURCE", "APPLIED", "CHECKED", "REJECTED", "ERRORS"]);
     for s in sources {
@@ -471,6 +489,11 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
             }
             Ok(())
         }
+        Command::Gc { dry_run } => {
+            let report = c.gc(*dry_run).await?;
+            print(format, &report, gc_table);
+            Ok(())
+        }
         Command::Sync | Command::Sources => {
             let sources = if matches!(cmd, Command::Sync) { c.sync().await?.sources } else { c.sources().await? };
             print(format, &sources, sources_table);
@@ -591,6 +614,10 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
         JobsCommand::Ls { status, chapter } => {
             let jobs = c.jobs(&JobQuery { status: status.clone(), chapter: chapter.clone(), source: None }).await?;
             print(format, &jobs, jobs_table);
+        }
+        JobsCommand::Delete { id } => {
+            let report = c.delete_job(id).await?;
+            print(format, &report, gc_table);
         }
         JobsCommand::Get { id } => {
             let job = c.job(id).await?;

@@ -267,6 +267,9 @@ pub struct EngineSection {
     /// Replicas on one PostgreSQL database: how the leader's lease is held.
     #[serde(default)]
     pub leader_election: LeaderElectionSection,
+    /// How long finished jobs are kept.
+    #[serde(default)]
+    pub retention: RetentionSection,
 }
 
 /// `engine.leaderElection` (PostgreSQL store only).
@@ -312,6 +315,18 @@ impl LeaderElectionSection {
         t.check()?;
         Ok(t)
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetentionSection {
+    /// How long a finished job keeps its record, logs, outputs and events
+    /// (default 14d; a TaskTemplate's `retention` overrides it).
+    pub finished: Option<HumanDuration>,
+    /// How often finished jobs past it are deleted (default 10m).
+    pub interval: Option<HumanDuration>,
+    /// Jobs deleted per store transaction (default 500).
+    pub batch: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -27,6 +27,19 @@ impl TryFrom<&Config> for EngineConfig {
         if let Some(d) = cfg.webhooks.remember_deliveries {
             ecfg.delivery_memory = d.get();
         }
+        let retention = &cfg.engine.retention;
+        if let Some(d) = retention.finished {
+            ecfg.retention.finished = d.get();
+        }
+        if let Some(d) = retention.interval {
+            ecfg.retention.interval = d.get().max(std::time::Duration::from_secs(1));
+        }
+        if let Some(n) = retention.batch {
+            if n == 0 {
+                bail!("engine.retention.batch: expected at least 1, got 0");
+            }
+            ecfg.retention.batch = n;
+        }
         if let Some(p) = cfg.agents.engine_patience {
             ecfg.engine_patience = p.get();
         }

@@ -36,6 +36,10 @@ pub struct TaskTemplateSpec {
     /// Agent attempts before the job fails (default: engine `maxAttempts`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// How long its finished jobs are kept, with their logs, outputs and
+    /// events (default: engine `retention.finished`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<HumanDuration>,
     /// The steps, in order; `depends_on` adds ordering between them.
     pub steps: Vec<StepTemplate>,
 }

@@ -19,7 +19,7 @@ metadata: {name: worker}
 spec:
   command: [/bin/false]
   capabilities: [shell]
-  healthCheck: {interval: 1h, timeout: 2h}
+  healthCheck: {interval: 1h, timeout: 2000h}
 ---
 apiVersion: george/v1
 kind: Trigger
@@ -34,29 +34,35 @@ fn manifests() -> String {
     support::manifests(&[SUMMONED, support::TEMPLATE])
 }
 
-struct InProcess {
-    store: Arc<dyn Store>,
-    runtime: Arc<FakeRuntime>,
-    clock: ManualClock,
-    engine: support::Running,
-    _dir: tempfile::TempDir,
+pub(crate) struct InProcess {
+    pub store: Arc<dyn Store>,
+    pub runtime: Arc<FakeRuntime>,
+    pub clock: ManualClock,
+    pub engine: support::Running,
+    pub dir: tempfile::TempDir,
 }
 
 /// An engine on a SQLite store and the fake runtime, running at most `max` agents.
 async fn engine(max: u32) -> InProcess {
+    engine_with(|cfg| cfg.max_concurrent = Some(max)).await
+}
+
+/// An engine on a SQLite store and the fake runtime, its settings adjusted by `tune`.
+pub(crate) async fn engine_with(tune: impl FnOnce(&mut george_engine::EngineConfig)) -> InProcess {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(chrono::Utc::now());
     let store = support::store_with(dir.path(), &manifests(), Some(&clock)).await;
     let runtime = Arc::new(FakeRuntime::new(dir.path().join("logs")));
     let mut cfg = support::config();
-    cfg.max_concurrent = Some(max);
     cfg.reconcile_interval = Duration::from_secs(3600);
+    cfg.output_dir = Some(dir.path().join("outputs"));
+    tune(&mut cfg);
     let engine = support::start(cfg, store.clone(), runtime.clone(), &clock);
-    InProcess { store, runtime, clock, engine, _dir: dir }
+    InProcess { store, runtime, clock, engine, dir }
 }
 
 impl InProcess {
-    async fn summon(&self, priority: Priority) -> String {
+    pub(crate) async fn summon(&self, priority: Priority) -> String {
         // A summon's job id is stamped with the engine's clock.
         self.clock.advance(Duration::from_millis(1));
         let fired = self
@@ -70,7 +76,7 @@ impl InProcess {
     }
 
     /// Waits until exactly the agents of `jobs` run (attempt numbers aside).
-    async fn running(&self, jobs: &[&str]) -> Vec<(String, u32)> {
+    pub(crate) async fn running(&self, jobs: &[&str]) -> Vec<(String, u32)> {
         eventually(Duration::from_secs(10), &format!("exactly {jobs:?} running"), async || {
             let running = self.runtime.running();
             let mut ids: Vec<&str> = running.iter().map(|(j, _)| j.as_str()).collect();
@@ -83,7 +89,7 @@ impl InProcess {
     }
 
     /// The agent reports success and exits, as the reference agent would.
-    async fn finish(&self, job: &str, attempt: u32) {
+    pub(crate) async fn finish(&self, job: &str, attempt: u32) {
         self.store.report_job(job, attempt, JobStatus::Completed, None).await.unwrap();
         self.runtime.exit(job, attempt, 0);
         eventually(Duration::from_secs(10), "the job to complete", async || {
@@ -98,7 +104,7 @@ impl InProcess {
         all.into_iter().filter(|e| e.kind == kind).collect()
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.engine.stop().await;
     }
 }

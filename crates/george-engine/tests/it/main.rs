@@ -6,5 +6,6 @@ mod alerts;
 mod cron;
 mod debounce;
 mod in_process;
+mod retention;
 mod standby;
 mod support;

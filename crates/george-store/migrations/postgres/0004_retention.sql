@@ -3,6 +3,8 @@
 -- floor that only rises: events at or above it stay append-only.
 DROP INDEX jobs_by_status;
 CREATE INDEX jobs_by_status_age ON jobs (status, updated_at, id);
+-- Job lists page through this order (`?after=`) instead of sorting every job.
+CREATE INDEX jobs_by_created ON jobs (created_at, id);
 
 CREATE TABLE event_floor (
     id  BIGINT PRIMARY KEY CHECK (id = 1),

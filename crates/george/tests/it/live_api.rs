@@ -303,6 +303,24 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
             .await;
         assert_eq!(r.status, 200, "{}", r.text);
 
+        // Retention by hand: a dry run deletes nothing; a job that has not
+        // ended is refused; a finished one goes with its events, after which
+        // resuming the whole log from before them is answered `resync`.
+        let r = c.call("post", "/api/v1/gc", "/api/v1/gc?dryRun=true", admin, None).await;
+        assert_eq!((r.status, &r.body["dryRun"]), (200, &json!(true)), "{}", r.text);
+        assert_eq!(c.call("delete", "/api/v1/jobs/{id}", "/api/v1/jobs/t", admin, None).await.status, 409);
+        eventually(Duration::from_secs(20), "q's agent to be gone", async || {
+            let a = engine.client.agent("q-1").await.ok()?;
+            (!a.state.is_live()).then_some(())
+        })
+        .await;
+        let r = c.call("delete", "/api/v1/jobs/{id}", "/api/v1/jobs/q", admin, None).await;
+        assert_eq!((r.status, &r.body["jobs"]), (200, &json!(["q"])), "{}", r.text);
+        assert_eq!(c.call("get", "/api/v1/jobs/{id}", "/api/v1/jobs/q", viewer, None).await.status, 404);
+        assert_eq!(ws_status(&engine.url, "/api/v1/watch?since=1", VIEWER).await, 410);
+        let err = engine.client.get_json_query("/api/v1/events", &[("since".into(), "1".into())]).await.unwrap_err();
+        assert!(err.to_string().contains("resync"), "{err}");
+
         // Webhooks: signed, and Jira's (not configured here).
         let event = serde_json::to_vec(&json!({"source": "ops", "event": "ping"})).unwrap();
         let sig = sign(&event);
