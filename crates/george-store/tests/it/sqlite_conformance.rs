@@ -49,7 +49,7 @@ async fn a_version_4_database_is_upgraded_and_the_hot_queries_use_their_indexes(
     drop(SqliteStore::open(&path).unwrap());
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "DROP INDEX attempts_by_start; DROP INDEX jobs_by_status_age; \
+        "DROP INDEX attempts_by_start; DROP INDEX jobs_by_status_age; DROP INDEX jobs_by_created; \
          CREATE INDEX jobs_by_status ON jobs(status); \
          DROP TRIGGER event_floor_only_rises; DROP TABLE event_floor; DROP TRIGGER events_append_only_delete; \
          CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events \
@@ -71,6 +71,8 @@ async fn a_version_4_database_is_upgraded_and_the_hot_queries_use_their_indexes(
         "SELECT id FROM jobs WHERE status = 'completed' AND updated_at < '2026' ORDER BY updated_at, id LIMIT 10",
     );
     assert_eq!(finished, ["SEARCH jobs USING COVERING INDEX jobs_by_status_age (status=? AND updated_at<?)"]);
+    let page = plan(&conn, "SELECT id FROM jobs ORDER BY created_at DESC, id DESC LIMIT 500");
+    assert_eq!(page, ["SCAN jobs USING COVERING INDEX jobs_by_created"], "a page of the job list sorts nothing");
 }
 
 #[tokio::test]
