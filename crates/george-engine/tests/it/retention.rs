@@ -28,6 +28,16 @@ async fn started(e: &InProcess) -> String {
     id
 }
 
+/// The job's agent reports success, exits, and its attempt is recorded as ended.
+async fn finished(e: &InProcess, id: &str) {
+    e.finish(id, 1).await;
+    george_testkit::eventually(Duration::from_secs(10), "the attempt to end", async || {
+        let a = e.store.get_agent(id, 1).await.unwrap()?;
+        (!a.state.is_live()).then_some(())
+    })
+    .await;
+}
+
 async fn eventually_running(e: &InProcess, id: &str) {
     george_testkit::eventually(Duration::from_secs(10), "the agent to start", async || {
         e.runtime.running().iter().any(|(j, _)| j == id).then_some(())
@@ -44,12 +54,12 @@ async fn retention_deletes_a_finished_job_with_its_files_and_events_and_nothing_
     // finishes after, unread; `live` keeps running.
     let old = started(&e).await;
     let old_files = files_of(&e, &old);
-    e.finish(&old, 1).await;
+    finished(&e, &old).await;
     let read_up_to = e.store.latest_seq().await.unwrap();
     e.store.set_setting(CURSOR, Some(read_up_to.into())).await.unwrap();
     let held = started(&e).await;
     let held_files = files_of(&e, &held);
-    e.finish(&held, 1).await;
+    finished(&e, &held).await;
     let live = started(&e).await;
     let live_files = files_of(&e, &live);
 
