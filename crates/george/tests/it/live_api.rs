@@ -308,7 +308,8 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
         // resuming the whole log from before them is answered `resync`.
         let r = c.call("post", "/api/v1/gc", "/api/v1/gc?dryRun=true", admin, None).await;
         assert_eq!((r.status, &r.body["dryRun"]), (200, &json!(true)), "{}", r.text);
-        assert_eq!(c.call("delete", "/api/v1/jobs/{id}", "/api/v1/jobs/t", admin, None).await.status, 409);
+        c.call("post", "/api/v1/jobs", "/api/v1/jobs", op, Some(submit("l3", "long"))).await;
+        assert_eq!(c.call("delete", "/api/v1/jobs/{id}", "/api/v1/jobs/l3", admin, None).await.status, 409);
         eventually(Duration::from_secs(20), "q's agent to be gone", async || {
             let a = engine.client.agent("q-1").await.ok()?;
             (!a.state.is_live()).then_some(())
