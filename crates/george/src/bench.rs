@@ -178,6 +178,9 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     let disk_before = george_engine::retention::disk_bytes(&data_dir);
     let cpu_before = cpu_ms();
     let since_before = server.store.latest_seq().await?;
+    // Settled jobs are counted from the store's broadcast, not by asking the
+    // store: a count reads every job, a cost that would grow with the history.
+    let mut committed = server.store.subscribe();
     let first_submit = chrono::Utc::now();
     let submitted: HashMap<String, chrono::DateTime<chrono::Utc>> = if backlog {
         // Already in the store: each job waited from the engine's start.
@@ -185,22 +188,28 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     } else {
         submit(&client, jobs, concurrency).await?
     };
-    // Wait for every job to finish, then read the figures from the event log:
-    // the engine's own commit times, unaffected by when the bench looks.
-    // Counted, not listed: reading every settled job 20 times a second costs
-    // the engine's process more the more jobs it has finished.
-    let settled = async || -> anyhow::Result<usize> {
-        let counts = server.store.count_by_status().await?;
-        Ok(counts
-            .iter()
-            .filter(|(s, _)| matches!(s, JobStatus::Completed | JobStatus::Failed))
-            .map(|(_, n)| *n as usize)
-            .sum())
-    };
+    let mut settled = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(1800);
-    while settled().await? < jobs + preload {
+    while settled.len() < jobs {
         anyhow::ensure!(Instant::now() < deadline, "the bench jobs did not finish within 30 minutes");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        match tokio::time::timeout(Duration::from_millis(500), committed.recv()).await {
+            Ok(Ok(e)) => {
+                let done = e.kind == "job.status" && (e.data["to"] == "completed" || e.data["to"] == "failed");
+                if let Some(job) = e.job_id.filter(|j| done && submitted.contains_key(j)) {
+                    settled.insert(job);
+                }
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => anyhow::bail!("the store's broadcast ended"),
+            // Quiet for a while, or some events were missed: count instead (rare).
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) | Err(_) => {
+                let counts = server.store.count_by_status().await?;
+                let finished = |s: &JobStatus| matches!(s, JobStatus::Completed | JobStatus::Failed);
+                let done: u64 = counts.iter().filter(|(s, _)| finished(s)).map(|(_, n)| n).sum();
+                if done as usize >= jobs + preload {
+                    break;
+                }
+            }
+        }
     }
     let cpu = cpu_ms() - cpu_before;
     let disk = george_engine::retention::disk_bytes(&data_dir).saturating_sub(disk_before);
