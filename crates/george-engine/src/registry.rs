@@ -144,9 +144,9 @@ pub(crate) async fn triggers(ctx: &Arc<Context>) -> Result<Vec<TriggerEntry>, St
 /// After an instance of `spec` ended: raise an alert the moment the spec
 /// crosses into degraded.
 pub(crate) async fn note_ended(ctx: &Arc<Context>, spec: &str) -> Result<(), StoreError> {
-    let recent = ctx.store.list_agents(false, 200).await?;
-    let run =
-        recent.iter().filter(|a| a.agent_spec == spec && !a.state.is_live()).take_while(|a| failed(a)).count() as u32;
+    // Only the newest few of this spec: enough to see the run cross the line.
+    let recent = ctx.store.ended_agents(spec, DEGRADED_AFTER + 2).await?;
+    let run = recent.iter().take_while(|a| failed(a)).count() as u32;
     if run == DEGRADED_AFTER + 1 {
         tracing::warn!(agent_spec = spec, failures = run, "agent degraded");
         ctx.store

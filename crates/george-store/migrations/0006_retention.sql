@@ -4,6 +4,8 @@
 -- above it stay append-only.
 DROP INDEX jobs_by_status;
 CREATE INDEX jobs_by_status_age ON jobs(status, updated_at, id);
+-- The registry reads an AgentSpec's newest ended attempts when each one ends.
+CREATE INDEX attempts_by_spec ON attempts(agent_spec, started_at DESC, job_id, number DESC) WHERE state = 'terminated';
 -- Job lists page through this order (`?after=`) instead of sorting every job.
 CREATE INDEX jobs_by_created ON jobs(created_at, id);
 

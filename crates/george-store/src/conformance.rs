@@ -293,6 +293,9 @@ pub async fn attempts_are_numbered_and_fenced(store: TestStore) {
     }
     let j = store.get_job("j").await.unwrap().unwrap();
     assert_eq!((j.attempt, j.failures, j.status), (2, 1, JobStatus::InProgress));
+    let ended = store.ended_agents("worker", 5).await.unwrap();
+    assert_eq!(ended.iter().map(|a| a.attempt).collect::<Vec<_>>(), vec![1], "only the ended one");
+    assert!(store.ended_agents("someone-else", 5).await.unwrap().is_empty());
     assert_eq!(store.get_agent("j", 1).await.unwrap().unwrap().outcome.as_deref(), Some("killed by signal 9"));
 }
 

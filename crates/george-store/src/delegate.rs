@@ -218,6 +218,11 @@ macro_rules! impl_store {
                     self.read(move |c| crate::jobs::agents(c, live_only, limit)).await
                 }
 
+                async fn ended_agents(&self, agent_spec: &str, limit: u32) -> Result<Vec<AgentView>> {
+                    let agent_spec = agent_spec.to_string();
+                    self.read(move |c| crate::jobs::ended_agents(c, &agent_spec, limit)).await
+                }
+
                 async fn get_agent(&self, id: &str, attempt: u32) -> Result<Option<AgentView>> {
                     let id = id.to_string();
                     self.read(move |c| crate::jobs::agent(c, &id, attempt)).await

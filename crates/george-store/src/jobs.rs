@@ -306,17 +306,19 @@ pub fn active_ids(c: &mut impl Db) -> Result<Vec<String>> {
 }
 
 pub fn state(c: &mut impl Db, id: &str) -> Result<Option<JobState>> {
-    let Some(job) = get(c, id, false)? else { return Ok(None) };
-    let current = if job.attempt > 0 { agent(c, id, job.attempt)? } else { None };
-    // Only someone other than an agent can answer a blocked job.
-    let latest_comment = c.one(
-        "SELECT MAX(id) AS latest FROM comments WHERE job_id = $1 AND author NOT LIKE 'agent:%'",
+    // One read of the job with its comment marks (only someone other than an
+    // agent can answer a blocked job), then its current attempt.
+    let row = c.opt(
+        &format!(
+            "SELECT {JOB_COLUMNS}, blocked_at_comment, \
+             (SELECT MAX(id) FROM comments WHERE job_id = jobs.id AND author NOT LIKE 'agent:%') AS latest_comment \
+             FROM jobs WHERE id = $1"
+        ),
         args![id],
-        |r| r.int("latest"),
+        |r| Ok((views::job(r)?, r.int("latest_comment")?, r.int("blocked_at_comment")?)),
     )?;
-    let blocked_at_comment = c
-        .opt("SELECT blocked_at_comment FROM jobs WHERE id = $1", args![id], |r| r.int("blocked_at_comment"))?
-        .flatten();
+    let Some((job, latest_comment, blocked_at_comment)) = row else { return Ok(None) };
+    let current = if job.attempt > 0 { agent(c, id, job.attempt)? } else { None };
     Ok(Some(JobState { job, current, latest_comment, blocked_at_comment }))
 }
 
@@ -454,6 +456,17 @@ pub fn agents(c: &mut impl Db, live_only: bool, limit: u32) -> Result<Vec<AgentV
             "SELECT {AGENT_COLUMNS} FROM attempts {filter} ORDER BY started_at DESC, job_id, number DESC LIMIT $1"
         ),
         args![limit],
+        views::agent,
+    )
+}
+
+pub fn ended_agents(c: &mut impl Db, agent_spec: &str, limit: u32) -> Result<Vec<AgentView>> {
+    c.all(
+        &format!(
+            "SELECT {AGENT_COLUMNS} FROM attempts WHERE agent_spec = $1 AND state = 'terminated' \
+             ORDER BY started_at DESC, job_id, number DESC LIMIT $2"
+        ),
+        args![agent_spec, limit],
         views::agent,
     )
 }

@@ -242,6 +242,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Agent instances, newest first; only live ones when `live_only`.
     async fn list_agents(&self, live_only: bool, limit: u32) -> Result<Vec<AgentView>>;
+    /// The newest ended instances of AgentSpec `agent_spec`, newest first, at most `limit`.
+    async fn ended_agents(&self, agent_spec: &str, limit: u32) -> Result<Vec<AgentView>>;
     /// One agent instance.
     async fn get_agent(&self, id: &str, attempt: u32) -> Result<Option<AgentView>>;
     /// Events with `seq > since` (only job `job`'s when given), oldest first, at most `limit`.

@@ -49,7 +49,7 @@ async fn a_version_4_database_is_upgraded_and_the_hot_queries_use_their_indexes(
     drop(SqliteStore::open(&path).unwrap());
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "DROP INDEX attempts_by_start; DROP INDEX jobs_by_status_age; DROP INDEX jobs_by_created; \
+        "DROP INDEX attempts_by_start; DROP INDEX jobs_by_status_age; DROP INDEX jobs_by_created; DROP INDEX attempts_by_spec; \
          CREATE INDEX jobs_by_status ON jobs(status); \
          DROP TRIGGER event_floor_only_rises; DROP TABLE event_floor; DROP TRIGGER events_append_only_delete; \
          CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events \
