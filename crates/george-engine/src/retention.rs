@@ -117,18 +117,16 @@ pub(crate) async fn pass(ctx: &Context, dry_run: bool) -> Result<GcReport, Store
     let batch = ctx.cfg.retention.batch.max(1);
     for (scope, keep) in classes(ctx).await? {
         let cutoff = before(ctx, keep);
+        if dry_run {
+            // Nothing is deleted, so one read shows them (at most ten batches' worth).
+            let ids = ctx.store.expired_jobs(cutoff, &scope, floor, 10 * batch).await?;
+            report.bytes += ids.iter().flat_map(|id| job_dirs(ctx, id)).map(|d| disk_bytes(&d)).sum::<u64>();
+            report.jobs.extend(ids);
+            continue;
+        }
         loop {
             let ids = ctx.store.expired_jobs(cutoff, &scope, floor, batch).await?;
             let full = ids.len() == batch as usize;
-            if dry_run {
-                report.bytes +=
-                    ids.iter().map(|id| job_dirs(ctx, id).iter().map(|d| disk_bytes(d)).sum::<u64>()).sum::<u64>();
-                report.jobs.extend(ids);
-                if !full || report.jobs.len() >= 10 * batch as usize {
-                    break;
-                }
-                continue;
-            }
             let deleted = ctx.store.delete_jobs(&ids, "retention").await?;
             report.bytes += remove_files(ctx, &deleted).await;
             report.jobs.extend(deleted);

@@ -74,12 +74,14 @@ pub fn expired_jobs(
     Ok(found.into_iter().take(limit as usize).map(|(_, id)| id).collect())
 }
 
-pub fn delete_jobs(w: &mut Writer<impl Db>, ids: &[String], actor: &str) -> Result<Vec<String>> {
+pub fn delete_jobs<D: Db>(w: &mut Writer<D>, ids: &[String], actor: &str) -> Result<Vec<String>> {
     let mut deleted = Vec::new();
     for id in ids {
-        // Checked again here: the job may have been retried or watched since it was found.
+        // Checked again here, its row locked (PostgreSQL re-checks the row a
+        // concurrent retry or new attempt just changed): the job may have
+        // been retried, or have had an attempt started, since it was found.
         let gone = w.db.opt(
-            &format!("SELECT id FROM jobs WHERE id = $1 AND {FINISHED} AND {}", deletable(STORED_FLOOR)),
+            &format!("SELECT id FROM jobs WHERE id = $1 AND {FINISHED} AND {}{}", deletable(STORED_FLOOR), D::LOCK),
             args![id],
             |r| r.string("id"),
         )?;

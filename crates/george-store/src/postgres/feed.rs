@@ -69,13 +69,11 @@ impl Feed {
     }
 
     /// Broadcasts what the database has after the mark.
-    fn catch_up(&self, client: &mut postgres::Client) -> Result<()> {
+    fn catch_up(&self, client: &mut postgres::Client, statements: &mut Statements) -> Result<()> {
         let mut mark = self.mark.lock();
-        let mut statements = Statements::default();
         loop {
             let mut tx = client.build_transaction().read_only(true).start()?;
-            let page =
-                crate::ledger::events_since(&mut Pg { tx: &mut tx, statements: &mut statements }, *mark, PAGE, None)?;
+            let page = crate::ledger::events_since(&mut Pg { tx: &mut tx, statements }, *mark, PAGE, None)?;
             tx.commit()?;
             let full = page.len() as u32 == PAGE;
             for e in page {
@@ -105,6 +103,8 @@ fn listen(server: Server, feed: Weak<Feed>) {
             std::thread::sleep(POLL);
             continue;
         }
+        // Prepared once per connection, like the store's sessions.
+        let mut statements = Statements::default();
         // The newest event a notification announced; `None` when the wait timed out.
         let mut announced: Option<i64> = None;
         loop {
@@ -112,7 +112,7 @@ fn listen(server: Server, feed: Weak<Feed>) {
             // Nothing to read when this process already broadcast what was announced.
             let behind = announced.is_none_or(|seq| seq > f.mark());
             if behind {
-                if let Err(e) = f.catch_up(&mut client) {
+                if let Err(e) = f.catch_up(&mut client, &mut statements) {
                     tracing::warn!(error = %e, "event listener lost its connection; reconnecting");
                     break;
                 }
