@@ -20,13 +20,14 @@ mod forge;
 mod git;
 mod llm_step;
 mod process_tree;
+mod reports;
 mod step;
 mod tools;
 
 pub use env::{AgentEnv, EnvError};
 
 use george_client::{Client, ClientError};
-use george_core::api::{AgentContext, EvidenceReport, JobReport, StepReport};
+use george_core::api::{AgentContext, AgentReport, CommentRequest, EvidenceReport, JobReport, ReportBatch};
 use george_core::template::{topological_order, StepSpec};
 use george_core::{JobStatus, StepStatus};
 use std::future::Future;
@@ -86,6 +87,8 @@ struct Agent {
     /// heartbeat interval, so an agent whose engine comes back is heard from
     /// well within its health deadline.
     retry_cap: Duration,
+    /// Reports not yet sent (see `reports`).
+    reports: reports::Reports,
 }
 
 /// Runs the agent with settings from the environment, until it has a verdict.
@@ -101,6 +104,7 @@ pub async fn run(env: AgentEnv) -> Result<Outcome, AgentError> {
             .heartbeat_interval
             .unwrap_or(Duration::from_secs(5))
             .clamp(Duration::from_millis(50), Duration::from_secs(5)),
+        reports: reports::Reports::default(),
     };
     // SIGTERM (the engine stopping us) or a superseded attempt ends the work.
     tokio::select! {
@@ -122,7 +126,9 @@ async fn cancel_on_sigterm(stop: CancellationToken) -> std::convert::Infallible 
 
 /// The attempt: its context, a first heartbeat, then the work with heartbeats.
 async fn attempt(agent: &Agent, env: &AgentEnv) -> Result<Outcome, AgentError> {
-    let ctx = match agent.call(|| agent.client.context(&agent.job)).await {
+    // One call for the context and the first heartbeat: the agent is active
+    // from its first step on.
+    let ctx = match agent.call(|| agent.client.attach(&agent.job)).await {
         Ok(ctx) => ctx,
         Err(e) if e.is_superseded() => return Ok(Outcome::Superseded),
         Err(e) => return Err(e.into()),
@@ -130,23 +136,26 @@ async fn attempt(agent: &Agent, env: &AgentEnv) -> Result<Outcome, AgentError> {
     tracing::info!(job = %ctx.job.id, attempt = ctx.attempt, steps = ctx.job.steps.len(), "agent starting");
     let interval = env.heartbeat_interval.unwrap_or(Duration::from_millis(ctx.heartbeat_interval_ms.max(100)));
 
-    // The first heartbeat before any work: the agent is active from its first step on.
-    match agent.call(|| agent.client.heartbeat(&agent.job)).await {
-        Ok(()) => {}
-        Err(e) if e.is_superseded() => return Ok(Outcome::Superseded),
-        Err(e) => return Err(e.into()),
-    }
     let beats = heartbeat_loop(&agent.client, &agent.job, interval, agent.patience, &agent.stop, &agent.superseded);
+    let sends = agent.reports.run(agent, &agent.stop, &agent.superseded);
     let done = CancellationToken::new();
     let (outcome, ()) = tokio::join!(
         async {
-            let o = agent.work(&ctx).await;
+            let mut o = agent.work(&ctx).await;
+            // Whatever the work left queued (a step abandoned on SIGTERM,
+            // evidence before an error) goes now.
+            if let Err(e) = agent.flush().await {
+                if o.is_ok() {
+                    o = Err(e);
+                }
+            }
             done.cancel();
             o
         },
         async {
             tokio::select! {
                 _ = beats => {}
+                _ = sends => {}
                 _ = done.cancelled() => {}
             }
         }
@@ -201,6 +210,12 @@ async fn heartbeat_loop(
     }
 }
 
+impl reports::Sender for Agent {
+    async fn send(&self, batch: &ReportBatch) -> Result<(), ClientError> {
+        self.call(|| self.client.reports(&self.job, batch)).await
+    }
+}
+
 impl Agent {
     /// Calls the engine, retrying while it is unreachable or failing (it may
     /// be restarting); a refusal is returned at once.
@@ -228,25 +243,31 @@ impl Agent {
         }
     }
 
-    async fn step_status(&self, step: &str, status: StepStatus, reason: Option<String>) -> Result<(), ClientError> {
-        let report = StepReport { status, reason };
-        self.call(|| self.client.report_step(&self.job, step, &report)).await
+    /// Sends the queued reports now.
+    async fn flush(&self) -> Result<(), ClientError> {
+        self.reports.flush(self).await
     }
 
-    async fn evidence(&self, step: &str, kind: &str, content: String) -> Result<(), ClientError> {
-        let ev = EvidenceReport { step_id: Some(step.into()), kind: kind.into(), content };
-        self.call(|| self.client.add_evidence(&self.job, &ev)).await.map(|_| ())
+    fn step_status(&self, step: &str, status: StepStatus, reason: Option<String>) {
+        self.reports.push(AgentReport::Step { step: step.into(), status, reason });
     }
 
-    async fn job_evidence(&self, kind: &str, content: String) -> Result<(), ClientError> {
-        let ev = EvidenceReport { step_id: None, kind: kind.into(), content };
-        self.call(|| self.client.add_evidence(&self.job, &ev)).await.map(|_| ())
+    fn evidence(&self, step: &str, kind: &str, content: String) {
+        self.reports.push(AgentReport::Evidence(EvidenceReport {
+            step_id: Some(step.into()),
+            kind: kind.into(),
+            content,
+        }));
+    }
+
+    fn job_evidence(&self, kind: &str, content: String) {
+        self.reports.push(AgentReport::Evidence(EvidenceReport { step_id: None, kind: kind.into(), content }));
     }
 
     /// Blocks the job (and the step, if any) with `reason`.
     async fn block(&self, step: Option<&str>, reason: String) -> Result<Outcome, ClientError> {
         if let Some(step) = step {
-            self.step_status(step, StepStatus::Blocked, Some(reason.clone())).await?;
+            self.step_status(step, StepStatus::Blocked, Some(reason.clone()));
         }
         self.verdict(JobStatus::Blocked, Some(reason.clone())).await?;
         Ok(Outcome::Blocked(reason))
@@ -278,7 +299,7 @@ impl Agent {
         } else {
             format!("a new branch from `{}`", repo.base)
         };
-        self.job_evidence("git", format!("working on `{}` of {url}: {how}", repo.branch)).await?;
+        self.job_evidence("git", format!("working on `{}` of {url}: {how}", repo.branch));
         Ok(Ok(repo))
     }
 
@@ -293,11 +314,11 @@ impl Agent {
     ) -> Result<Option<Outcome>, ClientError> {
         if let Some(repo) = repo {
             match repo.checkpoint(&self.job, attempt, step).await {
-                Ok(sha) => self.evidence(step, "commit", format!("{sha} pushed to {}", repo.branch)).await?,
+                Ok(sha) => self.evidence(step, "commit", format!("{sha} pushed to {}", repo.branch)),
                 Err(e) => return self.block(Some(step), e.to_string()).await.map(Some),
             }
         }
-        self.step_status(step, StepStatus::Completed, note).await?;
+        self.step_status(step, StepStatus::Completed, note);
         Ok(None)
     }
 
@@ -344,18 +365,17 @@ impl Agent {
                 }
             }
         }
-        self.job_evidence("git.result", summary.to_string()).await?;
+        self.job_evidence("git.result", summary.to_string());
         Ok(None)
     }
 
     async fn verdict(&self, status: JobStatus, reason: Option<String>) -> Result<(), ClientError> {
         // A human reads the conversation: say why the job cannot go on.
         if let (JobStatus::Blocked | JobStatus::Failed, Some(why)) = (status, reason.as_deref()) {
-            let body = format!("{status}: {why}");
-            self.call(|| self.client.comment(&self.job, &body)).await?;
+            self.reports.push(AgentReport::Comment(CommentRequest { body: format!("{status}: {why}") }));
         }
-        let report = JobReport { status, reason };
-        self.call(|| self.client.report(&self.job, &report)).await
+        self.reports.push(AgentReport::Verdict(JobReport { status, reason }));
+        self.flush().await
     }
 
     async fn work(&self, ctx: &AgentContext) -> Result<Outcome, ClientError> {
@@ -379,11 +399,15 @@ impl Agent {
             },
         };
         let mut checks = Vec::new();
-        for i in order {
+        for (position, i) in order.into_iter().enumerate() {
             let view = &ctx.job.steps[i];
             let spec = &view.spec;
             if view.status.is_done() {
                 continue;
+            }
+            // What the steps before this one did is stored before it starts.
+            if position > 0 {
+                self.flush().await?;
             }
             if self.stop.is_cancelled() {
                 return Ok(self.stopped());
@@ -400,8 +424,7 @@ impl Agent {
                         &spec.id,
                         "done_when",
                         format!("`{check}` exited 0 before the step ran; already done"),
-                    )
-                    .await?;
+                    );
                     let note = Some("done_when already held".to_string());
                     if let Some(o) = self.step_done(repo.as_ref(), ctx.attempt, &spec.id, note).await? {
                         return Ok(o);
@@ -415,27 +438,29 @@ impl Agent {
                         "{LLM_MISSING} (step `{}` has no `run` command; its description needs an LLM)",
                         spec.id
                     );
-                    self.step_status(&spec.id, StepStatus::Blocked, Some(LLM_MISSING.into())).await?;
+                    self.step_status(&spec.id, StepStatus::Blocked, Some(LLM_MISSING.into()));
                     self.verdict(JobStatus::Blocked, Some(reason.clone())).await?;
                     return Ok(Outcome::Blocked(reason));
                 };
-                self.step_status(&spec.id, StepStatus::InProgress, None).await?;
+                self.step_status(&spec.id, StepStatus::InProgress, None);
+                // The LLM step calls the engine itself: what is queued goes first.
+                self.flush().await?;
                 match llm_step::work(&self.client, ctx, view, api, &self.stop, repo.as_ref()).await? {
                     llm_step::LlmOutcome::Done(summary) => {
-                        self.evidence(&spec.id, "summary", summary).await?;
+                        self.evidence(&spec.id, "summary", summary);
                         if let Some(o) = self.step_done(repo.as_ref(), ctx.attempt, &spec.id, None).await? {
                             return Ok(o);
                         }
                         continue;
                     }
                     llm_step::LlmOutcome::Failed(reason) => {
-                        self.step_status(&spec.id, StepStatus::Failed, Some(reason.clone())).await?;
+                        self.step_status(&spec.id, StepStatus::Failed, Some(reason.clone()));
                         let reason = format!("step `{}` failed: {reason}", spec.id);
                         self.verdict(JobStatus::Failed, Some(reason.clone())).await?;
                         return Ok(Outcome::Failed(reason));
                     }
                     llm_step::LlmOutcome::Blocked(reason) => {
-                        self.step_status(&spec.id, StepStatus::Blocked, Some(reason.clone())).await?;
+                        self.step_status(&spec.id, StepStatus::Blocked, Some(reason.clone()));
                         self.verdict(JobStatus::Blocked, Some(reason.clone())).await?;
                         return Ok(Outcome::Blocked(reason));
                     }
@@ -444,7 +469,7 @@ impl Agent {
                     llm_step::LlmOutcome::Stopped => return Ok(self.stopped()),
                 }
             };
-            self.step_status(&spec.id, StepStatus::InProgress, None).await?;
+            self.step_status(&spec.id, StepStatus::InProgress, None);
             let tries = spec.retries + 1;
             let mut last = String::new();
             let mut done = false;
@@ -453,9 +478,11 @@ impl Agent {
                 let r = run_command(command, timeout, &self.stop, MAX_EVIDENCE_BYTES).await;
                 match &r {
                     CommandResult::Stopped => {
-                        let _ = self
-                            .step_status(&spec.id, StepStatus::Pending, Some("abandoned: the agent was stopped".into()))
-                            .await;
+                        self.step_status(
+                            &spec.id,
+                            StepStatus::Pending,
+                            Some("abandoned: the agent was stopped".into()),
+                        );
                         return Ok(self.stopped());
                     }
                     CommandResult::Exited { code, output, truncated } => {
@@ -464,7 +491,7 @@ impl Agent {
                             if *truncated { ", output truncated to its end" } else { "" }
                         );
                         text.push_str(output);
-                        self.evidence(&spec.id, "output", text).await?;
+                        self.evidence(&spec.id, "output", text);
                         last = format!("exit code {code}");
                     }
                     CommandResult::TimedOut { output } => {
@@ -472,8 +499,7 @@ impl Agent {
                             &spec.id,
                             "output",
                             format!("$ {command}\n[try {n}/{tries}, timed out after {}s]\n{output}", timeout.as_secs()),
-                        )
-                        .await?;
+                        );
                         last = format!("timed out after {}s", timeout.as_secs());
                     }
                     CommandResult::SpawnFailed(e) => last = format!("could not start the shell: {e}"),
@@ -497,7 +523,7 @@ impl Agent {
                     spec.id,
                     if tries == 1 { "try" } else { "tries" }
                 );
-                self.step_status(&spec.id, StepStatus::Failed, Some(last)).await?;
+                self.step_status(&spec.id, StepStatus::Failed, Some(last));
                 self.verdict(JobStatus::Failed, Some(reason.clone())).await?;
                 return Ok(Outcome::Failed(reason));
             }

@@ -9,8 +9,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use george_core::api::{
-    AgentContext, CommentRequest, CommentView, EvidenceReport, EvidenceView, JobReport, StepReport,
+    AgentContext, AgentReport, CommentRequest, CommentView, EvidenceReport, EvidenceView, JobReport, ReportBatch,
+    StepReport, MAX_REPORTS,
 };
+use george_store::Report;
 
 pub async fn context(
     State(st): State<ApiState>,
@@ -18,7 +20,24 @@ pub async fn context(
     Path(id): Path<String>,
 ) -> Result<Json<AgentContext>, ApiError> {
     let attempt = caller.agent_of(&id)?;
-    let job = st.store.get_job(&id).await?.ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))?;
+    Ok(Json(context_of(&st, &id, attempt).await?))
+}
+
+/// The agent's first call: everything it needs, and its first heartbeat
+/// (the attempt becomes active) — one round trip instead of two.
+pub async fn attach(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<AgentContext>, ApiError> {
+    let attempt = caller.agent_of(&id)?;
+    let ctx = context_of(&st, &id, attempt).await?;
+    st.store.heartbeat(&id, attempt).await?;
+    Ok(Json(ctx))
+}
+
+async fn context_of(st: &ApiState, id: &str, attempt: u32) -> Result<AgentContext, ApiError> {
+    let job = st.store.get_job(id).await?.ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))?;
     if job.attempt != attempt {
         return Err(ApiError::Superseded(format!(
             "attempt {attempt} of job `{id}` is superseded (the current attempt is {}); this agent must stop",
@@ -27,7 +46,7 @@ pub async fn context(
     }
     // Only the current attempt's live agent, whose handle the engine has
     // recorded (it owns that exact process, container or Job), may act.
-    match st.store.get_agent(&id, attempt).await? {
+    match st.store.get_agent(id, attempt).await? {
         Some(a) if a.state.is_live() && a.handle.is_some() => {}
         Some(a) if a.state.is_live() => {
             return Err(ApiError::NotReady {
@@ -41,7 +60,7 @@ pub async fn context(
             )))
         }
     }
-    let comments = st.store.comments(&id).await?;
+    let comments = st.store.comments(id).await?;
     let interval = st.engine.config().health.interval.get();
     let catalog = st.store.catalog().await?;
     let spec = catalog.agents.get(&job.agent);
@@ -55,14 +74,14 @@ pub async fn context(
             w
         }
     });
-    let llm_api = match st.engine.meter().route(&id, attempt).await {
+    let llm_api = match st.engine.meter().route(id, attempt).await {
         Ok(route) => Some(match route.provider.api {
             george_governor::ProviderApi::OpenAi => "openai".to_string(),
             george_governor::ProviderApi::Anthropic => "anthropic".to_string(),
         }),
         Err(_) => None,
     };
-    Ok(Json(AgentContext {
+    Ok(AgentContext {
         job,
         attempt,
         comments,
@@ -71,7 +90,7 @@ pub async fn context(
         llm_api,
         may_ask_human,
         context_window,
-    }))
+    })
 }
 
 pub async fn heartbeat(
@@ -117,16 +136,74 @@ pub async fn evidence(
     Body(ev): Body<EvidenceReport>,
 ) -> Result<(StatusCode, Json<EvidenceView>), ApiError> {
     let attempt = caller.agent_of(&id)?;
-    if ev.kind.trim().is_empty() || ev.kind.len() > 64 {
-        return Err(ApiError::Invalid {
-            message: "kind must be 1-64 characters".into(),
-            field: Some("kind".into()),
-            details: vec![],
-        });
-    }
+    check_evidence_kind(&ev.kind, "kind")?;
     let (content, truncated) = cap(&ev.content, MAX_TEXT_BYTES);
     let view = st.store.add_evidence(&id, attempt, ev.step_id.as_deref(), &ev.kind, content, truncated).await?;
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+fn check_evidence_kind(kind: &str, field: &str) -> Result<(), ApiError> {
+    if kind.trim().is_empty() || kind.len() > 64 {
+        return Err(ApiError::Invalid {
+            message: format!("{field} must be 1-64 characters"),
+            field: Some(field.into()),
+            details: vec![],
+        });
+    }
+    Ok(())
+}
+
+fn check_reason(field: &str, reason: Option<&str>) -> Result<(), ApiError> {
+    match reason {
+        Some(r) if r.len() > MAX_TEXT_BYTES => Err(ApiError::Invalid {
+            message: format!("{field} is over {MAX_TEXT_BYTES} bytes"),
+            field: Some(field.into()),
+            details: vec![],
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// An agent's batch of reports (step statuses, evidence, comments, the
+/// verdict last): one round trip and one transaction, all or nothing.
+pub async fn reports(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(batch): Body<ReportBatch>,
+) -> Result<StatusCode, ApiError> {
+    let attempt = caller.agent_of(&id)?;
+    if batch.reports.len() > MAX_REPORTS {
+        return Err(ApiError::Invalid {
+            message: format!("at most {MAX_REPORTS} reports in one batch, not {}", batch.reports.len()),
+            field: Some("reports".into()),
+            details: vec![],
+        });
+    }
+    let mut out = Vec::with_capacity(batch.reports.len());
+    for (i, r) in batch.reports.into_iter().enumerate() {
+        out.push(match r {
+            AgentReport::Step { step, status, reason } => {
+                check_reason(&format!("reports[{i}].reason"), reason.as_deref())?;
+                Report::Step { step, report: StepReport { status, reason } }
+            }
+            AgentReport::Evidence(ev) => {
+                check_evidence_kind(&ev.kind, &format!("reports[{i}].kind"))?;
+                let (content, truncated) = cap(&ev.content, MAX_TEXT_BYTES);
+                Report::Evidence { step: ev.step_id, kind: ev.kind, content: content.to_string(), truncated }
+            }
+            AgentReport::Comment(c) => {
+                check_text(&format!("reports[{i}].body"), &c.body)?;
+                Report::Comment { body: c.body }
+            }
+            AgentReport::Verdict(v) => {
+                check_reason(&format!("reports[{i}].reason"), v.reason.as_deref())?;
+                Report::Verdict { status: v.status, reason: v.reason }
+            }
+        });
+    }
+    st.store.apply_reports(&id, attempt, out).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn comment(
@@ -147,11 +224,7 @@ pub async fn report(
     Body(report): Body<JobReport>,
 ) -> Result<StatusCode, ApiError> {
     let attempt = caller.agent_of(&id)?;
-    if let Some(reason) = &report.reason {
-        if reason.len() > MAX_TEXT_BYTES {
-            return Err(ApiError::invalid(format!("reason is over {MAX_TEXT_BYTES} bytes")));
-        }
-    }
+    check_reason("reason", report.reason.as_deref())?;
     st.store.report_job(&id, attempt, report.status, report.reason.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -288,7 +288,19 @@ fn describe_jobs(b: &mut Builder) {
     b.op("get", "/api/v1/jobs/{id}/context", "agent", "What the agent needs to work")
         .json::<AgentContext>(200, "the context")
         .done();
+    b.op("post", "/api/v1/jobs/{id}/attach", "agent", "The agent's first call: its context, and its first heartbeat")
+        .json::<AgentContext>(200, "the context")
+        .done();
     b.op("post", "/api/v1/jobs/{id}/heartbeat", "agent", "The agent is alive").empty(204, "noted").done();
+    b.op(
+        "post",
+        "/api/v1/jobs/{id}/reports",
+        "agent",
+        "A batch of reports, in order, all or nothing; also a heartbeat",
+    )
+    .body::<ReportBatch>(true)
+    .empty(204, "applied")
+    .done();
     b.op("post", "/api/v1/jobs/{id}/steps/{step}", "agent", "The agent reports a step's status")
         .body::<StepReport>(true)
         .empty(204, "noted")

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use george_core::api::{EventView, SourceView, SyncResult};
 use george_core::Role;
-use george_engine::metrics::{PriorityLabel, StatusLabel};
+use george_engine::metrics::{PriorityLabel, RouteLabel, StatusLabel};
 use serde::Deserialize;
 
 /// How long `POST /api/v1/sync` waits for the sources.
@@ -51,6 +51,19 @@ pub async fn gate_writes(
         }
         .into_response();
     }
+    next.run(req).await
+}
+
+/// Counts each request by route (`george_api_requests`): what an agent or a
+/// client costs the engine in round trips.
+pub async fn count_request(
+    State(st): State<ApiState>,
+    path: axum::extract::MatchedPath,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let label = RouteLabel { method: req.method().as_str().to_string(), route: path.as_str().to_string() };
+    st.engine.metrics().api_requests.get_or_create(&label).inc();
     next.run(req).await
 }
 

@@ -9,7 +9,7 @@ pub use watch::Watch;
 use futures_util::StreamExt;
 use george_core::api::{
     ActionRequest, AgentContext, AgentView, CommentRequest, CommentView, ErrorBody, EventView, EvidenceReport,
-    EvidenceView, InjectRequest, JobReport, JobView, SourceView, StepReport, SubmitJob, SyncResult,
+    EvidenceView, InjectRequest, JobReport, JobView, ReportBatch, SourceView, StepReport, SubmitJob, SyncResult,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -343,6 +343,16 @@ impl Client {
     /// The agent's job, attempt and conversation.
     pub async fn context(&self, job: &str) -> Result<AgentContext> {
         self.get(&format!("/api/v1/jobs/{job}/context")).await
+    }
+
+    /// The agent's first call: its context, and its first heartbeat.
+    pub async fn attach(&self, job: &str) -> Result<AgentContext> {
+        self.post(&format!("/api/v1/jobs/{job}/attach"), &serde_json::json!({})).await
+    }
+
+    /// A batch of reports, applied in order, all or nothing (also a heartbeat).
+    pub async fn reports(&self, job: &str, batch: &ReportBatch) -> Result<()> {
+        self.post_empty(&format!("/api/v1/jobs/{job}/reports"), batch).await
     }
 
     /// A heartbeat.

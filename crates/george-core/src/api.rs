@@ -288,6 +288,39 @@ pub struct JobReport {
     pub reason: Option<String>,
 }
 
+/// One item of an agent's batch of reports (`POST /api/v1/jobs/{id}/reports`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AgentReport {
+    /// A step's status.
+    Step {
+        /// The step's id.
+        step: String,
+        /// New status.
+        status: StepStatus,
+        /// Why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Evidence.
+    Evidence(EvidenceReport),
+    /// A comment in the conversation.
+    Comment(CommentRequest),
+    /// The verdict on the whole job; only as the last item.
+    Verdict(JobReport),
+}
+
+/// An agent's reports, applied in order and all together or not at all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBatch {
+    /// The reports, oldest first (at most 256).
+    pub reports: Vec<AgentReport>,
+}
+
+/// The most reports one batch may carry.
+pub const MAX_REPORTS: usize = 256;
+
 /// What an agent gets when it starts: its job, its attempt and the conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AgentContext {

@@ -29,6 +29,18 @@ pub const SCHEDULER_QUEUED: &str = "george_scheduler_queued";
 /// Looks at the cron triggers.
 pub const CRON_TICKS: &str = "george_trigger_cron_ticks";
 
+/// API requests, by method and route.
+pub const API_REQUESTS: &str = "george_api_requests";
+
+/// A label set naming an API route (`POST`, `/api/v1/jobs/{id}/reports`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// The HTTP method.
+    pub method: String,
+    /// The route's template.
+    pub route: String,
+}
+
 /// A label set with one `priority` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PriorityLabel {
@@ -82,6 +94,8 @@ pub struct Metrics {
     pub scheduler_queued: Family<PriorityLabel, Gauge>,
     /// Completed looks at the cron triggers.
     pub cron_ticks: Counter,
+    /// API requests by route.
+    pub api_requests: Family<RouteLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -99,6 +113,7 @@ impl Default for Metrics {
         });
         let scheduler_queued = Family::<PriorityLabel, Gauge>::default();
         let cron_ticks = Counter::default();
+        let api_requests = Family::<RouteLabel, Counter>::default();
         registry.register(RECONCILE_TOTAL, "Reconcile passes by action", reconciles.clone());
         registry.register(AGENT_SPAWNS, "Agents spawned", spawns.clone());
         registry.register(AGENT_SPAWN_FAILURES, "Agents that could not be spawned", spawn_failures.clone());
@@ -117,6 +132,7 @@ impl Default for Metrics {
             scheduler_queued.clone(),
         );
         registry.register(CRON_TICKS, "Completed looks at the cron triggers", cron_ticks.clone());
+        registry.register(API_REQUESTS, "API requests, by method and route", api_requests.clone());
         Self {
             registry,
             reconciles,
@@ -129,6 +145,7 @@ impl Default for Metrics {
             queue_wait,
             scheduler_queued,
             cron_ticks,
+            api_requests,
         }
     }
 }

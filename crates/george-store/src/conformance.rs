@@ -18,7 +18,8 @@
 //! sharing one database.
 
 use crate::{
-    AttemptEnd, Created, JobFilter, NewAttempt, Override, RetentionScope, Snapshot, StatusChange, Store, StoreError,
+    AttemptEnd, Created, JobFilter, NewAttempt, Override, Report, RetentionScope, Snapshot, StatusChange, Store,
+    StoreError,
 };
 use george_core::api::StepReport;
 use george_core::manifest::Kind;
@@ -60,6 +61,7 @@ macro_rules! store_conformance_tests {
             attempts_are_numbered_and_fenced,
             concurrent_attempt_starts_yield_one_winner,
             agent_reports_drive_job_status,
+            a_batch_of_reports_applies_in_order_all_or_nothing,
             status_changes_are_guarded,
             desired_state_rules,
             overrides_set_status_by_hand,
@@ -381,6 +383,64 @@ pub async fn agent_reports_drive_job_status(store: TestStore) {
     let c = store.add_comment("j", "operator:ops", "here is the answer").await.unwrap();
     let st = store.job_state("j").await.unwrap().unwrap();
     assert_eq!(st.latest_comment, Some(c.id));
+}
+
+/// An agent's batch is one transaction: in order, all or nothing, a
+/// heartbeat too; a verdict only last; a superseded attempt's is refused.
+pub async fn a_batch_of_reports_applies_in_order_all_or_nothing(store: TestStore) {
+    store.create_job(job("j", "api"), "t").await.unwrap();
+    store.start_attempt("j", attempt(0, "t1")).await.unwrap();
+    store.attempt_spawned("j", 1, json!({"pid": 42})).await.unwrap();
+    let step = |step: &str, status| Report::Step { step: step.into(), report: StepReport { status, reason: None } };
+    let evidence = |content: &str| Report::Evidence {
+        step: Some("a".into()),
+        kind: "output".into(),
+        content: content.into(),
+        truncated: false,
+    };
+    let verdict = Report::Verdict { status: JobStatus::Completed, reason: None };
+    let seen = store.latest_seq().await.unwrap();
+
+    // A bad item anywhere refuses the whole batch, naming the item; nothing is stored.
+    let bad = vec![step("a", StepStatus::InProgress), evidence("x"), step("zz", StepStatus::Completed)];
+    let err = store.apply_reports("j", 1, bad).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid(m) if m.contains("reports[2]: step `j/zz`")), "{err:?}");
+    let early = vec![verdict.clone(), step("a", StepStatus::Completed)];
+    let err = store.apply_reports("j", 1, early).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid(m) if m.contains("reports[0]") && m.contains("last")), "{err:?}");
+    let j = store.get_job("j").await.unwrap().unwrap();
+    assert_eq!((j.steps[0].status, j.steps[0].runs), (StepStatus::Pending, 0));
+    assert!(store.evidence("j").await.unwrap().is_empty());
+    assert_eq!(store.latest_seq().await.unwrap(), seen, "no event from a refused batch");
+    assert_eq!(store.get_agent("j", 1).await.unwrap().unwrap().state, AgentState::Awakening);
+
+    // A good one applies everything, in order, and is a heartbeat.
+    let good = vec![
+        step("a", StepStatus::InProgress),
+        evidence("ok"),
+        step("a", StepStatus::Completed),
+        step("b", StepStatus::InProgress),
+        step("b", StepStatus::Completed),
+        Report::Comment { body: "done".into() },
+        verdict.clone(),
+    ];
+    store.apply_reports("j", 1, good).await.unwrap();
+    let j = store.get_job("j").await.unwrap().unwrap();
+    assert_eq!(j.status, JobStatus::Completed);
+    assert!(j.steps.iter().all(|s| (s.status, s.runs) == (StepStatus::Completed, 1)), "{:?}", j.steps);
+    assert_eq!(store.evidence("j").await.unwrap()[0].content, "ok");
+    assert_eq!(store.comments("j").await.unwrap()[0].author, "agent:j-1");
+    let agent = store.get_agent("j", 1).await.unwrap().unwrap();
+    assert_eq!(agent.state, AgentState::Cooling, "active from the batch's heartbeat, then cooling");
+    assert!(agent.last_heartbeat.is_some());
+    let kinds: Vec<_> = store.events_since(seen, 100, Some("j")).await.unwrap().into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+    assert_eq!(&kinds[..3], ["step.status", "evidence.added", "step.status"], "{kinds:?}");
+
+    // The attempt ends: its batches are refused.
+    store.end_attempt("j", 1, AttemptEnd { exit_code: Some(0), outcome: "exited (code 0)".into() }).await.unwrap();
+    let late = store.apply_reports("j", 1, vec![Report::Comment { body: "late".into() }]).await;
+    assert!(matches!(late, Err(StoreError::Superseded { .. })), "{late:?}");
 }
 
 /// Status changes apply only from the status the caller saw.

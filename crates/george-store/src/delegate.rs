@@ -214,6 +214,11 @@ macro_rules! impl_store {
                     self.write(move |w| crate::jobs::report_job(w, &id, attempt, status, reason.as_deref())).await
                 }
 
+                async fn apply_reports(&self, id: &str, attempt: u32, reports: Vec<Report>) -> Result<()> {
+                    let id = id.to_string();
+                    self.write(move |w| crate::jobs::apply_reports(w, &id, attempt, &reports)).await
+                }
+
                 async fn list_agents(&self, live_only: bool, limit: u32) -> Result<Vec<AgentView>> {
                     self.read(move |c| crate::jobs::agents(c, live_only, limit)).await
                 }
@@ -328,7 +333,7 @@ pub(crate) use impl_store;
 pub(crate) mod prelude {
     pub(crate) use crate::{
         AgentView, ApplyReport, AttemptEnd, Catalog, CommentView, Created, EventView, EvidenceView, JobFilter,
-        JobState, JobView, NewAttempt, Override, Result, RetentionScope, Snapshot, SourceView, StatusChange,
+        JobState, JobView, NewAttempt, Override, Report, Result, RetentionScope, Snapshot, SourceView, StatusChange,
         StoreError, StoredManifest,
     };
     pub(crate) use chrono::{DateTime, Utc};

@@ -41,6 +41,20 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+impl StoreError {
+    /// Names the item of a batch that was refused (`reports[2]: …`).
+    pub(crate) fn in_report(self, i: usize) -> Self {
+        match self {
+            StoreError::Invalid(m) => StoreError::Invalid(format!("reports[{i}]: {m}")),
+            StoreError::Conflict(m) => StoreError::Conflict(format!("reports[{i}]: {m}")),
+            // The job was found (the batch is fenced first): what is missing
+            // is named by the item, so the request is what is wrong.
+            StoreError::NotFound { what, id } => StoreError::Invalid(format!("reports[{i}]: {what} `{id}` not found")),
+            other => other,
+        }
+    }
+}
+
 /// PostgreSQL errors that are domain outcomes; everything else is `Backend`.
 /// A duplicate attempt number means another engine started an attempt at
 /// the same time (the SQLite store reports that race as a conflict too), and

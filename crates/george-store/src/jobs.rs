@@ -7,7 +7,7 @@
 use crate::dialect::{args, Arg, Db, Writer};
 use crate::rules::{self, agent_actor, spec_digest};
 use crate::views::{self, AGENT_COLUMNS, JOB_COLUMNS};
-use crate::{AttemptEnd, Created, JobFilter, JobState, NewAttempt, Override, Result, StatusChange, StoreError};
+use crate::{AttemptEnd, Created, JobFilter, JobState, NewAttempt, Override, Report, Result, StatusChange, StoreError};
 use george_core::api::{AgentView, CommentView, EvidenceView, JobView, StepReport, StepView};
 use george_core::plan::NewJob;
 use george_core::template::StepSpec;
@@ -607,6 +607,28 @@ pub fn report_job(
         &actor,
     )?;
     set_attempt_state(w, id, attempt, AgentState::Cooling, &actor, None)
+}
+
+/// Applies an agent's batch of reports in one transaction, in order, all or
+/// nothing; the batch is also a heartbeat. A verdict may only come last.
+pub fn apply_reports(w: &mut Writer<impl Db>, id: &str, attempt: u32, reports: &[Report]) -> Result<()> {
+    heartbeat(w, id, attempt)?;
+    for (i, report) in reports.iter().enumerate() {
+        let applied = match report {
+            Report::Step { step, report } => report_step(w, id, attempt, step, report),
+            Report::Evidence { step, kind, content, truncated } => {
+                let e = NewEvidence { step: step.as_deref(), kind, content, truncated: *truncated };
+                add_evidence(w, id, attempt, &e).map(|_| ())
+            }
+            Report::Comment { body } => agent_comment(w, id, attempt, body).map(|_| ()),
+            Report::Verdict { status, reason } if i + 1 == reports.len() => {
+                report_job(w, id, attempt, *status, reason.as_deref())
+            }
+            Report::Verdict { .. } => Err(StoreError::Invalid("a verdict may only be the last report".into())),
+        };
+        applied.map_err(|e| e.in_report(i))?;
+    }
+    Ok(())
 }
 
 pub fn count_by_status(c: &mut impl Db) -> Result<Vec<(JobStatus, u64)>> {

@@ -142,6 +142,41 @@ pub struct AttemptEnd {
     pub outcome: String,
 }
 
+/// One of an agent's reports, as the store applies it (evidence already capped).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// A step's status.
+    Step {
+        /// Step id.
+        step: String,
+        /// Its new status and why.
+        report: StepReport,
+    },
+    /// Evidence.
+    Evidence {
+        /// The step it belongs to.
+        step: Option<String>,
+        /// Kind.
+        kind: String,
+        /// Content.
+        content: String,
+        /// Whether the content was cut.
+        truncated: bool,
+    },
+    /// A comment in the conversation.
+    Comment {
+        /// Text.
+        body: String,
+    },
+    /// The verdict on the whole job (only last).
+    Verdict {
+        /// Completed, blocked or failed.
+        status: JobStatus,
+        /// Why.
+        reason: Option<String>,
+    },
+}
+
 /// The store's interface. All methods are atomic: they fully happen or not at all.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -237,6 +272,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn agent_comment(&self, id: &str, attempt: u32, body: &str) -> Result<CommentView>;
     /// The agent's verdict on the whole job: completed, blocked or failed.
     async fn report_job(&self, id: &str, attempt: u32, status: JobStatus, reason: Option<&str>) -> Result<()>;
+    /// An agent's batch of reports, in order, in one transaction: all or
+    /// nothing, and a heartbeat too. A verdict may only come last.
+    async fn apply_reports(&self, id: &str, attempt: u32, reports: Vec<Report>) -> Result<()>;
 
     // ---- agents and events ----
 

@@ -203,6 +203,48 @@ fn tokens_are_required_and_agents_are_confined_to_their_job() {
     });
 }
 
+/// A one-step job costs its agent two round trips: `attach` (context and
+/// first heartbeat), then one batch with the step, its output and the
+/// verdict. Counted by the engine's own per-route request metric.
+#[test]
+fn a_trivial_job_costs_its_agent_two_round_trips() {
+    let tmp = common::tempdir().unwrap();
+    let m = tmp.path().join("manifests");
+    write(&m, "agents/worker.yaml", AGENT);
+    write(
+        &m,
+        "templates/quick.yaml",
+        &template("quick", "    - id: say\n      description: say hi\n      run: echo hi\n"),
+    );
+    let engine = Engine::start(tmp.path(), "", &["--manifests", m.to_str().unwrap()]);
+    engine.rt().block_on(async {
+        let submitted = async || engine.client.submit(&submit("q", "quick")).await.ok();
+        eventually(Duration::from_secs(20), "the template to be applied", submitted).await;
+        let j = engine.wait_status("q", JobStatus::Completed, Duration::from_secs(30)).await;
+        assert_eq!((j.steps[0].status.to_string().as_str(), j.steps[0].runs), ("completed", 1));
+        let output = engine.client.evidence("q").await.unwrap();
+        assert!(output.iter().any(|e| e.kind == "output" && e.content.contains("hi")), "{output:?}");
+
+        let http = reqwest::Client::new();
+        let text =
+            http.get(format!("{}/metrics", engine.url)).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+        let count = |method: &str, route: &str| -> u64 {
+            let key = format!("george_api_requests_total{{method=\"{method}\",route=\"{route}\"}} ");
+            text.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |n| n.trim().parse().unwrap())
+        };
+        assert_eq!(count("POST", "/api/v1/jobs/{id}/attach"), 1, "{text}");
+        assert_eq!(count("POST", "/api/v1/jobs/{id}/reports"), 1, "{text}");
+        for (method, route) in [
+            ("GET", "/api/v1/jobs/{id}/context"),
+            ("POST", "/api/v1/jobs/{id}/steps/{step}"),
+            ("POST", "/api/v1/jobs/{id}/evidence"),
+            ("POST", "/api/v1/jobs/{id}/report"),
+        ] {
+            assert_eq!(count(method, route), 0, "{method} {route} is batched: {text}");
+        }
+    });
+}
+
 #[test]
 fn serving_on_a_public_address_without_a_token_is_refused() {
     let tmp = common::tempdir().unwrap();

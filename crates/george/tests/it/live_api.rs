@@ -158,6 +158,22 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
         let a = Some(agent.as_str());
         let ctx = c.call("get", "/api/v1/jobs/{id}/context", "/api/v1/jobs/l/context", a, None).await;
         assert_eq!(ctx.status, 200, "{}", ctx.text);
+        let attached = c.call("post", "/api/v1/jobs/{id}/attach", "/api/v1/jobs/l/attach", a, None).await;
+        assert_eq!((attached.status, &attached.body["attempt"]), (200, &json!(1)), "{}", attached.text);
+        let batch = json!({"reports": [
+            {"type": "step", "step": "wait", "status": "in_progress"},
+            {"type": "evidence", "step_id": "wait", "kind": "note", "content": "batched"},
+        ]});
+        let r = c.call("post", "/api/v1/jobs/{id}/reports", "/api/v1/jobs/l/reports", a, Some(batch)).await;
+        assert_eq!(r.status, 204, "{}", r.text);
+        // A bad item refuses the batch, naming the item; nothing of it is stored.
+        let bad = json!({"reports": [
+            {"type": "comment", "body": "not stored"},
+            {"type": "evidence", "kind": "", "content": "x"},
+        ]});
+        let r = c.call("post", "/api/v1/jobs/{id}/reports", "/api/v1/jobs/l/reports", a, Some(bad)).await;
+        assert_eq!((r.status, r.body["error"]["field"].as_str()), (400, Some("reports[1].kind")), "{}", r.text);
+        assert!(!engine.client.comments("l").await.unwrap().iter().any(|c| c.body == "not stored"));
         assert_eq!(c.call("get", "/api/v1/jobs/{id}", "/api/v1/jobs/l", a, None).await.status, 200);
         assert_eq!(c.call("get", "/api/v1/whoami", "/api/v1/whoami", a, None).await.body["subject"], "l-1");
         assert_eq!(
@@ -355,6 +371,7 @@ fn valid_body(op: &str) -> Option<Value> {
         "post /api/v1/jobs/{id}/evidence" => json!({"kind": "note", "content": "x"}),
         "post /api/v1/jobs/{id}/steps/{step}" => json!({"status": "in_progress"}),
         "post /api/v1/jobs/{id}/report" => json!({"status": "completed"}),
+        "post /api/v1/jobs/{id}/reports" => json!({"reports": []}),
         "post /api/v1/summon" => json!({"agent": "worker"}),
         "post /api/v1/tokens" => json!({"subject": "sneaky", "role": "admin"}),
         "post /api/v1/chapters/{chapter}/throttle" => json!({"tokens_per_hour": 1}),
