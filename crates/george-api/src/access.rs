@@ -143,7 +143,7 @@ pub async fn audit(
         let page = st.store.events_since(since, 5000, None).await?;
         let Some(last) = page.last() else { break };
         since = last.seq;
-        out.extend(page.into_iter().filter(|e| e.kind == EventKind::Audit));
+        out.extend(page.into_iter().filter(|e| e.kind == EventKind::Audit).map(EventView::from));
         if out.len() >= limit {
             out.truncate(limit);
             break;

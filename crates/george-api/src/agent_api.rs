@@ -9,8 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use george_core::api::{
-    AgentContext, AgentReport, CommentRequest, CommentView, EvidenceReport, EvidenceView, JobReport, ReportBatch,
-    StepReport, MAX_REPORTS,
+    views, AgentContext, AgentReport, CommentRequest, CommentView, EvidenceReport, EvidenceView, JobReport,
+    ReportBatch, StepReport, MAX_REPORTS,
 };
 use george_store::Report;
 
@@ -82,9 +82,9 @@ async fn context_of(st: &ApiState, id: &str, attempt: u32) -> Result<AgentContex
         Err(_) => None,
     };
     Ok(AgentContext {
-        job,
+        job: job.into(),
         attempt,
-        comments,
+        comments: views(comments),
         heartbeat_interval_ms: interval.as_millis() as u64,
         capabilities,
         llm_api,
@@ -139,7 +139,7 @@ pub async fn evidence(
     check_evidence_kind(&ev.kind, "kind")?;
     let (content, truncated) = cap(&ev.content, MAX_TEXT_BYTES);
     let view = st.store.add_evidence(&id, attempt, ev.step_id.as_deref(), &ev.kind, content, truncated).await?;
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok((StatusCode::CREATED, Json(view.into())))
 }
 
 fn check_evidence_kind(kind: &str, field: &str) -> Result<(), ApiError> {
@@ -214,7 +214,7 @@ pub async fn comment(
 ) -> Result<(StatusCode, Json<CommentView>), ApiError> {
     let attempt = caller.agent_of(&id)?;
     check_text("body", &req.body)?;
-    Ok((StatusCode::CREATED, Json(st.store.agent_comment(&id, attempt, &req.body).await?)))
+    Ok((StatusCode::CREATED, Json(st.store.agent_comment(&id, attempt, &req.body).await?.into())))
 }
 
 pub async fn report(

@@ -6,7 +6,7 @@ use crate::jobs::find_agent;
 use crate::{ApiError, ApiState, Caller};
 use axum::extract::{Path, State};
 use axum::Json;
-use george_core::api::ActionRequest;
+use george_core::api::{ActionRequest, EventView};
 use george_core::Role;
 use george_core::{DesiredState, EventKind, JobStatus};
 use george_engine::registry::{RegistryEntry, RegistryQuery, TriggerEntry};
@@ -50,7 +50,8 @@ pub async fn diagnose(State(st): State<ApiState>, caller: Caller) -> Result<Json
     let read_ms = t.elapsed().as_secs_f64() * 1000.0;
     let m = st.engine.metrics();
     let live = st.store.list_agents(true, 10_000).await?.len();
-    let problems = ["source.rejected", "trigger.failed", "agent.degraded", "job.rejected"];
+    let problems =
+        [EventKind::SourceRejected, EventKind::TriggerFailed, EventKind::AgentDegraded, EventKind::JobRejected];
     let mut recent = Vec::new();
     // The last 5000 events are enough for "recent".
     let mut since = (st.store.latest_seq().await? - 5000).max(0);
@@ -58,7 +59,7 @@ pub async fn diagnose(State(st): State<ApiState>, caller: Caller) -> Result<Json
         let batch = st.store.events_since(since, 5000, None).await?;
         let Some(l) = batch.last() else { break };
         since = l.seq;
-        recent.extend(batch.into_iter().filter(|e| problems.contains(&e.kind.as_str())));
+        recent.extend(batch.into_iter().filter(|e| problems.contains(&e.kind)).map(EventView::from));
         if recent.len() > 200 {
             recent.drain(..recent.len() - 200);
         }
@@ -105,7 +106,7 @@ pub async fn dismiss(
             Err(e) => return Err(e.into()),
         }
         st.engine.nudge(&a.job_id);
-        dismissed.push(json!({"agent": a.id, "job": a.job_id}));
+        dismissed.push(json!({"agent": a.id(), "job": a.job_id}));
     }
     st.store
         .record_event(

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use george_core::api::{
-    ActionRequest, AgentView, CommentView, EvidenceView, InjectRequest, JobView, OverrideRequest, SubmitJob,
+    views, ActionRequest, AgentView, CommentView, EvidenceView, InjectRequest, JobView, OverrideRequest, SubmitJob,
 };
 use george_core::plan::{JobRequest, Origin};
 use george_core::Role;
@@ -43,7 +43,7 @@ const PAGE: u32 = 500;
 const MAX_PAGE: u32 = 5000;
 
 /// The cursor after `job`: opaque to callers.
-fn cursor(job: &JobView) -> String {
+fn cursor(job: &george_store::Job) -> String {
     hex::encode(format!("{} {}", job.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true), job.id))
 }
 
@@ -95,7 +95,7 @@ pub async fn list(
             headers.insert("x-next-after", v);
         }
     }
-    Ok((headers, Json(jobs)))
+    Ok((headers, Json(views(jobs))))
 }
 
 fn random_suffix() -> String {
@@ -168,7 +168,7 @@ pub async fn submit(
         Created::Existed => return Err(ApiError::Conflict(format!("job `{id}` already exists"))),
     }
     let view = st.store.get_job(&id).await?.ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))?;
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok((StatusCode::CREATED, Json(view.into())))
 }
 
 pub async fn get(
@@ -177,7 +177,11 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     caller.may_read(&id)?;
-    st.store.get_job(&id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))
+    st.store
+        .get_job(&id)
+        .await?
+        .map(|j| Json(j.into()))
+        .ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))
 }
 
 async fn set_desired(
@@ -190,7 +194,7 @@ async fn set_desired(
     caller.require(Role::Operator)?;
     let view = st.store.set_desired(id, desired, &caller.actor(), reason.as_deref()).await?;
     st.engine.nudge(id);
-    Ok(Json(view))
+    Ok(Json(view.into()))
 }
 
 pub async fn pause(
@@ -234,7 +238,7 @@ pub async fn approve(
     st.store.set_setting(&george_engine::alerts::approval_key(&id), Some(approval.clone())).await?;
     st.store.record_event(Some(&id), EventKind::JobApproved, &caller.actor(), approval).await?;
     st.engine.nudge(&id);
-    Ok(Json(view))
+    Ok(Json(view.into()))
 }
 
 /// Sets a job's or a step's status by hand (audited with the reason).
@@ -271,7 +275,7 @@ pub async fn override_status(
     };
     let view = st.store.override_status(&id, &target, &caller.actor(), req.reason.trim()).await?;
     st.engine.nudge(&id);
-    Ok(Json(view))
+    Ok(Json(view.into()))
 }
 
 /// Checks a piece of text from a request.
@@ -302,7 +306,7 @@ pub async fn inject(
     caller.require(Role::Operator)?;
     check_text("message", &req.message)?;
     let c = st.store.add_comment(&id, &caller.actor(), &req.message).await?;
-    Ok((StatusCode::CREATED, Json(c)))
+    Ok((StatusCode::CREATED, Json(c.into())))
 }
 
 pub async fn comments(
@@ -314,7 +318,7 @@ pub async fn comments(
     if st.store.get_job(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("job `{id}` not found")));
     }
-    Ok(Json(st.store.comments(&id).await?))
+    Ok(Json(views(st.store.comments(&id).await?)))
 }
 
 pub async fn evidence(
@@ -326,7 +330,7 @@ pub async fn evidence(
     if st.store.get_job(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("job `{id}` not found")));
     }
-    Ok(Json(st.store.evidence(&id).await?))
+    Ok(Json(views(st.store.evidence(&id).await?)))
 }
 
 /// `GET /api/v1/agents` options.
@@ -347,11 +351,11 @@ pub async fn agents(
     QueryParams(q): QueryParams<AgentsQuery>,
 ) -> Result<Json<Vec<AgentView>>, ApiError> {
     caller.viewer()?;
-    Ok(Json(st.store.list_agents(!q.all, q.limit.unwrap_or(500)).await?))
+    Ok(Json(views(st.store.list_agents(!q.all, q.limit.unwrap_or(500)).await?)))
 }
 
 /// Finds an agent by `<job>-<attempt>`.
-pub async fn find_agent(st: &ApiState, id: &str) -> Result<AgentView, ApiError> {
+pub async fn find_agent(st: &ApiState, id: &str) -> Result<george_store::Attempt, ApiError> {
     let not_found = || ApiError::NotFound(format!("agent `{id}` not found; agent ids are `<job>-<attempt>`"));
     let (job, attempt) = george_core::api::parse_agent_id(id).ok_or_else(not_found)?;
     st.store.get_agent(job, attempt).await?.ok_or_else(not_found)
@@ -363,7 +367,7 @@ pub async fn agent(
     Path(id): Path<String>,
 ) -> Result<Json<AgentView>, ApiError> {
     caller.viewer()?;
-    Ok(Json(find_agent(&st, &id).await?))
+    Ok(Json(find_agent(&st, &id).await?.into()))
 }
 
 /// `DELETE /api/v1/jobs/{id}`: a finished job, with its records, files and events.

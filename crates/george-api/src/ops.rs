@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
-use george_core::api::{EventView, SourceView, SyncResult};
+use george_core::api::{views, EventView, SourceView, SyncResult};
 use george_core::Role;
 use george_engine::metrics::{PriorityLabel, RouteLabel, StatusLabel};
 use serde::Deserialize;
@@ -114,7 +114,7 @@ pub async fn events(
         crate::watch::check_not_compacted(&st, q.since).await?;
     }
     let limit = q.limit.unwrap_or(500).min(5000);
-    Ok(Json(st.store.events_since(q.since, limit, q.job.as_deref()).await?))
+    Ok(Json(views(st.store.events_since(q.since, limit, q.job.as_deref()).await?)))
 }
 
 pub async fn sources(State(st): State<ApiState>, caller: Caller) -> Result<Json<Vec<SourceView>>, ApiError> {

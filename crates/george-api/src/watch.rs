@@ -24,6 +24,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
 use george_core::api::EventView;
+use george_store::Event;
 use serde::Deserialize;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -189,7 +190,7 @@ impl Stream {
         Ok(self.st.store.latest_seq().await?)
     }
 
-    fn wanted(&self, e: &EventView) -> bool {
+    fn wanted(&self, e: &Event) -> bool {
         self.job.as_deref().is_none_or(|j| e.job_id.as_deref() == Some(j))
     }
 
@@ -216,8 +217,8 @@ impl Stream {
         }
     }
 
-    async fn send(&mut self, e: &EventView) -> Result<(), StreamEnd> {
-        let text = serde_json::to_string(e)?;
+    async fn send(&mut self, e: &Event) -> Result<(), StreamEnd> {
+        let text = serde_json::to_string(&EventView::from(e.clone()))?;
         self.push(Message::Text(text.into())).await?;
         self.last = e.seq;
         Ok(())

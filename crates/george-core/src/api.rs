@@ -174,6 +174,95 @@ pub struct EventView {
     pub data: Value,
 }
 
+impl From<crate::record::Job> for JobView {
+    fn from(j: crate::record::Job) -> Self {
+        JobView {
+            id: j.id,
+            template: j.template,
+            agent: j.agent,
+            status: j.status,
+            reason: j.reason,
+            desired: j.desired,
+            priority: j.priority,
+            chapter: j.chapter,
+            params: j.params,
+            origin: j.origin,
+            attempt: j.attempt,
+            failures: j.failures,
+            max_attempts: j.max_attempts,
+            next_attempt_at: j.next_attempt_at,
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+            steps: j.steps.into_iter().map(StepView::from).collect(),
+        }
+    }
+}
+
+impl From<crate::record::Step> for StepView {
+    fn from(s: crate::record::Step) -> Self {
+        StepView { spec: s.spec, status: s.status, reason: s.reason, runs: s.runs, updated_at: s.updated_at }
+    }
+}
+
+impl From<crate::record::Attempt> for AgentView {
+    fn from(a: crate::record::Attempt) -> Self {
+        AgentView {
+            id: a.id(),
+            job_id: a.job_id,
+            attempt: a.attempt,
+            agent_spec: a.agent_spec,
+            runtime: a.runtime,
+            handle: a.handle,
+            state: a.state,
+            started_at: a.started_at,
+            last_heartbeat: a.last_heartbeat,
+            ended_at: a.ended_at,
+            exit_code: a.exit_code,
+            outcome: a.outcome,
+        }
+    }
+}
+
+impl From<crate::record::Event> for EventView {
+    fn from(e: crate::record::Event) -> Self {
+        EventView {
+            seq: e.seq,
+            ts: e.ts,
+            job_id: e.job_id,
+            attempt: e.attempt,
+            kind: e.kind.as_str().to_string(),
+            actor: e.actor,
+            data: e.data,
+        }
+    }
+}
+
+impl From<crate::record::Comment> for CommentView {
+    fn from(c: crate::record::Comment) -> Self {
+        CommentView { id: c.id, job_id: c.job_id, author: c.author, body: c.body, created_at: c.created_at }
+    }
+}
+
+impl From<crate::record::Evidence> for EvidenceView {
+    fn from(e: crate::record::Evidence) -> Self {
+        EvidenceView {
+            id: e.id,
+            job_id: e.job_id,
+            step_id: e.step_id,
+            attempt: e.attempt,
+            kind: e.kind,
+            content: e.content,
+            truncated: e.truncated,
+            created_at: e.created_at,
+        }
+    }
+}
+
+/// Converts a list of records to their views.
+pub fn views<R, V: From<R>>(records: Vec<R>) -> Vec<V> {
+    records.into_iter().map(V::from).collect()
+}
+
 /// The state of one source of desired state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SourceView {

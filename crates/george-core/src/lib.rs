@@ -8,6 +8,7 @@ pub mod event;
 pub mod manifest;
 pub mod plan;
 pub mod quantity;
+pub mod record;
 pub mod schedule;
 pub mod status;
 pub mod template;

@@ -155,7 +155,7 @@ pub fn approval_key(job: &str) -> String {
 
 /// An approval lets one agent start: once it has, under a red alert, the
 /// next wake of the job needs a new approval.
-pub(crate) async fn spend_approval(ctx: &Context, job: &george_core::api::JobView) -> Result<(), StoreError> {
+pub(crate) async fn spend_approval(ctx: &Context, job: &george_core::record::Job) -> Result<(), StoreError> {
     if color(ctx, job.chapter.as_deref()) == Color::Red && ctx.store.setting(&approval_key(&job.id)).await?.is_some() {
         ctx.store.set_setting(&approval_key(&job.id), None).await?;
     }
@@ -163,7 +163,7 @@ pub(crate) async fn spend_approval(ctx: &Context, job: &george_core::api::JobVie
 }
 
 /// Why a job may not start under the current alert, if it may not.
-pub(crate) async fn hold(ctx: &Context, job: &george_core::api::JobView) -> Result<Option<String>, StoreError> {
+pub(crate) async fn hold(ctx: &Context, job: &george_core::record::Job) -> Result<Option<String>, StoreError> {
     let color = color(ctx, job.chapter.as_deref());
     if color == Color::Red {
         if job.priority > Priority::P1 {

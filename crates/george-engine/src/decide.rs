@@ -3,8 +3,8 @@
 //! is unit-tested without waiting.
 
 use chrono::{DateTime, Utc};
-use george_core::api::AgentView;
 use george_core::manifest::HealthCheck;
+use george_core::record::Attempt;
 use george_core::{AgentState, DesiredState, JobStatus};
 use george_runtime::AgentStatus;
 use george_store::{AttemptEnd, JobState, StatusChange};
@@ -202,7 +202,7 @@ fn reason_or(reason: Option<String>, default: &str) -> Option<String> {
     Some(reason.unwrap_or_else(|| default.to_string()))
 }
 
-fn decide_live(state: &JobState, agent: &AgentView, observed: Observed, now: DateTime<Utc>, rules: &Rules) -> Action {
+fn decide_live(state: &JobState, agent: &Attempt, observed: Observed, now: DateTime<Utc>, rules: &Rules) -> Action {
     let job = &state.job;
     let attempt = agent.attempt;
     match observed {
@@ -280,8 +280,8 @@ fn decide_live(state: &JobState, agent: &AgentView, observed: Observed, now: Dat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use george_core::api::JobView;
     use george_core::plan::Origin;
+    use george_core::record::Job;
     use george_core::Clock;
     use george_core::{ManualClock, Priority};
 
@@ -305,7 +305,7 @@ mod tests {
 
     fn job(status: JobStatus, desired: DesiredState) -> JobState {
         JobState {
-            job: JobView {
+            job: Job {
                 id: "j".into(),
                 template: "t".into(),
                 agent: "a".into(),
@@ -332,8 +332,7 @@ mod tests {
 
     fn with_agent(mut s: JobState, state: AgentState) -> JobState {
         s.job.attempt = 1;
-        s.current = Some(AgentView {
-            id: "j-1".into(),
+        s.current = Some(Attempt {
             job_id: "j".into(),
             attempt: 1,
             agent_spec: "a".into(),

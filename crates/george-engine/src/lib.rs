@@ -36,7 +36,7 @@ pub use handle::{Control, EngineHandle, Triggers};
 pub use metrics::Metrics;
 pub use workqueue::WorkQueue;
 
-use george_core::{Clock, EventKind};
+use george_core::Clock;
 use george_runtime::Runtime;
 use george_sources::{Source, SourceRunner, SyncRequest};
 use george_store::Store;
@@ -213,16 +213,15 @@ async fn follow<T: Clone>(
     }
 }
 
-fn on_store_event(ctx: &Context, e: george_core::api::EventView) {
-    let kind = e.kind.parse::<EventKind>().ok();
-    if kind.is_some_and(EventKind::changes_catalog) {
+fn on_store_event(ctx: &Context, e: george_core::record::Event) {
+    if e.kind.changes_catalog() {
         ctx.catalog.invalidate();
         // Limits and shares may have changed with the manifests.
         ctx.limits_dirty.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     // An agent's progress reports cannot change what the reconciler decides;
     // everything else about a job can.
-    if let (Some(job), false) = (&e.job_id, kind.is_some_and(EventKind::is_progress)) {
+    if let (Some(job), false) = (&e.job_id, e.kind.is_progress()) {
         ctx.queue.add(job);
     }
 }

@@ -3,8 +3,8 @@
 //! the seed's discovery patterns (by type, chapter, capability, status).
 
 use crate::context::Context;
-use george_core::api::AgentView;
 use george_core::manifest::TriggerType;
+use george_core::record::Attempt;
 use george_core::schedule::CronSchedule;
 use george_core::AgentState;
 use george_store::StoreError;
@@ -77,14 +77,14 @@ pub struct TriggerEntry {
 
 /// Whether an ended instance counts as a failure (it was not stopped on
 /// purpose and did not exit cleanly).
-pub fn failed(a: &AgentView) -> bool {
+pub fn failed(a: &Attempt) -> bool {
     let on_purpose =
         ["job paused", "job aborted", "preempted", "did not exit after", "superseded", "dismissed", "halted"];
     let outcome = a.outcome.as_deref().unwrap_or("");
     a.state == AgentState::Terminated && a.exit_code != Some(0) && !on_purpose.iter().any(|p| outcome.starts_with(p))
 }
 
-fn liveliest(instances: &[&AgentView]) -> AgentState {
+fn liveliest(instances: &[&Attempt]) -> AgentState {
     [AgentState::Active, AgentState::Awakening, AgentState::Cooling]
         .into_iter()
         .find(|s| instances.iter().any(|a| a.state == *s))
@@ -97,8 +97,8 @@ pub(crate) async fn entries(ctx: &Arc<Context>, q: &RegistryQuery) -> Result<Vec
     let recent = ctx.store.list_agents(false, 2000).await?;
     let mut out = Vec::new();
     for (name, spec) in &catalog.agents {
-        let mine: Vec<&AgentView> = recent.iter().filter(|a| &a.agent_spec == name).collect();
-        let live: Vec<&AgentView> = mine.iter().copied().filter(|a| a.state.is_live()).collect();
+        let mine: Vec<&Attempt> = recent.iter().filter(|a| &a.agent_spec == name).collect();
+        let live: Vec<&Attempt> = mine.iter().copied().filter(|a| a.state.is_live()).collect();
         let consecutive_failures = mine.iter().filter(|a| !a.state.is_live()).take_while(|a| failed(a)).count() as u32;
         let entry = RegistryEntry {
             name: name.clone(),

@@ -19,7 +19,7 @@ use crate::adf::{doc, Block};
 use crate::client::{JiraClient, JiraError};
 use crate::source::SOURCE;
 use crate::JiraSettings;
-use george_core::api::EventView;
+use george_core::record::Event;
 use george_core::EventKind;
 use george_store::{Store, StoreError};
 use serde_json::{json, Value};
@@ -145,7 +145,7 @@ impl WriteBack {
         Ok(t)
     }
 
-    async fn apply(&mut self, e: &EventView) -> Result<(), Failure> {
+    async fn apply(&mut self, e: &Event) -> Result<(), Failure> {
         if e.kind != EventKind::JobStatus {
             return Ok(());
         }

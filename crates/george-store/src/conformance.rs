@@ -25,7 +25,7 @@ use george_core::api::StepReport;
 use george_core::manifest::Kind;
 use george_core::plan::{NewJob, Origin};
 use george_core::template::StepSpec;
-use george_core::{AgentState, DesiredState, JobStatus, Priority, StepStatus};
+use george_core::{AgentState, DesiredState, EventKind, JobStatus, Priority, StepStatus};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -434,8 +434,7 @@ pub async fn a_batch_of_reports_applies_in_order_all_or_nothing(store: TestStore
     assert_eq!(agent.state, AgentState::Cooling, "active from the batch's heartbeat, then cooling");
     assert!(agent.last_heartbeat.is_some());
     let kinds: Vec<_> = store.events_since(seen, 100, Some("j")).await.unwrap().into_iter().map(|e| e.kind).collect();
-    let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
-    assert_eq!(&kinds[..3], ["step.status", "evidence.added", "step.status"], "{kinds:?}");
+    assert_eq!(&kinds[..3], [EventKind::StepStatus, EventKind::EvidenceAdded, EventKind::StepStatus], "{kinds:?}");
 
     // The attempt ends: its batches are refused.
     store.end_attempt("j", 1, AttemptEnd { exit_code: Some(0), outcome: "exited (code 0)".into() }).await.unwrap();

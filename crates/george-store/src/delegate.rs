@@ -44,7 +44,7 @@ macro_rules! impl_store {
                     self.write(move |w| crate::jobs::create(w, &job, &actor)).await
                 }
 
-                async fn get_job(&self, id: &str) -> Result<Option<JobView>> {
+                async fn get_job(&self, id: &str) -> Result<Option<Job>> {
                     let id = id.to_string();
                     self.read(move |c| crate::jobs::get(c, &id, true)).await
                 }
@@ -69,7 +69,7 @@ macro_rules! impl_store {
                     self.read(move |c| crate::jobs::env(c, &id)).await
                 }
 
-                async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobView>> {
+                async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
                     let filter = filter.clone();
                     self.read(move |c| crate::jobs::list(c, &filter)).await
                 }
@@ -80,34 +80,28 @@ macro_rules! impl_store {
                     desired: DesiredState,
                     actor: &str,
                     reason: Option<&str>,
-                ) -> Result<JobView> {
+                ) -> Result<Job> {
                     let (id, actor, reason) = (id.to_string(), actor.to_string(), reason.map(str::to_string));
                     self.write(move |w| crate::jobs::set_desired(w, &id, desired, &actor, reason.as_deref())).await
                 }
 
-                async fn override_status(
-                    &self,
-                    id: &str,
-                    target: &Override,
-                    actor: &str,
-                    reason: &str,
-                ) -> Result<JobView> {
+                async fn override_status(&self, id: &str, target: &Override, actor: &str, reason: &str) -> Result<Job> {
                     let (id, target, actor, reason) =
                         (id.to_string(), target.clone(), actor.to_string(), reason.to_string());
                     self.write(move |w| crate::jobs::override_status(w, &id, &target, &actor, &reason)).await
                 }
 
-                async fn add_comment(&self, id: &str, author: &str, body: &str) -> Result<CommentView> {
+                async fn add_comment(&self, id: &str, author: &str, body: &str) -> Result<Comment> {
                     let (id, author, body) = (id.to_string(), author.to_string(), body.to_string());
                     self.write(move |w| crate::jobs::add_comment(w, &id, &author, &body)).await
                 }
 
-                async fn comments(&self, id: &str) -> Result<Vec<CommentView>> {
+                async fn comments(&self, id: &str) -> Result<Vec<Comment>> {
                     let id = id.to_string();
                     self.read(move |c| crate::jobs::comments(c, &id)).await
                 }
 
-                async fn evidence(&self, id: &str) -> Result<Vec<EvidenceView>> {
+                async fn evidence(&self, id: &str) -> Result<Vec<Evidence>> {
                     let id = id.to_string();
                     self.read(move |c| crate::jobs::evidence(c, &id)).await
                 }
@@ -156,7 +150,7 @@ macro_rules! impl_store {
                     self.write(move |w| crate::jobs::end_attempt(w, &id, attempt, &end)).await
                 }
 
-                async fn live_attempts(&self) -> Result<Vec<AgentView>> {
+                async fn live_attempts(&self) -> Result<Vec<Attempt>> {
                     self.read(|c| crate::jobs::agents(c, true, u32::MAX)).await
                 }
 
@@ -183,7 +177,7 @@ macro_rules! impl_store {
                     kind: &str,
                     content: &str,
                     truncated: bool,
-                ) -> Result<EvidenceView> {
+                ) -> Result<Evidence> {
                     let (id, step, kind, content) =
                         (id.to_string(), step.map(str::to_string), kind.to_string(), content.to_string());
                     self.write(move |w| {
@@ -198,7 +192,7 @@ macro_rules! impl_store {
                     .await
                 }
 
-                async fn agent_comment(&self, id: &str, attempt: u32, body: &str) -> Result<CommentView> {
+                async fn agent_comment(&self, id: &str, attempt: u32, body: &str) -> Result<Comment> {
                     let (id, body) = (id.to_string(), body.to_string());
                     self.write(move |w| crate::jobs::agent_comment(w, &id, attempt, &body)).await
                 }
@@ -219,21 +213,21 @@ macro_rules! impl_store {
                     self.write(move |w| crate::jobs::apply_reports(w, &id, attempt, &reports)).await
                 }
 
-                async fn list_agents(&self, live_only: bool, limit: u32) -> Result<Vec<AgentView>> {
+                async fn list_agents(&self, live_only: bool, limit: u32) -> Result<Vec<Attempt>> {
                     self.read(move |c| crate::jobs::agents(c, live_only, limit)).await
                 }
 
-                async fn ended_agents(&self, agent_spec: &str, limit: u32) -> Result<Vec<AgentView>> {
+                async fn ended_agents(&self, agent_spec: &str, limit: u32) -> Result<Vec<Attempt>> {
                     let agent_spec = agent_spec.to_string();
                     self.read(move |c| crate::jobs::ended_agents(c, &agent_spec, limit)).await
                 }
 
-                async fn get_agent(&self, id: &str, attempt: u32) -> Result<Option<AgentView>> {
+                async fn get_agent(&self, id: &str, attempt: u32) -> Result<Option<Attempt>> {
                     let id = id.to_string();
                     self.read(move |c| crate::jobs::agent(c, &id, attempt)).await
                 }
 
-                async fn events_since(&self, since: i64, limit: u32, job: Option<&str>) -> Result<Vec<EventView>> {
+                async fn events_since(&self, since: i64, limit: u32, job: Option<&str>) -> Result<Vec<Event>> {
                     let job = job.map(str::to_string);
                     self.read(move |c| crate::ledger::events_since(c, since, limit, job.as_deref())).await
                 }
@@ -271,7 +265,7 @@ macro_rules! impl_store {
                     self.read(|c| crate::ledger::latest_seq(c)).await
                 }
 
-                fn subscribe(&self) -> tokio::sync::broadcast::Receiver<EventView> {
+                fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
                     self.events().subscribe()
                 }
 
@@ -281,7 +275,7 @@ macro_rules! impl_store {
                     kind: EventKind,
                     actor: &str,
                     data: Value,
-                ) -> Result<EventView> {
+                ) -> Result<Event> {
                     let (job, actor) = (job.map(str::to_string), actor.to_string());
                     let (_, events) =
                         self.transact(move |w| w.event(job.as_deref(), None, kind, &actor, data.clone())).await?;
@@ -332,9 +326,9 @@ pub(crate) use impl_store;
 /// What the methods [`impl_store!`] writes name.
 pub(crate) mod prelude {
     pub(crate) use crate::{
-        AgentView, ApplyReport, AttemptEnd, Catalog, CommentView, Created, EventView, EvidenceView, JobFilter,
-        JobState, JobView, NewAttempt, Override, Report, Result, RetentionScope, Snapshot, SourceView, StatusChange,
-        StoreError, StoredManifest,
+        ApplyReport, Attempt, AttemptEnd, Catalog, Comment, Created, Event, Evidence, Job, JobFilter, JobState,
+        NewAttempt, Override, Report, Result, RetentionScope, Snapshot, SourceView, StatusChange, StoreError,
+        StoredManifest,
     };
     pub(crate) use chrono::{DateTime, Utc};
     pub(crate) use george_core::api::{StepReport, UsageRecord, UsageTotal};

@@ -8,7 +8,7 @@
 
 use crate::{Result, StoreError};
 use chrono::{DateTime, Utc};
-use george_core::api::EventView;
+use george_core::record::Event;
 use george_core::EventKind;
 use serde_json::Value;
 
@@ -194,7 +194,7 @@ pub(crate) trait Db {
 
     /// Records an event of the transaction: SQLite inserts it now and fills
     /// in its `seq`; PostgreSQL inserts a transaction's events at its commit.
-    fn log_event(&mut self, event: &mut EventView) -> Result<()>;
+    fn log_event(&mut self, event: &mut Event) -> Result<()>;
 
     /// Every row, mapped.
     fn all<T>(&mut self, sql: &str, args: &[Arg<'_>], map: impl Fn(&dyn Get) -> Result<T>) -> Result<Vec<T>> {
@@ -229,12 +229,12 @@ pub(crate) const INSERT_EVENT: &str =
     "INSERT INTO events (ts, job_id, attempt, kind, actor, data) VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// The arguments of [`INSERT_EVENT`] for `e`.
-pub(crate) fn event_args(e: &EventView) -> Result<[Arg<'_>; 6]> {
+pub(crate) fn event_args(e: &Event) -> Result<[Arg<'_>; 6]> {
     Ok([
         Arg::Time(e.ts),
         Arg::from(&e.job_id),
         Arg::from(e.attempt),
-        Arg::Text(&e.kind),
+        Arg::Text(e.kind.as_str()),
         Arg::Text(&e.actor),
         Arg::json(&e.data)?,
     ])
@@ -245,7 +245,7 @@ pub(crate) fn event_args(e: &EventView) -> Result<[Arg<'_>; 6]> {
 pub(crate) struct Writer<D> {
     pub db: D,
     pub now: DateTime<Utc>,
-    pub events: Vec<EventView>,
+    pub events: Vec<Event>,
 }
 
 impl<D: Db> Writer<D> {
@@ -262,12 +262,12 @@ impl<D: Db> Writer<D> {
         actor: &str,
         data: Value,
     ) -> Result<()> {
-        let mut event = EventView {
+        let mut event = Event {
             seq: 0,
             ts: self.now,
             job_id: job.map(str::to_string),
             attempt,
-            kind: kind.to_string(),
+            kind,
             actor: actor.to_string(),
             data,
         };

@@ -8,8 +8,9 @@ use crate::dialect::{args, Arg, Db, Writer};
 use crate::rules::{self, agent_actor, spec_digest};
 use crate::views::{self, AGENT_COLUMNS, JOB_COLUMNS};
 use crate::{AttemptEnd, Created, JobFilter, JobState, NewAttempt, Override, Report, Result, StatusChange, StoreError};
-use george_core::api::{AgentView, CommentView, EvidenceView, JobView, StepReport, StepView};
+use george_core::api::StepReport;
 use george_core::plan::NewJob;
+use george_core::record::{Attempt, Comment, Evidence, Job, Step};
 use george_core::template::StepSpec;
 use george_core::{AgentState, DesiredState, EventKind, JobStatus, StepStatus};
 use serde_json::{json, Value};
@@ -110,7 +111,7 @@ fn insert_steps(w: &mut Writer<impl Db>, job_id: &str, steps: &[StepSpec]) -> Re
     Ok(())
 }
 
-pub fn get(c: &mut impl Db, id: &str, with_steps: bool) -> Result<Option<JobView>> {
+pub fn get(c: &mut impl Db, id: &str, with_steps: bool) -> Result<Option<Job>> {
     let Some(mut job) = c.opt(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"), args![id], views::job)? else {
         return Ok(None);
     };
@@ -125,7 +126,7 @@ pub fn env(c: &mut impl Db, id: &str) -> Result<BTreeMap<String, String>> {
     env.ok_or_else(|| StoreError::NotFound { what: "job", id: id.into() })
 }
 
-fn steps(c: &mut impl Db, id: &str) -> Result<Vec<StepView>> {
+fn steps(c: &mut impl Db, id: &str) -> Result<Vec<Step>> {
     c.all(
         "SELECT spec, status, reason, runs, updated_at FROM steps WHERE job_id = $1 ORDER BY idx",
         args![id],
@@ -133,7 +134,7 @@ fn steps(c: &mut impl Db, id: &str) -> Result<Vec<StepView>> {
     )
 }
 
-pub fn list(c: &mut impl Db, filter: &JobFilter) -> Result<Vec<JobView>> {
+pub fn list(c: &mut impl Db, filter: &JobFilter) -> Result<Vec<Job>> {
     let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
     let mut args: Vec<Arg<'_>> = Vec::new();
     let next = |args: &mut Vec<Arg<'_>>| format!("${}", args.len());
@@ -169,7 +170,7 @@ pub fn list(c: &mut impl Db, filter: &JobFilter) -> Result<Vec<JobView>> {
 }
 
 /// The job, its row locked until the transaction ends.
-fn lock_job<D: Db>(c: &mut D, id: &str) -> Result<JobView> {
+fn lock_job<D: Db>(c: &mut D, id: &str) -> Result<Job> {
     let job = c.opt(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1{}", D::LOCK), args![id], views::job)?;
     job.ok_or_else(|| StoreError::NotFound { what: "job", id: id.into() })
 }
@@ -180,7 +181,7 @@ pub fn set_desired(
     desired: DesiredState,
     actor: &str,
     reason: Option<&str>,
-) -> Result<JobView> {
+) -> Result<Job> {
     let job = lock_job(&mut w.db, id)?;
     let Some(why) = rules::desired_change(&job, desired, actor, reason)? else {
         return get_tx(&mut w.db, id);
@@ -199,13 +200,7 @@ pub fn set_desired(
     get_tx(&mut w.db, id)
 }
 
-pub fn override_status(
-    w: &mut Writer<impl Db>,
-    id: &str,
-    target: &Override,
-    actor: &str,
-    reason: &str,
-) -> Result<JobView> {
+pub fn override_status(w: &mut Writer<impl Db>, id: &str, target: &Override, actor: &str, reason: &str) -> Result<Job> {
     let job = lock_job(&mut w.db, id)?;
     let why = rules::override_reason(actor, reason);
     match target {
@@ -256,11 +251,11 @@ pub fn override_status(
     get_tx(&mut w.db, id)
 }
 
-fn get_tx(c: &mut impl Db, id: &str) -> Result<JobView> {
+fn get_tx(c: &mut impl Db, id: &str) -> Result<Job> {
     get(c, id, true)?.ok_or_else(|| StoreError::NotFound { what: "job", id: id.into() })
 }
 
-pub fn add_comment(w: &mut Writer<impl Db>, id: &str, author: &str, body: &str) -> Result<CommentView> {
+pub fn add_comment(w: &mut Writer<impl Db>, id: &str, author: &str, body: &str) -> Result<Comment> {
     lock_job(&mut w.db, id)?;
     let cid = w.db.one(
         "INSERT INTO comments (job_id, author, body, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
@@ -269,15 +264,15 @@ pub fn add_comment(w: &mut Writer<impl Db>, id: &str, author: &str, body: &str) 
     )?;
     w.db.exec("UPDATE jobs SET updated_at = $2 WHERE id = $1", args![id, w.now])?;
     w.event(Some(id), None, EventKind::CommentAdded, author, json!({"comment": cid, "length": body.len()}))?;
-    Ok(CommentView { id: cid, job_id: id.into(), author: author.into(), body: body.into(), created_at: w.now })
+    Ok(Comment { id: cid, job_id: id.into(), author: author.into(), body: body.into(), created_at: w.now })
 }
 
-pub fn agent_comment(w: &mut Writer<impl Db>, id: &str, attempt: u32, body: &str) -> Result<CommentView> {
+pub fn agent_comment(w: &mut Writer<impl Db>, id: &str, attempt: u32, body: &str) -> Result<Comment> {
     fence(&mut w.db, id, attempt)?;
     add_comment(w, id, &agent_actor(id, attempt), body)
 }
 
-pub fn comments(c: &mut impl Db, id: &str) -> Result<Vec<CommentView>> {
+pub fn comments(c: &mut impl Db, id: &str) -> Result<Vec<Comment>> {
     c.all(
         "SELECT id, job_id, author, body, created_at FROM comments WHERE job_id = $1 ORDER BY id",
         args![id],
@@ -285,7 +280,7 @@ pub fn comments(c: &mut impl Db, id: &str) -> Result<Vec<CommentView>> {
     )
 }
 
-pub fn evidence(c: &mut impl Db, id: &str) -> Result<Vec<EvidenceView>> {
+pub fn evidence(c: &mut impl Db, id: &str) -> Result<Vec<Evidence>> {
     c.all(
         "SELECT id, job_id, step_id, attempt, kind, content, truncated, created_at FROM evidence \
          WHERE job_id = $1 ORDER BY id",
@@ -449,7 +444,7 @@ pub fn end_attempt(w: &mut Writer<impl Db>, id: &str, attempt: u32, end: &Attemp
     Ok(())
 }
 
-pub fn agents(c: &mut impl Db, live_only: bool, limit: u32) -> Result<Vec<AgentView>> {
+pub fn agents(c: &mut impl Db, live_only: bool, limit: u32) -> Result<Vec<Attempt>> {
     let filter = if live_only { "WHERE state <> 'terminated'" } else { "" };
     c.all(
         &format!(
@@ -460,7 +455,7 @@ pub fn agents(c: &mut impl Db, live_only: bool, limit: u32) -> Result<Vec<AgentV
     )
 }
 
-pub fn ended_agents(c: &mut impl Db, agent_spec: &str, limit: u32) -> Result<Vec<AgentView>> {
+pub fn ended_agents(c: &mut impl Db, agent_spec: &str, limit: u32) -> Result<Vec<Attempt>> {
     c.all(
         &format!(
             "SELECT {AGENT_COLUMNS} FROM attempts WHERE agent_spec = $1 AND state = 'terminated' \
@@ -471,7 +466,7 @@ pub fn ended_agents(c: &mut impl Db, agent_spec: &str, limit: u32) -> Result<Vec
     )
 }
 
-pub fn agent(c: &mut impl Db, id: &str, attempt: u32) -> Result<Option<AgentView>> {
+pub fn agent(c: &mut impl Db, id: &str, attempt: u32) -> Result<Option<Attempt>> {
     c.opt(
         &format!("SELECT {AGENT_COLUMNS} FROM attempts WHERE job_id = $1 AND number = $2"),
         args![id, attempt],
@@ -544,7 +539,7 @@ pub struct NewEvidence<'a> {
     pub truncated: bool,
 }
 
-pub fn add_evidence(w: &mut Writer<impl Db>, id: &str, attempt: u32, e: &NewEvidence<'_>) -> Result<EvidenceView> {
+pub fn add_evidence(w: &mut Writer<impl Db>, id: &str, attempt: u32, e: &NewEvidence<'_>) -> Result<Evidence> {
     fence(&mut w.db, id, attempt)?;
     if let Some(step) = e.step {
         let known = w.db.one(
@@ -569,7 +564,7 @@ pub fn add_evidence(w: &mut Writer<impl Db>, id: &str, attempt: u32, e: &NewEvid
         &agent_actor(id, attempt),
         json!({"evidence": eid, "step": e.step, "kind": e.kind, "truncated": e.truncated}),
     )?;
-    Ok(EvidenceView {
+    Ok(Evidence {
         id: eid,
         job_id: id.into(),
         step_id: e.step.map(str::to_string),

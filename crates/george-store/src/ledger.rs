@@ -4,10 +4,11 @@ use crate::dialect::{args, Arg, Db, Writer};
 use crate::views::{self, EVENT_COLUMNS};
 use crate::Result;
 use chrono::{DateTime, Utc};
-use george_core::api::{EventView, UsageRecord, UsageTotal};
+use george_core::api::{UsageRecord, UsageTotal};
+use george_core::record::Event;
 use serde_json::Value;
 
-pub fn events_since(c: &mut impl Db, since: i64, limit: u32, job: Option<&str>) -> Result<Vec<EventView>> {
+pub fn events_since(c: &mut impl Db, since: i64, limit: u32, job: Option<&str>) -> Result<Vec<Event>> {
     // Two statements, not `($3 IS NULL OR job_id = $3)`: each gets a plan that walks
     // an index from `since` instead of scanning the whole log.
     match job {

@@ -28,11 +28,10 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use george_core::api::{
-    AgentView, CommentView, EventView, EvidenceView, JobView, SourceView, StepReport, UsageRecord, UsageTotal,
-};
+use george_core::api::{SourceView, StepReport, UsageRecord, UsageTotal};
 use george_core::manifest::Kind;
 use george_core::plan::{Catalog, NewJob};
+pub use george_core::record::{Attempt, Comment, Event, Evidence, Job, Step};
 use george_core::{AgentState, DesiredState, JobStatus, StepStatus};
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -81,9 +80,9 @@ pub enum Created {
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobState {
     /// The job (without steps).
-    pub job: JobView,
+    pub job: Job,
     /// The current attempt, if any attempt was ever made.
-    pub current: Option<AgentView>,
+    pub current: Option<Attempt>,
     /// Newest comment id on the job that is not from an agent.
     pub latest_comment: Option<i64>,
     /// Newest comment id when the job became blocked.
@@ -200,7 +199,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Creates a job unless one with its id exists.
     async fn create_job(&self, job: NewJob, actor: &str) -> Result<Created>;
     /// One job with its steps.
-    async fn get_job(&self, id: &str) -> Result<Option<JobView>>;
+    async fn get_job(&self, id: &str) -> Result<Option<Job>>;
     /// Replaces the definition (params, steps, env, priority, not-before) of a
     /// job that is pending and has never started; returns whether it did.
     async fn update_pending_job(&self, job: NewJob, actor: &str) -> Result<bool>;
@@ -211,17 +210,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A job's own environment for its agent.
     async fn job_env(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>>;
     /// Jobs (without steps), oldest first.
-    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobView>>;
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>>;
     /// Sets a job's desired state (pause/resume/abort).
-    async fn set_desired(&self, id: &str, desired: DesiredState, actor: &str, reason: Option<&str>) -> Result<JobView>;
+    async fn set_desired(&self, id: &str, desired: DesiredState, actor: &str, reason: Option<&str>) -> Result<Job>;
     /// Sets a job's or a step's status by hand, recording who and why.
-    async fn override_status(&self, id: &str, target: &Override, actor: &str, reason: &str) -> Result<JobView>;
+    async fn override_status(&self, id: &str, target: &Override, actor: &str, reason: &str) -> Result<Job>;
     /// Adds a comment (operator inject or agent message).
-    async fn add_comment(&self, id: &str, author: &str, body: &str) -> Result<CommentView>;
+    async fn add_comment(&self, id: &str, author: &str, body: &str) -> Result<Comment>;
     /// A job's conversation, oldest first.
-    async fn comments(&self, id: &str) -> Result<Vec<CommentView>>;
+    async fn comments(&self, id: &str) -> Result<Vec<Comment>>;
     /// A job's evidence, oldest first.
-    async fn evidence(&self, id: &str) -> Result<Vec<EvidenceView>>;
+    async fn evidence(&self, id: &str) -> Result<Vec<Evidence>>;
 
     // ---- reconciler ----
 
@@ -248,7 +247,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Records that an attempt is gone. Idempotent.
     async fn end_attempt(&self, id: &str, attempt: u32, end: AttemptEnd) -> Result<()>;
     /// Every attempt that may still be running.
-    async fn live_attempts(&self) -> Result<Vec<AgentView>>;
+    async fn live_attempts(&self) -> Result<Vec<Attempt>>;
 
     // ---- agents (fenced: refused with `Superseded` unless current and live) ----
 
@@ -267,9 +266,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         kind: &str,
         content: &str,
         truncated: bool,
-    ) -> Result<EvidenceView>;
+    ) -> Result<Evidence>;
     /// A comment from the agent.
-    async fn agent_comment(&self, id: &str, attempt: u32, body: &str) -> Result<CommentView>;
+    async fn agent_comment(&self, id: &str, attempt: u32, body: &str) -> Result<Comment>;
     /// The agent's verdict on the whole job: completed, blocked or failed.
     async fn report_job(&self, id: &str, attempt: u32, status: JobStatus, reason: Option<&str>) -> Result<()>;
     /// An agent's batch of reports, in order, in one transaction: all or
@@ -279,13 +278,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     // ---- agents and events ----
 
     /// Agent instances, newest first; only live ones when `live_only`.
-    async fn list_agents(&self, live_only: bool, limit: u32) -> Result<Vec<AgentView>>;
+    async fn list_agents(&self, live_only: bool, limit: u32) -> Result<Vec<Attempt>>;
     /// The newest ended instances of AgentSpec `agent_spec`, newest first, at most `limit`.
-    async fn ended_agents(&self, agent_spec: &str, limit: u32) -> Result<Vec<AgentView>>;
+    async fn ended_agents(&self, agent_spec: &str, limit: u32) -> Result<Vec<Attempt>>;
     /// One agent instance.
-    async fn get_agent(&self, id: &str, attempt: u32) -> Result<Option<AgentView>>;
+    async fn get_agent(&self, id: &str, attempt: u32) -> Result<Option<Attempt>>;
     /// Events with `seq > since` (only job `job`'s when given), oldest first, at most `limit`.
-    async fn events_since(&self, since: i64, limit: u32, job: Option<&str>) -> Result<Vec<EventView>>;
+    async fn events_since(&self, since: i64, limit: u32, job: Option<&str>) -> Result<Vec<Event>>;
     /// A durable setting (`None` if unset).
     async fn setting(&self, key: &str) -> Result<Option<Value>>;
     /// Sets a durable setting, or removes it (`None`).
@@ -301,7 +300,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The sequence number of the newest event (0 when there is none).
     async fn latest_seq(&self) -> Result<i64>;
     /// Every event as it is committed.
-    fn subscribe(&self) -> broadcast::Receiver<EventView>;
+    fn subscribe(&self) -> broadcast::Receiver<Event>;
     /// Appends an event that records a decision rather than a state change
     /// (e.g. the scheduler queueing or preempting a job).
     async fn record_event(
@@ -310,7 +309,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         kind: george_core::EventKind,
         actor: &str,
         data: Value,
-    ) -> Result<EventView>;
+    ) -> Result<Event>;
     /// Job counts by status.
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>>;
 

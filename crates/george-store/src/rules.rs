@@ -6,9 +6,9 @@
 //! write the rows; these functions decide.
 
 use crate::{Catalog, Result, Snapshot, StoreError, StoredManifest};
-use george_core::api::JobView;
 use george_core::manifest::{Kind, Trigger};
 use george_core::plan::NewJob;
+use george_core::record::Job;
 use george_core::{AgentState, DesiredState, JobStatus};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -34,7 +34,7 @@ pub(crate) fn check_snapshot(s: &Snapshot) -> Result<()> {
 /// The reason to record when setting `desired` changes `job`, or `None`
 /// when the job already is where the caller wants it.
 pub(crate) fn desired_change(
-    job: &JobView,
+    job: &Job,
     desired: DesiredState,
     actor: &str,
     reason: Option<&str>,
@@ -64,7 +64,7 @@ pub(crate) fn override_reason(actor: &str, reason: &str) -> String {
 
 /// Refuses a job status set by hand that the job cannot take: a final job
 /// only goes back to pending (a retry), and only a blocked or final one does.
-pub(crate) fn check_job_override(job: &JobView, to: JobStatus) -> Result<()> {
+pub(crate) fn check_job_override(job: &Job, to: JobStatus) -> Result<()> {
     let id = &job.id;
     match to {
         JobStatus::Completed | JobStatus::Failed if job.status.is_final() => Err(StoreError::Conflict(format!(
@@ -84,7 +84,7 @@ pub(crate) fn check_job_override(job: &JobView, to: JobStatus) -> Result<()> {
 }
 
 /// Refuses a step status set by hand on a job that has ended.
-pub(crate) fn check_step_override(job: &JobView) -> Result<()> {
+pub(crate) fn check_step_override(job: &Job) -> Result<()> {
     if job.status.is_final() {
         return Err(StoreError::Conflict(format!(
             "job `{}` is {}; set it back to pending before changing its steps",
@@ -96,7 +96,7 @@ pub(crate) fn check_step_override(job: &JobView) -> Result<()> {
 
 /// Refuses to start attempt `after + 1` unless `after` is still the job's
 /// current attempt and the job is pending and meant to run.
-pub(crate) fn check_attempt_start(job: &JobView, after: u32) -> Result<()> {
+pub(crate) fn check_attempt_start(job: &Job, after: u32) -> Result<()> {
     let id = &job.id;
     if job.attempt != after {
         return Err(StoreError::Conflict(format!(

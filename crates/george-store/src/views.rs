@@ -1,18 +1,17 @@
-//! Rows as the API's views, whatever the database.
+//! Rows as domain records (`george_core::record`), whatever the database.
 
 use crate::dialect::Get;
 use crate::{Result, StoredManifest};
-use george_core::api::{
-    AgentView, CommentView, EventView, EvidenceView, JobView, SourceView, StepView, UsageRecord, UsageTotal,
-};
+use george_core::api::{SourceView, UsageRecord, UsageTotal};
 use george_core::plan::Origin;
+use george_core::record::{Attempt, Comment, Event, Evidence, Job, Step};
 use serde_json::Value;
 
 pub const JOB_COLUMNS: &str = "id, template, agent, params, priority, chapter, desired, status, reason, \
     max_attempts, origin_source, origin_ref, origin_rev, attempt, failures, next_attempt_at, created_at, updated_at";
 
-pub fn job(r: &dyn Get) -> Result<JobView> {
-    Ok(JobView {
+pub fn job(r: &dyn Get) -> Result<Job> {
+    Ok(Job {
         id: r.string("id")?,
         template: r.string("template")?,
         agent: r.string("agent")?,
@@ -37,8 +36,8 @@ pub fn job(r: &dyn Get) -> Result<JobView> {
     })
 }
 
-pub fn step(r: &dyn Get) -> Result<StepView> {
-    Ok(StepView {
+pub fn step(r: &dyn Get) -> Result<Step> {
+    Ok(Step {
         spec: r.json("spec")?,
         status: r.parsed("status")?,
         reason: r.text("reason")?,
@@ -50,13 +49,12 @@ pub fn step(r: &dyn Get) -> Result<StepView> {
 pub const AGENT_COLUMNS: &str =
     "job_id, number, agent_spec, runtime, handle, state, started_at, last_heartbeat, ended_at, exit_code, outcome";
 
-pub fn agent(r: &dyn Get) -> Result<AgentView> {
+pub fn agent(r: &dyn Get) -> Result<Attempt> {
     let job_id = r.string("job_id")?;
     let number = r.u32("number")?;
     let exit_code =
         r.int("exit_code")?.map(i32::try_from).transpose().map_err(|e| crate::StoreError::Backend(Box::new(e)))?;
-    Ok(AgentView {
-        id: george_core::api::agent_id(&job_id, number),
+    Ok(Attempt {
         job_id,
         attempt: number,
         agent_spec: r.string("agent_spec")?,
@@ -71,8 +69,8 @@ pub fn agent(r: &dyn Get) -> Result<AgentView> {
     })
 }
 
-pub fn comment(r: &dyn Get) -> Result<CommentView> {
-    Ok(CommentView {
+pub fn comment(r: &dyn Get) -> Result<Comment> {
+    Ok(Comment {
         id: r.i64("id")?,
         job_id: r.string("job_id")?,
         author: r.string("author")?,
@@ -81,8 +79,8 @@ pub fn comment(r: &dyn Get) -> Result<CommentView> {
     })
 }
 
-pub fn evidence(r: &dyn Get) -> Result<EvidenceView> {
-    Ok(EvidenceView {
+pub fn evidence(r: &dyn Get) -> Result<Evidence> {
+    Ok(Evidence {
         id: r.i64("id")?,
         job_id: r.string("job_id")?,
         step_id: r.text("step_id")?,
@@ -96,13 +94,13 @@ pub fn evidence(r: &dyn Get) -> Result<EvidenceView> {
 
 pub const EVENT_COLUMNS: &str = "seq, ts, job_id, attempt, kind, actor, data";
 
-pub fn event(r: &dyn Get) -> Result<EventView> {
-    Ok(EventView {
+pub fn event(r: &dyn Get) -> Result<Event> {
+    Ok(Event {
         seq: r.i64("seq")?,
         ts: r.ts("ts")?,
         job_id: r.text("job_id")?,
         attempt: r.opt_u32("attempt")?,
-        kind: r.string("kind")?,
+        kind: r.parsed("kind")?,
         actor: r.string("actor")?,
         data: r.json("data")?,
     })

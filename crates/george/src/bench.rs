@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use futures_util::StreamExt;
 use george_client::Client;
 use george_core::api::SubmitJob;
-use george_core::JobStatus;
+use george_core::{EventKind, JobStatus};
 use george_store::Store;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -194,7 +194,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "the bench jobs did not finish within 30 minutes");
         match tokio::time::timeout(Duration::from_millis(500), committed.recv()).await {
             Ok(Ok(e)) => {
-                let done = e.kind == "job.status" && (e.data["to"] == "completed" || e.data["to"] == "failed");
+                let done = e.kind == EventKind::JobStatus && (e.data["to"] == "completed" || e.data["to"] == "failed");
                 if let Some(job) = e.job_id.filter(|j| done && submitted.contains_key(j)) {
                     settled.insert(job);
                 }
@@ -223,14 +223,14 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         since = last.seq;
         for ev in &batch {
             let Some(job) = ev.job_id.as_deref() else { continue };
-            match ev.kind.as_str() {
+            match ev.kind {
                 // Agent start = the attempt's process was spawned.
-                "attempt.spawned" => {
+                EventKind::AttemptSpawned => {
                     if let Some(t) = submitted.get(job) {
                         latencies.push((ev.ts - *t).num_microseconds().unwrap_or(0) as f64 / 1000.0);
                     }
                 }
-                "job.status" if ev.data["to"] == "completed" || ev.data["to"] == "failed" => {
+                EventKind::JobStatus if ev.data["to"] == "completed" || ev.data["to"] == "failed" => {
                     last_finish = last_finish.max(ev.ts);
                     completed += usize::from(ev.data["to"] == "completed" && submitted.contains_key(job));
                 }

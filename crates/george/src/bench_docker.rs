@@ -103,7 +103,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
                 continue;
             }
             completed |= ev.kind == EventKind::JobStatus && ev.data["to"] == "completed";
-            ended |= ev.kind == "attempt.ended";
+            ended |= ev.kind == EventKind::AttemptEnded;
             anyhow::ensure!(!(ev.kind == EventKind::JobStatus && ev.data["to"] == "failed"), "bench job {id} failed");
         }
         if i > 0 {

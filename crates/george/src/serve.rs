@@ -169,7 +169,7 @@ impl Server {
                 let end = george_store::AttemptEnd { exit_code: None, outcome };
                 store.end_attempt(&a.job_id, a.attempt, end).await?;
                 let _ = runtime.cleanup(&a.job_id, a.attempt).await;
-                Ok(Some(a.id.clone()))
+                Ok(Some(a.id()))
             }
         });
         let stopped = futures_util::future::join_all(stops).await;

@@ -7,14 +7,14 @@ use crate::admission::Decision;
 use crate::context::Context;
 use crate::metrics::PriorityLabel;
 use crate::scheduler::{Limits, QueuedJob, RunningJob, Shares};
-use george_core::api::JobView;
 use george_core::manifest::{Chapter, Kind, Policy};
+use george_core::record::Job;
 use george_core::{AgentState, EventKind};
 use george_store::StoreError;
 use serde_json::json;
 use std::sync::Arc;
 
-fn queued(job: &JobView) -> QueuedJob {
+fn queued(job: &Job) -> QueuedJob {
     QueuedJob {
         id: job.id.clone(),
         priority: job.priority,
@@ -24,7 +24,7 @@ fn queued(job: &JobView) -> QueuedJob {
 }
 
 /// Asks for the job to start. Returns whether it holds a slot now.
-pub(crate) async fn request(ctx: &Arc<Context>, job: &JobView) -> Result<bool, StoreError> {
+pub(crate) async fn request(ctx: &Arc<Context>, job: &Job) -> Result<bool, StoreError> {
     let answer = ctx.admission.request(queued(job));
     carry_out(ctx, answer.decisions).await?;
     Ok(answer.holds)

@@ -9,7 +9,7 @@ use crate::context::Context;
 use crate::decide::{decide, Action, Observed, Rules};
 use crate::metrics::{OutcomeLabel, ReasonLabel};
 use crate::tokens;
-use george_core::api::{AgentView, JobView};
+use george_core::record::{Attempt, Job};
 use george_core::{AgentState, JobStatus};
 use george_runtime::{AgentStatus, Resources, RuntimeError, SpawnRequest};
 use george_store::{AttemptEnd, JobState, NewAttempt, StatusChange, StoreError};
@@ -150,7 +150,7 @@ async fn observe(ctx: &Context, state: &JobState) -> Observed {
 pub const MAX_PARAM_ENV_BYTES: usize = 32 << 10;
 
 /// Records why a pending job does not start (once, not on every look).
-async fn explain_wait(ctx: &Context, job: &JobView, reason: String, actor: &str) -> Result<(), StoreError> {
+async fn explain_wait(ctx: &Context, job: &Job, reason: String, actor: &str) -> Result<(), StoreError> {
     if job.reason.as_deref() != Some(reason.as_str()) {
         let change = StatusChange {
             from: JobStatus::Pending,
@@ -294,14 +294,14 @@ async fn load_job_env(ctx: &Context, id: &str) -> Result<BTreeMap<String, String
 }
 
 /// Marks the attempt as cooling and stops its agent in the background.
-pub(crate) async fn stop(ctx: &Arc<Context>, agent: &AgentView, attempt: u32, reason: &str) -> Result<(), StoreError> {
+pub(crate) async fn stop(ctx: &Arc<Context>, agent: &Attempt, attempt: u32, reason: &str) -> Result<(), StoreError> {
     stop_with_grace(ctx, agent, attempt, reason, ctx.cfg.termination_grace).await
 }
 
 /// Like [`stop`], with a given grace period (zero: kill at once).
 pub(crate) async fn stop_with_grace(
     ctx: &Arc<Context>,
-    agent: &AgentView,
+    agent: &Attempt,
     attempt: u32,
     reason: &str,
     grace: Duration,

@@ -3,7 +3,7 @@
 //! sets the organisation's colour for the day.
 
 use chrono::{DateTime, Utc};
-use george_core::api::AgentView;
+use george_core::record::Attempt;
 use george_core::{AgentState, ManualClock};
 use george_store::Store;
 use george_testkit::eventually;
@@ -27,7 +27,7 @@ fn manifests() -> String {
     support::manifests(&[LONG, support::TEMPLATE, support::HOOK])
 }
 
-async fn agent_of(store: &dyn Store, job: &str, cond: impl Fn(&AgentView) -> bool, what: &str) -> AgentView {
+async fn agent_of(store: &dyn Store, job: &str, cond: impl Fn(&Attempt) -> bool, what: &str) -> Attempt {
     eventually(Duration::from_secs(20), &format!("job {job}: {what}"), async || {
         store.list_agents(false, 100).await.unwrap().into_iter().find(|a| a.job_id == job && cond(a))
     })

@@ -4,7 +4,7 @@
 //! them (the concurrency limit, preemption of the newest low-priority job).
 
 use crate::support;
-use george_core::api::EventView;
+use george_core::record::Event;
 use george_core::{EventKind, JobStatus, ManualClock, Priority};
 use george_store::Store;
 use george_testkit::{eventually, FakeRuntime};
@@ -99,7 +99,7 @@ impl InProcess {
         .await;
     }
 
-    async fn events(&self, job: &str, kind: EventKind) -> Vec<EventView> {
+    async fn events(&self, job: &str, kind: EventKind) -> Vec<Event> {
         let all = self.store.events_since(0, 10_000, Some(job)).await.unwrap();
         all.into_iter().filter(|e| e.kind == kind).collect()
     }

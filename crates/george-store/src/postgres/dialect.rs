@@ -8,7 +8,7 @@ use crate::dialect::{Arg, ColumnError, Db, Get};
 use crate::{Result, StoreError};
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Utc};
-use george_core::api::EventView;
+use george_core::record::Event;
 use postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 use postgres::{Statement, Transaction};
 use std::collections::HashMap;
@@ -62,7 +62,7 @@ impl Db for Pg<'_, '_> {
         Ok(())
     }
 
-    fn log_event(&mut self, _: &mut EventView) -> Result<()> {
+    fn log_event(&mut self, _: &mut Event) -> Result<()> {
         // Inserted, with its `seq`, right before the commit (see `append_events`).
         Ok(())
     }

@@ -12,7 +12,7 @@
 
 use super::dialect::{Pg, Statements};
 use super::tls::Server;
-use crate::{EventView, Result};
+use crate::{Event, Result};
 use parking_lot::Mutex;
 use postgres::fallible_iterator::FallibleIterator;
 use std::sync::{Arc, Weak};
@@ -30,7 +30,7 @@ const PAGE: u32 = 1000;
 pub(super) struct Feed {
     /// The last event broadcast.
     mark: Mutex<i64>,
-    pub(super) tx: broadcast::Sender<EventView>,
+    pub(super) tx: broadcast::Sender<Event>,
 }
 
 impl Feed {
@@ -52,7 +52,7 @@ impl Feed {
     }
 
     /// This process's own events, just committed.
-    pub(super) fn local(&self, events: Vec<EventView>) {
+    pub(super) fn local(&self, events: Vec<Event>) {
         let mut mark = self.mark.lock();
         for e in events {
             if e.seq <= *mark {

@@ -50,7 +50,7 @@ use tls::Server;
 use crate::delegate::impl_store;
 use crate::dialect::{args, event_args, Db, Writer, INSERT_EVENT};
 use crate::error::PostgresError;
-use crate::{EventView, Result, StoreError};
+use crate::{Event, Result, StoreError};
 use dialect::{Pg, Statements};
 use george_core::{Clock, SystemClock};
 use parking_lot::Mutex;
@@ -164,7 +164,7 @@ impl PostgresStore {
 
     /// Runs `f` in a write transaction (again after a lost race or connection),
     /// broadcasts the events it committed, and returns what it returned with them.
-    async fn transact<T, F>(&self, f: F) -> Result<(T, Vec<EventView>)>
+    async fn transact<T, F>(&self, f: F) -> Result<(T, Vec<Event>)>
     where
         T: Send + 'static,
         F: Fn(&mut Writer<Pg<'_, '_>>) -> Result<T> + Send + 'static,
@@ -204,7 +204,7 @@ impl PostgresStore {
         .map_err(|e| StoreError::Backend(Box::new(e)))?
     }
 
-    fn events(&self) -> &broadcast::Sender<EventView> {
+    fn events(&self) -> &broadcast::Sender<Event> {
         &self.inner.feed.tx
     }
 }
@@ -215,7 +215,7 @@ fn run_write<T>(
     clock: &dyn Clock,
     fence: Option<&Fence>,
     f: &impl Fn(&mut Writer<Pg<'_, '_>>) -> Result<T>,
-) -> Result<(T, Vec<EventView>)> {
+) -> Result<(T, Vec<Event>)> {
     let Conn { client, statements } = conn;
     let mut tx = client.transaction()?;
     if let Some(fence) = fence {
@@ -237,7 +237,7 @@ fn run_write<T>(
 
 /// Inserts a transaction's events under the event-log lock (see the module
 /// doc), filling in their sequence numbers.
-fn append_events(tx: &mut Transaction<'_>, statements: &mut Statements, events: &mut [EventView]) -> Result<()> {
+fn append_events(tx: &mut Transaction<'_>, statements: &mut Statements, events: &mut [Event]) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }

@@ -5,7 +5,7 @@
 use crate::dialect::{event_args, Arg, ColumnError, Db, Get, INSERT_EVENT};
 use crate::{Result, StoreError};
 use chrono::{DateTime, Utc};
-use george_core::api::EventView;
+use george_core::record::Event;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::Connection;
 
@@ -61,7 +61,7 @@ impl Db for Lite<'_> {
         Ok(())
     }
 
-    fn log_event(&mut self, e: &mut EventView) -> Result<()> {
+    fn log_event(&mut self, e: &mut Event) -> Result<()> {
         self.exec(INSERT_EVENT, &event_args(e)?)?;
         e.seq = self.0.last_insert_rowid();
         Ok(())

@@ -9,7 +9,7 @@ use crate::dialect::Writer;
 use dialect::Lite;
 
 use crate::delegate::impl_store;
-use crate::{EventView, Result, StoreError};
+use crate::{Event, Result, StoreError};
 use george_core::{Clock, SystemClock};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -39,7 +39,7 @@ struct Inner {
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
     clock: Arc<dyn Clock>,
-    events: broadcast::Sender<EventView>,
+    events: broadcast::Sender<Event>,
     path: String,
 }
 
@@ -88,7 +88,7 @@ impl SqliteStore {
 
     /// Runs `f` in a write transaction, broadcasts the events it committed,
     /// and returns what it returned with them.
-    async fn transact<T, F>(&self, f: F) -> Result<(T, Vec<EventView>)>
+    async fn transact<T, F>(&self, f: F) -> Result<(T, Vec<Event>)>
     where
         T: Send + 'static,
         F: FnOnce(&mut Writer<Lite<'_>>) -> Result<T> + Send + 'static,
@@ -128,7 +128,7 @@ impl SqliteStore {
         .map_err(|e| StoreError::Backend(Box::new(e)))?
     }
 
-    fn events(&self) -> &broadcast::Sender<EventView> {
+    fn events(&self) -> &broadcast::Sender<Event> {
         &self.inner.events
     }
 }
