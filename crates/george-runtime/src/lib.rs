@@ -10,6 +10,7 @@
 mod docker;
 mod engine_only;
 pub mod kubernetes;
+pub mod launch;
 mod logs;
 mod process;
 mod procfs;

@@ -25,8 +25,9 @@
 //! share, not a total) and is not enforced by this runtime; the container
 //! runtimes enforce it.
 
-use crate::sandbox::{self, Confinement, Grants, Isolation, SandboxConfig};
-use crate::{procfs, AgentLogs, AgentStatus, OwnedAgent, Resources, Runtime, RuntimeError, RuntimeEvent, SpawnRequest};
+use crate::launch::{LaunchSpec, Sandboxing};
+use crate::sandbox::{self, Grants, Isolation, SandboxConfig};
+use crate::{procfs, AgentLogs, AgentStatus, OwnedAgent, Runtime, RuntimeError, RuntimeEvent, SpawnRequest};
 use async_trait::async_trait;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -57,11 +58,15 @@ pub struct ProcessRuntimeConfig {
     pub passthrough_env: Vec<String>,
     /// How agents are isolated from each other and from the engine.
     pub sandbox: SandboxConfig,
+    /// What starts an agent: George's binary and its launcher subcommand
+    /// (`[george, sandbox-exec]`, see `launch`); the spec is added as the
+    /// last argument.
+    pub launcher: Vec<String>,
 }
 
 impl ProcessRuntimeConfig {
     /// Defaults under a data directory.
-    pub fn under(data_dir: &Path, default_command: Vec<String>) -> Self {
+    pub fn under(data_dir: &Path, default_command: Vec<String>, launcher: Vec<String>) -> Self {
         Self {
             dir: data_dir.join("agents"),
             logs: AgentLogs::new(data_dir.join("logs")),
@@ -71,6 +76,7 @@ impl ProcessRuntimeConfig {
                 .map(String::from)
                 .to_vec(),
             sandbox: SandboxConfig::hiding(data_dir),
+            launcher,
         }
     }
 }
@@ -125,12 +131,7 @@ struct Inner {
     watchers: crate::watchers::Watchers,
 }
 
-/// What a held-back agent runs: it waits for `go` on its stdin (a pipe only
-/// the engine holds), then becomes the agent's command. End-of-file (the
-/// engine died) or anything else ends it with [`GATE_CLOSED`].
-const GATE_SCRIPT: &str = "read -r go || exit 97; [ \"$go\" = go ] || exit 97; exec \"$@\" </dev/null";
-/// The exit code of an agent whose gate closed before it was released.
-pub const GATE_CLOSED: i32 = 97;
+pub use crate::launch::GATE_CLOSED;
 
 #[derive(Debug, Clone, Copy)]
 struct Tracked {
@@ -313,20 +314,6 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
     move |source| RuntimeError::Io { what, source }
 }
 
-#[allow(unsafe_code)]
-fn apply_limits(cmd: &mut tokio::process::Command, resources: Resources) {
-    let Some(memory) = resources.memory else { return };
-    let bytes = memory.0;
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // setrlimit(2), which is async-signal-safe; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, bytes, bytes)
-                .map_err(std::io::Error::from)
-        });
-    }
-}
-
 #[async_trait]
 impl Runtime for ProcessRuntime {
     fn kind(&self) -> &'static str {
@@ -389,12 +376,14 @@ impl Runtime for ProcessRuntime {
         let log = crate::logs::private_log(&log_path).map_err(io(format!("open {}", log_path.display())))?;
         let log2 = log.try_clone().map_err(io("dup log file"))?;
 
-        let mut cmd = tokio::process::Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(GATE_SCRIPT)
-            .arg("george-gate")
-            .arg(&program)
-            .args(args)
+        let Some((launcher, launcher_args)) = self.inner.cfg.launcher.split_first() else {
+            return Err(Self::spawn_error(&req, "no launcher configured for the process runtime".into(), None));
+        };
+        // No code runs in the engine between fork and exec (no `pre_exec`):
+        // the standard library spawns with posix_spawn, and the launcher
+        // confines the agent's process itself.
+        let mut cmd = tokio::process::Command::new(launcher);
+        cmd.args(launcher_args)
             .env_clear()
             .current_dir(&work)
             .stdin(Stdio::piped())
@@ -444,22 +433,26 @@ impl Runtime for ProcessRuntime {
             cmd.env(crate::AGENT_TOKEN_FILE_ENV, file);
             grants.take.push(agent_dir);
         }
-        apply_limits(&mut cmd, req.resources);
-        if sandboxed {
-            let abi = self.inner.isolation.landlock_abi;
-            let confinement = Confinement::build(&self.inner.cfg.sandbox, &grants, abi, uid).map_err(|e| match e {
-                sandbox::SandboxError::Network(_) => RuntimeError::Unrunnable {
-                    agent: george_core::api::agent_id(&req.job_id, req.attempt),
-                    message: e.to_string(),
-                },
-                e => Self::spawn_error(&req, e.to_string(), None),
+        let abi = self.inner.isolation.landlock_abi;
+        let sandboxing = if sandboxed {
+            sandbox::check_enforceable(&grants, abi).map_err(|e| RuntimeError::Unrunnable {
+                agent: george_core::api::agent_id(&req.job_id, req.attempt),
+                message: e.to_string(),
             })?;
-            confinement.install(&mut cmd);
-        }
+            Some(Sandboxing { abi, hidden: self.inner.cfg.sandbox.hidden.clone(), grants })
+        } else {
+            None
+        };
+        let mut command = vec![program.clone()];
+        command.extend(args.iter().cloned());
+        let launch = LaunchSpec { command, memory: req.resources.memory.map(|m| m.0), uid, sandbox: sandboxing };
+        let spec = serde_json::to_string(&launch)
+            .map_err(|e| Self::spawn_error(&req, format!("cannot write the launch spec: {e}"), None))?;
+        cmd.arg(spec);
 
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Self::spawn_error(&req, format!("cannot start `{program}` behind /bin/sh: {e}"), Some(e)))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            Self::spawn_error(&req, format!("cannot start `{program}` through the launcher `{launcher}`: {e}"), Some(e))
+        })?;
         let pid = child
             .id()
             .map(|p| p as i32)

@@ -1,9 +1,9 @@
 //! The process runtime's sandbox: what keeps one agent, and every step it
 //! runs, away from every other agent and from the engine's data.
 //!
-//! Two layers, both applied in the forked child before it becomes the gate
-//! (so the agent and everything it starts inherit them, and nothing can
-//! undo them):
+//! Two layers, both applied by the launcher (`launch.rs`: the agent's own
+//! process, before it passes the gate and execs the agent, so the agent and
+//! everything it starts inherit them, and nothing can undo them):
 //!
 //! - **Landlock** (Linux 5.13+, the same kernel mechanism OpenAI's Codex CLI
 //!   uses for its Linux sandbox; no helper binary, no setuid, works for an
@@ -165,7 +165,7 @@ impl Isolation {
 }
 
 /// One attempt's grants: paths, and what it may reach over TCP.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Grants {
     /// The AgentSpec's network policy.
     pub network: NetworkPolicy,
@@ -237,57 +237,13 @@ pub fn check_reachable(path: &Path) -> Result<(), SandboxError> {
     }
 }
 
-/// What the child applies to itself before it runs anything.
-#[derive(Debug)]
-pub struct Confinement {
-    ruleset: Option<RulesetCreated>,
-    /// The attempt's uid, which is also its gid.
-    uid: Option<u32>,
-}
-
-impl Confinement {
-    /// Builds the confinement of one attempt (in the engine, before fork):
-    /// its Landlock ruleset (for the kernel's Landlock ABI `abi`, as
-    /// [`Isolation::probe`] found it) and, when the engine is root, the uid to
-    /// run as.
-    pub fn build(cfg: &SandboxConfig, grants: &Grants, abi: i32, uid: Option<u32>) -> Result<Self, SandboxError> {
-        match grants.network {
-            NetworkPolicy::Full => {}
-            NetworkPolicy::EngineOnly if abi < 4 => return Err(SandboxError::Network("engine-only")),
-            NetworkPolicy::None if abi < 4 => return Err(SandboxError::Network("none")),
-            _ => {}
-        }
-        let ruleset = if abi > 0 { Some(ruleset(cfg, grants)?) } else { None };
-        Ok(Self { ruleset, uid })
-    }
-
-    /// Arranges for the child of `cmd` to confine itself between fork and exec.
-    #[allow(unsafe_code)]
-    pub fn install(self, cmd: &mut tokio::process::Command) {
-        let Confinement { mut ruleset, uid } = self;
-        // SAFETY: the closure runs in the forked child before exec. It makes
-        // only async-signal-safe system calls (setgroups, setresgid,
-        // setresuid, prctl, landlock_restrict_self) and allocates nothing on
-        // its success path; the ruleset was built before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                if let Some(uid) = uid {
-                    use nix::libc;
-                    if libc::setgroups(0, std::ptr::null()) != 0
-                        || libc::setresgid(uid, uid, uid) != 0
-                        || libc::setresuid(uid, uid, uid) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                if let Some(rs) = ruleset.take() {
-                    rs.restrict_self().map_err(|e| std::io::Error::other(e.to_string()))?;
-                } else if nix::sys::prctl::set_no_new_privs().is_err() {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+/// Checks that `grants` can be enforced with the kernel's Landlock ABI
+/// `abi` (as [`Isolation::probe`] found it), before anything is started.
+pub fn check_enforceable(grants: &Grants, abi: i32) -> Result<(), SandboxError> {
+    match grants.network {
+        NetworkPolicy::EngineOnly if abi < 4 => Err(SandboxError::Network("engine-only")),
+        NetworkPolicy::None if abi < 4 => Err(SandboxError::Network("none")),
+        _ => Ok(()),
     }
 }
 
@@ -295,9 +251,10 @@ fn landlock_err(e: impl std::fmt::Display) -> SandboxError {
     SandboxError::Landlock(e.to_string())
 }
 
-/// The attempt's Landlock ruleset: read the system minus the hidden paths,
-/// plus the grants.
-fn ruleset(cfg: &SandboxConfig, grants: &Grants) -> Result<RulesetCreated, SandboxError> {
+/// The attempt's Landlock ruleset: read the system minus the `hidden` paths,
+/// plus the grants. Built by the launcher (see `launch`), in the agent's own
+/// process.
+pub(crate) fn ruleset(hidden: &[PathBuf], grants: &Grants) -> Result<RulesetCreated, SandboxError> {
     let read = AccessFs::from_read(TARGET_ABI);
     let all = AccessFs::from_all(TARGET_ABI);
     let mut ruleset = Ruleset::default()
@@ -321,7 +278,7 @@ fn ruleset(cfg: &SandboxConfig, grants: &Grants) -> Result<RulesetCreated, Sandb
             Err(_) => Ok(rs),
         }
     };
-    for path in readable_roots(&cfg.hidden) {
+    for path in readable_roots(hidden) {
         rs = add(rs, &path, read)?;
     }
     // Devices every program expects to write.

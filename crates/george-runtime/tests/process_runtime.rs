@@ -9,11 +9,18 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
+/// The launcher agents are started through (George's binary offers the same
+/// as `george sandbox-exec`); `GEORGE_TEST_LAUNCHER` names a copy where the
+/// build's own is out of reach (the unprivileged run).
+fn launcher() -> Vec<String> {
+    vec![std::env::var("GEORGE_TEST_LAUNCHER").unwrap_or_else(|_| env!("CARGO_BIN_EXE_george-launch").to_string())]
+}
+
 /// A runtime without the sandbox: these tests are about processes, and
 /// their scripts write marker files where the test puts them. The sandbox
 /// has its own tests (the attacks below).
 fn runtime(dir: &Path) -> ProcessRuntime {
-    let mut cfg = ProcessRuntimeConfig::under(dir, vec![]);
+    let mut cfg = ProcessRuntimeConfig::under(dir, vec![], launcher());
     cfg.sandbox.enabled = false;
     ProcessRuntime::new(cfg)
 }
@@ -25,7 +32,7 @@ fn sandboxed(tmp: &Path) -> (ProcessRuntime, std::path::PathBuf) {
     std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o711)).unwrap();
     let data = tmp.join("data");
     std::fs::create_dir_all(&data).unwrap();
-    (ProcessRuntime::new(ProcessRuntimeConfig::under(&data, vec![])), data.canonicalize().unwrap())
+    (ProcessRuntime::new(ProcessRuntimeConfig::under(&data, vec![], launcher())), data.canonicalize().unwrap())
 }
 
 fn req(job: &str, attempt: u32, script: &str) -> SpawnRequest {
@@ -412,7 +419,7 @@ mod conformance {
     #[async_trait::async_trait]
     impl RuntimeBackend for Processes {
         async fn runtime(&self) -> Arc<dyn Runtime> {
-            Arc::new(ProcessRuntime::new(ProcessRuntimeConfig::under(&self.data, vec![])))
+            Arc::new(ProcessRuntime::new(ProcessRuntimeConfig::under(&self.data, vec![], super::launcher())))
         }
 
         fn request(&self, job: &str, attempt: u32, b: Behaviour) -> SpawnRequest {
@@ -429,4 +436,42 @@ mod conformance {
     }
 
     george_testkit::runtime_conformance_tests!(processes());
+}
+
+/// The launcher runs nothing it was not cleared to run: a spec it cannot
+/// read, or a gate closed without `go`, ends it with its own exit code and
+/// the program never starts; `go` runs the program with the spec's limit.
+#[test]
+fn the_launcher_runs_nothing_before_the_gate_opens() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("ran");
+    let script = format!("touch {}; ulimit -v", marker.display());
+    let spec = serde_json::json!({"command": ["/bin/sh", "-c", script], "memory": 512u64 << 20}).to_string();
+    let launch = |spec: &str, gate: &[u8]| {
+        let mut child = Command::new(&launcher()[0])
+            .arg(spec)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A launcher that refuses its spec never reads the gate.
+        let _ = child.stdin.take().unwrap().write_all(gate);
+        child.wait_with_output().unwrap()
+    };
+
+    let bad = launch("{\"command\": 7}", b"go\n");
+    assert_eq!(bad.status.code(), Some(george_runtime::launch::CONFINE_FAILED));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad launch spec"), "{bad:?}");
+    for closed in [&b""[..], b"no\n"] {
+        let out = launch(&spec, closed);
+        assert_eq!(out.status.code(), Some(george_runtime::GATE_CLOSED), "{out:?}");
+        assert!(!marker.exists(), "the program ran behind a closed gate");
+    }
+    let out = launch(&spec, b"go\n");
+    assert!(out.status.success(), "{out:?}");
+    assert!(marker.exists());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (512 << 10).to_string(), "the memory limit (KiB)");
 }

@@ -23,3 +23,18 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// The agent launcher for a process runtime in tests: `george-launch`, the
+/// runtime crate's binary, which cargo builds beside every test binary of
+/// the workspace (`target/<profile>/`, the parent of the test's `deps/`).
+pub fn launcher() -> Vec<String> {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile = exe.parent().and_then(std::path::Path::parent).expect("target/<profile>/deps/<test>");
+    let launcher = profile.join("george-launch");
+    assert!(
+        launcher.is_file(),
+        "{} is missing: build it with `cargo build -p george-runtime --bin george-launch` (cargo test --workspace does)",
+        launcher.display()
+    );
+    vec![launcher.display().to_string()]
+}

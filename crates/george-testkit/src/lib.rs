@@ -19,5 +19,5 @@ pub mod runtime_conformance;
 pub mod servers;
 
 pub use fake_runtime::{FakeAgent, FakeRuntime};
-pub use files::{git, write};
+pub use files::{git, launcher, write};
 pub use poll::{eventually, until, wait_for};

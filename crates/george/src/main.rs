@@ -39,6 +39,13 @@ fn init_tracing(default: &str, json: bool) {
 }
 
 fn main() {
+    // The agent launcher (see `george_runtime::launch`) starts before
+    // anything else: it must be quick, and it is no command a user types.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == george_runtime::launch::SUBCOMMAND) {
+        let spec = args.next().and_then(|s| s.into_string().ok()).unwrap_or_default();
+        george_runtime::launch::main(&spec);
+    }
     let cli = Cli::parse();
     let default_log = match &cli.command {
         Command::Serve(_) | Command::Orchestrate(_) => "info",

@@ -8,7 +8,7 @@ use george_api::{ApiState, OperatorTokens};
 use george_core::Role;
 use george_engine::{Engine, EngineConfig};
 use george_runtime::{
-    DockerRuntime, DockerRuntimeConfig, KubernetesRuntime, KubernetesRuntimeConfig, ProcessRuntime,
+    launch, DockerRuntime, DockerRuntimeConfig, KubernetesRuntime, KubernetesRuntimeConfig, ProcessRuntime,
     ProcessRuntimeConfig, Runtime,
 };
 use george_sources::{FolderSource, GitSource, GitSourceConfig, Source, WorkFileSource};
@@ -424,8 +424,9 @@ async fn build_runtime(cfg: &Config, data_dir: &Path, engine_id: &str) -> anyhow
     match cfg.container_backend.backend_type {
         BackendType::Process => {
             let exe = std::env::current_exe().context("cannot find the george executable to start agents with")?;
-            let mut rc =
-                ProcessRuntimeConfig::under(data_dir, vec![exe.display().to_string(), "agent".into(), "run".into()]);
+            let exe = exe.display().to_string();
+            let agent = vec![exe.clone(), "agent".into(), "run".into()];
+            let mut rc = ProcessRuntimeConfig::under(data_dir, agent, vec![exe, launch::SUBCOMMAND.into()]);
             rc.keep_workdirs = cfg.container_backend.process.keep_workdirs.unwrap_or(false);
             let sb = &cfg.agents.sandbox;
             rc.sandbox.enabled = sb.enabled.unwrap_or(true);

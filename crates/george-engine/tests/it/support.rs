@@ -57,7 +57,7 @@ pub fn config() -> EngineConfig {
 
 /// The process runtime with its data under `dir`.
 pub fn processes(dir: &Path) -> Arc<dyn Runtime> {
-    Arc::new(ProcessRuntime::new(ProcessRuntimeConfig::under(dir, vec![])))
+    Arc::new(ProcessRuntime::new(ProcessRuntimeConfig::under(dir, vec![], george_testkit::launcher())))
 }
 
 /// An engine running on a task of its own.

@@ -1,0 +1,144 @@
+//! How an agent process starts without the engine forking itself.
+//!
+//! The engine spawns the launcher — George's own binary, `george
+//! sandbox-exec <spec>` — with no code of its own between fork and exec, so
+//! the standard library uses `posix_spawn` (a `vfork`-style clone: the
+//! engine's page tables are not copied, and its memory does not turn
+//! copy-on-write while the child starts). The launcher, a fresh process,
+//! then does what used to run in the forked child:
+//!
+//! 1. its memory limit (`RLIMIT_AS`);
+//! 2. its Landlock ruleset, built here from the spec (walking the readable
+//!    roots and opening the granted paths is the child's work now, not the
+//!    engine's);
+//! 3. the attempt's uid and gid, no supplementary groups;
+//! 4. `landlock_restrict_self` (or `no_new_privs` without Landlock);
+//! 5. the gate: it waits for the engine's `go` on stdin (sent once the
+//!    handle is stored) and exits with [`GATE_CLOSED`] otherwise;
+//! 6. exec of the agent's program, stdin from `/dev/null`.
+//!
+//! Anything that fails before the exec is written to stderr (the attempt's
+//! log) and ends the launcher with [`CONFINE_FAILED`]: nothing of the agent
+//! ever runs unconfined.
+
+use crate::sandbox::{self, Grants};
+use serde::{Deserialize, Serialize};
+use std::io::BufRead;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+/// The exit code of an agent whose gate closed before it was released.
+pub const GATE_CLOSED: i32 = 97;
+/// The exit code of a launcher that could not confine itself.
+pub const CONFINE_FAILED: i32 = 96;
+/// The launcher's subcommand in George's binary.
+pub const SUBCOMMAND: &str = "sandbox-exec";
+
+/// What the launcher applies before it runs the agent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    /// The agent's program and its arguments.
+    pub command: Vec<String>,
+    /// The address-space limit, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// The attempt's uid (and gid), when the engine is root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// The sandbox, when on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<Sandboxing>,
+}
+
+/// The Landlock side of a launch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sandboxing {
+    /// The kernel's Landlock ABI as the engine probed it (0: none).
+    pub abi: i32,
+    /// Paths no agent may reach (the engine's data directory).
+    pub hidden: Vec<PathBuf>,
+    /// This attempt's grants.
+    pub grants: Grants,
+}
+
+/// Why a launch failed before the agent's program ran.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The spec could not be read.
+    #[error("bad launch spec: {0}")]
+    Spec(#[from] serde_json::Error),
+    /// No program to run.
+    #[error("the launch spec names no program")]
+    NoProgram,
+    /// The sandbox could not be built.
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn sys(what: &'static str) -> impl FnOnce(std::io::Error) -> LaunchError {
+    move |source| LaunchError::Sys { what, source }
+}
+
+/// The launcher's whole life: `george sandbox-exec <spec JSON>`. Never
+/// returns; exits with the agent's program (exec) or with an error code.
+pub fn main(spec: &str) -> ! {
+    let code = match run(spec) {
+        Ok(closed) => closed,
+        Err(e) => {
+            eprintln!("george: the agent could not be started: {e}");
+            CONFINE_FAILED
+        }
+    };
+    std::process::exit(code)
+}
+
+/// Confines this process, waits at the gate and execs the program. Returns
+/// only the exit code of a closed gate, or an error.
+fn run(spec: &str) -> Result<i32, LaunchError> {
+    let spec: LaunchSpec = serde_json::from_str(spec)?;
+    let (program, args) = spec.command.split_first().ok_or(LaunchError::NoProgram)?;
+    if let Some(bytes) = spec.memory {
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, bytes, bytes)
+            .map_err(|e| LaunchError::Sys { what: "setrlimit", source: e.into() })?;
+    }
+    // Built while still privileged: the granted paths are opened as the engine's user.
+    let ruleset = match &spec.sandbox {
+        Some(s) if s.abi > 0 => Some(sandbox::ruleset(&s.hidden, &s.grants)?),
+        _ => None,
+    };
+    if let Some(uid) = spec.uid {
+        let id = (nix::unistd::Uid::from_raw(uid), nix::unistd::Gid::from_raw(uid));
+        nix::unistd::setgroups(&[]).map_err(|e| LaunchError::Sys { what: "setgroups", source: e.into() })?;
+        nix::unistd::setresgid(id.1, id.1, id.1)
+            .map_err(|e| LaunchError::Sys { what: "setresgid", source: e.into() })?;
+        nix::unistd::setresuid(id.0, id.0, id.0)
+            .map_err(|e| LaunchError::Sys { what: "setresuid", source: e.into() })?;
+    }
+    match ruleset {
+        Some(rs) => {
+            rs.restrict_self().map_err(|e| sandbox::SandboxError::Landlock(e.to_string()))?;
+        }
+        None if spec.sandbox.is_some() => {
+            nix::sys::prctl::set_no_new_privs()
+                .map_err(|e| LaunchError::Sys { what: "no_new_privs", source: e.into() })?;
+        }
+        None => {}
+    }
+    // The gate: the engine says `go` once it has stored this process's handle.
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(sys("read the gate"))?;
+    if line.trim_end() != "go" {
+        return Ok(GATE_CLOSED);
+    }
+    let null = std::fs::File::open("/dev/null").map_err(sys("open /dev/null"))?;
+    let err = std::process::Command::new(program).args(args).stdin(null).exec();
+    Err(LaunchError::Sys { what: "exec the agent's program", source: err })
+}
