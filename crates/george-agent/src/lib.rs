@@ -18,6 +18,7 @@ mod conversation;
 mod env;
 mod forge;
 mod git;
+mod graph;
 mod llm_step;
 mod process_tree;
 mod reports;
@@ -249,7 +250,7 @@ impl Agent {
     }
 
     fn step_status(&self, step: &str, status: StepStatus, reason: Option<String>) {
-        self.reports.push(AgentReport::Step { step: step.into(), status, reason });
+        self.reports.push(AgentReport::Step { step: step.into(), status, reason, at: Some(chrono::Utc::now()) });
     }
 
     fn evidence(&self, step: &str, kind: &str, content: String) {
@@ -398,138 +399,60 @@ impl Agent {
                 Err(reason) => return self.block(None, reason).await,
             },
         };
+        // Steps in one repository share its working tree and commit one by one.
+        let parallelism = if repo.is_some() { 1 } else { ctx.job.parallelism.max(1) as usize };
+        let fail_fast = ctx.job.fail_fast;
+        let mut graph = graph::StepGraph::new(&ctx.job.steps, order);
+        // Cancels every running step: the agent stops, or a step failed fast.
+        let siblings = self.stop.child_token();
+        let mut running = futures_util::stream::FuturesUnordered::new();
         let mut checks = Vec::new();
-        for (position, i) in order.into_iter().enumerate() {
-            let view = &ctx.job.steps[i];
-            let spec = &view.spec;
-            if view.status.is_done() {
-                continue;
-            }
-            // What the steps before this one did is stored before it starts.
-            if position > 0 {
-                self.flush().await?;
-            }
-            if self.stop.is_cancelled() {
-                return Ok(self.stopped());
-            }
-            let timeout = Duration::from_secs(spec.timeout_secs.unwrap_or(3600));
-            if let Some(check) = &spec.done_when {
-                let r = run_command(check, timeout, &self.stop, MAX_EVIDENCE_BYTES).await;
-                if r == CommandResult::Stopped {
-                    return Ok(self.stopped());
+        let mut ending: Option<StepEnd> = None;
+        let mut started = 0usize;
+        loop {
+            while running.len() < parallelism && !siblings.is_cancelled() && (ending.is_none() || !fail_fast) {
+                let Some(i) = graph.start_next() else { break };
+                // What the steps before this one did is stored before it starts.
+                if started > 0 {
+                    self.flush().await?;
                 }
-                if r.succeeded() {
-                    tracing::info!(step = %spec.id, "done_when already holds; not redoing the step");
-                    self.evidence(
-                        &spec.id,
-                        "done_when",
-                        format!("`{check}` exited 0 before the step ran; already done"),
-                    );
-                    let note = Some("done_when already held".to_string());
-                    if let Some(o) = self.step_done(repo.as_ref(), ctx.attempt, &spec.id, note).await? {
-                        return Ok(o);
-                    }
-                    continue;
+                started += 1;
+                let (repo, siblings) = (repo.as_ref(), &siblings);
+                running.push(async move { (i, self.run_step(ctx, i, repo, siblings).await) });
+            }
+            let Some((i, end)) = futures_util::StreamExt::next(&mut running).await else { break };
+            match end? {
+                StepEnd::Done(check) => {
+                    graph.done(i);
+                    checks.extend(check);
+                }
+                StepEnd::Cancelled => graph.stopped(i),
+                failed @ StepEnd::Failed(_) if !fail_fast => {
+                    graph.stopped(i);
+                    ending.get_or_insert(failed);
+                }
+                other => {
+                    graph.stopped(i);
+                    ending.get_or_insert(other);
+                    siblings.cancel();
                 }
             }
-            let Some(command) = &spec.run else {
-                let Some(api) = ctx.llm_api.as_deref() else {
-                    let reason = format!(
-                        "{LLM_MISSING} (step `{}` has no `run` command; its description needs an LLM)",
-                        spec.id
-                    );
-                    self.step_status(&spec.id, StepStatus::Blocked, Some(LLM_MISSING.into()));
-                    self.verdict(JobStatus::Blocked, Some(reason.clone())).await?;
-                    return Ok(Outcome::Blocked(reason));
-                };
-                self.step_status(&spec.id, StepStatus::InProgress, None);
-                // The LLM step calls the engine itself: what is queued goes first.
-                self.flush().await?;
-                match llm_step::work(&self.client, ctx, view, api, &self.stop, repo.as_ref()).await? {
-                    llm_step::LlmOutcome::Done(summary) => {
-                        self.evidence(&spec.id, "summary", summary);
-                        if let Some(o) = self.step_done(repo.as_ref(), ctx.attempt, &spec.id, None).await? {
-                            return Ok(o);
-                        }
-                        continue;
-                    }
-                    llm_step::LlmOutcome::Failed(reason) => {
-                        self.step_status(&spec.id, StepStatus::Failed, Some(reason.clone()));
-                        let reason = format!("step `{}` failed: {reason}", spec.id);
-                        self.verdict(JobStatus::Failed, Some(reason.clone())).await?;
-                        return Ok(Outcome::Failed(reason));
-                    }
-                    llm_step::LlmOutcome::Blocked(reason) => {
-                        self.step_status(&spec.id, StepStatus::Blocked, Some(reason.clone()));
-                        self.verdict(JobStatus::Blocked, Some(reason.clone())).await?;
-                        return Ok(Outcome::Blocked(reason));
-                    }
-                    // The engine blocked the job already; nothing more to report.
-                    llm_step::LlmOutcome::BudgetRefused(reason) => return Ok(Outcome::Blocked(reason)),
-                    llm_step::LlmOutcome::Stopped => return Ok(self.stopped()),
-                }
-            };
-            self.step_status(&spec.id, StepStatus::InProgress, None);
-            let tries = spec.retries + 1;
-            let mut last = String::new();
-            let mut done = false;
-            for n in 1..=tries {
-                tracing::info!(step = %spec.id, try_ = n, of = tries, command = %command, "running step");
-                let r = run_command(command, timeout, &self.stop, MAX_EVIDENCE_BYTES).await;
-                match &r {
-                    CommandResult::Stopped => {
-                        self.step_status(
-                            &spec.id,
-                            StepStatus::Pending,
-                            Some("abandoned: the agent was stopped".into()),
-                        );
-                        return Ok(self.stopped());
-                    }
-                    CommandResult::Exited { code, output, truncated } => {
-                        let mut text = format!(
-                            "$ {command}\n[try {n}/{tries}, exit code {code}{}]\n",
-                            if *truncated { ", output truncated to its end" } else { "" }
-                        );
-                        text.push_str(output);
-                        self.evidence(&spec.id, "output", text);
-                        last = format!("exit code {code}");
-                    }
-                    CommandResult::TimedOut { output } => {
-                        self.evidence(
-                            &spec.id,
-                            "output",
-                            format!("$ {command}\n[try {n}/{tries}, timed out after {}s]\n{output}", timeout.as_secs()),
-                        );
-                        last = format!("timed out after {}s", timeout.as_secs());
-                    }
-                    CommandResult::SpawnFailed(e) => last = format!("could not start the shell: {e}"),
-                }
-                if r.succeeded() {
-                    match &spec.done_when {
-                        Some(check) if !run_command(check, timeout, &self.stop, 4096).await.succeeded() => {
-                            last = format!("`run` succeeded but done_when `{check}` does not hold");
-                        }
-                        _ => {
-                            done = true;
-                            break;
-                        }
-                    }
-                }
-            }
-            checks.push(serde_json::json!({"step": spec.id, "command": command, "result": last}));
-            if !done {
-                let reason = format!(
-                    "step `{}` failed after {tries} {}: {last}",
-                    spec.id,
-                    if tries == 1 { "try" } else { "tries" }
-                );
-                self.step_status(&spec.id, StepStatus::Failed, Some(last));
+        }
+        match ending {
+            _ if self.stop.is_cancelled() => return Ok(self.stopped()),
+            Some(StepEnd::Failed(reason)) => {
                 self.verdict(JobStatus::Failed, Some(reason.clone())).await?;
                 return Ok(Outcome::Failed(reason));
             }
-            if let Some(o) = self.step_done(repo.as_ref(), ctx.attempt, &spec.id, None).await? {
-                return Ok(o);
+            Some(StepEnd::Blocked(reason)) => {
+                self.verdict(JobStatus::Blocked, Some(reason.clone())).await?;
+                return Ok(Outcome::Blocked(reason));
             }
+            Some(StepEnd::Ended(outcome)) => return Ok(outcome),
+            Some(StepEnd::Done(_) | StepEnd::Cancelled) | None => {}
+        }
+        if !graph.all_done() {
+            return Ok(self.stopped());
         }
         if let Some(repo) = &repo {
             if let Some(o) = self.hand_back(ctx, repo, checks).await? {
@@ -541,6 +464,157 @@ impl Agent {
         Ok(Outcome::Completed)
     }
 
+    /// One step, start to end: `done_when` first, then its LLM or its
+    /// command with retries. A failure's reason names the step, its tries and
+    /// the end of its standard error; the verdict is the caller's.
+    async fn run_step(
+        &self,
+        ctx: &AgentContext,
+        i: usize,
+        repo: Option<&git::Repo>,
+        cancel: &CancellationToken,
+    ) -> Result<StepEnd, ClientError> {
+        let spec = &ctx.job.steps[i].spec;
+        let timeout = Duration::from_secs(spec.timeout_secs.unwrap_or(3600));
+        if let Some(check) = &spec.done_when {
+            let r = run_command(check, timeout, cancel, MAX_EVIDENCE_BYTES).await;
+            if r == CommandResult::Stopped {
+                return Ok(StepEnd::Cancelled);
+            }
+            if r.succeeded() {
+                tracing::info!(step = %spec.id, "done_when already holds; not redoing the step");
+                self.evidence(&spec.id, "done_when", format!("`{check}` exited 0 before the step ran; already done"));
+                let note = Some("done_when already held".to_string());
+                return Ok(StepEnd::after(self.step_done(repo, ctx.attempt, &spec.id, note).await?, None));
+            }
+        }
+        let Some(command) = &spec.run else {
+            return self.llm_step(ctx, i, repo, cancel).await;
+        };
+        let tries = spec.retries + 1;
+        let mut last = String::new();
+        let mut tail = String::new();
+        for n in 1..=tries {
+            // Each try is a run of the step (`runs` counts them).
+            self.step_status(&spec.id, StepStatus::InProgress, None);
+            tracing::info!(step = %spec.id, try_ = n, of = tries, command = %command, "running step");
+            let r = run_command(command, timeout, cancel, MAX_EVIDENCE_BYTES).await;
+            match &r {
+                CommandResult::Stopped => return Ok(self.cancelled(&spec.id)),
+                CommandResult::Exited { code, output, truncated, .. } => {
+                    let mut text = format!(
+                        "$ {command}\n[try {n}/{tries}, exit code {code}{}]\n",
+                        if *truncated { ", output truncated to its end" } else { "" }
+                    );
+                    text.push_str(output);
+                    self.evidence(&spec.id, "output", text);
+                    last = format!("exit code {code}");
+                }
+                CommandResult::TimedOut { output, .. } => {
+                    self.evidence(
+                        &spec.id,
+                        "output",
+                        format!("$ {command}\n[try {n}/{tries}, timed out after {}s]\n{output}", timeout.as_secs()),
+                    );
+                    last = format!("timed out after {}s", timeout.as_secs());
+                }
+                CommandResult::SpawnFailed(e) => last = format!("could not start the shell: {e}"),
+            }
+            tail = r.error_tail(STDERR_LINES);
+            if r.succeeded() {
+                match &spec.done_when {
+                    Some(check) if !run_command(check, timeout, cancel, 4096).await.succeeded() => {
+                        if cancel.is_cancelled() {
+                            return Ok(self.cancelled(&spec.id));
+                        }
+                        last = format!("`run` succeeded but done_when `{check}` does not hold");
+                    }
+                    _ => {
+                        let check = serde_json::json!({"step": spec.id, "command": command, "result": last});
+                        return Ok(StepEnd::after(
+                            self.step_done(repo, ctx.attempt, &spec.id, None).await?,
+                            Some(check),
+                        ));
+                    }
+                }
+            }
+            let wait = (n < tries).then(|| spec.retry_wait(n, jitter()));
+            tracing::warn!(step = %spec.id, try_ = n, of = tries, result = %last, stderr = %tail,
+                retry_in_ms = wait.map(|w| w.as_millis() as u64), "step try failed");
+            self.reports.push(AgentReport::TryFailed {
+                step: spec.id.clone(),
+                number: n,
+                of: tries,
+                result: last.clone(),
+                stderr: tail.clone(),
+                retry_in_ms: wait.map(|w| w.as_millis() as u64),
+            });
+            if let Some(wait) = wait {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = cancel.cancelled() => return Ok(self.cancelled(&spec.id)),
+                }
+            }
+        }
+        let mut reason =
+            format!("step `{}` failed after {tries} {}: {last}", spec.id, if tries == 1 { "try" } else { "tries" });
+        if !tail.is_empty() {
+            reason.push_str(&format!("; stderr ends:\n{tail}"));
+        }
+        self.step_status(&spec.id, StepStatus::Failed, Some(last));
+        Ok(StepEnd::Failed(reason))
+    }
+
+    /// A step without `run`: worked by an LLM, or the job blocks.
+    async fn llm_step(
+        &self,
+        ctx: &AgentContext,
+        i: usize,
+        repo: Option<&git::Repo>,
+        cancel: &CancellationToken,
+    ) -> Result<StepEnd, ClientError> {
+        let view = &ctx.job.steps[i];
+        let spec = &view.spec;
+        let Some(api) = ctx.llm_api.as_deref() else {
+            let reason =
+                format!("{LLM_MISSING} (step `{}` has no `run` command; its description needs an LLM)", spec.id);
+            self.step_status(&spec.id, StepStatus::Blocked, Some(LLM_MISSING.into()));
+            return Ok(StepEnd::Blocked(reason));
+        };
+        self.step_status(&spec.id, StepStatus::InProgress, None);
+        // The LLM step calls the engine itself: what is queued goes first.
+        self.flush().await?;
+        Ok(match llm_step::work(&self.client, ctx, view, api, cancel, repo).await? {
+            llm_step::LlmOutcome::Done(summary) => {
+                self.evidence(&spec.id, "summary", summary);
+                StepEnd::after(self.step_done(repo, ctx.attempt, &spec.id, None).await?, None)
+            }
+            llm_step::LlmOutcome::Failed(reason) => {
+                self.step_status(&spec.id, StepStatus::Failed, Some(reason.clone()));
+                StepEnd::Failed(format!("step `{}` failed: {reason}", spec.id))
+            }
+            llm_step::LlmOutcome::Blocked(reason) => {
+                self.step_status(&spec.id, StepStatus::Blocked, Some(reason.clone()));
+                StepEnd::Blocked(reason)
+            }
+            // The engine blocked the job already; nothing more to report.
+            llm_step::LlmOutcome::BudgetRefused(reason) => StepEnd::Ended(Outcome::Blocked(reason)),
+            llm_step::LlmOutcome::Stopped => self.cancelled(&spec.id),
+        })
+    }
+
+    /// A step stopped before it ended goes back to pending, saying why; the
+    /// next attempt runs it again.
+    fn cancelled(&self, step: &str) -> StepEnd {
+        let why = if self.stop.is_cancelled() {
+            "abandoned: the agent was stopped"
+        } else {
+            "cancelled: a step beside it failed (failFast)"
+        };
+        self.step_status(step, StepStatus::Pending, Some(why.into()));
+        StepEnd::Cancelled
+    }
+
     fn stopped(&self) -> Outcome {
         if self.superseded.is_cancelled() {
             Outcome::Superseded
@@ -548,6 +622,37 @@ impl Agent {
             Outcome::Abandoned
         }
     }
+}
+
+/// How a step ended, for the job's verdict.
+enum StepEnd {
+    /// Done; with a repository, the check it leaves in the hand-back.
+    Done(Option<serde_json::Value>),
+    /// Failed: the job's reason.
+    Failed(String),
+    /// The job must wait for a person: why.
+    Blocked(String),
+    /// The job's verdict is given already.
+    Ended(Outcome),
+    /// Stopped before it ended (reported back to pending).
+    Cancelled,
+}
+
+impl StepEnd {
+    /// After `step_done`: done, or the verdict it gave (a repository's push failed).
+    fn after(verdict: Option<Outcome>, check: Option<serde_json::Value>) -> Self {
+        verdict.map_or(StepEnd::Done(check), StepEnd::Ended)
+    }
+}
+
+/// How many lines of a failed command's standard error a reason carries.
+const STDERR_LINES: usize = 10;
+
+/// A number in `0.0..1.0` that differs between agents and tries, for the
+/// retry jitter.
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    f64::from((nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % 1_000_000) / 1_000_000.0
 }
 
 fn repo_url_of(summary: &serde_json::Value) -> String {

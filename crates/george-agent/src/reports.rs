@@ -110,7 +110,7 @@ mod tests {
     }
 
     fn step(status: StepStatus) -> AgentReport {
-        AgentReport::Step { step: "s".into(), status, reason: None }
+        AgentReport::Step { step: "s".into(), status, reason: None, at: None }
     }
 
     fn superseded() -> ClientError {

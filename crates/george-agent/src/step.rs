@@ -19,11 +19,15 @@ pub enum CommandResult {
         output: String,
         /// Whether output was cut.
         truncated: bool,
+        /// The end of its standard error alone.
+        stderr: String,
     },
     /// It ran out of time and was killed.
     TimedOut {
         /// The end of its output.
         output: String,
+        /// The end of its standard error alone.
+        stderr: String,
     },
     /// The agent was asked to stop; the command was killed.
     Stopped,
@@ -31,10 +35,28 @@ pub enum CommandResult {
     SpawnFailed(String),
 }
 
+/// How much of a command's standard error is kept apart, for failure reasons.
+const STDERR_TAIL: usize = 4096;
+
 impl CommandResult {
     /// Whether the command exited 0.
     pub fn succeeded(&self) -> bool {
         matches!(self, CommandResult::Exited { code: 0, .. })
+    }
+
+    /// The last `lines` lines of its standard error (of its output when it
+    /// wrote nothing there), for a reason a person reads.
+    pub fn error_tail(&self, lines: usize) -> String {
+        let (stderr, output) = match self {
+            CommandResult::Exited { stderr, output, .. } | CommandResult::TimedOut { stderr, output } => {
+                (stderr, output)
+            }
+            CommandResult::SpawnFailed(e) => return e.clone(),
+            CommandResult::Stopped => return String::new(),
+        };
+        let text = if stderr.trim().is_empty() { output } else { stderr };
+        let kept: Vec<&str> = text.trim_end().lines().rev().take(lines).collect();
+        kept.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 }
 
@@ -60,7 +82,11 @@ impl Tail {
     }
 }
 
-async fn pump(mut from: impl AsyncRead + Unpin, tail: &tokio::sync::Mutex<Tail>) {
+async fn pump(
+    mut from: impl AsyncRead + Unpin,
+    tail: &tokio::sync::Mutex<Tail>,
+    apart: Option<&tokio::sync::Mutex<Tail>>,
+) {
     let mut out = tokio::io::stdout();
     let mut buf = [0u8; 8192];
     loop {
@@ -69,6 +95,9 @@ async fn pump(mut from: impl AsyncRead + Unpin, tail: &tokio::sync::Mutex<Tail>)
             Ok(n) => {
                 let _ = out.write_all(&buf[..n]).await;
                 tail.lock().await.push(&buf[..n]);
+                if let Some(apart) = apart {
+                    apart.lock().await.push(&buf[..n]);
+                }
             }
         }
     }
@@ -97,18 +126,19 @@ pub async fn run_command(
     };
     let pid = child.id().map(|p| p as i32);
     let tail = tokio::sync::Mutex::new(Tail { buf: Vec::new(), max: max_output, truncated: false });
+    let errors = tokio::sync::Mutex::new(Tail { buf: Vec::new(), max: STDERR_TAIL, truncated: false });
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let output = async {
         tokio::join!(
             async {
                 if let Some(s) = stdout {
-                    pump(s, &tail).await
+                    pump(s, &tail, None).await
                 }
             },
             async {
                 if let Some(s) = stderr {
-                    pump(s, &tail).await
+                    pump(s, &tail, Some(&errors)).await
                 }
             }
         )
@@ -139,9 +169,10 @@ pub async fn run_command(
         }
     }
     let t = tail.lock().await;
+    let stderr = errors.lock().await.text();
     match end {
-        End::Exited(code) => CommandResult::Exited { code, output: t.text(), truncated: t.truncated },
-        End::TimedOut => CommandResult::TimedOut { output: t.text() },
+        End::Exited(code) => CommandResult::Exited { code, output: t.text(), truncated: t.truncated, stderr },
+        End::TimedOut => CommandResult::TimedOut { output: t.text(), stderr },
         End::Stopped => CommandResult::Stopped,
     }
 }
@@ -155,13 +186,19 @@ mod tests {
         let stop = CancellationToken::new();
         let r = run_command("echo hello; echo err >&2; exit 4", Duration::from_secs(10), &stop, 1024).await;
         match r {
-            CommandResult::Exited { code: 4, output, truncated: false } => {
-                assert!(output.contains("hello") && output.contains("err"), "{output}")
+            ref r @ CommandResult::Exited { code: 4, ref output, truncated: false, ref stderr } => {
+                assert!(output.contains("hello") && output.contains("err"), "{output}");
+                assert_eq!(stderr, "err\n");
+                assert_eq!(r.error_tail(5), "err");
             }
             other => panic!("{other:?}"),
         }
         let r = run_command("seq 1 1000", Duration::from_secs(10), &stop, 10).await;
-        assert_eq!(r, CommandResult::Exited { code: 0, output: "\n999\n1000\n".into(), truncated: true });
+        assert_eq!(
+            r,
+            CommandResult::Exited { code: 0, output: "\n999\n1000\n".into(), truncated: true, stderr: String::new() }
+        );
+        assert_eq!(r.error_tail(1), "1000", "no standard error: the output's end");
     }
 
     fn running(needle: &str) -> bool {

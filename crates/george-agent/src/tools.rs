@@ -245,7 +245,7 @@ pub async fn run(name: &str, args: &Value, stop: &CancellationToken, repo: Optio
         }
         "run_command" => match run_command(&arg("command"), Duration::from_secs(120), stop, MAX_TOOL_OUTPUT).await {
             CommandResult::Exited { code, output, .. } => format!("exit code {code}\n{output}"),
-            CommandResult::TimedOut { output } => format!("timed out after 120s\n{output}"),
+            CommandResult::TimedOut { output, .. } => format!("timed out after 120s\n{output}"),
             CommandResult::Stopped => "stopped".into(),
             CommandResult::SpawnFailed(e) => format!("could not start: {e}"),
         },

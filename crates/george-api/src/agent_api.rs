@@ -183,14 +183,26 @@ pub async fn reports(
     let mut out = Vec::with_capacity(batch.reports.len());
     for (i, r) in batch.reports.into_iter().enumerate() {
         out.push(match r {
-            AgentReport::Step { step, status, reason } => {
+            AgentReport::Step { step, status, reason, at } => {
                 check_reason(&format!("reports[{i}].reason"), reason.as_deref())?;
-                Report::Step { step, report: StepReport { status, reason } }
+                Report::Step { step, report: StepReport { status, reason }, at }
             }
             AgentReport::Evidence(ev) => {
                 check_evidence_kind(&ev.kind, &format!("reports[{i}].kind"))?;
                 let (content, truncated) = cap(&ev.content, MAX_TEXT_BYTES);
                 Report::Evidence { step: ev.step_id, kind: ev.kind, content: content.to_string(), truncated }
+            }
+            AgentReport::TryFailed { step, number, of, result, stderr, retry_in_ms } => {
+                let (stderr, _) = cap(&stderr, 4096);
+                let (result, _) = cap(&result, 1024);
+                Report::TryFailed {
+                    step,
+                    number,
+                    of,
+                    result: result.to_string(),
+                    stderr: stderr.to_string(),
+                    retry_in_ms,
+                }
             }
             AgentReport::Comment(c) => {
                 check_text(&format!("reports[{i}].body"), &c.body)?;

@@ -6,7 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use george_core::api::{
-    views, ActionRequest, AgentView, CommentView, EvidenceView, InjectRequest, JobView, OverrideRequest, SubmitJob,
+    views, ActionRequest, AgentView, CommentView, EvidenceView, InjectRequest, JobView, OverrideRequest,
+    ResubmitRequest, RetryRequest, SubmitJob,
 };
 use george_core::plan::{JobRequest, Origin};
 use george_core::Role;
@@ -109,6 +110,58 @@ pub async fn submit(
     caller: Caller,
     Body(req): Body<SubmitJob>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    create(&st, &caller, req, Origin { source: "api".into(), reference: None, revision: None }).await
+}
+
+/// `POST /api/v1/jobs/{id}/retry`: a failed, aborted or blocked job gets a
+/// new attempt, keeping its completed steps unless `from_scratch`.
+pub async fn retry(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalBody(req): OptionalBody<RetryRequest>,
+) -> Result<Json<JobView>, ApiError> {
+    caller.require(Role::Operator)?;
+    if let Some(reason) = &req.reason {
+        check_text("reason", reason)?;
+    }
+    let view = st.store.retry_job(&id, &caller.actor(), req.from_scratch, req.reason.as_deref()).await?;
+    st.engine.nudge(&id);
+    Ok(Json(view.into()))
+}
+
+/// `POST /api/v1/jobs/{id}/resubmit`: a new job like this one.
+pub async fn resubmit(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalBody(req): OptionalBody<ResubmitRequest>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    caller.require(Role::Operator)?;
+    let old = st.store.get_job(&id).await?.ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))?;
+    let mut params = old.params;
+    params.extend(req.params);
+    let again = SubmitJob {
+        template: old.template,
+        params,
+        id: req.id,
+        priority: Some(req.priority.unwrap_or(old.priority)),
+        chapter: old.chapter,
+        agent: Some(old.agent),
+        env: st.store.job_env(&id).await?,
+        parallelism: Some(old.parallelism),
+        fail_fast: Some(old.fail_fast),
+    };
+    let origin = Origin { source: "api".into(), reference: Some(format!("resubmit of {id}")), revision: None };
+    create(&st, &caller, again, origin).await
+}
+
+async fn create(
+    st: &ApiState,
+    caller: &Caller,
+    req: SubmitJob,
+    origin: Origin,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
     caller.require(Role::Operator)?;
     let priority = req.priority.unwrap_or_default();
     if let Some(retry_after) = st.engine.control().backpressure(priority) {
@@ -150,19 +203,18 @@ pub async fn submit(
         priority,
         desired: DesiredState::Active,
         env: &req.env,
+        parallelism: req.parallelism,
+        fail_fast: req.fail_fast,
     };
-    let job =
-        catalog.plan(&request, Origin { source: "api".into(), reference: None, revision: None }).map_err(|errs| {
-            ApiError::Invalid {
-                message: if errs[0].field.starts_with("env") {
-                    format!("invalid job env: {}", errs[0])
-                } else {
-                    format!("the job does not fit template `{}`: {}", req.template, errs[0])
-                },
-                field: Some(errs[0].field.clone()),
-                details: errs.iter().map(|e| e.to_string()).collect(),
-            }
-        })?;
+    let job = catalog.plan(&request, origin).map_err(|errs| ApiError::Invalid {
+        message: if errs[0].field.starts_with("env") {
+            format!("invalid job env: {}", errs[0])
+        } else {
+            format!("the job does not fit template `{}`: {}", req.template, errs[0])
+        },
+        field: Some(errs[0].field.clone()),
+        details: errs.iter().map(|e| e.to_string()).collect(),
+    })?;
     match st.store.create_job(job, &caller.actor()).await? {
         Created::New => {}
         Created::Existed => return Err(ApiError::Conflict(format!("job `{id}` already exists"))),

@@ -69,6 +69,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/watch", get(watch::all))
         .route("/api/v1/jobs/{id}/watch", get(watch::job))
         .route("/api/v1/jobs/{id}/override", post(jobs::override_status))
+        .route("/api/v1/jobs/{id}/retry", post(jobs::retry))
+        .route("/api/v1/jobs/{id}/resubmit", post(jobs::resubmit))
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/jobs", get(jobs::list).post(jobs::submit))
         .route("/api/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))

@@ -267,6 +267,14 @@ fn describe_jobs(b: &mut Builder) {
         .body::<OverrideRequest>(true)
         .json::<JobView>(200, "the job")
         .done();
+    b.op("post", "/api/v1/jobs/{id}/retry", "operator", "A failed, aborted or blocked job gets a new attempt")
+        .body::<RetryRequest>(false)
+        .json::<JobView>(200, "the job, pending")
+        .done();
+    b.op("post", "/api/v1/jobs/{id}/resubmit", "operator", "A new job with this one's template and parameters")
+        .body::<ResubmitRequest>(false)
+        .json::<JobView>(201, "the new job")
+        .done();
     b.op("post", "/api/v1/jobs/{id}/inject", "operator", "Send a message to the job's agent")
         .body::<InjectRequest>(true)
         .json::<CommentView>(201, "the message")

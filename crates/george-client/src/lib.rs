@@ -226,6 +226,17 @@ impl Client {
     }
 
     /// Pauses, resumes, aborts or approves a job (`action` is `pause`, `resume`, `abort` or `approve`).
+    /// A new attempt for a failed, aborted or blocked job.
+    pub async fn retry(&self, id: &str, req: &george_core::api::RetryRequest) -> Result<JobView> {
+        self.post(&format!("/api/v1/jobs/{id}/retry"), req).await
+    }
+
+    /// A new job like `id`.
+    pub async fn resubmit(&self, id: &str, req: &george_core::api::ResubmitRequest) -> Result<JobView> {
+        self.post(&format!("/api/v1/jobs/{id}/resubmit"), req).await
+    }
+
+    /// Pauses, resumes, aborts or approves a job.
     pub async fn act(&self, id: &str, action: &str, reason: Option<String>) -> Result<JobView> {
         self.post(&format!("/api/v1/jobs/{id}/{action}"), &ActionRequest { reason }).await
     }

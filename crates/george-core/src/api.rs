@@ -52,6 +52,12 @@ pub struct JobView {
     /// Failed attempts allowed before the job fails; `None` = the engine default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// How many steps may run at once.
+    #[serde(default = "crate::plan::default_parallelism")]
+    pub parallelism: u32,
+    /// Whether a failing step cancels the steps running beside it.
+    #[serde(default = "crate::plan::yes")]
+    pub fail_fast: bool,
     /// When the next attempt may start (after a failure).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -75,8 +81,17 @@ pub struct StepView {
     /// Why (failure or block reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Runs of this step so far.
+    /// Tries of this step so far.
     pub runs: u32,
+    /// When its current run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When its current run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
+    /// `ended_at - started_at`, in milliseconds, once it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
 }
@@ -190,6 +205,8 @@ impl From<crate::record::Job> for JobView {
             attempt: j.attempt,
             failures: j.failures,
             max_attempts: j.max_attempts,
+            parallelism: j.parallelism,
+            fail_fast: j.fail_fast,
             next_attempt_at: j.next_attempt_at,
             created_at: j.created_at,
             updated_at: j.updated_at,
@@ -200,7 +217,17 @@ impl From<crate::record::Job> for JobView {
 
 impl From<crate::record::Step> for StepView {
     fn from(s: crate::record::Step) -> Self {
-        StepView { spec: s.spec, status: s.status, reason: s.reason, runs: s.runs, updated_at: s.updated_at }
+        let duration_ms = s.started_at.zip(s.ended_at).map(|(a, b)| (b - a).num_milliseconds());
+        StepView {
+            spec: s.spec,
+            status: s.status,
+            reason: s.reason,
+            runs: s.runs,
+            started_at: s.started_at,
+            ended_at: s.ended_at,
+            duration_ms,
+            updated_at: s.updated_at,
+        }
     }
 }
 
@@ -308,6 +335,13 @@ pub struct SubmitJob {
     /// Extra environment.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// How many steps may run at once, instead of the template's (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub parallelism: Option<u32>,
+    /// Whether a failing step cancels the steps running beside it, instead of the template's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_fast: Option<bool>,
 }
 
 impl SubmitJob {
@@ -315,6 +349,34 @@ impl SubmitJob {
     pub fn named(id: &str, template: &str) -> Self {
         Self { template: template.into(), id: Some(id.into()), ..Default::default() }
     }
+}
+
+/// `POST /api/v1/jobs/{id}/retry`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// Run every step again, completed ones too.
+    #[serde(default)]
+    pub from_scratch: bool,
+    /// Why (kept in the audit log and the job's reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/jobs/{id}/resubmit`: a new job with the same template,
+/// parameters, agent, chapter, environment and step settings.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResubmitRequest {
+    /// The new job's id; generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Parameters that replace the old job's of the same name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, Value>,
+    /// Priority class, instead of the old job's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
 }
 
 /// `POST /api/v1/jobs/{id}/pause|resume|abort`.
@@ -390,9 +452,30 @@ pub enum AgentReport {
         /// Why.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// When it happened, by the agent's clock (reports are batched);
+        /// kept between the attempt's start and the engine's now.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
     },
     /// Evidence.
     Evidence(EvidenceReport),
+    /// A try of a step's command failed.
+    TryFailed {
+        /// The step's id.
+        step: String,
+        /// Which try (1 for the first).
+        number: u32,
+        /// Of how many.
+        of: u32,
+        /// How it ended, e.g. `exit code 3`.
+        result: String,
+        /// The last lines of its standard error.
+        #[serde(default)]
+        stderr: String,
+        /// When the next try starts, in milliseconds; absent after the last.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_in_ms: Option<u64>,
+    },
     /// A comment in the conversation.
     Comment(CommentRequest),
     /// The verdict on the whole job; only as the last item.

@@ -55,6 +55,8 @@ event_kinds! {
     JobQueued => "job.queued",
     /// A running job is stopped to make room for a P0 (`by`).
     JobPreempted => "job.preempted",
+    /// A failed, aborted or blocked job was retried (`from_scratch`, `reason`).
+    JobRetried => "job.retried",
     /// A job's spending was approved.
     JobApproved => "job.approved",
     /// Finished jobs were deleted with their records, files and events
@@ -76,6 +78,8 @@ event_kinds! {
     AgentDismissed => "agent.dismissed",
     /// An agent reported a step's status.
     StepStatus => "step.status",
+    /// A try of a step's command failed (`try`, `of`, `result`, `stderr`, `retry_in_ms`).
+    StepTryFailed => "step.try_failed",
     /// An agent added evidence.
     EvidenceAdded => "evidence.added",
     /// Someone commented on a job.
@@ -140,7 +144,7 @@ impl EventKind {
     /// Whether this is an agent's progress report, which cannot change what
     /// the reconciler decides.
     pub fn is_progress(self) -> bool {
-        matches!(self, EventKind::StepStatus | EventKind::EvidenceAdded)
+        matches!(self, EventKind::StepStatus | EventKind::StepTryFailed | EventKind::EvidenceAdded)
     }
 }
 

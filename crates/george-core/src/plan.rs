@@ -44,11 +44,28 @@ pub struct NewJob {
     pub steps: Vec<StepSpec>,
     /// Agent attempts before the job fails; `None` = the engine default.
     pub max_attempts: Option<u32>,
+    /// How many steps may run at once.
+    #[serde(default = "default_parallelism")]
+    pub parallelism: u32,
+    /// Whether a failing step cancels the steps running beside it.
+    #[serde(default = "yes")]
+    pub fail_fast: bool,
     /// Where it came from.
     pub origin: Origin,
     /// Do not start it before this time (debounced trigger wakes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// How many steps run at once when neither the job nor its template says.
+pub const DEFAULT_PARALLELISM: u32 = 4;
+
+pub(crate) fn default_parallelism() -> u32 {
+    DEFAULT_PARALLELISM
+}
+
+pub(crate) fn yes() -> bool {
+    true
 }
 
 /// Templates and agent specs by name: what a job can be planned against.
@@ -82,6 +99,10 @@ pub struct JobRequest<'a> {
     pub desired: DesiredState,
     /// Extra environment.
     pub env: &'a BTreeMap<String, String>,
+    /// Steps at once, instead of the template's.
+    pub parallelism: Option<u32>,
+    /// Fail fast or not, instead of the template's.
+    pub fail_fast: Option<bool>,
 }
 
 /// The most variables a job's `env` may hold.
@@ -205,6 +226,8 @@ impl Catalog {
             env: req.env.clone(),
             steps: render_steps(&template.spec.steps, &values),
             max_attempts: template.spec.max_attempts,
+            parallelism: req.parallelism.or(template.spec.parallelism).unwrap_or(DEFAULT_PARALLELISM).max(1),
+            fail_fast: req.fail_fast.or(template.spec.fail_fast).unwrap_or(true),
             origin,
             not_before: None,
         })

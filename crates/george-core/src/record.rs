@@ -39,6 +39,10 @@ pub struct Job {
     pub failures: u32,
     /// Failed attempts allowed before the job fails; `None` = the engine default.
     pub max_attempts: Option<u32>,
+    /// How many steps may run at once.
+    pub parallelism: u32,
+    /// Whether a failing step cancels the steps running beside it.
+    pub fail_fast: bool,
     /// When the next attempt may start (after a failure).
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// Created.
@@ -58,8 +62,12 @@ pub struct Step {
     pub status: StepStatus,
     /// Why (failure or block reason).
     pub reason: Option<String>,
-    /// Runs of this step so far.
+    /// Tries of this step so far.
     pub runs: u32,
+    /// When its current run started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When its current run ended.
+    pub ended_at: Option<DateTime<Utc>>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
 }

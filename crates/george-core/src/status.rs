@@ -128,6 +128,11 @@ impl StepStatus {
     pub fn is_done(self) -> bool {
         matches!(self, StepStatus::Completed | StepStatus::Skipped)
     }
+
+    /// Whether a run of the step has ended (done, failed or blocked).
+    pub fn has_ended(self) -> bool {
+        matches!(self, StepStatus::Completed | StepStatus::Skipped | StepStatus::Failed | StepStatus::Blocked)
+    }
 }
 
 string_enum!(

@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// A step of a job: its template step with the job's parameters filled in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StepSpec {
     /// Unique within the job.
     pub id: String,
@@ -28,6 +28,29 @@ pub struct StepSpec {
     /// Extra tries of a failing `run`.
     #[serde(default)]
     pub retries: u32,
+    /// The wait before the first retry, in milliseconds (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay_ms: Option<u64>,
+    /// The longest wait between two tries, in milliseconds (default 300000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay_max_ms: Option<u64>,
+}
+
+/// The wait before the first retry when a step sets none.
+pub const DEFAULT_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest wait between two tries when a step sets none.
+pub const DEFAULT_RETRY_DELAY_MAX: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl StepSpec {
+    /// The wait after failed try `n` (1-based) before the next: the delay
+    /// doubled per try, capped, scaled by `jitter` (in `0.0..=1.0`) into its
+    /// upper half, so retries of many jobs do not fire together.
+    pub fn retry_wait(&self, n: u32, jitter: f64) -> std::time::Duration {
+        let base = self.retry_delay_ms.map_or(DEFAULT_RETRY_DELAY, std::time::Duration::from_millis);
+        let cap = self.retry_delay_max_ms.map_or(DEFAULT_RETRY_DELAY_MAX, std::time::Duration::from_millis);
+        let doubled = base.saturating_mul(1u32 << n.saturating_sub(1).min(20)).min(cap);
+        doubled.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
 }
 
 /// A parameter that does not fit the template.
@@ -177,6 +200,10 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
+fn millis(d: Option<crate::duration::HumanDuration>) -> Option<u64> {
+    d.map(|d| u64::try_from(d.get().as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Renders a template's steps with resolved values.
 pub fn render_steps(steps: &[StepTemplate], values: &BTreeMap<String, String>) -> Vec<StepSpec> {
     steps
@@ -189,6 +216,8 @@ pub fn render_steps(steps: &[StepTemplate], values: &BTreeMap<String, String>) -
             depends_on: s.depends_on.clone(),
             timeout_secs: s.timeout.map(|t| t.get().as_secs().max(1)),
             retries: s.retries,
+            retry_delay_ms: millis(s.retry_delay),
+            retry_delay_max_ms: millis(s.retry_delay_max),
         })
         .collect()
 }
@@ -253,6 +282,8 @@ mod tests {
             variables: vars,
             max_attempts: None,
             retention: None,
+            parallelism: None,
+            fail_fast: None,
             steps: vec![],
         }
     }
@@ -321,13 +352,26 @@ mod tests {
             run: None,
             done_when: None,
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
-            timeout_secs: None,
-            retries: 0,
+            ..Default::default()
         };
         let steps = vec![step("c", &["b"]), step("a", &[]), step("b", &["a"])];
         let order: Vec<_> = topological_order(&steps).unwrap().into_iter().map(|i| steps[i].id.as_str()).collect();
         assert_eq!(order, ["a", "b", "c"]);
         let cyclic = vec![step("x", &["y"]), step("y", &["x"])];
         assert_eq!(topological_order(&cyclic).unwrap_err(), ["x", "y", "x"]);
+    }
+
+    /// The retry schedule: the delay doubles per try up to the cap; jitter
+    /// scales each wait into its upper half, never above the cap.
+    #[test]
+    fn retry_waits_double_up_to_the_cap_with_jitter() {
+        let step = StepSpec { retry_delay_ms: Some(1000), retry_delay_max_ms: Some(5000), ..Default::default() };
+        let ms = |jitter: f64| (1..=6).map(|n| step.retry_wait(n, jitter).as_millis()).collect::<Vec<_>>();
+        assert_eq!(ms(1.0), [1000, 2000, 4000, 5000, 5000, 5000]);
+        assert_eq!(ms(0.0), [500, 1000, 2000, 2500, 2500, 2500]);
+        assert_eq!(ms(0.5), [750, 1500, 3000, 3750, 3750, 3750]);
+        let default = StepSpec::default();
+        assert_eq!(default.retry_wait(1, 1.0), DEFAULT_RETRY_DELAY);
+        assert_eq!(default.retry_wait(40, 1.0), DEFAULT_RETRY_DELAY_MAX, "no overflow after many tries");
     }
 }

@@ -100,6 +100,8 @@ pub fn validate_set(manifests: Vec<ParsedManifest>) -> Result<ManifestSet, Vec<D
             priority: j.spec.priority,
             desired: j.spec.desired_state,
             env: &j.spec.env,
+            parallelism: j.spec.parallelism,
+            fail_fast: j.spec.fail_fast,
         };
         let origin = Origin { source: String::new(), reference: Some(m.file.clone()), revision: None };
         match catalog.plan(&req, origin) {
@@ -178,8 +180,7 @@ fn check_template(m: &ParsedManifest, t: &TaskTemplate, catalog: &Catalog, diags
             run: None,
             done_when: None,
             depends_on: s.depends_on.iter().filter(|d| *d != &s.id).cloned().collect(),
-            timeout_secs: None,
-            retries: 0,
+            ..Default::default()
         })
         .collect();
     if let Err(cycle) = topological_order(&as_specs) {

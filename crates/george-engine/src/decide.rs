@@ -319,6 +319,8 @@ mod tests {
                 attempt: 0,
                 failures: 0,
                 max_attempts: None,
+                parallelism: 4,
+                fail_fast: true,
                 next_attempt_at: None,
                 created_at: t0(),
                 updated_at: t0(),

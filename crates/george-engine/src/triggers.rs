@@ -330,6 +330,8 @@ fn plan(
         priority: priority.unwrap_or_else(|| spec.job_priority()),
         desired: DesiredState::Active,
         env: &env,
+        parallelism: None,
+        fail_fast: None,
     };
     let origin = Origin { source: format!("trigger:{name}"), reference: Some(reference.to_string()), revision: None };
     let mut job = catalog.plan(&req, origin).map_err(|errs| {

@@ -192,6 +192,8 @@ impl JiraSource {
             priority: self.settings.mapping.priority_for(t),
             desired: DesiredState::Active,
             env: &env,
+            parallelism: None,
+            fail_fast: None,
         };
         let origin = Origin { source: SOURCE.into(), reference: Some(t.key.clone()), revision: None };
         match catalog.plan(&req, origin) {

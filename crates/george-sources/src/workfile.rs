@@ -244,6 +244,8 @@ impl Source for WorkFileSource {
                 priority: Priority::default(),
                 desired: DesiredState::Active,
                 env: &item.env_vars,
+                parallelism: None,
+                fail_fast: None,
             };
             let origin = Origin {
                 source: "workfile".into(),

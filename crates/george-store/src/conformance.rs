@@ -62,6 +62,7 @@ macro_rules! store_conformance_tests {
             concurrent_attempt_starts_yield_one_winner,
             agent_reports_drive_job_status,
             a_batch_of_reports_applies_in_order_all_or_nothing,
+            a_retry_keeps_completed_steps_unless_from_scratch,
             status_changes_are_guarded,
             desired_state_rules,
             overrides_set_status_by_hand,
@@ -92,8 +93,7 @@ pub fn job(id: &str, source: &str) -> NewJob {
         run: Some("true".into()),
         done_when: None,
         depends_on: deps.iter().map(|d| d.to_string()).collect(),
-        timeout_secs: None,
-        retries: 0,
+        ..Default::default()
     };
     NewJob {
         id: id.into(),
@@ -106,6 +106,8 @@ pub fn job(id: &str, source: &str) -> NewJob {
         env: BTreeMap::new(),
         steps: vec![step("a", &[]), step("b", &["a"])],
         max_attempts: Some(3),
+        parallelism: george_core::plan::DEFAULT_PARALLELISM,
+        fail_fast: true,
         origin: Origin { source: source.into(), reference: Some(format!("jobs/{id}.yaml")), revision: None },
         not_before: None,
     }
@@ -271,8 +273,19 @@ pub async fn attempts_are_numbered_and_fenced(store: TestStore) {
     assert_eq!(store.get_agent("j", 1).await.unwrap().unwrap().state, AgentState::Active);
     assert!(matches!(store.heartbeat("j", 2).await, Err(StoreError::Superseded { .. })));
 
+    // A step's run has a start once in progress, and an end once it ends.
+    let running = StepReport { status: StepStatus::InProgress, reason: None };
+    store.report_step("j", 1, "a", &running).await.unwrap();
+    let a = &store.get_job("j").await.unwrap().unwrap().steps[0];
+    assert!(a.started_at.is_some() && a.ended_at.is_none(), "{a:?}");
+
     // The agent dies: the attempt ends, the job goes back to pending, a new attempt starts.
     store.end_attempt("j", 1, AttemptEnd { exit_code: None, outcome: "killed by signal 9".into() }).await.unwrap();
+    // No step stays in progress without its agent.
+    let a = &store.get_job("j").await.unwrap().unwrap().steps[0];
+    assert_eq!(a.status, StepStatus::Pending);
+    assert_eq!(a.reason.as_deref(), Some("interrupted: attempt 1 ended (killed by signal 9)"));
+    assert_eq!((a.started_at, a.ended_at), (None, None));
     store.end_attempt("j", 1, AttemptEnd { exit_code: None, outcome: "again".into() }).await.unwrap();
     let change = StatusChange {
         from: JobStatus::InProgress,
@@ -391,7 +404,8 @@ pub async fn a_batch_of_reports_applies_in_order_all_or_nothing(store: TestStore
     store.create_job(job("j", "api"), "t").await.unwrap();
     store.start_attempt("j", attempt(0, "t1")).await.unwrap();
     store.attempt_spawned("j", 1, json!({"pid": 42})).await.unwrap();
-    let step = |step: &str, status| Report::Step { step: step.into(), report: StepReport { status, reason: None } };
+    let step =
+        |step: &str, status| Report::Step { step: step.into(), report: StepReport { status, reason: None }, at: None };
     let evidence = |content: &str| Report::Evidence {
         step: Some("a".into()),
         kind: "output".into(),
@@ -440,6 +454,47 @@ pub async fn a_batch_of_reports_applies_in_order_all_or_nothing(store: TestStore
     store.end_attempt("j", 1, AttemptEnd { exit_code: Some(0), outcome: "exited (code 0)".into() }).await.unwrap();
     let late = store.apply_reports("j", 1, vec![Report::Comment { body: "late".into() }]).await;
     assert!(matches!(late, Err(StoreError::Superseded { .. })), "{late:?}");
+}
+
+/// A failed, aborted or blocked job is retried: pending and active again,
+/// failures forgiven, completed steps kept (all reset from scratch); a job
+/// that is running or done is refused.
+pub async fn a_retry_keeps_completed_steps_unless_from_scratch(store: TestStore) {
+    store.create_job(job("j", "api"), "t").await.unwrap();
+    store.start_attempt("j", attempt(0, "t1")).await.unwrap();
+    let step = |status| StepReport { status, reason: None };
+    store.report_step("j", 1, "a", &step(StepStatus::InProgress)).await.unwrap();
+    store.report_step("j", 1, "a", &step(StepStatus::Completed)).await.unwrap();
+    let a = &store.get_job("j").await.unwrap().unwrap().steps[0];
+    assert!(a.started_at.is_some() && a.ended_at >= a.started_at, "{a:?}");
+    store.report_step("j", 1, "b", &step(StepStatus::InProgress)).await.unwrap();
+    let refused = store.retry_job("j", "operator:ops", false, None).await.unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::Conflict(m) if m.contains("only a failed, aborted or blocked")),
+        "{refused}"
+    );
+    store.report_step("j", 1, "b", &step(StepStatus::Failed)).await.unwrap();
+    store.report_job("j", 1, JobStatus::Failed, Some("step `b` failed")).await.unwrap();
+    store.end_attempt("j", 1, AttemptEnd { exit_code: Some(0), outcome: "exited (code 0)".into() }).await.unwrap();
+    let seen = store.latest_seq().await.unwrap();
+
+    let j = store.retry_job("j", "operator:ops", false, Some("fixed the flaky test")).await.unwrap();
+    assert_eq!((j.status, j.desired, j.failures), (JobStatus::Pending, DesiredState::Active, 0));
+    assert_eq!(j.reason.as_deref(), Some("retried by operator:ops: fixed the flaky test"));
+    let steps: Vec<_> = j.steps.iter().map(|s| (s.status, s.runs)).collect();
+    assert_eq!(steps, [(StepStatus::Completed, 1), (StepStatus::Pending, 1)], "the completed step stays done");
+    let kinds: Vec<_> = store.events_since(seen, 10, Some("j")).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::JobRetried, EventKind::JobStatus]);
+
+    store.set_desired("j", DesiredState::Aborted, "operator:ops", None).await.unwrap();
+    let j = store.get_job("j").await.unwrap().unwrap();
+    assert_eq!(j.status, JobStatus::Pending, "aborting a pending job is the reconciler's to finish");
+    let j = store.override_status("j", &Override::Job(JobStatus::Failed), "operator:ops", "x").await.unwrap();
+    assert_eq!(j.status, JobStatus::Failed);
+    let j = store.retry_job("j", "operator:ops", true, None).await.unwrap();
+    assert_eq!((j.status, j.desired), (JobStatus::Pending, DesiredState::Active), "aborted → active again");
+    assert!(j.steps.iter().all(|s| (s.status, s.runs, s.started_at) == (StepStatus::Pending, 0, None)), "{j:?}");
+    assert!(matches!(store.retry_job("nope", "operator:ops", false, None).await, Err(StoreError::NotFound { .. })));
 }
 
 /// Status changes apply only from the status the caller saw.

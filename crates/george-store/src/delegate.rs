@@ -91,6 +91,17 @@ macro_rules! impl_store {
                     self.write(move |w| crate::jobs::override_status(w, &id, &target, &actor, &reason)).await
                 }
 
+                async fn retry_job(
+                    &self,
+                    id: &str,
+                    actor: &str,
+                    from_scratch: bool,
+                    reason: Option<&str>,
+                ) -> Result<Job> {
+                    let (id, actor, reason) = (id.to_string(), actor.to_string(), reason.map(str::to_string));
+                    self.write(move |w| crate::jobs::retry(w, &id, &actor, from_scratch, reason.as_deref())).await
+                }
+
                 async fn add_comment(&self, id: &str, author: &str, body: &str) -> Result<Comment> {
                     let (id, author, body) = (id.to_string(), author.to_string(), body.to_string());
                     self.write(move |w| crate::jobs::add_comment(w, &id, &author, &body)).await

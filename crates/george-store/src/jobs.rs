@@ -19,8 +19,9 @@ use std::collections::BTreeMap;
 pub fn create(w: &mut Writer<impl Db>, job: &NewJob, actor: &str) -> Result<Created> {
     let inserted = w.db.exec(
         "INSERT INTO jobs (id, template, agent, params, priority, chapter, desired, status, env, max_attempts, \
-         origin_source, origin_ref, origin_rev, spec_digest, next_attempt_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $15, $14, $14) \
+         origin_source, origin_ref, origin_rev, spec_digest, next_attempt_at, created_at, updated_at, parallelism, \
+         fail_fast) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $15, $14, $14, $16, $17) \
          ON CONFLICT (id) DO NOTHING",
         &[
             Arg::from(&job.id),
@@ -38,6 +39,8 @@ pub fn create(w: &mut Writer<impl Db>, job: &NewJob, actor: &str) -> Result<Crea
             Arg::Text(&spec_digest(job)),
             Arg::from(w.now),
             Arg::from(job.not_before),
+            Arg::from(job.parallelism),
+            Arg::Flag(job.fail_fast),
         ],
     )?;
     if inserted == 0 {
@@ -57,8 +60,8 @@ pub fn create(w: &mut Writer<impl Db>, job: &NewJob, actor: &str) -> Result<Crea
 
 pub fn update_pending(w: &mut Writer<impl Db>, job: &NewJob, actor: &str) -> Result<bool> {
     let n = w.db.exec(
-        "UPDATE jobs SET params = $2, env = $3, priority = $4, next_attempt_at = $5, spec_digest = $6, updated_at = $7 \
-         WHERE id = $1 AND status = 'pending' AND attempt = 0",
+        "UPDATE jobs SET params = $2, env = $3, priority = $4, next_attempt_at = $5, spec_digest = $6, updated_at = $7, \
+         parallelism = $8, fail_fast = $9 WHERE id = $1 AND status = 'pending' AND attempt = 0",
         &[
             Arg::from(&job.id),
             Arg::json(&job.params)?,
@@ -67,6 +70,8 @@ pub fn update_pending(w: &mut Writer<impl Db>, job: &NewJob, actor: &str) -> Res
             Arg::from(job.not_before),
             Arg::Text(&spec_digest(job)),
             Arg::from(w.now),
+            Arg::from(job.parallelism),
+            Arg::Flag(job.fail_fast),
         ],
     )?;
     if n == 0 {
@@ -81,7 +86,7 @@ pub fn update_pending(w: &mut Writer<impl Db>, job: &NewJob, actor: &str) -> Res
 pub fn replace_definition(w: &mut Writer<impl Db>, job: &NewJob, digest: &str) -> Result<()> {
     w.db.exec(
         "UPDATE jobs SET template = $2, agent = $3, params = $4, env = $5, max_attempts = $6, \
-         chapter = $7, spec_digest = $8 WHERE id = $1",
+         chapter = $7, spec_digest = $8, parallelism = $9, fail_fast = $10 WHERE id = $1",
         &[
             Arg::from(&job.id),
             Arg::from(&job.template),
@@ -91,6 +96,8 @@ pub fn replace_definition(w: &mut Writer<impl Db>, job: &NewJob, digest: &str) -
             Arg::from(job.max_attempts),
             Arg::from(&job.chapter),
             Arg::Text(digest),
+            Arg::from(job.parallelism),
+            Arg::Flag(job.fail_fast),
         ],
     )?;
     replace_steps(w, &job.id, &job.steps)
@@ -128,7 +135,7 @@ pub fn env(c: &mut impl Db, id: &str) -> Result<BTreeMap<String, String>> {
 
 fn steps(c: &mut impl Db, id: &str) -> Result<Vec<Step>> {
     c.all(
-        "SELECT spec, status, reason, runs, updated_at FROM steps WHERE job_id = $1 ORDER BY idx",
+        "SELECT spec, status, reason, runs, started_at, ended_at, updated_at FROM steps WHERE job_id = $1 ORDER BY idx",
         args![id],
         views::step,
     )
@@ -248,6 +255,40 @@ pub fn override_status(w: &mut Writer<impl Db>, id: &str, target: &Override, act
             )?;
         }
     }
+    get_tx(&mut w.db, id)
+}
+
+/// A failed, aborted or blocked job back to pending, active, with its
+/// failures forgiven: the reconciler starts a new attempt. Its completed
+/// steps stay done unless `from_scratch`.
+pub fn retry(w: &mut Writer<impl Db>, id: &str, actor: &str, from_scratch: bool, reason: Option<&str>) -> Result<Job> {
+    let job = lock_job(&mut w.db, id)?;
+    rules::check_retry(&job)?;
+    let why = match reason {
+        Some(r) => format!("retried by {actor}: {r}"),
+        None => format!("retried by {actor}"),
+    };
+    w.db.exec(
+        "UPDATE jobs SET status = 'pending', desired = 'active', reason = $2, failures = 0, next_attempt_at = NULL, \
+         updated_at = $3 WHERE id = $1",
+        args![id, &why, w.now],
+    )?;
+    let which = if from_scratch { "" } else { " AND status NOT IN ('completed', 'skipped')" };
+    w.db.exec(
+        &format!(
+            "UPDATE steps SET status = 'pending', reason = NULL, started_at = NULL, ended_at = NULL, \
+             runs = CASE WHEN $3 THEN 0 ELSE runs END, updated_at = $2 WHERE job_id = $1{which}"
+        ),
+        args![id, w.now, from_scratch],
+    )?;
+    w.event(
+        Some(id),
+        None,
+        EventKind::JobRetried,
+        actor,
+        json!({"from": job.status, "from_scratch": from_scratch, "reason": reason}),
+    )?;
+    w.event(Some(id), None, EventKind::JobStatus, actor, json!({"from": job.status, "to": "pending", "reason": why}))?;
     get_tx(&mut w.db, id)
 }
 
@@ -373,7 +414,8 @@ pub fn start_attempt(w: &mut Writer<impl Db>, id: &str, a: &NewAttempt) -> Resul
     )?;
     // A step the previous agent was in the middle of is not done.
     w.db.exec(
-        "UPDATE steps SET status = 'pending', updated_at = $2 WHERE job_id = $1 AND status = 'in_progress'",
+        "UPDATE steps SET status = 'pending', started_at = NULL, ended_at = NULL, updated_at = $2 \
+         WHERE job_id = $1 AND status = 'in_progress'",
         args![id, w.now],
     )?;
     w.event(
@@ -433,6 +475,17 @@ pub fn end_attempt(w: &mut Writer<impl Db>, id: &str, attempt: u32, end: &Attemp
         args![id, attempt, w.now, end.exit_code, &end.outcome],
     )?;
     if n > 0 {
+        // No step stays in progress without its agent (halted, killed, gone):
+        // it goes back to pending, with why, and the next attempt runs it.
+        let current = w.db.opt("SELECT attempt FROM jobs WHERE id = $1", args![id], |r| r.u32("attempt"))?;
+        if current == Some(attempt) {
+            let why = format!("interrupted: attempt {attempt} ended ({})", end.outcome);
+            w.db.exec(
+                "UPDATE steps SET status = 'pending', reason = $2, started_at = NULL, ended_at = NULL, updated_at = $3 \
+                 WHERE job_id = $1 AND status = 'in_progress'",
+                args![id, &why, w.now],
+            )?;
+        }
         w.event(
             Some(id),
             Some(attempt),
@@ -512,12 +565,52 @@ pub fn heartbeat(w: &mut Writer<impl Db>, id: &str, attempt: u32) -> Result<()> 
 }
 
 pub fn report_step(w: &mut Writer<impl Db>, id: &str, attempt: u32, step: &str, report: &StepReport) -> Result<()> {
+    report_step_at(w, id, attempt, step, report, None)
+}
+
+/// A step report that says when it happened (`at`, the agent's clock): kept
+/// between the attempt's start and now, so an agent can misplace only its
+/// own step, and only within its attempt.
+fn report_step_at(
+    w: &mut Writer<impl Db>,
+    id: &str,
+    attempt: u32,
+    step: &str,
+    report: &StepReport,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<()> {
     let status = fence(&mut w.db, id, attempt)?;
     rules::check_step_report(id, status)?;
-    let runs_inc = i64::from(report.status == StepStatus::InProgress);
+    let at = match at {
+        Some(at) if at < w.now => {
+            let since = w.db.one(
+                "SELECT started_at FROM attempts WHERE job_id = $1 AND number = $2",
+                args![id, attempt],
+                |r| r.ts("started_at"),
+            )?;
+            at.max(since)
+        }
+        _ => w.now,
+    };
+    // Each `in_progress` is one more try; the first of a run starts its clock,
+    // and a final status stops it.
+    let starting = report.status == StepStatus::InProgress;
     let n = w.db.exec(
-        "UPDATE steps SET status = $3, reason = $4, runs = runs + $5, updated_at = $6 WHERE job_id = $1 AND id = $2",
-        args![id, step, report.status.as_str(), &report.reason, runs_inc, w.now],
+        "UPDATE steps SET status = $3, reason = $4, runs = runs + $5, updated_at = $6, \
+         started_at = CASE WHEN $7 = 1 AND status <> 'in_progress' THEN $6 \
+                           WHEN $7 = 1 OR $8 = 1 THEN started_at ELSE NULL END, \
+         ended_at = CASE WHEN $8 = 1 THEN $6 ELSE NULL END \
+         WHERE job_id = $1 AND id = $2",
+        args![
+            id,
+            step,
+            report.status.as_str(),
+            &report.reason,
+            i64::from(starting),
+            at,
+            i64::from(starting),
+            i64::from(report.status.has_ended())
+        ],
     )?;
     if n == 0 {
         return Err(StoreError::NotFound { what: "step", id: format!("{id}/{step}") });
@@ -527,8 +620,22 @@ pub fn report_step(w: &mut Writer<impl Db>, id: &str, attempt: u32, step: &str, 
         Some(attempt),
         EventKind::StepStatus,
         &agent_actor(id, attempt),
-        json!({"step": step, "to": report.status, "reason": report.reason}),
+        json!({"step": step, "to": report.status, "reason": report.reason, "at": at}),
     )
+}
+
+/// A failed try of a step: an event (the step's status is reported apart).
+fn try_failed(w: &mut Writer<impl Db>, id: &str, attempt: u32, step: &str, data: Value) -> Result<()> {
+    let status = fence(&mut w.db, id, attempt)?;
+    rules::check_step_report(id, status)?;
+    let known =
+        w.db.one("SELECT EXISTS(SELECT 1 FROM steps WHERE job_id = $1 AND id = $2) AS known", args![id, step], |r| {
+            r.bool("known")
+        })?;
+    if !known {
+        return Err(StoreError::NotFound { what: "step", id: format!("{id}/{step}") });
+    }
+    w.event(Some(id), Some(attempt), EventKind::StepTryFailed, &agent_actor(id, attempt), data)
 }
 
 /// What an agent hands in as evidence.
@@ -610,10 +717,15 @@ pub fn apply_reports(w: &mut Writer<impl Db>, id: &str, attempt: u32, reports: &
     heartbeat(w, id, attempt)?;
     for (i, report) in reports.iter().enumerate() {
         let applied = match report {
-            Report::Step { step, report } => report_step(w, id, attempt, step, report),
+            Report::Step { step, report, at } => report_step_at(w, id, attempt, step, report, *at),
             Report::Evidence { step, kind, content, truncated } => {
                 let e = NewEvidence { step: step.as_deref(), kind, content, truncated: *truncated };
                 add_evidence(w, id, attempt, &e).map(|_| ())
+            }
+            Report::TryFailed { step, number, of, result, stderr, retry_in_ms } => {
+                let data = json!({"step": step, "try": number, "of": of, "result": result, "stderr": stderr,
+                                  "retry_in_ms": retry_in_ms});
+                try_failed(w, id, attempt, step, data)
             }
             Report::Comment { body } => agent_comment(w, id, attempt, body).map(|_| ()),
             Report::Verdict { status, reason } if i + 1 == reports.len() => {

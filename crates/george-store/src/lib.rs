@@ -150,6 +150,8 @@ pub enum Report {
         step: String,
         /// Its new status and why.
         report: StepReport,
+        /// When, by the agent's clock.
+        at: Option<DateTime<Utc>>,
     },
     /// Evidence.
     Evidence {
@@ -161,6 +163,21 @@ pub enum Report {
         content: String,
         /// Whether the content was cut.
         truncated: bool,
+    },
+    /// A try of a step's command failed.
+    TryFailed {
+        /// Step id.
+        step: String,
+        /// Which try, of how many.
+        number: u32,
+        /// Of how many.
+        of: u32,
+        /// How it ended.
+        result: String,
+        /// The end of its standard error (the caller caps it).
+        stderr: String,
+        /// When the next try starts.
+        retry_in_ms: Option<u64>,
     },
     /// A comment in the conversation.
     Comment {
@@ -215,6 +232,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn set_desired(&self, id: &str, desired: DesiredState, actor: &str, reason: Option<&str>) -> Result<Job>;
     /// Sets a job's or a step's status by hand, recording who and why.
     async fn override_status(&self, id: &str, target: &Override, actor: &str, reason: &str) -> Result<Job>;
+    /// A failed, aborted or blocked job back to pending for a new attempt,
+    /// keeping its completed steps unless `from_scratch`.
+    async fn retry_job(&self, id: &str, actor: &str, from_scratch: bool, reason: Option<&str>) -> Result<Job>;
     /// Adds a comment (operator inject or agent message).
     async fn add_comment(&self, id: &str, author: &str, body: &str) -> Result<Comment>;
     /// A job's conversation, oldest first.

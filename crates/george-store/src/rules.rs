@@ -16,7 +16,12 @@ use sha2::{Digest, Sha256};
 /// A digest of what defines a job's work; it changes when a source changes
 /// the job's template, agent, parameters, environment or steps.
 pub(crate) fn spec_digest(job: &NewJob) -> String {
-    let canonical = json!([job.template, job.agent, job.params, job.env, job.steps, job.max_attempts]);
+    let mut canonical = json!([job.template, job.agent, job.params, job.env, job.steps, job.max_attempts]);
+    // Only a non-default step graph is part of the digest, so the digest of
+    // a job stored before the graph settings existed does not change.
+    if (job.parallelism, job.fail_fast) != (george_core::plan::DEFAULT_PARALLELISM, true) {
+        canonical = json!([canonical, job.parallelism, job.fail_fast]);
+    }
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
@@ -80,6 +85,17 @@ pub(crate) fn check_job_override(job: &Job, to: JobStatus) -> Result<()> {
         other => {
             Err(StoreError::Invalid(format!("a job can be set to pending, completed or failed by hand, not {other}")))
         }
+    }
+}
+
+/// Refuses a retry of a job that has not failed, been aborted or blocked.
+pub(crate) fn check_retry(job: &Job) -> Result<()> {
+    match job.status {
+        JobStatus::Failed | JobStatus::Aborted | JobStatus::Blocked => Ok(()),
+        other => Err(StoreError::Conflict(format!(
+            "job `{}` is {other}; only a failed, aborted or blocked job can be retried",
+            job.id
+        ))),
     }
 }
 

@@ -8,7 +8,8 @@ use george_core::record::{Attempt, Comment, Event, Evidence, Job, Step};
 use serde_json::Value;
 
 pub const JOB_COLUMNS: &str = "id, template, agent, params, priority, chapter, desired, status, reason, \
-    max_attempts, origin_source, origin_ref, origin_rev, attempt, failures, next_attempt_at, created_at, updated_at";
+    max_attempts, origin_source, origin_ref, origin_rev, attempt, failures, next_attempt_at, created_at, updated_at, \
+    parallelism, fail_fast";
 
 pub fn job(r: &dyn Get) -> Result<Job> {
     Ok(Job {
@@ -29,6 +30,8 @@ pub fn job(r: &dyn Get) -> Result<Job> {
         attempt: r.u32("attempt")?,
         failures: r.u32("failures")?,
         max_attempts: r.opt_u32("max_attempts")?,
+        parallelism: r.u32("parallelism")?,
+        fail_fast: r.bool("fail_fast")?,
         next_attempt_at: r.time("next_attempt_at")?,
         created_at: r.ts("created_at")?,
         updated_at: r.ts("updated_at")?,
@@ -42,6 +45,8 @@ pub fn step(r: &dyn Get) -> Result<Step> {
         status: r.parsed("status")?,
         reason: r.text("reason")?,
         runs: r.u32("runs")?,
+        started_at: r.time("started_at")?,
+        ended_at: r.time("ended_at")?,
         updated_at: r.ts("updated_at")?,
     })
 }

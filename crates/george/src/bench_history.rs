@@ -59,12 +59,11 @@ fn job(id: &str) -> NewJob {
             id: "noop".into(),
             description: "do nothing".into(),
             run: Some("true".into()),
-            done_when: None,
-            depends_on: Vec::new(),
-            timeout_secs: None,
-            retries: 0,
+            ..Default::default()
         }],
         max_attempts: None,
+        parallelism: george_core::plan::DEFAULT_PARALLELISM,
+        fail_fast: true,
         origin: Origin { source: "api".into(), reference: None, revision: None },
         not_before: None,
     }

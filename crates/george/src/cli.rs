@@ -330,9 +330,37 @@ pub enum JobsCommand {
         /// Priority class.
         #[arg(long)]
         priority: Option<String>,
+        /// How many steps may run at once (instead of the template's).
+        #[arg(long)]
+        parallelism: Option<u32>,
         /// Follow the job live until it ends (as `jobs watch`); exit 0 only if it completed.
         #[arg(long)]
         wait: bool,
+    },
+    /// Give a failed, aborted or blocked job a new attempt (its completed steps stay done).
+    Retry {
+        /// Job id.
+        id: String,
+        /// Run every step again, completed ones too.
+        #[arg(long)]
+        from_scratch: bool,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Submit a new job with this job's template, parameters and settings.
+    Resubmit {
+        /// The job to copy.
+        id: String,
+        /// Parameters to change, `name=value`.
+        #[arg(short = 'p', long = "param")]
+        params: Vec<String>,
+        /// The new job's id (generated if absent).
+        #[arg(long = "as")]
+        new_id: Option<String>,
+        /// Priority class (else the old job's).
+        #[arg(long)]
+        priority: Option<String>,
     },
     /// Pause a job (its agent is stopped gracefully).
     Pause(ActionArgs),

@@ -153,6 +153,25 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
     Ok(Client::new(&cli.server, &token)?)
 }
 
+/// kubectl-style: one line saying what happened, or the object in JSON or YAML.
+fn said<T: serde::Serialize>(format: Format, value: &T, line: &str) {
+    match format {
+        Format::Table => println!("{line}"),
+        _ => render(format, value, |_| {}),
+    }
+}
+
+/// `850ms`, `12.3s`, `4m05s`, `2h03m`.
+fn human_duration(d: chrono::Duration) -> String {
+    let ms = d.num_milliseconds().max(0);
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
 fn parse_params(items: &[String]) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
     let mut out = BTreeMap::new();
     for item in items {
@@ -633,12 +652,17 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
                     let origin =
                         [Some(job.origin.source.clone()), job.origin.reference.clone(), job.origin.revision.clone()];
                     println!("origin: {}", origin.into_iter().flatten().collect::<Vec<_>>().join(" "));
-                    let mut t = table(&["STEP", "STATUS", "RUNS", "DEPENDS ON", "RUN", "REASON"]);
+                    let mut t =
+                        table(&["STEP", "STATUS", "RUNS", "STARTED", "DURATION", "DEPENDS ON", "RUN", "REASON"]);
                     for s in &job.steps {
+                        let running = s.started_at.filter(|_| s.ended_at.is_none()).map(|t| chrono::Utc::now() - t);
+                        let took = s.duration_ms.map(chrono::Duration::milliseconds).or(running);
                         t.add_row(vec![
                             s.spec.id.clone(),
                             s.status.to_string(),
                             s.runs.to_string(),
+                            s.started_at.map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_default(),
+                            took.map(human_duration).unwrap_or_default(),
                             s.spec.depends_on.join(", "),
                             s.spec.run.clone().unwrap_or_else(|| "(needs an LLM)".into()),
                             s.reason.clone().unwrap_or_default(),
@@ -654,7 +678,26 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
                 }
             }
         }
-        JobsCommand::Submit { template, params, id, priority, wait } => {
+        JobsCommand::Retry { id, from_scratch, reason } => {
+            let req = george_core::api::RetryRequest { from_scratch: *from_scratch, reason: reason.clone() };
+            let job = c.retry(id, &req).await?;
+            let how = if *from_scratch { " from scratch" } else { "" };
+            said(format, &job, &format!("job/{} retried{how}", job.id));
+        }
+        JobsCommand::Resubmit { id, params, new_id, priority } => {
+            let req = george_core::api::ResubmitRequest {
+                id: new_id.clone(),
+                params: parse_params(params)?,
+                priority: priority
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--priority: {e}"))?,
+            };
+            let job = c.resubmit(id, &req).await?;
+            said(format, &job, &format!("job/{} created (resubmit of {id})", job.id));
+        }
+        JobsCommand::Submit { template, params, id, priority, parallelism, wait } => {
             let req = SubmitJob {
                 template: template.clone(),
                 params: parse_params(params)?,
@@ -667,6 +710,8 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
                 chapter: None,
                 agent: None,
                 env: BTreeMap::new(),
+                parallelism: *parallelism,
+                fail_fast: None,
             };
             let job = c.submit(&req).await?;
             if *wait {

@@ -38,6 +38,12 @@ pub struct JobSpec {
     /// Extra environment for the job's agent.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// How many steps may run at once, instead of the template's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<u32>,
+    /// Whether a failing step cancels the steps running beside it, instead of the template's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_fast: Option<bool>,
 }
 
 fn default_desired() -> DesiredState {

@@ -40,6 +40,13 @@ pub struct TaskTemplateSpec {
     /// events (default: engine `retention.finished`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<HumanDuration>,
+    /// How many steps may run at once (default 4; a job in a repository
+    /// runs one at a time). Steps run as soon as their dependencies are done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<u32>,
+    /// Whether a failing step cancels the steps running beside it (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_fast: Option<bool>,
     /// The steps, in order; `depends_on` adds ordering between them.
     pub steps: Vec<StepTemplate>,
 }
@@ -130,4 +137,11 @@ pub struct StepTemplate {
     /// Extra tries of a failing `run` before the step fails.
     #[serde(default)]
     pub retries: u32,
+    /// The wait before the first retry (default 1s); each next one waits
+    /// twice as long, with jitter, up to `retry_delay_max`.
+    #[serde(default, alias = "retryDelay", skip_serializing_if = "Option::is_none")]
+    pub retry_delay: Option<HumanDuration>,
+    /// The longest wait between two tries (default 5m).
+    #[serde(default, alias = "retryDelayMax", skip_serializing_if = "Option::is_none")]
+    pub retry_delay_max: Option<HumanDuration>,
 }

@@ -65,6 +65,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/postgres/0002_leases.sql")),
     (3, include_str!("../../migrations/postgres/0003_attempts_by_start.sql")),
     (4, include_str!("../../migrations/postgres/0004_retention.sql")),
+    (5, include_str!("../../migrations/postgres/0005_step_graph.sql")),
 ];
 
 /// Advisory lock held while migrating ("george" in ASCII, then 1).

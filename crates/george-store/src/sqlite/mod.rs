@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/0004_settings.sql")),
     (5, include_str!("../../migrations/0005_attempts_by_start.sql")),
     (6, include_str!("../../migrations/0006_retention.sql")),
+    (7, include_str!("../../migrations/0007_step_graph.sql")),
 ];
 
 /// Prepared statements kept per connection: more than the store has.

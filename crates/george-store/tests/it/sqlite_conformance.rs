@@ -53,14 +53,16 @@ async fn a_version_4_database_is_upgraded_and_the_hot_queries_use_their_indexes(
          CREATE INDEX jobs_by_status ON jobs(status); \
          DROP TRIGGER event_floor_only_rises; DROP TABLE event_floor; DROP TRIGGER events_append_only_delete; \
          CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events \
-         BEGIN SELECT RAISE(ABORT, 'events are append-only'); END; PRAGMA user_version = 4;",
+         BEGIN SELECT RAISE(ABORT, 'events are append-only'); END; \
+         ALTER TABLE jobs DROP COLUMN parallelism; ALTER TABLE jobs DROP COLUMN fail_fast; \
+         ALTER TABLE steps DROP COLUMN started_at; ALTER TABLE steps DROP COLUMN ended_at; PRAGMA user_version = 4;",
     )
     .unwrap();
     drop(conn);
     drop(SqliteStore::open(&path).unwrap());
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
     let agents =
         plan(&conn, "SELECT job_id, number FROM attempts ORDER BY started_at DESC, job_id, number DESC LIMIT 200");
     assert_eq!(agents, ["SCAN attempts USING COVERING INDEX attempts_by_start"], "no sort of every attempt");

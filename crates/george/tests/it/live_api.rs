@@ -283,6 +283,15 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
             c.call("post", "/api/v1/jobs/{id}/override", "/api/v1/jobs/t/override", op, Some(body)).await.status,
             400
         );
+        // Retry: refused for a job still running (l2 is not failed); a new job by resubmit.
+        let r = c.call("post", "/api/v1/jobs/{id}/retry", "/api/v1/jobs/l/retry", op, Some(json!({}))).await;
+        assert_eq!(r.status, 409, "{}", r.text);
+        let r = c
+            .call("post", "/api/v1/jobs/{id}/resubmit", "/api/v1/jobs/q/resubmit", op, Some(json!({"id": "q-again"})))
+            .await;
+        assert_eq!((r.status, r.body["template"].as_str()), (201, Some("quick")), "{}", r.text);
+        let r = c.call("post", "/api/v1/jobs/{id}/resubmit", "/api/v1/jobs/nope/resubmit", op, None).await;
+        assert_eq!(r.status, 404, "{}", r.text);
         c.call("post", "/api/v1/jobs", "/api/v1/jobs", op, Some(submit("l2", "long"))).await;
         for action in ["pause", "resume", "approve"] {
             let path = format!("/api/v1/jobs/l2/{action}");
@@ -372,6 +381,8 @@ fn valid_body(op: &str) -> Option<Value> {
         "post /api/v1/jobs/{id}/steps/{step}" => json!({"status": "in_progress"}),
         "post /api/v1/jobs/{id}/report" => json!({"status": "completed"}),
         "post /api/v1/jobs/{id}/reports" => json!({"reports": []}),
+        "post /api/v1/jobs/{id}/retry" => json!({"from_scratch": false}),
+        "post /api/v1/jobs/{id}/resubmit" => json!({"id": "viewer-copy"}),
         "post /api/v1/summon" => json!({"agent": "worker"}),
         "post /api/v1/tokens" => json!({"subject": "sneaky", "role": "admin"}),
         "post /api/v1/chapters/{chapter}/throttle" => json!({"tokens_per_hour": 1}),

@@ -26,4 +26,5 @@ mod postgres_engine;
 mod quickstart;
 mod scheduler;
 mod sources;
+mod steps;
 mod triggers;
