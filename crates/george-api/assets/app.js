@@ -92,6 +92,20 @@
   const timeEl = (iso, relative = true) =>
     iso ? h('time', { datetime: iso, title: relative ? fmtTime(iso) : ago(iso) }, relative ? ago(iso) : fmtTime(iso)) : '—';
 
+  /** 850 → "850ms", 12300 → "12.3s", 245000 → "4m05s". */
+  function fmtDuration(ms) {
+    if (ms === null || ms === undefined || Number.isNaN(ms)) return '—';
+    const m = Math.max(0, Math.round(ms));
+    if (m < 1000) return `${m}ms`;
+    if (m < 60000) return `${(m / 1000).toFixed(1)}s`;
+    if (m < 3600000) return `${Math.floor(m / 60000)}m${String(Math.floor(m / 1000) % 60).padStart(2, '0')}s`;
+    return `${Math.floor(m / 3600000)}h${String(Math.floor(m / 60000) % 60).padStart(2, '0')}m`;
+  }
+
+  /** How long a step took, or has been running. */
+  const stepDuration = (s) => (s.duration_ms !== undefined && s.duration_ms !== null ? fmtDuration(s.duration_ms)
+    : s.started_at ? `${fmtDuration(Date.now() - Date.parse(s.started_at))} so far` : '—');
+
   const fmtInt = (n) => (n === null || n === undefined ? '—' : Number(n).toLocaleString());
 
   /** 1234567 → "1.2M". */
@@ -232,6 +246,7 @@
   }
 
   const post = (path, body) => api(path, { method: 'POST', body });
+  const del = (path) => api(path, { method: 'DELETE' });
 
   /** GET /api/v1/whoami with a given token (sign-in). */
   async function whoami(token) {
@@ -754,7 +769,12 @@
     const btnResume = h('button', { id: 'btn-resume', type: 'button', disabled: true, onclick: () => act('resume') }, 'Resume');
     const btnAbort = twoStep(h('button', { id: 'btn-abort', type: 'button', class: 'danger', disabled: true }, 'Abort'),
       'Abort', 'Really abort?', () => act('abort'), armed, 'abort');
-    const actions = operate ? h('div', { class: 'actions' }, btnPause, btnResume, btnAbort) : null;
+    const btnRetry = h('button', { id: 'btn-retry', type: 'button', disabled: true, onclick: () => act('retry') }, 'Retry');
+    const btnResubmit = h('button', { id: 'btn-resubmit', type: 'button', class: 'secondary', onclick: resubmit }, 'Resubmit');
+    const btnDelete = twoStep(h('button', { id: 'btn-delete', type: 'button', class: 'danger', disabled: true }, 'Delete'),
+      'Delete', 'Really delete?', remove, armed, 'delete');
+    const actions = operate
+      ? h('div', { class: 'actions' }, btnPause, btnResume, btnAbort, btnRetry, btnResubmit, btnDelete) : null;
 
     const graphBox = h('div', { class: 'graph-scroll' });
     const stepsBox = h('div', {});
@@ -799,6 +819,37 @@
       btnPause.disabled = state.busy || job.desired !== 'active' || final;
       btnResume.disabled = state.busy || job.desired !== 'paused';
       btnAbort.disabled = state.busy || job.desired === 'aborted' || final;
+      btnRetry.disabled = state.busy || !['failed', 'aborted', 'blocked'].includes(job.status);
+      btnResubmit.disabled = state.busy;
+      btnDelete.disabled = state.busy || !final;
+    }
+
+    async function resubmit() {
+      state.busy = true;
+      updateActions();
+      try {
+        const copy = await post(`/api/v1/jobs/${enc(id)}/resubmit`, {});
+        location.hash = `#/jobs/${enc(copy.id)}`;
+      } catch (e) {
+        reportError(e);
+      } finally {
+        state.busy = false;
+        updateActions();
+      }
+    }
+
+    async function remove() {
+      state.busy = true;
+      updateActions();
+      try {
+        await del(`/api/v1/jobs/${enc(id)}`);
+        flash(`Job ${id} deleted.`);
+        location.hash = '#/jobs';
+      } catch (e) {
+        reportError(e);
+        state.busy = false;
+        updateActions();
+      }
     }
 
     async function act(what) {
@@ -965,12 +1016,15 @@
         state.selectedStep = state.selectedStep === sid ? null : sid;
         renderSteps(state.job);
       }));
-      fill(stepsBox, table({ id: 'job-steps', class: 'compact' }, ['Step', 'Status', 'Needs', 'Runs', 'Reason', 'Description'],
+      fill(stepsBox, table({ id: 'job-steps', class: 'compact' },
+        ['Step', 'Status', 'Needs', 'Runs', 'Started', 'Duration', 'Reason', 'Description'],
         steps.map((s) => h('tr', { 'data-step-id': s.id, class: s.id === state.selectedStep ? 'selected' : null },
           h('td', {}, h('code', {}, s.id)),
           h('td', {}, statusBadge(s.status)),
           h('td', {}, orDash(depsOf(s).join(', '))),
           h('td', { class: 'num' }, String(s.runs)),
+          h('td', {}, s.started_at ? timeEl(s.started_at) : '—'),
+          h('td', { class: 'num', 'data-duration-ms': s.duration_ms ?? '' }, stepDuration(s)),
           h('td', {}, orDash(s.reason)),
           h('td', { class: 'wrap' }, s.description,
             s.run ? h('pre', { class: 'cmd' }, `run: ${s.run}`) : null,

@@ -97,6 +97,9 @@ pub async fn dismiss(
         return Err(ApiError::NotFound(format!("AgentSpec `{agent}` not found")));
     }
     let reason = format!("dismissed: {}", req.reason.as_deref().unwrap_or("by an operator"));
+    // Its queued jobs wait too, until it is summoned again.
+    let mark = json!({"by": caller.actor(), "reason": reason});
+    st.store.set_setting(&george_engine::registry::dismissal_key(&agent), Some(mark)).await?;
     let mut dismissed = Vec::new();
     for a in st.store.list_agents(true, 10_000).await?.into_iter().filter(|a| a.agent_spec == agent) {
         match st.store.set_desired(&a.job_id, DesiredState::Paused, &caller.actor(), Some(&reason)).await {

@@ -134,6 +134,15 @@ pub async fn summon(
         .summon(&req.agent, req.template.as_deref(), &req.context, req.priority, &caller.actor())
         .await
         .map_err(trigger_error)?;
+    // A dismissed AgentSpec is back: its held jobs start again.
+    let key = george_engine::registry::dismissal_key(&req.agent);
+    if st.store.setting(&key).await?.is_some() {
+        st.store.set_setting(&key, None).await?;
+        let held = george_store::JobFilter { status: vec![george_core::JobStatus::Pending], ..Default::default() };
+        for job in st.store.list_jobs(&held).await?.into_iter().filter(|j| j.agent == req.agent) {
+            st.engine.nudge(&job.id);
+        }
+    }
     Ok((StatusCode::CREATED, Json(fired)))
 }
 

@@ -15,6 +15,12 @@ use std::sync::Arc;
 /// Consecutive failed instances after which a spec is degraded.
 pub const DEGRADED_AFTER: u32 = 3;
 
+/// The setting that marks an AgentSpec dismissed (seed 003's Dormant): its
+/// jobs are held, not started, until it is summoned again.
+pub fn dismissal_key(agent_spec: &str) -> String {
+    format!("agents.dismissed.{agent_spec}")
+}
+
 /// One AgentSpec in the registry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RegistryEntry {

@@ -9,8 +9,9 @@ use crate::metrics::PriorityLabel;
 use crate::scheduler::{Limits, QueuedJob, RunningJob, Shares};
 use george_core::manifest::{Chapter, Kind, Policy};
 use george_core::record::Job;
+use george_core::JobStatus;
 use george_core::{AgentState, EventKind};
-use george_store::StoreError;
+use george_store::{StatusChange, StoreError};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -116,6 +117,15 @@ async fn carry_out(ctx: &Arc<Context>, decisions: Vec<Decision>) -> Result<(), S
                         json!({"reason": reason, "priority": priority}),
                     )
                     .await?;
+                // The job itself says why it waits (`jobs ls`, the dashboard).
+                let change = StatusChange {
+                    from: JobStatus::Pending,
+                    to: JobStatus::Pending,
+                    reason: Some(format!("queued ({priority}): waiting for a slot: {reason}")),
+                    next_attempt_at: None,
+                    count_failure: false,
+                };
+                ctx.store.change_status(&job, change, "scheduler").await?;
             }
             Decision::Preempt { victim, for_job } => preempt(ctx, &victim, &for_job).await?,
         }

@@ -175,6 +175,13 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
         explain_wait(ctx, job, reason, "reconciler").await?;
         return Ok(Some(ctx.cfg.reconcile_interval));
     };
+    if ctx.store.setting(&crate::registry::dismissal_key(&job.agent)).await?.is_some() {
+        // Dismissed: hold the job (and no slot) until the AgentSpec is summoned again.
+        admit::release(ctx, &job.id).await?;
+        let reason = format!("held: AgentSpec `{}` is dismissed; summon it to resume", job.agent);
+        explain_wait(ctx, job, reason, "reconciler").await?;
+        return Ok(Some(ctx.cfg.reconcile_interval));
+    }
     let template = catalog.templates.get(&job.template);
     let secrets = match crate::secrets::entitled(spec, template, ctx.cfg.secrets_dir.as_deref()) {
         Ok(s) => s,

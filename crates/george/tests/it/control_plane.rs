@@ -99,6 +99,20 @@ fn dismiss_halt_status_and_diagnose() {
             let j = engine.wait_status(id, JobStatus::Paused, Duration::from_secs(20)).await;
             assert!(j.reason.unwrap().contains("dismissed: maintenance"));
         }
+        // Its queued jobs are held too, until it is summoned again.
+        engine.client.submit(&submit("w3", "watch")).await.unwrap();
+        let held = engine
+            .wait_job("w3", "to say it is held", Duration::from_secs(20), |j| {
+                j.reason.as_deref().is_some_and(|r| r.contains("dismissed"))
+            })
+            .await;
+        assert_eq!((held.status, held.attempt), (JobStatus::Pending, 0));
+        assert_eq!(held.reason.as_deref(), Some("held: AgentSpec `ranger` is dismissed; summon it to resume"));
+    });
+    let out = engine.cli(&["summon", "ranger", "--template", "watch"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    rt.block_on(async {
+        engine.wait_job("w3", "to run once summoned", Duration::from_secs(20), |j| j.steps[0].runs == 1).await;
         // Emergency: one instance killed at once.
         engine.client.act("w1", "resume", None).await.unwrap();
         engine
@@ -108,7 +122,13 @@ fn dismiss_halt_status_and_diagnose() {
     let out = engine.cli(&["halt", "w1-2", "--reason", "budget exhausted"]);
     assert!(out.status.success(), "{}", stderr(&out));
     rt.block_on(async {
-        engine.wait_status("w1", JobStatus::Paused, Duration::from_secs(20)).await;
+        let j = engine
+            .wait_job("w1", "paused, no step left in progress", Duration::from_secs(20), |j| {
+                j.status == JobStatus::Paused && j.steps[0].status != george_core::StepStatus::InProgress
+            })
+            .await;
+        assert_eq!(j.steps[0].status, george_core::StepStatus::Pending);
+        assert!(j.steps[0].reason.as_deref().unwrap_or_default().starts_with("interrupted: attempt 2 ended"), "{j:?}");
         let a = engine.client.agent("w1-2").await.unwrap();
         assert_eq!(a.state, AgentState::Terminated);
         let outcome = a.outcome.unwrap();

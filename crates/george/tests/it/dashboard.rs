@@ -1,8 +1,8 @@
 //! Acceptance (issue 8): the dashboard in a real headless Chromium.
 //! Signed in with a token, it shows the quickstart's jobs arrive and run to
 //! completed without a reload; a job's page shows its step graph and its
-//! agent's log; the pause and resume buttons steer a running job; the page
-//! fits a phone's width. Screenshots land in `target/dashboard/`.
+//! agent's log and its steps' durations; the pause, resume, resubmit, abort,
+//! retry and delete buttons steer jobs; the page fits a phone's width. Screenshots land in `target/dashboard/`.
 
 use crate::common;
 
@@ -150,6 +150,36 @@ fn the_dashboard_shows_jobs_live_and_steers_them() {
             [("operator:test".to_string(), "paused".to_string()), ("operator:test".to_string(), "active".to_string())]
         );
         assert_eq!(b.js("return window.__samePage;", json!([])).await, "yes", "still the same page");
+        let durations = "const d = [...document.querySelectorAll('#job-steps td[data-duration-ms]')];
+                         return d.length === 2 && d.every(e => e.dataset.durationMs !== '' && /[0-9]/.test(e.textContent));";
+        b.wait_js("each step's duration", WAIT, durations).await;
+
+        // Resubmit, abort, retry and delete with the buttons.
+        b.click("#btn-resubmit").await;
+        let copy = b
+            .wait_js(
+                "the resubmitted job's page",
+                WAIT,
+                "const e = document.querySelector('#job-detail'); return !!e && e.dataset.jobId !== 'hold' && e.dataset.jobId;",
+            )
+            .await;
+        let copy = copy.as_str().unwrap().to_string();
+        assert_eq!(engine.job(&copy).await.origin.reference.as_deref(), Some("resubmit of hold"));
+        b.wait_js("the copy running", WAIT, &text_is("#job-status", "in_progress")).await;
+        b.click("#btn-abort").await;
+        b.wait_js("abort armed", WAIT, &text_is("#btn-abort", "Really abort?")).await;
+        b.click("#btn-abort").await;
+        b.wait_js("the copy aborted", WAIT, &text_is("#job-status", "aborted")).await;
+        b.click("#btn-retry").await;
+        b.wait_js("the copy running again", WAIT, &text_is("#job-status", "in_progress")).await;
+        assert_eq!(engine.job(&copy).await.attempt, 2, "a retry is a new attempt");
+        engine.client.act(&copy, "abort", None).await.unwrap();
+        b.wait_js("the copy aborted again", WAIT, &text_is("#job-status", "aborted")).await;
+        b.click("#btn-delete").await;
+        b.wait_js("delete armed", WAIT, &text_is("#btn-delete", "Really delete?")).await;
+        b.click("#btn-delete").await;
+        b.wait_js("back on the jobs list", WAIT, "return location.hash === '#/jobs';").await;
+        assert_eq!(engine.client.job(&copy).await.unwrap_err().status(), Some(404), "deleted");
 
         // The other views: registry and agents, budgets with a burn-down chart, triggers.
         for (hash, hook) in [
