@@ -16,12 +16,18 @@ use george_core::{AgentState, DesiredState, EventKind, JobStatus, StepStatus};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
+/// A debounced wake says when it starts (the window may still fold more wakes into it).
+fn debounced(job: &NewJob) -> Option<String> {
+    job.not_before.map(|t| format!("debounced: starts at {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+}
+
 pub fn create(w: &mut Writer<impl Db>, job: &NewJob, actor: &str) -> Result<Created> {
+    let debounced = debounced(job);
     let inserted = w.db.exec(
         "INSERT INTO jobs (id, template, agent, params, priority, chapter, desired, status, env, max_attempts, \
          origin_source, origin_ref, origin_rev, spec_digest, next_attempt_at, created_at, updated_at, parallelism, \
-         fail_fast) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $15, $14, $14, $16, $17) \
+         fail_fast, reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $15, $14, $14, $16, $17, $18) \
          ON CONFLICT (id) DO NOTHING",
         &[
             Arg::from(&job.id),
@@ -41,6 +47,7 @@ pub fn create(w: &mut Writer<impl Db>, job: &NewJob, actor: &str) -> Result<Crea
             Arg::from(job.not_before),
             Arg::from(job.parallelism),
             Arg::Flag(job.fail_fast),
+            Arg::from(&debounced),
         ],
     )?;
     if inserted == 0 {
@@ -61,7 +68,8 @@ pub fn create(w: &mut Writer<impl Db>, job: &NewJob, actor: &str) -> Result<Crea
 pub fn update_pending(w: &mut Writer<impl Db>, job: &NewJob, actor: &str) -> Result<bool> {
     let n = w.db.exec(
         "UPDATE jobs SET params = $2, env = $3, priority = $4, next_attempt_at = $5, spec_digest = $6, updated_at = $7, \
-         parallelism = $8, fail_fast = $9 WHERE id = $1 AND status = 'pending' AND attempt = 0",
+         parallelism = $8, fail_fast = $9, reason = COALESCE($10, reason) \
+         WHERE id = $1 AND status = 'pending' AND attempt = 0",
         &[
             Arg::from(&job.id),
             Arg::json(&job.params)?,
@@ -72,6 +80,7 @@ pub fn update_pending(w: &mut Writer<impl Db>, job: &NewJob, actor: &str) -> Res
             Arg::from(w.now),
             Arg::from(job.parallelism),
             Arg::Flag(job.fail_fast),
+            Arg::from(&debounced(job)),
         ],
     )?;
     if n == 0 {

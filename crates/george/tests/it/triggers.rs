@@ -112,6 +112,12 @@ fn ten_webhook_events_in_one_window_start_one_agent() {
             assert_eq!(v["fired"][0]["debounced"], i > 1);
         }
         assert!(jobs.iter().all(|j| *j == jobs[0]), "all ten coalesced into one job: {jobs:?}");
+        // While its window is open, the job says why it waits and until when.
+        let waiting = engine.job(&jobs[0]).await;
+        if waiting.status == JobStatus::Pending && waiting.attempt == 0 {
+            let reason = waiting.reason.unwrap_or_default();
+            assert!(reason.starts_with("debounced: starts at "), "{reason}");
+        }
         // An event that does not meet the conditions triggers nothing.
         let story = serde_json::json!({"source": "jira_webhook", "event": "issue.created", "project": "PAYMENTS", "issue_type": "Story", "key": "PAY-2"});
         let r = post(&engine, &story, Some(sign(&serde_json::to_vec(&story).unwrap()))).await;
