@@ -1,7 +1,8 @@
 //! How an agent process starts without the engine forking itself.
 //!
 //! The engine spawns the launcher — George's own binary, `george
-//! sandbox-exec <spec>` — with no code of its own between fork and exec, so
+//! sandbox-exec <spec> -- <program> <args>…` — with no code of its own
+//! between fork and exec, so
 //! the standard library uses `posix_spawn` (a `vfork`-style clone: the
 //! engine's page tables are not copied, and its memory does not turn
 //! copy-on-write while the child starts). The launcher, a fresh process,
@@ -15,7 +16,10 @@
 //! 4. `landlock_restrict_self` (or `no_new_privs` without Landlock);
 //! 5. the gate: it waits for the engine's `go` on stdin (sent once the
 //!    handle is stored) and exits with [`GATE_CLOSED`] otherwise;
-//! 6. exec of the agent's program, stdin from `/dev/null`.
+//! 6. exec of the agent's program, stdin from `/dev/null` — or, when the
+//!    program is George's own agent, the agent in this very process (the
+//!    caller's `in_process`), which saves a second exec of the binary. The
+//!    command line stays `… -- george agent run`, so `ps` shows the agent.
 //!
 //! Anything that fails before the exec is written to stderr (the attempt's
 //! log) and ends the launcher with [`CONFINE_FAILED`]: nothing of the agent
@@ -34,11 +38,11 @@ pub const CONFINE_FAILED: i32 = 96;
 /// The launcher's subcommand in George's binary.
 pub const SUBCOMMAND: &str = "sandbox-exec";
 
-/// What the launcher applies before it runs the agent.
+/// What the launcher applies before it runs the agent (the agent's command
+/// follows it on the command line, after `--`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LaunchSpec {
-    /// The agent's program and its arguments.
-    pub command: Vec<String>,
     /// The address-space limit, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
@@ -68,7 +72,7 @@ pub enum LaunchError {
     #[error("bad launch spec: {0}")]
     Spec(#[from] serde_json::Error),
     /// No program to run.
-    #[error("the launch spec names no program")]
+    #[error("usage: sandbox-exec <spec JSON> -- <program> [args…]")]
     NoProgram,
     /// The sandbox could not be built.
     #[error(transparent)]
@@ -87,11 +91,16 @@ fn sys(what: &'static str) -> impl FnOnce(std::io::Error) -> LaunchError {
     move |source| LaunchError::Sys { what, source }
 }
 
-/// The launcher's whole life: `george sandbox-exec <spec JSON>`. Never
-/// returns; exits with the agent's program (exec) or with an error code.
-pub fn main(spec: &str) -> ! {
-    let code = match run(spec) {
-        Ok(closed) => closed,
+/// Runs a command in this process instead of exec'ing it, when it can:
+/// returns its exit code, or `None` to have it exec'd.
+pub type InProcess<'a> = &'a dyn Fn(&[String]) -> Option<i32>;
+
+/// The launcher's whole life: `args` are `<spec JSON> -- <program> [args…]`.
+/// Never returns; exits with the agent's program (exec, or `in_process`) or
+/// with an error code.
+pub fn main(args: &[String], in_process: InProcess<'_>) -> ! {
+    let code = match run(args, in_process) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("george: the agent could not be started: {e}");
             CONFINE_FAILED
@@ -100,11 +109,16 @@ pub fn main(spec: &str) -> ! {
     std::process::exit(code)
 }
 
-/// Confines this process, waits at the gate and execs the program. Returns
-/// only the exit code of a closed gate, or an error.
-fn run(spec: &str) -> Result<i32, LaunchError> {
+/// Confines this process, waits at the gate and runs the program. Returns
+/// the exit code of a closed gate or of an agent run in this process, or an
+/// error.
+fn run(args: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
+    let (spec, command) = match args {
+        [spec, dashes, command @ ..] if dashes == "--" && !command.is_empty() => (spec, command),
+        _ => return Err(LaunchError::NoProgram),
+    };
     let spec: LaunchSpec = serde_json::from_str(spec)?;
-    let (program, args) = spec.command.split_first().ok_or(LaunchError::NoProgram)?;
+    let (program, args) = command.split_first().ok_or(LaunchError::NoProgram)?;
     if let Some(bytes) = spec.memory {
         nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, bytes, bytes)
             .map_err(|e| LaunchError::Sys { what: "setrlimit", source: e.into() })?;
@@ -139,6 +153,11 @@ fn run(spec: &str) -> Result<i32, LaunchError> {
         return Ok(GATE_CLOSED);
     }
     let null = std::fs::File::open("/dev/null").map_err(sys("open /dev/null"))?;
-    let err = std::process::Command::new(program).args(args).stdin(null).exec();
+    // The gate's pipe is no longer needed: the agent reads nothing.
+    nix::unistd::dup2_stdin(&null).map_err(|e| LaunchError::Sys { what: "dup2 /dev/null", source: e.into() })?;
+    if let Some(code) = in_process(command) {
+        return Ok(code);
+    }
+    let err = std::process::Command::new(program).args(args).exec();
     Err(LaunchError::Sys { what: "exec the agent's program", source: err })
 }

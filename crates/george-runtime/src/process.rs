@@ -59,8 +59,8 @@ pub struct ProcessRuntimeConfig {
     /// How agents are isolated from each other and from the engine.
     pub sandbox: SandboxConfig,
     /// What starts an agent: George's binary and its launcher subcommand
-    /// (`[george, sandbox-exec]`, see `launch`); the spec is added as the
-    /// last argument.
+    /// (`[george, sandbox-exec]`, see `launch`); the spec, `--` and the
+    /// agent's command follow.
     pub launcher: Vec<String>,
 }
 
@@ -443,12 +443,10 @@ impl Runtime for ProcessRuntime {
         } else {
             None
         };
-        let mut command = vec![program.clone()];
-        command.extend(args.iter().cloned());
-        let launch = LaunchSpec { command, memory: req.resources.memory.map(|m| m.0), uid, sandbox: sandboxing };
+        let launch = LaunchSpec { memory: req.resources.memory.map(|m| m.0), uid, sandbox: sandboxing };
         let spec = serde_json::to_string(&launch)
             .map_err(|e| Self::spawn_error(&req, format!("cannot write the launch spec: {e}"), None))?;
-        cmd.arg(spec);
+        cmd.arg(spec).arg("--").arg(&program).args(args);
 
         let mut child = cmd.spawn().map_err(|e| {
             Self::spawn_error(&req, format!("cannot start `{program}` through the launcher `{launcher}`: {e}"), Some(e))

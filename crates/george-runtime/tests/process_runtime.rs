@@ -448,10 +448,10 @@ fn the_launcher_runs_nothing_before_the_gate_opens() {
     let tmp = tempfile::tempdir().unwrap();
     let marker = tmp.path().join("ran");
     let script = format!("touch {}; ulimit -v", marker.display());
-    let spec = serde_json::json!({"command": ["/bin/sh", "-c", script], "memory": 512u64 << 20}).to_string();
+    let spec = serde_json::json!({"memory": 512u64 << 20}).to_string();
     let launch = |spec: &str, gate: &[u8]| {
         let mut child = Command::new(&launcher()[0])
-            .arg(spec)
+            .args([spec, "--", "/bin/sh", "-c", &script])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -462,7 +462,7 @@ fn the_launcher_runs_nothing_before_the_gate_opens() {
         child.wait_with_output().unwrap()
     };
 
-    let bad = launch("{\"command\": 7}", b"go\n");
+    let bad = launch("{\"memory\": \"lots\"}", b"go\n");
     assert_eq!(bad.status.code(), Some(george_runtime::launch::CONFINE_FAILED));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("bad launch spec"), "{bad:?}");
     for closed in [&b""[..], b"no\n"] {

@@ -41,12 +41,28 @@ fn init_tracing(default: &str, json: bool) {
 fn main() {
     // The agent launcher (see `george_runtime::launch`) starts before
     // anything else: it must be quick, and it is no command a user types.
-    let mut args = std::env::args_os().skip(1);
-    if args.next().is_some_and(|a| a == george_runtime::launch::SUBCOMMAND) {
-        let spec = args.next().and_then(|s| s.into_string().ok()).unwrap_or_default();
-        george_runtime::launch::main(&spec);
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == george_runtime::launch::SUBCOMMAND) {
+        george_runtime::launch::main(&args[2..], &|command| own_agent(command).then(|| run(Cli::parse_from(command))));
     }
-    let cli = Cli::parse();
+    std::process::exit(run(Cli::parse()));
+}
+
+/// Whether `command` is this binary's own `agent run`, which the launcher
+/// may then run in its own process instead of exec'ing the binary again.
+fn own_agent(command: &[String]) -> bool {
+    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    let me = std::env::current_exe().ok().and_then(|p| canonical(&p));
+    match command {
+        [program, agent, run] if agent == "agent" && run == "run" => {
+            me.is_some() && canonical(std::path::Path::new(program)) == me
+        }
+        _ => false,
+    }
+}
+
+/// Runs one command of the CLI to its end; its exit code.
+fn run(cli: Cli) -> i32 {
     let default_log = match &cli.command {
         Command::Serve(_) | Command::Orchestrate(_) => "info",
         Command::Agent { .. } => "info",
@@ -62,9 +78,8 @@ fn main() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            std::process::exit(1);
+            return 1;
         }
     };
-    let code = runtime.block_on(commands::dispatch(cli));
-    std::process::exit(code);
+    runtime.block_on(commands::dispatch(cli))
 }

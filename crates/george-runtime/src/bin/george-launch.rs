@@ -1,7 +1,7 @@
 //! The launcher on its own, for the runtime's tests (George's binary offers
-//! the same as `george sandbox-exec`): `george-launch <spec JSON>`.
+//! the same as `george sandbox-exec`): `george-launch <spec JSON> -- <program> [args…]`.
 
 fn main() {
-    let spec = std::env::args().nth(1).unwrap_or_default();
-    george_runtime::launch::main(&spec)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    george_runtime::launch::main(&args, &|_| None)
 }
