@@ -1049,7 +1049,7 @@
 
     function renderAttempts(list, job) {
       fill(attempts, table({ class: 'compact' },
-        ['Attempt', 'Agent', 'State', 'Runtime', 'Started', 'Heartbeat', 'Ended', 'Exit', 'Outcome', 'Log'],
+        ['Attempt', 'Agent', 'State', 'Runtime', 'Started', 'Heartbeat', 'Ended', 'Duration', 'Exit', 'Outcome', 'Log'],
         list.map((a) => h('tr', { 'data-agent-id': a.id, class: a.attempt === job.attempt ? 'current' : null },
           h('td', { class: 'num' }, String(a.attempt)),
           h('td', {}, h('code', {}, a.id)),
@@ -1058,6 +1058,8 @@
           h('td', {}, timeEl(a.started_at)),
           h('td', {}, timeEl(a.last_heartbeat)),
           h('td', {}, timeEl(a.ended_at)),
+          h('td', { class: 'num' }, a.ended_at ? fmtDuration(Date.parse(a.ended_at) - Date.parse(a.started_at))
+            : `${fmtDuration(Date.now() - Date.parse(a.started_at))} so far`),
           h('td', { class: 'num' }, orDash(a.exit_code)),
           h('td', {}, orDash(a.outcome)),
           h('td', {}, h('button', { type: 'button', class: 'secondary small', onclick: () => {

@@ -229,11 +229,10 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     caller.may_read(&id)?;
-    st.store
-        .get_job(&id)
-        .await?
-        .map(|j| Json(j.into()))
-        .ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))
+    let job = st.store.get_job(&id).await?.ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))?;
+    let mut view = JobView::from(job);
+    view.attempts = views(st.store.job_attempts(&id).await?);
+    Ok(Json(view))
 }
 
 async fn set_desired(

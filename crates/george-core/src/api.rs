@@ -68,6 +68,42 @@ pub struct JobView {
     /// Steps with their status.
     #[serde(default)]
     pub steps: Vec<StepView>,
+    /// Its attempts with their timing (`GET /api/v1/jobs/{id}` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptTiming>,
+}
+
+/// One attempt of a job: when it ran and how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AttemptTiming {
+    /// Attempt number.
+    pub attempt: u32,
+    /// Lifecycle state.
+    pub state: AgentState,
+    /// Started (spawn requested).
+    pub started_at: DateTime<Utc>,
+    /// Ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
+    /// `ended_at - started_at`, in milliseconds, once it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
+    /// How it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+impl From<crate::record::Attempt> for AttemptTiming {
+    fn from(a: crate::record::Attempt) -> Self {
+        AttemptTiming {
+            attempt: a.attempt,
+            state: a.state,
+            started_at: a.started_at,
+            duration_ms: a.ended_at.map(|e| (e - a.started_at).num_milliseconds()),
+            ended_at: a.ended_at,
+            outcome: a.outcome,
+        }
+    }
 }
 
 /// A step as the API shows it.
@@ -211,6 +247,7 @@ impl From<crate::record::Job> for JobView {
             created_at: j.created_at,
             updated_at: j.updated_at,
             steps: j.steps.into_iter().map(StepView::from).collect(),
+            attempts: Vec::new(),
         }
     }
 }

@@ -219,6 +219,11 @@ macro_rules! impl_store {
                     self.write(move |w| crate::jobs::report_job(w, &id, attempt, status, reason.as_deref())).await
                 }
 
+                async fn job_attempts(&self, id: &str) -> Result<Vec<Attempt>> {
+                    let id = id.to_string();
+                    self.read(move |c| crate::jobs::attempts_of(c, &id)).await
+                }
+
                 async fn apply_reports(&self, id: &str, attempt: u32, reports: Vec<Report>) -> Result<()> {
                     let id = id.to_string();
                     self.write(move |w| crate::jobs::apply_reports(w, &id, attempt, &reports)).await

@@ -517,6 +517,10 @@ pub fn agents(c: &mut impl Db, live_only: bool, limit: u32) -> Result<Vec<Attemp
     )
 }
 
+pub fn attempts_of(c: &mut impl Db, id: &str) -> Result<Vec<Attempt>> {
+    c.all(&format!("SELECT {AGENT_COLUMNS} FROM attempts WHERE job_id = $1 ORDER BY number"), args![id], views::agent)
+}
+
 pub fn ended_agents(c: &mut impl Db, agent_spec: &str, limit: u32) -> Result<Vec<Attempt>> {
     c.all(
         &format!(

@@ -297,6 +297,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     // ---- agents and events ----
 
+    /// A job's attempts, oldest first.
+    async fn job_attempts(&self, id: &str) -> Result<Vec<Attempt>>;
     /// Agent instances, newest first; only live ones when `live_only`.
     async fn list_agents(&self, live_only: bool, limit: u32) -> Result<Vec<Attempt>>;
     /// The newest ended instances of AgentSpec `agent_spec`, newest first, at most `limit`.

@@ -669,6 +669,23 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
                         ]);
                     }
                     println!("{t}");
+                    if !job.attempts.is_empty() {
+                        let mut t = table(&["ATTEMPT", "STATE", "STARTED", "DURATION", "OUTCOME"]);
+                        for a in &job.attempts {
+                            let took = a
+                                .duration_ms
+                                .map(chrono::Duration::milliseconds)
+                                .unwrap_or_else(|| chrono::Utc::now() - a.started_at);
+                            t.add_row(vec![
+                                a.attempt.to_string(),
+                                a.state.to_string(),
+                                a.started_at.format("%H:%M:%S").to_string(),
+                                human_duration(took),
+                                a.outcome.clone().unwrap_or_default(),
+                            ]);
+                        }
+                        println!("{t}");
+                    }
                     for cm in &comments {
                         println!("[{}] {}: {}", cm.created_at.format("%H:%M:%S"), cm.author, cm.body);
                     }

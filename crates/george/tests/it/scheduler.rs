@@ -68,8 +68,22 @@ fn a_p0_preempts_a_p3_which_later_resumes_where_it_stopped() {
             .find(|e| e.kind == "job.queued" && e.job_id.as_deref() == Some("normal"))
             .expect("normal was queued");
         assert_eq!(queued.data["reason"], "global limit (1 agents)");
+        // While it waited, the job itself said why (its reason; `jobs ls` shows it).
+        assert!(
+            events.iter().any(|e| e.kind == "job.status"
+                && e.job_id.as_deref() == Some("normal")
+                && e.data["reason"] == "queued (P2): waiting for a slot: global limit (1 agents)"),
+            "normal's reason said why it waited"
+        );
         let bg = c.job("background-work").await.unwrap();
-        assert!(bg.reason.as_deref().unwrap_or("").starts_with("preempted by job urgent") || bg.attempt >= 2, "{bg:?}");
+        // Preempted, it waits for a slot again and says so (or already runs again).
+        let why = bg.reason.as_deref().unwrap_or("");
+        assert!(
+            why.starts_with("preempted by job urgent")
+                || why == "queued (P3): waiting for a slot: global limit (1 agents)"
+                || bg.attempt >= 2,
+            "{bg:?}"
+        );
 
         // Let the low-priority job finish: it resumes at s2 without redoing s1.
         std::fs::write(engine.dir.join("data/outputs/background-work/release"), "").unwrap();

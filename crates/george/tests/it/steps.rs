@@ -179,6 +179,12 @@ fn a_new_attempt_after_kill_9_reruns_only_the_unfinished_steps() {
         std::fs::write(engine.dir.join("data/outputs/k/go"), "").unwrap();
         let j = engine.wait_status("k", JobStatus::Completed, Duration::from_secs(30)).await;
         assert_eq!((j.steps[0].runs, j.steps[1].runs), (1, 2), "one ran once; two once per attempt");
+        // Each attempt's timing is part of the job.
+        let attempts: Vec<_> = j.attempts.iter().map(|a| (a.attempt, a.duration_ms.is_some())).collect();
+        assert_eq!(attempts, [(1, true), (2, true)], "{:?}", j.attempts);
+        assert!(j.attempts[0].outcome.as_deref().unwrap_or_default().contains("signal 9"), "{:?}", j.attempts);
+        let out = engine.cli(&["jobs", "get", "k"]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("ATTEMPT"), "{}", String::from_utf8_lossy(&out.stdout));
     });
 }
 
