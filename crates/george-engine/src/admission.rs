@@ -41,6 +41,8 @@ pub(crate) enum Decision {
         priority: Priority,
         /// Why it cannot start now.
         reason: String,
+        /// Jobs queued before it when it joined.
+        ahead: usize,
     },
 }
 
@@ -105,6 +107,7 @@ impl Admission {
             return Answer { holds: true, decisions: Vec::new() };
         }
         let newly = !s.scheduler.is_queued(&job.id);
+        let ahead = if newly { s.scheduler.ahead_of_newcomer(job.priority) } else { 0 };
         if newly {
             s.queued_at.insert(job.id.clone(), Instant::now());
             s.scheduler.enqueue(job.clone());
@@ -114,7 +117,7 @@ impl Admission {
         let holds = s.scheduler.is_running(&job.id);
         if newly && !holds {
             let reason = s.scheduler.blocked_by(&job).unwrap_or(Blocked::Behind).to_string();
-            decisions.push(Decision::Wait { job: job.id, priority: job.priority, reason });
+            decisions.push(Decision::Wait { job: job.id, priority: job.priority, reason, ahead });
         }
         Answer { holds, decisions }
     }
@@ -197,7 +200,12 @@ mod tests {
         assert!(!second.holds);
         assert_eq!(
             second.decisions,
-            vec![Decision::Wait { job: "b".into(), priority: Priority::P2, reason: "global limit (1 agents)".into() }]
+            vec![Decision::Wait {
+                job: "b".into(),
+                priority: Priority::P2,
+                reason: "global limit (1 agents)".into(),
+                ahead: 0
+            }]
         );
         // Asking again is not a second wait.
         assert_eq!(a.request(job("b", Priority::P2)), Answer { holds: false, decisions: vec![] });

@@ -81,5 +81,10 @@ fn run(cli: Cli) -> i32 {
             return 1;
         }
     };
-    runtime.block_on(commands::dispatch(cli))
+    let code = runtime.block_on(commands::dispatch(cli));
+    // The process exits now: do not wait for blocking work still running
+    // (a connection attempt to an unreachable database must not hold up a
+    // replica that stops because it lost its lease).
+    runtime.shutdown_background();
+    code
 }

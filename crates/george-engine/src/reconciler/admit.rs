@@ -108,20 +108,23 @@ async fn carry_out(ctx: &Arc<Context>, decisions: Vec<Decision>) -> Result<(), S
                 }
                 ctx.queue.add(&job.id);
             }
-            Decision::Wait { job, priority, reason } => {
+            Decision::Wait { job, priority, reason, ahead } => {
                 ctx.store
                     .record_event(
                         Some(&job),
                         EventKind::JobQueued,
                         "scheduler",
-                        json!({"reason": reason, "priority": priority}),
+                        json!({"reason": reason, "priority": priority, "ahead": ahead}),
                     )
                     .await?;
                 // The job itself says why it waits (`jobs ls`, the dashboard).
                 let change = StatusChange {
                     from: JobStatus::Pending,
                     to: JobStatus::Pending,
-                    reason: Some(format!("queued ({priority}): waiting for a slot: {reason}")),
+                    reason: Some(match ahead {
+                        0 => format!("queued ({priority}): waiting for a slot: {reason}"),
+                        n => format!("queued ({priority}; {n} ahead when it joined): waiting for a slot: {reason}"),
+                    }),
                     next_attempt_at: None,
                     count_failure: false,
                 };

@@ -107,6 +107,8 @@ pub struct Scheduler {
     chapters: HashMap<String, ChapterState>,
     /// Queued jobs by id: (job, seq).
     queued: HashMap<String, (QueuedJob, Seq)>,
+    /// Queued jobs per priority class (kept with `queued`).
+    per_class: HashMap<Priority, usize>,
     /// Running jobs by id.
     running: HashMap<String, (RunningJob, Seq)>,
     /// Running jobs ordered for preemption: lowest priority, newest first.
@@ -150,12 +152,23 @@ impl Scheduler {
             .entry(job.priority)
             .or_default()
             .insert((seq, job.id.clone()));
+        *self.per_class.entry(job.priority).or_default() += 1;
         self.queued.insert(job.id.clone(), (job, seq));
+    }
+
+    /// How many queued jobs come before a job of `priority` that joins now:
+    /// those of more urgent classes and those of its own. O(classes).
+    pub fn ahead_of_newcomer(&self, priority: Priority) -> usize {
+        let more_urgent = Priority::ALL.iter().take_while(|p| **p != priority);
+        more_urgent.chain([&priority]).map(|p| self.per_class.get(p).copied().unwrap_or(0)).sum()
     }
 
     /// Takes a job out of the queue (aborted, paused, gone). O(log n).
     pub fn dequeue(&mut self, id: &str) -> Option<QueuedJob> {
         let (job, seq) = self.queued.remove(id)?;
+        if let Some(n) = self.per_class.get_mut(&job.priority) {
+            *n = n.saturating_sub(1);
+        }
         if let Some(ch) = self.chapters.get_mut(&job.chapter) {
             if let Some(set) = ch.queued.get_mut(&job.priority) {
                 set.remove(&(seq, job.id.clone()));
@@ -199,13 +212,9 @@ impl Scheduler {
         self.running.contains_key(id)
     }
 
-    /// Queued jobs per priority class.
+    /// Queued jobs per priority class. O(classes).
     pub fn depth(&self) -> HashMap<Priority, usize> {
-        let mut out: HashMap<Priority, usize> = HashMap::new();
-        for (job, _) in self.queued.values() {
-            *out.entry(job.priority).or_default() += 1;
-        }
-        out
+        self.per_class.iter().filter(|(_, n)| **n > 0).map(|(p, n)| (*p, *n)).collect()
     }
 
     /// Queued jobs in all.

@@ -128,8 +128,10 @@ async fn a_limit_of_one_runs_queued_jobs_one_at_a_time_and_says_why_they_wait() 
             let queued = e.events(next, EventKind::JobQueued).await;
             assert_eq!(queued.len(), 1, "said once, not on every look, for {next}: {queued:?}");
             assert_eq!(queued[0].data["reason"], "global limit (1 agents)");
-            let why = e.store.get_job(next).await.unwrap().unwrap().reason;
-            assert_eq!(why.as_deref(), Some("queued (P2): waiting for a slot: global limit (1 agents)"));
+            let why = e.store.get_job(next).await.unwrap().unwrap().reason.unwrap_or_default();
+            let ahead = if next == &c { "; 1 ahead when it joined" } else { "" };
+            assert_eq!(why, format!("queued (P2{ahead}): waiting for a slot: global limit (1 agents)"));
+            assert_eq!(queued[0].data["ahead"], if next == &c { 1 } else { 0 });
         }
         e.finish(job, running[0].1).await;
     }

@@ -177,7 +177,11 @@ fn a_new_attempt_after_kill_9_reruns_only_the_unfinished_steps() {
             })
             .await;
         std::fs::write(engine.dir.join("data/outputs/k/go"), "").unwrap();
-        let j = engine.wait_status("k", JobStatus::Completed, Duration::from_secs(30)).await;
+        let j = engine
+            .wait_job("k", "completed, its last agent gone", Duration::from_secs(30), |j| {
+                j.status == JobStatus::Completed && j.attempts.iter().all(|a| a.ended_at.is_some())
+            })
+            .await;
         assert_eq!((j.steps[0].runs, j.steps[1].runs), (1, 2), "one ran once; two once per attempt");
         // Each attempt's timing is part of the job.
         let attempts: Vec<_> = j.attempts.iter().map(|a| (a.attempt, a.duration_ms.is_some())).collect();
