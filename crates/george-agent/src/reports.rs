@@ -34,6 +34,8 @@ pub(crate) struct Reports {
     queued: Notify,
     /// A background send's failure, for the next flush to return.
     failed: Mutex<Option<ClientError>>,
+    /// The number of the last batch sent (see `ReportBatch::seq`).
+    sent: std::sync::atomic::AtomicU64,
 }
 
 /// What a send needs from the agent: the call with its retries.
@@ -60,7 +62,9 @@ impl Reports {
         if reports.is_empty() {
             return Ok(());
         }
-        sender.send(&ReportBatch { reports }).await
+        // Numbered, so a batch sent again after a lost answer is applied once.
+        let seq = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        sender.send(&ReportBatch { seq: Some(seq), reports }).await
     }
 
     /// Sends what is queued at most [`LINGER`] after it was queued, until

@@ -170,7 +170,7 @@ pub async fn reports(
     State(st): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
-    Body(batch): Body<ReportBatch>,
+    Body(mut batch): Body<ReportBatch>,
 ) -> Result<StatusCode, ApiError> {
     let attempt = caller.agent_of(&id)?;
     if batch.reports.len() > MAX_REPORTS {
@@ -181,7 +181,7 @@ pub async fn reports(
         });
     }
     let mut out = Vec::with_capacity(batch.reports.len());
-    for (i, r) in batch.reports.into_iter().enumerate() {
+    for (i, r) in std::mem::take(&mut batch.reports).into_iter().enumerate() {
         out.push(match r {
             AgentReport::Step { step, status, reason, at } => {
                 check_reason(&format!("reports[{i}].reason"), reason.as_deref())?;
@@ -214,7 +214,7 @@ pub async fn reports(
             }
         });
     }
-    st.store.apply_reports(&id, attempt, out).await?;
+    st.store.apply_reports(&id, attempt, batch.seq, out).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

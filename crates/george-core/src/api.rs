@@ -523,6 +523,10 @@ pub enum AgentReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBatch {
+    /// The batch's number within the attempt, increasing (1, 2, …): a batch
+    /// whose number was applied already is a repeat and changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     /// The reports, oldest first (at most 256).
     pub reports: Vec<AgentReport>,
 }

@@ -399,7 +399,8 @@ pub async fn agent_reports_drive_job_status(store: TestStore) {
 }
 
 /// An agent's batch is one transaction: in order, all or nothing, a
-/// heartbeat too; a verdict only last; a superseded attempt's is refused.
+/// heartbeat too, applied once however often it is sent; a verdict only
+/// last; a superseded attempt's is refused.
 pub async fn a_batch_of_reports_applies_in_order_all_or_nothing(store: TestStore) {
     store.create_job(job("j", "api"), "t").await.unwrap();
     store.start_attempt("j", attempt(0, "t1")).await.unwrap();
@@ -417,10 +418,10 @@ pub async fn a_batch_of_reports_applies_in_order_all_or_nothing(store: TestStore
 
     // A bad item anywhere refuses the whole batch, naming the item; nothing is stored.
     let bad = vec![step("a", StepStatus::InProgress), evidence("x"), step("zz", StepStatus::Completed)];
-    let err = store.apply_reports("j", 1, bad).await.unwrap_err();
+    let err = store.apply_reports("j", 1, Some(1), bad).await.unwrap_err();
     assert!(matches!(&err, StoreError::Invalid(m) if m.contains("reports[2]: step `j/zz`")), "{err:?}");
     let early = vec![verdict.clone(), step("a", StepStatus::Completed)];
-    let err = store.apply_reports("j", 1, early).await.unwrap_err();
+    let err = store.apply_reports("j", 1, Some(1), early).await.unwrap_err();
     assert!(matches!(&err, StoreError::Invalid(m) if m.contains("reports[0]") && m.contains("last")), "{err:?}");
     let j = store.get_job("j").await.unwrap().unwrap();
     assert_eq!((j.steps[0].status, j.steps[0].runs), (StepStatus::Pending, 0));
@@ -438,7 +439,12 @@ pub async fn a_batch_of_reports_applies_in_order_all_or_nothing(store: TestStore
         Report::Comment { body: "done".into() },
         verdict.clone(),
     ];
-    store.apply_reports("j", 1, good).await.unwrap();
+    store.apply_reports("j", 1, Some(1), good.clone()).await.unwrap();
+    let after = store.latest_seq().await.unwrap();
+    // The same batch again (its answer was lost): applied once, not twice.
+    store.apply_reports("j", 1, Some(1), good).await.unwrap();
+    assert_eq!(store.latest_seq().await.unwrap(), after, "a repeated batch writes no event");
+    assert_eq!(store.evidence("j").await.unwrap().len(), 1);
     let j = store.get_job("j").await.unwrap().unwrap();
     assert_eq!(j.status, JobStatus::Completed);
     assert!(j.steps.iter().all(|s| (s.status, s.runs) == (StepStatus::Completed, 1)), "{:?}", j.steps);
@@ -452,7 +458,7 @@ pub async fn a_batch_of_reports_applies_in_order_all_or_nothing(store: TestStore
 
     // The attempt ends: its batches are refused.
     store.end_attempt("j", 1, AttemptEnd { exit_code: Some(0), outcome: "exited (code 0)".into() }).await.unwrap();
-    let late = store.apply_reports("j", 1, vec![Report::Comment { body: "late".into() }]).await;
+    let late = store.apply_reports("j", 1, Some(2), vec![Report::Comment { body: "late".into() }]).await;
     assert!(matches!(late, Err(StoreError::Superseded { .. })), "{late:?}");
 }
 

@@ -224,9 +224,15 @@ macro_rules! impl_store {
                     self.read(move |c| crate::jobs::attempts_of(c, &id)).await
                 }
 
-                async fn apply_reports(&self, id: &str, attempt: u32, reports: Vec<Report>) -> Result<()> {
+                async fn apply_reports(
+                    &self,
+                    id: &str,
+                    attempt: u32,
+                    seq: Option<u64>,
+                    reports: Vec<Report>,
+                ) -> Result<()> {
                     let id = id.to_string();
-                    self.write(move |w| crate::jobs::apply_reports(w, &id, attempt, &reports)).await
+                    self.write(move |w| crate::jobs::apply_reports(w, &id, attempt, seq, &reports)).await
                 }
 
                 async fn list_agents(&self, live_only: bool, limit: u32) -> Result<Vec<Attempt>> {

@@ -725,9 +725,27 @@ pub fn report_job(
 }
 
 /// Applies an agent's batch of reports in one transaction, in order, all or
-/// nothing; the batch is also a heartbeat. A verdict may only come last.
-pub fn apply_reports(w: &mut Writer<impl Db>, id: &str, attempt: u32, reports: &[Report]) -> Result<()> {
+/// nothing; the batch is also a heartbeat. A verdict may only come last. A
+/// batch numbered `seq` at or below the last one applied is a repeat (its
+/// answer was lost and the agent sent it again): nothing more is applied.
+pub fn apply_reports(
+    w: &mut Writer<impl Db>,
+    id: &str,
+    attempt: u32,
+    seq: Option<u64>,
+    reports: &[Report],
+) -> Result<()> {
     heartbeat(w, id, attempt)?;
+    if let Some(seq) = seq {
+        let seq = i64::try_from(seq).map_err(|_| StoreError::Invalid("seq: too large".into()))?;
+        let fresh = w.db.exec(
+            "UPDATE attempts SET reports_seq = $3 WHERE job_id = $1 AND number = $2 AND reports_seq < $3",
+            args![id, attempt, seq],
+        )?;
+        if fresh == 0 {
+            return Ok(());
+        }
+    }
     for (i, report) in reports.iter().enumerate() {
         let applied = match report {
             Report::Step { step, report, at } => report_step_at(w, id, attempt, step, report, *at),

@@ -293,7 +293,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn report_job(&self, id: &str, attempt: u32, status: JobStatus, reason: Option<&str>) -> Result<()>;
     /// An agent's batch of reports, in order, in one transaction: all or
     /// nothing, and a heartbeat too. A verdict may only come last.
-    async fn apply_reports(&self, id: &str, attempt: u32, reports: Vec<Report>) -> Result<()>;
+    /// `seq`, when given, is the batch's number within the attempt: one at
+    /// or below the last applied is a repeat and is not applied again.
+    async fn apply_reports(&self, id: &str, attempt: u32, seq: Option<u64>, reports: Vec<Report>) -> Result<()>;
 
     // ---- agents and events ----
 

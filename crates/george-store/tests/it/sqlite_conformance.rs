@@ -55,7 +55,8 @@ async fn a_version_4_database_is_upgraded_and_the_hot_queries_use_their_indexes(
          CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events \
          BEGIN SELECT RAISE(ABORT, 'events are append-only'); END; \
          ALTER TABLE jobs DROP COLUMN parallelism; ALTER TABLE jobs DROP COLUMN fail_fast; \
-         ALTER TABLE steps DROP COLUMN started_at; ALTER TABLE steps DROP COLUMN ended_at; PRAGMA user_version = 4;",
+         ALTER TABLE steps DROP COLUMN started_at; ALTER TABLE steps DROP COLUMN ended_at; \
+         ALTER TABLE attempts DROP COLUMN reports_seq; PRAGMA user_version = 4;",
     )
     .unwrap();
     drop(conn);
