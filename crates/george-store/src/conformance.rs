@@ -456,6 +456,24 @@ pub async fn a_batch_of_reports_applies_in_order_all_or_nothing(store: TestStore
     let kinds: Vec<_> = store.events_since(seen, 100, Some("j")).await.unwrap().into_iter().map(|e| e.kind).collect();
     assert_eq!(&kinds[..3], [EventKind::StepStatus, EventKind::EvidenceAdded, EventKind::StepStatus], "{kinds:?}");
 
+    // An agent's clock is kept within its attempt: a start claimed before the
+    // attempt began is the attempt's start; an end claimed in the future is now.
+    store.create_job(job("k", "api"), "t").await.unwrap();
+    store.start_attempt("k", attempt(0, "t2")).await.unwrap();
+    let began = store.get_agent("k", 1).await.unwrap().unwrap().started_at;
+    let at = |step: &str, status, at| Report::Step {
+        step: step.into(),
+        report: StepReport { status, reason: None },
+        at: Some(at),
+    };
+    let long_ago = began - chrono::Duration::days(365);
+    let future = chrono::Utc::now() + chrono::Duration::days(365);
+    let lies = vec![at("a", StepStatus::InProgress, long_ago), at("a", StepStatus::Completed, future)];
+    store.apply_reports("k", 1, Some(1), lies).await.unwrap();
+    let a = store.get_job("k").await.unwrap().unwrap().steps[0].clone();
+    assert_eq!(a.started_at, Some(began), "not before the attempt began");
+    assert!(a.ended_at.unwrap() <= chrono::Utc::now(), "not in the future: {a:?}");
+
     // The attempt ends: its batches are refused.
     store.end_attempt("j", 1, AttemptEnd { exit_code: Some(0), outcome: "exited (code 0)".into() }).await.unwrap();
     let late = store.apply_reports("j", 1, Some(2), vec![Report::Comment { body: "late".into() }]).await;

@@ -166,6 +166,17 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
         ]});
         let r = c.call("post", "/api/v1/jobs/{id}/reports", "/api/v1/jobs/l/reports", a, Some(batch)).await;
         assert_eq!(r.status, 204, "{}", r.text);
+        // A numbered batch sent twice (its answer lost) is applied once.
+        let numbered = json!({"seq": 1_000_000, "reports": [
+            {"type": "evidence", "step_id": "wait", "kind": "note", "content": "sent twice"},
+        ]});
+        for _ in 0..2 {
+            let r =
+                c.call("post", "/api/v1/jobs/{id}/reports", "/api/v1/jobs/l/reports", a, Some(numbered.clone())).await;
+            assert_eq!(r.status, 204, "{}", r.text);
+        }
+        let twice = engine.client.evidence("l").await.unwrap();
+        assert_eq!(twice.iter().filter(|e| e.content == "sent twice").count(), 1, "applied once");
         // A bad item refuses the batch, naming the item; nothing of it is stored.
         let bad = json!({"reports": [
             {"type": "comment", "body": "not stored"},
