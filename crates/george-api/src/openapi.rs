@@ -86,6 +86,20 @@ impl Op<'_> {
         self
     }
 
+    /// A `limit` query parameter: a count (`u32` on the server).
+    fn limit(mut self, description: &str) -> Self {
+        self.params.push(json!({"name": "limit", "in": "query", "required": false, "description": description,
+                                "schema": {"type": "integer", "minimum": 0, "maximum": u32::MAX}}));
+        self
+    }
+
+    /// A `since` query parameter of a watch: a sequence number, 0 or more.
+    fn since(mut self, description: &str) -> Self {
+        self.params.push(json!({"name": "since", "in": "query", "required": false, "description": description,
+                                "schema": {"type": "integer", "minimum": 0}}));
+        self
+    }
+
     fn body<T: JsonSchema>(mut self, required: bool) -> Self {
         let schema = self.b.input.subschema_for::<T>();
         self.op.insert(
@@ -220,15 +234,15 @@ fn describe_service(b: &mut Builder) {
     b.op("delete", "/api/v1/tokens/{subject}", "admin", "Revoke a minted token").empty(204, "revoked").done();
     b.op("get", "/api/v1/audit", "viewer", "The audit log: every successful change by an operator")
         .query("since", "integer", "records after this event sequence number")
-        .query("limit", "integer", "at most this many (default 500, at most 5000)")
+        .limit("at most this many (default 500, at most 5000)")
         .json::<Vec<EventView>>(200, "audit events, oldest first")
         .done();
     b.op("get", "/api/v1/watch", "viewer", "WebSocket: every event after `since`, one JSON EventView per text frame")
-        .query("since", "integer", "resume after this sequence number (default: only new events)")
+        .since("resume after this sequence number (default: only new events)")
         .empty(101, "switching to the WebSocket protocol (subprotocol george.v1)")
         .done();
     b.op("get", "/api/v1/jobs/{id}/watch", "viewer-or-agent", "WebSocket: one job's events after `since`")
-        .query("since", "integer", "resume after this sequence number (default: only new events)")
+        .since("resume after this sequence number (default: only new events)")
         .empty(101, "switching to the WebSocket protocol (subprotocol george.v1)")
         .done();
 }
@@ -239,7 +253,7 @@ fn describe_jobs(b: &mut Builder) {
         .query("status", "string", "comma-separated statuses")
         .query("chapter", "string", "only this chapter")
         .query("source", "string", "only this source")
-        .query("limit", "integer", "jobs per page (default 500, at most 5000)")
+        .limit("jobs per page (default 500, at most 5000)")
         .query("after", "string", "the previous page's `X-Next-After` header: where it ended")
         .query("order", "string", "`oldest` (default) or `newest` first")
         .json::<Vec<JobView>>(200, "a page of jobs (without steps); a full page has an `X-Next-After` header")
@@ -323,7 +337,7 @@ fn describe_jobs(b: &mut Builder) {
 fn describe_agents(b: &mut Builder) {
     b.op("get", "/api/v1/agents", "viewer", "Agent instances (live ones unless `all`)")
         .query("all", "boolean", "include ended agents")
-        .query("limit", "integer", "at most this many (default 500)")
+        .limit("at most this many (default 500)")
         .json::<Vec<AgentView>>(200, "agents")
         .done();
     b.op("get", "/api/v1/agents/{id}", "viewer", "One agent instance (`<job>-<attempt>`)")
@@ -353,7 +367,7 @@ fn describe_events_and_control(b: &mut Builder) {
     let counts = json!({"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}});
     b.op("get", "/api/v1/events", "viewer", "The event log")
         .query("since", "integer", "events after this sequence number")
-        .query("limit", "integer", "at most this many (default 500, at most 5000)")
+        .limit("at most this many (default 500, at most 5000)")
         .query("job", "string", "only this job's events")
         .json::<Vec<EventView>>(200, "events, oldest first")
         .done();

@@ -20,6 +20,7 @@
 use crate::auth::WATCH_PROTOCOL;
 use crate::body::QueryParams;
 use crate::{ApiError, ApiState, Caller};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -50,10 +51,10 @@ pub async fn all(
     State(st): State<ApiState>,
     caller: Caller,
     QueryParams(q): QueryParams<WatchQuery>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     caller.viewer()?;
-    start(st, q, None, ws).await
+    start(st, q, None, upgrade(ws)?).await
 }
 
 /// One job's events.
@@ -62,13 +63,27 @@ pub async fn job(
     caller: Caller,
     Path(id): Path<String>,
     QueryParams(q): QueryParams<WatchQuery>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     caller.may_read(&id)?;
+    let ws = upgrade(ws)?;
     if st.store.get_job(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("job `{id}` not found")));
     }
     start(st, q, Some(id), ws).await
+}
+
+/// A request that is no WebSocket upgrade gets the documented JSON error,
+/// not the web framework's plain text.
+fn upgrade(ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Result<WebSocketUpgrade, ApiError> {
+    ws.map_err(|r| ApiError::Invalid {
+        message: format!(
+            "this endpoint is a WebSocket: connect with `Connection: upgrade`, `Upgrade: websocket` and the \
+             `george.v1` subprotocol ({r})"
+        ),
+        field: None,
+        details: vec![],
+    })
 }
 
 async fn start(st: ApiState, q: WatchQuery, job: Option<String>, ws: WebSocketUpgrade) -> Result<Response, ApiError> {

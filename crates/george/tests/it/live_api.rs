@@ -280,6 +280,26 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
         assert_eq!(c.call("get", "/api/v1/budget", "/api/v1/budget?period=day", viewer, None).await.status, 200);
         assert_eq!(c.call("get", "/api/v1/audit", "/api/v1/audit?limit=5", viewer, None).await.status, 200);
         c.record("get", "/api/v1/watch", ws_status(&engine.url, "/api/v1/watch?since=0", VIEWER).await);
+        // Not an upgrade: the documented JSON error, not the framework's plain text.
+        for (template, path) in
+            [("/api/v1/watch", "/api/v1/watch?since=0"), ("/api/v1/jobs/{id}/watch", "/api/v1/jobs/q/watch")]
+        {
+            let r = c.call("get", template, path, viewer, None).await;
+            assert_eq!((r.status, r.body["error"]["code"].as_str()), (400, Some("invalid")), "{}", r.text);
+            assert!(r.body["error"]["message"].as_str().unwrap_or_default().contains("WebSocket"), "{}", r.text);
+        }
+        // A negative count is outside the documented range, and refused with a JSON error.
+        let r = c.call("get", "/api/v1/agents", "/api/v1/agents?limit=-1", viewer, None).await;
+        assert_eq!((r.status, r.body["error"]["code"].as_str()), (400, Some("invalid")), "{}", r.text);
+        let doc: Value =
+            reqwest::get(format!("{}/api/v1/openapi.json", engine.url)).await.unwrap().json().await.unwrap();
+        let limit = &doc["paths"]["/api/v1/agents"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap()["schema"];
+        assert_eq!((limit["minimum"].as_u64(), limit["maximum"].as_u64()), (Some(0), Some(u64::from(u32::MAX))));
 
         // Steering.
         let r = c
