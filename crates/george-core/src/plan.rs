@@ -211,6 +211,10 @@ impl Catalog {
             }]
         })?;
         check_env(req.env)?;
+        if req.parallelism == Some(0) {
+            let message = "expected 1 or more steps at once, got 0".to_string();
+            return Err(vec![ParamError { field: "parallelism".into(), message }]);
+        }
         let values = resolve_params(&template.spec, req.params)?;
         let agent = self
             .choose_agent(template, req.agent)
@@ -226,7 +230,7 @@ impl Catalog {
             env: req.env.clone(),
             steps: render_steps(&template.spec.steps, &values),
             max_attempts: template.spec.max_attempts,
-            parallelism: req.parallelism.or(template.spec.parallelism).unwrap_or(DEFAULT_PARALLELISM).max(1),
+            parallelism: req.parallelism.or(template.spec.parallelism).unwrap_or(DEFAULT_PARALLELISM),
             fail_fast: req.fail_fast.or(template.spec.fail_fast).unwrap_or(true),
             origin,
             not_before: None,

@@ -122,6 +122,9 @@ fn check_template(m: &ParsedManifest, t: &TaskTemplate, catalog: &Catalog, diags
     if spec.steps.is_empty() {
         diags.push(m.diagnostic("spec.steps", "a template needs at least one step"));
     }
+    if spec.parallelism == Some(0) {
+        diags.push(m.diagnostic("spec.parallelism", "expected 1 or more steps at once, got 0"));
+    }
     let mut var_names = BTreeSet::new();
     for (i, v) in spec.variables.iter().enumerate() {
         let field = format!("spec.variables[{i}]");
@@ -331,6 +334,15 @@ spec:
             msgs.iter().any(|m| m.contains("spec.steps[0].description: unknown variable `{{colour}}`")),
             "{msgs:?}"
         );
+
+        // No step could ever run: refused, for a template and for a job.
+        let none_at_once = TEMPLATE.replace("  steps:\n", "  parallelism: 0\n  steps:\n");
+        let errs = set(&[("agents/w.yaml", AGENT), ("t.yaml", &none_at_once)]).unwrap_err();
+        assert_eq!((errs[0].field.as_str(), errs[0].line), ("spec.parallelism", Some(9)), "{errs:?}");
+        assert!(errs[0].message.contains("expected 1 or more"), "{}", errs[0]);
+        let job = JOB.replace("  template: count\n", "  template: count\n  parallelism: 0\n");
+        let errs = set(&[("agents/w.yaml", AGENT), ("t.yaml", TEMPLATE), ("jobs/j1.yaml", &job)]).unwrap_err();
+        assert_eq!((errs[0].field.as_str(), errs[0].line), ("spec.parallelism", Some(6)), "{errs:?}");
 
         let dangling = TEMPLATE.replace("depends_on: [write]", "depends_on: [wrote]");
         let errs = set(&[("agents/w.yaml", AGENT), ("t.yaml", &dangling)]).unwrap_err();

@@ -141,6 +141,13 @@ fn bad_api_requests_are_explained_and_change_nothing() {
             ("/api/v1/jobs", br#"{"template": "nope"}"#.to_vec(), json, 400, "unknown TaskTemplate `nope`"),
             (
                 "/api/v1/jobs",
+                br#"{"template": "t", "params": {"n": 1, "mode": "fast"}, "parallelism": 0}"#.to_vec(),
+                json,
+                400,
+                "parallelism: expected 1 or more steps at once, got 0",
+            ),
+            (
+                "/api/v1/jobs",
                 br#"{"template": "t", "id": "Bad Id!", "params": {"n": 1, "mode": "fast"}}"#.to_vec(),
                 json,
                 400,
