@@ -648,11 +648,14 @@ impl StepEnd {
 /// How many lines of a failed command's standard error a reason carries.
 const STDERR_LINES: usize = 10;
 
-/// A number in `0.0..1.0` that differs between agents and tries, for the
-/// retry jitter.
+/// A random number in `0.0..1.0`, for the retry jitter (0.5, the middle,
+/// if the system's random source fails).
 fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    f64::from((nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % 1_000_000) / 1_000_000.0
+    let mut b = [0u8; 4];
+    match getrandom::fill(&mut b) {
+        Ok(()) => f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0),
+        Err(_) => 0.5,
+    }
 }
 
 fn repo_url_of(summary: &serde_json::Value) -> String {

@@ -87,8 +87,9 @@ pub enum LaunchError {
     },
 }
 
-fn sys(what: &'static str) -> impl FnOnce(std::io::Error) -> LaunchError {
-    move |source| LaunchError::Sys { what, source }
+/// Names the system call that failed (`std::io` and `nix` errors alike).
+fn sys<E: Into<std::io::Error>>(what: &'static str) -> impl FnOnce(E) -> LaunchError {
+    move |e| LaunchError::Sys { what, source: e.into() }
 }
 
 /// Runs a command in this process instead of exec'ing it, when it can:
@@ -121,7 +122,7 @@ fn run(args: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
     let (program, args) = command.split_first().ok_or(LaunchError::NoProgram)?;
     if let Some(bytes) = spec.memory {
         nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, bytes, bytes)
-            .map_err(|e| LaunchError::Sys { what: "setrlimit", source: e.into() })?;
+            .map_err(sys("setrlimit"))?;
     }
     // Built while still privileged: the granted paths are opened as the engine's user.
     let ruleset = match &spec.sandbox {
@@ -130,19 +131,16 @@ fn run(args: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
     };
     if let Some(uid) = spec.uid {
         let id = (nix::unistd::Uid::from_raw(uid), nix::unistd::Gid::from_raw(uid));
-        nix::unistd::setgroups(&[]).map_err(|e| LaunchError::Sys { what: "setgroups", source: e.into() })?;
-        nix::unistd::setresgid(id.1, id.1, id.1)
-            .map_err(|e| LaunchError::Sys { what: "setresgid", source: e.into() })?;
-        nix::unistd::setresuid(id.0, id.0, id.0)
-            .map_err(|e| LaunchError::Sys { what: "setresuid", source: e.into() })?;
+        nix::unistd::setgroups(&[]).map_err(sys("setgroups"))?;
+        nix::unistd::setresgid(id.1, id.1, id.1).map_err(sys("setresgid"))?;
+        nix::unistd::setresuid(id.0, id.0, id.0).map_err(sys("setresuid"))?;
     }
     match ruleset {
         Some(rs) => {
             rs.restrict_self().map_err(|e| sandbox::SandboxError::Landlock(e.to_string()))?;
         }
         None if spec.sandbox.is_some() => {
-            nix::sys::prctl::set_no_new_privs()
-                .map_err(|e| LaunchError::Sys { what: "no_new_privs", source: e.into() })?;
+            nix::sys::prctl::set_no_new_privs().map_err(sys("no_new_privs"))?;
         }
         None => {}
     }
@@ -154,7 +152,7 @@ fn run(args: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
     }
     let null = std::fs::File::open("/dev/null").map_err(sys("open /dev/null"))?;
     // The gate's pipe is no longer needed: the agent reads nothing.
-    nix::unistd::dup2_stdin(&null).map_err(|e| LaunchError::Sys { what: "dup2 /dev/null", source: e.into() })?;
+    nix::unistd::dup2_stdin(&null).map_err(sys("dup2 /dev/null"))?;
     if let Some(code) = in_process(command) {
         return Ok(code);
     }

@@ -550,69 +550,76 @@ pub fn agent_for_token(c: &mut impl Db, token_hash: &str) -> Result<Option<(Stri
 /// Returns the job's status. The job and attempt rows stay locked until the
 /// transaction ends, so the attempt cannot be superseded or ended meanwhile.
 pub fn fence<D: Db>(c: &mut D, id: &str, attempt: u32) -> Result<JobStatus> {
+    Ok(fence_attempt(c, id, attempt)?.status)
+}
+
+/// What a fence read: the job's status and when the attempt began.
+pub(crate) struct Fenced {
+    status: JobStatus,
+    began: chrono::DateTime<chrono::Utc>,
+}
+
+fn fence_attempt<D: Db>(c: &mut D, id: &str, attempt: u32) -> Result<Fenced> {
     let job = c.opt(&format!("SELECT attempt, status FROM jobs WHERE id = $1{}", D::LOCK), args![id], |r| {
         Ok((r.u32("attempt")?, r.parsed::<JobStatus>("status")?))
     })?;
     let (current, status) = job.ok_or_else(|| StoreError::NotFound { what: "job", id: id.into() })?;
-    let state = if attempt == current {
+    let row = if attempt == current {
         c.opt(
-            &format!("SELECT state FROM attempts WHERE job_id = $1 AND number = $2{}", D::LOCK),
+            &format!("SELECT state, started_at FROM attempts WHERE job_id = $1 AND number = $2{}", D::LOCK),
             args![id, attempt],
-            |r| r.string("state"),
+            |r| Ok((r.string("state")?, r.ts("started_at")?)),
         )?
     } else {
         None
     };
-    rules::check_fence(id, attempt, current, state.as_deref())?;
-    Ok(status)
+    rules::check_fence(id, attempt, current, row.as_ref().map(|(state, _)| state.as_str()))?;
+    let began = row.map_or(chrono::DateTime::UNIX_EPOCH, |(_, began)| began);
+    Ok(Fenced { status, began })
 }
 
 pub fn heartbeat(w: &mut Writer<impl Db>, id: &str, attempt: u32) -> Result<()> {
-    fence(&mut w.db, id, attempt)?;
+    beat(w, id, attempt).map(|_| ())
+}
+
+/// A fenced heartbeat; returns what the fence read.
+fn beat(w: &mut Writer<impl Db>, id: &str, attempt: u32) -> Result<Fenced> {
+    let fenced = fence_attempt(&mut w.db, id, attempt)?;
     w.db.exec(
         "UPDATE attempts SET last_heartbeat = $3, state = CASE WHEN state = 'awakening' THEN 'active' ELSE state END \
          WHERE job_id = $1 AND number = $2",
         args![id, attempt, w.now],
     )?;
-    Ok(())
+    Ok(fenced)
 }
 
 pub fn report_step(w: &mut Writer<impl Db>, id: &str, attempt: u32, step: &str, report: &StepReport) -> Result<()> {
-    report_step_at(w, id, attempt, step, report, None)
+    let fenced = fence_attempt(&mut w.db, id, attempt)?;
+    write_step(w, id, attempt, &fenced, step, report, None)
 }
 
-/// A step report that says when it happened (`at`, the agent's clock): kept
-/// between the attempt's start and now, so an agent can misplace only its
-/// own step, and only within its attempt.
-fn report_step_at(
+/// A fenced step report that says when it happened (`at`, the agent's
+/// clock): kept between the attempt's start and now, so an agent can
+/// misplace only its own step, and only within its attempt.
+fn write_step(
     w: &mut Writer<impl Db>,
     id: &str,
     attempt: u32,
+    fenced: &Fenced,
     step: &str,
     report: &StepReport,
     at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<()> {
-    let status = fence(&mut w.db, id, attempt)?;
-    rules::check_step_report(id, status)?;
-    let at = match at {
-        Some(at) if at < w.now => {
-            let since = w.db.one(
-                "SELECT started_at FROM attempts WHERE job_id = $1 AND number = $2",
-                args![id, attempt],
-                |r| r.ts("started_at"),
-            )?;
-            at.max(since)
-        }
-        _ => w.now,
-    };
+    rules::check_step_report(id, fenced.status)?;
+    let at = at.map_or(w.now, |at| at.clamp(fenced.began, w.now));
     // Each `in_progress` is one more try; the first of a run starts its clock,
     // and a final status stops it.
     let starting = report.status == StepStatus::InProgress;
     let n = w.db.exec(
         "UPDATE steps SET status = $3, reason = $4, runs = runs + $5, updated_at = $6, \
-         started_at = CASE WHEN $7 = 1 AND status <> 'in_progress' THEN $6 \
-                           WHEN $7 = 1 OR $8 = 1 THEN started_at ELSE NULL END, \
-         ended_at = CASE WHEN $8 = 1 THEN $6 ELSE NULL END \
+         started_at = CASE WHEN $5 = 1 AND status <> 'in_progress' THEN $6 \
+                           WHEN $5 = 1 OR $7 = 1 THEN started_at ELSE NULL END, \
+         ended_at = CASE WHEN $7 = 1 THEN $6 ELSE NULL END \
          WHERE job_id = $1 AND id = $2",
         args![
             id,
@@ -621,7 +628,6 @@ fn report_step_at(
             &report.reason,
             i64::from(starting),
             at,
-            i64::from(starting),
             i64::from(report.status.has_ended())
         ],
     )?;
@@ -637,10 +643,14 @@ fn report_step_at(
     )
 }
 
-/// A failed try of a step: an event (the step's status is reported apart).
-fn try_failed(w: &mut Writer<impl Db>, id: &str, attempt: u32, step: &str, data: Value) -> Result<()> {
-    let status = fence(&mut w.db, id, attempt)?;
-    rules::check_step_report(id, status)?;
+/// A fenced failed try of a step: an event (the step's status is reported apart).
+fn try_failed(w: &mut Writer<impl Db>, id: &str, attempt: u32, fenced: &Fenced, step: &str, data: Value) -> Result<()> {
+    rules::check_step_report(id, fenced.status)?;
+    check_step_exists(w, id, step)?;
+    w.event(Some(id), Some(attempt), EventKind::StepTryFailed, &agent_actor(id, attempt), data)
+}
+
+fn check_step_exists(w: &mut Writer<impl Db>, id: &str, step: &str) -> Result<()> {
     let known =
         w.db.one("SELECT EXISTS(SELECT 1 FROM steps WHERE job_id = $1 AND id = $2) AS known", args![id, step], |r| {
             r.bool("known")
@@ -648,7 +658,7 @@ fn try_failed(w: &mut Writer<impl Db>, id: &str, attempt: u32, step: &str, data:
     if !known {
         return Err(StoreError::NotFound { what: "step", id: format!("{id}/{step}") });
     }
-    w.event(Some(id), Some(attempt), EventKind::StepTryFailed, &agent_actor(id, attempt), data)
+    Ok(())
 }
 
 /// What an agent hands in as evidence.
@@ -661,15 +671,13 @@ pub struct NewEvidence<'a> {
 
 pub fn add_evidence(w: &mut Writer<impl Db>, id: &str, attempt: u32, e: &NewEvidence<'_>) -> Result<Evidence> {
     fence(&mut w.db, id, attempt)?;
+    write_evidence(w, id, attempt, e)
+}
+
+/// Evidence from a fenced attempt.
+fn write_evidence(w: &mut Writer<impl Db>, id: &str, attempt: u32, e: &NewEvidence<'_>) -> Result<Evidence> {
     if let Some(step) = e.step {
-        let known = w.db.one(
-            "SELECT EXISTS(SELECT 1 FROM steps WHERE job_id = $1 AND id = $2) AS known",
-            args![id, step],
-            |r| r.bool("known"),
-        )?;
-        if !known {
-            return Err(StoreError::NotFound { what: "step", id: format!("{id}/{step}") });
-        }
+        check_step_exists(w, id, step)?;
     }
     let eid = w.db.one(
         "INSERT INTO evidence (job_id, step_id, attempt, kind, content, truncated, created_at) \
@@ -705,6 +713,18 @@ pub fn report_job(
 ) -> Result<()> {
     rules::check_verdict(status, reason)?;
     let current = fence(&mut w.db, id, attempt)?;
+    write_verdict(w, id, attempt, current, status, reason)
+}
+
+/// The (checked) verdict of a fenced attempt whose job is `current`.
+fn write_verdict(
+    w: &mut Writer<impl Db>,
+    id: &str,
+    attempt: u32,
+    current: JobStatus,
+    status: JobStatus,
+    reason: Option<&str>,
+) -> Result<()> {
     if !rules::verdict_applies(id, current, status)? {
         return Ok(()); // a retried report
     }
@@ -735,7 +755,9 @@ pub fn apply_reports(
     seq: Option<u64>,
     reports: &[Report],
 ) -> Result<()> {
-    heartbeat(w, id, attempt)?;
+    // Fenced once: the batch holds the job's and the attempt's rows until it
+    // commits, and only its last item (the verdict) changes the job's status.
+    let fenced = beat(w, id, attempt)?;
     if let Some(seq) = seq {
         let seq = i64::try_from(seq).map_err(|_| StoreError::Invalid("seq: too large".into()))?;
         let fresh = w.db.exec(
@@ -748,19 +770,20 @@ pub fn apply_reports(
     }
     for (i, report) in reports.iter().enumerate() {
         let applied = match report {
-            Report::Step { step, report, at } => report_step_at(w, id, attempt, step, report, *at),
+            Report::Step { step, report, at } => write_step(w, id, attempt, &fenced, step, report, *at),
             Report::Evidence { step, kind, content, truncated } => {
                 let e = NewEvidence { step: step.as_deref(), kind, content, truncated: *truncated };
-                add_evidence(w, id, attempt, &e).map(|_| ())
+                write_evidence(w, id, attempt, &e).map(|_| ())
             }
             Report::TryFailed { step, number, of, result, stderr, retry_in_ms } => {
                 let data = json!({"step": step, "try": number, "of": of, "result": result, "stderr": stderr,
                                   "retry_in_ms": retry_in_ms});
-                try_failed(w, id, attempt, step, data)
+                try_failed(w, id, attempt, &fenced, step, data)
             }
-            Report::Comment { body } => agent_comment(w, id, attempt, body).map(|_| ()),
+            Report::Comment { body } => add_comment(w, id, &agent_actor(id, attempt), body).map(|_| ()),
             Report::Verdict { status, reason } if i + 1 == reports.len() => {
-                report_job(w, id, attempt, *status, reason.as_deref())
+                rules::check_verdict(*status, reason.as_deref())
+                    .and_then(|()| write_verdict(w, id, attempt, fenced.status, *status, reason.as_deref()))
             }
             Report::Verdict { .. } => Err(StoreError::Invalid("a verdict may only be the last report".into())),
         };
