@@ -1269,7 +1269,7 @@
       ]);
       if (!view.alive) return;
       fill(registryBox, table({ id: 'registry-table' },
-        ['Agent spec', 'Type', 'Chapter', 'Version', 'Capabilities', 'State', 'Instances', 'Failures in a row', 'Health', 'Last heartbeat', operate ? '' : null].filter((x) => x !== null),
+        ['Agent spec', 'Type', 'Chapter', 'Version', 'Capabilities', 'State', 'Instances', 'Warm pool', 'Failures in a row', 'Health', 'Last heartbeat', operate ? '' : null].filter((x) => x !== null),
         registry.map((e) => h('tr', { 'data-agent-spec': e.name },
           h('td', {}, h('strong', {}, e.name)),
           h('td', {}, orDash(e.agent_type)),
@@ -1278,6 +1278,9 @@
           h('td', { class: 'wrap' }, e.capabilities.length ? e.capabilities.map((c) => badge(c)) : '—'),
           h('td', {}, statusBadge(e.state)),
           h('td', { class: 'num' }, String(e.instances)),
+          h('td', { class: 'pool', title: e.pool ? `min ${e.pool.min}, max ${e.pool.max}; ${e.pool.starting} starting` : '' },
+            e.pool ? `${e.pool.warm}/${e.pool.target} warm · ${e.pool.claimed} claimed · ${e.pool.cold} cold`
+              + (e.pool.last_claim_us != null ? ` · claim ${(e.pool.last_claim_us / 1000).toFixed(1)} ms` : '') : '—'),
           h('td', { class: 'num' }, String(e.consecutive_failures)),
           h('td', {}, e.degraded ? badge('degraded', 'red') : badge('ok', 'green')),
           h('td', {}, timeEl(e.last_heartbeat)),

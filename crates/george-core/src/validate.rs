@@ -69,6 +69,18 @@ pub fn validate_set(manifests: Vec<ParsedManifest>) -> Result<ManifestSet, Vec<D
                     t.agent.get_or_insert_with(|| a.metadata.name.clone());
                     check_trigger(m, &format!("spec.triggers[{i}]"), &t, &catalog, &mut diags);
                 }
+                if let Some(pool) = &a.spec.pool {
+                    let limit = crate::manifest::PoolSpec::LIMIT;
+                    if pool.min > limit || pool.max.is_some_and(|m| m > limit) {
+                        let field = if pool.min > limit { "spec.pool.min" } else { "spec.pool.max" };
+                        diags.push(m.diagnostic(field, format!("must be at most {limit}")));
+                    } else if pool.max.is_some_and(|max| max < pool.min) {
+                        diags.push(m.diagnostic(
+                            "spec.pool.max",
+                            format!("must be at least spec.pool.min ({}), got {}", pool.min, pool.max.unwrap_or(0)),
+                        ));
+                    }
+                }
                 for cap in a.spec.secrets.keys() {
                     if !a.spec.capabilities.contains(cap) {
                         diags.push(m.diagnostic(
@@ -377,6 +389,19 @@ spec:
         );
         let s = set(&[("a.yaml", &agent), ("t.yaml", TEMPLATE)]).unwrap();
         assert_eq!(s.catalog.triggers["worker-t0"].agent.as_deref(), Some("worker"));
+    }
+
+    #[test]
+    fn a_pool_smaller_than_its_min_or_over_the_limit_is_named() {
+        let pool = |p: &str| AGENT.replace("capabilities: [shell]", &format!("capabilities: [shell]\n  pool: {p}"));
+        let ok = set(&[("a.yaml", &pool("{min: 2, max: 8, idleTimeout: 1m}")), ("t.yaml", TEMPLATE)]).unwrap();
+        let p = ok.catalog.agents["worker"].spec.pool.unwrap();
+        assert_eq!((p.min, p.upper(), p.idle().as_secs()), (2, 8, 60));
+        let errs = set(&[("a.yaml", &pool("{min: 4, max: 2}")), ("t.yaml", TEMPLATE)]).unwrap_err();
+        assert_eq!(errs[0].field, "spec.pool.max", "{errs:?}");
+        assert!(errs[0].message.contains("at least spec.pool.min (4), got 2"), "{}", errs[0]);
+        let errs = set(&[("a.yaml", &pool("{min: 1000}")), ("t.yaml", TEMPLATE)]).unwrap_err();
+        assert!(errs[0].message.contains("at most 256"), "{}", errs[0]);
     }
 
     #[test]

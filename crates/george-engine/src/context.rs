@@ -62,6 +62,8 @@ pub struct EngineConfig {
     pub delivery_memory: Duration,
     /// How long finished jobs are kept, and how the deleting is paced.
     pub retention: crate::retention::RetentionSettings,
+    /// Warm pools, engine-wide.
+    pub pool: crate::pool::PoolSettings,
 }
 
 /// A webhook signing key; never printed.
@@ -120,6 +122,7 @@ impl EngineConfig {
             engine_patience: Duration::from_secs(15 * 60),
             delivery_memory: Duration::from_secs(7 * 24 * 3600),
             retention: Default::default(),
+            pool: Default::default(),
         }
     }
 }
@@ -163,6 +166,8 @@ pub(crate) struct Context {
     pub availability: crate::availability::Availability,
     /// Whether writes are taken yet.
     pub readiness: crate::readiness::Readiness,
+    /// Warm agents, by AgentSpec.
+    pub pools: crate::pool::Pools,
 }
 
 impl Context {

@@ -7,6 +7,9 @@
 //! - `attempt.recorded`: the attempt is in the store, nothing is spawned;
 //! - `spawn.window`: the runtime has started the agent (held at its gate),
 //!   its handle is not yet in the store;
+//! - `claim.window`: instead of `spawn.window` when the attempt claimed a
+//!   warm agent: the runtime has claimed it (the attempt's files written,
+//!   its binding not delivered), its handle is not yet in the store;
 //! - `spawn.recorded`: the handle is in the store, the agent is not yet
 //!   released.
 
@@ -18,7 +21,7 @@ use std::sync::OnceLock;
 pub const ENV: &str = "GEORGE_FAILPOINTS";
 
 /// Every kill point, for validation and documentation.
-pub const POINTS: [&str; 3] = ["attempt.recorded", "spawn.window", "spawn.recorded"];
+pub const POINTS: [&str; 4] = ["attempt.recorded", "spawn.window", "claim.window", "spawn.recorded"];
 
 struct Armed {
     /// Passes so far, and the pass that kills.

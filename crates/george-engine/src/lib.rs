@@ -16,6 +16,7 @@ mod handle;
 pub mod llm;
 pub mod meter;
 pub mod metrics;
+pub mod pool;
 pub mod readiness;
 mod reconciler;
 pub mod registry;
@@ -93,6 +94,7 @@ impl Engine {
             governor_loaded: tokio::sync::watch::Sender::new(false),
             availability: crate::availability::Availability::new(clock.now()),
             readiness: Default::default(),
+            pools: Default::default(),
             http: reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(10))
                 .build()
@@ -150,6 +152,7 @@ impl Engine {
         tasks.spawn(resync(ctx.clone(), shutdown.clone()));
         tasks.spawn(cron(ctx.clone(), shutdown.clone()));
         tasks.spawn(retention::run(ctx.clone(), shutdown.clone()));
+        tasks.spawn(pool::run(ctx.clone(), shutdown.clone()));
         for _ in 0..ctx.cfg.workers.max(1) {
             tasks.spawn(worker(ctx.clone()));
         }
@@ -216,6 +219,7 @@ async fn follow<T: Clone>(
 fn on_store_event(ctx: &Context, e: george_core::record::Event) {
     if e.kind.changes_catalog() {
         ctx.catalog.invalidate();
+        ctx.pools.nudge();
         // Limits and shares may have changed with the manifests.
         ctx.limits_dirty.store(true, std::sync::atomic::Ordering::Relaxed);
     }

@@ -31,6 +31,32 @@ pub const CRON_TICKS: &str = "george_trigger_cron_ticks";
 
 /// API requests, by method and route.
 pub const API_REQUESTS: &str = "george_api_requests";
+/// Warm agents waiting in a pool, by AgentSpec.
+pub const POOL_WARM: &str = "george_pool_warm";
+/// Warm agents being started, by AgentSpec.
+pub const POOL_STARTING: &str = "george_pool_starting";
+/// The size a pool is kept at, by AgentSpec.
+pub const POOL_TARGET: &str = "george_pool_target";
+/// Attempts of pooled AgentSpecs, by AgentSpec and how they started (`warm`, `cold`).
+pub const POOL_CLAIMS: &str = "george_pool_claims";
+/// Seconds from a claim to its agent's binding delivered.
+pub const POOL_CLAIM_LATENCY: &str = "george_pool_claim_seconds";
+
+/// A label set naming an AgentSpec.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SpecLabel {
+    /// The AgentSpec.
+    pub agent_spec: String,
+}
+
+/// A label set naming an AgentSpec and how an attempt started.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClaimLabel {
+    /// The AgentSpec.
+    pub agent_spec: String,
+    /// `warm` (a pooled agent) or `cold` (the pool was empty).
+    pub start: String,
+}
 
 /// A label set naming an API route (`POST`, `/api/v1/jobs/{id}/reports`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -96,6 +122,16 @@ pub struct Metrics {
     pub cron_ticks: Counter,
     /// API requests by route.
     pub api_requests: Family<RouteLabel, Counter>,
+    /// Warm agents by AgentSpec.
+    pub pool_warm: Family<SpecLabel, Gauge>,
+    /// Warm agents starting by AgentSpec.
+    pub pool_starting: Family<SpecLabel, Gauge>,
+    /// Pool sizes aimed at by AgentSpec.
+    pub pool_target: Family<SpecLabel, Gauge>,
+    /// Attempts of pooled AgentSpecs by how they started.
+    pub pool_claims: Family<ClaimLabel, Counter>,
+    /// Claim latency.
+    pub pool_claim_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -114,6 +150,11 @@ impl Default for Metrics {
         let scheduler_queued = Family::<PriorityLabel, Gauge>::default();
         let cron_ticks = Counter::default();
         let api_requests = Family::<RouteLabel, Counter>::default();
+        let pool_warm = Family::<SpecLabel, Gauge>::default();
+        let pool_starting = Family::<SpecLabel, Gauge>::default();
+        let pool_target = Family::<SpecLabel, Gauge>::default();
+        let pool_claims = Family::<ClaimLabel, Counter>::default();
+        let pool_claim_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
         registry.register(RECONCILE_TOTAL, "Reconcile passes by action", reconciles.clone());
         registry.register(AGENT_SPAWNS, "Agents spawned", spawns.clone());
         registry.register(AGENT_SPAWN_FAILURES, "Agents that could not be spawned", spawn_failures.clone());
@@ -133,6 +174,19 @@ impl Default for Metrics {
         );
         registry.register(CRON_TICKS, "Completed looks at the cron triggers", cron_ticks.clone());
         registry.register(API_REQUESTS, "API requests, by method and route", api_requests.clone());
+        registry.register(POOL_WARM, "Warm agents waiting in a pool, by AgentSpec", pool_warm.clone());
+        registry.register(POOL_STARTING, "Warm agents being started, by AgentSpec", pool_starting.clone());
+        registry.register(POOL_TARGET, "The size a pool is kept at, by AgentSpec", pool_target.clone());
+        registry.register(
+            POOL_CLAIMS,
+            "Attempts of pooled AgentSpecs, by how their agent started (warm or cold)",
+            pool_claims.clone(),
+        );
+        registry.register(
+            POOL_CLAIM_LATENCY,
+            "Seconds from claiming a warm agent to its binding delivered",
+            pool_claim_latency.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -146,6 +200,11 @@ impl Default for Metrics {
             scheduler_queued,
             cron_ticks,
             api_requests,
+            pool_warm,
+            pool_starting,
+            pool_target,
+            pool_claims,
+            pool_claim_latency,
         }
     }
 }

@@ -48,6 +48,9 @@ pub struct RegistryEntry {
     /// Latest heartbeat of any live instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat: Option<chrono::DateTime<chrono::Utc>>,
+    /// Its warm pool, when it has one (`spec.pool`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<crate::pool::PoolStatus>,
 }
 
 /// Filters of `GET /api/v1/registry`.
@@ -102,6 +105,8 @@ pub(crate) async fn entries(ctx: &Arc<Context>, q: &RegistryQuery) -> Result<Vec
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
     let recent = ctx.store.list_agents(false, 2000).await?;
     let mut out = Vec::new();
+    let mut pools: std::collections::HashMap<String, crate::pool::PoolStatus> =
+        ctx.pools.status().into_iter().map(|p| (p.agent_spec.clone(), p)).collect();
     for (name, spec) in &catalog.agents {
         let mine: Vec<&Attempt> = recent.iter().filter(|a| &a.agent_spec == name).collect();
         let live: Vec<&Attempt> = mine.iter().copied().filter(|a| a.state.is_live()).collect();
@@ -117,6 +122,10 @@ pub(crate) async fn entries(ctx: &Arc<Context>, q: &RegistryQuery) -> Result<Vec
             consecutive_failures,
             degraded: consecutive_failures > DEGRADED_AFTER,
             last_heartbeat: live.iter().filter_map(|a| a.last_heartbeat).max(),
+            pool: pools.remove(name).or_else(|| {
+                // Configured, not started yet (or on a runtime without pools).
+                spec.spec.pool.map(|p| crate::pool::PoolStatus::empty(name, &p))
+            }),
         };
         let keep = q.agent_type.as_ref().is_none_or(|t| entry.agent_type.as_ref() == Some(t))
             && q.chapter.as_ref().is_none_or(|c| entry.chapter.as_ref() == Some(c))

@@ -21,6 +21,14 @@
 //!    caller's `in_process`), which saves a second exec of the binary. The
 //!    command line stays `… -- george agent run`, so `ps` shows the agent.
 //!
+//! A *warm* launcher (`george sandbox-exec --warm`, a pooled agent) starts
+//! with an empty environment and no files of any job, and waits on stdin for
+//! its [`Binding`] instead of `go`: the spec, the command, the environment,
+//! the working directory, the log file and (container runtimes) the
+//! attempt's token and secret files. It then does steps 1–4 and 6 for that
+//! binding. End-of-file before a binding (its engine died) ends it with
+//! [`GATE_CLOSED`], as a closed gate does.
+//!
 //! Anything that fails before the exec is written to stderr (the attempt's
 //! log) and ends the launcher with [`CONFINE_FAILED`]: nothing of the agent
 //! ever runs unconfined.
@@ -37,6 +45,50 @@ pub const GATE_CLOSED: i32 = 97;
 pub const CONFINE_FAILED: i32 = 96;
 /// The launcher's subcommand in George's binary.
 pub const SUBCOMMAND: &str = "sandbox-exec";
+/// The launcher's argument that makes it a warm (pooled) agent.
+pub const WARM: &str = "--warm";
+
+/// What a warm launcher becomes: one attempt's agent. It travels as one
+/// line of JSON on the launcher's stdin, which only the engine holds.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    /// What to apply before the program runs.
+    pub spec: LaunchSpec,
+    /// The agent's command line.
+    pub command: Vec<String>,
+    /// Its whole environment.
+    pub env: Vec<(String, String)>,
+    /// Its working directory.
+    pub cwd: PathBuf,
+    /// The file its output goes to (appended), when not the launcher's own stdout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<PathBuf>,
+    /// Files to write before confinement (the token and secrets of a
+    /// container's agent), each in a directory created private (0700).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<BoundFile>,
+}
+
+impl std::fmt::Debug for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Binding")
+            .field("command", &self.command)
+            .field("cwd", &self.cwd)
+            .field("files", &self.files.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A file a binding carries (its content never appears in `Debug` output).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoundFile {
+    /// Where it goes.
+    pub path: PathBuf,
+    /// What it holds.
+    pub content: Vec<u8>,
+}
 
 /// What the launcher applies before it runs the agent (the agent's command
 /// follows it on the command line, after `--`).
@@ -72,7 +124,7 @@ pub enum LaunchError {
     #[error("bad launch spec: {0}")]
     Spec(#[from] serde_json::Error),
     /// No program to run.
-    #[error("usage: sandbox-exec <spec JSON> -- <program> [args…]")]
+    #[error("usage: sandbox-exec <spec JSON> -- <program> [args…] | sandbox-exec --warm")]
     NoProgram,
     /// The sandbox could not be built.
     #[error(transparent)]
@@ -114,12 +166,66 @@ pub fn main(args: &[String], in_process: InProcess<'_>) -> ! {
 /// the exit code of a closed gate or of an agent run in this process, or an
 /// error.
 fn run(args: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
+    if matches!(args, [warm] if warm == WARM) {
+        return run_warm(in_process);
+    }
     let (spec, command) = match args {
         [spec, dashes, command @ ..] if dashes == "--" && !command.is_empty() => (spec, command),
         _ => return Err(LaunchError::NoProgram),
     };
     let spec: LaunchSpec = serde_json::from_str(spec)?;
-    let (program, args) = command.split_first().ok_or(LaunchError::NoProgram)?;
+    confine(&spec)?;
+    // The gate: the engine says `go` once it has stored this process's handle.
+    match read_line()? {
+        Some(line) if line.trim_end() == "go" => start(command, in_process),
+        _ => Ok(GATE_CLOSED),
+    }
+}
+
+/// A warm launcher: waits for its binding, takes on its environment, files
+/// and confinement, and runs its program.
+fn run_warm(in_process: InProcess<'_>) -> Result<i32, LaunchError> {
+    let Some(line) = read_line()?.filter(|l| !l.trim().is_empty()) else { return Ok(GATE_CLOSED) };
+    let binding: Binding = serde_json::from_str(&line)?;
+    if let Some(log) = &binding.log {
+        let file = std::fs::OpenOptions::new().append(true).open(log).map_err(sys("open the agent's log"))?;
+        nix::unistd::dup2_stdout(&file).map_err(sys("dup2 the log"))?;
+        nix::unistd::dup2_stderr(&file).map_err(sys("dup2 the log"))?;
+    }
+    for f in &binding.files {
+        write_private(f).map_err(sys("write the agent's files"))?;
+    }
+    // One thread so far: changing the environment races with nothing.
+    for (name, _) in std::env::vars_os() {
+        std::env::remove_var(name);
+    }
+    for (name, value) in &binding.env {
+        std::env::set_var(name, value);
+    }
+    std::env::set_current_dir(&binding.cwd).map_err(sys("enter the agent's working directory"))?;
+    confine(&binding.spec)?;
+    start(&binding.command, in_process)
+}
+
+/// Writes a bound file (0400) in a private directory (0700).
+fn write_private(f: &BoundFile) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = f.path.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o400).open(&f.path)?;
+    std::io::Write::write_all(&mut file, &f.content)
+}
+
+/// One line from stdin; `None` at end of file.
+fn read_line() -> Result<Option<String>, LaunchError> {
+    let mut line = String::new();
+    let n = std::io::stdin().lock().read_line(&mut line).map_err(sys("read the gate"))?;
+    Ok((n > 0).then_some(line))
+}
+
+/// Steps 1–4: the memory limit, the ruleset, the uid, the restriction.
+fn confine(spec: &LaunchSpec) -> Result<(), LaunchError> {
     if let Some(bytes) = spec.memory {
         nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, bytes, bytes)
             .map_err(sys("setrlimit"))?;
@@ -144,12 +250,12 @@ fn run(args: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
         }
         None => {}
     }
-    // The gate: the engine says `go` once it has stored this process's handle.
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).map_err(sys("read the gate"))?;
-    if line.trim_end() != "go" {
-        return Ok(GATE_CLOSED);
-    }
+    Ok(())
+}
+
+/// Step 6: the program, stdin from `/dev/null`, in this process or exec'd.
+fn start(command: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
+    let (program, args) = command.split_first().ok_or(LaunchError::NoProgram)?;
     let null = std::fs::File::open("/dev/null").map_err(sys("open /dev/null"))?;
     // The gate's pipe is no longer needed: the agent reads nothing.
     nix::unistd::dup2_stdin(&null).map_err(sys("dup2 /dev/null"))?;

@@ -109,6 +109,45 @@ pub struct SpawnRequest {
     pub max_active: Option<Duration>,
 }
 
+/// What a warm agent is started with: everything about an agent that is
+/// fixed when it starts. The rest — the job, its environment, the attempt
+/// token, the secrets — comes with its binding when a job claims it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmSpec {
+    /// AgentSpec name.
+    pub agent_spec: String,
+    /// Command line; empty means the runtime's default agent.
+    pub command: Vec<String>,
+    /// Container image (container runtimes).
+    pub image: Option<String>,
+    /// Limits.
+    pub resources: Resources,
+    /// What the agent may reach over the network.
+    pub network: george_core::manifest::NetworkPolicy,
+}
+
+impl WarmSpec {
+    /// The warm agent a request could be served by.
+    pub fn of(req: &SpawnRequest) -> Self {
+        Self {
+            agent_spec: req.agent_spec.clone(),
+            command: req.command.clone(),
+            image: req.image.clone(),
+            resources: req.resources,
+            network: req.network,
+        }
+    }
+}
+
+/// A started, unassigned agent of a pool: no job, no secrets, no token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmAgent {
+    /// The runtime's name for it (unique within the runtime).
+    pub id: String,
+    /// What it was started with.
+    pub spec: WarmSpec,
+}
+
 /// The variable naming the agent token's file. The reference agent reads the
 /// file, removes it and keeps the token in memory only, so its steps never
 /// see it.
@@ -297,5 +336,39 @@ pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
     /// does (containers).
     fn isolation(&self) -> Option<Isolation> {
         None
+    }
+    /// Whether this runtime keeps warm pools ([`Runtime::warm`]).
+    fn pools(&self) -> bool {
+        false
+    }
+    /// Starts one warm agent for `spec`: started and waiting for its
+    /// binding, holding no job, no secret and no token. An agent never bound
+    /// ends on its own when the engine that started it dies.
+    async fn warm(&self, spec: &WarmSpec) -> Result<WarmAgent, RuntimeError> {
+        Err(RuntimeError::Unavailable(format!("the {} runtime keeps no warm pools ({})", self.kind(), spec.agent_spec)))
+    }
+    /// Whether a warm agent is still alive and unclaimed (a cheap, local look).
+    fn warm_alive(&self, _warm: &WarmAgent) -> bool {
+        false
+    }
+    /// Makes `warm` the agent of `req`'s attempt, as [`Runtime::spawn`]
+    /// does a new one: the attempt's files are written and its handle
+    /// returned, and the agent stays held until [`Runtime::release`]
+    /// delivers its binding (the job, its environment, token and secrets)
+    /// through a channel only that agent reads. A warm agent serves one
+    /// attempt. Fails when the warm agent is gone; the engine then starts one.
+    async fn claim(&self, req: SpawnRequest, warm: WarmAgent) -> Result<serde_json::Value, RuntimeError> {
+        let _ = warm;
+        self.spawn(req).await
+    }
+    /// Destroys a warm agent that will not be claimed.
+    async fn discard(&self, _warm: &WarmAgent) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+    /// Destroys the unclaimed warm agents an earlier engine process left
+    /// (claimed ones belong to their attempts and [`Runtime::list_owned`]
+    /// lists them). Returns how many there were.
+    async fn clear_pools(&self) -> Result<usize, RuntimeError> {
+        Ok(0)
     }
 }

@@ -27,7 +27,9 @@
 
 use crate::launch::{LaunchSpec, Sandboxing};
 use crate::sandbox::{self, Grants, Isolation, SandboxConfig};
-use crate::{procfs, AgentLogs, AgentStatus, OwnedAgent, Runtime, RuntimeError, RuntimeEvent, SpawnRequest};
+use crate::{
+    procfs, AgentLogs, AgentStatus, OwnedAgent, Runtime, RuntimeError, RuntimeEvent, SpawnRequest, WarmAgent, WarmSpec,
+};
 use async_trait::async_trait;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -115,8 +117,13 @@ struct Inner {
     /// known (shared with the tasks that wait for exits, which hold nothing
     /// else: dropping the runtime closes every gate).
     tracked: Arc<Mutex<HashMap<(String, u32), Tracked>>>,
-    /// The write ends of the gates of agents spawned and not yet released.
-    gates: Mutex<HashMap<(String, u32), tokio::process::ChildStdin>>,
+    /// The write ends of the gates of agents spawned and not yet released,
+    /// with what releases each (`go`, or a warm agent's binding).
+    gates: Mutex<HashMap<(String, u32), Gate>>,
+    /// Warm agents started and not yet claimed.
+    warm: Mutex<HashMap<String, WarmProcess>>,
+    /// Names the next warm agent.
+    warm_serial: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<RuntimeEvent>,
     /// What the sandbox gives on this machine.
     isolation: Isolation,
@@ -152,6 +159,8 @@ impl ProcessRuntime {
                 cfg,
                 tracked: Arc::new(Mutex::new(HashMap::new())),
                 gates: Mutex::new(HashMap::new()),
+                warm: Mutex::new(HashMap::new()),
+                warm_serial: Default::default(),
                 events,
                 isolation,
                 next_uid: Mutex::new(0),
@@ -281,6 +290,195 @@ impl ProcessRuntime {
     fn spawn_error(req: &SpawnRequest, message: String, source: Option<std::io::Error>) -> RuntimeError {
         RuntimeError::Spawn { agent: george_core::api::agent_id(&req.job_id, req.attempt), message, source }
     }
+    /// The handle of the attempt's agent when it has a live one already (a
+    /// spawn retried): spawning is idempotent.
+    fn existing(&self, req: &SpawnRequest) -> Option<Value> {
+        let existing = Self::read_pid_file(&self.attempt_dir(&req.job_id, req.attempt).join("pid"))?;
+        (alive(existing.handle) == AgentStatus::Running)
+            .then(|| serde_json::to_value(existing.handle).unwrap_or_default())
+    }
+
+    /// Everything of an attempt's agent but its process: its directories,
+    /// uid, token and secret files, log file, environment and launch spec.
+    fn prepare(&self, req: &SpawnRequest) -> Result<Prepared, RuntimeError> {
+        let dir = self.attempt_dir(&req.job_id, req.attempt);
+        let command = if req.command.is_empty() { &self.inner.cfg.default_command } else { &req.command };
+        let Some((program, args)) = command.split_first() else {
+            return Err(Self::spawn_error(req, "no command to run; set spec.command in the AgentSpec".into(), None));
+        };
+        if !self.runnable(program) {
+            let hint = format!("command `{program}` not found; check spec.command of AgentSpec `{}`", req.agent_spec);
+            let e = std::io::Error::new(std::io::ErrorKind::NotFound, "no such executable");
+            return Err(Self::spawn_error(req, hint, Some(e)));
+        }
+        let sandboxed = self.inner.cfg.sandbox.enabled;
+        let root_mode = sandboxed && sandbox::engine_is_root();
+        // The attempt's directory holds the pid file (the engine's, never the
+        // agent's); under it, what the agent owns.
+        own_dir(&dir, if root_mode { 0o711 } else { 0o700 }, None)?;
+        let uid = if root_mode { Some(self.allocate_uid(req, &dir)?) } else { None };
+        let program = if uid.is_some() { self.reachable_program(program)? } else { program.clone() };
+        let work = dir.join("work");
+        own_dir(&work, 0o700, uid)?;
+        if let Some(u) = uid {
+            sandbox::check_reachable(&dir).map_err(|e| RuntimeError::Unrunnable {
+                agent: george_core::api::agent_id(&req.job_id, req.attempt),
+                message: format!("{e} (the agent would run as uid {u})"),
+            })?;
+        }
+        let mut grants = Grants {
+            write: vec![work.clone()],
+            network: req.network,
+            engine_port: crate::engine_address(req).map(|(_, port)| port),
+            ..Default::default()
+        };
+        if !sandboxed && !req.network.is_full() {
+            return Err(RuntimeError::Unrunnable {
+                agent: george_core::api::agent_id(&req.job_id, req.attempt),
+                message: "AgentSpec `network` needs the agent sandbox (agents.sandbox.enabled is false)".into(),
+            });
+        }
+        if Path::new(&program).is_absolute() {
+            grants.read.push(PathBuf::from(&program));
+        }
+        let log_path = self.inner.cfg.logs.path(&req.job_id, req.attempt);
+        if let Some(parent) = log_path.parent() {
+            crate::logs::private_dir(parent).map_err(io(format!("create {}", parent.display())))?;
+        }
+        let log = crate::logs::private_log(&log_path).map_err(io(format!("open {}", log_path.display())))?;
+
+        let mut env: Vec<(String, String)> = Vec::new();
+        for name in &self.inner.cfg.passthrough_env {
+            if let Ok(v) = std::env::var(name) {
+                env.push((name.clone(), v));
+            }
+        }
+        env.extend(req.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let path = |p: &Path| p.display().to_string();
+        env.push(("GEORGE_WORK_DIR".into(), path(&work)));
+        if sandboxed {
+            // The host's home and temporary directory are not the agent's.
+            for (name, sub) in [("HOME", "home"), ("TMPDIR", "tmp")] {
+                let d = dir.join(sub);
+                own_dir(&d, 0o700, uid)?;
+                env.push((name.into(), path(&d)));
+                grants.write.push(d);
+            }
+        }
+        if let Some(out) = &req.output_dir {
+            std::fs::create_dir_all(out).map_err(io(format!("create {}", out.display())))?;
+            if let Some(u) = uid {
+                sandbox::chown_tree(out, u).map_err(io(format!("chown {}", out.display())))?;
+            }
+            env.push(("GEORGE_OUTPUT_DIR".into(), path(out)));
+            grants.write.push(out.clone());
+        }
+        if !req.secrets.is_empty() {
+            let secrets = dir.join("secrets");
+            crate::write_secret_files(&secrets, &req.secrets).map_err(io("write the agent's secret files"))?;
+            if let Some(u) = uid {
+                sandbox::chown_tree(&secrets, u).map_err(io(format!("chown {}", secrets.display())))?;
+            }
+            env.push(("GEORGE_SECRETS_DIR".into(), path(&secrets)));
+            grants.read.push(secrets);
+        }
+        if let Some(token) = &req.agent_token {
+            let agent_dir = dir.join("agent");
+            let file = crate::write_token_file(&agent_dir, token).map_err(io("write the agent's token file"))?;
+            if let Some(u) = uid {
+                sandbox::chown_tree(&agent_dir, u).map_err(io(format!("chown {}", agent_dir.display())))?;
+            }
+            env.push((crate::AGENT_TOKEN_FILE_ENV.into(), path(&file)));
+            grants.take.push(agent_dir);
+        }
+        // Later entries win, as with `Command::env`.
+        let mut seen = std::collections::HashSet::new();
+        env.reverse();
+        env.retain(|(k, _)| seen.insert(k.clone()));
+        env.reverse();
+        let abi = self.inner.isolation.landlock_abi;
+        let sandboxing = if sandboxed {
+            sandbox::check_enforceable(&grants, abi).map_err(|e| RuntimeError::Unrunnable {
+                agent: george_core::api::agent_id(&req.job_id, req.attempt),
+                message: e.to_string(),
+            })?;
+            Some(Sandboxing { abi, hidden: self.inner.cfg.sandbox.hidden.clone(), grants })
+        } else {
+            None
+        };
+        let launch = LaunchSpec { memory: req.resources.memory.map(|m| m.0), uid, sandbox: sandboxing };
+        let mut command = vec![program];
+        command.extend(args.iter().cloned());
+        Ok(Prepared { dir, work, uid, env, launch, command, log, log_path })
+    }
+
+    /// Records the attempt's agent where a restarted engine finds it.
+    fn write_pid_file(dir: &Path, req: &SpawnRequest, handle: ProcessHandle) -> Result<(), RuntimeError> {
+        let record = serde_json::json!({"job_id": req.job_id, "attempt": req.attempt, "handle": handle});
+        let (tmp, pid_path) = (dir.join("pid.tmp"), dir.join("pid"));
+        std::fs::write(&tmp, record.to_string())
+            .and_then(|_| std::fs::rename(&tmp, &pid_path))
+            .map_err(io(format!("write {}", pid_path.display())))
+    }
+
+    /// Waits for a child's exit and reports it for the attempt it serves
+    /// (a warm agent that ends unclaimed is only marked gone).
+    fn watch_child(&self, mut child: tokio::process::Child, assignment: Arc<Mutex<Assignment>>) {
+        let exits = self.exit_sink();
+        self.inner.watchers.spawn(async move {
+            let status = match child.wait().await {
+                Ok(s) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    AgentStatus::Exited { code: s.code(), signal: s.signal() }
+                }
+                Err(_) => AgentStatus::Exited { code: None, signal: None },
+            };
+            let served = std::mem::replace(&mut *assignment.lock(), Assignment::Exited);
+            if let Assignment::Claimed(job_id, attempt) = served {
+                tracing::debug!(job = %job_id, attempt, status = %status.describe(), "agent process exited");
+                ProcessRuntime::record_exit(&exits, &job_id, attempt, status);
+            }
+        });
+    }
+
+    fn pool_dir(&self) -> PathBuf {
+        self.inner.cfg.dir.join(".pool")
+    }
+}
+
+/// An attempt's agent, ready to start (cold) or to bind (warm).
+struct Prepared {
+    dir: PathBuf,
+    work: PathBuf,
+    uid: Option<u32>,
+    env: Vec<(String, String)>,
+    launch: LaunchSpec,
+    /// Program and arguments.
+    command: Vec<String>,
+    log: std::fs::File,
+    log_path: PathBuf,
+}
+
+/// A held agent's stdin and what releases it (`go`, or a warm agent's binding).
+type Gate = (tokio::process::ChildStdin, Vec<u8>);
+
+/// Whom an agent process serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Assignment {
+    /// A warm agent, waiting for a claim.
+    Waiting,
+    /// An attempt's agent.
+    Claimed(String, u32),
+    /// Ended.
+    Exited,
+}
+
+/// A warm agent process: its binding pipe and whom it serves.
+#[derive(Debug)]
+struct WarmProcess {
+    stdin: tokio::process::ChildStdin,
+    handle: ProcessHandle,
+    assignment: Arc<Mutex<Assignment>>,
 }
 
 /// Creates `dir` with `mode`, owned by `uid` when given.
@@ -321,132 +519,31 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn spawn(&self, req: SpawnRequest) -> Result<Value, RuntimeError> {
-        let key = (req.job_id.clone(), req.attempt);
-        let dir = self.attempt_dir(&req.job_id, req.attempt);
-        let pid_path = dir.join("pid");
-        // Idempotent: an attempt that already has a live process keeps it.
-        if let Some(existing) = Self::read_pid_file(&pid_path) {
-            if alive(existing.handle) == AgentStatus::Running {
-                return Ok(serde_json::to_value(existing.handle).unwrap_or_default());
-            }
+        if let Some(existing) = self.existing(&req) {
+            return Ok(existing);
         }
-        let command = if req.command.is_empty() { &self.inner.cfg.default_command } else { &req.command };
-        let Some((program, args)) = command.split_first() else {
-            return Err(Self::spawn_error(&req, "no command to run; set spec.command in the AgentSpec".into(), None));
-        };
-        if !self.runnable(program) {
-            let hint = format!("command `{program}` not found; check spec.command of AgentSpec `{}`", req.agent_spec);
-            let e = std::io::Error::new(std::io::ErrorKind::NotFound, "no such executable");
-            return Err(Self::spawn_error(&req, hint, Some(e)));
-        }
-        let sandboxed = self.inner.cfg.sandbox.enabled;
-        let root_mode = sandboxed && sandbox::engine_is_root();
-        // The attempt's directory holds the pid file (the engine's, never the
-        // agent's); under it, what the agent owns.
-        own_dir(&dir, if root_mode { 0o711 } else { 0o700 }, None)?;
-        let uid = if root_mode { Some(self.allocate_uid(&req, &dir)?) } else { None };
-        let program = if uid.is_some() { self.reachable_program(program)? } else { program.clone() };
-        let work = dir.join("work");
-        own_dir(&work, 0o700, uid)?;
-        if let Some(u) = uid {
-            sandbox::check_reachable(&dir).map_err(|e| RuntimeError::Unrunnable {
-                agent: george_core::api::agent_id(&req.job_id, req.attempt),
-                message: format!("{e} (the agent would run as uid {u})"),
-            })?;
-        }
-        let mut grants = Grants {
-            write: vec![work.clone()],
-            network: req.network,
-            engine_port: crate::engine_address(&req).map(|(_, port)| port),
-            ..Default::default()
-        };
-        if !sandboxed && !req.network.is_full() {
-            return Err(RuntimeError::Unrunnable {
-                agent: george_core::api::agent_id(&req.job_id, req.attempt),
-                message: "AgentSpec `network` needs the agent sandbox (agents.sandbox.enabled is false)".into(),
-            });
-        }
-        if Path::new(&program).is_absolute() {
-            grants.read.push(PathBuf::from(&program));
-        }
-        let log_path = self.inner.cfg.logs.path(&req.job_id, req.attempt);
-        if let Some(parent) = log_path.parent() {
-            crate::logs::private_dir(parent).map_err(io(format!("create {}", parent.display())))?;
-        }
-        let log = crate::logs::private_log(&log_path).map_err(io(format!("open {}", log_path.display())))?;
-        let log2 = log.try_clone().map_err(io("dup log file"))?;
-
+        let p = self.prepare(&req)?;
         let Some((launcher, launcher_args)) = self.inner.cfg.launcher.split_first() else {
             return Err(Self::spawn_error(&req, "no launcher configured for the process runtime".into(), None));
         };
+        let log2 = p.log.try_clone().map_err(io("dup log file"))?;
         // No code runs in the engine between fork and exec (no `pre_exec`):
         // the standard library spawns with posix_spawn, and the launcher
         // confines the agent's process itself.
         let mut cmd = tokio::process::Command::new(launcher);
         cmd.args(launcher_args)
             .env_clear()
-            .current_dir(&work)
+            .envs(p.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&p.work)
             .stdin(Stdio::piped())
-            .stdout(Stdio::from(log))
+            .stdout(Stdio::from(p.log))
             .stderr(Stdio::from(log2))
             .process_group(0)
             .kill_on_drop(false);
-        for name in &self.inner.cfg.passthrough_env {
-            if let Some(v) = std::env::var_os(name) {
-                cmd.env(name, v);
-            }
-        }
-        cmd.envs(&req.env);
-        cmd.env("GEORGE_WORK_DIR", &work);
-        if sandboxed {
-            // The host's home and temporary directory are not the agent's.
-            for (name, sub) in [("HOME", "home"), ("TMPDIR", "tmp")] {
-                let d = dir.join(sub);
-                own_dir(&d, 0o700, uid)?;
-                cmd.env(name, &d);
-                grants.write.push(d);
-            }
-        }
-        if let Some(out) = &req.output_dir {
-            std::fs::create_dir_all(out).map_err(io(format!("create {}", out.display())))?;
-            if let Some(u) = uid {
-                sandbox::chown_tree(out, u).map_err(io(format!("chown {}", out.display())))?;
-            }
-            cmd.env("GEORGE_OUTPUT_DIR", out);
-            grants.write.push(out.clone());
-        }
-        if !req.secrets.is_empty() {
-            let secrets = dir.join("secrets");
-            crate::write_secret_files(&secrets, &req.secrets).map_err(io("write the agent's secret files"))?;
-            if let Some(u) = uid {
-                sandbox::chown_tree(&secrets, u).map_err(io(format!("chown {}", secrets.display())))?;
-            }
-            cmd.env("GEORGE_SECRETS_DIR", &secrets);
-            grants.read.push(secrets);
-        }
-        if let Some(token) = &req.agent_token {
-            let agent_dir = dir.join("agent");
-            let file = crate::write_token_file(&agent_dir, token).map_err(io("write the agent's token file"))?;
-            if let Some(u) = uid {
-                sandbox::chown_tree(&agent_dir, u).map_err(io(format!("chown {}", agent_dir.display())))?;
-            }
-            cmd.env(crate::AGENT_TOKEN_FILE_ENV, file);
-            grants.take.push(agent_dir);
-        }
-        let abi = self.inner.isolation.landlock_abi;
-        let sandboxing = if sandboxed {
-            sandbox::check_enforceable(&grants, abi).map_err(|e| RuntimeError::Unrunnable {
-                agent: george_core::api::agent_id(&req.job_id, req.attempt),
-                message: e.to_string(),
-            })?;
-            Some(Sandboxing { abi, hidden: self.inner.cfg.sandbox.hidden.clone(), grants })
-        } else {
-            None
-        };
-        let launch = LaunchSpec { memory: req.resources.memory.map(|m| m.0), uid, sandbox: sandboxing };
-        let spec = serde_json::to_string(&launch)
+        let spec = serde_json::to_string(&p.launch)
             .map_err(|e| Self::spawn_error(&req, format!("cannot write the launch spec: {e}"), None))?;
-        cmd.arg(spec).arg("--").arg(&program).args(args);
+        let (program, args) = p.command.split_first().expect("prepare returns a program");
+        cmd.arg(spec).arg("--").arg(program).args(args);
 
         let mut child = cmd.spawn().map_err(|e| {
             Self::spawn_error(&req, format!("cannot start `{program}` through the launcher `{launcher}`: {e}"), Some(e))
@@ -455,31 +552,15 @@ impl Runtime for ProcessRuntime {
             .id()
             .map(|p| p as i32)
             .ok_or_else(|| Self::spawn_error(&req, "process exited at once".into(), None))?;
-        let handle = ProcessHandle { pid, start_time: procfs::start_time(pid).unwrap_or(0), uid };
+        let handle = ProcessHandle { pid, start_time: procfs::start_time(pid).unwrap_or(0), uid: p.uid };
+        let key = (req.job_id.clone(), req.attempt);
         self.tracked().insert(key.clone(), Tracked { handle, exit: None, child: true });
         if let Some(gate) = child.stdin.take() {
-            self.inner.gates.lock().insert(key, gate);
+            self.inner.gates.lock().insert(key, (gate, b"go\n".to_vec()));
         }
-
-        let record = serde_json::json!({"job_id": req.job_id, "attempt": req.attempt, "handle": handle});
-        let tmp = dir.join("pid.tmp");
-        std::fs::write(&tmp, record.to_string())
-            .and_then(|_| std::fs::rename(&tmp, &pid_path))
-            .map_err(io(format!("write {}", pid_path.display())))?;
-
-        let exits = self.exit_sink();
-        let (job_id, attempt) = (req.job_id.clone(), req.attempt);
-        self.inner.watchers.spawn(async move {
-            let status = match child.wait().await {
-                Ok(s) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    AgentStatus::Exited { code: s.code(), signal: s.signal() }
-                }
-                Err(_) => AgentStatus::Exited { code: None, signal: None },
-            };
-            tracing::debug!(job = %job_id, attempt, status = %status.describe(), "agent process exited");
-            ProcessRuntime::record_exit(&exits, &job_id, attempt, status);
-        });
+        Self::write_pid_file(&p.dir, &req, handle)?;
+        let assignment = Arc::new(Mutex::new(Assignment::Claimed(req.job_id.clone(), req.attempt)));
+        self.watch_child(child, assignment);
         tracing::info!(job = %req.job_id, attempt = req.attempt, pid, "agent process started (held at its gate)");
         Ok(serde_json::to_value(handle).unwrap_or_default())
     }
@@ -487,13 +568,13 @@ impl Runtime for ProcessRuntime {
     async fn release(&self, job_id: &str, attempt: u32, handle: &Value) -> Result<(), RuntimeError> {
         parse_handle(job_id, attempt, handle)?;
         let gate = self.inner.gates.lock().remove(&(job_id.to_string(), attempt));
-        let Some(mut gate) = gate else {
+        let Some((mut gate, message)) = gate else {
             // Released already, or spawned by an engine process that is gone
             // (its gate closed and the agent ended without acting).
             return Ok(());
         };
         use tokio::io::AsyncWriteExt;
-        gate.write_all(b"go\n")
+        gate.write_all(&message)
             .await
             .map_err(io(format!("release agent {}", george_core::api::agent_id(job_id, attempt))))?;
         Ok(())
@@ -625,5 +706,126 @@ impl Runtime for ProcessRuntime {
 
     fn isolation(&self) -> Option<Isolation> {
         Some(self.inner.isolation.clone())
+    }
+
+    fn pools(&self) -> bool {
+        true
+    }
+
+    async fn warm(&self, spec: &WarmSpec) -> Result<WarmAgent, RuntimeError> {
+        let serial = self.inner.warm_serial.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}-{}-{serial}", spec.agent_spec, std::process::id());
+        let pool = self.pool_dir();
+        own_dir(&pool, 0o700, None)?;
+        let Some((launcher, launcher_args)) = self.inner.cfg.launcher.split_first() else {
+            return Err(RuntimeError::Unavailable("no launcher configured for the process runtime".into()));
+        };
+        // Nothing of any job: an empty environment, the pool's directory,
+        // no output until its binding names the attempt's log.
+        let mut child = tokio::process::Command::new(launcher)
+            .args(launcher_args)
+            .arg(crate::launch::WARM)
+            .env_clear()
+            .current_dir(&pool)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(io(format!("start a warm agent through the launcher `{launcher}`")))?;
+        let pid = child
+            .id()
+            .map(|p| p as i32)
+            .ok_or_else(|| RuntimeError::Unavailable("warm agent exited at once".into()))?;
+        let handle = ProcessHandle { pid, start_time: procfs::start_time(pid).unwrap_or(0), uid: None };
+        let record = pool.join(format!("{id}.pid"));
+        std::fs::write(&record, serde_json::to_string(&handle).unwrap_or_default())
+            .map_err(io(format!("write {}", record.display())))?;
+        let stdin = child.stdin.take().ok_or_else(|| RuntimeError::Unavailable("warm agent has no stdin".into()))?;
+        let assignment = Arc::new(Mutex::new(Assignment::Waiting));
+        self.watch_child(child, assignment.clone());
+        self.inner.warm.lock().insert(id.clone(), WarmProcess { stdin, handle, assignment });
+        tracing::debug!(agent_spec = %spec.agent_spec, warm = %id, pid, "warm agent started");
+        Ok(WarmAgent { id, spec: spec.clone() })
+    }
+
+    fn warm_alive(&self, warm: &WarmAgent) -> bool {
+        self.inner.warm.lock().get(&warm.id).is_some_and(|w| *w.assignment.lock() == Assignment::Waiting)
+    }
+
+    async fn claim(&self, req: SpawnRequest, warm: WarmAgent) -> Result<Value, RuntimeError> {
+        if let Some(existing) = self.existing(&req) {
+            return Ok(existing);
+        }
+        let gone = || Self::spawn_error(&req, format!("warm agent {} is gone", warm.id), None);
+        let Some(w) = self.inner.warm.lock().remove(&warm.id) else { return Err(gone()) };
+        let _ = std::fs::remove_file(self.pool_dir().join(format!("{}.pid", warm.id)));
+        let p = match self.prepare(&req) {
+            Ok(p) => p,
+            Err(e) => {
+                // Never given to another job: it goes.
+                let _ = killpg(Pid::from_raw(w.handle.pid), Signal::SIGKILL);
+                return Err(e);
+            }
+        };
+        let binding = crate::launch::Binding {
+            spec: p.launch,
+            command: p.command,
+            env: p.env,
+            cwd: p.work,
+            log: Some(p.log_path),
+            files: Vec::new(),
+        };
+        let mut message = serde_json::to_vec(&binding)
+            .map_err(|e| Self::spawn_error(&req, format!("cannot write the binding: {e}"), None))?;
+        message.push(b'\n');
+        let handle = ProcessHandle { uid: p.uid, ..w.handle };
+        let key = (req.job_id.clone(), req.attempt);
+        {
+            let mut assignment = w.assignment.lock();
+            if *assignment != Assignment::Waiting {
+                return Err(gone());
+            }
+            *assignment = Assignment::Claimed(req.job_id.clone(), req.attempt);
+            self.tracked().insert(key.clone(), Tracked { handle, exit: None, child: true });
+        }
+        self.inner.gates.lock().insert(key, (w.stdin, message));
+        Self::write_pid_file(&p.dir, &req, handle)?;
+        tracing::info!(job = %req.job_id, attempt = req.attempt, pid = handle.pid, warm = %warm.id, "warm agent claimed (held until its binding)");
+        Ok(serde_json::to_value(handle).unwrap_or_default())
+    }
+
+    async fn discard(&self, warm: &WarmAgent) -> Result<(), RuntimeError> {
+        let _ = std::fs::remove_file(self.pool_dir().join(format!("{}.pid", warm.id)));
+        if let Some(w) = self.inner.warm.lock().remove(&warm.id) {
+            // Its pipe closes as `w` drops: a waiting launcher ends by itself.
+            let _ = killpg(Pid::from_raw(w.handle.pid), Signal::SIGKILL);
+        }
+        Ok(())
+    }
+
+    async fn clear_pools(&self) -> Result<usize, RuntimeError> {
+        let Ok(entries) = std::fs::read_dir(self.pool_dir()) else { return Ok(0) };
+        let mine: Vec<i32> = self.inner.warm.lock().values().map(|w| w.handle.pid).collect();
+        let mut cleared = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(h) = std::fs::read_to_string(&path)
+                .map_err(|_| ())
+                .and_then(|t| serde_json::from_str::<ProcessHandle>(&t).map_err(|_| ()))
+            else {
+                continue;
+            };
+            if mine.contains(&h.pid) {
+                continue;
+            }
+            if alive(h) == AgentStatus::Running {
+                let _ = killpg(Pid::from_raw(h.pid), Signal::SIGKILL);
+            }
+            let _ = std::fs::remove_file(&path);
+            cleared += 1;
+        }
+        Ok(cleared)
     }
 }

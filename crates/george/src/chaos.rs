@@ -59,6 +59,8 @@ pub struct ChaosPlan {
     pub dir: Option<PathBuf>,
     /// Give up after this long.
     pub deadline: Duration,
+    /// Warm agents kept for the AgentSpec (`spec.pool.min`; max is twice that).
+    pub pool: u32,
 }
 
 impl ChaosPlan {
@@ -78,6 +80,7 @@ impl ChaosPlan {
             engine_stops: (jobs / 20).max(1) as u32,
             dir: None,
             deadline: Duration::from_secs(600),
+            pool: 0,
         }
     }
 }
@@ -100,8 +103,11 @@ pub struct ChaosReport {
     pub engine_kills: u32,
     /// Engine kills at a kill point, by point.
     pub kill_points: BTreeMap<String, u32>,
-    /// Engine kills inside the spawn window (`spawn.window`).
+    /// Engine kills inside the spawn window (`spawn.window`, or
+    /// `claim.window` for an attempt that claimed a warm agent).
     pub spawn_window_kills: u32,
+    /// The most warm (unclaimed) agents seen at once.
+    pub max_warm_agents: usize,
     /// Agent kills.
     pub agent_kills: u32,
     /// Agents frozen.
@@ -169,14 +175,15 @@ impl Rng {
 /// One step's script: six ticks of `<attempt> <ns>` a tenth of a second apart.
 const TICKS: &str = "i=0; while [ $i -lt 6 ]; do echo \"$GEORGE_ATTEMPT $(date +%s%N)\" >> \"$GEORGE_OUTPUT_DIR/ticks\"; sleep 0.1; i=$((i+1)); done";
 
-fn manifests() -> String {
+fn manifests(pool: u32) -> String {
     let step = |id: &str, after: Option<&str>| {
         let deps = after.map(|a| format!("\n      depends_on: [{a}]")).unwrap_or_default();
         format!("    - id: {id}\n      description: tick\n      run: '{TICKS}'{deps}\n")
     };
     format!(
-        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {{name: chaos-agent}}\nspec:\n  capabilities: [shell]\n---\n\
+        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {{name: chaos-agent}}\nspec:\n  capabilities: [shell]\n{}---\n\
          apiVersion: george/v1\nkind: TaskTemplate\nmetadata: {{name: chaos}}\nspec:\n  requiredCapabilities: [shell]\n  steps:\n{}{}{}",
+        if pool > 0 { format!("  pool: {{min: {pool}, max: {}}}\n", pool * 2) } else { String::new() },
         step("one", None),
         step("two", Some("one")),
         step("three", Some("two"))
@@ -324,14 +331,36 @@ fn dead(pid: i32) -> bool {
     stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()).is_none_or(|s| s == "Z" || s == "X")
 }
 
+/// Warm agents of this run alive now (processes in the pools' directory).
+fn warm_processes(data: &Path) -> Vec<i32> {
+    let pools = data.join("agents/.pool");
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == pools) && !dead(*pid))
+        .collect()
+}
+
+/// The job and attempt whose working directory `cwd` is
+/// (`<data>/agents/<job>/<attempt>/work…`): how an agent bound in a warm
+/// launcher, whose `/proc` environment stays the launcher's, is told.
+fn attempt_of(data: &Path, cwd: &Path) -> Option<(String, u32)> {
+    let rest = cwd.strip_prefix(data.join("agents")).ok()?;
+    let mut parts = rest.components().map(|c| c.as_os_str().to_string_lossy().to_string());
+    let (job, attempt, work) = (parts.next()?, parts.next()?, parts.next()?);
+    (work == "work").then_some(())?;
+    Some((job, attempt.parse().ok()?))
+}
+
 fn scan_processes(data: &Path) -> Vec<(i32, LiveAgent)> {
     let mut out = Vec::new();
     let Ok(procs) = std::fs::read_dir("/proc") else { return out };
     for p in procs.flatten() {
         let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if !std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(data)) {
+        let Some(cwd) = std::fs::read_link(p.path().join("cwd")).ok().filter(|cwd| cwd.starts_with(data)) else {
             continue;
-        }
+        };
         let env = std::fs::read(p.path().join("environ")).unwrap_or_default();
         let var = |name: &str| {
             env.split(|b| *b == 0).find_map(|kv| {
@@ -339,10 +368,11 @@ fn scan_processes(data: &Path) -> Vec<(i32, LiveAgent)> {
                 kv.strip_prefix(&format!("{name}=")).map(str::to_string)
             })
         };
-        let (Some(job), Some(attempt)) = (var("GEORGE_JOB_ID"), var("GEORGE_ATTEMPT").and_then(|a| a.parse().ok()))
-        else {
-            continue;
+        let named = match (var("GEORGE_JOB_ID"), var("GEORGE_ATTEMPT").and_then(|a| a.parse().ok())) {
+            (Some(job), Some(attempt)) => Some((job, attempt)),
+            _ => attempt_of(data, &cwd),
         };
+        let Some((job, attempt)) = named else { continue };
         let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
         // pid (comm) state ppid pgrp ...: the fields after the last ')'.
         let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
@@ -369,6 +399,14 @@ async fn live_containers(docker: &bollard::Docker) -> anyhow::Result<Vec<LiveAge
             Some(LiveAgent { job, attempt, group: name, pid: None })
         })
         .collect())
+}
+
+/// Warm (unclaimed) containers of this run.
+async fn warm_containers(docker: &bollard::Docker) -> anyhow::Result<Vec<String>> {
+    use bollard::query_parameters::ListContainersOptionsBuilder;
+    let filters = HashMap::from([("label", vec!["george.io/engine=chaos".to_string(), "george.io/pool".to_string()])]);
+    let list = docker.list_containers(Some(ListContainersOptionsBuilder::new().filters(&filters).build())).await?;
+    Ok(list.into_iter().filter_map(|c| c.names?.into_iter().next()).collect())
 }
 
 /// What the sampler has seen.
@@ -498,7 +536,7 @@ impl<'p> Run<'p> {
     /// Writes the manifests and the config, and starts the engine.
     async fn prepare(plan: &'p ChaosPlan, dir: PathBuf) -> anyhow::Result<Run<'p>> {
         std::fs::create_dir_all(dir.join("manifests"))?;
-        std::fs::write(dir.join("manifests/chaos.yaml"), manifests())?;
+        std::fs::write(dir.join("manifests/chaos.yaml"), manifests(plan.pool))?;
         std::fs::write(dir.join("george-config.yaml"), config(&dir, plan))?;
         let docker = match plan.runtime.as_str() {
             "process" => None,
@@ -545,6 +583,14 @@ impl<'p> Run<'p> {
         }
     }
 
+    /// How many warm agents there are now.
+    async fn warm(&self) -> usize {
+        match &self.docker {
+            None => warm_processes(&self.data).len(),
+            Some(d) => warm_containers(d).await.map(|c| c.len()).unwrap_or(0),
+        }
+    }
+
     async fn restart(&mut self, armed: Option<(&'static str, u32)>) -> anyhow::Result<()> {
         self.ready_times.push(self.engine.start(armed).await?.as_secs_f64() * 1000.0);
         Ok(())
@@ -559,6 +605,10 @@ impl<'p> Run<'p> {
         loop {
             let live = self.live().await;
             self.seen.sample(&live);
+            if self.plan.pool > 0 {
+                let warm = self.warm().await;
+                self.report.max_warm_agents = self.report.max_warm_agents.max(warm);
+            }
             self.thaw_due();
             self.count_armed_death().await?;
             if Instant::now() >= next_check {
@@ -615,7 +665,7 @@ impl<'p> Run<'p> {
             Some(p) => {
                 self.report.engine_kills += 1;
                 *self.report.kill_points.entry(p.clone()).or_default() += 1;
-                if p == "spawn.window" {
+                if p == "spawn.window" || p == "claim.window" {
                     self.report.spawn_window_kills += 1;
                 }
             }
@@ -772,7 +822,21 @@ impl<'p> Run<'p> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.report.orphans = left.iter().map(|a| &a.group).collect::<HashSet<_>>().len();
+        let mut warm = Vec::new();
+        for _ in 0..100 {
+            warm = warm_processes(&self.data);
+            if warm.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !warm.is_empty() {
+            self.report.violations.push(format!("warm agents left after the engine stopped: pids {warm:?}"));
+            for pid in &warm {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        self.report.orphans = left.iter().map(|a| &a.group).collect::<HashSet<_>>().len() + warm.len();
         if self.report.orphans > 0 {
             self.report.violations.push(format!("agents left after the engine stopped: {left:?}"));
             for a in &left {
@@ -825,10 +889,11 @@ fn engine_plan(plan: &ChaosPlan, rng: &mut Rng) -> Vec<EngineAction> {
     let mut actions = Vec::new();
     actions.extend((0..plan.engine_kills).map(|_| EngineAction::Kill));
     for i in 0..plan.window_kills {
-        // Mostly the spawn window itself; the points on either side of it too.
+        // Mostly the spawn window itself (with a pool, claims' too); the points on either side of it too.
         let point = match i % 5 {
             3 => "attempt.recorded",
             4 => "spawn.recorded",
+            1 if plan.pool > 0 => "claim.window",
             _ => "spawn.window",
         };
         actions.push(EngineAction::KillAt(point));
@@ -860,6 +925,7 @@ pub async fn run(args: crate::cli::BenchArgs, format: Format) -> anyhow::Result<
         plan.agent_kills = n;
     }
     plan.dir = args.dir.clone();
+    plan.pool = args.pool;
     eprintln!("chaos: seed {seed}, {} jobs on the {runtime} runtime", plan.jobs);
     let report = run_plan(&plan).await?;
     match format {

@@ -520,4 +520,9 @@ pub struct BenchArgs {
     /// pending, and latency counts from its start.
     #[arg(long)]
     pub backlog: bool,
+    /// Keep this many warm agents for the bench's AgentSpec (`spec.pool.min`;
+    /// `--mode process`, `docker` and `chaos`): jobs claim pooled agents
+    /// instead of starting new ones.
+    #[arg(long, default_value_t = 0)]
+    pub pool: u32,
 }

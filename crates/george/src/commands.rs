@@ -270,7 +270,7 @@ fn events_table(events: &Vec<george_core::api::EventView>) -> comfy_table::Table
 }
 
 fn registry_table(v: &serde_json::Value) -> comfy_table::Table {
-    let mut t = table(&["AGENT", "TYPE", "CHAPTER", "STATE", "INSTANCES", "FAILURES", "CAPABILITIES"]);
+    let mut t = table(&["AGENT", "TYPE", "CHAPTER", "STATE", "INSTANCES", "FAILURES", "WARM POOL", "CAPABILITIES"]);
     for e in v.as_array().into_iter().flatten() {
         let state = if e["degraded"] == true {
             format!("{} (degraded)", e["state"].as_str().unwrap_or(""))
@@ -284,6 +284,7 @@ fn registry_table(v: &serde_json::Value) -> comfy_table::Table {
             state,
             e["instances"].to_string(),
             e["consecutive_failures"].to_string(),
+            pool_cell(&e["pool"]),
             e["capabilities"]
                 .as_array()
                 .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
@@ -291,6 +292,23 @@ fn registry_table(v: &serde_json::Value) -> comfy_table::Table {
         ]);
     }
     t
+}
+
+/// A pool in one cell: `3/4 warm (+1 starting), 120 claimed, 2 cold, claim 0.4ms`.
+fn pool_cell(p: &serde_json::Value) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    let n = |k: &str| p[k].as_u64().unwrap_or(0);
+    let mut s = format!("{}/{} warm", n("warm"), n("target"));
+    if n("starting") > 0 {
+        s += &format!(" (+{} starting)", n("starting"));
+    }
+    s += &format!(", {} claimed, {} cold", n("claimed"), n("cold"));
+    if let Some(us) = p["last_claim_us"].as_u64() {
+        s += &format!(", claim {:.1}ms", us as f64 / 1000.0);
+    }
+    s
 }
 
 fn triggers_table(v: &serde_json::Value) -> comfy_table::Table {

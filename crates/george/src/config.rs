@@ -548,6 +548,19 @@ pub struct AgentsSection {
     /// The process runtime's sandbox.
     #[serde(default)]
     pub sandbox: SandboxSection,
+    /// Warm pools, engine-wide (each AgentSpec sizes its own with `spec.pool`).
+    #[serde(default)]
+    pub pool: PoolSection,
+}
+
+/// `agents.pool`: caps on every warm pool together.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PoolSection {
+    /// Warm agents in all pools together, at most (default 64; 0 turns pools off).
+    pub max_warm: Option<u32>,
+    /// Warm agents started per second, at most (default 100).
+    pub refill_per_second: Option<u32>,
 }
 
 /// `agents.sandbox`: on by default; `enabled: false` turns it off (warned

@@ -43,6 +43,16 @@ impl TryFrom<&Config> for EngineConfig {
         if let Some(p) = cfg.agents.engine_patience {
             ecfg.engine_patience = p.get();
         }
+        let pool = &cfg.agents.pool;
+        if let Some(n) = pool.max_warm {
+            ecfg.pool.max_warm = n;
+        }
+        if let Some(n) = pool.refill_per_second {
+            if n == 0 {
+                bail!("agents.pool.refillPerSecond: expected at least 1, got 0");
+            }
+            ecfg.pool.refill_per_second = n;
+        }
         ecfg.default_resources =
             Resources { memory: cfg.agents.default_resources.memory, cpu: cfg.agents.default_resources.cpu };
         let defaults = RetryPolicy::default();

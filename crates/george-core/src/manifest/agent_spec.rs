@@ -69,6 +69,43 @@ pub struct AgentSpecSpec {
     /// What the agent may reach over the network.
     #[serde(default, skip_serializing_if = "NetworkPolicy::is_full")]
     pub network: NetworkPolicy,
+    /// Agents started ahead of work, so a job starts on a warm one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolSpec>,
+}
+
+/// A warm pool (`spec.pool`): the runtime keeps `min` agents of this spec
+/// started and waiting, unassigned (no job, no secrets, no token), and a
+/// job claims one instead of starting a new agent. Each pooled agent serves
+/// one attempt and is then destroyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PoolSpec {
+    /// Warm agents kept when the pool is idle.
+    #[serde(default)]
+    pub min: u32,
+    /// Warm agents kept at most: after a job found the pool empty, it grows
+    /// towards this until it has been idle for `idleTimeout` (default `min`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+    /// How long a pool larger than `min` stays so without a claim (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<HumanDuration>,
+}
+
+impl PoolSpec {
+    /// The most warm agents one pool may hold.
+    pub const LIMIT: u32 = 256;
+
+    /// The upper size (`max`, else `min`).
+    pub fn upper(&self) -> u32 {
+        self.max.unwrap_or(self.min).max(self.min)
+    }
+
+    /// `idleTimeout`, defaulting to five minutes.
+    pub fn idle(&self) -> std::time::Duration {
+        self.idle_timeout.map(|d| d.get()).unwrap_or(std::time::Duration::from_secs(300))
+    }
 }
 
 /// What an agent may reach over the network.

@@ -11,8 +11,8 @@ mod task_template;
 mod trigger;
 
 pub use agent_spec::{
-    AgentResources, AgentSpec, AgentSpecSpec, Dependencies, HealthCheck, LlmChoice, NetworkPolicy, Safety, SecretRef,
-    TokenBudget,
+    AgentResources, AgentSpec, AgentSpecSpec, Dependencies, HealthCheck, LlmChoice, NetworkPolicy, PoolSpec, Safety,
+    SecretRef, TokenBudget,
 };
 pub use chapter::{Chapter, ChapterSpec};
 pub use diagnostic::{Diagnostic, Diagnostics};

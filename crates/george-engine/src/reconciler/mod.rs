@@ -11,7 +11,7 @@ use crate::metrics::{OutcomeLabel, ReasonLabel};
 use crate::tokens;
 use george_core::record::{Attempt, Job};
 use george_core::{AgentState, JobStatus};
-use george_runtime::{AgentStatus, Resources, RuntimeError, SpawnRequest};
+use george_runtime::{AgentStatus, RuntimeError, SpawnRequest};
 use george_store::{AttemptEnd, JobState, NewAttempt, StatusChange, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -239,10 +239,7 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
         image: spec.spec.image.clone(),
         env,
         agent_token: Some(george_runtime::AgentToken(token)),
-        resources: Resources {
-            memory: spec.spec.resources.memory.or(ctx.cfg.default_resources.memory),
-            cpu: spec.spec.resources.cpu.or(ctx.cfg.default_resources.cpu),
-        },
+        resources: crate::pool::resources(ctx, spec),
         labels: BTreeMap::from([
             ("george.io/job".to_string(), job.id.clone()),
             ("george.io/attempt".to_string(), attempt.to_string()),
@@ -255,17 +252,34 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
         network: spec.spec.network,
     };
     crate::failpoint::hit("attempt.recorded");
-    match ctx.runtime.spawn(req).await {
-        Ok(handle) => {
+    let claimed = std::time::Instant::now();
+    let warm = ctx.pools.take(ctx, &george_runtime::WarmSpec::of(&req));
+    let spawned = match warm {
+        Some(warm) => match ctx.runtime.claim(req.clone(), warm.clone()).await {
+            Ok(handle) => Ok((handle, true)),
+            Err(e) => {
+                // Gone meanwhile: start one instead.
+                tracing::debug!(job = %job.id, attempt, warm = %warm.id, error = %e, "warm agent not claimed");
+                let _ = ctx.runtime.discard(&warm).await;
+                ctx.runtime.spawn(req).await.map(|h| (h, false))
+            }
+        },
+        None => ctx.runtime.spawn(req).await.map(|h| (h, false)),
+    };
+    match spawned {
+        Ok((handle, warm)) => {
             ctx.metrics.spawns.inc();
             // Ownership before action: the agent is held until its handle is
-            // in the store, so a restarted engine always finds it.
-            crate::failpoint::hit("spawn.window");
+            // in the store, so a restarted engine always finds it. (A warm
+            // agent gets its binding — job, token, secrets — only then.)
+            crate::failpoint::hit(if warm { "claim.window" } else { "spawn.window" });
             ctx.store.attempt_spawned(&job.id, attempt, handle.clone()).await?;
             crate::failpoint::hit("spawn.recorded");
             if let Err(e) = ctx.runtime.release(&job.id, attempt, &handle).await {
                 // The next pass sees the agent gone and ends the attempt.
                 tracing::warn!(job = %job.id, attempt, error = %e, "cannot release the agent");
+            } else if warm {
+                ctx.pools.claimed_in(ctx, &job.agent, claimed.elapsed());
             }
         }
         Err(e) => {

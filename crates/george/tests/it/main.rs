@@ -22,6 +22,7 @@ mod live_api;
 mod llm_agent;
 mod llm_proxy;
 mod partition;
+mod pools;
 mod postgres_engine;
 mod quickstart;
 mod scheduler;

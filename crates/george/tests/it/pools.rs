@@ -1,0 +1,173 @@
+//! Acceptance: warm pools on the process runtime. A warm agent holds no job,
+//! no secret and no token until its claim (its `/proc` environment, its open
+//! files and the pool's directory are looked at); a claimed agent runs the
+//! job it was bound to with that job's secrets and no other's; a pooled
+//! agent serves one attempt and is gone; the pool refills; and a kill -9 of
+//! the engine while agents are warm leaves none behind.
+
+use crate::common;
+
+use common::*;
+use george_core::JobStatus;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+const SECRET: &str = "pooled-deploy-key-0451";
+
+fn setup(root: &Path) -> Engine {
+    let m = root.join("manifests");
+    let secrets = root.join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("deploy-key"), SECRET).unwrap();
+    write(
+        &m,
+        "agents/pooled.yaml",
+        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: pooled}\nspec:\n  capabilities: [shell, deploy]\n  \
+         secrets:\n    deploy: [{name: deploy-key}]\n  pool: {min: 2, max: 3}\n",
+    );
+    // Each job notes which process ran it ($PPID: the agent) and what it could see.
+    let note = "echo $PPID > \"$GEORGE_OUTPUT_DIR/agent-pid\"; echo \"$GEORGE_JOB_ID\" > \"$GEORGE_OUTPUT_DIR/job\"";
+    let deploy = format!(
+        "    - id: deploy\n      description: uses its key\n      run: '{note}; test \"$(cat \"$GEORGE_SECRETS_DIR/deploy-key\")\" = {SECRET} && touch \"$GEORGE_OUTPUT_DIR/key-ok\"'\n"
+    );
+    let plain = format!(
+        "    - id: plain\n      description: needs no key\n      run: '{note}; test -z \"$GEORGE_SECRETS_DIR\" && touch \"$GEORGE_OUTPUT_DIR/no-key\"'\n"
+    );
+    write(&m, "templates/deploy.yaml", &template("deploy", &deploy).replace("[shell]", "[shell, deploy]"));
+    write(&m, "templates/plain.yaml", &template("plain", &plain));
+    Engine::start(root, "", &["--manifests", m.to_str().unwrap(), "--secrets-dir", secrets.to_str().unwrap()])
+}
+
+/// Pids of the warm agents of the engine on `data` (processes in its pools' directory).
+fn warm_pids(data: &Path) -> BTreeSet<i32> {
+    let pools = data.join("agents/.pool");
+    let mut out = BTreeSet::new();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+        if stat.contains(") Z") {
+            continue;
+        }
+        if std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd == pools) {
+            out.insert(pid);
+        }
+    }
+    out
+}
+
+async fn wait_warm(data: &Path, n: usize) -> BTreeSet<i32> {
+    eventually(Duration::from_secs(20), "the pool to be full", async || {
+        let pids = warm_pids(data);
+        (pids.len() == n).then_some(pids)
+    })
+    .await
+}
+
+/// What a warm agent holds: no environment, no file of the data directory open.
+fn assert_holds_nothing(pid: i32, data: &Path) {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(environ.is_empty(), "warm agent {pid} has an environment: {:?}", String::from_utf8_lossy(&environ));
+    let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap()).replace('\0', " ");
+    assert!(cmdline.contains("sandbox-exec --warm") && !cmdline.contains(SECRET), "{cmdline}");
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        assert!(!target.starts_with(data), "warm agent {pid} holds {} open", target.display());
+    }
+}
+
+#[test]
+fn a_warm_agent_holds_nothing_until_claimed_then_runs_only_its_own_job_once() {
+    let tmp = tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let mut engine = setup(&root);
+    let data = root.join("data");
+    engine.rt().block_on(async {
+        engine.wait_registry(1).await;
+        let warm = wait_warm(&data, 2).await;
+        for &pid in &warm {
+            assert_holds_nothing(pid, &data);
+        }
+        // The pool's directory holds the engine's records of its agents, nothing else.
+        let files: Vec<String> = std::fs::read_dir(data.join("agents/.pool"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(files.len() == 2 && files.iter().all(|f| f.ends_with(".pid")), "{files:?}");
+
+        // One job with the key's capability, one without.
+        for (id, template) in [("deploy-1", "deploy"), ("plain-1", "plain")] {
+            let job = george_core::api::SubmitJob::named(id, template);
+            engine.client.submit(&job).await.unwrap();
+        }
+        let outputs = data.join("outputs");
+        let mut ran_by = BTreeSet::new();
+        for id in ["deploy-1", "plain-1"] {
+            let j = engine.wait_status(id, JobStatus::Completed, Duration::from_secs(30)).await;
+            assert_eq!(j.attempt, 1, "{j:?}");
+            let pid: i32 = std::fs::read_to_string(outputs.join(id).join("agent-pid")).unwrap().trim().parse().unwrap();
+            assert!(warm.contains(&pid), "{id} ran in agent {pid}, not one of the warm agents {warm:?}");
+            assert_eq!(std::fs::read_to_string(outputs.join(id).join("job")).unwrap().trim(), id);
+            ran_by.insert(pid);
+            // Served one attempt, and gone.
+            let gone = async || {
+                (!std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))).then_some(())
+            };
+            eventually(Duration::from_secs(10), "the claimed agent to be gone", gone).await;
+        }
+        assert_eq!(ran_by.len(), 2, "one warm agent per job");
+        assert!(outputs.join("deploy-1/key-ok").exists(), "the deploy job had its key");
+        assert!(outputs.join("plain-1/no-key").exists(), "the plain job had no secrets at all");
+
+        // The pool refills with new agents, holding nothing again.
+        let refilled = eventually(Duration::from_secs(20), "the pool to refill", async || {
+            let pids = warm_pids(&data);
+            (pids.len() >= 2 && pids.is_disjoint(&ran_by)).then_some(pids)
+        })
+        .await;
+        for &pid in &refilled {
+            assert_holds_nothing(pid, &data);
+        }
+        let registry: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/api/v1/registry", engine.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let pool = &registry[0]["pool"];
+        assert_eq!((pool["min"].as_u64(), pool["max"].as_u64()), (Some(2), Some(3)), "{registry}");
+        assert_eq!(pool["claimed"].as_u64(), Some(2), "{registry}");
+        let metrics = reqwest::Client::new()
+            .get(format!("{}/metrics", engine.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("george_pool_claims_total{agent_spec=\"pooled\",start=\"warm\"} 2"),
+            "{}",
+            metrics.lines().filter(|l| l.contains("pool")).collect::<Vec<_>>().join("\n")
+        );
+    });
+
+    // kill -9 of the engine while agents are warm: none is left behind.
+    let warm = warm_pids(&data);
+    assert!(!warm.is_empty());
+    engine.kill9();
+    engine.rt().block_on(eventually(Duration::from_secs(10), "the warm agents to end with their engine", async || {
+        warm_pids(&data).is_empty().then_some(())
+    }));
+    // A restarted engine fills its pool anew.
+    engine.restart();
+    engine.rt().block_on(async {
+        let again = wait_warm(&data, 2).await;
+        assert!(again.is_disjoint(&warm));
+    });
+}
