@@ -54,6 +54,11 @@ impl EngineHandle {
         &self.ctx.metrics
     }
 
+    /// Every warm pool, by AgentSpec.
+    pub fn pools(&self) -> Vec<crate::pool::PoolStatus> {
+        self.ctx.pools.status()
+    }
+
     /// Jobs waiting to be reconciled.
     pub fn queue_depth(&self) -> usize {
         self.ctx.queue.len()

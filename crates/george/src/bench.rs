@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The bench's AgentSpec and one-step template.
-const MANIFESTS: &str = "apiVersion: george/v1
+pub const MANIFESTS: &str = "apiVersion: george/v1
 kind: AgentSpec
 metadata: {name: bench-agent}
 spec:
@@ -44,11 +44,22 @@ spec:
       run: 'while [ ! -f \"$GEORGE_OUTPUT_DIR/release\" ]; do sleep 0.05; done'
 ";
 
+/// The bench's manifests, its AgentSpec keeping `pool` warm agents.
+pub fn manifests(pool: u32) -> String {
+    if pool == 0 {
+        return MANIFESTS.to_string();
+    }
+    MANIFESTS.replacen("capabilities: [shell]\n---", &format!("capabilities: [shell]\n  pool: {{min: {pool}}}\n---"), 1)
+}
+
 /// The figures.
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
     store: &'static str,
     sandbox: bool,
+    /// Warm agents kept (`spec.pool.min`), and how many jobs started on one.
+    pool: u32,
+    warm_starts: u64,
     jobs: usize,
     preloaded: usize,
     backlog: bool,
@@ -56,6 +67,12 @@ pub struct BenchReport {
     submit_to_start_p50_ms: f64,
     submit_to_start_p99_ms: f64,
     submit_to_start_max_ms: f64,
+    /// From the submit to the agent starting the job's first step (its own clock).
+    submit_to_first_step_p50_ms: f64,
+    submit_to_first_step_p99_ms: f64,
+    /// The baseline, in the same run: a raw fork/exec of `/bin/sh -c true`, to its exit.
+    raw_spawn_p50_ms: f64,
+    raw_spawn_p99_ms: f64,
     throughput_jobs_per_s: f64,
     wall_seconds: f64,
     engine_peak_rss_mib: f64,
@@ -95,12 +112,13 @@ fn peak_rss_mib() -> f64 {
 /// Starts an engine in a fresh temporary directory with the bench's
 /// manifests applied (after `tune` adjusts its configuration), and a client.
 pub async fn start(tune: impl FnOnce(&mut Config)) -> anyhow::Result<(Server, Client, std::path::PathBuf)> {
-    start_on(tune, |_| async { Ok(()) }).await
+    start_on(tune, 0, |_| async { Ok(()) }).await
 }
 
 /// [`start`], with `prepare` writing to the engine's store before the engine starts.
 pub async fn start_on<F, Fut>(
     tune: impl FnOnce(&mut Config),
+    pool: u32,
     prepare: F,
 ) -> anyhow::Result<(Server, Client, std::path::PathBuf)>
 where
@@ -110,7 +128,7 @@ where
     let dir = tempfile_dir()?;
     let manifests = dir.join("manifests");
     std::fs::create_dir_all(&manifests)?;
-    std::fs::write(manifests.join("bench.yaml"), MANIFESTS)?;
+    std::fs::write(manifests.join("bench.yaml"), self::manifests(pool))?;
     let mut cfg = Config::default();
     cfg.engine.listen = Some("127.0.0.1:0".parse()?);
     cfg.engine.data_dir = Some(dir.join("data"));
@@ -152,6 +170,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     let jobs = args.jobs.unwrap_or(500);
     let database = args.database_url.clone();
     let (preload, backlog, concurrency) = (args.preload, args.backlog, args.concurrency.max(1));
+    let raw = raw_spawns(jobs.clamp(20, 200)).await?;
     let (server, client, dir) = start_on(
         |cfg| {
             cfg.engine.workers = Some(args.workers);
@@ -161,6 +180,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
                 cfg.store.url = Some(url);
             }
         },
+        args.pool,
         |store| async move {
             if preload > 0 {
                 let t = Instant::now();
@@ -174,6 +194,9 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         },
     )
     .await?;
+    if args.pool > 0 {
+        wait_warm(&server, args.pool).await?;
+    }
     let data_dir = dir.join("data");
     let disk_before = george_engine::retention::disk_bytes(&data_dir);
     let cpu_before = cpu_ms();
@@ -214,6 +237,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     let cpu = cpu_ms() - cpu_before;
     let disk = george_engine::retention::disk_bytes(&data_dir).saturating_sub(disk_before);
     let mut latencies = Vec::with_capacity(jobs);
+    let mut first_steps: HashMap<&str, chrono::DateTime<chrono::Utc>> = HashMap::new();
     let mut last_finish = first_submit;
     let mut completed = 0;
     let mut since = since_before;
@@ -230,6 +254,13 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
                         latencies.push((ev.ts - *t).num_microseconds().unwrap_or(0) as f64 / 1000.0);
                     }
                 }
+                EventKind::StepStatus if ev.data["to"] == "in_progress" => {
+                    let at = ev.data["at"].as_str().and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok());
+                    if let (Some((job, _)), Some(at)) = (submitted.get_key_value(job), at) {
+                        let first = first_steps.entry(job.as_str()).or_insert(at);
+                        *first = (*first).min(at);
+                    }
+                }
                 EventKind::JobStatus if ev.data["to"] == "completed" || ev.data["to"] == "failed" => {
                     last_finish = last_finish.max(ev.ts);
                     completed += usize::from(ev.data["to"] == "completed" && submitted.contains_key(job));
@@ -240,9 +271,17 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     }
     let wall = (last_finish - first_submit).num_microseconds().unwrap_or(0) as f64 / 1e6;
     latencies.sort_by(|a, b| a.total_cmp(b));
+    let mut to_first_step: Vec<f64> = first_steps
+        .iter()
+        .map(|(job, at)| (*at - submitted[*job]).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+        .collect();
+    to_first_step.sort_by(|a, b| a.total_cmp(b));
+    let warm_starts = server.engine.pools().iter().map(|p| p.claimed).sum();
     let report = BenchReport {
         store: if args.database_url.is_some() { "postgres" } else { "sqlite" },
         sandbox: !args.no_sandbox,
+        pool: args.pool,
+        warm_starts,
         jobs,
         preloaded: preload,
         backlog,
@@ -250,6 +289,10 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         submit_to_start_p50_ms: percentile(&latencies, 0.50),
         submit_to_start_p99_ms: percentile(&latencies, 0.99),
         submit_to_start_max_ms: latencies.last().copied().unwrap_or(0.0),
+        submit_to_first_step_p50_ms: percentile(&to_first_step, 0.50),
+        submit_to_first_step_p99_ms: percentile(&to_first_step, 0.99),
+        raw_spawn_p50_ms: percentile(&raw, 0.50),
+        raw_spawn_p99_ms: percentile(&raw, 0.99),
         throughput_jobs_per_s: if wall > 0.0 { completed as f64 / wall } else { 0.0 },
         wall_seconds: wall,
         engine_peak_rss_mib: peak_rss_mib(),
@@ -263,12 +306,21 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         Format::Table => {
             println!("store                     {}", report.store);
             println!("agent sandbox             {}", if report.sandbox { "on" } else { "off" });
+            println!("warm pool                 {} ({} jobs started warm)", report.pool, report.warm_starts);
             println!("jobs                      {} ({} completed)", report.jobs, report.completed);
             println!("history                   {} finished jobs preloaded", report.preloaded);
             println!("backlog                   {}", if report.backlog { "all pending at start" } else { "no" });
             println!("submit→start p50          {:.1} ms", report.submit_to_start_p50_ms);
             println!("submit→start p99          {:.1} ms", report.submit_to_start_p99_ms);
             println!("submit→start max          {:.1} ms", report.submit_to_start_max_ms);
+            println!(
+                "submit→first step        p50 {:.2} ms, p99 {:.2} ms",
+                report.submit_to_first_step_p50_ms, report.submit_to_first_step_p99_ms
+            );
+            println!(
+                "raw fork/exec (baseline)  p50 {:.2} ms, p99 {:.2} ms (sh -c true, to its exit)",
+                report.raw_spawn_p50_ms, report.raw_spawn_p99_ms
+            );
             println!(
                 "throughput (end to end)   {:.1} jobs/s over {:.2} s",
                 report.throughput_jobs_per_s, report.wall_seconds
@@ -277,6 +329,28 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
             println!("engine CPU per job        {:.2} ms", report.cpu_ms_per_job);
             println!("disk per job              {:.1} KiB", report.disk_kib_per_job);
         }
+    }
+    Ok(())
+}
+
+/// The baseline: `n` raw fork/execs of `/bin/sh -c true`, each to its exit, in milliseconds, sorted.
+async fn raw_spawns(n: usize) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        tokio::process::Command::new("/bin/sh").args(["-c", "true"]).status().await?;
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    out.sort_by(|a, b| a.total_cmp(b));
+    Ok(out)
+}
+
+/// Waits until the bench AgentSpec's pool holds `n` warm agents.
+pub async fn wait_warm(server: &Server, n: u32) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !server.engine.pools().iter().any(|p| p.warm >= n) {
+        anyhow::ensure!(Instant::now() < deadline, "the warm pool did not fill to {n} within 2 minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }

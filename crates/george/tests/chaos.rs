@@ -53,6 +53,17 @@ fn chaos_kills_and_freezes_break_no_promise_on_the_process_runtime() {
     assert_eq!(n("long_outages"), 1, "{context}");
 }
 
+/// The chaos run with a warm pool on the process runtime: jobs start on
+/// claimed warm agents and cold ones; kills inside the claim window as well
+/// as the spawn window; no warm agent may outlive the run.
+#[test]
+fn chaos_with_a_warm_pool_breaks_no_promise_on_the_process_runtime() {
+    let (report, context) = chaos_run("chaos", 16, &["--pool", "3"]);
+    let n = |k: &str| report[k].as_u64().unwrap();
+    assert!(n("max_warm_agents") >= 1, "the pool was used: {context}");
+    assert!(n("spawn_window_kills") >= 1, "{context}");
+}
+
 /// The chaos run on the Docker runtime (smaller): `docker kill` of agents,
 /// kill -9 and freezes of the engine, kills inside the spawn window (the
 /// container created, its handle not yet stored) and a long outage.

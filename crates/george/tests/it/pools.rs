@@ -171,3 +171,47 @@ fn a_warm_agent_holds_nothing_until_claimed_then_runs_only_its_own_job_once() {
         assert!(again.is_disjoint(&warm));
     });
 }
+
+/// kill -9 of the engine mid-claim (the `claim.window` kill point: the warm
+/// agent claimed, the attempt's files written, its handle not yet stored):
+/// the claimed agent never runs the job and ends with its engine, and the
+/// restarted engine runs the job once, in a new agent.
+#[test]
+fn an_engine_killed_mid_claim_leaves_no_agent_and_runs_the_job_once() {
+    let tmp = tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let m = root.join("manifests");
+    write(&m, "agents/pooled.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: pooled}\nspec:\n  capabilities: [shell]\n  pool: {min: 1}\n");
+    let count = "    - id: count\n      description: counts its runs\n      run: 'echo \"$GEORGE_ATTEMPT $PPID\" >> \"$GEORGE_OUTPUT_DIR/runs\"'\n";
+    write(&m, "templates/count.yaml", &template("count", count));
+    let mut engine = Engine::start_with_env(
+        &root,
+        "",
+        &["--manifests", m.to_str().unwrap()],
+        &[("GEORGE_FAILPOINTS", "claim.window@1")],
+    );
+    let data = root.join("data");
+    let warm = engine.rt().block_on(async {
+        engine.wait_registry(1).await;
+        let warm = wait_warm(&data, 1).await;
+        engine.client.submit(&george_core::api::SubmitJob::named("once", "count")).await.unwrap();
+        warm
+    });
+    let status = engine.wait_exit(Duration::from_secs(20));
+    assert!(!status.success(), "the engine killed itself at claim.window: {status}\n{}", engine.log());
+    // The claimed agent's pipe closed with its engine: it ends without acting.
+    engine.rt().block_on(eventually(Duration::from_secs(10), "the claimed agent to end", async || {
+        let pid = *warm.first().unwrap();
+        (!std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))).then_some(())
+    }));
+    assert!(!data.join("outputs/once/runs").exists(), "the claimed agent ran the job without its binding");
+    engine.forget_env("GEORGE_FAILPOINTS");
+    engine.restart();
+    engine.rt().block_on(async {
+        let j = engine.wait_status("once", JobStatus::Completed, Duration::from_secs(30)).await;
+        assert_eq!(j.attempt, 2, "attempt 1 never started; attempt 2 ran it: {j:?}");
+        let runs = std::fs::read_to_string(data.join("outputs/once/runs")).unwrap();
+        assert_eq!(runs.lines().count(), 1, "the job ran once: {runs}");
+        assert!(runs.starts_with("2 "), "{runs}");
+    });
+}

@@ -161,6 +161,17 @@ impl Engine {
         let _ = self.child.wait();
     }
 
+    /// Leaves the environment variable `name` out of the engine's next starts.
+    pub fn forget_env(&mut self, name: &str) {
+        self.extra_env.retain(|(k, _)| k != name);
+    }
+
+    /// Waits for the engine process to end on its own (a kill point); its exit status.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        wait_for(within, "the engine to exit", || child.try_wait().ok().flatten())
+    }
+
     /// Starts the engine again on the same port and data directory.
     pub fn restart(&mut self) {
         let listen = format!("127.0.0.1:{}", self.port);
