@@ -209,6 +209,7 @@ impl Pools {
 /// warm agent this engine process holds.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     if !ctx.runtime.pools() {
+        tracing::debug!(runtime = ctx.runtime.kind(), "this runtime keeps no warm pools; spec.pool is ignored");
         return;
     }
     match ctx.runtime.clear_pools().await {

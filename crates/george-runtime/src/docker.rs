@@ -27,7 +27,8 @@
 use crate::logs::TimestampedLog;
 use crate::{
     write_secret_files, AgentLogs, AgentStatus, OwnedAgent, Runtime, RuntimeError, RuntimeEvent, SpawnRequest,
-    AGENT_TOKEN_FILE, AGENT_TOKEN_FILE_ENV, CONTAINER_AGENT_DIR, CONTAINER_OUTPUT_DIR, CONTAINER_SECRETS_DIR,
+    WarmAgent, WarmSpec, AGENT_TOKEN_FILE, AGENT_TOKEN_FILE_ENV, CONTAINER_AGENT_DIR, CONTAINER_OUTPUT_DIR,
+    CONTAINER_SECRETS_DIR,
 };
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
@@ -136,6 +137,43 @@ struct Inner {
     engine_only: tokio::sync::Mutex<Option<crate::engine_only::EngineOnlyNet>>,
     /// The tasks that copy containers' logs and wait for their exits.
     watchers: crate::watchers::Watchers,
+    /// Warm containers started and not yet claimed, by name.
+    warm: Mutex<HashMap<String, WarmContainer>>,
+    /// Names the next warm container.
+    warm_serial: std::sync::atomic::AtomicU64,
+    /// Claimed warm containers and their bindings, delivered at release.
+    bindings: Mutex<HashMap<(String, u32), Bound>>,
+}
+
+/// A claimed warm container and its binding (one line of JSON).
+type Bound = (WarmContainer, Vec<u8>);
+
+/// A warm container: the write end of its stdin (attached before it
+/// started; when this engine process dies the connection closes, Docker
+/// closes the container's stdin and the waiting launcher ends) and whether
+/// it has exited.
+struct WarmContainer {
+    input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    _output:
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bollard::container::LogOutput, DockerError>> + Send>>,
+    exited: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Debug for WarmContainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmContainer").field("exited", &self.exited).finish_non_exhaustive()
+    }
+}
+
+/// What a claimed warm container is (`<staging>/claims/<container>.json`):
+/// how a restarted engine tells whose it is, and where the job's output
+/// goes back when it ends.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct ClaimRecord {
+    job_id: String,
+    attempt: u32,
+    /// The warm name (its staging directory's).
+    warm: String,
 }
 
 fn status_code(e: &DockerError) -> Option<u16> {
@@ -199,14 +237,67 @@ impl DockerRuntime {
             watched: Mutex::new(HashSet::new()),
             engine_only: tokio::sync::Mutex::new(None),
             watchers: Default::default(),
+            warm: Mutex::new(HashMap::new()),
+            warm_serial: Default::default(),
+            bindings: Mutex::new(HashMap::new()),
         };
         Ok(Self { inner: Arc::new(inner) })
     }
 
     /// The container name of an attempt: deterministic, so a retried create cannot make a twin.
     pub fn container_name(&self, job_id: &str, attempt: u32) -> String {
-        let raw = format!("george-{}-{job_id}-{attempt}", self.inner.cfg.engine_id);
-        raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).collect()
+        sanitize(&format!("george-{}-{job_id}-{attempt}", self.inner.cfg.engine_id))
+    }
+
+    /// What every warm container's name starts with (until its claim renames it).
+    fn pool_prefix(&self) -> String {
+        sanitize(&format!("george-{}-pool-", self.inner.cfg.engine_id))
+    }
+
+    fn claim_record(&self, container: &str) -> PathBuf {
+        self.inner.cfg.staging_dir.join("claims").join(format!("{container}.json"))
+    }
+
+    fn read_claim(&self, container: &str) -> Option<ClaimRecord> {
+        serde_json::from_slice(&std::fs::read(self.claim_record(container)).ok()?).ok()
+    }
+
+    fn pool_staging(&self, warm: &str) -> PathBuf {
+        self.inner.cfg.staging_dir.join("pool").join(warm)
+    }
+
+    /// Every agent container's hardening and limits: no new privileges, no
+    /// capabilities, a read-only root with private tmpfs `/work` and `/tmp`
+    /// (and `/run/george`, where a warm agent's binding puts its token and
+    /// secrets).
+    fn host_config(
+        &self,
+        resources: &crate::Resources,
+        network_mode: String,
+        binds: Vec<String>,
+        warm: bool,
+    ) -> HostConfig {
+        let mut tmpfs = HashMap::new();
+        if self.inner.cfg.read_only_root {
+            tmpfs.insert("/work".to_string(), "rw,exec,mode=1777".to_string());
+            tmpfs.insert("/tmp".to_string(), "rw,exec,mode=1777".to_string());
+        }
+        if warm {
+            tmpfs.insert("/run/george".to_string(), "rw,noexec,nosuid,mode=1777".to_string());
+        }
+        let memory = resources.memory.map(|m| m.0 as i64);
+        HostConfig {
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            cap_drop: Some(vec!["ALL".into()]),
+            readonly_rootfs: Some(self.inner.cfg.read_only_root),
+            tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
+            memory,
+            memory_swap: memory,
+            nano_cpus: resources.cpu.map(|c| c.0 as i64 * 1_000_000),
+            network_mode: Some(network_mode),
+            binds: Some(binds),
+            ..Default::default()
+        }
     }
 
     fn agent_id(job_id: &str, attempt: u32) -> String {
@@ -418,17 +509,10 @@ impl Runtime for DockerRuntime {
             binds.push(format!("{}:{CONTAINER_AGENT_DIR}", dir.display()));
             env.push(format!("{AGENT_TOKEN_FILE_ENV}={CONTAINER_AGENT_DIR}/{AGENT_TOKEN_FILE}"));
         }
-        let tmpfs = self.inner.cfg.read_only_root.then(|| {
-            HashMap::from([
-                ("/work".to_string(), "rw,exec,mode=1777".to_string()),
-                ("/tmp".to_string(), "rw,exec,mode=1777".to_string()),
-            ])
-        });
         let mut labels: HashMap<String, String> = req.labels.clone().into_iter().collect();
         labels.insert("app".into(), "george-agent".into());
         labels.insert("george.io/engine".into(), self.inner.cfg.engine_id.clone());
         let command = if req.command.is_empty() { self.inner.cfg.default_command.clone() } else { req.command.clone() };
-        let memory = req.resources.memory.map(|m| m.0 as i64);
         let (entrypoint, args) = command.split_first().map(|(e, a)| (vec![e.clone()], a.to_vec())).unwrap_or_default();
         let body = ContainerCreateBody {
             image: Some(image.clone()),
@@ -441,18 +525,7 @@ impl Runtime for DockerRuntime {
             open_stdin: Some(false),
             working_dir: Some("/work".into()),
             user: self.inner.cfg.user.clone(),
-            host_config: Some(HostConfig {
-                security_opt: Some(vec!["no-new-privileges:true".into()]),
-                cap_drop: Some(vec!["ALL".into()]),
-                readonly_rootfs: Some(self.inner.cfg.read_only_root),
-                tmpfs,
-                memory,
-                memory_swap: memory,
-                nano_cpus: req.resources.cpu.map(|c| c.0 as i64 * 1_000_000),
-                network_mode: Some(network_mode),
-                binds: Some(binds),
-                ..Default::default()
-            }),
+            host_config: Some(self.host_config(&req.resources, network_mode, binds, false)),
             ..Default::default()
         };
         let opts = CreateContainerOptionsBuilder::new().name(&name).build();
@@ -474,6 +547,20 @@ impl Runtime for DockerRuntime {
 
     async fn release(&self, job_id: &str, attempt: u32, handle: &Value) -> Result<(), RuntimeError> {
         let name = Self::container_of(job_id, attempt, handle)?;
+        let bound = self.inner.bindings.lock().remove(&(job_id.to_string(), attempt));
+        if let Some((mut warm, binding)) = bound {
+            use tokio::io::AsyncWriteExt;
+            // The binding, then end of input: the launcher reads one line.
+            let deliver = async {
+                warm.input.write_all(&binding).await?;
+                warm.input.flush().await?;
+                warm.input.shutdown().await
+            };
+            deliver.await.map_err(|source| RuntimeError::Io { what: format!("bind warm agent {name}"), source })?;
+            self.watch(&name, job_id, attempt);
+            tracing::info!(job = job_id, attempt, container = %name, "warm agent container bound");
+            return Ok(());
+        }
         match self.inner.docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>).await {
             Ok(()) => {}
             Err(e) if status_code(&e) == Some(304) => {}
@@ -518,19 +605,27 @@ impl Runtime for DockerRuntime {
         let mut out = Vec::new();
         for c in list {
             let labels = c.labels.unwrap_or_default();
-            let (Some(job), Some(attempt)) =
-                (labels.get("george.io/job"), labels.get("george.io/attempt").and_then(|a| a.parse::<u32>().ok()))
-            else {
-                continue;
-            };
             let name =
                 c.names.and_then(|n| n.into_iter().next()).unwrap_or_default().trim_start_matches('/').to_string();
+            let (job, attempt) = match (
+                labels.get("george.io/job"),
+                labels.get("george.io/attempt").and_then(|a| a.parse::<u32>().ok()),
+            ) {
+                (Some(job), Some(attempt)) => (job.clone(), attempt),
+                // A claimed warm container: its claim record says whose it is.
+                _ => match self.read_claim(&name).filter(|_| labels.contains_key("george.io/pool")) {
+                    Some(claim) if self.container_name(&claim.job_id, claim.attempt) == name => {
+                        (claim.job_id, claim.attempt)
+                    }
+                    _ => continue,
+                },
+            };
             let status = self
                 .inspect_status(&name)
                 .await
                 .map_err(|e| RuntimeError::Unavailable(format!("inspect {name}: {e}")))?;
             out.push(OwnedAgent {
-                job_id: job.clone(),
+                job_id: job,
                 attempt,
                 handle: json!({"container": name, "id": c.id.unwrap_or_default()}),
                 status,
@@ -551,6 +646,12 @@ impl Runtime for DockerRuntime {
         let name = self.container_name(job_id, attempt);
         let _ = std::fs::remove_dir_all(self.inner.cfg.staging_dir.join(&name));
         let _ = std::fs::remove_dir_all(self.inner.cfg.staging_dir.join(format!("{name}.agent")));
+        self.inner.bindings.lock().remove(&(job_id.to_string(), attempt));
+        if let Some(claim) = self.read_claim(&name) {
+            // Its output directory is the job's now; what is left of its staging goes.
+            let _ = std::fs::remove_dir_all(self.pool_staging(&claim.warm));
+            let _ = std::fs::remove_file(self.claim_record(&name));
+        }
         if self.inner.cfg.keep_containers {
             return Ok(());
         }
@@ -573,6 +674,242 @@ impl Runtime for DockerRuntime {
     async fn shutdown(&self) {
         self.inner.watchers.shutdown().await
     }
+
+    fn pools(&self) -> bool {
+        true
+    }
+
+    async fn warm(&self, spec: &WarmSpec) -> Result<WarmAgent, RuntimeError> {
+        let serial = self.inner.warm_serial.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = sanitize(&format!("{}{}-{}-{serial}", self.pool_prefix(), spec.agent_spec, std::process::id()));
+        let image = spec.image.clone().or_else(|| self.inner.cfg.default_image.clone()).ok_or_else(|| {
+            RuntimeError::Unavailable(format!("AgentSpec `{}` has no image for a warm agent", spec.agent_spec))
+        })?;
+        self.ensure_image(&image, &name, 0).await?;
+        let network_mode = match spec.network {
+            NetworkPolicy::Full => self.inner.cfg.network.clone(),
+            NetworkPolicy::None => "none".to_string(),
+            NetworkPolicy::EngineOnly => {
+                return Err(RuntimeError::Unavailable(format!(
+                    "AgentSpec `{}`: warm pools do not serve `network: engine-only` agents on Docker yet; its jobs start cold",
+                    spec.agent_spec
+                )))
+            }
+        };
+        // Its own output directory, handed to the job it serves at the end.
+        let output = self.pool_staging(&name).join("output");
+        std::fs::create_dir_all(&output)
+            .map_err(|source| RuntimeError::Io { what: format!("create {}", output.display()), source })?;
+        if let Some(uid) = self.inner.cfg.user.as_deref().and_then(numeric_uid) {
+            give_to(&output, uid)?;
+        }
+        let labels = HashMap::from([
+            ("app".to_string(), "george-agent".to_string()),
+            ("george.io/engine".to_string(), self.inner.cfg.engine_id.clone()),
+            ("george.io/pool".to_string(), spec.agent_spec.clone()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            entrypoint: Some(vec!["george".into(), crate::launch::SUBCOMMAND.into(), crate::launch::WARM.into()]),
+            cmd: Some(vec![]),
+            labels: Some(labels),
+            tty: Some(false),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            attach_stdin: Some(true),
+            working_dir: Some("/work".into()),
+            user: self.inner.cfg.user.clone(),
+            host_config: Some(self.host_config(
+                &spec.resources,
+                network_mode,
+                vec![format!("{}:{CONTAINER_OUTPUT_DIR}", output.display())],
+                true,
+            )),
+            ..Default::default()
+        };
+        let d = &self.inner.docker;
+        let fail = |what: &str, e: DockerError| RuntimeError::Unavailable(format!("{what} warm container {name}: {e}"));
+        d.create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
+            .await
+            .map_err(|e| fail("create", e))?;
+        let opts = bollard::query_parameters::AttachContainerOptionsBuilder::new().stdin(true).stream(true).build();
+        let attached = match d.attach_container(&name, Some(opts)).await {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = self.remove_warm(&name).await;
+                return Err(fail("attach to", e));
+            }
+        };
+        if let Err(e) = d.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>).await {
+            let _ = self.remove_warm(&name).await;
+            return Err(fail("start", e));
+        }
+        let exited = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (inner, watched, flag) = (self.inner.clone(), name.clone(), exited.clone());
+        self.inner.watchers.spawn(async move {
+            let opts = WaitContainerOptionsBuilder::new().condition("not-running").build();
+            let _ = inner.docker.wait_container(&watched, Some(opts)).next().await;
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let warm = WarmContainer { input: attached.input, _output: attached.output, exited };
+        self.inner.warm.lock().insert(name.clone(), warm);
+        tracing::debug!(agent_spec = %spec.agent_spec, container = %name, "warm agent container started");
+        Ok(WarmAgent { id: name, spec: spec.clone() })
+    }
+
+    fn warm_alive(&self, warm: &WarmAgent) -> bool {
+        self.inner.warm.lock().get(&warm.id).is_some_and(|w| !w.exited.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    async fn claim(&self, req: SpawnRequest, warm: WarmAgent) -> Result<Value, RuntimeError> {
+        let (job, attempt) = (req.job_id.as_str(), req.attempt);
+        let name = self.container_name(job, attempt);
+        if let Some(h) =
+            self.handle_of(&name).await.map_err(|e| self.api_error(job, attempt, "inspect container", e))?
+        {
+            return Ok(h);
+        }
+        let gone = || RuntimeError::Spawn {
+            agent: Self::agent_id(job, attempt),
+            message: format!("warm agent {} is gone", warm.id),
+            source: None,
+        };
+        let Some(w) = self.inner.warm.lock().remove(&warm.id) else { return Err(gone()) };
+        if w.exited.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = self.remove_warm(&warm.id).await;
+            return Err(gone());
+        }
+        // The warm container's output directory becomes the job's: the bind
+        // mount follows the directory when it is renamed (what an earlier
+        // attempt left moves into it first).
+        if let Some(out) = &req.output_dir {
+            let staged = self.pool_staging(&warm.id).join("output");
+            adopt_output(&staged, out).map_err(|source| RuntimeError::Io {
+                what: format!("make {} the output of {name}", staged.display()),
+                source,
+            })?;
+        }
+        // The claim record, then the rename: from here the container is the
+        // attempt's agent to a restarted engine (`list_owned`).
+        let record = ClaimRecord { job_id: job.to_string(), attempt, warm: warm.id.clone() };
+        let path = self.claim_record(&name);
+        let write = std::fs::create_dir_all(path.parent().unwrap_or(&path))
+            .and_then(|_| std::fs::write(&path, serde_json::to_vec(&record).unwrap_or_default()));
+        write.map_err(|source| RuntimeError::Io { what: format!("write {}", path.display()), source })?;
+        let rename = bollard::query_parameters::RenameContainerOptionsBuilder::new().name(&name).build();
+        if let Err(e) = self.inner.docker.rename_container(&warm.id, rename).await {
+            let _ = std::fs::remove_file(&path);
+            let _ = self.remove_warm(&warm.id).await;
+            return Err(self.api_error(job, attempt, &format!("claim warm container {}", warm.id), e));
+        }
+        let mut env: Vec<(String, String)> = req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        env.push(("GEORGE_WORK_DIR".into(), "/work".into()));
+        env.push(("HOME".into(), "/tmp".into()));
+        if req.output_dir.is_some() {
+            env.push(("GEORGE_OUTPUT_DIR".into(), CONTAINER_OUTPUT_DIR.into()));
+        }
+        let mut files = Vec::new();
+        if !req.secrets.is_empty() {
+            env.push(("GEORGE_SECRETS_DIR".into(), "/run/george/secrets".into()));
+            for s in &req.secrets {
+                let path = PathBuf::from("/run/george/secrets").join(&s.name);
+                files.push(crate::launch::BoundFile { path, content: s.content.clone() });
+            }
+        }
+        if let Some(token) = &req.agent_token {
+            let path = PathBuf::from("/run/george/agent").join(AGENT_TOKEN_FILE);
+            env.push((AGENT_TOKEN_FILE_ENV.into(), path.display().to_string()));
+            files.push(crate::launch::BoundFile { path, content: token.0.clone().into_bytes() });
+        }
+        let command = if req.command.is_empty() { self.inner.cfg.default_command.clone() } else { req.command.clone() };
+        let binding =
+            crate::launch::Binding { spec: Default::default(), command, env, cwd: "/work".into(), log: None, files };
+        let mut line = serde_json::to_vec(&binding).unwrap_or_default();
+        line.push(b'\n');
+        self.inner.bindings.lock().insert((job.to_string(), attempt), (w, line));
+        tracing::info!(job, attempt, container = %name, warm = %warm.id, "warm agent container claimed (held until its binding)");
+        self.handle_of(&name).await.map_err(|e| self.api_error(job, attempt, "inspect container", e))?.ok_or_else(
+            || RuntimeError::Spawn {
+                agent: Self::agent_id(job, attempt),
+                message: format!("container {name} vanished after its claim"),
+                source: None,
+            },
+        )
+    }
+
+    async fn discard(&self, warm: &WarmAgent) -> Result<(), RuntimeError> {
+        self.inner.warm.lock().remove(&warm.id);
+        self.remove_warm(&warm.id).await
+    }
+
+    async fn clear_pools(&self) -> Result<usize, RuntimeError> {
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("george.io/engine={}", self.inner.cfg.engine_id), "george.io/pool".to_string()],
+        )]);
+        let opts = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let list = self
+            .inner
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("list containers: {e}")))?;
+        let prefix = self.pool_prefix();
+        let mut cleared = 0;
+        for c in list {
+            let name =
+                c.names.and_then(|n| n.into_iter().next()).unwrap_or_default().trim_start_matches('/').to_string();
+            // Unclaimed (claimed ones are renamed for their attempt) and not this process's own.
+            if name.starts_with(&prefix) && !self.inner.warm.lock().contains_key(&name) {
+                self.remove_warm(&name).await?;
+                cleared += 1;
+            }
+        }
+        Ok(cleared)
+    }
+}
+
+impl DockerRuntime {
+    /// Removes a warm container and its staging directory.
+    async fn remove_warm(&self, name: &str) -> Result<(), RuntimeError> {
+        let _ = std::fs::remove_dir_all(self.pool_staging(name));
+        let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        match self.inner.docker.remove_container(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status_code(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(RuntimeError::Unavailable(format!("remove {name}: {e}"))),
+        }
+    }
+}
+
+/// A container name from anything: characters Docker refuses become `-`.
+fn sanitize(raw: &str) -> String {
+    raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).collect()
+}
+
+/// Makes `staged` (a warm container's mounted output directory) the job's
+/// output directory `out`: whatever `out` holds moves into `staged`, then
+/// `staged` is renamed to `out`. On failure what moved goes back.
+fn adopt_output(staged: &std::path::Path, out: &std::path::Path) -> std::io::Result<()> {
+    let mut moved = Vec::new();
+    if out.is_dir() {
+        for e in std::fs::read_dir(out)? {
+            let e = e?;
+            let to = staged.join(e.file_name());
+            std::fs::rename(e.path(), &to)?;
+            moved.push((to, e.path()));
+        }
+        std::fs::remove_dir(out)?;
+    }
+    let renamed = out.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|_| std::fs::rename(staged, out));
+    if let Err(e) = renamed {
+        let _ = std::fs::create_dir_all(out);
+        for (from, back) in moved {
+            let _ = std::fs::rename(from, back);
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// The uid of a `uid[:gid]` user, when numeric.

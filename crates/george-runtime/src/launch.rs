@@ -57,7 +57,7 @@ pub struct Binding {
     pub spec: LaunchSpec,
     /// The agent's command line.
     pub command: Vec<String>,
-    /// Its whole environment.
+    /// Its environment (added to the launcher's own, which holds nothing of any job).
     pub env: Vec<(String, String)>,
     /// Its working directory.
     pub cwd: PathBuf,
@@ -195,10 +195,9 @@ fn run_warm(in_process: InProcess<'_>) -> Result<i32, LaunchError> {
     for f in &binding.files {
         write_private(f).map_err(sys("write the agent's files"))?;
     }
-    // One thread so far: changing the environment races with nothing.
-    for (name, _) in std::env::vars_os() {
-        std::env::remove_var(name);
-    }
+    // One thread so far: changing the environment races with nothing. What
+    // the launcher started with stays (nothing on the process runtime, the
+    // image's own on a container runtime); the binding's is added.
     for (name, value) in &binding.env {
         std::env::set_var(name, value);
     }

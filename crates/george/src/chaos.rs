@@ -393,9 +393,16 @@ async fn live_containers(docker: &bollard::Docker) -> anyhow::Result<Vec<LiveAge
         .into_iter()
         .filter_map(|c| {
             let labels = c.labels.unwrap_or_default();
-            let job = labels.get("george.io/job")?.clone();
-            let attempt = labels.get("george.io/attempt")?.parse().ok()?;
             let name = c.names?.into_iter().next()?.trim_start_matches('/').to_string();
+            let (job, attempt) = match (labels.get("george.io/job"), labels.get("george.io/attempt")) {
+                (Some(job), Some(attempt)) => (job.clone(), attempt.parse().ok()?),
+                // A claimed warm container: renamed `george-chaos-<job>-<attempt>` at its claim.
+                _ if !name.contains("-pool-") => {
+                    let (job, attempt) = name.strip_prefix("george-chaos-")?.rsplit_once('-')?;
+                    (job.to_string(), attempt.parse().ok()?)
+                }
+                _ => return None,
+            };
             Some(LiveAgent { job, attempt, group: name, pid: None })
         })
         .collect())
@@ -406,7 +413,7 @@ async fn warm_containers(docker: &bollard::Docker) -> anyhow::Result<Vec<String>
     use bollard::query_parameters::ListContainersOptionsBuilder;
     let filters = HashMap::from([("label", vec!["george.io/engine=chaos".to_string(), "george.io/pool".to_string()])]);
     let list = docker.list_containers(Some(ListContainersOptionsBuilder::new().filters(&filters).build())).await?;
-    Ok(list.into_iter().filter_map(|c| c.names?.into_iter().next()).collect())
+    Ok(list.into_iter().filter_map(|c| c.names?.into_iter().next()).filter(|n| n.contains("-pool-")).collect())
 }
 
 /// What the sampler has seen.
@@ -830,13 +837,22 @@ impl<'p> Run<'p> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let mut warm_left = 0;
+        if let Some(d) = &self.docker {
+            // The engine stopped (gracefully): it removes its warm containers.
+            let containers = warm_containers(d).await.unwrap_or_default();
+            if !containers.is_empty() {
+                self.report.violations.push(format!("warm containers left after the engine stopped: {containers:?}"));
+                warm_left = containers.len();
+            }
+        }
         if !warm.is_empty() {
             self.report.violations.push(format!("warm agents left after the engine stopped: pids {warm:?}"));
             for pid in &warm {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
             }
         }
-        self.report.orphans = left.iter().map(|a| &a.group).collect::<HashSet<_>>().len() + warm.len();
+        self.report.orphans = left.iter().map(|a| &a.group).collect::<HashSet<_>>().len() + warm.len() + warm_left;
         if self.report.orphans > 0 {
             self.report.violations.push(format!("agents left after the engine stopped: {left:?}"));
             for a in &left {

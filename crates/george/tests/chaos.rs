@@ -64,12 +64,15 @@ fn chaos_with_a_warm_pool_breaks_no_promise_on_the_process_runtime() {
     assert!(n("spawn_window_kills") >= 1, "{context}");
 }
 
-/// The chaos run on the Docker runtime (smaller): `docker kill` of agents,
-/// kill -9 and freezes of the engine, kills inside the spawn window (the
-/// container created, its handle not yet stored) and a long outage.
+/// The chaos run on the Docker runtime (smaller), with a warm pool: `docker
+/// kill` of agents, kill -9 and freezes of the engine, kills inside the spawn
+/// and claim windows (the container created or claimed, its handle not yet
+/// stored) and a long outage.
 #[test]
 fn chaos_kills_break_no_promise_on_the_docker_runtime() {
-    let (report, context) = chaos_run("chaos-docker", 12, &["--image", test_image()]);
+    let (report, context) = chaos_run("chaos-docker", 12, &["--image", test_image(), "--pool", "2"]);
     let n = |k: &str| report[k].as_u64().unwrap();
     assert!(n("agent_kills") >= 3 && n("spawn_window_kills") >= 1, "{context}");
+    // With a warm pool: jobs start on claimed warm containers and on new ones.
+    assert!(n("max_warm_agents") >= 1, "{context}");
 }

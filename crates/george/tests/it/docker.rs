@@ -602,3 +602,105 @@ mod conformance {
 
     george_testkit::runtime_conformance_tests!(docker());
 }
+
+/// Warm containers of an engine's pools: (name, id), running ones only.
+async fn warm_containers(engine: &str) -> Vec<(String, String)> {
+    let filters = HashMap::from([("label", vec![format!("george.io/engine={engine}"), "george.io/pool".to_string()])]);
+    let list =
+        docker().list_containers(Some(ListContainersOptionsBuilder::new().filters(&filters).build())).await.unwrap();
+    list.into_iter()
+        .filter_map(|c| {
+            let name = c.names?.first()?.trim_start_matches('/').to_string();
+            name.contains("-pool-").then_some((name, c.id?))
+        })
+        .collect()
+}
+
+/// Warm pools on the real Docker Engine: a warm container holds no secret,
+/// no token and no job (its environment, its mounts and its `/run/george`
+/// are looked at); a claimed one runs the job it was bound to with that
+/// job's secrets only; each serves one job and is removed; kill -9 of the
+/// engine while containers are warm leaks none.
+#[test]
+fn warm_containers_hold_nothing_until_claimed_and_serve_one_job_each() {
+    let tmp = common::tempdir().unwrap();
+    let id = engine_id(tmp.path());
+    let _cleanup = Containers(id.clone());
+    let secret = "tok-51c0de-pooled-git";
+    let secrets = tmp.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("git-token"), secret).unwrap();
+    let m = tmp.path().join("manifests");
+    write(&m, "agents/coder.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: coder}\nspec:\n  capabilities: [shell, git]\n  secrets:\n    git: [{name: git-token}]\n  pool: {min: 2}\n");
+    let copy = "    - id: look\n      description: look for the secret\n      run: cat \"$GEORGE_SECRETS_DIR/git-token\" > \"$GEORGE_OUTPUT_DIR/seen\" 2>&1 || echo absent > \"$GEORGE_OUTPUT_DIR/seen\"; env > \"$GEORGE_OUTPUT_DIR/env\"; grep -o 'containers/[0-9a-f]*' /proc/self/mountinfo | head -1 | cut -d/ -f2 > \"$GEORGE_OUTPUT_DIR/host\"\n";
+    write(&m, "templates/with-git.yaml", &template("with-git", copy).replace("[shell]", "[shell, git]"));
+    write(&m, "templates/shell-only.yaml", &template("shell-only", copy));
+    let mut args = docker_args(image(), m.to_str().unwrap());
+    let secrets_arg = secrets.to_str().unwrap().to_string();
+    args.extend(["--secrets-dir", &secrets_arg]);
+    let mut engine = Engine::start_with_env(tmp.path(), "", &args, &[("GEORGE_ENGINE_ID", &id)]);
+    let full = async |n: usize| {
+        eventually(Duration::from_secs(60), "the pool to be full", async || {
+            let w = warm_containers(&id).await;
+            (w.len() == n).then_some(w)
+        })
+        .await
+    };
+    let warm = engine.rt().block_on(async {
+        let warm = full(2).await;
+        for (name, _) in &warm {
+            let c = docker().inspect_container(name, None::<InspectContainerOptions>).await.unwrap();
+            let env = format!("{:?}", c.config.unwrap().env);
+            assert!(!env.contains("GEORGE_") && !env.contains(secret), "a warm container's environment: {env}");
+            let mounts: Vec<String> = c.mounts.unwrap_or_default().into_iter().filter_map(|m| m.destination).collect();
+            assert_eq!(mounts, vec!["/george/output".to_string()], "a warm container mounts only its own output");
+            let ls =
+                std::process::Command::new("docker").args(["exec", name, "ls", "-A", "/run/george"]).output().unwrap();
+            assert!(ls.status.success() && ls.stdout.is_empty(), "{name}: /run/george holds {:?}", stdout(&ls));
+        }
+        for (job, template) in [("entitled", "with-git"), ("unentitled", "shell-only")] {
+            engine.client.submit(&george_core::api::SubmitJob::named(job, template)).await.unwrap();
+        }
+        let out =
+            |job: &str, f: &str| std::fs::read_to_string(engine.dir.join(format!("data/outputs/{job}/{f}"))).unwrap();
+        let mut hosts = std::collections::BTreeSet::new();
+        for job in ["entitled", "unentitled"] {
+            let j = engine.wait_status(job, JobStatus::Completed, Duration::from_secs(60)).await;
+            assert_eq!(j.attempt, 1);
+            let host = out(job, "host").trim().to_string();
+            assert!(
+                warm.iter().any(|(_, cid)| cid.starts_with(&host)),
+                "{job} ran in {host}, not a warm container of {warm:?}"
+            );
+            hosts.insert(host);
+            assert!(!out(job, "env").contains(secret), "the secret is not in the agent's environment");
+        }
+        assert_eq!(hosts.len(), 2, "one warm container per job");
+        assert_eq!(out("entitled", "seen"), secret, "the entitled agent reads the secret file");
+        assert_eq!(out("unentitled", "seen"), "absent\n", "the other agent has no secrets");
+        // Each served one job and is gone; the pool refilled with new ones.
+        let refilled =
+            eventually(Duration::from_secs(60), "the claimed containers to go and the pool to refill", async || {
+                let all = containers(&id).await;
+                let w = warm_containers(&id).await;
+                let claimed_left = all.iter().any(|(name, _, _)| !name.contains("-pool-"));
+                (!claimed_left && w.len() == 2 && w.iter().all(|(_, c)| !hosts.iter().any(|h| c.starts_with(h))))
+                    .then_some(w)
+            })
+            .await;
+        assert!(!engine.log().contains(secret), "not in George's log");
+        let events = serde_json::to_string(&engine.client.events(0, 10_000).await.unwrap()).unwrap();
+        assert!(!events.contains(secret), "not in events");
+        refilled
+    });
+    // kill -9 while containers are warm: the restarted engine removes them and starts its own.
+    engine.kill9();
+    engine.restart();
+    engine.rt().block_on(async {
+        let again = full(2).await;
+        assert!(again.iter().all(|w| !warm.contains(w)), "{again:?} / {warm:?}");
+        let old: Vec<String> = warm.iter().map(|(n, _)| n.clone()).collect();
+        let all: Vec<String> = containers(&id).await.into_iter().map(|c| c.0).collect();
+        assert!(old.iter().all(|o| !all.contains(o)), "warm containers of the killed engine left: {all:?}");
+    });
+}
