@@ -10,8 +10,13 @@
 //!   engine sees the container exit.
 //!
 //! Jobs run one at a time, so the figures are per-job latencies.
+//!
+//! With `--pool N` the bench's AgentSpec keeps `N` warm containers: each job
+//! claims one (no create, no start on its path) and the pool refills behind
+//! it. The run then also submits a burst of jobs at once and reports how
+//! many claims per second the pool sustained while refilling.
 
-use crate::bench::{noop_job, percentile, start};
+use crate::bench::{noop_job, percentile};
 use crate::cli::{BenchArgs, Format};
 use anyhow::Context as _;
 use bollard::models::{ContainerCreateBody, HostConfig};
@@ -27,12 +32,32 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Serialize)]
 pub struct DockerBenchReport {
     jobs: usize,
+    /// Warm containers kept (`spec.pool.min`; 0: none).
+    pool: u32,
+    /// Jobs of the one-at-a-time run that started on a warm container.
+    warm_starts: u64,
     raw_docker_run_mean_ms: f64,
     raw_docker_run_p50_ms: f64,
     george_job_mean_ms: f64,
     george_job_p50_ms: f64,
     overhead_ratio_mean: f64,
     overhead_ratio_p50: f64,
+    /// From the submit to the agent starting the job's first step, p50.
+    submit_to_first_step_p50_ms: f64,
+    /// The burst (with a pool): jobs submitted at once, and how fast they went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    burst: Option<Burst>,
+}
+
+/// A burst of jobs submitted at once onto a warm pool.
+#[derive(Debug, Serialize)]
+pub struct Burst {
+    jobs: usize,
+    wall_seconds: f64,
+    jobs_per_s: f64,
+    /// Jobs that started on a warm container, per second of the burst.
+    warm_claims: u64,
+    claims_per_s: f64,
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -80,17 +105,28 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         }
     }
 
-    let (server, client, dir) = start(|cfg| {
-        cfg.engine.id = Some(format!("bench{}", std::process::id()));
-        cfg.container_backend.backend_type = crate::config::BackendType::Docker;
-        cfg.container_backend.docker.image = Some(image.clone());
-        cfg.container_backend.docker.pull_policy = Some("Never".into());
-    })
+    let (server, client, dir) = crate::bench::start_on(
+        |cfg| {
+            cfg.engine.id = Some(format!("bench{}", std::process::id()));
+            cfg.container_backend.backend_type = crate::config::BackendType::Docker;
+            cfg.container_backend.docker.image = Some(image.clone());
+            cfg.container_backend.docker.pull_policy = Some("Never".into());
+        },
+        args.pool,
+        |_| async { Ok(()) },
+    )
     .await?;
     let mut events = server.store.subscribe();
     let mut george = Vec::with_capacity(n);
+    let mut first_steps = Vec::with_capacity(n);
+    let mut claimed_after_warmup = 0;
     for i in 0..=n {
         let id = format!("dbench-{i:04}");
+        if args.pool > 0 {
+            // One at a time onto a full pool: each job finds a warm container.
+            crate::bench::wait_warm(&server, args.pool).await?;
+        }
+        let submitted = chrono::Utc::now();
         let t = Instant::now();
         client.submit(&noop_job(&id)).await?;
         // Done when the job is completed and its container is gone.
@@ -106,10 +142,17 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
             ended |= ev.kind == EventKind::AttemptEnded;
             anyhow::ensure!(!(ev.kind == EventKind::JobStatus && ev.data["to"] == "failed"), "bench job {id} failed");
         }
-        if i > 0 {
+        if i == 0 {
+            claimed_after_warmup = claimed(&server);
+        } else {
             george.push(t.elapsed().as_secs_f64() * 1000.0);
+            if let Some(at) = first_step(&server, &id).await? {
+                first_steps.push((at - submitted).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+            }
         }
     }
+    let warm_starts = claimed(&server) - claimed_after_warmup;
+    let burst = if args.pool > 0 { Some(burst(&server, &client, n.max(20) * 2).await?) } else { None };
     server.stop().await?;
     let _ = std::fs::remove_dir_all(&dir);
     raw.sort_by(|a, b| a.total_cmp(b));
@@ -122,11 +165,19 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         george_job_p50_ms: percentile(&george, 0.5),
         overhead_ratio_mean: mean(&george) / mean(&raw),
         overhead_ratio_p50: percentile(&george, 0.5) / percentile(&raw, 0.5),
+        submit_to_first_step_p50_ms: {
+            first_steps.sort_by(|a, b| a.total_cmp(b));
+            percentile(&first_steps, 0.5)
+        },
+        pool: args.pool,
+        warm_starts,
+        burst,
     };
     match format {
         Format::Json | Format::Yaml => crate::output::render(format, &report, |_| {}),
         Format::Table => {
             println!("jobs (one at a time)      {}", report.jobs);
+            println!("warm pool                 {} ({} jobs started warm)", report.pool, report.warm_starts);
             println!(
                 "raw docker run            mean {:.1} ms, p50 {:.1} ms",
                 report.raw_docker_run_mean_ms, report.raw_docker_run_p50_ms
@@ -139,7 +190,59 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
                 "overhead                  {:.2}x (mean), {:.2}x (p50)",
                 report.overhead_ratio_mean, report.overhead_ratio_p50
             );
+            println!("submit→first step p50     {:.1} ms", report.submit_to_first_step_p50_ms);
+            if let Some(b) = &report.burst {
+                println!(
+                    "burst                     {} jobs in {:.2} s ({:.1} jobs/s), {} warm claims ({:.1} claims/s)",
+                    b.jobs, b.wall_seconds, b.jobs_per_s, b.warm_claims, b.claims_per_s
+                );
+            }
         }
     }
     Ok(())
+}
+
+/// When the job's first step started (the agent's clock), from its events.
+async fn first_step(server: &crate::serve::Server, id: &str) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    let events = server.store.events_since(0, 1000, Some(id)).await?;
+    Ok(events
+        .iter()
+        .filter(|e| e.kind == EventKind::StepStatus && e.data["to"] == "in_progress")
+        .filter_map(|e| e.data["at"].as_str()?.parse().ok())
+        .min())
+}
+
+/// Submits `jobs` jobs at once onto the warm pool and waits for them all.
+async fn burst(server: &crate::serve::Server, client: &george_client::Client, jobs: usize) -> anyhow::Result<Burst> {
+    crate::bench::wait_warm(server, 1).await?;
+    let claimed_before = claimed(server);
+    let mut events = server.store.subscribe();
+    let t = Instant::now();
+    for i in 0..jobs {
+        client.submit(&noop_job(&format!("dburst-{i:04}"))).await?;
+    }
+    let mut done = std::collections::HashSet::new();
+    while done.len() < jobs {
+        let ev = tokio::time::timeout(Duration::from_secs(120), events.recv())
+            .await
+            .context("a burst job took over 120s")??;
+        let Some(job) = ev.job_id.filter(|j| j.starts_with("dburst-")) else { continue };
+        if ev.kind == EventKind::JobStatus && (ev.data["to"] == "completed" || ev.data["to"] == "failed") {
+            done.insert(job);
+        }
+    }
+    let wall = t.elapsed().as_secs_f64();
+    let warm_claims = claimed(server) - claimed_before;
+    Ok(Burst {
+        jobs,
+        wall_seconds: wall,
+        jobs_per_s: jobs as f64 / wall,
+        warm_claims,
+        claims_per_s: warm_claims as f64 / wall,
+    })
+}
+
+/// Jobs started on a warm container so far.
+fn claimed(server: &crate::serve::Server) -> u64 {
+    server.engine.pools().iter().map(|p| p.claimed).sum()
 }

@@ -434,6 +434,16 @@ fn the_docker_bench_reports_overhead_against_raw_docker_run() {
         assert!(v[field].as_f64().is_some_and(|x| x > 0.0), "{field} in {v}");
     }
     assert_eq!(v["jobs"], 2);
+    // With a warm pool: every job of the one-at-a-time run claims a warm container, and the burst reports its claims.
+    let out = std::process::Command::new(george_bin())
+        .args(["-o", "json", "bench", "--mode", "docker", "--jobs", "2", "--pool", "2", "--image", image()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["pool"].as_u64(), v["warm_starts"].as_u64()), (Some(2), Some(2)), "{v}");
+    assert!(v["submit_to_first_step_p50_ms"].as_f64().is_some_and(|x| x > 0.0), "{v}");
+    assert!(v["burst"]["warm_claims"].as_u64().is_some_and(|n| n >= 2), "{v}");
 }
 
 #[test]
