@@ -2,8 +2,9 @@
 //! suite, a macro per backend — `quickwit-metastore/src/tests/mod.rs`): a
 //! spawn retried makes one agent, an exit is reported with its code (as a
 //! status and as an event), terminate stops an agent — also one that
-//! ignores SIGTERM — an engine restarted finds and adopts its agents, and
-//! cleanup forgets a finished one.
+//! ignores SIGTERM — an engine restarted finds and adopts its agents,
+//! cleanup forgets a finished one, and (on runtimes with warm pools) a warm
+//! agent serves the one attempt it is claimed for and never another.
 
 use async_trait::async_trait;
 use george_runtime::{AgentStatus, Runtime, SpawnRequest};
@@ -186,6 +187,42 @@ pub async fn cleanup_forgets_a_finished_agent(b: impl RuntimeBackend) {
     rt.cleanup("done", 1).await.expect("cleanup twice");
 }
 
+/// A warm agent (runtimes with pools): alive and unclaimed until its claim;
+/// then the attempt's agent, running that attempt's command once released;
+/// never claimable again. A discarded one is gone, and a restarted engine
+/// clears the warm agents of the one before it.
+pub async fn a_warm_agent_serves_the_one_attempt_it_is_claimed_for(b: impl RuntimeBackend) {
+    let rt = b.runtime().await;
+    if !rt.pools() {
+        return;
+    }
+    let req = b.request("pooled", 1, Behaviour::Exit(7));
+    let spec = george_runtime::WarmSpec::of(&req);
+    let warm = rt.warm(&spec).await.expect("warm");
+    assert!(rt.warm_alive(&warm), "a warm agent waits");
+    let h = rt.claim(req, warm.clone()).await.expect("claim");
+    assert!(!rt.warm_alive(&warm), "a claimed agent is no longer warm");
+    assert_eq!(owned(rt.as_ref(), "pooled").await.len(), 1, "the claimed agent is the attempt's");
+    let again = rt.claim(b.request("other", 1, Behaviour::Run), warm.clone()).await;
+    if let Ok(h2) = &again {
+        assert_ne!(h2, &h, "a claimed warm agent is never given to another attempt");
+        rt.cleanup("other", 1).await.expect("cleanup");
+    }
+    rt.release("pooled", 1, &h).await.expect("release");
+    let s = status_until(rt.as_ref(), "pooled", 1, &h, "the bound agent to run its command", |s| !running(s)).await;
+    assert!(matches!(s, AgentStatus::Exited { code: Some(7), .. }), "it ran the claimed attempt's command: {s:?}");
+    rt.cleanup("pooled", 1).await.expect("cleanup");
+
+    let discarded = rt.warm(&spec).await.expect("warm");
+    rt.discard(&discarded).await.expect("discard");
+    assert!(!rt.warm_alive(&discarded), "a discarded agent is gone");
+
+    let left = rt.warm(&spec).await.expect("warm");
+    let restarted = b.runtime().await;
+    assert!(restarted.clear_pools().await.expect("clear") >= 1, "the restarted engine clears the warm agent left");
+    crate::eventually(PATIENCE, "the cleared warm agent to end", async || (!rt.warm_alive(&left)).then_some(())).await;
+}
+
 /// Generates the suite's tests for a backend: `$make` is an async
 /// expression giving a fresh [`RuntimeBackend`] for each test.
 #[macro_export]
@@ -209,6 +246,11 @@ macro_rules! runtime_conformance_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn a_restarted_engine_finds_and_adopts_its_agents() {
             $crate::runtime_conformance::a_restarted_engine_finds_and_adopts_its_agents($make.await).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_warm_agent_serves_the_one_attempt_it_is_claimed_for() {
+            $crate::runtime_conformance::a_warm_agent_serves_the_one_attempt_it_is_claimed_for($make.await).await
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
