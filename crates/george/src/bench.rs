@@ -208,6 +208,8 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     let submitted: HashMap<String, chrono::DateTime<chrono::Utc>> = if backlog {
         // Already in the store: each job waited from the engine's start.
         (0..jobs).map(|i| (format!("bench-{i:06}"), first_submit)).collect()
+    } else if args.one_at_a_time {
+        submit_one_at_a_time(&server, &client, jobs, args.pool).await?
     } else {
         submit(&client, jobs, concurrency).await?
     };
@@ -331,6 +333,36 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Submits `jobs` bench jobs one at a time, each when the one before it has
+/// completed (and, with a pool, once the pool is full again): latency without queueing.
+async fn submit_one_at_a_time(
+    server: &Server,
+    client: &Client,
+    jobs: usize,
+    pool: u32,
+) -> anyhow::Result<HashMap<String, chrono::DateTime<chrono::Utc>>> {
+    let mut events = server.store.subscribe();
+    let mut out = HashMap::new();
+    for i in 0..jobs {
+        if pool > 0 {
+            wait_warm(server, pool).await?;
+        }
+        let id = format!("bench-{i:06}");
+        out.insert(id.clone(), chrono::Utc::now());
+        client.submit(&noop_job(&id)).await.context("submitting a bench job")?;
+        loop {
+            let e = tokio::time::timeout(Duration::from_secs(60), events.recv())
+                .await
+                .context("a bench job took over 60s")??;
+            let done = e.kind == EventKind::JobStatus && (e.data["to"] == "completed" || e.data["to"] == "failed");
+            if done && e.job_id.as_deref() == Some(id.as_str()) {
+                break;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The baseline: `n` raw fork/execs of `/bin/sh -c true`, each to its exit, in milliseconds, sorted.

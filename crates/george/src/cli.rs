@@ -525,4 +525,8 @@ pub struct BenchArgs {
     /// instead of starting new ones.
     #[arg(long, default_value_t = 0)]
     pub pool: u32,
+    /// Submit each job when the one before it has completed (`--mode
+    /// process`): latencies without queueing.
+    #[arg(long)]
+    pub one_at_a_time: bool,
 }
