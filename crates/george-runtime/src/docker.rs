@@ -143,6 +143,8 @@ struct Inner {
     warm_serial: std::sync::atomic::AtomicU64,
     /// Claimed warm containers and their bindings, delivered at release.
     bindings: Mutex<HashMap<(String, u32), Bound>>,
+    /// Images found present recently (a warm start does not inspect them again).
+    images_seen: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// A claimed warm container and its binding (one line of JSON).
@@ -153,6 +155,8 @@ type Bound = (WarmContainer, Vec<u8>);
 /// closes the container's stdin and the waiting launcher ends) and whether
 /// it has exited.
 struct WarmContainer {
+    /// The container's id.
+    id: String,
     input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
     _output:
         std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bollard::container::LogOutput, DockerError>> + Send>>,
@@ -240,6 +244,7 @@ impl DockerRuntime {
             warm: Mutex::new(HashMap::new()),
             warm_serial: Default::default(),
             bindings: Mutex::new(HashMap::new()),
+            images_seen: Mutex::new(HashMap::new()),
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -685,7 +690,11 @@ impl Runtime for DockerRuntime {
         let image = spec.image.clone().or_else(|| self.inner.cfg.default_image.clone()).ok_or_else(|| {
             RuntimeError::Unavailable(format!("AgentSpec `{}` has no image for a warm agent", spec.agent_spec))
         })?;
-        self.ensure_image(&image, &name, 0).await?;
+        let checked = self.inner.images_seen.lock().get(&image).is_some_and(|t| t.elapsed() < Duration::from_secs(30));
+        if !checked {
+            self.ensure_image(&image, &name, 0).await?;
+            self.inner.images_seen.lock().insert(image.clone(), std::time::Instant::now());
+        }
         let network_mode = match spec.network {
             NetworkPolicy::Full => self.inner.cfg.network.clone(),
             NetworkPolicy::None => "none".to_string(),
@@ -729,7 +738,8 @@ impl Runtime for DockerRuntime {
         };
         let d = &self.inner.docker;
         let fail = |what: &str, e: DockerError| RuntimeError::Unavailable(format!("{what} warm container {name}: {e}"));
-        d.create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
+        let created = d
+            .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
             .await
             .map_err(|e| fail("create", e))?;
         let opts = bollard::query_parameters::AttachContainerOptionsBuilder::new().stdin(true).stream(true).build();
@@ -751,7 +761,7 @@ impl Runtime for DockerRuntime {
             let _ = inner.docker.wait_container(&watched, Some(opts)).next().await;
             flag.store(true, std::sync::atomic::Ordering::Relaxed);
         });
-        let warm = WarmContainer { input: attached.input, _output: attached.output, exited };
+        let warm = WarmContainer { id: created.id, input: attached.input, _output: attached.output, exited };
         self.inner.warm.lock().insert(name.clone(), warm);
         tracing::debug!(agent_spec = %spec.agent_spec, container = %name, "warm agent container started");
         Ok(WarmAgent { id: name, spec: spec.clone() })
@@ -762,13 +772,10 @@ impl Runtime for DockerRuntime {
     }
 
     async fn claim(&self, req: SpawnRequest, warm: WarmAgent) -> Result<Value, RuntimeError> {
+        // (A claim retried for an attempt whose container exists fails at the
+        // rename; the engine then spawns, which finds that container.)
         let (job, attempt) = (req.job_id.as_str(), req.attempt);
         let name = self.container_name(job, attempt);
-        if let Some(h) =
-            self.handle_of(&name).await.map_err(|e| self.api_error(job, attempt, "inspect container", e))?
-        {
-            return Ok(h);
-        }
         let gone = || RuntimeError::Spawn {
             agent: Self::agent_id(job, attempt),
             message: format!("warm agent {} is gone", warm.id),
@@ -826,15 +833,10 @@ impl Runtime for DockerRuntime {
             crate::launch::Binding { spec: Default::default(), command, env, cwd: "/work".into(), log: None, files };
         let mut line = serde_json::to_vec(&binding).unwrap_or_default();
         line.push(b'\n');
+        let handle = json!({"container": name, "id": w.id});
         self.inner.bindings.lock().insert((job.to_string(), attempt), (w, line));
         tracing::info!(job, attempt, container = %name, warm = %warm.id, "warm agent container claimed (held until its binding)");
-        self.handle_of(&name).await.map_err(|e| self.api_error(job, attempt, "inspect container", e))?.ok_or_else(
-            || RuntimeError::Spawn {
-                agent: Self::agent_id(job, attempt),
-                message: format!("container {name} vanished after its claim"),
-                source: None,
-            },
-        )
+        Ok(handle)
     }
 
     async fn discard(&self, warm: &WarmAgent) -> Result<(), RuntimeError> {

@@ -185,6 +185,7 @@ fn run(args: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
 /// A warm launcher: waits for its binding, takes on its environment, files
 /// and confinement, and runs its program.
 fn run_warm(in_process: InProcess<'_>) -> Result<i32, LaunchError> {
+    prefault_program();
     let Some(line) = read_line()?.filter(|l| !l.trim().is_empty()) else { return Ok(GATE_CLOSED) };
     let binding: Binding = serde_json::from_str(&line)?;
     if let Some(log) = &binding.log {
@@ -204,6 +205,34 @@ fn run_warm(in_process: InProcess<'_>) -> Result<i32, LaunchError> {
     std::env::set_current_dir(&binding.cwd).map_err(sys("enter the agent's working directory"))?;
     confine(&binding.spec)?;
     start(&binding.command, in_process)
+}
+
+/// Faults in every page of this program's own mappings while the agent is
+/// warm, so that running the agent after its binding touches memory, not
+/// the disk (or a container's overlay filesystem): the work of starting is
+/// done before the job arrives. Best effort: a kernel without
+/// `MADV_POPULATE_READ` (before 5.14) leaves the pages to be faulted later.
+#[allow(unsafe_code)]
+fn prefault_program() {
+    const MADV_POPULATE_READ: nix::libc::c_int = 22;
+    let (Ok(exe), Ok(maps)) = (std::fs::read_link("/proc/self/exe"), std::fs::read_to_string("/proc/self/maps")) else {
+        return;
+    };
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else { continue };
+        if fields.nth(3).map(std::path::Path::new) != Some(exe.as_path()) || !perms.starts_with('r') {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else { continue };
+        // SAFETY: advice on a mapping of this process's own executable, which
+        // stays mapped for the life of the process; MADV_POPULATE_READ only
+        // faults its pages in and changes no memory.
+        unsafe {
+            nix::libc::madvise(start as *mut nix::libc::c_void, end - start, MADV_POPULATE_READ);
+        }
+    }
 }
 
 /// Writes a bound file (0400) in a private directory (0700).

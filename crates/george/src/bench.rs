@@ -44,12 +44,14 @@ spec:
       run: 'while [ ! -f \"$GEORGE_OUTPUT_DIR/release\" ]; do sleep 0.05; done'
 ";
 
-/// The bench's manifests, its AgentSpec keeping `pool` warm agents.
+/// The bench's manifests, its AgentSpec keeping `pool` warm agents (up to four times as many after cold starts).
 pub fn manifests(pool: u32) -> String {
     if pool == 0 {
         return MANIFESTS.to_string();
     }
-    MANIFESTS.replacen("capabilities: [shell]\n---", &format!("capabilities: [shell]\n  pool: {{min: {pool}}}\n---"), 1)
+    // A burst may grow the pool to four times its size (cold starts make it grow).
+    let pool = format!("capabilities: [shell]\n  pool: {{min: {pool}, max: {}}}\n---", pool * 4);
+    MANIFESTS.replacen("capabilities: [shell]\n---", &pool, 1)
 }
 
 /// The figures.
