@@ -599,14 +599,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list_owned(&self) -> Result<Vec<OwnedAgent>, RuntimeError> {
-        let filters = HashMap::from([("label", vec![format!("george.io/engine={}", self.inner.cfg.engine_id)])]);
-        let opts = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
-        let list = self
-            .inner
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| RuntimeError::Unavailable(format!("list containers: {e}")))?;
+        let list = self.containers_labelled(&[]).await?;
         let mut out = Vec::new();
         for c in list {
             let labels = c.labels.unwrap_or_default();
@@ -845,17 +838,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn clear_pools(&self) -> Result<usize, RuntimeError> {
-        let filters = HashMap::from([(
-            "label",
-            vec![format!("george.io/engine={}", self.inner.cfg.engine_id), "george.io/pool".to_string()],
-        )]);
-        let opts = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
-        let list = self
-            .inner
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| RuntimeError::Unavailable(format!("list containers: {e}")))?;
+        let list = self.containers_labelled(&["george.io/pool"]).await?;
         let prefix = self.pool_prefix();
         let mut cleared = 0;
         for c in list {
@@ -872,6 +855,22 @@ impl Runtime for DockerRuntime {
 }
 
 impl DockerRuntime {
+    /// Every container of this engine (running or not), also carrying `labels`.
+    async fn containers_labelled(
+        &self,
+        labels: &[&str],
+    ) -> Result<Vec<bollard::models::ContainerSummary>, RuntimeError> {
+        let mut wanted = vec![format!("george.io/engine={}", self.inner.cfg.engine_id)];
+        wanted.extend(labels.iter().map(|l| l.to_string()));
+        let filters = HashMap::from([("label", wanted)]);
+        let opts = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        self.inner
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("list containers: {e}")))
+    }
+
     /// Removes a warm container and its staging directory.
     async fn remove_warm(&self, name: &str) -> Result<(), RuntimeError> {
         let _ = std::fs::remove_dir_all(self.pool_staging(name));

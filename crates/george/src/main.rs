@@ -53,10 +53,16 @@ fn main() {
 fn own_agent(command: &[String]) -> bool {
     let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
     let me = std::env::current_exe().ok().and_then(|p| canonical(&p));
-    match command {
-        [program, agent, run] if agent == "agent" && run == "run" => {
-            me.is_some() && canonical(std::path::Path::new(program)) == me
+    // A bare name is looked up on the PATH, as exec would (a container's `george`).
+    let resolve = |program: &str| -> Option<std::path::PathBuf> {
+        if program.contains('/') {
+            return canonical(std::path::Path::new(program));
         }
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path).find_map(|dir| canonical(&dir.join(program)))
+    };
+    match command {
+        [program, agent, run] if agent == "agent" && run == "run" => me.is_some() && resolve(program) == me,
         _ => false,
     }
 }

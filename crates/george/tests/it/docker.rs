@@ -642,7 +642,7 @@ fn warm_containers_hold_nothing_until_claimed_and_serve_one_job_each() {
     std::fs::write(secrets.join("git-token"), secret).unwrap();
     let m = tmp.path().join("manifests");
     write(&m, "agents/coder.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: coder}\nspec:\n  capabilities: [shell, git]\n  secrets:\n    git: [{name: git-token}]\n  pool: {min: 2}\n");
-    let copy = "    - id: look\n      description: look for the secret\n      run: cat \"$GEORGE_SECRETS_DIR/git-token\" > \"$GEORGE_OUTPUT_DIR/seen\" 2>&1 || echo absent > \"$GEORGE_OUTPUT_DIR/seen\"; env > \"$GEORGE_OUTPUT_DIR/env\"; grep -o 'containers/[0-9a-f]*' /proc/self/mountinfo | head -1 | cut -d/ -f2 > \"$GEORGE_OUTPUT_DIR/host\"\n";
+    let copy = "    - id: look\n      description: look for the secret\n      run: cat \"$GEORGE_SECRETS_DIR/git-token\" > \"$GEORGE_OUTPUT_DIR/seen\" 2>&1 || echo absent > \"$GEORGE_OUTPUT_DIR/seen\"; env > \"$GEORGE_OUTPUT_DIR/env\"; grep -o 'containers/[0-9a-f]*' /proc/self/mountinfo | head -1 | cut -d/ -f2 > \"$GEORGE_OUTPUT_DIR/host\"; tr '\\0' ' ' < /proc/$PPID/cmdline > \"$GEORGE_OUTPUT_DIR/agent\"\n";
     write(&m, "templates/with-git.yaml", &template("with-git", copy).replace("[shell]", "[shell, git]"));
     write(&m, "templates/shell-only.yaml", &template("shell-only", copy));
     let mut args = docker_args(image(), m.to_str().unwrap());
@@ -684,6 +684,8 @@ fn warm_containers_hold_nothing_until_claimed_and_serve_one_job_each() {
             );
             hosts.insert(host);
             assert!(!out(job, "env").contains(secret), "the secret is not in the agent's environment");
+            // The reference agent runs in the warm launcher's own process: no exec on the job's path.
+            assert!(out(job, "agent").contains("sandbox-exec --warm"), "{job}'s agent: {}", out(job, "agent"));
         }
         assert_eq!(hosts.len(), 2, "one warm container per job");
         assert_eq!(out("entitled", "seen"), secret, "the entitled agent reads the secret file");
@@ -707,8 +709,11 @@ fn warm_containers_hold_nothing_until_claimed_and_serve_one_job_each() {
     engine.kill9();
     engine.restart();
     engine.rt().block_on(async {
-        let again = full(2).await;
-        assert!(again.iter().all(|w| !warm.contains(w)), "{again:?} / {warm:?}");
+        eventually(Duration::from_secs(60), "a new full pool, the old one gone", async || {
+            let w = warm_containers(&id).await;
+            (w.len() == 2 && w.iter().all(|c| !warm.contains(c))).then_some(())
+        })
+        .await;
         let old: Vec<String> = warm.iter().map(|(n, _)| n.clone()).collect();
         let all: Vec<String> = containers(&id).await.into_iter().map(|c| c.0).collect();
         assert!(old.iter().all(|o| !all.contains(o)), "warm containers of the killed engine left: {all:?}");
