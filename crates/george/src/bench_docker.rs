@@ -44,6 +44,9 @@ pub struct DockerBenchReport {
     overhead_ratio_p50: f64,
     /// From the submit to the agent starting the job's first step, p50.
     submit_to_first_step_p50_ms: f64,
+    /// Warm containers started per second while the pool first fills (with a pool).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pool_fill_per_s: Option<f64>,
     /// The burst (with a pool): jobs submitted at once, and how fast they went.
     #[serde(skip_serializing_if = "Option::is_none")]
     burst: Option<Burst>,
@@ -116,6 +119,12 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         |_| async { Ok(()) },
     )
     .await?;
+    // The pool's first fill: how many warm containers a second the refill starts.
+    let fill = Instant::now();
+    if args.pool > 0 {
+        crate::bench::wait_warm(&server, args.pool).await?;
+    }
+    let fill_per_s = (args.pool > 0).then(|| f64::from(args.pool) / fill.elapsed().as_secs_f64());
     let mut events = server.store.subscribe();
     let mut george = Vec::with_capacity(n);
     let mut first_steps = Vec::with_capacity(n);
@@ -170,6 +179,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
             percentile(&first_steps, 0.5)
         },
         pool: args.pool,
+        pool_fill_per_s: fill_per_s,
         warm_starts,
         burst,
     };
@@ -191,6 +201,9 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
                 report.overhead_ratio_mean, report.overhead_ratio_p50
             );
             println!("submit→first step p50     {:.1} ms", report.submit_to_first_step_p50_ms);
+            if let Some(f) = report.pool_fill_per_s {
+                println!("pool fill                 {f:.1} warm containers/s");
+            }
             if let Some(b) = &report.burst {
                 println!(
                     "burst                     {} jobs in {:.2} s ({:.1} jobs/s), {} warm claims ({:.1} claims/s)",
