@@ -114,6 +114,8 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
             cfg.container_backend.backend_type = crate::config::BackendType::Docker;
             cfg.container_backend.docker.image = Some(image.clone());
             cfg.container_backend.docker.pull_policy = Some("Never".into());
+            // With a pool, `--concurrency` above 1 is how many warm containers start at once (default 4).
+            cfg.agents.pool.refill_parallelism = Some(if args.concurrency > 1 { args.concurrency } else { 4 });
         },
         args.pool,
         |_| async { Ok(()) },

@@ -477,6 +477,7 @@ pub struct BenchArgs {
     /// Submissions in flight at once. 1 offers load at the rate one client
     /// can submit (about the engine's capacity); more builds a queue, which
     /// measures throughput under a burst but adds queueing time to latency.
+    /// In `--mode docker --pool N`, above 1: warm containers started at once.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
     /// Reconcile workers.

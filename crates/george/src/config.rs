@@ -561,6 +561,8 @@ pub struct PoolSection {
     pub max_warm: Option<u32>,
     /// Warm agents started per second, at most (default 100).
     pub refill_per_second: Option<u32>,
+    /// Warm agents started at once, at most (default 4).
+    pub refill_parallelism: Option<usize>,
 }
 
 /// `agents.sandbox`: on by default; `enabled: false` turns it off (warned

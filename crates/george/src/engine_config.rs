@@ -53,6 +53,12 @@ impl TryFrom<&Config> for EngineConfig {
             }
             ecfg.pool.refill_per_second = n;
         }
+        if let Some(n) = pool.refill_parallelism {
+            if n == 0 {
+                bail!("agents.pool.refillParallelism: expected at least 1, got 0");
+            }
+            ecfg.pool.refill_parallelism = n;
+        }
         ecfg.default_resources =
             Resources { memory: cfg.agents.default_resources.memory, cpu: cfg.agents.default_resources.cpu };
         let defaults = RetryPolicy::default();
