@@ -741,6 +741,18 @@ impl TokenEntry {
 mod tests {
     use super::*;
 
+    /// The README's full `george-config.yaml` is a configuration George reads: every key it
+    /// shows exists, with the type it shows.
+    #[test]
+    fn the_readmes_configuration_file_parses() {
+        let readme = include_str!("../../../README.md");
+        let section = readme.split("### `george-config.yaml`").nth(1).expect("the section");
+        let yaml = section.split("```yaml\n").nth(1).and_then(|b| b.split("\n```").next()).expect("its yaml block");
+        let cfg: Config = george_core::yaml::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.agents.pool.max_warm, Some(64));
+        assert_eq!(cfg.agents.pool.refill_parallelism, Some(4));
+    }
+
     #[test]
     fn seed_shaped_config_parses_and_errors_are_located() {
         let dir = tempfile::tempdir().unwrap();
