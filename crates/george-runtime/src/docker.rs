@@ -178,6 +178,8 @@ struct ClaimRecord {
     attempt: u32,
     /// The warm name (its staging directory's).
     warm: String,
+    /// The container's id.
+    id: String,
 }
 
 fn status_code(e: &DockerError) -> Option<u16> {
@@ -265,6 +267,17 @@ impl DockerRuntime {
 
     fn read_claim(&self, container: &str) -> Option<ClaimRecord> {
         serde_json::from_slice(&std::fs::read(self.claim_record(container)).ok()?).ok()
+    }
+
+    /// Every claim record, by container id.
+    fn claims(&self) -> HashMap<String, ClaimRecord> {
+        let dir = self.inner.cfg.staging_dir.join("claims");
+        let Ok(entries) = std::fs::read_dir(dir) else { return HashMap::new() };
+        entries
+            .flatten()
+            .filter_map(|e| serde_json::from_slice::<ClaimRecord>(&std::fs::read(e.path()).ok()?).ok())
+            .map(|c| (c.id.clone(), c))
+            .collect()
     }
 
     fn pool_staging(&self, warm: &str) -> PathBuf {
@@ -382,19 +395,25 @@ impl DockerRuntime {
         }
     }
 
+    /// The container a handle names: its id (stable when a claimed warm
+    /// container is renamed), else its name.
     fn container_of(job_id: &str, attempt: u32, handle: &Value) -> Result<String, RuntimeError> {
-        handle.get("container").and_then(Value::as_str).map(str::to_string).ok_or_else(|| RuntimeError::Handle {
+        let id = handle.get("id").and_then(Value::as_str).filter(|id| !id.is_empty());
+        let name = handle.get("container").and_then(Value::as_str);
+        id.or(name).map(str::to_string).ok_or_else(|| RuntimeError::Handle {
             agent: Self::agent_id(job_id, attempt),
             message: "expected {container, id}".into(),
         })
     }
 
-    /// Follows the container's output into the log file and reports its exit.
+    /// Follows the container's output into the log file and reports its
+    /// exit (`name`: its name or id, as the handle has it).
     fn watch(&self, name: &str, job_id: &str, attempt: u32) {
         if !self.inner.watched.lock().insert(name.to_string()) {
             return;
         }
         let inner = self.inner.clone();
+        let name2 = name.to_string();
         let (name, job, path) = (name.to_string(), job_id.to_string(), self.inner.cfg.logs.path(job_id, attempt));
         self.inner.watchers.spawn(async move {
             if let Err(e) = copy_logs(&inner, &name, &path).await {
@@ -402,7 +421,6 @@ impl DockerRuntime {
             }
         });
         let inner = self.inner.clone();
-        let name2 = self.container_name(job_id, attempt);
         self.inner.watchers.spawn(async move {
             let opts = WaitContainerOptionsBuilder::new().condition("not-running").build();
             let mut wait = inner.docker.wait_container(&name2, Some(opts));
@@ -449,7 +467,7 @@ impl Runtime for DockerRuntime {
             self.handle_of(&name).await.map_err(|e| self.api_error(job, attempt, "inspect container", e))?
         {
             if matches!(self.inspect_status(&name).await, Ok(AgentStatus::Running)) {
-                self.watch(&name, job, attempt);
+                self.watch(&Self::container_of(job, attempt, &h)?, job, attempt);
             }
             return Ok(h);
         }
@@ -564,6 +582,14 @@ impl Runtime for DockerRuntime {
             deliver.await.map_err(|source| RuntimeError::Io { what: format!("bind warm agent {name}"), source })?;
             self.watch(&name, job_id, attempt);
             tracing::info!(job = job_id, attempt, container = %name, "warm agent container bound");
+            // For people and tools that read names: `george-<engine>-<job>-<attempt>`, as a new one is called.
+            let (inner, attempt_name) = (self.inner.clone(), self.container_name(job_id, attempt));
+            self.inner.watchers.spawn(async move {
+                let opts = bollard::query_parameters::RenameContainerOptionsBuilder::new().name(&attempt_name).build();
+                if let Err(e) = inner.docker.rename_container(&name, opts).await {
+                    tracing::debug!(container = %name, error = %e, "claimed warm container not renamed");
+                }
+            });
             return Ok(());
         }
         match self.inner.docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>).await {
@@ -600,6 +626,7 @@ impl Runtime for DockerRuntime {
 
     async fn list_owned(&self) -> Result<Vec<OwnedAgent>, RuntimeError> {
         let list = self.containers_labelled(&[]).await?;
+        let claims = self.claims();
         let mut out = Vec::new();
         for c in list {
             let labels = c.labels.unwrap_or_default();
@@ -611,12 +638,13 @@ impl Runtime for DockerRuntime {
             ) {
                 (Some(job), Some(attempt)) => (job.clone(), attempt),
                 // A claimed warm container: its claim record says whose it is.
-                _ => match self.read_claim(&name).filter(|_| labels.contains_key("george.io/pool")) {
-                    Some(claim) if self.container_name(&claim.job_id, claim.attempt) == name => {
-                        (claim.job_id, claim.attempt)
+                _ => {
+                    match c.id.as_ref().and_then(|id| claims.get(id)).filter(|_| labels.contains_key("george.io/pool"))
+                    {
+                        Some(claim) => (claim.job_id.clone(), claim.attempt),
+                        None => continue,
                     }
-                    _ => continue,
-                },
+                }
             };
             let status = self
                 .inspect_status(&name)
@@ -645,16 +673,22 @@ impl Runtime for DockerRuntime {
         let _ = std::fs::remove_dir_all(self.inner.cfg.staging_dir.join(&name));
         let _ = std::fs::remove_dir_all(self.inner.cfg.staging_dir.join(format!("{name}.agent")));
         self.inner.bindings.lock().remove(&(job_id.to_string(), attempt));
-        if let Some(claim) = self.read_claim(&name) {
+        let claim = self.read_claim(&name);
+        if let Some(claim) = &claim {
             // Its output directory is the job's now; what is left of its staging goes.
             let _ = std::fs::remove_dir_all(self.pool_staging(&claim.warm));
-            let _ = std::fs::remove_file(self.claim_record(&name));
         }
         if self.inner.cfg.keep_containers {
             return Ok(());
         }
+        // A claimed warm container by its id (renamed or not yet), else by the attempt's name.
+        let target = claim.as_ref().map_or(name.clone(), |c| c.id.clone());
         let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
-        match self.inner.docker.remove_container(&name, Some(opts)).await {
+        let removed = self.inner.docker.remove_container(&target, Some(opts)).await;
+        if claim.is_some() && removed.is_ok() {
+            let _ = std::fs::remove_file(self.claim_record(&name));
+        }
+        match removed {
             Ok(()) => Ok(()),
             Err(e) if matches!(status_code(&e), Some(404 | 409)) => Ok(()),
             Err(e) => Err(RuntimeError::Unavailable(format!("remove {name}: {e}"))),
@@ -789,19 +823,14 @@ impl Runtime for DockerRuntime {
                 source,
             })?;
         }
-        // The claim record, then the rename: from here the container is the
-        // attempt's agent to a restarted engine (`list_owned`).
-        let record = ClaimRecord { job_id: job.to_string(), attempt, warm: warm.id.clone() };
+        // The claim record: from here the container is the attempt's agent to
+        // a restarted engine (`list_owned`). It is renamed to the attempt's
+        // name once bound, off the job's path.
+        let record = ClaimRecord { job_id: job.to_string(), attempt, warm: warm.id.clone(), id: w.id.clone() };
         let path = self.claim_record(&name);
         let write = std::fs::create_dir_all(path.parent().unwrap_or(&path))
             .and_then(|_| std::fs::write(&path, serde_json::to_vec(&record).unwrap_or_default()));
         write.map_err(|source| RuntimeError::Io { what: format!("write {}", path.display()), source })?;
-        let rename = bollard::query_parameters::RenameContainerOptionsBuilder::new().name(&name).build();
-        if let Err(e) = self.inner.docker.rename_container(&warm.id, rename).await {
-            let _ = std::fs::remove_file(&path);
-            let _ = self.remove_warm(&warm.id).await;
-            return Err(self.api_error(job, attempt, &format!("claim warm container {}", warm.id), e));
-        }
         let mut env: Vec<(String, String)> = req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         env.push(("GEORGE_WORK_DIR".into(), "/work".into()));
         env.push(("HOME".into(), "/tmp".into()));
@@ -826,7 +855,7 @@ impl Runtime for DockerRuntime {
             crate::launch::Binding { spec: Default::default(), command, env, cwd: "/work".into(), log: None, files };
         let mut line = serde_json::to_vec(&binding).unwrap_or_default();
         line.push(b'\n');
-        let handle = json!({"container": name, "id": w.id});
+        let handle = json!({"container": warm.id, "id": w.id});
         self.inner.bindings.lock().insert((job.to_string(), attempt), (w, line));
         tracing::info!(job, attempt, container = %name, warm = %warm.id, "warm agent container claimed (held until its binding)");
         Ok(handle)
@@ -839,13 +868,15 @@ impl Runtime for DockerRuntime {
 
     async fn clear_pools(&self) -> Result<usize, RuntimeError> {
         let list = self.containers_labelled(&["george.io/pool"]).await?;
+        let claimed = self.claims();
         let prefix = self.pool_prefix();
         let mut cleared = 0;
         for c in list {
             let name =
                 c.names.and_then(|n| n.into_iter().next()).unwrap_or_default().trim_start_matches('/').to_string();
             // Unclaimed (claimed ones are renamed for their attempt) and not this process's own.
-            if name.starts_with(&prefix) && !self.inner.warm.lock().contains_key(&name) {
+            let is_claimed = c.id.as_ref().is_some_and(|id| claimed.contains_key(id));
+            if name.starts_with(&prefix) && !is_claimed && !self.inner.warm.lock().contains_key(&name) {
                 self.remove_warm(&name).await?;
                 cleared += 1;
             }

@@ -385,10 +385,25 @@ fn scan_processes(data: &Path) -> Vec<(i32, LiveAgent)> {
     out
 }
 
-async fn live_containers(docker: &bollard::Docker) -> anyhow::Result<Vec<LiveAgent>> {
+/// Claimed warm containers by id, from the engine's claim records (written
+/// before a claimed container is bound, so none can act unseen): `(job, attempt)`.
+fn claims(data: &Path) -> HashMap<String, (String, u32)> {
+    let Ok(entries) = std::fs::read_dir(data.join("docker-secrets/claims")) else { return HashMap::new() };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            let attempt = u32::try_from(v["attempt"].as_u64()?).ok()?;
+            Some((v["id"].as_str()?.to_string(), (v["job_id"].as_str()?.to_string(), attempt)))
+        })
+        .collect()
+}
+
+async fn live_containers(docker: &bollard::Docker, data: &Path) -> anyhow::Result<Vec<LiveAgent>> {
     use bollard::query_parameters::ListContainersOptionsBuilder;
     let filters = HashMap::from([("label", vec!["george.io/engine=chaos".to_string()])]);
     let list = docker.list_containers(Some(ListContainersOptionsBuilder::new().filters(&filters).build())).await?;
+    let claimed = claims(data);
     Ok(list
         .into_iter()
         .filter_map(|c| {
@@ -396,12 +411,8 @@ async fn live_containers(docker: &bollard::Docker) -> anyhow::Result<Vec<LiveAge
             let name = c.names?.into_iter().next()?.trim_start_matches('/').to_string();
             let (job, attempt) = match (labels.get("george.io/job"), labels.get("george.io/attempt")) {
                 (Some(job), Some(attempt)) => (job.clone(), attempt.parse().ok()?),
-                // A claimed warm container: renamed `george-chaos-<job>-<attempt>` at its claim.
-                _ if !name.contains("-pool-") => {
-                    let (job, attempt) = name.strip_prefix("george-chaos-")?.rsplit_once('-')?;
-                    (job.to_string(), attempt.parse().ok()?)
-                }
-                _ => return None,
+                // A claimed warm container.
+                _ => claimed.get(c.id.as_deref()?)?.clone(),
             };
             Some(LiveAgent { job, attempt, group: name, pid: None })
         })
@@ -409,11 +420,16 @@ async fn live_containers(docker: &bollard::Docker) -> anyhow::Result<Vec<LiveAge
 }
 
 /// Warm (unclaimed) containers of this run.
-async fn warm_containers(docker: &bollard::Docker) -> anyhow::Result<Vec<String>> {
+async fn warm_containers(docker: &bollard::Docker, data: &Path) -> anyhow::Result<Vec<String>> {
     use bollard::query_parameters::ListContainersOptionsBuilder;
     let filters = HashMap::from([("label", vec!["george.io/engine=chaos".to_string(), "george.io/pool".to_string()])]);
     let list = docker.list_containers(Some(ListContainersOptionsBuilder::new().filters(&filters).build())).await?;
-    Ok(list.into_iter().filter_map(|c| c.names?.into_iter().next()).filter(|n| n.contains("-pool-")).collect())
+    let claimed = claims(data);
+    Ok(list
+        .into_iter()
+        .filter(|c| c.id.as_ref().is_none_or(|id| !claimed.contains_key(id)))
+        .filter_map(|c| c.names?.into_iter().next())
+        .collect())
 }
 
 /// What the sampler has seen.
@@ -586,7 +602,7 @@ impl<'p> Run<'p> {
     async fn live(&self) -> Vec<LiveAgent> {
         match &self.docker {
             None => live_processes(&self.data),
-            Some(d) => live_containers(d).await.unwrap_or_default(),
+            Some(d) => live_containers(d, &self.data).await.unwrap_or_default(),
         }
     }
 
@@ -594,7 +610,7 @@ impl<'p> Run<'p> {
     async fn warm(&self) -> usize {
         match &self.docker {
             None => warm_processes(&self.data).len(),
-            Some(d) => warm_containers(d).await.map(|c| c.len()).unwrap_or(0),
+            Some(d) => warm_containers(d, &self.data).await.map(|c| c.len()).unwrap_or(0),
         }
     }
 
@@ -840,7 +856,7 @@ impl<'p> Run<'p> {
         let mut warm_left = 0;
         if let Some(d) = &self.docker {
             // The engine stopped (gracefully): it removes its warm containers.
-            let containers = warm_containers(d).await.unwrap_or_default();
+            let containers = warm_containers(d, &self.data).await.unwrap_or_default();
             if !containers.is_empty() {
                 self.report.violations.push(format!("warm containers left after the engine stopped: {containers:?}"));
                 warm_left = containers.len();
@@ -863,7 +879,7 @@ impl<'p> Run<'p> {
         }
         if let Some(d) = &self.docker {
             // Every container of the run goes, whatever happened.
-            for c in live_containers(d).await.unwrap_or_default() {
+            for c in live_containers(d, &self.data).await.unwrap_or_default() {
                 let _ = d.kill_container(&c.group, None::<bollard::query_parameters::KillContainerOptions>).await;
             }
         }
