@@ -166,15 +166,17 @@ pub fn main(args: &[String], in_process: InProcess<'_>) -> ! {
 /// the exit code of a closed gate or of an agent run in this process, or an
 /// error.
 fn run(args: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
-    if matches!(args, [warm] if warm == WARM) {
-        return run_warm(in_process);
+    match args {
+        [warm] if warm == WARM => return run_warm(None, in_process),
+        [warm, hidden] if warm == WARM => return run_warm(Some(serde_json::from_str(hidden)?), in_process),
+        _ => {}
     }
     let (spec, command) = match args {
         [spec, dashes, command @ ..] if dashes == "--" && !command.is_empty() => (spec, command),
         _ => return Err(LaunchError::NoProgram),
     };
     let spec: LaunchSpec = serde_json::from_str(spec)?;
-    confine(&spec)?;
+    confine(&spec, None)?;
     // The gate: the engine says `go` once it has stored this process's handle.
     match read_line()? {
         Some(line) if line.trim_end() == "go" => start(command, in_process),
@@ -183,9 +185,11 @@ fn run(args: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
 }
 
 /// A warm launcher: waits for its binding, takes on its environment, files
-/// and confinement, and runs its program.
-fn run_warm(in_process: InProcess<'_>) -> Result<i32, LaunchError> {
+/// and confinement, and runs its program. Given the engine's hidden paths,
+/// it opens what every attempt may read before the binding arrives.
+fn run_warm(hidden: Option<Vec<PathBuf>>, in_process: InProcess<'_>) -> Result<i32, LaunchError> {
     prefault_program();
+    let readable = hidden.map(|h| sandbox::Readable::open(&h));
     let Some(line) = read_line()?.filter(|l| !l.trim().is_empty()) else { return Ok(GATE_CLOSED) };
     let binding: Binding = serde_json::from_str(&line)?;
     if let Some(log) = &binding.log {
@@ -203,7 +207,8 @@ fn run_warm(in_process: InProcess<'_>) -> Result<i32, LaunchError> {
         std::env::set_var(name, value);
     }
     std::env::set_current_dir(&binding.cwd).map_err(sys("enter the agent's working directory"))?;
-    confine(&binding.spec)?;
+    let readable = readable.filter(|r| binding.spec.sandbox.as_ref().is_some_and(|s| r.hides(&s.hidden)));
+    confine(&binding.spec, readable)?;
     start(&binding.command, in_process)
 }
 
@@ -252,17 +257,21 @@ fn read_line() -> Result<Option<String>, LaunchError> {
     Ok((n > 0).then_some(line))
 }
 
-/// Steps 1–4: the memory limit, the ruleset, the uid, the restriction.
-fn confine(spec: &LaunchSpec) -> Result<(), LaunchError> {
+/// Steps 1–4: the memory limit, the ruleset (from `readable` when opened
+/// already), the uid, the restriction.
+fn confine(spec: &LaunchSpec, readable: Option<sandbox::Readable>) -> Result<(), LaunchError> {
     if let Some(bytes) = spec.memory {
         nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, bytes, bytes)
             .map_err(sys("setrlimit"))?;
     }
     // Built while still privileged: the granted paths are opened as the engine's user.
-    let ruleset = match &spec.sandbox {
-        Some(s) if s.abi > 0 => Some(sandbox::ruleset(&s.hidden, &s.grants)?),
+    let ruleset = match (&spec.sandbox, &readable) {
+        (Some(s), Some(r)) if s.abi > 0 => Some(sandbox::ruleset_with(r, &s.grants)?),
+        (Some(s), None) if s.abi > 0 => Some(sandbox::ruleset(&s.hidden, &s.grants)?),
         _ => None,
     };
+    // The opened paths go before the agent runs.
+    drop(readable);
     if let Some(uid) = spec.uid {
         let id = (nix::unistd::Uid::from_raw(uid), nix::unistd::Gid::from_raw(uid));
         nix::unistd::setgroups(&[]).map_err(sys("setgroups"))?;

@@ -722,9 +722,13 @@ impl Runtime for ProcessRuntime {
         };
         // Nothing of any job: an empty environment, the pool's directory,
         // no output until its binding names the attempt's log.
+        // With the sandbox on, the engine's hidden paths: the launcher opens
+        // what every attempt may read while it waits.
+        let hidden = self.inner.cfg.sandbox.enabled.then(|| serde_json::to_string(&self.inner.cfg.sandbox.hidden));
         let mut child = tokio::process::Command::new(launcher)
             .args(launcher_args)
             .arg(crate::launch::WARM)
+            .args(hidden.and_then(Result::ok))
             .env_clear()
             .current_dir(&pool)
             .stdin(Stdio::piped())

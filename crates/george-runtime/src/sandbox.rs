@@ -251,10 +251,43 @@ fn landlock_err(e: impl std::fmt::Display) -> SandboxError {
     SandboxError::Landlock(e.to_string())
 }
 
+/// What every attempt's ruleset grants to read, opened: the system minus the
+/// `hidden` paths, and the devices every program writes. It depends on the
+/// hidden paths alone, so a warm launcher opens it before its binding.
+pub(crate) struct Readable {
+    hidden: Vec<PathBuf>,
+    roots: Vec<PathFd>,
+    devices: Vec<PathFd>,
+}
+
+impl Readable {
+    /// Walks and opens what `hidden` leaves readable.
+    pub(crate) fn open(hidden: &[PathBuf]) -> Self {
+        // Gone meanwhile (a temporary file of someone else): nothing to grant.
+        let roots = readable_roots(hidden).iter().filter_map(|p| PathFd::new(p).ok()).collect();
+        let devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/tty"]
+            .into_iter()
+            .filter(|d| Path::new(d).exists())
+            .filter_map(|d| PathFd::new(d).ok())
+            .collect();
+        Self { hidden: hidden.to_vec(), roots, devices }
+    }
+
+    /// Whether it was opened for these hidden paths.
+    pub(crate) fn hides(&self, hidden: &[PathBuf]) -> bool {
+        self.hidden == hidden
+    }
+}
+
 /// The attempt's Landlock ruleset: read the system minus the `hidden` paths,
 /// plus the grants. Built by the launcher (see `launch`), in the agent's own
 /// process.
 pub(crate) fn ruleset(hidden: &[PathBuf], grants: &Grants) -> Result<RulesetCreated, SandboxError> {
+    ruleset_with(&Readable::open(hidden), grants)
+}
+
+/// [`ruleset`], from what is readable opened already.
+pub(crate) fn ruleset_with(readable: &Readable, grants: &Grants) -> Result<RulesetCreated, SandboxError> {
     let read = AccessFs::from_read(TARGET_ABI);
     let all = AccessFs::from_all(TARGET_ABI);
     let mut ruleset = Ruleset::default()
@@ -271,6 +304,12 @@ pub(crate) fn ruleset(hidden: &[PathBuf], grants: &Grants) -> Result<RulesetCrea
     if let (NetworkPolicy::EngineOnly, Some(port)) = (grants.network, grants.engine_port) {
         rs = rs.add_rule(NetPort::new(port, AccessNet::ConnectTcp)).map_err(landlock_err)?;
     }
+    for fd in &readable.roots {
+        rs = rs.add_rule(PathBeneath::new(fd, read)).map_err(landlock_err)?;
+    }
+    for fd in &readable.devices {
+        rs = rs.add_rule(PathBeneath::new(fd, AccessFs::from_file(TARGET_ABI))).map_err(landlock_err)?;
+    }
     let add = |rs: RulesetCreated, path: &Path, access| -> Result<RulesetCreated, SandboxError> {
         match PathFd::new(path) {
             Ok(fd) => rs.add_rule(PathBeneath::new(fd, access)).map_err(landlock_err),
@@ -278,15 +317,6 @@ pub(crate) fn ruleset(hidden: &[PathBuf], grants: &Grants) -> Result<RulesetCrea
             Err(_) => Ok(rs),
         }
     };
-    for path in readable_roots(hidden) {
-        rs = add(rs, &path, read)?;
-    }
-    // Devices every program expects to write.
-    for dev in ["/dev/null", "/dev/zero", "/dev/full", "/dev/tty"] {
-        if Path::new(dev).exists() {
-            rs = add(rs, Path::new(dev), AccessFs::from_file(TARGET_ABI))?;
-        }
-    }
     for p in &grants.read {
         rs = add(rs, p, read)?;
     }

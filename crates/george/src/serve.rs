@@ -430,6 +430,15 @@ async fn build_runtime(cfg: &Config, data_dir: &Path, engine_id: &str) -> anyhow
             rc.keep_workdirs = cfg.container_backend.process.keep_workdirs.unwrap_or(false);
             let sb = &cfg.agents.sandbox;
             rc.sandbox.enabled = sb.enabled.unwrap_or(true);
+            // The secret store is the engine's: an agent gets its entitled
+            // secrets as files of its own, never the store (wherever it is).
+            if let Some(dir) = &cfg.secrets.dir {
+                let dir =
+                    std::fs::canonicalize(dir).unwrap_or_else(|_| std::path::absolute(dir).unwrap_or(dir.clone()));
+                if !rc.sandbox.hidden.iter().any(|h| dir.starts_with(h)) {
+                    rc.sandbox.hidden.push(dir);
+                }
+            }
             if let Some(b) = sb.uid_base {
                 if b < 1000 {
                     bail!("agents.sandbox.uidBase: expected 1000 or more (lower uids belong to the system), got {b}");

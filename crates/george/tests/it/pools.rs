@@ -36,6 +36,13 @@ fn setup(root: &Path) -> Engine {
     );
     write(&m, "templates/deploy.yaml", &template("deploy", &deploy).replace("[shell]", "[shell, deploy]"));
     write(&m, "templates/plain.yaml", &template("plain", &plain));
+    // A hostile step goes for the engine's secret store itself (outside the data directory).
+    let store = secrets.join("deploy-key");
+    let steal = format!(
+        "    - id: steal\n      description: reads the store\n      run: 'cat {} > \"$GEORGE_OUTPUT_DIR/loot\" 2>&1; true'\n",
+        store.display()
+    );
+    write(&m, "templates/steal.yaml", &template("steal", &steal));
     Engine::start(root, "", &["--manifests", m.to_str().unwrap(), "--secrets-dir", secrets.to_str().unwrap()])
 }
 
@@ -119,6 +126,11 @@ fn a_warm_agent_holds_nothing_until_claimed_then_runs_only_its_own_job_once() {
         assert_eq!(ran_by.len(), 2, "one warm agent per job");
         assert!(outputs.join("deploy-1/key-ok").exists(), "the deploy job had its key");
         assert!(outputs.join("plain-1/no-key").exists(), "the plain job had no secrets at all");
+        wait_warm(&data, 2).await;
+        engine.client.submit(&george_core::api::SubmitJob::named("steal-1", "steal")).await.unwrap();
+        engine.wait_status("steal-1", JobStatus::Completed, Duration::from_secs(30)).await;
+        let loot = std::fs::read_to_string(outputs.join("steal-1/loot")).unwrap();
+        assert!(!loot.contains(SECRET) && loot.contains("Permission denied"), "the secret store is hidden: {loot}");
 
         // The pool refills with new agents, holding nothing again.
         let refilled = eventually(Duration::from_secs(20), "the pool to refill", async || {
@@ -140,7 +152,7 @@ fn a_warm_agent_holds_nothing_until_claimed_then_runs_only_its_own_job_once() {
             .unwrap();
         let pool = &registry[0]["pool"];
         assert_eq!((pool["min"].as_u64(), pool["max"].as_u64()), (Some(2), Some(3)), "{registry}");
-        assert_eq!(pool["claimed"].as_u64(), Some(2), "{registry}");
+        assert_eq!(pool["claimed"].as_u64(), Some(3), "{registry}");
         let metrics = reqwest::Client::new()
             .get(format!("{}/metrics", engine.url))
             .bearer_auth(TOKEN)
@@ -151,7 +163,7 @@ fn a_warm_agent_holds_nothing_until_claimed_then_runs_only_its_own_job_once() {
             .await
             .unwrap();
         assert!(
-            metrics.contains("george_pool_claims_total{agent_spec=\"pooled\",start=\"warm\"} 2"),
+            metrics.contains("george_pool_claims_total{agent_spec=\"pooled\",start=\"warm\"} 3"),
             "{}",
             metrics.lines().filter(|l| l.contains("pool")).collect::<Vec<_>>().join("\n")
         );
