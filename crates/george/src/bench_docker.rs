@@ -164,7 +164,17 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     }
     let warm_starts = claimed(&server) - claimed_after_warmup;
     let burst = if args.pool > 0 { Some(burst(&server, &client, n.max(20) * 2).await?) } else { None };
+    let engine_id = server.engine.config().engine_id.clone();
     server.stop().await?;
+    // The bench's engine is not started again to clean up after itself: what
+    // it left (the last jobs' exited containers, its warm ones) goes now.
+    let filters = std::collections::HashMap::from([("label", vec![format!("george.io/engine={engine_id}")])]);
+    let opts = bollard::query_parameters::ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+    for c in docker.list_containers(Some(opts)).await.unwrap_or_default() {
+        if let Some(id) = c.id {
+            let _ = docker.remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
     raw.sort_by(|a, b| a.total_cmp(b));
     george.sort_by(|a, b| a.total_cmp(b));

@@ -878,9 +878,14 @@ impl<'p> Run<'p> {
             }
         }
         if let Some(d) = &self.docker {
-            // Every container of the run goes, whatever happened.
-            for c in live_containers(d, &self.data).await.unwrap_or_default() {
-                let _ = d.kill_container(&c.group, None::<bollard::query_parameters::KillContainerOptions>).await;
+            // Every container of the run goes, whatever happened (exited ones too).
+            use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
+            let filters = HashMap::from([("label", vec!["george.io/engine=chaos".to_string()])]);
+            let opts = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+            for c in d.list_containers(Some(opts)).await.unwrap_or_default() {
+                if let Some(id) = c.id {
+                    let _ = d.remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+                }
             }
         }
     }
