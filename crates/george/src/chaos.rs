@@ -884,7 +884,8 @@ impl<'p> Run<'p> {
             let opts = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
             for c in d.list_containers(Some(opts)).await.unwrap_or_default() {
                 if let Some(id) = c.id {
-                    let _ = d.remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+                    let _ =
+                        d.remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
                 }
             }
         }
