@@ -241,8 +241,10 @@ impl EngineProc {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
-        if let Some((point, pass)) = armed {
-            cmd.env(george_engine::failpoint::ENV, format!("{point}@{pass}"));
+        if let Some((points, pass)) = armed {
+            // `a|b`: armed at both; it dies at whichever it passes `pass` times first.
+            let spec: Vec<String> = points.split('|').map(|p| format!("{p}@{pass}")).collect();
+            cmd.env(george_engine::failpoint::ENV, spec.join(","));
         }
         let started = Instant::now();
         self.child = Some(cmd.spawn().context("cannot start the engine")?);
@@ -927,11 +929,13 @@ fn engine_plan(plan: &ChaosPlan, rng: &mut Rng) -> Vec<EngineAction> {
     let mut actions = Vec::new();
     actions.extend((0..plan.engine_kills).map(|_| EngineAction::Kill));
     for i in 0..plan.window_kills {
-        // Mostly the spawn window itself (with a pool, claims' too); the points on either side of it too.
+        // Mostly the spawn window itself; the points on either side of it too. With a pool an
+        // attempt passes the claim window or the spawn window: both are armed, so every
+        // start counts towards the kill.
         let point = match i % 5 {
             3 => "attempt.recorded",
             4 => "spawn.recorded",
-            1 if plan.pool > 0 => "claim.window",
+            _ if plan.pool > 0 => "spawn.window|claim.window",
             _ => "spawn.window",
         };
         actions.push(EngineAction::KillAt(point));
