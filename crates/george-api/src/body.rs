@@ -15,6 +15,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, crate::MAX_BODY_BYTES).await.map_err(|_| {
+            ApiError::TooLarge(format!("request body is over the {} byte limit", crate::MAX_BODY_BYTES))
+        })?;
+        object_only(&bytes)?;
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
             Err(rej) => {
@@ -36,6 +42,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     }
 }
 
+/// Every request body is a JSON object (serde would also take a struct as an array).
+fn object_only(bytes: &[u8]) -> Result<(), ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(ApiError::invalid("invalid JSON body: expected a JSON object `{…}`")),
+    }
+}
+
 /// A JSON body that may be empty (then `T::default()`).
 #[derive(Debug)]
 pub struct OptionalBody<T>(pub T);
@@ -47,9 +61,10 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalB
         let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|_| {
             ApiError::TooLarge(format!("request body is over the {} byte limit", crate::MAX_BODY_BYTES))
         })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        if bytes.is_empty() {
             return Ok(OptionalBody(T::default()));
         }
+        object_only(&bytes)?;
         serde_json::from_slice(&bytes)
             .map(OptionalBody)
             .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))

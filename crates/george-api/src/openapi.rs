@@ -86,6 +86,23 @@ impl Op<'_> {
         self
     }
 
+    /// A query parameter with its whole schema (the constraints the server enforces).
+    fn query_schema(mut self, name: &str, schema: Value, description: &str) -> Self {
+        self.params.push(json!({"name": name, "in": "query", "required": false, "description": description,
+                                "schema": schema}));
+        self
+    }
+
+    /// An event sequence number (`i64` on the server).
+    fn sequence(self, name: &str, description: &str) -> Self {
+        self.query_schema(name, json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX}), description)
+    }
+
+    /// A query parameter that takes one of `values`.
+    fn one_of(self, name: &str, values: &[&str], description: &str) -> Self {
+        self.query_schema(name, json!({"type": "string", "enum": values}), description)
+    }
+
     /// A `limit` query parameter: a count (`u32` on the server).
     fn limit(mut self, description: &str) -> Self {
         self.params.push(json!({"name": "limit", "in": "query", "required": false, "description": description,
@@ -233,7 +250,7 @@ fn describe_service(b: &mut Builder) {
         .done();
     b.op("delete", "/api/v1/tokens/{subject}", "admin", "Revoke a minted token").empty(204, "revoked").done();
     b.op("get", "/api/v1/audit", "viewer", "The audit log: every successful change by an operator")
-        .query("since", "integer", "records after this event sequence number")
+        .sequence("since", "records after this event sequence number")
         .limit("at most this many (default 500, at most 5000)")
         .json::<Vec<EventView>>(200, "audit events, oldest first")
         .done();
@@ -247,15 +264,22 @@ fn describe_service(b: &mut Builder) {
         .done();
 }
 
+/// Every job status, as a regular expression's alternatives.
+const JOB_STATUSES: &str = "pending|in_progress|blocked|paused|completed|failed|aborted";
+
 /// Jobs.
 fn describe_jobs(b: &mut Builder) {
     b.op("get", "/api/v1/jobs", "viewer", "List jobs, a page at a time")
-        .query("status", "string", "comma-separated statuses")
+        .query_schema(
+            "status",
+            json!({"type": "string", "pattern": format!("^(({JOB_STATUSES})?,)*({JOB_STATUSES})?$")}),
+            "comma-separated statuses",
+        )
         .query("chapter", "string", "only this chapter")
         .query("source", "string", "only this source")
         .limit("jobs per page (default 500, at most 5000)")
         .query("after", "string", "the previous page's `X-Next-After` header: where it ended")
-        .query("order", "string", "`oldest` (default) or `newest` first")
+        .one_of("order", &["oldest", "newest"], "`oldest` (default) or `newest` first")
         .json::<Vec<JobView>>(200, "a page of jobs (without steps); a full page has an `X-Next-After` header")
         .done();
     b.op("post", "/api/v1/jobs", "operator", "Submit a job")
@@ -366,7 +390,7 @@ fn describe_events_and_control(b: &mut Builder) {
     let event = b.out.subschema_for::<EventView>().to_value();
     let counts = json!({"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}});
     b.op("get", "/api/v1/events", "viewer", "The event log")
-        .query("since", "integer", "events after this sequence number")
+        .sequence("since", "events after this sequence number")
         .limit("at most this many (default 500, at most 5000)")
         .query("job", "string", "only this job's events")
         .json::<Vec<EventView>>(200, "events, oldest first")
@@ -391,7 +415,7 @@ fn describe_events_and_control(b: &mut Builder) {
         .query("type", "string", "only this role")
         .query("chapter", "string", "only this chapter")
         .query("capability", "string", "only agents with this capability")
-        .query("status", "string", "only this lifecycle state")
+        .one_of("status", &["dormant", "awakening", "active", "cooling", "terminated"], "only this lifecycle state")
         .json::<Vec<RegistryEntry>>(200, "registry entries")
         .done();
     let dismissed = object(
@@ -450,11 +474,15 @@ fn describe_budgets_and_llm(b: &mut Builder) {
         .done();
     b.op("get", "/api/v1/ledger", "viewer", "The ledger of LLM calls")
         .query("job", "string", "only this job's calls")
-        .query("since", "string", "calls since (RFC 3339; default the start of the month)")
+        .query_schema(
+            "since",
+            json!({"type": "string", "format": "date-time"}),
+            "calls since (RFC 3339; default the start of the month)",
+        )
         .json::<Vec<UsageRecord>>(200, "usage records")
         .done();
     b.op("get", "/api/v1/budget", "viewer", "Token use against the budgets (MANA_REPORT_V1)")
-        .query("period", "string", "`month` (default) or `day`")
+        .one_of("period", &["month", "day"], "`month` (default) or `day`")
         .json::<BudgetReport>(200, "the report")
         .done();
     b.op("post", "/api/v1/chapters/{chapter}/throttle", "admin", "Throttle a chapter's token rate, or clear it")

@@ -353,6 +353,7 @@ pub struct SourceView {
 #[serde(deny_unknown_fields)]
 pub struct SubmitJob {
     /// Template name.
+    #[schemars(length(min = 1))]
     pub template: String,
     /// Parameters.
     #[serde(default)]
@@ -395,8 +396,9 @@ pub struct RetryRequest {
     /// Run every step again, completed ones too.
     #[serde(default)]
     pub from_scratch: bool,
-    /// Why (kept in the audit log and the job's reason).
+    /// Why (kept in the audit log and the job's reason; not blank).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"\S"))]
     pub reason: Option<String>,
 }
 
@@ -429,7 +431,8 @@ pub struct ActionRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InjectRequest {
-    /// The message.
+    /// The message (not blank).
+    #[schemars(regex(pattern = r"\S"))]
     pub message: String,
 }
 
@@ -749,7 +752,8 @@ pub struct OverrideRequest {
     /// The step to change; the whole job when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
-    /// Why (required; kept in the audit log).
+    /// Why (required, not blank; kept in the audit log).
+    #[schemars(regex(pattern = r"\S"))]
     pub reason: String,
 }
 
@@ -757,7 +761,8 @@ pub struct OverrideRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
-    /// Who will use it (named in the audit log).
+    /// Who will use it (named in the audit log): 1–63 lowercase letters, digits, `-`, `_` or `.`.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9._-]{0,62}$"))]
     pub subject: String,
     /// What it may do.
     pub role: Role,

@@ -300,6 +300,23 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
             .find(|p| p["name"] == "limit")
             .unwrap()["schema"];
         assert_eq!((limit["minimum"].as_u64(), limit["maximum"].as_u64()), (Some(0), Some(u64::from(u32::MAX))));
+        // What the server takes is what the document says: enums, sequence ranges, patterns.
+        let param = |path: &str, name: &str| {
+            doc["paths"][path]["get"]["parameters"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()
+                ["schema"]
+                .clone()
+        };
+        assert_eq!(param("/api/v1/budget", "period")["enum"], json!(["month", "day"]));
+        assert_eq!(param("/api/v1/jobs", "order")["enum"], json!(["oldest", "newest"]));
+        assert_eq!(param("/api/v1/events", "since")["maximum"].as_i64(), Some(i64::MAX));
+        assert_eq!(param("/api/v1/ledger", "since")["format"], "date-time");
+        let r = c.call("get", "/api/v1/budget", "/api/v1/budget?period=", viewer, None).await;
+        assert_eq!(r.status, 400, "outside the enum: {}", r.text);
+        let r = c.call("get", "/api/v1/jobs", "/api/v1/jobs?status=completed,,failed", viewer, None).await;
+        assert_eq!(r.status, 200, "the documented status pattern allows empty items: {}", r.text);
+        // A body is a JSON object: an array (which serde would take for a struct) is refused.
+        let r = c.call("post", "/api/v1/jobs/{id}/inject", "/api/v1/jobs/t/inject", op, Some(json!(["go on"]))).await;
+        assert_eq!((r.status, r.body["error"]["code"].as_str()), (400, Some("invalid")), "{}", r.text);
 
         // Steering.
         let r = c
