@@ -114,7 +114,13 @@ struct Pool {
     last_claim_us: Option<u64>,
     /// Still configured (else it drains and goes).
     wanted: bool,
+    /// A warm start failed: no other is tried before this (the runtime
+    /// cannot serve the AgentSpec warm, or its backend is down).
+    paused_until: Option<tokio::time::Instant>,
 }
+
+/// How long a pool waits after a warm start failed.
+const FAILURE_PAUSE: Duration = Duration::from_secs(30);
 
 /// Every pool of this engine process.
 #[derive(Debug, Default)]
@@ -144,12 +150,13 @@ pub(crate) fn resources(ctx: &Context, spec: &AgentSpec) -> Resources {
 }
 
 impl Pools {
-    /// A warm agent for `spec`, if its pool has one alive and matching.
+    /// A warm agent for the request, if its AgentSpec's pool has one alive and matching.
     /// `None` for an AgentSpec with no pool; a pool found empty counts a
     /// cold start and grows.
-    pub(crate) fn take(&self, ctx: &Context, spec: &WarmSpec) -> Option<WarmAgent> {
+    pub(crate) fn take(&self, ctx: &Context, req: &george_runtime::SpawnRequest) -> Option<WarmAgent> {
         let mut pools = self.pools.lock();
-        let pool = pools.get_mut(&spec.agent_spec).filter(|p| p.wanted)?;
+        let pool = pools.get_mut(&req.agent_spec).filter(|p| p.wanted)?;
+        let spec = &WarmSpec::of(req);
         pool.last_demand = Some(ctx.clock.now());
         while let Some(w) = pool.warm.pop_front() {
             if w.spec == *spec && ctx.runtime.warm_alive(&w) {
@@ -317,18 +324,16 @@ async fn refill(ctx: &Arc<Context>, allowance: &mut Allowance) -> Result<u32, ge
             if !p.wanted {
                 p.target = 0;
             }
-            let dead: Vec<WarmAgent> = {
-                let (alive, dead): (Vec<_>, Vec<_>) = p.warm.drain(..).partition(|w| ctx.runtime.warm_alive(w));
-                p.warm = alive.into();
-                dead
-            };
+            let (alive, dead): (VecDeque<_>, VecDeque<_>) = p.warm.drain(..).partition(|w| ctx.runtime.warm_alive(w));
+            p.warm = alive;
             p.doomed.extend(dead);
             while p.warm.len() as u32 + p.starting > p.target && !p.warm.is_empty() {
                 p.doomed.extend(p.warm.pop_back());
             }
             total += p.warm.len() as u32 + p.starting;
             let missing = p.target.saturating_sub(p.warm.len() as u32 + p.starting);
-            if let Some(spec) = p.spec.clone().filter(|_| missing > 0) {
+            let paused = p.paused_until.is_some_and(|t| tokio::time::Instant::now() < t);
+            if let Some(spec) = p.spec.clone().filter(|_| missing > 0 && !paused) {
                 wanted.push((name.clone(), spec, missing));
             }
             let label = SpecLabel { agent_spec: name.clone() };
@@ -397,7 +402,10 @@ async fn refill(ctx: &Arc<Context>, allowance: &mut Allowance) -> Result<u32, ge
                     started += 1;
                 }
                 Ok(w) => discard.push(w),
-                Err(e) => tracing::warn!(agent_spec = %name, error = %e, "cannot start a warm agent"),
+                Err(e) => {
+                    tracing::warn!(agent_spec = %name, error = %e, pause = ?FAILURE_PAUSE, "cannot start a warm agent; its jobs start cold meanwhile");
+                    p.paused_until = Some(tokio::time::Instant::now() + FAILURE_PAUSE);
+                }
             }
         }
     }

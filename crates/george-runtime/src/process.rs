@@ -444,6 +444,11 @@ impl ProcessRuntime {
     fn pool_dir(&self) -> PathBuf {
         self.inner.cfg.dir.join(".pool")
     }
+
+    /// Where a warm agent's handle is kept until its claim (a restarted engine clears what is left).
+    fn pool_record(&self, warm: &str) -> PathBuf {
+        self.pool_dir().join(format!("{warm}.pid"))
+    }
 }
 
 /// An attempt's agent, ready to start (cold) or to bind (warm).
@@ -743,7 +748,7 @@ impl Runtime for ProcessRuntime {
             .map(|p| p as i32)
             .ok_or_else(|| RuntimeError::Unavailable("warm agent exited at once".into()))?;
         let handle = ProcessHandle { pid, start_time: procfs::start_time(pid).unwrap_or(0), uid: None };
-        let record = pool.join(format!("{id}.pid"));
+        let record = self.pool_record(&id);
         std::fs::write(&record, serde_json::to_string(&handle).unwrap_or_default())
             .map_err(io(format!("write {}", record.display())))?;
         let stdin = child.stdin.take().ok_or_else(|| RuntimeError::Unavailable("warm agent has no stdin".into()))?;
@@ -764,7 +769,7 @@ impl Runtime for ProcessRuntime {
         }
         let gone = || Self::spawn_error(&req, format!("warm agent {} is gone", warm.id), None);
         let Some(w) = self.inner.warm.lock().remove(&warm.id) else { return Err(gone()) };
-        let _ = std::fs::remove_file(self.pool_dir().join(format!("{}.pid", warm.id)));
+        let _ = std::fs::remove_file(self.pool_record(&warm.id));
         let p = match self.prepare(&req) {
             Ok(p) => p,
             Err(e) => {
@@ -801,7 +806,7 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn discard(&self, warm: &WarmAgent) -> Result<(), RuntimeError> {
-        let _ = std::fs::remove_file(self.pool_dir().join(format!("{}.pid", warm.id)));
+        let _ = std::fs::remove_file(self.pool_record(&warm.id));
         if let Some(w) = self.inner.warm.lock().remove(&warm.id) {
             // Its pipe closes as `w` drops: a waiting launcher ends by itself.
             let _ = killpg(Pid::from_raw(w.handle.pid), Signal::SIGKILL);
@@ -815,12 +820,8 @@ impl Runtime for ProcessRuntime {
         let mut cleared = 0;
         for entry in entries.flatten() {
             let path = entry.path();
-            let Ok(h) = std::fs::read_to_string(&path)
-                .map_err(|_| ())
-                .and_then(|t| serde_json::from_str::<ProcessHandle>(&t).map_err(|_| ()))
-            else {
-                continue;
-            };
+            let record = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<ProcessHandle>(&b).ok());
+            let Some(h) = record else { continue };
             if mine.contains(&h.pid) {
                 continue;
             }

@@ -253,7 +253,7 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     };
     crate::failpoint::hit("attempt.recorded");
     let claimed = std::time::Instant::now();
-    let warm = ctx.pools.take(ctx, &george_runtime::WarmSpec::of(&req));
+    let warm = ctx.pools.take(ctx, &req);
     let spawned = match warm {
         Some(warm) => match ctx.runtime.claim(req.clone(), warm.clone()).await {
             Ok(handle) => Ok((handle, true)),
