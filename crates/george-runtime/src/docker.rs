@@ -746,7 +746,7 @@ impl Runtime for DockerRuntime {
         ]);
         let body = ContainerCreateBody {
             image: Some(image.clone()),
-            entrypoint: Some(vec!["george".into(), crate::launch::SUBCOMMAND.into(), crate::launch::WARM.into()]),
+            entrypoint: Some(crate::launch::WarmLaunch::in_container().command()),
             cmd: Some(vec![]),
             labels: Some(labels),
             tty: Some(false),
@@ -837,22 +837,10 @@ impl Runtime for DockerRuntime {
         if req.output_dir.is_some() {
             env.push(("GEORGE_OUTPUT_DIR".into(), CONTAINER_OUTPUT_DIR.into()));
         }
-        let mut files = Vec::new();
-        if !req.secrets.is_empty() {
-            env.push(("GEORGE_SECRETS_DIR".into(), "/run/george/secrets".into()));
-            for s in &req.secrets {
-                let path = PathBuf::from("/run/george/secrets").join(&s.name);
-                files.push(crate::launch::BoundFile { path, content: s.content.clone() });
-            }
-        }
-        if let Some(token) = &req.agent_token {
-            let path = PathBuf::from("/run/george/agent").join(AGENT_TOKEN_FILE);
-            env.push((AGENT_TOKEN_FILE_ENV.into(), path.display().to_string()));
-            files.push(crate::launch::BoundFile { path, content: token.0.clone().into_bytes() });
-        }
+        let (files, root_env) = crate::launch::credentials(&req);
         let command = if req.command.is_empty() { self.inner.cfg.default_command.clone() } else { req.command.clone() };
         let binding =
-            crate::launch::Binding { spec: Default::default(), command, env, cwd: "/work".into(), log: None, files };
+            crate::launch::Binding { spec: Default::default(), command, env, cwd: "/work".into(), log: None, files, root_env };
         let mut line = serde_json::to_vec(&binding).unwrap_or_default();
         line.push(b'\n');
         let handle = json!({"container": warm.id, "id": w.id});

@@ -21,13 +21,13 @@
 //!    caller's `in_process`), which saves a second exec of the binary. The
 //!    command line stays `… -- george agent run`, so `ps` shows the agent.
 //!
-//! A *warm* launcher (`george sandbox-exec --warm`, a pooled agent) starts
-//! with an empty environment and no files of any job, and waits on stdin for
-//! its [`Binding`] instead of `go`: the spec, the command, the environment,
-//! the working directory, the log file and (container runtimes) the
-//! attempt's token and secret files. It then does steps 1–4 and 6 for that
-//! binding. End-of-file before a binding (its engine died) ends it with
-//! [`GATE_CLOSED`], as a closed gate does.
+//! A *warm* launcher (`george sandbox-exec --warm [<WarmLaunch JSON>]`, a
+//! pooled agent) starts with no environment or files of any job, and waits
+//! on stdin for its [`Binding`] instead of `go`: the spec, the command, the
+//! environment, the working directory, the log file and (container
+//! runtimes) the attempt's token and secret files. It then does steps 1–4
+//! and 6 for that binding. End-of-file before a binding (its engine died, or
+//! dropped the channel) ends it with [`GATE_CLOSED`], as a closed gate does.
 //!
 //! Anything that fails before the exec is written to stderr (the attempt's
 //! log) and ends the launcher with [`CONFINE_FAILED`]: nothing of the agent
@@ -59,15 +59,62 @@ pub struct Binding {
     pub command: Vec<String>,
     /// Its environment (added to the launcher's own, which holds nothing of any job).
     pub env: Vec<(String, String)>,
-    /// Its working directory.
+    /// Its working directory; empty: the launcher's own.
+    #[serde(default, skip_serializing_if = "is_empty_path")]
     pub cwd: PathBuf,
     /// The file its output goes to (appended), when not the launcher's own stdout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<PathBuf>,
     /// Files to write before confinement (the token and secrets of a
-    /// container's agent), each in a directory created private (0700).
+    /// container's agent), each in a directory created private (0700). A
+    /// relative path is under the launcher's [`WarmLaunch::root`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<BoundFile>,
+    /// Variables whose value is a path under the launcher's
+    /// [`WarmLaunch::root`] (given relative to it): the engine names the
+    /// file, the launcher knows where its root is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub root_env: Vec<(String, PathBuf)>,
+}
+
+fn is_empty_path(p: &std::path::Path) -> bool {
+    p.as_os_str().is_empty()
+}
+
+/// What a warm launcher is started with (its one argument after `--warm`):
+/// nothing of any job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmLaunch {
+    /// The engine's hidden paths, when the sandbox is on: the launcher opens
+    /// what every attempt may read while it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<Vec<PathBuf>>,
+    /// The directory relative bound files go under (a container's private
+    /// in-memory `/run/george`), where the launcher finds it mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+}
+
+impl WarmLaunch {
+    /// A container's warm launcher: bound files go under its private
+    /// in-memory `/run/george`.
+    pub fn in_container() -> Self {
+        Self { hidden: None, root: Some(crate::CONTAINER_RUN_DIR.into()) }
+    }
+
+    /// The container's command line: `george sandbox-exec --warm <this>`.
+    pub fn command(&self) -> Vec<String> {
+        vec!["george".into(), SUBCOMMAND.into(), WARM.into(), serde_json::to_string(self).unwrap_or_default()]
+    }
+
+    /// Where a bound path is: under [`WarmLaunch::root`] when relative.
+    fn place(&self, path: &std::path::Path) -> PathBuf {
+        match &self.root {
+            Some(root) if path.is_relative() => root.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Binding {
@@ -144,6 +191,26 @@ fn sys<E: Into<std::io::Error>>(what: &'static str) -> impl FnOnce(E) -> LaunchE
     move |e| LaunchError::Sys { what, source: e.into() }
 }
 
+/// A container agent's token and secret files as its binding carries them
+/// (relative to the warm launcher's root: `agent/token`, `secrets/<name>`),
+/// and the variables that name them (`GEORGE_AGENT_TOKEN_FILE`,
+/// `GEORGE_SECRETS_DIR`; none when there is no such file).
+pub fn credentials(req: &crate::SpawnRequest) -> (Vec<BoundFile>, Vec<(String, PathBuf)>) {
+    let (mut files, mut env) = (Vec::new(), Vec::new());
+    if !req.secrets.is_empty() {
+        env.push(("GEORGE_SECRETS_DIR".to_string(), PathBuf::from("secrets")));
+        for s in &req.secrets {
+            files.push(BoundFile { path: PathBuf::from("secrets").join(&s.name), content: s.content.clone() });
+        }
+    }
+    if let Some(token) = &req.agent_token {
+        let path = PathBuf::from("agent").join(crate::AGENT_TOKEN_FILE);
+        env.push((crate::AGENT_TOKEN_FILE_ENV.to_string(), path.clone()));
+        files.push(BoundFile { path, content: token.0.clone().into_bytes() });
+    }
+    (files, env)
+}
+
 /// Runs a command in this process instead of exec'ing it, when it can:
 /// returns its exit code, or `None` to have it exec'd.
 pub type InProcess<'a> = &'a dyn Fn(&[String]) -> Option<i32>;
@@ -167,8 +234,8 @@ pub fn main(args: &[String], in_process: InProcess<'_>) -> ! {
 /// error.
 fn run(args: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
     match args {
-        [warm] if warm == WARM => return run_warm(None, in_process),
-        [warm, hidden] if warm == WARM => return run_warm(Some(serde_json::from_str(hidden)?), in_process),
+        [warm] if warm == WARM => return run_warm(WarmLaunch::default(), in_process),
+        [warm, launch] if warm == WARM => return run_warm(serde_json::from_str(launch)?, in_process),
         _ => {}
     }
     let (spec, command) = match args {
@@ -187,9 +254,9 @@ fn run(args: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
 /// A warm launcher: waits for its binding, takes on its environment, files
 /// and confinement, and runs its program. Given the engine's hidden paths,
 /// it opens what every attempt may read before the binding arrives.
-fn run_warm(hidden: Option<Vec<PathBuf>>, in_process: InProcess<'_>) -> Result<i32, LaunchError> {
+fn run_warm(launch: WarmLaunch, in_process: InProcess<'_>) -> Result<i32, LaunchError> {
     prefault_program();
-    let readable = hidden.map(|h| sandbox::Readable::open(&h));
+    let readable = launch.hidden.as_deref().map(sandbox::Readable::open);
     let Some(line) = read_line()?.filter(|l| !l.trim().is_empty()) else { return Ok(GATE_CLOSED) };
     let binding: Binding = serde_json::from_str(&line)?;
     if let Some(log) = &binding.log {
@@ -198,7 +265,7 @@ fn run_warm(hidden: Option<Vec<PathBuf>>, in_process: InProcess<'_>) -> Result<i
         nix::unistd::dup2_stderr(&file).map_err(sys("dup2 the log"))?;
     }
     for f in &binding.files {
-        write_private(f).map_err(sys("write the agent's files"))?;
+        write_private(&launch.place(&f.path), &f.content).map_err(sys("write the agent's files"))?;
     }
     // One thread so far: changing the environment races with nothing. What
     // the launcher started with stays (nothing on the process runtime, the
@@ -206,7 +273,12 @@ fn run_warm(hidden: Option<Vec<PathBuf>>, in_process: InProcess<'_>) -> Result<i
     for (name, value) in &binding.env {
         std::env::set_var(name, value);
     }
-    std::env::set_current_dir(&binding.cwd).map_err(sys("enter the agent's working directory"))?;
+    for (name, path) in &binding.root_env {
+        std::env::set_var(name, launch.place(path));
+    }
+    if !is_empty_path(&binding.cwd) {
+        std::env::set_current_dir(&binding.cwd).map_err(sys("enter the agent's working directory"))?;
+    }
     let readable = readable.filter(|r| binding.spec.sandbox.as_ref().is_some_and(|s| r.hides(&s.hidden)));
     confine(&binding.spec, readable)?;
     start(&binding.command, in_process)
@@ -241,13 +313,13 @@ fn prefault_program() {
 }
 
 /// Writes a bound file (0400) in a private directory (0700).
-fn write_private(f: &BoundFile) -> std::io::Result<()> {
+fn write_private(path: &std::path::Path, content: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    if let Some(dir) = f.path.parent() {
+    if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
-    let mut file = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o400).open(&f.path)?;
-    std::io::Write::write_all(&mut file, &f.content)
+    let mut file = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o400).open(path)?;
+    std::io::Write::write_all(&mut file, content)
 }
 
 /// One line from stdin; `None` at end of file.

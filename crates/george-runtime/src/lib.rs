@@ -152,6 +152,9 @@ pub struct WarmAgent {
 /// file, removes it and keeps the token in memory only, so its steps never
 /// see it.
 pub const AGENT_TOKEN_FILE_ENV: &str = "GEORGE_AGENT_TOKEN_FILE";
+/// A container agent's private in-memory directory (a tmpfs, an
+/// `emptyDir` of medium `Memory`): its token and secrets.
+pub const CONTAINER_RUN_DIR: &str = "/run/george";
 /// Where container agents find the directory holding their token file.
 pub const CONTAINER_AGENT_DIR: &str = "/run/george/agent";
 /// The token file's name within its directory.

@@ -729,11 +729,14 @@ impl Runtime for ProcessRuntime {
         // no output until its binding names the attempt's log.
         // With the sandbox on, the engine's hidden paths: the launcher opens
         // what every attempt may read while it waits.
-        let hidden = self.inner.cfg.sandbox.enabled.then(|| serde_json::to_string(&self.inner.cfg.sandbox.hidden));
+        let launch = crate::launch::WarmLaunch {
+            hidden: self.inner.cfg.sandbox.enabled.then(|| self.inner.cfg.sandbox.hidden.clone()),
+            root: None,
+        };
         let mut child = tokio::process::Command::new(launcher)
             .args(launcher_args)
             .arg(crate::launch::WARM)
-            .args(hidden.and_then(Result::ok))
+            .arg(serde_json::to_string(&launch).unwrap_or_default())
             .env_clear()
             .current_dir(&pool)
             .stdin(Stdio::piped())
@@ -785,6 +788,7 @@ impl Runtime for ProcessRuntime {
             cwd: p.work,
             log: Some(p.log_path),
             files: Vec::new(),
+            root_env: Vec::new(),
         };
         let mut message = serde_json::to_vec(&binding)
             .map_err(|e| Self::spawn_error(&req, format!("cannot write the binding: {e}"), None))?;

@@ -20,14 +20,17 @@
 //!   background propagation. **Cleanup** deletes them (background) once the
 //!   log has been copied.
 //! - **Adoption**: `list_owned` lists every Job labelled `app=george-agent`
-//!   of this installation (whichever replica made it), so a new leader
-//!   adopts current attempts and removes stale ones.
+//!   of this installation (whichever replica made it) that belongs to an
+//!   attempt, so a new leader adopts current attempts and removes stale ones.
+//! - **Warm pools** (`pool.rs`): warm Jobs whose launcher waits on stdin,
+//!   bound through an attach session.
 
+mod pool;
 pub mod spec;
 pub mod status;
 
 use crate::logs::TimestampedLog;
-use crate::{AgentLogs, AgentStatus, OwnedAgent, Runtime, RuntimeError, RuntimeEvent, SpawnRequest};
+use crate::{AgentLogs, AgentStatus, OwnedAgent, Runtime, RuntimeError, RuntimeEvent, SpawnRequest, WarmAgent, WarmSpec};
 use async_trait::async_trait;
 use futures_util::{AsyncReadExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
@@ -90,8 +93,18 @@ struct Inner {
     events: broadcast::Sender<RuntimeEvent>,
     /// Log followers by Job name, done when the flag turns true.
     followers: Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
-    /// The pod watcher and the tasks that copy pods' logs.
+    /// The pod watcher, the tasks that copy pods' logs, the warm agents' attach sessions.
     watchers: crate::watchers::Watchers,
+    /// The client (attach sessions are made with it directly).
+    client: Client,
+    /// This process's unclaimed warm agents, by Job name.
+    warm: Mutex<HashMap<String, pool::WarmPod>>,
+    /// Names the next warm Job.
+    warm_serial: std::sync::atomic::AtomicU64,
+    /// Claimed warm agents and their bindings, sent at release.
+    bindings: Mutex<HashMap<(String, u32), (pool::WarmPod, Vec<u8>)>>,
+    /// The warm Job serving each attempt a warm agent took (its name is not the attempt's).
+    claimed: Mutex<HashMap<(String, u32), String>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -145,7 +158,7 @@ impl KubernetesRuntime {
         let ns = cfg.job.namespace.clone();
         let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let secrets: Api<Secret> = Api::namespaced(client, &ns);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
         let selector = spec::selector(&cfg.job.instance);
         let lp = ListParams::default().labels(&selector).limit(1);
         let probe = jobs.list(&lp);
@@ -161,7 +174,20 @@ impl KubernetesRuntime {
         let (events, _) = broadcast::channel(1024);
         let watchers = crate::watchers::Watchers::default();
         watchers.spawn(watch_pods(pods.clone(), selector, events.clone()));
-        let inner = Inner { cfg, jobs, pods, secrets, events, followers: Mutex::new(HashMap::new()), watchers };
+        let inner = Inner {
+            cfg,
+            jobs,
+            pods,
+            secrets,
+            events,
+            followers: Mutex::new(HashMap::new()),
+            watchers,
+            client,
+            warm: Mutex::new(HashMap::new()),
+            warm_serial: Default::default(),
+            bindings: Mutex::new(HashMap::new()),
+            claimed: Mutex::new(HashMap::new()),
+        };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -493,6 +519,10 @@ impl Runtime for KubernetesRuntime {
         for job in jobs {
             let Some((job_id, attempt)) = owner_of(&job.metadata) else { continue };
             let name = job.metadata.name.clone().unwrap_or_default();
+            if name != self.job_name(&job_id, attempt) {
+                // A claimed warm Job.
+                self.inner.claimed.lock().insert((job_id.clone(), attempt), name.clone());
+            }
             let status = status::agent_status(Some(&job), by_job.get(&name).map(Vec::as_slice).unwrap_or_default());
             out.push(OwnedAgent { job_id, attempt, handle: self.handle(&job), status });
         }
@@ -508,9 +538,12 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn cleanup(&self, job_id: &str, attempt: u32) -> Result<(), RuntimeError> {
-        let name = self.job_name(job_id, attempt);
+        let name = self.job_of(job_id, attempt);
+        self.inner.bindings.lock().remove(&(job_id.to_string(), attempt));
         self.logs_copied(&name, Duration::from_secs(5)).await;
-        self.delete_objects(&name).await
+        self.delete_objects(&name).await?;
+        self.inner.claimed.lock().remove(&(job_id.to_string(), attempt));
+        Ok(())
     }
 
     fn logs(&self) -> &AgentLogs {
@@ -519,7 +552,7 @@ impl Runtime for KubernetesRuntime {
 
     /// The newest pod's log (with the kubelet's timestamps, as the log files have them).
     async fn backend_logs(&self, job_id: &str, attempt: u32) -> Result<Option<Vec<u8>>, RuntimeError> {
-        let name = self.job_name(job_id, attempt);
+        let name = self.job_of(job_id, attempt);
         let pods = self.pods_of(&name).await.map_err(|e| unavailable(&format!("list pods of Job {name}"), e))?;
         let Some(pod) = pods.iter().max_by(|a, b| a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp))
         else {
@@ -546,5 +579,33 @@ impl Runtime for KubernetesRuntime {
 
     async fn shutdown(&self) {
         self.inner.watchers.shutdown().await
+    }
+
+    fn pools(&self) -> bool {
+        true
+    }
+
+    async fn warm(&self, spec: &WarmSpec) -> Result<WarmAgent, RuntimeError> {
+        self.start_warm(spec).await
+    }
+
+    fn warm_alive(&self, warm: &WarmAgent) -> bool {
+        self.warm_is_alive(warm)
+    }
+
+    async fn claim(&self, req: SpawnRequest, warm: WarmAgent) -> Result<Value, RuntimeError> {
+        self.claim_warm(req, warm).await
+    }
+
+    async fn release(&self, job_id: &str, attempt: u32, _handle: &Value) -> Result<(), RuntimeError> {
+        self.bind(job_id, attempt).await
+    }
+
+    async fn discard(&self, warm: &WarmAgent) -> Result<(), RuntimeError> {
+        self.discard_warm(warm).await
+    }
+
+    async fn clear_pools(&self) -> Result<usize, RuntimeError> {
+        self.clear_warm().await
     }
 }

@@ -20,7 +20,7 @@
 
 use crate::{
     PullPolicy, SpawnRequest, AGENT_TOKEN_FILE, AGENT_TOKEN_FILE_ENV, CONTAINER_AGENT_DIR, CONTAINER_OUTPUT_DIR,
-    CONTAINER_SECRETS_DIR,
+    CONTAINER_RUN_DIR, CONTAINER_SECRETS_DIR,
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
@@ -200,41 +200,64 @@ pub enum RenderError {
     Unsupported(String),
 }
 
-/// The attempt's Job.
-pub fn render_job(s: &JobSettings, req: &SpawnRequest, name: &str) -> Result<Job, RenderError> {
-    if !req.network.is_full() {
-        return Err(RenderError::Unsupported(format!(
-            "AgentSpec `{}` asks for network: {}, which the Kubernetes runtime does not enforce (use the cluster's \
-             NetworkPolicy and network: full)",
-            req.agent_spec, req.network
-        )));
+/// The Kubernetes runtime does not enforce network policies: anything but
+/// `full` is refused rather than silently widened.
+fn check_network(agent_spec: &str, network: george_core::manifest::NetworkPolicy) -> Result<(), RenderError> {
+    if network.is_full() {
+        return Ok(());
     }
-    let image = req.image.clone().or_else(|| s.default_image.clone()).ok_or_else(|| {
-        RenderError::NoImage(format!(
-            "AgentSpec `{}` has no spec.image and no default agent image is configured (containerBackend.kubernetes.image or --image)",
-            req.agent_spec
-        ))
-    })?;
-    let command = if req.command.is_empty() { s.default_command.clone() } else { req.command.clone() };
-    let (cmd, args) = command.split_first().map(|(c, a)| (vec![c.clone()], a.to_vec())).unwrap_or_default();
+    Err(RenderError::Unsupported(format!(
+        "AgentSpec `{agent_spec}` asks for network: {network}, which the Kubernetes runtime does not enforce (use the \
+         cluster's NetworkPolicy and network: full)"
+    )))
+}
 
-    let mut env: Vec<Value> = Vec::new();
-    for (k, v) in &req.env {
-        env.push(json!({"name": k, "value": v}));
-    }
-    env.push(json!({"name": "GEORGE_WORK_DIR", "value": "/work"}));
-    env.push(json!({"name": "GEORGE_OUTPUT_DIR", "value": CONTAINER_OUTPUT_DIR}));
-    env.push(json!({"name": "HOME", "value": "/tmp"}));
-    let mut mounts = vec![
+fn image_of(s: &JobSettings, agent_spec: &str, image: Option<&String>) -> Result<String, RenderError> {
+    image.cloned().or_else(|| s.default_image.clone()).ok_or_else(|| {
+        RenderError::NoImage(format!(
+            "AgentSpec `{agent_spec}` has no spec.image and no default agent image is configured (containerBackend.kubernetes.image or --image)"
+        ))
+    })
+}
+
+/// Whether a secret file name can be a Secret key and a plain file name.
+pub fn valid_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// What every agent container has: its working directory, output
+/// directory and `/tmp`, all empty, and the variables naming them.
+fn base_container() -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+    let env = vec![
+        json!({"name": "GEORGE_WORK_DIR", "value": "/work"}),
+        json!({"name": "GEORGE_OUTPUT_DIR", "value": CONTAINER_OUTPUT_DIR}),
+        json!({"name": "HOME", "value": "/tmp"}),
+    ];
+    let mounts = vec![
         json!({"name": "work", "mountPath": "/work"}),
         json!({"name": "output", "mountPath": CONTAINER_OUTPUT_DIR}),
         json!({"name": "tmp", "mountPath": "/tmp"}),
     ];
-    let mut volumes = vec![
+    let volumes = vec![
         json!({"name": "work", "emptyDir": {}}),
         json!({"name": "output", "emptyDir": {}}),
         json!({"name": "tmp", "emptyDir": {}}),
     ];
+    (env, mounts, volumes)
+}
+
+/// The attempt's Job.
+pub fn render_job(s: &JobSettings, req: &SpawnRequest, name: &str) -> Result<Job, RenderError> {
+    check_network(&req.agent_spec, req.network)?;
+    let image = image_of(s, &req.agent_spec, req.image.as_ref())?;
+    let command = if req.command.is_empty() { s.default_command.clone() } else { req.command.clone() };
+
+    let (base_env, mut mounts, mut volumes) = base_container();
+    let mut env: Vec<Value> = req.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect();
+    env.extend(base_env);
     if req.agent_token.is_some() {
         env.push(json!({"name": AGENT_TOKEN_FILE_ENV, "value": format!("{CONTAINER_AGENT_DIR}/{AGENT_TOKEN_FILE}")}));
         mounts.push(json!({"name": "agent-token", "mountPath": CONTAINER_AGENT_DIR, "readOnly": true}));
@@ -247,11 +270,7 @@ pub fn render_job(s: &JobSettings, req: &SpawnRequest, name: &str) -> Result<Job
     if !req.secrets.is_empty() {
         let mut items = Vec::new();
         for f in &req.secrets {
-            let ok = !f.name.is_empty()
-                && f.name != "."
-                && f.name != ".."
-                && f.name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
-            if !ok {
+            if !valid_file_name(&f.name) {
                 return Err(RenderError::BadSecretName(f.name.clone()));
             }
             items.push(json!({"key": file_key(&f.name), "path": f.name}));
@@ -260,61 +279,130 @@ pub fn render_job(s: &JobSettings, req: &SpawnRequest, name: &str) -> Result<Job
         mounts.push(json!({"name": "secrets", "mountPath": CONTAINER_SECRETS_DIR, "readOnly": true}));
         volumes.push(json!({"name": "secrets", "secret": {"secretName": name, "items": items, "defaultMode": 0o400}}));
     }
+    let container = Container { image, command, env, mounts, stdin: false };
+    let pod_spec = pod_spec(s, container, req.resources, volumes);
+    let mut spec = job_spec(s, labels(s, req), annotations(s, req), pod_spec);
+    if let Some(max) = req.max_active {
+        spec["activeDeadlineSeconds"] = json!(max.as_secs().max(1));
+    }
+    job(s, name, labels(s, req), annotations(s, req), spec)
+}
 
+/// The label of a warm agent's Job and pod: its AgentSpec (sanitised).
+pub const POOL_LABEL: &str = "george.io/pool";
+
+/// A warm agent's Job: the AgentSpec's image and limits, George's launcher
+/// waiting for its binding on stdin (`stdin`, `stdinOnce`: the engine's
+/// attach session is the only writer, and its end is the launcher's end of
+/// file), a private in-memory `/run/george` for the token and secrets the
+/// binding brings, and nothing of any job — no Secret, no token, no job
+/// labels (a claim adds them).
+pub fn render_warm_job(s: &JobSettings, spec: &crate::WarmSpec, name: &str) -> Result<Job, RenderError> {
+    check_network(&spec.agent_spec, spec.network)?;
+    let image = image_of(s, &spec.agent_spec, spec.image.as_ref())?;
+    let (env, mut mounts, mut volumes) = base_container();
+    mounts.push(json!({"name": "run", "mountPath": CONTAINER_RUN_DIR}));
+    volumes.push(json!({"name": "run", "emptyDir": {"medium": "Memory"}}));
+    let command = crate::launch::WarmLaunch::in_container().command();
+    let container = Container { image, command, env, mounts, stdin: true };
+    let pod_spec = pod_spec(s, container, spec.resources, volumes);
+    let mut labels = BTreeMap::from([
+        ("app".to_string(), APP.to_string()),
+        ("george.io/instance".to_string(), label_value(&s.instance)),
+        (POOL_LABEL.to_string(), label_value(&spec.agent_spec)),
+    ]);
+    labels.retain(|_, v| !v.is_empty());
+    let annotations = BTreeMap::from([
+        ("george.io/engine".to_string(), s.engine_id.clone()),
+        ("george.io/agent-spec".to_string(), spec.agent_spec.clone()),
+    ]);
+    let job_spec = job_spec(s, labels.clone(), annotations.clone(), pod_spec);
+    job(s, name, labels, annotations, job_spec)
+}
+
+/// The one container of an agent pod.
+struct Container {
+    image: String,
+    command: Vec<String>,
+    env: Vec<Value>,
+    mounts: Vec<Value>,
+    /// A warm agent's: stdin open for its binding, closed after the first attach.
+    stdin: bool,
+}
+
+fn pod_spec(s: &JobSettings, c: Container, limits: crate::Resources, volumes: Vec<Value>) -> Value {
+    let (cmd, args) = c.command.split_first().map(|(c, a)| (vec![c.clone()], a.to_vec())).unwrap_or_default();
     let mut resources = serde_json::Map::new();
-    if let Some(m) = req.resources.memory {
+    if let Some(m) = limits.memory {
         resources.insert("memory".into(), json!(m.to_string()));
     }
-    if let Some(c) = req.resources.cpu {
+    if let Some(c) = limits.cpu {
         resources.insert("cpu".into(), json!(c.to_string()));
     }
     let resources =
         if resources.is_empty() { json!({}) } else { json!({"requests": resources.clone(), "limits": resources}) };
-
-    let labels = labels(s, req);
-    let annotations = annotations(s, req);
+    let mut container = json!({
+        "name": CONTAINER,
+        "image": c.image,
+        "imagePullPolicy": pull_policy(s.pull_policy),
+        "command": cmd,
+        "args": args,
+        "workingDir": "/work",
+        "env": c.env,
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": 65534,
+            "runAsGroup": 65534,
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "resources": resources,
+        "volumeMounts": c.mounts,
+    });
+    if c.stdin {
+        container["stdin"] = json!(true);
+        container["stdinOnce"] = json!(true);
+    }
     let mut pod_spec = json!({
         "restartPolicy": "Never",
         "automountServiceAccountToken": false,
         "securityContext": {"fsGroup": 65534},
         "enableServiceLinks": false,
         "terminationGracePeriodSeconds": s.termination_grace.as_secs().max(1),
-        "containers": [{
-            "name": CONTAINER,
-            "image": image,
-            "imagePullPolicy": pull_policy(s.pull_policy),
-            "command": cmd,
-            "args": args,
-            "workingDir": "/work",
-            "env": env,
-            "securityContext": {
-                "runAsNonRoot": true,
-                "runAsUser": 65534,
-                "runAsGroup": 65534,
-                "allowPrivilegeEscalation": false,
-                "readOnlyRootFilesystem": true,
-                "capabilities": {"drop": ["ALL"]},
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "resources": resources,
-            "volumeMounts": mounts,
-        }],
+        "containers": [container],
         "volumes": volumes,
     });
     if let Some(sa) = &s.service_account {
         pod_spec["serviceAccountName"] = json!(sa);
     }
-    let mut spec = json!({
+    pod_spec
+}
+
+fn job_spec(
+    s: &JobSettings,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    pod_spec: Value,
+) -> Value {
+    json!({
         "backoffLimit": 0,
         "ttlSecondsAfterFinished": s.ttl_after_finished.as_secs(),
         "template": {
             "metadata": {"labels": labels, "annotations": annotations},
             "spec": pod_spec,
         },
-    });
-    if let Some(max) = req.max_active {
-        spec["activeDeadlineSeconds"] = json!(max.as_secs().max(1));
-    }
+    })
+}
+
+fn job(
+    s: &JobSettings,
+    name: &str,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    spec: Value,
+) -> Result<Job, RenderError> {
     let job = json!({
         "apiVersion": "batch/v1",
         "kind": "Job",

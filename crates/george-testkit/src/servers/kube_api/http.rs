@@ -1,6 +1,6 @@
 //! The HTTP layer: one handler that records the request, checks the bearer
 //! token, answers injected faults, parses the path
-//! (`/api/v1/namespaces/{ns}/{plural}[/{name}[/log]]`,
+//! (`/api/v1/namespaces/{ns}/{plural}[/{name}[/log|/attach]]`,
 //! `/apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}]`, and the
 //! all-namespaces collections `/api/v1/{plural}`, `/apis/{g}/{v}/{plural}`
 //! for list and watch) and dispatches to the store. Watches and followed
@@ -33,7 +33,7 @@ fn json_response(code: u16, v: &Value) -> Response {
     r
 }
 
-fn error_response(e: &ApiError) -> Response {
+pub(super) fn error_response(e: &ApiError) -> Response {
     let mut r = json_response(e.code, &e.status());
     if e.code == 429 {
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -52,7 +52,7 @@ fn is_true(v: Option<&String>) -> bool {
     matches!(v.map(String::as_str), Some("true") | Some("1"))
 }
 
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
+pub(super) fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
     shared.lock().unwrap()
 }
 
@@ -92,6 +92,14 @@ async fn handle(AxState(shared): AxState<Shared>, req: axum::extract::Request) -
             st.faults.0 -= 1;
             return error_response(&ApiError::injected(st.faults.1));
         }
+    }
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let ["api", "v1", "namespaces", ns, "pods", name, "attach"] = segs.as_slice() {
+        if parts.method == Method::GET || parts.method == Method::POST {
+            let (ns, name) = (ns.to_string(), name.to_string());
+            return super::attach::attach(shared, parts, &ns, &name, &query).await;
+        }
+        return error_response(&ApiError::method_not_allowed());
     }
     route(shared, parts.method, &path, query, bytes, &parts.headers).await
 }
@@ -439,7 +447,7 @@ fn render(l: &LogLine, q: &LogQuery) -> Vec<u8> {
     out
 }
 
-fn waiting_message(container: &str, pod: &str, reason: &str) -> String {
+pub(super) fn waiting_message(container: &str, pod: &str, reason: &str) -> String {
     let why = match reason {
         "ErrImagePull" => "image can't be pulled",
         "ImagePullBackOff" => "trying and failing to pull image",

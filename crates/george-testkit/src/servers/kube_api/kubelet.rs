@@ -115,6 +115,12 @@ pub(super) struct ContainerRt {
     /// container's processes, killed with it even if they left its process
     /// group (a container's PID namespace takes them all down).
     pub tracked: Vec<(i32, u64)>,
+    /// `stdin: true`: the write end of the running process's stdin, which
+    /// attach sessions feed; dropped (end of file) when the first session
+    /// ends if `stdinOnce`.
+    pub stdin: Option<std::fs::File>,
+    /// The container's `stdin` and `stdinOnce`.
+    pub stdin_spec: (bool, bool),
 }
 
 impl ContainerRt {
@@ -312,6 +318,11 @@ fn sync_pod(st: &mut State, shared: &Shared, pod: &Value) {
                 container_id: String::new(),
                 pulled: false,
                 tracked: Vec::new(),
+                stdin: None,
+                stdin_spec: (
+                    c.get("stdin").and_then(Value::as_bool) == Some(true),
+                    c.get("stdinOnce").and_then(Value::as_bool) == Some(true),
+                ),
             })
             .collect();
         let dir = st.sandbox.join(format!("{ns}_{name}_{}", &uid[..uid.len().min(8)]));
@@ -758,11 +769,19 @@ fn spawn(
 
     let (read_end, write_end) = nix::unistd::pipe().map_err(|e| e.to_string())?;
     let write_err = write_end.try_clone().map_err(|e| e.to_string())?;
+    // `stdin: true`: a pipe that attach sessions write to (closed at once
+    // otherwise, as a container without stdin reads end of file).
+    let (stdin, stdin_writer) = if spec.get("stdin").and_then(Value::as_bool) == Some(true) {
+        let (r, w) = nix::unistd::pipe().map_err(|e| e.to_string())?;
+        (Stdio::from(r), Some(std::fs::File::from(w)))
+    } else {
+        (Stdio::null(), None)
+    };
     let mut cmd = Command::new(exe);
     cmd.args(argv.iter().map(|a| rewrite(a, &table)))
         .env_clear()
         .current_dir(&cwd)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::from(write_end))
         .stderr(Stdio::from(write_err))
         .process_group(0);
@@ -785,6 +804,7 @@ fn spawn(
     c.run += 1;
     c.log.clear();
     c.tracked.clear();
+    c.stdin = stdin_writer;
     let run = c.run;
     // Output can only arrive once the reader below runs (it takes the lock).
 
@@ -837,6 +857,7 @@ fn spawn(
                 if let CState::Running { started, forced_exit, .. } = c.state {
                     c.state = terminated(forced_exit.unwrap_or(code), started, None);
                 }
+                c.stdin = None;
             }
         }
         s.notify();

@@ -122,6 +122,10 @@
 //!   `tailLines`, `limitBytes`, `previous`; `400` `container "c" in pod "p"
 //!   is waiting to start: ContainerCreating` (or the kubelet's image pull
 //!   wording) before it ran; `404` once the pod is gone.
+//! - **Pod attach** (`pods/{name}/attach`, WebSocket, `v5.channel.k8s.io` /
+//!   `v4.channel.k8s.io`): stdin into a container started with `stdin:
+//!   true`, closed after the first session with `stdinOnce`; a `Status` on
+//!   the error channel when the container ends (see `attach.rs`).
 //! - **Controllers**, ticking every 50 ms: the **Job controller**
 //!   (NonIndexed jobs: pods `{job}-{5 random}` from the template, owned by
 //!   the Job; `status.startTime`, `active`, `ready`, `terminating`,
@@ -139,7 +143,8 @@
 //!   test; `Exec` images run local processes in a per-pod sandbox
 //!   directory, `Hold` images run until [`KubeServer::finish_pod`]).
 //!
-//! Not covered: other resources and subresources, `deletecollection`,
+//! Not covered: other resources and subresources (`exec`, `portforward`;
+//! attach streams no stdout/stderr), `deletecollection`,
 //! server-side apply, strategic merge and JSON patch, `dryRun` (refused
 //! with `400`), protobuf, namespaces as objects, admission (service
 //! accounts, token volumes), indexed jobs, pod failure and success
@@ -150,6 +155,7 @@
 
 #![allow(dead_code)]
 
+mod attach;
 mod controllers;
 mod http;
 mod kubelet;
