@@ -839,8 +839,15 @@ impl Runtime for DockerRuntime {
         }
         let (files, root_env) = crate::launch::credentials(&req);
         let command = if req.command.is_empty() { self.inner.cfg.default_command.clone() } else { req.command.clone() };
-        let binding =
-            crate::launch::Binding { spec: Default::default(), command, env, cwd: "/work".into(), log: None, files, root_env };
+        let binding = crate::launch::Binding {
+            spec: Default::default(),
+            command,
+            env,
+            cwd: "/work".into(),
+            log: None,
+            files,
+            root_env,
+        };
         let mut line = serde_json::to_vec(&binding).unwrap_or_default();
         line.push(b'\n');
         let handle = json!({"container": warm.id, "id": w.id});

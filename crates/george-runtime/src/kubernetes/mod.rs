@@ -30,7 +30,9 @@ pub mod spec;
 pub mod status;
 
 use crate::logs::TimestampedLog;
-use crate::{AgentLogs, AgentStatus, OwnedAgent, Runtime, RuntimeError, RuntimeEvent, SpawnRequest, WarmAgent, WarmSpec};
+use crate::{
+    AgentLogs, AgentStatus, OwnedAgent, Runtime, RuntimeError, RuntimeEvent, SpawnRequest, WarmAgent, WarmSpec,
+};
 use async_trait::async_trait;
 use futures_util::{AsyncReadExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;

@@ -56,12 +56,7 @@ pub(super) struct WarmPod {
 /// then stdin closed), or until the container ends or the connection drops
 /// (the warm agent is then dead). Dropping the binding's sender (a discard)
 /// ends it too: the launcher reads end of file.
-async fn hold(
-    conn: kube::client::Connection,
-    bind: oneshot::Receiver<Delivery>,
-    alive: Arc<AtomicBool>,
-    name: String,
-) {
+async fn hold(conn: kube::client::Connection, bind: oneshot::Receiver<Delivery>, alive: Arc<AtomicBool>, name: String) {
     let v5 = conn.supports_stream_close();
     let mut ws = conn.into_stream();
     let mut bind = std::pin::pin!(bind);
@@ -133,7 +128,12 @@ impl KubernetesRuntime {
             let req = kube::core::Request::new(url)
                 .attach(&pod, &ap)
                 .map_err(|e| RuntimeError::Unavailable(format!("attach to warm pod {pod}: {e}")))?;
-            let conn = self.inner.client.connect(req).await.map_err(|e| unavailable(&format!("attach to warm pod {pod}"), e))?;
+            let conn = self
+                .inner
+                .client
+                .connect(req)
+                .await
+                .map_err(|e| unavailable(&format!("attach to warm pod {pod}"), e))?;
             Ok::<_, RuntimeError>((pod, conn))
         };
         let (pod, conn) = match started.await {
@@ -159,7 +159,10 @@ impl KubernetesRuntime {
             let pods = self.pods_of(job).await.map_err(|e| unavailable(&format!("list pods of Job {job}"), e))?;
             for pod in &pods {
                 if let Some(exit) = super::status::pod_exit(pod) {
-                    return Err(RuntimeError::Unavailable(format!("warm Job {job} ended before its binding: {}", exit.describe())));
+                    return Err(RuntimeError::Unavailable(format!(
+                        "warm Job {job} ended before its binding: {}",
+                        exit.describe()
+                    )));
                 }
                 if let Some(reason) = super::status::stuck_reason(pod) {
                     return Err(RuntimeError::Unavailable(format!("warm Job {job} cannot start: {reason}")));
@@ -194,7 +197,11 @@ impl KubernetesRuntime {
     pub(super) async fn claim_warm(&self, req: SpawnRequest, warm: WarmAgent) -> Result<Value, RuntimeError> {
         let (job_id, attempt) = (req.job_id.clone(), req.attempt);
         let agent = george_core::api::agent_id(&job_id, attempt);
-        let gone = || RuntimeError::Spawn { agent: agent.clone(), message: format!("warm agent {} is gone", warm.id), source: None };
+        let gone = || RuntimeError::Spawn {
+            agent: agent.clone(),
+            message: format!("warm agent {} is gone", warm.id),
+            source: None,
+        };
         let Some(w) = self.inner.warm.lock().remove(&warm.id) else { return Err(gone()) };
         if !w.alive.load(Ordering::Relaxed) {
             let _ = self.delete_objects(&warm.id).await;
@@ -204,7 +211,10 @@ impl KubernetesRuntime {
             let _ = self.delete_objects(&warm.id).await;
             return Err(RuntimeError::Unrunnable {
                 agent,
-                message: format!("secret file name `{}` cannot be a file name (letters, digits, `-`, `_`, `.`)", bad.name),
+                message: format!(
+                    "secret file name `{}` cannot be a file name (letters, digits, `-`, `_`, `.`)",
+                    bad.name
+                ),
             });
         }
         let s = &self.inner.cfg.job;
@@ -223,7 +233,11 @@ impl KubernetesRuntime {
             tokio::join!(self.inner.jobs.patch(&warm.id, &pp, &patch), self.inner.pods.patch(&w.pod, &pp, &patch));
         if let Err(e) = job.map(|_| ()).and(pod.map(|_| ())) {
             let _ = self.delete_objects(&warm.id).await;
-            return Err(RuntimeError::Spawn { agent, message: format!("claim warm Job {}: {e}", warm.id), source: None });
+            return Err(RuntimeError::Spawn {
+                agent,
+                message: format!("claim warm Job {}: {e}", warm.id),
+                source: None,
+            });
         }
         let env: Vec<(String, String)> = req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let (files, root_env) = crate::launch::credentials(&req);

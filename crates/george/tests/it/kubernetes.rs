@@ -408,6 +408,172 @@ fn an_engine_runs_jobs_as_kubernetes_jobs_and_retries_a_killed_pod_as_a_new_job(
     assert!(deletes.iter().all(|d| d.body["propagationPolicy"] == "Background"), "{deletes:?}");
 }
 
+/// Unclaimed warm agent pods: running, labelled with their pool, no attempt's annotation.
+fn warm_pods(server: &KubeServer) -> Vec<Value> {
+    server
+        .list("pods", NS)
+        .into_iter()
+        .filter(|p| {
+            p["metadata"]["labels"]["george.io/pool"].is_string()
+                && p["metadata"]["annotations"]["george.io/job-id"].is_null()
+                && pod_phase(p) == "Running"
+                && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .collect()
+}
+
+/// Waits until the engine's pool holds a warm agent it can hand out.
+async fn pool_warm(engine: &Engine) {
+    until(Duration::from_secs(30), "a warm agent in the engine's pool", async || {
+        let registry = engine.client.get_json("/api/v1/registry").await;
+        registry.is_ok_and(|v| v[0]["pool"]["warm"].as_u64() >= Some(1))
+    })
+    .await
+}
+
+/// The local process of a pod's container (the test kubelet's), by its `HOSTNAME`.
+fn pod_process(pod: &str) -> Option<(i32, String, String)> {
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let environ =
+            String::from_utf8_lossy(&std::fs::read(p.path().join("environ")).unwrap_or_default()).replace('\0', "\n");
+        if environ.lines().any(|l| l == format!("HOSTNAME={pod}")) {
+            let cmdline = String::from_utf8_lossy(&std::fs::read(p.path().join("cmdline")).unwrap_or_default())
+                .replace('\0', " ");
+            return Some((pid, environ, cmdline));
+        }
+    }
+    None
+}
+
+/// Issue 19 on Kubernetes: a warm agent is a Job whose pod holds nothing of
+/// any job (its spec, its process's environment, no Secret in the
+/// namespace); a claim binds it through the engine's attach session to its
+/// pod's stdin — the job's secrets and token never become an API object; a
+/// pooled pod serves one attempt; kill -9 of the engine mid-claim leaves
+/// the claimed pod to end unbound and the job runs once after the restart.
+#[test]
+fn warm_agent_jobs_are_bound_through_attach_with_only_their_own_secrets() {
+    let tmp = common::tempdir().unwrap();
+    let (server, kubeconfig) = cluster(tmp.path());
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let secrets = tmp.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    let secret = "tok-5e2a-pooled-git";
+    std::fs::write(secrets.join("git-token"), secret).unwrap();
+    let m = tmp.path().join("manifests");
+    write(
+        &m,
+        "agents/coder.yaml",
+        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: coder}\nspec:\n  capabilities: [shell, git]\n  secrets:\n    git: [{name: git-token}]\n  pool: {min: 1, max: 1}\n",
+    );
+    let look = format!(
+        "    - id: look\n      description: read the secret\n      run: 'cat \"$GEORGE_SECRETS_DIR/git-token\" > {0}/seen-$GEORGE_JOB_ID; env > {0}/env-$GEORGE_JOB_ID'\n",
+        out.display()
+    );
+    let plain = format!(
+        "    - id: plain\n      description: needs no key\n      run: 'env > {0}/env-$GEORGE_JOB_ID; test -z \"$GEORGE_SECRETS_DIR\"'\n",
+        out.display()
+    );
+    write(&m, "templates/with-git.yaml", &template("with-git", &look).replace("[shell]", "[shell, git]"));
+    write(&m, "templates/plain.yaml", &template("plain", &plain));
+    let args = ["--manifests", m.to_str().unwrap(), "--secrets-dir", secrets.to_str().unwrap()];
+    let mut engine =
+        Engine::start_with_env(tmp.path(), &backend(&kubeconfig), &args, &[("GEORGE_FAILPOINTS", "claim.window@1")]);
+    let warm_pod = |what: &str| wait_for(Duration::from_secs(30), what, || warm_pods(&server).into_iter().next());
+
+    // Warm: the pod's spec and process hold nothing of any job.
+    let first = warm_pod("a warm pod");
+    let first_name = first["metadata"]["name"].as_str().unwrap().to_string();
+    let container = &first["spec"]["containers"][0];
+    assert_eq!((&container["stdin"], &container["stdinOnce"]), (&json!(true), &json!(true)), "{container}");
+    let spec_text = first.to_string();
+    for leak in [secret, "agt-", "gat_", "GEORGE_API_URL", "GEORGE_AGENT_TOKEN_FILE", "secretName", "secretKeyRef"] {
+        assert!(!spec_text.contains(leak), "the warm pod's spec holds {leak}: {spec_text}");
+    }
+    assert!(server.list("secrets", NS).is_empty(), "no Secret exists for a warm agent");
+    let (_, environ, cmdline) = pod_process(&first_name).expect("the warm pod's process");
+    assert!(cmdline.contains("sandbox-exec --warm"), "{cmdline}");
+    assert!(
+        !environ.contains(secret) && !environ.contains("GEORGE_API_URL") && !environ.contains("TOKEN"),
+        "{environ}"
+    );
+
+    // kill -9 mid-claim: the claimed pod is never bound and ends on its own.
+    engine.rt().block_on(async {
+        engine.wait_registry(1).await;
+        pool_warm(&engine).await;
+        engine.client.submit(&george_core::api::SubmitJob::named("entitled", "with-git")).await.unwrap();
+    });
+    let status = engine.wait_exit(Duration::from_secs(30));
+    assert!(!status.success(), "the engine killed itself at claim.window: {status}\n{}", engine.log());
+    let ended = wait_for(Duration::from_secs(30), "the claimed, unbound pod to end", || {
+        server.get("pods", NS, &first_name).filter(|p| pod_phase(p) == "Failed")
+    });
+    assert_eq!(ended["metadata"]["annotations"]["george.io/job-id"], "entitled", "it was claimed: {ended}");
+    let code = &ended["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"];
+    assert_eq!(
+        code,
+        &json!(george_runtime::launch::GATE_CLOSED),
+        "its stdin closed with the engine's session: {ended}"
+    );
+    assert!(!out.join("seen-entitled").exists(), "the unbound pod did not run the job");
+
+    engine.forget_env("GEORGE_FAILPOINTS");
+    engine.restart();
+    engine.rt().block_on(async {
+        let done = engine.wait_status("entitled", JobStatus::Completed, Duration::from_secs(60)).await;
+        assert_eq!(done.attempt, 2, "attempt 1 never ran; attempt 2 did: {done:?}");
+    });
+    assert_eq!(std::fs::read_to_string(out.join("seen-entitled")).unwrap(), secret);
+    wait_for(Duration::from_secs(30), "the stale claimed Job to be removed", || {
+        server.get("jobs", NS, ended["metadata"]["labels"]["job-name"].as_str().unwrap()).is_none().then_some(())
+    });
+
+    // Bound jobs run in warm pods, each in its own, with only their own secrets.
+    let (mut served, mut served_jobs) = (Vec::new(), Vec::new());
+    for (id, template) in [("plain-1", "plain"), ("entitled-2", "with-git")] {
+        let pod = warm_pod("a warm pod");
+        let pod_name = pod["metadata"]["name"].as_str().unwrap().to_string();
+        assert!(!served.contains(&pod_name), "a warm pod is never given a second job");
+        engine.rt().block_on(async {
+            pool_warm(&engine).await;
+            engine.client.submit(&george_core::api::SubmitJob::named(id, template)).await.unwrap();
+            engine.wait_status(id, JobStatus::Completed, Duration::from_secs(60)).await;
+        });
+        let env = std::fs::read_to_string(out.join(format!("env-{id}"))).unwrap();
+        assert!(env.lines().any(|l| l == format!("HOSTNAME={pod_name}")), "{id} ran in the warm pod {pod_name}: {env}");
+        assert!(!env.contains(secret) && !env.contains("agt-") && !env.contains("gat_"), "{env}");
+        served.push(pod_name);
+        served_jobs.push(pod["metadata"]["labels"]["job-name"].as_str().unwrap().to_string());
+    }
+    assert_eq!(std::fs::read_to_string(out.join("seen-entitled-2")).unwrap(), secret);
+    assert!(!std::fs::read_to_string(out.join("env-plain-1")).unwrap().contains("GEORGE_SECRETS_DIR"));
+    // Served, then removed: a warm Job is never given a second attempt.
+    for job in &served_jobs {
+        wait_for(Duration::from_secs(30), "the served warm Job to be removed", || {
+            server.get("jobs", NS, job).is_none().then_some(())
+        });
+    }
+    engine.stop();
+
+    // The secret and the tokens went over the attach sessions only: no
+    // Secret was made for a warm agent, no request carried them.
+    let cold: Vec<String> = created_jobs(&server).into_iter().filter(|n| !n.contains("-pool-")).collect();
+    for r in server.requests().iter().filter(|r| r.method == "POST" && r.path.ends_with("/secrets")) {
+        let name = r.body["metadata"]["name"].as_str().unwrap_or("").to_string();
+        assert!(cold.contains(&name), "a Secret {name} was made for no cold Job ({cold:?})");
+    }
+    for r in server.requests() {
+        if r.path.ends_with("/secrets") {
+            continue;
+        }
+        let text = format!("{} {}", r.query, r.body);
+        assert!(!text.contains(secret) && !text.contains("agt-"), "{} {} carried a secret", r.method, r.path);
+    }
+}
+
 /// Two replicas `a` and `b` on one database, electing with a Kubernetes
 /// Lease, running agents as Kubernetes Jobs; agents reach them through a
 /// Service (a forwarder to whichever replica answers).

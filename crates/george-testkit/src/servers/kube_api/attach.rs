@@ -76,13 +76,7 @@ pub(super) async fn attach(
         .into_response()
 }
 
-fn target(
-    shared: &Shared,
-    ns: &str,
-    name: &str,
-    container: Option<&String>,
-    stdin: bool,
-) -> Result<Target, ApiError> {
+fn target(shared: &Shared, ns: &str, name: &str, container: Option<&String>, stdin: bool) -> Result<Target, ApiError> {
     let st = lock(shared);
     let pod = st.get(Kind::Pod, ns, name).ok_or_else(|| ApiError::not_found(Kind::Pod, name))?;
     let specs: Vec<&serde_json::Value> =

@@ -24,8 +24,9 @@
 //! - **Running** an `Exec` image: `command[0]` (or `args[0]` without a
 //!   command), looked up by file name in the image's map, runs as a local
 //!   process in its own process group with the rest of `command` + `args`,
-//!   the resolved env only (plus `PATH`, `HOME` of the test process and
-//!   `HOSTNAME` = the pod name) and stdout+stderr into the pod log. A process
+//!   the resolved env only (plus `PATH` — a directory of links to the
+//!   image's programs, then the test process's —, `HOME` of the test
+//!   process and `HOSTNAME` = the pod name) and stdout+stderr into the pod log. A process
 //!   has no mount namespace, so each pod has a sandbox directory: volumes
 //!   live under it and **every occurrence of a `mountPath` (or of the
 //!   container's `workingDir`) at a path boundary in an env value,
@@ -772,7 +773,9 @@ fn spawn(
     // `stdin: true`: a pipe that attach sessions write to (closed at once
     // otherwise, as a container without stdin reads end of file).
     let (stdin, stdin_writer) = if spec.get("stdin").and_then(Value::as_bool) == Some(true) {
-        let (r, w) = nix::unistd::pipe().map_err(|e| e.to_string())?;
+        // Close-on-exec: no other process may hold the write end, or the
+        // container would never read end of file.
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
         (Stdio::from(r), Some(std::fs::File::from(w)))
     } else {
         (Stdio::null(), None)
@@ -785,10 +788,16 @@ fn spawn(
         .stdout(Stdio::from(write_end))
         .stderr(Stdio::from(write_err))
         .process_group(0);
-    for k in ["PATH", "HOME"] {
-        if let Ok(v) = std::env::var(k) {
-            cmd.env(k, v);
-        }
+    // The image's programs are on its PATH (a directory of links to them), then the test process's.
+    let bin = rt_dir_bin(&root);
+    std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
+    for (name, exe) in programs.iter().filter(|(n, _)| !n.contains('/')) {
+        let _ = std::os::unix::fs::symlink(exe, bin.join(name));
+    }
+    let path = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
+    cmd.env("PATH", std::env::join_paths(std::iter::once(bin).chain(path)).map_err(|e| e.to_string())?);
+    if let Ok(v) = std::env::var("HOME") {
+        cmd.env("HOME", v);
     }
     cmd.env("HOSTNAME", name_of(pod));
     for (k, v) in &env {
@@ -863,6 +872,11 @@ fn spawn(
         s.notify();
     });
     Ok(Some(pid))
+}
+
+/// The directory of a container's image programs (next to its root).
+fn rt_dir_bin(root: &Path) -> PathBuf {
+    root.with_file_name("bin")
 }
 
 /// Graceful termination of a pod being deleted.
