@@ -111,10 +111,13 @@ pub fn objects(a: &ManifestsArgs) -> Vec<Value> {
             "kind": "Role",
             "metadata": meta(NAME, a),
             "rules": [
+                // Patch: a claim annotates a warm agent's Job and pod with its attempt.
                 {"apiGroups": ["batch"], "resources": ["jobs"],
-                 "verbs": ["create", "get", "list", "watch", "delete"]},
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
+                 "verbs": ["create", "get", "list", "watch", "patch", "delete"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch", "delete"]},
                 {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+                // A warm agent's binding goes to its pod's stdin.
+                {"apiGroups": [""], "resources": ["pods/attach"], "verbs": ["create", "get"]},
                 {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
                  "verbs": ["get", "create", "update"]},
                 // Each attempt's own Secret (its token and secret files), owned by its Job.
@@ -230,7 +233,7 @@ mod tests {
             assert!(env.get("value").is_none(), "no plain env values: {env}");
         }
         let rules = docs[2]["rules"].to_string();
-        for resource in ["jobs", "pods", "pods/log", "leases", "secrets"] {
+        for resource in ["jobs", "pods", "pods/log", "pods/attach", "leases", "secrets"] {
             assert!(rules.contains(&format!("\"{resource}\"")), "{resource} in {rules}");
         }
         let config = docs[4]["data"]["george-config.yaml"].as_str().unwrap();

@@ -104,7 +104,7 @@ struct Inner {
     /// Names the next warm Job.
     warm_serial: std::sync::atomic::AtomicU64,
     /// Claimed warm agents and their bindings, sent at release.
-    bindings: Mutex<HashMap<(String, u32), (pool::WarmPod, Vec<u8>)>>,
+    bindings: Mutex<HashMap<(String, u32), pool::Bound>>,
     /// The warm Job serving each attempt a warm agent took (its name is not the attempt's).
     claimed: Mutex<HashMap<(String, u32), String>>,
 }

@@ -43,6 +43,9 @@ const CLOSE: u8 = 255;
 /// A binding to send, and where to say whether it was sent.
 type Delivery = (Vec<u8>, oneshot::Sender<Result<(), String>>);
 
+/// A claimed warm agent and its binding (one line of JSON), sent at release.
+pub(super) type Bound = (WarmPod, Vec<u8>);
+
 /// A warm agent's Job and the session holding its pod's stdin.
 #[derive(Debug)]
 pub(super) struct WarmPod {
