@@ -20,10 +20,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
             ApiError::TooLarge(format!("request body is over the {} byte limit", crate::MAX_BODY_BYTES))
         })?;
         object_only(&bytes)?;
-        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes.clone()));
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
             Err(rej) => {
+                if rej.status() == StatusCode::UNPROCESSABLE_ENTITY {
+                    if let Some(retried) = integral(&bytes) {
+                        return retried.map(Body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")));
+                    }
+                }
                 let text = rej.body_text();
                 Err(match rej.status() {
                     StatusCode::PAYLOAD_TOO_LARGE => {
@@ -39,6 +44,38 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
                 })
             }
         }
+    }
+}
+
+/// The body read again with every integral number written as a float
+/// (`3.0`, `1e3`) taken as the integer it is — JSON Schema's `integer`
+/// includes them. `None` when it has no such number (the first reading's
+/// error stands); else the second reading, its error naming the field.
+fn integral<T: DeserializeOwned>(bytes: &[u8]) -> Option<Result<T, String>> {
+    let mut v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    integral_numbers(&mut v).then(|| serde_path_to_error::deserialize(v).map_err(|e| e.to_string()))
+}
+
+/// Rewrites integral floats as integers; whether there were any.
+fn integral_numbers(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            let whole = f.fract() == 0.0;
+            if whole && f >= 0.0 && f < u64::MAX as f64 {
+                *v = Value::from(f as u64);
+                true
+            } else if whole && f < 0.0 && f >= i64::MIN as f64 {
+                *v = Value::from(f as i64);
+                true
+            } else {
+                false
+            }
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |any, i| integral_numbers(i) | any),
+        Value::Object(map) => map.values_mut().fold(false, |any, i| integral_numbers(i) | any),
+        _ => false,
     }
 }
 
@@ -65,7 +102,9 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalB
             return Ok(OptionalBody(T::default()));
         }
         object_only(&bytes)?;
-        serde_json::from_slice(&bytes)
+        let first = serde_json::from_slice(&bytes).map_err(|e| e.to_string());
+        first
+            .or_else(|e| integral(&bytes).unwrap_or(Err(e)))
             .map(OptionalBody)
             .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
     }

@@ -19,6 +19,28 @@ pub enum ApiError {
     /// The thing does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The request names something (a template, an AgentSpec) that does not exist.
+    #[error("{message}")]
+    UnknownReference {
+        /// What is missing.
+        message: String,
+        /// The field that names it.
+        field: String,
+    },
+    /// A well-formed request that does not fit what the catalog holds now
+    /// (the template's parameters, an AgentSpec able to run it).
+    #[error("{message}")]
+    Unfit {
+        /// What does not fit.
+        message: String,
+        /// The field at fault.
+        field: String,
+        /// Every problem.
+        details: Vec<String>,
+    },
+    /// The endpoint is a WebSocket and the request is no upgrade to one.
+    #[error("{0}")]
+    UpgradeRequired(String),
     /// The request body or parameters are invalid.
     #[error("{message}")]
     Invalid {
@@ -106,9 +128,11 @@ impl ApiError {
         match self {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NotFound(_) | ApiError::UnknownReference { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::UpgradeRequired(_) => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
             ApiError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unfit { .. } => (StatusCode::CONFLICT, "unfit"),
             ApiError::Resync(_) => (StatusCode::GONE, "resync"),
             ApiError::Superseded(_) => (StatusCode::CONFLICT, "superseded"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
@@ -146,6 +170,8 @@ impl IntoResponse for ApiError {
         let (status, code) = self.parts();
         let (field, details) = match &self {
             ApiError::Invalid { field, details, .. } => (field.clone(), details.clone()),
+            ApiError::UnknownReference { field, .. } => (Some(field.clone()), vec![]),
+            ApiError::Unfit { field, details, .. } => (Some(field.clone()), details.clone()),
             _ => (None, vec![]),
         };
         let body = ErrorBody { error: ErrorDetail { code: code.into(), message: self.to_string(), field, details } };
@@ -164,6 +190,10 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::NotLeading { .. }) {
             // Behind a Service, a new connection may reach another replica; this one would not.
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if matches!(self, ApiError::UpgradeRequired(_)) {
+            resp.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"george\""));

@@ -43,15 +43,23 @@ pub struct ListQuery {
 const PAGE: u32 = 500;
 const MAX_PAGE: u32 = 5000;
 
-/// The cursor after `job`: opaque to callers.
+/// The cursor after `job`: a position in the list, `<creation time in µs
+/// since the epoch>-<the job id in hex>`. Any string of that form
+/// ([`CURSOR_PATTERN`]) is a position, whether a page ended there or not.
 fn cursor(job: &george_store::Job) -> String {
-    hex::encode(format!("{} {}", job.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true), job.id))
+    format!("{}-{}", job.created_at.timestamp_micros(), hex::encode(&job.id))
 }
 
+/// What a cursor looks like (the OpenAPI document states it).
+pub const CURSOR_PATTERN: &str = "^[0-9]{1,16}-([0-9a-f]{2}){0,255}$";
+
 fn parse_cursor(text: &str) -> Option<(chrono::DateTime<chrono::Utc>, String)> {
-    let raw = String::from_utf8(hex::decode(text).ok()?).ok()?;
-    let (ts, id) = raw.split_once(' ')?;
-    Some((chrono::DateTime::parse_from_rfc3339(ts).ok()?.to_utc(), id.to_string()))
+    let (micros, id) = text.split_once('-')?;
+    if micros.is_empty() || micros.len() > 16 || !micros.bytes().all(|b| b.is_ascii_digit()) || id.len() > 510 {
+        return None;
+    }
+    let at = chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    Some((at, String::from_utf8_lossy(&hex::decode(id).ok()?).into_owned()))
 }
 
 pub async fn list(
@@ -71,7 +79,9 @@ pub async fn list(
     let after = match q.after.as_deref() {
         None => None,
         Some(text) => Some(parse_cursor(text).ok_or_else(|| ApiError::Invalid {
-            message: format!("after: expected the X-Next-After value of the previous page, got {text:?}"),
+            message: format!(
+                "after: expected the X-Next-After value of the previous page (`<µs>-<hex>`), got {text:?}"
+            ),
             field: Some("after".into()),
             details: vec![],
         })?),
@@ -97,6 +107,35 @@ pub async fn list(
         }
     }
     Ok((headers, Json(views(jobs))))
+}
+
+/// Why a job cannot be planned, as the API answers it: a template or
+/// AgentSpec that does not exist is not found (404); parameters that do not
+/// fit the template, or no AgentSpec able to run it, do not fit the catalog
+/// as it is now (409); the rest (the environment, `parallelism`) is invalid
+/// (400).
+fn plan_error(template: &str, errs: &[george_core::template::ParamError]) -> ApiError {
+    let first = &errs[0];
+    let details = errs.iter().map(|e| e.to_string()).collect();
+    match first.field.as_str() {
+        field @ ("template" | "agent") if first.message.starts_with("unknown ") => ApiError::UnknownReference {
+            message: format!("{first}; see GET /api/v1/registry and the manifests"),
+            field: field.to_string(),
+        },
+        field if field == "agent" || field.starts_with("params") => ApiError::Unfit {
+            message: format!("the job does not fit template `{template}`: {first}"),
+            field: field.to_string(),
+            details,
+        },
+        field if field.starts_with("env") => {
+            ApiError::Invalid { message: format!("invalid job env: {first}"), field: Some(field.to_string()), details }
+        }
+        field => ApiError::Invalid {
+            message: format!("the job does not fit template `{template}`: {first}"),
+            field: Some(field.to_string()),
+            details,
+        },
+    }
 }
 
 fn random_suffix() -> String {
@@ -206,15 +245,7 @@ async fn create(
         parallelism: req.parallelism,
         fail_fast: req.fail_fast,
     };
-    let job = catalog.plan(&request, origin).map_err(|errs| ApiError::Invalid {
-        message: if errs[0].field.starts_with("env") {
-            format!("invalid job env: {}", errs[0])
-        } else {
-            format!("the job does not fit template `{}`: {}", req.template, errs[0])
-        },
-        field: Some(errs[0].field.clone()),
-        details: errs.iter().map(|e| e.to_string()).collect(),
-    })?;
+    let job = catalog.plan(&request, origin).map_err(|errs| plan_error(&req.template, &errs))?;
     match st.store.create_job(job, &caller.actor()).await? {
         Created::New => {}
         Created::Existed => return Err(ApiError::Conflict(format!("job `{id}` already exists"))),

@@ -111,8 +111,10 @@ fn estimate_input(body: &Value, body_bytes: usize) -> Result<u64, ApiError> {
 fn completions(body: &Value) -> Result<u64, ApiError> {
     match body.get("n") {
         None | Some(Value::Null) => Ok(1),
+        // An integer, also written as one (`2.0`: JSON Schema's integers include it).
         Some(v) => v
             .as_u64()
+            .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u32::MAX as f64).map(|f| f as u64))
             .filter(|n| (1..=MAX_COMPLETIONS).contains(n))
             .ok_or_else(|| ApiError::invalid(format!("n: expected an integer from 1 to {MAX_COMPLETIONS}, got {v}"))),
     }
@@ -169,7 +171,8 @@ async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi
     if route.provider.api != style {
         let path =
             if route.provider.api == ProviderApi::OpenAi { "/llm/v1/chat/completions" } else { "/llm/v1/messages" };
-        return Err(ApiError::invalid(format!(
+        // Well-formed, but not what the agent's provider (the configuration now) speaks.
+        return Err(ApiError::Conflict(format!(
             "this agent's provider `{}` speaks the {:?} API; call {path}",
             route.provider.name, route.provider.api
         )));

@@ -110,10 +110,10 @@ impl Op<'_> {
         self
     }
 
-    /// A `since` query parameter of a watch: a sequence number, 0 or more.
+    /// A `since` query parameter of a watch: a sequence number, 0 or more (an `i64`).
     fn since(mut self, description: &str) -> Self {
         self.params.push(json!({"name": "since", "in": "query", "required": false, "description": description,
-                                "schema": {"type": "integer", "minimum": 0}}));
+                                "schema": {"type": "integer", "minimum": 0, "maximum": i64::MAX}}));
         self
     }
 
@@ -122,6 +122,30 @@ impl Op<'_> {
         self.op.insert(
             "requestBody".into(),
             json!({"required": required, "content": {"application/json": {"schema": schema}}}),
+        );
+        self
+    }
+
+    /// A request body with its whole schema, where the type's own cannot say
+    /// what the server enforces (one field's values depending on another's).
+    fn body_schema(mut self, required: bool, schema: Value) -> Self {
+        self.op.insert(
+            "requestBody".into(),
+            json!({"required": required, "content": {"application/json": {"schema": schema}}}),
+        );
+        self
+    }
+
+    /// A WebSocket endpoint: `101` when the request is an upgrade, `426`
+    /// (the JSON error, `Upgrade: websocket`) when it is not.
+    fn websocket(mut self, description: &str) -> Self {
+        self.op.insert("x-websocket".into(), json!({"subprotocol": "george.v1"}));
+        self.responses.insert("101".into(), json!({"description": description}));
+        self.responses.insert(
+            "426".into(),
+            json!({"description": "not a WebSocket upgrade: connect with `Connection: upgrade`, `Upgrade: websocket` \
+                                   and the `george.v1` subprotocol",
+                   "content": {"application/json": {"schema": {"$ref": format!("#{REF_PREFIX}ErrorBody")}}}}),
         );
         self
     }
@@ -183,6 +207,7 @@ fn build() -> Value {
         paths: Map::new(),
     };
     describe(&mut b);
+    link(&mut b.paths);
     let _ = b.out.subschema_for::<ErrorBody>();
     let mut schemas = b.out.take_definitions(true);
     for (name, schema) in b.input.take_definitions(true) {
@@ -196,7 +221,7 @@ fn build() -> Value {
             }
         }
     }
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "George API",
@@ -210,7 +235,83 @@ fn build() -> Value {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-    })
+    });
+    bound_integers(&mut doc);
+    doc
+}
+
+/// Where an answer names a resource that other operations take, and how:
+/// (operation, status, the value's runtime expression, the path prefix of
+/// the operations it leads to, their path parameter).
+const LINKS: &[(&str, &str, &str, &str, &str, &str)] = &[
+    ("post", "/api/v1/jobs", "201", "$response.body#/id", "/api/v1/jobs/{id}", "id"),
+    ("get", "/api/v1/jobs", "200", "$response.body#/0/id", "/api/v1/jobs/{id}", "id"),
+    ("post", "/api/v1/jobs/{id}/resubmit", "201", "$response.body#/id", "/api/v1/jobs/{id}", "id"),
+    ("post", "/api/v1/summon", "201", "$response.body#/job", "/api/v1/jobs/{id}", "id"),
+    ("get", "/api/v1/agents", "200", "$response.body#/0/id", "/api/v1/agents/{id}", "id"),
+    ("get", "/api/v1/registry", "200", "$response.body#/0/name", "/api/v1/registry/{agent}", "agent"),
+    ("post", "/api/v1/tokens", "201", "$response.body#/subject", "/api/v1/tokens/{subject}", "subject"),
+    ("get", "/api/v1/tokens", "200", "$response.body#/0/subject", "/api/v1/tokens/{subject}", "subject"),
+    ("get", "/api/v1/budget", "200", "$response.body#/chapters/0/chapter", "/api/v1/chapters/{chapter}", "chapter"),
+];
+
+/// Declares [`LINKS`] as OpenAPI links, so that a client (and a stateful
+/// fuzzer) can follow a created or listed resource to what acts on it: to
+/// every operation under the resource's path that needs no other path
+/// parameter (a step of a job is not named by the job).
+fn link(paths: &mut Map<String, Value>) {
+    for (method, path, status, value, prefix, param) in LINKS {
+        let mut links = Map::new();
+        for (target, item) in paths.iter() {
+            if !(target == prefix || target.starts_with(&format!("{prefix}/"))) || target.matches('{').count() > 1 {
+                continue;
+            }
+            for op in item.as_object().into_iter().flat_map(|m| m.values()) {
+                let Some(id) = op.get("operationId").and_then(Value::as_str) else { continue };
+                links.insert(id.to_string(), json!({"operationId": id, "parameters": {*param: value}}));
+            }
+        }
+        if let Some(response) =
+            paths.get_mut(*path).and_then(|p| p.get_mut(*method)).and_then(|o| o["responses"].get_mut(*status))
+        {
+            response["links"] = Value::Object(links);
+        }
+    }
+}
+
+/// States the range of every integer of a fixed width (`format: uint32`,
+/// `int64`, …, as schemars writes them): the server refuses what does not
+/// fit, so the document says so.
+fn bound_integers(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            let range: Option<(i128, i128)> = match map.get("format").and_then(Value::as_str) {
+                Some("uint8") => Some((0, u8::MAX.into())),
+                Some("uint16") => Some((0, u16::MAX.into())),
+                Some("uint32") => Some((0, u32::MAX.into())),
+                Some("uint64" | "uint") => Some((0, u64::MAX.into())),
+                Some("int8") => Some((i8::MIN.into(), i8::MAX.into())),
+                Some("int16") => Some((i16::MIN.into(), i16::MAX.into())),
+                Some("int32") => Some((i32::MIN.into(), i32::MAX.into())),
+                Some("int64" | "int") => Some((i64::MIN.into(), i64::MAX.into())),
+                _ => None,
+            };
+            if let Some((min, max)) = range {
+                let number = |n: i128| u64::try_from(n).map(Value::from).unwrap_or_else(|_| Value::from(n as i64));
+                let tighter_min = map.get("minimum").and_then(Value::as_f64).is_some_and(|m| m >= min as f64);
+                if !tighter_min {
+                    map.insert("minimum".into(), number(min));
+                }
+                let tighter_max = map.get("maximum").and_then(Value::as_f64).is_some_and(|m| m <= max as f64);
+                if !tighter_max {
+                    map.insert("maximum".into(), number(max));
+                }
+            }
+            map.values_mut().for_each(bound_integers);
+        }
+        Value::Array(items) => items.iter_mut().for_each(bound_integers),
+        _ => {}
+    }
 }
 
 fn object(properties: Value, required: &[&str]) -> Value {
@@ -256,11 +357,11 @@ fn describe_service(b: &mut Builder) {
         .done();
     b.op("get", "/api/v1/watch", "viewer", "WebSocket: every event after `since`, one JSON EventView per text frame")
         .since("resume after this sequence number (default: only new events)")
-        .empty(101, "switching to the WebSocket protocol (subprotocol george.v1)")
+        .websocket("switching to the WebSocket protocol (subprotocol george.v1)")
         .done();
     b.op("get", "/api/v1/jobs/{id}/watch", "viewer-or-agent", "WebSocket: one job's events after `since`")
         .since("resume after this sequence number (default: only new events)")
-        .empty(101, "switching to the WebSocket protocol (subprotocol george.v1)")
+        .websocket("switching to the WebSocket protocol (subprotocol george.v1)")
         .done();
 }
 
@@ -278,7 +379,11 @@ fn describe_jobs(b: &mut Builder) {
         .query("chapter", "string", "only this chapter")
         .query("source", "string", "only this source")
         .limit("jobs per page (default 500, at most 5000)")
-        .query("after", "string", "the previous page's `X-Next-After` header: where it ended")
+        .query_schema(
+            "after",
+            json!({"type": "string", "pattern": crate::jobs::CURSOR_PATTERN}),
+            "the previous page's `X-Next-After` header: where it ended (`<µs since the epoch>-<job id in hex>`)",
+        )
         .one_of("order", &["oldest", "newest"], "`oldest` (default) or `newest` first")
         .json::<Vec<JobView>>(200, "a page of jobs (without steps); a full page has an `X-Next-After` header")
         .done();
@@ -301,8 +406,21 @@ fn describe_jobs(b: &mut Builder) {
             .json::<JobView>(200, "the job")
             .done();
     }
+    let reason = json!({"type": "string", "pattern": "\\S", "description": "why (kept in the audit log)"});
     b.op("post", "/api/v1/jobs/{id}/override", "operator", "Set a job's or a step's status by hand (audited)")
-        .body::<OverrideRequest>(true)
+        .body_schema(
+            true,
+            json!({"oneOf": [
+                {"type": "object", "title": "the job's status", "additionalProperties": false,
+                 "required": ["status", "reason"],
+                 "properties": {"status": {"enum": ["pending", "completed", "failed"]}, "reason": reason,
+                                "step": {"type": "null"}}},
+                {"type": "object", "title": "a step's status", "additionalProperties": false,
+                 "required": ["step", "status", "reason"],
+                 "properties": {"step": {"type": "string", "minLength": 1},
+                                "status": {"enum": ["pending", "completed", "skipped", "failed"]}, "reason": reason}},
+            ]}),
+        )
         .json::<JobView>(200, "the job")
         .done();
     b.op("post", "/api/v1/jobs/{id}/retry", "operator", "A failed, aborted or blocked job gets a new attempt")
@@ -495,6 +613,15 @@ fn describe_budgets_and_llm(b: &mut Builder) {
         ("/llm/v1/messages", "LLM proxy, Anthropic Messages shape (metered, budgeted)"),
     ] {
         b.op("post", path, "agent", summary)
+            .body_schema(
+                true,
+                json!({"type": "object",
+                "description": "the provider's request shape; the proxy sets `model` and caps the output tokens. \
+                                Media given by reference (`file_id`, `file_url`) are refused: they cannot be metered.",
+                "properties": {
+                    "n": {"type": ["integer", "null"], "minimum": 1, "maximum": crate::llm::MAX_COMPLETIONS},
+                }}),
+            )
             .json_value(
                 200,
                 "the provider's response (or an SSE stream when `stream` is set)",

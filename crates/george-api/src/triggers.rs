@@ -45,7 +45,8 @@ fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(), ApiErro
 fn trigger_error(e: TriggerError) -> ApiError {
     match e {
         TriggerError::NotFound(m) => ApiError::NotFound(m),
-        TriggerError::Invalid(m) => ApiError::invalid(m),
+        // Parameters that do not fit the trigger's template as the catalog holds it now.
+        TriggerError::Invalid(m) => ApiError::Unfit { message: m, field: "params".into(), details: vec![] },
         TriggerError::Store(e) => e.into(),
         e @ TriggerError::NotLeading => {
             ApiError::NotLeading { message: e.to_string(), retry_after: std::time::Duration::from_secs(1) }

@@ -41,9 +41,24 @@ const PAGE: u32 = 1000;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WatchQuery {
-    /// Stream the events after this sequence number; default: only new ones.
+    /// Stream the events after this sequence number (0 or more); default: only new ones.
     #[serde(default)]
-    since: Option<i64>,
+    since: Option<u64>,
+}
+
+impl WatchQuery {
+    /// `since` as the store's sequence numbers (`i64`).
+    fn since(&self) -> Result<Option<i64>, ApiError> {
+        self.since
+            .map(|s| {
+                i64::try_from(s).map_err(|_| ApiError::Invalid {
+                    message: format!("since: expected a sequence number up to {}, got {s}", i64::MAX),
+                    field: Some("since".into()),
+                    details: vec![],
+                })
+            })
+            .transpose()
+    }
 }
 
 /// Every event.
@@ -54,7 +69,8 @@ pub async fn all(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     caller.viewer()?;
-    start(st, q, None, upgrade(ws)?).await
+    let since = q.since()?;
+    start(st, since, None, upgrade(ws)?).await
 }
 
 /// One job's events.
@@ -66,35 +82,32 @@ pub async fn job(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     caller.may_read(&id)?;
+    let since = q.since()?;
     let ws = upgrade(ws)?;
     if st.store.get_job(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("job `{id}` not found")));
     }
-    start(st, q, Some(id), ws).await
+    start(st, since, Some(id), ws).await
 }
 
 /// A request that is no WebSocket upgrade gets the documented JSON error,
 /// not the web framework's plain text.
 fn upgrade(ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Result<WebSocketUpgrade, ApiError> {
-    ws.map_err(|r| ApiError::Invalid {
-        message: format!(
+    ws.map_err(|r| {
+        ApiError::UpgradeRequired(format!(
             "this endpoint is a WebSocket: connect with `Connection: upgrade`, `Upgrade: websocket` and the \
              `george.v1` subprotocol ({r})"
-        ),
-        field: None,
-        details: vec![],
+        ))
     })
 }
 
-async fn start(st: ApiState, q: WatchQuery, job: Option<String>, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
-    let since = match q.since {
-        Some(s) if s < 0 => {
-            return Err(ApiError::Invalid {
-                message: format!("since must be a sequence number (0 or more), got {s}"),
-                field: Some("since".into()),
-                details: vec![],
-            })
-        }
+async fn start(
+    st: ApiState,
+    since: Option<i64>,
+    job: Option<String>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let since = match since {
         Some(s) => {
             if job.is_none() {
                 check_not_compacted(&st, s).await?;

@@ -358,8 +358,9 @@ pub struct SubmitJob {
     /// Parameters.
     #[serde(default)]
     pub params: BTreeMap<String, Value>,
-    /// Job id; generated when absent.
+    /// Job id: 1–63 lowercase letters, digits, `-`, `_` or `.`; generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9._-]{0,62}$"))]
     pub id: Option<String>,
     /// Priority class (default P2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -372,6 +373,7 @@ pub struct SubmitJob {
     pub agent: Option<String>,
     /// Extra environment.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "env_schema")]
     pub env: BTreeMap<String, String>,
     /// How many steps may run at once, instead of the template's (at least 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -380,6 +382,18 @@ pub struct SubmitJob {
     /// Whether a failing step cancels the steps running beside it, instead of the template's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_fast: Option<bool>,
+}
+
+/// What a job's `env` may hold (`crate::plan::check_env`; in all at most
+/// 128 KiB of names and values).
+fn env_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "variables for the agent: at most 256; a name is 1-256 characters without `=` or NUL, a value at most 32768 characters without NUL; 128 KiB in all",
+        "maxProperties": crate::plan::MAX_ENV_VARS,
+        "propertyNames": {"minLength": 1, "maxLength": crate::plan::MAX_ENV_NAME, "pattern": "^[^=\\u0000]*$"},
+        "additionalProperties": {"type": "string", "maxLength": crate::plan::MAX_ENV_VALUE, "pattern": "^[^\\u0000]*$"},
+    })
 }
 
 impl SubmitJob {
@@ -407,8 +421,9 @@ pub struct RetryRequest {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResubmitRequest {
-    /// The new job's id; generated when absent.
+    /// The new job's id (1–63 lowercase letters, digits, `-`, `_` or `.`); generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9._-]{0,62}$"))]
     pub id: Option<String>,
     /// Parameters that replace the old job's of the same name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -107,9 +107,9 @@ pub struct JobRequest<'a> {
 
 /// The most variables a job's `env` may hold.
 pub const MAX_ENV_VARS: usize = 256;
-/// The longest name of one variable.
+/// The longest name of one variable, in characters.
 pub const MAX_ENV_NAME: usize = 256;
-/// The longest value of one variable (Linux refuses one over 128 KiB).
+/// The longest value of one variable, in characters (Linux refuses one over 128 KiB; [`MAX_ENV_TOTAL`] keeps it under).
 pub const MAX_ENV_VALUE: usize = 32 * 1024;
 /// The most bytes all of a job's variables may take together.
 pub const MAX_ENV_TOTAL: usize = 128 * 1024;
@@ -134,13 +134,13 @@ pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), Vec<ParamError>> 
             err("env".into(), "a variable has an empty name".into());
         } else if k.contains('=') || k.contains('\0') {
             err(field.clone(), "a variable name must not contain `=` or NUL".into());
-        } else if k.len() > MAX_ENV_NAME {
-            err(field.clone(), format!("the name is {} bytes; at most {MAX_ENV_NAME}", k.len()));
+        } else if k.chars().count() > MAX_ENV_NAME {
+            err(field.clone(), format!("the name is {} characters; at most {MAX_ENV_NAME}", k.chars().count()));
         }
         if v.contains('\0') {
             err(field.clone(), "the value must not contain NUL".into());
-        } else if v.len() > MAX_ENV_VALUE {
-            err(field, format!("the value is {} bytes; at most {MAX_ENV_VALUE}", v.len()));
+        } else if v.chars().count() > MAX_ENV_VALUE {
+            err(field, format!("the value is {} characters; at most {MAX_ENV_VALUE}", v.chars().count()));
         }
     }
     if errs.is_empty() {

@@ -285,7 +285,7 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
             [("/api/v1/watch", "/api/v1/watch?since=0"), ("/api/v1/jobs/{id}/watch", "/api/v1/jobs/q/watch")]
         {
             let r = c.call("get", template, path, viewer, None).await;
-            assert_eq!((r.status, r.body["error"]["code"].as_str()), (400, Some("invalid")), "{}", r.text);
+            assert_eq!((r.status, r.body["error"]["code"].as_str()), (426, Some("upgrade_required")), "{}", r.text);
             assert!(r.body["error"]["message"].as_str().unwrap_or_default().contains("WebSocket"), "{}", r.text);
         }
         // A negative count is outside the documented range, and refused with a JSON error.

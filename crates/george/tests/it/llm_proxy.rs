@@ -124,8 +124,8 @@ fn the_ledger_matches_provider_usage_and_the_key_stays_in_george() {
         assert_eq!(r.status(), 200);
         assert!(r.text().await.unwrap().contains("event: message_stop"));
 
-        // The wrong API style, an operator token, no token.
-        assert_eq!(call(&engine, &an, "/llm/v1/chat/completions", json!({"messages": msgs})).await.status(), 400);
+        // The wrong API style (not what the agent's provider speaks: 409), an operator token, no token.
+        assert_eq!(call(&engine, &an, "/llm/v1/chat/completions", json!({"messages": msgs})).await.status(), 409);
         assert_eq!(call(&engine, TOKEN, "/llm/v1/chat/completions", json!({"messages": msgs})).await.status(), 403);
         let r = reqwest::Client::new()
             .post(format!("{}/llm/v1/messages", engine.url))

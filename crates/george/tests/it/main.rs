@@ -7,6 +7,7 @@
 
 mod common;
 
+mod api_contract;
 mod bad_input;
 mod coding;
 mod control;
