@@ -47,6 +47,28 @@ fn tools() -> PathBuf {
     dir
 }
 
+/// What each test runs against: the tools, a scratch directory, a scripted
+/// LLM provider and an engine holding an attempt open, with that attempt's
+/// agent token.
+struct Setup {
+    tools: PathBuf,
+    root: PathBuf,
+    engine: Engine,
+    agent: String,
+    _llm: ScriptedLlm,
+    _tmp: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let tools = tools();
+    let tmp = tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let llm = ScriptedLlm::start();
+    llm.fallback(Reply::text("ok", 10, 2));
+    let (engine, agent) = engine(&root, &llm);
+    Setup { tools, root, engine, agent, _llm: llm, _tmp: tmp }
+}
+
 /// An engine whose one job holds an attempt open, its agent having left
 /// its token in the job's output directory; and the token.
 fn engine(root: &Path, llm: &ScriptedLlm) -> (Engine, String) {
@@ -93,12 +115,7 @@ fn engine(root: &Path, llm: &ScriptedLlm) -> (Engine, String) {
 
 #[test]
 fn schemathesis_finds_no_difference_between_the_document_and_the_server() {
-    let tools = tools();
-    let tmp = tempdir().unwrap();
-    let root = tmp.path().canonicalize().unwrap();
-    let llm = ScriptedLlm::start();
-    llm.fallback(Reply::text("ok", 10, 2));
-    let (engine, agent) = engine(&root, &llm);
+    let Setup { tools, root, engine, agent, .. } = &setup();
     let config = repo().join("tests/contract/schemathesis.toml");
     // The agent's run first: an operator's run may abort the job whose token it is.
     for (who, token, seed) in [("agent", agent.as_str(), "1"), ("viewer", VIEWER, "2"), ("operator", TOKEN, "3")] {
@@ -112,7 +129,7 @@ fn schemathesis_finds_no_difference_between_the_document_and_the_server() {
             .args(["--header", &format!("Authorization: Bearer {token}")])
             .args(["--phases", "examples,coverage,fuzzing,stateful"])
             .args(["--max-examples", "10", "--seed", seed, "--request-timeout", "10"])
-            .current_dir(&root)
+            .current_dir(root)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -132,11 +149,7 @@ fn schemathesis_finds_no_difference_between_the_document_and_the_server() {
 
 #[test]
 fn a_client_generated_from_the_document_submits_lists_watches_and_aborts_a_job() {
-    let tools = tools();
-    let tmp = tempdir().unwrap();
-    let root = tmp.path().canonicalize().unwrap();
-    let llm = ScriptedLlm::start();
-    let (engine, _) = engine(&root, &llm);
+    let Setup { tools, root, engine, .. } = &setup();
     let document = engine.rt().block_on(async {
         reqwest::get(format!("{}/api/v1/openapi.json", engine.url)).await.unwrap().bytes().await.unwrap()
     });
@@ -148,7 +161,7 @@ fn a_client_generated_from_the_document_submits_lists_watches_and_aborts_a_job()
     .unwrap();
     let generated = Command::new(tools.join("bin/openapi-python-client"))
         .args(["generate", "--path", "openapi.json", "--config", "generator.yaml", "--output-path", "client"])
-        .current_dir(&root)
+        .current_dir(root)
         .output()
         .unwrap();
     let log = format!("{}{}", String::from_utf8_lossy(&generated.stdout), String::from_utf8_lossy(&generated.stderr));
