@@ -142,6 +142,7 @@ pub async fn harden(req: axum::extract::Request, next: axum::middleware::Next) -
         let p = req.uri().path();
         p.starts_with("/api/") || p.starts_with("/llm/") || p == "/metrics" || p == "/healthz" || p == "/readyz"
     };
+    let method = req.method().clone();
     let mut resp = next.run(req).await;
     let status = resp.status();
     let json = resp
@@ -162,6 +163,12 @@ pub async fn harden(req: axum::extract::Request, next: axum::middleware::Next) -
             )),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => crate::error::ApiError::UnsupportedMediaType(message),
             StatusCode::NOT_FOUND => crate::error::ApiError::NotFound(message),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                let allow = parts.headers.get(header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("");
+                crate::error::ApiError::MethodNotAllowed(format!(
+                    "{method} is not allowed here; the methods are {allow}"
+                ))
+            }
             StatusCode::UNAUTHORIZED => crate::error::ApiError::Unauthorized(message),
             StatusCode::FORBIDDEN => crate::error::ApiError::Forbidden(message),
             StatusCode::CONFLICT => crate::error::ApiError::Conflict(message),

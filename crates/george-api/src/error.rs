@@ -38,6 +38,9 @@ pub enum ApiError {
         /// Every problem.
         details: Vec<String>,
     },
+    /// The endpoint does not take this method (the answer's `Allow` names those it takes).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The endpoint is a WebSocket and the request is no upgrade to one.
     #[error("{0}")]
     UpgradeRequired(String),
@@ -130,6 +133,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) | ApiError::UnknownReference { .. } => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::UpgradeRequired(_) => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unfit { .. } => (StatusCode::CONFLICT, "unfit"),

@@ -288,6 +288,14 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
             assert_eq!((r.status, r.body["error"]["code"].as_str()), (426, Some("upgrade_required")), "{}", r.text);
             assert!(r.body["error"]["message"].as_str().unwrap_or_default().contains("WebSocket"), "{}", r.text);
         }
+        // A method an endpoint does not take: the JSON error, and `Allow`.
+        let r =
+            reqwest::Client::new().put(format!("{}/api/v1/jobs", engine.url)).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(r.status(), 405);
+        assert_eq!(r.headers()["allow"], "GET,HEAD,POST");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("PUT is not allowed here"), "{body}");
         // A negative count is outside the documented range, and refused with a JSON error.
         let r = c.call("get", "/api/v1/agents", "/api/v1/agents?limit=-1", viewer, None).await;
         assert_eq!((r.status, r.body["error"]["code"].as_str()), (400, Some("invalid")), "{}", r.text);
