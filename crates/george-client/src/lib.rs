@@ -47,6 +47,9 @@ pub enum ClientError {
     /// The answer was not what was expected.
     #[error("unexpected answer from the engine: {0}")]
     Decode(String),
+    /// What the engine sent could not be written where the caller asked.
+    #[error("cannot write the output: {0}")]
+    Output(std::io::Error),
 }
 
 impl ClientError {
@@ -286,8 +289,12 @@ impl Client {
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| ClientError::Decode(e.to_string()))?;
-            out.write_all(&chunk).map_err(|e| ClientError::Decode(e.to_string()))?;
-            let _ = out.flush();
+            match out.write_all(&chunk).and_then(|_| out.flush()) {
+                Ok(()) => {}
+                // The reader has what it wanted (`| head`): done.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(e) => return Err(ClientError::Output(e)),
+            }
         }
         Ok(())
     }

@@ -8,12 +8,19 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "george", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Engine API address (for commands that talk to a running engine).
-    #[arg(long, global = true, env = "GEORGE_SERVER", default_value = "http://127.0.0.1:8080")]
-    pub server: String,
-    /// Operator token (else GEORGE_TOKEN, else <data-dir>/operator-token).
+    /// Engine API address (for commands that talk to a running engine);
+    /// else the context's, else http://127.0.0.1:8080.
+    #[arg(long, global = true, env = "GEORGE_SERVER")]
+    pub server: Option<String>,
+    /// Operator token; else --token-file, the context's token file, or <GEORGE_DATA_DIR or .george>/operator-token.
     #[arg(long, global = true, env = "GEORGE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the operator token.
+    #[arg(long, global = true, env = "GEORGE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The context to use instead of the current one (`george config get-contexts`).
+    #[arg(long, global = true, env = "GEORGE_CONTEXT")]
+    pub context: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -22,6 +29,37 @@ pub struct Cli {
     pub log_json: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `george config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Add or change a context: the engine at --server (default
+    /// http://127.0.0.1:8080) with the token in --token-file.
+    #[command(
+        after_help = "Examples:\n  george config set-context local --server http://127.0.0.1:8080 --token-file .george/operator-token --use\n  george config set-context prod --server https://george.example.com --token-file ~/.george-prod-token"
+    )]
+    SetContext {
+        /// Its name.
+        name: String,
+        /// Make it the current context too.
+        #[arg(long = "use")]
+        use_it: bool,
+    },
+    /// Make a context the current one.
+    UseContext {
+        /// Its name.
+        name: String,
+    },
+    /// List the contexts (`*` marks the current one).
+    GetContexts,
+    /// Print the current context's name.
+    CurrentContext,
+    /// Remove a context.
+    DeleteContext {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// Output formats.
@@ -164,6 +202,9 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Contexts: named engines the CLI talks to (kept in ~/.config/george/config.yaml).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print a shell completion script (`source <(george completions bash)`).
     Completions {
         /// The shell.

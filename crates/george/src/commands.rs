@@ -31,10 +31,19 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 }
             };
         }
+        Command::Config(ref command) => config(&cli, command, format),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "george", &mut std::io::stdout());
-            return 0;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "george", &mut script);
+            // A reader that stops early (`| head`) is no error.
+            return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("error: cannot write the completion script: {e}");
+                    1
+                }
+                _ => 0,
+            };
         }
         ref other => match client(&cli) {
             Ok(c) => remote(&c, other, format).await,
@@ -139,18 +148,121 @@ fn explain(e: &anyhow::Error) -> String {
     msg
 }
 
+/// The engine a command talks to, and its token: `--server` and `--token`
+/// (or `--token-file`) when given; else the context's (`--context`, else
+/// the current one; a context is not used with another `--server` unless
+/// named); else `http://127.0.0.1:8080` and the local data directory's token.
 fn client(cli: &Cli) -> anyhow::Result<Client> {
-    let token = match &cli.token {
-        Some(t) => t.clone(),
-        None => {
+    let cfg = crate::contexts::ClientConfig::load(&crate::contexts::path())?;
+    let context = match (&cli.server, &cli.context) {
+        (Some(_), None) => None,
+        (_, named) => cfg.chosen(named.as_deref())?,
+    };
+    let server = cli.server.clone().or_else(|| context.map(|c| c.server.clone())).unwrap_or(DEFAULT_SERVER.into());
+    let token_file = cli.token_file.clone().or_else(|| context.and_then(|c| c.token_file.clone()));
+    let token = match (&cli.token, token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(path)) => read_token(&path).with_context(|| format!("the token file {}", path.display()))?,
+        (None, None) => {
             let dir = std::env::var("GEORGE_DATA_DIR").unwrap_or_else(|_| DEFAULT_DATA_DIR.into());
             let path = std::path::Path::new(&dir).join(TOKEN_FILE);
-            std::fs::read_to_string(&path).map(|t| t.trim().to_string()).with_context(|| {
-                format!("no operator token: pass --token, set GEORGE_TOKEN, or run where {} exists", path.display())
+            read_token(&path).with_context(|| {
+                format!(
+                    "no operator token: pass --token or --token-file, use a context (`george config set-context`), \
+                     or run where {} exists",
+                    path.display()
+                )
             })?
         }
     };
-    Ok(Client::new(&cli.server, &token)?)
+    Ok(Client::new(&server, &token)?)
+}
+
+/// The engine's address when nothing names one.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path)?.trim().to_string();
+    anyhow::ensure!(!token.is_empty(), "it is empty");
+    Ok(token)
+}
+
+/// `george config …`: the client's contexts.
+fn config(cli: &Cli, command: &crate::cli::ConfigCommand, format: Format) -> anyhow::Result<()> {
+    use crate::cli::ConfigCommand as C;
+    use crate::contexts::{check_name, ClientConfig, Context};
+    let path = crate::contexts::path();
+    let mut cfg = ClientConfig::load(&path)?;
+    match command {
+        C::SetContext { name, use_it } => {
+            check_name(name)?;
+            let server = cli.server.clone().unwrap_or(DEFAULT_SERVER.into());
+            url_of(&server)?;
+            let token_file = match &cli.token_file {
+                Some(f) => Some(std::path::absolute(f).with_context(|| format!("the token file {}", f.display()))?),
+                None => None,
+            };
+            cfg.set(Context { name: name.clone(), server: server.clone(), token_file });
+            if *use_it || cfg.current_context.is_none() {
+                cfg.current_context = Some(name.clone());
+            }
+            cfg.save(&path)?;
+            let current = if cfg.current_context.as_deref() == Some(name.as_str()) { " (current)" } else { "" };
+            said(format, &cfg.get(name), &format!("context {name} set: {server}{current}"));
+        }
+        C::UseContext { name } => {
+            anyhow::ensure!(
+                cfg.get(name).is_some(),
+                "no context `{name}` in {} (known: {})",
+                path.display(),
+                cfg.names()
+            );
+            cfg.current_context = Some(name.clone());
+            cfg.save(&path)?;
+            said(format, &cfg.current_context, &format!("now using context {name}"));
+        }
+        C::DeleteContext { name } => {
+            anyhow::ensure!(
+                cfg.get(name).is_some(),
+                "no context `{name}` in {} (known: {})",
+                path.display(),
+                cfg.names()
+            );
+            cfg.contexts.retain(|c| &c.name != name);
+            if cfg.current_context.as_deref() == Some(name.as_str()) {
+                cfg.current_context = None;
+            }
+            cfg.save(&path)?;
+            said(format, &cfg.contexts, &format!("context {name} deleted"));
+        }
+        C::CurrentContext => match &cfg.current_context {
+            Some(name) => said(format, name, name),
+            None => anyhow::bail!("no current context in {}; set one with `george config use-context`", path.display()),
+        },
+        C::GetContexts => render(format, &cfg.contexts, |contexts| {
+            if contexts.is_empty() {
+                println!("No contexts. Add one with `george config set-context NAME --server URL --token-file FILE`.");
+                return;
+            }
+            let mut t = table(&["CURRENT", "NAME", "SERVER", "TOKEN FILE"]);
+            for c in contexts {
+                let current = if cfg.current_context.as_deref() == Some(c.name.as_str()) { "*" } else { "" };
+                let token = c.token_file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| "-".into());
+                t.add_row(vec![current.to_string(), c.name.clone(), c.server.clone(), token]);
+            }
+            println!("{t}");
+        }),
+    }
+    Ok(())
+}
+
+/// A server address must be an http(s) URL.
+fn url_of(server: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        server.starts_with("http://") || server.starts_with("https://"),
+        "--server {server:?}: expected an http:// or https:// URL such as http://127.0.0.1:8080"
+    );
+    Ok(())
 }
 
 /// kubectl-style: one line saying what happened, or the object in JSON or YAML.

@@ -10,6 +10,7 @@ mod chaos;
 mod cli;
 mod commands;
 mod config;
+mod contexts;
 mod engine_config;
 mod jira_setup;
 mod k8s;
@@ -45,7 +46,47 @@ fn main() {
     if args.get(1).is_some_and(|a| a == george_runtime::launch::SUBCOMMAND) {
         george_runtime::launch::main(&args[2..], &|command| own_agent(command).then(|| run(Cli::parse_from(command))));
     }
-    std::process::exit(run(Cli::parse()));
+    let cli = Cli::parse();
+    if !prints_for_a_pipe(&cli.command) {
+        std::process::exit(run(cli));
+    }
+    // A reader that closes the pipe early (`| head`) has what it wanted: the
+    // command ends quietly with success, as `ls` would. (The Rust runtime
+    // ignores SIGPIPE, so the write fails and `println!` panics; that panic,
+    // and only that one, is the end of the command.)
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !broken_pipe(info.payload()) {
+            default_hook(info)
+        }
+    }));
+    let code = match std::panic::catch_unwind(|| run(cli)) {
+        Ok(code) => code,
+        Err(payload) if broken_pipe(payload.as_ref()) => 0,
+        Err(payload) => std::panic::resume_unwind(payload),
+    };
+    std::process::exit(code);
+}
+
+/// Whether a command only prints what it is asked for (a listing, a
+/// completion script, manifests), so that a reader closing the pipe early
+/// simply ends it.
+fn prints_for_a_pipe(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Serve(_) | Command::Up(_) | Command::Orchestrate(_) | Command::Agent { .. } | Command::Bench(_)
+    )
+}
+
+/// Whether a panic is a write's to a closed pipe (`println!`'s: "failed
+/// printing to stdout: Broken pipe (os error 32)").
+fn broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    text.contains("Broken pipe (os error 32)") || text.contains("kind: BrokenPipe")
 }
 
 /// Whether `command` is this binary's own `agent run`, which the launcher

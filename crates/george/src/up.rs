@@ -171,9 +171,10 @@ async fn run_up(args: UpArgs) -> anyhow::Result<i32> {
                 server.stop().await?;
                 return Ok(if completed == jobs.len() { 0 } else { 1 });
             }
-            let token_hint =
-                server.token_file.as_ref().map(|f| format!(" (token: {})", f.display())).unwrap_or_default();
-            println!("still serving: try `george jobs ls`{token_hint}; Ctrl-C to stop");
+            println!(
+                "still serving: try `{}`; Ctrl-C to stop",
+                client_command(&server.api_url, server.token_file.as_deref())
+            );
             let _ = std::io::stdout().flush();
         } else if !all_settled {
             announced_settled = false;
@@ -210,4 +211,14 @@ async fn interrupted(server: Server, keep_agents: bool) -> anyhow::Result<i32> {
     }
     let _ = std::io::stdout().flush();
     Ok(130)
+}
+
+/// The command line that reaches this engine from anywhere: its address and
+/// its token file, absolute (a copy-and-paste works from any directory).
+fn client_command(api_url: &str, token_file: Option<&std::path::Path>) -> String {
+    let token = token_file
+        .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.to_path_buf()))
+        .map(|f| format!(" --token-file {}", f.display()))
+        .unwrap_or_default();
+    format!("george --server {api_url}{token} jobs ls")
 }

@@ -9,6 +9,7 @@ mod common;
 
 mod api_contract;
 mod bad_input;
+mod cli;
 mod coding;
 mod control;
 mod control_plane;

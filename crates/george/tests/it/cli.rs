@@ -1,0 +1,190 @@
+//! Issue 18 (in part): the CLI as a user meets it. Contexts (kubectl's
+//! `set-context`/`use-context`) reach an engine without flags; the hint
+//! `george up` prints works when copied; a reader that closes the pipe
+//! early (`| head`) ends a command quietly with success.
+
+use crate::common;
+
+use common::*;
+use george_core::JobStatus;
+use std::io::{BufRead, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// `george ARGS` in `dir` with the client configuration `config`, and no
+/// server or token from the environment.
+fn george(dir: &Path, config: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(george_bin())
+        .args(args)
+        .env("GEORGE_CLIENT_CONFIG", config)
+        .env_remove("GEORGE_SERVER")
+        .env_remove("GEORGE_TOKEN")
+        .env_remove("GEORGE_TOKEN_FILE")
+        .env_remove("GEORGE_CONTEXT")
+        .env_remove("GEORGE_DATA_DIR")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("panicked"), "{args:?} panicked: {text}");
+    (out.status.success(), text)
+}
+
+#[test]
+fn contexts_reach_an_engine_without_flags_and_never_send_its_token_elsewhere() {
+    let tmp = tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let m = root.join("manifests");
+    write(
+        &m,
+        "agents/a.yaml",
+        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: a}\nspec:\n  capabilities: [shell]\n",
+    );
+    write(&m, "templates/t.yaml", &template("t", "    - id: s\n      description: s\n      run: 'true'\n"));
+    write(&m, "jobs/j.yaml", &job("context-job", "t"));
+    let engine = Engine::start(&root, "", &["--manifests", m.to_str().unwrap()]);
+    engine.rt().block_on(engine.wait_status("context-job", JobStatus::Completed, Duration::from_secs(30)));
+    let work = root.join("elsewhere");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("token"), format!("{TOKEN}\n")).unwrap();
+    let config = root.join("client/config.yaml");
+
+    let (ok, text) = george(&work, &config, &["config", "get-contexts"]);
+    assert!(ok && text.contains("No contexts."), "{text}");
+    // The token file is given relative to where the command runs, and kept absolute.
+    let (ok, text) =
+        george(&work, &config, &["config", "set-context", "here", "--server", &engine.url, "--token-file", "token"]);
+    assert!(ok && text.contains("context here set") && text.contains("(current)"), "{text}");
+    let saved = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        saved.contains("currentContext: here") && saved.contains(&work.join("token").display().to_string()),
+        "{saved}"
+    );
+
+    // From any directory, no flag: the current context.
+    let (ok, text) = george(&root, &config, &["jobs", "ls"]);
+    assert!(ok && text.contains("context-job"), "{text}");
+
+    // A second context, unreachable; the current one stays until switched.
+    let dead = ["config", "set-context", "dead", "--server", "http://127.0.0.1:9", "--token-file", "token"];
+    let (ok, text) = george(&work, &config, &dead);
+    assert!(ok && !text.contains("(current)"), "{text}");
+    let (ok, text) = george(&work, &config, &["config", "get-contexts"]);
+    assert!(ok, "{text}");
+    let current: Vec<&str> = text.lines().filter(|l| l.contains('*')).collect();
+    assert!(current.len() == 1 && current[0].contains("here"), "{text}");
+    let (ok, text) = george(&work, &config, &["--context", "dead", "jobs", "ls"]);
+    assert!(!ok && text.contains("cannot reach the engine at http://127.0.0.1:9"), "{text}");
+    let (ok, text) = george(&work, &config, &["config", "use-context", "dead"]);
+    assert!(ok && text.contains("now using context dead"), "{text}");
+    assert_eq!(george(&work, &config, &["config", "current-context"]).1.trim(), "dead");
+    let (ok, _) = george(&work, &config, &["jobs", "ls"]);
+    assert!(!ok, "the current context is the dead one now");
+    george(&work, &config, &["config", "use-context", "here"]);
+
+    // Bad input: a context that does not exist, a bad name, a broken file —
+    // each named, and the file unchanged.
+    let before = std::fs::read_to_string(&config).unwrap();
+    let (ok, text) = george(&work, &config, &["config", "use-context", "nope"]);
+    assert!(!ok && text.contains("no context `nope`") && text.contains("known: here, dead"), "{text}");
+    let (ok, text) = george(&work, &config, &["config", "set-context", "a/b"]);
+    assert!(!ok && text.contains("invalid context name"), "{text}");
+    let (ok, text) = george(&work, &config, &["config", "set-context", "x", "--server", "127.0.0.1:8080"]);
+    assert!(!ok && text.contains("expected an http:// or https:// URL"), "{text}");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before, "refused changes leave the file as it was");
+
+    // `--server` alone bypasses the current context: its token goes to no other engine.
+    let (ok, text) = george(&root, &config, &["--server", &engine.url, "jobs", "ls"]);
+    assert!(!ok && text.contains("no operator token"), "{text}");
+    let (ok, text) = george(&root, &config, &["--server", &engine.url, "--context", "here", "jobs", "ls"]);
+    assert!(ok && text.contains("context-job"), "a named context lends its token: {text}");
+
+    std::fs::write(&config, "currentContext: here\ncontexts: [{name: here, sever: x}]\n").unwrap();
+    let (ok, text) = george(&root, &config, &["jobs", "ls"]);
+    assert!(!ok && text.contains(&config.display().to_string()) && text.contains("sever"), "{text}");
+}
+
+/// Runs `george ARGS`, reads `bytes` of its output and closes the pipe.
+fn read_then_close(args: &[&str], bytes: usize) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(george_bin())
+        .args(args)
+        .env("GEORGE_CLIENT_CONFIG", "/nonexistent/george.yaml")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; bytes];
+    out.read_exact(&mut buf).unwrap();
+    drop(out);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (status, err)
+}
+
+#[test]
+fn a_reader_closing_the_pipe_early_ends_a_command_quietly() {
+    let (status, err) = read_then_close(&["completions", "bash"], 64);
+    assert!(status.success() && err.is_empty(), "completions | head: {status} {err}");
+
+    // A followed log much larger than a pipe holds.
+    let tmp = tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let m = root.join("manifests");
+    write(
+        &m,
+        "agents/a.yaml",
+        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: a}\nspec:\n  capabilities: [shell]\n",
+    );
+    let chatty = "    - id: chatty\n      description: prints a lot\n      run: 'seq 1 400000; sleep 60'\n";
+    write(&m, "templates/t.yaml", &template("chatty", chatty));
+    write(&m, "jobs/j.yaml", &job("chatty", "chatty"));
+    let engine = Engine::start(&root, "", &["--manifests", m.to_str().unwrap()]);
+    engine.rt().block_on(eventually(Duration::from_secs(30), "the log to grow", async || {
+        agent_log(&engine, "chatty-1").await.filter(|l| l.len() > 1 << 20).map(|_| ())
+    }));
+    let (status, err) =
+        read_then_close(&["--server", &engine.url, "--token", TOKEN, "jobs", "logs", "chatty", "-f"], 4096);
+    assert!(status.success() && err.is_empty(), "jobs logs -f | head: {status} {err}");
+}
+
+#[test]
+fn the_hint_george_up_prints_works_when_copied() {
+    let tmp = tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let m = root.join("manifests");
+    write(
+        &m,
+        "agents/a.yaml",
+        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: a}\nspec:\n  capabilities: [shell]\n",
+    );
+    write(&m, "templates/t.yaml", &template("t", "    - id: s\n      description: s\n      run: 'true'\n"));
+    write(&m, "jobs/j.yaml", &job("hinted", "t"));
+    let mut up = Command::new(george_bin())
+        .args(["up", m.to_str().unwrap(), "--listen", "127.0.0.1:0", "--data-dir", "state"])
+        .current_dir(&root)
+        .env_remove("GEORGE_SERVER")
+        .env_remove("GEORGE_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(up.stdout.take().unwrap()).lines();
+    let hint = loop {
+        let line = lines.next().expect("george up ended before its hint").unwrap();
+        if let Some(rest) = line.strip_prefix("still serving: try `") {
+            break rest.split('`').next().unwrap().to_string();
+        }
+    };
+    let words: Vec<&str> = hint.split_whitespace().collect();
+    assert_eq!(words[0], "george", "{hint}");
+    // Pasted in another directory, with no George variables set.
+    let elsewhere = root.join("other");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let (ok, text) = george(&elsewhere, &root.join("no-config.yaml"), &words[1..]);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = up.wait();
+    assert!(ok && text.contains("hinted"), "`{hint}`: {text}");
+}
