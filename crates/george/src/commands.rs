@@ -211,23 +211,13 @@ fn config(cli: &Cli, command: &crate::cli::ConfigCommand, format: Format) -> any
             said(format, &cfg.get(name), &format!("context {name} set: {server}{current}"));
         }
         C::UseContext { name } => {
-            anyhow::ensure!(
-                cfg.get(name).is_some(),
-                "no context `{name}` in {} (known: {})",
-                path.display(),
-                cfg.names()
-            );
+            cfg.chosen(Some(name))?;
             cfg.current_context = Some(name.clone());
             cfg.save(&path)?;
             said(format, &cfg.current_context, &format!("now using context {name}"));
         }
         C::DeleteContext { name } => {
-            anyhow::ensure!(
-                cfg.get(name).is_some(),
-                "no context `{name}` in {} (known: {})",
-                path.display(),
-                cfg.names()
-            );
+            cfg.chosen(Some(name))?;
             cfg.contexts.retain(|c| &c.name != name);
             if cfg.current_context.as_deref() == Some(name.as_str()) {
                 cfg.current_context = None;

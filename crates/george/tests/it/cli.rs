@@ -31,18 +31,21 @@ fn george(dir: &Path, config: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// A folder of manifests under `root`: one job `id` whose one step runs `run`.
+fn folder(root: &Path, id: &str, run: &str) -> std::path::PathBuf {
+    let m = root.join("manifests");
+    let agent = "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: a}\nspec:\n  capabilities: [shell]\n";
+    write(&m, "agents/a.yaml", agent);
+    write(&m, "templates/t.yaml", &template("t", &format!("    - id: s\n      description: s\n      run: '{run}'\n")));
+    write(&m, "jobs/j.yaml", &job(id, "t"));
+    m
+}
+
 #[test]
 fn contexts_reach_an_engine_without_flags_and_never_send_its_token_elsewhere() {
     let tmp = tempdir().unwrap();
     let root = tmp.path().canonicalize().unwrap();
-    let m = root.join("manifests");
-    write(
-        &m,
-        "agents/a.yaml",
-        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: a}\nspec:\n  capabilities: [shell]\n",
-    );
-    write(&m, "templates/t.yaml", &template("t", "    - id: s\n      description: s\n      run: 'true'\n"));
-    write(&m, "jobs/j.yaml", &job("context-job", "t"));
+    let m = folder(&root, "context-job", "true");
     let engine = Engine::start(&root, "", &["--manifests", m.to_str().unwrap()]);
     engine.rt().block_on(engine.wait_status("context-job", JobStatus::Completed, Duration::from_secs(30)));
     let work = root.join("elsewhere");
@@ -132,15 +135,7 @@ fn a_reader_closing_the_pipe_early_ends_a_command_quietly() {
     // A followed log much larger than a pipe holds.
     let tmp = tempdir().unwrap();
     let root = tmp.path().canonicalize().unwrap();
-    let m = root.join("manifests");
-    write(
-        &m,
-        "agents/a.yaml",
-        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: a}\nspec:\n  capabilities: [shell]\n",
-    );
-    let chatty = "    - id: chatty\n      description: prints a lot\n      run: 'seq 1 400000; sleep 60'\n";
-    write(&m, "templates/t.yaml", &template("chatty", chatty));
-    write(&m, "jobs/j.yaml", &job("chatty", "chatty"));
+    let m = folder(&root, "chatty", "seq 1 400000; sleep 60");
     let engine = Engine::start(&root, "", &["--manifests", m.to_str().unwrap()]);
     engine.rt().block_on(eventually(Duration::from_secs(30), "the log to grow", async || {
         agent_log(&engine, "chatty-1").await.filter(|l| l.len() > 1 << 20).map(|_| ())
@@ -154,14 +149,7 @@ fn a_reader_closing_the_pipe_early_ends_a_command_quietly() {
 fn the_hint_george_up_prints_works_when_copied() {
     let tmp = tempdir().unwrap();
     let root = tmp.path().canonicalize().unwrap();
-    let m = root.join("manifests");
-    write(
-        &m,
-        "agents/a.yaml",
-        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: a}\nspec:\n  capabilities: [shell]\n",
-    );
-    write(&m, "templates/t.yaml", &template("t", "    - id: s\n      description: s\n      run: 'true'\n"));
-    write(&m, "jobs/j.yaml", &job("hinted", "t"));
+    let m = folder(&root, "hinted", "true");
     let mut up = Command::new(george_bin())
         .args(["up", m.to_str().unwrap(), "--listen", "127.0.0.1:0", "--data-dir", "state"])
         .current_dir(&root)
