@@ -116,6 +116,22 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Serves `GET /metrics` alone, without a token, on `listener` until
+/// `shutdown` completes (`engine.metricsListen`: for a Prometheus that
+/// scrapes without credentials; put it where only Prometheus reaches).
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", axum::routing::get(ops::open_metrics))
+        .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn(edge::harden))
+        .with_state(state);
+    edge::serve(listener, app, shutdown, edge::EdgeConfig::default()).await
+}
+
 /// Serves the API on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,

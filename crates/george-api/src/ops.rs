@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use george_core::api::{views, EventView, SourceView, SyncResult};
 use george_core::Role;
-use george_engine::metrics::{PriorityLabel, RouteLabel, StatusLabel};
+use george_engine::metrics::{HttpLabel, PriorityLabel, RouteLabel, StatusLabel};
 use serde::Deserialize;
 
 /// How long `POST /api/v1/sync` waits for the sources.
@@ -63,8 +63,13 @@ pub async fn count_request(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let label = RouteLabel { method: req.method().as_str().to_string(), route: path.as_str().to_string() };
-    st.engine.metrics().api_requests.get_or_create(&label).inc();
-    next.run(req).await
+    let metrics = st.engine.metrics();
+    metrics.api_requests.get_or_create(&label).inc();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let http = HttpLabel { method: label.method, route: label.route, status: resp.status().as_u16().to_string() };
+    metrics.http_duration.get_or_create(&http).observe(started.elapsed().as_secs_f64());
+    resp
 }
 
 pub async fn not_found() -> ApiError {
@@ -73,6 +78,15 @@ pub async fn not_found() -> ApiError {
 
 pub async fn metrics(State(st): State<ApiState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
     caller.viewer()?;
+    encode_metrics(&st).await
+}
+
+/// `GET /metrics` on `engine.metricsListen`: no token.
+pub async fn open_metrics(State(st): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    encode_metrics(&st).await
+}
+
+async fn encode_metrics(st: &ApiState) -> Result<impl IntoResponse, ApiError> {
     let m = st.engine.metrics();
     m.jobs.clear();
     for (status, n) in st.store.count_by_status().await? {

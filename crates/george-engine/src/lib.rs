@@ -16,6 +16,7 @@ mod handle;
 pub mod llm;
 pub mod meter;
 pub mod metrics;
+mod outcomes;
 pub mod pool;
 pub mod readiness;
 mod reconciler;
@@ -112,6 +113,7 @@ impl Engine {
         let ctx = self.ctx.clone();
         // Subscribe before anything can change, so no event is missed.
         let store_events = ctx.store.subscribe();
+        let outcome_events = ctx.store.subscribe();
         let runtime_events = ctx.runtime.subscribe();
         ctx.readiness.set(readiness::Phase::Starting("adopting the agents of a previous run"));
         adopt_orphans(&ctx).await?;
@@ -149,6 +151,7 @@ impl Engine {
         tasks.spawn(follow(ctx.clone(), store_events, shutdown.clone(), "store", on_store_event));
         tasks
             .spawn(follow(ctx.clone(), runtime_events, shutdown.clone(), "runtime", |ctx, e| ctx.queue.add(&e.job_id)));
+        tasks.spawn(outcomes::run(ctx.clone(), outcome_events, shutdown.clone()));
         tasks.spawn(resync(ctx.clone(), shutdown.clone()));
         tasks.spawn(cron(ctx.clone(), shutdown.clone()));
         tasks.spawn(retention::run(ctx.clone(), shutdown.clone()));

@@ -42,6 +42,64 @@ pub const POOL_CLAIMS: &str = "george_pool_claims";
 /// Seconds from a claim to its agent's binding delivered.
 pub const POOL_CLAIM_LATENCY: &str = "george_pool_claim_seconds";
 
+/// Seconds the API took to answer, by method, route and status.
+pub const HTTP_DURATION: &str = "george_http_request_duration_seconds";
+/// Always 1, labelled with the running version.
+pub const BUILD_INFO: &str = "george_build_info";
+/// Seconds from a job's creation to its end, by template and outcome.
+pub const JOB_DURATION: &str = "george_job_duration_seconds";
+/// Jobs the engine ended, by template, chapter and outcome.
+pub const JOBS_FINISHED: &str = "george_jobs_finished";
+/// Failed attempts that the engine retried, by template.
+pub const JOB_RETRIES: &str = "george_job_retries";
+/// Seconds an attempt's agent lived, by how the attempt ended.
+pub const ATTEMPT_DURATION: &str = "george_attempt_duration_seconds";
+
+/// A label set naming an answered HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabel {
+    /// The HTTP method.
+    pub method: String,
+    /// The route's template (`/api/v1/jobs/{id}`).
+    pub route: String,
+    /// The status code.
+    pub status: String,
+}
+
+/// A label set with the running version.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabel {
+    /// George's version.
+    pub version: String,
+}
+
+/// A label set naming a template and how its job ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TemplateOutcomeLabel {
+    /// The TaskTemplate.
+    pub template: String,
+    /// `completed`, `failed` or `aborted`.
+    pub outcome: String,
+}
+
+/// A label set naming a template, a chapter and how a job ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FinishedLabel {
+    /// The TaskTemplate.
+    pub template: String,
+    /// The chapter (empty: none).
+    pub chapter: String,
+    /// `completed`, `failed` or `aborted`.
+    pub outcome: String,
+}
+
+/// A label set naming a template.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TemplateLabel {
+    /// The TaskTemplate.
+    pub template: String,
+}
+
 /// A label set naming an AgentSpec.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SpecLabel {
@@ -132,6 +190,16 @@ pub struct Metrics {
     pub pool_claims: Family<ClaimLabel, Counter>,
     /// Claim latency.
     pub pool_claim_latency: Histogram,
+    /// API answer times.
+    pub http_duration: Family<HttpLabel, Histogram>,
+    /// Job durations, creation to end.
+    pub job_duration: Family<TemplateOutcomeLabel, Histogram>,
+    /// Jobs ended.
+    pub jobs_finished: Family<FinishedLabel, Counter>,
+    /// Retried failed attempts.
+    pub job_retries: Family<TemplateLabel, Counter>,
+    /// Attempt durations.
+    pub attempt_duration: Family<OutcomeLabel, Histogram>,
 }
 
 impl Default for Metrics {
@@ -155,6 +223,39 @@ impl Default for Metrics {
         let pool_target = Family::<SpecLabel, Gauge>::default();
         let pool_claims = Family::<ClaimLabel, Counter>::default();
         let pool_claim_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        let http_duration = Family::<HttpLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0])
+        });
+        let long =
+            || Histogram::new([0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4.0 * 3600.0, 24.0 * 3600.0]);
+        let job_duration = Family::<TemplateOutcomeLabel, Histogram>::new_with_constructor(long);
+        let jobs_finished = Family::<FinishedLabel, Counter>::default();
+        let job_retries = Family::<TemplateLabel, Counter>::default();
+        let attempt_duration = Family::<OutcomeLabel, Histogram>::new_with_constructor(long);
+        let build_info = Family::<BuildLabel, Gauge>::default();
+        build_info.get_or_create(&BuildLabel { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        registry.register(BUILD_INFO, "Always 1, labelled with the running version", build_info);
+        registry.register(
+            HTTP_DURATION,
+            "Seconds the API took to answer (to the answer's head), by method, route and status",
+            http_duration.clone(),
+        );
+        registry.register(
+            JOB_DURATION,
+            "Seconds from a job's creation to its end, by template and outcome",
+            job_duration.clone(),
+        );
+        registry.register(
+            JOBS_FINISHED,
+            "Jobs the engine ended, by template, chapter and outcome",
+            jobs_finished.clone(),
+        );
+        registry.register(JOB_RETRIES, "Failed attempts the engine retried, by template", job_retries.clone());
+        registry.register(
+            ATTEMPT_DURATION,
+            "Seconds an attempt's agent lived, by how it ended",
+            attempt_duration.clone(),
+        );
         registry.register(RECONCILE_TOTAL, "Reconcile passes by action", reconciles.clone());
         registry.register(AGENT_SPAWNS, "Agents spawned", spawns.clone());
         registry.register(AGENT_SPAWN_FAILURES, "Agents that could not be spawned", spawn_failures.clone());
@@ -205,6 +306,11 @@ impl Default for Metrics {
             pool_target,
             pool_claims,
             pool_claim_latency,
+            http_duration,
+            job_duration,
+            jobs_finished,
+            job_retries,
+            attempt_duration,
         }
     }
 }

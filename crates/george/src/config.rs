@@ -249,6 +249,8 @@ pub struct JiraStatuses {
 pub struct EngineSection {
     pub id: Option<String>,
     pub listen: Option<SocketAddr>,
+    /// Where `/metrics` is also served, without a token (for Prometheus).
+    pub metrics_listen: Option<SocketAddr>,
     pub advertise_url: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub reconcile_interval: Option<HumanDuration>,
@@ -616,6 +618,9 @@ impl Config {
         }
         if let Some(v) = get("GEORGE_LISTEN") {
             self.engine.listen = Some(parse("GEORGE_LISTEN", &v, "an address like 127.0.0.1:8080")?);
+        }
+        if let Some(v) = get("GEORGE_METRICS_LISTEN") {
+            self.engine.metrics_listen = Some(parse("GEORGE_METRICS_LISTEN", &v, "an address like 127.0.0.1:9464")?);
         }
         if let Some(v) = get("GEORGE_ADVERTISE_URL") {
             self.engine.advertise_url = Some(v);

@@ -108,10 +108,34 @@ impl Server {
             logs: runtime.logs().clone(),
             runtime: runtime.clone(),
         };
+        // `/metrics` for Prometheus, without a token, on an address of its own when one is set.
+        let metrics_listener = match cfg.engine.metrics_listen {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (engine.metricsListen)"))?;
+                tracing::info!(listen = %l.local_addr()?, "metrics served without a token (engine.metricsListen)");
+                Some(l)
+            }
+            None => None,
+        };
         let api_task = {
             let s = shutdown.clone();
             tokio::spawn(async move {
-                george_api::serve(listener, state, async move { s.cancelled().await }).await?;
+                let metrics = async {
+                    match metrics_listener {
+                        Some(l) => {
+                            let s = s.clone();
+                            george_api::serve_metrics(l, state.clone(), async move { s.cancelled().await }).await
+                        }
+                        None => Ok(()),
+                    }
+                };
+                let api = george_api::serve(listener, state.clone(), {
+                    let s = s.clone();
+                    async move { s.cancelled().await }
+                });
+                tokio::try_join!(api, metrics)?;
                 Ok(())
             })
         };

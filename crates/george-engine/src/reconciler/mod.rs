@@ -108,6 +108,16 @@ pub async fn reconcile(ctx: &Arc<Context>, id: &str) -> Result<Option<Duration>,
         }
         Action::EndAttempt { attempt, end } => {
             tracing::info!(job = id, attempt, outcome = %end.outcome, "agent ended");
+            if let Some(agent) = state.current.as_ref().filter(|a| a.attempt == attempt) {
+                let lived = (now - agent.started_at).to_std().unwrap_or_default().as_secs_f64();
+                let outcome = match end.exit_code {
+                    Some(0) => "exited_0",
+                    Some(_) => "exited_nonzero",
+                    None if end.outcome.starts_with("spawn failed") => "spawn_failed",
+                    None => "lost_or_killed",
+                };
+                ctx.metrics.attempt_duration.get_or_create(&OutcomeLabel { outcome: outcome.into() }).observe(lived);
+            }
             ctx.store.end_attempt(id, attempt, end).await?;
             if let Err(e) = ctx.runtime.cleanup(id, attempt).await {
                 tracing::warn!(job = id, attempt, error = %e, "cleanup failed");
@@ -121,9 +131,20 @@ pub async fn reconcile(ctx: &Arc<Context>, id: &str) -> Result<Option<Duration>,
             if change.to != change.from {
                 tracing::info!(job = id, from = %change.from, to = %change.to, reason = change.reason.as_deref().unwrap_or(""), "job status");
             }
+            let (to, failure) = (change.to, change.count_failure);
             ctx.store.change_status(id, change, "reconciler").await?;
+            count_retry(ctx, &state.job, to, failure);
             Ok(None)
         }
+    }
+}
+
+/// A failed attempt the engine retries, counted (how jobs end is counted
+/// from the store's events: `crate::outcomes`).
+fn count_retry(ctx: &Context, job: &Job, to: JobStatus, failure: bool) {
+    if failure && to == JobStatus::Pending {
+        let label = crate::metrics::TemplateLabel { template: job.template.clone() };
+        ctx.metrics.job_retries.get_or_create(&label).inc();
     }
 }
 

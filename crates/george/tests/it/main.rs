@@ -23,6 +23,7 @@ mod leases;
 mod live_api;
 mod llm_agent;
 mod llm_proxy;
+mod observability;
 mod partition;
 mod pools;
 mod postgres_engine;

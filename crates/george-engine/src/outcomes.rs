@@ -1,0 +1,51 @@
+//! How jobs end, as metrics: every job that reaches `completed`, `failed`
+//! or `aborted` — by its agent's verdict, the reconciler or an operator —
+//! is counted once, from the store's `job.status` events, with its duration
+//! from creation (`george_jobs_finished_total`, `george_job_duration_seconds`).
+
+use crate::context::Context;
+use crate::metrics::{FinishedLabel, TemplateOutcomeLabel};
+use george_core::event::EventKind;
+use george_core::record::Event;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// Follows the store's events until `shutdown`.
+pub(crate) async fn run(ctx: Arc<Context>, mut events: broadcast::Receiver<Event>, shutdown: CancellationToken) {
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            e = events.recv() => e,
+        };
+        match event {
+            Ok(e) if e.kind == EventKind::JobStatus => count(&ctx, &e).await,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "job outcome metrics fell behind: some endings are not counted");
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Counts `e` if it ends its job.
+async fn count(ctx: &Context, e: &Event) {
+    let (from, to) = (e.data["from"].as_str(), e.data["to"].as_str());
+    let Some(to) = to.filter(|t| Some(*t) != from && matches!(*t, "completed" | "failed" | "aborted")) else { return };
+    let Some(id) = e.job_id.as_deref() else { return };
+    let job = match ctx.store.get_job(id).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::debug!(job = id, error = %err, "cannot read an ended job for its metrics");
+            return;
+        }
+    };
+    let took = (e.ts - job.created_at).to_std().unwrap_or_default().as_secs_f64();
+    let by_template = TemplateOutcomeLabel { template: job.template.clone(), outcome: to.to_string() };
+    ctx.metrics.job_duration.get_or_create(&by_template).observe(took);
+    let chapter = job.chapter.unwrap_or_default();
+    let label = FinishedLabel { template: job.template, chapter, outcome: to.to_string() };
+    ctx.metrics.jobs_finished.get_or_create(&label).inc();
+}

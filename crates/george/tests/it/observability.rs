@@ -1,0 +1,73 @@
+//! Issue 18 (in part): metrics an operator alerts on. Jobs' durations and
+//! outcomes, retries, attempts' lives, the API's answer times by route and
+//! status, the build; and `/metrics` without a token on an address of its
+//! own (`engine.metricsListen`) for a Prometheus that scrapes without
+//! credentials — and nothing else there.
+
+use crate::common;
+
+use common::*;
+use george_core::JobStatus;
+use std::time::Duration;
+
+#[test]
+fn metrics_count_jobs_retries_and_answers_and_are_open_only_on_their_own_address() {
+    let tmp = tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let m = root.join("manifests");
+    write(
+        &m,
+        "agents/a.yaml",
+        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: a}\nspec:\n  capabilities: [shell]\n",
+    );
+    // Its first attempt's agent dies (the step kills it); the second completes.
+    let flaky = "    - id: s\n      description: crashes once\n      run: 'test -f \"$GEORGE_OUTPUT_DIR/tried\" || { touch \"$GEORGE_OUTPUT_DIR/tried\"; kill -9 $PPID; sleep 5; }'\n";
+    write(&m, "templates/flaky.yaml", &template("flaky", flaky));
+    write(&m, "jobs/j.yaml", &job("flaky-1", "flaky"));
+    let engine = Engine::start_with_env(
+        &root,
+        "",
+        &["--manifests", m.to_str().unwrap()],
+        &[("GEORGE_METRICS_LISTEN", "127.0.0.1:0")],
+    );
+    let open = engine
+        .log()
+        .lines()
+        .find(|l| l.contains("metrics served without a token"))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("listen=")).map(str::to_string))
+        .unwrap_or_else(|| panic!("the metrics address is logged: {}", engine.log()));
+    engine.rt().block_on(async {
+        let done = engine.wait_status("flaky-1", JobStatus::Completed, Duration::from_secs(30)).await;
+        assert_eq!(done.attempt, 2, "{done:?}");
+        let http = reqwest::Client::new();
+        // The API's /metrics wants a token; the metrics address does not, and serves nothing else.
+        assert_eq!(http.get(format!("{}/metrics", engine.url)).send().await.unwrap().status(), 401);
+        let jobs = http.get(format!("http://{open}/api/v1/jobs")).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(jobs.status(), 404);
+        let text = eventually(Duration::from_secs(10), "the figures", async || {
+            let r = http.get(format!("http://{open}/metrics")).send().await.ok()?;
+            let text = r.text().await.ok()?;
+            text.contains("george_jobs_finished_total{").then_some(text)
+        })
+        .await;
+        let authed = http.get(format!("{}/metrics", engine.url)).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(authed.status(), 200);
+        let version = env!("CARGO_PKG_VERSION");
+        for series in [
+            format!("george_build_info{{version=\"{version}\"}} 1"),
+            "george_jobs_finished_total{template=\"flaky\",chapter=\"\",outcome=\"completed\"} 1".to_string(),
+            "george_job_retries_total{template=\"flaky\"} 1".to_string(),
+            "george_job_duration_seconds_count{template=\"flaky\",outcome=\"completed\"} 1".to_string(),
+            "george_http_request_duration_seconds_count{method=\"POST\",route=\"/api/v1/jobs/{id}/attach\",status=\"200\"} 2"
+                .to_string(),
+        ] {
+            assert!(text.contains(&series), "{series} in:\n{text}");
+        }
+        let attempts: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("george_attempt_duration_seconds_count{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(attempts, 2, "both attempts' lives are counted:\n{text}");
+    });
+}
