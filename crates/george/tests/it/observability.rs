@@ -2,7 +2,9 @@
 //! outcomes, retries, attempts' lives, the API's answer times by route and
 //! status, the build; and `/metrics` without a token on an address of its
 //! own (`engine.metricsListen`) for a Prometheus that scrapes without
-//! credentials — and nothing else there.
+//! credentials — and nothing else there. The Prometheus alert rules and the
+//! Grafana dashboard in `deploy/` are valid (`promtool`), their alerts fire
+//! as meant, and they name only series the engine serves.
 
 use crate::common;
 
@@ -69,5 +71,74 @@ fn metrics_count_jobs_retries_and_answers_and_are_open_only_on_their_own_address
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum();
         assert_eq!(attempts, 2, "both attempts' lives are counted:\n{text}");
+        deploy_files_name_only_served_series(&text, &root);
     });
+}
+
+/// The repository's `deploy/` directory.
+fn deploy() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy").canonicalize().unwrap()
+}
+
+/// `promtool ARGS` in `dir`: succeeds, or the test fails with its output.
+fn promtool(dir: &std::path::Path, args: &[&str]) {
+    let out =
+        std::process::Command::new("promtool").args(args).current_dir(dir).output().unwrap_or_else(|e| {
+            panic!("promtool (Debian's package `prometheus`, installed by .ci/run) cannot run: {e}")
+        });
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool {args:?}:\n{text}");
+}
+
+/// The alert rules check and pass their unit tests; the dashboard's
+/// queries parse (as recording rules); and every `george_…` series either
+/// names is one `metrics` (an engine's `/metrics` text) has.
+fn deploy_files_name_only_served_series(metrics: &str, scratch: &std::path::Path) {
+    let prometheus = deploy().join("prometheus");
+    promtool(&prometheus, &["check", "rules", "george-alerts.yaml"]);
+    promtool(&prometheus, &["test", "rules", "george-alerts.test.yaml"]);
+    let dashboard: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(deploy().join("grafana/george.json")).unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let rules: Vec<serde_json::Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| serde_json::json!({"record": format!("george:dashboard_{i}"), "expr": e}))
+        .collect();
+    let file = scratch.join("dashboard-queries.yaml");
+    std::fs::write(&file, serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string()).unwrap();
+    promtool(scratch, &["check", "rules", "dashboard-queries.yaml"]);
+    // What the engine registers (a family without samples yet is not in the text).
+    let source = std::fs::read_to_string(deploy().join("../crates/george-engine/src/metrics.rs")).unwrap();
+    let registered: Vec<&str> = source
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub const ")?.split('"').nth(1))
+        .filter(|n| n.starts_with("george_"))
+        .collect();
+    let served: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next())
+        .chain(registered)
+        .collect();
+    assert!(served.contains("george_pool_warm") && served.contains("george_jobs_finished"), "{served:?}");
+    let alerts = std::fs::read_to_string(prometheus.join("george-alerts.yaml")).unwrap();
+    let named = exprs.iter().map(String::as_str).chain([alerts.as_str()]).flat_map(|text| {
+        text.match_indices("george_").map(move |(i, _)| {
+            let rest = &text[i..];
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            rest[..end].to_string()
+        })
+    });
+    for name in named.collect::<std::collections::BTreeSet<_>>() {
+        let base =
+            ["_bucket", "_count", "_sum", "_total"].iter().fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
+        assert!(served.contains(base), "{name} is not a series the engine serves ({served:?})");
+    }
 }
