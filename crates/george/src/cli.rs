@@ -18,8 +18,9 @@ pub struct Cli {
     /// A file holding the operator token.
     #[arg(long, global = true, env = "GEORGE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    /// The context to use instead of the current one (`george config get-contexts`).
-    #[arg(long, global = true, env = "GEORGE_CONTEXT")]
+    /// The context (a named engine, `george config get-contexts`) to use
+    /// instead of the current one.
+    #[arg(id = "engine_context", long = "engine", global = true, env = "GEORGE_CONTEXT", value_name = "CONTEXT")]
     pub context: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]

@@ -2,7 +2,7 @@
 //! the return value is the process exit code.
 
 use crate::cli::{AgentCommand, AgentsCommand, Cli, Command, Format, JobsCommand, TokensCommand};
-use crate::output::{ago, print, render, table};
+use crate::output::{ago, first_line, print, print_list, render, table};
 use crate::serve::{DEFAULT_DATA_DIR, TOKEN_FILE};
 use anyhow::{bail, Context as _};
 use george_client::{Client, ClientError, JobQuery};
@@ -86,6 +86,8 @@ fn print_tree(v: &serde_json::Value, depth: usize) {
         serde_json::Value::Object(m) => {
             for (k, x) in m {
                 match x {
+                    serde_json::Value::Object(o) if o.is_empty() => println!("{pad}{k}: none"),
+                    serde_json::Value::Array(a) if a.is_empty() => println!("{pad}{k}: none"),
                     serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
                         println!("{pad}{k}:");
                         print_tree(x, depth + 1);
@@ -149,7 +151,7 @@ fn explain(e: &anyhow::Error) -> String {
 }
 
 /// The engine a command talks to, and its token: `--server` and `--token`
-/// (or `--token-file`) when given; else the context's (`--context`, else
+/// (or `--token-file`) when given; else the context's (`--engine`, else
 /// the current one; a context is not used with another `--server` unless
 /// named); else `http://127.0.0.1:8080` and the local data directory's token.
 fn client(cli: &Cli) -> anyhow::Result<Client> {
@@ -286,7 +288,7 @@ fn parse_params(items: &[String]) -> anyhow::Result<BTreeMap<String, serde_json:
     Ok(out)
 }
 
-fn jobs_table(jobs: &Vec<JobView>) -> comfy_table::Table {
+fn jobs_table(jobs: &[JobView]) -> comfy_table::Table {
     let mut t = table(&["JOB", "STATUS", "PRIORITY", "TEMPLATE", "ATTEMPT", "UPDATED", "REASON"]);
     for j in jobs {
         t.add_row(vec![
@@ -300,7 +302,7 @@ fn jobs_table(jobs: &Vec<JobView>) -> comfy_table::Table {
             j.template.clone(),
             j.attempt.to_string(),
             ago(j.updated_at),
-            j.reason.clone().unwrap_or_default(),
+            first_line(j.reason.as_deref().unwrap_or_default()),
         ]);
     }
     t
@@ -356,7 +358,7 @@ fn budget_table(r: &george_core::api::BudgetReport) -> comfy_table::Table {
     t
 }
 
-fn events_table(events: &Vec<george_core::api::EventView>) -> comfy_table::Table {
+fn events_table(events: &[george_core::api::EventView]) -> comfy_table::Table {
     let mut t = table(&["SEQ", "TIME", "JOB", "KIND", "ACTOR", "DATA"]);
     for e in events {
         t.add_row(vec![
@@ -515,7 +517,7 @@ async fn audit_security(c: &Client, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn agents_table(agents: &Vec<AgentView>) -> comfy_table::Table {
+fn agents_table(agents: &[AgentView]) -> comfy_table::Table {
     let mut t = table(&["AGENT", "JOB", "STATE", "SPEC", "RUNTIME", "STARTED", "HEARTBEAT", "OUTCOME"]);
     for a in agents {
         t.add_row(vec![
@@ -537,17 +539,17 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
         Command::Jobs(j) => jobs(c, j, format).await,
         Command::Agents(AgentsCommand::Ls { all }) => {
             let agents = c.agents(*all).await?;
-            print(format, &agents, agents_table);
+            print_list(format, &agents, "agents", agents_table);
             Ok(())
         }
         Command::Agents(AgentsCommand::Get { id }) => {
             let a = c.agent(id).await?;
-            print(format, &vec![a], agents_table);
+            print(format, &a, |a| agents_table(std::slice::from_ref(a)));
             Ok(())
         }
         Command::Events { since, limit } => {
             let events = c.events(*since, *limit).await?;
-            print(format, &events, events_table);
+            print_list(format, &events, "events", events_table);
             Ok(())
         }
         Command::Registry { agent_type, chapter, capability, status, .. } => {
@@ -752,7 +754,7 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
     match cmd {
         JobsCommand::Ls { status, chapter } => {
             let jobs = c.jobs(&JobQuery { status: status.clone(), chapter: chapter.clone(), source: None }).await?;
-            print(format, &jobs, jobs_table);
+            print_list(format, &jobs, "jobs", jobs_table);
         }
         JobsCommand::Delete { id } => {
             let report = c.delete_job(id).await?;
@@ -768,7 +770,7 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
                     render(format, &v, |_| {});
                 }
                 Format::Table => {
-                    println!("{}", jobs_table(&vec![job.clone()]));
+                    println!("{}", jobs_table(std::slice::from_ref(&job)));
                     let origin =
                         [Some(job.origin.source.clone()), job.origin.reference.clone(), job.origin.revision.clone()];
                     println!("origin: {}", origin.into_iter().flatten().collect::<Vec<_>>().join(" "));
@@ -784,8 +786,8 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
                             s.started_at.map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_default(),
                             took.map(human_duration).unwrap_or_default(),
                             s.spec.depends_on.join(", "),
-                            s.spec.run.clone().unwrap_or_else(|| "(needs an LLM)".into()),
-                            s.reason.clone().unwrap_or_default(),
+                            s.spec.run.as_deref().map(first_line).unwrap_or_else(|| "(needs an LLM)".into()),
+                            first_line(s.reason.as_deref().unwrap_or_default()),
                         ]);
                     }
                     println!("{t}");
@@ -855,7 +857,7 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
                 // Follow it from its creation on, whatever happened meanwhile.
                 return watch(c, &job.id, Some(0), format).await;
             }
-            print(format, &job, |j| jobs_table(&vec![j.clone()]));
+            print(format, &job, |j| jobs_table(std::slice::from_ref(j)));
         }
         JobsCommand::Pause(a) | JobsCommand::Resume(a) | JobsCommand::Abort(a) | JobsCommand::Approve(a) => {
             let action = match cmd {
@@ -865,7 +867,7 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
                 _ => "abort",
             };
             let job = c.act(&a.id, action, a.reason.clone()).await?;
-            print(format, &job, |j| jobs_table(&vec![j.clone()]));
+            print(format, &job, |j| jobs_table(std::slice::from_ref(j)));
         }
         JobsCommand::Watch { id, since } => watch(c, id, *since, format).await?,
         JobsCommand::Override { id, status, step, reason } => {
@@ -875,7 +877,7 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
                 reason: reason.clone(),
             };
             let job = c.override_status(id, &req).await?;
-            print(format, &job, |j| jobs_table(&vec![j.clone()]));
+            print(format, &job, |j| jobs_table(std::slice::from_ref(j)));
         }
         JobsCommand::Inject { id, message } => {
             let comment = c.inject(id, message).await?;

@@ -22,6 +22,33 @@ pub fn render<T: Serialize>(format: Format, value: &T, text: impl FnOnce(&T)) {
     }
 }
 
+/// Prints a list as JSON or YAML, or as the table `table` builds — or, when
+/// the list is empty, one line saying so (`No jobs found.`), not an empty table.
+pub fn print_list<T: Serialize>(format: Format, items: &[T], noun: &str, table: impl FnOnce(&[T]) -> Table) {
+    render(format, &items, |items| {
+        if items.is_empty() {
+            println!("No {noun} found.");
+        } else {
+            println!("{}", fit(table(items)));
+        }
+    });
+}
+
+/// A table as wide as the terminal at most (when there is one): long cells
+/// are wrapped by the table; a cell's text past its first line is cut with `…`.
+fn fit(mut t: Table) -> Table {
+    t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    t
+}
+
+/// A cell's text: its first line, with `…` when there was more.
+pub fn first_line(text: &str) -> String {
+    match text.split_once('\n') {
+        Some((first, _)) => format!("{}…", first.trim_end()),
+        None => text.to_string(),
+    }
+}
+
 /// A table with a header row.
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();

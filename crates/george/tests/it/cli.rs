@@ -68,6 +68,11 @@ fn contexts_reach_an_engine_without_flags_and_never_send_its_token_elsewhere() {
     // From any directory, no flag: the current context.
     let (ok, text) = george(&root, &config, &["jobs", "ls"]);
     assert!(ok && text.contains("context-job"), "{text}");
+    // An empty list says so; an outline has no bare headings.
+    let (ok, text) = george(&root, &config, &["jobs", "ls", "--status", "blocked"]);
+    assert!(ok && text.trim() == "No jobs found.", "{text}");
+    let (ok, text) = george(&root, &config, &["status"]);
+    assert!(ok && text.contains("queue: none") && !text.lines().any(|l| l.trim_end() == "queue:"), "{text}");
 
     // A second context, unreachable; the current one stays until switched.
     let dead = ["config", "set-context", "dead", "--server", "http://127.0.0.1:9", "--token-file", "token"];
@@ -77,7 +82,7 @@ fn contexts_reach_an_engine_without_flags_and_never_send_its_token_elsewhere() {
     assert!(ok, "{text}");
     let current: Vec<&str> = text.lines().filter(|l| l.contains('*')).collect();
     assert!(current.len() == 1 && current[0].contains("here"), "{text}");
-    let (ok, text) = george(&work, &config, &["--context", "dead", "jobs", "ls"]);
+    let (ok, text) = george(&work, &config, &["--engine", "dead", "jobs", "ls"]);
     assert!(!ok && text.contains("cannot reach the engine at http://127.0.0.1:9"), "{text}");
     let (ok, text) = george(&work, &config, &["config", "use-context", "dead"]);
     assert!(ok && text.contains("now using context dead"), "{text}");
@@ -100,7 +105,7 @@ fn contexts_reach_an_engine_without_flags_and_never_send_its_token_elsewhere() {
     // `--server` alone bypasses the current context: its token goes to no other engine.
     let (ok, text) = george(&root, &config, &["--server", &engine.url, "jobs", "ls"]);
     assert!(!ok && text.contains("no operator token"), "{text}");
-    let (ok, text) = george(&root, &config, &["--server", &engine.url, "--context", "here", "jobs", "ls"]);
+    let (ok, text) = george(&root, &config, &["--server", &engine.url, "--engine", "here", "jobs", "ls"]);
     assert!(ok && text.contains("context-job"), "a named context lends its token: {text}");
 
     std::fs::write(&config, "currentContext: here\ncontexts: [{name: here, sever: x}]\n").unwrap();
