@@ -102,6 +102,15 @@ pub(crate) async fn finish(
     let used = usage.map(|u| u.total()).unwrap_or(0);
     ctx.governor.commit(reservation, used, now);
     if let Some(u) = usage {
+        for (kind, n) in [("input", u.input), ("output", u.output)] {
+            let label = crate::metrics::TokensLabel {
+                chapter: route.charge.chapter.clone(),
+                agent_spec: route.charge.agent_spec.clone(),
+                model: route.model.clone(),
+                kind: kind.into(),
+            };
+            ctx.metrics.llm_tokens.get_or_create(&label).inc_by(n);
+        }
         ctx.store
             .record_usage(&UsageRecord {
                 ts: now,

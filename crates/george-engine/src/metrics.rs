@@ -55,6 +55,22 @@ pub const JOB_RETRIES: &str = "george_job_retries";
 /// Seconds an attempt's agent lived, by how the attempt ended.
 pub const ATTEMPT_DURATION: &str = "george_attempt_duration_seconds";
 
+/// LLM tokens metered through the proxy, by chapter, AgentSpec, model and kind (`input`, `output`).
+pub const LLM_TOKENS: &str = "george_llm_tokens";
+
+/// A label set naming who used LLM tokens, on which model, and which kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokensLabel {
+    /// The chapter (empty: none).
+    pub chapter: String,
+    /// The AgentSpec.
+    pub agent_spec: String,
+    /// The model.
+    pub model: String,
+    /// `input` or `output`.
+    pub kind: String,
+}
+
 /// A label set naming an answered HTTP request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabel {
@@ -200,6 +216,8 @@ pub struct Metrics {
     pub job_retries: Family<TemplateLabel, Counter>,
     /// Attempt durations.
     pub attempt_duration: Family<OutcomeLabel, Histogram>,
+    /// LLM tokens used.
+    pub llm_tokens: Family<TokensLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -232,6 +250,12 @@ impl Default for Metrics {
         let jobs_finished = Family::<FinishedLabel, Counter>::default();
         let job_retries = Family::<TemplateLabel, Counter>::default();
         let attempt_duration = Family::<OutcomeLabel, Histogram>::new_with_constructor(long);
+        let llm_tokens = Family::<TokensLabel, Counter>::default();
+        registry.register(
+            LLM_TOKENS,
+            "LLM tokens the proxy metered, by chapter, AgentSpec, model and kind (input, output)",
+            llm_tokens.clone(),
+        );
         let build_info = Family::<BuildLabel, Gauge>::default();
         build_info.get_or_create(&BuildLabel { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         registry.register(BUILD_INFO, "Always 1, labelled with the running version", build_info);
@@ -311,6 +335,7 @@ impl Default for Metrics {
             jobs_finished,
             job_retries,
             attempt_duration,
+            llm_tokens,
         }
     }
 }
