@@ -492,9 +492,7 @@ async fn audit_security(c: &Client, format: Format) -> anyhow::Result<()> {
     match format {
         Format::Json | Format::Yaml => render(format, iso, |_| {}),
         Format::Table if iso.is_null() => {
-            println!(
-                "this runtime isolates agents in containers (Docker or Kubernetes); see the README's Security section"
-            )
+            println!("this runtime isolates agents in containers (Docker or Kubernetes); see docs/security.md")
         }
         Format::Table => {
             let yes = |k: &str| if iso[k].as_bool() == Some(true) { "yes" } else { "NO" };

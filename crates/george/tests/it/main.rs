@@ -15,6 +15,7 @@ mod control;
 mod control_plane;
 mod dashboard;
 mod docker;
+mod docs;
 mod failures;
 mod jira;
 mod kube_api;
