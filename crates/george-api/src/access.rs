@@ -127,6 +127,9 @@ pub struct AuditQuery {
     /// At most this many (default 500, at most 5000).
     #[serde(default)]
     limit: Option<u32>,
+    /// Instead of `since`: the newest this many (1 to 5000), oldest first.
+    #[serde(default)]
+    last: Option<u32>,
 }
 
 /// The audit log: who did what, oldest first.
@@ -136,17 +139,26 @@ pub async fn audit(
     QueryParams(q): QueryParams<AuditQuery>,
 ) -> Result<Json<Vec<EventView>>, ApiError> {
     caller.viewer()?;
+    let tail = crate::ops::tail_size(q.last)?;
     let limit = q.limit.unwrap_or(500).min(5000) as usize;
     let mut out = Vec::new();
-    let mut since = q.since;
+    let mut since = if tail.is_some() { 0 } else { q.since };
     loop {
         let page = st.store.events_since(since, 5000, None).await?;
         let Some(last) = page.last() else { break };
         since = last.seq;
         out.extend(page.into_iter().filter(|e| e.kind == EventKind::Audit).map(EventView::from));
-        if out.len() >= limit {
-            out.truncate(limit);
-            break;
+        match tail {
+            // The newest `n`: read on, keeping the last ones.
+            Some(n) if out.len() > n => {
+                out.drain(..out.len() - n);
+            }
+            Some(_) => {}
+            None if out.len() >= limit => {
+                out.truncate(limit);
+                break;
+            }
+            None => {}
         }
     }
     Ok(Json(out))

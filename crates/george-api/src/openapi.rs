@@ -353,6 +353,11 @@ fn describe_service(b: &mut Builder) {
     b.op("get", "/api/v1/audit", "viewer", "The audit log: every successful change by an operator")
         .sequence("since", "records after this event sequence number")
         .limit("at most this many (default 500, at most 5000)")
+        .query_schema(
+            "last",
+            json!({"type": "integer", "minimum": 1, "maximum": 5000}),
+            "instead of `since`: the newest this many",
+        )
         .json::<Vec<EventView>>(200, "audit events, oldest first")
         .done();
     b.op("get", "/api/v1/watch", "viewer", "WebSocket: every event after `since`, one JSON EventView per text frame")
@@ -511,6 +516,11 @@ fn describe_events_and_control(b: &mut Builder) {
         .sequence("since", "events after this sequence number")
         .limit("at most this many (default 500, at most 5000)")
         .query("job", "string", "only this job's events")
+        .query_schema(
+            "last",
+            json!({"type": "integer", "minimum": 1, "maximum": 5000}),
+            "instead of `since`: the newest this many",
+        )
         .json::<Vec<EventView>>(200, "events, oldest first")
         .done();
     let fired = b.out.subschema_for::<Fired>().to_value();

@@ -304,6 +304,11 @@ impl Client {
         self.get(&format!("/api/v1/events?since={since}&limit={limit}")).await
     }
 
+    /// The newest `last` events (1 to 5000), oldest first.
+    pub async fn latest_events(&self, last: u32) -> Result<Vec<EventView>> {
+        self.get(&format!("/api/v1/events?last={last}")).await
+    }
+
     /// Syncs every source now.
     pub async fn sync(&self) -> Result<SyncResult> {
         self.post("/api/v1/sync", &serde_json::json!({})).await

@@ -94,10 +94,13 @@ pub enum Command {
     #[command(subcommand)]
     Agents(AgentsCommand),
     /// The audit log.
+    #[command(
+        after_help = "Examples:\n  george events                 # the newest 100\n  george events --limit 20      # the newest 20\n  george events --since 1200    # every event after 1200, oldest first"
+    )]
     Events {
-        /// Events after this sequence number.
-        #[arg(long, default_value_t = 0)]
-        since: i64,
+        /// Events after this sequence number, oldest first; without it, the newest ones.
+        #[arg(long)]
+        since: Option<i64>,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: u32,
@@ -196,9 +199,9 @@ pub enum Command {
     Tokens(TokensCommand),
     /// The audit log: every change an operator made, naming the token's subject.
     Audit {
-        /// Records after this event sequence number.
-        #[arg(long, default_value_t = 0)]
-        since: i64,
+        /// Records after this event sequence number, oldest first; without it, the newest ones.
+        #[arg(long)]
+        since: Option<i64>,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: u32,

@@ -546,7 +546,10 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
             Ok(())
         }
         Command::Events { since, limit } => {
-            let events = c.events(*since, *limit).await?;
+            let events = match since {
+                Some(since) => c.events(*since, *limit).await?,
+                None => c.latest_events((*limit).clamp(1, 5000)).await?,
+            };
             print_list(format, &events, "events", events_table);
             Ok(())
         }
@@ -648,7 +651,13 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
         }
         Command::Tokens(t) => tokens(c, t, format).await,
         Command::Audit { since, limit } => {
-            let q = [("since".to_string(), since.to_string()), ("limit".to_string(), limit.to_string())];
+            let q = match since {
+                Some(since) => [("since".to_string(), since.to_string()), ("limit".to_string(), limit.to_string())],
+                None => [
+                    ("last".to_string(), (*limit).clamp(1, 5000).to_string()),
+                    ("limit".to_string(), limit.to_string()),
+                ],
+            };
             let v = c.get_json_query("/api/v1/audit", &q).await?;
             print(format, &v, audit_table);
             Ok(())

@@ -71,6 +71,17 @@ fn contexts_reach_an_engine_without_flags_and_never_send_its_token_elsewhere() {
     // An empty list says so; an outline has no bare headings.
     let (ok, text) = george(&root, &config, &["jobs", "ls", "--status", "blocked"]);
     assert!(ok && text.trim() == "No jobs found.", "{text}");
+    // `events` shows the newest (oldest first among them), unless --since says where to start.
+    let seqs = |args: &[&str]| -> Vec<i64> {
+        let (ok, text) = george(&root, &config, args);
+        assert!(ok, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v.as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect()
+    };
+    let all = seqs(&["events", "--since", "0", "--limit", "5000", "-o", "json"]);
+    assert!(all.len() > 3, "{all:?}");
+    assert_eq!(seqs(&["events", "--limit", "3", "-o", "json"]), all[all.len() - 3..].to_vec(), "the newest three");
+    assert_eq!(seqs(&["events", "--since", "0", "--limit", "3", "-o", "json"]), all[..3].to_vec(), "the first three");
     let (ok, text) = george(&root, &config, &["status"]);
     assert!(ok && text.contains("queue: none") && !text.lines().any(|l| l.trim_end() == "queue:"), "{text}");
 
