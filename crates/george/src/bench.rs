@@ -307,7 +307,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     match format {
         Format::Json | Format::Yaml => crate::output::render(format, &report, |_| {}),
-        Format::Table => {
+        Format::Table | Format::Wide | Format::Name => {
             println!("store                     {}", report.store);
             println!("agent sandbox             {}", if report.sandbox { "on" } else { "off" });
             println!("warm pool                 {} ({} jobs started warm)", report.pool, report.warm_starts);
@@ -478,7 +478,7 @@ fn scheduler(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     };
     match format {
         Format::Json | Format::Yaml => crate::output::render(format, &report, |_| {}),
-        Format::Table => {
+        Format::Table | Format::Wide | Format::Name => {
             println!("queued jobs               {} across {} chapters", report.queued_jobs, report.chapters);
             println!("enqueue                   {:.0} jobs/s", report.enqueue_per_s);
             println!("decisions                 {:.0} /s ({} admissions)", report.decisions_per_s, report.decisions);

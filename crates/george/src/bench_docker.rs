@@ -197,7 +197,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     };
     match format {
         Format::Json | Format::Yaml => crate::output::render(format, &report, |_| {}),
-        Format::Table => {
+        Format::Table | Format::Wide | Format::Name => {
             println!("jobs (one at a time)      {}", report.jobs);
             println!("warm pool                 {} ({} jobs started warm)", report.pool, report.warm_starts);
             println!(

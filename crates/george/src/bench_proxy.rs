@@ -154,7 +154,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     };
     match format {
         Format::Json | Format::Yaml => crate::output::render(format, &report, |_| {}),
-        Format::Table => {
+        Format::Table | Format::Wide | Format::Name => {
             println!("requests                  {} each way", report.requests);
             println!("direct      p50 / p99     {:.3} / {:.3} ms", report.direct_p50_ms, report.direct_p99_ms);
             println!("via proxy   p50 / p99     {:.3} / {:.3} ms", report.proxy_p50_ms, report.proxy_p99_ms);

@@ -972,7 +972,7 @@ pub async fn run(args: crate::cli::BenchArgs, format: Format) -> anyhow::Result<
     let report = run_plan(&plan).await?;
     match format {
         Format::Json | Format::Yaml => crate::output::render(format, &report, |_| {}),
-        Format::Table => {
+        Format::Table | Format::Wide | Format::Name => {
             println!("chaos run, seed {} on the {} runtime ({:.0}s)", report.seed, report.runtime, report.wall_seconds);
             println!(
                 "  jobs            {} accepted, {} completed, {} lost",

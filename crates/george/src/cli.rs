@@ -22,9 +22,12 @@ pub struct Cli {
     /// instead of the current one.
     #[arg(id = "engine_context", long = "engine", global = true, env = "GEORGE_CONTEXT", value_name = "CONTEXT")]
     pub context: Option<String>,
-    /// Output format.
+    /// Output format: tables, `wide` tables (every cell whole), `name` (one `kind/name` a line), JSON or YAML.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
+    /// Tables without their header row.
+    #[arg(long, global = true)]
+    pub no_headers: bool,
     /// Log as JSON lines.
     #[arg(long, global = true)]
     pub log_json: bool,
@@ -66,8 +69,12 @@ pub enum ConfigCommand {
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// Readable tables.
+    /// Readable tables, as wide as the terminal.
     Table,
+    /// Tables with every cell whole.
+    Wide,
+    /// One `kind/name` a line (lists of jobs, agents, events).
+    Name,
     /// JSON, for scripts.
     Json,
     /// YAML.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 /// Runs the command; returns the exit code.
 pub async fn dispatch(cli: Cli) -> i32 {
-    let format = cli.output;
+    let format = crate::output::configure(cli.output, cli.no_headers);
     let result = match cli.command {
         Command::Validate { ref path } => return crate::validate::run(path, format),
         Command::Agent { command: AgentCommand::Run } => return run_agent().await,
@@ -260,7 +260,7 @@ fn url_of(server: &str) -> anyhow::Result<()> {
 /// kubectl-style: one line saying what happened, or the object in JSON or YAML.
 fn said<T: serde::Serialize>(format: Format, value: &T, line: &str) {
     match format {
-        Format::Table => println!("{line}"),
+        Format::Table | Format::Wide | Format::Name => println!("{line}"),
         _ => render(format, value, |_| {}),
     }
 }
@@ -491,10 +491,10 @@ async fn audit_security(c: &Client, format: Format) -> anyhow::Result<()> {
     let iso = &v["isolation"];
     match format {
         Format::Json | Format::Yaml => render(format, iso, |_| {}),
-        Format::Table if iso.is_null() => {
+        Format::Table | Format::Wide | Format::Name if iso.is_null() => {
             println!("this runtime isolates agents in containers (Docker or Kubernetes); see docs/security.md")
         }
-        Format::Table => {
+        Format::Table | Format::Wide | Format::Name => {
             let yes = |k: &str| if iso[k].as_bool() == Some(true) { "yes" } else { "NO" };
             println!("sandbox            {}", if iso["enabled"] == true { "on" } else { "OFF" });
             println!("landlock ABI       {}", iso["landlock_abi"]);
@@ -537,7 +537,7 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
         Command::Jobs(j) => jobs(c, j, format).await,
         Command::Agents(AgentsCommand::Ls { all }) => {
             let agents = c.agents(*all).await?;
-            print_list(format, &agents, "agents", agents_table);
+            print_list(format, &agents, "agents", |a| format!("agent/{}", a.id), agents_table);
             Ok(())
         }
         Command::Agents(AgentsCommand::Get { id }) => {
@@ -550,7 +550,7 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
                 Some(since) => c.events(*since, *limit).await?,
                 None => c.latest_events((*limit).clamp(1, 5000)).await?,
             };
-            print_list(format, &events, "events", events_table);
+            print_list(format, &events, "events", |e| format!("event/{}", e.seq), events_table);
             Ok(())
         }
         Command::Registry { agent_type, chapter, capability, status, .. } => {
@@ -575,7 +575,7 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
             let v = c.get_json(path).await?;
             match format {
                 Format::Json | Format::Yaml => render(format, &v, |_| {}),
-                Format::Table => print_tree(&v, 0),
+                Format::Table | Format::Wide | Format::Name => print_tree(&v, 0),
             }
             Ok(())
         }
@@ -585,7 +585,7 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
                 .await?;
             match format {
                 Format::Json | Format::Yaml => render(format, &v, |_| {}),
-                Format::Table => println!(
+                Format::Table | Format::Wide | Format::Name => println!(
                     "dismissed {agent}: {} instance(s) stopping; their jobs are paused",
                     v["dismissed"].as_array().map_or(0, Vec::len)
                 ),
@@ -602,7 +602,7 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
             let v = c.throttle(chapter, &req).await?;
             match format {
                 Format::Json | Format::Yaml => render(format, &v, |_| {}),
-                Format::Table => match v.tokens_per_hour {
+                Format::Table | Format::Wide | Format::Name => match v.tokens_per_hour {
                     Some(t) => println!("chapter {chapter} is throttled to {t} tokens per hour"),
                     None => println!("chapter {chapter} is no longer throttled"),
                 },
@@ -613,7 +613,9 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
             let v = c.post_json(&format!("/api/v1/agents/{id}/halt"), &serde_json::json!({"reason": reason})).await?;
             match format {
                 Format::Json | Format::Yaml => render(format, &v, |_| {}),
-                Format::Table => println!("halted {id}; job {} is paused", v["job"].as_str().unwrap_or("?")),
+                Format::Table | Format::Wide | Format::Name => {
+                    println!("halted {id}; job {} is paused", v["job"].as_str().unwrap_or("?"))
+                }
             }
             Ok(())
         }
@@ -627,7 +629,9 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
             let fired = c.summon(&body).await?;
             match format {
                 Format::Json | Format::Yaml => render(format, &fired, |_| {}),
-                Format::Table => println!("summoned {agent}: job {}", fired["job"].as_str().unwrap_or("?")),
+                Format::Table | Format::Wide | Format::Name => {
+                    println!("summoned {agent}: job {}", fired["job"].as_str().unwrap_or("?"))
+                }
             }
             Ok(())
         }
@@ -723,7 +727,7 @@ async fn watch(c: &Client, id: &str, since: Option<i64>, format: Format) -> anyh
         match format {
             Format::Json => println!("{}", serde_json::to_string(&e)?),
             Format::Yaml => render(format, &vec![&e], |_| {}),
-            Format::Table => {
+            Format::Table | Format::Wide | Format::Name => {
                 println!("{}  {:<14} {:<28} {}", e.ts.format("%H:%M:%S"), e.kind, e.actor, summary(&e.data))
             }
         }
@@ -761,7 +765,7 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
     match cmd {
         JobsCommand::Ls { status, chapter } => {
             let jobs = c.jobs(&JobQuery { status: status.clone(), chapter: chapter.clone(), source: None }).await?;
-            print_list(format, &jobs, "jobs", jobs_table);
+            print_list(format, &jobs, "jobs", |j| format!("job/{}", j.id), jobs_table);
         }
         JobsCommand::Delete { id } => {
             let report = c.delete_job(id).await?;
@@ -776,7 +780,7 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
                     let v = serde_json::json!({"job": job, "comments": comments, "evidence": evidence});
                     render(format, &v, |_| {});
                 }
-                Format::Table => {
+                Format::Table | Format::Wide | Format::Name => {
                     println!("{}", jobs_table(std::slice::from_ref(&job)));
                     let origin =
                         [Some(job.origin.source.clone()), job.origin.reference.clone(), job.origin.revision.clone()];
@@ -890,7 +894,7 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
             let comment = c.inject(id, message).await?;
             match format {
                 Format::Json | Format::Yaml => render(format, &comment, |_| {}),
-                Format::Table => println!("message {} added to job {id}", comment.id),
+                Format::Table | Format::Wide | Format::Name => println!("message {} added to job {id}", comment.id),
             }
         }
         JobsCommand::Logs { id, attempt, follow } => {

@@ -4,6 +4,35 @@
 use crate::cli::Format;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use serde::Serialize;
+use std::sync::OnceLock;
+
+/// How tables are drawn, set once from the command line.
+#[derive(Debug, Default, Clone, Copy)]
+struct Style {
+    /// `-o wide`: every cell whole, no fitting to the terminal.
+    wide: bool,
+    /// `-o name`: lists as `kind/name` lines.
+    names: bool,
+    /// `--no-headers`.
+    no_headers: bool,
+}
+
+static STYLE: OnceLock<Style> = OnceLock::new();
+
+fn style() -> Style {
+    STYLE.get().copied().unwrap_or_default()
+}
+
+/// Takes the command line's output options; returns the format commands
+/// switch on (`wide` and `name` are tables to them: [`print_list`] and the
+/// table helpers draw the difference).
+pub fn configure(format: Format, no_headers: bool) -> Format {
+    let _ = STYLE.set(Style { wide: format == Format::Wide, names: format == Format::Name, no_headers });
+    match format {
+        Format::Wide | Format::Name => Format::Table,
+        other => other,
+    }
+}
 
 /// Prints `value` as JSON or YAML, or as the table `table` builds.
 pub fn print<T: Serialize>(format: Format, value: &T, table: impl FnOnce(&T) -> Table) {
@@ -18,15 +47,24 @@ pub fn render<T: Serialize>(format: Format, value: &T, text: impl FnOnce(&T)) {
             Ok(y) => print!("{y}"),
             Err(e) => eprintln!("error: cannot print YAML: {e}"),
         },
-        Format::Table => text(value),
+        Format::Table | Format::Wide | Format::Name => text(value),
     }
 }
 
-/// Prints a list as JSON or YAML, or as the table `table` builds — or, when
-/// the list is empty, one line saying so (`No jobs found.`), not an empty table.
-pub fn print_list<T: Serialize>(format: Format, items: &[T], noun: &str, table: impl FnOnce(&[T]) -> Table) {
+/// Prints a list as JSON or YAML, as `kind/name` lines (`-o name`: `name`
+/// gives each one's), or as the table `table` builds — or, when the list is
+/// empty, one line saying so (`No jobs found.`), not an empty table.
+pub fn print_list<T: Serialize>(
+    format: Format,
+    items: &[T],
+    noun: &str,
+    name: impl Fn(&T) -> String,
+    table: impl FnOnce(&[T]) -> Table,
+) {
     render(format, &items, |items| {
-        if items.is_empty() {
+        if style().names {
+            items.iter().for_each(|i| println!("{}", name(i)));
+        } else if items.is_empty() {
             println!("No {noun} found.");
         } else {
             println!("{}", fit(table(items)));
@@ -34,25 +72,30 @@ pub fn print_list<T: Serialize>(format: Format, items: &[T], noun: &str, table: 
     });
 }
 
-/// A table as wide as the terminal at most (when there is one): long cells
-/// are wrapped by the table; a cell's text past its first line is cut with `…`.
+/// A table as wide as the terminal at most (when there is one; `-o wide`:
+/// as wide as its cells): long cells are wrapped by the table.
 fn fit(mut t: Table) -> Table {
-    t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    if !style().wide {
+        t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    }
     t
 }
 
-/// A cell's text: its first line, with `…` when there was more.
+/// A cell's text: its first line, with `…` when there was more (`-o wide`: all of it).
 pub fn first_line(text: &str) -> String {
     match text.split_once('\n') {
-        Some((first, _)) => format!("{}…", first.trim_end()),
-        None => text.to_string(),
+        Some((first, _)) if !style().wide => format!("{}…", first.trim_end()),
+        _ => text.to_string(),
     }
 }
 
 /// A table with a header row.
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
-    t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
+    t.load_preset(UTF8_BORDERS_ONLY);
+    if !style().no_headers {
+        t.set_header(header.to_vec());
+    }
     t
 }
 

@@ -40,7 +40,7 @@ pub fn run(path: &Path, format: Format) -> i32 {
                 serde_json::json!({"valid": problems.is_empty(), "manifests": count, "jobs": jobs, "errors": problems});
             crate::output::render(format, &out, |_| {});
         }
-        Format::Table => {
+        Format::Table | Format::Wide | Format::Name => {
             for d in &problems {
                 eprintln!("{}", render(d));
             }

@@ -68,6 +68,13 @@ fn contexts_reach_an_engine_without_flags_and_never_send_its_token_elsewhere() {
     // From any directory, no flag: the current context.
     let (ok, text) = george(&root, &config, &["jobs", "ls"]);
     assert!(ok && text.contains("context-job"), "{text}");
+    // `-o name` for scripts, `--no-headers` for `awk`.
+    let (ok, text) = george(&root, &config, &["jobs", "ls", "-o", "name"]);
+    assert!(ok && text.trim() == "job/context-job", "{text}");
+    let (ok, text) = george(&root, &config, &["jobs", "ls", "--no-headers"]);
+    assert!(ok && text.contains("context-job") && !text.contains("STATUS"), "{text}");
+    let (ok, text) = george(&root, &config, &["jobs", "ls", "-o", "wide"]);
+    assert!(ok && text.contains("STATUS") && text.contains("context-job"), "{text}");
     // An empty list says so; an outline has no bare headings.
     let (ok, text) = george(&root, &config, &["jobs", "ls", "--status", "blocked"]);
     assert!(ok && text.trim() == "No jobs found.", "{text}");
