@@ -777,7 +777,10 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
             let evidence = c.evidence(id).await?;
             match format {
                 Format::Json | Format::Yaml => {
-                    let v = serde_json::json!({"job": job, "comments": comments, "evidence": evidence});
+                    // The object `jobs ls` lists, with its conversation and evidence beside its fields.
+                    let mut v = serde_json::to_value(&job)?;
+                    v["comments"] = serde_json::to_value(&comments)?;
+                    v["evidence"] = serde_json::to_value(&evidence)?;
                     render(format, &v, |_| {});
                 }
                 Format::Table | Format::Wide | Format::Name => {

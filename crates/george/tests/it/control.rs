@@ -117,6 +117,14 @@ fn pause_resume_abort_inject_through_the_cli() {
     assert_eq!(j.failures, 0);
     let out = engine.cli(&["-o", "json", "jobs", "get", "t1"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The same object `jobs ls` lists, with the conversation beside its fields.
+    let listed: serde_json::Value = serde_json::from_slice(&engine.cli(&["-o", "json", "jobs", "ls"]).stdout).unwrap();
+    let item = listed.as_array().unwrap().iter().find(|j| j["id"] == "t1").unwrap();
+    for (field, value) in item.as_object().unwrap() {
+        if field != "steps" && field != "attempts" {
+            assert_eq!(&v[field], value, "{field}: `jobs get` and `jobs ls` agree");
+        }
+    }
     let said: Vec<(String, String)> = v["comments"]
         .as_array()
         .unwrap()
