@@ -58,6 +58,29 @@ pub const ATTEMPT_DURATION: &str = "george_attempt_duration_seconds";
 /// LLM tokens metered through the proxy, by chapter, AgentSpec, model and kind (`input`, `output`).
 pub const LLM_TOKENS: &str = "george_llm_tokens";
 
+/// When a source's revision was last applied (seconds since the epoch), by source.
+pub const SOURCE_LAST_APPLIED: &str = "george_source_last_applied_timestamp_seconds";
+/// When a source's revision was last rejected (seconds since the epoch), by source.
+pub const SOURCE_LAST_REJECTED: &str = "george_source_last_rejected_timestamp_seconds";
+/// When a trigger last fired (seconds since the epoch), by trigger and kind (`cron`, `webhook`, `summon`).
+pub const TRIGGER_LAST_FIRED: &str = "george_trigger_last_fired_timestamp_seconds";
+
+/// A label set naming a source.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// The source (`folder`, `git`, `jira`, …).
+    pub source: String,
+}
+
+/// A label set naming a trigger and its kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabel {
+    /// The trigger.
+    pub trigger: String,
+    /// `cron`, `webhook` or `summon`.
+    pub kind: String,
+}
+
 /// A label set naming who used LLM tokens, on which model, and which kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokensLabel {
@@ -218,6 +241,12 @@ pub struct Metrics {
     pub attempt_duration: Family<OutcomeLabel, Histogram>,
     /// LLM tokens used.
     pub llm_tokens: Family<TokensLabel, Counter>,
+    /// Sources' last applied revisions.
+    pub source_applied: Family<SourceLabel, Gauge>,
+    /// Sources' last rejected revisions.
+    pub source_rejected: Family<SourceLabel, Gauge>,
+    /// Triggers' last fires.
+    pub trigger_fired: Family<TriggerLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -255,6 +284,24 @@ impl Default for Metrics {
             LLM_TOKENS,
             "LLM tokens the proxy metered, by chapter, AgentSpec, model and kind (input, output)",
             llm_tokens.clone(),
+        );
+        let source_applied = Family::<SourceLabel, Gauge>::default();
+        let source_rejected = Family::<SourceLabel, Gauge>::default();
+        let trigger_fired = Family::<TriggerLabel, Gauge>::default();
+        registry.register(
+            SOURCE_LAST_APPLIED,
+            "When a source's revision was last applied, in seconds since the epoch",
+            source_applied.clone(),
+        );
+        registry.register(
+            SOURCE_LAST_REJECTED,
+            "When a source's revision was last rejected, in seconds since the epoch",
+            source_rejected.clone(),
+        );
+        registry.register(
+            TRIGGER_LAST_FIRED,
+            "When a trigger last fired, in seconds since the epoch, by trigger and kind",
+            trigger_fired.clone(),
         );
         let build_info = Family::<BuildLabel, Gauge>::default();
         build_info.get_or_create(&BuildLabel { version: env!("CARGO_PKG_VERSION").into() }).set(1);
@@ -336,6 +383,9 @@ impl Default for Metrics {
             job_retries,
             attempt_duration,
             llm_tokens,
+            source_applied,
+            source_rejected,
+            trigger_fired,
         }
     }
 }

@@ -1,10 +1,13 @@
-//! How jobs end, as metrics: every job that reaches `completed`, `failed`
-//! or `aborted` — by its agent's verdict, the reconciler or an operator —
-//! is counted once, from the store's `job.status` events, with its duration
-//! from creation (`george_jobs_finished_total`, `george_job_duration_seconds`).
+//! What the event log says, as metrics: every job that reaches `completed`,
+//! `failed` or `aborted` — by its agent's verdict, the reconciler or an
+//! operator — counted once from its `job.status` event, with its duration
+//! from creation (`george_jobs_finished_total`, `george_job_duration_seconds`);
+//! when each source last applied or rejected a revision, and when each
+//! trigger last fired (`…_timestamp_seconds`, for "has not happened for
+//! too long" alerts).
 
 use crate::context::Context;
-use crate::metrics::{FinishedLabel, TemplateOutcomeLabel};
+use crate::metrics::{FinishedLabel, SourceLabel, TemplateOutcomeLabel, TriggerLabel};
 use george_core::event::EventKind;
 use george_core::record::Event;
 use std::sync::Arc;
@@ -20,12 +23,32 @@ pub(crate) async fn run(ctx: Arc<Context>, mut events: broadcast::Receiver<Event
         };
         match event {
             Ok(e) if e.kind == EventKind::JobStatus => count(&ctx, &e).await,
-            Ok(_) => {}
+            Ok(e) => stamp(&ctx, &e),
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(missed = n, "job outcome metrics fell behind: some endings are not counted");
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+/// Notes when a source applied or rejected a revision, or a trigger fired.
+fn stamp(ctx: &Context, e: &Event) {
+    let at = e.ts.timestamp();
+    let source = || SourceLabel { source: e.actor.strip_prefix("source:").unwrap_or(&e.actor).to_string() };
+    match e.kind {
+        EventKind::SourceApplied => {
+            ctx.metrics.source_applied.get_or_create(&source()).set(at);
+        }
+        EventKind::SourceRejected => {
+            ctx.metrics.source_rejected.get_or_create(&source()).set(at);
+        }
+        EventKind::TriggerFired => {
+            let trigger = e.data["trigger"].as_str().unwrap_or_default().to_string();
+            let kind = e.data["type"].as_str().unwrap_or_default().to_string();
+            ctx.metrics.trigger_fired.get_or_create(&TriggerLabel { trigger, kind }).set(at);
+        }
+        _ => {}
     }
 }
 

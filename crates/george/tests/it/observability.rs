@@ -65,6 +65,14 @@ fn metrics_count_jobs_retries_and_answers_and_are_open_only_on_their_own_address
         ] {
             assert!(text.contains(&series), "{series} in:\n{text}");
         }
+        let applied: i64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("george_source_last_applied_timestamp_seconds{source=\"folder\"} "))
+            .unwrap_or_else(|| panic!("the folder's last applied revision is stamped:\n{text}"))
+            .parse()
+            .unwrap();
+        let now = chrono::Utc::now().timestamp();
+        assert!((now - 300..=now).contains(&applied), "applied at {applied}, now {now}");
         let attempts: u64 = text
             .lines()
             .filter(|l| l.starts_with("george_attempt_duration_seconds_count{"))
