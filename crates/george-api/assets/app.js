@@ -526,12 +526,35 @@
       h('td', {}, j.agent),
       h('td', {}, orDash(j.chapter)),
       h('td', {}, j.origin ? j.origin.source : '—'),
-      h('td', { class: 'num' }, `${j.attempt}${j.failures ? ` (${j.failures} failed)` : ''}`),
-      h('td', {}, timeEl(j.updated_at))));
+      h('td', { class: 'num' }, attemptText(j)),
+      h('td', { class: 'num', 'data-field': 'duration' }, fmtDuration(jobDuration(j))),
+      h('td', {}, timeEl(j.updated_at)),
+      h('td', { 'data-field': 'reason', class: 'reason', title: j.reason || null }, j.reason ? firstLine(j.reason) : '—')));
     return table(attrs,
-      ['Job', 'Status', 'Desired', 'Priority', 'Template', 'Agent', 'Chapter', 'Source', 'Attempt', 'Updated'],
+      ['Job', 'Status', 'Desired', 'Priority', 'Template', 'Agent', 'Chapter', 'Source', 'Attempt', 'Duration', 'Updated', 'Reason'],
       rows, 'No jobs match.');
   }
+
+  /** A job's attempt and how its attempts went: "2 (1 failed before)"; a failed job's last one says so. */
+  function attemptText(j) {
+    const before = j.failures ? `${j.failures} failed before` : '';
+    const last = j.status === 'failed' ? 'this one failed' : '';
+    const notes = [last, before].filter(Boolean).join(', ');
+    return notes ? `${j.attempt} (${notes})` : `${j.attempt}`;
+  }
+
+  /** Milliseconds from a job's creation to its end (or to now while it runs). */
+  function jobDuration(j) {
+    const start = Date.parse(j.created_at);
+    const end = FINAL_STATUSES.has(j.status) ? Date.parse(j.updated_at) : Date.now();
+    return Number.isNaN(start) || Number.isNaN(end) ? null : end - start;
+  }
+
+  /** A text's first line, with "…" when there was more. */
+  const firstLine = (text) => {
+    const i = String(text).indexOf('\n');
+    return i < 0 ? String(text) : `${String(text).slice(0, i).trimEnd()}…`;
+  };
 
   const newestFirst = (key) => (a, b) => (Date.parse(b[key]) || 0) - (Date.parse(a[key]) || 0);
 
@@ -1002,7 +1025,8 @@
           row('Agent', job.agent),
           row('Chapter', orDash(job.chapter)),
           row('Origin', orDash(originText)),
-          row('Attempt', `${job.attempt}`, ` · ${job.failures} failed`, job.max_attempts ? ` of ${job.max_attempts} allowed` : ''),
+          row('Attempt', attemptText(job), job.max_attempts ? ` · ${job.max_attempts} allowed` : ''),
+          row('Duration', h('span', { id: 'job-duration' }, fmtDuration(jobDuration(job)))),
           job.reason ? row('Reason', h('span', { id: 'job-reason' }, job.reason)) : null,
           job.next_attempt_at ? row('Next attempt', timeEl(job.next_attempt_at)) : null,
           row('Created', timeEl(job.created_at, false)),

@@ -96,11 +96,22 @@ fn the_dashboard_shows_jobs_live_and_steers_them() {
         }
         eprintln!("statuses the overview showed: {seen}");
         b.screenshot(&artifacts().join("overview.png")).await;
+        // Every job shows how long it took, and a reason column (a dash when there is none).
+        let cells = b
+            .js(
+                "return [...document.querySelectorAll('tr[data-job-id]')].map(tr =>
+                   [tr.querySelector('td[data-field=duration]').textContent, tr.querySelector('td[data-field=reason]').textContent]);",
+                json!([]),
+            )
+            .await;
+        let cells: Vec<(String, String)> = serde_json::from_value(cells).unwrap();
+        assert!(!cells.is_empty() && cells.iter().all(|(d, r)| d.chars().any(|c| c.is_ascii_digit()) && !r.is_empty()), "{cells:?}");
 
         // A job's page: its step graph and its agent's log.
         b.click("a.job-link[href=\"#/jobs/etc-inventory\"]").await;
         b.wait_js("the job page", WAIT, "return !!document.querySelector('#job-detail[data-job-id=\"etc-inventory\"]');").await;
         b.wait_js("the job's status", WAIT, &text_is("#job-status", "completed")).await;
+        b.wait_js("the job's duration", WAIT, "const e = document.querySelector('#job-duration'); return !!e && /[0-9]/.test(e.textContent);").await;
         let steps = b
             .wait_js(
                 "four completed steps in the graph",
