@@ -35,6 +35,23 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// What `jobs ls --sort-by` orders by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JobSort {
+    /// The job id.
+    Id,
+    /// The status, in lifecycle order.
+    Status,
+    /// The priority class, P0 first.
+    Priority,
+    /// The template.
+    Template,
+    /// Creation time, newest first.
+    Created,
+    /// Last change, newest first.
+    Updated,
+}
+
 /// `george config`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -51,15 +68,19 @@ pub enum ConfigCommand {
         use_it: bool,
     },
     /// Make a context the current one.
+    #[command(after_help = "Examples:\n  george config use-context prod")]
     UseContext {
         /// Its name.
         name: String,
     },
     /// List the contexts (`*` marks the current one).
+    #[command(after_help = "Examples:\n  george config get-contexts")]
     GetContexts,
     /// Print the current context's name.
+    #[command(after_help = "Examples:\n  george config current-context")]
     CurrentContext,
     /// Remove a context.
+    #[command(after_help = "Examples:\n  george config delete-context old")]
     DeleteContext {
         /// Its name.
         name: String,
@@ -84,21 +105,36 @@ pub enum Format {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the engine and its API.
+    #[command(
+        after_help = "Examples:\n  george serve --manifests manifests/ --listen 127.0.0.1:8080\n  george serve --config george-config.yaml"
+    )]
     Serve(Box<ServeArgs>),
     /// Quickstart: run the engine on a folder of manifests and show progress.
+    #[command(
+        after_help = "Examples:\n  george up examples/quickstart --once\n  george up my-jobs --listen 127.0.0.1:9090 --data-dir /var/lib/george"
+    )]
     Up(UpArgs),
     /// The recac orchestrator's command line: poll Jira or a work file and run agents.
+    #[command(
+        after_help = "Examples:\n  george orchestrate --poller jira --jira-label agent\n  george orchestrate --poller file --interval 30s"
+    )]
     Orchestrate(Box<crate::orchestrate::OrchestrateArgs>),
     /// Check a folder of manifests.
+    #[command(
+        after_help = "Examples:\n  george validate examples/quickstart\n  george validate manifests/jobs/nightly.yaml -o json"
+    )]
     Validate {
         /// The folder (or a single file).
         path: PathBuf,
     },
     /// Jobs.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  george jobs ls --status failed\n  george jobs submit write-report -p title=Weekly --wait"
+    )]
     Jobs(JobsCommand),
     /// Agent instances.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  george agents ls\n  george agents ls --all -o wide")]
     Agents(AgentsCommand),
     /// The audit log.
     #[command(
@@ -113,9 +149,11 @@ pub enum Command {
         limit: u32,
     },
     /// Sync every source now and show their state.
+    #[command(after_help = "Examples:\n  george sync")]
     Sync,
     /// Delete finished jobs past their retention now, with their records,
     /// logs, outputs and events (the engine also does this on its own).
+    #[command(after_help = "Examples:\n  george gc --dry-run\n  george gc")]
     Gc {
         /// Only show what would be deleted.
         #[arg(long)]
@@ -123,6 +161,7 @@ pub enum Command {
     },
     /// The agent registry: AgentSpecs with their state and health
     /// (`george registry find --capability X` reads as in the seed).
+    #[command(after_help = "Examples:\n  george registry\n  george registry find --capability git")]
     Registry {
         /// Optional `find`, for readability.
         #[arg(value_parser = ["find"], hide = true)]
@@ -141,15 +180,20 @@ pub enum Command {
         status: Option<String>,
     },
     /// Triggers and their next fire times.
+    #[command(after_help = "Examples:\n  george triggers")]
     Triggers,
     /// All agent states and the queue depths.
+    #[command(after_help = "Examples:\n  george status\n  george status -o json")]
     Status,
     /// Health of the engine: store latency, queues, errors.
+    #[command(after_help = "Examples:\n  george diagnose")]
     Diagnose,
     /// How the running engine isolates agents: Landlock ABI, per-attempt
     /// uids, what is missing.
+    #[command(after_help = "Examples:\n  george audit-security")]
     AuditSecurity,
     /// Stop every instance of an AgentSpec gracefully (their jobs are paused).
+    #[command(after_help = "Examples:\n  george dismiss coder --reason 'maintenance window'")]
     Dismiss {
         /// AgentSpec name.
         agent: String,
@@ -158,6 +202,7 @@ pub enum Command {
         reason: Option<String>,
     },
     /// Emergency stop of one agent instance (`<job>-<attempt>`): killed at once, its job paused.
+    #[command(after_help = "Examples:\n  george halt nightly-3 --reason 'runaway costs'")]
     Halt {
         /// Agent id.
         id: String,
@@ -166,12 +211,16 @@ pub enum Command {
         reason: Option<String>,
     },
     /// Token consumption per chapter and AgentSpec against the budgets (MANA_REPORT_V1).
+    #[command(after_help = "Examples:\n  george budget\n  george budget --period day -o json")]
     Budget {
         /// `month` (default) or `day`.
         #[arg(long, default_value = "month")]
         period: String,
     },
     /// Reduce a chapter's hourly token rate (default: halve it), or clear its throttle.
+    #[command(
+        after_help = "Examples:\n  george throttle platform\n  george throttle platform --per-hour 50000\n  george throttle platform --clear"
+    )]
     Throttle {
         /// Chapter name.
         chapter: String,
@@ -183,7 +232,10 @@ pub enum Command {
         clear: bool,
     },
     /// Wake an agent by hand (a summon trigger; `spawn` is the same).
-    #[command(alias = "spawn")]
+    #[command(
+        alias = "spawn",
+        after_help = "Examples:\n  george summon coder --context summary='look at the failing build'\n  george summon coder --template triage --priority P1"
+    )]
     Summon {
         /// AgentSpec name.
         agent: String,
@@ -198,13 +250,16 @@ pub enum Command {
         priority: Option<String>,
     },
     /// Show the sources and their last applied revision.
+    #[command(after_help = "Examples:\n  george sources")]
     Sources,
     /// Who the token belongs to, and its role.
+    #[command(after_help = "Examples:\n  george whoami")]
     Whoami,
     /// Operator tokens (admins): list, mint, revoke.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  george tokens ls\n  george tokens mint ci --role operator")]
     Tokens(TokensCommand),
     /// The audit log: every change an operator made, naming the token's subject.
+    #[command(after_help = "Examples:\n  george audit\n  george audit --limit 20 -o json")]
     Audit {
         /// Records after this event sequence number, oldest first; without it, the newest ones.
         #[arg(long)]
@@ -214,9 +269,15 @@ pub enum Command {
         limit: u32,
     },
     /// Contexts: named engines the CLI talks to (kept in ~/.config/george/config.yaml).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  george config set-context local --server http://127.0.0.1:8080 --token-file .george/operator-token --use\n  george config get-contexts"
+    )]
     Config(ConfigCommand),
     /// Print a shell completion script (`source <(george completions bash)`).
+    #[command(
+        after_help = "Examples:\n  source <(george completions bash)\n  george completions zsh > ~/.zfunc/_george"
+    )]
     Completions {
         /// The shell.
         #[arg(value_enum)]
@@ -228,6 +289,9 @@ pub enum Command {
         command: AgentCommand,
     },
     /// Measure submit→start latency and throughput on this machine.
+    #[command(
+        after_help = "Examples:\n  george bench --jobs 1000 --concurrency 16\n  george bench --mode docker --image george/engine:latest --pool 4"
+    )]
     Bench(BenchArgs),
     /// Kubernetes: render the manifests that deploy George.
     #[command(subcommand)]
@@ -238,6 +302,7 @@ pub enum Command {
 pub enum K8sCommand {
     /// Print the Deployment (replicas with leader election on PostgreSQL), RBAC, Service and
     /// ConfigMap as YAML (`george k8s manifests | kubectl apply -f -`).
+    #[command(after_help = "Examples:\n  george k8s manifests --replicas 3 > george.yaml")]
     Manifests(crate::k8s::ManifestsArgs),
 }
 
@@ -355,7 +420,10 @@ pub struct UpArgs {
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
     /// List jobs.
-    #[command(alias = "list")]
+    #[command(
+        alias = "list",
+        after_help = "Examples:\n  george jobs ls --status failed,blocked\n  george jobs ls --sort-by updated -o wide\n  george jobs ls -o name | xargs -n1 basename"
+    )]
     Ls {
         /// Only these statuses (comma-separated).
         #[arg(long)]
@@ -363,13 +431,20 @@ pub enum JobsCommand {
         /// Only this chapter.
         #[arg(long)]
         chapter: Option<String>,
+        /// Order by this field (default: creation, oldest first); `updated` and `created` put the newest first.
+        #[arg(long, value_enum)]
+        sort_by: Option<JobSort>,
     },
     /// Show a job with its steps, comments and evidence.
+    #[command(after_help = "Examples:\n  george jobs get nightly-report\n  george jobs get nightly-report -o json")]
     Get {
         /// Job id.
         id: String,
     },
     /// Submit a job.
+    #[command(
+        after_help = "Examples:\n  george jobs submit write-report -p title=Weekly -p lines=3\n  george jobs submit inventory --id inv-1 --priority P1 --wait"
+    )]
     Submit {
         /// Template name.
         template: String,
@@ -390,6 +465,9 @@ pub enum JobsCommand {
         wait: bool,
     },
     /// Give a failed, aborted or blocked job a new attempt (its completed steps stay done).
+    #[command(
+        after_help = "Examples:\n  george jobs retry nightly-3\n  george jobs retry nightly-3 --from-scratch --reason 'fixed the key'"
+    )]
     Retry {
         /// Job id.
         id: String,
@@ -401,6 +479,7 @@ pub enum JobsCommand {
         reason: Option<String>,
     },
     /// Submit a new job with this job's template, parameters and settings.
+    #[command(after_help = "Examples:\n  george jobs resubmit nightly-3 -p date=2026-12-01 --as nightly-4")]
     Resubmit {
         /// The job to copy.
         id: String,
@@ -415,19 +494,25 @@ pub enum JobsCommand {
         priority: Option<String>,
     },
     /// Pause a job (its agent is stopped gracefully).
+    #[command(after_help = "Examples:\n  george jobs pause nightly-3 --reason 'waiting for the freeze to end'")]
     Pause(ActionArgs),
     /// Resume a paused job.
+    #[command(after_help = "Examples:\n  george jobs resume nightly-3")]
     Resume(ActionArgs),
     /// Abort a job.
+    #[command(after_help = "Examples:\n  george jobs abort nightly-3 --reason 'not needed any more'")]
     Abort(ActionArgs),
     /// Approve a P0/P1 job held while the token budget is red.
+    #[command(after_help = "Examples:\n  george jobs approve incident-7")]
     Approve(ActionArgs),
     /// Delete a finished job now, with its records, logs, outputs and events.
+    #[command(after_help = "Examples:\n  george jobs delete nightly-1")]
     Delete {
         /// Job id.
         id: String,
     },
     /// Send a message to a job's agent (unblocks a blocked job).
+    #[command(after_help = "Examples:\n  george jobs inject nightly-3 'The ticket means the login page.'")]
     Inject {
         /// Job id.
         id: String,
@@ -435,6 +520,9 @@ pub enum JobsCommand {
         message: String,
     },
     /// Follow a job live: its events as they happen, until it ends.
+    #[command(
+        after_help = "Examples:\n  george jobs watch nightly-3\n  george jobs watch nightly-3 -o json | jq .kind"
+    )]
     Watch {
         /// Job id.
         id: String,
@@ -444,6 +532,9 @@ pub enum JobsCommand {
     },
     /// Set a job's or a step's status by hand (audited): retry a failed or
     /// blocked job (`pending`), or mark it or one of its steps done.
+    #[command(
+        after_help = "Examples:\n  george jobs override nightly-3 --status completed --reason 'done by hand'\n  george jobs override nightly-3 --step deploy --status skipped --reason 'not for staging'"
+    )]
     Override {
         /// Job id.
         id: String,
@@ -458,6 +549,9 @@ pub enum JobsCommand {
         reason: String,
     },
     /// Show an agent's log (the job's latest attempt unless --attempt).
+    #[command(
+        after_help = "Examples:\n  george jobs logs nightly-3\n  george jobs logs nightly-3 --attempt 1\n  george jobs logs nightly-3 -f | grep ERROR"
+    )]
     Logs {
         /// Job id.
         id: String,
@@ -473,9 +567,10 @@ pub enum JobsCommand {
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
     /// List the operator tokens' subjects and roles (never their values).
-    #[command(alias = "list")]
+    #[command(alias = "list", after_help = "Examples:\n  george tokens ls")]
     Ls,
     /// Mint a token for a subject; it is shown once.
+    #[command(after_help = "Examples:\n  george tokens mint ci --role operator")]
     Mint {
         /// Who will use it (named in the audit log).
         subject: String,
@@ -484,6 +579,7 @@ pub enum TokensCommand {
         role: String,
     },
     /// Revoke a minted token.
+    #[command(after_help = "Examples:\n  george tokens revoke ci")]
     Revoke {
         /// Its subject.
         subject: String,
@@ -502,13 +598,14 @@ pub struct ActionArgs {
 #[derive(Debug, Subcommand)]
 pub enum AgentsCommand {
     /// List agents (running ones unless --all).
-    #[command(alias = "list")]
+    #[command(alias = "list", after_help = "Examples:\n  george agents ls\n  george agents ls --all")]
     Ls {
         /// Include ended agents.
         #[arg(long)]
         all: bool,
     },
     /// Show one agent (`<job>-<attempt>`).
+    #[command(after_help = "Examples:\n  george agents get nightly-3-1")]
     Get {
         /// Agent id.
         id: String,
@@ -518,6 +615,9 @@ pub enum AgentsCommand {
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
     /// Run the agent for the job in GEORGE_JOB_ID (the engine starts this).
+    #[command(
+        after_help = "Examples:\n  george agent run   # as the engine starts it: GEORGE_JOB_ID, GEORGE_API_URL and GEORGE_AGENT_TOKEN_FILE set"
+    )]
     Run,
 }
 

@@ -257,6 +257,19 @@ fn url_of(server: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Orders jobs for `jobs ls --sort-by` (stable: ties keep the engine's order).
+fn sort_jobs(jobs: &mut [JobView], by: crate::cli::JobSort) {
+    use crate::cli::JobSort;
+    match by {
+        JobSort::Id => jobs.sort_by(|a, b| a.id.cmp(&b.id)),
+        JobSort::Status => jobs.sort_by_key(|j| j.status),
+        JobSort::Priority => jobs.sort_by_key(|j| j.priority),
+        JobSort::Template => jobs.sort_by(|a, b| a.template.cmp(&b.template)),
+        JobSort::Created => jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at)),
+        JobSort::Updated => jobs.sort_by(|a, b| b.updated_at.cmp(&a.updated_at)),
+    }
+}
+
 /// kubectl-style: one line saying what happened, or the object in JSON or YAML.
 fn said<T: serde::Serialize>(format: Format, value: &T, line: &str) {
     match format {
@@ -763,8 +776,11 @@ fn summary(data: &serde_json::Value) -> String {
 
 async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<()> {
     match cmd {
-        JobsCommand::Ls { status, chapter } => {
-            let jobs = c.jobs(&JobQuery { status: status.clone(), chapter: chapter.clone(), source: None }).await?;
+        JobsCommand::Ls { status, chapter, sort_by } => {
+            let mut jobs = c.jobs(&JobQuery { status: status.clone(), chapter: chapter.clone(), source: None }).await?;
+            if let Some(by) = sort_by {
+                sort_jobs(&mut jobs, *by);
+            }
             print_list(format, &jobs, "jobs", |j| format!("job/{}", j.id), jobs_table);
         }
         JobsCommand::Delete { id } => {

@@ -73,6 +73,8 @@ fn contexts_reach_an_engine_without_flags_and_never_send_its_token_elsewhere() {
     assert!(ok && text.trim() == "job/context-job", "{text}");
     let (ok, text) = george(&root, &config, &["jobs", "ls", "--no-headers"]);
     assert!(ok && text.contains("context-job") && !text.contains("STATUS"), "{text}");
+    let (ok, text) = george(&root, &config, &["jobs", "ls", "--sort-by", "updated", "-o", "name"]);
+    assert!(ok && text.trim() == "job/context-job", "{text}");
     let (ok, text) = george(&root, &config, &["jobs", "ls", "-o", "wide"]);
     assert!(ok && text.contains("STATUS") && text.contains("context-job"), "{text}");
     // An empty list says so; an outline has no bare headings.

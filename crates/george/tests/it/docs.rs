@@ -2,7 +2,8 @@
 //! most 250 lines); every relative link in it and in `docs/` reaches a file,
 //! and every `#anchor` a heading there; every fenced block marked
 //! `sh runnable` runs as written, with the `george` under test on the
-//! `PATH`, in a scratch directory; every command of the CLI reference exists.
+//! `PATH`, in a scratch directory; every command of the CLI reference exists
+//! and its `--help` shows examples.
 
 use crate::common;
 
@@ -153,6 +154,12 @@ fn every_command_of_the_cli_reference_exists() {
             args.push("--help");
             let out = Command::new(george_bin()).args(&args).output().unwrap();
             assert!(out.status.success(), "`george {}` is in docs/cli.md but not a command", args.join(" "));
+            let help = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                help.contains("Examples:\n  george ") || help.contains("Examples:\n  source"),
+                "`george {}` shows no examples:\n{help}",
+                args.join(" ")
+            );
             checked += 1;
         }
     }
