@@ -265,8 +265,8 @@ fn sort_jobs(jobs: &mut [JobView], by: crate::cli::JobSort) {
         JobSort::Status => jobs.sort_by_key(|j| j.status),
         JobSort::Priority => jobs.sort_by_key(|j| j.priority),
         JobSort::Template => jobs.sort_by(|a, b| a.template.cmp(&b.template)),
-        JobSort::Created => jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at)),
-        JobSort::Updated => jobs.sort_by(|a, b| b.updated_at.cmp(&a.updated_at)),
+        JobSort::Created => jobs.sort_by_key(|j| std::cmp::Reverse(j.created_at)),
+        JobSort::Updated => jobs.sort_by_key(|j| std::cmp::Reverse(j.updated_at)),
     }
 }
 
