@@ -603,11 +603,12 @@
       card('Recently updated jobs', recent));
 
     async function refresh() {
-      const [status, jobs, live, budget] = await Promise.all([
+      const [status, jobs, live, budget, sources] = await Promise.all([
         api('/api/v1/status'),
         api('/api/v1/jobs?order=newest&limit=200'),
         api('/api/v1/agents?limit=200'),
         api('/api/v1/budget?period=month').catch((e) => ({ failed: e })),
+        api('/api/v1/sources').catch(() => []),
       ]);
       if (!view.alive) return;
       const jobCounts = status.jobs || {};
@@ -621,7 +622,7 @@
         h('li', { 'data-priority': p }, h('span', { class: 'bar-label' }, p), bar(q[p] || 0, qmax, 'none'),
           h('span', { class: 'bar-value', 'data-queue-depth': p }, String(q[p] || 0))))));
 
-      fill(alerts, renderAlerts(status.agents || [], budget));
+      fill(alerts, renderAlerts(status.agents || [], budget, jobCounts, sources));
       fill(burn, renderBurnBars(budget));
 
       const registry = status.agents || [];
@@ -643,9 +644,19 @@
     return view;
   }
 
-  /** Budget alerts (non-green standings) and degraded agent specs. */
-  function renderAlerts(registry, budget) {
+  /** Failed jobs, rejected source revisions, budget alerts (non-green standings) and degraded agent specs. */
+  function renderAlerts(registry, budget, jobCounts = {}, sources = []) {
     const items = [];
+    if (jobCounts.failed) {
+      items.push(h('li', { 'data-alert': 'failed-jobs' }, badge('failed', 'red'), ' ',
+        h('a', { href: '#/jobs?status=failed' }, `${jobCounts.failed} failed job${jobCounts.failed === 1 ? '' : 's'}`)));
+    }
+    for (const src of sources.filter((x) => x.rejected_revision)) {
+      const why = (src.errors || [])[0];
+      items.push(h('li', { 'data-alert': 'rejected-source', 'data-source': src.name, title: (src.errors || []).join('\n') || null },
+        badge('rejected', 'red'),
+        ` Source ${src.name}: revision ${String(src.rejected_revision).slice(0, 12)} was rejected${why ? `: ${firstLine(why)}` : ''}`));
+    }
     if (budget && !budget.failed) {
       for (const s of budgetScopes(budget)) {
         const st = s.standing;

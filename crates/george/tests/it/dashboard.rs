@@ -207,6 +207,22 @@ fn the_dashboard_shows_jobs_live_and_steers_them() {
         }
         assert_eq!(b.js("return window.__errors;", json!([])).await, json!([]), "no script errors");
 
+        // A job that fails, then a revision of the manifests that cannot be applied: the overview says so.
+        let doomed = "    - id: fail\n      description: fails\n      run: exit 1\n";
+        write(&m, "templates/doomed.yaml", &template("doomed", doomed).replace("maxAttempts: 4", "maxAttempts: 1"));
+        write(&m, "jobs/doomed.yaml", &common::job("doomed", "doomed"));
+        b.js("location.hash = '#/';", json!([])).await;
+        let failed = "const e = document.querySelector('li[data-alert=\"failed-jobs\"] a[href=\"#/jobs?status=failed\"]');
+                      return !!e && e.textContent === '1 failed job';";
+        b.wait_js("the failed job on the overview", WAIT, failed).await;
+
+        write(&m, "jobs/broken.yaml", &common::job("broken", "no-such-template"));
+        b.js("location.hash = '#/';", json!([])).await;
+        let alert = "const e = document.querySelector('li[data-alert=\"rejected-source\"][data-source=\"folder\"]');
+                     return !!e && e.textContent.includes('no-such-template');";
+        b.wait_js("the rejected revision on the overview", WAIT, alert).await;
+        b.screenshot(&artifacts().join("overview-alerts.png")).await;
+
         // On a phone: nothing wider than the screen.
         b.resize(390, 844).await;
         b.js("location.hash = '#/';", json!([])).await;
