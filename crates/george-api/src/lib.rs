@@ -99,6 +99,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/status", get(control::status))
         .route("/api/v1/diagnose", get(control::diagnose))
         .route("/api/v1/summon", post(triggers::summon))
+        .route("/api/v1/triggers/{name}/fire", post(triggers::fire_now))
         .route("/api/v1/webhooks/jira", post(triggers::jira_webhook))
         .route("/llm/v1/chat/completions", post(llm::chat_completions))
         .route("/llm/v1/messages", post(llm::messages))

@@ -253,6 +253,7 @@ const LINKS: &[(&str, &str, &str, &str, &str, &str)] = &[
     ("post", "/api/v1/tokens", "201", "$response.body#/subject", "/api/v1/tokens/{subject}", "subject"),
     ("get", "/api/v1/tokens", "200", "$response.body#/0/subject", "/api/v1/tokens/{subject}", "subject"),
     ("get", "/api/v1/budget", "200", "$response.body#/chapters/0/chapter", "/api/v1/chapters/{chapter}", "chapter"),
+    ("get", "/api/v1/triggers", "200", "$response.body#/0/name", "/api/v1/triggers/{name}", "name"),
 ];
 
 /// Declares [`LINKS`] as OpenAPI links, so that a client (and a stateful
@@ -583,6 +584,9 @@ fn describe_events_and_control(b: &mut Builder) {
     );
     b.op("get", "/api/v1/diagnose", "viewer", "Engine health: store latency, queues, recent problems")
         .json_value(200, "the diagnosis", diagnose)
+        .done();
+    b.op("post", "/api/v1/triggers/{name}/fire", "operator", "Fire a trigger once now, by hand")
+        .json::<Fired>(201, "the job it created (or the wake it was folded into)")
         .done();
     b.op("post", "/api/v1/summon", "operator", "Wake an agent by hand")
         .body::<SummonRequest>(true)

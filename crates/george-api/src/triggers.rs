@@ -5,7 +5,7 @@
 use crate::body::Body;
 use crate::{ApiError, ApiState, Caller};
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use george_core::Role;
@@ -121,6 +121,17 @@ pub struct SummonRequest {
     context: BTreeMap<String, Value>,
     #[serde(default)]
     priority: Option<george_core::Priority>,
+}
+
+/// `POST /api/v1/triggers/{name}/fire`: the trigger fires once now.
+pub async fn fire_now(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Fired>), ApiError> {
+    caller.require(Role::Operator)?;
+    let fired = st.engine.triggers().fire_now(&name, &caller.actor()).await.map_err(trigger_error)?;
+    Ok((StatusCode::CREATED, Json(fired)))
 }
 
 pub async fn summon(

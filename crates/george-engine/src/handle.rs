@@ -151,6 +151,11 @@ impl Triggers {
         triggers::summon(&self.ctx, agent, template, context, priority, actor).await
     }
 
+    /// Fires a trigger once now, by hand.
+    pub async fn fire_now(&self, name: &str, actor: &str) -> Result<triggers::Fired, triggers::TriggerError> {
+        triggers::fire_now(&self.ctx, name, actor).await
+    }
+
     /// Every trigger with its next fire time.
     pub async fn list(&self) -> Result<Vec<registry::TriggerEntry>, StoreError> {
         registry::triggers(&self.ctx).await

@@ -444,6 +444,22 @@ pub(crate) async fn on_event(
     Ok(out)
 }
 
+/// Fires trigger `name` once now, by hand, as its schedule or an event
+/// would (`POST /api/v1/triggers/{name}/fire`): the wake has `fire_time` =
+/// now and `manual: true` (a webhook trigger's parameters that read the
+/// event's payload find nothing there). Each call is a new wake.
+pub(crate) async fn fire_now(ctx: &Arc<Context>, name: &str, actor: &str) -> Result<Fired, TriggerError> {
+    let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
+    let spec = catalog.triggers.get(name).cloned().ok_or_else(|| {
+        let known: Vec<&str> = catalog.triggers.keys().map(String::as_str).collect();
+        TriggerError::NotFound(format!("unknown Trigger `{name}`; known triggers: [{}]", known.join(", ")))
+    })?;
+    let now = ctx.clock.now();
+    let key = format!("manual-{}", now.format("%Y%m%d%H%M%S%6f"));
+    let wake = json!({"fire_time": now.to_rfc3339(), "manual": true});
+    fire(ctx, name, &spec, &wake, &key, None, actor).await
+}
+
 /// A manual summon of `agent`: its summon trigger (or `template`) with `context` as parameters.
 pub(crate) async fn summon(
     ctx: &Arc<Context>,

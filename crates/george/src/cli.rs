@@ -35,6 +35,19 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `george triggers …`.
+#[derive(Debug, Subcommand)]
+pub enum TriggersCommand {
+    /// Fire a trigger once now, by hand (as its schedule or an event would).
+    #[command(
+        after_help = "Examples:\n  george triggers fire nightly-report\n  george triggers fire nightly-report -o json"
+    )]
+    Fire {
+        /// The trigger's name.
+        name: String,
+    },
+}
+
 /// What `jobs ls --sort-by` orders by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum JobSort {
@@ -181,7 +194,11 @@ pub enum Command {
     },
     /// Triggers and their next fire times.
     #[command(after_help = "Examples:\n  george triggers")]
-    Triggers,
+    Triggers {
+        /// `fire NAME`: fire a trigger once now.
+        #[command(subcommand)]
+        command: Option<TriggersCommand>,
+    },
     /// All agent states and the queue depths.
     #[command(after_help = "Examples:\n  george status\n  george status -o json")]
     Status,

@@ -577,9 +577,21 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
             print(format, &v, registry_table);
             Ok(())
         }
-        Command::Triggers => {
+        Command::Triggers { command: None } => {
             let v = c.get_json("/api/v1/triggers").await?;
             print(format, &v, triggers_table);
+            Ok(())
+        }
+        Command::Triggers { command: Some(crate::cli::TriggersCommand::Fire { name }) } => {
+            let path = format!("/api/v1/triggers/{name}/fire");
+            let fired: serde_json::Value = c.post_json(&path, &serde_json::json!({})).await?;
+            let job = fired["job"].as_str().unwrap_or("?");
+            let line = if fired["debounced"] == true {
+                format!("trigger/{name} fired: folded into job/{job}")
+            } else {
+                format!("trigger/{name} fired: job/{job} created")
+            };
+            said(format, &fired, &line);
             Ok(())
         }
         Command::AuditSecurity => audit_security(c, format).await,

@@ -371,6 +371,8 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
         assert_eq!(r.status, 200, "{}", r.text);
         let r = c.call("post", "/api/v1/summon", "/api/v1/summon", op, Some(json!({"agent": "worker"}))).await;
         assert_eq!(r.status, 201, "{}", r.text);
+        let r = c.call("post", "/api/v1/triggers/{name}/fire", "/api/v1/triggers/nightly/fire", op, None).await;
+        assert_eq!(r.status, 201, "{}", r.text);
         let r = c.call("post", "/api/v1/sync", "/api/v1/sync", op, None).await;
         assert_eq!(r.status, 200, "{}", r.text);
         let r = c
@@ -454,6 +456,7 @@ fn concrete(template: &str) -> String {
         .replace("{subject}", "test")
         .replace("{agent}", "worker")
         .replace("{chapter}", "core")
+        .replace("{name}", "nightly")
 }
 
 #[test]

@@ -182,4 +182,30 @@ fn summon_wakes_an_agent_by_hand() {
     let out = engine.cli(&["summon", "nobody"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unknown AgentSpec `nobody`"), "{}", stderr(&out));
+    // A trigger fired by hand, twice: two wakes, two jobs, the operator named as who fired it.
+    let mut fired = Vec::new();
+    for _ in 0..2 {
+        let out = engine.cli(&["-o", "json", "triggers", "fire", "deploys"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!((v["trigger"].as_str(), v["debounced"].as_bool()), (Some("deploys"), Some(false)), "{v}");
+        fired.push(v["job"].as_str().unwrap().to_string());
+    }
+    assert_ne!(fired[0], fired[1], "each fire is a new wake");
+    rt.block_on(async {
+        for id in &fired {
+            let j = engine.wait_status(id, JobStatus::Completed, Duration::from_secs(30)).await;
+            assert_eq!(j.origin.source, "trigger:deploys");
+        }
+        let events = engine.client.events(0, 100_000).await.unwrap();
+        let by = events
+            .iter()
+            .filter(|e| e.kind == "trigger.fired" && e.data["trigger"] == "deploys")
+            .map(|e| e.actor.as_str());
+        assert_eq!(by.collect::<Vec<_>>(), ["operator:test", "operator:test"]);
+    });
+    let out = engine.cli(&["triggers", "fire", "nope"]);
+    assert!(!out.status.success() && stderr(&out).contains("unknown Trigger `nope`"), "{}", stderr(&out));
+    let out = engine.cli(&["triggers", "fire", "deploys", "--token", "not-a-token-at-all-0000"]);
+    assert!(!out.status.success(), "a bad token fires nothing");
 }
