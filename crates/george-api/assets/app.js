@@ -1497,8 +1497,21 @@
   // ---------------------------------------------------------------- view: triggers
 
   function triggersView() {
+    const operate = canOperate();
     const box = h('div', {}, muted('Loading…'));
     const root = h('section', { id: 'triggers' }, h('h1', {}, 'Triggers'), card(null, box));
+
+    /** Fires a trigger once now, and says which job it made. */
+    async function fireNow(name) {
+      try {
+        const fired = await post(`/api/v1/triggers/${enc(name)}/fire`, {});
+        flash(`Trigger ${name} fired: job ${fired.job}${fired.debounced ? ' (folded into a waiting wake)' : ''}.`);
+      } catch (e) {
+        reportError(e);
+      } finally {
+        refreshNow();
+      }
+    }
 
     async function refresh() {
       const list = await api('/api/v1/triggers');
@@ -1508,7 +1521,9 @@
       fill(box, table({ id: 'triggers-table' },
         ['Trigger', 'Type', 'Template', 'Agent', 'Priority', 'Schedule', 'Next fire', 'Matches', 'Debounce', 'Intent'],
         sorted.map((t) => h('tr', { 'data-trigger': t.name },
-          h('td', {}, h('strong', {}, t.name)),
+          h('td', { class: 'trigger-name' }, h('strong', {}, t.name), operate && t.type !== 'summon'
+            ? [' ', h('button', { type: 'button', class: 'secondary small', 'data-trigger-fire': t.name, onclick: () => fireNow(t.name) }, 'Run now')]
+            : ''),
           h('td', {}, badge(t.type)),
           h('td', {}, orDash(t.template)),
           h('td', {}, orDash(t.agent)),

@@ -43,6 +43,11 @@ fn the_dashboard_shows_jobs_live_and_steers_them() {
     let m = tmp.path().join("manifests");
     write(&m, "agents/worker.yaml", AGENT);
     write(&m, "templates/hold.yaml", &template("hold", RELEASE_STEPS));
+    write(
+        &m,
+        "triggers/yearly.yaml",
+        "apiVersion: george/v1\nkind: Trigger\nmetadata: {name: yearly}\nspec:\n  type: cron\n  schedule: 0 0 1 1 *\n  template: hold\n  agent: worker\n",
+    );
     let engine = Engine::start(tmp.path(), "", &["--manifests", m.to_str().unwrap()]);
     engine.rt().block_on(async {
         let b = Browser::start(1280, 900).await;
@@ -205,6 +210,19 @@ fn the_dashboard_shows_jobs_live_and_steers_them() {
             let name: String = hash[2..].chars().take_while(char::is_ascii_alphabetic).collect();
             b.screenshot(&artifacts().join(format!("{name}.png"))).await;
         }
+        // Run a trigger now, from its row.
+        b.js("location.hash = '#/triggers';", json!([])).await;
+        b.wait_js("the trigger's button", WAIT, "return !!document.querySelector('button[data-trigger-fire=\"yearly\"]');").await;
+        b.click("button[data-trigger-fire=\"yearly\"]").await;
+        let said = b
+            .wait_js(
+                "the fired trigger's job",
+                WAIT,
+                "const t = document.querySelector('#flash').textContent; return t.startsWith('Trigger yearly fired: job ') && t;",
+            )
+            .await;
+        let job = said.as_str().unwrap().trim_start_matches("Trigger yearly fired: job ").trim_end_matches('.').to_string();
+        assert_eq!(engine.job(&job).await.origin.source, "trigger:yearly", "{said}");
         assert_eq!(b.js("return window.__errors;", json!([])).await, json!([]), "no script errors");
 
         // A job that fails, then a revision of the manifests that cannot be applied: the overview says so.
