@@ -29,7 +29,7 @@ const FAIL_FAST: &str = "    - id: bad
         sleep 0.3; echo 'error: the compiler says no' >&2; exit 3
     - id: slow
       description: would take long
-      run: sleep 30
+      run: sleep 37
 ";
 
 const FLAKY: &str = "    - id: flaky
@@ -110,7 +110,8 @@ fn a_failing_step_cancels_its_siblings_and_the_reason_carries_its_stderr() {
         assert_eq!((bad.status, bad.runs), (StepStatus::Failed, 1));
         assert_eq!(slow.status, StepStatus::Pending, "the sibling was cancelled, not left running: {slow:?}");
         assert!(slow.reason.as_deref().unwrap_or_default().contains("failFast"), "{slow:?}");
-        assert!(!process_running("sleep 30"), "the cancelled step's process is gone");
+        // (37: no other test's process sleeps that long; the tests run side by side.)
+        assert!(!process_running("sleep 37"), "the cancelled step's process is gone");
         let out = engine.cli(&["jobs", "get", "f"]);
         assert!(String::from_utf8_lossy(&out.stdout).contains("DURATION"), "{}", String::from_utf8_lossy(&out.stdout));
     });
