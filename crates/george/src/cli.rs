@@ -439,7 +439,7 @@ pub enum JobsCommand {
     /// List jobs.
     #[command(
         alias = "list",
-        after_help = "Examples:\n  george jobs ls --status failed,blocked\n  george jobs ls --sort-by updated -o wide\n  george jobs ls -o name | xargs -n1 basename"
+        after_help = "Examples:\n  george jobs ls --status failed,blocked\n  george jobs ls --sort-by updated -o wide\n  george jobs ls -o name | xargs -n1 basename\n  george jobs ls --status in_progress,blocked --watch"
     )]
     Ls {
         /// Only these statuses (comma-separated).
@@ -451,6 +451,9 @@ pub enum JobsCommand {
         /// Order by this field (default: creation, oldest first); `updated` and `created` put the newest first.
         #[arg(long, value_enum)]
         sort_by: Option<JobSort>,
+        /// After the list, print each job (matching the filters) again as it changes, until interrupted.
+        #[arg(short = 'w', long)]
+        watch: bool,
     },
     /// Show a job with its steps, comments and evidence.
     #[command(after_help = "Examples:\n  george jobs get nightly-report\n  george jobs get nightly-report -o json")]

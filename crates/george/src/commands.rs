@@ -257,6 +257,43 @@ fn url_of(server: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `jobs ls --watch`: each job that is created or changes status, and
+/// matches the filters, printed again (a line, a JSON object a line, or
+/// `job/ID`), until the stream ends or the command is interrupted.
+async fn watch_jobs(
+    c: &Client,
+    mut stream: george_client::Watch,
+    status: Option<&str>,
+    chapter: Option<&str>,
+    format: Format,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let wanted: Vec<&str> = status.map(|s| s.split(',').filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+    while let Some(e) = stream.next().await? {
+        let changed = e.kind == george_core::EventKind::JobStatus || e.kind == george_core::EventKind::JobCreated;
+        let Some(id) = e.job_id.as_deref().filter(|_| changed) else { continue };
+        let Ok(job) = c.job(id).await else { continue };
+        if (!wanted.is_empty() && !wanted.contains(&job.status.as_str()))
+            || chapter.is_some_and(|ch| job.chapter.as_deref() != Some(ch))
+        {
+            continue;
+        }
+        match format {
+            Format::Json => println!("{}", serde_json::to_string(&job)?),
+            Format::Yaml => render(format, &vec![&job], |_| {}),
+            Format::Table | Format::Wide | Format::Name if crate::output::names() => println!("job/{}", job.id),
+            Format::Table | Format::Wide | Format::Name => println!(
+                "{:<28} {:<12} {}",
+                job.id,
+                job.status.as_str(),
+                first_line(job.reason.as_deref().unwrap_or_default())
+            ),
+        }
+        std::io::stdout().flush()?;
+    }
+    Ok(())
+}
+
 /// Orders jobs for `jobs ls --sort-by` (stable: ties keep the engine's order).
 fn sort_jobs(jobs: &mut [JobView], by: crate::cli::JobSort) {
     use crate::cli::JobSort;
@@ -788,12 +825,17 @@ fn summary(data: &serde_json::Value) -> String {
 
 async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<()> {
     match cmd {
-        JobsCommand::Ls { status, chapter, sort_by } => {
+        JobsCommand::Ls { status, chapter, sort_by, watch } => {
+            // Watching: the stream opens before the list is read, so no change falls between them.
+            let stream = if *watch { Some(c.watch(None, None).await?) } else { None };
             let mut jobs = c.jobs(&JobQuery { status: status.clone(), chapter: chapter.clone(), source: None }).await?;
             if let Some(by) = sort_by {
                 sort_jobs(&mut jobs, *by);
             }
             print_list(format, &jobs, "jobs", |j| format!("job/{}", j.id), jobs_table);
+            if let Some(stream) = stream {
+                watch_jobs(c, stream, status.as_deref(), chapter.as_deref(), format).await?;
+            }
         }
         JobsCommand::Delete { id } => {
             let report = c.delete_job(id).await?;

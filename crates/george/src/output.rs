@@ -23,6 +23,11 @@ fn style() -> Style {
     STYLE.get().copied().unwrap_or_default()
 }
 
+/// Whether lists print as `kind/name` lines (`-o name`).
+pub fn names() -> bool {
+    style().names
+}
+
 /// Takes the command line's output options; returns the format commands
 /// switch on (`wide` and `name` are tables to them: [`print_list`] and the
 /// table helpers draw the difference).

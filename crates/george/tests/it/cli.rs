@@ -201,3 +201,42 @@ fn the_hint_george_up_prints_works_when_copied() {
     let _ = up.wait();
     assert!(ok && text.contains("hinted"), "`{hint}`: {text}");
 }
+
+#[test]
+fn jobs_ls_watch_prints_each_change_after_the_list() {
+    let tmp = tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let m = folder(&root, "first", "true");
+    let engine = Engine::start(&root, "", &["--manifests", m.to_str().unwrap()]);
+    engine.rt().block_on(engine.wait_status("first", JobStatus::Completed, Duration::from_secs(30)));
+    let mut watch = Command::new(george_bin())
+        .args(["--server", &engine.url, "--token", TOKEN, "jobs", "ls", "--watch", "-o", "name"])
+        .env("GEORGE_CLIENT_CONFIG", root.join("none.yaml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = watch.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || rx.recv_timeout(Duration::from_secs(30)).expect("a line from jobs ls --watch");
+    assert_eq!(next(), "job/first", "the list first");
+    // A job submitted now is printed as it is created and as it changes, until it completes.
+    let submitted = engine.cli(&["jobs", "submit", "t", "--id", "second", "--wait"]);
+    assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(next());
+    }
+    assert!(seen.iter().all(|l| l == "job/second"), "{seen:?}");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    drop(rx);
+    reader.join().unwrap();
+}
