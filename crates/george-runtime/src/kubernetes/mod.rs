@@ -312,13 +312,7 @@ impl KubernetesRuntime {
                     noted = Some(reason);
                 }
             }
-            let started = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|cs| cs.iter().find(|c| c.name == spec::CONTAINER))
-                .and_then(|c| c.state.as_ref())
-                .is_some_and(|s| s.running.is_some() || s.terminated.is_some());
+            let started = status::agent_state(&pod).is_some_and(|s| s.running.is_some() || s.terminated.is_some());
             if !started {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 continue;

@@ -170,14 +170,7 @@ impl KubernetesRuntime {
                 if let Some(reason) = super::status::stuck_reason(pod) {
                     return Err(RuntimeError::Unavailable(format!("warm Job {job} cannot start: {reason}")));
                 }
-                let running = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.container_statuses.as_ref())
-                    .and_then(|cs| cs.iter().find(|c| c.name == spec::CONTAINER))
-                    .and_then(|c| c.state.as_ref())
-                    .is_some_and(|s| s.running.is_some());
-                if running {
+                if super::status::agent_state(pod).is_some_and(|s| s.running.is_some()) {
                     return Ok(pod.metadata.name.clone().unwrap_or_default());
                 }
             }

@@ -70,6 +70,11 @@ pub fn agent_status(job: Option<&Job>, pods: &[Pod]) -> AgentStatus {
     AgentStatus::Running
 }
 
+/// The state of a pod's agent container, when the kubelet has reported one.
+pub fn agent_state(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerState> {
+    pod.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == super::spec::CONTAINER)?.state.as_ref()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -202,8 +202,7 @@ fn tokens_are_required_and_agents_are_confined_to_their_job() {
         assert_eq!(c.job("mine").await.unwrap().desired, DesiredState::Active);
 
         // Metrics are there for operators.
-        let text =
-            http.get(format!("{}/metrics", engine.url)).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+        let text = engine.metrics().await;
         assert!(
             text.contains("george_agent_spawns_total") && text.contains("george_jobs{status=\"in_progress\"}"),
             "{text}"
@@ -233,9 +232,7 @@ fn a_trivial_job_costs_its_agent_two_round_trips() {
         let output = engine.client.evidence("q").await.unwrap();
         assert!(output.iter().any(|e| e.kind == "output" && e.content.contains("hi")), "{output:?}");
 
-        let http = reqwest::Client::new();
-        let text =
-            http.get(format!("{}/metrics", engine.url)).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+        let text = engine.metrics().await;
         let count = |method: &str, route: &str| -> u64 {
             let key = format!("george_api_requests_total{{method=\"{method}\",route=\"{route}\"}} ");
             text.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |n| n.trim().parse().unwrap())

@@ -325,19 +325,7 @@ fn a_missing_image_blocks_the_job_once_with_a_clear_reason() {
                 .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
                 .sum::<f64>()
         };
-        let http = reqwest::Client::new();
-        let metrics = || async {
-            text(
-                http.get(format!("{}/metrics", engine.url))
-                    .bearer_auth(TOKEN)
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap(),
-            )
-        };
+        let metrics = || async { text(engine.metrics().await) };
         let start = metrics().await;
         until(Duration::from_secs(20), "two resyncs", async || metrics().await >= start + 2.0).await;
         let j = engine.job("ghostly").await;

@@ -318,6 +318,22 @@ fn backend(kubeconfig: &Path) -> String {
     )
 }
 
+/// Under `root`: an output directory for steps to write to, a secrets
+/// directory holding `git-token` = `secret`, and manifests with the
+/// AgentSpec `coder` (capabilities shell and git, entitled to the token,
+/// and `extra_spec`). Returns the three directories.
+fn coder_with_git(root: &Path, secret: &str, extra_spec: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let (out, secrets, m) = (root.join("out"), root.join("secrets"), root.join("manifests"));
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("git-token"), secret).unwrap();
+    let agent =
+        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: coder}\nspec:\n  capabilities: [shell, git]\n  \
+                 secrets:\n    git: [{name: git-token}]\n";
+    write(&m, "agents/coder.yaml", &format!("{agent}{extra_spec}"));
+    (out, secrets, m)
+}
+
 /// A step that waits for `flag` (a path shared with the test), after printing `marker`.
 fn wait_step(marker: &str, flag: &Path) -> String {
     format!(
@@ -330,18 +346,9 @@ fn wait_step(marker: &str, flag: &Path) -> String {
 fn an_engine_runs_jobs_as_kubernetes_jobs_and_retries_a_killed_pod_as_a_new_job() {
     let tmp = common::tempdir().unwrap();
     let (server, kubeconfig) = cluster(tmp.path());
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let secrets = tmp.path().join("secrets");
-    std::fs::create_dir_all(&secrets).unwrap();
     let secret = "tok-9c1d-only-for-git";
-    std::fs::write(secrets.join("git-token"), secret).unwrap();
-    let m = tmp.path().join("manifests");
-    write(
-        &m,
-        "agents/coder.yaml",
-        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: coder}\nspec:\n  capabilities: [shell, git]\n  secrets:\n    git: [{name: git-token}]\n  resources: {memory: 128Mi, cpu: 250m, maxActiveDuration: 10m}\n",
-    );
+    let (out, secrets, m) =
+        coder_with_git(tmp.path(), secret, "  resources: {memory: 128Mi, cpu: 250m, maxActiveDuration: 10m}\n");
     let look = format!(
         "    - id: look\n      description: read the secret\n      run: cat \"$GEORGE_SECRETS_DIR/git-token\" > {0}/seen; env > {0}/env; echo looked at it\n",
         out.display()
@@ -456,18 +463,8 @@ fn pod_process(pod: &str) -> Option<(i32, String, String)> {
 fn warm_agent_jobs_are_bound_through_attach_with_only_their_own_secrets() {
     let tmp = common::tempdir().unwrap();
     let (server, kubeconfig) = cluster(tmp.path());
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let secrets = tmp.path().join("secrets");
-    std::fs::create_dir_all(&secrets).unwrap();
     let secret = "tok-5e2a-pooled-git";
-    std::fs::write(secrets.join("git-token"), secret).unwrap();
-    let m = tmp.path().join("manifests");
-    write(
-        &m,
-        "agents/coder.yaml",
-        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: coder}\nspec:\n  capabilities: [shell, git]\n  secrets:\n    git: [{name: git-token}]\n  pool: {min: 1, max: 1}\n",
-    );
+    let (out, secrets, m) = coder_with_git(tmp.path(), secret, "  pool: {min: 1, max: 1}\n");
     let look = format!(
         "    - id: look\n      description: read the secret\n      run: 'cat \"$GEORGE_SECRETS_DIR/git-token\" > {0}/seen-$GEORGE_JOB_ID; env > {0}/env-$GEORGE_JOB_ID'\n",
         out.display()

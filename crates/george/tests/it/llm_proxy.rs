@@ -164,15 +164,7 @@ fn the_ledger_matches_provider_usage_and_the_key_stays_in_george() {
             [(21, 9, false, "claude-test".to_string()), (17, 4, true, "claude-test".to_string())]
         );
         // ... and so do the metrics, by chapter, AgentSpec, model and kind.
-        let metrics = reqwest::Client::new()
-            .get(format!("{}/metrics", engine.url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = engine.metrics().await;
         for series in [
             "george_llm_tokens_total{chapter=\"\",agent_spec=\"oa\",model=\"gpt-test\",kind=\"input\"} 24",
             "george_llm_tokens_total{chapter=\"\",agent_spec=\"oa\",model=\"gpt-test\",kind=\"output\"} 12",

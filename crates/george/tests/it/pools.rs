@@ -153,15 +153,7 @@ fn a_warm_agent_holds_nothing_until_claimed_then_runs_only_its_own_job_once() {
         let pool = &registry[0]["pool"];
         assert_eq!((pool["min"].as_u64(), pool["max"].as_u64()), (Some(2), Some(3)), "{registry}");
         assert_eq!(pool["claimed"].as_u64(), Some(3), "{registry}");
-        let metrics = reqwest::Client::new()
-            .get(format!("{}/metrics", engine.url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = engine.metrics().await;
         assert!(
             metrics.contains("george_pool_claims_total{agent_spec=\"pooled\",start=\"warm\"} 3"),
             "{}",

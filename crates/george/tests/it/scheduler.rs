@@ -143,8 +143,7 @@ fn a_deep_queue_refuses_low_priority_work_with_retry_after() {
         for id in ["running", "q1", "q2", "late-p1"] {
             engine.wait_status(id, JobStatus::Completed, Duration::from_secs(30)).await;
         }
-        let metrics =
-            http.get(format!("{}/metrics", engine.url)).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+        let metrics = engine.metrics().await;
         assert!(metrics.contains("george_scheduler_queue_wait_seconds_count{priority=\"P2\"}"), "{metrics}");
     });
 }

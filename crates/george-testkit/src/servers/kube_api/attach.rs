@@ -23,7 +23,7 @@
 //! - Not modelled: stdout and stderr are not streamed on the session (the
 //!   pod's log has them), nor are terminal resizes applied.
 
-use super::http::{error_response, lock, waiting_message};
+use super::http::{container_of, error_response, lock, waiting_message};
 use super::kubelet::CState;
 use super::store::{uid_of, ApiError, Kind, Shared};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -79,22 +79,8 @@ pub(super) async fn attach(
 fn target(shared: &Shared, ns: &str, name: &str, container: Option<&String>, stdin: bool) -> Result<Target, ApiError> {
     let st = lock(shared);
     let pod = st.get(Kind::Pod, ns, name).ok_or_else(|| ApiError::not_found(Kind::Pod, name))?;
-    let specs: Vec<&serde_json::Value> =
-        pod.pointer("/spec/containers").and_then(|c| c.as_array()).into_iter().flatten().collect();
-    let names: Vec<&str> = specs.iter().filter_map(|c| c.get("name").and_then(|n| n.as_str())).collect();
-    let cname = match container {
-        Some(c) => c.as_str(),
-        None if names.len() == 1 => names[0],
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                names.join(" ")
-            )))
-        }
-    };
-    let Some(idx) = names.iter().position(|n| *n == cname) else {
-        return Err(ApiError::bad_request(format!("container {cname} is not valid for pod {name}")));
-    };
+    let (idx, cname) = container_of(pod, name, container)?;
+    let cname = cname.as_str();
     let c = st.pods.get(uid_of(pod)).and_then(|rt| rt.containers.get(idx));
     let Some(c) = c.filter(|c| c.is_running()) else {
         let reason = match c.map(|c| &c.state) {

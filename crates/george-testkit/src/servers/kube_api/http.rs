@@ -447,6 +447,32 @@ fn render(l: &LogLine, q: &LogQuery) -> Vec<u8> {
     out
 }
 
+/// The container a log or attach request names (`container`, or the pod's
+/// only one): its index and name, or the apiserver's `400`.
+pub(super) fn container_of(pod: &Value, name: &str, container: Option<&String>) -> Result<(usize, String), ApiError> {
+    let names: Vec<&str> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    let cname = match container {
+        Some(c) => c.as_str(),
+        None if names.len() == 1 => names[0],
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                names.join(" ")
+            )))
+        }
+    };
+    match names.iter().position(|n| *n == cname) {
+        Some(idx) => Ok((idx, cname.to_string())),
+        None => Err(ApiError::bad_request(format!("container {cname} is not valid for pod {name}"))),
+    }
+}
+
 pub(super) fn waiting_message(container: &str, pod: &str, reason: &str) -> String {
     let why = match reason {
         "ErrImagePull" => "image can't be pulled",
@@ -485,26 +511,7 @@ fn logs(shared: Shared, ns: &str, name: &str, q: &HashMap<String, String>) -> Re
         };
         let st = lock(&shared);
         let pod = st.get(Kind::Pod, ns, name).ok_or_else(|| ApiError::not_found(Kind::Pod, name))?;
-        let names: Vec<String> = pod
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
-            .collect();
-        let cname = match q.get("container") {
-            Some(c) => c.clone(),
-            None if names.len() == 1 => names[0].clone(),
-            None => {
-                return Err(ApiError::bad_request(format!(
-                    "a container name must be specified for pod {name}, choose one of: [{}]",
-                    names.join(" ")
-                )))
-            }
-        };
-        let Some(idx) = names.iter().position(|n| *n == cname) else {
-            return Err(ApiError::bad_request(format!("container {cname} is not valid for pod {name}")));
-        };
+        let (idx, cname) = container_of(pod, name, q.get("container"))?;
         let uid = uid_of(pod).to_string();
         let c = st.pods.get(&uid).and_then(|rt| rt.containers.get(idx));
         let Some(c) = c else {

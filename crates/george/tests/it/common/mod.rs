@@ -208,6 +208,12 @@ impl Engine {
     }
 
     /// Waits until the registry lists at least `n` AgentSpecs.
+    /// The engine's `/metrics` text (read with the operator token).
+    pub async fn metrics(&self) -> String {
+        let r = reqwest::Client::new().get(format!("{}/metrics", self.url)).bearer_auth(TOKEN).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     pub async fn wait_registry(&self, n: usize) {
         until(Duration::from_secs(20), &format!("{n} AgentSpecs in the registry"), async || {
             let registry = self.client.get_json("/api/v1/registry").await;
