@@ -29,6 +29,9 @@ pub struct AgentEnv {
     /// retrying its reports while the engine cannot be reached (default
     /// [`DEFAULT_ENGINE_PATIENCE`]), before it stops.
     pub engine_patience: Duration,
+    /// `TRACEPARENT`: the attempt's trace (W3C Trace Context), sent with
+    /// every call to the engine so they join it.
+    pub traceparent: Option<String>,
 }
 
 /// The variable naming the agent token's file.
@@ -65,7 +68,8 @@ impl AgentEnv {
         if token.is_empty() {
             return Err(EnvError { name: TOKEN_FILE, problem: "the token file is empty".into() });
         }
-        Ok(Self { job_id, api_url, token, heartbeat_interval, engine_patience })
+        let traceparent = get("TRACEPARENT").map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+        Ok(Self { job_id, api_url, token, heartbeat_interval, engine_patience, traceparent })
     }
 
     /// Reads the process environment, then hides the token from everything

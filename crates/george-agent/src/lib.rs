@@ -94,7 +94,7 @@ struct Agent {
 
 /// Runs the agent with settings from the environment, until it has a verdict.
 pub async fn run(env: AgentEnv) -> Result<Outcome, AgentError> {
-    let client = Client::new(&env.api_url, &env.token)?;
+    let client = Client::new(&env.api_url, &env.token)?.with_traceparent(env.traceparent.as_deref());
     let agent = Agent {
         client,
         job: env.job_id.clone(),

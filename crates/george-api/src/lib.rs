@@ -19,6 +19,7 @@ mod llm;
 mod logs;
 pub mod openapi;
 mod ops;
+mod traces;
 mod triggers;
 mod watch;
 
@@ -108,6 +109,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/ledger", get(budget::ledger))
         .route("/api/v1/budget", get(budget::report))
         .route("/api/v1/chapters/{chapter}/throttle", post(budget::throttle))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), traces::agent_calls))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), ops::count_request))
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), access::record))

@@ -16,6 +16,7 @@ use george_engine::llm::{Route, RouteError};
 use george_engine::meter::{Metered, ReserveError};
 use george_governor::{parse_usage, ProviderApi, StreamUsage};
 use serde_json::Value;
+use tracing::{Instrument, Span};
 
 pub async fn chat_completions(
     State(st): State<ApiState>,
@@ -127,6 +128,16 @@ fn completions(body: &Value) -> Result<u64, ApiError> {
 struct Call {
     metered: Metered,
     follower: Option<StreamUsage>,
+    /// The call's span, open until the stream ends.
+    span: Span,
+}
+
+/// The tokens a call is charged, on its span.
+fn record_usage(span: &Span, usage: Option<george_governor::Usage>) {
+    if let Some(u) = usage {
+        span.record("gen_ai.usage.input_tokens", u.input);
+        span.record("gen_ai.usage.output_tokens", u.output);
+    }
 }
 
 impl Drop for Call {
@@ -168,6 +179,26 @@ async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi
         RouteError::NotConfigured(m) => ApiError::Unavailable(m),
         RouteError::Store(e) => e.into(),
     })?;
+    let span = tracing::info_span!(
+        target: george_engine::trace::TARGET,
+        "llm.call",
+        otel.kind = "client",
+        george.job = %job,
+        george.attempt = attempt,
+        gen_ai.system = %route.provider.name,
+        gen_ai.request.model = %route.model,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let traceparent = headers.get(george_engine::trace::HEADER).and_then(|v| v.to_str().ok());
+    route.trace.adopt(&span, traceparent);
+    call(st, route, body, style, span.clone()).instrument(span).await
+}
+
+/// Forwards a routed call to the provider, in its span.
+async fn call(st: ApiState, route: Route, body: Bytes, style: ProviderApi, span: Span) -> Result<Response, ApiError> {
+    let meter = st.engine.meter();
     if route.provider.api != style {
         let path =
             if route.provider.api == ProviderApi::OpenAi { "/llm/v1/chat/completions" } else { "/llm/v1/messages" };
@@ -216,7 +247,11 @@ async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi
     };
     let provider = metered.route().provider.clone();
     let payload = serde_json::to_vec(&req).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let sent = provider.request(meter.http(), payload, streaming).send().await;
+    let mut request = provider.request(meter.http(), payload, streaming);
+    if let Some(tp) = george_engine::trace::traceparent_of(&span) {
+        request = request.header(george_engine::trace::HEADER, tp);
+    }
+    let sent = request.send().await;
     let resp = match sent {
         Ok(r) => r,
         Err(e) => {
@@ -225,6 +260,7 @@ async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi
         }
     };
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    span.record("http.response.status_code", status.as_u16());
     let content_type = resp
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
@@ -236,10 +272,11 @@ async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi
         let usage = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| parse_usage(style, &v));
         // A failed call costs what the provider says, if anything; a successful one is always charged.
         let usage = if status.is_success() { Some(metered.usage_or_worst_case(usage)) } else { usage };
+        record_usage(&span, usage);
         metered.settle(usage, false).await;
         return Ok((status, [(header::CONTENT_TYPE, content_type)], Body::from(bytes)).into_response());
     }
-    let call = Call { metered, follower: Some(StreamUsage::new(style)) };
+    let call = Call { metered, follower: Some(StreamUsage::new(style)), span };
     let upstream = resp.bytes_stream();
     let stream = futures_util::stream::unfold((upstream, call), |(mut upstream, mut call)| async move {
         match upstream.next().await {
@@ -253,6 +290,7 @@ async fn proxy(st: ApiState, headers: HeaderMap, body: Bytes, style: ProviderApi
             None => {
                 let usage = call.follower.take().and_then(|f| f.usage());
                 let usage = Some(call.metered.usage_or_worst_case(usage));
+                record_usage(&call.span, usage);
                 call.metered.settle(usage, true).await;
                 None
             }

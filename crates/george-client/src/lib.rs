@@ -76,6 +76,7 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    traceparent: Option<reqwest::header::HeaderValue>,
 }
 
 /// `GET /api/v1/jobs` filters.
@@ -97,7 +98,14 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| ClientError::Decode(e.to_string()))?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_string(), token: token.to_string() })
+        Ok(Self { http, base: base.trim_end_matches('/').to_string(), token: token.to_string(), traceparent: None })
+    }
+
+    /// Sends `traceparent` (W3C Trace Context) with every call, so an
+    /// agent's calls join its attempt's trace. An invalid value is not sent.
+    pub fn with_traceparent(mut self, traceparent: Option<&str>) -> Self {
+        self.traceparent = traceparent.and_then(|t| reqwest::header::HeaderValue::from_str(t).ok());
+        self
     }
 
     /// The engine's address.
@@ -106,7 +114,11 @@ impl Client {
     }
 
     fn req(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
+        let rb = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        match &self.traceparent {
+            Some(tp) => rb.header("traceparent", tp.clone()),
+            None => rb,
+        }
     }
 
     /// Sends `rb`. A call answered `503 not_leading` (a standby replica

@@ -26,6 +26,7 @@ pub mod retention;
 pub mod scheduler;
 pub mod secrets;
 pub mod tokens;
+pub mod trace;
 pub mod triggers;
 mod workqueue;
 

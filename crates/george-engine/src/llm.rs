@@ -39,6 +39,8 @@ pub struct Route {
     pub model: String,
     /// What the call is charged to.
     pub charge: Charge,
+    /// The trace of the calling attempt.
+    pub trace: crate::trace::AttemptTrace,
 }
 
 /// Why a call cannot be routed.
@@ -87,7 +89,8 @@ pub(crate) async fn route(ctx: &Arc<Context>, job: &str, attempt: u32) -> Result
         agent_spec: state.job.agent.clone(),
         chapter: state.job.chapter.clone().unwrap_or_default(),
     };
-    Ok(Route { provider, model, charge })
+    let trace = crate::trace::AttemptTrace::of(job, state.job.created_at, attempt);
+    Ok(Route { provider, model, charge, trace })
 }
 
 /// Records a finished call: the ledger row and the governor's accounts.

@@ -251,6 +251,8 @@ pub struct EngineSection {
     pub listen: Option<SocketAddr>,
     /// Where `/metrics` is also served, without a token (for Prometheus).
     pub metrics_listen: Option<SocketAddr>,
+    /// OpenTelemetry traces of attempts (off unless an endpoint is set).
+    pub tracing: Option<TracingSection>,
     pub advertise_url: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub reconcile_interval: Option<HumanDuration>,
@@ -586,6 +588,28 @@ pub struct ResourcesSection {
     pub cpu: Option<Cpu>,
 }
 
+/// `engine.tracing`: where attempt traces are exported (OTLP over HTTP, protobuf).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TracingSection {
+    /// The collector's OTLP/HTTP base URL (traces go to `<url>/v1/traces`),
+    /// like `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
+    /// The full URL of traces, like `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (wins over `otlpEndpoint`).
+    pub otlp_traces_endpoint: Option<String>,
+    /// The `service.name` of the spans (default `george`).
+    pub service_name: Option<String>,
+}
+
+impl TracingSection {
+    /// Where spans are posted, if anywhere.
+    pub fn traces_url(&self) -> Option<String> {
+        let full = self.otlp_traces_endpoint.as_deref().map(str::trim).filter(|u| !u.is_empty());
+        let base = self.otlp_endpoint.as_deref().map(str::trim).filter(|u| !u.is_empty());
+        full.map(str::to_string).or_else(|| base.map(|b| format!("{}/v1/traces", b.trim_end_matches('/'))))
+    }
+}
+
 impl Config {
     /// Reads a configuration file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -621,6 +645,23 @@ impl Config {
         }
         if let Some(v) = get("GEORGE_METRICS_LISTEN") {
             self.engine.metrics_listen = Some(parse("GEORGE_METRICS_LISTEN", &v, "an address like 127.0.0.1:9464")?);
+        }
+        // OpenTelemetry's own variables, as every SDK reads them.
+        for (name, full) in [("OTEL_EXPORTER_OTLP_ENDPOINT", false), ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", true)] {
+            if let Some(v) = get(name).filter(|v| !v.trim().is_empty()) {
+                if !v.trim().starts_with("http://") && !v.trim().starts_with("https://") {
+                    anyhow::bail!("environment variable {name}=`{v}`: expected an http:// or https:// URL");
+                }
+                let t = self.engine.tracing.get_or_insert_with(Default::default);
+                if full {
+                    t.otlp_traces_endpoint = Some(v);
+                } else {
+                    t.otlp_endpoint = Some(v);
+                }
+            }
+        }
+        if let Some(v) = get("OTEL_SERVICE_NAME").filter(|v| !v.trim().is_empty()) {
+            self.engine.tracing.get_or_insert_with(Default::default).service_name = Some(v);
         }
         if let Some(v) = get("GEORGE_ADVERTISE_URL") {
             self.engine.advertise_url = Some(v);
@@ -819,6 +860,25 @@ mod tests {
         assert!(err.to_string().contains("GEORGE_RECONCILE_INTERVAL=`x`"), "{err}");
         let err = parse_token_list("short").unwrap_err();
         assert!(err.to_string().contains("at least 16"), "{err}");
+    }
+
+    #[test]
+    fn traces_go_where_opentelemetrys_variables_say() {
+        let traces = |vars: &[(&str, &str)]| {
+            let mut c = Config::default();
+            c.apply_env(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).map(|()| c)
+        };
+        assert!(traces(&[]).unwrap().engine.tracing.is_none(), "off by default");
+        let c = traces(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")]).unwrap();
+        assert_eq!(c.engine.tracing.unwrap().traces_url().as_deref(), Some("http://collector:4318/v1/traces"));
+        let c = traces(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://traces.example/in"),
+        ])
+        .unwrap();
+        assert_eq!(c.engine.tracing.unwrap().traces_url().as_deref(), Some("https://traces.example/in"));
+        let err = traces(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")]).unwrap_err().to_string();
+        assert!(err.contains("OTEL_EXPORTER_OTLP_ENDPOINT=`collector:4317`: expected an http"), "{err}");
     }
 
     #[test]

@@ -17,27 +17,12 @@ mod k8s;
 mod orchestrate;
 mod output;
 mod serve;
+mod telemetry;
 mod up;
 mod validate;
 
 use clap::Parser;
 use cli::{Cli, Command};
-
-fn init_tracing(default: &str, json: bool) {
-    let filter = std::env::var("GEORGE_LOG")
-        .ok()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| default.to_string());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
 
 fn main() {
     // The agent launcher (see `george_runtime::launch`) starts before
@@ -115,7 +100,13 @@ fn run(cli: Cli) -> i32 {
         Command::Agent { .. } => "info",
         _ => "warn",
     };
-    init_tracing(default_log, cli.log_json);
+    let traces = match telemetry::init(default_log, cli.log_json, telemetry::settings(&cli.command).as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 1;
+        }
+    };
     let runtime = match &cli.command {
         // The agent is small: one thread keeps its footprint (and its address space under a memory limit) small.
         Command::Agent { .. } => tokio::runtime::Builder::new_current_thread().enable_all().build(),
@@ -133,5 +124,8 @@ fn run(cli: Cli) -> i32 {
     // (a connection attempt to an unreachable database must not hold up a
     // replica that stops because it lost its lease).
     runtime.shutdown_background();
+    if let Some(t) = traces {
+        t.shutdown();
+    }
     code
 }

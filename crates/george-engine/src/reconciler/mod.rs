@@ -9,6 +9,7 @@ use crate::context::Context;
 use crate::decide::{decide, Action, Observed, Rules};
 use crate::metrics::{OutcomeLabel, ReasonLabel};
 use crate::tokens;
+use crate::trace::{AttemptTrace, RootSpan};
 use george_core::record::{Attempt, Job};
 use george_core::{AgentState, JobStatus};
 use george_runtime::{AgentStatus, RuntimeError, SpawnRequest};
@@ -16,6 +17,7 @@ use george_store::{AttemptEnd, JobState, NewAttempt, StatusChange, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Errors of a reconcile pass; the job is retried later.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +119,15 @@ pub async fn reconcile(ctx: &Arc<Context>, id: &str) -> Result<Option<Duration>,
                     None => "lost_or_killed",
                 };
                 ctx.metrics.attempt_duration.get_or_create(&OutcomeLabel { outcome: outcome.into() }).observe(lived);
+                let root = RootSpan {
+                    job: id,
+                    attempt,
+                    agent_spec: &agent.agent_spec,
+                    runtime: &agent.runtime,
+                    outcome: &end.outcome,
+                    exit_code: end.exit_code,
+                };
+                AttemptTrace::of(id, state.job.created_at, attempt).finish(&root, agent.started_at, now);
             }
             ctx.store.end_attempt(id, attempt, end).await?;
             if let Err(e) = ctx.runtime.cleanup(id, attempt).await {
@@ -252,6 +263,15 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     env.insert("GEORGE_ENGINE_ID".into(), ctx.cfg.engine_id.clone());
     env.insert("GEORGE_HEARTBEAT_INTERVAL_MS".into(), heartbeat.as_millis().to_string());
     env.insert("GEORGE_ENGINE_PATIENCE_MS".into(), ctx.cfg.engine_patience.as_millis().to_string());
+    // One trace per attempt, when traces are exported; the agent continues it.
+    let trace = crate::trace::enabled().then(|| AttemptTrace::of(&job.id, job.created_at, attempt));
+    if let Some(t) = &trace {
+        env.insert(crate::trace::ENV.into(), t.traceparent());
+    }
+    let span = tracing::info_span!(target: crate::trace::TARGET, "spawn", george.job = %job.id, george.attempt = attempt, george.runtime = ctx.runtime.kind(), george.warm = tracing::field::Empty);
+    if let Some(t) = &trace {
+        t.adopt(&span, None);
+    }
     let req = SpawnRequest {
         job_id: job.id.clone(),
         attempt,
@@ -274,19 +294,25 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     };
     crate::failpoint::hit("attempt.recorded");
     let claimed = std::time::Instant::now();
+    let began = ctx.clock.now();
     let warm = ctx.pools.take(ctx, &req);
-    let spawned = match warm {
-        Some(warm) => match ctx.runtime.claim(req.clone(), warm.clone()).await {
-            Ok(handle) => Ok((handle, true)),
-            Err(e) => {
-                // Gone meanwhile: start one instead.
-                tracing::debug!(job = %job.id, attempt, warm = %warm.id, error = %e, "warm agent not claimed");
-                let _ = ctx.runtime.discard(&warm).await;
-                ctx.runtime.spawn(req).await.map(|h| (h, false))
-            }
-        },
-        None => ctx.runtime.spawn(req).await.map(|h| (h, false)),
-    };
+    let spawned = async {
+        match warm {
+            Some(warm) => match ctx.runtime.claim(req.clone(), warm.clone()).await {
+                Ok(handle) => Ok((handle, true)),
+                Err(e) => {
+                    // Gone meanwhile: start one instead.
+                    tracing::debug!(job = %job.id, attempt, warm = %warm.id, error = %e, "warm agent not claimed");
+                    let _ = ctx.runtime.discard(&warm).await;
+                    ctx.runtime.spawn(req).await.map(|h| (h, false))
+                }
+            },
+            None => ctx.runtime.spawn(req).await.map(|h| (h, false)),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    span.record("george.warm", spawned.as_ref().is_ok_and(|(_, warm)| *warm));
     match spawned {
         Ok((handle, warm)) => {
             ctx.metrics.spawns.inc();
@@ -307,6 +333,17 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
             ctx.metrics.spawn_failures.inc();
             tracing::warn!(job = %job.id, attempt, error = %e, "spawn failed");
             let end = AttemptEnd { exit_code: None, outcome: format!("spawn failed: {e}") };
+            if let Some(t) = &trace {
+                let root = RootSpan {
+                    job: &job.id,
+                    attempt,
+                    agent_spec: &job.agent,
+                    runtime: ctx.runtime.kind(),
+                    outcome: &end.outcome,
+                    exit_code: None,
+                };
+                t.finish(&root, began, ctx.clock.now());
+            }
             ctx.store.end_attempt(&job.id, attempt, end).await?;
             if let RuntimeError::Unrunnable { message, .. } = e {
                 // Not a failed attempt to retry: the job waits until someone fixes it.

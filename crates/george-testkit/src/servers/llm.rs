@@ -54,6 +54,8 @@ pub struct Received {
     pub path: String,
     pub authorization: Option<String>,
     pub api_key: Option<String>,
+    /// The W3C trace context the call carried.
+    pub traceparent: Option<String>,
     pub body: Value,
 }
 
@@ -100,6 +102,7 @@ fn next(s: &Arc<Mutex<Script>>, path: &str, headers: &HeaderMap, body: &Value) -
         path: path.into(),
         authorization: headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string),
         api_key: headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_string),
+        traceparent: headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string),
         body: body.clone(),
     });
     let reply = s.replies.pop_front().or_else(|| s.fallback.clone()).unwrap_or_else(|| Reply::text("ok", 1, 1));

@@ -10,6 +10,7 @@ pub mod inbox;
 pub mod jira;
 pub mod kube_api;
 pub mod llm;
+pub mod otlp;
 
 use base64::Engine as _;
 

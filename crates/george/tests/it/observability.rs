@@ -8,6 +8,7 @@
 
 use crate::common;
 
+use common::llm::{Reply, ScriptedLlm};
 use common::*;
 use george_core::JobStatus;
 use std::time::Duration;
@@ -23,7 +24,7 @@ fn metrics_count_jobs_retries_and_answers_and_are_open_only_on_their_own_address
         "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: a}\nspec:\n  capabilities: [shell]\n",
     );
     // Its first attempt's agent dies (the step kills it); the second completes.
-    let flaky = "    - id: s\n      description: crashes once\n      run: 'test -f \"$GEORGE_OUTPUT_DIR/tried\" || { touch \"$GEORGE_OUTPUT_DIR/tried\"; kill -9 $PPID; sleep 5; }'\n";
+    let flaky = "    - id: s\n      description: crashes once\n      run: 'printf %s \"${TRACEPARENT:-}\" > \"$GEORGE_OUTPUT_DIR/traceparent\"; test -f \"$GEORGE_OUTPUT_DIR/tried\" || { touch \"$GEORGE_OUTPUT_DIR/tried\"; kill -9 $PPID; sleep 5; }'\n";
     write(&m, "templates/flaky.yaml", &template("flaky", flaky));
     write(&m, "jobs/j.yaml", &job("flaky-1", "flaky"));
     let engine = Engine::start_with_env(
@@ -41,6 +42,8 @@ fn metrics_count_jobs_retries_and_answers_and_are_open_only_on_their_own_address
     engine.rt().block_on(async {
         let done = engine.wait_status("flaky-1", JobStatus::Completed, Duration::from_secs(30)).await;
         assert_eq!(done.attempt, 2, "{done:?}");
+        // No collector configured: no trace context for the agent either.
+        assert_eq!(std::fs::read_to_string(root.join("data/outputs/flaky-1/traceparent")).unwrap(), "");
         let http = reqwest::Client::new();
         // The API's /metrics wants a token; the metrics address does not, and serves nothing else.
         assert_eq!(http.get(format!("{}/metrics", engine.url)).send().await.unwrap().status(), 401);
@@ -149,4 +152,90 @@ fn deploy_files_name_only_served_series(metrics: &str, scratch: &std::path::Path
             ["_bucket", "_count", "_sum", "_total"].iter().fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
         assert!(served.contains(base), "{name} is not a series the engine serves ({served:?})");
     }
+}
+
+/// Issue 18's trace acceptance: with an OTLP endpoint set (OpenTelemetry's
+/// own `OTEL_EXPORTER_OTLP_ENDPOINT`), an attempt is one connected trace —
+/// its root `attempt`, the `spawn`, the agent's calls to the API (the agent
+/// continues the `TRACEPARENT` it is given) and the proxy's `llm.call` —
+/// and the provider receives the `traceparent` of that call's span.
+#[test]
+fn an_attempt_is_one_connected_trace_from_spawn_through_its_llm_calls() {
+    let collector = otlp::Collector::start();
+    let llm = ScriptedLlm::start();
+    llm.push(Reply::tool("complete_step", serde_json::json!({"summary": "said hello"}), 40, 7));
+    let tmp = tempdir().unwrap();
+    let m = tmp.path().join("manifests");
+    write(
+        &m,
+        "agents/a.yaml",
+        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: a}\nspec:\n  capabilities: [shell, files]\n",
+    );
+    let steps = "    - id: note\n      description: note the trace\n      run: 'printf %s \"$TRACEPARENT\" > \"$GEORGE_OUTPUT_DIR/traceparent\"'\n    - id: greet\n      description: Say hello.\n";
+    write(&m, "templates/greet.yaml", &template("greet", steps));
+    write(&m, "jobs/j.yaml", &job("greet-1", "greet"));
+    let cfg = format!(
+        "{FAST_CONFIG}llm:\n  default: {{provider: scripted, model: gpt-test}}\n  providers:\n    - {{name: scripted, api: openai, baseUrl: '{}'}}\n",
+        llm.url
+    );
+    let engine = Engine::start_full(
+        tmp.path(),
+        &cfg,
+        &["--manifests", m.to_str().unwrap()],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.url), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
+    engine.rt().block_on(async {
+        engine.wait_status("greet-1", JobStatus::Completed, Duration::from_secs(30)).await;
+        let spans = eventually(Duration::from_secs(30), "the attempt's root span", async || {
+            let spans = collector.spans();
+            spans
+                .iter()
+                .any(|s| s.name == "attempt" && s.attributes.get("george.job").map(String::as_str) == Some("greet-1"))
+                .then_some(spans)
+        })
+        .await;
+        let root = spans.iter().find(|s| s.name == "attempt").unwrap();
+        assert_eq!((root.service.as_str(), root.parent_span_id.as_str()), ("george", ""), "{root:?}");
+        assert_eq!(root.attributes["george.attempt"], "1");
+        assert!(!root.error, "a completed attempt is no error: {root:?}");
+        // Spans are exported as they end: wait for the proxy's call too.
+        let trace = eventually(Duration::from_secs(30), "the spans of the attempt's trace", async || {
+            let trace: Vec<_> = collector.spans().into_iter().filter(|s| s.trace_id == root.trace_id).collect();
+            (trace.iter().any(|s| s.name == "llm.call") && trace.iter().any(|s| s.name == "spawn")).then_some(trace)
+        })
+        .await;
+        let names: Vec<&str> = trace.iter().map(|s| s.name.as_str()).collect();
+        // Connected: every span but the root hangs off a span of this trace.
+        let ids: std::collections::BTreeSet<&str> = trace.iter().map(|s| s.span_id.as_str()).collect();
+        for s in &trace {
+            assert!(
+                s.span_id == root.span_id || ids.contains(s.parent_span_id.as_str()),
+                "{s:?} is cut off from {names:?}"
+            );
+            // The root is the agent's life, from its recorded spawn; the engine's `spawn` work leads up to it.
+            let starts_in = s.name == "spawn" || root.start_ns <= s.start_ns;
+            assert!(starts_in && s.end_ns <= root.end_ns, "{s:?} lies outside the attempt {root:?}");
+        }
+        assert_eq!(trace.iter().filter(|s| s.name == "attempt").count(), 1, "{names:?}");
+        let calls: Vec<&str> =
+            trace.iter().filter_map(|s| s.attributes.get("http.route").map(String::as_str)).collect();
+        assert!(calls.contains(&"/api/v1/jobs/{id}/attach"), "the agent's attach is in the trace: {calls:?}");
+        assert!(calls.iter().any(|c| c.starts_with("/api/v1/jobs/{id}/report")), "its reports are: {calls:?}");
+        let call = trace.iter().find(|s| s.name == "llm.call").unwrap();
+        assert_eq!(call.parent_span_id, root.span_id, "{call:?}");
+        for (key, value) in [
+            ("gen_ai.request.model", "gpt-test"),
+            ("gen_ai.usage.input_tokens", "40"),
+            ("gen_ai.usage.output_tokens", "7"),
+            ("http.response.status_code", "200"),
+        ] {
+            assert_eq!(call.attributes.get(key).map(String::as_str), Some(value), "{key} of {call:?}");
+        }
+        // The agent (and what it runs) continues the trace from the root.
+        let given = std::fs::read_to_string(tmp.path().join("data/outputs/greet-1/traceparent")).unwrap();
+        assert_eq!(given, format!("00-{}-{}-01", root.trace_id, root.span_id));
+        // The provider continues the trace from the proxy's span.
+        let sent: Vec<Option<String>> = llm.received().into_iter().map(|r| r.traceparent).collect();
+        assert_eq!(sent, vec![Some(format!("00-{}-{}-01", root.trace_id, call.span_id))]);
+    });
 }
