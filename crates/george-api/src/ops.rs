@@ -93,6 +93,7 @@ async fn encode_metrics(st: &ApiState) -> Result<impl IntoResponse, ApiError> {
         m.jobs.get_or_create(&StatusLabel { status: status.to_string() }).set(n as i64);
     }
     m.queue_depth.set(st.engine.queue_depth() as i64);
+    st.engine.refresh_budget_metrics();
     m.scheduler_queued.clear();
     for (priority, n) in st.engine.scheduler_depth() {
         m.scheduler_queued.get_or_create(&PriorityLabel { priority: priority.to_string() }).set(n as i64);

@@ -69,6 +69,29 @@ impl EngineHandle {
         self.ctx.runtime.isolation()
     }
 
+    /// Sets the budget gauges: each budget in force and what is left of it this period.
+    pub fn refresh_budget_metrics(&self) {
+        let now = self.ctx.clock.now();
+        let (governor, m) = (&self.ctx.governor, &self.ctx.metrics);
+        m.budget_remaining.clear();
+        m.budget_limit.clear();
+        for limit in governor.budgets().limits {
+            let (level, name) = match &limit.level {
+                george_governor::Level::Org => ("org", String::new()),
+                george_governor::Level::Chapter(c) => ("chapter", c.clone()),
+                george_governor::Level::Agent(a) => ("agent_spec", a.clone()),
+            };
+            let period = match limit.period {
+                george_governor::Period::Day => "day",
+                george_governor::Period::Month => "month",
+            };
+            let label = crate::metrics::BudgetLabel { level: level.into(), name, period: period.into() };
+            let left = limit.tokens.saturating_sub(governor.used(&limit.level, limit.period, now));
+            m.budget_limit.get_or_create(&label).set(i64::try_from(limit.tokens).unwrap_or(i64::MAX));
+            m.budget_remaining.get_or_create(&label).set(i64::try_from(left).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Jobs waiting for the scheduler, per priority class.
     pub fn scheduler_depth(&self) -> std::collections::HashMap<george_core::Priority, usize> {
         self.ctx.admission.depth()

@@ -57,6 +57,10 @@ pub const ATTEMPT_DURATION: &str = "george_attempt_duration_seconds";
 
 /// LLM tokens metered through the proxy, by chapter, AgentSpec, model and kind (`input`, `output`).
 pub const LLM_TOKENS: &str = "george_llm_tokens";
+/// Name of the tokens left of each budget in force, this period.
+pub const BUDGET_REMAINING: &str = "george_budget_remaining_tokens";
+/// Name of each budget in force.
+pub const BUDGET_LIMIT: &str = "george_budget_limit_tokens";
 
 /// When a source's revision was last applied (seconds since the epoch), by source.
 pub const SOURCE_LAST_APPLIED: &str = "george_source_last_applied_timestamp_seconds";
@@ -92,6 +96,18 @@ pub struct TokensLabel {
     pub model: String,
     /// `input` or `output`.
     pub kind: String,
+}
+
+/// A label set naming a token budget: who it binds (`level` = `org`,
+/// `chapter` or `agent_spec`, and its `name`; empty for `org`) and for how long.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabel {
+    /// `org`, `chapter` or `agent_spec`.
+    pub level: String,
+    /// The chapter or AgentSpec (empty for `org`).
+    pub name: String,
+    /// `day` or `month`.
+    pub period: String,
 }
 
 /// A label set naming an answered HTTP request.
@@ -241,6 +257,10 @@ pub struct Metrics {
     pub attempt_duration: Family<OutcomeLabel, Histogram>,
     /// LLM tokens used.
     pub llm_tokens: Family<TokensLabel, Counter>,
+    /// Tokens left of each budget, this period (refreshed when scraped).
+    pub budget_remaining: Family<BudgetLabel, Gauge>,
+    /// Each budget in force (refreshed when scraped).
+    pub budget_limit: Family<BudgetLabel, Gauge>,
     /// Sources' last applied revisions.
     pub source_applied: Family<SourceLabel, Gauge>,
     /// Sources' last rejected revisions.
@@ -285,6 +305,14 @@ impl Default for Metrics {
             "LLM tokens the proxy metered, by chapter, AgentSpec, model and kind (input, output)",
             llm_tokens.clone(),
         );
+        let budget_remaining = Family::<BudgetLabel, Gauge>::default();
+        let budget_limit = Family::<BudgetLabel, Gauge>::default();
+        registry.register(
+            BUDGET_REMAINING,
+            "Tokens left of each budget in force this period (its limit less what the governor counted)",
+            budget_remaining.clone(),
+        );
+        registry.register(BUDGET_LIMIT, "Each token budget in force, per period", budget_limit.clone());
         let source_applied = Family::<SourceLabel, Gauge>::default();
         let source_rejected = Family::<SourceLabel, Gauge>::default();
         let trigger_fired = Family::<TriggerLabel, Gauge>::default();
@@ -383,6 +411,8 @@ impl Default for Metrics {
             job_retries,
             attempt_duration,
             llm_tokens,
+            budget_remaining,
+            budget_limit,
             source_applied,
             source_rejected,
             trigger_fired,

@@ -158,7 +158,8 @@ fn deploy_files_name_only_served_series(metrics: &str, scratch: &std::path::Path
 /// own `OTEL_EXPORTER_OTLP_ENDPOINT`), an attempt is one connected trace —
 /// its root `attempt`, the `spawn`, the agent's calls to the API (the agent
 /// continues the `TRACEPARENT` it is given) and the proxy's `llm.call` —
-/// and the provider receives the `traceparent` of that call's span.
+/// and the provider receives the `traceparent` of that call's span. The
+/// budget gauges show what the call left of the budgets it was charged to.
 #[test]
 fn an_attempt_is_one_connected_trace_from_spawn_through_its_llm_calls() {
     let collector = otlp::Collector::start();
@@ -169,13 +170,13 @@ fn an_attempt_is_one_connected_trace_from_spawn_through_its_llm_calls() {
     write(
         &m,
         "agents/a.yaml",
-        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: a}\nspec:\n  capabilities: [shell, files]\n",
+        "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: a}\nspec:\n  capabilities: [shell, files]\n  resources: {tokenBudget: {perDay: 50000}}\n",
     );
     let steps = "    - id: note\n      description: note the trace\n      run: 'printf %s \"$TRACEPARENT\" > \"$GEORGE_OUTPUT_DIR/traceparent\"'\n    - id: greet\n      description: Say hello.\n";
     write(&m, "templates/greet.yaml", &template("greet", steps));
     write(&m, "jobs/j.yaml", &job("greet-1", "greet"));
     let cfg = format!(
-        "{FAST_CONFIG}llm:\n  default: {{provider: scripted, model: gpt-test}}\n  providers:\n    - {{name: scripted, api: openai, baseUrl: '{}'}}\n",
+        "{FAST_CONFIG}llm:\n  budgets: {{orgMonthly: 100000}}\n  default: {{provider: scripted, model: gpt-test}}\n  providers:\n    - {{name: scripted, api: openai, baseUrl: '{}'}}\n",
         llm.url
     );
     let engine = Engine::start_full(
@@ -237,5 +238,15 @@ fn an_attempt_is_one_connected_trace_from_spawn_through_its_llm_calls() {
         // The provider continues the trace from the proxy's span.
         let sent: Vec<Option<String>> = llm.received().into_iter().map(|r| r.traceparent).collect();
         assert_eq!(sent, vec![Some(format!("00-{}-{}-01", root.trace_id, call.span_id))]);
+        // What the call cost is off the budgets it was charged to.
+        let text = engine.metrics().await;
+        for series in [
+            "george_budget_limit_tokens{level=\"org\",name=\"\",period=\"month\"} 100000",
+            "george_budget_remaining_tokens{level=\"org\",name=\"\",period=\"month\"} 99953",
+            "george_budget_limit_tokens{level=\"agent_spec\",name=\"a\",period=\"day\"} 50000",
+            "george_budget_remaining_tokens{level=\"agent_spec\",name=\"a\",period=\"day\"} 49953",
+        ] {
+            assert!(text.contains(series), "{series} in:\n{text}");
+        }
     });
 }
