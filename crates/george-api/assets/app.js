@@ -262,8 +262,10 @@
 
   // ---------------------------------------------------------------- flash banner
 
-  function flash(message) {
+  /** Says something at the top: an error, or (`kind` `done`) what an action did. */
+  function flash(message, kind = 'error') {
     $('#flash').textContent = message;
+    $('#flash-bar').dataset.kind = kind;
     $('#flash-bar').hidden = false;
     clearTimeout(S.flashTimer);
     S.flashTimer = setTimeout(hideFlash, 15000);
@@ -491,8 +493,9 @@
     else if (parts[0] === 'jobs' && parts.length === 1) name = 'jobs';
     else if (parts[0] === 'jobs') [name, arg] = ['job', parts.slice(1).join('/')];
     else if (['agents', 'budgets', 'triggers'].includes(parts[0]) && parts.length === 1) name = parts[0];
+    else if (parts[0] === 'triggers' && parts.length === 2) [name, arg] = ['trigger', parts[1]];
     const key = `${name}:${arg}`;
-    const section = name === 'job' ? '#/jobs' : name === 'overview' ? '#/' : `#/${name}`;
+    const section = name === 'job' ? '#/jobs' : name === 'trigger' ? '#/triggers' : name === 'overview' ? '#/' : `#/${name}`;
     for (const a of document.querySelectorAll('#nav a')) {
       if (a.getAttribute('href') === section) a.setAttribute('aria-current', 'page');
       else a.removeAttribute('aria-current');
@@ -793,7 +796,7 @@
   function jobView(id) {
     const operate = canOperate();
     const armed = new Set();
-    const state = { job: null, events: [], eventSeq: 0, busy: false, logs: null, pinned: null, selectedStep: null, stepIds: '' };
+    const state = { job: null, evidence: [], events: [], eventSeq: 0, busy: false, logs: null, pinned: null, selectedStep: null, stepIds: '' };
 
     // Header and summary, rebuilt on every refresh.
     const summary = h('div', { class: 'card' }, muted('Loading…'));
@@ -811,6 +814,7 @@
       ? h('div', { class: 'actions' }, btnPause, btnResume, btnAbort, btnRetry, btnResubmit, btnDelete) : null;
 
     const graphBox = h('div', { class: 'graph-scroll' });
+    const stepLog = h('div', { id: 'step-log' });
     const stepsBox = h('div', {});
     const logsHint = h('p', { class: 'muted', id: 'job-logs-state' });
     const logsPre = h('pre', { id: 'job-logs', class: 'logs', tabindex: '0' });
@@ -832,7 +836,7 @@
     const root = h('section', { id: 'job-detail', 'data-job-id': id },
       h('div', { class: 'job-title' }, h('h1', {}, 'Job ', h('code', {}, id)), actions),
       summary,
-      card('Steps', graphBox, stepsBox),
+      card('Steps', graphBox, stepLog, stepsBox),
       card('Live log', logsHint, logsPre),
       h('div', { class: 'grid' },
         card('Conversation', comments, operate ? h('div', { class: 'inject' },
@@ -877,7 +881,7 @@
       updateActions();
       try {
         await del(`/api/v1/jobs/${enc(id)}`);
-        flash(`Job ${id} deleted.`);
+        flash(`Job ${id} deleted.`, 'done');
         location.hash = '#/jobs';
       } catch (e) {
         reportError(e);
@@ -1065,6 +1069,26 @@
             s.run ? h('pre', { class: 'cmd' }, `run: ${s.run}`) : null,
             s.done_when ? h('pre', { class: 'cmd' }, `done when: ${s.done_when}`) : null))),
         'This job has no steps.'));
+      renderStepLog();
+    }
+
+    /** The selected step's own output (what the agent recorded of each run), apart from the others'. */
+    function renderStepLog() {
+      const sid = state.selectedStep;
+      const step = sid && state.job ? (state.job.steps || []).find((s) => s.id === sid) : null;
+      if (!step) return fill(stepLog, muted('Select a step in the graph to see its output.'));
+      const mine = (state.evidence || []).filter((e) => e.step_id === sid);
+      const running = step.status === 'in_progress';
+      fill(stepLog, h('div', { class: 'step-log', 'data-step-id': sid },
+        h('h3', {}, 'Step ', h('code', {}, sid), ' ', statusBadge(step.status),
+          step.duration_ms != null ? h('span', { class: 'muted' }, ` · ${stepDuration(step)}`) : null),
+        step.reason ? h('p', {}, step.reason) : null,
+        mine.length ? mine.map((e) => h('article', { class: 'evidence', 'data-step-output': e.id },
+          h('div', { class: 'meta' }, badge(e.kind), ` · attempt ${e.attempt} · `, timeEl(e.created_at),
+            e.truncated ? [' ', badge('truncated', 'yellow')] : null),
+          h('pre', {}, e.content))) : null,
+        running ? muted('Running: its output so far is in the live log below.')
+          : mine.length ? null : muted('This step recorded no output.')));
     }
 
     function renderComments(list) {
@@ -1107,11 +1131,7 @@
 
     function renderEvents() {
       const recent = state.events.slice(-300).reverse();
-      fill(events, recent.length ? recent.map((e) => h('li', { 'data-seq': e.seq, 'data-kind': e.kind },
-        h('span', { class: 'when' }, timeEl(e.ts)),
-        h('code', { class: 'kind' }, e.kind),
-        h('span', { class: 'actor' }, e.actor),
-        h('span', { class: 'what' }, summarize(e)))) : h('li', { class: 'empty' }, 'No events yet.'));
+      fill(events, recent.length ? recent.map((e) => eventItem(e, summarize(e))) : h('li', { class: 'empty' }, 'No events yet.'));
     }
 
     /** Fetches the job's events after the last one seen (the log only grows). */
@@ -1149,6 +1169,8 @@
       renderSteps(job);
       fillOverrideSteps(job.steps || []);
       renderComments(comm);
+      state.evidence = evid;
+      renderStepLog();
       renderEvidence(evid);
       renderAttempts(agents.filter((a) => a.job_id === id).sort((a, b) => b.attempt - a.attempt), job);
       renderEvents();
@@ -1505,7 +1527,7 @@
     async function fireNow(name) {
       try {
         const fired = await post(`/api/v1/triggers/${enc(name)}/fire`, {});
-        flash(`Trigger ${name} fired: job ${fired.job}${fired.debounced ? ' (folded into a waiting wake)' : ''}.`);
+        flash(`Trigger ${name} fired: job ${fired.job}${fired.debounced ? ' (folded into a waiting wake)' : ''}.`, 'done');
       } catch (e) {
         reportError(e);
       } finally {
@@ -1520,10 +1542,11 @@
         || String(a.next_fire || '').localeCompare(String(b.next_fire || '')) || a.name.localeCompare(b.name));
       fill(box, table({ id: 'triggers-table' },
         ['Trigger', 'Type', 'Template', 'Agent', 'Priority', 'Schedule', 'Next fire', 'Matches', 'Debounce', 'Intent'],
-        sorted.map((t) => h('tr', { 'data-trigger': t.name },
-          h('td', { class: 'trigger-name' }, h('strong', {}, t.name), operate && t.type !== 'summon'
-            ? [' ', h('button', { type: 'button', class: 'secondary small', 'data-trigger-fire': t.name, onclick: () => fireNow(t.name) }, 'Run now')]
-            : ''),
+        sorted.map((t) => h('tr', { 'data-trigger': t.name, 'data-suspended': t.suspended ? 'true' : null },
+          h('td', { class: 'trigger-name' }, h('a', { href: `#/triggers/${enc(t.name)}` }, h('strong', {}, t.name)),
+            t.suspended ? [' ', h('span', { class: 'badge', 'data-status': 'paused', title: suspendedBy(t.suspended) }, 'suspended')] : '',
+            operate && t.type !== 'summon' ? [' ', h('button', { type: 'button', class: 'secondary small', 'data-trigger-fire': t.name, onclick: () => fireNow(t.name) }, 'Run now'),
+              ' ', suspendButton(t, refreshNow)] : ''),
           h('td', {}, badge(t.type)),
           h('td', {}, orDash(t.template)),
           h('td', {}, orDash(t.agent)),
@@ -1537,6 +1560,71 @@
     }
 
     const view = { title: 'Triggers', root, refresh, throttle: 2000 };
+    return view;
+  }
+
+  /** One event of a timeline: when, its kind, who, and `what` it says. */
+  function eventItem(e, what) {
+    return h('li', { 'data-seq': e.seq, 'data-kind': e.kind },
+      h('span', { class: 'when' }, timeEl(e.ts)),
+      h('code', { class: 'kind' }, e.kind),
+      h('span', { class: 'actor' }, e.actor),
+      h('span', { class: 'what' }, what));
+  }
+
+  /** Who suspended a trigger, when and why. */
+  function suspendedBy(s) {
+    return `Suspended by ${s.by} at ${fmtTime(s.at)}${s.reason ? `: ${s.reason}` : ''}`;
+  }
+
+  /** Suspend (or Resume) for an operator: its schedule and events stop (or start again) firing it. */
+  function suspendButton(t, after) {
+    const verb = t.suspended ? 'resume' : 'suspend';
+    return h('button', { type: 'button', class: 'secondary small', [`data-trigger-${verb}`]: t.name, onclick: async () => {
+      try {
+        await post(`/api/v1/triggers/${enc(t.name)}/${verb}`, verb === 'suspend' ? { reason: 'from the dashboard' } : {});
+        flash(`Trigger ${t.name} ${verb === 'suspend' ? 'suspended: its schedule and events no longer fire it' : 'resumed'}.`, 'done');
+      } catch (e) {
+        reportError(e);
+      } finally {
+        after();
+      }
+    } }, verb === 'suspend' ? 'Suspend' : 'Resume');
+  }
+
+  // ---------------------------------------------------------------- view: one trigger
+
+  function triggerView(name) {
+    const operate = canOperate();
+    const head = h('div', {}, muted('Loading…'));
+    const history = h('ol', { id: 'trigger-history', class: 'timeline' });
+    const root = h('section', { id: 'trigger' },
+      h('h1', {}, h('a', { href: '#/triggers' }, 'Triggers'), ' / ', h('code', {}, name)),
+      card(null, head), card('History', history));
+
+    async function refresh() {
+      let t;
+      try {
+        t = await api(`/api/v1/triggers/${enc(name)}`);
+      } catch (e) {
+        if (e.status === 404) return fill(head, muted(`There is no trigger ${name}.`));
+        throw e;
+      }
+      if (!view.alive) return;
+      fill(head, h('dl', { class: 'summary' },
+        h('dt', {}, 'Type'), h('dd', {}, badge(t.type)),
+        h('dt', {}, 'Template'), h('dd', {}, orDash(t.template)),
+        h('dt', {}, 'Schedule'), h('dd', {}, t.schedule ? [h('code', {}, t.schedule), t.timezone ? ` (${t.timezone})` : ' (UTC)'] : '—'),
+        h('dt', {}, 'Next fire'), h('dd', { 'data-field': 'next_fire' }, t.next_fire ? fmtTime(t.next_fire) : '—'),
+        h('dt', {}, 'Matches'), h('dd', {}, triggerMatch(t)),
+        h('dt', {}, 'State'), h('dd', { 'data-field': 'state' }, t.suspended ? suspendedBy(t.suspended) : 'active',
+          operate && t.type !== 'summon' ? [' ', suspendButton(t, refreshNow)] : '')));
+      fill(history, t.history.length
+        ? t.history.map((e) => eventItem(e, e.job_id ? h('a', { href: `#/jobs/${enc(e.job_id)}` }, e.job_id) : summarize(e)))
+        : h('li', { class: 'empty' }, 'Nothing yet: it has not fired.'));
+    }
+
+    const view = { title: `Trigger ${name}`, root, refresh, throttle: 1000 };
     return view;
   }
 
@@ -1563,6 +1651,7 @@
     agents: agentsView,
     budgets: budgetsView,
     triggers: triggersView,
+    trigger: triggerView,
     notfound: notFoundView,
   };
 

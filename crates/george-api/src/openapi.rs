@@ -12,7 +12,7 @@
 use crate::triggers::SummonRequest;
 use axum::Json;
 use george_core::api::*;
-use george_engine::registry::{RegistryEntry, TriggerEntry};
+use george_engine::registry::{RegistryEntry, TriggerDetail, TriggerEntry};
 use george_engine::triggers::Fired;
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
@@ -585,8 +585,28 @@ fn describe_events_and_control(b: &mut Builder) {
     b.op("get", "/api/v1/diagnose", "viewer", "Engine health: store latency, queues, recent problems")
         .json_value(200, "the diagnosis", diagnose)
         .done();
+    b.op(
+        "get",
+        "/api/v1/triggers/{name}",
+        "viewer",
+        "A trigger with its recent history (fires, failures, suspensions)",
+    )
+    .json::<TriggerDetail>(200, "the trigger")
+    .done();
     b.op("post", "/api/v1/triggers/{name}/fire", "operator", "Fire a trigger once now, by hand")
         .json::<Fired>(201, "the job it created (or the wake it was folded into)")
+        .done();
+    b.op(
+        "post",
+        "/api/v1/triggers/{name}/suspend",
+        "operator",
+        "Suspend a trigger: its schedule and events stop firing it",
+    )
+    .body::<ActionRequest>(false)
+    .json::<TriggerEntry>(200, "the trigger, suspended")
+    .done();
+    b.op("post", "/api/v1/triggers/{name}/resume", "operator", "Resume a suspended trigger")
+        .json::<TriggerEntry>(200, "the trigger, resumed")
         .done();
     b.op("post", "/api/v1/summon", "operator", "Wake an agent by hand")
         .body::<SummonRequest>(true)

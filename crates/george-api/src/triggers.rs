@@ -2,13 +2,15 @@
 //! by an HMAC-SHA256 signature of the body, not a bearer token) and manual
 //! summons (`POST /api/v1/summon`, operators).
 
-use crate::body::Body;
+use crate::body::{Body, OptionalBody};
 use crate::{ApiError, ApiState, Caller};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use george_core::api::ActionRequest;
 use george_core::Role;
+use george_engine::registry::{TriggerDetail, TriggerEntry};
 use george_engine::triggers::{Fired, TriggerError};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
@@ -132,6 +134,54 @@ pub async fn fire_now(
     caller.require(Role::Operator)?;
     let fired = st.engine.triggers().fire_now(&name, &caller.actor()).await.map_err(trigger_error)?;
     Ok((StatusCode::CREATED, Json(fired)))
+}
+
+/// `GET /api/v1/triggers/{name}`: the trigger with its recent history.
+pub async fn get(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<TriggerDetail>, ApiError> {
+    caller.viewer()?;
+    st.engine
+        .triggers()
+        .get(&name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("unknown Trigger `{name}`")))
+        .map(Json)
+}
+
+/// `POST /api/v1/triggers/{name}/suspend`: it fires only by hand until resumed.
+pub async fn suspend(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    OptionalBody(req): OptionalBody<ActionRequest>,
+) -> Result<Json<TriggerEntry>, ApiError> {
+    caller.require(Role::Operator)?;
+    // An empty reason is no reason.
+    let reason = req.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    if let Some(reason) = reason {
+        crate::jobs::check_text("reason", reason)?;
+    }
+    st.engine.triggers().suspend(&name, &caller.actor(), reason).await.map_err(trigger_error)?;
+    entry(&st, &name).await
+}
+
+/// `POST /api/v1/triggers/{name}/resume`: its schedule and events fire it again.
+pub async fn resume(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<TriggerEntry>, ApiError> {
+    caller.require(Role::Operator)?;
+    st.engine.triggers().resume(&name, &caller.actor()).await.map_err(trigger_error)?;
+    entry(&st, &name).await
+}
+
+async fn entry(st: &ApiState, name: &str) -> Result<Json<TriggerEntry>, ApiError> {
+    let detail = st.engine.triggers().get(name).await?;
+    detail.map(|d| Json(d.entry)).ok_or_else(|| ApiError::NotFound(format!("unknown Trigger `{name}`")))
 }
 
 pub async fn summon(

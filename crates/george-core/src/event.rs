@@ -102,8 +102,11 @@ event_kinds! {
     TriggerSkipped => "trigger.skipped",
     /// A trigger failed to fire.
     TriggerFailed => "trigger.failed",
-    /// A trigger was suspended.
+    /// A trigger was suspended: by an operator (`by`, `reason`), or its due
+    /// cron times were not fired under a red budget alert (`fire`, `reason`).
     TriggerSuspended => "trigger.suspended",
+    /// An operator resumed a suspended trigger (`by`).
+    TriggerResumed => "trigger.resumed",
     /// An LLM call waited for a rate limit.
     LlmPaced => "llm.paced",
     /// An agent's LLM conversation was recorded.

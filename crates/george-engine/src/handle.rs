@@ -184,6 +184,26 @@ impl Triggers {
         registry::triggers(&self.ctx).await
     }
 
+    /// One trigger with its recent history, if it exists.
+    pub async fn get(&self, name: &str) -> Result<Option<registry::TriggerDetail>, StoreError> {
+        registry::trigger(&self.ctx, name).await
+    }
+
+    /// Suspends a trigger: it fires only by hand until resumed.
+    pub async fn suspend(
+        &self,
+        name: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<crate::suspension::Suspension, triggers::TriggerError> {
+        crate::suspension::suspend(&self.ctx, name, by, reason).await
+    }
+
+    /// Resumes a suspended trigger; whether it was suspended.
+    pub async fn resume(&self, name: &str, by: &str) -> Result<bool, triggers::TriggerError> {
+        crate::suspension::resume(&self.ctx, name, by).await
+    }
+
     /// The secret webhook senders sign their events with, if configured.
     pub fn webhook_secret(&self) -> Option<&[u8]> {
         self.ctx.cfg.webhook_secret.as_ref().map(|s| s.0.as_slice())

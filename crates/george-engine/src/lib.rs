@@ -25,6 +25,7 @@ pub mod report;
 pub mod retention;
 pub mod scheduler;
 pub mod secrets;
+pub mod suspension;
 pub mod tokens;
 pub mod trace;
 pub mod triggers;

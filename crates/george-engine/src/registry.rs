@@ -6,7 +6,7 @@ use crate::context::Context;
 use george_core::manifest::TriggerType;
 use george_core::record::Attempt;
 use george_core::schedule::CronSchedule;
-use george_core::AgentState;
+use george_core::{AgentState, EventKind};
 use george_store::StoreError;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -79,10 +79,30 @@ pub struct TriggerEntry {
     /// The trigger.
     #[serde(flatten)]
     pub spec: george_core::manifest::TriggerSpec,
-    /// For cron triggers: the next fire time.
+    /// For cron triggers: the next fire time (none while suspended).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_fire: Option<chrono::DateTime<chrono::Utc>>,
+    /// Set while an operator has suspended it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<crate::suspension::Suspension>,
 }
+
+/// One trigger with what it did lately.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TriggerDetail {
+    /// The trigger.
+    #[serde(flatten)]
+    pub entry: TriggerEntry,
+    /// Its newest events (fired, debounced, replayed, skipped, failed,
+    /// suspended, resumed), newest first: at most [`HISTORY`], from the last
+    /// [`HISTORY_WINDOW`] events of the log.
+    pub history: Vec<george_core::api::EventView>,
+}
+
+/// How many of a trigger's events its detail shows.
+pub const HISTORY: usize = 50;
+/// How far back in the event log a trigger's history looks.
+pub const HISTORY_WINDOW: i64 = 20_000;
 
 /// Whether an ended instance counts as a failure (it was not stopped on
 /// purpose and did not exit cleanly).
@@ -141,19 +161,56 @@ pub(crate) async fn entries(ctx: &Arc<Context>, q: &RegistryQuery) -> Result<Vec
 /// Every trigger, with the next fire time of the cron ones.
 pub(crate) async fn triggers(ctx: &Arc<Context>) -> Result<Vec<TriggerEntry>, StoreError> {
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
+    let mut suspended = crate::suspension::all(ctx).await?;
     let now = ctx.clock.now();
-    Ok(catalog
-        .triggers
-        .iter()
-        .map(|(name, spec)| TriggerEntry {
-            name: name.clone(),
-            spec: spec.clone(),
-            next_fire: (spec.trigger_type == TriggerType::Cron)
-                .then(|| spec.schedule.as_deref().and_then(|s| CronSchedule::parse(s, spec.timezone.as_deref()).ok()))
-                .flatten()
-                .and_then(|s| s.next_after(now)),
-        })
-        .collect())
+    Ok(catalog.triggers.iter().map(|(name, spec)| entry(name, spec, suspended.remove(name), now)).collect())
+}
+
+fn entry(
+    name: &str,
+    spec: &george_core::manifest::TriggerSpec,
+    suspended: Option<crate::suspension::Suspension>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> TriggerEntry {
+    TriggerEntry {
+        name: name.to_string(),
+        spec: spec.clone(),
+        next_fire: (spec.trigger_type == TriggerType::Cron && suspended.is_none())
+            .then(|| spec.schedule.as_deref().and_then(|s| CronSchedule::parse(s, spec.timezone.as_deref()).ok()))
+            .flatten()
+            .and_then(|s| s.next_after(now)),
+        suspended,
+    }
+}
+
+/// Trigger `name` with its history, if it exists.
+pub(crate) async fn trigger(ctx: &Arc<Context>, name: &str) -> Result<Option<TriggerDetail>, StoreError> {
+    let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
+    let Some(spec) = catalog.triggers.get(name) else { return Ok(None) };
+    let entry = entry(name, spec, crate::suspension::of(ctx, name).await?, ctx.clock.now());
+    let kinds = [
+        EventKind::TriggerFired,
+        EventKind::TriggerDebounced,
+        EventKind::TriggerReplayed,
+        EventKind::TriggerSkipped,
+        EventKind::TriggerFailed,
+        EventKind::TriggerSuspended,
+        EventKind::TriggerResumed,
+    ];
+    let mut history = Vec::new();
+    let mut from = (ctx.store.latest_seq().await? - HISTORY_WINDOW).max(0);
+    loop {
+        let page = ctx.store.events_since(from, 5000, None).await?;
+        let Some(end) = page.last().map(|e| e.seq) else { break };
+        from = end;
+        history
+            .extend(page.into_iter().filter(|e| kinds.contains(&e.kind) && e.data["trigger"].as_str() == Some(name)));
+        if history.len() > HISTORY {
+            history.drain(..history.len() - HISTORY);
+        }
+    }
+    history.reverse();
+    Ok(Some(TriggerDetail { entry, history: george_core::api::views(history) }))
 }
 
 /// After an instance of `spec` ended: raise an alert the moment the spec

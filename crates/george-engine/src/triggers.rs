@@ -352,6 +352,7 @@ fn chapter_of<'a>(catalog: &'a george_core::plan::Catalog, spec: &TriggerSpec) -
 /// One look at every cron trigger: fires what is due, records the watermark.
 pub(crate) async fn cron_tick(ctx: &Arc<Context>) -> Result<(), StoreError> {
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
+    let suspended = crate::suspension::all(ctx).await?;
     for (name, spec) in catalog.triggers.iter().filter(|(_, t)| t.trigger_type == TriggerType::Cron) {
         let Some(expr) = spec.schedule.as_deref() else { continue };
         let Ok(schedule) = CronSchedule::parse(expr, spec.timezone.as_deref()) else { continue };
@@ -362,6 +363,13 @@ pub(crate) async fn cron_tick(ctx: &Arc<Context>) -> Result<(), StoreError> {
             continue;
         };
         let due = schedule.due(mark, now, spec.missed, ON_TIME);
+        if suspended.contains_key(name.as_str()) {
+            // Suspended by an operator: its times pass unfired.
+            if due.watermark != mark {
+                ctx.store.set_trigger_mark(name, due.watermark).await?;
+            }
+            continue;
+        }
         if !due.fire.is_empty() && crate::alerts::color(ctx, chapter_of(&catalog, spec)) == crate::alerts::Color::Red {
             // Red budget alert: scheduled jobs are suspended.
             ctx.store
@@ -421,8 +429,10 @@ pub(crate) async fn on_event(
     payload: &Value,
 ) -> Result<Vec<Fired>, TriggerError> {
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
+    let suspended = crate::suspension::all(ctx).await?;
     let mut out = Vec::new();
-    for (name, spec) in catalog.triggers.iter().filter(|(_, t)| matches(t, source, event, payload)) {
+    let live = catalog.triggers.iter().filter(|(name, _)| !suspended.contains_key(name.as_str()));
+    for (name, spec) in live.filter(|(_, t)| matches(t, source, event, payload)) {
         match fire(ctx, name, spec, payload, delivery, None, "trigger:webhook").await {
             Ok(f) => out.push(f),
             Err(TriggerError::Store(e)) => return Err(TriggerError::Store(e)),

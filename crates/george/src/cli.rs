@@ -46,6 +46,30 @@ pub enum TriggersCommand {
         /// The trigger's name.
         name: String,
     },
+    /// A trigger with its recent history: fires, failures, suspensions.
+    #[command(
+        after_help = "Examples:\n  george triggers get nightly-report\n  george triggers get nightly-report -o json"
+    )]
+    Get {
+        /// The trigger's name.
+        name: String,
+    },
+    /// Suspend a trigger: its schedule and webhook events stop firing it
+    /// (times that pass while suspended are not made up); `fire` still works.
+    #[command(after_help = "Examples:\n  george triggers suspend nightly-report --reason \"migrating the warehouse\"")]
+    Suspend {
+        /// The trigger's name.
+        name: String,
+        /// Why (recorded in its history and the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a suspended trigger: its schedule goes on from now.
+    #[command(after_help = "Examples:\n  george triggers resume nightly-report")]
+    Resume {
+        /// The trigger's name.
+        name: String,
+    },
 }
 
 /// What `jobs ls --sort-by` orders by.
@@ -193,9 +217,11 @@ pub enum Command {
         status: Option<String>,
     },
     /// Triggers and their next fire times.
-    #[command(after_help = "Examples:\n  george triggers")]
+    #[command(
+        after_help = "Examples:\n  george triggers\n  george triggers get nightly-report\n  george triggers suspend nightly-report"
+    )]
     Triggers {
-        /// `fire NAME`: fire a trigger once now.
+        /// `fire`, `get`, `suspend` or `resume` one trigger.
         #[command(subcommand)]
         command: Option<TriggersCommand>,
     },

@@ -466,7 +466,7 @@ fn pool_cell(p: &serde_json::Value) -> String {
 }
 
 fn triggers_table(v: &serde_json::Value) -> comfy_table::Table {
-    let mut t = table(&["TRIGGER", "TYPE", "TEMPLATE", "AGENT", "SCHEDULE", "NEXT FIRE"]);
+    let mut t = table(&["TRIGGER", "TYPE", "TEMPLATE", "AGENT", "SCHEDULE", "NEXT FIRE", "SUSPENDED"]);
     for e in v.as_array().into_iter().flatten() {
         let sched = match (e["schedule"].as_str(), e["timezone"].as_str()) {
             (Some(s), Some(tz)) => format!("{s} ({tz})"),
@@ -480,6 +480,7 @@ fn triggers_table(v: &serde_json::Value) -> comfy_table::Table {
             e["agent"].as_str().unwrap_or("").to_string(),
             sched,
             e["next_fire"].as_str().unwrap_or("").to_string(),
+            e.get("suspended").map(|s| format!("by {}", s["by"].as_str().unwrap_or("?"))).unwrap_or_default(),
         ]);
     }
     t
@@ -629,6 +630,37 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
                 format!("trigger/{name} fired: job/{job} created")
             };
             said(format, &fired, &line);
+            Ok(())
+        }
+        Command::Triggers { command: Some(crate::cli::TriggersCommand::Get { name }) } => {
+            let v = c.get_json(&format!("/api/v1/triggers/{name}")).await?;
+            render(format, &v, |v| {
+                println!("{}", triggers_table(&serde_json::json!([v])));
+                if let Some(s) = v.get("suspended") {
+                    let why = s["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default();
+                    let (by, at) = (s["by"].as_str().unwrap_or("?"), s["at"].as_str().unwrap_or("?"));
+                    println!("Suspended by {by} at {at}{why}.");
+                }
+                let history: Vec<george_core::api::EventView> =
+                    serde_json::from_value(v["history"].clone()).unwrap_or_default();
+                if history.is_empty() {
+                    println!("No history yet.");
+                } else {
+                    println!("{}", events_table(&history));
+                }
+            });
+            Ok(())
+        }
+        Command::Triggers { command: Some(crate::cli::TriggersCommand::Suspend { name, reason }) } => {
+            let path = format!("/api/v1/triggers/{name}/suspend");
+            let v: serde_json::Value = c.post_json(&path, &serde_json::json!({"reason": reason})).await?;
+            said(format, &v, &format!("trigger/{name} suspended"));
+            Ok(())
+        }
+        Command::Triggers { command: Some(crate::cli::TriggersCommand::Resume { name }) } => {
+            let path = format!("/api/v1/triggers/{name}/resume");
+            let v: serde_json::Value = c.post_json(&path, &serde_json::json!({})).await?;
+            said(format, &v, &format!("trigger/{name} resumed"));
             Ok(())
         }
         Command::AuditSecurity => audit_security(c, format).await,

@@ -155,3 +155,67 @@ async fn a_red_budget_suspends_scheduled_jobs() {
     assert_eq!(suspended[0].data["reason"], "budget red");
     engine.stop().await;
 }
+
+/// An operator's suspension (like a CronJob's `suspend`): the cron times
+/// that pass are not fired (nor made up on resume), webhook events do not
+/// fire the trigger, firing it by hand still does; the suspension outlives a
+/// restart; the trigger's history says who did what.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_suspends_a_trigger_and_resuming_goes_on_from_now() {
+    let dir = support::tempdir();
+    let docs = [support::WORKER, NIGHTLY, support::TEMPLATE, support::HOOK];
+    let store = support::store_with(dir.path(), &support::manifests(&docs), None).await;
+    let t0 = utc("2026-06-10T00:20:00Z");
+    let clock = ManualClock::new(t0);
+    let engine = start(dir.path(), store.clone(), &clock).await;
+    looked_at(store.as_ref(), t0).await;
+    let triggers = engine.handle.triggers();
+    let unknown = triggers.suspend("nightli", "ops", None).await.unwrap_err().to_string();
+    assert!(unknown.contains("unknown Trigger `nightli`") && unknown.contains("nightly"), "{unknown}");
+    let s = triggers.suspend("nightly", "ops", Some("warehouse move")).await.unwrap();
+    assert_eq!((s.by.as_str(), s.reason.as_deref(), s.at), ("ops", Some("warehouse move"), t0));
+    triggers.suspend("hook", "ops", None).await.unwrap();
+    let listed = triggers.list().await.unwrap();
+    let nightly = listed.iter().find(|t| t.name == "nightly").unwrap();
+    assert!(nightly.suspended.is_some() && nightly.next_fire.is_none(), "{nightly:?}");
+
+    // 00:30 UTC passes: nothing fires. A webhook event fires nothing either.
+    clock.advance(Duration::from_secs(11 * 60));
+    looked_at(store.as_ref(), utc("2026-06-10T00:30:00Z")).await;
+    assert!(jobs_now(&engine, store.as_ref()).await.is_empty(), "a suspended trigger fired on schedule");
+    let fired = triggers.event(None, None, "delivery-1", &serde_json::json!({})).await.unwrap();
+    assert!(fired.is_empty(), "a suspended webhook trigger fired: {fired:?}");
+    // By hand it fires.
+    let manual = triggers.fire_now("nightly", "ops").await.unwrap();
+
+    // A restart keeps it suspended; the next night passes too.
+    engine.stop().await;
+    let engine = start(dir.path(), store.clone(), &clock).await;
+    let triggers = engine.handle.triggers();
+    clock.advance(Duration::from_secs(24 * 3600));
+    looked_at(store.as_ref(), utc("2026-06-11T00:30:00Z")).await;
+    assert_eq!(jobs_now(&engine, store.as_ref()).await, [manual.job.as_str()], "only the manual fire ran");
+    assert!(triggers.get("nightly").await.unwrap().unwrap().entry.suspended.is_some());
+
+    // Resumed: the schedule goes on from now; the nights missed stay missed.
+    assert!(triggers.resume("nightly", "lead").await.unwrap());
+    assert!(!triggers.resume("nightly", "lead").await.unwrap(), "resuming twice changes nothing");
+    clock.advance(Duration::from_secs(24 * 3600));
+    looked_at(store.as_ref(), utc("2026-06-12T00:30:00Z")).await;
+    assert_eq!(jobs_now(&engine, store.as_ref()).await, [manual.job.clone(), "nightly-202606120030".to_string()]);
+    let detail = triggers.get("nightly").await.unwrap().unwrap();
+    assert!(detail.entry.suspended.is_none() && detail.entry.next_fire.is_some(), "{detail:?}");
+    let history: Vec<(&str, &str)> = detail.history.iter().map(|e| (e.kind.as_str(), e.actor.as_str())).collect();
+    assert_eq!(
+        history,
+        [
+            ("trigger.fired", "trigger:cron"),
+            ("trigger.resumed", "lead"),
+            ("trigger.fired", "ops"),
+            ("trigger.suspended", "ops"),
+        ],
+        "newest first"
+    );
+    assert_eq!(detail.history[3].data["reason"], "warehouse move");
+    engine.stop().await;
+}

@@ -129,6 +129,17 @@ fn the_dashboard_shows_jobs_live_and_steers_them() {
         ids.sort();
         assert_eq!(ids, ["checksum", "list", "stats", "verify"]);
         b.wait_js("the agent's log", WAIT, "const e = document.querySelector('#job-logs'); return !!e && e.textContent.includes('running step');").await;
+        // One step's own output, from the graph: its run, and nothing of the steps beside it.
+        b.click("svg#step-graph g.step[data-step-id=\"stats\"]").await;
+        let out = b
+            .wait_js(
+                "the step's output",
+                WAIT,
+                "const e = document.querySelector('#step-log .step-log[data-step-id=\"stats\"] pre'); return !!e && e.textContent;",
+            )
+            .await;
+        let out = out.as_str().unwrap();
+        assert!(out.contains("exit code 0") && out.contains("files=") && !out.contains("sha256sum"), "{out}");
         b.screenshot(&artifacts().join("job.png")).await;
 
         // Pause and resume a running job with the buttons.
@@ -223,6 +234,29 @@ fn the_dashboard_shows_jobs_live_and_steers_them() {
             .await;
         let job = said.as_str().unwrap().trim_start_matches("Trigger yearly fired: job ").trim_end_matches('.').to_string();
         assert_eq!(engine.job(&job).await.origin.source, "trigger:yearly", "{said}");
+        // Suspend it from its row; its page shows who did and its history, and resumes it.
+        b.wait_js("the Suspend button", WAIT, "return !!document.querySelector('button[data-trigger-suspend=\"yearly\"]');").await;
+        b.click("button[data-trigger-suspend=\"yearly\"]").await;
+        b.wait_js(
+            "the suspended row",
+            WAIT,
+            "const r = document.querySelector('tr[data-trigger=\"yearly\"][data-suspended=\"true\"]'); return !!r && r.querySelector('td[data-field=\"next_fire\"]').textContent === '—';",
+        )
+        .await;
+        let t = engine.client.get_json("/api/v1/triggers/yearly").await.unwrap();
+        assert_eq!(t["suspended"]["reason"], "from the dashboard", "{t}");
+        b.click("tr[data-trigger=\"yearly\"] td.trigger-name a").await;
+        let history = "const kinds = [...document.querySelectorAll('#trigger-history li')].map((li) => li.dataset.kind);
+                       return kinds.join(',') === 'trigger.suspended,trigger.fired' && kinds;";
+        b.wait_js("the trigger's history", WAIT, history).await;
+        let linked = format!("return !!document.querySelector('#trigger-history a[href=\"#/jobs/{job}\"]');");
+        b.wait_js("the fired job, linked", WAIT, &linked).await;
+        b.wait_js("the suspension", WAIT, "return document.querySelector('[data-field=\"state\"]').textContent.startsWith('Suspended by operator:');").await;
+        b.screenshot(&artifacts().join("trigger.png")).await;
+        b.click("button[data-trigger-resume=\"yearly\"]").await;
+        let resumed = "const kinds = [...document.querySelectorAll('#trigger-history li')].map((li) => li.dataset.kind);
+                       return kinds[0] === 'trigger.resumed' && document.querySelector('[data-field=\"state\"]').textContent.startsWith('active');";
+        b.wait_js("resumed", WAIT, resumed).await;
         assert_eq!(b.js("return window.__errors;", json!([])).await, json!([]), "no script errors");
 
         // A job that fails, then a revision of the manifests that cannot be applied: the overview says so.

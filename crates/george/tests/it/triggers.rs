@@ -209,3 +209,45 @@ fn summon_wakes_an_agent_by_hand() {
     let out = engine.cli(&["triggers", "fire", "deploys", "--token", "not-a-token-at-all-0000"]);
     assert!(!out.status.success(), "a bad token fires nothing");
 }
+
+#[test]
+fn the_cli_suspends_and_resumes_a_trigger_and_shows_its_history() {
+    let tmp = common::tempdir().unwrap();
+    let engine = setup(tmp.path());
+    engine.rt().block_on(engine.wait_applied());
+    let run = |args: &[&str]| {
+        let out = engine.cli(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(run(&["triggers", "suspend", "deploys", "--reason", "freeze"]), "trigger/deploys suspended\n");
+    let table = run(&["triggers"]);
+    let row = table.lines().find(|l| l.contains("deploys")).unwrap();
+    assert!(row.contains("by operator:test"), "{table}");
+    let fired = run(&["-o", "json", "triggers", "fire", "deploys"]);
+    let job = serde_json::from_str::<serde_json::Value>(&fired).unwrap()["job"].as_str().unwrap().to_string();
+    assert_eq!(run(&["triggers", "resume", "deploys"]), "trigger/deploys resumed\n");
+    let v: serde_json::Value = serde_json::from_str(&run(&["-o", "json", "triggers", "get", "deploys"])).unwrap();
+    assert!(v.get("suspended").is_none(), "{v}");
+    let history: Vec<(&str, &str)> = v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("trigger.resumed", "operator:test"),
+            ("trigger.fired", "operator:test"),
+            ("trigger.suspended", "operator:test")
+        ]
+    );
+    assert_eq!(v["history"][1]["job_id"].as_str(), Some(job.as_str()), "{v}");
+    let text = run(&["triggers", "get", "deploys"]);
+    assert!(text.contains("trigger.suspended") && text.contains("deploys"), "{text}");
+    for args in [["triggers", "suspend", "nope"], ["triggers", "get", "nope"]] {
+        let out = engine.cli(&args);
+        assert!(!out.status.success() && stderr(&out).contains("unknown Trigger `nope`"), "{}", stderr(&out));
+    }
+}
