@@ -728,6 +728,8 @@
       onchange: () => setQuery({ chapter: chapter.value.trim() }) });
     const source = h('input', { type: 'search', id: 'filter-source', placeholder: 'source (api, git, …)', 'aria-label': 'Source',
       onchange: () => setQuery({ source: source.value.trim() }) });
+    const selector = h('input', { type: 'search', id: 'filter-selector', placeholder: 'labels: team=ops,!legacy', 'aria-label': 'Label selector',
+      onchange: () => setQuery({ selector: selector.value.trim() }) });
     const idFilter = h('input', { type: 'search', id: 'filter-id', placeholder: 'filter by id…', 'aria-label': 'Job id contains',
       oninput: () => {
         const q = currentQuery();
@@ -736,7 +738,7 @@
         renderRows();
       } });
     const clear = h('button', { type: 'button', class: 'secondary small', onclick: () => {
-      for (const input of [idFilter, chapter, source]) input.value = '';
+      for (const input of [idFilter, chapter, source, selector]) input.value = '';
       if (location.hash === '#/jobs') route();
       else location.hash = '#/jobs';
     } }, 'Clear filters');
@@ -746,14 +748,14 @@
       h('h1', {}, 'Jobs'),
       h('div', { class: 'filters card' },
         h('div', { class: 'chips', role: 'group', 'aria-label': 'Status' }, chips),
-        h('div', { class: 'filter-inputs' }, idFilter, chapter, source, clear)),
+        h('div', { class: 'filter-inputs' }, idFilter, chapter, source, selector, clear)),
       count, box);
 
     /** Puts the query's values into the inputs (after back/forward). */
     function syncInputs(q) {
       const sel = new Set(selected());
       for (const c of chips) c.setAttribute('aria-pressed', String(sel.has(c.getAttribute('data-status'))));
-      for (const [input, k] of [[chapter, 'chapter'], [source, 'source'], [idFilter, 'q']]) {
+      for (const [input, k] of [[chapter, 'chapter'], [source, 'source'], [selector, 'selector'], [idFilter, 'q']]) {
         if (document.activeElement !== input) input.value = q.get(k) || '';
       }
     }
@@ -777,6 +779,7 @@
       if (st.length) params.set('status', st.join(','));
       if (q.get('chapter')) params.set('chapter', q.get('chapter'));
       if (q.get('source')) params.set('source', q.get('source'));
+      if (q.get('selector')) params.set('selector', q.get('selector'));
       params.set('order', 'newest');
       params.set('limit', String(PAGE));
       const list = await api(`/api/v1/jobs?${params.toString()}`);
@@ -1039,6 +1042,10 @@
           row('Template', job.template),
           row('Agent', job.agent),
           row('Chapter', orDash(job.chapter)),
+          row('Labels', Object.keys(job.labels || {}).length
+            ? h('span', { id: 'job-labels' }, Object.entries(job.labels).map(([k, v]) =>
+              h('a', { class: 'badge', href: `#/jobs?selector=${enc(`${k}=${v}`)}`, title: `Jobs labelled ${k}=${v}` }, `${k}=${v}`)))
+            : '—'),
           row('Origin', orDash(originText)),
           row('Attempt', attemptText(job), job.max_attempts ? ` · ${job.max_attempts} allowed` : ''),
           row('Duration', h('span', { id: 'job-duration' }, fmtDuration(jobDuration(job)))),

@@ -9,6 +9,7 @@ use george_core::api::{
     views, ActionRequest, AgentView, CommentView, EvidenceView, InjectRequest, JobView, OverrideRequest,
     ResubmitRequest, RetryRequest, SubmitJob,
 };
+use george_core::labels::Selector;
 use george_core::plan::{JobRequest, Origin};
 use george_core::Role;
 use george_core::{DesiredState, EventKind, JobStatus, StepStatus};
@@ -37,6 +38,9 @@ pub struct ListQuery {
     /// `oldest` (default) or `newest` first.
     #[serde(default)]
     order: Option<String>,
+    /// Only jobs whose labels meet this selector (`george_core::labels`).
+    #[serde(default)]
+    selector: Option<String>,
 }
 
 /// Jobs per page unless the caller asks for another size, and the most it may ask for.
@@ -98,7 +102,16 @@ pub async fn list(
         }
     };
     let limit = q.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
-    let filter = JobFilter { status, chapter: q.chapter, source: q.source, limit: Some(limit), after, newest_first };
+    let selector = match q.selector.as_deref() {
+        None => Selector::default(),
+        Some(text) => Selector::parse(text).map_err(|message| ApiError::Invalid {
+            message,
+            field: Some("selector".into()),
+            details: vec![],
+        })?,
+    };
+    let filter =
+        JobFilter { status, chapter: q.chapter, source: q.source, selector, limit: Some(limit), after, newest_first };
     let jobs = st.store.list_jobs(&filter).await?;
     let mut headers = axum::http::HeaderMap::new();
     if let Some(last) = jobs.last().filter(|_| jobs.len() == limit as usize) {
@@ -190,6 +203,7 @@ pub async fn resubmit(
         env: st.store.job_env(&id).await?,
         parallelism: Some(old.parallelism),
         fail_fast: Some(old.fail_fast),
+        labels: old.labels,
     };
     let origin = Origin { source: "api".into(), reference: Some(format!("resubmit of {id}")), revision: None };
     create(&st, &caller, again, origin).await
@@ -244,6 +258,7 @@ async fn create(
         env: &req.env,
         parallelism: req.parallelism,
         fail_fast: req.fail_fast,
+        labels: &req.labels,
     };
     let job = catalog.plan(&request, origin).map_err(|errs| plan_error(&req.template, &errs))?;
     match st.store.create_job(job, &caller.actor()).await? {

@@ -391,6 +391,11 @@ fn describe_jobs(b: &mut Builder) {
             "the previous page's `X-Next-After` header: where it ended (`<µs since the epoch>-<job id in hex>`)",
         )
         .one_of("order", &["oldest", "newest"], "`oldest` (default) or `newest` first")
+        .query_schema(
+            "selector",
+            json!({"type": "string", "pattern": george_core::labels::SELECTOR_PATTERN}),
+            "only jobs whose labels meet every requirement: `key=value`, `key!=value` (also true without the label), `key`, `!key`, separated by commas",
+        )
         .json::<Vec<JobView>>(200, "a page of jobs (without steps); a full page has an `X-Next-After` header")
         .done();
     b.op("post", "/api/v1/jobs", "operator", "Submit a job")

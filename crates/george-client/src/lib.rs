@@ -88,6 +88,8 @@ pub struct JobQuery {
     pub chapter: Option<String>,
     /// Source.
     pub source: Option<String>,
+    /// Label selector (`george_core::labels::Selector`).
+    pub selector: Option<String>,
 }
 
 impl Client {
@@ -217,6 +219,9 @@ impl Client {
         }
         if let Some(s) = &q.source {
             params.push(("source", s.clone()));
+        }
+        if let Some(s) = &q.selector {
+            params.push(("selector", s.clone()));
         }
         let mut jobs = Vec::new();
         loop {

@@ -43,6 +43,9 @@ pub struct JobView {
     /// Parameters.
     #[serde(default)]
     pub params: BTreeMap<String, Value>,
+    /// Labels (`GET /api/v1/jobs?selector=` picks jobs by them).
+    #[serde(default)]
+    pub labels: crate::labels::Labels,
     /// Where it came from.
     pub origin: Origin,
     /// The current (latest) attempt number; 0 before the first.
@@ -237,6 +240,7 @@ impl From<crate::record::Job> for JobView {
             priority: j.priority,
             chapter: j.chapter,
             params: j.params,
+            labels: j.labels,
             origin: j.origin,
             attempt: j.attempt,
             failures: j.failures,
@@ -382,6 +386,21 @@ pub struct SubmitJob {
     /// Whether a failing step cancels the steps running beside it, instead of the template's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_fast: Option<bool>,
+    /// Labels (`crate::labels`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "labels_schema")]
+    pub labels: crate::labels::Labels,
+}
+
+/// What labels may be (`crate::labels::check`).
+fn labels_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "labels, as Kubernetes has them: at most 64; a key is an optional DNS-subdomain prefix and `/`, then a name of 1-63 letters, digits, `-`, `_` or `.` starting and ending with a letter or digit; a value is empty or such a name",
+        "maxProperties": crate::labels::MAX_LABELS,
+        "propertyNames": {"maxLength": crate::labels::MAX_KEY, "pattern": crate::labels::KEY_PATTERN},
+        "additionalProperties": {"type": "string", "maxLength": crate::labels::MAX_NAME, "pattern": "^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"},
+    })
 }
 
 /// What a job's `env` may hold (`crate::plan::check_env`; in all at most

@@ -5,6 +5,7 @@ pub mod api;
 pub mod clock;
 pub mod duration;
 pub mod event;
+pub mod labels;
 pub mod manifest;
 pub mod plan;
 pub mod quantity;

@@ -52,6 +52,9 @@ pub struct NewJob {
     pub fail_fast: bool,
     /// Where it came from.
     pub origin: Origin,
+    /// Its labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: crate::labels::Labels,
     /// Do not start it before this time (debounced trigger wakes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<chrono::DateTime<chrono::Utc>>,
@@ -103,6 +106,8 @@ pub struct JobRequest<'a> {
     pub parallelism: Option<u32>,
     /// Fail fast or not, instead of the template's.
     pub fail_fast: Option<bool>,
+    /// Its labels.
+    pub labels: &'a crate::labels::Labels,
 }
 
 /// The most variables a job's `env` may hold.
@@ -211,6 +216,9 @@ impl Catalog {
             }]
         })?;
         check_env(req.env)?;
+        crate::labels::check(req.labels).map_err(|errs| {
+            errs.into_iter().map(|(field, message)| ParamError { field, message }).collect::<Vec<_>>()
+        })?;
         if req.parallelism == Some(0) {
             let message = "expected 1 or more steps at once, got 0".to_string();
             return Err(vec![ParamError { field: "parallelism".into(), message }]);
@@ -233,6 +241,7 @@ impl Catalog {
             parallelism: req.parallelism.or(template.spec.parallelism).unwrap_or(DEFAULT_PARALLELISM),
             fail_fast: req.fail_fast.or(template.spec.fail_fast).unwrap_or(true),
             origin,
+            labels: req.labels.clone(),
             not_before: None,
         })
     }

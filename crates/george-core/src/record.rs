@@ -31,6 +31,8 @@ pub struct Job {
     pub chapter: Option<String>,
     /// Parameters.
     pub params: BTreeMap<String, Value>,
+    /// Labels.
+    pub labels: crate::labels::Labels,
     /// Where it came from.
     pub origin: Origin,
     /// The current (latest) attempt number; 0 before the first.

@@ -114,6 +114,7 @@ pub fn validate_set(manifests: Vec<ParsedManifest>) -> Result<ManifestSet, Vec<D
             env: &j.spec.env,
             parallelism: j.spec.parallelism,
             fail_fast: j.spec.fail_fast,
+            labels: &j.metadata.labels,
         };
         let origin = Origin { source: String::new(), reference: Some(m.file.clone()), revision: None };
         match catalog.plan(&req, origin) {

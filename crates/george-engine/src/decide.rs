@@ -315,6 +315,7 @@ mod tests {
                 priority: Priority::P2,
                 chapter: None,
                 params: Default::default(),
+                labels: Default::default(),
                 origin: Origin::default(),
                 attempt: 0,
                 failures: 0,

@@ -332,6 +332,7 @@ fn plan(
         env: &env,
         parallelism: None,
         fail_fast: None,
+        labels: &Default::default(),
     };
     let origin = Origin { source: format!("trigger:{name}"), reference: Some(reference.to_string()), revision: None };
     let mut job = catalog.plan(&req, origin).map_err(|errs| {

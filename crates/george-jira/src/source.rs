@@ -194,6 +194,7 @@ impl JiraSource {
             env: &env,
             parallelism: None,
             fail_fast: None,
+            labels: &Default::default(),
         };
         let origin = Origin { source: SOURCE.into(), reference: Some(t.key.clone()), revision: None };
         match catalog.plan(&req, origin) {

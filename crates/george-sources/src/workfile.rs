@@ -246,6 +246,7 @@ impl Source for WorkFileSource {
                 env: &item.env_vars,
                 parallelism: None,
                 fail_fast: None,
+                labels: &Default::default(),
             };
             let origin = Origin {
                 source: "workfile".into(),

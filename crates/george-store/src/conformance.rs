@@ -72,6 +72,7 @@ macro_rules! store_conformance_tests {
             settings_are_kept_and_listed_by_prefix,
             retention_deletes_only_finished_jobs_below_the_event_floor,
             jobs_are_listed_in_pages,
+            jobs_are_picked_by_label_selectors,
         );
     };
     (@tests $make:expr; $($name:ident),+ $(,)?) => {
@@ -109,6 +110,7 @@ pub fn job(id: &str, source: &str) -> NewJob {
         parallelism: george_core::plan::DEFAULT_PARALLELISM,
         fail_fast: true,
         origin: Origin { source: source.into(), reference: Some(format!("jobs/{id}.yaml")), revision: None },
+        labels: BTreeMap::from([("team".to_string(), "platform".to_string())]),
         not_before: None,
     }
 }
@@ -808,4 +810,45 @@ pub async fn jobs_are_listed_in_pages(store: TestStore) {
         .await
         .unwrap();
     assert_eq!(older.len(), 4, "the rest, newest first");
+}
+
+/// Selectors pick jobs by their labels; a revision relabels a started job without touching its work.
+pub async fn jobs_are_picked_by_label_selectors(store: TestStore) {
+    use george_core::labels::Selector;
+    let with = |id: &str, labels: &[(&str, &str)]| {
+        let mut j = job(id, "git");
+        j.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        j
+    };
+    let jobs = vec![
+        with("web", &[("app.kubernetes.io/name", "web"), ("tier", "front")]),
+        with("db", &[("app.kubernetes.io/name", "db"), ("tier", "back"), ("canary", "")]),
+        with("bare", &[]),
+    ];
+    store.apply_snapshot(snapshot("r1", jobs)).await.unwrap();
+    let pick = async |selector: &str| -> Vec<String> {
+        let filter = JobFilter { selector: Selector::parse(selector).unwrap(), ..Default::default() };
+        store.list_jobs(&filter).await.unwrap().into_iter().map(|j| j.id).collect()
+    };
+    assert_eq!(pick("app.kubernetes.io/name=web").await, ["web"]);
+    assert_eq!(pick("tier!=front").await, ["bare", "db"], "!= holds without the label");
+    assert_eq!(pick("canary").await, ["db"], "an empty value is a value");
+    assert_eq!(pick("!canary,tier").await, ["web"]);
+    assert_eq!(pick("tier=back,app.kubernetes.io/name==db").await, ["db"]);
+    assert!(pick("tier=middle").await.is_empty());
+    assert_eq!(store.get_job("web").await.unwrap().unwrap().labels["tier"], "front");
+    // A revision that only relabels a started job changes its labels, not its work.
+    store.start_attempt("db", attempt(0, "tdb")).await.unwrap();
+    let r = store
+        .apply_snapshot(snapshot(
+            "r2",
+            vec![with("db", &[("tier", "back"), ("owner", "ops")]), with("web", &[]), with("bare", &[])],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.updated, ["db", "web"]);
+    assert_eq!(pick("owner=ops").await, ["db"]);
+    assert!(pick("canary").await.is_empty());
+    let db = store.get_job("db").await.unwrap().unwrap();
+    assert_eq!(db.attempt, 1, "still its first attempt");
 }

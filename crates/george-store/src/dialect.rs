@@ -186,6 +186,10 @@ pub(crate) trait Db {
     /// where writes are serialized anyway.
     const LOCK: &'static str;
 
+    /// The SQL of the value of the label whose key is the parameter
+    /// `key_param` in the `labels` column (NULL without it).
+    fn label(key_param: &str) -> String;
+
     /// Runs a statement; returns how many rows it changed.
     fn exec(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64>;
 

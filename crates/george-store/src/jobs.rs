@@ -9,6 +9,7 @@ use crate::rules::{self, agent_actor, spec_digest};
 use crate::views::{self, AGENT_COLUMNS, JOB_COLUMNS};
 use crate::{AttemptEnd, Created, JobFilter, JobState, NewAttempt, Override, Report, Result, StatusChange, StoreError};
 use george_core::api::StepReport;
+use george_core::labels::Requirement;
 use george_core::plan::NewJob;
 use george_core::record::{Attempt, Comment, Evidence, Job, Step};
 use george_core::template::StepSpec;
@@ -26,8 +27,8 @@ pub fn create(w: &mut Writer<impl Db>, job: &NewJob, actor: &str) -> Result<Crea
     let inserted = w.db.exec(
         "INSERT INTO jobs (id, template, agent, params, priority, chapter, desired, status, env, max_attempts, \
          origin_source, origin_ref, origin_rev, spec_digest, next_attempt_at, created_at, updated_at, parallelism, \
-         fail_fast, reason) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $15, $14, $14, $16, $17, $18) \
+         fail_fast, reason, labels) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $15, $14, $14, $16, $17, $18, $19) \
          ON CONFLICT (id) DO NOTHING",
         &[
             Arg::from(&job.id),
@@ -48,6 +49,7 @@ pub fn create(w: &mut Writer<impl Db>, job: &NewJob, actor: &str) -> Result<Crea
             Arg::from(job.parallelism),
             Arg::Flag(job.fail_fast),
             Arg::from(&debounced),
+            Arg::json(&job.labels)?,
         ],
     )?;
     if inserted == 0 {
@@ -68,7 +70,7 @@ pub fn create(w: &mut Writer<impl Db>, job: &NewJob, actor: &str) -> Result<Crea
 pub fn update_pending(w: &mut Writer<impl Db>, job: &NewJob, actor: &str) -> Result<bool> {
     let n = w.db.exec(
         "UPDATE jobs SET params = $2, env = $3, priority = $4, next_attempt_at = $5, spec_digest = $6, updated_at = $7, \
-         parallelism = $8, fail_fast = $9, reason = COALESCE($10, reason) \
+         parallelism = $8, fail_fast = $9, reason = COALESCE($10, reason), labels = $11 \
          WHERE id = $1 AND status = 'pending' AND attempt = 0",
         &[
             Arg::from(&job.id),
@@ -81,6 +83,7 @@ pub fn update_pending(w: &mut Writer<impl Db>, job: &NewJob, actor: &str) -> Res
             Arg::from(job.parallelism),
             Arg::Flag(job.fail_fast),
             Arg::from(&debounced(job)),
+            Arg::json(&job.labels)?,
         ],
     )?;
     if n == 0 {
@@ -95,7 +98,7 @@ pub fn update_pending(w: &mut Writer<impl Db>, job: &NewJob, actor: &str) -> Res
 pub fn replace_definition(w: &mut Writer<impl Db>, job: &NewJob, digest: &str) -> Result<()> {
     w.db.exec(
         "UPDATE jobs SET template = $2, agent = $3, params = $4, env = $5, max_attempts = $6, \
-         chapter = $7, spec_digest = $8, parallelism = $9, fail_fast = $10 WHERE id = $1",
+         chapter = $7, spec_digest = $8, parallelism = $9, fail_fast = $10, labels = $11 WHERE id = $1",
         &[
             Arg::from(&job.id),
             Arg::from(&job.template),
@@ -107,6 +110,7 @@ pub fn replace_definition(w: &mut Writer<impl Db>, job: &NewJob, digest: &str) -
             Arg::Text(digest),
             Arg::from(job.parallelism),
             Arg::Flag(job.fail_fast),
+            Arg::json(&job.labels)?,
         ],
     )?;
     replace_steps(w, &job.id, &job.steps)
@@ -150,7 +154,7 @@ fn steps(c: &mut impl Db, id: &str) -> Result<Vec<Step>> {
     )
 }
 
-pub fn list(c: &mut impl Db, filter: &JobFilter) -> Result<Vec<Job>> {
+pub fn list<D: Db>(c: &mut D, filter: &JobFilter) -> Result<Vec<Job>> {
     let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
     let mut args: Vec<Arg<'_>> = Vec::new();
     let next = |args: &mut Vec<Arg<'_>>| format!("${}", args.len());
@@ -169,6 +173,27 @@ pub fn list(c: &mut impl Db, filter: &JobFilter) -> Result<Vec<Job>> {
     if let Some(source) = &filter.source {
         args.push(Arg::Text(source));
         sql.push_str(&format!(" AND origin_source = {}", next(&mut args)));
+    }
+    // Label requirements: `key=value` is false without the label, `key!=value` true.
+    let mut keys = Vec::with_capacity(filter.selector.0.len());
+    for req in &filter.selector.0 {
+        args.push(Arg::Text(req.key()));
+        let value_of = D::label(&next(&mut args));
+        keys.push(value_of);
+    }
+    for (req, value_of) in filter.selector.0.iter().zip(keys) {
+        match req {
+            Requirement::Equals(_, v) => {
+                args.push(Arg::Text(v));
+                sql.push_str(&format!(" AND {value_of} = {}", next(&mut args)));
+            }
+            Requirement::NotEquals(_, v) => {
+                args.push(Arg::Text(v));
+                sql.push_str(&format!(" AND ({value_of} IS NULL OR {value_of} <> {})", next(&mut args)));
+            }
+            Requirement::Exists(_) => sql.push_str(&format!(" AND {value_of} IS NOT NULL")),
+            Requirement::Missing(_) => sql.push_str(&format!(" AND {value_of} IS NULL")),
+        }
     }
     if let Some((created, id)) = &filter.after {
         args.push(Arg::Time(*created));

@@ -48,6 +48,8 @@ pub struct JobFilter {
     pub chapter: Option<String>,
     /// Only jobs from this source.
     pub source: Option<String>,
+    /// Only jobs whose labels meet this selector.
+    pub selector: george_core::labels::Selector,
     /// At most this many.
     pub limit: Option<u32>,
     /// Only jobs after this one in the listing's order (created, then id):

@@ -137,13 +137,14 @@ struct DeclaredJob {
     attempt: u32,
     desired: String,
     priority: String,
+    labels: george_core::labels::Labels,
 }
 
 /// The stored job with this id, its row locked until the transaction ends.
 fn lock_declared_job<D: Db>(c: &mut D, id: &str) -> Result<Option<DeclaredJob>> {
     c.opt(
         &format!(
-            "SELECT origin_source, spec_digest, status, attempt, desired, priority FROM jobs WHERE id = $1{}",
+            "SELECT origin_source, spec_digest, status, attempt, desired, priority, labels FROM jobs WHERE id = $1{}",
             D::LOCK
         ),
         args![id],
@@ -155,6 +156,7 @@ fn lock_declared_job<D: Db>(c: &mut D, id: &str) -> Result<Option<DeclaredJob>> 
                 attempt: r.u32("attempt")?,
                 desired: r.string("desired")?,
                 priority: r.string("priority")?,
+                labels: r.json("labels")?,
             })
         },
     )
@@ -205,6 +207,11 @@ fn apply_job(w: &mut Writer<impl Db>, s: &Snapshot, job: &NewJob, actor: &str, r
     }
     if stored.priority != job.priority.as_str() {
         w.db.exec("UPDATE jobs SET priority = $2 WHERE id = $1", args![&job.id, job.priority.as_str()])?;
+        changed = true;
+    }
+    if stored.labels != job.labels {
+        // Labels describe the job; they change whatever it is doing.
+        w.db.exec("UPDATE jobs SET labels = $2 WHERE id = $1", &[Arg::Text(&job.id), Arg::json(&job.labels)?])?;
         changed = true;
     }
     if stored.desired != job.desired.as_str() && !stored.status.is_final() {

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 pub const JOB_COLUMNS: &str = "id, template, agent, params, priority, chapter, desired, status, reason, \
     max_attempts, origin_source, origin_ref, origin_rev, attempt, failures, next_attempt_at, created_at, updated_at, \
-    parallelism, fail_fast";
+    parallelism, fail_fast, labels";
 
 pub fn job(r: &dyn Get) -> Result<Job> {
     Ok(Job {
@@ -22,6 +22,7 @@ pub fn job(r: &dyn Get) -> Result<Job> {
         priority: r.parsed("priority")?,
         chapter: r.text("chapter")?,
         params: r.json("params")?,
+        labels: r.json("labels")?,
         origin: Origin {
             source: r.string("origin_source")?,
             reference: r.text("origin_ref")?,

@@ -65,6 +65,7 @@ fn job(id: &str) -> NewJob {
         parallelism: george_core::plan::DEFAULT_PARALLELISM,
         fail_fast: true,
         origin: Origin { source: "api".into(), reference: None, revision: None },
+        labels: Default::default(),
         not_before: None,
     }
 }

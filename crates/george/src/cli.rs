@@ -465,12 +465,15 @@ pub enum JobsCommand {
     /// List jobs.
     #[command(
         alias = "list",
-        after_help = "Examples:\n  george jobs ls --status failed,blocked\n  george jobs ls --sort-by updated -o wide\n  george jobs ls -o name | xargs -n1 basename\n  george jobs ls --status in_progress,blocked --watch"
+        after_help = "Examples:\n  george jobs ls --status failed,blocked\n  george jobs ls -l team=ops,tier!=db\n  george jobs ls --sort-by updated -o wide\n  george jobs ls -o name | xargs -n1 basename\n  george jobs ls --status in_progress,blocked --watch"
     )]
     Ls {
         /// Only these statuses (comma-separated).
         #[arg(long)]
         status: Option<String>,
+        /// Only jobs whose labels meet this selector: `key=value`, `key!=value`, `key`, `!key`, comma-separated.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
         /// Only this chapter.
         #[arg(long)]
         chapter: Option<String>,
@@ -489,7 +492,7 @@ pub enum JobsCommand {
     },
     /// Submit a job.
     #[command(
-        after_help = "Examples:\n  george jobs submit write-report -p title=Weekly -p lines=3\n  george jobs submit inventory --id inv-1 --priority P1 --wait"
+        after_help = "Examples:\n  george jobs submit write-report -p title=Weekly -p lines=3\n  george jobs submit inventory --id inv-1 --priority P1 --wait\n  george jobs submit inventory --label team=ops --label tier=batch"
     )]
     Submit {
         /// Template name.
@@ -497,6 +500,9 @@ pub enum JobsCommand {
         /// Parameters, `name=value` (value parsed as JSON when it can be).
         #[arg(short = 'p', long = "param")]
         params: Vec<String>,
+        /// Labels, `key=value` (repeat for more).
+        #[arg(long = "label")]
+        labels: Vec<String>,
         /// Job id (generated if absent).
         #[arg(long)]
         id: Option<String>,

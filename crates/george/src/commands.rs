@@ -265,6 +265,7 @@ async fn watch_jobs(
     mut stream: george_client::Watch,
     status: Option<&str>,
     chapter: Option<&str>,
+    selector: Option<&george_core::labels::Selector>,
     format: Format,
 ) -> anyhow::Result<()> {
     use std::io::Write;
@@ -275,6 +276,7 @@ async fn watch_jobs(
         let Ok(job) = c.job(id).await else { continue };
         if (!wanted.is_empty() && !wanted.contains(&job.status.as_str()))
             || chapter.is_some_and(|ch| job.chapter.as_deref() != Some(ch))
+            || selector.is_some_and(|s| !s.matches(&job.labels))
         {
             continue;
         }
@@ -292,6 +294,19 @@ async fn watch_jobs(
         std::io::stdout().flush()?;
     }
     Ok(())
+}
+
+/// `--label key=value` flags as labels (each checked as the engine would).
+fn parse_labels(flags: &[String]) -> anyhow::Result<george_core::labels::Labels> {
+    let mut labels = george_core::labels::Labels::new();
+    for flag in flags {
+        let (k, v) = flag.split_once('=').ok_or_else(|| anyhow::anyhow!("--label {flag}: expected key=value"))?;
+        george_core::labels::check_key(k)
+            .and_then(|()| george_core::labels::check_value(k, v))
+            .map_err(|e| anyhow::anyhow!("--label {flag}: {e}"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    Ok(labels)
 }
 
 /// Orders jobs for `jobs ls --sort-by` (stable: ties keep the engine's order).
@@ -339,21 +354,31 @@ fn parse_params(items: &[String]) -> anyhow::Result<BTreeMap<String, serde_json:
 }
 
 fn jobs_table(jobs: &[JobView]) -> comfy_table::Table {
-    let mut t = table(&["JOB", "STATUS", "PRIORITY", "TEMPLATE", "ATTEMPT", "UPDATED", "REASON"]);
+    let wide = crate::output::wide();
+    let mut header = vec!["JOB", "STATUS", "PRIORITY", "TEMPLATE", "ATTEMPT", "UPDATED", "REASON"];
+    if wide {
+        header.push("LABELS");
+    }
+    let mut t = table(&header);
     for j in jobs {
-        t.add_row(vec![
-            j.id.clone(),
-            if j.desired.as_str() != "active" && !j.status.is_final() {
-                format!("{} → {}", j.status, j.desired)
-            } else {
-                j.status.to_string()
-            },
-            j.priority.to_string(),
-            j.template.clone(),
-            j.attempt.to_string(),
-            ago(j.updated_at),
-            first_line(j.reason.as_deref().unwrap_or_default()),
-        ]);
+        let labels = wide.then(|| j.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));
+        t.add_row(
+            [
+                j.id.clone(),
+                if j.desired.as_str() != "active" && !j.status.is_final() {
+                    format!("{} → {}", j.status, j.desired)
+                } else {
+                    j.status.to_string()
+                },
+                j.priority.to_string(),
+                j.template.clone(),
+                j.attempt.to_string(),
+                ago(j.updated_at),
+                first_line(j.reason.as_deref().unwrap_or_default()),
+            ]
+            .into_iter()
+            .chain(labels),
+        );
     }
     t
 }
@@ -857,16 +882,24 @@ fn summary(data: &serde_json::Value) -> String {
 
 async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<()> {
     match cmd {
-        JobsCommand::Ls { status, chapter, sort_by, watch } => {
+        JobsCommand::Ls { status, selector, chapter, sort_by, watch } => {
+            // A selector the engine would refuse is refused here, before anything is read.
+            let picked = selector
+                .as_deref()
+                .map(george_core::labels::Selector::parse)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("-l/--selector: {e}"))?;
             // Watching: the stream opens before the list is read, so no change falls between them.
             let stream = if *watch { Some(c.watch(None, None).await?) } else { None };
-            let mut jobs = c.jobs(&JobQuery { status: status.clone(), chapter: chapter.clone(), source: None }).await?;
+            let query =
+                JobQuery { status: status.clone(), chapter: chapter.clone(), source: None, selector: selector.clone() };
+            let mut jobs = c.jobs(&query).await?;
             if let Some(by) = sort_by {
                 sort_jobs(&mut jobs, *by);
             }
             print_list(format, &jobs, "jobs", |j| format!("job/{}", j.id), jobs_table);
             if let Some(stream) = stream {
-                watch_jobs(c, stream, status.as_deref(), chapter.as_deref(), format).await?;
+                watch_jobs(c, stream, status.as_deref(), chapter.as_deref(), picked.as_ref(), format).await?;
             }
         }
         JobsCommand::Delete { id } => {
@@ -952,7 +985,7 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
             let job = c.resubmit(id, &req).await?;
             said(format, &job, &format!("job/{} created (resubmit of {id})", job.id));
         }
-        JobsCommand::Submit { template, params, id, priority, parallelism, wait } => {
+        JobsCommand::Submit { template, params, labels, id, priority, parallelism, wait } => {
             let req = SubmitJob {
                 template: template.clone(),
                 params: parse_params(params)?,
@@ -967,6 +1000,7 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
                 env: BTreeMap::new(),
                 parallelism: *parallelism,
                 fail_fast: None,
+                labels: parse_labels(labels)?,
             };
             let job = c.submit(&req).await?;
             if *wait {

@@ -28,6 +28,11 @@ pub fn names() -> bool {
     style().names
 }
 
+/// Whether tables show every column (`-o wide`).
+pub fn wide() -> bool {
+    style().wide
+}
+
 /// Takes the command line's output options; returns the format commands
 /// switch on (`wide` and `name` are tables to them: [`print_list`] and the
 /// table helpers draw the difference).

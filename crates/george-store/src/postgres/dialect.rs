@@ -49,6 +49,10 @@ fn params<'a>(args: &'a [Arg<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
 impl Db for Pg<'_, '_> {
     const LOCK: &'static str = " FOR UPDATE";
 
+    fn label(key_param: &str) -> String {
+        format!("(labels ->> {key_param}::text)")
+    }
+
     fn exec(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
         let statement = self.prepare(sql)?;
         Ok(self.tx.execute(&statement, &params(args))?)

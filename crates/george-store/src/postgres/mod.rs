@@ -66,6 +66,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/postgres/0003_attempts_by_start.sql")),
     (4, include_str!("../../migrations/postgres/0004_retention.sql")),
     (5, include_str!("../../migrations/postgres/0005_step_graph.sql")),
+    (6, include_str!("../../migrations/postgres/0006_labels.sql")),
 ];
 
 /// Advisory lock held while migrating ("george" in ASCII, then 1).

@@ -47,6 +47,11 @@ impl rusqlite::ToSql for Arg<'_> {
 impl Db for Lite<'_> {
     const LOCK: &'static str = "";
 
+    fn label(key_param: &str) -> String {
+        // `$."key"`: a quoted member name, whatever the key holds.
+        format!("json_extract(labels, '$.' || json_quote({key_param}))")
+    }
+
     fn exec(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
         let mut stmt = self.0.prepare_cached(&placeholders(sql))?;
         Ok(stmt.execute(rusqlite::params_from_iter(args))? as u64)

@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/0005_attempts_by_start.sql")),
     (6, include_str!("../../migrations/0006_retention.sql")),
     (7, include_str!("../../migrations/0007_step_graph.sql")),
+    (8, include_str!("../../migrations/0008_labels.sql")),
 ];
 
 /// Prepared statements kept per connection: more than the store has.

@@ -56,14 +56,14 @@ async fn a_version_4_database_is_upgraded_and_the_hot_queries_use_their_indexes(
          BEGIN SELECT RAISE(ABORT, 'events are append-only'); END; \
          ALTER TABLE jobs DROP COLUMN parallelism; ALTER TABLE jobs DROP COLUMN fail_fast; \
          ALTER TABLE steps DROP COLUMN started_at; ALTER TABLE steps DROP COLUMN ended_at; \
-         ALTER TABLE attempts DROP COLUMN reports_seq; PRAGMA user_version = 4;",
+         ALTER TABLE attempts DROP COLUMN reports_seq; ALTER TABLE jobs DROP COLUMN labels; PRAGMA user_version = 4;",
     )
     .unwrap();
     drop(conn);
     drop(SqliteStore::open(&path).unwrap());
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
     let agents =
         plan(&conn, "SELECT job_id, number FROM attempts ORDER BY started_at DESC, job_id, number DESC LIMIT 200");
     assert_eq!(agents, ["SCAN attempts USING COVERING INDEX attempts_by_start"], "no sort of every attempt");

@@ -240,3 +240,58 @@ fn jobs_ls_watch_prints_each_change_after_the_list() {
     drop(rx);
     reader.join().unwrap();
 }
+
+/// Labels, as kubectl has them: a Job manifest's `metadata.labels` and
+/// `jobs submit --label`; `jobs ls -l` picks by a selector (the engine does
+/// the picking, over every page), `-o wide` shows them; a bad label or
+/// selector is refused naming it, by the CLI and by the API.
+#[test]
+fn jobs_are_labelled_and_listed_by_selector() {
+    let tmp = tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let m = folder(&root, "nightly", "true");
+    let labelled = job("nightly", "t")
+        .replace("metadata: {name: nightly}", "metadata:\n  name: nightly\n  labels: {team: ops, schedule: nightly}");
+    write(&m, "jobs/j.yaml", &labelled);
+    let engine = Engine::start(&root, "", &["--manifests", m.to_str().unwrap()]);
+    engine.rt().block_on(engine.wait_status("nightly", JobStatus::Completed, Duration::from_secs(30)));
+    let run = |args: &[&str]| {
+        let out = engine.cli(args);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    for (id, labels) in [("adhoc", vec!["team=ops", "app.example.com/tier=batch"]), ("other", vec!["team=dev"])] {
+        let mut args = vec!["jobs", "submit", "t", "--id", id];
+        for l in &labels {
+            args.extend(["--label", l]);
+        }
+        let (ok, text) = run(&args);
+        assert!(ok, "{text}");
+    }
+    let names = |selector: &str| run(&["jobs", "ls", "-l", selector, "-o", "name"]);
+    assert_eq!(names("team=ops"), (true, "job/nightly\njob/adhoc\n".into()));
+    assert_eq!(names("team=ops,!schedule"), (true, "job/adhoc\n".into()));
+    assert_eq!(names("app.example.com/tier"), (true, "job/adhoc\n".into()));
+    assert_eq!(names("team!=ops"), (true, "job/other\n".into()));
+    assert_eq!(run(&["jobs", "ls", "-l", "team=nobody"]), (true, "No jobs found.\n".into()));
+    let (ok, wide) = run(&["jobs", "ls", "-l", "team=ops", "-o", "wide"]);
+    assert!(ok && wide.contains("LABELS") && wide.contains("schedule=nightly,team=ops"), "{wide}");
+    let (ok, json) = run(&["jobs", "get", "adhoc", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(ok && v["labels"] == serde_json::json!({"team": "ops", "app.example.com/tier": "batch"}), "{json}");
+    // Refused, naming what is wrong.
+    let (ok, text) = run(&["jobs", "ls", "-l", "team=o ps"]);
+    assert!(!ok && text.contains("-l/--selector") && text.contains("value `o ps`"), "{text}");
+    let (ok, text) = run(&["jobs", "submit", "t", "--label", "bad key=x"]);
+    assert!(!ok && text.contains("--label bad key=x") && text.contains("label key `bad key`"), "{text}");
+    engine.rt().block_on(async {
+        let q = [("selector".to_string(), "a,,b".to_string())];
+        let err = engine.client.get_json_query("/api/v1/jobs", &q).await.unwrap_err().to_string();
+        assert!(err.contains("selector") && err.contains("empty requirement"), "{err}");
+        let mut bad = george_core::api::SubmitJob::named("bad", "t");
+        bad.labels.insert("team".into(), "-ops".into());
+        let err = engine.client.submit(&bad).await.unwrap_err().to_string();
+        assert!(err.contains("labels.team") && err.contains("value `-ops`"), "{err}");
+        assert!(engine.client.job("bad").await.is_err(), "nothing is stored");
+    });
+}

@@ -129,6 +129,13 @@ fn the_dashboard_shows_jobs_live_and_steers_them() {
         ids.sort();
         assert_eq!(ids, ["checksum", "list", "stats", "verify"]);
         b.wait_js("the agent's log", WAIT, "const e = document.querySelector('#job-logs'); return !!e && e.textContent.includes('running step');").await;
+        // Its labels link to the jobs that share them.
+        b.click("#job-labels a[href=\"#/jobs?selector=kind%3Daudit\"]").await;
+        let picked = "const rows = [...document.querySelectorAll('#jobs-table tr[data-job-id]')].map((r) => r.dataset.jobId);
+                      return document.querySelector('#filter-selector').value === 'kind=audit' && rows.length === 1 && rows[0] === 'etc-inventory';";
+        b.wait_js("the jobs labelled kind=audit", WAIT, picked).await;
+        b.js("history.back();", json!([])).await;
+        b.wait_js("the job page again", WAIT, "return !!document.querySelector('svg#step-graph g.step[data-step-id=\"stats\"]');").await;
         // One step's own output, from the graph: its run, and nothing of the steps beside it.
         b.click("svg#step-graph g.step[data-step-id=\"stats\"]").await;
         let out = b

@@ -1,0 +1,2 @@
+-- Job labels (a JSON object of strings), picked by selectors.
+ALTER TABLE jobs ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
