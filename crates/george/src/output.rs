@@ -46,7 +46,7 @@ pub fn configure(format: Format, no_headers: bool) -> Format {
 
 /// Prints `value` as JSON or YAML, or as the table `table` builds.
 pub fn print<T: Serialize>(format: Format, value: &T, table: impl FnOnce(&T) -> Table) {
-    render(format, value, |v| println!("{}", table(v)));
+    render(format, value, |v| println!("{}", fit(table(v), false)));
 }
 
 /// Prints `value` as JSON or YAML, or runs `text` for the table format.
@@ -77,18 +77,38 @@ pub fn print_list<T: Serialize>(
         } else if items.is_empty() {
             println!("No {noun} found.");
         } else {
-            println!("{}", fit(table(items)));
+            println!("{}", fit(table(items), true));
         }
     });
 }
 
-/// A table as wide as the terminal at most (when there is one; `-o wide`:
-/// as wide as its cells): long cells are wrapped by the table.
-fn fit(mut t: Table) -> Table {
-    if !style().wide {
-        t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+/// A table as wide as the terminal at most (`COLUMNS`, else the terminal
+/// on standard output; output to a pipe or file is not cut). A list's rows
+/// are one line each (`one_line`): a cell too long for its column ends with
+/// `…`; other tables wrap long cells. `-o wide`: every cell whole.
+fn fit(mut t: Table, one_line: bool) -> Table {
+    let Some(width) = terminal_width().filter(|_| !style().wide) else { return t };
+    t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    t.set_width(width);
+    if one_line {
+        t.set_truncation_indicator("…");
+        for row in t.row_iter_mut() {
+            row.max_height(1);
+        }
+        if let Some(mut header) = t.header().cloned() {
+            header.max_height(1);
+            t.set_header(header);
+        }
     }
     t
+}
+
+/// The width tables fit in: `COLUMNS` when set (as `ls` reads it), else the terminal's.
+fn terminal_width() -> Option<u16> {
+    match std::env::var("COLUMNS").ok().and_then(|c| c.trim().parse::<u16>().ok()) {
+        Some(w) if w > 0 => Some(w),
+        _ => terminal_size::terminal_size_of(std::io::stdout()).map(|(w, _)| w.0),
+    }
 }
 
 /// A cell's text: its first line, with `…` when there was more (`-o wide`: all of it).

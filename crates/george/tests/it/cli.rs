@@ -23,6 +23,7 @@ fn george(dir: &Path, config: &Path, args: &[&str]) -> (bool, String) {
         .env_remove("GEORGE_TOKEN_FILE")
         .env_remove("GEORGE_CONTEXT")
         .env_remove("GEORGE_DATA_DIR")
+        .env_remove("COLUMNS")
         .current_dir(dir)
         .output()
         .unwrap();
@@ -244,7 +245,8 @@ fn jobs_ls_watch_prints_each_change_after_the_list() {
 /// Labels, as kubectl has them: a Job manifest's `metadata.labels` and
 /// `jobs submit --label`; `jobs ls -l` picks by a selector (the engine does
 /// the picking, over every page), `-o wide` shows them; a bad label or
-/// selector is refused naming it, by the CLI and by the API.
+/// selector is refused naming it, by the CLI and by the API. Tables fit
+/// the terminal's width.
 #[test]
 fn jobs_are_labelled_and_listed_by_selector() {
     let tmp = tempdir().unwrap();
@@ -279,6 +281,23 @@ fn jobs_are_labelled_and_listed_by_selector() {
     let (ok, json) = run(&["jobs", "get", "adhoc", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert!(ok && v["labels"] == serde_json::json!({"team": "ops", "app.example.com/tier": "batch"}), "{json}");
+    // A table fits the terminal (`COLUMNS` here): one line a row, `…` where a cell is cut; `-o wide` cuts nothing.
+    let narrow = |extra: &[&str]| {
+        let out = Command::new(george_bin())
+            .args(["--server", &engine.url, "--token", TOKEN, "jobs", "ls"])
+            .args(extra)
+            .env("COLUMNS", "44")
+            .env("GEORGE_CLIENT_CONFIG", root.join("none.yaml"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let fitted = narrow(&[]);
+    assert!(fitted.lines().all(|l| l.chars().count() <= 44) && fitted.contains('…'), "{fitted}");
+    assert_eq!(fitted.lines().count(), 1 + 3 + 3, "a header, three rows, three borders: {fitted}");
+    let whole = narrow(&["-o", "wide"]);
+    assert!(whole.lines().any(|l| l.chars().count() > 44) && !whole.contains('…'), "{whole}");
     // Refused, naming what is wrong.
     let (ok, text) = run(&["jobs", "ls", "-l", "team=o ps"]);
     assert!(!ok && text.contains("-l/--selector") && text.contains("value `o ps`"), "{text}");

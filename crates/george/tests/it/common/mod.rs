@@ -184,6 +184,8 @@ impl Engine {
             .args(args)
             .env("GEORGE_SERVER", &self.url)
             .env("GEORGE_TOKEN", TOKEN)
+            // Tables whole, whatever terminal runs the tests.
+            .env_remove("COLUMNS")
             .current_dir(&self.dir)
             .output()
             .unwrap()
