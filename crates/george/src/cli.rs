@@ -175,7 +175,7 @@ pub enum Command {
     Agents(AgentsCommand),
     /// The audit log.
     #[command(
-        after_help = "Examples:\n  george events                 # the newest 100\n  george events --limit 20      # the newest 20\n  george events --since 1200    # every event after 1200, oldest first"
+        after_help = "Examples:\n  george events                 # the newest 100\n  george events --limit 20      # the newest 20\n  george events --since 1200    # every event after 1200, oldest first\n  george events -w -o json      # the newest 100, then each new one, as JSON lines"
     )]
     Events {
         /// Events after this sequence number, oldest first; without it, the newest ones.
@@ -184,6 +184,9 @@ pub enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// After the list, print each new event as it happens, until interrupted.
+        #[arg(short = 'w', long)]
+        watch: bool,
     },
     /// Sync every source now and show their state.
     #[command(after_help = "Examples:\n  george sync")]
@@ -650,11 +653,17 @@ pub struct ActionArgs {
 #[derive(Debug, Subcommand)]
 pub enum AgentsCommand {
     /// List agents (running ones unless --all).
-    #[command(alias = "list", after_help = "Examples:\n  george agents ls\n  george agents ls --all")]
+    #[command(
+        alias = "list",
+        after_help = "Examples:\n  george agents ls\n  george agents ls --all\n  george agents ls --watch"
+    )]
     Ls {
         /// Include ended agents.
         #[arg(long)]
         all: bool,
+        /// After the list, print each agent again as it starts, changes state or ends, until interrupted.
+        #[arg(short = 'w', long)]
+        watch: bool,
     },
     /// Show one agent (`<job>-<attempt>`).
     #[command(after_help = "Examples:\n  george agents get nightly-3-1")]

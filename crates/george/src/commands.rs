@@ -268,7 +268,6 @@ async fn watch_jobs(
     selector: Option<&george_core::labels::Selector>,
     format: Format,
 ) -> anyhow::Result<()> {
-    use std::io::Write;
     let wanted: Vec<&str> = status.map(|s| s.split(',').filter(|s| !s.is_empty()).collect()).unwrap_or_default();
     while let Some(e) = stream.next().await? {
         let changed = e.kind == george_core::EventKind::JobStatus || e.kind == george_core::EventKind::JobCreated;
@@ -280,19 +279,35 @@ async fn watch_jobs(
         {
             continue;
         }
-        match format {
-            Format::Json => println!("{}", serde_json::to_string(&job)?),
-            Format::Yaml => render(format, &vec![&job], |_| {}),
-            Format::Table | Format::Wide | Format::Name if crate::output::names() => println!("job/{}", job.id),
-            Format::Table | Format::Wide | Format::Name => println!(
+        follow_line(format, &job, &format!("job/{}", job.id), || {
+            format!(
                 "{:<28} {:<12} {}",
                 job.id,
                 job.status.as_str(),
                 first_line(job.reason.as_deref().unwrap_or_default())
-            ),
-        }
-        std::io::stdout().flush()?;
+            )
+        })?;
     }
+    Ok(())
+}
+
+/// One item a `--watch` prints as it changes: a JSON line (`-o json`), a
+/// YAML document, `kind/name` (`-o name`), or the `line` of a table format;
+/// flushed at once, for a reader at the other end of a pipe.
+fn follow_line<T: serde::Serialize>(
+    format: Format,
+    item: &T,
+    name: &str,
+    line: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string(item)?),
+        Format::Yaml => render(format, &vec![item], |_| {}),
+        Format::Table | Format::Wide | Format::Name if crate::output::names() => println!("{name}"),
+        Format::Table | Format::Wide | Format::Name => println!("{}", line()),
+    }
+    std::io::stdout().flush()?;
     Ok(())
 }
 
@@ -611,9 +626,23 @@ fn agents_table(agents: &[AgentView]) -> comfy_table::Table {
 async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()> {
     match cmd {
         Command::Jobs(j) => jobs(c, j, format).await,
-        Command::Agents(AgentsCommand::Ls { all }) => {
+        Command::Agents(AgentsCommand::Ls { all, watch }) => {
+            // Watching: the stream opens before the list is read, so no change falls between them.
+            let stream = if *watch { Some(c.watch(None, None).await?) } else { None };
             let agents = c.agents(*all).await?;
             print_list(format, &agents, "agents", |a| format!("agent/{}", a.id), agents_table);
+            if let Some(mut stream) = stream {
+                while let Some(e) = stream.next().await? {
+                    let attempt_event = e.kind.starts_with("attempt.");
+                    let (Some(job), Some(n)) = (e.job_id.as_deref().filter(|_| attempt_event), e.attempt) else {
+                        continue;
+                    };
+                    let Ok(agent) = c.agent(&george_core::api::agent_id(job, n)).await else { continue };
+                    follow_line(format, &agent, &format!("agent/{}", agent.id), || {
+                        format!("{:<32} {:<10} {}", agent.id, agent.state, agent.outcome.as_deref().unwrap_or_default())
+                    })?;
+                }
+            }
             Ok(())
         }
         Command::Agents(AgentsCommand::Get { id }) => {
@@ -621,12 +650,31 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
             print(format, &a, |a| agents_table(std::slice::from_ref(a)));
             Ok(())
         }
-        Command::Events { since, limit } => {
+        Command::Events { since, limit, watch } => {
             let events = match since {
                 Some(since) => c.events(*since, *limit).await?,
                 None => c.latest_events((*limit).clamp(1, 5000)).await?,
             };
             print_list(format, &events, "events", |e| format!("event/{}", e.seq), events_table);
+            if *watch {
+                // From the last one listed (or now, when none was): nothing is missed or printed twice.
+                let from = events.last().map(|e| e.seq).or(*since);
+                let mut stream = c.watch(None, from).await?;
+                while let Some(e) = stream.next().await? {
+                    follow_line(format, &e, &format!("event/{}", e.seq), || {
+                        let job = e.job_id.as_deref().unwrap_or("-");
+                        format!(
+                            "{:<8} {} {:<24} {:<22} {:<20} {}",
+                            e.seq,
+                            e.ts.format("%H:%M:%S%.3f"),
+                            job,
+                            e.kind,
+                            e.actor,
+                            e.data
+                        )
+                    })?;
+                }
+            }
             Ok(())
         }
         Command::Registry { agent_type, chapter, capability, status, .. } => {

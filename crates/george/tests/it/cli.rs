@@ -203,22 +203,10 @@ fn the_hint_george_up_prints_works_when_copied() {
     assert!(ok && text.contains("hinted"), "`{hint}`: {text}");
 }
 
-#[test]
-fn jobs_ls_watch_prints_each_change_after_the_list() {
-    let tmp = tempdir().unwrap();
-    let root = tmp.path().canonicalize().unwrap();
-    let m = folder(&root, "first", "true");
-    let engine = Engine::start(&root, "", &["--manifests", m.to_str().unwrap()]);
-    engine.rt().block_on(engine.wait_status("first", JobStatus::Completed, Duration::from_secs(30)));
-    let mut watch = Command::new(george_bin())
-        .args(["--server", &engine.url, "--token", TOKEN, "jobs", "ls", "--watch", "-o", "name"])
-        .env("GEORGE_CLIENT_CONFIG", root.join("none.yaml"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+/// The lines `child` prints, as they come (a thread reads them until the pipe closes).
+fn lines_of(child: &mut std::process::Child) -> (std::sync::mpsc::Receiver<String>, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel();
-    let out = watch.stdout.take().unwrap();
+    let out = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
@@ -226,6 +214,78 @@ fn jobs_ls_watch_prints_each_change_after_the_list() {
             }
         }
     });
+    (rx, reader)
+}
+
+/// `george ARGS` against `engine`, its standard output piped.
+fn spawn_cli(engine: &Engine, root: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(george_bin())
+        .args(["--server", &engine.url, "--token", TOKEN])
+        .args(args)
+        .env("GEORGE_CLIENT_CONFIG", root.join("none.yaml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `agents ls --watch` and `events --watch`: the list, then each change as it happens.
+#[test]
+fn agents_and_events_are_watched_after_their_list() {
+    let tmp = tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let m = folder(&root, "first", "true");
+    let engine = Engine::start(&root, "", &["--manifests", m.to_str().unwrap()]);
+    engine.rt().block_on(engine.wait_status("first", JobStatus::Completed, Duration::from_secs(30)));
+    let mut agents = spawn_cli(&engine, &root, &["agents", "ls", "--all", "--watch", "-o", "name"]);
+    let mut events = spawn_cli(&engine, &root, &["events", "--limit", "1", "--watch", "-o", "json"]);
+    let (agent_lines, agent_reader) = lines_of(&mut agents);
+    let (event_lines, event_reader) = lines_of(&mut events);
+    let within = Duration::from_secs(30);
+    assert_eq!(agent_lines.recv_timeout(within).unwrap(), "agent/first-1", "the list first");
+    // `-o json` lists as one array; its end is the line `]`.
+    let mut listed = String::new();
+    while listed.trim_end() != "]" && !listed.ends_with("]\n") {
+        listed.push_str(&event_lines.recv_timeout(within).unwrap());
+        listed.push('\n');
+    }
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    let last = listed[0]["seq"].as_i64().unwrap();
+    let submitted = engine.cli(&["jobs", "submit", "t", "--id", "second", "--wait"]);
+    assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("agent/second-1") || seen.len() < 3 {
+        seen.push(agent_lines.recv_timeout(within).expect("a line from agents ls --watch"));
+    }
+    assert!(seen.iter().all(|l| l == "agent/second-1"), "{seen:?}");
+    // Every event after the listed one, in order, each once, up to the job's end.
+    let mut seqs = vec![last];
+    loop {
+        let e: serde_json::Value = serde_json::from_str(&event_lines.recv_timeout(within).unwrap()).unwrap();
+        seqs.push(e["seq"].as_i64().unwrap());
+        if e["kind"] == "job.status" && e["data"]["to"] == "completed" && e["job_id"] == "second" {
+            break;
+        }
+    }
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "{seqs:?}");
+    for mut child in [agents, events] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    drop((agent_lines, event_lines));
+    agent_reader.join().unwrap();
+    event_reader.join().unwrap();
+}
+
+#[test]
+fn jobs_ls_watch_prints_each_change_after_the_list() {
+    let tmp = tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let m = folder(&root, "first", "true");
+    let engine = Engine::start(&root, "", &["--manifests", m.to_str().unwrap()]);
+    engine.rt().block_on(engine.wait_status("first", JobStatus::Completed, Duration::from_secs(30)));
+    let mut watch = spawn_cli(&engine, &root, &["jobs", "ls", "--watch", "-o", "name"]);
+    let (rx, reader) = lines_of(&mut watch);
     let next = || rx.recv_timeout(Duration::from_secs(30)).expect("a line from jobs ls --watch");
     assert_eq!(next(), "job/first", "the list first");
     // A job submitted now is printed as it is created and as it changes, until it completes.
