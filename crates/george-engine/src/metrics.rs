@@ -54,6 +54,8 @@ pub const JOBS_FINISHED: &str = "george_jobs_finished";
 pub const JOB_RETRIES: &str = "george_job_retries";
 /// Seconds an attempt's agent lived, by how the attempt ended.
 pub const ATTEMPT_DURATION: &str = "george_attempt_duration_seconds";
+/// Name of the step duration histogram.
+pub const STEP_DURATION: &str = "george_step_duration_seconds";
 
 /// LLM tokens metered through the proxy, by chapter, AgentSpec, model and kind (`input`, `output`).
 pub const LLM_TOKENS: &str = "george_llm_tokens";
@@ -255,6 +257,8 @@ pub struct Metrics {
     pub job_retries: Family<TemplateLabel, Counter>,
     /// Attempt durations.
     pub attempt_duration: Family<OutcomeLabel, Histogram>,
+    /// Step durations (a run's start to its end), by template and how the step ended.
+    pub step_duration: Family<TemplateOutcomeLabel, Histogram>,
     /// LLM tokens used.
     pub llm_tokens: Family<TokensLabel, Counter>,
     /// Tokens left of each budget, this period (refreshed when scraped).
@@ -299,6 +303,12 @@ impl Default for Metrics {
         let jobs_finished = Family::<FinishedLabel, Counter>::default();
         let job_retries = Family::<TemplateLabel, Counter>::default();
         let attempt_duration = Family::<OutcomeLabel, Histogram>::new_with_constructor(long);
+        let step_duration = Family::<TemplateOutcomeLabel, Histogram>::new_with_constructor(long);
+        registry.register(
+            STEP_DURATION,
+            "How long steps ran (a run's start to its end), by template and how the step ended",
+            step_duration.clone(),
+        );
         let llm_tokens = Family::<TokensLabel, Counter>::default();
         registry.register(
             LLM_TOKENS,
@@ -410,6 +420,7 @@ impl Default for Metrics {
             jobs_finished,
             job_retries,
             attempt_duration,
+            step_duration,
             llm_tokens,
             budget_remaining,
             budget_limit,

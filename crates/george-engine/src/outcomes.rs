@@ -2,6 +2,7 @@
 //! `failed` or `aborted` — by its agent's verdict, the reconciler or an
 //! operator — counted once from its `job.status` event, with its duration
 //! from creation (`george_jobs_finished_total`, `george_job_duration_seconds`);
+//! every step run that ends, with its duration (`george_step_duration_seconds`);
 //! when each source last applied or rejected a revision, and when each
 //! trigger last fired (`…_timestamp_seconds`, for "has not happened for
 //! too long" alerts).
@@ -23,6 +24,7 @@ pub(crate) async fn run(ctx: Arc<Context>, mut events: broadcast::Receiver<Event
         };
         match event {
             Ok(e) if e.kind == EventKind::JobStatus => count(&ctx, &e).await,
+            Ok(e) if e.kind == EventKind::StepStatus => time_step(&ctx, &e).await,
             Ok(e) => stamp(&ctx, &e),
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(missed = n, "job outcome metrics fell behind: some endings are not counted");
@@ -50,6 +52,26 @@ fn stamp(ctx: &Context, e: &Event) {
         }
         _ => {}
     }
+}
+
+/// Times the step `e` ends, if it ends one that ran.
+async fn time_step(ctx: &Context, e: &Event) {
+    let (Some(id), Some(step)) = (e.job_id.as_deref(), e.data["step"].as_str()) else { return };
+    let Some(to) = e.data["to"].as_str().filter(|t| matches!(*t, "completed" | "failed" | "blocked")) else { return };
+    let job = match ctx.store.get_job(id).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::debug!(job = id, error = %err, "cannot read a job for its step metrics");
+            return;
+        }
+    };
+    let Some(s) = job.steps.iter().find(|s| s.spec.id == step) else { return };
+    // A step that never ran (blocked before it started, set by hand) has no duration.
+    let Some((start, end)) = s.started_at.zip(s.ended_at) else { return };
+    let took = (end - start).to_std().unwrap_or_default().as_secs_f64();
+    let label = TemplateOutcomeLabel { template: job.template.clone(), outcome: to.to_string() };
+    ctx.metrics.step_duration.get_or_create(&label).observe(took);
 }
 
 /// Counts `e` if it ends its job.

@@ -373,6 +373,13 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
         assert_eq!(r.status, 201, "{}", r.text);
         let r = c.call("post", "/api/v1/triggers/{name}/fire", "/api/v1/triggers/nightly/fire", op, None).await;
         assert_eq!(r.status, 201, "{}", r.text);
+        let body = Some(json!({"reason": "maintenance"}));
+        let r = c.call("post", "/api/v1/triggers/{name}/suspend", "/api/v1/triggers/nightly/suspend", op, body).await;
+        assert!(r.status == 200 && r.body["suspended"]["reason"] == "maintenance", "{}", r.text);
+        let r = c.call("get", "/api/v1/triggers/{name}", "/api/v1/triggers/nightly", viewer, None).await;
+        assert!(r.status == 200 && r.body["history"][0]["kind"] == "trigger.suspended", "{}", r.text);
+        let r = c.call("post", "/api/v1/triggers/{name}/resume", "/api/v1/triggers/nightly/resume", op, None).await;
+        assert!(r.status == 200 && r.body.get("suspended").is_none(), "{}", r.text);
         let r = c.call("post", "/api/v1/sync", "/api/v1/sync", op, None).await;
         assert_eq!(r.status, 200, "{}", r.text);
         let r = c

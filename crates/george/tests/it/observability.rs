@@ -63,6 +63,7 @@ fn metrics_count_jobs_retries_and_answers_and_are_open_only_on_their_own_address
             "george_jobs_finished_total{template=\"flaky\",chapter=\"\",outcome=\"completed\"} 1".to_string(),
             "george_job_retries_total{template=\"flaky\"} 1".to_string(),
             "george_job_duration_seconds_count{template=\"flaky\",outcome=\"completed\"} 1".to_string(),
+            "george_step_duration_seconds_count{template=\"flaky\",outcome=\"completed\"} 1".to_string(),
             "george_http_request_duration_seconds_count{method=\"POST\",route=\"/api/v1/jobs/{id}/attach\",status=\"200\"} 2"
                 .to_string(),
         ] {
