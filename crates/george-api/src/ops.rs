@@ -187,8 +187,13 @@ pub async fn sync(State(st): State<ApiState>, caller: Caller) -> Result<Json<Syn
         ))
     };
     let synced = tokio::time::timeout(SYNC_TIMEOUT, st.engine.triggers().sync_now()).await.map_err(|_| standby())?;
-    synced.map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Json(SyncResult { sources: st.store.sources().await? }))
+    let outcomes = synced.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let failed = outcomes
+        .into_iter()
+        .filter(|o| !o.errors.is_empty())
+        .map(|o| george_core::api::SourceFailure { source: o.source, errors: o.errors })
+        .collect();
+    Ok(Json(SyncResult { sources: st.store.sources().await?, failed }))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

@@ -764,6 +764,19 @@ pub struct GcReport {
 pub struct SyncResult {
     /// Each source's state after the sync.
     pub sources: Vec<SourceView>,
+    /// The sources this sync could not apply (unreadable, unreachable or
+    /// refused revision), with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<SourceFailure>,
+}
+
+/// A source a sync could not apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SourceFailure {
+    /// Its name.
+    pub source: String,
+    /// Why.
+    pub errors: Vec<String>,
 }
 
 /// `GET /api/v1/whoami`: the caller behind a token.

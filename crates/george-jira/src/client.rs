@@ -362,13 +362,21 @@ impl JiraClient {
 
     /// `GET /rest/api/3/issue/{key}?fields=status`: the status name.
     pub async fn status(&self, key: &str) -> Result<String, JiraError> {
+        Ok(self.status_and_category(key).await?.0)
+    }
+
+    /// `GET /rest/api/3/issue/{key}?fields=status`: the status name and its
+    /// category's key (`new`, `indeterminate` or `done`).
+    pub async fn status_and_category(&self, key: &str) -> Result<(String, String), JiraError> {
         let what = format!("status of {key}");
         let path = format!("/rest/api/3/issue/{key}?fields=status");
         let v = self.read(&what, || self.request(Method::GET, &path)).await?.unwrap_or(Value::Null);
-        v.pointer("/fields/status/name")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| JiraError::Decode { what, message: "no fields.status.name".into() })
+        let name = v.pointer("/fields/status/name").and_then(Value::as_str);
+        let category = v.pointer("/fields/status/statusCategory/key").and_then(Value::as_str);
+        match (name, category) {
+            (Some(n), Some(c)) => Ok((n.to_string(), c.to_string())),
+            _ => Err(JiraError::Decode { what, message: "no fields.status.name and statusCategory.key".into() }),
+        }
     }
 
     /// `PUT /rest/api/3/issue/{key}/assignee`.

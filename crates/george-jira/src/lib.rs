@@ -69,6 +69,21 @@ pub struct JiraSettings {
     pub assignee: Option<String>,
     /// This engine's id, recorded in claims.
     pub engine_id: String,
+    /// What happens to a job whose ticket a person closes.
+    pub on_closed: OnClosed,
+}
+
+/// What George does when a person closes (moves to a done-category status)
+/// the ticket of a job it is working on. Either way it never reopens the
+/// ticket, and says why on it once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnClosed {
+    /// The job is aborted and its agent stopped.
+    #[default]
+    Abort,
+    /// The job is paused (its agent stopped); resume it by hand.
+    Pause,
 }
 
 impl JiraSettings {
@@ -106,6 +121,7 @@ mod tests {
             statuses: StatusMap::default(),
             assignee: None,
             engine_id: "e1".into(),
+            on_closed: OnClosed::Abort,
         };
         assert_eq!(
             s.jql(),

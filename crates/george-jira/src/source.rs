@@ -18,7 +18,7 @@
 
 use crate::client::{JiraClient, JiraError};
 use crate::ticket::{Ticket, FIELDS};
-use crate::{job_id, JiraSettings, CLAIM_PROPERTY};
+use crate::{job_id, JiraSettings, OnClosed, CLAIM_PROPERTY};
 use async_trait::async_trait;
 use george_core::plan::{JobRequest, Origin};
 use george_core::{DesiredState, JobStatus};
@@ -212,7 +212,43 @@ impl JiraSource {
         Ok(())
     }
 
-    /// People's new comments on claimed tickets reach their jobs' conversations.
+    /// Whether a person closed the ticket of `job` (a done-category status
+    /// while the job is unfinished): then the job is aborted or paused
+    /// (`jira.onClosed`), and its agent stopped; the write-back never reopens
+    /// the ticket and says why on it once.
+    async fn closed_by_a_person(
+        &self,
+        store: &dyn Store,
+        job: &george_store::Job,
+        key: &str,
+    ) -> Result<bool, SourceError> {
+        let (status, category) = match self.client.status_and_category(key).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(ticket = %key, error = %e, "cannot read the ticket's status");
+                return Ok(false);
+            }
+        };
+        if category != "done" {
+            return Ok(false);
+        }
+        let target = match self.settings.on_closed {
+            OnClosed::Abort => DesiredState::Aborted,
+            OnClosed::Pause => DesiredState::Paused,
+        };
+        if job.desired == target {
+            return Ok(true);
+        }
+        let reason = format!("the ticket {key} was closed in Jira (status `{status}`); George will not reopen it");
+        tracing::info!(ticket = %key, job = %job.id, status = %status, "ticket closed by a person: job {}", target.as_str());
+        match store.set_desired(&job.id, target, "source:jira", Some(&reason)).await {
+            Ok(_) | Err(StoreError::Conflict(_)) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// People's new comments on claimed tickets reach their jobs' conversations;
+    /// a ticket a person closed stops its job.
     async fn pull_comments(&self, store: &dyn Store) -> Result<(), SourceError> {
         let me = self.myself().await.map_err(|e| SourceError::Read(e.to_string()))?.to_string();
         let filter = george_store::JobFilter {
@@ -222,6 +258,9 @@ impl JiraSource {
         };
         for job in store.list_jobs(&filter).await? {
             let Some(key) = job.origin.reference.clone() else { continue };
+            if self.closed_by_a_person(store, &job, &key).await? {
+                continue;
+            }
             let seen_key = format!("jira.seen:{key}");
             let seen: u64 = store.setting(&seen_key).await?.and_then(|v| v.as_u64()).unwrap_or(0);
             let comments = match self.client.comments(&key).await {

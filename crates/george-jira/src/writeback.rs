@@ -165,7 +165,15 @@ impl WriteBack {
                 other => other,
             }
         };
+        // A ticket a person closed is never reopened or moved again: only
+        // the job's end is said on it (the source stops the job).
+        let closed = matches!(to, "in_progress" | "blocked" | "failed" | "paused")
+            && self.client.status_and_category(&key).await?.1 == "done";
         let outcome = match to {
+            "paused" if closed => {
+                self.comment(&key, &[Block::Paragraph(format!("George paused job {job}: {reason}"))]).await
+            }
+            _ if closed => Ok(()),
             "in_progress" => {
                 move_to(&statuses.in_progress).await?;
                 let attempt = e.attempt.map(|a| format!(", attempt {a}")).unwrap_or_default();

@@ -49,6 +49,9 @@ pub struct SyncOutcome {
     /// Why the revision was rejected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// Items of an applied revision that were refused alone (a work file's bad items).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
 }
 
 /// A source of desired state.

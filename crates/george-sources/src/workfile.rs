@@ -1,7 +1,9 @@
 //! The recac orchestrator's file poller, compatible with its
 //! `work_items.json`: a JSON array of objects with `id`, `summary`,
-//! `description`, `repo_url` and optional `env_vars`, keys matched
-//! case-insensitively. Each item becomes one job of a configured template,
+//! `description`, `repo_url` and optional `env_vars`, keys matched as Go
+//! matches recac's untagged `WorkItem` fields (case-insensitively: `RepoURL`,
+//! `EnvVars`) and as the seed writes them (`repo_url`). A bad item is
+//! refused alone (a `job.rejected` event naming it) and the rest run. Each item becomes one job of a configured template,
 //! exactly once: the job id is derived from the item id, so a restarted engine
 //! (or a re-read file) never dispatches an item twice. Removing an item from
 //! the file does not abort its job (the file is a queue, not desired state).
@@ -9,7 +11,7 @@
 use crate::{Source, SourceError, SyncOutcome};
 use async_trait::async_trait;
 use george_core::plan::{JobRequest, Origin};
-use george_core::{DesiredState, Priority};
+use george_core::{DesiredState, EventKind, Priority};
 use george_store::{ApplyReport, Created, Snapshot, Store};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -37,43 +39,61 @@ pub struct WorkItem {
     pub env_vars: BTreeMap<String, String>,
 }
 
-/// Parses a work file. Every problem names the item index and the key.
-pub fn parse_work_items(file: &str, text: &str) -> Result<Vec<WorkItem>, Vec<String>> {
+/// A work file's items: the good ones, and why each bad one is refused.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkFile {
+    /// Items to dispatch.
+    pub items: Vec<WorkItem>,
+    /// One line per refused item, naming its index and key.
+    pub refused: Vec<String>,
+}
+
+/// A key as recac's Go `encoding/json` matches it against `WorkItem`'s
+/// untagged fields (case-insensitively: `RepoURL`, `repourl`), and as the
+/// seed writes it (`repo_url`): lowercase, without `_`.
+fn canonical(key: &str) -> String {
+    key.chars().filter(|c| *c != '_').map(|c| c.to_ascii_lowercase()).collect()
+}
+
+/// Parses a work file. A file that is not a JSON array is refused whole
+/// (`Err`); a bad item is refused alone and the others are dispatched, as
+/// recac does. Every problem names the item's index and key.
+pub fn parse_work_items(file: &str, text: &str) -> Result<WorkFile, Vec<String>> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| vec![format!("{file}:{}:{}: invalid JSON: {e}", e.line(), e.column())])?;
     let Value::Array(items) = value else {
         return Err(vec![format!("{file}: expected a JSON array of work items, got {}", kind_of(&value))]);
     };
-    let mut errors = Vec::new();
-    let mut out: Vec<WorkItem> = Vec::new();
+    let mut out = WorkFile::default();
     for (i, item) in items.iter().enumerate() {
         let at = |key: &str| format!("{file}: [{i}].{key}");
         let Value::Object(map) = item else {
-            errors.push(format!("{file}: [{i}]: expected an object, got {}", kind_of(item)));
+            out.refused.push(format!("{file}: [{i}]: expected an object, got {}", kind_of(item)));
             continue;
         };
-        let fields: BTreeMap<String, &Value> = map.iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
-        let text = |key: &str, required: bool, errors: &mut Vec<String>| -> String {
+        let fields: BTreeMap<String, &Value> = map.iter().map(|(k, v)| (canonical(k), v)).collect();
+        let mut errors = Vec::new();
+        let text = |key: &str, shown: &str, required: bool, errors: &mut Vec<String>| -> String {
             match fields.get(key) {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Number(n)) if key == "id" => n.to_string(),
                 Some(Value::Null) | None if !required => String::new(),
                 None | Some(Value::Null) => {
-                    errors.push(format!("{}: required", at(key)));
+                    errors.push(format!("{}: required", at(shown)));
                     String::new()
                 }
                 Some(other) => {
-                    errors.push(format!("{}: expected a string, got {}", at(key), kind_of(other)));
+                    errors.push(format!("{}: expected a string, got {}", at(shown), kind_of(other)));
                     String::new()
                 }
             }
         };
-        let id = text("id", true, &mut errors);
-        let summary = text("summary", false, &mut errors);
-        let description = text("description", false, &mut errors);
-        let repo_url = text("repo_url", false, &mut errors);
+        let id = text("id", "id", true, &mut errors);
+        let summary = text("summary", "summary", false, &mut errors);
+        let description = text("description", "description", false, &mut errors);
+        let repo_url = text("repourl", "repo_url", false, &mut errors);
         let mut env_vars = BTreeMap::new();
-        match fields.get("env_vars") {
+        match fields.get("envvars") {
             None | Some(Value::Null) => {}
             Some(Value::Object(env)) => {
                 for (k, v) in env {
@@ -92,21 +112,17 @@ pub fn parse_work_items(file: &str, text: &str) -> Result<Vec<WorkItem>, Vec<Str
             }
             Some(other) => errors.push(format!("{}: expected an object, got {}", at("env_vars"), kind_of(other))),
         }
-        if id.is_empty() {
-            continue;
-        }
         let job_id = job_id_for(&id);
-        if let Some(prev) = out.iter().find(|w| w.job_id == job_id) {
+        if let Some(prev) = out.items.iter().find(|w| !id.is_empty() && w.job_id == job_id) {
             errors.push(format!("{}: `{id}` and `{}` map to the same job id `{job_id}`", at("id"), prev.id));
-            continue;
         }
-        out.push(WorkItem { id, job_id, summary, description, repo_url, env_vars });
+        if errors.is_empty() {
+            out.items.push(WorkItem { id, job_id, summary, description, repo_url, env_vars });
+        } else {
+            out.refused.extend(errors);
+        }
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    Ok(out)
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -199,8 +215,8 @@ impl Source for WorkFileSource {
             store.source_checked("workfile").await?;
             return Ok(outcome);
         }
-        let items = match parse_work_items(&file, &text) {
-            Ok(items) => items,
+        let WorkFile { items, mut refused } = match parse_work_items(&file, &text) {
+            Ok(parsed) => parsed,
             Err(errors) => {
                 store.reject_revision("workfile", &revision, errors.clone()).await?;
                 outcome.errors = errors;
@@ -218,9 +234,8 @@ impl Source for WorkFileSource {
             outcome.errors = errors;
             return Ok(outcome);
         };
-        // Plan every item before creating any, so a bad file creates nothing.
+        // A bad item is refused alone; the others are dispatched.
         let mut planned = Vec::new();
-        let mut errors = Vec::new();
         for item in &items {
             let all = BTreeMap::from([
                 ("id".to_string(), Value::String(item.id.clone())),
@@ -255,14 +270,16 @@ impl Source for WorkFileSource {
             };
             match catalog.plan(&req, origin) {
                 Ok(job) => planned.push(job),
-                Err(errs) => errors.extend(errs.into_iter().map(|e| format!("{file}: item `{}`: {e}", item.id))),
+                Err(errs) => refused.extend(errs.into_iter().map(|e| format!("{file}: item `{}`: {e}", item.id))),
             }
         }
-        if !errors.is_empty() {
-            store.reject_revision("workfile", &revision, errors.clone()).await?;
-            outcome.errors = errors;
-            return Ok(outcome);
+        // Each refusal once per revision: an event the operator sees (`george events`, diagnose).
+        for reason in &refused {
+            tracing::warn!(file = %file, revision = %revision, reason = %reason, "work item refused");
+            let data = serde_json::json!({"source": "workfile", "revision": revision, "reason": reason});
+            store.record_event(None, EventKind::JobRejected, "source:workfile", data).await?;
         }
+        outcome.refused = refused;
         let mut report = ApplyReport::default();
         for job in planned {
             let id = job.id.clone();
@@ -293,25 +310,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_are_case_insensitive_and_ids_become_job_ids() {
-        let text = r#"[{"ID": "TASK-1", "Summary": "Login", "DESCRIPTION": "d", "Repo_URL": "r", "env_vars": {"A": "1", "N": 2}},
-                       {"id": 7, "summary": "numeric id"}]"#;
-        let items = parse_work_items("w.json", text).unwrap();
+    fn keys_match_as_go_and_the_seed_write_them_and_ids_become_job_ids() {
+        // recac's WorkItem has no JSON tags: Go matches `RepoURL`, `EnvVars`, `ID` case-insensitively.
+        let text = r#"[{"ID": "TASK-1", "Summary": "Login", "DESCRIPTION": "d", "RepoURL": "r", "EnvVars": {"A": "1", "N": 2}},
+                       {"id": 7, "summary": "numeric id", "repo_url": "s", "env_vars": {"B": "x"}},
+                       {"Id": "t", "repourl": "u", "Repo_Url": "u"}]"#;
+        let parsed = parse_work_items("w.json", text).unwrap();
+        assert!(parsed.refused.is_empty(), "{:?}", parsed.refused);
+        let items = parsed.items;
         assert_eq!(items[0].job_id, "task-1");
         assert_eq!((items[0].summary.as_str(), items[0].repo_url.as_str()), ("Login", "r"));
         assert_eq!(items[0].env_vars["N"], "2");
-        assert_eq!(items[1].id, "7");
+        assert_eq!(
+            (items[1].id.as_str(), items[1].repo_url.as_str(), items[1].env_vars["B"].as_str()),
+            ("7", "s", "x")
+        );
+        assert_eq!(items[2].repo_url, "u");
         assert_eq!(job_id_for("Feature/ABC 12"), "feature-abc-12");
         assert!(job_id_for("###").starts_with("item-"));
     }
 
     #[test]
-    fn bad_files_name_the_item_and_key() {
+    fn a_bad_item_is_refused_alone_naming_its_index_and_key() {
         let errs = parse_work_items("w.json", "{\"id\": 1}").unwrap_err();
         assert!(errs[0].contains("expected a JSON array"), "{errs:?}");
-        let errs = parse_work_items("w.json", "[{\"summary\": 3}, 4, {\"id\": \"a\"}, {\"id\": \"A\"}]").unwrap_err();
+        let parsed =
+            parse_work_items("w.json", "[{\"summary\": 3}, 4, {\"id\": \"a\"}, {\"id\": \"A\"}, {\"id\": \"b\"}]")
+                .unwrap();
         assert_eq!(
-            errs,
+            parsed.refused,
             [
                 "w.json: [0].id: required",
                 "w.json: [0].summary: expected a string, got a number",
@@ -319,6 +346,8 @@ mod tests {
                 "w.json: [3].id: `A` and `a` map to the same job id `a`",
             ]
         );
+        let ids: Vec<&str> = parsed.items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"], "the good items are kept");
         let errs = parse_work_items("w.json", "[{\"id\": ").unwrap_err();
         assert!(errs[0].starts_with("w.json:1:"), "{errs:?}");
     }

@@ -146,9 +146,22 @@ async fn work_items_dispatch_once_across_restarts() {
         store.events_since(0, 1000, None).await.unwrap().into_iter().filter(|e| e.kind == "job.created").count();
     assert_eq!(created, 3, "each item was dispatched exactly once");
 
-    // A malformed file is reported and creates nothing.
+    // A bad item is refused alone (an event names it); the others are dispatched, as recac does.
     std::fs::write(&work, r#"[{"id": "TASK-9"}, {"summary": "no id"}]"#).unwrap();
     let out = WorkFileSource::new(&work, "ticket", Duration::from_secs(60)).sync(&store).await.unwrap();
-    assert!(out.errors[0].ends_with("[1].id: required"), "{:?}", out.errors);
-    assert!(store.get_job("task-9").await.unwrap().is_none());
+    assert!(out.errors.is_empty() && out.refused[0].ends_with("[1].id: required"), "{out:?}");
+    assert_eq!(out.applied.unwrap().created, ["task-9"]);
+    let rejected: Vec<_> =
+        store.events_since(0, 1000, None).await.unwrap().into_iter().filter(|e| e.kind == "job.rejected").collect();
+    assert_eq!(rejected.len(), 1);
+    assert!(rejected[0].data["reason"].as_str().unwrap().ends_with("[1].id: required"), "{rejected:?}");
+    // Read again, the same revision refuses nothing anew.
+    WorkFileSource::new(&work, "ticket", Duration::from_secs(60)).sync(&store).await.unwrap();
+    let again = store.events_since(0, 1000, None).await.unwrap().into_iter().filter(|e| e.kind == "job.rejected");
+    assert_eq!(again.count(), 1);
+    // A file that is no list of items is refused whole.
+    std::fs::write(&work, r#"{"id": "TASK-10"}"#).unwrap();
+    let out = WorkFileSource::new(&work, "ticket", Duration::from_secs(60)).sync(&store).await.unwrap();
+    assert!(out.errors[0].contains("expected a JSON array"), "{:?}", out.errors);
+    assert!(store.get_job("task-10").await.unwrap().is_none());
 }

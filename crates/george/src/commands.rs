@@ -807,10 +807,22 @@ async fn remote(c: &Client, cmd: &Command, format: Format) -> anyhow::Result<()>
             print(format, &report, gc_table);
             Ok(())
         }
-        Command::Sync | Command::Sources => {
-            let sources = if matches!(cmd, Command::Sync) { c.sync().await?.sources } else { c.sources().await? };
-            print(format, &sources, sources_table);
+        Command::Sources => {
+            print(format, &c.sources().await?, sources_table);
             Ok(())
+        }
+        Command::Sync => {
+            let synced = c.sync().await?;
+            print(format, &synced.sources, sources_table);
+            // A source that could not be applied fails the command (a script or CI job sees it).
+            match synced.failed.as_slice() {
+                [] => Ok(()),
+                failed => {
+                    let why: Vec<String> =
+                        failed.iter().map(|f| format!("source {}: {}", f.source, f.errors.join("; "))).collect();
+                    anyhow::bail!("{} source(s) failed to sync:\n  {}", failed.len(), why.join("\n  "))
+                }
+            }
         }
         Command::Whoami => {
             let me = c.whoami().await?;

@@ -218,6 +218,9 @@ pub struct JiraSection {
     pub statuses: JiraStatuses,
     /// Assign claimed tickets to this account id (`self`: George's account).
     pub assignee: Option<String>,
+    /// What happens to a job whose ticket a person closes: `abort` (default) or `pause`.
+    #[serde(default)]
+    pub on_closed: george_jira::OnClosed,
     /// Jira webhooks (`POST /api/v1/webhooks/jira`): the signing secret's name in secrets.dir ...
     pub webhook_secret: Option<String>,
     /// ... or a file holding it.
@@ -722,6 +725,10 @@ impl Config {
             if let Some(v) = get(var) {
                 set(self.jira.get_or_insert_with(Default::default), v);
             }
+        }
+        if let Some(v) = get("GEORGE_JIRA_INTERVAL") {
+            let every = parse("GEORGE_JIRA_INTERVAL", &v, "a duration like 30s")?;
+            self.jira.get_or_insert_with(Default::default).interval = Some(every);
         }
         if get("GEORGE_JIRA_TOKEN").is_some() {
             // Seed 000: the token itself in the engine's environment.

@@ -86,6 +86,7 @@ pub fn settings(cfg: &Config, engine_id: &str) -> anyhow::Result<Option<Arc<Jira
         },
         statuses,
         assignee: j.assignee.clone(),
+        on_closed: j.on_closed,
         engine_id: engine_id.to_string(),
     })))
 }

@@ -13,8 +13,8 @@
 //! | `--namespace` | the namespace of agent Jobs (`--mode k8s`) |
 //! | `--agent-provider`, `--agent-model` | `llm.default` (`openai`, `anthropic` and `openrouter` need no config: their keys come from `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, `OPENROUTER_API_KEY`) |
 //!
-//! Jira's site and account come from `JIRA_URL`, `JIRA_EMAIL` (or
-//! `JIRA_USERNAME`), `JIRA_API_TOKEN` (or `JIRA_TOKEN`) and optionally
+//! Jira's site and account come from `JIRA_URL`, `JIRA_USERNAME` (or
+//! `JIRA_EMAIL`; recac reads the username first), `JIRA_API_TOKEN` (or `JIRA_TOKEN`) and optionally
 //! `JIRA_PROJECT`. Without `--manifests`, George brings the manifests a recac
 //! setup implies: an AgentSpec `recac-agent` and a TaskTemplate `recac-task`
 //! (one LLM step on the ticket, in its repository when it names one).
@@ -171,7 +171,8 @@ impl OrchestrateArgs {
                 if let Some(u) = get("JIRA_URL") {
                     j.url = Some(u);
                 }
-                if let Some(e) = get("JIRA_EMAIL").or_else(|| get("JIRA_USERNAME")) {
+                // recac reads JIRA_USERNAME first.
+                if let Some(e) = get("JIRA_USERNAME").or_else(|| get("JIRA_EMAIL")) {
                     j.email = Some(e);
                 }
                 if j.token_env.is_none()
@@ -287,5 +288,14 @@ mod tests {
         assert!(err(&["--poller", "rss"]).contains("expected jira or file"));
         assert!(err(&[]).contains("set JIRA_URL"));
         assert!(err(&["--poller", "file", "--agent-provider", "acme"]).contains("not configured under llm.providers"));
+
+        // Both set: recac's choice, the username.
+        let both = |k: &str| match k {
+            "JIRA_EMAIL" => Some("someone@acme.com".to_string()),
+            "JIRA_USERNAME" | "JIRA_URL" => env(k),
+            _ => None,
+        };
+        let cfg = parse(&[]).to_config(both).unwrap();
+        assert_eq!(cfg.jira.unwrap().email.as_deref(), Some("bot@acme.com"));
     }
 }

@@ -11,7 +11,8 @@
 //! - bad JQL, odd descriptions, unknown transitions and wrong credentials
 //!   each give a clear error, lose nothing and panic nothing;
 //! - `george orchestrate` runs a recac setup (its flags and variables) unchanged;
-//! - a ticket with a `Repo:` line is a coding job whose completion comment names the branch and commit.
+//! - a ticket with a `Repo:` line is a coding job whose completion comment names the branch and commit;
+//! - a ticket a person closes mid-run stays closed; its job is aborted (or paused) with one comment.
 
 use crate::common;
 
@@ -77,6 +78,17 @@ spec:
 ---
 apiVersion: george/v1
 kind: TaskTemplate
+metadata: {name: slow}
+spec:
+  variables:
+    - {name: ticket, type: string}
+  steps:
+    - id: work
+      description: works until stopped
+      run: sleep 3600.9
+---
+apiVersion: george/v1
+kind: TaskTemplate
 metadata: {name: ask}
 spec:
   variables:
@@ -113,7 +125,10 @@ impl Site {
             ("interval", "200ms"),
             ("pageSize", "2"),
             ("template", "ticket"),
-            ("rules", "[{label: boom, template: boom}, {label: ask, template: ask}, {label: code, template: code}]"),
+            (
+                "rules",
+                "[{label: boom, template: boom}, {label: ask, template: ask}, {label: code, template: code}, {label: slow, template: slow}]",
+            ),
             ("statuses", "{blocked: Blocked}"),
             ("assignee", "self"),
             ("webhookSecretFile", hook.as_str()),
@@ -553,5 +568,60 @@ fn a_coding_ticket_reports_its_branch_and_commit() {
         let done = bot_comments(&j, "PROJ-80").into_iter().find(|c| c.contains("George finished")).unwrap();
         assert!(done.contains(&format!("Branch george/PROJ-80 at commit {head}")), "{done}");
         assert!(done.contains("change.txt"), "the diff stat: {done}");
+    });
+}
+
+/// A person closes a ticket while its job runs: the job is aborted and its
+/// agent stopped, the ticket is never moved again, and exactly one comment
+/// says why. With `jira.onClosed: pause` the job is paused instead.
+#[test]
+fn a_ticket_a_person_closes_stays_closed_and_its_job_stops() {
+    let site = Site::new();
+    let j = jira();
+    let mut slow = NewIssue::new("PROJ-40", "a long one");
+    slow.labels = vec!["george".into(), "slow".into()];
+    j.add_issue(slow);
+    let mut e = site.engine("a", &j, &[], "");
+    let polls = || j.requests().iter().filter(|r| r.contains("/search")).count();
+    e.rt().block_on(async {
+        e.wait_status("proj-40", JobStatus::InProgress, Duration::from_secs(30)).await;
+        // The claim moves the ticket; the write-back then says the agent started.
+        until(Duration::from_secs(20), "the working comment", async || bot_comments(&j, "PROJ-40").len() == 1).await;
+        until(Duration::from_secs(20), "the step to run", async || process_running("sleep 3600.9")).await;
+        j.set_status("PROJ-40", "Done");
+        let aborted = e.wait_status("proj-40", JobStatus::Aborted, Duration::from_secs(30)).await;
+        assert_eq!(
+            aborted.reason.as_deref(),
+            Some("aborted by source:jira: the ticket PROJ-40 was closed in Jira (status `Done`); George will not reopen it")
+        );
+        until(Duration::from_secs(20), "the agent to stop", async || !process_running("sleep 3600.9")).await;
+        until(Duration::from_secs(20), "the explanation", async || bot_comments(&j, "PROJ-40").len() >= 2).await;
+        // More polls pass: nothing more is said or moved.
+        let seen = polls();
+        until(Duration::from_secs(20), "three more polls", async || polls() >= seen + 3).await;
+        let said = bot_comments(&j, "PROJ-40");
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(said[1].contains("George stopped job proj-40: aborted by source:jira: the ticket PROJ-40 was closed"), "{said:?}");
+        assert_eq!(j.history("PROJ-40"), ["To Do", "In Progress", "Done"], "never reopened");
+    });
+    e.stop();
+
+    // Paused instead, when so configured; a paused job's ticket stays closed too.
+    let mut other = NewIssue::new("PROJ-41", "another long one");
+    other.labels = vec!["george".into(), "slow".into()];
+    j.add_issue(other);
+    let b = site.engine("b", &j, &[("onClosed", "pause")], "");
+    b.rt().block_on(async {
+        b.wait_status("proj-41", JobStatus::InProgress, Duration::from_secs(30)).await;
+        until(Duration::from_secs(20), "the working comment", async || bot_comments(&j, "PROJ-41").len() == 1).await;
+        j.set_status("PROJ-41", "Done");
+        let paused = b.wait_status("proj-41", JobStatus::Paused, Duration::from_secs(30)).await;
+        assert!(paused.reason.unwrap().contains("closed in Jira"));
+        until(Duration::from_secs(20), "the explanation", async || bot_comments(&j, "PROJ-41").len() >= 2).await;
+        let seen = polls();
+        until(Duration::from_secs(20), "three more polls", async || polls() >= seen + 3).await;
+        let said = bot_comments(&j, "PROJ-41");
+        assert!(said.len() == 2 && said[1].contains("George paused job proj-41"), "{said:?}");
+        assert_eq!(j.history("PROJ-41"), ["To Do", "In Progress", "Done"]);
     });
 }

@@ -1,6 +1,6 @@
 //! Acceptance: GitOps and the recac work file through a running engine.
 //! - a new job committed appears without restarting;
-//! - a bad manifest committed is rejected whole and reported (API and CLI);
+//! - a bad manifest committed is rejected whole and reported (API and CLI; `george sync` fails);
 //! - a removed job file aborts the job;
 //! - a recac `work_items.json` is dispatched one job per item, exactly once
 //!   across engine restarts.
@@ -60,8 +60,13 @@ fn gitops_new_bad_and_removed_manifests() {
         assert_eq!(git.applied_revision.as_deref(), Some(c2.as_str()), "the last good commit stays applied");
         assert_eq!(git.rejected_revision.as_deref(), Some(c3.as_str()));
         assert!(git.errors[0].starts_with("ops/jobs/broken.yaml:6:13: spec.priority:"), "{:?}", git.errors);
+        assert!(sync.failed.len() == 1 && sync.failed[0].source == "git", "{:?}", sync.failed);
         let out = engine.cli(&["sources"]);
         assert!(stdout(&out).contains("ops/jobs/broken.yaml:6:13"), "the CLI shows the rejection: {}", stdout(&out));
+        // `george sync` fails when a source does, naming it and why.
+        let out = engine.cli(&["sync"]);
+        assert!(!out.status.success(), "{}", stdout(&out));
+        assert!(stderr(&out).contains("1 source(s) failed to sync") && stderr(&out).contains("source git: ops/jobs/broken.yaml:6:13"), "{}", stderr(&out));
         assert_eq!(engine.client.job("third").await.unwrap_err().status(), Some(404));
         let events = engine.client.events(0, 10_000).await.unwrap();
         assert!(events.iter().any(|e| e.kind == "source.rejected" && e.data["revision"] == c3.as_str()));
@@ -94,6 +99,8 @@ fn git_changes_arrive_by_polling_too() {
     engine.rt().block_on(engine.wait_status("polled", JobStatus::Completed, Duration::from_secs(30)));
 }
 
+/// recac's work file as recac writes it (Go's field names: `RepoURL`, `EnvVars`): each item
+/// dispatched once across restarts; a bad item refused alone.
 #[test]
 fn work_items_are_dispatched_once_across_restarts() {
     let tmp = common::tempdir().unwrap();
@@ -121,8 +128,9 @@ spec:
     std::fs::write(
         &work,
         format!(
-            r#"[{{"ID": "TASK-1", "Summary": "Implement login", "DESCRIPTION": "...", "Repo_Url": "{}", "ENV_VARS": {{"TEAM": "auth"}}}},
-            {{"id": "TASK-2", "summary": "Fix logout"}}]"#,
+            r#"[{{"ID": "TASK-1", "Summary": "Implement login", "Description": "...", "RepoURL": "{}", "EnvVars": {{"TEAM": "auth"}}}},
+            {{"id": "TASK-2", "summary": "Fix logout"}},
+            {{"Summary": "no id: refused alone"}}]"#,
             forge.url("app")
         ),
     )
@@ -139,6 +147,12 @@ spec:
         engine.wait_status("task-2", JobStatus::Completed, Duration::from_secs(30)).await;
         let notes = std::fs::read_to_string(engine.dir.join("data/outputs/task-1/notes")).unwrap();
         assert_eq!(notes, "TASK-1 Implement login auth\n");
+        let events = engine.client.events(0, 10_000).await.unwrap();
+        let refused: Vec<_> = events.iter().filter(|e| e.kind == "job.rejected").collect();
+        assert!(
+            refused.len() == 1 && refused[0].data["reason"].as_str().unwrap().ends_with("[2].id: required"),
+            "{refused:?}"
+        );
     });
     engine.stop();
     std::fs::write(&work, r#"[{"id": "TASK-1"}, {"id": "TASK-2"}, {"id": "TASK-3", "summary": "new"}]"#).unwrap();
