@@ -7,11 +7,13 @@
 mod folder;
 mod git;
 mod runner;
+mod workdir;
 mod workfile;
 
 pub use folder::{read_manifest_dir, FolderSource, ReadError};
 pub use git::{GitSource, GitSourceConfig};
 pub use runner::{SourceRunner, SyncRequest};
+pub use workdir::WorkDirSource;
 pub use workfile::{job_id_for, WorkFileSource, WorkItem};
 
 use async_trait::async_trait;

@@ -66,60 +66,15 @@ pub fn parse_work_items(file: &str, text: &str) -> Result<WorkFile, Vec<String>>
     };
     let mut out = WorkFile::default();
     for (i, item) in items.iter().enumerate() {
-        let at = |key: &str| format!("{file}: [{i}].{key}");
-        let Value::Object(map) = item else {
-            out.refused.push(format!("{file}: [{i}]: expected an object, got {}", kind_of(item)));
-            continue;
-        };
-        let fields: BTreeMap<String, &Value> = map.iter().map(|(k, v)| (canonical(k), v)).collect();
-        let mut errors = Vec::new();
-        let text = |key: &str, shown: &str, required: bool, errors: &mut Vec<String>| -> String {
-            match fields.get(key) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) if key == "id" => n.to_string(),
-                Some(Value::Null) | None if !required => String::new(),
-                None | Some(Value::Null) => {
-                    errors.push(format!("{}: required", at(shown)));
-                    String::new()
-                }
-                Some(other) => {
-                    errors.push(format!("{}: expected a string, got {}", at(shown), kind_of(other)));
-                    String::new()
-                }
-            }
-        };
-        let id = text("id", "id", true, &mut errors);
-        let summary = text("summary", "summary", false, &mut errors);
-        let description = text("description", "description", false, &mut errors);
-        let repo_url = text("repourl", "repo_url", false, &mut errors);
-        let mut env_vars = BTreeMap::new();
-        match fields.get("envvars") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(env)) => {
-                for (k, v) in env {
-                    match v {
-                        Value::String(s) => {
-                            env_vars.insert(k.clone(), s.clone());
-                        }
-                        Value::Number(_) | Value::Bool(_) => {
-                            env_vars.insert(k.clone(), v.to_string());
-                        }
-                        other => {
-                            errors.push(format!("{}.{k}: expected a string, got {}", at("env_vars"), kind_of(other)))
-                        }
-                    }
-                }
-            }
-            Some(other) => errors.push(format!("{}: expected an object, got {}", at("env_vars"), kind_of(other))),
-        }
-        let job_id = job_id_for(&id);
-        if let Some(prev) = out.items.iter().find(|w| !id.is_empty() && w.job_id == job_id) {
-            errors.push(format!("{}: `{id}` and `{}` map to the same job id `{job_id}`", at("id"), prev.id));
-        }
-        if errors.is_empty() {
-            out.items.push(WorkItem { id, job_id, summary, description, repo_url, env_vars });
-        } else {
-            out.refused.extend(errors);
+        match parse_item(&format!("{file}: [{i}]"), item) {
+            Ok(w) => match out.items.iter().find(|prev| prev.job_id == w.job_id) {
+                Some(prev) => out.refused.push(format!(
+                    "{file}: [{i}].id: `{}` and `{}` map to the same job id `{}`",
+                    w.id, prev.id, w.job_id
+                )),
+                None => out.items.push(w),
+            },
+            Err(errors) => out.refused.extend(errors),
         }
     }
     Ok(out)
@@ -134,6 +89,98 @@ fn kind_of(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// One work item (`at` names it in errors: `file: [3]`, or a file of its own).
+pub(crate) fn parse_item(at: &str, item: &Value) -> Result<WorkItem, Vec<String>> {
+    let key_at = |key: &str| format!("{at}.{key}");
+    let Value::Object(map) = item else {
+        return Err(vec![format!("{at}: expected an object, got {}", kind_of(item))]);
+    };
+    let fields: BTreeMap<String, &Value> = map.iter().map(|(k, v)| (canonical(k), v)).collect();
+    let mut errors = Vec::new();
+    let text = |key: &str, shown: &str, required: bool, errors: &mut Vec<String>| -> String {
+        match fields.get(key) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) if key == "id" => n.to_string(),
+            Some(Value::Null) | None if !required => String::new(),
+            None | Some(Value::Null) => {
+                errors.push(format!("{}: required", key_at(shown)));
+                String::new()
+            }
+            Some(other) => {
+                errors.push(format!("{}: expected a string, got {}", key_at(shown), kind_of(other)));
+                String::new()
+            }
+        }
+    };
+    let id = text("id", "id", true, &mut errors);
+    let summary = text("summary", "summary", false, &mut errors);
+    let description = text("description", "description", false, &mut errors);
+    let repo_url = text("repourl", "repo_url", false, &mut errors);
+    let mut env_vars = BTreeMap::new();
+    match fields.get("envvars") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(env)) => {
+            for (k, v) in env {
+                match v {
+                    Value::String(s) => {
+                        env_vars.insert(k.clone(), s.clone());
+                    }
+                    Value::Number(_) | Value::Bool(_) => {
+                        env_vars.insert(k.clone(), v.to_string());
+                    }
+                    other => {
+                        errors.push(format!("{}.{k}: expected a string, got {}", key_at("env_vars"), kind_of(other)))
+                    }
+                }
+            }
+        }
+        Some(other) => errors.push(format!("{}: expected an object, got {}", key_at("env_vars"), kind_of(other))),
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let job_id = job_id_for(&id);
+    Ok(WorkItem { id, job_id, summary, description, repo_url, env_vars })
+}
+
+/// The job of `item`, of `template` (its declared variables filled from
+/// the item), from `source` at `revision`.
+pub(crate) fn plan_item(
+    catalog: &george_core::plan::Catalog,
+    template: &str,
+    item: &WorkItem,
+    source: &str,
+    revision: &str,
+) -> Result<george_core::plan::NewJob, Vec<String>> {
+    let declared = catalog.templates.get(template).map(|t| t.spec.variables.clone()).unwrap_or_default();
+    let all = BTreeMap::from([
+        ("id".to_string(), Value::String(item.id.clone())),
+        ("summary".to_string(), Value::String(item.summary.clone())),
+        ("description".to_string(), Value::String(item.description.clone())),
+        ("repo_url".to_string(), Value::String(item.repo_url.clone())),
+    ]);
+    // Only what the template declares; the rest stays on the item.
+    let params: BTreeMap<String, Value> = all
+        .into_iter()
+        .filter(|(k, v)| declared.iter().any(|d| &d.name == k) && v != &Value::String(String::new()))
+        .collect();
+    let req = JobRequest {
+        id: &item.job_id,
+        template,
+        params: &params,
+        agent: None,
+        chapter: None,
+        priority: Priority::default(),
+        desired: DesiredState::Active,
+        env: &item.env_vars,
+        parallelism: None,
+        fail_fast: None,
+        labels: &Default::default(),
+    };
+    let origin = Origin { source: source.into(), reference: Some(item.id.clone()), revision: Some(revision.into()) };
+    catalog.plan(&req, origin).map_err(|errs| errs.into_iter().map(|e| format!("item `{}`: {e}", item.id)).collect())
 }
 
 /// A valid job id from a work item id: lowercase, other characters become `-`.
@@ -224,7 +271,7 @@ impl Source for WorkFileSource {
             }
         };
         let catalog = store.catalog().await?;
-        let Some(template) = catalog.templates.get(&self.template) else {
+        if !catalog.templates.contains_key(&self.template) {
             let errors = vec![format!(
                 "{file}: the work-file template `{}` is not defined (known: [{}])",
                 self.template,
@@ -233,44 +280,13 @@ impl Source for WorkFileSource {
             store.reject_revision("workfile", &revision, errors.clone()).await?;
             outcome.errors = errors;
             return Ok(outcome);
-        };
+        }
         // A bad item is refused alone; the others are dispatched.
         let mut planned = Vec::new();
         for item in &items {
-            let all = BTreeMap::from([
-                ("id".to_string(), Value::String(item.id.clone())),
-                ("summary".to_string(), Value::String(item.summary.clone())),
-                ("description".to_string(), Value::String(item.description.clone())),
-                ("repo_url".to_string(), Value::String(item.repo_url.clone())),
-            ]);
-            // Only what the template declares; the rest stays on the item.
-            let params: BTreeMap<String, Value> = all
-                .into_iter()
-                .filter(|(k, v)| {
-                    template.spec.variables.iter().any(|d| &d.name == k) && v != &Value::String(String::new())
-                })
-                .collect();
-            let req = JobRequest {
-                id: &item.job_id,
-                template: &self.template,
-                params: &params,
-                agent: None,
-                chapter: None,
-                priority: Priority::default(),
-                desired: DesiredState::Active,
-                env: &item.env_vars,
-                parallelism: None,
-                fail_fast: None,
-                labels: &Default::default(),
-            };
-            let origin = Origin {
-                source: "workfile".into(),
-                reference: Some(item.id.clone()),
-                revision: Some(revision.clone()),
-            };
-            match catalog.plan(&req, origin) {
+            match plan_item(&catalog, &self.template, item, "workfile", &revision) {
                 Ok(job) => planned.push(job),
-                Err(errs) => refused.extend(errs.into_iter().map(|e| format!("{file}: item `{}`: {e}", item.id))),
+                Err(errs) => refused.extend(errs.into_iter().map(|e| format!("{file}: {e}"))),
             }
         }
         // Each refusal once per revision: an event the operator sees (`george events`, diagnose).

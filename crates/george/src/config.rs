@@ -376,6 +376,8 @@ pub struct SourcesSection {
     pub folder: Option<FolderSection>,
     pub git: Option<GitSection>,
     pub work_file: Option<WorkFileSection>,
+    /// A directory of work files, one item each (recac's `file-dir` poller).
+    pub work_dir: Option<WorkFileSection>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

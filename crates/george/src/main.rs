@@ -96,6 +96,10 @@ fn own_agent(command: &[String]) -> bool {
 /// Runs one command of the CLI to its end; its exit code.
 fn run(cli: Cli) -> i32 {
     let default_log = match &cli.command {
+        // recac's `-v`: debug logging.
+        Command::Orchestrate(o) if o.verbose => {
+            "info,george=debug,george_engine=debug,george_sources=debug,george_jira=debug,george_runtime=debug"
+        }
         Command::Serve(_) | Command::Orchestrate(_) => "info",
         Command::Agent { .. } => "info",
         _ => "warn",

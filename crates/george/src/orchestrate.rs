@@ -5,7 +5,9 @@
 //! | recac | George |
 //! |---|---|
 //! | `--mode local` / `k8s` | Docker runtime / Kubernetes runtime (Jobs) — `process` is also accepted |
-//! | `--poller jira` / `file` | the Jira source / the work-file source |
+//! | `--poller jira` / `file` (`filesystem`) / `file-dir` | the Jira source / the work-file source / the work-directory source (`--watch-dir`) |
+//! | `-v`, `--verbose` | debug logging |
+//! | `--poller github`, `--github-*` | accepted; the GitHub poller is refused, naming the pollers George has |
 //! | `--interval` | the poller's interval |
 //! | `--jira-label`, `--jira-query` | `jira.label`, `jira.query` |
 //! | `--work-file` | `sources.workFile.path` |
@@ -84,6 +86,24 @@ pub struct OrchestrateArgs {
     /// The JSON work items file (`--poller file`).
     #[arg(long, env = "RECAC_WORK_FILE", default_value = "work_items.json")]
     pub work_file: PathBuf,
+    /// The directory of work files, one item each (`--poller file-dir`); dispatched files move to `processed/`.
+    #[arg(long, env = "RECAC_WATCH_DIR")]
+    pub watch_dir: Option<PathBuf>,
+    /// recac: debug logging (George: the same as `GEORGE_LOG=debug`).
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// recac: GitHub token (`--poller github`, which George does not have yet).
+    #[arg(long, env = "RECAC_GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<String>,
+    /// recac: GitHub repository owner (`--poller github`).
+    #[arg(long, env = "RECAC_GITHUB_OWNER")]
+    pub github_owner: Option<String>,
+    /// recac: GitHub repository (`--poller github`).
+    #[arg(long, env = "RECAC_GITHUB_REPO")]
+    pub github_repo: Option<String>,
+    /// recac: GitHub label to poll for (`--poller github`).
+    #[arg(long, env = "RECAC_GITHUB_LABEL")]
+    pub github_label: Option<String>,
     /// George: a configuration file to start from.
     #[arg(long, short = 'c', env = "GEORGE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -198,11 +218,20 @@ impl OrchestrateArgs {
                     bail!("--poller jira needs the Jira site: set JIRA_URL (and JIRA_EMAIL, JIRA_API_TOKEN)");
                 }
             }
-            "file" => {
+            "file" | "filesystem" => {
                 cfg.sources.work_file =
                     Some(WorkFileSection { path: self.work_file.clone(), template: self.template.clone(), interval });
             }
-            other => bail!("--poller: expected jira or file, got `{other}`"),
+            "file-dir" => {
+                let dir = self.watch_dir.clone().context(
+                    "--poller file-dir needs the directory to watch: --watch-dir DIR (or RECAC_WATCH_DIR)",
+                )?;
+                cfg.sources.work_dir = Some(WorkFileSection { path: dir, template: self.template.clone(), interval });
+            }
+            "github" => bail!(
+                "--poller github: George has no GitHub Issues source yet; use --poller jira, file or file-dir (the GitHub flags are accepted for when it does)"
+            ),
+            other => bail!("--poller: expected jira, file (or filesystem), file-dir or github, got `{other}`"),
         }
         if let Some(m) = &self.manifests {
             cfg.sources.folder = Some(FolderSection { path: m.clone(), interval: None });
@@ -285,7 +314,14 @@ mod tests {
         assert_eq!(k8s.container_backend.backend_type, BackendType::Kubernetes);
         assert_eq!(k8s.container_backend.kubernetes.namespace.as_deref(), Some("agents"));
         assert_eq!(k8s.container_backend.kubernetes.image.as_deref(), Some("img"));
-        assert!(err(&["--poller", "rss"]).contains("expected jira or file"));
+        assert!(err(&["--poller", "rss"]).contains("expected jira, file (or filesystem), file-dir or github"));
+        let fs = parse(&["--poller", "filesystem", "--work-file", "w.json"]).to_config(|_| None).unwrap();
+        assert_eq!(fs.sources.work_file.unwrap().path, PathBuf::from("w.json"), "recac's alias of file");
+        let dir = parse(&["-v", "--poller", "file-dir", "--watch-dir", "inbox"]).to_config(|_| None).unwrap();
+        assert_eq!(dir.sources.work_dir.unwrap().path, PathBuf::from("inbox"));
+        assert!(err(&["--poller", "file-dir"]).contains("--watch-dir DIR (or RECAC_WATCH_DIR)"));
+        let gh = ["--poller", "github", "--github-token", "t", "--github-owner", "o", "--github-repo", "r"];
+        assert!(err(&gh).contains("no GitHub Issues source yet; use --poller jira, file or file-dir"));
         assert!(err(&[]).contains("set JIRA_URL"));
         assert!(err(&["--poller", "file", "--agent-provider", "acme"]).contains("not configured under llm.providers"));
 

@@ -11,7 +11,7 @@ use george_runtime::{
     launch, DockerRuntime, DockerRuntimeConfig, KubernetesRuntime, KubernetesRuntimeConfig, ProcessRuntime,
     ProcessRuntimeConfig, Runtime,
 };
-use george_sources::{FolderSource, GitSource, GitSourceConfig, Source, WorkFileSource};
+use george_sources::{FolderSource, GitSource, GitSourceConfig, Source, WorkDirSource, WorkFileSource};
 use george_store::{SqliteStore, Store};
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -555,6 +555,10 @@ fn build_sources(cfg: &Config, data_dir: &Path) -> Vec<Arc<dyn Source>> {
     if let Some(w) = &cfg.sources.work_file {
         let interval = w.interval.map(|d| d.get()).unwrap_or(Duration::from_secs(30));
         sources.push(Arc::new(WorkFileSource::new(&w.path, &w.template, interval)));
+    }
+    if let Some(w) = &cfg.sources.work_dir {
+        let interval = w.interval.map(|d| d.get()).unwrap_or(Duration::from_secs(30));
+        sources.push(Arc::new(WorkDirSource::new(&w.path, &w.template, interval)));
     }
     sources
 }

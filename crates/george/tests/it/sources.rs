@@ -170,3 +170,66 @@ spec:
         assert_eq!(notes.lines().count(), 1, "task-1 ran once");
     });
 }
+
+/// recac's directory poller through `george orchestrate`, with recac's flags
+/// and variables: each work file dropped into the directory runs once and
+/// moves to `processed/`; a file that is no work item moves to `rejected/`
+/// with an event saying why; a file seen again after a restart (as when the
+/// engine died between creating the job and moving the file) creates nothing.
+#[test]
+fn recac_file_dir_poller_dispatches_each_dropped_file_once() {
+    let tmp = common::tempdir().unwrap();
+    let m = tmp.path().join("manifests");
+    write(&m, "agents/worker.yaml", AGENT);
+    let ticket = "apiVersion: george/v1\nkind: TaskTemplate\nmetadata: {name: ticket}\nspec:\n  variables:\n    - {name: id, type: string}\n    - {name: summary, type: string, default: none}\n  steps:\n    - id: note\n      description: note it\n      run: echo {{id}} {{summary}} >> \"$GEORGE_OUTPUT_DIR/notes\"\n";
+    write(&m, "templates/ticket.yaml", ticket);
+    let inbox = tmp.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(inbox.join("a.json"), r#"{"ID": "DIR-1", "Summary": "first", "RepoURL": ""}"#).unwrap();
+    std::fs::write(inbox.join("bad.json"), "{not json").unwrap();
+    std::fs::write(inbox.join("notes.txt"), "not a work file").unwrap();
+    let args = ["-v", "--poller", "file-dir", "--manifests", m.to_str().unwrap(), "--template", "ticket"];
+    let env = [
+        ("RECAC_ORCHESTRATOR_MODE", "process"),
+        ("RECAC_ORCHESTRATOR_INTERVAL", "200ms"),
+        ("RECAC_WATCH_DIR", inbox.to_str().unwrap()),
+        // recac's GitHub settings are accepted (its GitHub poller is not used here).
+        ("RECAC_GITHUB_OWNER", "acme"),
+        ("RECAC_GITHUB_REPO", "app"),
+    ];
+    let mut engine = Engine::start_as(tmp.path(), "orchestrate", FAST_CONFIG, &args, &env);
+    let rt = engine.rt();
+    rt.block_on(async {
+        let job = engine.wait_status("dir-1", JobStatus::Completed, Duration::from_secs(30)).await;
+        assert_eq!((job.origin.source.as_str(), job.origin.reference.as_deref()), ("workdir", Some("DIR-1")));
+        until(Duration::from_secs(10), "the files filed away", async || {
+            inbox.join("processed/a.json").exists() && inbox.join("rejected/bad.json").exists()
+        })
+        .await;
+        assert!(!inbox.join("a.json").exists() && inbox.join("notes.txt").exists(), "only work files are taken");
+        let events = engine.client.events(0, 10_000).await.unwrap();
+        let refused: Vec<_> = events.iter().filter(|e| e.kind == "job.rejected").collect();
+        assert!(
+            refused.len() == 1 && refused[0].data["reason"].as_str().unwrap().contains("invalid JSON"),
+            "{refused:?}"
+        );
+    });
+    // Down; meanwhile the dispatched file reappears (as if the move had not happened) and a new one arrives.
+    engine.kill9();
+    std::fs::copy(inbox.join("processed/a.json"), inbox.join("a-again.json")).unwrap();
+    std::fs::write(inbox.join("b.json"), r#"{"id": "DIR-2", "summary": "second"}"#).unwrap();
+    engine.restart();
+    rt.block_on(async {
+        engine.wait_status("dir-2", JobStatus::Completed, Duration::from_secs(30)).await;
+        until(Duration::from_secs(10), "the reappeared file filed away", async || {
+            inbox.join("processed/a-again.json").exists()
+        })
+        .await;
+        let events = engine.client.events(0, 10_000).await.unwrap();
+        let created: Vec<_> =
+            events.iter().filter(|e| e.kind == "job.created").filter_map(|e| e.job_id.clone()).collect();
+        assert_eq!(created, ["dir-1", "dir-2"], "each item once");
+        let notes = std::fs::read_to_string(engine.dir.join("data/outputs/dir-1/notes")).unwrap();
+        assert_eq!(notes.lines().count(), 1, "dir-1 ran once: {notes:?}");
+    });
+}
