@@ -218,6 +218,9 @@ pub struct JiraSection {
     pub statuses: JiraStatuses,
     /// Assign claimed tickets to this account id (`self`: George's account).
     pub assignee: Option<String>,
+    /// The token itself: only from a recac config file (`george orchestrate`), never from George's.
+    #[serde(skip)]
+    pub token: Option<String>,
     /// What happens to a job whose ticket a person closes: `abort` (default) or `pause`.
     #[serde(default)]
     pub on_closed: george_jira::OnClosed,

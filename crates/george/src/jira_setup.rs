@@ -28,6 +28,7 @@ fn credentials(cfg: &Config, j: &JiraSection) -> anyhow::Result<Credentials> {
         });
     }
     let token = match (&j.token_env, &j.token_file, &j.token_secret) {
+        (None, None, None) if j.token.is_some() => j.token.clone().unwrap_or_default(),
         (Some(var), None, None) => {
             std::env::var(var).with_context(|| format!("jira.tokenEnv: environment variable {var} is not set"))?
         }

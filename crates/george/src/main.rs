@@ -31,6 +31,16 @@ fn main() {
     if args.get(1).is_some_and(|a| a == george_runtime::launch::SUBCOMMAND) {
         george_runtime::launch::main(&args[2..], &|command| own_agent(command).then(|| run(Cli::parse_from(command))));
     }
+    if args.get(1).is_some_and(|a| a == "orchestrate") {
+        // As recac's orchestrator: a `.env` in the working directory sets the
+        // variables the environment does not (before they are read as flags').
+        if let Err(e) = dotenvy::dotenv() {
+            if !e.not_found() {
+                eprintln!("error: .env: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     let cli = Cli::parse();
     if !prints_for_a_pipe(&cli.command) {
         std::process::exit(run(cli));

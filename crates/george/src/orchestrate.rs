@@ -53,15 +53,15 @@ spec:
 /// `george orchestrate` (recac's flags and variables).
 #[derive(Debug, Args)]
 pub struct OrchestrateArgs {
-    /// `local` (Docker), `k8s` (Kubernetes) or `process` (local processes).
-    #[arg(long, env = "RECAC_ORCHESTRATOR_MODE", default_value = "local")]
-    pub mode: String,
-    /// `jira` or `file`.
-    #[arg(long, env = "RECAC_POLLER", default_value = "jira")]
-    pub poller: String,
-    /// Polling interval.
-    #[arg(long, env = "RECAC_ORCHESTRATOR_INTERVAL", default_value = "1m")]
-    pub interval: humantime::Duration,
+    /// `local` (Docker, the default), `k8s` (Kubernetes) or `process` (local processes).
+    #[arg(long, env = "RECAC_ORCHESTRATOR_MODE")]
+    pub mode: Option<String>,
+    /// `jira` (the default), `file` (or `filesystem`), `file-dir` or `github`.
+    #[arg(long, env = "RECAC_POLLER")]
+    pub poller: Option<String>,
+    /// Polling interval (default 1m).
+    #[arg(long, env = "RECAC_ORCHESTRATOR_INTERVAL")]
+    pub interval: Option<humantime::Duration>,
     /// LLM provider for agents.
     #[arg(long, env = "RECAC_AGENT_PROVIDER")]
     pub agent_provider: Option<String>,
@@ -71,21 +71,21 @@ pub struct OrchestrateArgs {
     /// The agents' image (Docker, Kubernetes).
     #[arg(long, env = "RECAC_ORCHESTRATOR_IMAGE")]
     pub image: Option<String>,
-    /// Kubernetes namespace for agent Jobs.
-    #[arg(long, env = "RECAC_ORCHESTRATOR_NAMESPACE", default_value = "default")]
-    pub namespace: String,
+    /// Kubernetes namespace for agent Jobs (default `default`).
+    #[arg(long, env = "RECAC_ORCHESTRATOR_NAMESPACE")]
+    pub namespace: Option<String>,
     /// `Always`, `IfNotPresent` or `Never`.
     #[arg(long, env = "RECAC_IMAGE_PULL_POLICY")]
     pub image_pull_policy: Option<String>,
-    /// Poll Jira for issues with this label.
-    #[arg(long, default_value = "recac-agent")]
-    pub jira_label: String,
+    /// Poll Jira for issues with this label (default `recac-agent`).
+    #[arg(long, env = "RECAC_ORCHESTRATOR_JIRA_LABEL")]
+    pub jira_label: Option<String>,
     /// A JQL query (overrides the label).
-    #[arg(long)]
+    #[arg(long, env = "RECAC_ORCHESTRATOR_JIRA_QUERY")]
     pub jira_query: Option<String>,
-    /// The JSON work items file (`--poller file`).
-    #[arg(long, env = "RECAC_WORK_FILE", default_value = "work_items.json")]
-    pub work_file: PathBuf,
+    /// The JSON work items file (`--poller file`; default `work_items.json`).
+    #[arg(long, env = "RECAC_WORK_FILE")]
+    pub work_file: Option<PathBuf>,
     /// The directory of work files, one item each (`--poller file-dir`); dispatched files move to `processed/`.
     #[arg(long, env = "RECAC_WATCH_DIR")]
     pub watch_dir: Option<PathBuf>,
@@ -104,7 +104,8 @@ pub struct OrchestrateArgs {
     /// recac: GitHub label to poll for (`--poller github`).
     #[arg(long, env = "RECAC_GITHUB_LABEL")]
     pub github_label: Option<String>,
-    /// George: a configuration file to start from.
+    /// A configuration file to start from: George's, or recac's (its
+    /// `orchestrator.*` and `jira.*` keys, below the flags and variables).
     #[arg(long, short = 'c', env = "GEORGE_CONFIG")]
     pub config: Option<PathBuf>,
     /// George: manifests to use instead of the built-in recac-agent and recac-task.
@@ -139,40 +140,133 @@ fn preset(name: &str) -> Option<ProviderSection> {
     })
 }
 
+/// recac's own configuration file (viper: `--config`, keys `orchestrator.*`
+/// and `jira.*`; recac's other keys are its agent's and are not read here).
+#[derive(Debug, Default, serde::Deserialize)]
+struct RecacFile {
+    #[serde(default)]
+    orchestrator: RecacOrchestrator,
+    #[serde(default)]
+    jira: RecacJira,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct RecacOrchestrator {
+    mode: Option<String>,
+    poller: Option<String>,
+    interval: Option<String>,
+    jira_label: Option<String>,
+    jira_query: Option<String>,
+    image: Option<String>,
+    namespace: Option<String>,
+    agent_provider: Option<String>,
+    agent_model: Option<String>,
+    image_pull_policy: Option<String>,
+    work_file: Option<PathBuf>,
+    watch_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct RecacJira {
+    url: Option<String>,
+    username: Option<String>,
+    api_token: Option<String>,
+}
+
+/// A configuration file: George's, or else recac's. The error names the
+/// file and, when it is no recac file either, George's key that is wrong.
+fn load_config(path: &std::path::Path) -> anyhow::Result<(Config, RecacFile)> {
+    match Config::load(path) {
+        Ok(c) => Ok((c, RecacFile::default())),
+        Err(george) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let Ok(value) = george_core::yaml::from_yaml::<serde_json::Value>(&text) else { return Err(george) };
+            let is_recac = value.get("orchestrator").is_some()
+                || ["username", "api_token"].iter().any(|k| value.pointer(&format!("/jira/{k}")).is_some());
+            if !is_recac {
+                return Err(anyhow::anyhow!(
+                    "{george:#} (and it is no recac config file: no `orchestrator` or `jira.username`)"
+                ));
+            }
+            let recac: RecacFile = george_core::yaml::from_yaml(&text)
+                .map_err(|e| anyhow::anyhow!("{} (a recac config file): {}: {}", path.display(), e.field, e.message))?;
+            Ok((Config::default(), recac))
+        }
+    }
+}
+
+/// recac's defaults, where neither a flag, a variable nor a config file says.
+const DEFAULT_PROVIDER: &str = "openrouter";
+const DEFAULT_MODEL: &str = "mistralai/devstral-2512:free";
+
 impl OrchestrateArgs {
     /// The configuration these flags (and `get` for the environment) describe.
     pub fn to_config(&self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
-        let mut cfg = match &self.config {
-            Some(p) => Config::load(p)?,
-            None => Config::default(),
+        let (mut cfg, recac) = match &self.config {
+            Some(p) => load_config(p)?,
+            None => (Config::default(), RecacFile::default()),
         };
         cfg.apply_env(&get)?;
+        let file = recac.orchestrator;
+        // Flags and variables, then recac's file, then recac's defaults.
+        let mode = self.mode.clone().or(file.mode).unwrap_or_else(|| "local".into());
+        let poller = self.poller.clone().or(file.poller).unwrap_or_else(|| "jira".into());
+        let every = match (&self.interval, &file.interval) {
+            (Some(d), _) => (*d).into(),
+            (None, Some(text)) => humantime::parse_duration(text)
+                .map_err(|e| anyhow::anyhow!("orchestrator.interval: `{text}`: {e} (a duration like 30s or 1m)"))?,
+            (None, None) => std::time::Duration::from_secs(60),
+        };
+        let namespace = self.namespace.clone().or(file.namespace).unwrap_or_else(|| "default".into());
+        let jira_label = self.jira_label.clone().or(file.jira_label).unwrap_or_else(|| "recac-agent".into());
+        let jira_query = self.jira_query.clone().or(file.jira_query);
+        let work_file = self.work_file.clone().or(file.work_file).unwrap_or_else(|| "work_items.json".into());
+        let watch_dir = self.watch_dir.clone().or(file.watch_dir);
+        let image = self.image.clone().or(file.image);
+        let pull_policy = self.image_pull_policy.clone().or(file.image_pull_policy);
+        // recac's provider and model, unless George's own configuration names
+        // them — and only with its key: without one no agent could call it.
+        let recac_default = cfg.llm.default.provider.is_none() && get("OPENROUTER_API_KEY").is_some();
+        let provider = self
+            .agent_provider
+            .clone()
+            .or(file.agent_provider)
+            .or_else(|| recac_default.then(|| DEFAULT_PROVIDER.to_string()));
+        let model = self
+            .agent_model
+            .clone()
+            .or(file.agent_model)
+            .or_else(|| (recac_default && cfg.llm.default.model.is_none()).then(|| DEFAULT_MODEL.to_string()));
         if let Some(l) = self.listen {
             cfg.engine.listen = Some(l);
         }
         if let Some(d) = &self.data_dir {
             cfg.engine.data_dir = Some(d.clone());
         }
-        match self.mode.as_str() {
+        match mode.as_str() {
             "local" | "docker" => cfg.container_backend.backend_type = BackendType::Docker,
             "process" => cfg.container_backend.backend_type = BackendType::Process,
             "k8s" | "kubernetes" => {
                 cfg.container_backend.backend_type = BackendType::Kubernetes;
                 let k = &mut cfg.container_backend.kubernetes;
                 // recac's default namespace does not override one the config file names.
-                if k.namespace.is_none() || self.namespace != "default" {
-                    k.namespace = Some(self.namespace.clone());
+                if k.namespace.is_none() || namespace != "default" {
+                    k.namespace = Some(namespace.clone());
+                }
+                // recac pulls its agents' image Always unless told otherwise.
+                if pull_policy.is_none() && k.image_pull_policy.is_none() {
+                    k.image_pull_policy = Some("Always".into());
                 }
             }
             other => bail!("--mode: expected local, k8s or process, got `{other}`"),
         }
-        if let Some(i) = &self.image {
-            cfg.container_backend.set_image(i.clone());
+        if let Some(i) = image {
+            cfg.container_backend.set_image(i);
         }
-        if let Some(p) = &self.image_pull_policy {
-            cfg.container_backend.set_pull_policy(p.clone());
+        if let Some(p) = pull_policy {
+            cfg.container_backend.set_pull_policy(p);
         }
-        if let Some(p) = &self.agent_provider {
+        if let Some(p) = &provider {
             if !cfg.llm.providers.iter().any(|x| &x.name == p) {
                 let preset = preset(p).with_context(|| {
                     format!("--agent-provider `{p}`: not configured under llm.providers, and not openai, anthropic or openrouter")
@@ -181,36 +275,44 @@ impl OrchestrateArgs {
             }
             cfg.llm.default.provider = Some(p.clone());
         }
-        if let Some(m) = &self.agent_model {
-            cfg.llm.default.model = Some(m.clone());
+        if let Some(m) = model {
+            cfg.llm.default.model = Some(m);
         }
-        let interval = Some(HumanDuration(self.interval.into()));
-        match self.poller.as_str() {
+        let interval = Some(HumanDuration(every));
+        match poller.as_str() {
             "jira" => {
                 let j = cfg.jira.get_or_insert_with(JiraSection::default);
-                if let Some(u) = get("JIRA_URL") {
+                // As recac's factory reads them: its config (or RECAC_JIRA_*), then JIRA_*.
+                let rj = recac.jira;
+                if let Some(u) = get("RECAC_JIRA_URL").or(rj.url).or_else(|| get("JIRA_URL")) {
                     j.url = Some(u);
                 }
                 // recac reads JIRA_USERNAME first.
-                if let Some(e) = get("JIRA_USERNAME").or_else(|| get("JIRA_EMAIL")) {
+                let user = get("RECAC_JIRA_USERNAME").or(rj.username);
+                if let Some(e) = user.or_else(|| get("JIRA_USERNAME")).or_else(|| get("JIRA_EMAIL")) {
                     j.email = Some(e);
                 }
-                if j.token_env.is_none()
-                    && j.token_file.is_none()
-                    && j.token_secret.is_none()
-                    && j.credentials.is_none()
-                {
-                    j.token_env = ["JIRA_API_TOKEN", "JIRA_TOKEN", "GEORGE_JIRA_TOKEN"]
+                let no_source =
+                    j.token_env.is_none() && j.token_file.is_none() && j.token_secret.is_none() && j.credentials.is_none();
+                if no_source {
+                    j.token_env = ["RECAC_JIRA_API_TOKEN", "JIRA_API_TOKEN", "JIRA_TOKEN", "GEORGE_JIRA_TOKEN"]
                         .iter()
                         .find(|v| get(v).is_some())
                         .map(|v| v.to_string());
+                    if j.token_env.is_none() || get("RECAC_JIRA_API_TOKEN").is_none() {
+                        // A token in recac's config file comes before JIRA_API_TOKEN, as in recac.
+                        if let Some(t) = rj.api_token {
+                            j.token_env = None;
+                            j.token = Some(t);
+                        }
+                    }
                 }
                 if let Some(p) = get("JIRA_PROJECT") {
                     j.project = Some(p);
                 }
-                j.label = Some(self.jira_label.clone());
-                if self.jira_query.is_some() {
-                    j.query = self.jira_query.clone();
+                j.label = Some(jira_label);
+                if jira_query.is_some() {
+                    j.query = jira_query;
                 }
                 j.interval = interval;
                 j.template = Some(self.template.clone());
@@ -219,11 +321,10 @@ impl OrchestrateArgs {
                 }
             }
             "file" | "filesystem" => {
-                cfg.sources.work_file =
-                    Some(WorkFileSection { path: self.work_file.clone(), template: self.template.clone(), interval });
+                cfg.sources.work_file = Some(WorkFileSection { path: work_file, template: self.template.clone(), interval });
             }
             "file-dir" => {
-                let dir = self.watch_dir.clone().context(
+                let dir = watch_dir.context(
                     "--poller file-dir needs the directory to watch: --watch-dir DIR (or RECAC_WATCH_DIR)",
                 )?;
                 cfg.sources.work_dir = Some(WorkFileSection { path: dir, template: self.template.clone(), interval });
@@ -252,9 +353,6 @@ pub async fn run(args: OrchestrateArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", dir.join("recac.yaml").display()))?;
         cfg.sources.folder = Some(FolderSection { path: dir, interval: None });
     }
-    if args.mode == "local" && args.namespace != "default" {
-        tracing::info!(namespace = %args.namespace, "--namespace applies to --mode k8s only");
-    }
     let server = crate::serve::Server::start(cfg).await?;
     server.run_until_signal().await
 }
@@ -274,6 +372,61 @@ mod tests {
         let mut all = vec!["orchestrate"];
         all.extend(argv);
         Cli::try_parse_from(all).unwrap().args
+    }
+
+    /// recac's own config file (`--config ~/.recac.yaml`): read below the flags
+    /// and variables, above recac's defaults; George's config files still load.
+    #[test]
+    fn a_recac_config_file_is_read_below_flags_and_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let recac = dir.path().join(".recac.yaml");
+        std::fs::write(
+            &recac,
+            "provider: gemini\nmax_iterations: 20\norchestrator:\n  mode: k8s\n  interval: 45s\n  jira_label: from-file\n  namespace: agents\n  image: ghcr.io/acme/agent:1\njira:\n  url: https://file.atlassian.net\n  username: file-user\n  api_token: file-token\n",
+        )
+        .unwrap();
+        let path = recac.to_str().unwrap();
+        let key = |k: &str| (k == "OPENROUTER_API_KEY").then(|| "sk-or-test".to_string());
+        let cfg = parse(&["--config", path, "--jira-label", "from-flag"]).to_config(key).unwrap();
+        assert_eq!(cfg.container_backend.backend_type, BackendType::Kubernetes);
+        let k = &cfg.container_backend.kubernetes;
+        assert_eq!((k.namespace.as_deref(), k.image.as_deref()), (Some("agents"), Some("ghcr.io/acme/agent:1")));
+        assert_eq!(k.image_pull_policy.as_deref(), Some("Always"), "recac's default pull policy");
+        assert_eq!(
+            (cfg.llm.default.provider.as_deref(), cfg.llm.default.model.as_deref()),
+            (Some("openrouter"), Some("mistralai/devstral-2512:free")),
+            "recac's defaults"
+        );
+        let keyless = parse(&["--config", path]).to_config(|_| None).unwrap();
+        assert_eq!(keyless.llm.default.provider, None, "no default provider without its key");
+        let j = cfg.jira.unwrap();
+        assert_eq!(j.label.as_deref(), Some("from-flag"), "a flag wins over the file");
+        assert_eq!(j.interval.unwrap().get().as_secs(), 45);
+        assert_eq!((j.url.as_deref(), j.email.as_deref()), (Some("https://file.atlassian.net"), Some("file-user")));
+        assert_eq!((j.token.as_deref(), j.token_env.as_deref()), (Some("file-token"), None));
+        // recac's variables win over its file.
+        let env = |k: &str| match k {
+            "RECAC_JIRA_URL" => Some("https://env.atlassian.net".to_string()),
+            "RECAC_JIRA_API_TOKEN" => Some("env-token".to_string()),
+            "RECAC_ORCHESTRATOR_MODE" => Some("process".to_string()),
+            _ => None,
+        };
+        let mut args = parse(&["--config", path]);
+        args.mode = env("RECAC_ORCHESTRATOR_MODE"); // as clap reads it from the environment
+        let cfg = args.to_config(env).unwrap();
+        assert_eq!(cfg.container_backend.backend_type, BackendType::Process);
+        let j = cfg.jira.unwrap();
+        assert_eq!(j.url.as_deref(), Some("https://env.atlassian.net"));
+        assert_eq!((j.token.as_deref(), j.token_env.as_deref()), (None, Some("RECAC_JIRA_API_TOKEN")));
+        // George's own file is George's; a file that is neither is refused naming George's key.
+        let george = dir.path().join("george.yaml");
+        std::fs::write(&george, "engine:\n  workers: 2\njira:\n  url: https://g.atlassian.net\n").unwrap();
+        let cfg = parse(&["--config", george.to_str().unwrap()]).to_config(|_| None).unwrap();
+        assert_eq!(cfg.engine.workers, Some(2));
+        let other = dir.path().join("other.yaml");
+        std::fs::write(&other, "engine:\n  wrokers: 2\n").unwrap();
+        let err = parse(&["--config", other.to_str().unwrap()]).to_config(|_| None).unwrap_err().to_string();
+        assert!(err.contains("wrokers") && err.contains("no recac config file"), "{err}");
     }
 
     #[test]

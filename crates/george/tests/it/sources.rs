@@ -192,11 +192,12 @@ fn recac_file_dir_poller_dispatches_each_dropped_file_once() {
     let env = [
         ("RECAC_ORCHESTRATOR_MODE", "process"),
         ("RECAC_ORCHESTRATOR_INTERVAL", "200ms"),
-        ("RECAC_WATCH_DIR", inbox.to_str().unwrap()),
         // recac's GitHub settings are accepted (its GitHub poller is not used here).
         ("RECAC_GITHUB_OWNER", "acme"),
         ("RECAC_GITHUB_REPO", "app"),
     ];
+    // recac reads a `.env` in its working directory; so does `george orchestrate`.
+    std::fs::write(tmp.path().join(".env"), format!("RECAC_WATCH_DIR={}\n", inbox.display())).unwrap();
     let mut engine = Engine::start_as(tmp.path(), "orchestrate", FAST_CONFIG, &args, &env);
     let rt = engine.rt();
     rt.block_on(async {
