@@ -92,7 +92,19 @@ pub struct OrchestrateArgs {
     /// recac: debug logging (George: the same as `GEORGE_LOG=debug`).
     #[arg(short = 'v', long)]
     pub verbose: bool,
-    /// recac: GitHub token (`--poller github`, which George does not have yet).
+    /// recac: turns an agent's LLM loop may take (recac's `RECAC_MAX_ITERATIONS`):
+    /// the built-in `recac-agent` gets it as `GEORGE_LLM_MAX_TURNS`.
+    #[arg(long, env = "RECAC_MAX_ITERATIONS")]
+    pub max_iterations: Option<u32>,
+    /// recac: how often its manager agent reviews (`RECAC_MANAGER_FREQUENCY`);
+    /// George has no manager agent, so it is accepted and not used.
+    #[arg(long, env = "RECAC_MANAGER_FREQUENCY")]
+    pub manager_frequency: Option<String>,
+    /// recac: iterations per task (`RECAC_TASK_MAX_ITERATIONS`); George's
+    /// steps are bounded by `GEORGE_LLM_MAX_TURNS` each, so it is accepted and not used.
+    #[arg(long, env = "RECAC_TASK_MAX_ITERATIONS")]
+    pub task_max_iterations: Option<String>,
+    /// recac: GitHub token (`--poller github`, which George does not have yet; recac also reads GITHUB_TOKEN).
     #[arg(long, env = "RECAC_GITHUB_TOKEN", hide_env_values = true)]
     pub github_token: Option<String>,
     /// recac: GitHub repository owner (`--poller github`).
@@ -349,9 +361,24 @@ pub async fn run(args: OrchestrateArgs) -> anyhow::Result<()> {
         let dir =
             cfg.engine.data_dir.clone().unwrap_or_else(|| crate::serve::DEFAULT_DATA_DIR.into()).join("orchestrate");
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        std::fs::write(dir.join("recac.yaml"), RECAC_MANIFESTS)
+        let mut manifests = RECAC_MANIFESTS.to_string();
+        if let Some(n) = args.max_iterations {
+            manifests = manifests.replacen(
+                "  capabilities: [shell, files, git]\n",
+                &format!("  capabilities: [shell, files, git]\n  env: {{GEORGE_LLM_MAX_TURNS: \"{n}\"}}\n"),
+                1,
+            );
+        }
+        std::fs::write(dir.join("recac.yaml"), manifests)
             .with_context(|| format!("cannot write {}", dir.join("recac.yaml").display()))?;
         cfg.sources.folder = Some(FolderSection { path: dir, interval: None });
+    }
+    for (var, given) in
+        [("RECAC_MANAGER_FREQUENCY", &args.manager_frequency), ("RECAC_TASK_MAX_ITERATIONS", &args.task_max_iterations)]
+    {
+        if given.is_some() {
+            tracing::info!(variable = var, "recac's agent setting: George's agents do not use it");
+        }
     }
     let server = crate::serve::Server::start(cfg).await?;
     server.run_until_signal().await

@@ -165,3 +165,62 @@ fn every_command_of_the_cli_reference_exists() {
     }
     assert!(checked >= 30, "only {checked} commands found in docs/cli.md");
 }
+
+/// Issue 20: recac's orchestrator flag list, as docs/jira.md quotes it from
+/// recac's source: every flag is accepted by `george orchestrate` (it may
+/// then fail for want of a Jira site, but never as an unknown argument), and
+/// every variable recac binds is one `george orchestrate --help` names.
+#[test]
+fn recacs_flag_list_is_accepted_by_george_orchestrate() {
+    let doc = std::fs::read_to_string(repo().join("docs/jira.md")).unwrap();
+    let quoted: Vec<&str> = doc
+        .split("- **recac's flag list.**")
+        .nth(1)
+        .and_then(|rest| rest.split("```go").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("docs/jira.md quotes recac's flag list")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let quoted_arg = |line: &str, n: usize| line.split('"').nth(2 * n + 1).map(str::to_string);
+    let help = Command::new(george_bin()).args(["orchestrate", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let (mut flags, mut vars) = (0, 0);
+    for line in &quoted {
+        if line.starts_with("pflag.") {
+            let name = quoted_arg(line, 0).unwrap();
+            let mut args = vec![format!("--{name}")];
+            // A value of the flag's type; `--poller` last, so the run stops before starting anything.
+            match line.split('(').next().unwrap() {
+                "pflag.BoolP" | "pflag.Bool" => {}
+                "pflag.Duration" => args.push("30s".into()),
+                _ if name == "poller" => args.push("rss".into()),
+                _ if name == "config" => args.push("/nonexistent/.recac.yaml".into()),
+                _ => args.push("x".into()),
+            }
+            if name != "poller" {
+                args.extend(["--poller".into(), "rss".into()]);
+            }
+            let out = Command::new(george_bin()).arg("orchestrate").args(&args).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.code() != Some(2) && !err.contains("unexpected argument"),
+                "recac's `--{name}` is refused: {err}"
+            );
+            if line.starts_with("pflag.BoolP") {
+                let short = quoted_arg(line, 1).unwrap();
+                assert!(help.contains(&format!("-{short}, --{name}")), "recac's -{short} is missing:\n{help}");
+            }
+            flags += 1;
+        } else if line.starts_with("viper.BindEnv(") {
+            let mut n = 1;
+            while let Some(var) = quoted_arg(line, n) {
+                assert!(help.contains(&var), "recac's variable {var} is not one `george orchestrate` reads:\n{help}");
+                vars += 1;
+                n += 1;
+            }
+        }
+    }
+    assert!(flags >= 18 && vars >= 18, "{flags} flags and {vars} variables found in the quoted list");
+}

@@ -531,6 +531,7 @@ fn george_orchestrate_runs_a_recac_setup() {
             ("RECAC_ORCHESTRATOR_INTERVAL", "200ms"),
             ("RECAC_AGENT_PROVIDER", "scripted"),
             ("RECAC_AGENT_MODEL", "m"),
+            ("RECAC_MAX_ITERATIONS", "7"),
             ("JIRA_URL", j.url.as_str()),
             ("JIRA_USERNAME", EMAIL),
             ("JIRA_API_TOKEN", TOKEN),
@@ -542,6 +543,9 @@ fn george_orchestrate_runs_a_recac_setup() {
         assert_eq!(job.params["summary"], "rename the module");
         assert!(llm.received()[0].body.to_string().contains("rename the module"));
         until(Duration::from_secs(20), "the ticket to be done", async || j.status("RC-1") == "Done").await;
+        // recac's iteration cap is the built-in agent's LLM turn cap.
+        let built_in = std::fs::read_to_string(tmp.path().join("data/orchestrate/recac.yaml")).unwrap();
+        assert!(built_in.contains("env: {GEORGE_LLM_MAX_TURNS: \"7\"}"), "{built_in}");
     });
 }
 
