@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use george_core::plan::{JobRequest, Origin};
 use george_core::{DesiredState, JobStatus};
 use george_sources::{Source, SourceError, SyncOutcome};
-use george_store::{ApplyReport, Created, Snapshot, Store, StoreError};
+use george_store::{ApplyReport, Created, Store, StoreError};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -356,21 +356,6 @@ impl Source for JiraSource {
             }
         }
         let revision = format!("{} tickets", issues.len());
-        if errors.is_empty() {
-            let snapshot = Snapshot {
-                source: SOURCE.into(),
-                revision: revision.clone(),
-                manifests: vec![],
-                jobs: vec![],
-                prune: false,
-            };
-            store.apply_snapshot(snapshot).await?;
-        } else {
-            store.reject_revision(SOURCE, &revision, errors.clone()).await?;
-        }
-        outcome.revision = Some(revision);
-        outcome.errors = errors;
-        outcome.applied = Some(report);
-        Ok(outcome)
+        george_sources::finish_poll(store, outcome, revision, errors, report).await
     }
 }

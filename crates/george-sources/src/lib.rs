@@ -14,7 +14,7 @@ pub use folder::{read_manifest_dir, FolderSource, ReadError};
 pub use git::{GitSource, GitSourceConfig};
 pub use runner::{SourceRunner, SyncRequest};
 pub use workdir::WorkDirSource;
-pub use workfile::{job_id_for, WorkFileSource, WorkItem};
+pub use workfile::{job_id_for, plan_item, WorkFileSource, WorkItem};
 
 use async_trait::async_trait;
 use george_core::validate::ManifestSet;
@@ -54,6 +54,35 @@ pub struct SyncOutcome {
     /// Items of an applied revision that were refused alone (a work file's bad items).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<String>,
+}
+
+/// Ends a poll of a source that declares no manifests (Jira, GitHub, a work
+/// directory): without errors its `revision` is recorded as applied, else as
+/// rejected with them; the outcome says so, with what was created.
+pub async fn finish_poll(
+    store: &dyn george_store::Store,
+    mut outcome: SyncOutcome,
+    revision: String,
+    errors: Vec<String>,
+    applied: george_store::ApplyReport,
+) -> Result<SyncOutcome, SourceError> {
+    if errors.is_empty() {
+        let source = outcome.source.clone();
+        let snapshot = george_store::Snapshot {
+            source,
+            revision: revision.clone(),
+            manifests: vec![],
+            jobs: vec![],
+            prune: false,
+        };
+        store.apply_snapshot(snapshot).await?;
+    } else {
+        store.reject_revision(&outcome.source, &revision, errors.clone()).await?;
+    }
+    outcome.revision = Some(revision);
+    outcome.errors = errors;
+    outcome.applied = Some(applied);
+    Ok(outcome)
 }
 
 /// A source of desired state.

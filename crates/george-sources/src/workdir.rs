@@ -12,7 +12,7 @@ use crate::workfile::{parse_item, plan_item};
 use crate::{Source, SourceError, SyncOutcome};
 use async_trait::async_trait;
 use george_core::EventKind;
-use george_store::{ApplyReport, Created, Snapshot, Store};
+use george_store::{ApplyReport, Created, Store};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -145,17 +145,9 @@ impl Source for WorkDirSource {
                 }
             }
         }
-        if errors.is_empty() {
-            let snapshot = Snapshot { source: SOURCE.into(), revision, manifests: vec![], jobs: vec![], prune: false };
-            store.apply_snapshot(snapshot).await?;
-        } else {
-            store.reject_revision(SOURCE, &revision, errors.clone()).await?;
-        }
         if !report.created.is_empty() {
             tracing::info!(dir = %dir, created = report.created.len(), "dispatched work files");
         }
-        outcome.errors = errors;
-        outcome.applied = Some(report);
-        Ok(outcome)
+        crate::finish_poll(store, outcome, revision, errors, report).await
     }
 }

@@ -147,7 +147,7 @@ pub(crate) fn parse_item(at: &str, item: &Value) -> Result<WorkItem, Vec<String>
 
 /// The job of `item`, of `template` (its declared variables filled from
 /// the item), from `source` at `revision`.
-pub(crate) fn plan_item(
+pub fn plan_item(
     catalog: &george_core::plan::Catalog,
     template: &str,
     item: &WorkItem,

@@ -42,6 +42,9 @@ pub struct Config {
     /// Jira: the work source and status board.
     #[serde(default)]
     pub jira: Option<JiraSection>,
+    /// GitHub Issues: labelled issues of one repository become jobs.
+    #[serde(default)]
+    pub github: Option<GitHubSection>,
     /// Where George keeps its state.
     #[serde(default)]
     pub store: StoreSection,
@@ -228,6 +231,33 @@ pub struct JiraSection {
     pub webhook_secret: Option<String>,
     /// ... or a file holding it.
     pub webhook_secret_file: Option<PathBuf>,
+}
+
+/// `github`: the GitHub Issues source.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GitHubSection {
+    /// The API's base URL (default `https://api.github.com`).
+    pub api_url: Option<String>,
+    /// Where repositories are cloned from (default `https://github.com`).
+    pub web_url: Option<String>,
+    /// Repository owner.
+    pub owner: Option<String>,
+    /// Repository name.
+    pub repo: Option<String>,
+    /// The environment variable holding the token.
+    pub token_env: Option<String>,
+    /// A file holding the token.
+    pub token_file: Option<PathBuf>,
+    /// The token itself: only from `george orchestrate --github-token`, never from a file.
+    #[serde(skip)]
+    pub token: Option<String>,
+    /// The label that marks an issue as work (default `george`).
+    pub label: Option<String>,
+    /// The template issues become.
+    pub template: Option<String>,
+    /// How often the repository is polled (default 60s).
+    pub interval: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

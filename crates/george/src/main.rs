@@ -12,6 +12,7 @@ mod commands;
 mod config;
 mod contexts;
 mod engine_config;
+mod github_setup;
 mod jira_setup;
 mod k8s;
 mod orchestrate;

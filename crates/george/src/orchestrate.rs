@@ -7,7 +7,7 @@
 //! | `--mode local` / `k8s` | Docker runtime / Kubernetes runtime (Jobs) — `process` is also accepted |
 //! | `--poller jira` / `file` (`filesystem`) / `file-dir` | the Jira source / the work-file source / the work-directory source (`--watch-dir`) |
 //! | `-v`, `--verbose` | debug logging |
-//! | `--poller github`, `--github-*` | accepted; the GitHub poller is refused, naming the pollers George has |
+//! | `--poller github`, `--github-*` | the GitHub Issues source (`github.*`) |
 //! | `--interval` | the poller's interval |
 //! | `--jira-label`, `--jira-query` | `jira.label`, `jira.query` |
 //! | `--work-file` | `sources.workFile.path` |
@@ -104,16 +104,16 @@ pub struct OrchestrateArgs {
     /// steps are bounded by `GEORGE_LLM_MAX_TURNS` each, so it is accepted and not used.
     #[arg(long, env = "RECAC_TASK_MAX_ITERATIONS")]
     pub task_max_iterations: Option<String>,
-    /// recac: GitHub token (`--poller github`, which George does not have yet; recac also reads GITHUB_TOKEN).
+    /// GitHub token (`--poller github`; also GITHUB_TOKEN).
     #[arg(long, env = "RECAC_GITHUB_TOKEN", hide_env_values = true)]
     pub github_token: Option<String>,
-    /// recac: GitHub repository owner (`--poller github`).
+    /// GitHub repository owner (`--poller github`).
     #[arg(long, env = "RECAC_GITHUB_OWNER")]
     pub github_owner: Option<String>,
-    /// recac: GitHub repository (`--poller github`).
+    /// GitHub repository (`--poller github`).
     #[arg(long, env = "RECAC_GITHUB_REPO")]
     pub github_repo: Option<String>,
-    /// recac: GitHub label to poll for (`--poller github`).
+    /// GitHub label to poll for (`--poller github`; default: the Jira label).
     #[arg(long, env = "RECAC_GITHUB_LABEL")]
     pub github_label: Option<String>,
     /// A configuration file to start from: George's, or recac's (its
@@ -304,8 +304,10 @@ impl OrchestrateArgs {
                 if let Some(e) = user.or_else(|| get("JIRA_USERNAME")).or_else(|| get("JIRA_EMAIL")) {
                     j.email = Some(e);
                 }
-                let no_source =
-                    j.token_env.is_none() && j.token_file.is_none() && j.token_secret.is_none() && j.credentials.is_none();
+                let no_source = j.token_env.is_none()
+                    && j.token_file.is_none()
+                    && j.token_secret.is_none()
+                    && j.credentials.is_none();
                 if no_source {
                     j.token_env = ["RECAC_JIRA_API_TOKEN", "JIRA_API_TOKEN", "JIRA_TOKEN", "GEORGE_JIRA_TOKEN"]
                         .iter()
@@ -333,17 +335,33 @@ impl OrchestrateArgs {
                 }
             }
             "file" | "filesystem" => {
-                cfg.sources.work_file = Some(WorkFileSection { path: work_file, template: self.template.clone(), interval });
+                cfg.sources.work_file =
+                    Some(WorkFileSection { path: work_file, template: self.template.clone(), interval });
             }
             "file-dir" => {
-                let dir = watch_dir.context(
-                    "--poller file-dir needs the directory to watch: --watch-dir DIR (or RECAC_WATCH_DIR)",
-                )?;
+                let dir = watch_dir
+                    .context("--poller file-dir needs the directory to watch: --watch-dir DIR (or RECAC_WATCH_DIR)")?;
                 cfg.sources.work_dir = Some(WorkFileSection { path: dir, template: self.template.clone(), interval });
             }
-            "github" => bail!(
-                "--poller github: George has no GitHub Issues source yet; use --poller jira, file or file-dir (the GitHub flags are accepted for when it does)"
-            ),
+            "github" => {
+                // recac: the token from --github-token, RECAC_GITHUB_TOKEN or GITHUB_TOKEN; the label falls back to --jira-label.
+                let g = cfg.github.get_or_insert_with(Default::default);
+                let token = self.github_token.clone().or_else(|| get("GITHUB_TOKEN"));
+                if let Some(t) = token {
+                    g.token = Some(t);
+                    g.token_env = None;
+                    g.token_file = None;
+                }
+                g.owner = self.github_owner.clone().or(g.owner.take());
+                g.repo = self.github_repo.clone().or(g.repo.take());
+                g.label = Some(self.github_label.clone().unwrap_or(jira_label));
+                g.template = Some(self.template.clone());
+                g.interval = interval;
+                let has_token = g.token.is_some() || g.token_env.is_some() || g.token_file.is_some();
+                if !has_token || g.owner.is_none() || g.repo.is_none() {
+                    bail!("--poller github needs --github-token (or RECAC_GITHUB_TOKEN, GITHUB_TOKEN), --github-owner and --github-repo");
+                }
+            }
             other => bail!("--poller: expected jira, file (or filesystem), file-dir or github, got `{other}`"),
         }
         if let Some(m) = &self.manifests {
@@ -501,7 +519,10 @@ mod tests {
         assert_eq!(dir.sources.work_dir.unwrap().path, PathBuf::from("inbox"));
         assert!(err(&["--poller", "file-dir"]).contains("--watch-dir DIR (or RECAC_WATCH_DIR)"));
         let gh = ["--poller", "github", "--github-token", "t", "--github-owner", "o", "--github-repo", "r"];
-        assert!(err(&gh).contains("no GitHub Issues source yet; use --poller jira, file or file-dir"));
+        let g = parse(&gh).to_config(|_| None).unwrap().github.unwrap();
+        assert_eq!((g.owner.as_deref(), g.repo.as_deref(), g.token.as_deref()), (Some("o"), Some("r"), Some("t")));
+        assert_eq!(g.label.as_deref(), Some("recac-agent"), "recac: the Jira label when no GitHub label is given");
+        assert!(err(&["--poller", "github", "--github-owner", "o"]).contains("--poller github needs --github-token"));
         assert!(err(&[]).contains("set JIRA_URL"));
         assert!(err(&["--poller", "file", "--agent-provider", "acme"]).contains("not configured under llm.providers"));
 

@@ -72,6 +72,9 @@ impl Server {
         if let Some(j) = &jira {
             sources.push(j.clone());
         }
+        if let Some(g) = crate::github_setup::settings(&cfg, &engine_id)? {
+            sources.push(Arc::new(george_github::GitHubSource::new(g).context("github")?));
+        }
         ecfg.api_url = api_url.clone();
         ecfg.output_dir = Some(data_dir.join("outputs"));
         let (engine, handle) =

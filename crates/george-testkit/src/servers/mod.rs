@@ -6,6 +6,7 @@
 
 pub mod forge;
 pub mod git_http;
+pub mod github;
 pub mod inbox;
 pub mod jira;
 pub mod kube_api;

@@ -17,6 +17,7 @@ mod dashboard;
 mod docker;
 mod docs;
 mod failures;
+mod github;
 mod jira;
 mod kube_api;
 mod kubernetes;

@@ -1,0 +1,212 @@
+//! GitHub Issues as a source of jobs (recac's `github` poller, and the
+//! intake OpenHands' resolver and Copilot's coding agent made common): the
+//! open issues of one repository with a label become jobs of a template.
+//!
+//! - **Claimed once.** Before an issue becomes a job, the engine writes a
+//!   claim comment (`<!-- george:claim ENGINE:NONCE -->`) and reads the
+//!   issue's comments again: GitHub numbers comments in the order it takes
+//!   them, so the first claim is the winner for every engine that reads
+//!   them, and only its engine creates the job. An engine that finds a claim
+//!   already there does not claim. An engine restarted with its store finds
+//!   its job and claims nothing again.
+//! - **Reported back.** When a job of an issue ends (completed, failed or
+//!   aborted), the issue gets one comment saying so; a setting per job
+//!   (`github.reported:<job>`) keeps it to one, across restarts.
+//! - **Rate limits** (`403`/`429` with `Retry-After`, or a primary limit
+//!   with `x-ratelimit-remaining: 0`) and outages fail the poll with the
+//!   reason; the next poll tries again and nothing is lost.
+
+mod client;
+
+pub use client::{GitHubClient, GitHubError, Issue};
+
+use async_trait::async_trait;
+use george_core::JobStatus;
+use george_sources::{Source, SourceError, SyncOutcome, WorkItem};
+use george_store::{ApplyReport, Created, Store};
+use serde_json::json;
+use std::time::Duration;
+
+/// The source's name in the store.
+pub const SOURCE: &str = "github";
+/// The marker a claim comment begins with.
+const CLAIM: &str = "<!-- george:claim ";
+
+/// What the source needs.
+#[derive(Debug, Clone)]
+pub struct GitHubSettings {
+    /// The API's base URL (`https://api.github.com`).
+    pub api_url: String,
+    /// Where the repository is cloned from: `<web_url>/<owner>/<repo>.git` (`https://github.com`).
+    pub web_url: String,
+    /// Repository owner.
+    pub owner: String,
+    /// Repository name.
+    pub repo: String,
+    /// The token.
+    pub token: String,
+    /// The label that marks an issue as work.
+    pub label: String,
+    /// The template issues become.
+    pub template: String,
+    /// Poll interval.
+    pub interval: Duration,
+    /// This engine's id, written in its claims.
+    pub engine_id: String,
+}
+
+/// The GitHub Issues source.
+#[derive(Debug)]
+pub struct GitHubSource {
+    settings: GitHubSettings,
+    client: GitHubClient,
+}
+
+impl GitHubSource {
+    /// A source with `settings`.
+    pub fn new(settings: GitHubSettings) -> Result<Self, GitHubError> {
+        let client = GitHubClient::new(&settings.api_url, &settings.owner, &settings.repo, &settings.token)?;
+        Ok(Self { settings, client })
+    }
+
+    /// The job id of issue `number`: `<repo>-<number>`.
+    pub fn job_id(&self, number: u64) -> String {
+        george_sources::job_id_for(&format!("{}-{number}", self.settings.repo))
+    }
+
+    fn reference(&self, number: u64) -> String {
+        format!("{}/{}#{number}", self.settings.owner, self.settings.repo)
+    }
+
+    /// Whether this engine holds the claim on `issue` (claiming it when nobody does).
+    async fn claim(&self, number: u64) -> Result<bool, GitHubError> {
+        let ours = format!("{}:", self.settings.engine_id);
+        let first_claim = |comments: &[client::Comment]| {
+            comments.iter().find_map(|c| {
+                c.body.strip_prefix(CLAIM).map(|rest| rest.split(" -->").next().unwrap_or("").to_string())
+            })
+        };
+        if let Some(owner) = first_claim(&self.client.comments(number).await?) {
+            return Ok(owner.starts_with(&ours));
+        }
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|e| GitHubError::Decode(format!("no randomness: {e}")))?;
+        let mine = format!("{ours}{}", hex::encode(nonce));
+        let body = format!("{CLAIM}{mine} -->\nGeorge is taking this issue (engine `{}`).", self.settings.engine_id);
+        self.client.add_comment(number, &body).await?;
+        Ok(first_claim(&self.client.comments(number).await?).as_deref() == Some(mine.as_str()))
+    }
+
+    /// The issue's job, planned from the configured template.
+    async fn dispatch(
+        &self,
+        store: &dyn Store,
+        issue: &Issue,
+        report: &mut ApplyReport,
+    ) -> Result<Option<String>, SourceError> {
+        let item = WorkItem {
+            id: self.reference(issue.number),
+            job_id: self.job_id(issue.number),
+            summary: issue.title.clone(),
+            description: issue.body.clone().unwrap_or_default(),
+            repo_url: format!(
+                "{}/{}/{}.git",
+                self.settings.web_url.trim_end_matches('/'),
+                self.settings.owner,
+                self.settings.repo
+            ),
+            env_vars: Default::default(),
+        };
+        let catalog = store.catalog().await?;
+        match george_sources::plan_item(&catalog, &self.settings.template, &item, SOURCE, &item.id) {
+            Ok(job) => {
+                if store.create_job(job, "source:github").await? == Created::New {
+                    tracing::info!(issue = %item.id, job = %item.job_id, "GitHub issue dispatched");
+                    report.created.push(item.job_id);
+                }
+                Ok(None)
+            }
+            Err(errors) => Ok(Some(errors.join("; "))),
+        }
+    }
+
+    /// One comment on each issue whose job has ended since the last poll.
+    async fn report_back(&self, store: &dyn Store) -> Result<(), SourceError> {
+        let filter = george_store::JobFilter {
+            status: vec![JobStatus::Completed, JobStatus::Failed, JobStatus::Aborted],
+            source: Some(SOURCE.into()),
+            ..Default::default()
+        };
+        for job in store.list_jobs(&filter).await? {
+            let key = format!("github.reported:{}", job.id);
+            if store.setting(&key).await?.is_some() {
+                continue;
+            }
+            let Some(number) = job.origin.reference.as_deref().and_then(|r| r.rsplit('#').next()?.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let reason = job.reason.clone().unwrap_or_default();
+            let body = match job.status {
+                JobStatus::Completed => format!("George finished job `{}`.", job.id),
+                JobStatus::Failed => format!("George could not finish job `{}`: {reason}", job.id),
+                _ => format!("George stopped job `{}`: {reason}", job.id),
+            };
+            self.client.add_comment(number, &body).await.map_err(|e| SourceError::Read(e.to_string()))?;
+            store.set_setting(&key, Some(json!(job.status.as_str()))).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Source for GitHubSource {
+    fn name(&self) -> &str {
+        SOURCE
+    }
+
+    fn interval(&self) -> Duration {
+        self.settings.interval
+    }
+
+    async fn sync(&self, store: &dyn Store) -> Result<SyncOutcome, SourceError> {
+        let mut outcome = SyncOutcome { source: SOURCE.into(), ..Default::default() };
+        let issues = match self.client.issues(&self.settings.label).await {
+            Ok(i) => i,
+            Err(e) => {
+                let message = e.to_string();
+                tracing::warn!(error = %message, "GitHub poll failed");
+                store.reject_revision(SOURCE, "poll", vec![message.clone()]).await?;
+                outcome.errors = vec![message];
+                return Ok(outcome);
+            }
+        };
+        let mut report = ApplyReport::default();
+        let mut errors = Vec::new();
+        for issue in issues.iter().filter(|i| !i.pull_request) {
+            if store.get_job(&self.job_id(issue.number)).await?.is_some() {
+                continue;
+            }
+            match self.claim(issue.number).await {
+                Ok(true) => {
+                    if let Some(why) = self.dispatch(store, issue, &mut report).await? {
+                        let reason = format!("{}: cannot become a job: {why}", self.reference(issue.number));
+                        let data = json!({"source": SOURCE, "issue": self.reference(issue.number), "reason": reason});
+                        store.record_event(None, george_core::EventKind::JobRejected, "source:github", data).await?;
+                        outcome.refused.push(reason);
+                    }
+                }
+                Ok(false) => tracing::debug!(issue = issue.number, "claimed by another engine"),
+                Err(e) => errors.push(format!("{}: {e}", self.reference(issue.number))),
+            }
+        }
+        if let Err(e) = self.report_back(store).await {
+            match e {
+                SourceError::Read(m) => errors.push(m),
+                other => return Err(other),
+            }
+        }
+        let revision = format!("{} issues", issues.len());
+        george_sources::finish_poll(store, outcome, revision, errors, report).await
+    }
+}
