@@ -234,3 +234,30 @@ fn recac_file_dir_poller_dispatches_each_dropped_file_once() {
         assert_eq!(notes.lines().count(), 1, "dir-1 ran once: {notes:?}");
     });
 }
+
+/// recac's file poller through `george orchestrate`, configured as recac's README does
+/// (`RECAC_POLLER=file`, `RECAC_WORK_FILE`), with the file as recac's Go code writes it.
+#[test]
+fn recac_file_poller_runs_through_george_orchestrate() {
+    let tmp = common::tempdir().unwrap();
+    let m = tmp.path().join("manifests");
+    write(&m, "agents/worker.yaml", AGENT);
+    let ticket = "apiVersion: george/v1\nkind: TaskTemplate\nmetadata: {name: ticket}\nspec:\n  variables:\n    - {name: id, type: string}\n    - {name: summary, type: string, default: none}\n  steps:\n    - id: note\n      description: note it\n      run: echo {{id}} {{summary}} \"$LEVEL\" >> \"$GEORGE_OUTPUT_DIR/notes\"\n";
+    write(&m, "templates/ticket.yaml", ticket);
+    let work = tmp.path().join("work_items.json");
+    std::fs::write(&work, r#"[{"ID": "FILE-1", "Summary": "from recac", "EnvVars": {"LEVEL": "2"}}]"#).unwrap();
+    let env = [
+        ("RECAC_ORCHESTRATOR_MODE", "process"),
+        ("RECAC_POLLER", "file"),
+        ("RECAC_WORK_FILE", work.to_str().unwrap()),
+        ("RECAC_ORCHESTRATOR_INTERVAL", "200ms"),
+    ];
+    let args = ["--manifests", m.to_str().unwrap(), "--template", "ticket"];
+    let engine = Engine::start_as(tmp.path(), "orchestrate", FAST_CONFIG, &args, &env);
+    engine.rt().block_on(async {
+        let job = engine.wait_status("file-1", JobStatus::Completed, Duration::from_secs(30)).await;
+        assert_eq!((job.origin.source.as_str(), job.origin.reference.as_deref()), ("workfile", Some("FILE-1")));
+        let notes = std::fs::read_to_string(engine.dir.join("data/outputs/file-1/notes")).unwrap();
+        assert_eq!(notes, "FILE-1 from recac 2\n");
+    });
+}
