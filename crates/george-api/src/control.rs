@@ -52,20 +52,13 @@ pub async fn diagnose(State(st): State<ApiState>, caller: Caller) -> Result<Json
     let live = st.store.list_agents(true, 10_000).await?.len();
     let problems =
         [EventKind::SourceRejected, EventKind::TriggerFailed, EventKind::AgentDegraded, EventKind::JobRejected];
-    let mut recent = Vec::new();
     // The last 5000 events are enough for "recent".
-    let mut since = (st.store.latest_seq().await? - 5000).max(0);
-    loop {
-        let batch = st.store.events_since(since, 5000, None).await?;
-        let Some(l) = batch.last() else { break };
-        since = l.seq;
-        recent.extend(batch.into_iter().filter(|e| problems.contains(&e.kind)).map(EventView::from));
-        if recent.len() > 200 {
-            recent.drain(..recent.len() - 200);
-        }
-    }
-    recent.reverse();
-    recent.truncate(20);
+    let recent: Vec<EventView> =
+        george_store::recent_events(st.store.as_ref(), 5000, 20, |e| problems.contains(&e.kind))
+            .await?
+            .into_iter()
+            .map(EventView::from)
+            .collect();
     let failed_jobs = st
         .store
         .list_jobs(&george_store::JobFilter { status: vec![JobStatus::Failed], ..Default::default() })

@@ -197,19 +197,10 @@ pub(crate) async fn trigger(ctx: &Arc<Context>, name: &str) -> Result<Option<Tri
         EventKind::TriggerSuspended,
         EventKind::TriggerResumed,
     ];
-    let mut history = Vec::new();
-    let mut from = (ctx.store.latest_seq().await? - HISTORY_WINDOW).max(0);
-    loop {
-        let page = ctx.store.events_since(from, 5000, None).await?;
-        let Some(end) = page.last().map(|e| e.seq) else { break };
-        from = end;
-        history
-            .extend(page.into_iter().filter(|e| kinds.contains(&e.kind) && e.data["trigger"].as_str() == Some(name)));
-        if history.len() > HISTORY {
-            history.drain(..history.len() - HISTORY);
-        }
-    }
-    history.reverse();
+    let history = george_store::recent_events(ctx.store.as_ref(), HISTORY_WINDOW, HISTORY, |e| {
+        kinds.contains(&e.kind) && e.data["trigger"].as_str() == Some(name)
+    })
+    .await?;
     Ok(Some(TriggerDetail { entry, history: george_core::api::views(history) }))
 }
 

@@ -29,6 +29,8 @@ use std::time::Duration;
 
 /// The source's name in the store.
 pub const SOURCE: &str = "github";
+/// Settings keys of the jobs whose end an issue has heard: `github.reported:<job>`.
+const REPORTED: &str = "github.reported:";
 /// The marker a claim comment begins with.
 const CLAIM: &str = "<!-- george:claim ";
 
@@ -137,9 +139,12 @@ impl GitHubSource {
             source: Some(SOURCE.into()),
             ..Default::default()
         };
+        // One read of what was reported, not one per job.
+        let reported: std::collections::BTreeSet<String> =
+            store.settings(REPORTED).await?.into_iter().map(|(k, _)| k).collect();
         for job in store.list_jobs(&filter).await? {
-            let key = format!("github.reported:{}", job.id);
-            if store.setting(&key).await?.is_some() {
+            let key = format!("{REPORTED}{}", job.id);
+            if reported.contains(&key) {
                 continue;
             }
             let Some(number) = job.origin.reference.as_deref().and_then(|r| r.rsplit('#').next()?.parse::<u64>().ok())

@@ -14,6 +14,7 @@ mod error;
 mod jobs;
 mod ledger;
 mod postgres;
+mod recent;
 mod retention;
 mod rules;
 mod snapshot;
@@ -23,6 +24,7 @@ mod views;
 
 pub use crate::postgres::{Fence, PostgresStore, PostgresTls};
 pub use error::StoreError;
+pub use recent::recent_events;
 pub use snapshot::{ApplyReport, Snapshot, StoredManifest};
 pub use sqlite::SqliteStore;
 
