@@ -6,8 +6,10 @@
 //! Settings come from the agent's environment: `GEORGE_FORGE_URL` (the API
 //! base, e.g. `https://api.github.com`), `GEORGE_FORGE_KIND` (`github`,
 //! default, or `gitlab`), `GEORGE_FORGE_REPO` (`owner/name`; default: the
-//! path of the repository URL), and the token in the `git` capability's
-//! `forge-token` secret file.
+//! path of the repository URL), `GEORGE_FORGE_ISSUE` (an issue number the
+//! request closes: its body ends `Closes #<n>`, which both forges link and
+//! close on merge), and the token in the `git` capability's `forge-token`
+//! secret file.
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -30,6 +32,7 @@ pub struct Forge {
     api: String,
     repo: String,
     token: Option<String>,
+    closes: Option<u64>,
 }
 
 /// What to ask for.
@@ -107,7 +110,13 @@ impl Forge {
             .and_then(|p| std::fs::read_to_string(p).ok())
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty());
-        Ok(Forge { kind, api: api.trim_end_matches('/').to_string(), repo, token })
+        let closes = match std::env::var("GEORGE_FORGE_ISSUE").ok().filter(|v| !v.is_empty()) {
+            None => None,
+            Some(n) => Some(n.parse::<u64>().map_err(|_| {
+                ForgeError::Settings(format!("GEORGE_FORGE_ISSUE: expected an issue number, got `{n}`"))
+            })?),
+        };
+        Ok(Forge { kind, api: api.trim_end_matches('/').to_string(), repo, token, closes })
     }
 
     fn request(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -125,15 +134,19 @@ impl Forge {
     /// Opens the request, or finds the open one for the branch; its web URL.
     pub async fn open(&self, pr: &PullRequest<'_>) -> Result<String, ForgeError> {
         let http = reqwest::Client::new();
+        let text = match self.closes {
+            Some(n) => format!("{}\n\nCloses #{n}", pr.body),
+            None => pr.body.clone(),
+        };
         let (url, body, link) = match self.kind {
             ForgeKind::GitHub => (
                 format!("{}/repos/{}/pulls", self.api, self.repo),
-                json!({"title": pr.title, "body": pr.body, "head": pr.head, "base": pr.base}),
+                json!({"title": pr.title, "body": text, "head": pr.head, "base": pr.base}),
                 "html_url",
             ),
             ForgeKind::GitLab => (
                 format!("{}/projects/{}/merge_requests", self.api, self.repo.replace('/', "%2F")),
-                json!({"title": pr.title, "description": pr.body, "source_branch": pr.head, "target_branch": pr.base}),
+                json!({"title": pr.title, "description": text, "source_branch": pr.head, "target_branch": pr.base}),
                 "web_url",
             ),
         };

@@ -339,6 +339,7 @@ impl Agent {
                 .job
                 .params
                 .get("title")
+                .or_else(|| ctx.job.params.get("summary"))
                 .and_then(|v| v.as_str())
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("{} ({})", ctx.job.id, ctx.job.template));

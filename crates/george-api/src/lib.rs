@@ -105,6 +105,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/triggers/{name}/suspend", post(triggers::suspend))
         .route("/api/v1/triggers/{name}/resume", post(triggers::resume))
         .route("/api/v1/webhooks/jira", post(triggers::jira_webhook))
+        .route("/api/v1/webhooks/github", post(triggers::github_webhook))
         .route("/llm/v1/chat/completions", post(llm::chat_completions))
         .route("/llm/v1/messages", post(llm::messages))
         .route("/api/v1/sources", get(ops::sources))

@@ -537,13 +537,19 @@ fn describe_events_and_control(b: &mut Builder) {
             object(json!({"fired": {"type": "array", "items": fired}}), &["fired"]),
         )
         .done();
+    let accepted = object(json!({"accepted": {"type": "boolean"}, "event": {"type": "string"}}), &["accepted"]);
     b.op("post", "/api/v1/webhooks/jira", "signature", "Jira webhook: wakes the Jira source (X-Hub-Signature)")
-        .json_value(
-            202,
-            "accepted",
-            object(json!({"accepted": {"type": "boolean"}, "event": {"type": "object"}}), &["accepted"]),
-        )
+        .json_value(202, "accepted", accepted.clone())
         .done();
+    b.op(
+        "post",
+        "/api/v1/webhooks/github",
+        "signature",
+        "GitHub webhook: `issues` and `issue_comment` wake the GitHub source (X-Hub-Signature-256, X-GitHub-Event)",
+    )
+    .json_value(200, "a ping, answered", accepted.clone())
+    .json_value(202, "accepted (`accepted: false`: an event George does not act on)", accepted)
+    .done();
 
     b.op("get", "/api/v1/registry", "viewer", "AgentSpecs with their lifecycle state and health")
         .query("type", "string", "only this role")

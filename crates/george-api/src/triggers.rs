@@ -76,12 +76,48 @@ pub async fn jira_webhook(
             details: vec![],
         });
     };
-    let event = event.to_string();
-    if let Err(e) = st.engine.triggers().sync_soon() {
-        tracing::warn!(error = %e, "cannot sync after a Jira webhook");
+    Ok(sync_for(&st, "Jira", event.to_string()))
+}
+
+/// GitHub events that can make or change work: the rest are acknowledged and ignored.
+const GITHUB_EVENTS: [&str; 2] = ["issues", "issue_comment"];
+
+/// `POST /api/v1/webhooks/github`: a GitHub webhook (`issues`,
+/// `issue_comment`), signed in `X-Hub-Signature-256`, makes the sources
+/// sync now instead of at the next poll. `ping` is answered; other events
+/// are acknowledged and ignored. A replayed delivery only asks for a sync,
+/// which claims nothing twice.
+pub async fn github_webhook(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let secret = st.engine.triggers().github_webhook_secret().ok_or_else(|| {
+        ApiError::Unauthorized("GitHub webhooks are not enabled on this engine (configure github.webhookSecret)".into())
+    })?;
+    verify(secret, &headers, &body)?;
+    serde_json::from_slice::<Value>(&body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+    let event = header(&headers, "x-github-event").ok_or_else(|| ApiError::Invalid {
+        message: "not a GitHub webhook: the `X-GitHub-Event` header is missing".into(),
+        field: Some("X-GitHub-Event".into()),
+        details: vec![],
+    })?;
+    if event == "ping" {
+        return Ok((StatusCode::OK, Json(json!({"accepted": true, "event": "ping"}))));
     }
-    tracing::info!(event = %event, "Jira webhook: syncing now");
-    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": true, "event": event}))))
+    if !GITHUB_EVENTS.contains(&event) {
+        return Ok((StatusCode::ACCEPTED, Json(json!({"accepted": false, "event": event}))));
+    }
+    Ok(sync_for(&st, "GitHub", event.to_string()))
+}
+
+/// Asks the sources to sync now, for a verified webhook of `what`.
+fn sync_for(st: &ApiState, what: &str, event: String) -> (StatusCode, Json<Value>) {
+    if let Err(e) = st.engine.triggers().sync_soon() {
+        tracing::warn!(error = %e, webhook = what, "cannot sync after a webhook");
+    }
+    tracing::info!(event = %event, webhook = what, "webhook: syncing now");
+    (StatusCode::ACCEPTED, Json(json!({"accepted": true, "event": event})))
 }
 
 pub async fn webhook(

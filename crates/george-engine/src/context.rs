@@ -50,6 +50,8 @@ pub struct EngineConfig {
     pub webhook_secret: Option<WebhookSecret>,
     /// The signing key of Jira webhooks (`POST /api/v1/webhooks/jira`).
     pub jira_webhook_secret: Option<WebhookSecret>,
+    /// The signing key of GitHub webhooks (`POST /api/v1/webhooks/github`).
+    pub github_webhook_secret: Option<WebhookSecret>,
     /// LLM providers and organisation budgets.
     pub llm: crate::llm::LlmSettings,
     /// Slack-compatible incoming-webhook URLs that receive budget alerts.
@@ -117,6 +119,7 @@ impl EngineConfig {
             trigger_tick: Duration::from_secs(1),
             webhook_secret: None,
             jira_webhook_secret: None,
+            github_webhook_secret: None,
             llm: crate::llm::LlmSettings { default_cap: 4096, ..Default::default() },
             notify: Vec::new(),
             engine_patience: Duration::from_secs(15 * 60),

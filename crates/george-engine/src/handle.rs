@@ -214,6 +214,11 @@ impl Triggers {
         self.ctx.cfg.jira_webhook_secret.as_ref().map(|s| s.0.as_slice())
     }
 
+    /// The GitHub webhooks' signing key, if GitHub webhooks are enabled.
+    pub fn github_webhook_secret(&self) -> Option<&[u8]> {
+        self.ctx.cfg.github_webhook_secret.as_ref().map(|s| s.0.as_slice())
+    }
+
     /// Syncs every source now and returns what each did.
     pub async fn sync_now(&self) -> Result<Vec<SyncOutcome>, EngineError> {
         let (reply, rx) = oneshot::channel();

@@ -61,6 +61,8 @@ pub struct Issue {
 pub struct Comment {
     /// Its id (increasing).
     pub id: u64,
+    /// Its author's login.
+    pub author: String,
     /// Text.
     pub body: String,
 }
@@ -160,9 +162,23 @@ impl GitHubClient {
         Ok(items
             .into_iter()
             .filter_map(|v| {
-                Some(Comment { id: v["id"].as_u64()?, body: v["body"].as_str().unwrap_or_default().to_string() })
+                Some(Comment {
+                    id: v["id"].as_u64()?,
+                    author: v["user"]["login"].as_str().unwrap_or_default().to_string(),
+                    body: v["body"].as_str().unwrap_or_default().to_string(),
+                })
             })
             .collect())
+    }
+
+    /// The login of the token's account (`GET /user`).
+    pub async fn login(&self) -> Result<String, GitHubError> {
+        let rb = self.http.get(format!("{}/user", self.base));
+        let v: Value = self.send("the token's account", rb).await?.json().await?;
+        v["login"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| GitHubError::Decode(format!("a user without a login: {v}")))
     }
 
     /// Adds a comment to issue `number`.

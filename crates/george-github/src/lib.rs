@@ -9,9 +9,19 @@
 //!   them, and only its engine creates the job. An engine that finds a claim
 //!   already there does not claim. An engine restarted with its store finds
 //!   its job and claims nothing again.
+//! - **Pull requests that close the issue.** A job whose template declares
+//!   `repo_url` works in the repository (cloned from `web_url`); if it also
+//!   declares `open_pull_request`, it is set, and the agent opens its branch
+//!   as a pull request whose body says `Closes #<n>` (the job's environment
+//!   names the forge: `GEORGE_FORGE_URL`, `GEORGE_FORGE_REPO`,
+//!   `GEORGE_FORGE_ISSUE`).
 //! - **Reported back.** When a job of an issue ends (completed, failed or
-//!   aborted), the issue gets one comment saying so; a setting per job
+//!   aborted), the issue gets one comment saying so, with its branch, commit
+//!   and pull request when it made one; a setting per job
 //!   (`github.reported:<job>`) keeps it to one, across restarts.
+//! - **People's comments** on an issue whose job is unfinished reach the
+//!   job's conversation (`github:<login>`), once each (`github.seen:<job>`
+//!   holds the last comment id read); a comment unblocks a blocked job.
 //! - **Rate limits** (`403`/`429` with `Retry-After`, or a primary limit
 //!   with `x-ratelimit-remaining: 0`) and outages fail the poll with the
 //!   reason; the next poll tries again and nothing is lost.
@@ -31,6 +41,8 @@ use std::time::Duration;
 pub const SOURCE: &str = "github";
 /// Settings keys of the jobs whose end an issue has heard: `github.reported:<job>`.
 const REPORTED: &str = "github.reported:";
+/// Settings keys of the last comment read into a job: `github.seen:<job>`.
+const SEEN: &str = "github.seen:";
 /// The marker a claim comment begins with.
 const CLAIM: &str = "<!-- george:claim ";
 
@@ -62,13 +74,14 @@ pub struct GitHubSettings {
 pub struct GitHubSource {
     settings: GitHubSettings,
     client: GitHubClient,
+    login: tokio::sync::OnceCell<String>,
 }
 
 impl GitHubSource {
     /// A source with `settings`.
     pub fn new(settings: GitHubSettings) -> Result<Self, GitHubError> {
         let client = GitHubClient::new(&settings.api_url, &settings.owner, &settings.repo, &settings.token)?;
-        Ok(Self { settings, client })
+        Ok(Self { settings, client, login: tokio::sync::OnceCell::new() })
     }
 
     /// The job id of issue `number`: `<repo>-<number>`.
@@ -117,10 +130,18 @@ impl GitHubSource {
                 self.settings.owner,
                 self.settings.repo
             ),
-            env_vars: Default::default(),
+            env_vars: [
+                ("GEORGE_FORGE_URL", self.settings.api_url.clone()),
+                ("GEORGE_FORGE_REPO", format!("{}/{}", self.settings.owner, self.settings.repo)),
+                ("GEORGE_FORGE_ISSUE", issue.number.to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
         };
         let catalog = store.catalog().await?;
-        match george_sources::plan_item(&catalog, &self.settings.template, &item, SOURCE, &item.id) {
+        let extra = [("open_pull_request".to_string(), json!(true))].into();
+        match george_sources::plan_item_with(&catalog, &self.settings.template, &item, extra, SOURCE, &item.id) {
             Ok(job) => {
                 if store.create_job(job, "source:github").await? == Created::New {
                     tracing::info!(issue = %item.id, job = %item.job_id, "GitHub issue dispatched");
@@ -130,6 +151,38 @@ impl GitHubSource {
             }
             Err(errors) => Ok(Some(errors.join("; "))),
         }
+    }
+
+    /// People's new comments on the issues of unfinished jobs, into their conversations.
+    async fn pull_comments(&self, store: &dyn Store) -> Result<(), SourceError> {
+        let read = |e: GitHubError| SourceError::Read(e.to_string());
+        let me = self.login.get_or_try_init(|| self.client.login()).await.map_err(read)?;
+        let filter = george_store::JobFilter {
+            status: vec![JobStatus::Pending, JobStatus::InProgress, JobStatus::Blocked, JobStatus::Paused],
+            source: Some(SOURCE.into()),
+            ..Default::default()
+        };
+        for job in store.list_jobs(&filter).await? {
+            let Some(number) = issue_number(&job) else { continue };
+            let key = format!("{SEEN}{}", job.id);
+            let seen = store.setting(&key).await?.and_then(|v| v.as_u64()).unwrap_or(0);
+            let comments = self.client.comments(number).await.map_err(read)?;
+            let newest = comments.iter().map(|c| c.id).max().unwrap_or(0);
+            for c in comments.iter().filter(|c| c.id > seen && &c.author != me && !c.body.starts_with(CLAIM)) {
+                let body: String = c.body.chars().take(60_000).collect();
+                if body.trim().is_empty() {
+                    continue;
+                }
+                match store.add_comment(&job.id, &format!("github:{}", c.author), &body).await {
+                    Ok(_) | Err(george_store::StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if newest > seen {
+                store.set_setting(&key, Some(json!(newest))).await?;
+            }
+        }
+        Ok(())
     }
 
     /// One comment on each issue whose job has ended since the last poll.
@@ -147,13 +200,12 @@ impl GitHubSource {
             if reported.contains(&key) {
                 continue;
             }
-            let Some(number) = job.origin.reference.as_deref().and_then(|r| r.rsplit('#').next()?.parse::<u64>().ok())
-            else {
-                continue;
-            };
+            let Some(number) = issue_number(&job) else { continue };
             let reason = job.reason.clone().unwrap_or_default();
             let body = match job.status {
-                JobStatus::Completed => format!("George finished job `{}`.", job.id),
+                JobStatus::Completed => {
+                    format!("George finished job `{}`.{}", job.id, handed_back(store, &job.id).await?)
+                }
                 JobStatus::Failed => format!("George could not finish job `{}`: {reason}", job.id),
                 _ => format!("George stopped job `{}`: {reason}", job.id),
             };
@@ -162,6 +214,25 @@ impl GitHubSource {
         }
         Ok(())
     }
+}
+
+/// The issue number of a job of this source (its reference is `owner/repo#<n>`).
+fn issue_number(job: &george_store::Job) -> Option<u64> {
+    job.origin.reference.as_deref()?.rsplit('#').next()?.parse().ok()
+}
+
+/// What a coding job handed back (its `git.result` evidence), as lines for a comment.
+async fn handed_back(store: &dyn Store, job: &str) -> Result<String, SourceError> {
+    let mut text = String::new();
+    for ev in store.evidence(job).await?.iter().filter(|e| e.kind == "git.result") {
+        let v: serde_json::Value = serde_json::from_str(&ev.content).unwrap_or_default();
+        let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
+        text.push_str(&format!("\n\nBranch `{}` at commit {}.", s("branch"), s("commit")));
+        if let Some(pr) = v["pull_request"].as_str() {
+            text.push_str(&format!("\nPull request: {pr}"));
+        }
+    }
+    Ok(text)
 }
 
 #[async_trait]
@@ -205,10 +276,11 @@ impl Source for GitHubSource {
                 Err(e) => errors.push(format!("{}: {e}", self.reference(issue.number))),
             }
         }
-        if let Err(e) = self.report_back(store).await {
-            match e {
-                SourceError::Read(m) => errors.push(m),
-                other => return Err(other),
+        for step in [self.pull_comments(store).await, self.report_back(store).await] {
+            match step {
+                Ok(()) => {}
+                Err(SourceError::Read(m)) => errors.push(m),
+                Err(other) => return Err(other),
             }
         }
         let revision = format!("{} issues", issues.len());

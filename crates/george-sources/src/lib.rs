@@ -14,7 +14,7 @@ pub use folder::{read_manifest_dir, FolderSource, ReadError};
 pub use git::{GitSource, GitSourceConfig};
 pub use runner::{SourceRunner, SyncRequest};
 pub use workdir::WorkDirSource;
-pub use workfile::{job_id_for, plan_item, WorkFileSource, WorkItem};
+pub use workfile::{job_id_for, plan_item, plan_item_with, WorkFileSource, WorkItem};
 
 use async_trait::async_trait;
 use george_core::validate::ManifestSet;

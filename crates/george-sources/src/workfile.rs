@@ -154,13 +154,27 @@ pub fn plan_item(
     source: &str,
     revision: &str,
 ) -> Result<george_core::plan::NewJob, Vec<String>> {
+    plan_item_with(catalog, template, item, BTreeMap::new(), source, revision)
+}
+
+/// [`plan_item`], with `extra` parameters a source adds (passed, like the
+/// item's, only where the template declares them).
+pub fn plan_item_with(
+    catalog: &george_core::plan::Catalog,
+    template: &str,
+    item: &WorkItem,
+    extra: BTreeMap<String, Value>,
+    source: &str,
+    revision: &str,
+) -> Result<george_core::plan::NewJob, Vec<String>> {
     let declared = catalog.templates.get(template).map(|t| t.spec.variables.clone()).unwrap_or_default();
-    let all = BTreeMap::from([
+    let mut all = BTreeMap::from([
         ("id".to_string(), Value::String(item.id.clone())),
         ("summary".to_string(), Value::String(item.summary.clone())),
         ("description".to_string(), Value::String(item.description.clone())),
         ("repo_url".to_string(), Value::String(item.repo_url.clone())),
     ]);
+    all.extend(extra);
     // Only what the template declares; the rest stays on the item.
     let params: BTreeMap<String, Value> = all
         .into_iter()

@@ -258,6 +258,10 @@ pub struct GitHubSection {
     pub template: Option<String>,
     /// How often the repository is polled (default 60s).
     pub interval: Option<HumanDuration>,
+    /// GitHub webhooks (`POST /api/v1/webhooks/github`): the signing secret's name in secrets.dir ...
+    pub webhook_secret: Option<String>,
+    /// ... or a file holding it.
+    pub webhook_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -75,6 +75,7 @@ impl TryFrom<&Config> for EngineConfig {
         }
         ecfg.webhook_secret = webhook_secret(cfg)?;
         ecfg.jira_webhook_secret = crate::jira_setup::webhook_secret(cfg)?;
+        ecfg.github_webhook_secret = crate::github_setup::webhook_secret(cfg)?;
         ecfg.llm = llm_settings(cfg)?;
         for (i, url) in cfg.llm.budgets.notify.iter().enumerate() {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -148,21 +149,37 @@ fn llm_settings(cfg: &Config) -> anyhow::Result<george_engine::llm::LlmSettings>
 
 /// The webhook signing key, read once at start.
 fn webhook_secret(cfg: &Config) -> anyhow::Result<Option<george_engine::WebhookSecret>> {
-    let path = match (&cfg.webhooks.secret, &cfg.webhooks.secret_file) {
-        (Some(_), Some(_)) => bail!("webhooks: set either `secret` or `secretFile`, not both"),
+    let w = &cfg.webhooks;
+    signing_key(cfg, ("webhooks.secret", "webhooks.secretFile"), w.secret.as_deref(), w.secret_file.as_deref())
+}
+
+/// A signing key named by `keys` (the config keys of a secret's name in
+/// `secrets.dir` and of a file), read once at start; at least 16 bytes.
+pub(crate) fn signing_key(
+    cfg: &Config,
+    keys: (&str, &str),
+    secret: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<george_engine::WebhookSecret>> {
+    let (secret_key, file_key) = keys;
+    let (path, key) = match (secret, file) {
+        (Some(_), Some(_)) => bail!("set either {secret_key} or {file_key}, not both"),
         (Some(name), None) => {
-            let dir =
-                cfg.secrets.dir.as_ref().context("webhooks.secret names a secret, but no secrets.dir is configured")?;
-            dir.join(name)
+            let dir = cfg
+                .secrets
+                .dir
+                .as_ref()
+                .with_context(|| format!("{secret_key} names a secret, but no secrets.dir is configured"))?;
+            (dir.join(name), secret_key)
         }
-        (None, Some(path)) => path.clone(),
+        (None, Some(path)) => (path.to_path_buf(), file_key),
         (None, None) => return Ok(None),
     };
-    let key =
-        std::fs::read(&path).with_context(|| format!("webhooks: cannot read the signing key {}", path.display()))?;
-    let key: Vec<u8> = String::from_utf8_lossy(&key).trim().as_bytes().to_vec();
-    if key.len() < 16 {
-        bail!("webhooks: the signing key in {} is {} bytes; use at least 16", path.display(), key.len());
+    let bytes =
+        std::fs::read(&path).with_context(|| format!("{key}: cannot read the signing key {}", path.display()))?;
+    let bytes: Vec<u8> = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
+    if bytes.len() < 16 {
+        bail!("{key}: the signing key in {} is {} bytes; use at least 16", path.display(), bytes.len());
     }
-    Ok(Some(george_engine::WebhookSecret(key)))
+    Ok(Some(george_engine::WebhookSecret(bytes)))
 }

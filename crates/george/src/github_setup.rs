@@ -5,6 +5,14 @@ use crate::config::Config;
 use anyhow::{bail, Context as _};
 use std::time::Duration;
 
+/// The GitHub webhooks' signing key (`github.webhookSecret` or
+/// `github.webhookSecretFile`), if set.
+pub fn webhook_secret(cfg: &Config) -> anyhow::Result<Option<george_engine::WebhookSecret>> {
+    let Some(g) = &cfg.github else { return Ok(None) };
+    let keys = ("github.webhookSecret", "github.webhookSecretFile");
+    crate::engine_config::signing_key(cfg, keys, g.webhook_secret.as_deref(), g.webhook_secret_file.as_deref())
+}
+
 /// The GitHub Issues source's settings, if `github` is configured; every
 /// problem named by its key.
 pub fn settings(cfg: &Config, engine_id: &str) -> anyhow::Result<Option<george_github::GitHubSettings>> {

@@ -95,17 +95,6 @@ pub fn settings(cfg: &Config, engine_id: &str) -> anyhow::Result<Option<Arc<Jira
 /// The Jira webhook signing key, if configured.
 pub fn webhook_secret(cfg: &Config) -> anyhow::Result<Option<george_engine::WebhookSecret>> {
     let Some(j) = &cfg.jira else { return Ok(None) };
-    let key = match (&j.webhook_secret, &j.webhook_secret_file) {
-        (Some(_), Some(_)) => bail!("jira: set either webhookSecret or webhookSecretFile, not both"),
-        (Some(name), None) => read_secret(cfg, "jira.webhookSecret", name)?,
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .with_context(|| format!("jira.webhookSecretFile: cannot read {}", f.display()))?
-            .trim()
-            .to_string(),
-        (None, None) => return Ok(None),
-    };
-    if key.len() < 16 {
-        bail!("jira webhook secret: {} characters; use at least 16", key.len());
-    }
-    Ok(Some(george_engine::WebhookSecret(key.into_bytes())))
+    let keys = ("jira.webhookSecret", "jira.webhookSecretFile");
+    crate::engine_config::signing_key(cfg, keys, j.webhook_secret.as_deref(), j.webhook_secret_file.as_deref())
 }

@@ -18,11 +18,33 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// The pull requests of a forge (shared with the GitHub test server, which serves them too).
 #[derive(Default)]
-struct Pulls {
+pub struct Pulls {
     token: String,
     base: String,
+    first_number: usize,
     open: Vec<Value>,
+}
+
+/// Pull requests served to the holder of `token`, numbered from `first_number`.
+pub(crate) fn pulls(token: &str, first_number: usize) -> Arc<Mutex<Pulls>> {
+    Arc::new(Mutex::new(Pulls { token: token.into(), first_number, ..Default::default() }))
+}
+
+/// The routes serving `state`; `set_base` names where they are served once bound.
+pub(crate) fn routes<S>(state: Arc<Mutex<Pulls>>) -> Router<S> {
+    Router::new().route("/repos/{owner}/{repo}/pulls", get(list).post(create)).with_state(state)
+}
+
+/// Tells `state` the URL it is served at (for `html_url`).
+pub(crate) fn set_base(state: &Mutex<Pulls>, base: &str) {
+    state.lock().unwrap().base = base.to_string();
+}
+
+/// Every pull request opened on `state`.
+pub(crate) fn opened(state: &Mutex<Pulls>) -> Vec<Value> {
+    state.lock().unwrap().open.clone()
 }
 
 /// The running forge.
@@ -33,17 +55,16 @@ pub struct Forge {
 
 impl Forge {
     pub fn start(token: &str) -> Self {
-        let state = Arc::new(Mutex::new(Pulls { token: token.into(), ..Default::default() }));
-        let app = Router::new().route("/repos/{owner}/{repo}/pulls", get(list).post(create)).with_state(state.clone());
-        let addr = super::inbox::serve_in_background(app);
+        let state = pulls(token, 1);
+        let addr = super::inbox::serve_in_background(routes(state.clone()));
         let api = format!("http://{addr}");
-        state.lock().unwrap().base = api.clone();
+        set_base(&state, &api);
         Self { api, state }
     }
 
     /// Every pull request opened.
     pub fn pulls(&self) -> Vec<Value> {
-        self.state.lock().unwrap().open.clone()
+        opened(&self.state)
     }
 }
 
@@ -87,7 +108,7 @@ async fn create(
                 "message": format!("A pull request already exists for {owner}:{head}.")}]})),
         );
     }
-    let number = s.open.len() + 1;
+    let number = s.first_number + s.open.len();
     let pr = json!({
         "number": number, "state": "open", "title": title, "body": body["body"],
         "html_url": format!("{}/{owner}/{repo}/pull/{number}", s.base),

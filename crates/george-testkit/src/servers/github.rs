@@ -11,6 +11,12 @@
 //! - `GET /repos/{owner}/{repo}/issues/{n}/comments?per_page=&page=`: the
 //!   issue's comments, oldest first, paged the same way; `POST` with
 //!   `{"body"}` adds one (`201`, the comment with its increasing `id`).
+//! - `POST /repos/{owner}/{repo}/pulls` and `GET …/pulls?head=&state=`:
+//!   pull requests, as the forge test server serves them (`forge.rs`),
+//!   numbered after the issues.
+//! - **Webhook deliveries** ([`GitHubServer::delivery`]): the `issues`
+//!   event's payload for an issue, as GitHub posts it (`X-GitHub-Event`,
+//!   `X-GitHub-Delivery`, `X-Hub-Signature-256` over the body).
 //! - **Rate limits**: an injected fault answers `403` (a secondary rate
 //!   limit, with `Retry-After`) or `429`, with GitHub's message.
 //!
@@ -70,6 +76,7 @@ struct Repo {
 }
 
 struct Site {
+    pulls: Arc<Mutex<super::forge::Pulls>>,
     owner: String,
     repo: String,
     token: String,
@@ -89,6 +96,7 @@ impl GitHubServer {
     /// Serves `owner/repo` to the holder of `token`, George's account being `login`.
     pub fn start(owner: &str, repo: &str, token: &str, login: &str) -> Self {
         let site = Arc::new(Site {
+            pulls: super::forge::pulls(token, 1000),
             owner: owner.into(),
             repo: repo.into(),
             token: token.into(),
@@ -100,10 +108,12 @@ impl GitHubServer {
             .route("/user", get(user))
             .route("/repos/{owner}/{repo}/issues", get(issues))
             .route("/repos/{owner}/{repo}/issues/{number}/comments", get(comments).post(add_comment))
-            .with_state(site.clone());
+            .with_state(site.clone())
+            .merge(super::forge::routes(site.pulls.clone()));
         let addr = super::inbox::serve_in_background(app);
         let url = format!("http://{addr}");
         *site.url.lock().unwrap() = url.clone();
+        super::forge::set_base(&site.pulls, &url);
         GitHubServer { url, site }
     }
 
@@ -124,6 +134,59 @@ impl GitHubServer {
     pub fn comments(&self, number: u64) -> Vec<(String, String)> {
         let st = self.site.state.lock().unwrap();
         st.comments.get(&number).into_iter().flatten().map(|c| (c.login.clone(), c.body.clone())).collect()
+    }
+
+    /// Every pull request opened (as GitHub returns them: `number`, `html_url`, `head.ref`, `base.ref`, `body`).
+    pub fn pulls(&self) -> Vec<Value> {
+        super::forge::opened(&self.site.pulls)
+    }
+
+    /// The webhook delivery GitHub sends when `action` happens to issue
+    /// `number` — event `issues` (`opened`, `labeled`, ...) or
+    /// `issue_comment` (`created`: its newest comment) — signed with
+    /// `secret`: its headers (`X-GitHub-Event`, `X-GitHub-Delivery`,
+    /// `X-Hub-Signature-256`) and body (the event's payload).
+    pub fn delivery(
+        &self,
+        number: u64,
+        event: &str,
+        action: &str,
+        secret: &str,
+    ) -> (Vec<(&'static str, String)>, String) {
+        use hmac::{Hmac, Mac};
+        let st = self.site.state.lock().unwrap();
+        let issue = st.issues.iter().find(|i| i.number == number).expect("a known issue");
+        let mut body = json!({
+            "action": action,
+            "issue": {
+                "number": issue.number,
+                "title": issue.title,
+                "body": issue.body,
+                "state": "open",
+                "labels": issue.labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
+            },
+            "label": issue.labels.last().map(|l| json!({"name": l})),
+            "repository": {"name": self.site.repo, "full_name": format!("{}/{}", self.site.owner, self.site.repo)},
+            "sender": {"login": "octocat"},
+        });
+        if event == "issue_comment" {
+            let c = st.comments.get(&number).and_then(|c| c.last()).expect("a comment to deliver");
+            body["comment"] = json!({"id": c.id, "body": c.body, "user": {"login": c.login}});
+            body["sender"] = json!({"login": c.login});
+            body.as_object_mut().expect("an object").remove("label");
+        }
+        let body = body.to_string();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+        mac.update(body.as_bytes());
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).expect("randomness");
+        let headers = vec![
+            ("X-GitHub-Event", event.to_string()),
+            ("X-GitHub-Delivery", hex::encode(id)),
+            ("X-Hub-Signature-256", signature),
+        ];
+        (headers, body)
     }
 
     /// The next `n` requests fail with `status` (`403` or `429`), with `Retry-After` when given.

@@ -132,7 +132,8 @@ fn the_dashboard_shows_jobs_live_and_steers_them() {
         // Its labels link to the jobs that share them.
         b.click("#job-labels a[href=\"#/jobs?selector=kind%3Daudit\"]").await;
         let picked = "const rows = [...document.querySelectorAll('#jobs-table tr[data-job-id]')].map((r) => r.dataset.jobId);
-                      return document.querySelector('#filter-selector').value === 'kind=audit' && rows.length === 1 && rows[0] === 'etc-inventory';";
+                      const f = document.querySelector('#filter-selector');
+                      return !!f && f.value === 'kind=audit' && rows.length === 1 && rows[0] === 'etc-inventory';";
         b.wait_js("the jobs labelled kind=audit", WAIT, picked).await;
         b.js("history.back();", json!([])).await;
         b.wait_js("the job page again", WAIT, "return !!document.querySelector('svg#step-graph g.step[data-step-id=\"stats\"]');").await;
@@ -236,7 +237,7 @@ fn the_dashboard_shows_jobs_live_and_steers_them() {
             .wait_js(
                 "the fired trigger's job",
                 WAIT,
-                "const t = document.querySelector('#flash').textContent; return t.startsWith('Trigger yearly fired: job ') && t;",
+                "const t = document.querySelector('#flash')?.textContent ?? ''; return t.startsWith('Trigger yearly fired: job ') && t;",
             )
             .await;
         let job = said.as_str().unwrap().trim_start_matches("Trigger yearly fired: job ").trim_end_matches('.').to_string();
@@ -258,11 +259,11 @@ fn the_dashboard_shows_jobs_live_and_steers_them() {
         b.wait_js("the trigger's history", WAIT, history).await;
         let linked = format!("return !!document.querySelector('#trigger-history a[href=\"#/jobs/{job}\"]');");
         b.wait_js("the fired job, linked", WAIT, &linked).await;
-        b.wait_js("the suspension", WAIT, "return document.querySelector('[data-field=\"state\"]').textContent.startsWith('Suspended by operator:');").await;
+        b.wait_js("the suspension", WAIT, "return !!document.querySelector('[data-field=\"state\"]')?.textContent.startsWith('Suspended by operator:');").await;
         b.screenshot(&artifacts().join("trigger.png")).await;
         b.click("button[data-trigger-resume=\"yearly\"]").await;
         let resumed = "const kinds = [...document.querySelectorAll('#trigger-history li')].map((li) => li.dataset.kind);
-                       return kinds[0] === 'trigger.resumed' && document.querySelector('[data-field=\"state\"]').textContent.startsWith('active');";
+                       return kinds[0] === 'trigger.resumed' && !!document.querySelector('[data-field=\"state\"]')?.textContent.startsWith('active');";
         b.wait_js("resumed", WAIT, resumed).await;
         assert_eq!(b.js("return window.__errors;", json!([])).await, json!([]), "no script errors");
 

@@ -450,3 +450,11 @@ pub fn agent_token_in_memory(pid: i32) -> Option<String> {
     }
     None
 }
+
+/// `sha256=<hex HMAC-SHA256 of body under key>`: a webhook signature as GitHub and Jira send it.
+pub fn hub_signature(key: &str, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
