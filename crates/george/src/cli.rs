@@ -153,7 +153,8 @@ pub enum Command {
     Up(UpArgs),
     /// The recac orchestrator's command line: poll Jira or a work file and run agents.
     #[command(
-        after_help = "Examples:\n  george orchestrate --poller jira --jira-label agent\n  george orchestrate --poller file --interval 30s"
+        after_help = "Examples:\n  george orchestrate --poller jira --jira-label agent\n  george orchestrate --poller file --interval 30s",
+        after_long_help = crate::recac_flags::help()
     )]
     Orchestrate(Box<crate::orchestrate::OrchestrateArgs>),
     /// Check a folder of manifests.

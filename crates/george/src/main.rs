@@ -17,6 +17,7 @@ mod jira_setup;
 mod k8s;
 mod orchestrate;
 mod output;
+mod recac_flags;
 mod serve;
 mod telemetry;
 mod up;

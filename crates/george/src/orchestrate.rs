@@ -2,18 +2,8 @@
 //! flags and `RECAC_*` variables included, mapped onto George's
 //! configuration, so a recac setup runs unchanged:
 //!
-//! | recac | George |
-//! |---|---|
-//! | `--mode local` / `k8s` | Docker runtime / Kubernetes runtime (Jobs) — `process` is also accepted |
-//! | `--poller jira` / `file` (`filesystem`) / `file-dir` | the Jira source / the work-file source / the work-directory source (`--watch-dir`) |
-//! | `-v`, `--verbose` | debug logging |
-//! | `--poller github`, `--github-*` | the GitHub Issues source (`github.*`) |
-//! | `--interval` | the poller's interval |
-//! | `--jira-label`, `--jira-query` | `jira.label`, `jira.query` |
-//! | `--work-file` | `sources.workFile.path` |
-//! | `--image`, `--image-pull-policy` | the agent image and its pull policy |
-//! | `--namespace` | the namespace of agent Jobs (`--mode k8s`) |
-//! | `--agent-provider`, `--agent-model` | `llm.default` (`openai`, `anthropic` and `openrouter` need no config: their keys come from `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, `OPENROUTER_API_KEY`) |
+//! Every flag, its variable and what it sets in George is listed once, in
+//! [`crate::recac_flags`] (the source of the docs' table).
 //!
 //! Jira's site and account come from `JIRA_URL`, `JIRA_USERNAME` (or
 //! `JIRA_EMAIL`; recac reads the username first), `JIRA_API_TOKEN` (or `JIRA_TOKEN`) and optionally
