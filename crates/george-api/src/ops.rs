@@ -47,7 +47,7 @@ pub async fn gate_writes(
     if !reads && !st.engine.accepting_writes(READY_WAIT).await {
         return ApiError::NotReady {
             message: format!("george is {}; try again shortly", st.engine.readiness().describe()),
-            retry_after: std::time::Duration::from_secs(1),
+            retry_after: george_engine::readiness::RETRY_AFTER,
         }
         .into_response();
     }

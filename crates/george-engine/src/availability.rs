@@ -5,7 +5,9 @@
 //! becomes ready (a start, a leader change), or a stall of the engine's own
 //! process (SIGSTOP, a suspended machine, a runtime
 //! starved for more than [`STALL`]), an agent's silence counts only from that
-//! moment on.
+//! moment on — from [`crate::readiness::RETRY_AFTER`] later when the engine
+//! becomes ready, since agents refused while it started were told to wait that
+//! long before they try again.
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -66,9 +68,11 @@ impl Availability {
         *self.state() = State { listening: false, since: now, pulse: Instant::now() };
     }
 
-    /// The engine is ready at `now`: heartbeats reach it from now on.
+    /// The engine is ready at `now`: heartbeats reach it from now on, and
+    /// silence counts from the `Retry-After` its refusals gave later.
     pub fn listening(&self, now: DateTime<Utc>) {
-        *self.state() = State { listening: true, since: now, pulse: Instant::now() };
+        let since = now + crate::readiness::RETRY_AFTER;
+        *self.state() = State { listening: true, since, pulse: Instant::now() };
     }
 
     /// The engine notes that it runs; a gap since the last note longer than
@@ -105,14 +109,16 @@ mod tests {
         let deaf = t0 + chrono::Duration::seconds(30);
         assert_eq!(a.since(deaf), deaf, "no silence counts before the engine listens");
         a.listening(t0);
+        let after_refusals = t0 + crate::readiness::RETRY_AFTER;
+        assert_eq!(a.since(t0), after_refusals, "an agent told to wait is not silent while it waits");
         let i0 = a.state().pulse;
         let later = t0 + chrono::Duration::seconds(1);
         assert!(!a.pulse_at(later, i0 + Duration::from_millis(900)));
-        assert_eq!(a.state().since, t0);
+        assert_eq!(a.state().since, after_refusals);
         let much_later = t0 + chrono::Duration::seconds(60);
         assert!(a.pulse_at(much_later, i0 + Duration::from_secs(60)));
         assert_eq!(a.state().since, much_later);
         a.listening(t0 + chrono::Duration::seconds(90));
-        assert_eq!(a.state().since, t0 + chrono::Duration::seconds(90));
+        assert_eq!(a.state().since, t0 + chrono::Duration::seconds(90) + crate::readiness::RETRY_AFTER);
     }
 }

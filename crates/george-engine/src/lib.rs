@@ -164,6 +164,7 @@ impl Engine {
         tasks.close();
         tracing::info!(engine = %ctx.cfg.engine_id, runtime = ctx.runtime.kind(), workers = ctx.cfg.workers, "engine running");
         shutdown.cancelled().await;
+        ctx.readiness.stopping();
         ctx.queue.close();
         tasks.wait().await;
         ctx.tasks.close();
