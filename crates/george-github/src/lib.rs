@@ -18,7 +18,10 @@
 //! - **Reported back.** When a job of an issue ends (completed, failed or
 //!   aborted), the issue gets one comment saying so, with its branch, commit
 //!   and pull request when it made one; a setting per job
-//!   (`github.reported:<job>`) keeps it to one, across restarts.
+//!   (`github.reported:<job>`) keeps it to one, across restarts. A job that
+//!   is blocked says why (the question a person answers on the issue). The
+//!   report-back follows the event log from a cursor, so a poll costs the
+//!   events since the last one.
 //! - **People's comments** on an issue whose job is unfinished reach the
 //!   job's conversation (`github:<login>`), once each (`github.seen:<job>`
 //!   holds the last comment id read); a comment unblocks a blocked job.
@@ -41,6 +44,8 @@ use std::time::Duration;
 pub const SOURCE: &str = "github";
 /// Settings keys of the jobs whose end an issue has heard: `github.reported:<job>`.
 const REPORTED: &str = "github.reported:";
+/// The last event the report-back has read.
+const CURSOR: &str = "github.report.cursor";
 /// Settings keys of the last comment read into a job: `github.seen:<job>`.
 const SEEN: &str = "github.seen:";
 /// The marker a claim comment begins with.
@@ -75,13 +80,15 @@ pub struct GitHubSource {
     settings: GitHubSettings,
     client: GitHubClient,
     login: tokio::sync::OnceCell<String>,
+    /// Job → its issue, for the jobs the report-back met.
+    issues: parking_lot::Mutex<std::collections::HashMap<String, Option<u64>>>,
 }
 
 impl GitHubSource {
     /// A source with `settings`.
     pub fn new(settings: GitHubSettings) -> Result<Self, GitHubError> {
         let client = GitHubClient::new(&settings.api_url, &settings.owner, &settings.repo, &settings.token)?;
-        Ok(Self { settings, client, login: tokio::sync::OnceCell::new() })
+        Ok(Self { settings, client, login: Default::default(), issues: Default::default() })
     }
 
     /// The job id of issue `number`: `<repo>-<number>`.
@@ -185,34 +192,115 @@ impl GitHubSource {
         Ok(())
     }
 
-    /// One comment on each issue whose job has ended since the last poll.
-    async fn report_back(&self, store: &dyn Store) -> Result<(), SourceError> {
-        let filter = george_store::JobFilter {
-            status: vec![JobStatus::Completed, JobStatus::Failed, JobStatus::Aborted],
-            source: Some(SOURCE.into()),
-            ..Default::default()
-        };
-        // One read of what was reported, not one per job.
-        let reported: std::collections::BTreeSet<String> =
-            store.settings(REPORTED).await?.into_iter().map(|(k, _)| k).collect();
-        for job in store.list_jobs(&filter).await? {
-            let key = format!("{REPORTED}{}", job.id);
-            if reported.contains(&key) {
-                continue;
-            }
-            let Some(number) = issue_number(&job) else { continue };
-            let reason = job.reason.clone().unwrap_or_default();
-            let body = match job.status {
-                JobStatus::Completed => {
-                    format!("George finished job `{}`.{}", job.id, handed_back(store, &job.id).await?)
-                }
-                JobStatus::Failed => format!("George could not finish job `{}`: {reason}", job.id),
-                _ => format!("George stopped job `{}`: {reason}", job.id),
-            };
-            self.client.add_comment(number, &body).await.map_err(|e| SourceError::Read(e.to_string()))?;
-            store.set_setting(&key, Some(json!(job.status.as_str()))).await?;
+    /// The issue of `job`, if it is a job of this source (remembered).
+    async fn issue_of(&self, store: &dyn Store, job: &str) -> Result<Option<u64>, SourceError> {
+        if let Some(n) = self.issues.lock().get(job) {
+            return Ok(*n);
         }
-        Ok(())
+        let n = store.get_job(job).await?.filter(|j| j.origin.source == SOURCE).as_ref().and_then(issue_number);
+        let mut known = self.issues.lock();
+        if known.len() >= 10_000 {
+            known.clear();
+        }
+        known.insert(job.to_string(), n);
+        Ok(n)
+    }
+
+    /// Reads the event log from its cursor (`github.report.cursor`): a job
+    /// of an issue that ends gets one comment saying how (a setting per job
+    /// keeps it to one); one that is blocked says why, once each time. The
+    /// cost is the events since the last pass, not the history.
+    async fn report_back(&self, store: &dyn Store) -> Result<(), ReportError> {
+        loop {
+            let cursor = store.setting(CURSOR).await?.and_then(|v| v.as_i64()).unwrap_or(0);
+            let batch = store.events_since(cursor, 200, None).await?;
+            let Some(last) = batch.last().map(|e| e.seq) else { return Ok(()) };
+            for e in batch.iter().filter(|e| e.kind == george_core::EventKind::JobStatus) {
+                let Some(job) = e.job_id.as_deref() else { continue };
+                let Some(number) = self.issue_of(store, job).await? else { continue };
+                let reason = e.data["reason"].as_str().unwrap_or_default();
+                let body = match e.data["to"].as_str().unwrap_or_default() {
+                    "blocked" => format!("George is blocked (job `{job}`): {reason}\n\nAnswer here to go on."),
+                    "completed" => format!("George finished job `{job}`.{}", handed_back(store, job).await?),
+                    "failed" => format!("George could not finish job `{job}`: {reason}"),
+                    "aborted" => format!("George stopped job `{job}`: {reason}"),
+                    _ => continue,
+                };
+                let ended = e.data["to"] != "blocked";
+                let key = format!("{REPORTED}{job}");
+                if ended && store.setting(&key).await?.is_some() {
+                    continue;
+                }
+                self.client.add_comment(number, &body).await?;
+                if ended {
+                    store.set_setting(&key, Some(e.data["to"].clone())).await?;
+                }
+                store.set_setting(CURSOR, Some(json!(e.seq))).await?;
+            }
+            store.set_setting(CURSOR, Some(json!(last))).await?;
+            if batch.len() < 200 {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Why a report-back pass stopped.
+#[derive(Debug, thiserror::Error)]
+enum ReportError {
+    #[error(transparent)]
+    GitHub(#[from] GitHubError),
+    #[error(transparent)]
+    Store(#[from] george_store::StoreError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
+/// The GitHub write-back: comments on the issues as their jobs block and
+/// end, soon after (it wakes on every store event, and every 5 s).
+pub struct GitHubWriteBack {
+    source: std::sync::Arc<GitHubSource>,
+    store: std::sync::Arc<dyn Store>,
+}
+
+impl GitHubWriteBack {
+    /// The write-back of `source`'s jobs in `store`.
+    pub fn new(source: std::sync::Arc<GitHubSource>, store: std::sync::Arc<dyn Store>) -> Self {
+        Self { source, store }
+    }
+}
+
+#[async_trait]
+impl george_sources::WriteBack for GitHubWriteBack {
+    async fn run(self: Box<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut events = self.store.subscribe();
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let wait = match self.source.report_back(self.store.as_ref()).await {
+                Ok(()) => {
+                    backoff = Duration::from_secs(1);
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = events.recv() => continue,
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "GitHub write-back delayed");
+                    let said = match &e {
+                        ReportError::GitHub(GitHubError::RateLimited { retry_after, .. }) => *retry_after,
+                        _ => None,
+                    };
+                    let wait = said.unwrap_or(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 }
 
@@ -276,12 +364,10 @@ impl Source for GitHubSource {
                 Err(e) => errors.push(format!("{}: {e}", self.reference(issue.number))),
             }
         }
-        for step in [self.pull_comments(store).await, self.report_back(store).await] {
-            match step {
-                Ok(()) => {}
-                Err(SourceError::Read(m)) => errors.push(m),
-                Err(other) => return Err(other),
-            }
+        match self.pull_comments(store).await {
+            Ok(()) => {}
+            Err(SourceError::Read(m)) => errors.push(m),
+            Err(other) => return Err(other),
         }
         let revision = format!("{} issues", issues.len());
         george_sources::finish_poll(store, outcome, revision, errors, report).await

@@ -73,7 +73,7 @@ impl WriteBack {
     }
 
     /// Runs until `stop`.
-    pub async fn run(mut self, stop: CancellationToken) {
+    async fn follow(mut self, stop: CancellationToken) {
         let mut events = self.store.subscribe();
         let mut backoff = Duration::from_secs(1);
         loop {
@@ -287,5 +287,12 @@ impl WriteBack {
             let lines: Vec<&str> = e.content.lines().collect();
             lines[lines.len().saturating_sub(20)..].join("\n")
         }))
+    }
+}
+
+#[async_trait::async_trait]
+impl george_sources::WriteBack for WriteBack {
+    async fn run(self: Box<Self>, stop: CancellationToken) {
+        (*self).follow(stop).await
     }
 }

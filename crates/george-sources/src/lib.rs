@@ -16,6 +16,15 @@ pub use runner::{SourceRunner, SyncRequest};
 pub use workdir::WorkDirSource;
 pub use workfile::{job_id_for, plan_item, plan_item_with, WorkFileSource, WorkItem};
 
+/// What happens to the jobs of a source, written back where their work came
+/// from (a Jira ticket, a GitHub issue): a loop run while this replica runs
+/// the engine, following the store's event log from a cursor of its own.
+#[async_trait::async_trait]
+pub trait WriteBack: Send {
+    /// Writes back until `stop`.
+    async fn run(self: Box<Self>, stop: tokio_util::sync::CancellationToken);
+}
+
 use async_trait::async_trait;
 use george_core::validate::ManifestSet;
 use george_store::{ApplyReport, Snapshot, Store, StoreError};

@@ -72,26 +72,38 @@ impl Server {
         if let Some(j) = &jira {
             sources.push(j.clone());
         }
-        if let Some(g) = crate::github_setup::settings(&cfg, &engine_id)? {
-            sources.push(Arc::new(george_github::GitHubSource::new(g).context("github")?));
+        let github = match crate::github_setup::settings(&cfg, &engine_id)? {
+            Some(g) => Some(Arc::new(george_github::GitHubSource::new(g).context("github")?)),
+            None => None,
+        };
+        if let Some(g) = &github {
+            sources.push(g.clone());
         }
         ecfg.api_url = api_url.clone();
         ecfg.output_dir = Some(data_dir.join("outputs"));
         let (engine, handle) =
             Engine::new(ecfg, store.clone(), runtime.clone(), Arc::new(george_core::SystemClock), sources);
         let shutdown = CancellationToken::new();
-        let writeback =
-            jira.map(|j| george_jira::WriteBack::new(j.settings().clone(), j.client().clone(), store.clone()));
+        // What happens to jobs, written back to the tickets and issues they came from.
+        let mut writebacks: Vec<Box<dyn george_sources::WriteBack>> = Vec::new();
+        if let Some(j) = &jira {
+            writebacks.push(Box::new(george_jira::WriteBack::new(
+                j.settings().clone(),
+                j.client().clone(),
+                store.clone(),
+            )));
+        }
+        if let Some(g) = github {
+            writebacks.push(Box::new(george_github::GitHubWriteBack::new(g, store.clone())));
+        }
         let (lost_tx, lost) = tokio::sync::oneshot::channel::<String>();
         let engine_task = match postgres {
             None => {
                 let s = shutdown.clone();
-                let writeback = writeback.map(|wb| tokio::spawn(wb.run(s.clone())));
+                let writebacks = futures_util::future::join_all(writebacks.into_iter().map(|wb| wb.run(s.clone())));
                 tokio::spawn(async move {
-                    engine.run(s).await?;
-                    if let Some(w) = writeback {
-                        let _ = w.await;
-                    }
+                    let (ran, _) = tokio::join!(engine.run(s), writebacks);
+                    ran?;
                     Ok(())
                 })
             }
@@ -101,7 +113,7 @@ impl Server {
                 let election = george_leader::Election::new(lock, pg, holder, timings);
                 // Until it leads, this replica stores writes for the leader to act on.
                 handle.set_standby();
-                tokio::spawn(lead(election, engine, writeback, shutdown.clone(), lost_tx))
+                tokio::spawn(lead(election, engine, writebacks, shutdown.clone(), lost_tx))
             }
         };
         let state = ApiState {
@@ -242,20 +254,21 @@ impl Server {
     }
 }
 
-/// On PostgreSQL: waits for the lease, runs the engine (and the Jira
-/// write-back) while this replica leads, and stops them when it no longer
+/// On PostgreSQL: waits for the lease, runs the engine (and the
+/// write-backs) while this replica leads, and stops them when it no longer
 /// does, saying why on `lost`.
 async fn lead(
     election: george_leader::Election,
     engine: Engine,
-    writeback: Option<george_jira::WriteBack>,
+    writebacks: Vec<Box<dyn george_sources::WriteBack>>,
     shutdown: CancellationToken,
     lost: tokio::sync::oneshot::Sender<String>,
 ) -> anyhow::Result<()> {
     tracing::info!(holder = election.holder(), "standby: serving the API; waiting for the lease to lead");
     let Some(epoch) = election.acquire(&shutdown).await else { return Ok(()) };
     let term = shutdown.child_token();
-    let writeback = writeback.map(|wb| tokio::spawn(wb.run(term.clone())));
+    let writebacks =
+        tokio::spawn(futures_util::future::join_all(writebacks.into_iter().map(|wb| wb.run(term.clone()))));
     let mut engine_task = tokio::spawn(engine.run(term.clone()));
     let (why, ended) = tokio::select! {
         why = election.hold(epoch, &shutdown) => (why, None),
@@ -282,9 +295,7 @@ async fn lead(
         Some(ended) => ended,
         None => engine_task.await,
     };
-    if let Some(w) = writeback {
-        let _ = w.await;
-    }
+    let _ = writebacks.await;
     result??;
     Ok(())
 }

@@ -4,7 +4,9 @@
 //! `george serve`, one `george orchestrate` with recac's GitHub flags —
 //! through secondary rate limits: each labelled issue becomes one job in
 //! one engine (pull requests and unlabelled issues none), and gets one
-//! comment when its job ends.
+//! comment when its job ends. A coding issue's pull request closes it; a
+//! signed webhook starts work at once; a job's question is asked on the
+//! issue and a person's answer there reaches the job.
 
 use crate::common;
 
@@ -240,6 +242,10 @@ fn a_persons_comment_on_the_issue_unblocks_its_job() {
         deliver(9, "issues", "opened").await;
         let blocked = e.wait_status("app-9", JobStatus::Blocked, Duration::from_secs(30)).await;
         assert_eq!(blocked.reason.as_deref(), Some("waiting for human: Which region?"));
+        // The question is asked on the issue, where the person answers.
+        let asked =
+            |c: &(String, String)| c.1.starts_with("George is blocked (job `app-9`): waiting for human: Which region?");
+        until(Duration::from_secs(20), "the question on the issue", async || gh.comments(9).iter().any(asked)).await;
         llm.push(Reply::tool("complete_step", json!({"summary": "deployed to eu-west-1"}), 10, 2));
         gh.comment_as(9, "ann", "eu-west-1, please");
         deliver(9, "issue_comment", "created").await;
@@ -250,5 +256,11 @@ fn a_persons_comment_on_the_issue_unblocks_its_job() {
         let from_github: Vec<_> = conv.iter().filter(|c| c.author.starts_with("github:")).collect();
         assert_eq!(from_github.len(), 1, "only the person's comment, once: {conv:?}");
         assert_eq!((from_github[0].author.as_str(), from_github[0].body.as_str()), ("github:ann", "eu-west-1, please"));
+        let finished = eventually(Duration::from_secs(20), "the completion comment", async || {
+            gh.comments(9).into_iter().map(|(_, c)| c).find(|c| c.starts_with("George finished job `app-9`"))
+        })
+        .await;
+        assert!(!finished.is_empty());
+        assert_eq!(gh.comments(9).iter().filter(|c| asked(c)).count(), 1, "asked once: {:?}", gh.comments(9));
     });
 }
