@@ -4,6 +4,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+const ORCHESTRATE_EXAMPLES: &str =
+    "Examples:\n  george orchestrate --poller jira --jira-label agent\n  george orchestrate --poller file --interval 30s";
+
 /// George: a reconciling orchestrator for AI agents.
 #[derive(Debug, Parser)]
 #[command(name = "george", version, about, propagate_version = true)]
@@ -153,8 +156,8 @@ pub enum Command {
     Up(UpArgs),
     /// The recac orchestrator's command line: poll Jira or a work file and run agents.
     #[command(
-        after_help = "Examples:\n  george orchestrate --poller jira --jira-label agent\n  george orchestrate --poller file --interval 30s",
-        after_long_help = crate::recac_flags::help()
+        after_help = ORCHESTRATE_EXAMPLES,
+        after_long_help = format!("{ORCHESTRATE_EXAMPLES}\n\n{}", crate::recac_flags::help())
     )]
     Orchestrate(Box<crate::orchestrate::OrchestrateArgs>),
     /// Check a folder of manifests.
