@@ -221,6 +221,12 @@ pub async fn work(
                         client.comment(job, &arg("text")).await?;
                         "posted".into()
                     }
+                    "spawn_subagent" => spawn_subagent(client, job, &call.args).await?,
+                    "wait_for" => {
+                        let (result, waiting) = wait_for(client, job, &call.args).await?;
+                        ending = waiting.map(LlmOutcome::Blocked);
+                        result
+                    }
                     name => tools::run(name, &call.args, stop, repo).await,
                 }
             };
@@ -242,4 +248,64 @@ pub async fn work(
             return Ok(outcome);
         }
     }
+}
+
+/// `spawn_subagent`: a child job; a refusal (a limit, a bad template) is the model's to read.
+async fn spawn_subagent(client: &Client, job: &str, args: &Value) -> Result<String, ClientError> {
+    let text = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_string);
+    let req = george_core::api::ChildRequest {
+        key: text("key").unwrap_or_default(),
+        template: text("template").unwrap_or_default(),
+        params: args
+            .get("params")
+            .and_then(Value::as_object)
+            .map(|o| o.clone().into_iter().collect())
+            .unwrap_or_default(),
+        task: text("task"),
+        agent: None,
+        priority: None,
+    };
+    match client.spawn_child(job, &req).await {
+        Ok(c) => Ok(format!("child `{}` is job `{}`, {}", c.key, c.id, c.status)),
+        Err(e) if e.is_superseded() => Err(e),
+        Err(ClientError::Api { message, .. }) => Ok(format!("refused: {message}")),
+        Err(e) => Err(e),
+    }
+}
+
+/// `wait_for`: the children's results if they have all ended; else the
+/// reason to block with (the job resumes when they have).
+async fn wait_for(client: &Client, job: &str, args: &Value) -> Result<(String, Option<String>), ClientError> {
+    let keys: Vec<String> = args
+        .get("keys")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    if keys.is_empty() {
+        return Ok(("error: name the keys of the children to wait for".into(), None));
+    }
+    let children = client.children(job).await?;
+    let mut lines = Vec::new();
+    let mut running = Vec::new();
+    for key in &keys {
+        match children.iter().find(|c| &c.key == key) {
+            None => return Ok((format!("error: no child has the key `{key}`"), None)),
+            Some(c) if !c.status.is_final() => running.push(key.clone()),
+            Some(c) => {
+                let mut line = format!("- {key} ({}): {}", c.id, c.status);
+                if let Some(why) = c.reason.as_deref().filter(|_| c.status != george_core::JobStatus::Completed) {
+                    line.push_str(&format!(" — {why}"));
+                }
+                if let Some(s) = &c.summary {
+                    line.push_str(&format!("\n  {s}"));
+                }
+                lines.push(line);
+            }
+        }
+    }
+    if running.is_empty() {
+        return Ok((format!("every child has ended:\n{}", lines.join("\n")), None));
+    }
+    let reason = format!("{}{}", george_core::api::WAITING_FOR_CHILDREN, keys.join(", "));
+    Ok(("waiting: this job resumes when they have ended, with their results in a comment".into(), Some(reason)))
 }

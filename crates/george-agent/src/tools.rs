@@ -19,6 +19,7 @@ pub fn capability_of(tool: &str) -> Option<&'static str> {
         "read_file" | "write_file" | "list_files" | "search_files" | "edit_file" => Some("files"),
         "git_diff" | "git_commit" | "git_push" => Some("git"),
         "http_get" => Some("http"),
+        "spawn_subagent" | "wait_for" => Some("spawn"),
         _ => None,
     }
 }
@@ -79,6 +80,23 @@ pub fn all() -> Vec<ToolDef> {
             name: "http_get",
             description: "Fetch a URL with HTTP GET; returns the status and the start of the body.",
             schema: s(json!({"url": {"type": "string"}}), &["url"]),
+        },
+        ToolDef {
+            name: "spawn_subagent",
+            description: "Start a sub-agent: a child job of a template, with parameters, or a task in words for an \
+                          LLM template. Give each child a key of your choosing; asking again with the same key \
+                          finds the same child.",
+            schema: s(
+                json!({"key": {"type": "string"}, "template": {"type": "string"}, "params": {"type": "object"},
+                       "task": {"type": "string"}}),
+                &["key", "template"],
+            ),
+        },
+        ToolDef {
+            name: "wait_for",
+            description: "Wait until the children with these keys have ended; returns their results. While they \
+                          run, this job waits without an agent and resumes when they are done.",
+            schema: s(json!({"keys": {"type": "array", "items": {"type": "string"}}}), &["keys"]),
         },
         ToolDef {
             name: "comment",

@@ -10,6 +10,7 @@ mod agent_api;
 mod auth;
 mod body;
 mod budget;
+mod children;
 mod control;
 mod dashboard;
 pub mod edge;
@@ -72,6 +73,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/jobs/{id}/override", post(jobs::override_status))
         .route("/api/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/api/v1/jobs/{id}/resubmit", post(jobs::resubmit))
+        .route("/api/v1/jobs/{id}/children", get(children::list).post(children::create))
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/jobs", get(jobs::list).post(jobs::submit))
         .route("/api/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))

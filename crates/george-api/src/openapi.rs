@@ -453,6 +453,24 @@ fn describe_jobs(b: &mut Builder) {
         .body::<CommentRequest>(true)
         .json::<CommentView>(201, "the comment")
         .done();
+    b.op(
+        "get",
+        "/api/v1/jobs/{id}/children",
+        "viewer-or-agent",
+        "The job's child jobs, oldest first, with their results",
+    )
+    .json::<Vec<ChildView>>(200, "children")
+    .done();
+    b.op(
+        "post",
+        "/api/v1/jobs/{id}/children",
+        "agent",
+        "The agent (capability `spawn`) creates a child job, or finds the one its key named",
+    )
+    .body::<ChildRequest>(true)
+    .json::<ChildView>(201, "the child, created")
+    .json::<ChildView>(200, "the child its key named before")
+    .done();
     b.op("get", "/api/v1/jobs/{id}/evidence", "viewer-or-agent", "The job's evidence, oldest first")
         .json::<Vec<EvidenceView>>(200, "evidence")
         .done();

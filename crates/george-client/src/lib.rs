@@ -8,8 +8,9 @@ pub use watch::Watch;
 
 use futures_util::StreamExt;
 use george_core::api::{
-    ActionRequest, AgentContext, AgentView, CommentRequest, CommentView, ErrorBody, EventView, EvidenceReport,
-    EvidenceView, InjectRequest, JobReport, JobView, ReportBatch, SourceView, StepReport, SubmitJob, SyncResult,
+    ActionRequest, AgentContext, AgentView, ChildRequest, ChildView, CommentRequest, CommentView, ErrorBody, EventView,
+    EvidenceReport, EvidenceView, InjectRequest, JobReport, JobView, ReportBatch, SourceView, StepReport, SubmitJob,
+    SyncResult,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -245,7 +246,6 @@ impl Client {
         self.post("/api/v1/jobs", req).await
     }
 
-    /// Pauses, resumes, aborts or approves a job (`action` is `pause`, `resume`, `abort` or `approve`).
     /// A new attempt for a failed, aborted or blocked job.
     pub async fn retry(&self, id: &str, req: &george_core::api::RetryRequest) -> Result<JobView> {
         self.post(&format!("/api/v1/jobs/{id}/retry"), req).await
@@ -256,7 +256,7 @@ impl Client {
         self.post(&format!("/api/v1/jobs/{id}/resubmit"), req).await
     }
 
-    /// Pauses, resumes, aborts or approves a job.
+    /// Pauses, resumes, aborts or approves a job (`action` is `pause`, `resume`, `abort` or `approve`).
     pub async fn act(&self, id: &str, action: &str, reason: Option<String>) -> Result<JobView> {
         self.post(&format!("/api/v1/jobs/{id}/{action}"), &ActionRequest { reason }).await
     }
@@ -408,6 +408,16 @@ impl Client {
     /// Records evidence.
     pub async fn add_evidence(&self, job: &str, ev: &EvidenceReport) -> Result<EvidenceView> {
         self.post(&format!("/api/v1/jobs/{job}/evidence"), ev).await
+    }
+
+    /// Creates a child job of `job` (its agent, capability `spawn`), or finds the one its key named.
+    pub async fn spawn_child(&self, job: &str, req: &ChildRequest) -> Result<ChildView> {
+        self.post(&format!("/api/v1/jobs/{job}/children"), req).await
+    }
+
+    /// The children of `job`, with their results.
+    pub async fn children(&self, job: &str) -> Result<Vec<ChildView>> {
+        self.get(&format!("/api/v1/jobs/{job}/children")).await
     }
 
     /// Writes a comment.

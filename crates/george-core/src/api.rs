@@ -352,6 +352,54 @@ pub struct SourceView {
     pub checked_at: DateTime<Utc>,
 }
 
+/// How the block reason of a job waiting for its children begins; their
+/// keys follow, comma-separated. George unblocks it when they have ended.
+pub const WAITING_FOR_CHILDREN: &str = "waiting for children: ";
+
+/// `POST /api/v1/jobs/{id}/children` (the job's own agent): a child job.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChildRequest {
+    /// The child's key among its siblings: asking again with the same key
+    /// (a later attempt) finds the same child. 1–40 lowercase letters, digits, `-`, `_` or `.`.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9._-]{0,39}$"))]
+    pub key: String,
+    /// Template name.
+    #[schemars(length(min = 1))]
+    pub template: String,
+    /// Parameters.
+    #[serde(default)]
+    pub params: BTreeMap<String, Value>,
+    /// A task in words, for an LLM template: its `task` parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// AgentSpec override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Priority class: the parent's, or a less urgent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+}
+
+/// A child job as its parent (and `GET /api/v1/jobs/{id}/children`) sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ChildView {
+    /// Its job id.
+    pub id: String,
+    /// Its key among its siblings.
+    pub key: String,
+    /// Template name.
+    pub template: String,
+    /// Status.
+    pub status: JobStatus,
+    /// Why it has that status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Its `summary` evidence, once it has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+}
+
 /// `POST /api/v1/jobs`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -9,6 +9,7 @@ mod adoption;
 pub mod alerts;
 pub mod availability;
 mod catalog;
+pub mod children;
 mod context;
 pub mod decide;
 pub mod failpoint;

@@ -497,6 +497,12 @@ pub enum JobsCommand {
         /// Job id.
         id: String,
     },
+    /// Show a job's family: its child jobs (sub-agents), theirs, and their statuses.
+    #[command(after_help = "Examples:\n  george jobs tree release-notes\n  george jobs tree release-notes -o json")]
+    Tree {
+        /// Job id.
+        id: String,
+    },
     /// Submit a job.
     #[command(
         after_help = "Examples:\n  george jobs submit write-report -p title=Weekly -p lines=3\n  george jobs submit inventory --id inv-1 --priority P1 --wait\n  george jobs submit inventory --label team=ops --label tier=batch"

@@ -966,6 +966,14 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
             let report = c.delete_job(id).await?;
             print(format, &report, gc_table);
         }
+        JobsCommand::Tree { id } => {
+            let job = c.job(id).await?;
+            let tree = family_tree(c, &job.id, job.status.to_string()).await?;
+            match format {
+                Format::Json | Format::Yaml => render(format, &tree, |_| {}),
+                _ => print!("{}", tree_lines(&tree, "", true, true)),
+            }
+        }
         JobsCommand::Get { id } => {
             let job = c.job(id).await?;
             let comments = c.comments(id).await?;
@@ -1108,4 +1116,44 @@ async fn jobs(c: &Client, cmd: &JobsCommand, format: Format) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+/// A job and its descendants, as `george jobs tree` shows them.
+#[derive(serde::Serialize)]
+struct FamilyNode {
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    children: Vec<FamilyNode>,
+}
+
+/// `id` and its descendants (each level one `GET …/children`; a family is at most a few levels deep).
+async fn family_tree(c: &Client, id: &str, status: String) -> anyhow::Result<FamilyNode> {
+    let mut node = FamilyNode { id: id.to_string(), key: None, status, reason: None, children: Vec::new() };
+    for kid in c.children(id).await? {
+        let mut child = Box::pin(family_tree(c, &kid.id, kid.status.to_string())).await?;
+        child.key = Some(kid.key);
+        child.reason = kid.reason;
+        node.children.push(child);
+    }
+    Ok(node)
+}
+
+/// The tree drawn with `├──` and `└──`.
+fn tree_lines(node: &FamilyNode, prefix: &str, last: bool, root: bool) -> String {
+    let reason = node.reason.as_deref().map(|r| format!(" — {}", first_line(r))).unwrap_or_default();
+    let key = node.key.as_deref().map(|k| format!(" [{k}]")).unwrap_or_default();
+    let (branch, next) = match (root, last) {
+        (true, _) => ("", String::new()),
+        (false, true) => ("└── ", format!("{prefix}    ")),
+        (false, false) => ("├── ", format!("{prefix}│   ")),
+    };
+    let mut out = format!("{prefix}{branch}{}{key}  {}{reason}\n", node.id, node.status);
+    for (i, child) in node.children.iter().enumerate() {
+        out.push_str(&tree_lines(child, &next, i + 1 == node.children.len(), false));
+    }
+    out
 }

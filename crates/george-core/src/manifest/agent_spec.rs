@@ -72,6 +72,40 @@ pub struct AgentSpecSpec {
     /// Agents started ahead of work, so a job starts on a warm one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<PoolSpec>,
+    /// Limits on the sub-agents its jobs create (with the `spawn` capability).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subagents: Option<SubagentLimits>,
+}
+
+/// How many child jobs one job of an AgentSpec may create (`maxChildren`,
+/// default 10) and how deep its family may go (`maxDepth`, default 2: its
+/// children may have children, theirs may not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SubagentLimits {
+    /// Children one job may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_children: Option<u32>,
+    /// Generations below a job that started without a parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<u32>,
+}
+
+impl SubagentLimits {
+    /// Children per job by default.
+    pub const DEFAULT_MAX_CHILDREN: u32 = 10;
+    /// Depth of a family by default.
+    pub const DEFAULT_MAX_DEPTH: u32 = 2;
+
+    /// `maxChildren`, else the default.
+    pub fn max_children(&self) -> u32 {
+        self.max_children.unwrap_or(Self::DEFAULT_MAX_CHILDREN)
+    }
+
+    /// `maxDepth`, else the default.
+    pub fn max_depth(&self) -> u32 {
+        self.max_depth.unwrap_or(Self::DEFAULT_MAX_DEPTH)
+    }
 }
 
 /// A warm pool (`spec.pool`): the runtime keeps `min` agents of this spec

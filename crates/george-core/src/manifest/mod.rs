@@ -12,7 +12,7 @@ mod trigger;
 
 pub use agent_spec::{
     AgentResources, AgentSpec, AgentSpecSpec, Dependencies, HealthCheck, LlmChoice, NetworkPolicy, PoolSpec, Safety,
-    SecretRef, TokenBudget,
+    SecretRef, SubagentLimits, TokenBudget,
 };
 pub use chapter::{Chapter, ChapterSpec};
 pub use diagnostic::{Diagnostic, Diagnostics};

@@ -27,6 +27,26 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
 }
 
+/// A job's family (see [`crate::children`]): an ended child's parent is
+/// looked at (it may be waiting for it); a parent waiting for children whose
+/// children have ended gets their results (true: it did); a paused or
+/// aborted parent's children follow it, and so do a resumed one's.
+async fn family(ctx: &Arc<Context>, job: &george_core::record::Job) -> Result<bool, StoreError> {
+    use crate::children;
+    if job.status.is_final() {
+        if let Some(parent) = children::parent_of(job) {
+            ctx.queue.add(parent);
+        }
+    }
+    if job.desired != george_core::DesiredState::Active || job.status == JobStatus::Paused {
+        children::cascade(ctx.store.as_ref(), job).await?;
+    }
+    if job.status == JobStatus::Blocked && job.reason.as_deref().is_some_and(|r| r.starts_with(children::WAITING)) {
+        return children::settle_wait(ctx.store.as_ref(), job).await;
+    }
+    Ok(false)
+}
+
 /// Reconciles job `id` once. Returns when to look again, if a timer is needed.
 pub async fn reconcile(ctx: &Arc<Context>, id: &str) -> Result<Option<Duration>, ReconcileError> {
     let Some(mut state) = ctx.store.job_state(id).await? else { return Ok(None) };
@@ -41,6 +61,10 @@ pub async fn reconcile(ctx: &Arc<Context>, id: &str) -> Result<Option<Duration>,
             Some(_) => return Ok(Some(Duration::ZERO)),
             None => return Ok(None),
         }
+    }
+    if family(ctx, &state.job).await? {
+        // It wrote a waiting parent's children's results: look again.
+        return Ok(Some(Duration::ZERO));
     }
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
     let spec = catalog.agents.get(&state.job.agent);

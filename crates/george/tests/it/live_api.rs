@@ -191,6 +191,12 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
             c.call("post", "/api/v1/jobs/{id}/heartbeat", "/api/v1/jobs/l/heartbeat", a, None).await.status,
             204
         );
+        // Its AgentSpec has no `spawn` capability: no children.
+        let child = json!({"key": "k", "template": "quick"});
+        let r = c.call("post", "/api/v1/jobs/{id}/children", "/api/v1/jobs/l/children", a, Some(child)).await;
+        assert_eq!(r.status, 403, "{}", r.text);
+        let r = c.call("get", "/api/v1/jobs/{id}/children", "/api/v1/jobs/l/children", a, None).await;
+        assert_eq!((r.status, r.body.clone()), (200, json!([])), "{}", r.text);
         let r = c
             .call(
                 "post",
@@ -444,6 +450,7 @@ fn valid_body(op: &str) -> Option<Value> {
         "post /api/v1/jobs/{id}/override" => json!({"status": "completed", "reason": "x"}),
         "post /api/v1/jobs/{id}/inject" => json!({"message": "hello"}),
         "post /api/v1/jobs/{id}/comments" => json!({"body": "hello"}),
+        "post /api/v1/jobs/{id}/children" => json!({"key": "k", "template": "quick"}),
         "post /api/v1/jobs/{id}/evidence" => json!({"kind": "note", "content": "x"}),
         "post /api/v1/jobs/{id}/steps/{step}" => json!({"status": "in_progress"}),
         "post /api/v1/jobs/{id}/report" => json!({"status": "completed"}),

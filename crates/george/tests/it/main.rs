@@ -33,4 +33,5 @@ mod quickstart;
 mod scheduler;
 mod sources;
 mod steps;
+mod subagents;
 mod triggers;

@@ -1,0 +1,216 @@
+//! Issue 21 (in part): sub-agents. An agent with the `spawn` capability
+//! creates child jobs through the agent API (the reference agent's
+//! `spawn_subagent` and `wait_for` tools), with real processes and the
+//! scripted LLM provider:
+//! - a parent spawns three children that run side by side, is killed -9,
+//!   finds the same three children in its next attempt (none twice), waits
+//!   without an agent, and completes with their results;
+//! - limits (children per job, depth) and a missing capability refuse with
+//!   errors that say which; pausing, resuming and aborting a parent does the
+//!   same to its unfinished children;
+//! - `GET /api/v1/jobs/{id}/children` and `george jobs tree` show the family.
+
+use crate::common;
+
+use common::llm::{Reply, ScriptedLlm};
+use common::*;
+use george_core::api::{ChildRequest, SubmitJob};
+use george_core::JobStatus;
+use serde_json::json;
+use std::time::Duration;
+
+/// A child's one step: waits for `go` in its output directory, then says so.
+const PART: &str = "apiVersion: george/v1\nkind: TaskTemplate\nmetadata: {name: part}\nspec:\n  requiredCapabilities: [shell]\n  variables:\n    - {name: key, type: string}\n  steps:\n    - id: work\n      description: work on a part\n      run: while [ ! -f \"$GEORGE_OUTPUT_DIR/go\" ]; do sleep 0.05; done; echo part {{key}} done\n";
+
+fn setup(tmp: &std::path::Path, llm: &ScriptedLlm, limits: &str) -> Engine {
+    let m = tmp.join("manifests");
+    write(&m, "agents/lead.yaml", &format!("apiVersion: george/v1\nkind: AgentSpec\nmetadata: {{name: lead}}\nspec:\n  capabilities: [spawn, shell]\n  subagents: {limits}\n"));
+    write(&m, "agents/worker.yaml", AGENT);
+    write(&m, "templates/part.yaml", PART);
+    write(&m, "templates/plan.yaml", "apiVersion: george/v1\nkind: TaskTemplate\nmetadata: {name: plan}\nspec:\n  steps:\n    - id: split\n      description: Split the work into parts, have sub-agents do them, and report.\n");
+    write(&m, "templates/slow.yaml", &template("slow", "    - {id: wait, description: wait, run: sleep 600.5}\n"));
+    let cfg = format!(
+        "{FAST_CONFIG}llm:\n  default: {{provider: scripted, model: m}}\n  providers:\n    - {{name: scripted, api: openai, baseUrl: '{}'}}\n",
+        llm.url
+    );
+    Engine::start_full(tmp, &cfg, &["--manifests", m.to_str().unwrap()], &[])
+}
+
+fn spawn_reply(key: &str) -> Reply {
+    Reply::tool("spawn_subagent", json!({"key": key, "template": "part", "params": {"key": key}}), 10, 2)
+}
+
+/// The pid of the live agent of `job`'s `attempt`.
+async fn agent_pid(e: &Engine, job: &str, attempt: u32) -> i32 {
+    let agent = e.client.agent(&format!("{job}-{attempt}")).await.unwrap();
+    agent.handle.as_ref().unwrap()["pid"].as_i64().unwrap() as i32
+}
+
+fn lead_job(id: &str, template: &str) -> SubmitJob {
+    SubmitJob { agent: Some("lead".into()), ..SubmitJob::named(id, template) }
+}
+
+#[test]
+fn a_parent_spawns_three_children_survives_kill_9_waits_and_completes_with_their_results() {
+    let llm = ScriptedLlm::start();
+    let tmp = common::tempdir().unwrap();
+    let e = setup(tmp.path(), &llm, "{maxChildren: 3}");
+    // Attempt 1: three children, then a long command, during which it is killed.
+    for key in ["a", "b", "c"] {
+        llm.push(spawn_reply(key));
+    }
+    llm.push(Reply::tool("run_command", json!({"command": "sleep 600.25"}), 10, 2));
+    // Attempt 2 (the conversation so far restored): asks for `a` again, then waits.
+    llm.push(spawn_reply("a"));
+    llm.push(Reply::tool("wait_for", json!({"keys": ["a", "b", "c"]}), 10, 2));
+    // Attempt 3, resumed with the children's results.
+    llm.push(Reply::tool("complete_step", json!({"summary": "three parts done"}), 10, 2));
+    e.rt().block_on(async {
+        e.wait_registry(2).await;
+        e.client.submit(&lead_job("boss", "plan")).await.unwrap();
+        // The three children run side by side (each waits for its `go`).
+        let running = eventually(Duration::from_secs(30), "three children running at once", async || {
+            let kids = e.client.children("boss").await.ok()?;
+            (kids.len() == 3 && kids.iter().all(|k| k.status == JobStatus::InProgress)).then_some(kids)
+        })
+        .await;
+        let ids: Vec<&str> = running.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["boss.a", "boss.b", "boss.c"]);
+        let child = e.job("boss.a").await;
+        assert_eq!(child.origin.source, "parent");
+        assert_eq!(child.origin.reference.as_deref(), Some("boss"));
+        assert_eq!(child.labels["george.dev/parent"], "boss");
+        // kill -9 of the parent's agent while it works.
+        until(Duration::from_secs(20), "the parent's long command", async || process_running("sleep 600.25")).await;
+        let pid = agent_pid(&e, "boss", 1).await;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        // The next attempt waits, with no agent running and no slot held.
+        let waiting = e.wait_status("boss", JobStatus::Blocked, Duration::from_secs(30)).await;
+        assert_eq!(waiting.reason.as_deref(), Some("waiting for children: a, b, c"));
+        assert_eq!(waiting.attempt, 2);
+        until(Duration::from_secs(20), "the waiting parent's agent to exit", async || {
+            e.client.agents(false).await.unwrap().iter().all(|a| a.job_id != "boss")
+        })
+        .await;
+        assert_eq!(e.client.children("boss").await.unwrap().len(), 3, "the second attempt made none twice");
+        for key in ["a", "b", "c"] {
+            std::fs::write(e.dir.join(format!("data/outputs/boss.{key}/go")), "").unwrap();
+        }
+        let done = e.wait_status("boss", JobStatus::Completed, Duration::from_secs(30)).await;
+        assert_eq!(done.attempt, 3);
+        let kids = e.client.children("boss").await.unwrap();
+        assert!(kids.iter().all(|k| k.status == JobStatus::Completed), "{kids:?}");
+        assert_eq!(kids[1].summary.as_deref(), Some("part b done"));
+        // The resumed conversation carried the children's results to the model.
+        let last = llm.received().last().unwrap().body["messages"].to_string();
+        assert!(last.contains("The children this job waited for have ended") && last.contains("part c done"), "{last}");
+        let comments = e.client.comments("boss").await.unwrap();
+        assert_eq!(comments.iter().filter(|c| c.author == "george:children").count(), 1, "{comments:?}");
+        // The family, as the CLI draws it.
+        let out = e.cli(&["jobs", "tree", "boss"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.starts_with("boss  completed\n"), "{text}");
+        assert!(text.contains("├── boss.a [a]  completed\n") && text.contains("└── boss.c [c]  completed\n"), "{text}");
+        let json: serde_json::Value =
+            serde_json::from_slice(&e.cli(&["jobs", "tree", "boss", "-o", "json"]).stdout).unwrap();
+        assert_eq!(json["children"].as_array().unwrap().len(), 3, "{json}");
+    });
+}
+
+#[test]
+fn limits_and_a_missing_capability_refuse_clearly_and_an_abort_cascades() {
+    let llm = ScriptedLlm::start();
+    // Every LLM call runs a long command: agents stay alive for the test to act as them.
+    llm.fallback(Reply::tool("run_command", json!({"command": "sleep 600.75"}), 10, 2));
+    let tmp = common::tempdir().unwrap();
+    let e = setup(tmp.path(), &llm, "{maxChildren: 2, maxDepth: 1}");
+    e.rt().block_on(async {
+        e.wait_registry(2).await;
+        e.client.submit(&lead_job("boss", "plan")).await.unwrap();
+        e.client.submit(&SubmitJob { agent: Some("worker".into()), ..SubmitJob::named("solo", "slow") }).await.unwrap();
+        until(Duration::from_secs(30), "both agents working", async || {
+            process_running("sleep 600.75") && process_running("sleep 600.5")
+        })
+        .await;
+        // Act as the agents, with the tokens they hold.
+        let as_agent = async |job: &str| {
+            let token = agent_token_in_memory(agent_pid(&e, job, 1).await).expect("the agent's token");
+            george_client::Client::new(&e.url, &token).unwrap()
+        };
+        let boss = as_agent("boss").await;
+        let part = |key: &str| ChildRequest {
+            key: key.into(),
+            template: "part".into(),
+            params: [("key".to_string(), json!(key))].into(),
+            ..Default::default()
+        };
+        let refused = |r: Result<george_core::api::ChildView, george_client::ClientError>| {
+            let e = r.unwrap_err();
+            (e.status().unwrap(), e.to_string())
+        };
+        let (status, why) = refused(boss.spawn_child("boss", &part("Bad Key")).await);
+        assert_eq!(status, 400, "{why}");
+        assert!(why.contains("invalid child key `Bad Key`"), "{why}");
+        let (status, why) =
+            refused(boss.spawn_child("boss", &ChildRequest { template: "nope".into(), ..part("x") }).await);
+        assert_eq!(status, 409, "{why}");
+        assert!(why.contains("child `x` of template `nope`"), "{why}");
+        assert_eq!(boss.spawn_child("boss", &part("a")).await.unwrap().id, "boss.a");
+        // A child that is itself a `lead` working an LLM step.
+        let lead =
+            ChildRequest { key: "d".into(), agent: Some("lead".into()), template: "plan".into(), ..Default::default() };
+        assert_eq!(boss.spawn_child("boss", &lead).await.unwrap().id, "boss.d");
+        assert_eq!(boss.spawn_child("boss", &part("a")).await.unwrap().id, "boss.a", "the same key, the same child");
+        let (status, why) = refused(boss.spawn_child("boss", &part("c")).await);
+        assert_eq!(status, 409, "{why}");
+        assert!(
+            why.contains("job `boss` has 2 children, the most AgentSpec `lead` allows (subagents.maxChildren)"),
+            "{why}"
+        );
+        // The child asks for a grandchild: one generation deeper than `lead` allows.
+        until(Duration::from_secs(30), "the child lead working", async || {
+            e.client.agents(false).await.unwrap().iter().any(|a| a.job_id == "boss.d")
+                && process_running("sleep 600.75")
+        })
+        .await;
+        let (status, why) = refused(as_agent("boss.d").await.spawn_child("boss.d", &part("x")).await);
+        assert_eq!(status, 409, "{why}");
+        assert!(
+            why.contains(
+                "a child of `boss.d` would be 2 generations deep; AgentSpec `lead` allows 1 (subagents.maxDepth)"
+            ),
+            "{why}"
+        );
+        // Another token may not act for this job; an agent without `spawn` may not spawn.
+        let solo = as_agent("solo").await;
+        let (status, why) = refused(solo.spawn_child("boss", &part("z")).await);
+        assert_eq!(status, 403, "{why}");
+        let (status, why) = refused(solo.spawn_child("solo", &part("z")).await);
+        assert_eq!(status, 403, "{why}");
+        assert!(why.contains("AgentSpec `worker` does not have the `spawn` capability"), "{why}");
+        assert_eq!(e.client.children("solo").await.unwrap().len(), 0);
+        // Aborting the parent aborts its unfinished children and stops their agents.
+        until(Duration::from_secs(30), "the children running", async || {
+            e.client.children("boss").await.unwrap().iter().all(|k| k.status == JobStatus::InProgress)
+        })
+        .await;
+        // Pausing the parent pauses them; resuming it resumes them.
+        e.client.act("boss", "pause", None).await.unwrap();
+        for child in ["boss.a", "boss.d"] {
+            let j = e.wait_status(child, JobStatus::Paused, Duration::from_secs(30)).await;
+            assert!(j.reason.as_deref().unwrap_or("").ends_with("parent `boss` paused"), "{child}: {:?}", j.reason);
+        }
+        e.client.act("boss", "resume", None).await.unwrap();
+        for child in ["boss.a", "boss.d"] {
+            e.wait_status(child, JobStatus::InProgress, Duration::from_secs(30)).await;
+        }
+        e.client.act("boss", "abort", Some("not needed".into())).await.unwrap();
+        for child in ["boss.a", "boss.d"] {
+            let j = e.wait_status(child, JobStatus::Aborted, Duration::from_secs(30)).await;
+            assert_eq!(j.reason.as_deref(), Some("aborted by job:boss: parent `boss` aborted"), "{child}");
+        }
+        e.wait_status("boss", JobStatus::Aborted, Duration::from_secs(30)).await;
+        e.client.act("solo", "abort", None).await.unwrap();
+    });
+}
