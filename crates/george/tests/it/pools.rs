@@ -198,7 +198,12 @@ fn an_engine_killed_mid_claim_leaves_no_agent_and_runs_the_job_once() {
     let warm = engine.rt().block_on(async {
         engine.wait_registry(1).await;
         let warm = wait_warm(&data, 1).await;
-        engine.client.submit(&george_core::api::SubmitJob::named("once", "count")).await.unwrap();
+        // The engine may reach its kill point before its answer is sent: the
+        // job is stored first, and only it sets off the claim.
+        match engine.client.submit(&george_core::api::SubmitJob::named("once", "count")).await {
+            Ok(_) | Err(george_client::ClientError::Unreachable { .. }) => {}
+            Err(e) => panic!("submit: {e}"),
+        }
         warm
     });
     let status = engine.wait_exit(Duration::from_secs(20));
