@@ -833,12 +833,17 @@
     const evidence = h('div', { id: 'job-evidence' });
     const attempts = h('div', { id: 'job-attempts' });
     const events = h('ol', { id: 'job-events', class: 'timeline' });
+    const family = h('div', { id: 'job-family' });
+    // Shown only for a job with a parent or children.
+    const familyCard = card('Family', family);
+    familyCard.hidden = true;
 
     fillOverrideStatuses();
 
     const root = h('section', { id: 'job-detail', 'data-job-id': id },
       h('div', { class: 'job-title' }, h('h1', {}, 'Job ', h('code', {}, id)), actions),
       summary,
+      familyCard,
       card('Steps', graphBox, stepLog, stepsBox),
       card('Live log', logsHint, logsPre),
       h('div', { class: 'grid' },
@@ -1136,6 +1141,28 @@
         'No attempt yet.'));
     }
 
+    /** The job's children, theirs, and so on (a family is a few generations at most). */
+    async function loadFamily(jid, depth = 1) {
+      const kids = await api(`/api/v1/jobs/${enc(jid)}/children`);
+      return Promise.all(kids.map(async (k) => ({ ...k, children: depth < 4 ? await loadFamily(k.id, depth + 1) : [] })));
+    }
+
+    function renderFamily(job, kids) {
+      const origin = job.origin || {};
+      const parent = origin.source === 'parent' ? origin.reference : null;
+      const node = (k) => h('li', { 'data-child-id': k.id, 'data-status': k.status },
+        h('a', { href: `#/jobs/${enc(k.id)}` }, h('code', {}, k.id)), ' ', statusBadge(k.status),
+        h('span', { class: 'muted' }, ` ${k.template}`),
+        k.reason && k.status !== 'completed' ? h('span', { class: 'muted' }, ` — ${k.reason}`) : null,
+        k.summary ? h('pre', { class: 'child-summary' }, k.summary) : null,
+        k.children.length ? h('ul', { class: 'family-tree' }, k.children.map(node)) : null);
+      familyCard.hidden = !parent && !kids.length;
+      fill(family,
+        parent ? h('p', {}, 'Child ', h('code', {}, origin.revision || ''), ' of ',
+          h('a', { id: 'job-parent', href: `#/jobs/${enc(parent)}` }, h('code', {}, parent))) : null,
+        kids.length ? h('ul', { id: 'family-tree', class: 'family-tree' }, kids.map(node)) : muted('No children.'));
+    }
+
     function renderEvents() {
       const recent = state.events.slice(-300).reverse();
       fill(events, recent.length ? recent.map((e) => eventItem(e, summarize(e))) : h('li', { class: 'empty' }, 'No events yet.'));
@@ -1158,13 +1185,16 @@
       let evid;
       let agents;
       try {
-        [job, comm, evid, agents] = await Promise.all([
+        let kids;
+        [job, comm, evid, agents, kids] = await Promise.all([
           api(`/api/v1/jobs/${enc(id)}`),
           api(`/api/v1/jobs/${enc(id)}/comments`),
           api(`/api/v1/jobs/${enc(id)}/evidence`),
           api('/api/v1/agents?all=true&limit=1000'),
+          loadFamily(id),
           loadEvents(),
         ]);
+        state.kids = kids;
       } catch (e) {
         if (e.status === 404 && view.alive) fill(summary, h('p', { class: 'error' }, e.message));
         throw e;
@@ -1180,6 +1210,7 @@
       renderStepLog();
       renderEvidence(evid);
       renderAttempts(agents.filter((a) => a.job_id === id).sort((a, b) => b.attempt - a.attempt), job);
+      renderFamily(job, state.kids);
       renderEvents();
       ensureLogs();
     }
@@ -1189,7 +1220,8 @@
       root,
       refresh,
       throttle: 300,
-      wants: (ev) => !ev.job_id || ev.job_id === id,
+      // Its children's changes too (their ids begin with its own).
+      wants: (ev) => !ev.job_id || ev.job_id === id || ev.job_id.startsWith(`${id}.`),
       teardown: stopLogs,
     };
     return view;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn artifacts() -> PathBuf {
+pub(crate) fn artifacts() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("dashboard")
 }
 

@@ -8,7 +8,8 @@
 //! - limits (children per job, depth) and a missing capability refuse with
 //!   errors that say which; pausing, resuming and aborting a parent does the
 //!   same to its unfinished children;
-//! - `GET /api/v1/jobs/{id}/children` and `george jobs tree` show the family.
+//! - `GET /api/v1/jobs/{id}/children`, `george jobs tree` and the
+//!   dashboard's job page (Chromium; `target/dashboard/family.png`) show the family.
 
 use crate::common;
 
@@ -115,6 +116,23 @@ fn a_parent_spawns_three_children_survives_kill_9_waits_and_completes_with_their
         let json: serde_json::Value =
             serde_json::from_slice(&e.cli(&["jobs", "tree", "boss", "-o", "json"]).stdout).unwrap();
         assert_eq!(json["children"].as_array().unwrap().len(), 3, "{json}");
+        // And as the dashboard shows it, on the parent's page and a child's.
+        let b = common::browser::Browser::start(1280, 900).await;
+        b.sign_in(&e.url, TOKEN).await;
+        b.goto(&format!("{}/#/jobs/boss", e.url)).await;
+        let family = "const li = [...document.querySelectorAll('#family-tree > li[data-child-id]')];
+                      return li.length === 3 && li.every((x) => x.dataset.status === 'completed')
+                        && li.map((x) => x.dataset.childId).join(',');";
+        let shown = b.wait_js("the family on the parent's page", Duration::from_secs(30), family).await;
+        assert_eq!(shown, "boss.a,boss.b,boss.c");
+        let summary = "const e = document.querySelector('#family-tree li[data-child-id=\"boss.b\"] .child-summary');
+                       return !!e && e.textContent;";
+        assert_eq!(b.wait_js("a child's result", Duration::from_secs(30), summary).await, "part b done");
+        b.screenshot(&crate::dashboard::artifacts().join("family.png")).await;
+        b.click("#family-tree li[data-child-id=\"boss.a\"] a").await;
+        let parent = "const a = document.querySelector('#job-parent'); return !!a && a.getAttribute('href');";
+        assert_eq!(b.wait_js("the child's parent", Duration::from_secs(30), parent).await, "#/jobs/boss");
+        b.quit().await;
     });
 }
 

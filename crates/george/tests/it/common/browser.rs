@@ -78,6 +78,21 @@ impl Browser {
     }
 
     /// Opens `url`.
+    /// Opens the dashboard at `url` and signs in with `token`.
+    pub async fn sign_in(&self, url: &str, token: &str) {
+        self.goto(url).await;
+        let wait = std::time::Duration::from_secs(30);
+        self.wait_js("the sign-in form", wait, "return !!document.querySelector('#token-input')").await;
+        self.type_into("#token-input", token).await;
+        self.click("#login-button").await;
+        self.wait_js(
+            "signed in",
+            wait,
+            "const e = document.querySelector('#whoami'); return !!e && e.textContent.trim().length > 0;",
+        )
+        .await;
+    }
+
     pub async fn goto(&self, url: &str) {
         self.cmd(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
     }
