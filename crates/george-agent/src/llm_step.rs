@@ -264,6 +264,7 @@ async fn spawn_subagent(client: &Client, job: &str, args: &Value) -> Result<Stri
         task: text("task"),
         agent: None,
         priority: None,
+        tokens: args.get("tokens").and_then(Value::as_u64),
     };
     match client.spawn_child(job, &req).await {
         Ok(c) => Ok(format!("child `{}` is job `{}`, {}", c.key, c.id, c.status)),

@@ -88,7 +88,7 @@ pub fn all() -> Vec<ToolDef> {
                           finds the same child.",
             schema: s(
                 json!({"key": {"type": "string"}, "template": {"type": "string"}, "params": {"type": "object"},
-                       "task": {"type": "string"}}),
+                       "task": {"type": "string"}, "tokens": {"type": "integer", "minimum": 1}}),
                 &["key", "template"],
             ),
         },

@@ -1153,6 +1153,8 @@
       const node = (k) => h('li', { 'data-child-id': k.id, 'data-status': k.status },
         h('a', { href: `#/jobs/${enc(k.id)}` }, h('code', {}, k.id)), ' ', statusBadge(k.status),
         h('span', { class: 'muted' }, ` ${k.template}`),
+        h('span', { class: 'muted', 'data-tokens-used': k.tokens_used },
+          k.tokens != null ? ` · ${k.tokens_used} of ${k.tokens} tokens` : k.tokens_used ? ` · ${k.tokens_used} tokens` : ''),
         k.reason && k.status !== 'completed' ? h('span', { class: 'muted' }, ` — ${k.reason}`) : null,
         k.summary ? h('pre', { class: 'child-summary' }, k.summary) : null,
         k.children.length ? h('ul', { class: 'family-tree' }, k.children.map(node)) : null);

@@ -36,7 +36,7 @@ pub async fn create(
             "attempt {attempt} of job `{id}` is no longer current; this agent must stop"
         )));
     }
-    let (child, created) = children::spawn(st.store.as_ref(), &parent, &req).await.map_err(child_error)?;
+    let (child, created) = st.engine.spawn_child(&parent, &req).await.map_err(child_error)?;
     st.engine.nudge(&child.id);
     let view = children::view(st.store.as_ref(), &child).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(view)))

@@ -243,6 +243,11 @@ async fn call(st: ApiState, route: Route, body: Bytes, style: ProviderApi, span:
             let retry_after = (refusal.period.end(now) - now).to_std().unwrap_or_default();
             return Err(ApiError::BudgetExhausted { message: format!("{refusal}; the job is blocked"), retry_after });
         }
+        Err(ReserveError::FamilyRefused(message)) => {
+            // A family budget does not renew: try again only after someone raised it.
+            let retry_after = std::time::Duration::from_secs(3600);
+            return Err(ApiError::BudgetExhausted { message: format!("{message}; the job is blocked"), retry_after });
+        }
         Err(ReserveError::Store(e)) => return Err(e.into()),
     };
     let provider = metered.route().provider.clone();

@@ -379,6 +379,12 @@ pub struct ChildRequest {
     /// Priority class: the parent's, or a less urgent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
+    /// Tokens of the parent's family budget the child gets (when the parent
+    /// has one): default, an equal share of what is left for the children
+    /// it may still create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub tokens: Option<u64>,
 }
 
 /// A child job as its parent (and `GET /api/v1/jobs/{id}/children`) sees it.
@@ -395,9 +401,14 @@ pub struct ChildView {
     /// Why it has that status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Its `summary` evidence, once it has ended.
+    /// Its `summary` evidence (or the end of its output), once it has ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+    /// Its family token budget, carved from its parent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+    /// Tokens it and its own children have used (LLM calls in the ledger).
+    pub tokens_used: u64,
 }
 
 /// `POST /api/v1/jobs`.

@@ -202,6 +202,8 @@ pub async fn view(store: &dyn Store, child: &Job) -> Result<ChildView, StoreErro
         None
     };
     Ok(ChildView {
+        tokens: crate::family_budget::limit(store, child).await?,
+        tokens_used: crate::family_budget::spent(store, &child.id).await?,
         id: child.id.clone(),
         key: child.origin.revision.clone().unwrap_or_default(),
         template: child.template.clone(),

@@ -171,6 +171,8 @@ pub(crate) struct Context {
     pub readiness: crate::readiness::Readiness,
     /// Warm agents, by AgentSpec.
     pub pools: crate::pool::Pools,
+    /// Family token budgets (a job's, its sub-agents' included).
+    pub family: crate::family_budget::FamilyBudgets,
 }
 
 impl Context {

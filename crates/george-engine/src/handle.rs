@@ -43,6 +43,23 @@ impl EngineHandle {
         &self.control
     }
 
+    /// Creates `parent`'s child as `req` asks (see [`crate::children`]),
+    /// its token budget carved out of the parent's family budget.
+    pub async fn spawn_child(
+        &self,
+        parent: &george_core::record::Job,
+        req: &george_core::api::ChildRequest,
+    ) -> Result<(george_core::record::Job, bool), crate::children::ChildError> {
+        let store = self.ctx.store.as_ref();
+        let catalog = store.catalog().await?;
+        let limits = catalog.agents.get(&parent.agent).and_then(|s| s.spec.subagents).unwrap_or_default();
+        let existing = crate::children::children(store, &parent.id).await?.len() as u32;
+        let slots = limits.max_children().saturating_sub(existing);
+        let id = crate::children::child_id(&parent.id, &req.key);
+        let create = crate::children::spawn(store, parent, req);
+        self.ctx.family.carve(store, parent, &id, req.tokens, slots, create).await
+    }
+
     /// The LLM meter: routes, paces and reserves agents' calls, and
     /// settles their usage.
     pub fn meter(&self) -> &Meter {

@@ -13,6 +13,7 @@ pub mod children;
 mod context;
 pub mod decide;
 pub mod failpoint;
+pub mod family_budget;
 mod handle;
 pub mod llm;
 pub mod meter;
@@ -99,6 +100,7 @@ impl Engine {
             availability: crate::availability::Availability::new(clock.now()),
             readiness: Default::default(),
             pools: Default::default(),
+            family: Default::default(),
             http: reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(10))
                 .build()

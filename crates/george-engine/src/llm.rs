@@ -149,6 +149,26 @@ pub(crate) async fn refused(ctx: &Arc<Context>, route: &Route, refusal: &Refusal
     }
 }
 
+/// A job's family budget refused a call: the job is blocked with the reason.
+pub(crate) async fn refused_family(
+    ctx: &Arc<Context>,
+    route: &Route,
+    refusal: &crate::family_budget::FamilyError,
+) -> Result<(), StoreError> {
+    let reason = format!("budget exhausted: {refusal}");
+    let data = match refusal {
+        crate::family_budget::FamilyError::Exhausted { job, limit, remaining, needed, .. } => {
+            json!({"level": {"level": "family", "name": job}, "limit": limit, "remaining": remaining, "needed": needed})
+        }
+        crate::family_budget::FamilyError::Store(_) => json!({}),
+    };
+    ctx.store.record_event(Some(&route.charge.job), EventKind::BudgetRefused, "governor", data).await?;
+    match ctx.store.report_job(&route.charge.job, route.charge.attempt, JobStatus::Blocked, Some(&reason)).await {
+        Ok(()) | Err(StoreError::Conflict(_)) | Err(StoreError::Superseded { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Budgets from the engine settings and the manifests.
 pub(crate) async fn configure(ctx: &Arc<Context>) -> Result<(), StoreError> {
     let llm = &ctx.cfg.llm;

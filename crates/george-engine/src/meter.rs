@@ -8,6 +8,7 @@
 //! at shutdown. The HTTP handler only forwards bytes.
 
 use crate::context::Context;
+use crate::family_budget::{FamilyError, FamilyHold};
 use crate::llm::{self, Route, RouteError};
 use george_governor::{Pace, Refusal, Reservation, Usage};
 use george_store::StoreError;
@@ -26,6 +27,9 @@ pub enum ReserveError {
     /// A budget refused it; the job is blocked.
     #[error("{0}")]
     Refused(Refusal),
+    /// The job's family budget refused it; the job is blocked.
+    #[error("{0}")]
+    FamilyRefused(String),
     /// The store failed while blocking the job.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -51,19 +55,38 @@ impl Meter {
     /// Reserves the call's worst case (`input` estimated, `output` at most)
     /// against every budget. A refusal blocks the job.
     pub async fn reserve(&self, route: Route, input: u64, output: u64) -> Result<Metered, ReserveError> {
+        let family = self.reserve_family(&route, input.saturating_add(output)).await?;
         let now = self.ctx.clock.now();
         match self.ctx.governor.reserve(route.charge.clone(), input, output, now) {
             Ok(reservation) => Ok(Metered {
                 ctx: self.ctx.clone(),
                 route,
                 reservation,
+                family,
                 seen: None,
                 settled: false,
                 _held: self.ctx.tasks.token(),
             }),
             Err(refusal) => {
+                if let Some(hold) = family {
+                    self.ctx.family.release(hold);
+                }
                 llm::refused(&self.ctx, &route, &refusal).await?;
                 Err(ReserveError::Refused(refusal))
+            }
+        }
+    }
+
+    /// Holds `needed` against the job's family budget, if it has one.
+    async fn reserve_family(&self, route: &Route, needed: u64) -> Result<Option<FamilyHold>, ReserveError> {
+        let store = self.ctx.store.as_ref();
+        let Some(job) = store.get_job(&route.charge.job).await? else { return Ok(None) };
+        match self.ctx.family.reserve(store, &job, needed).await {
+            Ok(hold) => Ok(hold),
+            Err(FamilyError::Store(e)) => Err(e.into()),
+            Err(e @ FamilyError::Exhausted { .. }) => {
+                llm::refused_family(&self.ctx, route, &e).await?;
+                Err(ReserveError::FamilyRefused(e.to_string()))
             }
         }
     }
@@ -85,6 +108,8 @@ pub struct Metered {
     ctx: Arc<Context>,
     route: Route,
     reservation: Reservation,
+    /// Its hold on the job's family budget, given back once the usage is in the ledger.
+    family: Option<FamilyHold>,
     /// The provider's figures as far as they arrived (a stream's usage chunk).
     seen: Option<Usage>,
     settled: bool,
@@ -123,6 +148,9 @@ impl Metered {
         if let Err(e) = llm::finish(&self.ctx, &self.route, &self.reservation, usage, streamed).await {
             tracing::warn!(error = %e, job = %self.route.charge.job, "cannot record LLM usage");
         }
+        if let Some(hold) = self.family.take() {
+            self.ctx.family.release(hold);
+        }
     }
 }
 
@@ -137,11 +165,15 @@ impl Drop for Metered {
             return;
         };
         let (ctx, route, reservation) = (self.ctx.clone(), self.route.clone(), self.reservation.clone());
+        let family = self.family.take();
         // Tracked: the engine's shutdown waits for it.
         self.ctx.tasks.spawn_on(
             async move {
                 if let Err(e) = llm::finish(&ctx, &route, &reservation, usage, true).await {
                     tracing::warn!(error = %e, job = %route.charge.job, "cannot record LLM usage");
+                }
+                if let Some(hold) = family {
+                    ctx.family.release(hold);
                 }
             },
             &runtime,

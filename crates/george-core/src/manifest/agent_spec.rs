@@ -238,6 +238,10 @@ pub struct TokenBudget {
     /// Per month.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_month: Option<u64>,
+    /// Per job, over all its attempts, its sub-agents included: a job of
+    /// this AgentSpec that has no parent gets this family budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_job: Option<u64>,
 }
 
 /// Health-check settings (seed 000 `agents.healthCheck`).

@@ -232,3 +232,94 @@ fn limits_and_a_missing_capability_refuse_clearly_and_an_abort_cascades() {
         e.client.act("solo", "abort", None).await.unwrap();
     });
 }
+
+/// The tokens of `job` in the ledger.
+async fn ledger_tokens(e: &Engine, job: &str) -> u64 {
+    let rows = e.client.get_json(&format!("/api/v1/ledger?job={job}&since=2000-01-01T00:00:00Z")).await.unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["input_tokens"].as_u64().unwrap() + r["output_tokens"].as_u64().unwrap())
+        .sum()
+}
+
+/// A parent with a family budget and five children calling the LLM at
+/// once, each until its share refuses: no child spends past its share, the
+/// family never past the parent's budget; a child that asks for more than
+/// is left is refused, and what ended children did not spend comes back.
+#[test]
+fn five_concurrent_children_never_take_their_family_past_the_parents_budget() {
+    let llm = ScriptedLlm::start();
+    // The parent's first call: a long command, while the test acts as its agent.
+    llm.push(Reply::tool("run_command", json!({"command": "sleep 600.33"}), 10, 2));
+    // Every other call: a comment, billed 500 tokens; children call until refused.
+    llm.fallback(Reply::tool("comment", json!({"text": "still working"}), 200, 300));
+    let tmp = common::tempdir().unwrap();
+    let m = tmp.path().join("manifests");
+    write(&m, "agents/lead.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: lead}\nspec:\n  capabilities: [spawn, shell]\n  subagents: {maxChildren: 6}\n  resources: {tokenBudget: {perJob: 60000, perInvocation: 500}}\n");
+    write(&m, "agents/helper.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: helper}\nspec:\n  capabilities: []\n  resources: {tokenBudget: {perInvocation: 500}}\n");
+    write(&m, "templates/plan.yaml", "apiVersion: george/v1\nkind: TaskTemplate\nmetadata: {name: plan}\nspec:\n  steps:\n    - id: split\n      description: Split the work.\n");
+    write(&m, "templates/chat.yaml", "apiVersion: george/v1\nkind: TaskTemplate\nmetadata: {name: chat}\nspec:\n  steps:\n    - id: talk\n      description: Keep the people informed.\n");
+    let cfg = format!(
+        "{FAST_CONFIG}llm:\n  default: {{provider: scripted, model: m}}\n  providers:\n    - {{name: scripted, api: openai, baseUrl: '{}'}}\n",
+        llm.url
+    );
+    let e = Engine::start_full(tmp.path(), &cfg, &["--manifests", m.to_str().unwrap()], &[]);
+    e.rt().block_on(async {
+        e.wait_registry(2).await;
+        e.client.submit(&lead_job("boss", "plan")).await.unwrap();
+        until(Duration::from_secs(30), "the parent's long command", async || process_running("sleep 600.33")).await;
+        let token = agent_token_in_memory(agent_pid(&e, "boss", 1).await).expect("the parent's token");
+        let boss = george_client::Client::new(&e.url, &token).unwrap();
+        let child = |key: &str, tokens: u64| ChildRequest {
+            key: key.into(),
+            template: "chat".into(),
+            agent: Some("helper".into()),
+            tokens: Some(tokens),
+            ..Default::default()
+        };
+        // Five children at once, 10,000 tokens each.
+        let made = futures_util::future::join_all((1..=5).map(|n| {
+            let (boss, req) = (boss.clone(), child(&format!("c{n}"), 10_000));
+            async move { boss.spawn_child("boss", &req).await }
+        }))
+        .await;
+        assert!(made.iter().all(|r| r.as_ref().is_ok_and(|c| c.tokens == Some(10_000))), "{made:?}");
+        // Less than 10,000 is left: a sixth child asking for 20,000 is refused.
+        let err = boss.spawn_child("boss", &child("c6", 20_000)).await.unwrap_err();
+        assert_eq!(err.status(), Some(409), "{err}");
+        assert!(
+            err.to_string().contains("job `boss` has") && err.to_string().contains("the child needs 20000"),
+            "{err}"
+        );
+        // Each child calls until its share refuses.
+        let blocked = eventually(Duration::from_secs(60), "every child stopped by its budget", async || {
+            let kids = e.client.children("boss").await.ok()?;
+            (kids.len() == 5 && kids.iter().all(|k| k.status == JobStatus::Blocked)).then_some(kids)
+        })
+        .await;
+        let mut family = ledger_tokens(&e, "boss").await;
+        for k in &blocked {
+            assert!(
+                k.reason
+                    .as_deref()
+                    .unwrap_or("")
+                    .starts_with(&format!("budget exhausted: token budget exhausted: job `{}` has", k.id)),
+                "{k:?}"
+            );
+            let spent = ledger_tokens(&e, &k.id).await;
+            assert!(spent > 0 && spent <= 10_000, "{}: {spent}", k.id);
+            assert_eq!(k.tokens_used, spent, "{}", k.id);
+            family += spent;
+        }
+        assert!(family <= 60_000, "the family spent {family}");
+        // Ended children give back what they did not spend: now 20,000 fits.
+        for k in &blocked {
+            e.client.act(&k.id, "abort", None).await.unwrap();
+            e.wait_status(&k.id, JobStatus::Aborted, Duration::from_secs(30)).await;
+        }
+        let sixth = boss.spawn_child("boss", &child("c6", 20_000)).await.unwrap();
+        assert_eq!(sixth.tokens, Some(20_000));
+        e.client.act("boss", "abort", None).await.unwrap();
+    });
+}

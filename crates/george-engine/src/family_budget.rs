@@ -1,0 +1,185 @@
+//! Family token budgets: a job's budget covers its sub-agents too, and the
+//! sum of a family can never exceed it.
+//!
+//! - A job without a parent gets its AgentSpec's `tokenBudget.perJob`, if set.
+//! - A child's budget is carved out of its parent's remaining budget when it
+//!   is created (the setting `budget.job:<child>`, written before the child);
+//!   while the child is unfinished its whole budget counts against the
+//!   parent; once it has ended, only what it and its own children spent
+//!   does: the rest is returned.
+//! - An LLM call of a job is reserved against the job's own budget (its
+//!   worst case, as for every budget), beside the organisation's, chapter's
+//!   and AgentSpec's: what the job itself used (the ledger), what its
+//!   children hold or spent, and its calls in flight must fit.
+//!
+//! The check and the hold it adds happen under one lock, as do a child's
+//! carve and its creation, so concurrent calls and concurrent children can
+//! never together take a family past its budget.
+
+use crate::children;
+use george_core::record::Job;
+use george_store::{Store, StoreError};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+
+/// Settings key of a child's carved budget: `budget.job:<job>`.
+pub const SETTING: &str = "budget.job:";
+
+/// The engine's family accounts: the lock, and the calls in flight per job.
+#[derive(Debug, Default)]
+pub struct FamilyBudgets {
+    lock: tokio::sync::Mutex<()>,
+    held: Mutex<HashMap<String, u64>>,
+}
+
+/// Tokens a call holds against its job's family budget until its usage is in the ledger.
+#[derive(Debug)]
+pub struct FamilyHold {
+    job: String,
+    tokens: u64,
+}
+
+/// Why a family budget refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FamilyError {
+    /// Not enough left.
+    #[error("token budget exhausted: job `{job}` has {remaining} of its family budget of {limit} tokens left and {what} needs {needed}")]
+    Exhausted {
+        /// The job whose budget it is.
+        job: String,
+        /// Its budget.
+        limit: u64,
+        /// Left.
+        remaining: u64,
+        /// Asked for.
+        needed: u64,
+        /// A call, or a child.
+        what: &'static str,
+    },
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A job's family budget, if it has one.
+pub async fn limit(store: &dyn Store, job: &Job) -> Result<Option<u64>, StoreError> {
+    if let Some(v) = store.setting(&format!("{SETTING}{}", job.id)).await? {
+        return Ok(v.as_u64());
+    }
+    if children::parent_of(job).is_some() {
+        return Ok(None);
+    }
+    let catalog = store.catalog().await?;
+    Ok(catalog.agents.get(&job.agent).and_then(|a| a.spec.resources.token_budget.as_ref()).and_then(|t| t.per_job))
+}
+
+/// Tokens `job` used itself (the ledger, all its attempts).
+async fn used(store: &dyn Store, job: &str) -> Result<u64, StoreError> {
+    let since = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    let rows = store.usage_records(since, Some(job)).await?;
+    Ok(rows.iter().map(|r| r.input_tokens + r.output_tokens).sum())
+}
+
+/// Tokens `job` and its family beneath it have spent or hold (see [`committed`]).
+pub async fn spent(store: &dyn Store, job: &str) -> Result<u64, StoreError> {
+    committed(store, job).await
+}
+
+/// What counts against `job`'s budget besides its calls in flight: its own
+/// usage, each unfinished child's budget, each ended child's spending.
+fn committed<'a>(
+    store: &'a dyn Store,
+    job: &'a str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, StoreError>> + Send + 'a>> {
+    Box::pin(async move {
+        let mut total = used(store, job).await?;
+        for child in children::children(store, job).await? {
+            let carved = limit(store, &child).await?;
+            total += match carved {
+                Some(l) if !child.status.is_final() => l,
+                _ => committed(store, &child.id).await?,
+            };
+        }
+        Ok(total)
+    })
+}
+
+/// `job`'s budget, and what is left of it.
+pub async fn remaining(
+    budgets: &FamilyBudgets,
+    store: &dyn Store,
+    job: &Job,
+) -> Result<Option<(u64, u64)>, StoreError> {
+    let Some(l) = limit(store, job).await? else { return Ok(None) };
+    let held = budgets.held.lock().get(&job.id).copied().unwrap_or(0);
+    let spent = committed(store, &job.id).await?;
+    Ok(Some((l, l.saturating_sub(spent.saturating_add(held)))))
+}
+
+impl FamilyBudgets {
+    /// Holds a call's worst case (`needed`) against `job`'s family budget,
+    /// or refuses it. `None`: the job has no family budget.
+    pub async fn reserve(&self, store: &dyn Store, job: &Job, needed: u64) -> Result<Option<FamilyHold>, FamilyError> {
+        let _turn = self.lock.lock().await;
+        let Some((limit, left)) = remaining(self, store, job).await? else { return Ok(None) };
+        if needed > left {
+            return Err(FamilyError::Exhausted {
+                job: job.id.clone(),
+                limit,
+                remaining: left,
+                needed,
+                what: "the call",
+            });
+        }
+        *self.held.lock().entry(job.id.clone()).or_default() += needed;
+        Ok(Some(FamilyHold { job: job.id.clone(), tokens: needed }))
+    }
+
+    /// Gives a call's hold back (its usage is in the ledger by now).
+    pub fn release(&self, hold: FamilyHold) {
+        let mut held = self.held.lock();
+        if let Some(n) = held.get_mut(&hold.job) {
+            *n = n.saturating_sub(hold.tokens);
+            if *n == 0 {
+                held.remove(&hold.job);
+            }
+        }
+    }
+
+    /// Creates `parent`'s child as `create` does, first carving its budget
+    /// out of the parent's: `asked`, else an equal share of what is left for
+    /// the children the parent may still create (`slots`). Without a parent
+    /// budget the child has none.
+    pub async fn carve<T>(
+        &self,
+        store: &dyn Store,
+        parent: &Job,
+        child_id: &str,
+        asked: Option<u64>,
+        slots: u32,
+        create: impl std::future::Future<Output = Result<T, children::ChildError>>,
+    ) -> Result<T, children::ChildError> {
+        let _turn = self.lock.lock().await;
+        if store.get_job(child_id).await?.is_some() {
+            return create.await;
+        }
+        if let Some((limit, left)) = remaining(self, store, parent).await? {
+            let tokens = asked.unwrap_or(left / u64::from(slots.max(1)));
+            if tokens > left || tokens == 0 {
+                return Err(children::ChildError::Limit(
+                    FamilyError::Exhausted {
+                        job: parent.id.clone(),
+                        limit,
+                        remaining: left,
+                        needed: tokens,
+                        what: "the child",
+                    }
+                    .to_string(),
+                ));
+            }
+            store.set_setting(&format!("{SETTING}{child_id}"), Some(serde_json::json!(tokens))).await?;
+            tracing::info!(parent = %parent.id, child = child_id, tokens, left, "child budget carved from its parent's");
+        }
+        create.await
+    }
+}
