@@ -360,6 +360,29 @@ impl JiraClient {
         self.send(&what, self.request(Method::PUT, &path).json(value)).await.map(|_| ())
     }
 
+    /// `POST /rest/api/3/issue`: a sub-task of `parent` (its project's),
+    /// of the issue type `issue_type`; its key.
+    pub async fn create_subtask(
+        &self,
+        parent: &str,
+        issue_type: &str,
+        summary: &str,
+        description: &Value,
+    ) -> Result<String, JiraError> {
+        let project = parent.rsplit_once('-').map_or(parent, |(p, _)| p);
+        let body = serde_json::json!({"fields": {
+            "project": {"key": project},
+            "parent": {"key": parent},
+            "issuetype": {"name": issue_type},
+            "summary": summary,
+            "description": description,
+        }});
+        let what = format!("create a sub-task of {parent}");
+        let v = self.send(&what, self.request(Method::POST, "/rest/api/3/issue").json(&body)).await?;
+        v.and_then(|v| v["key"].as_str().map(str::to_string))
+            .ok_or_else(|| JiraError::Decode { what, message: "no key in the answer".into() })
+    }
+
     /// `GET /rest/api/3/issue/{key}?fields=status`: the status name.
     pub async fn status(&self, key: &str) -> Result<String, JiraError> {
         Ok(self.status_and_category(key).await?.0)

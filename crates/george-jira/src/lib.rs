@@ -12,6 +12,7 @@
 pub mod adf;
 pub mod client;
 pub mod source;
+mod subtasks;
 pub mod ticket;
 pub mod writeback;
 
@@ -71,6 +72,8 @@ pub struct JiraSettings {
     pub engine_id: String,
     /// What happens to a job whose ticket a person closes.
     pub on_closed: OnClosed,
+    /// Child jobs mirrored as sub-tasks of this issue type (`None`: not mirrored).
+    pub subtasks: Option<String>,
 }
 
 /// What George does when a person closes (moves to a done-category status)
@@ -122,6 +125,7 @@ mod tests {
             assignee: None,
             engine_id: "e1".into(),
             on_closed: OnClosed::Abort,
+            subtasks: None,
         };
         assert_eq!(
             s.jql(),

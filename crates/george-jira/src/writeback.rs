@@ -33,16 +33,18 @@ const CURSOR: &str = "jira.writeback.cursor";
 /// The write-back worker.
 #[derive(Debug)]
 pub struct WriteBack {
-    settings: Arc<JiraSettings>,
-    client: JiraClient,
-    store: Arc<dyn Store>,
+    pub(crate) settings: Arc<JiraSettings>,
+    pub(crate) client: JiraClient,
+    pub(crate) store: Arc<dyn Store>,
     /// Job id → its ticket key (`None`: not from Jira).
     tickets: HashMap<String, Option<String>>,
+    /// Child job id → its sub-task key (`None`: none).
+    pub(crate) subtasks: HashMap<String, Option<String>>,
 }
 
 /// Why an event could not be written back.
 #[derive(Debug)]
-enum Failure {
+pub(crate) enum Failure {
     /// Try again later.
     Later(JiraError),
     /// Never: record and move on.
@@ -69,7 +71,7 @@ impl From<JiraError> for Failure {
 impl WriteBack {
     /// A worker for `settings`, reading `store`'s event log.
     pub fn new(settings: Arc<JiraSettings>, client: JiraClient, store: Arc<dyn Store>) -> Self {
-        Self { settings, client, store, tickets: HashMap::new() }
+        Self { settings, client, store, tickets: HashMap::new(), subtasks: HashMap::new() }
     }
 
     /// Runs until `stop`.
@@ -136,7 +138,7 @@ impl WriteBack {
         Ok(true)
     }
 
-    async fn ticket_of(&mut self, job: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) async fn ticket_of(&mut self, job: &str) -> Result<Option<String>, StoreError> {
         if let Some(t) = self.tickets.get(job) {
             return Ok(t.clone());
         }
@@ -146,12 +148,23 @@ impl WriteBack {
     }
 
     async fn apply(&mut self, e: &Event) -> Result<(), Failure> {
+        let subtasks = self.settings.subtasks.clone();
+        if let (EventKind::JobCreated, Some(issue_type)) = (e.kind, &subtasks) {
+            if e.data["source"] == "parent" {
+                return self.mirror_child(e, issue_type).await;
+            }
+        }
         if e.kind != EventKind::JobStatus {
             return Ok(());
         }
         let Some(job) = e.job_id.as_deref() else { return Ok(()) };
-        let Some(key) = self.ticket_of(job).await? else { return Ok(()) };
         let to = e.data["to"].as_str().unwrap_or("");
+        let Some(key) = self.ticket_of(job).await? else {
+            if subtasks.is_some() {
+                self.move_subtask(job, to).await?;
+            }
+            return Ok(());
+        };
         let reason = e.data["reason"].as_str().unwrap_or("").to_string();
         let statuses = self.settings.statuses.clone();
         // A move Jira can never make is reported, but the comment still goes out.
@@ -225,7 +238,7 @@ impl WriteBack {
     }
 
     /// Moves the ticket to `status` unless it is there already.
-    async fn move_to(&self, key: &str, status: &str) -> Result<(), Failure> {
+    pub(crate) async fn move_to(&self, key: &str, status: &str) -> Result<(), Failure> {
         let transitions = self.client.transitions(key).await?;
         if let Some(t) = transitions.iter().find(|t| t.to.eq_ignore_ascii_case(status)) {
             return match self.client.transition(key, &t.id).await {

@@ -227,6 +227,11 @@ pub struct JiraSection {
     /// What happens to a job whose ticket a person closes: `abort` (default) or `pause`.
     #[serde(default)]
     pub on_closed: george_jira::OnClosed,
+    /// Mirror each child job (sub-agent) of a Jira job as a sub-task of its ticket.
+    #[serde(default)]
+    pub subtasks: bool,
+    /// The sub-task issue type (default `Subtask`, Jira Cloud's).
+    pub subtask_type: Option<String>,
     /// Jira webhooks (`POST /api/v1/webhooks/jira`): the signing secret's name in secrets.dir ...
     pub webhook_secret: Option<String>,
     /// ... or a file holding it.

@@ -39,6 +39,11 @@
 //! - **Issue properties**: `PUT …/properties/{key}` (`201` new, `200`
 //!   replaced), `GET` (`{key, value}` or `404`).
 //! - **Assignee**: `PUT …/assignee` `{accountId}` → `204`.
+//! - **Sub-tasks**: `POST /rest/api/3/issue` `{fields: {project: {key},
+//!   parent: {key}, issuetype: {name: "Subtask"}, summary, description}}`
+//!   creates a sub-task of an existing issue of the same project (`201`
+//!   `{id, key, self}`); a missing summary, an unknown parent or issue type,
+//!   or invalid ADF is `400` with `errors` naming the field.
 //! - **Errors**: unknown issue `404` `{"errorMessages": ["Issue does not exist or you do not have permission to see it."]}`.
 //! - **Rate limiting and outages**: `fail_next(n, status, retry_after)`
 //!   answers the next `n` requests with `429` (and `Retry-After`) or a `5xx`,
@@ -138,6 +143,7 @@ struct Issue {
     comments: Vec<Comment>,
     properties: BTreeMap<String, Value>,
     assignee: Option<String>,
+    parent: Option<String>,
 }
 
 impl Issue {
@@ -196,6 +202,7 @@ impl JiraServer {
         let app = Router::new()
             .route("/rest/api/3/myself", get(myself))
             .route("/rest/api/3/search/jql", post(search))
+            .route("/rest/api/3/issue", post(create_subtask))
             .route("/rest/api/3/issue/{key}", get(issue))
             .route("/rest/api/3/issue/{key}/transitions", get(transitions).post(transition))
             .route("/rest/api/3/issue/{key}/comment", get(comments).post(add_comment))
@@ -232,8 +239,17 @@ impl JiraServer {
             comments: vec![],
             properties: BTreeMap::new(),
             assignee: None,
+            parent: None,
         };
         s.issues.insert(new.key, issue);
+    }
+
+    /// The sub-tasks of `key`: `(key, summary, status)`, in the order they were created.
+    pub fn subtasks(&self, key: &str) -> Vec<(String, String, String)> {
+        let s = self.state.lock().unwrap();
+        let mut subs: Vec<&Issue> = s.issues.values().filter(|i| i.parent.as_deref() == Some(key)).collect();
+        subs.sort_by_key(|i| i.id);
+        subs.iter().map(|i| (i.key.clone(), i.summary.clone(), i.status().to_string())).collect()
     }
 
     /// A person moves a ticket.
@@ -521,6 +537,70 @@ async fn add_comment(State(s): State<Shared>, Path(key): Path<String>, body: Byt
     let out = comment_json(&c);
     i.comments.push(c);
     (StatusCode::CREATED, Json(out)).into_response()
+}
+
+async fn create_subtask(State(s): State<Shared>, body: Bytes) -> Response {
+    let field_error = |field: &str, message: &str| {
+        (StatusCode::BAD_REQUEST, Json(json!({"errorMessages": [], "errors": {field: message}}))).into_response()
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return jira_error(StatusCode::BAD_REQUEST, &["Unexpected character in the request body."]);
+    };
+    let f = &body["fields"];
+    let Some(summary) = f["summary"].as_str().filter(|t| !t.trim().is_empty()) else {
+        return field_error("summary", "You must specify a summary of the issue.");
+    };
+    if f["issuetype"]["name"] != "Subtask" {
+        return field_error("issuetype", "Specify an issue type");
+    }
+    let description = f.get("description").cloned().unwrap_or(Value::Null);
+    if !description.is_null() {
+        let mut chars = 0;
+        let problem =
+            if description["type"] != "doc" || description["version"] != 1 || !description["content"].is_array() {
+                Some("the description must be an ADF document".to_string())
+            } else {
+                description["content"].as_array().unwrap().iter().find_map(|n| adf_problem(n, 0, &mut chars))
+            };
+        if let Some(p) = problem {
+            return field_error("description", &format!("Operation value must be an Atlassian Document: {p}"));
+        }
+    }
+    let mut st = s.lock().unwrap();
+    let project = f["project"]["key"].as_str().unwrap_or_default().to_string();
+    let parent = f["parent"]["key"].as_str().unwrap_or_default().to_string();
+    match st.issues.get(&parent) {
+        Some(p) if p.project == project && p.parent.is_none() => {}
+        _ => return field_error("parent", "Could not find issue by id or key."),
+    }
+    st.next_id += 1;
+    let id = st.next_id;
+    let number = st.issues.keys().filter_map(|k| k.rsplit('-').next()?.parse::<u64>().ok()).max().unwrap_or(0) + 1;
+    let key = format!("{project}-{number}");
+    let issue = Issue {
+        id,
+        key: key.clone(),
+        project,
+        summary: summary.to_string(),
+        description,
+        issue_type: "Subtask".into(),
+        labels: vec![],
+        priority: "Medium".into(),
+        statuses: vec!["To Do".into()],
+        created: id,
+        blocked_by: vec![],
+        comments: vec![],
+        properties: BTreeMap::new(),
+        assignee: None,
+        parent: Some(parent),
+    };
+    st.issues.insert(key.clone(), issue);
+    let base = st.base.clone();
+    (
+        StatusCode::CREATED,
+        Json(json!({"id": id.to_string(), "key": key, "self": format!("{base}/rest/api/3/issue/{id}")})),
+    )
+        .into_response()
 }
 
 async fn property(State(s): State<Shared>, Path((key, prop)): Path<(String, String)>) -> Response {

@@ -12,7 +12,8 @@
 //!   each give a clear error, lose nothing and panic nothing;
 //! - `george orchestrate` runs a recac setup (its flags and variables) unchanged;
 //! - a ticket with a `Repo:` line is a coding job whose completion comment names the branch and commit;
-//! - a ticket a person closes mid-run stays closed; its job is aborted (or paused) with one comment.
+//! - a ticket a person closes mid-run stays closed; its job is aborted (or paused) with one comment;
+//! - a ticket job's sub-agents are mirrored as sub-tasks, once across restarts, moved as they run.
 
 use crate::common;
 
@@ -88,6 +89,35 @@ spec:
       run: sleep 3600.9
 ---
 apiVersion: george/v1
+kind: AgentSpec
+metadata: {name: lead}
+spec:
+  capabilities: [spawn]
+---
+apiVersion: george/v1
+kind: TaskTemplate
+metadata: {name: spawner}
+spec:
+  requiredCapabilities: [spawn]
+  variables:
+    - {name: ticket, type: string}
+  steps:
+    - id: split
+      description: Split the ticket into pieces for sub-agents.
+---
+apiVersion: george/v1
+kind: TaskTemplate
+metadata: {name: piece}
+spec:
+  requiredCapabilities: [shell]
+  variables:
+    - {name: n, type: string}
+  steps:
+    - id: work
+      description: a piece
+      run: echo piece {{n}}
+---
+apiVersion: george/v1
 kind: TaskTemplate
 metadata: {name: ask}
 spec:
@@ -127,7 +157,7 @@ impl Site {
             ("template", "ticket"),
             (
                 "rules",
-                "[{label: boom, template: boom}, {label: ask, template: ask}, {label: code, template: code}, {label: slow, template: slow}]",
+                "[{label: boom, template: boom}, {label: ask, template: ask}, {label: code, template: code}, {label: slow, template: slow}, {label: spawner, template: spawner}]",
             ),
             ("statuses", "{blocked: Blocked}"),
             ("assignee", "self"),
@@ -621,4 +651,50 @@ fn a_ticket_a_person_closes_stays_closed_and_its_job_stops() {
         assert!(said.len() == 2 && said[1].contains("George paused job proj-41"), "{said:?}");
         assert_eq!(j.history("PROJ-41"), ["To Do", "In Progress", "Done"]);
     });
+}
+
+#[test]
+fn sub_agents_of_a_ticket_job_become_its_sub_tasks_once_and_follow_their_jobs() {
+    let site = Site::new();
+    let j = jira();
+    let llm = ScriptedLlm::start();
+    let mut ticket = NewIssue::new("PROJ-70", "split this");
+    ticket.labels = vec!["george".into(), "spawner".into()];
+    j.add_issue(ticket);
+    for n in ["a", "b"] {
+        llm.push(Reply::tool("spawn_subagent", json!({"key": n, "template": "piece", "params": {"n": n}}), 10, 2));
+    }
+    llm.push(Reply::tool("wait_for", json!({"keys": ["a", "b"]}), 10, 2));
+    llm.push(Reply::tool("complete_step", json!({"summary": "both pieces done"}), 10, 2));
+    let extra = format!(
+        "llm:\n  default: {{provider: scripted, model: m}}\n  providers:\n    - {{name: scripted, api: openai, baseUrl: '{}'}}\n",
+        llm.url
+    );
+    let mut e = site.engine("a", &j, &[("subtasks", "true")], &extra);
+    e.rt().block_on(async {
+        e.wait_status("proj-70", JobStatus::Completed, Duration::from_secs(30)).await;
+        until(Duration::from_secs(20), "two sub-tasks, done", async || {
+            let subs = j.subtasks("PROJ-70");
+            subs.len() == 2 && subs.iter().all(|(_, _, status)| status == "Done")
+        })
+        .await;
+    });
+    let subs = j.subtasks("PROJ-70");
+    assert_eq!((subs[0].1.as_str(), subs[1].1.as_str()), ("a: piece", "b: piece"), "{subs:?}");
+    let map = j.property("PROJ-70", "george.subtasks").expect("the mapping on the ticket");
+    assert_eq!(map["proj-70.a"], subs[0].0);
+    assert_eq!(map["proj-70.b"], subs[1].0);
+    for (key, _, _) in &subs {
+        assert_eq!(j.history(key), ["To Do", "In Progress", "Done"], "{key}");
+    }
+    // A restart reads the event log again from its cursor: nothing is created twice.
+    e.stop();
+    e.restart();
+    e.rt().block_on(async {
+        let polls = || j.requests().iter().filter(|r| r.starts_with("POST /rest/api/3/search/jql")).count();
+        let seen = polls();
+        until(Duration::from_secs(20), "three more polls", async || polls() >= seen + 3).await;
+    });
+    assert_eq!(j.subtasks("PROJ-70").len(), 2);
+    assert!(j.subtasks("PROJ-70").iter().all(|(k, _, _)| j.status(k) == "Done"));
 }
