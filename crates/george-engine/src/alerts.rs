@@ -119,6 +119,39 @@ pub(crate) async fn check(ctx: &Arc<Context>, charge: &Charge) -> Result<(), Sto
             notify(ctx, chapter, &text).await?;
         }
     }
+    family(ctx, &charge.job).await
+}
+
+/// A family budget (see [`crate::family_budget`]) past 75, 90 or 95 %
+/// raises an alert naming the family: the job at its top, and the job whose
+/// call took it there. Once per family and colour.
+async fn family(ctx: &Arc<Context>, job: &str) -> Result<(), StoreError> {
+    let store = ctx.store.as_ref();
+    let Some(mut top) = store.get_job(job).await? else { return Ok(()) };
+    for _ in 0..16 {
+        let Some(parent) = crate::children::parent_of(&top).map(str::to_string) else { break };
+        let Some(p) = store.get_job(&parent).await? else { break };
+        top = p;
+    }
+    let Some((limit, left)) = crate::family_budget::remaining(&ctx.family, store, &top).await? else { return Ok(()) };
+    let percent = if limit == 0 { 100.0 } else { (limit - left) as f64 * 100.0 / limit as f64 };
+    let reached = Color::of(percent);
+    for color in [Color::Yellow, Color::Orange, Color::Red].into_iter().filter(|c| *c <= reached) {
+        let key = format!("alert:family:{}:{}", top.id, color.name());
+        if ctx.store.setting(&key).await?.is_some() {
+            continue;
+        }
+        ctx.store.set_setting(&key, Some(json!(job))).await?;
+        let text = format!(
+            "George budget alert ({}): the family of job {} (its sub-agents included) has used {percent:.0}% of its budget of {limit} tokens; job {job} made the last call",
+            color.name(),
+            top.id
+        );
+        tracing::warn!(family = %top.id, job, color = color.name(), percent, "family budget alert");
+        let data = json!({"level": format!("family {}", top.id), "family": top.id, "job": job, "color": color, "percent": percent, "limit": limit});
+        ctx.store.record_event(Some(&top.id), george_core::EventKind::BudgetAlert, "governor", data).await?;
+        notify(ctx, top.chapter.as_deref(), &text).await?;
+    }
     Ok(())
 }
 

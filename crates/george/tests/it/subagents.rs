@@ -245,8 +245,9 @@ async fn ledger_tokens(e: &Engine, job: &str) -> u64 {
 
 /// A parent with a family budget and five children calling the LLM at
 /// once, each until its share refuses: no child spends past its share, the
-/// family never past the parent's budget; a child that asks for more than
-/// is left is refused, and what ended children did not spend comes back.
+/// family never past the parent's budget, and an alert names the family; a
+/// child that asks for more than is left is refused, and what ended
+/// children did not spend comes back.
 #[test]
 fn five_concurrent_children_never_take_their_family_past_the_parents_budget() {
     let llm = ScriptedLlm::start();
@@ -313,6 +314,15 @@ fn five_concurrent_children_never_take_their_family_past_the_parents_budget() {
             family += spent;
         }
         assert!(family <= 60_000, "the family spent {family}");
+        // Five shares of 10,000 held of 60,000: past 75 %, an alert names the family.
+        let alerts: Vec<_> =
+            e.client.events(0, 100_000).await.unwrap().into_iter().filter(|x| x.kind == "budget.alert").collect();
+        assert!(
+            alerts
+                .iter()
+                .any(|a| a.data["family"] == "boss" && a.data["color"] == "yellow" && a.data["level"] == "family boss"),
+            "{alerts:?}"
+        );
         // Ended children give back what they did not spend: now 20,000 fits.
         for k in &blocked {
             e.client.act(&k.id, "abort", None).await.unwrap();
