@@ -115,6 +115,9 @@ event_kinds! {
     BudgetRefused => "budget.refused",
     /// A budget crossed an alert threshold.
     BudgetAlert => "budget.alert",
+    /// An ended child's unspent share of its family budget went back to its
+    /// parent (on the parent: `child`, `share`, `spent`, `returned`).
+    BudgetReturned => "budget.returned",
     /// A chapter's hourly token rate passed its alert level.
     RateAlert => "rate.alert",
     /// A chapter's hourly token rate was reduced or cleared.

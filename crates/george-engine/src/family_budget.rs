@@ -85,6 +85,25 @@ pub async fn spent(store: &dyn Store, job: &str) -> Result<u64, StoreError> {
     committed(store, job).await
 }
 
+/// An ended child's share goes back to its parent, but for what it spent:
+/// said once, as a `budget.returned` event on the parent.
+pub async fn give_back(store: &dyn Store, parent: &str, child: &str) -> Result<(), StoreError> {
+    let Some(share) = store.setting(&format!("{SETTING}{child}")).await?.and_then(|v| v.as_u64()) else {
+        return Ok(());
+    };
+    let said = format!("budget.returned:{child}");
+    if store.setting(&said).await?.is_some() {
+        return Ok(());
+    }
+    let spent = committed(store, child).await?;
+    let returned = share.saturating_sub(spent);
+    store.set_setting(&said, Some(serde_json::json!(returned))).await?;
+    let data = serde_json::json!({"child": child, "share": share, "spent": spent, "returned": returned});
+    store.record_event(Some(parent), george_core::EventKind::BudgetReturned, "governor", data).await?;
+    tracing::info!(parent, child, share, spent, returned, "an ended child's unspent budget went back to its parent");
+    Ok(())
+}
+
 /// What counts against `job`'s budget besides its calls in flight: its own
 /// usage, each unfinished child's budget, each ended child's spending.
 fn committed<'a>(

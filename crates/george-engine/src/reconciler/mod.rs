@@ -35,6 +35,7 @@ async fn family(ctx: &Arc<Context>, job: &george_core::record::Job) -> Result<bo
     use crate::children;
     if job.status.is_final() {
         if let Some(parent) = children::parent_of(job) {
+            crate::family_budget::give_back(ctx.store.as_ref(), parent, &job.id).await?;
             ctx.queue.add(parent);
         }
     }

@@ -4,7 +4,8 @@
 //! scripted LLM provider:
 //! - a parent spawns three children that run side by side, is killed -9,
 //!   finds the same three children in its next attempt (none twice), waits
-//!   without an agent, and completes with their results;
+//!   without an agent (through a kill -9 of the engine), and completes with
+//!   their results;
 //! - limits (children per job, depth) and a missing capability refuse with
 //!   errors that say which; pausing, resuming and aborting a parent does the
 //!   same to its unfinished children;
@@ -55,7 +56,7 @@ fn lead_job(id: &str, template: &str) -> SubmitJob {
 fn a_parent_spawns_three_children_survives_kill_9_waits_and_completes_with_their_results() {
     let llm = ScriptedLlm::start();
     let tmp = common::tempdir().unwrap();
-    let e = setup(tmp.path(), &llm, "{maxChildren: 3}");
+    let mut e = setup(tmp.path(), &llm, "{maxChildren: 3}");
     // Attempt 1: three children, then a long command, during which it is killed.
     for key in ["a", "b", "c"] {
         llm.push(spawn_reply(key));
@@ -94,6 +95,11 @@ fn a_parent_spawns_three_children_survives_kill_9_waits_and_completes_with_their
         })
         .await;
         assert_eq!(e.client.children("boss").await.unwrap().len(), 3, "the second attempt made none twice");
+    });
+    // kill -9 of the engine while the parent waits: the next engine goes on waiting.
+    e.kill9();
+    e.restart();
+    e.rt().block_on(async {
         for key in ["a", "b", "c"] {
             std::fs::write(e.dir.join(format!("data/outputs/boss.{key}/go")), "").unwrap();
         }
@@ -330,6 +336,16 @@ fn five_concurrent_children_never_take_their_family_past_the_parents_budget() {
         }
         let sixth = boss.spawn_child("boss", &child("c6", 20_000)).await.unwrap();
         assert_eq!(sixth.tokens, Some(20_000));
+        // Each return is on record on the parent: share, spent, returned.
+        let returns: Vec<_> =
+            e.client.events(0, 100_000).await.unwrap().into_iter().filter(|x| x.kind == "budget.returned").collect();
+        assert_eq!(returns.len(), 5, "{returns:?}");
+        for r in &returns {
+            assert_eq!(r.job_id.as_deref(), Some("boss"));
+            let (share, spent, back) = (&r.data["share"], r.data["spent"].as_u64().unwrap(), &r.data["returned"]);
+            assert_eq!((share, back.as_u64().unwrap()), (&json!(10_000), 10_000 - spent), "{r:?}");
+            assert_eq!(spent, ledger_tokens(&e, r.data["child"].as_str().unwrap()).await);
+        }
         e.client.act("boss", "abort", None).await.unwrap();
     });
 }
