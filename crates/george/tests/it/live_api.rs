@@ -63,14 +63,6 @@ fn submit(id: &str, template: &str) -> Value {
     json!({"template": template, "id": id})
 }
 
-/// The live agent token of a job's current attempt, read from the agent's environment.
-fn agent_token(engine: &Engine, job: &str) -> String {
-    wait_for(Duration::from_secs(20), "the agent process", || {
-        let pid = *agents_by_job(&engine.dir).get(job)?.first()?;
-        agent_token_in_memory(pid)
-    })
-}
-
 async fn ws_status(base: &str, path: &str, token: &str) -> u16 {
     let url = format!("{}{path}", base.replacen("http", "ws", 1));
     let mut req = url.into_client_request().unwrap();

@@ -158,10 +158,7 @@ fn limits_and_a_missing_capability_refuse_clearly_and_an_abort_cascades() {
         })
         .await;
         // Act as the agents, with the tokens they hold.
-        let as_agent = async |job: &str| {
-            let token = agent_token_in_memory(agent_pid(&e, job, 1).await).expect("the agent's token");
-            george_client::Client::new(&e.url, &token).unwrap()
-        };
+        let as_agent = async |job: &str| george_client::Client::new(&e.url, &agent_token(&e, job)).unwrap();
         let boss = as_agent("boss").await;
         let part = |key: &str| ChildRequest {
             key: key.into(),
@@ -276,7 +273,7 @@ fn five_concurrent_children_never_take_their_family_past_the_parents_budget() {
         e.wait_registry(2).await;
         e.client.submit(&lead_job("boss", "plan")).await.unwrap();
         until(Duration::from_secs(30), "the parent's long command", async || process_running("sleep 600.33")).await;
-        let token = agent_token_in_memory(agent_pid(&e, "boss", 1).await).expect("the parent's token");
+        let token = agent_token(&e, "boss");
         let boss = george_client::Client::new(&e.url, &token).unwrap();
         let child = |key: &str, tokens: u64| ChildRequest {
             key: key.into(),

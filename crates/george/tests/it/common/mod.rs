@@ -307,6 +307,15 @@ pub fn proc_env(pid: i32, name: &str) -> Option<String> {
 
 /// Live agent processes by job id. A process forked by an agent that has
 /// not exec'd its step yet still looks like the agent; it is not counted.
+/// The agent token of `job`'s running agent (whichever attempt runs), read
+/// out of its memory as a stolen token would be; waits for the agent.
+pub fn agent_token(engine: &Engine, job: &str) -> String {
+    wait_for(Duration::from_secs(20), "the agent process", || {
+        let pid = *agents_by_job(&engine.dir).get(job)?.first()?;
+        agent_token_in_memory(pid)
+    })
+}
+
 pub fn agents_by_job(dir: &Path) -> std::collections::BTreeMap<String, Vec<i32>> {
     let mut out: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
     let pids = agent_pids(dir);
