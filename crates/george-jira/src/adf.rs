@@ -65,6 +65,19 @@ pub enum Block {
     Paragraph(String),
     /// Preformatted text.
     Code(String),
+    /// A table: a header row, then rows of as many cells (empty cells show `—`).
+    Table {
+        /// Column titles.
+        header: Vec<String>,
+        /// Rows.
+        rows: Vec<Vec<String>>,
+    },
+}
+
+/// An ADF table cell (`tableHeader` or `tableCell`) holding one paragraph.
+fn cell(kind: &str, text: &str) -> Value {
+    let text = if text.trim().is_empty() { "—" } else { text };
+    json!({"type": kind, "attrs": {}, "content": [{"type": "paragraph", "content": [{"type": "text", "text": text}]}]})
 }
 
 /// An ADF document of `blocks`, at most [`MAX_COMMENT_CHARS`] of text in all.
@@ -75,6 +88,17 @@ pub fn doc(blocks: &[Block]) -> Value {
         let (text, code) = match b {
             Block::Paragraph(t) => (t.as_str(), false),
             Block::Code(t) => (t.as_str(), true),
+            Block::Table { header, rows } => {
+                let mut trs = vec![
+                    json!({"type": "tableRow", "content": header.iter().map(|h| cell("tableHeader", &clip(h, &mut budget))).collect::<Vec<_>>()}),
+                ];
+                for r in rows {
+                    let cells: Vec<Value> = r.iter().map(|c| cell("tableCell", &clip(c, &mut budget))).collect();
+                    trs.push(json!({"type": "tableRow", "content": cells}));
+                }
+                content.push(json!({"type": "table", "attrs": {"isNumberColumnEnabled": false, "layout": "default"}, "content": trs}));
+                continue;
+            }
         };
         let text = clip(text.trim_end(), &mut budget);
         if text.trim().is_empty() {

@@ -10,6 +10,7 @@
 //! - [`writeback`]: job events to Jira, from a durable cursor over the event log.
 
 pub mod adf;
+pub mod board;
 pub mod client;
 pub mod source;
 mod subtasks;
@@ -74,6 +75,9 @@ pub struct JiraSettings {
     pub on_closed: OnClosed,
     /// Child jobs mirrored as sub-tasks of this issue type (`None`: not mirrored).
     pub subtasks: Option<String>,
+    /// Every job on the board: its steps as sub-tasks, its end as a table
+    /// (else only the jobs of rules with `board: true`).
+    pub board: bool,
 }
 
 /// What George does when a person closes (moves to a done-category status)
@@ -126,6 +130,7 @@ mod tests {
             engine_id: "e1".into(),
             on_closed: OnClosed::Abort,
             subtasks: None,
+            board: false,
         };
         assert_eq!(
             s.jql(),

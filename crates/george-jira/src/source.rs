@@ -183,6 +183,10 @@ impl JiraSource {
             .collect();
         let id = job_id(&t.key);
         let env = BTreeMap::new();
+        let mut labels = george_core::labels::Labels::new();
+        if self.settings.board || self.settings.mapping.board_for(t) {
+            labels.insert(crate::board::LABEL.into(), "true".into());
+        }
         let req = JobRequest {
             id: &id,
             template: &template_name,
@@ -194,7 +198,7 @@ impl JiraSource {
             env: &env,
             parallelism: None,
             fail_fast: None,
-            labels: &Default::default(),
+            labels: &labels,
         };
         let origin = Origin { source: SOURCE.into(), reference: Some(t.key.clone()), revision: None };
         match catalog.plan(&req, origin) {

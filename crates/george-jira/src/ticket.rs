@@ -105,6 +105,9 @@ pub struct Rule {
     pub label: Option<String>,
     /// The template.
     pub template: String,
+    /// Its jobs on the board (steps as sub-tasks; see `board`).
+    #[serde(default)]
+    pub board: bool,
 }
 
 /// How tickets become jobs.
@@ -123,13 +126,19 @@ pub struct Mapping {
 impl Mapping {
     /// The template for `t`.
     pub fn template_for(&self, t: &Ticket) -> &str {
-        self.rules
-            .iter()
-            .find(|r| {
-                r.issue_type.as_ref().is_none_or(|i| i.eq_ignore_ascii_case(&t.issue_type))
-                    && r.label.as_ref().is_none_or(|l| t.labels.iter().any(|x| x == l))
-            })
-            .map_or(self.template.as_str(), |r| r.template.as_str())
+        self.rule_for(t).map_or(self.template.as_str(), |r| r.template.as_str())
+    }
+
+    /// Whether the rule that picks `t`'s template puts its job on the board.
+    pub fn board_for(&self, t: &Ticket) -> bool {
+        self.rule_for(t).is_some_and(|r| r.board)
+    }
+
+    fn rule_for(&self, t: &Ticket) -> Option<&Rule> {
+        self.rules.iter().find(|r| {
+            r.issue_type.as_ref().is_none_or(|i| i.eq_ignore_ascii_case(&t.issue_type))
+                && r.label.as_ref().is_none_or(|l| t.labels.iter().any(|x| x == l))
+        })
     }
 
     /// The priority class of `t`.
@@ -212,8 +221,13 @@ mod tests {
         assert_eq!(t.repo_url().as_deref(), Some("https://git.example.com/app.git"));
         let m = Mapping {
             rules: vec![
-                Rule { issue_type: Some("bug".into()), label: Some("mobile".into()), template: "mobile-fix".into() },
-                Rule { issue_type: Some("Bug".into()), label: None, template: "fix".into() },
+                Rule {
+                    issue_type: Some("bug".into()),
+                    label: Some("mobile".into()),
+                    template: "mobile-fix".into(),
+                    board: false,
+                },
+                Rule { issue_type: Some("Bug".into()), label: None, template: "fix".into(), board: false },
             ],
             template: "task".into(),
             fields: BTreeMap::from([("customfield_10010".into(), "component".into())]),

@@ -154,6 +154,11 @@ impl WriteBack {
                 return self.mirror_child(e, issue_type).await;
             }
         }
+        if e.kind == EventKind::StepStatus {
+            let (Some(job), Some(step)) = (e.job_id.as_deref(), e.data["step"].as_str()) else { return Ok(()) };
+            let Some(key) = self.ticket_of(job).await? else { return Ok(()) };
+            return self.board_step(&key, job, step, e.data["to"].as_str().unwrap_or("")).await;
+        }
         if e.kind != EventKind::JobStatus {
             return Ok(());
         }
@@ -189,6 +194,7 @@ impl WriteBack {
             _ if closed => Ok(()),
             "in_progress" => {
                 move_to(&statuses.in_progress).await?;
+                self.board_steps(&key, job).await?;
                 let attempt = e.attempt.map(|a| format!(", attempt {a}")).unwrap_or_default();
                 self.comment(&key, &[Block::Paragraph(format!("George is working on this (job {job}{attempt})."))])
                     .await
@@ -208,7 +214,8 @@ impl WriteBack {
             }
             "completed" => {
                 move_to(&statuses.completed).await?;
-                let blocks = self.completion(job).await?;
+                let mut blocks = self.completion(job).await?;
+                blocks.extend(self.board_table(job).await?);
                 self.comment(&key, &blocks).await
             }
             "failed" => {
@@ -220,6 +227,7 @@ impl WriteBack {
                     blocks.push(Block::Paragraph("The end of the last output:".into()));
                     blocks.push(Block::Code(tail));
                 }
+                blocks.extend(self.board_table(job).await?);
                 self.comment(&key, &blocks).await
             }
             "aborted" => self.comment(&key, &[Block::Paragraph(format!("George stopped job {job}: {reason}"))]).await,

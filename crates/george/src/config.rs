@@ -227,6 +227,9 @@ pub struct JiraSection {
     /// What happens to a job whose ticket a person closes: `abort` (default) or `pause`.
     #[serde(default)]
     pub on_closed: george_jira::OnClosed,
+    /// Every Jira job on the board: its steps as sub-tasks of its ticket, its end as a table of steps.
+    #[serde(default)]
+    pub board: bool,
     /// Mirror each child job (sub-agent) of a Jira job as a sub-task of its ticket.
     #[serde(default)]
     pub subtasks: bool,

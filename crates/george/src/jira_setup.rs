@@ -88,6 +88,7 @@ pub fn settings(cfg: &Config, engine_id: &str) -> anyhow::Result<Option<Arc<Jira
         statuses,
         assignee: j.assignee.clone(),
         on_closed: j.on_closed,
+        board: j.board,
         subtasks: j.subtasks.then(|| j.subtask_type.clone().unwrap_or_else(|| "Subtask".into())),
         engine_id: engine_id.to_string(),
     })))

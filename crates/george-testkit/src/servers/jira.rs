@@ -484,13 +484,42 @@ async fn comments(
 
 /// Why `node` is not valid ADF, if it is not.
 fn adf_problem(node: &Value, depth: usize, chars: &mut usize) -> Option<String> {
-    const BLOCKS: &[&str] =
-        &["paragraph", "heading", "codeBlock", "blockquote", "bulletList", "orderedList", "listItem", "rule", "panel"];
+    adf_node_problem(node, "doc", depth, chars)
+}
+
+/// What is wrong with `node` inside a `parent` node, if anything. Tables
+/// (`table` → `tableRow` → `tableHeader`/`tableCell` → blocks) nest as ADF's
+/// schema says.
+fn adf_node_problem(node: &Value, parent: &str, depth: usize, chars: &mut usize) -> Option<String> {
+    const BLOCKS: &[&str] = &[
+        "paragraph",
+        "heading",
+        "codeBlock",
+        "blockquote",
+        "bulletList",
+        "orderedList",
+        "listItem",
+        "rule",
+        "panel",
+        "table",
+        "tableRow",
+        "tableHeader",
+        "tableCell",
+    ];
     const INLINE: &[&str] = &["text", "hardBreak", "mention", "emoji", "inlineCard"];
     if depth > 32 {
         return Some("nested too deeply".into());
     }
     let kind = node.get("type").and_then(Value::as_str).unwrap_or("");
+    let cells = ["tableHeader", "tableCell"];
+    let misplaced = match kind {
+        "tableRow" => parent != "table",
+        k if cells.contains(&k) => parent != "tableRow",
+        _ => parent == "table" || parent == "tableRow",
+    };
+    if misplaced {
+        return Some(format!("`{kind}` cannot be inside `{parent}`"));
+    }
     if kind == "text" {
         let text = node.get("text").and_then(Value::as_str).unwrap_or("");
         if text.is_empty() {
@@ -502,8 +531,12 @@ fn adf_problem(node: &Value, depth: usize, chars: &mut usize) -> Option<String> 
     if !BLOCKS.contains(&kind) && !INLINE.contains(&kind) {
         return Some(format!("unknown node type `{kind}`"));
     }
-    for c in node.get("content").and_then(Value::as_array).into_iter().flatten() {
-        if let Some(p) = adf_problem(c, depth + 1, chars) {
+    let content = node.get("content").and_then(Value::as_array);
+    if matches!(kind, "table" | "tableRow") && content.is_none_or(|c| c.is_empty()) {
+        return Some(format!("`{kind}` needs content"));
+    }
+    for c in content.into_iter().flatten() {
+        if let Some(p) = adf_node_problem(c, kind, depth + 1, chars) {
             return Some(p);
         }
     }

@@ -13,7 +13,9 @@
 //! - `george orchestrate` runs a recac setup (its flags and variables) unchanged;
 //! - a ticket with a `Repo:` line is a coding job whose completion comment names the branch and commit;
 //! - a ticket a person closes mid-run stays closed; its job is aborted (or paused) with one comment;
-//! - a ticket job's sub-agents are mirrored as sub-tasks, once across restarts, moved as they run.
+//! - a ticket job's sub-agents are mirrored as sub-tasks, once across restarts, moved as they run;
+//! - a job on the board (a rule's `board: true`): its steps as sub-tasks, once across restarts,
+//!   moved as they run, and its end as a comment with a table of its steps.
 
 use crate::common;
 
@@ -119,6 +121,16 @@ spec:
 ---
 apiVersion: george/v1
 kind: TaskTemplate
+metadata: {name: staged}
+spec:
+  variables:
+    - {name: ticket, type: string}
+  steps:
+    - {id: build, description: Build it, run: echo built}
+    - {id: check, description: Check it, depends_on: [build], run: echo checked}
+---
+apiVersion: george/v1
+kind: TaskTemplate
 metadata: {name: ask}
 spec:
   variables:
@@ -157,7 +169,7 @@ impl Site {
             ("template", "ticket"),
             (
                 "rules",
-                "[{label: boom, template: boom}, {label: ask, template: ask}, {label: code, template: code}, {label: slow, template: slow}, {label: spawner, template: spawner}]",
+                "[{label: boom, template: boom}, {label: ask, template: ask}, {label: code, template: code}, {label: slow, template: slow}, {label: spawner, template: spawner}, {label: staged, template: staged, board: true}]",
             ),
             ("statuses", "{blocked: Blocked}"),
             ("assignee", "self"),
@@ -697,4 +709,51 @@ fn sub_agents_of_a_ticket_job_become_its_sub_tasks_once_and_follow_their_jobs() 
     });
     assert_eq!(j.subtasks("PROJ-70").len(), 2);
     assert!(j.subtasks("PROJ-70").iter().all(|(k, _, _)| j.status(k) == "Done"));
+}
+
+#[test]
+fn a_board_jobs_steps_become_sub_tasks_once_and_its_end_a_table() {
+    let site = Site::new();
+    let j = jira();
+    let mut ticket = NewIssue::new("PROJ-80", "build and check");
+    ticket.labels = vec!["george".into(), "staged".into()];
+    j.add_issue(ticket);
+    j.add_issue(NewIssue::new("PROJ-81", "not on the board"));
+    let mut e = site.engine("a", &j, &[], "");
+    e.rt().block_on(async {
+        e.wait_status("proj-80", JobStatus::Completed, Duration::from_secs(30)).await;
+        e.wait_status("proj-81", JobStatus::Completed, Duration::from_secs(30)).await;
+        until(Duration::from_secs(20), "the steps' sub-tasks done and the table", async || {
+            let subs = j.subtasks("PROJ-80");
+            subs.len() == 2
+                && subs.iter().all(|(_, _, status)| status == "Done")
+                && bot_comments(&j, "PROJ-80").iter().any(|c| c.contains("George finished job proj-80"))
+        })
+        .await;
+    });
+    let subs = j.subtasks("PROJ-80");
+    assert_eq!((subs[0].1.as_str(), subs[1].1.as_str()), ("build: Build it", "check: Check it"), "{subs:?}");
+    let map = j.property("PROJ-80", "george.steps").expect("the steps' sub-tasks on the ticket");
+    assert_eq!((&map["build"], &map["check"]), (&json!(subs[0].0), &json!(subs[1].0)));
+    for (key, _, _) in &subs {
+        assert_eq!(j.history(key), ["To Do", "In Progress", "Done"], "{key}");
+    }
+    // The final comment: a valid ADF table (the server checks it) of the steps and their outcomes.
+    let me = j.bot_account();
+    let last = j.comments("PROJ-80").into_iter().filter(|(a, _)| *a == me).map(|(_, b)| b).next_back().unwrap();
+    let table = last["content"].as_array().unwrap().iter().find(|n| n["type"] == "table").expect("a table");
+    let rows: Vec<String> = table["content"].as_array().unwrap().iter().map(adf_plain).collect();
+    assert!(rows[0].contains("Step") && rows[0].contains("Duration"), "{rows:?}");
+    assert!(rows[1].starts_with("build") && rows[1].contains("completed"), "{rows:?}");
+    assert!(rows[2].starts_with("check") && rows[2].contains("completed"), "{rows:?}");
+    assert!(j.subtasks("PROJ-81").is_empty(), "a job off the board has no sub-tasks");
+    // A restart replays nothing twice.
+    e.stop();
+    e.restart();
+    e.rt().block_on(async {
+        let polls = || j.requests().iter().filter(|r| r.starts_with("POST /rest/api/3/search/jql")).count();
+        let seen = polls();
+        until(Duration::from_secs(20), "three more polls", async || polls() >= seen + 3).await;
+    });
+    assert_eq!(j.subtasks("PROJ-80").len(), 2);
 }

@@ -1,0 +1,93 @@
+//! Jira as the board (`jira.board`, or `board: true` on a rule): a job's
+//! steps as sub-tasks of its ticket, moved as each step moves, and its end
+//! as one comment with a table of its steps. The sub-tasks are created when
+//! the job first starts, in the order of its steps, each once: the ticket's
+//! property `george.steps` maps step ids to sub-task keys and is written
+//! right after each one is created, so a restarted engine (whose write-back
+//! replays from its cursor) creates none twice.
+
+use crate::adf::Block;
+use crate::writeback::{Failure, WriteBack};
+use george_core::record::Job;
+use serde_json::{json, Value};
+
+/// The label a job on the board carries (set by the source when it dispatches).
+pub const LABEL: &str = "george.dev/jira-board";
+/// The ticket property mapping step ids to sub-task keys.
+pub const PROPERTY: &str = "george.steps";
+
+impl WriteBack {
+    /// The job, if it is on the board.
+    async fn on_board(&self, job: &str) -> Result<Option<Job>, Failure> {
+        Ok(self.store.get_job(job).await?.filter(|j| j.labels.get(LABEL).is_some_and(|v| v == "true")))
+    }
+
+    /// The job started: every step's sub-task, each once.
+    pub(crate) async fn board_steps(&mut self, ticket: &str, job: &str) -> Result<(), Failure> {
+        let Some(j) = self.on_board(job).await? else { return Ok(()) };
+        let issue_type = self.settings.subtasks.clone().unwrap_or_else(|| "Subtask".into());
+        let mut map = self.client.property(ticket, PROPERTY).await?.unwrap_or_else(|| json!({}));
+        for step in &j.steps {
+            let id = &step.spec.id;
+            if map.get(id).and_then(Value::as_str).is_some() {
+                continue;
+            }
+            let summary: String =
+                format!("{id}: {}", step.spec.description.lines().next().unwrap_or(id)).chars().take(250).collect();
+            let description = crate::adf::doc(&[Block::Paragraph(format!(
+                "Step {id} of George job {job} (template {}).",
+                j.template
+            ))]);
+            let key = self.client.create_subtask(ticket, &issue_type, &summary, &description).await?;
+            map[id.as_str()] = json!(key);
+            self.client.set_property(ticket, PROPERTY, &map).await?;
+            tracing::info!(ticket, subtask = %key, job, step = %id, "step mirrored as a sub-task");
+        }
+        Ok(())
+    }
+
+    /// A step's status changed: its sub-task follows.
+    pub(crate) async fn board_step(&mut self, ticket: &str, job: &str, step: &str, to: &str) -> Result<(), Failure> {
+        if self.on_board(job).await?.is_none() {
+            return Ok(());
+        }
+        let map = self.client.property(ticket, PROPERTY).await?.unwrap_or_default();
+        let Some(key) = map.get(step).and_then(Value::as_str).map(str::to_string) else { return Ok(()) };
+        let statuses = self.settings.statuses.clone();
+        let target = match to {
+            "in_progress" => Some(statuses.in_progress),
+            "blocked" => statuses.blocked,
+            "completed" | "skipped" => Some(statuses.completed),
+            "failed" => statuses.failed.or(Some(statuses.completed)),
+            _ => None,
+        };
+        if let Some(status) = target {
+            self.move_to(&key, &status).await?;
+        }
+        Ok(())
+    }
+
+    /// The table of a board job's steps for its final comment (none off the board).
+    pub(crate) async fn board_table(&self, job: &str) -> Result<Option<Block>, Failure> {
+        let Some(j) = self.on_board(job).await? else { return Ok(None) };
+        let rows = j
+            .steps
+            .iter()
+            .map(|s| {
+                let took = match (s.started_at, s.ended_at) {
+                    (Some(a), Some(b)) => format!("{:.1} s", (b - a).num_milliseconds().max(0) as f64 / 1000.0),
+                    _ => String::new(),
+                };
+                vec![
+                    s.spec.id.clone(),
+                    s.status.to_string(),
+                    took,
+                    s.runs.to_string(),
+                    s.reason.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        let header = ["Step", "Status", "Duration", "Runs", "Outcome"].map(str::to_string).to_vec();
+        Ok(Some(Block::Table { header, rows }))
+    }
+}
