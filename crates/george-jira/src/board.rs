@@ -15,6 +15,10 @@ use serde_json::{json, Value};
 pub const LABEL: &str = "george.dev/jira-board";
 /// The ticket property mapping step ids to sub-task keys.
 pub const PROPERTY: &str = "george.steps";
+/// The ticket property listing the evidence already attached.
+pub const ATTACHED: &str = "george.attachments";
+/// The most of one step's output attached (its end is kept).
+pub const MAX_ATTACHMENT: usize = 64 << 10;
 
 impl WriteBack {
     /// The job, if it is on the board.
@@ -63,6 +67,40 @@ impl WriteBack {
         };
         if let Some(status) = target {
             self.move_to(&key, &status).await?;
+        }
+        Ok(())
+    }
+
+    /// The job ended: each step's last output as a text file on the ticket
+    /// (its last [`MAX_ATTACHMENT`] bytes), each once. Evidence holds what
+    /// the agent recorded, with the secrets it knew of redacted.
+    pub(crate) async fn board_attach(&mut self, ticket: &str, job: &str) -> Result<(), Failure> {
+        let Some(j) = self.on_board(job).await? else { return Ok(()) };
+        let mut done = self.client.property(ticket, ATTACHED).await?.unwrap_or_else(|| json!([]));
+        let evidence = self.store.evidence(job).await?;
+        for step in &j.steps {
+            let Some(ev) =
+                evidence.iter().rev().find(|e| e.kind == "output" && e.step_id.as_deref() == Some(&step.spec.id))
+            else {
+                continue;
+            };
+            let id = json!(ev.id);
+            if done.as_array().is_some_and(|a| a.contains(&id)) {
+                continue;
+            }
+            let text = &ev.content;
+            let mut start = text.len().saturating_sub(MAX_ATTACHMENT);
+            while !text.is_char_boundary(start) {
+                start += 1;
+            }
+            let content =
+                if start > 0 { format!("[… earlier output cut]\n{}", &text[start..]) } else { text.clone() };
+            let name = format!("{job}-{}-attempt-{}.log", step.spec.id, ev.attempt);
+            self.client.add_attachment(ticket, &name, content).await?;
+            if let Some(a) = done.as_array_mut() {
+                a.push(id);
+            }
+            self.client.set_property(ticket, ATTACHED, &done).await?;
         }
         Ok(())
     }

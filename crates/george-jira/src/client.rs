@@ -383,6 +383,22 @@ impl JiraClient {
             .ok_or_else(|| JiraError::Decode { what, message: "no key in the answer".into() })
     }
 
+    /// `POST /rest/api/3/issue/{key}/attachments` (multipart, with the
+    /// `X-Atlassian-Token: no-check` Jira asks for): a text file; its id.
+    pub async fn add_attachment(&self, key: &str, filename: &str, content: String) -> Result<String, JiraError> {
+        let what = format!("attach {filename} to {key}");
+        let part = reqwest::multipart::Part::text(content)
+            .file_name(filename.to_string())
+            .mime_str("text/plain")
+            .map_err(|e| JiraError::Decode { what: what.clone(), message: e.to_string() })?;
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let path = format!("/rest/api/3/issue/{key}/attachments");
+        let rb = self.request(Method::POST, &path).header("X-Atlassian-Token", "no-check").multipart(form);
+        let v = self.send(&what, rb).await?;
+        v.and_then(|v| v.get(0).and_then(|a| a["id"].as_str().map(str::to_string)))
+            .ok_or_else(|| JiraError::Decode { what, message: "no attachment id in the answer".into() })
+    }
+
     /// `GET /rest/api/3/issue/{key}?fields=status`: the status name.
     pub async fn status(&self, key: &str) -> Result<String, JiraError> {
         Ok(self.status_and_category(key).await?.0)

@@ -214,6 +214,7 @@ impl WriteBack {
             }
             "completed" => {
                 move_to(&statuses.completed).await?;
+                self.board_attach(&key, job).await?;
                 let mut blocks = self.completion(job).await?;
                 blocks.extend(self.board_table(job).await?);
                 self.comment(&key, &blocks).await
@@ -222,6 +223,7 @@ impl WriteBack {
                 if let Some(s) = &statuses.failed {
                     move_to(s).await?;
                 }
+                self.board_attach(&key, job).await?;
                 let mut blocks = vec![Block::Paragraph(format!("George could not finish job {job}: {reason}"))];
                 if let Some(tail) = self.output_tail(job).await? {
                     blocks.push(Block::Paragraph("The end of the last output:".into()));

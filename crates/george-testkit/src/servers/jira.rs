@@ -39,6 +39,11 @@
 //! - **Issue properties**: `PUT …/properties/{key}` (`201` new, `200`
 //!   replaced), `GET` (`{key, value}` or `404`).
 //! - **Assignee**: `PUT …/assignee` `{accountId}` → `204`.
+//! - **Attachments**: `POST /rest/api/3/issue/{key}/attachments`, a
+//!   `multipart/form-data` body whose parts are named `file`, with the header
+//!   `X-Atlassian-Token: no-check` (else `403` "XSRF check failed"); `200`
+//!   with the list of attachments made (`{id, filename, size, mimeType}`);
+//!   a file over the site's limit (1 MiB here) is `413`.
 //! - **Sub-tasks**: `POST /rest/api/3/issue` `{fields: {project: {key},
 //!   parent: {key}, issuetype: {name: "Subtask"}, summary, description}}`
 //!   creates a sub-task of an existing issue of the same project (`201`
@@ -144,6 +149,7 @@ struct Issue {
     properties: BTreeMap<String, Value>,
     assignee: Option<String>,
     parent: Option<String>,
+    attachments: Vec<(u64, String, Vec<u8>)>,
 }
 
 impl Issue {
@@ -208,6 +214,7 @@ impl JiraServer {
             .route("/rest/api/3/issue/{key}/comment", get(comments).post(add_comment))
             .route("/rest/api/3/issue/{key}/properties/{prop}", get(property).put(set_property))
             .route("/rest/api/3/issue/{key}/assignee", put(assign))
+            .route("/rest/api/3/issue/{key}/attachments", post(attach))
             .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
             .with_state(state.clone());
         let addr = super::inbox::serve_in_background(app);
@@ -240,6 +247,7 @@ impl JiraServer {
             properties: BTreeMap::new(),
             assignee: None,
             parent: None,
+            attachments: vec![],
         };
         s.issues.insert(new.key, issue);
     }
@@ -250,6 +258,11 @@ impl JiraServer {
         let mut subs: Vec<&Issue> = s.issues.values().filter(|i| i.parent.as_deref() == Some(key)).collect();
         subs.sort_by_key(|i| i.id);
         subs.iter().map(|i| (i.key.clone(), i.summary.clone(), i.status().to_string())).collect()
+    }
+
+    /// The attachments of `key`: `(filename, content)`, oldest first.
+    pub fn attachments(&self, key: &str) -> Vec<(String, Vec<u8>)> {
+        self.state.lock().unwrap().issues[key].attachments.iter().map(|(_, f, b)| (f.clone(), b.clone())).collect()
     }
 
     /// A person moves a ticket.
@@ -626,6 +639,7 @@ async fn create_subtask(State(s): State<Shared>, body: Bytes) -> Response {
         properties: BTreeMap::new(),
         assignee: None,
         parent: Some(parent),
+        attachments: vec![],
     };
     st.issues.insert(key.clone(), issue);
     let base = st.base.clone();
@@ -634,6 +648,78 @@ async fn create_subtask(State(s): State<Shared>, body: Bytes) -> Response {
         Json(json!({"id": id.to_string(), "key": key, "self": format!("{base}/rest/api/3/issue/{id}")})),
     )
         .into_response()
+}
+
+/// The most one attachment may hold on this site.
+const MAX_ATTACHMENT: usize = 1 << 20;
+
+async fn attach(
+    State(s): State<Shared>,
+    Path(key): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    if headers.get("x-atlassian-token").and_then(|v| v.to_str().ok()) != Some("no-check") {
+        return jira_error(StatusCode::FORBIDDEN, &["XSRF check failed"]);
+    }
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(boundary) = content_type
+        .strip_prefix("multipart/form-data")
+        .and_then(|rest| rest.split(';').find_map(|p| p.trim().strip_prefix("boundary=")))
+        .map(|b| b.trim_matches('"').to_string())
+    else {
+        return jira_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &["The request is not multipart/form-data."]);
+    };
+    let Some(files) = multipart_files(&body, &boundary) else {
+        return jira_error(StatusCode::BAD_REQUEST, &["The multipart body is malformed."]);
+    };
+    if files.is_empty() {
+        return jira_error(StatusCode::BAD_REQUEST, &["No part named `file`."]);
+    }
+    if files.iter().any(|(_, b)| b.len() > MAX_ATTACHMENT) {
+        return jira_error(StatusCode::PAYLOAD_TOO_LARGE, &["The file is larger than the attachment size limit."]);
+    }
+    let mut st = s.lock().unwrap();
+    let mut made = Vec::new();
+    for (name, bytes) in files {
+        st.next_id += 1;
+        let id = st.next_id;
+        let Some(i) = st.issues.get_mut(&key) else { return not_found() };
+        made.push(json!({"id": id.to_string(), "filename": name, "size": bytes.len(), "mimeType": "text/plain"}));
+        i.attachments.push((id, name, bytes));
+    }
+    Json(Value::Array(made)).into_response()
+}
+
+/// The `file` parts of a multipart body: `(filename, content)`; `None` if malformed.
+fn multipart_files(body: &[u8], boundary: &str) -> Option<Vec<(String, Vec<u8>)>> {
+    let delimiter = format!("--{boundary}");
+    let text = body;
+    let find = |hay: &[u8], needle: &[u8], from: usize| {
+        hay.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|p| p + from)
+    };
+    let mut out = Vec::new();
+    let mut at = find(text, delimiter.as_bytes(), 0)? + delimiter.len();
+    loop {
+        if text.get(at..at + 2)? == b"--" {
+            return Some(out);
+        }
+        let head_start = at + 2; // \r\n
+        let head_end = find(text, b"\r\n\r\n", head_start)?;
+        let head = String::from_utf8_lossy(&text[head_start..head_end]).to_string();
+        let next = find(text, format!("\r\n{delimiter}").as_bytes(), head_end + 4)?;
+        let content = text[head_end + 4..next].to_vec();
+        let disposition = head.lines().find(|l| l.to_ascii_lowercase().starts_with("content-disposition"))?;
+        let field = |name: &str| {
+            disposition
+                .split(';')
+                .find_map(|p| p.trim().strip_prefix(&format!("{name}=")).map(|v| v.trim_matches('"').to_string()))
+        };
+        if field("name").as_deref() == Some("file") {
+            out.push((field("filename").unwrap_or_else(|| "file".into()), content));
+        }
+        at = next + 2 + delimiter.len();
+    }
 }
 
 async fn property(State(s): State<Shared>, Path((key, prop)): Path<(String, String)>) -> Response {

@@ -747,6 +747,13 @@ fn a_board_jobs_steps_become_sub_tasks_once_and_its_end_a_table() {
     assert!(rows[1].starts_with("build") && rows[1].contains("completed"), "{rows:?}");
     assert!(rows[2].starts_with("check") && rows[2].contains("completed"), "{rows:?}");
     assert!(j.subtasks("PROJ-81").is_empty(), "a job off the board has no sub-tasks");
+    // Each step's output, attached to the ticket as a text file.
+    let files = j.attachments("PROJ-80");
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["proj-80-build-attempt-1.log", "proj-80-check-attempt-1.log"]);
+    assert!(String::from_utf8_lossy(&files[0].1).contains("built"), "{:?}", String::from_utf8_lossy(&files[0].1));
+    assert!(String::from_utf8_lossy(&files[1].1).contains("checked"));
+    assert!(j.attachments("PROJ-81").is_empty());
     // A restart replays nothing twice.
     e.stop();
     e.restart();
@@ -756,4 +763,5 @@ fn a_board_jobs_steps_become_sub_tasks_once_and_its_end_a_table() {
         until(Duration::from_secs(20), "three more polls", async || polls() >= seen + 3).await;
     });
     assert_eq!(j.subtasks("PROJ-80").len(), 2);
+    assert_eq!(j.attachments("PROJ-80").len(), 2);
 }
