@@ -20,6 +20,7 @@ mod llm;
 mod logs;
 pub mod openapi;
 mod ops;
+mod slack;
 mod traces;
 mod triggers;
 mod watch;
@@ -108,6 +109,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/triggers/{name}/resume", post(triggers::resume))
         .route("/api/v1/webhooks/jira", post(triggers::jira_webhook))
         .route("/api/v1/webhooks/github", post(triggers::github_webhook))
+        .route("/api/v1/slack/commands", post(slack::command))
         .route("/llm/v1/chat/completions", post(llm::chat_completions))
         .route("/llm/v1/messages", post(llm::messages))
         .route("/api/v1/sources", get(ops::sources))

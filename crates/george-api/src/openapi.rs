@@ -561,6 +561,21 @@ fn describe_events_and_control(b: &mut Builder) {
         .done();
     b.op(
         "post",
+        "/api/v1/slack/commands",
+        "signature",
+        "Slack slash command `/george` (form-encoded, X-Slack-Signature over v0:timestamp:body, 5 minutes)",
+    )
+    .json_value(
+        200,
+        "a Block Kit answer",
+        object(
+            json!({"response_type": {"type": "string"}, "text": {"type": "string"}, "blocks": {"type": "array"}}),
+            &["response_type", "text", "blocks"],
+        ),
+    )
+    .done();
+    b.op(
+        "post",
         "/api/v1/webhooks/github",
         "signature",
         "GitHub webhook: `issues` and `issue_comment` wake the GitHub source (X-Hub-Signature-256, X-GitHub-Event)",

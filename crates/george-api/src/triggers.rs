@@ -152,13 +152,13 @@ pub async fn webhook(
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SummonRequest {
-    agent: String,
+    pub(crate) agent: String,
     #[serde(default)]
-    template: Option<String>,
+    pub(crate) template: Option<String>,
     #[serde(default)]
-    context: BTreeMap<String, Value>,
+    pub(crate) context: BTreeMap<String, Value>,
     #[serde(default)]
-    priority: Option<george_core::Priority>,
+    pub(crate) priority: Option<george_core::Priority>,
 }
 
 /// `POST /api/v1/triggers/{name}/fire`: the trigger fires once now.

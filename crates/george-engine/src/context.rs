@@ -52,6 +52,8 @@ pub struct EngineConfig {
     pub jira_webhook_secret: Option<WebhookSecret>,
     /// The signing key of GitHub webhooks (`POST /api/v1/webhooks/github`).
     pub github_webhook_secret: Option<WebhookSecret>,
+    /// Slack slash commands (`POST /api/v1/slack/commands`), if enabled.
+    pub slack: Option<SlackSettings>,
     /// LLM providers and organisation budgets.
     pub llm: crate::llm::LlmSettings,
     /// Slack-compatible incoming-webhook URLs that receive budget alerts.
@@ -71,6 +73,26 @@ pub struct EngineConfig {
 /// A webhook signing key; never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WebhookSecret(pub Vec<u8>);
+
+/// Slack: the app's signing secret and who its users are in George.
+#[derive(Debug, Clone)]
+pub struct SlackSettings {
+    /// The app's signing secret (`X-Slack-Signature`).
+    pub signing_secret: WebhookSecret,
+    /// Slack user id → George subject and role.
+    pub users: std::collections::BTreeMap<String, SlackUser>,
+    /// The role of a Slack user not in `users` (`None`: refused).
+    pub default_role: Option<george_core::Role>,
+}
+
+/// A Slack user as George knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackUser {
+    /// Their subject in the audit log.
+    pub subject: String,
+    /// What they may do.
+    pub role: george_core::Role,
+}
 
 impl std::fmt::Debug for WebhookSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -120,6 +142,7 @@ impl EngineConfig {
             webhook_secret: None,
             jira_webhook_secret: None,
             github_webhook_secret: None,
+            slack: None,
             llm: crate::llm::LlmSettings { default_cap: 4096, ..Default::default() },
             notify: Vec::new(),
             engine_patience: Duration::from_secs(15 * 60),

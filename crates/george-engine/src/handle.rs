@@ -231,6 +231,11 @@ impl Triggers {
         self.ctx.cfg.jira_webhook_secret.as_ref().map(|s| s.0.as_slice())
     }
 
+    /// Slack's settings, if Slack commands are enabled.
+    pub fn slack(&self) -> Option<&crate::context::SlackSettings> {
+        self.ctx.cfg.slack.as_ref()
+    }
+
     /// The GitHub webhooks' signing key, if GitHub webhooks are enabled.
     pub fn github_webhook_secret(&self) -> Option<&[u8]> {
         self.ctx.cfg.github_webhook_secret.as_ref().map(|s| s.0.as_slice())

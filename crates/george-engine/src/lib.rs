@@ -36,7 +36,7 @@ mod workqueue;
 use adoption::adopt_orphans;
 pub use adoption::{Adopted, AdoptionError};
 use context::Context;
-pub use context::{Backpressure, EngineConfig, WebhookSecret};
+pub use context::{Backpressure, EngineConfig, SlackSettings, SlackUser, WebhookSecret};
 pub use decide::RetryPolicy;
 pub use handle::{Control, EngineHandle, Triggers};
 pub use metrics::Metrics;

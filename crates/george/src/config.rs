@@ -42,6 +42,9 @@ pub struct Config {
     /// Jira: the work source and status board.
     #[serde(default)]
     pub jira: Option<JiraSection>,
+    /// Slack: slash commands (`/george status`, ...) from a Slack app.
+    #[serde(default)]
+    pub slack: Option<SlackSection>,
     /// GitHub Issues: labelled issues of one repository become jobs.
     #[serde(default)]
     pub github: Option<GitHubSection>,
@@ -239,6 +242,31 @@ pub struct JiraSection {
     pub webhook_secret: Option<String>,
     /// ... or a file holding it.
     pub webhook_secret_file: Option<PathBuf>,
+}
+
+/// `slack`: a Slack app's slash commands.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SlackSection {
+    /// The app's signing secret: its name in secrets.dir ...
+    pub signing_secret: Option<String>,
+    /// ... or a file holding it.
+    pub signing_secret_file: Option<PathBuf>,
+    /// Slack user id → `{subject, role}`.
+    #[serde(default)]
+    pub users: std::collections::BTreeMap<String, SlackUserSection>,
+    /// The role of a Slack user not listed: `none` (the default: refused) or a role.
+    pub default_role: Option<String>,
+}
+
+/// A Slack user in George.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SlackUserSection {
+    /// Their subject in the audit log.
+    pub subject: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: george_core::Role,
 }
 
 /// `github`: the GitHub Issues source.

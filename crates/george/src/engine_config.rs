@@ -76,6 +76,7 @@ impl TryFrom<&Config> for EngineConfig {
         ecfg.webhook_secret = webhook_secret(cfg)?;
         ecfg.jira_webhook_secret = crate::jira_setup::webhook_secret(cfg)?;
         ecfg.github_webhook_secret = crate::github_setup::webhook_secret(cfg)?;
+        ecfg.slack = slack_settings(cfg)?;
         ecfg.llm = llm_settings(cfg)?;
         for (i, url) in cfg.llm.budgets.notify.iter().enumerate() {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -145,6 +146,27 @@ fn llm_settings(cfg: &Config) -> anyhow::Result<george_engine::llm::LlmSettings>
         }
     }
     Ok(s)
+}
+
+/// Slack's settings (`slack`), the signing secret read once at start.
+fn slack_settings(cfg: &Config) -> anyhow::Result<Option<george_engine::SlackSettings>> {
+    let Some(s) = &cfg.slack else { return Ok(None) };
+    let keys = ("slack.signingSecret", "slack.signingSecretFile");
+    let signing_secret = signing_key(cfg, keys, s.signing_secret.as_deref(), s.signing_secret_file.as_deref())?
+        .context("slack: set signingSecret or signingSecretFile (the Slack app's signing secret)")?;
+    let default_role =
+        match s.default_role.as_deref() {
+            None | Some("none") => None,
+            Some(r) => Some(r.parse::<george_core::Role>().map_err(|_| {
+                anyhow::anyhow!("slack.defaultRole: expected none, viewer, operator or admin, got `{r}`")
+            })?),
+        };
+    let users = s
+        .users
+        .iter()
+        .map(|(id, u)| (id.clone(), george_engine::SlackUser { subject: u.subject.clone(), role: u.role }))
+        .collect();
+    Ok(Some(george_engine::SlackSettings { signing_secret, users, default_role }))
 }
 
 /// The webhook signing key, read once at start.
