@@ -21,6 +21,7 @@ mod logs;
 pub mod openapi;
 mod ops;
 mod slack;
+mod slack_events;
 mod traces;
 mod triggers;
 mod watch;
@@ -110,6 +111,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/webhooks/jira", post(triggers::jira_webhook))
         .route("/api/v1/webhooks/github", post(triggers::github_webhook))
         .route("/api/v1/slack/commands", post(slack::command))
+        .route("/api/v1/slack/events", post(slack_events::event))
         .route("/llm/v1/chat/completions", post(llm::chat_completions))
         .route("/llm/v1/messages", post(llm::messages))
         .route("/api/v1/sources", get(ops::sources))

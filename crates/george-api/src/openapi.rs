@@ -576,6 +576,14 @@ fn describe_events_and_control(b: &mut Builder) {
     .done();
     b.op(
         "post",
+        "/api/v1/slack/events",
+        "signature",
+        "Slack Events API: the URL handshake, and mentions of George answered in their thread",
+    )
+    .json_value(200, "acknowledged (`{challenge}` for the handshake)", json!({"type": "object"}))
+    .done();
+    b.op(
+        "post",
         "/api/v1/webhooks/github",
         "signature",
         "GitHub webhook: `issues` and `issue_comment` wake the GitHub source (X-Hub-Signature-256, X-GitHub-Event)",

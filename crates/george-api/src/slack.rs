@@ -33,7 +33,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Checks Slack's signature and the request's age.
-fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), ApiError> {
+pub(crate) fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), ApiError> {
     let unauthorized = |m: &str| ApiError::Unauthorized(m.to_string());
     let ts = header(headers, "x-slack-request-timestamp")
         .and_then(|t| t.parse::<i64>().ok())
@@ -64,6 +64,25 @@ fn answer(text: &str, in_channel: bool) -> Json<Value> {
     }))
 }
 
+/// The George caller a Slack user is, or the message that refuses them.
+pub(crate) fn caller_of(slack: &george_engine::SlackSettings, user: &str) -> Result<Caller, String> {
+    match (slack.users.get(user), slack.default_role) {
+        (Some(u), _) => Ok(Caller::Operator { name: format!("slack:{}", u.subject), role: u.role }),
+        (None, Some(role)) => Ok(Caller::Operator { name: format!("slack:{user}"), role }),
+        (None, None) => {
+            Err(format!("George does not know you: ask an admin to add your Slack user `{user}` to `slack.users`."))
+        }
+    }
+}
+
+/// The command words of a message: mentions (`<@U…>`) left out, after `!guild` when it is there.
+pub(crate) fn command_words(text: &str) -> Vec<&str> {
+    text.split_whitespace()
+        .filter(|w| !(w.starts_with("<@") && w.ends_with('>')))
+        .skip_while(|w| *w == "!guild")
+        .collect()
+}
+
 /// `POST /api/v1/slack/commands`: a signed slash command.
 pub async fn command(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let slack = st.engine.triggers().slack().cloned().ok_or_else(|| {
@@ -72,17 +91,12 @@ pub async fn command(State(st): State<ApiState>, headers: HeaderMap, body: Bytes
     verify(&slack.signing_secret.0, &headers, &body, st.engine.now().timestamp())?;
     let form: BTreeMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let user = form.get("user_id").cloned().unwrap_or_default();
-    let caller = match (slack.users.get(&user), slack.default_role) {
-        (Some(u), _) => Caller::Operator { name: format!("slack:{}", u.subject), role: u.role },
-        (None, Some(role)) => Caller::Operator { name: format!("slack:{user}"), role },
-        (None, None) => {
-            let text =
-                format!("George does not know you: ask an admin to add your Slack user `{user}` to `slack.users`.");
-            return Ok(answer(&text, false));
-        }
+    let caller = match caller_of(&slack, &user) {
+        Ok(c) => c,
+        Err(refused) => return Ok(answer(&refused, false)),
     };
     let text = form.get("text").cloned().unwrap_or_default();
-    let words: Vec<&str> = text.split_whitespace().skip_while(|w| *w == "!guild").collect();
+    let words = command_words(&text);
     let (verb, args) = words.split_first().map_or(("help", &[][..]), |(v, a)| (*v, a));
     tracing::info!(user = %user, verb, "Slack command");
     let done = run(&st, caller, verb, args).await;
@@ -93,7 +107,7 @@ pub async fn command(State(st): State<ApiState>, headers: HeaderMap, body: Bytes
 }
 
 /// Runs one command as `caller`: its answer, and whether the channel sees it.
-async fn run(st: &ApiState, caller: Caller, verb: &str, args: &[&str]) -> Result<(String, bool), ApiError> {
+pub(crate) async fn run(st: &ApiState, caller: Caller, verb: &str, args: &[&str]) -> Result<(String, bool), ApiError> {
     let state = || State(st.clone());
     match verb {
         "status" => {

@@ -83,6 +83,10 @@ pub struct SlackSettings {
     pub users: std::collections::BTreeMap<String, SlackUser>,
     /// The role of a Slack user not in `users` (`None`: refused).
     pub default_role: Option<george_core::Role>,
+    /// The bot token George answers mentions with (`chat.postMessage`).
+    pub bot_token: Option<WebhookSecret>,
+    /// Slack's Web API base (`https://slack.com/api`).
+    pub api_url: String,
 }
 
 /// A Slack user as George knows them.

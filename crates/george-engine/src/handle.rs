@@ -149,6 +149,16 @@ impl EngineHandle {
         self.ctx.clock.now()
     }
 
+    /// Runs `work` in the background, tracked: the engine's stop waits for it.
+    pub fn spawn_tracked(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.ctx.tasks.spawn(work);
+    }
+
+    /// The engine's HTTP client for outside services (LLM providers, Slack).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.ctx.http
+    }
+
     /// Asks for a job to be reconciled now.
     pub fn nudge(&self, job: &str) {
         self.ctx.queue.add(job);

@@ -257,6 +257,12 @@ pub struct SlackSection {
     pub users: std::collections::BTreeMap<String, SlackUserSection>,
     /// The role of a Slack user not listed: `none` (the default: refused) or a role.
     pub default_role: Option<String>,
+    /// The environment variable holding the bot token (`xoxb-…`), for answering mentions ...
+    pub bot_token_env: Option<String>,
+    /// ... or a file holding it.
+    pub bot_token_file: Option<PathBuf>,
+    /// Slack's Web API base (default `https://slack.com/api`).
+    pub api_url: Option<String>,
 }
 
 /// A Slack user in George.

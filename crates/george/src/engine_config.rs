@@ -166,7 +166,22 @@ fn slack_settings(cfg: &Config) -> anyhow::Result<Option<george_engine::SlackSet
         .iter()
         .map(|(id, u)| (id.clone(), george_engine::SlackUser { subject: u.subject.clone(), role: u.role }))
         .collect();
-    Ok(Some(george_engine::SlackSettings { signing_secret, users, default_role }))
+    let bot_token = match (&s.bot_token_env, &s.bot_token_file) {
+        (Some(_), Some(_)) => bail!("slack: set either botTokenEnv or botTokenFile, not both"),
+        (Some(var), None) => Some(
+            std::env::var(var).with_context(|| format!("slack.botTokenEnv: environment variable {var} is not set"))?,
+        ),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f).with_context(|| format!("slack.botTokenFile: cannot read {}", f.display()))?,
+        ),
+        (None, None) => None,
+    }
+    .map(|t| george_engine::WebhookSecret(t.trim().as_bytes().to_vec()));
+    let api_url = s.api_url.clone().unwrap_or_else(|| "https://slack.com/api".into());
+    if !(api_url.starts_with("http://") || api_url.starts_with("https://")) {
+        bail!("slack.apiUrl: expected an http:// or https:// URL, got {api_url:?}");
+    }
+    Ok(Some(george_engine::SlackSettings { signing_secret, users, default_role, bot_token, api_url }))
 }
 
 /// The webhook signing key, read once at start.

@@ -12,6 +12,7 @@ pub mod jira;
 pub mod kube_api;
 pub mod llm;
 pub mod otlp;
+pub mod slack;
 
 use base64::Engine as _;
 

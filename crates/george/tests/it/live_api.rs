@@ -426,6 +426,8 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
         assert_eq!(r.status, 202, "{}", r.text);
         let r = c.call("post", "/api/v1/webhooks/jira", "/api/v1/webhooks/jira", None, Some(json!({}))).await;
         assert!(r.status >= 400, "{}", r.text);
+        let r = c.call("post", "/api/v1/slack/events", "/api/v1/slack/events", None, Some(json!({}))).await;
+        assert_eq!(r.status, 401, "no Slack signing secret here: {}", r.text);
         let r = c.call("post", "/api/v1/slack/commands", "/api/v1/slack/commands", None, Some(json!({}))).await;
         assert_eq!(r.status, 401, "no Slack signing secret here: {}", r.text);
         let r = c.call("post", "/api/v1/webhooks/github", "/api/v1/webhooks/github", None, Some(json!({}))).await;

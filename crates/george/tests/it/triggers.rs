@@ -6,6 +6,7 @@
 
 use crate::common;
 
+use common::slack::SlackServer;
 use common::*;
 use george_core::{JobStatus, Priority};
 use hmac::{Hmac, Mac};
@@ -22,6 +23,11 @@ fn sign(body: &[u8]) -> String {
 }
 
 fn setup(tmp: &std::path::Path) -> Engine {
+    setup_with(tmp, "", &[])
+}
+
+/// The engine of these tests; `slack` adds keys to its `slack` section, `env` to its environment.
+fn setup_with(tmp: &std::path::Path, slack: &str, env: &[(&str, &str)]) -> Engine {
     let secrets = tmp.join("secrets");
     std::fs::create_dir_all(&secrets).unwrap();
     std::fs::write(secrets.join("webhook"), SECRET).unwrap();
@@ -67,10 +73,10 @@ spec:
         "apiVersion: george/v1\nkind: Trigger\nmetadata: {name: deploys}\nspec:\n  type: webhook\n  source: ci\n  events: [deploy]\n  template: triage\n  agent: ranger\n",
     );
     let cfg = format!(
-        "secrets:\n  dir: {}\nwebhooks:\n  secret: webhook\nslack:\n  signingSecret: slack\n  users:\n    U0ANN: {{subject: ann, role: operator}}\n    U0VIC: {{subject: vic, role: viewer}}\n",
+        "secrets:\n  dir: {}\nwebhooks:\n  secret: webhook\nslack:\n  signingSecret: slack\n  users:\n    U0ANN: {{subject: ann, role: operator}}\n    U0VIC: {{subject: vic, role: viewer}}\n{slack}",
         secrets.display()
     );
-    Engine::start(tmp, &cfg, &["--manifests", m.to_str().unwrap()])
+    Engine::start_with_env(tmp, &cfg, &["--manifests", m.to_str().unwrap()], env)
 }
 
 async fn post(engine: &Engine, body: &serde_json::Value, signature: Option<String>) -> reqwest::Response {
@@ -316,5 +322,64 @@ fn slack_commands_are_signed_mapped_to_roles_and_audited() {
         assert_eq!(created.actor, "operator:slack:ann");
         let (_, v) = slash(&engine, "U0ANN", "bogus", 0, SLACK_SECRET).await;
         assert!(v["text"].as_str().unwrap().contains("/george summon AGENT"), "help: {v}");
+    });
+}
+
+/// A delivery of the Events API, signed as Slack signs it.
+async fn deliver(e: &Engine, body: &str, ts: i64, retry: Option<u32>) -> (u16, serde_json::Value) {
+    let mut rb = reqwest::Client::new()
+        .post(format!("{}/api/v1/slack/events", e.url))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (k, v) in SlackServer::signed(SLACK_SECRET, ts, body, retry) {
+        rb = rb.header(k, v);
+    }
+    let resp = rb.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or_default())
+}
+
+#[test]
+fn a_mention_in_slack_is_answered_in_its_thread_once_through_rate_limits() {
+    let slack = SlackServer::start("xoxb-test-bot-token");
+    let tmp = common::tempdir().unwrap();
+    let extra = format!("  botTokenEnv: SLACK_BOT_TOKEN\n  apiUrl: '{}'\n", slack.api_url);
+    let engine = setup_with(tmp.path(), &extra, &[("SLACK_BOT_TOKEN", "xoxb-test-bot-token")]);
+    let rt = engine.rt();
+    rt.block_on(engine.wait_applied());
+    rt.block_on(async {
+        let now = chrono::Utc::now().timestamp();
+        // The URL-verification handshake.
+        let hello = r#"{"token":"unused","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+        let (status, v) = deliver(&engine, hello, now, None).await;
+        assert_eq!((status, v["challenge"].as_str()), (200, Some("3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P")));
+        assert_eq!(deliver(&engine, hello, now - 400, None).await.0, 401, "stale");
+        // A mention; Slack's first answer to George is a rate limit.
+        slack.rate_limit_next(1, 1);
+        let mention = SlackServer::mention("Ev0001", "U0ANN", "C0001", "1700000100.000200", None, "<@U0BOT> !guild summon ranger check the pager");
+        assert_eq!(deliver(&engine, &mention, now, None).await.0, 200);
+        // Slack redelivers it (no answer in time, it thinks): nothing runs twice.
+        let (status, v) = deliver(&engine, &mention, now, Some(1)).await;
+        assert_eq!((status, v["duplicate"].as_bool()), (200, Some(true)));
+        let answered = eventually(Duration::from_secs(20), "the answer in the thread", async || {
+            let m = slack.messages();
+            (!m.is_empty()).then_some(m)
+        })
+        .await;
+        assert_eq!(answered.len(), 1, "{answered:?}");
+        assert_eq!((answered[0]["channel"].as_str(), answered[0]["thread_ts"].as_str()), (Some("C0001"), Some("1700000100.000200")));
+        let text = answered[0]["text"].as_str().unwrap();
+        let id = text.split('`').nth(1).expect("the job in the answer").to_string();
+        engine.wait_status(&id, JobStatus::Completed, Duration::from_secs(30)).await;
+        let seen = std::fs::read_to_string(engine.dir.join(format!("data/outputs/{id}/seen"))).unwrap();
+        assert_eq!(seen, "check the pager\n");
+        assert_eq!(engine.client.jobs(&Default::default()).await.unwrap().len(), 1, "one job for one mention");
+        // A viewer's mention is answered with the refusal, in its thread.
+        let viewer = SlackServer::mention("Ev0002", "U0VIC", "C0001", "1700000200.000300", Some("1700000100.000200"), "<@U0BOT> summon ranger x");
+        assert_eq!(deliver(&engine, &viewer, now, None).await.0, 200);
+        let refused = eventually(Duration::from_secs(20), "the refusal", async || slack.messages().get(1).cloned()).await;
+        assert!(refused["text"].as_str().unwrap().contains("has role viewer"), "{refused}");
+        assert_eq!(refused["thread_ts"], "1700000100.000200");
+        assert_eq!(engine.client.jobs(&Default::default()).await.unwrap().len(), 1);
     });
 }

@@ -7,7 +7,7 @@ pub mod browser;
 pub mod openapi;
 pub mod service;
 
-pub use george_testkit::servers::{decode_base64, forge, git_http, github, inbox, jira, kube_api, llm, otlp};
+pub use george_testkit::servers::{decode_base64, forge, git_http, github, inbox, jira, kube_api, llm, otlp, slack};
 
 #[path = "../../support/binary.rs"]
 mod binary;
