@@ -257,6 +257,27 @@ pub async fn settle_wait(store: &dyn Store, parent: &Job) -> Result<bool, StoreE
     Ok(true)
 }
 
+/// A child its parent's pause paused follows the parent's resumption even
+/// when the parent was resumed before it showed paused (the parent's own
+/// pass then never saw it paused). Returns whether it resumed.
+pub async fn follow_parent(store: &dyn Store, child: &Job) -> Result<bool, StoreError> {
+    let Some(parent) = parent_of(child) else { return Ok(false) };
+    let paused_by_parent = format!("parent `{parent}` paused");
+    if child.desired != DesiredState::Paused || !child.reason.as_deref().is_some_and(|r| r.ends_with(&paused_by_parent))
+    {
+        return Ok(false);
+    }
+    if store.get_job(parent).await?.is_none_or(|p| p.desired != DesiredState::Active) {
+        return Ok(false);
+    }
+    let reason = format!("parent `{parent}` resumed");
+    match store.set_desired(&child.id, DesiredState::Active, &format!("job:{parent}"), Some(&reason)).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::Conflict(_)) | Err(StoreError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Pausing or aborting `parent` pauses or aborts its unfinished children;
 /// resuming it resumes the children its pause paused.
 pub async fn cascade(store: &dyn Store, parent: &Job) -> Result<(), StoreError> {

@@ -101,6 +101,9 @@ pub enum Action {
 /// How an attempt that never ran its agent ends: the engine stopped between
 /// recording the attempt and releasing the agent. Not a failed attempt.
 pub const NEVER_STARTED: &str = "never started";
+/// How an attempt ends whose agent was stopped because its job was paused.
+/// Not a failed attempt (the job may be resumed before it shows paused).
+pub const PAUSED: &str = "job paused";
 /// How an attempt ends whose agent was stopped because George itself was
 /// stopped (`george up` interrupted). Not a failed attempt.
 pub const INTERRUPTED: &str = "interrupted";
@@ -109,7 +112,11 @@ pub const INTERRUPTED: &str = "interrupted";
 /// its agent (preempted, never started, interrupted): the job goes back to
 /// the queue without counting a failure, and its completed steps stay.
 pub fn not_the_agents_fault(outcome: &str) -> bool {
-    outcome.starts_with("preempted") || outcome.starts_with(NEVER_STARTED) || outcome.starts_with(INTERRUPTED)
+    outcome.starts_with("preempted")
+        || outcome.starts_with(NEVER_STARTED)
+        || outcome.starts_with(INTERRUPTED)
+        // Stopped for a pause that was lifted before the job showed it paused.
+        || outcome.starts_with(PAUSED)
 }
 
 fn since(now: DateTime<Utc>, t: DateTime<Utc>) -> Duration {
@@ -243,7 +250,7 @@ fn decide_live(state: &JobState, agent: &Attempt, observed: Observed, now: DateT
         };
     }
     match job.desired {
-        DesiredState::Paused => return Action::Terminate { attempt, reason: "job paused".into(), failure: false },
+        DesiredState::Paused => return Action::Terminate { attempt, reason: PAUSED.into(), failure: false },
         DesiredState::Aborted => return Action::Terminate { attempt, reason: "job aborted".into(), failure: false },
         DesiredState::Active => {}
     }
@@ -468,6 +475,18 @@ mod tests {
                 assert_eq!((c.to, c.count_failure, c.next_attempt_at), (JobStatus::Pending, false, None));
                 assert_eq!(c.reason.as_deref(), Some("preempted by job urgent"));
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A pause lifted while the agent was being stopped for it: the job
+    /// goes back to the queue, and the stop is no failure of the agent's.
+    #[test]
+    fn a_pause_lifted_before_the_job_showed_it_counts_no_failure() {
+        let mut s = with_agent(job(JobStatus::InProgress, DesiredState::Active), AgentState::Terminated);
+        s.current.as_mut().unwrap().outcome = Some("job paused (exited with code 0)".into());
+        match decide(&s, Observed::NoAgent, t0(), &rules()) {
+            Action::SetStatus(c) => assert_eq!((c.to, c.count_failure), (JobStatus::Pending, false)),
             other => panic!("{other:?}"),
         }
     }

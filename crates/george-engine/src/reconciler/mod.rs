@@ -42,6 +42,9 @@ async fn family(ctx: &Arc<Context>, job: &george_core::record::Job) -> Result<bo
     if job.desired != george_core::DesiredState::Active || job.status == JobStatus::Paused {
         children::cascade(ctx.store.as_ref(), job).await?;
     }
+    if job.desired == george_core::DesiredState::Paused && children::follow_parent(ctx.store.as_ref(), job).await? {
+        return Ok(true);
+    }
     if job.status == JobStatus::Blocked && job.reason.as_deref().is_some_and(|r| r.starts_with(children::WAITING)) {
         return children::settle_wait(ctx.store.as_ref(), job).await;
     }
