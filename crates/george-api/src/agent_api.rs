@@ -36,7 +36,9 @@ pub async fn attach(
     Ok(Json(ctx))
 }
 
-async fn context_of(st: &ApiState, id: &str, attempt: u32) -> Result<AgentContext, ApiError> {
+/// Job `id`, if `attempt` is its current attempt and that attempt's agent
+/// is live and recorded; else the refusal its agent gets.
+pub(crate) async fn current_job(st: &ApiState, id: &str, attempt: u32) -> Result<george_core::record::Job, ApiError> {
     let job = st.store.get_job(id).await?.ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))?;
     if job.attempt != attempt {
         return Err(ApiError::Superseded(format!(
@@ -60,6 +62,11 @@ async fn context_of(st: &ApiState, id: &str, attempt: u32) -> Result<AgentContex
             )))
         }
     }
+    Ok(job)
+}
+
+async fn context_of(st: &ApiState, id: &str, attempt: u32) -> Result<AgentContext, ApiError> {
+    let job = current_job(st, id, attempt).await?;
     let comments = st.store.comments(id).await?;
     let interval = st.engine.config().health.interval.get();
     let catalog = st.store.catalog().await?;

@@ -29,13 +29,7 @@ pub async fn create(
     Body(req): Body<ChildRequest>,
 ) -> Result<(StatusCode, Json<ChildView>), ApiError> {
     let attempt = caller.agent_of(&id)?;
-    let parent = st.store.get_job(&id).await?.ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))?;
-    let live = st.store.get_agent(&id, attempt).await?.is_some_and(|a| a.state.is_live());
-    if parent.attempt != attempt || !live {
-        return Err(ApiError::Superseded(format!(
-            "attempt {attempt} of job `{id}` is no longer current; this agent must stop"
-        )));
-    }
+    let parent = crate::agent_api::current_job(&st, &id, attempt).await?;
     let (child, created) = st.engine.spawn_child(&parent, &req).await.map_err(child_error)?;
     st.engine.nudge(&child.id);
     let view = children::view(st.store.as_ref(), &child).await?;

@@ -128,12 +128,15 @@ pub(crate) async fn check(ctx: &Arc<Context>, charge: &Charge) -> Result<(), Sto
 async fn family(ctx: &Arc<Context>, job: &str) -> Result<(), StoreError> {
     let store = ctx.store.as_ref();
     let Some(mut top) = store.get_job(job).await? else { return Ok(()) };
+    let catalog = ctx.catalog.get(store).await?;
     for _ in 0..16 {
         let Some(parent) = crate::children::parent_of(&top).map(str::to_string) else { break };
         let Some(p) = store.get_job(&parent).await? else { break };
         top = p;
     }
-    let Some((limit, left)) = crate::family_budget::remaining(&ctx.family, store, &top).await? else { return Ok(()) };
+    let Some((limit, left)) = crate::family_budget::remaining(&ctx.family, store, &catalog, &top).await? else {
+        return Ok(());
+    };
     let percent = if limit == 0 { 100.0 } else { (limit - left) as f64 * 100.0 / limit as f64 };
     let reached = Color::of(percent);
     for color in [Color::Yellow, Color::Orange, Color::Red].into_iter().filter(|c| *c <= reached) {

@@ -202,7 +202,7 @@ pub async fn view(store: &dyn Store, child: &Job) -> Result<ChildView, StoreErro
         None
     };
     Ok(ChildView {
-        tokens: crate::family_budget::limit(store, child).await?,
+        tokens: crate::family_budget::share(store, &child.id).await?,
         tokens_used: crate::family_budget::spent(store, &child.id).await?,
         id: child.id.clone(),
         key: child.origin.revision.clone().unwrap_or_default(),

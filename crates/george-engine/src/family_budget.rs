@@ -17,6 +17,7 @@
 //! never together take a family past its budget.
 
 use crate::children;
+use george_core::plan::Catalog;
 use george_core::record::Job;
 use george_store::{Store, StoreError};
 use parking_lot::Mutex;
@@ -30,6 +31,17 @@ pub const SETTING: &str = "budget.job:";
 pub struct FamilyBudgets {
     lock: tokio::sync::Mutex<()>,
     held: Mutex<HashMap<String, u64>>,
+}
+
+/// A child about to be created, as its share is carved.
+#[derive(Debug, Clone, Copy)]
+pub struct Share<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// The tokens it asks for.
+    pub asked: Option<u64>,
+    /// How many children its parent may still create.
+    pub slots: u32,
 }
 
 /// Tokens a call holds against its job's family budget until its usage is in the ledger.
@@ -61,15 +73,17 @@ pub enum FamilyError {
     Store(#[from] StoreError),
 }
 
-/// A job's family budget, if it has one.
-pub async fn limit(store: &dyn Store, job: &Job) -> Result<Option<u64>, StoreError> {
-    if let Some(v) = store.setting(&format!("{SETTING}{}", job.id)).await? {
-        return Ok(v.as_u64());
-    }
+/// The share of its parent's budget child `job` was given, if any.
+pub async fn share(store: &dyn Store, job: &str) -> Result<Option<u64>, StoreError> {
+    Ok(store.setting(&format!("{SETTING}{job}")).await?.and_then(|v| v.as_u64()))
+}
+
+/// A job's family budget, if it has one: a child's share, or for a job
+/// without a parent its AgentSpec's `perJob` (from `catalog`).
+pub async fn limit(store: &dyn Store, catalog: &Catalog, job: &Job) -> Result<Option<u64>, StoreError> {
     if children::parent_of(job).is_some() {
-        return Ok(None);
+        return share(store, &job.id).await;
     }
-    let catalog = store.catalog().await?;
     Ok(catalog.agents.get(&job.agent).and_then(|a| a.spec.resources.token_budget.as_ref()).and_then(|t| t.per_job))
 }
 
@@ -113,7 +127,7 @@ fn committed<'a>(
     Box::pin(async move {
         let mut total = used(store, job).await?;
         for child in children::children(store, job).await? {
-            let carved = limit(store, &child).await?;
+            let carved = share(store, &child.id).await?;
             total += match carved {
                 Some(l) if !child.status.is_final() => l,
                 _ => committed(store, &child.id).await?,
@@ -127,20 +141,34 @@ fn committed<'a>(
 pub async fn remaining(
     budgets: &FamilyBudgets,
     store: &dyn Store,
+    catalog: &Catalog,
     job: &Job,
 ) -> Result<Option<(u64, u64)>, StoreError> {
-    let Some(l) = limit(store, job).await? else { return Ok(None) };
-    let held = budgets.held.lock().get(&job.id).copied().unwrap_or(0);
-    let spent = committed(store, &job.id).await?;
-    Ok(Some((l, l.saturating_sub(spent.saturating_add(held)))))
+    let Some(l) = limit(store, catalog, job).await? else { return Ok(None) };
+    Ok(Some((l, left(budgets, store, &job.id, l).await?)))
+}
+
+/// What is left of `job`'s budget `limit`.
+async fn left(budgets: &FamilyBudgets, store: &dyn Store, job: &str, limit: u64) -> Result<u64, StoreError> {
+    let held = budgets.held.lock().get(job).copied().unwrap_or(0);
+    let spent = committed(store, job).await?;
+    Ok(limit.saturating_sub(spent.saturating_add(held)))
 }
 
 impl FamilyBudgets {
     /// Holds a call's worst case (`needed`) against `job`'s family budget,
     /// or refuses it. `None`: the job has no family budget.
-    pub async fn reserve(&self, store: &dyn Store, job: &Job, needed: u64) -> Result<Option<FamilyHold>, FamilyError> {
+    pub async fn reserve(
+        &self,
+        store: &dyn Store,
+        catalog: &Catalog,
+        job: &Job,
+        needed: u64,
+    ) -> Result<Option<FamilyHold>, FamilyError> {
+        // A job without a family budget (most) takes neither the lock nor the ledger's time.
+        let Some(limit) = limit(store, catalog, job).await? else { return Ok(None) };
         let _turn = self.lock.lock().await;
-        let Some((limit, left)) = remaining(self, store, job).await? else { return Ok(None) };
+        let left = left(self, store, &job.id, limit).await?;
         if needed > left {
             return Err(FamilyError::Exhausted {
                 job: job.id.clone(),
@@ -166,23 +194,22 @@ impl FamilyBudgets {
     }
 
     /// Creates `parent`'s child as `create` does, first carving its budget
-    /// out of the parent's: `asked`, else an equal share of what is left for
-    /// the children the parent may still create (`slots`). Without a parent
+    /// out of the parent's: what `child` asks, else an equal share of what is
+    /// left for the children the parent may still create. Without a parent
     /// budget the child has none.
     pub async fn carve<T>(
         &self,
-        store: &dyn Store,
+        (store, catalog): (&dyn Store, &Catalog),
         parent: &Job,
-        child_id: &str,
-        asked: Option<u64>,
-        slots: u32,
+        child: Share<'_>,
         create: impl std::future::Future<Output = Result<T, children::ChildError>>,
     ) -> Result<T, children::ChildError> {
+        let Share { id: child_id, asked, slots } = child;
         let _turn = self.lock.lock().await;
         if store.get_job(child_id).await?.is_some() {
             return create.await;
         }
-        if let Some((limit, left)) = remaining(self, store, parent).await? {
+        if let Some((limit, left)) = remaining(self, store, catalog, parent).await? {
             let tokens = asked.unwrap_or(left / u64::from(slots.max(1)));
             if tokens > left || tokens == 0 {
                 return Err(children::ChildError::Limit(

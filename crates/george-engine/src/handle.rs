@@ -51,13 +51,14 @@ impl EngineHandle {
         req: &george_core::api::ChildRequest,
     ) -> Result<(george_core::record::Job, bool), crate::children::ChildError> {
         let store = self.ctx.store.as_ref();
-        let catalog = store.catalog().await?;
+        let catalog = self.ctx.catalog.get(store).await?;
         let limits = catalog.agents.get(&parent.agent).and_then(|s| s.spec.subagents).unwrap_or_default();
         let existing = crate::children::children(store, &parent.id).await?.len() as u32;
         let slots = limits.max_children().saturating_sub(existing);
         let id = crate::children::child_id(&parent.id, &req.key);
         let create = crate::children::spawn(store, parent, req);
-        self.ctx.family.carve(store, parent, &id, req.tokens, slots, create).await
+        let share = crate::family_budget::Share { id: &id, asked: req.tokens, slots };
+        self.ctx.family.carve((store, &catalog), parent, share, create).await
     }
 
     /// The LLM meter: routes, paces and reserves agents' calls, and

@@ -81,7 +81,8 @@ impl Meter {
     async fn reserve_family(&self, route: &Route, needed: u64) -> Result<Option<FamilyHold>, ReserveError> {
         let store = self.ctx.store.as_ref();
         let Some(job) = store.get_job(&route.charge.job).await? else { return Ok(None) };
-        match self.ctx.family.reserve(store, &job, needed).await {
+        let catalog = self.ctx.catalog.get(store).await?;
+        match self.ctx.family.reserve(store, &catalog, &job, needed).await {
             Ok(hold) => Ok(hold),
             Err(FamilyError::Store(e)) => Err(e.into()),
             Err(e @ FamilyError::Exhausted { .. }) => {

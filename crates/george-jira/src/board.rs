@@ -36,15 +36,10 @@ impl WriteBack {
             if map.get(id).and_then(Value::as_str).is_some() {
                 continue;
             }
-            let summary: String =
-                format!("{id}: {}", step.spec.description.lines().next().unwrap_or(id)).chars().take(250).collect();
-            let description = crate::adf::doc(&[Block::Paragraph(format!(
-                "Step {id} of George job {job} (template {}).",
-                j.template
-            ))]);
-            let key = self.client.create_subtask(ticket, &issue_type, &summary, &description).await?;
-            map[id.as_str()] = json!(key);
-            self.client.set_property(ticket, PROPERTY, &map).await?;
+            let summary = format!("{id}: {}", step.spec.description.lines().next().unwrap_or(id));
+            let description = format!("Step {id} of George job {job} (template {}).", j.template);
+            let key =
+                self.create_recorded(ticket, (PROPERTY, &mut map, id), &issue_type, &summary, description).await?;
             tracing::info!(ticket, subtask = %key, job, step = %id, "step mirrored as a sub-task");
         }
         Ok(())
@@ -57,17 +52,7 @@ impl WriteBack {
         }
         let map = self.client.property(ticket, PROPERTY).await?.unwrap_or_default();
         let Some(key) = map.get(step).and_then(Value::as_str).map(str::to_string) else { return Ok(()) };
-        let statuses = self.settings.statuses.clone();
-        let target = match to {
-            "in_progress" => Some(statuses.in_progress),
-            "blocked" => statuses.blocked,
-            "completed" | "skipped" => Some(statuses.completed),
-            "failed" => statuses.failed.or(Some(statuses.completed)),
-            _ => None,
-        };
-        if let Some(status) = target {
-            self.move_to(&key, &status).await?;
-        }
+        self.move_subtask_to(&key, to).await?;
         Ok(())
     }
 

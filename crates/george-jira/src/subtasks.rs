@@ -16,6 +16,43 @@ pub const PROPERTY: &str = "george.subtasks";
 const CHILD: &str = "parent";
 
 impl WriteBack {
+    /// A sub-task of `ticket` (summary cut to Jira's 255), recorded as
+    /// `entry` in the ticket's `property` map `map` right after it is created,
+    /// so a restart creates it no second time. Its key.
+    pub(crate) async fn create_recorded(
+        &self,
+        ticket: &str,
+        (property, map, entry): (&str, &mut Value, &str),
+        issue_type: &str,
+        summary: &str,
+        description: String,
+    ) -> Result<String, Failure> {
+        let summary: String = summary.chars().take(250).collect();
+        let description = doc(&[Block::Paragraph(description)]);
+        let key = self.client.create_subtask(ticket, issue_type, &summary, &description).await?;
+        map[entry] = json!(key);
+        self.client.set_property(ticket, property, map).await?;
+        Ok(key)
+    }
+
+    /// Moves sub-task `key` as what it mirrors (a child job, a step) became `to`:
+    /// in progress, blocked (if configured), the completed status when it
+    /// completes, is skipped or aborted, the failed one (else completed) when it fails.
+    pub(crate) async fn move_subtask_to(&self, key: &str, to: &str) -> Result<(), Failure> {
+        let statuses = &self.settings.statuses;
+        let target = match to {
+            "in_progress" => Some(statuses.in_progress.clone()),
+            "blocked" => statuses.blocked.clone(),
+            "completed" | "skipped" | "aborted" => Some(statuses.completed.clone()),
+            "failed" => statuses.failed.clone().or(Some(statuses.completed.clone())),
+            _ => None,
+        };
+        match target {
+            Some(status) => self.move_to(key, &status).await,
+            None => Ok(()),
+        }
+    }
+
     /// The ticket at the top of `job`'s family, if it came from Jira.
     async fn family_ticket(&mut self, job: &str) -> Result<Option<String>, Failure> {
         let mut id = job.to_string();
@@ -45,14 +82,9 @@ impl WriteBack {
         let template = child.as_ref().map(|c| c.template.clone()).unwrap_or_default();
         let task = child.as_ref().and_then(|c| c.params.get("task")).and_then(Value::as_str).map(str::to_string);
         let key_name = e.data["revision"].as_str().unwrap_or(job);
-        let summary =
-            format!("{key_name}: {}", task.as_deref().unwrap_or(&template)).chars().take(250).collect::<String>();
-        let description = doc(&[Block::Paragraph(format!(
-            "George sub-agent: job {job} (template {template}), started by job {parent}."
-        ))]);
-        let key = self.client.create_subtask(&ticket, issue_type, &summary, &description).await?;
-        map[job] = json!(key);
-        self.client.set_property(&ticket, PROPERTY, &map).await?;
+        let summary = format!("{key_name}: {}", task.as_deref().unwrap_or(&template));
+        let description = format!("George sub-agent: job {job} (template {template}), started by job {parent}.");
+        let key = self.create_recorded(&ticket, (PROPERTY, &mut map, job), issue_type, &summary, description).await?;
         tracing::info!(ticket = %ticket, subtask = %key, job, "child job mirrored as a sub-task");
         self.subtasks.insert(job.to_string(), Some(key));
         Ok(())
@@ -81,17 +113,7 @@ impl WriteBack {
             return Ok(false);
         }
         let Some(key) = self.subtask_of(job).await? else { return Ok(false) };
-        let statuses = self.settings.statuses.clone();
-        let target = match to {
-            "in_progress" => Some(statuses.in_progress),
-            "blocked" => statuses.blocked,
-            "completed" | "aborted" => Some(statuses.completed),
-            "failed" => statuses.failed.or(Some(statuses.completed)),
-            _ => None,
-        };
-        if let Some(status) = target {
-            self.move_to(&key, &status).await?;
-        }
+        self.move_subtask_to(&key, to).await?;
         Ok(true)
     }
 }

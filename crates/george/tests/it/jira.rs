@@ -229,6 +229,13 @@ fn adf_plain(v: &Value) -> String {
     }
 }
 
+/// Waits until the engine has searched Jira three more times.
+async fn three_more_polls(j: &JiraServer) {
+    let polls = || j.requests().iter().filter(|r| r.starts_with("POST /rest/api/3/search/jql")).count();
+    let seen = polls();
+    until(Duration::from_secs(20), "three more polls", async || polls() >= seen + 3).await;
+}
+
 fn count_in_progress(j: &JiraServer, key: &str) -> usize {
     j.transitions().iter().filter(|(k, s)| k == key && s == "In Progress").count()
 }
@@ -621,7 +628,6 @@ fn a_ticket_a_person_closes_stays_closed_and_its_job_stops() {
     slow.labels = vec!["george".into(), "slow".into()];
     j.add_issue(slow);
     let mut e = site.engine("a", &j, &[], "");
-    let polls = || j.requests().iter().filter(|r| r.contains("/search")).count();
     e.rt().block_on(async {
         e.wait_status("proj-40", JobStatus::InProgress, Duration::from_secs(30)).await;
         // The claim moves the ticket; the write-back then says the agent started.
@@ -636,8 +642,7 @@ fn a_ticket_a_person_closes_stays_closed_and_its_job_stops() {
         until(Duration::from_secs(20), "the agent to stop", async || !process_running("sleep 3600.9")).await;
         until(Duration::from_secs(20), "the explanation", async || bot_comments(&j, "PROJ-40").len() >= 2).await;
         // More polls pass: nothing more is said or moved.
-        let seen = polls();
-        until(Duration::from_secs(20), "three more polls", async || polls() >= seen + 3).await;
+        three_more_polls(&j).await;
         let said = bot_comments(&j, "PROJ-40");
         assert_eq!(said.len(), 2, "{said:?}");
         assert!(said[1].contains("George stopped job proj-40: aborted by source:jira: the ticket PROJ-40 was closed"), "{said:?}");
@@ -657,8 +662,7 @@ fn a_ticket_a_person_closes_stays_closed_and_its_job_stops() {
         let paused = b.wait_status("proj-41", JobStatus::Paused, Duration::from_secs(30)).await;
         assert!(paused.reason.unwrap().contains("closed in Jira"));
         until(Duration::from_secs(20), "the explanation", async || bot_comments(&j, "PROJ-41").len() >= 2).await;
-        let seen = polls();
-        until(Duration::from_secs(20), "three more polls", async || polls() >= seen + 3).await;
+        three_more_polls(&j).await;
         let said = bot_comments(&j, "PROJ-41");
         assert!(said.len() == 2 && said[1].contains("George paused job proj-41"), "{said:?}");
         assert_eq!(j.history("PROJ-41"), ["To Do", "In Progress", "Done"]);
@@ -703,9 +707,7 @@ fn sub_agents_of_a_ticket_job_become_its_sub_tasks_once_and_follow_their_jobs() 
     e.stop();
     e.restart();
     e.rt().block_on(async {
-        let polls = || j.requests().iter().filter(|r| r.starts_with("POST /rest/api/3/search/jql")).count();
-        let seen = polls();
-        until(Duration::from_secs(20), "three more polls", async || polls() >= seen + 3).await;
+        three_more_polls(&j).await;
     });
     assert_eq!(j.subtasks("PROJ-70").len(), 2);
     assert!(j.subtasks("PROJ-70").iter().all(|(k, _, _)| j.status(k) == "Done"));
@@ -758,9 +760,7 @@ fn a_board_jobs_steps_become_sub_tasks_once_and_its_end_a_table() {
     e.stop();
     e.restart();
     e.rt().block_on(async {
-        let polls = || j.requests().iter().filter(|r| r.starts_with("POST /rest/api/3/search/jql")).count();
-        let seen = polls();
-        until(Duration::from_secs(20), "three more polls", async || polls() >= seen + 3).await;
+        three_more_polls(&j).await;
     });
     assert_eq!(j.subtasks("PROJ-80").len(), 2);
     assert_eq!(j.attachments("PROJ-80").len(), 2);
