@@ -22,12 +22,16 @@ pub mod openapi;
 mod ops;
 mod slack;
 mod slack_events;
+mod slack_thread;
+mod slack_web;
 mod traces;
 mod triggers;
 mod watch;
 
 pub use auth::{Caller, OperatorTokens, BEARER_PROTOCOL_PREFIX, WATCH_PROTOCOL};
 pub use error::ApiError;
+pub use slack_thread::SlackWriteBack;
+pub use slack_web::SlackWeb;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};

@@ -55,13 +55,18 @@ pub(crate) fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8], now: i64) 
 
 /// A Block Kit answer: one section of mrkdwn, for everyone in the channel or
 /// only the caller.
-fn answer(text: &str, in_channel: bool) -> Json<Value> {
-    let text: String = text.chars().take(2900).collect();
-    Json(json!({
-        "response_type": if in_channel { "in_channel" } else { "ephemeral" },
-        "text": text,
-        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
-    }))
+fn answer(text: &str, in_channel: bool) -> Value {
+    let mut v = crate::slack_web::blocks(text);
+    v["response_type"] = json!(if in_channel { "in_channel" } else { "ephemeral" });
+    v
+}
+
+/// The answer to a command's outcome.
+fn answer_of(done: Result<(String, bool), ApiError>) -> Value {
+    match done {
+        Ok((text, in_channel)) => answer(&text, in_channel),
+        Err(e) => answer(&format!(":warning: {e}"), false),
+    }
 }
 
 /// The George caller a Slack user is, or the message that refuses them.
@@ -83,7 +88,10 @@ pub(crate) fn command_words(text: &str) -> Vec<&str> {
         .collect()
 }
 
-/// `POST /api/v1/slack/commands`: a signed slash command.
+/// `POST /api/v1/slack/commands`: a signed slash command. Its answer is
+/// the reply when it comes within `slack.ackWithin`; otherwise the reply
+/// says George is on it, and the answer goes to the command's `response_url`
+/// (which must be under `slack.responseUrls`) when it comes.
 pub async fn command(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let slack = st.engine.triggers().slack().cloned().ok_or_else(|| {
         ApiError::Unauthorized("Slack commands are not enabled on this engine (configure slack.signingSecret)".into())
@@ -93,21 +101,56 @@ pub async fn command(State(st): State<ApiState>, headers: HeaderMap, body: Bytes
     let user = form.get("user_id").cloned().unwrap_or_default();
     let caller = match caller_of(&slack, &user) {
         Ok(c) => c,
-        Err(refused) => return Ok(answer(&refused, false)),
+        Err(refused) => return Ok(Json(answer(&refused, false))),
     };
     let text = form.get("text").cloned().unwrap_or_default();
-    let words = command_words(&text);
-    let (verb, args) = words.split_first().map_or(("help", &[][..]), |(v, a)| (*v, a));
-    tracing::info!(user = %user, verb, "Slack command");
-    let done = run(&st, caller, verb, args).await;
-    Ok(match done {
-        Ok((text, in_channel)) => answer(&text, in_channel),
-        Err(e) => answer(&format!(":warning: {e}"), false),
-    })
+    let words: Vec<String> = command_words(&text).into_iter().map(str::to_string).collect();
+    tracing::info!(user = %user, verb = words.first().map_or("help", String::as_str), "Slack command");
+    let later = form.get("response_url").filter(|u| u.starts_with(&slack.response_urls)).cloned();
+    let answers_later = later.is_some();
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let (task, http) = (st.clone(), st.engine.http().clone());
+    // Tracked: the engine's stop waits for a command under way and its answer.
+    st.engine.spawn_tracked(async move {
+        let (verb, args) = words.split_first().map_or(("help", &[][..]), |(v, a)| (v.as_str(), a));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let answer = answer_of(run(&task, caller, verb, &args, None).await);
+        let Err(answer) = tx.send(answer) else { return };
+        match later {
+            Some(url) => {
+                if let Err(e) = crate::slack_web::respond(&http, &url, &answer).await {
+                    tracing::warn!(error = %e, "cannot send a slash command's answer to its response_url");
+                }
+            }
+            None => tracing::warn!("a slow slash command's answer has no response_url to go to"),
+        }
+    });
+    if !answers_later {
+        // Nowhere to answer later: the answer is the reply, however long it takes.
+        return Ok(Json(rx.await.unwrap_or_else(|_| answer(":warning: the command did not finish", false))));
+    }
+    if !slack.ack_within.is_zero() {
+        if let Ok(Ok(answer)) = tokio::time::timeout(slack.ack_within, &mut rx).await {
+            return Ok(Json(answer));
+        }
+    }
+    // Too slow: what is sent from now on goes to the response_url; what came just now is the reply.
+    rx.close();
+    Ok(Json(
+        rx.try_recv().unwrap_or_else(|_| answer(":hourglass_flowing_sand: On it; the answer follows here.", false)),
+    ))
 }
 
 /// Runs one command as `caller`: its answer, and whether the channel sees it.
-pub(crate) async fn run(st: &ApiState, caller: Caller, verb: &str, args: &[&str]) -> Result<(String, bool), ApiError> {
+/// A summon from a Slack thread (`thread`: its channel and `ts`) makes a
+/// job whose conversation is that thread.
+pub(crate) async fn run(
+    st: &ApiState,
+    caller: Caller,
+    verb: &str,
+    args: &[&str],
+    thread: Option<(&str, &str)>,
+) -> Result<(String, bool), ApiError> {
     let state = || State(st.clone());
     match verb {
         "status" => {
@@ -139,10 +182,25 @@ pub(crate) async fn run(st: &ApiState, caller: Caller, verb: &str, args: &[&str]
             if !query.is_empty() {
                 context.insert("summary".to_string(), json!(query.join(" ")));
             }
-            let req = triggers::SummonRequest { agent: agent.to_string(), template: None, context, priority: None };
+            let labels = thread.and_then(|(channel, ts)| crate::slack_thread::labels(channel, ts)).unwrap_or_default();
+            if let Some((channel, ts)) = thread {
+                if let Some(job) = crate::slack_thread::job_of(st.store.as_ref(), channel, ts).await? {
+                    return Err(ApiError::Conflict(format!(
+                        "this thread is the conversation of job `{}` until it ends: summon in a new thread",
+                        job.id
+                    )));
+                }
+            }
+            let followed = !labels.is_empty();
+            let req =
+                triggers::SummonRequest { agent: agent.to_string(), template: None, context, priority: None, labels };
             let (_, Json(fired)) = triggers::summon(state(), caller, Body(req)).await?;
             let v = serde_json::to_value(&fired).unwrap_or_default();
-            Ok((format!("Summoned *{agent}*: job `{}`", v["job"].as_str().unwrap_or("?")), true))
+            let mut text = format!("Summoned *{agent}*: job `{}`", v["job"].as_str().unwrap_or("?"));
+            if followed {
+                text.push_str(". It answers in this thread; reply here when it asks.");
+            }
+            Ok((text, true))
         }
         "dismiss" => {
             let Some(agent) = args.first() else { return Err(ApiError::invalid("name the AgentSpec to dismiss")) };

@@ -1,24 +1,40 @@
 //! Slack's Events API (`POST /api/v1/slack/events`): the URL-verification
-//! handshake, and a mention of George (`@george !guild status`) run as the
-//! slash command would run it, answered in the message's thread with
-//! `chat.postMessage`. Requests are signed as slash commands are (see
-//! [`crate::slack`]). Slack expects `200` within 3 s and otherwise delivers
-//! again (`X-Slack-Retry-Num`): George acknowledges at once, answers in the
-//! background (tracked: the engine's stop waits for it), and runs each
-//! `event_id` once, so a retried delivery does nothing twice. A `429` from
-//! Slack is retried after its `Retry-After`.
+//! handshake; a mention of George (`@george !guild status`) run as the slash
+//! command would run it and answered in the message's thread with
+//! `chat.postMessage`; and the messages of a thread that is a job's
+//! conversation ([`crate::slack_thread`]), which reach the job's agent.
+//!
+//! In a thread that is an unfinished job's conversation, a message is a
+//! reply to the agent unless it mentions George with `!guild` (then it is a
+//! command). Slack sends a mention twice, as `app_mention` and as
+//! `message`: a reply is taken once by its channel and `ts`.
+//!
+//! Requests are signed as slash commands are (see [`crate::slack`]). Slack
+//! expects `200` within 3 s and otherwise delivers again
+//! (`X-Slack-Retry-Num`): George acknowledges at once, answers in the
+//! background (tracked: the engine's stop waits for it), and handles each
+//! `event_id` once, so a retried delivery does nothing twice.
 
 use crate::slack::{caller_of, command_words, run, verify};
+use crate::slack_thread::{first_time, job_of, SEEN_EVENT, SEEN_MESSAGE};
+use crate::slack_web::SlackWeb;
 use crate::{ApiError, ApiState};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
+use george_core::Role;
 use serde_json::{json, Value};
-use std::time::Duration;
 
-/// How many times one answer is sent before George gives up on it.
-const TRIES: u32 = 5;
+/// One message George got from Slack.
+struct Message {
+    user: String,
+    channel: String,
+    ts: String,
+    /// The thread it is in, if it is in one.
+    thread_ts: Option<String>,
+    text: String,
+}
 
 /// `POST /api/v1/slack/events`.
 pub async fn event(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
@@ -27,94 +43,140 @@ pub async fn event(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) 
     })?;
     verify(&slack.signing_secret.0, &headers, &body, st.engine.now().timestamp())?;
     let v: Value = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+    let ok = || Ok(Json(json!({"ok": true})));
     match v["type"].as_str() {
         Some("url_verification") => return Ok(Json(json!({"challenge": v["challenge"]}))),
         Some("event_callback") => {}
-        _ => return Ok(Json(json!({"ok": true}))),
+        _ => return ok(),
     }
     let e = &v["event"];
-    if e["type"] != "app_mention" || e.get("bot_id").is_some() {
-        return Ok(Json(json!({"ok": true})));
+    let kind = e["type"].as_str().unwrap_or_default();
+    // Bots (George among them) and edits, joins and the like are not people talking.
+    if !matches!(kind, "app_mention" | "message") || e.get("bot_id").is_some() || e.get("subtype").is_some() {
+        return ok();
     }
-    // Each event once, whatever Slack redelivers.
+    // Each delivery once, whatever Slack redelivers.
     let id = v["event_id"].as_str().unwrap_or_default();
-    let seen = format!("slack.event:{id}");
-    if id.is_empty() || st.store.setting(&seen).await?.is_some() {
+    if id.is_empty() || !first_time(st.store.as_ref(), &format!("{SEEN_EVENT}{id}"), st.engine.now()).await? {
         return Ok(Json(json!({"ok": true, "duplicate": true})));
     }
-    st.store.set_setting(&seen, Some(json!(st.engine.now().to_rfc3339()))).await?;
-    let (user, channel) =
-        (e["user"].as_str().unwrap_or_default().to_string(), e["channel"].as_str().unwrap_or_default().to_string());
-    let thread = e["thread_ts"].as_str().or_else(|| e["ts"].as_str()).unwrap_or_default().to_string();
-    let text = e["text"].as_str().unwrap_or_default().to_string();
-    let Some(token) = slack.bot_token.as_ref().map(|t| String::from_utf8_lossy(&t.0).to_string()) else {
+    let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+    let m = Message {
+        user: s("user"),
+        channel: s("channel"),
+        ts: s("ts"),
+        thread_ts: e["thread_ts"].as_str().map(str::to_string),
+        text: s("text"),
+    };
+    let job = match &m.thread_ts {
+        Some(thread) => job_of(st.store.as_ref(), &m.channel, thread).await?,
+        None => None,
+    };
+    let web = SlackWeb::of(st.engine.http(), &slack);
+    let answer = match job {
+        Some(job) if !m.text.contains("!guild") => reply(&st, &slack, &job.id, &m).await?,
+        _ if kind == "app_mention" => Some(command(&st, &slack, &m).await),
+        _ => None,
+    };
+    let Some(answer) = answer else { return ok() };
+    let Some(web) = web else {
         tracing::warn!("a Slack mention, but no slack.botTokenEnv to answer with");
-        return Ok(Json(json!({"ok": true})));
+        return ok();
     };
-    let answer = match caller_of(&slack, &user) {
-        Err(refused) => refused,
-        Ok(caller) => {
-            let words = command_words(&text);
-            let (verb, args) = words.split_first().map_or(("help", &[][..]), |(v, a)| (*v, a));
-            tracing::info!(user = %user, verb, "Slack mention");
-            match run(&st, caller, verb, args).await {
-                Ok((t, _)) => t,
-                Err(e) => format!(":warning: {e}"),
-            }
-        }
-    };
-    let (http, url) = (st.engine.http().clone(), format!("{}/chat.postMessage", slack.api_url.trim_end_matches('/')));
+    let thread = m.thread_ts.clone().unwrap_or(m.ts.clone());
     st.engine.spawn_tracked(async move {
-        if let Err(e) = post_message(&http, &url, &token, &channel, &thread, &answer).await {
-            tracing::warn!(error = %e, channel = %channel, "cannot answer in Slack");
+        if let Err(e) = web.post(&m.channel, Some(&thread), &answer).await {
+            tracing::warn!(error = %e, channel = %m.channel, "cannot answer in Slack");
         }
     });
-    Ok(Json(json!({"ok": true})))
+    ok()
 }
 
-/// `chat.postMessage` in `thread` of `channel`, as a Block Kit section,
-/// retried after Slack's `Retry-After` when rate-limited.
-async fn post_message(
-    http: &reqwest::Client,
-    url: &str,
-    token: &str,
-    channel: &str,
-    thread: &str,
-    text: &str,
-) -> Result<(), String> {
-    let text: String = text.chars().take(2900).collect();
-    let body = json!({
-        "channel": channel,
-        "thread_ts": thread,
-        "text": text,
-        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
-    });
-    for _ in 0..TRIES {
-        let resp = http
-            .post(url)
-            .bearer_auth(token)
-            .timeout(Duration::from_secs(10))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            let wait = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(1)
-                .min(60);
-            tracing::info!(wait_secs = wait, "Slack rate limit; answering later");
-            tokio::time::sleep(Duration::from_secs(wait)).await;
-            continue;
-        }
-        let v: Value = resp.json().await.map_err(|e| e.to_string())?;
-        return match v["ok"].as_bool() {
-            Some(true) => Ok(()),
-            _ => Err(format!("Slack refused the message: {}", v["error"].as_str().unwrap_or("no reason given"))),
-        };
+/// A mention run as a command: its answer.
+async fn command(st: &ApiState, slack: &george_engine::SlackSettings, m: &Message) -> String {
+    let caller = match caller_of(slack, &m.user) {
+        Ok(c) => c,
+        Err(refused) => return refused,
+    };
+    let words = command_words(&m.text);
+    let (verb, args) = words.split_first().map_or(("help", &[][..]), |(v, a)| (*v, a));
+    tracing::info!(user = %m.user, verb, "Slack mention");
+    // A summon here makes a job whose conversation is this thread.
+    let thread = m.thread_ts.as_deref().unwrap_or(&m.ts);
+    match run(st, caller, verb, args, Some((&m.channel, thread))).await {
+        Ok((t, _)) => t,
+        Err(e) => format!(":warning: {e}"),
     }
-    Err(format!("still rate-limited after {TRIES} tries"))
+}
+
+/// A message in the thread of `job`: a comment from its author, if they are
+/// an operator (else the refusal, to answer with). Once per message.
+async fn reply(
+    st: &ApiState,
+    slack: &george_engine::SlackSettings,
+    job: &str,
+    m: &Message,
+) -> Result<Option<String>, ApiError> {
+    if !first_time(st.store.as_ref(), &format!("{SEEN_MESSAGE}{}:{}", m.channel, m.ts), st.engine.now()).await? {
+        return Ok(None);
+    }
+    let caller = match caller_of(slack, &m.user) {
+        Ok(c) => c,
+        Err(refused) => return Ok(Some(refused)),
+    };
+    if let Err(e) = caller.require(Role::Operator) {
+        return Ok(Some(format!(":warning: {e}: only operators answer George's agents")));
+    }
+    let body = without_mentions(&m.text);
+    if body.is_empty() {
+        return Ok(None);
+    }
+    let body = truncate(&body, crate::MAX_TEXT_BYTES);
+    tracing::info!(user = %m.user, job, "a Slack reply reaches the job's agent");
+    match st.store.add_comment(job, &caller.actor(), body).await {
+        Ok(_) => Ok(None),
+        // The job ended or was deleted meanwhile: nobody to tell.
+        Err(george_store::StoreError::NotFound { .. } | george_store::StoreError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `text` without its mentions (`<@U…>`).
+fn without_mentions(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("<@") {
+        out.push_str(&rest[..at]);
+        match rest[at..].find('>') {
+            Some(end) => rest = &rest[at + end + 1..],
+            None => {
+                rest = &rest[at..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.trim().to_string()
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mentions_are_left_out_of_replies() {
+        assert_eq!(without_mentions("<@U0BOT> eu-west-1, please"), "eu-west-1, please");
+        assert_eq!(without_mentions("ask <@U0ANN> and <@U0VIC|vic>\nthen go"), "ask  and \nthen go");
+        assert_eq!(without_mentions("a <@ broken"), "a <@ broken");
+        assert_eq!(truncate("héllo", 2), "h");
+    }
 }

@@ -159,6 +159,9 @@ pub struct SummonRequest {
     pub(crate) context: BTreeMap<String, Value>,
     #[serde(default)]
     pub(crate) priority: Option<george_core::Priority>,
+    /// Labels of the job (set by George itself, e.g. the Slack thread of a summon; not part of the API).
+    #[serde(skip)]
+    pub(crate) labels: george_core::labels::Labels,
 }
 
 /// `POST /api/v1/triggers/{name}/fire`: the trigger fires once now.
@@ -226,12 +229,13 @@ pub async fn summon(
     Body(req): Body<SummonRequest>,
 ) -> Result<(StatusCode, Json<Fired>), ApiError> {
     caller.require(Role::Operator)?;
-    let fired = st
-        .engine
-        .triggers()
-        .summon(&req.agent, req.template.as_deref(), &req.context, req.priority, &caller.actor())
-        .await
-        .map_err(trigger_error)?;
+    let triggers = st.engine.triggers();
+    let fired = if req.labels.is_empty() {
+        triggers.summon(&req.agent, req.template.as_deref(), &req.context, req.priority, &caller.actor()).await
+    } else {
+        triggers.summon_labelled(&req.agent, &req.context, &req.labels, &caller.actor()).await
+    }
+    .map_err(trigger_error)?;
     // A dismissed AgentSpec is back: its held jobs start again.
     let key = george_engine::registry::dismissal_key(&req.agent);
     if st.store.setting(&key).await?.is_some() {

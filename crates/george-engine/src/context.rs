@@ -87,6 +87,11 @@ pub struct SlackSettings {
     pub bot_token: Option<WebhookSecret>,
     /// Slack's Web API base (`https://slack.com/api`).
     pub api_url: String,
+    /// How long a slash command may take before it is acknowledged and
+    /// answered later through its `response_url` (zero: always later).
+    pub ack_within: std::time::Duration,
+    /// The prefix a slash command's `response_url` must have.
+    pub response_urls: String,
 }
 
 /// A Slack user as George knows them.

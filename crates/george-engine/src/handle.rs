@@ -199,7 +199,19 @@ impl Triggers {
         priority: Option<george_core::Priority>,
         actor: &str,
     ) -> Result<triggers::Fired, triggers::TriggerError> {
-        triggers::summon(&self.ctx, agent, template, context, priority, actor).await
+        triggers::summon(&self.ctx, agent, template, context, priority, &Default::default(), actor).await
+    }
+
+    /// A manual summon of an agent whose job carries `labels` (e.g. the
+    /// Slack thread it was summoned from).
+    pub async fn summon_labelled(
+        &self,
+        agent: &str,
+        context: &std::collections::BTreeMap<String, serde_json::Value>,
+        labels: &george_core::labels::Labels,
+        actor: &str,
+    ) -> Result<triggers::Fired, triggers::TriggerError> {
+        triggers::summon(&self.ctx, agent, None, context, None, labels, actor).await
     }
 
     /// Fires a trigger once now, by hand.

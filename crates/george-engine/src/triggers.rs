@@ -17,6 +17,7 @@
 
 use crate::context::Context;
 use chrono::{DateTime, Utc};
+use george_core::labels::Labels;
 use george_core::manifest::{TriggerSpec, TriggerType};
 use george_core::plan::{JobRequest, Origin};
 use george_core::schedule::CronSchedule;
@@ -133,6 +134,7 @@ fn params_for(
 
 /// Creates the job for one wake of trigger `name` (or folds the wake into a
 /// debounced one). `fire_key` names this wake (a cron minute, a delivery id).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn fire(
     ctx: &Arc<Context>,
     name: &str,
@@ -140,6 +142,7 @@ pub(crate) async fn fire(
     wake: &Value,
     fire_key: &str,
     priority: Option<Priority>,
+    labels: &Labels,
     actor: &str,
 ) -> Result<Fired, TriggerError> {
     // Alerts change how a wake is handled: judge it against loaded accounts.
@@ -165,8 +168,8 @@ pub(crate) async fn fire(
         return Ok(Fired { trigger: name.into(), job, debounced: false, replayed: true });
     }
     Deliveries::sweep(ctx, now, &mut swept).await?;
-    let fired =
-        fire_new(ctx, name, spec, wake, fire_key, priority, actor, &catalog, &template_name, params, now).await?;
+    let job = (priority, labels);
+    let fired = fire_new(ctx, name, spec, wake, fire_key, job, actor, &catalog, &template_name, params, now).await?;
     memory.remember(ctx, &fired.job, now).await?;
     Ok(fired)
 }
@@ -226,7 +229,7 @@ async fn fire_new(
     spec: &TriggerSpec,
     wake: &Value,
     fire_key: &str,
-    priority: Option<Priority>,
+    (priority, labels): (Option<Priority>, &Labels),
     actor: &str,
     catalog: &george_core::plan::Catalog,
     template_name: &str,
@@ -270,7 +273,8 @@ async fn fire_new(
             let max_delay = spec.max_delay.map(|d| d.get()).unwrap_or(window.get() * 5);
             let not_before = (now + chrono::Duration::from_std(window.get()).unwrap_or_default())
                 .min(j.created_at + chrono::Duration::from_std(max_delay).unwrap_or_default());
-            let job = plan(catalog, name, spec, &j.id, &template_name, &params, priority, key, Some(not_before))?;
+            let job =
+                plan(catalog, name, spec, &j.id, &template_name, (&params, labels), priority, key, Some(not_before))?;
             if ctx.store.update_pending_job(job, actor).await? {
                 ctx.store
                     .record_event(
@@ -293,7 +297,7 @@ async fn fire_new(
         ),
         _ => (job_id(name, fire_key), fire_key.to_string(), None),
     };
-    let job = plan(catalog, name, spec, &id, &template_name, &params, priority, &reference, not_before)?;
+    let job = plan(catalog, name, spec, &id, &template_name, (&params, labels), priority, &reference, not_before)?;
     let created = ctx.store.create_job(job, actor).await?;
     if created == Created::New {
         ctx.store
@@ -315,7 +319,7 @@ fn plan(
     spec: &TriggerSpec,
     id: &str,
     template: &str,
-    params: &BTreeMap<String, Value>,
+    (params, labels): (&BTreeMap<String, Value>, &Labels),
     priority: Option<Priority>,
     reference: &str,
     not_before: Option<DateTime<Utc>>,
@@ -332,7 +336,7 @@ fn plan(
         env: &env,
         parallelism: None,
         fail_fast: None,
-        labels: &Default::default(),
+        labels,
     };
     let origin = Origin { source: format!("trigger:{name}"), reference: Some(reference.to_string()), revision: None };
     let mut job = catalog.plan(&req, origin).map_err(|errs| {
@@ -387,7 +391,7 @@ pub(crate) async fn cron_tick(ctx: &Arc<Context>) -> Result<(), StoreError> {
         for at in &due.fire {
             let key = at.format("%Y%m%d%H%M").to_string();
             let wake = json!({"fire_time": at.to_rfc3339()});
-            match fire(ctx, name, spec, &wake, &key, None, "trigger:cron").await {
+            match fire(ctx, name, spec, &wake, &key, None, &Labels::new(), "trigger:cron").await {
                 Ok(f) => tracing::info!(trigger = %name, job = %f.job, at = %at, "cron trigger fired"),
                 Err(TriggerError::Store(e)) => return Err(e),
                 Err(e) => {
@@ -434,7 +438,7 @@ pub(crate) async fn on_event(
     let mut out = Vec::new();
     let live = catalog.triggers.iter().filter(|(name, _)| !suspended.contains_key(name.as_str()));
     for (name, spec) in live.filter(|(_, t)| matches(t, source, event, payload)) {
-        match fire(ctx, name, spec, payload, delivery, None, "trigger:webhook").await {
+        match fire(ctx, name, spec, payload, delivery, None, &Labels::new(), "trigger:webhook").await {
             Ok(f) => out.push(f),
             Err(TriggerError::Store(e)) => return Err(TriggerError::Store(e)),
             Err(TriggerError::NotLeading) => return Err(TriggerError::NotLeading),
@@ -468,16 +472,20 @@ pub(crate) async fn fire_now(ctx: &Arc<Context>, name: &str, actor: &str) -> Res
     let now = ctx.clock.now();
     let key = format!("manual-{}", now.format("%Y%m%d%H%M%S%6f"));
     let wake = json!({"fire_time": now.to_rfc3339(), "manual": true});
-    fire(ctx, name, &spec, &wake, &key, None, actor).await
+    fire(ctx, name, &spec, &wake, &key, None, &Labels::new(), actor).await
 }
 
-/// A manual summon of `agent`: its summon trigger (or `template`) with `context` as parameters.
+/// A manual summon of `agent`: its summon trigger (or `template`) with
+/// `context` as parameters; its job carries `labels` (e.g. the Slack
+/// thread it was summoned from).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn summon(
     ctx: &Arc<Context>,
     agent: &str,
     template: Option<&str>,
     context: &BTreeMap<String, Value>,
     priority: Option<Priority>,
+    labels: &Labels,
     actor: &str,
 ) -> Result<Fired, TriggerError> {
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
@@ -519,7 +527,7 @@ pub(crate) async fn summon(
     };
     spec.params.extend(context.clone());
     let key = ctx.clock.now().format("%Y%m%d%H%M%S%3f").to_string();
-    fire(ctx, &name, &spec, &Value::Null, &key, priority, actor).await
+    fire(ctx, &name, &spec, &Value::Null, &key, priority, labels, actor).await
 }
 
 #[cfg(test)]

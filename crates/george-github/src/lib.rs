@@ -247,11 +247,14 @@ impl GitHubSource {
 
 /// Why a report-back pass stopped.
 #[derive(Debug, thiserror::Error)]
-enum ReportError {
+pub enum ReportError {
+    /// GitHub failed.
     #[error(transparent)]
     GitHub(#[from] GitHubError),
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] george_store::StoreError),
+    /// Reading the source failed.
     #[error(transparent)]
     Source(#[from] SourceError),
 }
@@ -271,36 +274,26 @@ impl GitHubWriteBack {
 }
 
 #[async_trait]
-impl george_sources::WriteBack for GitHubWriteBack {
-    async fn run(self: Box<Self>, stop: tokio_util::sync::CancellationToken) {
-        let mut events = self.store.subscribe();
-        let mut backoff = Duration::from_secs(1);
-        loop {
-            let wait = match self.source.report_back(self.store.as_ref()).await {
-                Ok(()) => {
-                    backoff = Duration::from_secs(1);
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = events.recv() => continue,
-                        _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "GitHub write-back delayed");
-                    let said = match &e {
-                        ReportError::GitHub(GitHubError::RateLimited { retry_after, .. }) => *retry_after,
-                        _ => None,
-                    };
-                    let wait = said.unwrap_or(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
-                    wait
-                }
-            };
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
+impl george_sources::WriteBackPass for GitHubWriteBack {
+    type Error = ReportError;
+
+    async fn pass(&mut self) -> Result<(), ReportError> {
+        self.source.report_back(self.store.as_ref()).await
+    }
+
+    fn retry_after(&self, e: &ReportError) -> Option<Duration> {
+        match e {
+            ReportError::GitHub(GitHubError::RateLimited { retry_after, .. }) => *retry_after,
+            _ => None,
         }
+    }
+}
+
+#[async_trait]
+impl george_sources::WriteBack for GitHubWriteBack {
+    async fn run(mut self: Box<Self>, stop: tokio_util::sync::CancellationToken) {
+        let store = self.store.clone();
+        george_sources::follow_events(store.as_ref(), stop, "github", self.as_mut()).await
     }
 }
 

@@ -25,6 +25,54 @@ pub trait WriteBack: Send {
     async fn run(self: Box<Self>, stop: tokio_util::sync::CancellationToken);
 }
 
+/// One pass of a [`WriteBack`] over the events since its cursor.
+#[async_trait::async_trait]
+pub trait WriteBackPass: Send {
+    /// Why a pass stopped.
+    type Error: std::fmt::Display + Send;
+    /// Writes back what happened since the last pass.
+    async fn pass(&mut self) -> Result<(), Self::Error>;
+    /// How long the far side asked to be left alone (a rate limit's `Retry-After`).
+    fn retry_after(&self, _error: &Self::Error) -> Option<Duration> {
+        None
+    }
+}
+
+/// The loop of a [`WriteBack`]: a pass on every store event and at least
+/// every 5 s, until `stop`. After a failed pass it waits what the pass's
+/// `retry_after` says, else a backoff from 1 s doubling to 60 s.
+pub async fn follow_events<P: WriteBackPass>(
+    store: &dyn Store,
+    stop: tokio_util::sync::CancellationToken,
+    what: &str,
+    p: &mut P,
+) {
+    let mut events = store.subscribe();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let wait = match p.pass().await {
+            Ok(()) => {
+                backoff = Duration::from_secs(1);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = events.recv() => continue,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, write_back = what, "write-back delayed");
+                let wait = p.retry_after(&e).unwrap_or(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+                wait
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
 use async_trait::async_trait;
 use george_core::validate::ManifestSet;
 use george_store::{ApplyReport, Snapshot, Store, StoreError};

@@ -263,6 +263,11 @@ pub struct SlackSection {
     pub bot_token_file: Option<PathBuf>,
     /// Slack's Web API base (default `https://slack.com/api`).
     pub api_url: Option<String>,
+    /// How long a slash command may take before George acknowledges it and
+    /// answers later through its `response_url` (default 2s; Slack waits 3s).
+    pub ack_within: Option<HumanDuration>,
+    /// Where a slash command's `response_url` may point (default `https://hooks.slack.com/`).
+    pub response_urls: Option<String>,
 }
 
 /// A Slack user in George.

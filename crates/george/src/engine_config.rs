@@ -7,6 +7,7 @@ use crate::config::Config;
 use anyhow::{bail, Context as _};
 use george_engine::{EngineConfig, RetryPolicy};
 use george_runtime::Resources;
+use std::time::Duration;
 
 impl TryFrom<&Config> for EngineConfig {
     type Error = anyhow::Error;
@@ -181,7 +182,23 @@ fn slack_settings(cfg: &Config) -> anyhow::Result<Option<george_engine::SlackSet
     if !(api_url.starts_with("http://") || api_url.starts_with("https://")) {
         bail!("slack.apiUrl: expected an http:// or https:// URL, got {api_url:?}");
     }
-    Ok(Some(george_engine::SlackSettings { signing_secret, users, default_role, bot_token, api_url }))
+    let response_urls = s.response_urls.clone().unwrap_or_else(|| "https://hooks.slack.com/".into());
+    if !(response_urls.starts_with("http://") || response_urls.starts_with("https://")) {
+        bail!("slack.responseUrls: expected an http:// or https:// URL prefix, got {response_urls:?}");
+    }
+    let ack_within = s.ack_within.map_or(Duration::from_secs(2), |d| d.get());
+    if ack_within > Duration::from_millis(2500) {
+        bail!("slack.ackWithin: at most 2500ms (Slack gives up after 3s), got {ack_within:?}");
+    }
+    Ok(Some(george_engine::SlackSettings {
+        signing_secret,
+        users,
+        default_role,
+        bot_token,
+        api_url,
+        ack_within,
+        response_urls,
+    }))
 }
 
 /// The webhook signing key, read once at start.

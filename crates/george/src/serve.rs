@@ -96,6 +96,10 @@ impl Server {
         if let Some(g) = github {
             writebacks.push(Box::new(george_github::GitHubWriteBack::new(g, store.clone())));
         }
+        if let Some(web) = handle.triggers().slack().and_then(|s| george_api::SlackWeb::of(handle.http(), s)) {
+            let clock = Arc::new(george_core::SystemClock);
+            writebacks.push(Box::new(george_api::SlackWriteBack::new(store.clone(), web, clock)));
+        }
         let (lost_tx, lost) = tokio::sync::oneshot::channel::<String>();
         let engine_task = match postgres {
             None => {

@@ -7,6 +7,10 @@
 //!   "no_text"}` (Slack answers errors with `200` and `ok: false`); an
 //!   injected rate limit is `429 {ok: false, error: "ratelimited"}` with
 //!   `Retry-After` (seconds).
+//! - **Response URLs** `POST /commands/{team}/{id}/{secret}` (what a slash
+//!   command's `response_url` points to): a JSON message (`text`, `blocks`,
+//!   `response_type`) → `200 ok` (plain text); one with no text `400
+//!   no_text`.
 //! - **Signed requests** ([`SlackServer::signed`]): what Slack sends to an
 //!   app — slash commands and Events API deliveries — with
 //!   `X-Slack-Request-Timestamp` and `X-Slack-Signature: v0=<hex HMAC-SHA256
@@ -24,6 +28,7 @@ use std::sync::{Arc, Mutex};
 struct Workspace {
     token: String,
     messages: Vec<Value>,
+    responses: Vec<Value>,
     rate_limited: Vec<u64>,
     next_ts: u64,
 }
@@ -40,9 +45,27 @@ impl SlackServer {
     pub fn start(token: &str) -> Self {
         let state =
             Arc::new(Mutex::new(Workspace { token: token.into(), next_ts: 1_700_000_000, ..Default::default() }));
-        let app = Router::new().route("/api/chat.postMessage", post(post_message)).with_state(state.clone());
+        let app = Router::new()
+            .route("/api/chat.postMessage", post(post_message))
+            .route("/commands/{team}/{id}/{secret}", post(response_url))
+            .with_state(state.clone());
         let addr = super::inbox::serve_in_background(app);
         SlackServer { api_url: format!("http://{addr}/api"), state }
+    }
+
+    /// Where this server takes a slash command's delayed answers (a prefix of every `response_url`).
+    pub fn response_urls(&self) -> String {
+        format!("{}/commands/", self.api_url.trim_end_matches("/api"))
+    }
+
+    /// A slash command's `response_url` on this server.
+    pub fn response_url(&self, id: u32) -> String {
+        format!("{}T0001/{id}/aBcDeF{id}", self.response_urls())
+    }
+
+    /// The answers sent to response URLs, oldest first.
+    pub fn responses(&self) -> Vec<Value> {
+        self.state.lock().unwrap().responses.clone()
     }
 
     /// The messages posted, oldest first (`channel`, `thread_ts`, `text`, `blocks`).
@@ -80,10 +103,30 @@ impl SlackServer {
         if let Some(t) = thread_ts {
             event["thread_ts"] = json!(t);
         }
-        json!({"token": "unused", "team_id": "T0001", "api_app_id": "A0001", "type": "event_callback",
-               "event_id": event_id, "event_time": 1_700_000_000, "event": event})
-        .to_string()
+        envelope(event_id, event)
     }
+
+    /// An Events API delivery of a `message` by `user` in a thread (`thread_ts`) of `channel`.
+    pub fn thread_message(event_id: &str, user: &str, channel: &str, ts: &str, thread_ts: &str, text: &str) -> String {
+        let event = json!({"type": "message", "channel_type": "channel", "user": user, "channel": channel, "ts": ts,
+                           "thread_ts": thread_ts, "text": text, "event_ts": ts, "client_msg_id": format!("m-{ts}")});
+        envelope(event_id, event)
+    }
+}
+
+/// An `event_callback` delivery of `event`.
+fn envelope(event_id: &str, event: Value) -> String {
+    json!({"token": "unused", "team_id": "T0001", "api_app_id": "A0001", "type": "event_callback",
+           "event_id": event_id, "event_time": 1_700_000_000, "event": event})
+    .to_string()
+}
+
+async fn response_url(State(s): State<Arc<Mutex<Workspace>>>, Json(body): Json<Value>) -> Response {
+    if body["text"].as_str().is_none_or(str::is_empty) && body.get("blocks").is_none() {
+        return (StatusCode::BAD_REQUEST, "no_text").into_response();
+    }
+    s.lock().unwrap().responses.push(body);
+    "ok".into_response()
 }
 
 async fn post_message(State(s): State<Arc<Mutex<Workspace>>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {

@@ -31,6 +31,7 @@ mod pools;
 mod postgres_engine;
 mod quickstart;
 mod scheduler;
+mod slack;
 mod sources;
 mod steps;
 mod subagents;

@@ -6,7 +6,6 @@
 
 use crate::common;
 
-use common::slack::SlackServer;
 use common::*;
 use george_core::{JobStatus, Priority};
 use hmac::{Hmac, Mac};
@@ -14,7 +13,6 @@ use sha2::Sha256;
 use std::time::Duration;
 
 const SECRET: &str = "webhook-signing-key-0123456789";
-const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 
 fn sign(body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
@@ -22,16 +20,11 @@ fn sign(body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// The engine of these tests.
 fn setup(tmp: &std::path::Path) -> Engine {
-    setup_with(tmp, "", &[])
-}
-
-/// The engine of these tests; `slack` adds keys to its `slack` section, `env` to its environment.
-fn setup_with(tmp: &std::path::Path, slack: &str, env: &[(&str, &str)]) -> Engine {
     let secrets = tmp.join("secrets");
     std::fs::create_dir_all(&secrets).unwrap();
     std::fs::write(secrets.join("webhook"), SECRET).unwrap();
-    std::fs::write(secrets.join("slack"), SLACK_SECRET).unwrap();
     let m = tmp.join("manifests");
     write(&m, "agents/ranger.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: ranger}\nspec:\n  capabilities: [shell]\n  triggers:\n    - {type: summon, template: triage, priority: P1}\n");
     write(
@@ -72,11 +65,8 @@ spec:
         "triggers/deploys.yaml",
         "apiVersion: george/v1\nkind: Trigger\nmetadata: {name: deploys}\nspec:\n  type: webhook\n  source: ci\n  events: [deploy]\n  template: triage\n  agent: ranger\n",
     );
-    let cfg = format!(
-        "secrets:\n  dir: {}\nwebhooks:\n  secret: webhook\nslack:\n  signingSecret: slack\n  users:\n    U0ANN: {{subject: ann, role: operator}}\n    U0VIC: {{subject: vic, role: viewer}}\n{slack}",
-        secrets.display()
-    );
-    Engine::start_with_env(tmp, &cfg, &["--manifests", m.to_str().unwrap()], env)
+    let cfg = format!("secrets:\n  dir: {}\nwebhooks:\n  secret: webhook\n", secrets.display());
+    Engine::start(tmp, &cfg, &["--manifests", m.to_str().unwrap()])
 }
 
 async fn post(engine: &Engine, body: &serde_json::Value, signature: Option<String>) -> reqwest::Response {
@@ -261,125 +251,4 @@ fn the_cli_suspends_and_resumes_a_trigger_and_shows_its_history() {
         let out = engine.cli(&args);
         assert!(!out.status.success() && stderr(&out).contains("unknown Trigger `nope`"), "{}", stderr(&out));
     }
-}
-
-/// A `/george` slash command as Slack sends it: form-encoded, signed with
-/// the app's signing secret over `v0:<timestamp>:<body>`, `age` seconds old.
-async fn slash(e: &Engine, user: &str, text: &str, age: i64, secret: &str) -> (u16, serde_json::Value) {
-    let body = format!(
-        "token=unused&team_id=T0001&channel_id=C0001&user_id={user}&command=%2Fgeorge&text={}&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2F1",
-        text.replace(' ', "+")
-    );
-    let ts = chrono::Utc::now().timestamp() - age;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("v0:{ts}:{body}").as_bytes());
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/v1/slack/commands", e.url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-slack-request-timestamp", ts.to_string())
-        .header("x-slack-signature", format!("v0={}", hex::encode(mac.finalize().into_bytes())))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or_default())
-}
-
-#[test]
-fn slack_commands_are_signed_mapped_to_roles_and_audited() {
-    let tmp = common::tempdir().unwrap();
-    let engine = setup(tmp.path());
-    let rt = engine.rt();
-    rt.block_on(engine.wait_applied());
-    rt.block_on(async {
-        let jobs = async || engine.client.jobs(&Default::default()).await.unwrap().len();
-        // Bad and stale signatures: refused, nothing done.
-        assert_eq!(slash(&engine, "U0ANN", "summon ranger forged", 0, "not-the-signing-secret-at-all").await.0, 401);
-        assert_eq!(slash(&engine, "U0ANN", "summon ranger replayed", 600, SLACK_SECRET).await.0, 401);
-        assert_eq!(jobs().await, 0);
-        // A viewer may look, not summon; a stranger may do nothing.
-        let (status, v) = slash(&engine, "U0VIC", "status", 0, SLACK_SECRET).await;
-        assert_eq!(status, 200);
-        assert_eq!(v["response_type"], "ephemeral");
-        assert!(v["blocks"][0]["text"]["text"].as_str().unwrap().contains("AgentSpecs"), "{v}");
-        let (status, v) = slash(&engine, "U0VIC", "summon ranger please", 0, SLACK_SECRET).await;
-        assert_eq!(status, 200);
-        assert!(v["text"].as_str().unwrap().contains("has role viewer; this needs operator"), "{v}");
-        let (_, v) = slash(&engine, "U0XYZ", "status", 0, SLACK_SECRET).await;
-        assert!(v["text"].as_str().unwrap().contains("George does not know you"), "{v}");
-        assert_eq!(jobs().await, 0);
-        // An operator summons: the channel sees it, the job runs with the query, the audit names them.
-        let (status, v) = slash(&engine, "U0ANN", "summon ranger review my RFC on caching", 0, SLACK_SECRET).await;
-        assert_eq!((status, v["response_type"].as_str()), (200, Some("in_channel")), "{v}");
-        let text = v["text"].as_str().unwrap();
-        let id = text.split('`').nth(1).expect("the job id in the answer").to_string();
-        engine.wait_status(&id, JobStatus::Completed, Duration::from_secs(30)).await;
-        let seen = std::fs::read_to_string(engine.dir.join(format!("data/outputs/{id}/seen"))).unwrap();
-        assert_eq!(seen, "review my RFC on caching\n");
-        let created =
-            engine.client.events(0, 10_000).await.unwrap().into_iter().find(|e| e.kind == "job.created").unwrap();
-        assert_eq!(created.actor, "operator:slack:ann");
-        let (_, v) = slash(&engine, "U0ANN", "bogus", 0, SLACK_SECRET).await;
-        assert!(v["text"].as_str().unwrap().contains("/george summon AGENT"), "help: {v}");
-    });
-}
-
-/// A delivery of the Events API, signed as Slack signs it.
-async fn deliver(e: &Engine, body: &str, ts: i64, retry: Option<u32>) -> (u16, serde_json::Value) {
-    let mut rb = reqwest::Client::new()
-        .post(format!("{}/api/v1/slack/events", e.url))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    for (k, v) in SlackServer::signed(SLACK_SECRET, ts, body, retry) {
-        rb = rb.header(k, v);
-    }
-    let resp = rb.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or_default())
-}
-
-#[test]
-fn a_mention_in_slack_is_answered_in_its_thread_once_through_rate_limits() {
-    let slack = SlackServer::start("xoxb-test-bot-token");
-    let tmp = common::tempdir().unwrap();
-    let extra = format!("  botTokenEnv: SLACK_BOT_TOKEN\n  apiUrl: '{}'\n", slack.api_url);
-    let engine = setup_with(tmp.path(), &extra, &[("SLACK_BOT_TOKEN", "xoxb-test-bot-token")]);
-    let rt = engine.rt();
-    rt.block_on(engine.wait_applied());
-    rt.block_on(async {
-        let now = chrono::Utc::now().timestamp();
-        // The URL-verification handshake.
-        let hello = r#"{"token":"unused","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
-        let (status, v) = deliver(&engine, hello, now, None).await;
-        assert_eq!((status, v["challenge"].as_str()), (200, Some("3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P")));
-        assert_eq!(deliver(&engine, hello, now - 400, None).await.0, 401, "stale");
-        // A mention; Slack's first answer to George is a rate limit.
-        slack.rate_limit_next(1, 1);
-        let mention = SlackServer::mention("Ev0001", "U0ANN", "C0001", "1700000100.000200", None, "<@U0BOT> !guild summon ranger check the pager");
-        assert_eq!(deliver(&engine, &mention, now, None).await.0, 200);
-        // Slack redelivers it (no answer in time, it thinks): nothing runs twice.
-        let (status, v) = deliver(&engine, &mention, now, Some(1)).await;
-        assert_eq!((status, v["duplicate"].as_bool()), (200, Some(true)));
-        let answered = eventually(Duration::from_secs(20), "the answer in the thread", async || {
-            let m = slack.messages();
-            (!m.is_empty()).then_some(m)
-        })
-        .await;
-        assert_eq!(answered.len(), 1, "{answered:?}");
-        assert_eq!((answered[0]["channel"].as_str(), answered[0]["thread_ts"].as_str()), (Some("C0001"), Some("1700000100.000200")));
-        let text = answered[0]["text"].as_str().unwrap();
-        let id = text.split('`').nth(1).expect("the job in the answer").to_string();
-        engine.wait_status(&id, JobStatus::Completed, Duration::from_secs(30)).await;
-        let seen = std::fs::read_to_string(engine.dir.join(format!("data/outputs/{id}/seen"))).unwrap();
-        assert_eq!(seen, "check the pager\n");
-        assert_eq!(engine.client.jobs(&Default::default()).await.unwrap().len(), 1, "one job for one mention");
-        // A viewer's mention is answered with the refusal, in its thread.
-        let viewer = SlackServer::mention("Ev0002", "U0VIC", "C0001", "1700000200.000300", Some("1700000100.000200"), "<@U0BOT> summon ranger x");
-        assert_eq!(deliver(&engine, &viewer, now, None).await.0, 200);
-        let refused = eventually(Duration::from_secs(20), "the refusal", async || slack.messages().get(1).cloned()).await;
-        assert!(refused["text"].as_str().unwrap().contains("has role viewer"), "{refused}");
-        assert_eq!(refused["thread_ts"], "1700000100.000200");
-        assert_eq!(engine.client.jobs(&Default::default()).await.unwrap().len(), 1);
-    });
 }
