@@ -186,7 +186,7 @@ pub(crate) async fn notify(ctx: &Arc<Context>, chapter: Option<&str>, text: &str
 
 /// The settings key of a job's approval.
 pub fn approval_key(job: &str) -> String {
-    format!("approval:{job}")
+    format!("{}{job}", george_store::job_settings::APPROVAL)
 }
 
 /// An approval lets one agent start: once it has, under a red alert, the

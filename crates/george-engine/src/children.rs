@@ -246,7 +246,7 @@ pub async fn settle_wait(store: &dyn Store, parent: &Job) -> Result<bool, StoreE
         lines.push(line);
     }
     // Once per wait (the attempt that waits): that comment unblocks it.
-    let settled = format!("children.settled:{}:{}", parent.id, parent.attempt);
+    let settled = format!("{}{}:{}", george_store::job_settings::CHILDREN_SETTLED, parent.id, parent.attempt);
     if store.setting(&settled).await?.is_some() {
         return Ok(false);
     }

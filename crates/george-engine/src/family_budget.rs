@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 
 /// Settings key of a child's carved budget: `budget.job:<job>`.
-pub const SETTING: &str = "budget.job:";
+pub const SETTING: &str = george_store::job_settings::FAMILY_SHARE;
 
 /// The engine's family accounts: the lock, and the calls in flight per job.
 #[derive(Debug, Default)]
@@ -105,7 +105,7 @@ pub async fn give_back(store: &dyn Store, parent: &str, child: &str) -> Result<(
     let Some(share) = store.setting(&format!("{SETTING}{child}")).await?.and_then(|v| v.as_u64()) else {
         return Ok(());
     };
-    let said = format!("budget.returned:{child}");
+    let said = format!("{}{child}", george_store::job_settings::SHARE_RETURNED);
     if store.setting(&said).await?.is_some() {
         return Ok(());
     }

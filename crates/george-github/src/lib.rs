@@ -43,11 +43,11 @@ use std::time::Duration;
 /// The source's name in the store.
 pub const SOURCE: &str = "github";
 /// Settings keys of the jobs whose end an issue has heard: `github.reported:<job>`.
-const REPORTED: &str = "github.reported:";
+const REPORTED: &str = george_store::job_settings::GITHUB_REPORTED;
 /// The last event the report-back has read.
 const CURSOR: &str = "github.report.cursor";
 /// Settings keys of the last comment read into a job: `github.seen:<job>`.
-const SEEN: &str = "github.seen:";
+const SEEN: &str = george_store::job_settings::GITHUB_SEEN;
 /// The marker a claim comment begins with.
 const CLAIM: &str = "<!-- george:claim ";
 

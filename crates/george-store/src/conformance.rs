@@ -757,8 +757,21 @@ pub async fn retention_deletes_only_finished_jobs_below_the_event_floor(store: T
         Vec::<String>::new()
     );
 
+    // The job's own settings go with it; another job's, and other settings, stay.
+    use crate::job_settings::{APPROVAL, CHILDREN_SETTLED, GITHUB_SEEN};
+    let mine = [format!("{APPROVAL}old"), format!("{GITHUB_SEEN}old"), format!("{CHILDREN_SETTLED}old:1")];
+    let others = [format!("{APPROVAL}old-2"), format!("{CHILDREN_SETTLED}old-2:1"), "jira.claim:old".to_string()];
+    for key in mine.iter().chain(&others) {
+        store.set_setting(key, Some(json!(true))).await.unwrap();
+    }
     let ids = ["old", "stopping", "running"].map(String::from);
     assert_eq!(store.delete_jobs(&ids, "gc").await.unwrap(), vec!["old".to_string()]);
+    for key in &mine {
+        assert_eq!(store.setting(key).await.unwrap(), None, "{key} went with its job");
+    }
+    for key in &others {
+        assert!(store.setting(key).await.unwrap().is_some(), "{key} stays");
+    }
     assert!(store.get_job("old").await.unwrap().is_none());
     assert!(store.get_agent("old", 1).await.unwrap().is_none());
     assert!(store.events_since(0, 1000, Some("old")).await.unwrap().is_empty());

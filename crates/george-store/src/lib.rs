@@ -11,6 +11,7 @@ pub mod conformance;
 mod delegate;
 mod dialect;
 mod error;
+pub mod job_settings;
 mod jobs;
 mod ledger;
 mod postgres;

@@ -80,15 +80,18 @@ pub fn delete_jobs<D: Db>(w: &mut Writer<D>, ids: &[String], actor: &str) -> Res
         // Checked again here, its row locked (PostgreSQL re-checks the row a
         // concurrent retry or new attempt just changed): the job may have
         // been retried, or have had an attempt started, since it was found.
-        let gone = w.db.opt(
-            &format!("SELECT id FROM jobs WHERE id = $1 AND {FINISHED} AND {}{}", deletable(STORED_FLOOR), D::LOCK),
+        let attempts = w.db.opt(
+            &format!(
+                "SELECT attempt FROM jobs WHERE id = $1 AND {FINISHED} AND {}{}",
+                deletable(STORED_FLOOR),
+                D::LOCK
+            ),
             args![id],
-            |r| r.string("id"),
+            |r| r.i64("attempt"),
         )?;
-        if gone.is_none() {
-            continue;
-        }
+        let Some(attempts) = attempts else { continue };
         w.db.exec("DELETE FROM events WHERE job_id = $1", args![id])?;
+        delete_settings_of(w, id, attempts)?;
         // Steps, attempts, comments and evidence go with it (ON DELETE CASCADE).
         w.db.exec("DELETE FROM jobs WHERE id = $1", args![id])?;
         deleted.push(id.clone());
@@ -97,6 +100,19 @@ pub fn delete_jobs<D: Db>(w: &mut Writer<D>, ids: &[String], actor: &str) -> Res
         w.event(None, None, EventKind::JobsDeleted, actor, json!({"jobs": deleted}))?;
     }
     Ok(deleted)
+}
+
+/// The job's own settings ([`crate::job_settings`]), each by its exact
+/// key (no range or pattern: text order depends on the database's collation).
+fn delete_settings_of<D: Db>(w: &mut Writer<D>, id: &str, attempts: i64) -> Result<()> {
+    let per_attempt = crate::job_settings::PER_ATTEMPT
+        .iter()
+        .flat_map(|prefix| (1..=attempts).map(move |n| format!("{prefix}{id}:{n}")));
+    let keys = crate::job_settings::PER_JOB.iter().map(|prefix| format!("{prefix}{id}")).chain(per_attempt);
+    for key in keys {
+        w.db.exec("DELETE FROM settings WHERE key = $1", args![&key])?;
+    }
+    Ok(())
 }
 
 pub fn compact_events(w: &mut Writer<impl Db>, before: DateTime<Utc>, limit: u32) -> Result<u64> {
