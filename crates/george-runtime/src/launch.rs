@@ -255,9 +255,11 @@ fn run(args: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
 /// and confinement, and runs its program. Given the engine's hidden paths,
 /// it opens what every attempt may read before the binding arrives.
 fn run_warm(launch: WarmLaunch, in_process: InProcess<'_>) -> Result<i32, LaunchError> {
+    let idle = IdleWhileWarm::enter();
     prefault_program();
     let readable = launch.hidden.as_deref().map(sandbox::Readable::open);
     let Some(line) = read_line()?.filter(|l| !l.trim().is_empty()) else { return Ok(GATE_CLOSED) };
+    idle.leave()?;
     let binding: Binding = serde_json::from_str(&line)?;
     if let Some(log) = &binding.log {
         let file = std::fs::OpenOptions::new().append(true).open(log).map_err(sys("open the agent's log"))?;
@@ -282,6 +284,41 @@ fn run_warm(launch: WarmLaunch, in_process: InProcess<'_>) -> Result<i32, Launch
     let readable = readable.filter(|r| binding.spec.sandbox.as_ref().is_some_and(|s| r.hides(&s.hidden)));
     confine(&binding.spec, readable)?;
     start(&binding.command, in_process)
+}
+
+/// A warm launcher waits at the lowest priority (`SCHED_IDLE`): what it
+/// does before its binding (faulting its program in, opening the paths
+/// every attempt may read) takes only CPU that admitted work leaves idle,
+/// so a refill never slows a running job. It goes back to the normal
+/// policy when its binding arrives, before anything of the job runs. Only
+/// a launcher that can go back (one with `CAP_SYS_NICE`, as the engine's
+/// root launcher) goes down: one that could not would run its job idle.
+struct IdleWhileWarm(bool);
+
+impl IdleWhileWarm {
+    #[allow(unsafe_code)]
+    fn set(policy: nix::libc::c_int) -> bool {
+        let param = nix::libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler on this thread (pid 0) with a valid
+        // parameter; the launcher has one thread here.
+        unsafe { nix::libc::sched_setscheduler(0, policy, &param) == 0 }
+    }
+
+    fn enter() -> Self {
+        // Down and back up once first: only a launcher that can come back goes down.
+        let can = Self::set(nix::libc::SCHED_IDLE) && Self::set(nix::libc::SCHED_OTHER);
+        Self(can && Self::set(nix::libc::SCHED_IDLE))
+    }
+
+    fn leave(self) -> Result<(), LaunchError> {
+        if self.0 && !Self::set(nix::libc::SCHED_OTHER) {
+            return Err(LaunchError::Sys {
+                what: "leave the idle scheduling policy",
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Faults in every page of this program's own mappings while the agent is

@@ -72,6 +72,11 @@ pub struct BenchReport {
     /// From the submit to the agent starting the job's first step (its own clock).
     submit_to_first_step_p50_ms: f64,
     submit_to_first_step_p99_ms: f64,
+    /// Where the time to the first step goes (p50 of each part, ms): the
+    /// submit until the job is stored, until its attempt is recorded, until
+    /// its agent's handle is stored (spawned or claimed), until the agent
+    /// starts the step.
+    path_p50_ms: PathParts,
     /// The baseline, in the same run: a raw fork/exec of `/bin/sh -c true`, to its exit.
     raw_spawn_p50_ms: f64,
     raw_spawn_p99_ms: f64,
@@ -83,6 +88,59 @@ pub struct BenchReport {
     cpu_ms_per_job: f64,
     /// Growth of the data directory (store, logs, outputs) per job.
     disk_kib_per_job: f64,
+}
+
+/// The parts of the path from a submit to the job's first step, p50 of each, in milliseconds.
+#[derive(Debug, Default, Serialize)]
+pub struct PathParts {
+    submit_to_stored: f64,
+    stored_to_attempt: f64,
+    attempt_to_agent: f64,
+    agent_to_first_step: f64,
+}
+
+/// When each part of one job's path ended.
+#[derive(Default)]
+struct Marks {
+    stored: Option<chrono::DateTime<chrono::Utc>>,
+    attempt: Option<chrono::DateTime<chrono::Utc>>,
+    agent: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl PathParts {
+    fn of(
+        submitted: &HashMap<String, chrono::DateTime<chrono::Utc>>,
+        marks: &HashMap<String, Marks>,
+        first_steps: &HashMap<&str, chrono::DateTime<chrono::Utc>>,
+    ) -> Self {
+        let ms = |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| {
+            (b - a).num_microseconds().unwrap_or(0) as f64 / 1000.0
+        };
+        let mut parts: [Vec<f64>; 4] = Default::default();
+        for (job, m) in marks {
+            let (Some(submit), Some(stored), Some(attempt), Some(agent), Some(step)) =
+                (submitted.get(job), m.stored, m.attempt, m.agent, first_steps.get(job.as_str()))
+            else {
+                continue;
+            };
+            for (i, v) in
+                [ms(*submit, stored), ms(stored, attempt), ms(attempt, agent), ms(agent, *step)].into_iter().enumerate()
+            {
+                parts[i].push(v);
+            }
+        }
+        let p50 = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            percentile(v, 0.5)
+        };
+        let [a, b, c, d] = &mut parts;
+        Self {
+            submit_to_stored: p50(a),
+            stored_to_attempt: p50(b),
+            attempt_to_agent: p50(c),
+            agent_to_first_step: p50(d),
+        }
+    }
 }
 
 /// User plus system CPU time of this process so far, in milliseconds.
@@ -242,6 +300,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     let disk = george_engine::retention::disk_bytes(&data_dir).saturating_sub(disk_before);
     let mut latencies = Vec::with_capacity(jobs);
     let mut first_steps: HashMap<&str, chrono::DateTime<chrono::Utc>> = HashMap::new();
+    let mut marks: HashMap<String, Marks> = HashMap::new();
     let mut last_finish = first_submit;
     let mut completed = 0;
     let mut since = since_before;
@@ -251,6 +310,15 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         since = last.seq;
         for ev in &batch {
             let Some(job) = ev.job_id.as_deref() else { continue };
+            if submitted.contains_key(job) {
+                let m = marks.entry(job.to_string()).or_default();
+                match ev.kind {
+                    EventKind::JobCreated => m.stored = m.stored.or(Some(ev.ts)),
+                    EventKind::AttemptStarted => m.attempt = m.attempt.or(Some(ev.ts)),
+                    EventKind::AttemptSpawned => m.agent = m.agent.or(Some(ev.ts)),
+                    _ => {}
+                }
+            }
             match ev.kind {
                 // Agent start = the attempt's process was spawned.
                 EventKind::AttemptSpawned => {
@@ -295,6 +363,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         submit_to_start_max_ms: latencies.last().copied().unwrap_or(0.0),
         submit_to_first_step_p50_ms: percentile(&to_first_step, 0.50),
         submit_to_first_step_p99_ms: percentile(&to_first_step, 0.99),
+        path_p50_ms: PathParts::of(&submitted, &marks, &first_steps),
         raw_spawn_p50_ms: percentile(&raw, 0.50),
         raw_spawn_p99_ms: percentile(&raw, 0.99),
         throughput_jobs_per_s: if wall > 0.0 { completed as f64 / wall } else { 0.0 },
@@ -320,6 +389,11 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
             println!(
                 "submit→first step        p50 {:.2} ms, p99 {:.2} ms",
                 report.submit_to_first_step_p50_ms, report.submit_to_first_step_p99_ms
+            );
+            let p = &report.path_p50_ms;
+            println!(
+                "  its parts, p50          stored {:.2} · attempt {:.2} · agent {:.2} · first step {:.2} ms",
+                p.submit_to_stored, p.stored_to_attempt, p.attempt_to_agent, p.agent_to_first_step
             );
             println!(
                 "raw fork/exec (baseline)  p50 {:.2} ms, p99 {:.2} ms (sh -c true, to its exit)",

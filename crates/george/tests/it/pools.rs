@@ -27,7 +27,8 @@ fn setup(root: &Path) -> Engine {
          secrets:\n    deploy: [{name: deploy-key}]\n  pool: {min: 2, max: 3}\n",
     );
     // Each job notes which process ran it ($PPID: the agent) and what it could see.
-    let note = "echo $PPID > \"$GEORGE_OUTPUT_DIR/agent-pid\"; echo \"$GEORGE_JOB_ID\" > \"$GEORGE_OUTPUT_DIR/job\"";
+    let note = "echo $PPID > \"$GEORGE_OUTPUT_DIR/agent-pid\"; echo \"$GEORGE_JOB_ID\" > \"$GEORGE_OUTPUT_DIR/job\"; \
+                cut -d\" \" -f41 /proc/$PPID/stat > \"$GEORGE_OUTPUT_DIR/policy\"";
     let deploy = format!(
         "    - id: deploy\n      description: uses its key\n      run: '{note}; test \"$(cat \"$GEORGE_SECRETS_DIR/deploy-key\")\" = {SECRET} && touch \"$GEORGE_OUTPUT_DIR/key-ok\"'\n"
     );
@@ -71,8 +72,31 @@ async fn wait_warm(data: &Path, n: usize) -> BTreeSet<i32> {
     .await
 }
 
+/// A process's scheduling policy (`/proc/<pid>/stat` field 41: 0 normal, 5 idle).
+fn policy(stat: &str) -> String {
+    // After the command name in parentheses, field 3 on.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(41 - 3).unwrap().trim().to_string()
+}
+
+/// Whether this process may raise a scheduling priority (CAP_SYS_NICE), as the engine it starts may.
+fn may_renice() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let caps = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim();
+    u64::from_str_radix(caps, 16).unwrap() & (1 << 23) != 0
+}
+
 /// What a warm agent holds: no environment, no file of the data directory open.
-fn assert_holds_nothing(pid: i32, data: &Path) {
+/// It waits at the idle scheduling policy when it can come back from it.
+async fn assert_holds_nothing(pid: i32, data: &Path) {
+    if may_renice() {
+        // From its first instruction on (a process just started may not have got there).
+        let idle = async || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            (policy(&stat) == "5").then_some(())
+        };
+        eventually(Duration::from_secs(10), "the warm agent to wait at SCHED_IDLE", idle).await;
+    }
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     assert!(environ.is_empty(), "warm agent {pid} has an environment: {:?}", String::from_utf8_lossy(&environ));
     let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap()).replace('\0', " ");
@@ -93,7 +117,7 @@ fn a_warm_agent_holds_nothing_until_claimed_then_runs_only_its_own_job_once() {
         engine.wait_registry(1).await;
         let warm = wait_warm(&data, 2).await;
         for &pid in &warm {
-            assert_holds_nothing(pid, &data);
+            assert_holds_nothing(pid, &data).await;
         }
         // The pool's directory holds the engine's records of its agents, nothing else.
         let files: Vec<String> = std::fs::read_dir(data.join("agents/.pool"))
@@ -116,6 +140,8 @@ fn a_warm_agent_holds_nothing_until_claimed_then_runs_only_its_own_job_once() {
             let pid: i32 = std::fs::read_to_string(outputs.join(id).join("agent-pid")).unwrap().trim().parse().unwrap();
             assert!(warm.contains(&pid), "{id} ran in agent {pid}, not one of the warm agents {warm:?}");
             assert_eq!(std::fs::read_to_string(outputs.join(id).join("job")).unwrap().trim(), id);
+            let p = std::fs::read_to_string(outputs.join(id).join("policy")).unwrap();
+            assert_eq!(p.trim(), "0", "{id}'s agent works at the normal policy, not the warm agent's idle one");
             ran_by.insert(pid);
             // Served one attempt, and gone.
             let gone = async || {
@@ -139,7 +165,7 @@ fn a_warm_agent_holds_nothing_until_claimed_then_runs_only_its_own_job_once() {
         })
         .await;
         for &pid in &refilled {
-            assert_holds_nothing(pid, &data);
+            assert_holds_nothing(pid, &data).await;
         }
         let registry: serde_json::Value = reqwest::Client::new()
             .get(format!("{}/api/v1/registry", engine.url))
