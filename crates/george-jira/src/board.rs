@@ -8,7 +8,8 @@
 
 use crate::adf::Block;
 use crate::writeback::{Failure, WriteBack};
-use george_core::record::Job;
+use george_core::record::{Event, Job};
+use george_core::EventKind;
 use serde_json::{json, Value};
 
 /// The label a job on the board carries (set by the source when it dispatches).
@@ -53,6 +54,44 @@ impl WriteBack {
         let map = self.client.property(ticket, PROPERTY).await?.unwrap_or_default();
         let Some(key) = map.get(step).and_then(Value::as_str).map(str::to_string) else { return Ok(()) };
         self.move_subtask_to(&key, to).await?;
+        Ok(())
+    }
+
+    /// The job was retried (event `retried`): the sub-tasks of the steps
+    /// it runs again go back to a to-do status (the first the workflow
+    /// offers in Jira's `new` category). Which steps run again is read from
+    /// the log as it was at the retry — every step from scratch, else those
+    /// whose last status then was not completed or skipped — not from the
+    /// job now, whose steps may have moved on since; their later moves come
+    /// after this one in the log.
+    pub(crate) async fn board_retried(&mut self, ticket: &str, job: &str, retried: &Event) -> Result<(), Failure> {
+        if self.on_board(job).await?.is_none() {
+            return Ok(());
+        }
+        let mut last: std::collections::BTreeMap<String, String> = Default::default();
+        for e in self.store.events_since(0, 100_000, Some(job)).await? {
+            if e.seq >= retried.seq {
+                break;
+            }
+            if let (EventKind::StepStatus, Some(step), Some(to)) =
+                (e.kind, e.data["step"].as_str(), e.data["to"].as_str())
+            {
+                last.insert(step.to_string(), to.to_string());
+            }
+        }
+        let from_scratch = retried.data["from_scratch"].as_bool().unwrap_or(false);
+        let map = self.client.property(ticket, PROPERTY).await?.unwrap_or_default();
+        for (step, to) in &last {
+            if !from_scratch && matches!(to.as_str(), "completed" | "skipped") {
+                continue;
+            }
+            let Some(key) = map.get(step).and_then(Value::as_str) else { continue };
+            let transitions = self.client.transitions(key).await?;
+            match transitions.iter().find(|t| t.to_category == "new") {
+                Some(t) => self.client.transition(key, &t.id).await?,
+                None => tracing::info!(subtask = key, "no transition to a to-do status from where it is; it stays"),
+            }
+        }
         Ok(())
     }
 

@@ -132,6 +132,8 @@ pub struct Transition {
     pub name: String,
     /// The status it leads to (e.g. `In Progress`).
     pub to: String,
+    /// That status's category: `new` (to do), `indeterminate` (in progress) or `done`.
+    pub to_category: String,
 }
 
 /// A comment.
@@ -297,6 +299,7 @@ impl JiraClient {
                 id: t["id"].as_str().unwrap_or_default().to_string(),
                 name: t["name"].as_str().unwrap_or_default().to_string(),
                 to: t["to"]["name"].as_str().unwrap_or_default().to_string(),
+                to_category: t["to"]["statusCategory"]["key"].as_str().unwrap_or_default().to_string(),
             })
             .collect())
     }

@@ -159,6 +159,11 @@ impl WriteBack {
             let Some(key) = self.ticket_of(job).await? else { return Ok(()) };
             return self.board_step(&key, job, step, e.data["to"].as_str().unwrap_or("")).await;
         }
+        if e.kind == EventKind::JobRetried {
+            let Some(job) = e.job_id.as_deref() else { return Ok(()) };
+            let Some(key) = self.ticket_of(job).await? else { return Ok(()) };
+            return self.board_retried(&key, job, e).await;
+        }
         if e.kind != EventKind::JobStatus {
             return Ok(());
         }

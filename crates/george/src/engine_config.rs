@@ -237,3 +237,43 @@ pub(crate) fn signing_key(
     }
     Ok(Some(george_engine::WebhookSecret(bytes)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slack_settings_name_the_field_that_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("slack"), "8f742231b10e8888abcd99yyyzzz85a5").unwrap();
+        let settings = |slack: &str| {
+            let text = format!("secrets:\n  dir: {}\nslack:\n  signingSecret: slack\n{slack}", dir.path().display());
+            let cfg: Config = george_core::yaml::from_yaml(&text).unwrap_or_else(|e| panic!("{e}"));
+            slack_settings(&cfg).map_err(|e| format!("{e:#}"))
+        };
+        let s = settings("").unwrap().unwrap();
+        assert_eq!((s.ack_within, s.response_urls.as_str()), (Duration::from_secs(2), "https://hooks.slack.com/"));
+        assert!(s.bot_token.is_none() && s.default_role.is_none());
+        assert_eq!(settings("  ackWithin: 0s\n").unwrap().unwrap().ack_within, Duration::ZERO);
+        for (slack, expected) in [
+            ("  ackWithin: 3s\n", "slack.ackWithin: at most 2500ms"),
+            ("  responseUrls: ftp://hooks\n", "slack.responseUrls: expected an http:// or https:// URL prefix"),
+            ("  apiUrl: slack.com\n", "slack.apiUrl: expected an http:// or https:// URL"),
+            ("  defaultRole: boss\n", "slack.defaultRole: expected none, viewer, operator or admin, got `boss`"),
+            (
+                "  botTokenEnv: GEORGE_TEST_UNSET_TOKEN\n",
+                "slack.botTokenEnv: environment variable GEORGE_TEST_UNSET_TOKEN is not set",
+            ),
+            ("  botTokenEnv: X\n  botTokenFile: /x\n", "slack: set either botTokenEnv or botTokenFile, not both"),
+        ] {
+            let err = settings(slack).unwrap_err();
+            assert!(err.contains(expected), "{slack:?}: {err}");
+        }
+        let text = format!("secrets:\n  dir: {}\nslack:\n  users: {{}}\n", dir.path().display());
+        let cfg: Config = george_core::yaml::from_yaml(&text).unwrap();
+        let err = format!("{:#}", slack_settings(&cfg).unwrap_err());
+        assert!(err.contains("set signingSecret or signingSecretFile"), "{err}");
+        let unknown = george_core::yaml::from_yaml::<Config>("slack:\n  ackwithin: 1s\n").unwrap_err().to_string();
+        assert!(unknown.contains("unknown field `ackwithin`"), "{unknown}");
+    }
+}

@@ -131,6 +131,16 @@ spec:
 ---
 apiVersion: george/v1
 kind: TaskTemplate
+metadata: {name: flaky}
+spec:
+  variables:
+    - {name: ticket, type: string}
+  steps:
+    - {id: build, description: Build it, run: echo built}
+    - {id: check, description: Check it, depends_on: [build], run: 'test -f \"$GEORGE_OUTPUT_DIR/fixed\"'}
+---
+apiVersion: george/v1
+kind: TaskTemplate
 metadata: {name: ask}
 spec:
   variables:
@@ -169,7 +179,7 @@ impl Site {
             ("template", "ticket"),
             (
                 "rules",
-                "[{label: boom, template: boom}, {label: ask, template: ask}, {label: code, template: code}, {label: slow, template: slow}, {label: spawner, template: spawner}, {label: staged, template: staged, board: true}]",
+                "[{label: boom, template: boom}, {label: ask, template: ask}, {label: code, template: code}, {label: slow, template: slow}, {label: spawner, template: spawner}, {label: staged, template: staged, board: true}, {label: flaky, template: flaky, board: true}]",
             ),
             ("statuses", "{blocked: Blocked}"),
             ("assignee", "self"),
@@ -764,4 +774,29 @@ fn a_board_jobs_steps_become_sub_tasks_once_and_its_end_a_table() {
     });
     assert_eq!(j.subtasks("PROJ-80").len(), 2);
     assert_eq!(j.attachments("PROJ-80").len(), 2);
+
+    // A step that fails, retried: its sub-task goes back to do, and on to done; the step that held stays done.
+    let mut flaky = NewIssue::new("PROJ-82", "check until it holds");
+    flaky.labels = vec!["george".into(), "flaky".into()];
+    j.add_issue(flaky);
+    e.rt().block_on(async {
+        e.wait_status("proj-82", JobStatus::Failed, Duration::from_secs(30)).await;
+        until(Duration::from_secs(20), "the failed step's sub-task done", async || {
+            let subs = j.subtasks("PROJ-82");
+            subs.len() == 2 && subs.iter().all(|(_, _, status)| status == "Done")
+        })
+        .await;
+        std::fs::write(e.dir.join("data/outputs/proj-82/fixed"), "").unwrap();
+        let retry = george_core::api::RetryRequest { from_scratch: false, reason: Some("fixed".into()) };
+        e.client.retry("proj-82", &retry).await.unwrap();
+        e.wait_status("proj-82", JobStatus::Completed, Duration::from_secs(30)).await;
+        until(Duration::from_secs(20), "the table of the retried job", async || {
+            bot_comments(&j, "PROJ-82").iter().any(|c| c.contains("George finished job proj-82"))
+        })
+        .await;
+    });
+    let subs = j.subtasks("PROJ-82");
+    let (build, check) = (&subs[0].0, &subs[1].0);
+    assert_eq!(j.history(build), ["To Do", "In Progress", "Done"], "ran once");
+    assert_eq!(j.history(check), ["To Do", "In Progress", "Done", "To Do", "In Progress", "Done"], "ran twice");
 }
