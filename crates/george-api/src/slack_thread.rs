@@ -65,8 +65,12 @@ pub(crate) async fn job_of(store: &dyn Store, channel: &str, thread: &str) -> Re
     Ok(store.list_jobs(&filter).await?.into_iter().next())
 }
 
-/// Remembers `key` (a delivery or a message) now: whether it was new.
+/// Remembers `key` (a delivery or a message) now: whether it was new. One
+/// check at a time, so that two copies of a delivery arriving together
+/// (a replay racing the original) are not both new.
 pub(crate) async fn first_time(store: &dyn Store, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _held = ONE_AT_A_TIME.lock().await;
     if store.setting(key).await?.is_some() {
         return Ok(false);
     }

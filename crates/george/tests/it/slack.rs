@@ -155,6 +155,13 @@ fn a_mention_in_slack_is_answered_in_its_thread_once_through_rate_limits() {
         assert!(refused["text"].as_str().unwrap().contains("has role viewer"), "{refused}");
         assert_eq!(refused["thread_ts"], "1700000100.000200");
         assert_eq!(engine.client.jobs(&Default::default()).await.unwrap().len(), 1);
+        // A replay racing its original: one of the two is a duplicate, and one summon runs.
+        let raced = SlackServer::mention("Ev0003", "U0ANN", "C0001", "1700000300.000300", None, "<@U0BOT> summon ranger raced");
+        let (a, b) = tokio::join!(deliver(&engine, &raced, now, None), deliver(&engine, &raced, now, None));
+        assert_eq!((a.0, b.0), (200, 200));
+        assert_eq!(u8::from(a.1["duplicate"] == true) + u8::from(b.1["duplicate"] == true), 1, "{a:?} {b:?}");
+        eventually(Duration::from_secs(20), "the raced summon's answer", async || slack.messages().get(2).cloned()).await;
+        assert_eq!(engine.client.jobs(&Default::default()).await.unwrap().len(), 2, "one job for the raced mention");
     });
 }
 
