@@ -5,9 +5,10 @@
 //! is refused, so a captured one cannot be replayed later. The Slack user is
 //! mapped to a George subject and role (`slack.users`, else
 //! `slack.defaultRole`), and each command runs the API operation the CLI
-//! runs, with that role, audited as `operator:slack:<subject>`. Slack wants
-//! an answer within 3 s: every command here is a store operation, answered
-//! at once, as Block Kit.
+//! runs, with that role, audited as `operator:slack:<subject>`. Answers are
+//! Block Kit. Slack wants one within 3 s: a command still running after
+//! `slack.ackWithin` is acknowledged, and its answer goes to the command's
+//! `response_url` when it comes.
 
 use crate::body::{Body, OptionalBody};
 use crate::{budget, control, triggers, ApiError, ApiState, Caller};
