@@ -55,9 +55,10 @@ pub async fn event(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) 
     if !matches!(kind, "app_mention" | "message") || e.get("bot_id").is_some() || e.get("subtype").is_some() {
         return ok();
     }
-    // Each delivery once, whatever Slack redelivers.
+    // Each delivery once, whatever Slack redelivers (a delivery acted on is remembered below).
     let id = v["event_id"].as_str().unwrap_or_default();
-    if id.is_empty() || !first_time(st.store.as_ref(), &format!("{SEEN_EVENT}{id}"), st.engine.now()).await? {
+    let seen = format!("{SEEN_EVENT}{id}");
+    if id.is_empty() || st.store.setting(&seen).await?.is_some() {
         return Ok(Json(json!({"ok": true, "duplicate": true})));
     }
     let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
@@ -68,15 +69,22 @@ pub async fn event(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) 
         thread_ts: e["thread_ts"].as_str().map(str::to_string),
         text: s("text"),
     };
+    // What it is, read before anything is written: most messages in a channel are none of George's.
     let job = match &m.thread_ts {
         Some(thread) => job_of(st.store.as_ref(), &m.channel, thread).await?,
         None => None,
     };
+    let reply_to = job.filter(|_| !m.text.contains("!guild")).map(|j| j.id);
+    if reply_to.is_none() && kind != "app_mention" {
+        return ok();
+    }
+    if !first_time(st.store.as_ref(), &seen, st.engine.now()).await? {
+        return Ok(Json(json!({"ok": true, "duplicate": true})));
+    }
     let web = SlackWeb::of(st.engine.http(), &slack);
-    let answer = match job {
-        Some(job) if !m.text.contains("!guild") => reply(&st, &slack, &job.id, &m).await?,
-        _ if kind == "app_mention" => Some(command(&st, &slack, &m).await),
-        _ => None,
+    let answer = match &reply_to {
+        Some(job) => reply(&st, &slack, job, &m).await?,
+        None => Some(command(&st, &slack, &m).await),
     };
     let Some(answer) = answer else { return ok() };
     let Some(web) = web else {

@@ -277,7 +277,7 @@ fn a_summon_from_a_thread_has_that_thread_as_its_conversation() {
             SlackServer::thread_message("Ev0104", "U0ANN", "C0001", "1700000300.000400", "1700000300.000100", text);
         assert_eq!(deliver(&engine, &mention, now, None).await.0, 200);
         assert_eq!(deliver(&engine, &message, now, None).await.0, 200);
-        assert_eq!(deliver(&engine, &message, now, Some(1)).await.1["duplicate"], true);
+        assert_eq!(deliver(&engine, &mention, now, Some(1)).await.1["duplicate"], true);
         engine.wait_status(&id, JobStatus::Completed, Duration::from_secs(30)).await;
         let second = &llm.received()[1].body["messages"];
         assert!(second.to_string().contains("eu-west-1, please"), "{second}");
