@@ -178,13 +178,18 @@ impl ProcessRuntime {
 
     /// A uid for a new attempt, claimed machine-wide for its directory `owner`.
     fn allocate_uid(&self, req: &SpawnRequest, owner: &Path) -> Result<u32, RuntimeError> {
+        self.claim_uid(owner).map_err(|(message, e)| Self::spawn_error(req, message, e))
+    }
+
+    /// A uid claimed machine-wide for the directory `owner`, or why not.
+    fn claim_uid(&self, owner: &Path) -> Result<u32, (String, Option<std::io::Error>)> {
         let sb = &self.inner.cfg.sandbox;
         let mut next = self.inner.next_uid.lock();
         let claimed = self
             .inner
             .uid_claims
             .claim(sb.uid_base, sb.uid_count, *next, owner)
-            .map_err(|e| Self::spawn_error(req, format!("cannot claim an agent uid: {e}"), Some(e)))?;
+            .map_err(|e| (format!("cannot claim an agent uid: {e}"), Some(e)))?;
         match claimed {
             Some(uid) => {
                 *next = (uid - sb.uid_base + 1) % sb.uid_count.max(1);
@@ -192,7 +197,69 @@ impl ProcessRuntime {
             }
             None => {
                 let e = sandbox::SandboxError::NoUid { base: sb.uid_base, end: sb.uid_base + sb.uid_count };
-                Err(Self::spawn_error(req, e.to_string(), None))
+                Err((e.to_string(), None))
+            }
+        }
+    }
+
+    fn staged_dir(&self) -> PathBuf {
+        self.inner.cfg.dir.join(".staged")
+    }
+
+    /// The directories of a warm agent's future attempt ([`Staged`]).
+    fn stage(&self, warm: &str) -> Result<Staged, RuntimeError> {
+        let sandboxed = self.inner.cfg.sandbox.enabled;
+        let root_mode = sandboxed && sandbox::engine_is_root();
+        own_dir(&self.staged_dir(), 0o700, None)?;
+        let dir = self.staged_dir().join(warm);
+        own_dir(&dir, if root_mode { 0o711 } else { 0o700 }, None)?;
+        let uid = if root_mode {
+            match self.claim_uid(&dir) {
+                Ok(uid) => Some(uid),
+                Err((message, _)) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(RuntimeError::Unavailable(message));
+                }
+            }
+        } else {
+            None
+        };
+        let staged = Staged { dir, uid };
+        let subdirs: &[&str] = if sandboxed { &["work", "home", "tmp"] } else { &["work"] };
+        for sub in subdirs {
+            if let Err(e) = own_dir(&staged.dir.join(sub), 0o700, uid) {
+                self.unstage(staged);
+                return Err(e);
+            }
+        }
+        Ok(staged)
+    }
+
+    /// Gives back what [`Self::stage`] made.
+    fn unstage(&self, staged: Staged) {
+        if let Some(uid) = staged.uid {
+            self.inner.uid_claims.release(uid, &staged.dir);
+        }
+        let _ = std::fs::remove_dir_all(&staged.dir);
+    }
+
+    /// Moves `staged` into place as the attempt directory `dir`: its uid
+    /// (`Some(None)` without one), or `None` when it could not (and it is gone).
+    fn adopt_staged(&self, staged: Staged, dir: &Path) -> Option<Option<u32>> {
+        let moved = !dir.exists()
+            && dir.parent().is_some_and(|p| std::fs::create_dir_all(p).is_ok())
+            && std::fs::rename(&staged.dir, dir).is_ok();
+        if !moved {
+            self.unstage(staged);
+            return None;
+        }
+        match staged.uid {
+            None => Some(None),
+            Some(uid) if self.inner.uid_claims.reassign(uid, &staged.dir, dir).unwrap_or(false) => Some(Some(uid)),
+            Some(_) => {
+                // The claim is no longer its own: nothing of it is used.
+                let _ = std::fs::remove_dir_all(dir);
+                None
             }
         }
     }
@@ -300,7 +367,7 @@ impl ProcessRuntime {
 
     /// Everything of an attempt's agent but its process: its directories,
     /// uid, token and secret files, log file, environment and launch spec.
-    fn prepare(&self, req: &SpawnRequest) -> Result<Prepared, RuntimeError> {
+    fn prepare(&self, req: &SpawnRequest, staged: Option<Staged>) -> Result<Prepared, RuntimeError> {
         let dir = self.attempt_dir(&req.job_id, req.attempt);
         let command = if req.command.is_empty() { &self.inner.cfg.default_command } else { &req.command };
         let Some((program, args)) = command.split_first() else {
@@ -315,8 +382,13 @@ impl ProcessRuntime {
         let root_mode = sandboxed && sandbox::engine_is_root();
         // The attempt's directory holds the pid file (the engine's, never the
         // agent's); under it, what the agent owns.
+        let adopted = staged.and_then(|s| self.adopt_staged(s, &dir));
         own_dir(&dir, if root_mode { 0o711 } else { 0o700 }, None)?;
-        let uid = if root_mode { Some(self.allocate_uid(req, &dir)?) } else { None };
+        let uid = match adopted {
+            Some(uid) if uid.is_some() == root_mode => uid,
+            _ if root_mode => Some(self.allocate_uid(req, &dir)?),
+            _ => None,
+        };
         let program = if uid.is_some() { self.reachable_program(program)? } else { program.clone() };
         let work = dir.join("work");
         own_dir(&work, 0o700, uid)?;
@@ -484,6 +556,20 @@ struct WarmProcess {
     stdin: tokio::process::ChildStdin,
     handle: ProcessHandle,
     assignment: Arc<Mutex<Assignment>>,
+    /// Its attempt's directories, made while it waits.
+    staged: Option<Staged>,
+}
+
+/// An attempt directory made ahead of its attempt (`<dir>/.staged/<warm
+/// agent>`): `work` (and, sandboxed, `home` and `tmp`) with their modes, and
+/// the uid they belong to, claimed for it. A claim renames it into place,
+/// so the inodes an attempt needs are not allocated on the way to its
+/// first step (on a busy file system, ext4's inode allocation is what
+/// costs most there).
+#[derive(Debug)]
+struct Staged {
+    dir: PathBuf,
+    uid: Option<u32>,
 }
 
 /// Creates `dir` with `mode`, owned by `uid` when given.
@@ -527,7 +613,7 @@ impl Runtime for ProcessRuntime {
         if let Some(existing) = self.existing(&req) {
             return Ok(existing);
         }
-        let p = self.prepare(&req)?;
+        let p = self.prepare(&req, None)?;
         let Some((launcher, launcher_args)) = self.inner.cfg.launcher.split_first() else {
             return Err(Self::spawn_error(&req, "no launcher configured for the process runtime".into(), None));
         };
@@ -725,6 +811,14 @@ impl Runtime for ProcessRuntime {
         let Some((launcher, launcher_args)) = self.inner.cfg.launcher.split_first() else {
             return Err(RuntimeError::Unavailable("no launcher configured for the process runtime".into()));
         };
+        // Best effort: without them, its claim makes the directories as a cold start does.
+        let staged = match self.stage(&id) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(warm = %id, error = %e, "a warm agent's directories are not made ahead");
+                None
+            }
+        };
         // Nothing of any job: an empty environment, the pool's directory,
         // no output until its binding names the attempt's log.
         // With the sandbox on, the engine's hidden paths: the launcher opens
@@ -733,7 +827,7 @@ impl Runtime for ProcessRuntime {
             hidden: self.inner.cfg.sandbox.enabled.then(|| self.inner.cfg.sandbox.hidden.clone()),
             root: None,
         };
-        let mut child = tokio::process::Command::new(launcher)
+        let child = tokio::process::Command::new(launcher)
             .args(launcher_args)
             .arg(crate::launch::WARM)
             .arg(serde_json::to_string(&launch).unwrap_or_default())
@@ -745,7 +839,16 @@ impl Runtime for ProcessRuntime {
             .process_group(0)
             .kill_on_drop(false)
             .spawn()
-            .map_err(io(format!("start a warm agent through the launcher `{launcher}`")))?;
+            .map_err(io(format!("start a warm agent through the launcher `{launcher}`")));
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(s) = staged {
+                    self.unstage(s);
+                }
+                return Err(e);
+            }
+        };
         let pid = child
             .id()
             .map(|p| p as i32)
@@ -757,7 +860,7 @@ impl Runtime for ProcessRuntime {
         let stdin = child.stdin.take().ok_or_else(|| RuntimeError::Unavailable("warm agent has no stdin".into()))?;
         let assignment = Arc::new(Mutex::new(Assignment::Waiting));
         self.watch_child(child, assignment.clone());
-        self.inner.warm.lock().insert(id.clone(), WarmProcess { stdin, handle, assignment });
+        self.inner.warm.lock().insert(id.clone(), WarmProcess { stdin, handle, assignment, staged });
         tracing::debug!(agent_spec = %spec.agent_spec, warm = %id, pid, "warm agent started");
         Ok(WarmAgent { id, spec: spec.clone() })
     }
@@ -773,7 +876,7 @@ impl Runtime for ProcessRuntime {
         let gone = || Self::spawn_error(&req, format!("warm agent {} is gone", warm.id), None);
         let Some(w) = self.inner.warm.lock().remove(&warm.id) else { return Err(gone()) };
         let _ = std::fs::remove_file(self.pool_record(&warm.id));
-        let p = match self.prepare(&req) {
+        let p = match self.prepare(&req, w.staged) {
             Ok(p) => p,
             Err(e) => {
                 // Never given to another job: it goes.
@@ -811,9 +914,13 @@ impl Runtime for ProcessRuntime {
 
     async fn discard(&self, warm: &WarmAgent) -> Result<(), RuntimeError> {
         let _ = std::fs::remove_file(self.pool_record(&warm.id));
-        if let Some(w) = self.inner.warm.lock().remove(&warm.id) {
+        let removed = self.inner.warm.lock().remove(&warm.id);
+        if let Some(w) = removed {
             // Its pipe closes as `w` drops: a waiting launcher ends by itself.
             let _ = killpg(Pid::from_raw(w.handle.pid), Signal::SIGKILL);
+            if let Some(s) = w.staged {
+                self.unstage(s);
+            }
         }
         Ok(())
     }
@@ -834,6 +941,15 @@ impl Runtime for ProcessRuntime {
             }
             let _ = std::fs::remove_file(&path);
             cleared += 1;
+        }
+        // The directories made ahead for warm agents of an engine before this one
+        // (their uid claims go stale with them).
+        let staged: Vec<PathBuf> =
+            self.inner.warm.lock().values().filter_map(|w| w.staged.as_ref().map(|s| s.dir.clone())).collect();
+        for entry in std::fs::read_dir(self.staged_dir()).into_iter().flatten().flatten() {
+            if !staged.contains(&entry.path()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
         }
         Ok(cleared)
     }

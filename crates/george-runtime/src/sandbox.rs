@@ -423,6 +423,18 @@ impl UidClaims {
         Ok(None)
     }
 
+    /// Moves the claim of `uid` from the directory `from` to `to` (a warm
+    /// agent's staged directory becoming its attempt's): whether `from` held it.
+    pub fn reassign(&self, uid: u32, from: &Path, to: &Path) -> std::io::Result<bool> {
+        let _lock = self.lock()?;
+        let file = self.dir.join(uid.to_string());
+        if !std::fs::read_to_string(&file).is_ok_and(|held_by| Path::new(held_by.trim()) == from) {
+            return Ok(false);
+        }
+        std::fs::write(&file, to.as_os_str().as_encoded_bytes())?;
+        Ok(true)
+    }
+
     /// Gives `uid` back, if `owner` still holds it.
     pub fn release(&self, uid: u32, owner: &Path) {
         let Ok(_lock) = self.lock() else { return };

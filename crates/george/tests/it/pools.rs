@@ -72,6 +72,11 @@ async fn wait_warm(data: &Path, n: usize) -> BTreeSet<i32> {
     .await
 }
 
+/// The directories made ahead for the engine's warm agents.
+fn staged_dirs(data: &Path) -> BTreeSet<std::path::PathBuf> {
+    std::fs::read_dir(data.join("agents/.staged")).into_iter().flatten().flatten().map(|e| e.path()).collect()
+}
+
 /// A process's scheduling policy (`/proc/<pid>/stat` field 41: 0 normal, 5 idle).
 fn policy(stat: &str) -> String {
     // After the command name in parentheses, field 3 on.
@@ -126,6 +131,17 @@ fn a_warm_agent_holds_nothing_until_claimed_then_runs_only_its_own_job_once() {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert!(files.len() == 2 && files.iter().all(|f| f.ends_with(".pid")), "{files:?}");
+        // Each has its attempt's directories made ahead, empty, and owned by the uid it will run as.
+        let staged = staged_dirs(&data);
+        assert_eq!(staged.len(), 2, "{staged:?}");
+        for dir in &staged {
+            let work = dir.join("work");
+            assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "nothing of any job in {}", work.display());
+            if may_renice() {
+                use std::os::unix::fs::MetadataExt;
+                assert!(std::fs::metadata(&work).unwrap().uid() >= 1000, "{} owned by the agent's uid", work.display());
+            }
+        }
 
         // One job with the key's capability, one without.
         for (id, template) in [("deploy-1", "deploy"), ("plain-1", "plain")] {
@@ -194,11 +210,18 @@ fn a_warm_agent_holds_nothing_until_claimed_then_runs_only_its_own_job_once() {
     engine.rt().block_on(eventually(Duration::from_secs(10), "the warm agents to end with their engine", async || {
         warm_pids(&data).is_empty().then_some(())
     }));
-    // A restarted engine fills its pool anew.
+    // A restarted engine fills its pool anew, and the directories made for the dead engine's agents go.
+    let left = staged_dirs(&data);
+    assert!(!left.is_empty());
     engine.restart();
     engine.rt().block_on(async {
         let again = wait_warm(&data, 2).await;
         assert!(again.is_disjoint(&warm));
+        eventually(Duration::from_secs(10), "the old staged directories to go", async || {
+            let now = staged_dirs(&data);
+            (now.is_disjoint(&left) && now.len() == 2).then_some(())
+        })
+        .await;
     });
 }
 
