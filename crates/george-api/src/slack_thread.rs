@@ -16,10 +16,11 @@
 
 use crate::slack_web::{SlackError, SlackWeb};
 use chrono::{DateTime, Utc};
+use george_core::api::HandedBack;
 use george_core::labels::{Labels, Requirement, Selector};
 use george_core::{EventKind, JobStatus};
 use george_store::{Job, JobFilter, Store, StoreError};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,7 +159,7 @@ impl SlackWriteBack {
             ),
             "completed" => {
                 let mut text = format!(":white_check_mark: George finished job `{job}`.");
-                for ev in self.store.evidence(job).await?.iter().filter(|e| e.kind == "summary" || e.kind == "git.result") {
+                for ev in self.store.evidence(job).await?.iter().filter(|e| e.kind == "summary" || e.kind == HandedBack::KIND) {
                     text.push('\n');
                     text.push_str(&result_line(&ev.kind, &ev.content));
                 }
@@ -192,13 +193,12 @@ impl SlackWriteBack {
 
 /// One line of a job's result: its summary, or the branch it handed back.
 fn result_line(kind: &str, content: &str) -> String {
-    if kind != "git.result" {
+    if kind != HandedBack::KIND {
         return content.to_string();
     }
-    let v: Value = serde_json::from_str(content).unwrap_or_default();
-    let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
-    let mut text = format!("Branch `{}` at commit `{}`.", s("branch"), s("commit"));
-    if let Some(pr) = v["pull_request"].as_str() {
+    let h = HandedBack::parse(content);
+    let mut text = format!("Branch `{}` at commit `{}`.", h.branch(), h.commit());
+    if let Some(pr) = &h.pull_request {
         text.push_str(&format!(" Pull request: {pr}"));
     }
     text

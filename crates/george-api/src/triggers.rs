@@ -229,13 +229,13 @@ pub async fn summon(
     Body(req): Body<SummonRequest>,
 ) -> Result<(StatusCode, Json<Fired>), ApiError> {
     caller.require(Role::Operator)?;
-    let triggers = st.engine.triggers();
-    let fired = if req.labels.is_empty() {
-        triggers.summon(&req.agent, req.template.as_deref(), &req.context, req.priority, &caller.actor()).await
-    } else {
-        triggers.summon_labelled(&req.agent, &req.context, &req.labels, &caller.actor()).await
-    }
-    .map_err(trigger_error)?;
+    let extras = george_engine::triggers::JobExtras { priority: req.priority, labels: req.labels };
+    let fired = st
+        .engine
+        .triggers()
+        .summon_with(&req.agent, req.template.as_deref(), &req.context, &extras, &caller.actor())
+        .await
+        .map_err(trigger_error)?;
     // A dismissed AgentSpec is back: its held jobs start again.
     let key = george_engine::registry::dismissal_key(&req.agent);
     if st.store.setting(&key).await?.is_some() {

@@ -913,9 +913,55 @@ pub struct ErrorDetail {
     pub details: Vec<String>,
 }
 
+/// What a coding job handed back: its `git.result` evidence, as the
+/// write-backs (Jira, GitHub, Slack) read it. A missing field reads as `?`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct HandedBack {
+    /// The branch pushed.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Its commit.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// The pull request opened for it, if one was.
+    #[serde(default)]
+    pub pull_request: Option<String>,
+    /// `git diff --stat` of the work.
+    #[serde(default)]
+    pub diff_stat: Option<String>,
+}
+
+impl HandedBack {
+    /// The evidence kind it is kept as.
+    pub const KIND: &'static str = "git.result";
+
+    /// Reads a `git.result` evidence's content (anything unreadable reads as nothing known).
+    pub fn parse(content: &str) -> Self {
+        serde_json::from_str(content).unwrap_or_default()
+    }
+
+    /// The branch, or `?`.
+    pub fn branch(&self) -> &str {
+        self.branch.as_deref().unwrap_or("?")
+    }
+
+    /// The commit, or `?`.
+    pub fn commit(&self) -> &str {
+        self.commit.as_deref().unwrap_or("?")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_was_handed_back_reads_with_question_marks_for_the_unknown() {
+        let h = HandedBack::parse(r#"{"branch":"george/x","commit":"abc","pull_request":"https://f/pr/1"}"#);
+        assert_eq!((h.branch(), h.commit(), h.pull_request.as_deref()), ("george/x", "abc", Some("https://f/pr/1")));
+        let garbled = HandedBack::parse("not json");
+        assert_eq!((garbled.branch(), garbled.commit(), garbled.pull_request.as_deref()), ("?", "?", None));
+    }
 
     #[test]
     fn agent_ids_round_trip_even_with_dashes() {

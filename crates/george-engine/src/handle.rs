@@ -199,19 +199,21 @@ impl Triggers {
         priority: Option<george_core::Priority>,
         actor: &str,
     ) -> Result<triggers::Fired, triggers::TriggerError> {
-        triggers::summon(&self.ctx, agent, template, context, priority, &Default::default(), actor).await
+        let extras = triggers::JobExtras { priority, labels: Default::default() };
+        self.summon_with(agent, template, context, &extras, actor).await
     }
 
-    /// A manual summon of an agent whose job carries `labels` (e.g. the
-    /// Slack thread it was summoned from).
-    pub async fn summon_labelled(
+    /// A manual summon of an agent whose job gets `extras` (its priority,
+    /// its labels: e.g. the Slack thread it was summoned from).
+    pub async fn summon_with(
         &self,
         agent: &str,
+        template: Option<&str>,
         context: &std::collections::BTreeMap<String, serde_json::Value>,
-        labels: &george_core::labels::Labels,
+        extras: &triggers::JobExtras,
         actor: &str,
     ) -> Result<triggers::Fired, triggers::TriggerError> {
-        triggers::summon(&self.ctx, agent, None, context, None, labels, actor).await
+        triggers::summon(&self.ctx, agent, template, context, extras, actor).await
     }
 
     /// Fires a trigger once now, by hand.

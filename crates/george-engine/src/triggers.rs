@@ -132,17 +132,24 @@ fn params_for(
     params
 }
 
+/// What a wake's job gets beyond its trigger's spec.
+#[derive(Debug, Clone, Default)]
+pub struct JobExtras {
+    /// A priority of its own (else the trigger's).
+    pub priority: Option<Priority>,
+    /// Its labels (e.g. the Slack thread it was summoned from).
+    pub labels: Labels,
+}
+
 /// Creates the job for one wake of trigger `name` (or folds the wake into a
 /// debounced one). `fire_key` names this wake (a cron minute, a delivery id).
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn fire(
     ctx: &Arc<Context>,
     name: &str,
     spec: &TriggerSpec,
     wake: &Value,
     fire_key: &str,
-    priority: Option<Priority>,
-    labels: &Labels,
+    extras: &JobExtras,
     actor: &str,
 ) -> Result<Fired, TriggerError> {
     // Alerts change how a wake is handled: judge it against loaded accounts.
@@ -168,8 +175,7 @@ pub(crate) async fn fire(
         return Ok(Fired { trigger: name.into(), job, debounced: false, replayed: true });
     }
     Deliveries::sweep(ctx, now, &mut swept).await?;
-    let job = (priority, labels);
-    let fired = fire_new(ctx, name, spec, wake, fire_key, job, actor, &catalog, &template_name, params, now).await?;
+    let fired = fire_new(ctx, name, spec, wake, fire_key, extras, actor, &catalog, &template_name, params, now).await?;
     memory.remember(ctx, &fired.job, now).await?;
     Ok(fired)
 }
@@ -229,7 +235,7 @@ async fn fire_new(
     spec: &TriggerSpec,
     wake: &Value,
     fire_key: &str,
-    (priority, labels): (Option<Priority>, &Labels),
+    extras: &JobExtras,
     actor: &str,
     catalog: &george_core::plan::Catalog,
     template_name: &str,
@@ -273,8 +279,7 @@ async fn fire_new(
             let max_delay = spec.max_delay.map(|d| d.get()).unwrap_or(window.get() * 5);
             let not_before = (now + chrono::Duration::from_std(window.get()).unwrap_or_default())
                 .min(j.created_at + chrono::Duration::from_std(max_delay).unwrap_or_default());
-            let job =
-                plan(catalog, name, spec, &j.id, &template_name, (&params, labels), priority, key, Some(not_before))?;
+            let job = plan(catalog, name, spec, &j.id, &template_name, &params, extras, key, Some(not_before))?;
             if ctx.store.update_pending_job(job, actor).await? {
                 ctx.store
                     .record_event(
@@ -297,7 +302,7 @@ async fn fire_new(
         ),
         _ => (job_id(name, fire_key), fire_key.to_string(), None),
     };
-    let job = plan(catalog, name, spec, &id, &template_name, (&params, labels), priority, &reference, not_before)?;
+    let job = plan(catalog, name, spec, &id, &template_name, &params, extras, &reference, not_before)?;
     let created = ctx.store.create_job(job, actor).await?;
     if created == Created::New {
         ctx.store
@@ -319,8 +324,8 @@ fn plan(
     spec: &TriggerSpec,
     id: &str,
     template: &str,
-    (params, labels): (&BTreeMap<String, Value>, &Labels),
-    priority: Option<Priority>,
+    params: &BTreeMap<String, Value>,
+    extras: &JobExtras,
     reference: &str,
     not_before: Option<DateTime<Utc>>,
 ) -> Result<george_core::plan::NewJob, TriggerError> {
@@ -331,12 +336,12 @@ fn plan(
         params,
         agent: spec.agent.as_deref(),
         chapter: None,
-        priority: priority.unwrap_or_else(|| spec.job_priority()),
+        priority: extras.priority.unwrap_or_else(|| spec.job_priority()),
         desired: DesiredState::Active,
         env: &env,
         parallelism: None,
         fail_fast: None,
-        labels,
+        labels: &extras.labels,
     };
     let origin = Origin { source: format!("trigger:{name}"), reference: Some(reference.to_string()), revision: None };
     let mut job = catalog.plan(&req, origin).map_err(|errs| {
@@ -391,7 +396,7 @@ pub(crate) async fn cron_tick(ctx: &Arc<Context>) -> Result<(), StoreError> {
         for at in &due.fire {
             let key = at.format("%Y%m%d%H%M").to_string();
             let wake = json!({"fire_time": at.to_rfc3339()});
-            match fire(ctx, name, spec, &wake, &key, None, &Labels::new(), "trigger:cron").await {
+            match fire(ctx, name, spec, &wake, &key, &JobExtras::default(), "trigger:cron").await {
                 Ok(f) => tracing::info!(trigger = %name, job = %f.job, at = %at, "cron trigger fired"),
                 Err(TriggerError::Store(e)) => return Err(e),
                 Err(e) => {
@@ -438,7 +443,7 @@ pub(crate) async fn on_event(
     let mut out = Vec::new();
     let live = catalog.triggers.iter().filter(|(name, _)| !suspended.contains_key(name.as_str()));
     for (name, spec) in live.filter(|(_, t)| matches(t, source, event, payload)) {
-        match fire(ctx, name, spec, payload, delivery, None, &Labels::new(), "trigger:webhook").await {
+        match fire(ctx, name, spec, payload, delivery, &JobExtras::default(), "trigger:webhook").await {
             Ok(f) => out.push(f),
             Err(TriggerError::Store(e)) => return Err(TriggerError::Store(e)),
             Err(TriggerError::NotLeading) => return Err(TriggerError::NotLeading),
@@ -472,20 +477,17 @@ pub(crate) async fn fire_now(ctx: &Arc<Context>, name: &str, actor: &str) -> Res
     let now = ctx.clock.now();
     let key = format!("manual-{}", now.format("%Y%m%d%H%M%S%6f"));
     let wake = json!({"fire_time": now.to_rfc3339(), "manual": true});
-    fire(ctx, name, &spec, &wake, &key, None, &Labels::new(), actor).await
+    fire(ctx, name, &spec, &wake, &key, &JobExtras::default(), actor).await
 }
 
 /// A manual summon of `agent`: its summon trigger (or `template`) with
-/// `context` as parameters; its job carries `labels` (e.g. the Slack
-/// thread it was summoned from).
-#[allow(clippy::too_many_arguments)]
+/// `context` as parameters, and the job's `extras`.
 pub(crate) async fn summon(
     ctx: &Arc<Context>,
     agent: &str,
     template: Option<&str>,
     context: &BTreeMap<String, Value>,
-    priority: Option<Priority>,
-    labels: &Labels,
+    extras: &JobExtras,
     actor: &str,
 ) -> Result<Fired, TriggerError> {
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
@@ -527,7 +529,7 @@ pub(crate) async fn summon(
     };
     spec.params.extend(context.clone());
     let key = ctx.clock.now().format("%Y%m%d%H%M%S%3f").to_string();
-    fire(ctx, &name, &spec, &Value::Null, &key, priority, labels, actor).await
+    fire(ctx, &name, &spec, &Value::Null, &key, extras, actor).await
 }
 
 #[cfg(test)]

@@ -302,14 +302,14 @@ fn issue_number(job: &george_store::Job) -> Option<u64> {
     job.origin.reference.as_deref()?.rsplit('#').next()?.parse().ok()
 }
 
-/// What a coding job handed back (its `git.result` evidence), as lines for a comment.
+/// What a coding job handed back, as lines for a comment.
 async fn handed_back(store: &dyn Store, job: &str) -> Result<String, SourceError> {
+    use george_core::api::HandedBack;
     let mut text = String::new();
-    for ev in store.evidence(job).await?.iter().filter(|e| e.kind == "git.result") {
-        let v: serde_json::Value = serde_json::from_str(&ev.content).unwrap_or_default();
-        let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
-        text.push_str(&format!("\n\nBranch `{}` at commit {}.", s("branch"), s("commit")));
-        if let Some(pr) = v["pull_request"].as_str() {
+    for ev in store.evidence(job).await?.iter().filter(|e| e.kind == HandedBack::KIND) {
+        let h = HandedBack::parse(&ev.content);
+        text.push_str(&format!("\n\nBranch `{}` at commit {}.", h.branch(), h.commit()));
+        if let Some(pr) = &h.pull_request {
             text.push_str(&format!("\nPull request: {pr}"));
         }
     }

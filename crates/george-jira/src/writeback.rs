@@ -22,7 +22,7 @@ use crate::JiraSettings;
 use george_core::record::Event;
 use george_core::EventKind;
 use george_store::{Store, StoreError};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -283,23 +283,20 @@ impl WriteBack {
 
     /// The completion comment: summaries, and the branch when the job worked in a repository.
     async fn completion(&self, job: &str) -> Result<Vec<Block>, StoreError> {
+        use george_core::api::HandedBack;
         let mut blocks = vec![Block::Paragraph(format!("George finished job {job}."))];
         for ev in self.store.evidence(job).await? {
             match ev.kind.as_str() {
                 "summary" => blocks.push(Block::Paragraph(ev.content.clone())),
-                "git.result" => {
-                    let v: Value = serde_json::from_str(&ev.content).unwrap_or(Value::Null);
-                    let mut text = format!(
-                        "Branch {} at commit {}",
-                        v["branch"].as_str().unwrap_or("?"),
-                        v["commit"].as_str().unwrap_or("?")
-                    );
-                    if let Some(pr) = v["pull_request"].as_str() {
+                HandedBack::KIND => {
+                    let h = HandedBack::parse(&ev.content);
+                    let mut text = format!("Branch {} at commit {}", h.branch(), h.commit());
+                    if let Some(pr) = &h.pull_request {
                         text.push_str(&format!("\nPull request: {pr}"));
                     }
                     blocks.push(Block::Paragraph(text));
-                    if let Some(stat) = v["diff_stat"].as_str() {
-                        blocks.push(Block::Code(stat.to_string()));
+                    if let Some(stat) = h.diff_stat {
+                        blocks.push(Block::Code(stat));
                     }
                 }
                 _ => {}

@@ -212,7 +212,7 @@ impl ProcessRuntime {
         let root_mode = sandboxed && sandbox::engine_is_root();
         own_dir(&self.staged_dir(), 0o700, None)?;
         let dir = self.staged_dir().join(warm);
-        own_dir(&dir, if root_mode { 0o711 } else { 0o700 }, None)?;
+        own_attempt_dir(&dir, root_mode)?;
         let uid = if root_mode {
             match self.claim_uid(&dir) {
                 Ok(uid) => Some(uid),
@@ -225,12 +225,9 @@ impl ProcessRuntime {
             None
         };
         let staged = Staged { dir, uid };
-        let subdirs: &[&str] = if sandboxed { &["work", "home", "tmp"] } else { &["work"] };
-        for sub in subdirs {
-            if let Err(e) = own_dir(&staged.dir.join(sub), 0o700, uid) {
-                self.unstage(staged);
-                return Err(e);
-            }
+        if let Err(e) = own_agent_dirs(&staged.dir, uid, sandboxed) {
+            self.unstage(staged);
+            return Err(e);
         }
         Ok(staged)
     }
@@ -383,15 +380,15 @@ impl ProcessRuntime {
         // The attempt's directory holds the pid file (the engine's, never the
         // agent's); under it, what the agent owns.
         let adopted = staged.and_then(|s| self.adopt_staged(s, &dir));
-        own_dir(&dir, if root_mode { 0o711 } else { 0o700 }, None)?;
+        own_attempt_dir(&dir, root_mode)?;
         let uid = match adopted {
             Some(uid) if uid.is_some() == root_mode => uid,
             _ if root_mode => Some(self.allocate_uid(req, &dir)?),
             _ => None,
         };
         let program = if uid.is_some() { self.reachable_program(program)? } else { program.clone() };
+        own_agent_dirs(&dir, uid, sandboxed)?;
         let work = dir.join("work");
-        own_dir(&work, 0o700, uid)?;
         if let Some(u) = uid {
             sandbox::check_reachable(&dir).map_err(|e| RuntimeError::Unrunnable {
                 agent: george_core::api::agent_id(&req.job_id, req.attempt),
@@ -432,7 +429,6 @@ impl ProcessRuntime {
             // The host's home and temporary directory are not the agent's.
             for (name, sub) in [("HOME", "home"), ("TMPDIR", "tmp")] {
                 let d = dir.join(sub);
-                own_dir(&d, 0o700, uid)?;
                 env.push((name.into(), path(&d)));
                 grants.write.push(d);
             }
@@ -570,6 +566,19 @@ struct WarmProcess {
 struct Staged {
     dir: PathBuf,
     uid: Option<u32>,
+}
+
+/// An attempt's directory: `0o711` when its agent runs under a uid of its
+/// own (to reach what is its own inside), else `0o700`; the engine's.
+fn own_attempt_dir(dir: &Path, own_uid: bool) -> Result<(), RuntimeError> {
+    own_dir(dir, if own_uid { 0o711 } else { 0o700 }, None)
+}
+
+/// What the agent owns in its attempt's directory (`0o700`, under `uid`):
+/// `work`, and sandboxed its own `home` and `tmp`.
+fn own_agent_dirs(dir: &Path, uid: Option<u32>, sandboxed: bool) -> Result<(), RuntimeError> {
+    let subdirs: &[&str] = if sandboxed { &["work", "home", "tmp"] } else { &["work"] };
+    subdirs.iter().try_for_each(|sub| own_dir(&dir.join(sub), 0o700, uid))
 }
 
 /// Creates `dir` with `mode`, owned by `uid` when given.

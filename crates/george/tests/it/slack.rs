@@ -20,9 +20,12 @@ use std::time::Duration;
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const BOT_TOKEN: &str = "xoxb-test-bot-token";
 
-/// The engine of these tests, its Slack app answering through `slack`;
-/// `extra` is more configuration (e.g. `llm`).
-fn setup(tmp: &std::path::Path, slack: &SlackServer, extra: &str) -> Engine {
+/// The engine of these tests (in `.0`, its directory), its Slack app
+/// answering through `slack`, its manifests applied; `extra` is more
+/// configuration (e.g. `llm`).
+fn setup(slack: &SlackServer, extra: &str) -> (tempfile::TempDir, Engine) {
+    let dir = common::tempdir().unwrap();
+    let tmp = dir.path();
     let secrets = tmp.join("secrets");
     std::fs::create_dir_all(&secrets).unwrap();
     std::fs::write(secrets.join("slack"), SLACK_SECRET).unwrap();
@@ -37,7 +40,10 @@ fn setup(tmp: &std::path::Path, slack: &SlackServer, extra: &str) -> Engine {
         slack.api_url,
         slack.response_urls(),
     );
-    Engine::start_with_env(tmp, &cfg, &["--manifests", m.to_str().unwrap()], &[("SLACK_BOT_TOKEN", BOT_TOKEN)])
+    let engine =
+        Engine::start_with_env(tmp, &cfg, &["--manifests", m.to_str().unwrap()], &[("SLACK_BOT_TOKEN", BOT_TOKEN)]);
+    engine.rt().block_on(engine.wait_applied());
+    (dir, engine)
 }
 
 /// A request as Slack sends one to George's `path`, signed with `secret`
@@ -68,10 +74,8 @@ async fn slash(e: &Engine, slack: &SlackServer, user: &str, text: &str, age: i64
 #[test]
 fn slack_commands_are_signed_mapped_to_roles_and_audited() {
     let slack = SlackServer::start(BOT_TOKEN);
-    let tmp = common::tempdir().unwrap();
-    let engine = setup(tmp.path(), &slack, "");
+    let (_dir, engine) = setup(&slack, "");
     let rt = engine.rt();
-    rt.block_on(engine.wait_applied());
     rt.block_on(async {
         let jobs = async || engine.client.jobs(&Default::default()).await.unwrap().len();
         // Bad and stale signatures: refused, nothing done.
@@ -117,10 +121,8 @@ async fn deliver(e: &Engine, body: &str, ts: i64, retry: Option<u32>) -> (u16, V
 #[test]
 fn a_mention_in_slack_is_answered_in_its_thread_once_through_rate_limits() {
     let slack = SlackServer::start(BOT_TOKEN);
-    let tmp = common::tempdir().unwrap();
-    let engine = setup(tmp.path(), &slack, "");
+    let (_dir, engine) = setup(&slack, "");
     let rt = engine.rt();
-    rt.block_on(engine.wait_applied());
     rt.block_on(async {
         let now = chrono::Utc::now().timestamp();
         // The URL-verification handshake.
@@ -175,14 +177,12 @@ fn a_mention_in_slack_is_answered_in_its_thread_once_through_rate_limits() {
 fn a_summon_from_a_thread_has_that_thread_as_its_conversation() {
     let slack = SlackServer::start(BOT_TOKEN);
     let llm = ScriptedLlm::start();
-    let tmp = common::tempdir().unwrap();
     let extra = format!(
         "  ackWithin: 0s\nllm:\n  default: {{provider: scripted, model: m}}\n  providers:\n    - {{name: scripted, api: openai, baseUrl: '{}'}}\n",
         llm.url
     );
-    let engine = setup(tmp.path(), &slack, &extra);
+    let (_dir, engine) = setup(&slack, &extra);
     let rt = engine.rt();
-    rt.block_on(engine.wait_applied());
     rt.block_on(async {
         let now = chrono::Utc::now().timestamp();
         let in_thread = |thread: &'static str, needle: &'static str| {
