@@ -94,6 +94,14 @@ struct Agent {
 
 /// Runs the agent with settings from the environment, until it has a verdict.
 pub async fn run(env: AgentEnv) -> Result<Outcome, AgentError> {
+    run_with(env, None).await
+}
+
+/// [`run`], given its context when the engine delivered it with the agent's
+/// release (see `george_runtime::launch`): the agent then starts its first
+/// step at once, and its first report batch is its first heartbeat. A
+/// context for another job is ignored (the agent asks for its own).
+pub async fn run_with(env: AgentEnv, context: Option<AgentContext>) -> Result<Outcome, AgentError> {
     let client = Client::new(&env.api_url, &env.token)?.with_traceparent(env.traceparent.as_deref());
     let agent = Agent {
         client,
@@ -108,8 +116,9 @@ pub async fn run(env: AgentEnv) -> Result<Outcome, AgentError> {
         reports: reports::Reports::default(),
     };
     // SIGTERM (the engine stopping us) or a superseded attempt ends the work.
+    let context = context.filter(|c| c.job.id == env.job_id);
     tokio::select! {
-        outcome = attempt(&agent, &env) => outcome,
+        outcome = attempt(&agent, &env, context) => outcome,
         never = cancel_on_sigterm(agent.stop.clone()) => match never {},
     }
 }
@@ -125,14 +134,18 @@ async fn cancel_on_sigterm(stop: CancellationToken) -> std::convert::Infallible 
     std::future::pending().await
 }
 
-/// The attempt: its context, a first heartbeat, then the work with heartbeats.
-async fn attempt(agent: &Agent, env: &AgentEnv) -> Result<Outcome, AgentError> {
-    // One call for the context and the first heartbeat: the agent is active
-    // from its first step on.
-    let ctx = match agent.call(|| agent.client.attach(&agent.job)).await {
-        Ok(ctx) => ctx,
-        Err(e) if e.is_superseded() => return Ok(Outcome::Superseded),
-        Err(e) => return Err(e.into()),
+/// The attempt: its context and a first heartbeat (one call, unless the
+/// context came with the release), then the work with heartbeats.
+async fn attempt(agent: &Agent, env: &AgentEnv, delivered: Option<AgentContext>) -> Result<Outcome, AgentError> {
+    let ctx = match delivered {
+        Some(ctx) => ctx,
+        None => match agent.call(|| agent.client.attach(&agent.job)).await {
+            // One call for the context and the first heartbeat: the agent is
+            // active from its first step on.
+            Ok(ctx) => ctx,
+            Err(e) if e.is_superseded() => return Ok(Outcome::Superseded),
+            Err(e) => return Err(e.into()),
+        },
     };
     tracing::info!(job = %ctx.job.id, attempt = ctx.attempt, steps = ctx.job.steps.len(), "agent starting");
     let interval = env.heartbeat_interval.unwrap_or(Duration::from_millis(ctx.heartbeat_interval_ms.max(100)));
@@ -182,7 +195,9 @@ async fn heartbeat_loop(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await; // the first one was sent before the work began
+    // The first one was `attach`, before the work began; or, with a context
+    // delivered at release, the first report batch (within `reports::LINGER`).
+    tick.tick().await;
     let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {

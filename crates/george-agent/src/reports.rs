@@ -1,7 +1,8 @@
 //! The agent's reports, batched: step statuses, evidence, comments and the
 //! verdict are queued and sent together in one call
 //! (`POST /api/v1/jobs/{id}/reports`, one store transaction). A trivial job
-//! is two round trips in all: `attach`, then one batch with everything.
+//! is two round trips in all: `attach`, then one batch with everything; one,
+//! when its context came with its release.
 //!
 //! When a batch goes:
 //! - at once when the agent asks ([`Reports::flush`]): before each step

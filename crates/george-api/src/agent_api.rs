@@ -9,8 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use george_core::api::{
-    views, AgentContext, AgentReport, CommentRequest, CommentView, EvidenceReport, EvidenceView, JobReport,
-    ReportBatch, StepReport, MAX_REPORTS,
+    AgentContext, AgentReport, CommentRequest, CommentView, EvidenceReport, EvidenceView, JobReport, ReportBatch,
+    StepReport, MAX_REPORTS,
 };
 use george_store::Report;
 
@@ -67,37 +67,7 @@ pub(crate) async fn current_job(st: &ApiState, id: &str, attempt: u32) -> Result
 
 async fn context_of(st: &ApiState, id: &str, attempt: u32) -> Result<AgentContext, ApiError> {
     let job = current_job(st, id, attempt).await?;
-    let comments = st.store.comments(id).await?;
-    let interval = st.engine.config().health.interval.get();
-    let catalog = st.store.catalog().await?;
-    let spec = catalog.agents.get(&job.agent);
-    let capabilities = spec.map(|a| a.spec.capabilities.clone()).unwrap_or_default();
-    let may_ask_human = spec.and_then(|a| a.spec.safety.can_escalate_to_human).unwrap_or(true);
-    let context_window = spec.and_then(|a| a.spec.resources.context_window).map(|w| {
-        // Yellow or worse: load less context (seed 003 §4).
-        if st.engine.control().alert_color(job.chapter.as_deref()) >= george_engine::alerts::Color::Yellow {
-            w / 2
-        } else {
-            w
-        }
-    });
-    let llm_api = match st.engine.meter().route(id, attempt).await {
-        Ok(route) => Some(match route.provider.api {
-            george_governor::ProviderApi::OpenAi => "openai".to_string(),
-            george_governor::ProviderApi::Anthropic => "anthropic".to_string(),
-        }),
-        Err(_) => None,
-    };
-    Ok(AgentContext {
-        job: job.into(),
-        attempt,
-        comments: views(comments),
-        heartbeat_interval_ms: interval.as_millis() as u64,
-        capabilities,
-        llm_api,
-        may_ask_human,
-        context_window,
-    })
+    Ok(st.engine.agent_context(job, attempt).await?)
 }
 
 pub async fn heartbeat(

@@ -61,6 +61,16 @@ impl EngineHandle {
         self.ctx.family.carve((store, &catalog), parent, share, create).await
     }
 
+    /// What the agent of `job`'s attempt `attempt` is told of it (the
+    /// answer to its `attach`).
+    pub async fn agent_context(
+        &self,
+        job: george_core::record::Job,
+        attempt: u32,
+    ) -> Result<george_core::api::AgentContext, StoreError> {
+        crate::agent_context::of(&self.ctx, job, attempt).await
+    }
+
     /// The LLM meter: routes, paces and reserves agents' calls, and
     /// settles their usage.
     pub fn meter(&self) -> &Meter {

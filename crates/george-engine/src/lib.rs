@@ -6,6 +6,7 @@
 
 mod admission;
 mod adoption;
+mod agent_context;
 pub mod alerts;
 pub mod availability;
 mod catalog;

@@ -63,6 +63,21 @@ pub enum RouteError {
 }
 
 /// The route of a call by the agent of `job`'s `attempt`.
+/// The provider an agent's calls go to: its AgentSpec's `llm.provider`,
+/// else the engine's default.
+pub(crate) fn provider<'a>(
+    ctx: &'a Context,
+    choice: Option<&george_core::manifest::LlmChoice>,
+) -> Result<&'a Provider, RouteError> {
+    let llm = &ctx.cfg.llm;
+    let name = choice.and_then(|c| c.provider.as_ref()).or(llm.default_provider.as_ref()).ok_or_else(|| {
+        RouteError::NotConfigured("no LLM provider is configured (llm.default.provider or --agent-provider)".into())
+    })?;
+    llm.providers.get(name).ok_or_else(|| {
+        RouteError::NotConfigured(format!("LLM provider `{name}` is not configured under llm.providers"))
+    })
+}
+
 pub(crate) async fn route(ctx: &Arc<Context>, job: &str, attempt: u32) -> Result<Route, RouteError> {
     let superseded = || RouteError::Superseded { job: job.into(), attempt };
     let state = ctx.store.job_state(job).await?.ok_or_else(superseded)?;
@@ -73,13 +88,7 @@ pub(crate) async fn route(ctx: &Arc<Context>, job: &str, attempt: u32) -> Result
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
     let choice = catalog.agents.get(&state.job.agent).and_then(|a| a.spec.llm.clone());
     let llm = &ctx.cfg.llm;
-    let provider_name =
-        choice.as_ref().and_then(|c| c.provider.clone()).or_else(|| llm.default_provider.clone()).ok_or_else(|| {
-            RouteError::NotConfigured("no LLM provider is configured (llm.default.provider or --agent-provider)".into())
-        })?;
-    let provider = llm.providers.get(&provider_name).cloned().ok_or_else(|| {
-        RouteError::NotConfigured(format!("LLM provider `{provider_name}` is not configured under llm.providers"))
-    })?;
+    let provider = provider(ctx, choice.as_ref())?.clone();
     let model = choice.and_then(|c| c.model).or_else(|| llm.default_model.clone()).ok_or_else(|| {
         RouteError::NotConfigured("no LLM model is configured (llm.default.model or --agent-model)".into())
     })?;

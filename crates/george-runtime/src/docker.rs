@@ -847,6 +847,7 @@ impl Runtime for DockerRuntime {
             log: None,
             files,
             root_env,
+            context: req.context.clone(),
         };
         let mut line = serde_json::to_vec(&binding).unwrap_or_default();
         line.push(b'\n');

@@ -15,11 +15,14 @@
 //! 3. the attempt's uid and gid, no supplementary groups;
 //! 4. `landlock_restrict_self` (or `no_new_privs` without Landlock);
 //! 5. the gate: it waits for the engine's `go` on stdin (sent once the
-//!    handle is stored) and exits with [`GATE_CLOSED`] otherwise;
+//!    handle is stored; `go <context>` when the engine delivers the agent's
+//!    context with it) and exits with [`GATE_CLOSED`] otherwise;
 //! 6. exec of the agent's program, stdin from `/dev/null` — or, when the
 //!    program is George's own agent, the agent in this very process (the
 //!    caller's `in_process`), which saves a second exec of the binary. The
 //!    command line stays `… -- george agent run`, so `ps` shows the agent.
+//!    That agent gets the context delivered with the gate or the binding,
+//!    and starts its first step without a round trip to the engine.
 //!
 //! A *warm* launcher (`george sandbox-exec --warm [<WarmLaunch JSON>]`, a
 //! pooled agent) starts with no environment or files of any job, and waits
@@ -75,6 +78,10 @@ pub struct Binding {
     /// file, the launcher knows where its root is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub root_env: Vec<(String, PathBuf)>,
+    /// The agent's context ([`crate::SpawnRequest::context`]), for an agent
+    /// run in the launcher's process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
 }
 
 fn is_empty_path(p: &std::path::Path) -> bool {
@@ -211,9 +218,28 @@ pub fn credentials(req: &crate::SpawnRequest) -> (Vec<BoundFile>, Vec<(String, P
     (files, env)
 }
 
-/// Runs a command in this process instead of exec'ing it, when it can:
-/// returns its exit code, or `None` to have it exec'd.
-pub type InProcess<'a> = &'a dyn Fn(&[String]) -> Option<i32>;
+/// Runs a command in this process instead of exec'ing it, when it can,
+/// with the context its release carried: returns its exit code, or `None`
+/// to have it exec'd.
+pub type InProcess<'a> = &'a dyn Fn(&[String], Option<String>) -> Option<i32>;
+
+/// The gate's message: `go`, or `go <context>`.
+pub fn gate_message(context: Option<&str>) -> Vec<u8> {
+    match context {
+        Some(c) => format!("go {c}\n").into_bytes(),
+        None => b"go\n".to_vec(),
+    }
+}
+
+/// What a gate's line says: released (with the context it carries, if
+/// any), or not (`None`).
+fn released(line: &str) -> Option<Option<String>> {
+    match line.trim_end().split_once(' ') {
+        None if line.trim_end() == "go" => Some(None),
+        Some(("go", context)) if !context.is_empty() => Some(Some(context.to_string())),
+        _ => None,
+    }
+}
 
 /// The launcher's whole life: `args` are `<spec JSON> -- <program> [args…]`.
 /// Never returns; exits with the agent's program (exec, or `in_process`) or
@@ -245,9 +271,9 @@ fn run(args: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
     let spec: LaunchSpec = serde_json::from_str(spec)?;
     confine(&spec, None)?;
     // The gate: the engine says `go` once it has stored this process's handle.
-    match read_line()? {
-        Some(line) if line.trim_end() == "go" => start(command, in_process),
-        _ => Ok(GATE_CLOSED),
+    match read_line()?.as_deref().and_then(released) {
+        Some(context) => start(command, context, in_process),
+        None => Ok(GATE_CLOSED),
     }
 }
 
@@ -283,7 +309,7 @@ fn run_warm(launch: WarmLaunch, in_process: InProcess<'_>) -> Result<i32, Launch
     }
     let readable = readable.filter(|r| binding.spec.sandbox.as_ref().is_some_and(|s| r.hides(&s.hidden)));
     confine(&binding.spec, readable)?;
-    start(&binding.command, in_process)
+    start(&binding.command, binding.context, in_process)
 }
 
 /// A warm launcher waits at the lowest priority (`SCHED_IDLE`): what it
@@ -400,14 +426,32 @@ fn confine(spec: &LaunchSpec, readable: Option<sandbox::Readable>) -> Result<(),
 }
 
 /// Step 6: the program, stdin from `/dev/null`, in this process or exec'd.
-fn start(command: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
+fn start(command: &[String], context: Option<String>, in_process: InProcess<'_>) -> Result<i32, LaunchError> {
     let (program, args) = command.split_first().ok_or(LaunchError::NoProgram)?;
     let null = std::fs::File::open("/dev/null").map_err(sys("open /dev/null"))?;
     // The gate's pipe is no longer needed: the agent reads nothing.
     nix::unistd::dup2_stdin(&null).map_err(sys("dup2 /dev/null"))?;
-    if let Some(code) = in_process(command) {
+    if let Some(code) = in_process(command, context) {
         return Ok(code);
     }
     let err = std::process::Command::new(program).args(args).exec();
     Err(LaunchError::Sys { what: "exec the agent's program", source: err })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gate_releases_with_or_without_the_agents_context() {
+        assert_eq!(released("go\n"), Some(None));
+        let context = r#"{"job":{"id":"j","note":"a b"}}"#;
+        let line = String::from_utf8(gate_message(Some(context))).unwrap();
+        assert_eq!(released(&line), Some(Some(context.to_string())));
+        assert_eq!(String::from_utf8(gate_message(None)).unwrap(), "go\n");
+        assert_eq!(released("go \n"), Some(None), "trailing blanks are no context");
+        for closed in ["", "\n", "stop\n", "gone\n", "goo {}\n"] {
+            assert_eq!(released(closed), None, "{closed:?}");
+        }
+    }
 }

@@ -107,6 +107,11 @@ pub struct SpawnRequest {
     /// runtime may also hand it to its backend, as Kubernetes'
     /// `activeDeadlineSeconds`).
     pub max_active: Option<Duration>,
+    /// The agent's context (an `AgentContext` as JSON), when the engine
+    /// delivers it with the agent's release: George's own agent, run by the
+    /// launcher, then starts its first step without asking for it
+    /// (`attach`). Another program ignores it and asks as usual.
+    pub context: Option<String>,
 }
 
 /// What a warm agent is started with: everything about an agent that is
@@ -342,6 +347,11 @@ pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
     }
     /// Whether this runtime keeps warm pools ([`Runtime::warm`]).
     fn pools(&self) -> bool {
+        false
+    }
+    /// Whether a cold agent's release can carry its context
+    /// ([`SpawnRequest::context`]; a warm agent's binding always can).
+    fn releases_with_context(&self) -> bool {
         false
     }
     /// Starts one warm agent for `spec`: started and waiting for its

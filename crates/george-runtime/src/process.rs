@@ -656,7 +656,8 @@ impl Runtime for ProcessRuntime {
         let key = (req.job_id.clone(), req.attempt);
         self.tracked().insert(key.clone(), Tracked { handle, exit: None, child: true });
         if let Some(gate) = child.stdin.take() {
-            self.inner.gates.lock().insert(key, (gate, b"go\n".to_vec()));
+            let message = crate::launch::gate_message(req.context.as_deref());
+            self.inner.gates.lock().insert(key, (gate, message));
         }
         Self::write_pid_file(&p.dir, &req, handle)?;
         let assignment = Arc::new(Mutex::new(Assignment::Claimed(req.job_id.clone(), req.attempt)));
@@ -808,6 +809,10 @@ impl Runtime for ProcessRuntime {
         Some(self.inner.isolation.clone())
     }
 
+    fn releases_with_context(&self) -> bool {
+        true
+    }
+
     fn pools(&self) -> bool {
         true
     }
@@ -901,6 +906,7 @@ impl Runtime for ProcessRuntime {
             log: Some(p.log_path),
             files: Vec::new(),
             root_env: Vec::new(),
+            context: req.context.clone(),
         };
         let mut message = serde_json::to_vec(&binding)
             .map_err(|e| Self::spawn_error(&req, format!("cannot write the binding: {e}"), None))?;

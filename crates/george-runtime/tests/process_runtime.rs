@@ -48,6 +48,7 @@ fn req(job: &str, attempt: u32, script: &str) -> SpawnRequest {
         output_dir: None,
         secrets: vec![],
         max_active: None,
+        context: None,
         agent_token: None,
         network: Default::default(),
     }

@@ -54,6 +54,7 @@ pub fn request(job: &str, attempt: u32, b: Behaviour) -> SpawnRequest {
         output_dir: None,
         secrets: vec![],
         max_active: None,
+        context: None,
         agent_token: None,
         network: Default::default(),
     }

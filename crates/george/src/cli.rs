@@ -689,7 +689,12 @@ pub enum AgentCommand {
     #[command(
         after_help = "Examples:\n  george agent run   # as the engine starts it: GEORGE_JOB_ID, GEORGE_API_URL and GEORGE_AGENT_TOKEN_FILE set"
     )]
-    Run,
+    Run {
+        /// The context the launcher received with the agent's release (never
+        /// from the command line): the agent then starts without asking.
+        #[arg(skip)]
+        context: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
     let format = crate::output::configure(cli.output, cli.no_headers);
     let result = match cli.command {
         Command::Validate { ref path } => return crate::validate::run(path, format),
-        Command::Agent { command: AgentCommand::Run } => return run_agent().await,
+        Command::Agent { command: AgentCommand::Run { context } } => return run_agent(context).await,
         Command::Serve(args) => crate::up::serve(*args).await,
         Command::Up(args) => return crate::up::up(args).await,
         Command::Orchestrate(args) => crate::orchestrate::run(*args).await,
@@ -59,7 +59,9 @@ pub async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
-async fn run_agent() -> i32 {
+/// The reference agent; `context`, when its launcher received it with the
+/// agent's release (JSON of an `AgentContext`).
+async fn run_agent(context: Option<String>) -> i32 {
     let env = match george_agent::AgentEnv::from_env() {
         Ok(env) => env,
         Err(e) => {
@@ -67,7 +69,15 @@ async fn run_agent() -> i32 {
             return 2;
         }
     };
-    match george_agent::run(env).await {
+    let context = context.and_then(|c| match serde_json::from_str(&c) {
+        Ok(context) => Some(context),
+        Err(e) => {
+            // Not fatal: the agent asks the engine instead.
+            tracing::warn!(error = %e, "the context delivered with the release is unreadable");
+            None
+        }
+    });
+    match george_agent::run_with(env, context).await {
         Ok(outcome) => {
             tracing::info!(?outcome, "agent done");
             outcome.exit_code()

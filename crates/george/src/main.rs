@@ -31,7 +31,9 @@ fn main() {
     // anything else: it must be quick, and it is no command a user types.
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).is_some_and(|a| a == george_runtime::launch::SUBCOMMAND) {
-        george_runtime::launch::main(&args[2..], &|command| own_agent(command).then(|| run(agent_cli(command))));
+        george_runtime::launch::main(&args[2..], &|command, context| {
+            own_agent(command).then(|| run(agent_cli(command, context)))
+        });
     }
     if args.get(1).is_some_and(|a| a == "orchestrate") {
         // As recac's orchestrator: a `.env` in the working directory sets the
@@ -106,11 +108,12 @@ fn own_agent(command: &[String]) -> bool {
 }
 
 /// Runs one command of the CLI to its end; its exit code.
-/// The command line of an agent the launcher runs in its own process.
-/// `george agent run`, the agent of every AgentSpec without a command of
-/// its own, is built without the parser: parsing builds the whole command
-/// tree, half a millisecond of every agent's start.
-fn agent_cli(command: &[String]) -> Cli {
+/// The command line of an agent the launcher runs in its own process, with
+/// the context its release carried. `george agent run`, the agent of every
+/// AgentSpec without a command of its own, is built without the parser:
+/// parsing builds the whole command tree, half a millisecond of every
+/// agent's start.
+fn agent_cli(command: &[String], context: Option<String>) -> Cli {
     if command.get(1..).is_some_and(|rest| rest == ["agent", "run"]) {
         return Cli {
             server: None,
@@ -120,10 +123,14 @@ fn agent_cli(command: &[String]) -> Cli {
             output: cli::Format::Table,
             no_headers: false,
             log_json: false,
-            command: Command::Agent { command: cli::AgentCommand::Run },
+            command: Command::Agent { command: cli::AgentCommand::Run { context } },
         };
     }
-    Cli::parse_from(command)
+    let mut cli = Cli::parse_from(command);
+    if let Command::Agent { command: cli::AgentCommand::Run { context: bound } } = &mut cli.command {
+        *bound = context;
+    }
+    cli
 }
 
 fn run(cli: Cli) -> i32 {
@@ -173,13 +180,20 @@ mod tests {
     #[test]
     fn the_agents_command_line_is_what_the_parser_would_make() {
         let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let fast = agent_cli(&argv(&["/usr/bin/george", "agent", "run"]));
+        let fast = agent_cli(&argv(&["/usr/bin/george", "agent", "run"]), None);
         let parsed = Cli::try_parse_from(argv(&["/usr/bin/george", "agent", "run"])).unwrap();
         // What the agent uses of it (its API address and token come from its own environment).
         assert_eq!(format!("{:?}", fast.command), format!("{:?}", parsed.command));
         assert_eq!((fast.output, fast.no_headers, fast.log_json), (parsed.output, parsed.no_headers, parsed.log_json));
         // Anything else is parsed.
-        let other = agent_cli(&argv(&["george", "agent", "run", "--log-json"]));
+        let other = agent_cli(&argv(&["george", "agent", "run", "--log-json"]), Some("{}".into()));
         assert!(other.log_json);
+        // The context a release carried reaches the agent either way.
+        let bound = |cli: Cli| match cli.command {
+            Command::Agent { command: cli::AgentCommand::Run { context } } => context,
+            _ => None,
+        };
+        assert_eq!(bound(other), Some("{}".to_string()));
+        assert_eq!(bound(agent_cli(&argv(&["/usr/bin/george", "agent", "run"]), Some("{}".into()))), Some("{}".into()));
     }
 }

@@ -300,7 +300,7 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     if let Some(t) = &trace {
         t.adopt(&span, None);
     }
-    let req = SpawnRequest {
+    let mut req = SpawnRequest {
         job_id: job.id.clone(),
         attempt,
         agent_spec: spec.metadata.name.clone(),
@@ -319,11 +319,14 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
         secrets,
         max_active: spec.spec.resources.max_active_duration.map(|d| d.get()),
         network: spec.spec.network,
+        context: None,
     };
     crate::failpoint::hit("attempt.recorded");
     let claimed = std::time::Instant::now();
     let began = ctx.clock.now();
     let warm = ctx.pools.take(ctx, &req);
+    // George's own agent gets its context with its release, and starts at once.
+    req.context = crate::agent_context::for_release(ctx, &job.id, attempt, warm.is_some()).await;
     let spawned = async {
         match warm {
             Some(warm) => match ctx.runtime.claim(req.clone(), warm.clone()).await {

@@ -238,7 +238,8 @@ impl KubernetesRuntime {
         let env: Vec<(String, String)> = req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let (files, root_env) = crate::launch::credentials(&req);
         let command = if req.command.is_empty() { s.default_command.clone() } else { req.command.clone() };
-        let binding = crate::launch::Binding { command, env, files, root_env, ..Default::default() };
+        let context = req.context.clone();
+        let binding = crate::launch::Binding { command, env, files, root_env, context, ..Default::default() };
         let mut line = serde_json::to_vec(&binding).unwrap_or_default();
         line.push(b'\n');
         let key = (job_id.clone(), attempt);

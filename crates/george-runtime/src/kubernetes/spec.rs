@@ -451,6 +451,7 @@ mod tests {
             secrets: vec![],
             network: george_core::manifest::NetworkPolicy::None,
             max_active: None,
+            context: None,
         };
         match render_job(&settings, &req, "george-j-1") {
             Err(RenderError::Unsupported(m)) => assert!(m.contains("network: none"), "{m}"),

@@ -210,11 +210,13 @@ fn tokens_are_required_and_agents_are_confined_to_their_job() {
     });
 }
 
-/// A one-step job costs its agent two round trips: `attach` (context and
-/// first heartbeat), then one batch with the step, its output and the
-/// verdict. Counted by the engine's own per-route request metric.
+/// A one-step job costs George's own agent one round trip: its context
+/// comes with its release (the launcher's gate), so it never calls
+/// `attach`; one batch carries the step, its output and the verdict (and is
+/// its first heartbeat). Counted by the engine's own per-route request
+/// metric.
 #[test]
-fn a_trivial_job_costs_its_agent_two_round_trips() {
+fn a_trivial_job_costs_its_agent_one_round_trip() {
     let tmp = common::tempdir().unwrap();
     let m = tmp.path().join("manifests");
     write(&m, "agents/worker.yaml", AGENT);
@@ -237,9 +239,10 @@ fn a_trivial_job_costs_its_agent_two_round_trips() {
             let key = format!("george_api_requests_total{{method=\"{method}\",route=\"{route}\"}} ");
             text.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |n| n.trim().parse().unwrap())
         };
-        assert_eq!(count("POST", "/api/v1/jobs/{id}/attach"), 1, "{text}");
         assert_eq!(count("POST", "/api/v1/jobs/{id}/reports"), 1, "{text}");
         for (method, route) in [
+            ("POST", "/api/v1/jobs/{id}/attach"),
+            ("POST", "/api/v1/jobs/{id}/heartbeat"),
             ("GET", "/api/v1/jobs/{id}/context"),
             ("POST", "/api/v1/jobs/{id}/steps/{step}"),
             ("POST", "/api/v1/jobs/{id}/evidence"),

@@ -97,6 +97,7 @@ fn request(job: &str, attempt: u32) -> SpawnRequest {
         output_dir: None,
         secrets: vec![SecretFile { name: "git-token".into(), content: b"git-secret-value-42".to_vec() }],
         max_active: Some(Duration::from_secs(600)),
+        context: None,
         agent_token: Some(AgentToken("agt-secret-token-0001".into())),
         network: Default::default(),
     }
@@ -861,6 +862,7 @@ mod conformance {
                 secrets: vec![],
                 agent_token: None,
                 max_active: None,
+                context: None,
                 ..request(job, attempt)
             }
         }
