@@ -212,6 +212,13 @@ pub async fn a_warm_agent_serves_the_one_attempt_it_is_claimed_for(b: impl Runti
     rt.release("pooled", 1, &h).await.expect("release");
     let s = status_until(rt.as_ref(), "pooled", 1, &h, "the bound agent to run its command", |s| !running(s)).await;
     assert!(matches!(s, AgentStatus::Exited { code: Some(7), .. }), "it ran the claimed attempt's command: {s:?}");
+    // A later attempt of the same job, whose first attempt's files are still there, is served too.
+    let later = rt.warm(&spec).await.expect("warm");
+    let h2 = rt.claim(b.request("pooled", 2, Behaviour::Exit(8)), later).await.expect("claim for attempt 2");
+    rt.release("pooled", 2, &h2).await.expect("release");
+    let s = status_until(rt.as_ref(), "pooled", 2, &h2, "the second attempt's agent to run", |s| !running(s)).await;
+    assert!(matches!(s, AgentStatus::Exited { code: Some(8), .. }), "attempt 2 ran its own command: {s:?}");
+    rt.cleanup("pooled", 2).await.expect("cleanup");
     rt.cleanup("pooled", 1).await.expect("cleanup");
 
     let discarded = rt.warm(&spec).await.expect("warm");

@@ -77,6 +77,11 @@ fn staged_dirs(data: &Path) -> BTreeSet<std::path::PathBuf> {
     std::fs::read_dir(data.join("agents/.staged")).into_iter().flatten().flatten().map(|e| e.path()).collect()
 }
 
+/// The log directories (each with its file) made ahead for warm agents.
+fn staged_logs(data: &Path) -> BTreeSet<std::path::PathBuf> {
+    std::fs::read_dir(data.join("logs/.staged")).into_iter().flatten().flatten().map(|e| e.path()).collect()
+}
+
 /// A process's scheduling policy (`/proc/<pid>/stat` field 41: 0 normal, 5 idle).
 fn policy(stat: &str) -> String {
     // After the command name in parentheses, field 3 on.
@@ -135,13 +140,21 @@ fn a_warm_agent_holds_nothing_until_claimed_then_runs_only_its_own_job_once() {
         let staged = staged_dirs(&data);
         assert_eq!(staged.len(), 2, "{staged:?}");
         for dir in &staged {
-            let work = dir.join("work");
+            let work = dir.join("1/work");
             assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "nothing of any job in {}", work.display());
+            // Its token file is made ahead too, empty: no token before the claim.
+            let token = dir.join("1/agent/token");
+            assert_eq!(std::fs::metadata(&token).unwrap().len(), 0, "{} is empty", token.display());
             if may_renice() {
                 use std::os::unix::fs::MetadataExt;
                 assert!(std::fs::metadata(&work).unwrap().uid() >= 1000, "{} owned by the agent's uid", work.display());
             }
         }
+
+        // And its log file, empty.
+        let logs = staged_logs(&data);
+        assert_eq!(logs.len(), 2, "{logs:?}");
+        assert!(logs.iter().all(|l| std::fs::metadata(l.join("1.log")).unwrap().len() == 0), "{logs:?}");
 
         // One job with the key's capability, one without.
         for (id, template) in [("deploy-1", "deploy"), ("plain-1", "plain")] {
@@ -211,15 +224,15 @@ fn a_warm_agent_holds_nothing_until_claimed_then_runs_only_its_own_job_once() {
         warm_pids(&data).is_empty().then_some(())
     }));
     // A restarted engine fills its pool anew, and the directories made for the dead engine's agents go.
-    let left = staged_dirs(&data);
-    assert!(!left.is_empty());
+    let (left, left_logs) = (staged_dirs(&data), staged_logs(&data));
+    assert!(!left.is_empty() && !left_logs.is_empty());
     engine.restart();
     engine.rt().block_on(async {
         let again = wait_warm(&data, 2).await;
         assert!(again.is_disjoint(&warm));
         eventually(Duration::from_secs(10), "the old staged directories to go", async || {
-            let now = staged_dirs(&data);
-            (now.is_disjoint(&left) && now.len() == 2).then_some(())
+            let (now, logs) = (staged_dirs(&data), staged_logs(&data));
+            (now.is_disjoint(&left) && now.len() == 2 && logs.is_disjoint(&left_logs) && logs.len() == 2).then_some(())
         })
         .await;
     });
