@@ -138,6 +138,7 @@ pub(crate) fn warm_spec(ctx: &Context, spec: &AgentSpec) -> WarmSpec {
         image: spec.spec.image.clone(),
         resources: resources(ctx, spec),
         network: spec.spec.network,
+        outputs: ctx.cfg.output_dir.clone(),
     }
 }
 

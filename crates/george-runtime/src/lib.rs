@@ -129,6 +129,10 @@ pub struct WarmSpec {
     pub resources: Resources,
     /// What the agent may reach over the network.
     pub network: george_core::manifest::NetworkPolicy,
+    /// Where the jobs' output directories are (a job's is `<outputs>/<job
+    /// id>`, see [`SpawnRequest::output_dir`]), so that a runtime can make
+    /// one ahead.
+    pub outputs: Option<std::path::PathBuf>,
 }
 
 impl WarmSpec {
@@ -140,6 +144,7 @@ impl WarmSpec {
             image: req.image.clone(),
             resources: req.resources,
             network: req.network,
+            outputs: req.output_dir.as_deref().and_then(std::path::Path::parent).map(std::path::Path::to_path_buf),
         }
     }
 }

@@ -207,7 +207,7 @@ impl ProcessRuntime {
     }
 
     /// The directories of a warm agent's future attempt ([`Staged`]).
-    fn stage(&self, warm: &str) -> Result<Staged, RuntimeError> {
+    fn stage(&self, warm: &str, outputs: Option<&Path>) -> Result<Staged, RuntimeError> {
         let sandboxed = self.inner.cfg.sandbox.enabled;
         let root_mode = sandboxed && sandbox::engine_is_root();
         own_dir(&self.staged_dir(), 0o700, None)?;
@@ -217,7 +217,9 @@ impl ProcessRuntime {
         let dir = root.join(FIRST_ATTEMPT.to_string());
         let log_root = self.staged_logs().join(warm);
         let log = log_root.join(format!("{FIRST_ATTEMPT}.log"));
-        let staged = Staged { root, dir, uid: None, log_root, log };
+        // Inside the staged job directory (it goes with it), moved out by the claim.
+        let output = outputs.map(|_| root.join(STAGED_OUTPUT));
+        let staged = Staged { root, dir, uid: None, log_root, log, output };
         let uid = match own_attempt_dir(&staged.dir, root_mode) {
             Ok(()) if root_mode => match self.claim_uid(&staged.dir) {
                 Ok(uid) => Some(uid),
@@ -247,6 +249,13 @@ impl ProcessRuntime {
                     .and_then(|()| crate::logs::private_log(&staged.log))
                     .map(drop)
                     .map_err(io(format!("stage {}", staged.dir.display())))
+            })
+            .and_then(|()| match &staged.output {
+                // Made as a job's output directory is, the agent's.
+                Some(out) => std::fs::create_dir_all(out)
+                    .and_then(|()| uid.map_or(Ok(()), |u| sandbox::chown_tree(out, u)))
+                    .map_err(io(format!("stage {}", out.display()))),
+                None => Ok(()),
             });
         if let Err(e) = made {
             self.unstage(staged);
@@ -273,10 +282,29 @@ impl ProcessRuntime {
     /// its log file to `log`: its uid (`Some(None)` without one), or `None`
     /// when it could not (and it is gone). A job's first attempt takes the
     /// staged job directories whole (one rename each, no directory made).
-    fn adopt_staged(&self, staged: Staged, attempt: u32, dir: &Path, log: &Path) -> Option<Option<u32>> {
+    /// The job's output directory, `output`, is the staged one when it had none.
+    fn adopt_staged(
+        &self,
+        staged: Staged,
+        attempt: u32,
+        dir: &Path,
+        log: &Path,
+        output: Option<&Path>,
+    ) -> Option<Option<u32>> {
+        // First, out of the job directory to be (when it cannot, as on
+        // another file system, it stays there and goes below).
+        if let (Some(out), Some(o)) = (&staged.output, output) {
+            if !o.exists() {
+                let _ = std::fs::rename(out, o);
+            }
+        }
         if !place(&staged.root, &staged.dir, attempt, dir, |p| std::fs::create_dir_all(p)) {
             self.unstage(staged);
             return None;
+        }
+        if let Some(out) = staged.output.as_ref().and_then(|o| o.strip_prefix(&staged.root).ok()) {
+            // Not taken: it went with the staged job directory.
+            let _ = std::fs::remove_dir_all(dir.parent().unwrap_or(dir).join(out));
         }
         if !place(&staged.log_root, &staged.log, attempt, log, crate::logs::private_dir) {
             let _ = std::fs::remove_dir_all(&staged.log_root);
@@ -411,7 +439,10 @@ impl ProcessRuntime {
         // The attempt's directory holds the pid file (the engine's, never the
         // agent's); under it, what the agent owns.
         let log_path = self.inner.cfg.logs.path(&req.job_id, req.attempt);
-        let adopted = staged.and_then(|s| self.adopt_staged(s, req.attempt, &dir, &log_path));
+        let output_made = req.output_dir.as_deref().filter(|o| !o.exists());
+        let adopted = staged.and_then(|s| self.adopt_staged(s, req.attempt, &dir, &log_path, output_made));
+        // The staged output directory, the agent's already, is the job's now.
+        let output_made = output_made.is_some_and(|o| adopted.is_some() && o.exists());
         if adopted.is_none() {
             own_attempt_dir(&dir, root_mode)?;
         }
@@ -469,9 +500,11 @@ impl ProcessRuntime {
             }
         }
         if let Some(out) = &req.output_dir {
-            std::fs::create_dir_all(out).map_err(io(format!("create {}", out.display())))?;
-            if let Some(u) = uid {
-                sandbox::chown_tree(out, u).map_err(io(format!("chown {}", out.display())))?;
+            if !output_made {
+                std::fs::create_dir_all(out).map_err(io(format!("create {}", out.display())))?;
+                if let Some(u) = uid {
+                    sandbox::chown_tree(out, u).map_err(io(format!("chown {}", out.display())))?;
+                }
             }
             env.push(("GEORGE_OUTPUT_DIR".into(), path(out)));
             grants.write.push(out.clone());
@@ -606,6 +639,8 @@ struct WarmProcess {
 struct Staged {
     /// The job's directory to be (`.staged/<warm agent>`)…
     root: PathBuf,
+    /// The job's output directory to be (`output` inside `root`).
+    output: Option<PathBuf>,
     /// …and the attempt's inside it.
     dir: PathBuf,
     uid: Option<u32>,
@@ -616,6 +651,9 @@ struct Staged {
 
 /// The pid record's temporary name (written, then renamed to `pid`).
 const PID_TMP: &str = "pid.tmp";
+
+/// The staged job output directory's name inside the staged job directory.
+const STAGED_OUTPUT: &str = "output";
 
 /// The attempt a warm agent's directories are staged for (the usual one);
 /// another attempt's claim moves them one level down instead.
@@ -918,7 +956,7 @@ impl Runtime for ProcessRuntime {
             return Err(RuntimeError::Unavailable("no launcher configured for the process runtime".into()));
         };
         // Best effort: without them, its claim makes the directories as a cold start does.
-        let staged = match self.stage(&id) {
+        let staged = match self.stage(&id, spec.outputs.as_deref()) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::debug!(warm = %id, error = %e, "a warm agent's directories are not made ahead");

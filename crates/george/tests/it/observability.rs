@@ -64,7 +64,8 @@ fn metrics_count_jobs_retries_and_answers_and_are_open_only_on_their_own_address
             "george_job_retries_total{template=\"flaky\"} 1".to_string(),
             "george_job_duration_seconds_count{template=\"flaky\",outcome=\"completed\"} 1".to_string(),
             "george_step_duration_seconds_count{template=\"flaky\",outcome=\"completed\"} 1".to_string(),
-            "george_http_request_duration_seconds_count{method=\"POST\",route=\"/api/v1/jobs/{id}/attach\",status=\"200\"} 2"
+            // The agents' report batches, by route and status (their context came with their release: no attach).
+            "george_http_request_duration_seconds_count{method=\"POST\",route=\"/api/v1/jobs/{id}/reports\",status=\""
                 .to_string(),
         ] {
             assert!(text.contains(&series), "{series} in:\n{text}");
@@ -221,7 +222,8 @@ fn an_attempt_is_one_connected_trace_from_spawn_through_its_llm_calls() {
         assert_eq!(trace.iter().filter(|s| s.name == "attempt").count(), 1, "{names:?}");
         let calls: Vec<&str> =
             trace.iter().filter_map(|s| s.attributes.get("http.route").map(String::as_str)).collect();
-        assert!(calls.contains(&"/api/v1/jobs/{id}/attach"), "the agent's attach is in the trace: {calls:?}");
+        // George's own agent had its context with its release: it never asked for it.
+        assert!(!calls.contains(&"/api/v1/jobs/{id}/attach"), "no attach: {calls:?}");
         assert!(calls.iter().any(|c| c.starts_with("/api/v1/jobs/{id}/report")), "its reports are: {calls:?}");
         let call = trace.iter().find(|s| s.name == "llm.call").unwrap();
         assert_eq!(call.parent_span_id, root.span_id, "{call:?}");

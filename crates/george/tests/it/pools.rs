@@ -145,6 +145,9 @@ fn a_warm_agent_holds_nothing_until_claimed_then_runs_only_its_own_job_once() {
             // Its token file is made ahead too, empty: no token before the claim.
             let token = dir.join("1/agent/token");
             assert_eq!(std::fs::metadata(&token).unwrap().len(), 0, "{} is empty", token.display());
+            // And the job's output directory (the jobs below write theirs: it becomes the agent's).
+            let output = dir.join("output");
+            assert_eq!(std::fs::read_dir(&output).unwrap().count(), 0, "nothing in {}", output.display());
             if may_renice() {
                 use std::os::unix::fs::MetadataExt;
                 assert!(std::fs::metadata(&work).unwrap().uid() >= 1000, "{} owned by the agent's uid", work.display());
