@@ -153,8 +153,14 @@ pub(crate) fn resources(ctx: &Context, spec: &AgentSpec) -> Resources {
 impl Pools {
     /// A warm agent for the request, if its AgentSpec's pool has one alive and matching.
     /// `None` for an AgentSpec with no pool; a pool found empty counts a
-    /// cold start and grows.
-    pub(crate) fn take(&self, ctx: &Context, req: &george_runtime::SpawnRequest) -> Option<WarmAgent> {
+    /// cold start and grows. A warm agent taken is replaced once the claim
+    /// is over ([`Claiming`] dropped): the refill's work (its directories,
+    /// its process) does not compete with the claim in flight.
+    pub(crate) fn take<'a>(
+        &'a self,
+        ctx: &Context,
+        req: &george_runtime::SpawnRequest,
+    ) -> Option<(WarmAgent, Claiming<'a>)> {
         let mut pools = self.pools.lock();
         let pool = pools.get_mut(&req.agent_spec).filter(|p| p.wanted)?;
         let spec = &WarmSpec::of(req);
@@ -164,8 +170,7 @@ impl Pools {
                 pool.claimed += 1;
                 let label = crate::metrics::ClaimLabel { agent_spec: spec.agent_spec.clone(), start: "warm".into() };
                 ctx.metrics.pool_claims.get_or_create(&label).inc();
-                self.wake.notify_one();
-                return Some(w);
+                return Some((w, Claiming(self)));
             }
             pool.doomed.push(w);
         }
@@ -210,6 +215,17 @@ impl Pools {
     /// Looks at every pool now (a manifest changed, an AgentSpec was dismissed or summoned).
     pub(crate) fn nudge(&self) {
         self.wake.notify_one();
+    }
+}
+
+/// A claim of a warm agent in flight: when it is over (dropped, however it
+/// ended), the pools refill.
+#[must_use]
+pub(crate) struct Claiming<'a>(&'a Pools);
+
+impl Drop for Claiming<'_> {
+    fn drop(&mut self) {
+        self.0.wake.notify_one();
     }
 }
 

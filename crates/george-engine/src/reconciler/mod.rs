@@ -324,7 +324,8 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     crate::failpoint::hit("attempt.recorded");
     let claimed = std::time::Instant::now();
     let began = ctx.clock.now();
-    let warm = ctx.pools.take(ctx, &req);
+    // Held to the end of this spawn: the pool refills once the claim is over.
+    let (warm, _claiming) = ctx.pools.take(ctx, &req).unzip();
     // George's own agent gets its context with its release, and starts at once.
     req.context = crate::agent_context::for_release(ctx, &job.id, attempt, warm.is_some()).await;
     let spawned = async {
