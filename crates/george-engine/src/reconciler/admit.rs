@@ -109,15 +109,8 @@ async fn carry_out(ctx: &Arc<Context>, decisions: Vec<Decision>) -> Result<(), S
                 ctx.queue.add(&job.id);
             }
             Decision::Wait { job, priority, reason, ahead } => {
-                ctx.store
-                    .record_event(
-                        Some(&job),
-                        EventKind::JobQueued,
-                        "scheduler",
-                        json!({"reason": reason, "priority": priority, "ahead": ahead}),
-                    )
-                    .await?;
-                // The job itself says why it waits (`jobs ls`, the dashboard).
+                // The job itself says why it waits (`jobs ls`, the dashboard),
+                // before the event says it: whoever sees the event finds the reason.
                 let change = StatusChange {
                     from: JobStatus::Pending,
                     to: JobStatus::Pending,
@@ -129,6 +122,14 @@ async fn carry_out(ctx: &Arc<Context>, decisions: Vec<Decision>) -> Result<(), S
                     count_failure: false,
                 };
                 ctx.store.change_status(&job, change, "scheduler").await?;
+                ctx.store
+                    .record_event(
+                        Some(&job),
+                        EventKind::JobQueued,
+                        "scheduler",
+                        json!({"reason": reason, "priority": priority, "ahead": ahead}),
+                    )
+                    .await?;
             }
             Decision::Preempt { victim, for_job } => preempt(ctx, &victim, &for_job).await?,
         }
