@@ -101,13 +101,19 @@ pub struct WarmLaunch {
     /// in-memory `/run/george`), where the launcher finds it mounted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<PathBuf>,
+    /// The network policy of the pool's agents, when the sandbox is on and
+    /// enforced: the launcher begins their Landlock ruleset while it waits
+    /// (what every attempt may read), and adds the attempt's grants when
+    /// bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<george_core::manifest::NetworkPolicy>,
 }
 
 impl WarmLaunch {
     /// A container's warm launcher: bound files go under its private
     /// in-memory `/run/george`.
     pub fn in_container() -> Self {
-        Self { hidden: None, root: Some(crate::CONTAINER_RUN_DIR.into()) }
+        Self { hidden: None, root: Some(crate::CONTAINER_RUN_DIR.into()), network: None }
     }
 
     /// The container's command line: `george sandbox-exec --warm <this>`.
@@ -269,7 +275,7 @@ fn run(args: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
         _ => return Err(LaunchError::NoProgram),
     };
     let spec: LaunchSpec = serde_json::from_str(spec)?;
-    confine(&spec, None)?;
+    confine(&spec, None, None)?;
     // The gate: the engine says `go` once it has stored this process's handle.
     match read_line()?.as_deref().and_then(released) {
         Some(context) => start(command, context, in_process),
@@ -284,6 +290,8 @@ fn run_warm(launch: WarmLaunch, in_process: InProcess<'_>) -> Result<i32, Launch
     let idle = IdleWhileWarm::enter();
     prefault_program();
     let readable = launch.hidden.as_deref().map(sandbox::Readable::open);
+    // Best effort: without it, the whole ruleset is built once bound.
+    let begun = readable.as_ref().zip(launch.network).and_then(|(r, network)| r.begin(network).ok());
     let Some(line) = read_line()?.filter(|l| !l.trim().is_empty()) else { return Ok(GATE_CLOSED) };
     idle.leave()?;
     let binding: Binding = serde_json::from_str(&line)?;
@@ -308,7 +316,9 @@ fn run_warm(launch: WarmLaunch, in_process: InProcess<'_>) -> Result<i32, Launch
         std::env::set_current_dir(&binding.cwd).map_err(sys("enter the agent's working directory"))?;
     }
     let readable = readable.filter(|r| binding.spec.sandbox.as_ref().is_some_and(|s| r.hides(&s.hidden)));
-    confine(&binding.spec, readable)?;
+    let begun = begun
+        .filter(|b| readable.is_some() && binding.spec.sandbox.as_ref().is_some_and(|s| b.serves(s.grants.network)));
+    confine(&binding.spec, readable, begun)?;
     start(&binding.command, binding.context, in_process)
 }
 
@@ -344,6 +354,22 @@ impl IdleWhileWarm {
             });
         }
         Ok(())
+    }
+}
+
+/// The engine's side of [`IdleWhileWarm`]: puts a bound warm launcher
+/// (process `pid`, the engine's child) back to the normal policy as its
+/// binding is written, so that it reads the binding at once rather than
+/// when the CPU has nothing else to do (then it has: the job in flight).
+/// Best effort: an engine without `CAP_SYS_NICE` cannot, and the launcher
+/// leaves the idle policy itself once it runs.
+#[allow(unsafe_code)]
+pub fn wake_from_idle(pid: i32) {
+    let param = nix::libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler on a process of the engine's own, with a
+    // valid parameter; it changes only that process's scheduling policy.
+    unsafe {
+        nix::libc::sched_setscheduler(pid, nix::libc::SCHED_OTHER, &param);
     }
 }
 
@@ -392,17 +418,22 @@ fn read_line() -> Result<Option<String>, LaunchError> {
     Ok((n > 0).then_some(line))
 }
 
-/// Steps 1–4: the memory limit, the ruleset (from `readable` when opened
-/// already), the uid, the restriction.
-fn confine(spec: &LaunchSpec, readable: Option<sandbox::Readable>) -> Result<(), LaunchError> {
+/// Steps 1–4: the memory limit, the ruleset (`begun` while warm, or from
+/// `readable` when opened already), the uid, the restriction.
+fn confine(
+    spec: &LaunchSpec,
+    readable: Option<sandbox::Readable>,
+    begun: Option<sandbox::Begun>,
+) -> Result<(), LaunchError> {
     if let Some(bytes) = spec.memory {
         nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, bytes, bytes)
             .map_err(sys("setrlimit"))?;
     }
     // Built while still privileged: the granted paths are opened as the engine's user.
-    let ruleset = match (&spec.sandbox, &readable) {
-        (Some(s), Some(r)) if s.abi > 0 => Some(sandbox::ruleset_with(r, &s.grants)?),
-        (Some(s), None) if s.abi > 0 => Some(sandbox::ruleset(&s.hidden, &s.grants)?),
+    let ruleset = match (&spec.sandbox, begun, &readable) {
+        (Some(s), Some(b), _) if s.abi > 0 => Some(sandbox::finish(b, &s.grants)?),
+        (Some(s), _, Some(r)) if s.abi > 0 => Some(sandbox::ruleset_with(r, &s.grants)?),
+        (Some(s), _, None) if s.abi > 0 => Some(sandbox::ruleset(&s.hidden, &s.grants)?),
         _ => None,
     };
     // The opened paths go before the agent runs.

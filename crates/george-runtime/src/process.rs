@@ -797,13 +797,15 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn release(&self, job_id: &str, attempt: u32, handle: &Value) -> Result<(), RuntimeError> {
-        parse_handle(job_id, attempt, handle)?;
+        let h = parse_handle(job_id, attempt, handle)?;
         let gate = self.inner.gates.lock().remove(&(job_id.to_string(), attempt));
         let Some((mut gate, message)) = gate else {
             // Released already, or spawned by an engine process that is gone
             // (its gate closed and the agent ended without acting).
             return Ok(());
         };
+        // A warm agent waits at the idle policy: it reads its binding now, not when the CPU is idle.
+        crate::launch::wake_from_idle(h.pid);
         use tokio::io::AsyncWriteExt;
         gate.write_all(&message)
             .await
@@ -967,9 +969,11 @@ impl Runtime for ProcessRuntime {
         // no output until its binding names the attempt's log.
         // With the sandbox on, the engine's hidden paths: the launcher opens
         // what every attempt may read while it waits.
+        let sandboxed = self.inner.cfg.sandbox.enabled;
         let launch = crate::launch::WarmLaunch {
-            hidden: self.inner.cfg.sandbox.enabled.then(|| self.inner.cfg.sandbox.hidden.clone()),
+            hidden: sandboxed.then(|| self.inner.cfg.sandbox.hidden.clone()),
             root: None,
+            network: (sandboxed && self.inner.isolation.landlock_abi > 0).then_some(spec.network),
         };
         let child = tokio::process::Command::new(launcher)
             .args(launcher_args)

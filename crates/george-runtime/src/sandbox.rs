@@ -288,27 +288,58 @@ pub(crate) fn ruleset(hidden: &[PathBuf], grants: &Grants) -> Result<RulesetCrea
 
 /// [`ruleset`], from what is readable opened already.
 pub(crate) fn ruleset_with(readable: &Readable, grants: &Grants) -> Result<RulesetCreated, SandboxError> {
+    finish(readable.begin(grants.network)?, grants)
+}
+
+/// A ruleset begun before its attempt's grants are known (by a warm
+/// launcher, while it waits): what every attempt may read, for agents with
+/// one network policy. [`finish`] adds the grants.
+pub(crate) struct Begun {
+    network: NetworkPolicy,
+    rs: RulesetCreated,
+}
+
+impl Begun {
+    /// Whether it was begun for agents with the network policy `network`.
+    pub(crate) fn serves(&self, network: NetworkPolicy) -> bool {
+        self.network == network
+    }
+}
+
+impl Readable {
+    /// The ruleset of every attempt of agents with the network policy
+    /// `network`, but their grants.
+    pub(crate) fn begin(&self, network: NetworkPolicy) -> Result<Begun, SandboxError> {
+        let read = AccessFs::from_read(TARGET_ABI);
+        let mut ruleset = Ruleset::default()
+            .set_compatibility(CompatLevel::BestEffort)
+            .handle_access(AccessFs::from_all(TARGET_ABI))
+            .map_err(landlock_err)?
+            .scope(Scope::Signal | Scope::AbstractUnixSocket)
+            .map_err(landlock_err)?;
+        if network != NetworkPolicy::Full {
+            // Checked before (`check_enforceable`): this kernel has ABI 4, so the TCP rights are enforced.
+            ruleset = ruleset.handle_access(AccessNet::from_all(ABI::V4)).map_err(landlock_err)?;
+        }
+        let mut rs = ruleset.create().map_err(landlock_err)?;
+        for fd in &self.roots {
+            rs = rs.add_rule(PathBeneath::new(fd, read)).map_err(landlock_err)?;
+        }
+        for fd in &self.devices {
+            rs = rs.add_rule(PathBeneath::new(fd, AccessFs::from_file(TARGET_ABI))).map_err(landlock_err)?;
+        }
+        Ok(Begun { network, rs })
+    }
+}
+
+/// The attempt's ruleset: `begun`, with the attempt's `grants` (for the
+/// network policy it was begun for).
+pub(crate) fn finish(begun: Begun, grants: &Grants) -> Result<RulesetCreated, SandboxError> {
     let read = AccessFs::from_read(TARGET_ABI);
     let all = AccessFs::from_all(TARGET_ABI);
-    let mut ruleset = Ruleset::default()
-        .set_compatibility(CompatLevel::BestEffort)
-        .handle_access(all)
-        .map_err(landlock_err)?
-        .scope(Scope::Signal | Scope::AbstractUnixSocket)
-        .map_err(landlock_err)?;
-    if grants.network != NetworkPolicy::Full {
-        // Checked above: this kernel has ABI 4, so the TCP rights are enforced.
-        ruleset = ruleset.handle_access(AccessNet::from_all(ABI::V4)).map_err(landlock_err)?;
-    }
-    let mut rs = ruleset.create().map_err(landlock_err)?;
+    let mut rs = begun.rs;
     if let (NetworkPolicy::EngineOnly, Some(port)) = (grants.network, grants.engine_port) {
         rs = rs.add_rule(NetPort::new(port, AccessNet::ConnectTcp)).map_err(landlock_err)?;
-    }
-    for fd in &readable.roots {
-        rs = rs.add_rule(PathBeneath::new(fd, read)).map_err(landlock_err)?;
-    }
-    for fd in &readable.devices {
-        rs = rs.add_rule(PathBeneath::new(fd, AccessFs::from_file(TARGET_ABI))).map_err(landlock_err)?;
     }
     let add = |rs: RulesetCreated, path: &Path, access| -> Result<RulesetCreated, SandboxError> {
         match PathFd::new(path) {
