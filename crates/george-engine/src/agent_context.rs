@@ -46,13 +46,9 @@ pub(crate) async fn of(ctx: &Context, job: Job, attempt: u32) -> Result<AgentCon
 }
 
 /// The context of the attempt `spawn` has just recorded, as JSON for its
-/// release ([`george_runtime::SpawnRequest::context`]), when its agent can
-/// take it there. `None` when it cannot, or when the job cannot be read: the
-/// agent then asks for it (`attach`), as any agent may.
-pub(crate) async fn for_release(ctx: &Context, job_id: &str, attempt: u32, warm: bool) -> Option<String> {
-    if !warm && !ctx.runtime.releases_with_context() {
-        return None;
-    }
+/// release ([`george_runtime::SpawnRequest::context`]). `None` when the job
+/// cannot be read: the agent then asks for it (`attach`), as any agent may.
+pub(crate) async fn for_release(ctx: &Context, job_id: &str, attempt: u32) -> Option<String> {
     let job = match ctx.store.get_job(job_id).await {
         Ok(Some(job)) if job.attempt == attempt => job,
         _ => return None,

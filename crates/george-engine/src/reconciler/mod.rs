@@ -273,7 +273,17 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     }
     let heartbeat = spec.spec.health_check.unwrap_or(ctx.cfg.health).interval.get();
     let mut env: BTreeMap<String, String> = spec.spec.env.clone();
-    env.extend(load_job_env(ctx, &job.id).await?);
+    // The job's environment and, when the runtime's gate carries it, the
+    // agent's context, read at once (independent reads).
+    let gate_context = async {
+        if ctx.runtime.releases_with_context() {
+            crate::agent_context::for_release(ctx, &job.id, attempt).await
+        } else {
+            None
+        }
+    };
+    let (job_env, context) = tokio::join!(load_job_env(ctx, &job.id), gate_context);
+    env.extend(job_env?);
     for (k, v) in &job.params {
         let value = match v {
             serde_json::Value::String(s) => s.clone(),
@@ -326,8 +336,13 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     let began = ctx.clock.now();
     // Held to the end of this spawn: the pool refills once the claim is over.
     let (warm, _claiming) = ctx.pools.take(ctx, &req).unzip();
-    // George's own agent gets its context with its release, and starts at once.
-    req.context = crate::agent_context::for_release(ctx, &job.id, attempt, warm.is_some()).await;
+    // George's own agent gets its context with its release (a gate's, or a
+    // warm agent's binding on any runtime), and starts at once.
+    req.context = match (context, &warm) {
+        (Some(c), _) => Some(c),
+        (None, Some(_)) => crate::agent_context::for_release(ctx, &job.id, attempt).await,
+        (None, None) => None,
+    };
     let spawned = async {
         match warm {
             Some(warm) => match ctx.runtime.claim(req.clone(), warm.clone()).await {
