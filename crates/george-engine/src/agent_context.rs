@@ -28,8 +28,7 @@ pub(crate) async fn of(ctx: &Context, job: Job, attempt: u32) -> Result<AgentCon
     // No provider or model configured for it: the agent has no LLM (its LLM
     // steps block), as the proxy would refuse its calls.
     let choice = spec.and_then(|a| a.spec.llm.as_ref());
-    let model = choice.and_then(|c| c.model.as_ref()).or(ctx.cfg.llm.default_model.as_ref());
-    let llm_api = crate::llm::provider(ctx, choice).ok().filter(|_| model.is_some()).map(|p| match p.api {
+    let llm_api = crate::llm::choose(ctx, choice).ok().map(|(p, _)| match p.api {
         ProviderApi::OpenAi => "openai".to_string(),
         ProviderApi::Anthropic => "anthropic".to_string(),
     });

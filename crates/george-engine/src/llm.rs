@@ -62,22 +62,26 @@ pub enum RouteError {
     Store(#[from] StoreError),
 }
 
-/// The route of a call by the agent of `job`'s `attempt`.
-/// The provider an agent's calls go to: its AgentSpec's `llm.provider`,
-/// else the engine's default.
-pub(crate) fn provider<'a>(
+/// The provider and model an agent's calls go to: its AgentSpec's `llm`
+/// choice, else the engine's defaults.
+pub(crate) fn choose<'a>(
     ctx: &'a Context,
-    choice: Option<&george_core::manifest::LlmChoice>,
-) -> Result<&'a Provider, RouteError> {
+    choice: Option<&'a george_core::manifest::LlmChoice>,
+) -> Result<(&'a Provider, &'a String), RouteError> {
     let llm = &ctx.cfg.llm;
     let name = choice.and_then(|c| c.provider.as_ref()).or(llm.default_provider.as_ref()).ok_or_else(|| {
         RouteError::NotConfigured("no LLM provider is configured (llm.default.provider or --agent-provider)".into())
     })?;
-    llm.providers.get(name).ok_or_else(|| {
+    let provider = llm.providers.get(name).ok_or_else(|| {
         RouteError::NotConfigured(format!("LLM provider `{name}` is not configured under llm.providers"))
-    })
+    })?;
+    let model = choice.and_then(|c| c.model.as_ref()).or(llm.default_model.as_ref()).ok_or_else(|| {
+        RouteError::NotConfigured("no LLM model is configured (llm.default.model or --agent-model)".into())
+    })?;
+    Ok((provider, model))
 }
 
+/// The route of a call by the agent of `job`'s `attempt`.
 pub(crate) async fn route(ctx: &Arc<Context>, job: &str, attempt: u32) -> Result<Route, RouteError> {
     let superseded = || RouteError::Superseded { job: job.into(), attempt };
     let state = ctx.store.job_state(job).await?.ok_or_else(superseded)?;
@@ -86,12 +90,8 @@ pub(crate) async fn route(ctx: &Arc<Context>, job: &str, attempt: u32) -> Result
         return Err(superseded());
     }
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
-    let choice = catalog.agents.get(&state.job.agent).and_then(|a| a.spec.llm.clone());
-    let llm = &ctx.cfg.llm;
-    let provider = provider(ctx, choice.as_ref())?.clone();
-    let model = choice.and_then(|c| c.model).or_else(|| llm.default_model.clone()).ok_or_else(|| {
-        RouteError::NotConfigured("no LLM model is configured (llm.default.model or --agent-model)".into())
-    })?;
+    let choice = catalog.agents.get(&state.job.agent).and_then(|a| a.spec.llm.as_ref());
+    let (provider, model) = choose(ctx, choice).map(|(p, m)| (p.clone(), m.clone()))?;
     let charge = Charge {
         job: job.into(),
         attempt,

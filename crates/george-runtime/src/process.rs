@@ -439,10 +439,10 @@ impl ProcessRuntime {
         // The attempt's directory holds the pid file (the engine's, never the
         // agent's); under it, what the agent owns.
         let log_path = self.inner.cfg.logs.path(&req.job_id, req.attempt);
-        let output_made = req.output_dir.as_deref().filter(|o| !o.exists());
-        let adopted = staged.and_then(|s| self.adopt_staged(s, req.attempt, &dir, &log_path, output_made));
+        let new_output = req.output_dir.as_deref().filter(|o| !o.exists());
+        let adopted = staged.and_then(|s| self.adopt_staged(s, req.attempt, &dir, &log_path, new_output));
         // The staged output directory, the agent's already, is the job's now.
-        let output_made = output_made.is_some_and(|o| adopted.is_some() && o.exists());
+        let output_made = new_output.is_some_and(|o| adopted.is_some() && o.exists());
         if adopted.is_none() {
             own_attempt_dir(&dir, root_mode)?;
         }
@@ -804,7 +804,8 @@ impl Runtime for ProcessRuntime {
             // (its gate closed and the agent ended without acting).
             return Ok(());
         };
-        // A warm agent waits at the idle policy: it reads its binding now, not when the CPU is idle.
+        // A warm agent waits at the idle policy: it reads its binding now, not
+        // when the CPU is idle (a cold one is at the normal policy already).
         crate::launch::wake_from_idle(h.pid);
         use tokio::io::AsyncWriteExt;
         gate.write_all(&message)
@@ -1091,20 +1092,20 @@ impl Runtime for ProcessRuntime {
             let _ = std::fs::remove_file(&path);
             cleared += 1;
         }
-        // The directories made ahead for warm agents of an engine before this one
-        // (their uid claims go stale with them).
-        let staged: Vec<PathBuf> =
-            self.inner.warm.lock().values().filter_map(|w| w.staged.as_ref().map(|s| s.root.clone())).collect();
-        for entry in std::fs::read_dir(self.staged_dir()).into_iter().flatten().flatten() {
-            if !staged.contains(&entry.path()) {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-        let logs: Vec<PathBuf> =
-            self.inner.warm.lock().values().filter_map(|w| w.staged.as_ref().map(|s| s.log_root.clone())).collect();
-        for entry in std::fs::read_dir(self.staged_logs()).into_iter().flatten().flatten() {
-            if !logs.contains(&entry.path()) {
-                let _ = std::fs::remove_dir_all(entry.path());
+        // What was staged for warm agents of an engine before this one (their
+        // uid claims go stale with it): everything staged but this engine's own.
+        let (roots, logs): (Vec<PathBuf>, Vec<PathBuf>) = self
+            .inner
+            .warm
+            .lock()
+            .values()
+            .filter_map(|w| w.staged.as_ref().map(|s| (s.root.clone(), s.log_root.clone())))
+            .unzip();
+        for (dir, keep) in [(self.staged_dir(), roots), (self.staged_logs(), logs)] {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if !keep.contains(&entry.path()) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
             }
         }
         Ok(cleared)

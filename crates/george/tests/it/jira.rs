@@ -246,6 +246,22 @@ async fn three_more_polls(j: &JiraServer) {
     until(Duration::from_secs(20), "three more polls", async || polls() >= seen + 3).await;
 }
 
+/// Restarts the engine and lets it read Jira and its event log again.
+fn restart_and_poll(e: &mut Engine, j: &JiraServer) {
+    e.stop();
+    e.restart();
+    e.rt().block_on(three_more_polls(j));
+}
+
+/// Waits until ticket `key` has `n` sub-tasks, all done.
+async fn sub_tasks_done(j: &JiraServer, key: &str, n: usize) {
+    until(Duration::from_secs(20), &format!("{n} sub-tasks of {key}, done"), async || {
+        let subs = j.subtasks(key);
+        subs.len() == n && subs.iter().all(|(_, _, status)| status == "Done")
+    })
+    .await;
+}
+
 fn count_in_progress(j: &JiraServer, key: &str) -> usize {
     j.transitions().iter().filter(|(k, s)| k == key && s == "In Progress").count()
 }
@@ -699,11 +715,7 @@ fn sub_agents_of_a_ticket_job_become_its_sub_tasks_once_and_follow_their_jobs() 
     let mut e = site.engine("a", &j, &[("subtasks", "true")], &extra);
     e.rt().block_on(async {
         e.wait_status("proj-70", JobStatus::Completed, Duration::from_secs(30)).await;
-        until(Duration::from_secs(20), "two sub-tasks, done", async || {
-            let subs = j.subtasks("PROJ-70");
-            subs.len() == 2 && subs.iter().all(|(_, _, status)| status == "Done")
-        })
-        .await;
+        sub_tasks_done(&j, "PROJ-70", 2).await;
     });
     let subs = j.subtasks("PROJ-70");
     assert_eq!((subs[0].1.as_str(), subs[1].1.as_str()), ("a: piece", "b: piece"), "{subs:?}");
@@ -714,11 +726,7 @@ fn sub_agents_of_a_ticket_job_become_its_sub_tasks_once_and_follow_their_jobs() 
         assert_eq!(j.history(key), ["To Do", "In Progress", "Done"], "{key}");
     }
     // A restart reads the event log again from its cursor: nothing is created twice.
-    e.stop();
-    e.restart();
-    e.rt().block_on(async {
-        three_more_polls(&j).await;
-    });
+    restart_and_poll(&mut e, &j);
     assert_eq!(j.subtasks("PROJ-70").len(), 2);
     assert!(j.subtasks("PROJ-70").iter().all(|(k, _, _)| j.status(k) == "Done"));
 }
@@ -767,11 +775,7 @@ fn a_board_jobs_steps_become_sub_tasks_once_and_its_end_a_table() {
     assert!(String::from_utf8_lossy(&files[1].1).contains("checked"));
     assert!(j.attachments("PROJ-81").is_empty());
     // A restart replays nothing twice.
-    e.stop();
-    e.restart();
-    e.rt().block_on(async {
-        three_more_polls(&j).await;
-    });
+    restart_and_poll(&mut e, &j);
     assert_eq!(j.subtasks("PROJ-80").len(), 2);
     assert_eq!(j.attachments("PROJ-80").len(), 2);
 
@@ -781,11 +785,7 @@ fn a_board_jobs_steps_become_sub_tasks_once_and_its_end_a_table() {
     j.add_issue(flaky);
     e.rt().block_on(async {
         e.wait_status("proj-82", JobStatus::Failed, Duration::from_secs(30)).await;
-        until(Duration::from_secs(20), "the failed step's sub-task done", async || {
-            let subs = j.subtasks("PROJ-82");
-            subs.len() == 2 && subs.iter().all(|(_, _, status)| status == "Done")
-        })
-        .await;
+        sub_tasks_done(&j, "PROJ-82", 2).await;
         std::fs::write(e.dir.join("data/outputs/proj-82/fixed"), "").unwrap();
         let retry = george_core::api::RetryRequest { from_scratch: false, reason: Some("fixed".into()) };
         e.client.retry("proj-82", &retry).await.unwrap();
