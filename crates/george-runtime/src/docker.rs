@@ -99,6 +99,9 @@ pub struct DockerRuntimeConfig {
     pub user: Option<String>,
     /// Run agents with a read-only root filesystem (and tmpfs `/work`, `/tmp`).
     pub read_only_root: bool,
+    /// The engine's API (what agents are given as `GEORGE_API_URL`): the
+    /// engine-only relay is opened with it for agents adopted after a restart.
+    pub api_url: Option<String>,
 }
 
 impl DockerRuntimeConfig {
@@ -116,6 +119,7 @@ impl DockerRuntimeConfig {
             max_log_bytes: 16 << 20,
             user: Some("65534:65534".into()),
             read_only_root: true,
+            api_url: None,
         }
     }
 }
@@ -196,26 +200,41 @@ fn docker_host() -> String {
 impl DockerRuntime {
     /// The internal network `network: engine-only` agents join, and the
     /// engine's API as they reach it (a relay on the network's gateway).
-    async fn engine_only(&self, req: &SpawnRequest) -> Result<(String, String), RuntimeError> {
+    /// The name of this engine's engine-only network.
+    fn engine_only_network(&self) -> String {
+        sanitize(&format!("george-{}-engine-only", self.inner.cfg.engine_id))
+    }
+
+    /// The engine-only network and the engine's API as its agents reach it
+    /// (the relay on its gateway), opened at first use. `agent` names who
+    /// asks (for errors); `api_url` is the engine's API as the engine gives
+    /// it. The relay keeps its port across restarts of the engine (in
+    /// `<staging>/<network>.relay`): agents adopted after one still reach it.
+    async fn engine_only(&self, agent: &str, api_url: Option<&str>) -> Result<(String, String), RuntimeError> {
         let mut slot = self.inner.engine_only.lock().await;
         if let Some(net) = slot.as_ref() {
             return Ok((net.network.clone(), net.url.clone()));
         }
-        let agent = Self::agent_id(&req.job_id, req.attempt);
-        let (host, port) = crate::engine_address(req).ok_or_else(|| RuntimeError::Unrunnable {
-            agent: agent.clone(),
+        let api_url = api_url.or(self.inner.cfg.api_url.as_deref());
+        let (host, port) = api_url.and_then(crate::address_of).ok_or_else(|| RuntimeError::Unrunnable {
+            agent: agent.to_string(),
             message: format!(
                 "network: engine-only needs the engine's address; GEORGE_API_URL is `{}`",
-                req.env.get("GEORGE_API_URL").map_or("", String::as_str)
+                api_url.unwrap_or_default()
             ),
         })?;
-        let name: String = format!("george-{}-engine-only", self.inner.cfg.engine_id)
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
-            .collect();
-        let net = crate::engine_only::open(&self.inner.docker, &name, format!("{host}:{port}"))
+        let name = self.engine_only_network();
+        let remembered = self.inner.cfg.staging_dir.join(format!("{name}.relay"));
+        let before = std::fs::read_to_string(&remembered).ok().and_then(|p| p.trim().parse().ok());
+        let net = crate::engine_only::open(&self.inner.docker, &name, format!("{host}:{port}"), before)
             .await
-            .map_err(|e| RuntimeError::Spawn { agent, message: e.to_string(), source: None })?;
+            .map_err(|e| RuntimeError::Spawn { agent: agent.to_string(), message: e.to_string(), source: None })?;
+        let port = net.url.rsplit_once(':').map(|(_, p)| p.to_string()).unwrap_or_default();
+        let kept =
+            std::fs::create_dir_all(&self.inner.cfg.staging_dir).and_then(|()| std::fs::write(&remembered, &port));
+        if let Err(e) = kept {
+            tracing::warn!(file = %remembered.display(), error = %e, "cannot remember the relay's port");
+        }
         let out = (net.network.clone(), net.url.clone());
         *slot = Some(net);
         Ok(out)
@@ -486,7 +505,8 @@ impl Runtime for DockerRuntime {
             NetworkPolicy::Full => (self.inner.cfg.network.clone(), None),
             NetworkPolicy::None => ("none".to_string(), None),
             NetworkPolicy::EngineOnly => {
-                let (net, url) = self.engine_only(&req).await?;
+                let api_url = req.env.get(crate::API_URL).map(String::as_str);
+                let (net, url) = self.engine_only(&Self::agent_id(job, attempt), api_url).await?;
                 (net, Some(url))
             }
         };
@@ -663,6 +683,18 @@ impl Runtime for DockerRuntime {
 
     async fn adopt(&self, agent: &OwnedAgent) -> Result<(), RuntimeError> {
         let name = Self::container_of(&agent.job_id, agent.attempt, &agent.handle)?;
+        // An agent on the engine-only network reports through the relay: it
+        // opens again (on its earlier port) before the agent misses it.
+        let network = self.engine_only_network();
+        let inspected = self
+            .inner
+            .docker
+            .inspect_container(&name, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await;
+        let mode = inspected.ok().and_then(|c| c.host_config).and_then(|h| h.network_mode);
+        if mode.as_deref() == Some(network.as_str()) {
+            self.engine_only(&Self::agent_id(&agent.job_id, agent.attempt), None).await?;
+        }
         self.watch(&name, &agent.job_id, agent.attempt);
         tracing::info!(job = %agent.job_id, attempt = agent.attempt, container = %name, "adopted running agent container");
         Ok(())
@@ -725,12 +757,8 @@ impl Runtime for DockerRuntime {
         let network_mode = match spec.network {
             NetworkPolicy::Full => self.inner.cfg.network.clone(),
             NetworkPolicy::None => "none".to_string(),
-            NetworkPolicy::EngineOnly => {
-                return Err(RuntimeError::Unavailable(format!(
-                    "AgentSpec `{}`: warm pools do not serve `network: engine-only` agents on Docker yet; its jobs start cold",
-                    spec.agent_spec
-                )))
-            }
+            // On the internal network from the start; its binding points it at the relay.
+            NetworkPolicy::EngineOnly => self.engine_only(&name, spec.api_url.as_deref()).await?.0,
         };
         // Its own output directory, handed to the job it serves at the end.
         let output = self.pool_staging(&name).join("output");
@@ -808,6 +836,14 @@ impl Runtime for DockerRuntime {
             message: format!("warm agent {} is gone", warm.id),
             source: None,
         };
+        // On the engine-only network, the engine is the relay on its gateway.
+        let relay = match warm.spec.network {
+            NetworkPolicy::EngineOnly => {
+                let api_url = req.env.get(crate::API_URL).map(String::as_str);
+                Some(self.engine_only(&Self::agent_id(job, attempt), api_url).await?.1)
+            }
+            _ => None,
+        };
         let Some(w) = self.inner.warm.lock().remove(&warm.id) else { return Err(gone()) };
         if w.exited.load(std::sync::atomic::Ordering::Relaxed) {
             let _ = self.remove_warm(&warm.id).await;
@@ -831,7 +867,14 @@ impl Runtime for DockerRuntime {
         let write = std::fs::create_dir_all(path.parent().unwrap_or(&path))
             .and_then(|_| std::fs::write(&path, serde_json::to_vec(&record).unwrap_or_default()));
         write.map_err(|source| RuntimeError::Io { what: format!("write {}", path.display()), source })?;
-        let mut env: Vec<(String, String)> = req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut env: Vec<(String, String)> = req
+            .env
+            .iter()
+            .map(|(k, v)| match (k.as_str(), &relay) {
+                (crate::API_URL, Some(url)) => (k.clone(), url.clone()),
+                _ => (k.clone(), v.clone()),
+            })
+            .collect();
         env.push(("GEORGE_WORK_DIR".into(), "/work".into()));
         env.push(("HOME".into(), "/tmp".into()));
         if req.output_dir.is_some() {

@@ -58,23 +58,33 @@ pub(crate) enum NetError {
 }
 
 /// Creates (or finds) the internal network `name` and starts a relay on its
-/// gateway to `engine` (`host:port`).
-pub(crate) async fn open(docker: &Docker, name: &str, engine: String) -> Result<EngineOnlyNet, NetError> {
+/// gateway to `engine` (`host:port`), on port `port` when it is free (the
+/// relay's port before a restart: the agents still running were given it),
+/// else on any.
+pub(crate) async fn open(
+    docker: &Docker,
+    name: &str,
+    engine: String,
+    port: Option<u16>,
+) -> Result<EngineOnlyNet, NetError> {
     let failed = |action: &'static str| move |source| NetError::Docker { action, network: name.to_string(), source };
-    let create = NetworkCreateRequest {
-        name: name.to_string(),
-        driver: Some("bridge".into()),
-        internal: Some(true),
-        labels: Some(HashMap::from([("app".to_string(), "george".to_string())])),
-        ..Default::default()
+    let net = match find(docker, name).await.map_err(failed("list"))? {
+        Some(id) => id,
+        None => {
+            let create = NetworkCreateRequest {
+                name: name.to_string(),
+                driver: Some("bridge".into()),
+                internal: Some(true),
+                labels: Some(HashMap::from([("app".to_string(), "george".to_string())])),
+                ..Default::default()
+            };
+            // The Docker Engine does not refuse a second network of the same
+            // name: it is looked for first (above) and then named by its id.
+            docker.create_network(create).await.map_err(failed("create"))?.id
+        }
     };
-    match docker.create_network(create).await {
-        Ok(_) => {}
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
-        Err(e) => return Err(failed("create")(e)),
-    }
     let net = docker
-        .inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>)
+        .inspect_network(&net, None::<bollard::query_parameters::InspectNetworkOptions>)
         .await
         .map_err(failed("inspect"))?;
     let gateway = net
@@ -85,11 +95,31 @@ pub(crate) async fn open(docker: &Docker, name: &str, engine: String) -> Result<
         .find_map(|c| c.gateway)
         .ok_or_else(|| NetError::NoGateway(name.to_string()))?;
     let relay_failed = |source| NetError::Relay { gateway: gateway.clone(), network: name.to_string(), source };
-    let listener = TcpListener::bind((gateway.as_str(), 0)).await.map_err(relay_failed)?;
+    let listener = match port {
+        Some(port) => match TcpListener::bind((gateway.as_str(), port)).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(network = name, port, error = %e, "the relay's earlier port is taken; agents given it cannot report");
+                TcpListener::bind((gateway.as_str(), 0)).await.map_err(relay_failed)?
+            }
+        },
+        None => TcpListener::bind((gateway.as_str(), 0)).await.map_err(relay_failed)?,
+    };
     let port = listener.local_addr().map_err(relay_failed)?.port();
     tracing::info!(network = name, relay = %format!("{gateway}:{port}"), engine, "engine-only network ready");
     let relay = tokio::spawn(relay(listener, engine));
     Ok(EngineOnlyNet { network: name.to_string(), url: format!("http://{gateway}:{port}"), relay })
+}
+
+/// The id of the network called exactly `name`, if there is one (the
+/// oldest, should there be several: an earlier version could make twins).
+async fn find(docker: &Docker, name: &str) -> Result<Option<String>, bollard::errors::Error> {
+    let filters = HashMap::from([("name", vec![name.to_string()])]);
+    let opts = bollard::query_parameters::ListNetworksOptionsBuilder::new().filters(&filters).build();
+    let mut found: Vec<_> =
+        docker.list_networks(Some(opts)).await?.into_iter().filter(|n| n.name.as_deref() == Some(name)).collect();
+    found.sort_by(|a, b| a.created.cmp(&b.created));
+    Ok(found.into_iter().next().and_then(|n| n.id))
 }
 
 /// Forwards every connection to `engine`; the connections end with it.

@@ -133,6 +133,10 @@ pub struct WarmSpec {
     /// id>`, see [`SpawnRequest::output_dir`]), so that a runtime can make
     /// one ahead.
     pub outputs: Option<std::path::PathBuf>,
+    /// Where its agent reaches the engine's API (the `GEORGE_API_URL` its
+    /// job's environment carries), for a runtime that routes it: Docker's
+    /// `network: engine-only` relay.
+    pub api_url: Option<String>,
 }
 
 impl WarmSpec {
@@ -145,6 +149,7 @@ impl WarmSpec {
             resources: req.resources,
             network: req.network,
             outputs: req.output_dir.as_deref().and_then(std::path::Path::parent).map(std::path::Path::to_path_buf),
+            api_url: req.env.get(API_URL).cloned(),
         }
     }
 }
@@ -210,7 +215,14 @@ impl std::fmt::Debug for SecretFile {
 
 /// The engine API's host and TCP port, from the `GEORGE_API_URL` an agent is given.
 pub fn engine_address(req: &SpawnRequest) -> Option<(String, u16)> {
-    let url = req.env.get("GEORGE_API_URL")?;
+    address_of(req.env.get(API_URL)?)
+}
+
+/// The variable of an agent's environment naming the engine's API.
+pub const API_URL: &str = "GEORGE_API_URL";
+
+/// The host and port of a URL (`http://host:port/…`; a scheme's default port).
+pub fn address_of(url: &str) -> Option<(String, u16)> {
     let (scheme, rest) = url.split_once("://")?;
     let authority = rest.split('/').next()?;
     match authority.rsplit_once(':') {

@@ -46,7 +46,8 @@ pub struct Server {
     engine_task: tokio::task::JoinHandle<anyhow::Result<()>>,
     api_task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _lock: nix::fcntl::Flock<std::fs::File>,
-    /// Says why, if this replica lost the lease (PostgreSQL only).
+    /// Says why, if the engine stopped while the API serves: this replica
+    /// lost the lease (PostgreSQL), or the engine failed.
     lost: Option<tokio::sync::oneshot::Receiver<String>>,
 }
 
@@ -66,7 +67,7 @@ impl Server {
         let bound = listener.local_addr()?;
         let (store, postgres) = open_store(store_choice, &data_dir).await?;
         let engine_id = ecfg.engine_id.clone();
-        let runtime = build_runtime(&cfg, &data_dir, &engine_id).await?;
+        let runtime = build_runtime(&cfg, &data_dir, &engine_id, &api_url).await?;
         let mut sources = build_sources(&cfg, &data_dir);
         let jira = crate::jira_setup::settings(&cfg, &engine_id)?.map(|s| Arc::new(george_jira::JiraSource::new(s)));
         if let Some(j) = &jira {
@@ -106,7 +107,20 @@ impl Server {
                 let s = shutdown.clone();
                 let writebacks = futures_util::future::join_all(writebacks.into_iter().map(|wb| wb.run(s.clone())));
                 tokio::spawn(async move {
-                    let (ran, _) = tokio::join!(engine.run(s), writebacks);
+                    let run = async {
+                        let ran = engine.run(s.clone()).await;
+                        if !s.is_cancelled() {
+                            // Never an API without its engine: say why, and stop the server.
+                            let why = match &ran {
+                                Ok(()) => "the engine stopped".to_string(),
+                                Err(e) => format!("the engine failed: {e:#}"),
+                            };
+                            tracing::error!(%why, "stopping");
+                            let _ = lost_tx.send(why);
+                        }
+                        ran
+                    };
+                    let (ran, _) = tokio::join!(run, writebacks);
                     ran?;
                     Ok(())
                 })
@@ -220,8 +234,9 @@ impl Server {
         stopped.into_iter().filter_map(|r| r.transpose()).collect::<anyhow::Result<Vec<_>>>()
     }
 
-    /// Runs until SIGINT or SIGTERM, then stops. On PostgreSQL, also stops
-    /// (with an error) when this replica lost the lease it led with.
+    /// Runs until SIGINT or SIGTERM, then stops. Also stops (with an error)
+    /// when the engine fails, or on PostgreSQL when this replica lost the
+    /// lease it led with.
     pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let lost = async {
@@ -250,9 +265,7 @@ impl Server {
             None => self.stop().await?,
         }
         match lost {
-            Some(why) => anyhow::bail!(
-                "{why}; stopped so that two leaders never act at once (restart me: I rejoin as a standby)"
-            ),
+            Some(why) => anyhow::bail!("{why}"),
             None => Ok(()),
         }
     }
@@ -293,7 +306,8 @@ async fn lead(
     if let Some(why) = why {
         // Say so at once: the engine may hang on a database it cannot reach.
         tracing::error!(holder = election.holder(), epoch, %why, "no longer leading; stopping the engine");
-        let _ = lost.send(why);
+        let _ = lost
+            .send(format!("{why}; stopped so that two leaders never act at once (restart me: I rejoin as a standby)"));
     }
     let result = match ended {
         Some(ended) => ended,
@@ -462,7 +476,12 @@ fn local_token(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
     Ok((token, path))
 }
 
-async fn build_runtime(cfg: &Config, data_dir: &Path, engine_id: &str) -> anyhow::Result<Arc<dyn Runtime>> {
+async fn build_runtime(
+    cfg: &Config,
+    data_dir: &Path,
+    engine_id: &str,
+    api_url: &str,
+) -> anyhow::Result<Arc<dyn Runtime>> {
     match cfg.container_backend.backend_type {
         BackendType::Process => {
             let exe = std::env::current_exe().context("cannot find the george executable to start agents with")?;
@@ -524,6 +543,7 @@ async fn build_runtime(cfg: &Config, data_dir: &Path, engine_id: &str) -> anyhow
                 rc.pull_policy = p.parse().map_err(|e| anyhow::anyhow!("image pull policy: {e}"))?;
             }
             rc.keep_containers = d.keep_containers.unwrap_or(false);
+            rc.api_url = Some(api_url.to_string());
             Ok(Arc::new(DockerRuntime::connect(rc).await?))
         }
         BackendType::Kubernetes => {

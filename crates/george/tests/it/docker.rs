@@ -509,7 +509,9 @@ fn spawning_the_same_attempt_twice_never_makes_a_twin() {
 }
 
 /// `network: engine-only` agents sit on an internal network and still reach
-/// the engine (through the relay); `network: none` agents get no network.
+/// the engine (through the relay), warm ones as cold ones, and after kill -9
+/// of the engine (the relay opens again where they were told it is);
+/// `network: none` agents get no network.
 #[test]
 fn network_policies_isolate_containers() {
     let tmp = common::tempdir().unwrap();
@@ -518,6 +520,9 @@ fn network_policies_isolate_containers() {
     let m = tmp.path().join("manifests");
     write(&m, "agents/fenced.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: fenced}\nspec:\n  capabilities: [shell]\n  network: engine-only\n");
     write(&m, "agents/cut.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: cut}\nspec:\n  capabilities: [net-none]\n  network: none\n");
+    write(&m, "agents/pooled.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: pooled}\nspec:\n  capabilities: [pooled]\n  network: engine-only\n  pool: {min: 1}\n");
+    let hold = "    - {id: s, description: s, run: 'cat /etc/hostname > \"$GEORGE_OUTPUT_DIR/host\"; while [ ! -f \"$GEORGE_OUTPUT_DIR/release\" ]; do sleep 0.05; done'}\n";
+    write(&m, "templates/hold.yaml", &template("hold", hold).replace("[shell]", "[pooled]"));
     write(
         &m,
         "templates/t.yaml",
@@ -531,9 +536,9 @@ fn network_policies_isolate_containers() {
     write(&m, "jobs/a.yaml", &job("fenced-job", "t"));
     write(&m, "jobs/b.yaml", &job("cut-job", "offline"));
     let cfg = format!("{FAST_CONFIG}containerBackend:\n  docker:\n    keepContainers: true\n");
-    let engine =
+    let mut engine =
         Engine::start_full(tmp.path(), &cfg, &docker_args(image(), m.to_str().unwrap()), &[("GEORGE_ENGINE_ID", &id)]);
-    engine.rt().block_on(async {
+    let warm_id = engine.rt().block_on(async {
         // Through the relay on the internal network's gateway, the agent did its work and reported it.
         engine.wait_status("fenced-job", JobStatus::Completed, Duration::from_secs(60)).await;
         let d = docker();
@@ -559,8 +564,42 @@ fn network_policies_isolate_containers() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert_eq!(c.host_config.unwrap().network_mode.as_deref(), Some("none"));
+
+        // A warm engine-only agent: on the internal network before its claim, with nothing of a job.
+        let (warm, warm_id) = eventually(Duration::from_secs(60), "a warm engine-only container", async || {
+            warm_containers(&id).await.into_iter().find(|(name, _)| name.contains("pooled"))
+        })
+        .await;
+        let c = d.inspect_container(&warm, None::<InspectContainerOptions>).await.unwrap();
+        assert_eq!(c.host_config.unwrap().network_mode.as_deref(), Some(net.as_str()));
+        let env = format!("{:?}", c.config.unwrap().env);
+        assert!(!env.contains("GEORGE_"), "a warm container's environment: {env}");
+        engine.client.submit(&george_core::api::SubmitJob::named("warm-job", "hold")).await.unwrap();
+        engine.wait_job("warm-job", "its step to run", Duration::from_secs(60), |j| j.steps[0].runs == 1).await;
+        warm_id
     });
-    let _ = std::process::Command::new("docker").args(["network", "rm", &format!("george-{id}-engine-only")]).output();
+    let out = engine.dir.join("data/outputs/warm-job");
+    let host = std::fs::read_to_string(out.join("host")).unwrap();
+    assert!(warm_id.starts_with(host.trim()), "warm-job ran in {host}, not the warm container {warm_id}");
+    // kill -9 of the engine while the warm-started agent works: the restarted
+    // engine adopts it, and the agent reports through the relay to the end.
+    engine.kill9();
+    engine.restart();
+    engine.rt().block_on(async {
+        engine.wait_applied().await;
+        std::fs::write(out.join("release"), "").unwrap();
+        let j = engine.wait_status("warm-job", JobStatus::Completed, Duration::from_secs(60)).await;
+        assert_eq!(j.attempt, 1, "the adopted agent finished its attempt:\n{}", engine.log());
+        assert!(engine.log().contains("adopted running agent container"), "{}", engine.log());
+    });
+    // The restarted engine found its network: no twin of the same name (the Docker Engine makes one if asked).
+    let net = format!("george-{id}-engine-only");
+    let ls = std::process::Command::new("docker")
+        .args(["network", "ls", "-q", "--filter", &format!("name=^{net}$")])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&ls).lines().count(), 1, "networks named {net}: {}", stdout(&ls));
+    let _ = std::process::Command::new("docker").args(["network", "rm", &net]).output();
 }
 
 /// The runtime conformance suite against the real Docker Engine.
