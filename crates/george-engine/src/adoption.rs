@@ -43,7 +43,13 @@ pub(crate) async fn adopt_orphans(ctx: &Context) -> Result<Adopted, AdoptionErro
                 if attempt.as_ref().is_some_and(|a| a.handle.is_none()) {
                     ctx.store.attempt_spawned(&owned.job_id, owned.attempt, owned.handle.clone()).await?;
                 }
-                ctx.runtime.adopt(&owned).await?;
+                if let Err(e) = ctx.runtime.adopt(&owned).await {
+                    // Still the attempt's agent (its handle is stored): its
+                    // status and heartbeats decide, as for any agent, and it
+                    // is replaced (stopped first) if it cannot report. One
+                    // agent that cannot be adopted never stops the engine.
+                    tracing::error!(agent = %id, error = %e, "cannot adopt a running agent; its health checks decide");
+                }
                 out.adopted.push(id);
             }
             (true, _) if attempt.as_ref().is_some_and(|a| a.last_heartbeat.is_none()) => {

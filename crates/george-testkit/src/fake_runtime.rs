@@ -37,6 +37,7 @@ struct Table {
     max_live: usize,
     spawns: usize,
     terminated: Vec<(String, u32)>,
+    refuse_adoption: bool,
 }
 
 impl Table {
@@ -76,6 +77,12 @@ impl FakeRuntime {
     /// Agents created, in all.
     pub fn spawns(&self) -> usize {
         self.table().spawns
+    }
+
+    /// From now on, adopting an agent fails (as a runtime that cannot watch
+    /// it, or reach what it reports through, would).
+    pub fn refuse_adoption(&self) {
+        self.table().refuse_adoption = true;
     }
 
     /// The attempts the engine terminated, in order.
@@ -195,6 +202,9 @@ impl Runtime for FakeRuntime {
     }
 
     async fn adopt(&self, agent: &OwnedAgent) -> Result<(), RuntimeError> {
+        if self.table().refuse_adoption {
+            return Err(RuntimeError::Unavailable(format!("cannot adopt {}/{}", agent.job_id, agent.attempt)));
+        }
         self.known(&agent.job_id, agent.attempt).map(|_| ())
     }
 

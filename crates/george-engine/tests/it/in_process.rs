@@ -230,3 +230,26 @@ async fn a_call_dropped_while_the_engine_stops_is_still_in_the_ledger() {
     assert_eq!(ledger.len(), 1, "{ledger:?}");
     assert_eq!((ledger[0].input_tokens, ledger[0].output_tokens), (1_000, 500), "the worst case");
 }
+
+/// A restarted engine that cannot adopt one of its running agents (the
+/// runtime refuses) still runs: that agent stays its job's (no second one
+/// is started beside it) and its report ends the job, and new work starts.
+#[tokio::test(start_paused = true)]
+async fn an_agent_that_cannot_be_adopted_does_not_stop_the_engine() {
+    let e = engine(4).await;
+    let a = e.summon(Priority::P2).await;
+    let running = e.running(&[&a]).await;
+    let InProcess { store, runtime, clock, engine, dir } = e;
+    engine.stop().await;
+    runtime.refuse_adoption();
+    let mut cfg = support::config();
+    cfg.reconcile_interval = Duration::from_secs(3600);
+    cfg.output_dir = Some(dir.path().join("outputs"));
+    let e =
+        InProcess { engine: support::start(cfg, store.clone(), runtime.clone(), &clock), store, runtime, clock, dir };
+    let b = e.summon(Priority::P2).await;
+    e.running(&[&a, &b]).await;
+    assert_eq!(e.runtime.spawns(), 2, "one agent per job: {a}'s was not replaced");
+    e.finish(&a, running[0].1).await;
+    e.stop().await;
+}
