@@ -97,6 +97,14 @@ pub async fn run(env: AgentEnv) -> Result<Outcome, AgentError> {
     run_with(env, None).await
 }
 
+/// What every agent's start initialises once per process (its HTTP
+/// client's TLS provider and roots), done ahead by a warm launcher. It
+/// keeps nothing of the environment: the agent's own client is built from
+/// its job's.
+pub fn prepare() {
+    drop(Client::new("http://127.0.0.1", ""));
+}
+
 /// [`run`], given its context when the engine delivered it with the agent's
 /// release (see `george_runtime::launch`): the agent then starts its first
 /// step at once, and its first report batch is its first heartbeat. A

@@ -29,7 +29,9 @@
 //! on stdin for its [`Binding`] instead of `go`: the spec, the command, the
 //! environment, the working directory, the log file and (container
 //! runtimes) the attempt's token and secret files. It then does steps 1–4
-//! and 6 for that binding. End-of-file before a binding (its engine died, or
+//! and 6 for that binding; while it waits, a program run in process does
+//! the start-up that needs nothing of a job ([`InProcess::prepare`]).
+//! End-of-file before a binding (its engine died, or
 //! dropped the channel) ends it with [`GATE_CLOSED`], as a closed gate does.
 //!
 //! Anything that fails before the exec is written to stderr (the attempt's
@@ -224,10 +226,25 @@ pub fn credentials(req: &crate::SpawnRequest) -> (Vec<BoundFile>, Vec<(String, P
     (files, env)
 }
 
-/// Runs a command in this process instead of exec'ing it, when it can,
-/// with the context its release carried: returns its exit code, or `None`
-/// to have it exec'd.
-pub type InProcess<'a> = &'a dyn Fn(&[String], Option<String>) -> Option<i32>;
+/// A program the launcher may run in its own process instead of exec'ing it.
+pub trait InProcess {
+    /// Runs `command` in this process, when it can, with the context its
+    /// release carried: returns its exit code, or `None` to have it exec'd.
+    fn run(&self, command: &[String], context: Option<String>) -> Option<i32>;
+
+    /// A warm launcher's, before its binding: the start-up work of the
+    /// program that needs nothing of any job (process-wide initialisation),
+    /// done while the launcher waits rather than after its release. It is
+    /// given nothing, and keeps nothing a job could tell from another.
+    fn prepare(&self) {}
+}
+
+/// Any function is a program run in process with nothing to prepare.
+impl<F: Fn(&[String], Option<String>) -> Option<i32>> InProcess for F {
+    fn run(&self, command: &[String], context: Option<String>) -> Option<i32> {
+        self(command, context)
+    }
+}
 
 /// The gate's message: `go`, or `go <context>`.
 pub fn gate_message(context: Option<&str>) -> Vec<u8> {
@@ -250,7 +267,7 @@ fn released(line: &str) -> Option<Option<String>> {
 /// The launcher's whole life: `args` are `<spec JSON> -- <program> [args…]`.
 /// Never returns; exits with the agent's program (exec, or `in_process`) or
 /// with an error code.
-pub fn main(args: &[String], in_process: InProcess<'_>) -> ! {
+pub fn main(args: &[String], in_process: &dyn InProcess) -> ! {
     let code = match run(args, in_process) {
         Ok(code) => code,
         Err(e) => {
@@ -264,7 +281,7 @@ pub fn main(args: &[String], in_process: InProcess<'_>) -> ! {
 /// Confines this process, waits at the gate and runs the program. Returns
 /// the exit code of a closed gate or of an agent run in this process, or an
 /// error.
-fn run(args: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
+fn run(args: &[String], in_process: &dyn InProcess) -> Result<i32, LaunchError> {
     match args {
         [warm] if warm == WARM => return run_warm(WarmLaunch::default(), in_process),
         [warm, launch] if warm == WARM => return run_warm(serde_json::from_str(launch)?, in_process),
@@ -286,10 +303,11 @@ fn run(args: &[String], in_process: InProcess<'_>) -> Result<i32, LaunchError> {
 /// A warm launcher: waits for its binding, takes on its environment, files
 /// and confinement, and runs its program. Given the engine's hidden paths,
 /// it opens what every attempt may read before the binding arrives.
-fn run_warm(launch: WarmLaunch, in_process: InProcess<'_>) -> Result<i32, LaunchError> {
+fn run_warm(launch: WarmLaunch, in_process: &dyn InProcess) -> Result<i32, LaunchError> {
     let idle = IdleWhileWarm::enter();
     prefault_program();
     let readable = launch.hidden.as_deref().map(sandbox::Readable::open);
+    in_process.prepare();
     // Best effort: without it, the whole ruleset is built once bound.
     let begun = readable.as_ref().zip(launch.network).and_then(|(r, network)| r.begin(network).ok());
     let Some(line) = read_line()?.filter(|l| !l.trim().is_empty()) else { return Ok(GATE_CLOSED) };
@@ -457,12 +475,12 @@ fn confine(
 }
 
 /// Step 6: the program, stdin from `/dev/null`, in this process or exec'd.
-fn start(command: &[String], context: Option<String>, in_process: InProcess<'_>) -> Result<i32, LaunchError> {
+fn start(command: &[String], context: Option<String>, in_process: &dyn InProcess) -> Result<i32, LaunchError> {
     let (program, args) = command.split_first().ok_or(LaunchError::NoProgram)?;
     let null = std::fs::File::open("/dev/null").map_err(sys("open /dev/null"))?;
     // The gate's pipe is no longer needed: the agent reads nothing.
     nix::unistd::dup2_stdin(&null).map_err(sys("dup2 /dev/null"))?;
-    if let Some(code) = in_process(command, context) {
+    if let Some(code) = in_process.run(command, context) {
         return Ok(code);
     }
     let err = std::process::Command::new(program).args(args).exec();

@@ -31,9 +31,7 @@ fn main() {
     // anything else: it must be quick, and it is no command a user types.
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).is_some_and(|a| a == george_runtime::launch::SUBCOMMAND) {
-        george_runtime::launch::main(&args[2..], &|command, context| {
-            own_agent(command).then(|| run(agent_cli(command, context)))
-        });
+        george_runtime::launch::main(&args[2..], &OwnAgent::default());
     }
     if args.get(1).is_some_and(|a| a == "orchestrate") {
         // As recac's orchestrator: a `.env` in the working directory sets the
@@ -107,6 +105,32 @@ fn own_agent(command: &[String]) -> bool {
     }
 }
 
+/// The launcher's program in its own process: George's own agent, whose
+/// start-up a warm launcher does ahead (its async runtime, what its log
+/// filter and its HTTP client initialise once per process).
+#[derive(Default)]
+struct OwnAgent {
+    runtime: std::cell::RefCell<Option<tokio::runtime::Runtime>>,
+}
+
+impl george_runtime::launch::InProcess for OwnAgent {
+    fn run(&self, command: &[String], context: Option<String>) -> Option<i32> {
+        own_agent(command).then(|| run_on(agent_cli(command, context), self.runtime.take()))
+    }
+
+    fn prepare(&self) {
+        telemetry::prepare();
+        george_agent::prepare();
+        *self.runtime.borrow_mut() = agent_runtime().ok();
+    }
+}
+
+/// The agent's async runtime: one thread keeps its footprint (and its
+/// address space under a memory limit) small.
+fn agent_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
 /// Runs one command of the CLI to its end; its exit code.
 /// The command line of an agent the launcher runs in its own process, with
 /// the context its release carried. `george agent run`, the agent of every
@@ -134,6 +158,11 @@ fn agent_cli(command: &[String], context: Option<String>) -> Cli {
 }
 
 fn run(cli: Cli) -> i32 {
+    run_on(cli, None)
+}
+
+/// [`run`], on `runtime` when one was built ahead.
+fn run_on(cli: Cli, runtime: Option<tokio::runtime::Runtime>) -> i32 {
     let default_log = match &cli.command {
         // recac's `-v`: debug logging.
         Command::Orchestrate(o) if o.verbose => {
@@ -150,9 +179,9 @@ fn run(cli: Cli) -> i32 {
             return 1;
         }
     };
-    let runtime = match &cli.command {
-        // The agent is small: one thread keeps its footprint (and its address space under a memory limit) small.
-        Command::Agent { .. } => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+    let runtime = match (runtime, &cli.command) {
+        (Some(ready), Command::Agent { .. }) => Ok(ready),
+        (_, Command::Agent { .. }) => agent_runtime(),
         _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
     };
     let runtime = match runtime {

@@ -3,5 +3,5 @@
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    george_runtime::launch::main(&args, &|_, _| None)
+    george_runtime::launch::main(&args, &|_: &[String], _: Option<String>| None)
 }
