@@ -13,6 +13,16 @@ use george_store::StoreError;
 /// The context of `job`'s attempt `attempt`, as the store has it now.
 pub(crate) async fn of(ctx: &Context, job: Job, attempt: u32) -> Result<AgentContext, StoreError> {
     let comments = ctx.store.comments(&job.id).await?;
+    with_comments(ctx, job, attempt, comments).await
+}
+
+/// [`of`], the job's conversation read already.
+async fn with_comments(
+    ctx: &Context,
+    job: Job,
+    attempt: u32,
+    comments: Vec<george_core::record::Comment>,
+) -> Result<AgentContext, StoreError> {
     let catalog = ctx.catalog.get(ctx.store.as_ref()).await?;
     let spec = catalog.agents.get(&job.agent);
     let capabilities = spec.map(|a| a.spec.capabilities.clone()).unwrap_or_default();
@@ -48,11 +58,17 @@ pub(crate) async fn of(ctx: &Context, job: Job, attempt: u32) -> Result<AgentCon
 /// release ([`george_runtime::SpawnRequest::context`]). `None` when the job
 /// cannot be read: the agent then asks for it (`attach`), as any agent may.
 pub(crate) async fn for_release(ctx: &Context, job_id: &str, attempt: u32) -> Option<String> {
-    let job = match ctx.store.get_job(job_id).await {
+    // The job and its conversation, read side by side.
+    let (job, comments) = tokio::join!(ctx.store.get_job(job_id), ctx.store.comments(job_id));
+    let job = match job {
         Ok(Some(job)) if job.attempt == attempt => job,
         _ => return None,
     };
-    match of(ctx, job, attempt).await {
+    let assembled = match comments {
+        Ok(comments) => with_comments(ctx, job, attempt, comments).await,
+        Err(e) => Err(e),
+    };
+    match assembled {
         Ok(context) => serde_json::to_string(&context).ok(),
         Err(e) => {
             tracing::debug!(job = job_id, attempt, error = %e, "the agent will ask for its context");

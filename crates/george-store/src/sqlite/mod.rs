@@ -31,6 +31,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// Prepared statements kept per connection: more than the store has.
 const STATEMENT_CACHE: usize = 128;
 
+/// Read-only connections: reads run side by side (WAL gives each its own
+/// snapshot), as many at once as this machine's cores usually allow.
+const READERS: usize = 2;
+
 /// The SQLite implementation of [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -39,7 +43,8 @@ pub struct SqliteStore {
 
 struct Inner {
     writer: Mutex<Connection>,
-    reader: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
     clock: Arc<dyn Clock>,
     events: broadcast::Sender<Event>,
     path: String,
@@ -63,16 +68,22 @@ impl SqliteStore {
         let writer = Connection::open(path)?;
         configure(&writer)?;
         migrate(&writer)?;
-        let reader = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
-        )?;
-        configure(&reader)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+                )?;
+                configure(&reader)?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let (events, _) = broadcast::channel(4096);
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
-                reader: Mutex::new(reader),
+                readers,
+                next_reader: Default::default(),
                 clock,
                 events,
                 path: path.display().to_string(),
@@ -123,7 +134,11 @@ impl SqliteStore {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = inner.reader.lock();
+            // A free reader, else the next in turn.
+            let conn = inner.readers.iter().find_map(|r| r.try_lock()).unwrap_or_else(|| {
+                let n = inner.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                inner.readers[n % inner.readers.len()].lock()
+            });
             f(&mut Lite(&conn))
         })
         .await
