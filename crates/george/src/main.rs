@@ -88,16 +88,22 @@ fn broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
 
 /// Whether `command` is this binary's own `agent run`, which the launcher
 /// may then run in its own process instead of exec'ing the binary again.
+/// Judged by the file itself (device and inode), not its path: an agent
+/// under its own uid is given a link to the binary when the binary's own
+/// path is not reachable by that uid (a checkout in a private home), and the
+/// link is the same file.
 fn own_agent(command: &[String]) -> bool {
-    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
-    let me = std::env::current_exe().ok().and_then(|p| canonical(&p));
+    use std::os::unix::fs::MetadataExt;
+    let file = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    // The running binary, whatever path it was started by.
+    let me = file(std::path::Path::new("/proc/self/exe"));
     // A bare name is looked up on the PATH, as exec would (a container's `george`).
-    let resolve = |program: &str| -> Option<std::path::PathBuf> {
+    let resolve = |program: &str| -> Option<(u64, u64)> {
         if program.contains('/') {
-            return canonical(std::path::Path::new(program));
+            return file(std::path::Path::new(program));
         }
         let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path).find_map(|dir| canonical(&dir.join(program)))
+        std::env::split_paths(&path).find_map(|dir| file(&dir.join(program)))
     };
     match command {
         [program, agent, run] if agent == "agent" && run == "run" => me.is_some() && resolve(program) == me,
@@ -131,7 +137,6 @@ fn agent_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
-/// Runs one command of the CLI to its end; its exit code.
 /// The command line of an agent the launcher runs in its own process, with
 /// the context its release carried. `george agent run`, the agent of every
 /// AgentSpec without a command of its own, is built without the parser:
@@ -157,6 +162,7 @@ fn agent_cli(command: &[String], context: Option<String>) -> Cli {
     cli
 }
 
+/// Runs one command of the CLI to its end; its exit code.
 fn run(cli: Cli) -> i32 {
     run_on(cli, None)
 }

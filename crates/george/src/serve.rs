@@ -234,25 +234,22 @@ impl Server {
         stopped.into_iter().filter_map(|r| r.transpose()).collect::<anyhow::Result<Vec<_>>>()
     }
 
+    /// Why the engine stopped on its own, when it does (the receiver, to
+    /// wait on beside other work; see [`stopped_on_its_own`]).
+    pub fn take_lost(&mut self) -> Option<tokio::sync::oneshot::Receiver<String>> {
+        self.lost.take()
+    }
+
     /// Runs until SIGINT or SIGTERM, then stops. Also stops (with an error)
     /// when the engine fails, or on PostgreSQL when this replica lost the
     /// lease it led with.
     pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let lost = async {
-            match self.lost.take() {
-                // A dropped sender means the replica stopped without losing the lease.
-                Some(rx) => match rx.await {
-                    Ok(why) => Some(why),
-                    Err(_) => std::future::pending().await,
-                },
-                None => std::future::pending().await,
-            }
-        };
+        let mut lost = self.lost.take();
         let lost = tokio::select! {
             _ = tokio::signal::ctrl_c() => None,
             _ = term.recv() => None,
-            why = lost => why,
+            why = stopped_on_its_own(&mut lost) => Some(why),
         };
         tracing::info!("shutting down (agents keep running and are adopted on the next start)");
         match lost {
@@ -268,6 +265,18 @@ impl Server {
             Some(why) => anyhow::bail!("{why}"),
             None => Ok(()),
         }
+    }
+}
+
+/// Why the engine stopped on its own, once it has (never, if it does not:
+/// a dropped sender means it stopped because it was asked to).
+pub async fn stopped_on_its_own(lost: &mut Option<tokio::sync::oneshot::Receiver<String>>) -> String {
+    match lost {
+        Some(rx) => match rx.await {
+            Ok(why) => why,
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 

@@ -109,15 +109,18 @@ async fn run_up(args: UpArgs) -> anyhow::Result<i32> {
         path: args.path.clone(),
         interval: Some(george_core::duration::HumanDuration::from_secs(2)),
     });
-    let server = Server::start(cfg).await?;
+    let mut server = Server::start(cfg).await?;
     println!("george is up: engine API at {} (data in {})", server.api_url, server.data_dir.display());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // An engine that fails ends the quickstart, with its reason.
+    let mut lost = server.take_lost();
     // Judge nothing before the folder's current revision is applied (and the
     // agents of a previous run adopted): jobs added since then count.
     tokio::select! {
         _ = server.engine.ready() => {}
         _ = tokio::signal::ctrl_c() => return interrupted(server, args.keep_agents).await,
         _ = term.recv() => return interrupted(server, args.keep_agents).await,
+        why = crate::serve::stopped_on_its_own(&mut lost) => return failed(server, why).await,
     }
 
     let mut shown: BTreeMap<String, (JobStatus, usize)> = BTreeMap::new();
@@ -128,6 +131,7 @@ async fn run_up(args: UpArgs) -> anyhow::Result<i32> {
             _ = tick.tick() => {}
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
+            why = crate::serve::stopped_on_its_own(&mut lost) => return failed(server, why).await,
         }
         let sources = server.store.sources().await?;
         let Some(folder) = sources.iter().find(|s| s.name == "folder") else { continue };
@@ -181,6 +185,15 @@ async fn run_up(args: UpArgs) -> anyhow::Result<i32> {
         }
     }
     interrupted(server, args.keep_agents).await
+}
+
+/// The engine failed: the API stops too (agents keep running, for the
+/// next start to adopt), and the quickstart ends with the reason.
+async fn failed(server: Server, why: String) -> anyhow::Result<i32> {
+    if tokio::time::timeout(Duration::from_secs(10), server.stop()).await.is_err() {
+        tracing::warn!("the server did not stop within 10s; leaving anyway");
+    }
+    anyhow::bail!("{why}")
 }
 
 /// Ctrl-C (or SIGTERM): stop the engine and, unless `keep_agents`, every
