@@ -12,6 +12,12 @@
 //!   its binding not delivered), its handle is not yet in the store;
 //! - `spawn.recorded`: the handle is in the store, the agent is not yet
 //!   released.
+//!
+//! One *fault* point makes the engine fail instead of dying, so that what
+//! runs it can be seen to notice: `engine.start`, where [`Engine::run`]
+//! starts (it returns an error).
+//!
+//! [`Engine::run`]: crate::Engine::run
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,6 +28,9 @@ pub const ENV: &str = "GEORGE_FAILPOINTS";
 
 /// Every kill point, for validation and documentation.
 pub const POINTS: [&str; 4] = ["attempt.recorded", "spawn.window", "claim.window", "spawn.recorded"];
+
+/// Every fault point.
+pub const FAULTS: [&str; 1] = ["engine.start"];
 
 struct Armed {
     /// Passes so far, and the pass that kills.
@@ -46,7 +55,7 @@ enum SpecError {
     #[error("`{0}`: expected NAME@PASS")]
     Shape(String),
     /// No such kill point.
-    #[error("`{0}`: unknown kill point; expected one of {points}", points = POINTS.join(", "))]
+    #[error("`{0}`: unknown kill point; expected one of {points}", points = POINTS.iter().chain(&FAULTS).copied().collect::<Vec<_>>().join(", "))]
     Point(String),
     /// The pass is not a whole number from 1.
     #[error("`{0}`: the pass must be a whole number from 1")]
@@ -59,7 +68,7 @@ fn parse(spec: &str) -> Result<Vec<(String, u32)>, SpecError> {
         .filter(|p| !p.trim().is_empty())
         .map(|p| {
             let (name, at) = p.trim().split_once('@').ok_or_else(|| SpecError::Shape(p.to_string()))?;
-            if !POINTS.contains(&name) {
+            if !POINTS.contains(&name) && !FAULTS.contains(&name) {
                 return Err(SpecError::Point(name.to_string()));
             }
             match at.parse::<u32>() {
@@ -70,15 +79,25 @@ fn parse(spec: &str) -> Result<Vec<(String, u32)>, SpecError> {
         .collect()
 }
 
+/// Whether this pass of point `name` is the armed one.
+fn reached(name: &str) -> Option<u32> {
+    let (passes, at) = armed().as_ref()?.points.get(name)?;
+    (passes.fetch_add(1, Ordering::SeqCst) + 1 == *at).then_some(*at)
+}
+
 /// Passes the kill point `name`: kills this process with SIGKILL if it is
 /// armed for this pass.
 pub fn hit(name: &'static str) {
-    let Some(armed) = armed() else { return };
-    let Some((passes, at)) = armed.points.get(name) else { return };
-    if passes.fetch_add(1, Ordering::SeqCst) + 1 == *at {
+    if let Some(at) = reached(name) {
         eprintln!("george: kill point {name} reached (pass {at}); SIGKILL");
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
+}
+
+/// Passes the fault point `name`: whether it is armed for this pass (the
+/// caller then fails).
+pub fn fails(name: &'static str) -> bool {
+    reached(name).is_some()
 }
 
 #[cfg(test)]
@@ -90,6 +109,7 @@ mod tests {
             [("spawn.window".to_string(), 3), ("attempt.recorded".to_string(), 1)]
         );
         assert!(super::parse("nowhere@1").unwrap_err().to_string().contains("unknown kill point"));
+        assert_eq!(super::parse("engine.start@1").unwrap(), [("engine.start".to_string(), 1)]);
         assert!(super::parse("spawn.window").unwrap_err().to_string().contains("NAME@PASS"));
         assert!(super::parse("spawn.window@0").unwrap_err().to_string().contains("from 1"));
     }

@@ -65,6 +65,9 @@ pub enum EngineError {
     /// The engine has stopped.
     #[error("the engine is not running")]
     Stopped,
+    /// A fault point armed for testing was reached (see `failpoint`).
+    #[error("fault point {0} reached (GEORGE_FAILPOINTS, testing only)")]
+    Injected(&'static str),
 }
 
 /// The engine, ready to run.
@@ -122,6 +125,9 @@ impl Engine {
         let outcome_events = ctx.store.subscribe();
         let runtime_events = ctx.runtime.subscribe();
         ctx.readiness.set(readiness::Phase::Starting("adopting the agents of a previous run"));
+        if failpoint::fails("engine.start") {
+            return Err(EngineError::Injected("engine.start"));
+        }
         adopt_orphans(&ctx).await?;
         reconciler::admit::restore(&ctx).await?;
         reconciler::admit::reload_limits(&ctx).await?;

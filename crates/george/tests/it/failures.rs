@@ -273,3 +273,34 @@ fn no_write_is_answered_4xx_before_the_first_source_apply() {
     let first_ok = ready.iter().position(|s| *s == 200).unwrap();
     assert!(ready[first_ok..].iter().all(|s| *s == 200), "{ready:?}");
 }
+
+/// An engine that fails (a fault point at its start) takes `george serve`
+/// and `george up` down with it, saying why: never an API that no engine
+/// acts on, never a quickstart waiting for jobs no engine runs.
+#[test]
+fn serve_and_up_stop_with_the_reason_when_their_engine_fails() {
+    let tmp = common::tempdir().unwrap();
+    let commands: [(&str, &[&str]); 2] = [
+        ("serve", &["serve", "--listen", "127.0.0.1:0"]),
+        ("up", &["up", "examples/quickstart", "--once", "--listen", "127.0.0.1:0"]),
+    ];
+    for (name, args) in commands {
+        let log = tmp.path().join(format!("{name}.log"));
+        let mut child = std::process::Command::new(george_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(tmp.path().join(name))
+            .env("GEORGE_FAILPOINTS", "engine.start@1")
+            .env_remove("GEORGE_SERVER")
+            .current_dir(repo_root())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let status = wait_for(Duration::from_secs(60), &format!("george {name} to exit"), || child.try_wait().unwrap());
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!status.success(), "george {name} exited with success:\n{text}");
+        assert!(text.contains("the engine failed") && text.contains("engine.start"), "george {name}:\n{text}");
+    }
+}
