@@ -516,6 +516,8 @@ fn spawning_the_same_attempt_twice_never_makes_a_twin() {
 fn network_policies_isolate_containers() {
     let tmp = common::tempdir().unwrap();
     let id = engine_id(tmp.path());
+    // Dropped last: the network goes once its containers have.
+    let _network = EngineOnlyNetwork(id.clone());
     let _cleanup = Containers(id.clone());
     let m = tmp.path().join("manifests");
     write(&m, "agents/fenced.yaml", "apiVersion: george/v1\nkind: AgentSpec\nmetadata: {name: fenced}\nspec:\n  capabilities: [shell]\n  network: engine-only\n");
@@ -599,7 +601,23 @@ fn network_policies_isolate_containers() {
         .output()
         .unwrap();
     assert_eq!(stdout(&ls).lines().count(), 1, "networks named {net}: {}", stdout(&ls));
-    let _ = std::process::Command::new("docker").args(["network", "rm", &net]).output();
+}
+
+/// Removes an engine's engine-only network (every one of that name) when
+/// the test ends, however it ends; its containers must be gone first.
+struct EngineOnlyNetwork(String);
+
+impl Drop for EngineOnlyNetwork {
+    fn drop(&mut self) {
+        let net = format!("george-{}-engine-only", self.0);
+        let ls = std::process::Command::new("docker")
+            .args(["network", "ls", "-q", "--filter", &format!("name=^{net}$")])
+            .output()
+            .unwrap();
+        for id in String::from_utf8_lossy(&ls.stdout).split_whitespace() {
+            let _ = std::process::Command::new("docker").args(["network", "rm", id]).output();
+        }
+    }
 }
 
 /// The runtime conformance suite against the real Docker Engine.
