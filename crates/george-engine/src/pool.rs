@@ -139,7 +139,6 @@ pub(crate) fn warm_spec(ctx: &Context, spec: &AgentSpec) -> WarmSpec {
         resources: resources(ctx, spec),
         network: spec.spec.network,
         outputs: ctx.cfg.output_dir.clone(),
-        api_url: Some(ctx.cfg.api_url.clone()),
     }
 }
 

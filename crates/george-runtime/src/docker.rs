@@ -100,7 +100,8 @@ pub struct DockerRuntimeConfig {
     /// Run agents with a read-only root filesystem (and tmpfs `/work`, `/tmp`).
     pub read_only_root: bool,
     /// The engine's API (what agents are given as `GEORGE_API_URL`): the
-    /// engine-only relay is opened with it for agents adopted after a restart.
+    /// engine-only relay is opened with it for warm containers and for agents
+    /// adopted after a restart.
     pub api_url: Option<String>,
 }
 
@@ -198,17 +199,15 @@ fn docker_host() -> String {
 }
 
 impl DockerRuntime {
-    /// The internal network `network: engine-only` agents join, and the
-    /// engine's API as they reach it (a relay on the network's gateway).
     /// The name of this engine's engine-only network.
     fn engine_only_network(&self) -> String {
         sanitize(&format!("george-{}-engine-only", self.inner.cfg.engine_id))
     }
 
-    /// The engine-only network and the engine's API as its agents reach it
-    /// (the relay on its gateway), opened at first use. `agent` names who
-    /// asks (for errors); `api_url` is the engine's API as the engine gives
-    /// it. The relay keeps its port across restarts of the engine (in
+    /// The internal network `network: engine-only` agents join, and the
+    /// engine's API as they reach it (the relay on its gateway), opened at
+    /// first use. `agent` names who asks (for errors); `api_url` is the
+    /// engine's API as the request gives it, else as configured. The relay keeps its port across restarts of the engine (in
     /// `<staging>/<network>.relay`): agents adopted after one still reach it.
     async fn engine_only(&self, agent: &str, api_url: Option<&str>) -> Result<(String, String), RuntimeError> {
         let mut slot = self.inner.engine_only.lock().await;
@@ -229,9 +228,8 @@ impl DockerRuntime {
         let net = crate::engine_only::open(&self.inner.docker, &name, format!("{host}:{port}"), before)
             .await
             .map_err(|e| RuntimeError::Spawn { agent: agent.to_string(), message: e.to_string(), source: None })?;
-        let port = net.url.rsplit_once(':').map(|(_, p)| p.to_string()).unwrap_or_default();
-        let kept =
-            std::fs::create_dir_all(&self.inner.cfg.staging_dir).and_then(|()| std::fs::write(&remembered, &port));
+        let kept = std::fs::create_dir_all(&self.inner.cfg.staging_dir)
+            .and_then(|()| std::fs::write(&remembered, net.port.to_string()));
         if let Err(e) = kept {
             tracing::warn!(file = %remembered.display(), error = %e, "cannot remember the relay's port");
         }
@@ -758,7 +756,7 @@ impl Runtime for DockerRuntime {
             NetworkPolicy::Full => self.inner.cfg.network.clone(),
             NetworkPolicy::None => "none".to_string(),
             // On the internal network from the start; its binding points it at the relay.
-            NetworkPolicy::EngineOnly => self.engine_only(&name, spec.api_url.as_deref()).await?.0,
+            NetworkPolicy::EngineOnly => self.engine_only(&name, None).await?.0,
         };
         // Its own output directory, handed to the job it serves at the end.
         let output = self.pool_staging(&name).join("output");

@@ -18,6 +18,8 @@ pub(crate) struct EngineOnlyNet {
     pub network: String,
     /// The engine API as agents on the network reach it.
     pub url: String,
+    /// The relay's port (in `url`).
+    pub port: u16,
     relay: tokio::task::JoinHandle<()>,
 }
 
@@ -95,20 +97,21 @@ pub(crate) async fn open(
         .find_map(|c| c.gateway)
         .ok_or_else(|| NetError::NoGateway(name.to_string()))?;
     let relay_failed = |source| NetError::Relay { gateway: gateway.clone(), network: name.to_string(), source };
-    let listener = match port {
-        Some(port) => match TcpListener::bind((gateway.as_str(), port)).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(network = name, port, error = %e, "the relay's earlier port is taken; agents given it cannot report");
-                TcpListener::bind((gateway.as_str(), 0)).await.map_err(relay_failed)?
-            }
-        },
+    let earlier = match port {
+        Some(port) => TcpListener::bind((gateway.as_str(), port))
+            .await
+            .inspect_err(|e| tracing::warn!(network = name, port, error = %e, "the relay's earlier port is taken; agents given it cannot report"))
+            .ok(),
+        None => None,
+    };
+    let listener = match earlier {
+        Some(l) => l,
         None => TcpListener::bind((gateway.as_str(), 0)).await.map_err(relay_failed)?,
     };
     let port = listener.local_addr().map_err(relay_failed)?.port();
     tracing::info!(network = name, relay = %format!("{gateway}:{port}"), engine, "engine-only network ready");
     let relay = tokio::spawn(relay(listener, engine));
-    Ok(EngineOnlyNet { network: name.to_string(), url: format!("http://{gateway}:{port}"), relay })
+    Ok(EngineOnlyNet { network: name.to_string(), url: format!("http://{gateway}:{port}"), port, relay })
 }
 
 /// The id of the network called exactly `name`, if there is one (the

@@ -133,10 +133,6 @@ pub struct WarmSpec {
     /// id>`, see [`SpawnRequest::output_dir`]), so that a runtime can make
     /// one ahead.
     pub outputs: Option<std::path::PathBuf>,
-    /// Where its agent reaches the engine's API (the `GEORGE_API_URL` its
-    /// job's environment carries), for a runtime that routes it: Docker's
-    /// `network: engine-only` relay.
-    pub api_url: Option<String>,
 }
 
 impl WarmSpec {
@@ -149,7 +145,6 @@ impl WarmSpec {
             resources: req.resources,
             network: req.network,
             outputs: req.output_dir.as_deref().and_then(std::path::Path::parent).map(std::path::Path::to_path_buf),
-            api_url: req.env.get(API_URL).cloned(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod job_settings;
 mod jobs;
 mod ledger;
 mod postgres;
+mod readers;
 mod recent;
 mod retention;
 mod rules;

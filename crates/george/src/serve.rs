@@ -234,6 +234,14 @@ impl Server {
         stopped.into_iter().filter_map(|r| r.transpose()).collect::<anyhow::Result<Vec<_>>>()
     }
 
+    /// Stops after the engine stopped on its own, leaving after 10 s even
+    /// if parts of it hang (on a database that cannot be reached).
+    pub async fn stop_or_leave(self) {
+        if tokio::time::timeout(std::time::Duration::from_secs(10), self.stop()).await.is_err() {
+            tracing::warn!("the engine did not stop within 10s; leaving anyway");
+        }
+    }
+
     /// Why the engine stopped on its own, when it does (the receiver, to
     /// wait on beside other work; see [`stopped_on_its_own`]).
     pub fn take_lost(&mut self) -> Option<tokio::sync::oneshot::Receiver<String>> {
@@ -253,12 +261,7 @@ impl Server {
         };
         tracing::info!("shutting down (agents keep running and are adopted on the next start)");
         match lost {
-            // Leave even if parts of the engine hang on a database that cannot be reached.
-            Some(_) => {
-                if tokio::time::timeout(std::time::Duration::from_secs(10), self.stop()).await.is_err() {
-                    tracing::warn!("the engine did not stop within 10s; leaving anyway");
-                }
-            }
+            Some(_) => self.stop_or_leave().await,
             None => self.stop().await?,
         }
         match lost {

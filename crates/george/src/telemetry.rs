@@ -48,15 +48,15 @@ pub fn settings(command: &Command) -> Option<TracingSection> {
     cfg.engine.tracing.filter(|t| t.traces_url().is_some())
 }
 
-/// Installs the logger (`GEORGE_LOG`, else `RUST_LOG`, else `default`) and,
-/// with `traces`, the exporter of attempt traces. Must run outside the async
-/// runtime (the exporter's client blocks, on a thread of its own).
 /// What [`init`] initialises once per process (its filter's parser), done
 /// ahead by a warm agent's launcher.
 pub fn prepare() {
     drop(EnvFilter::new("info"));
 }
 
+/// Installs the logger (`GEORGE_LOG`, else `RUST_LOG`, else `default`) and,
+/// with `traces`, the exporter of attempt traces. Must run outside the async
+/// runtime (the exporter's client blocks, on a thread of its own).
 pub fn init(default: &str, json: bool, traces: Option<&TracingSection>) -> anyhow::Result<Option<Traces>> {
     let filter = || {
         let directives = std::env::var("GEORGE_LOG")

@@ -190,9 +190,7 @@ async fn run_up(args: UpArgs) -> anyhow::Result<i32> {
 /// The engine failed: the API stops too (agents keep running, for the
 /// next start to adopt), and the quickstart ends with the reason.
 async fn failed(server: Server, why: String) -> anyhow::Result<i32> {
-    if tokio::time::timeout(Duration::from_secs(10), server.stop()).await.is_err() {
-        tracing::warn!("the server did not stop within 10s; leaving anyway");
-    }
+    server.stop_or_leave().await;
     anyhow::bail!("{why}")
 }
 

@@ -257,9 +257,7 @@ fn append_events(tx: &mut Transaction<'_>, statements: &mut Statements, events: 
 impl Inner {
     /// A free reader, else the next in turn.
     fn reader(&self) -> &Session {
-        let start = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let n = self.readers.len();
-        (0..n).map(|i| &self.readers[(start + i) % n]).find(|s| s.is_free()).unwrap_or(&self.readers[start % n])
+        crate::readers::pick(&self.readers, &self.next_reader, Session::is_free)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode. Writes go through one
 //! connection in `BEGIN IMMEDIATE` transactions, so a transaction takes the
 //! write lock up front and two writers can never deadlock upgrading a read
-//! lock; reads use a second connection and never block writes.
+//! lock; reads use [`READERS`] read-only connections and never block writes.
 
 mod dialect;
 
@@ -134,11 +134,7 @@ impl SqliteStore {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            // A free reader, else the next in turn.
-            let conn = inner.readers.iter().find_map(|r| r.try_lock()).unwrap_or_else(|| {
-                let n = inner.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                inner.readers[n % inner.readers.len()].lock()
-            });
+            let conn = crate::readers::pick(&inner.readers, &inner.next_reader, |r| !r.is_locked()).lock();
             f(&mut Lite(&conn))
         })
         .await
