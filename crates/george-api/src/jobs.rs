@@ -246,7 +246,7 @@ async fn create(
             format!("{base}-{}", random_suffix())
         }
     };
-    let catalog = st.store.catalog().await?;
+    let catalog = st.catalog.get(st.store.as_ref()).await?;
     let request = JobRequest {
         id: &id,
         template: &req.template,

@@ -53,6 +53,8 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// The engine.
     pub engine: EngineHandle,
+    /// The catalog submissions are planned with (kept between requests).
+    pub catalog: Arc<george_engine::FollowedCatalog>,
     /// Operator tokens.
     pub operators: Arc<OperatorTokens>,
     /// Agent logs.

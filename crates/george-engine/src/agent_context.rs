@@ -54,16 +54,17 @@ async fn with_comments(
     })
 }
 
-/// The context of the attempt `spawn` has just recorded, as JSON for its
-/// release ([`george_runtime::SpawnRequest::context`]). `None` when the job
-/// cannot be read: the agent then asks for it (`attach`), as any agent may.
-pub(crate) async fn for_release(ctx: &Context, job_id: &str, attempt: u32) -> Option<String> {
-    // The job and its conversation, read side by side.
-    let (job, comments) = tokio::join!(ctx.store.get_job(job_id), ctx.store.comments(job_id));
-    let job = match job {
-        Ok(Some(job)) if job.attempt == attempt => job,
-        _ => return None,
-    };
+/// The context of the attempt `spawn` has just recorded — `job` as the
+/// attempt left it, with its conversation (read while the attempt was
+/// recorded: the attempt does not change it) — as JSON for its release
+/// ([`george_runtime::SpawnRequest::context`]). `None` when it cannot be
+/// assembled: the agent then asks for it (`attach`), as any agent may.
+pub(crate) async fn released_with(
+    ctx: &Context,
+    job: Job,
+    comments: Result<Vec<george_core::record::Comment>, StoreError>,
+) -> Option<String> {
+    let (job_id, attempt) = (job.id.clone(), job.attempt);
     let assembled = match comments {
         Ok(comments) => with_comments(ctx, job, attempt, comments).await,
         Err(e) => Err(e),

@@ -36,6 +36,7 @@ mod workqueue;
 
 use adoption::adopt_orphans;
 pub use adoption::{Adopted, AdoptionError};
+pub use catalog::FollowedCatalog;
 use context::Context;
 pub use context::{Backpressure, EngineConfig, SlackSettings, SlackUser, WebhookSecret};
 pub use decide::RetryPolicy;

@@ -258,7 +258,10 @@ pub async fn rejected_revision_keeps_last_good_state(store: TestStore) {
 /// Attempts count up; only the current live attempt may write.
 pub async fn attempts_are_numbered_and_fenced(store: TestStore) {
     store.create_job(job("j", "api"), "t").await.unwrap();
-    assert_eq!(store.start_attempt("j", attempt(0, "t1")).await.unwrap(), 1);
+    let started = store.start_attempt("j", attempt(0, "t1")).await.unwrap();
+    assert_eq!((started.attempt, started.status), (1, JobStatus::InProgress));
+    // What it returns is what a read finds.
+    assert_eq!(Some(&started), store.get_job("j").await.unwrap().as_ref());
     assert!(matches!(store.start_attempt("j", attempt(0, "t1b")).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.agent_for_token("t1").await.unwrap(), Some(("j".into(), 1)));
     assert_eq!(store.agent_for_token("nope").await.unwrap(), None);
@@ -297,7 +300,7 @@ pub async fn attempts_are_numbered_and_fenced(store: TestStore) {
         count_failure: true,
     };
     assert!(store.change_status("j", change, "t").await.unwrap());
-    assert_eq!(store.start_attempt("j", attempt(1, "t2")).await.unwrap(), 2);
+    assert_eq!(store.start_attempt("j", attempt(1, "t2")).await.unwrap().attempt, 2);
     let old = StepReport { status: StepStatus::Completed, reason: None };
     for refused in [
         store.heartbeat("j", 1).await,
@@ -329,7 +332,7 @@ pub async fn concurrent_attempt_starts_yield_one_winner(store: TestStore) {
     for t in tasks {
         match t.await.unwrap() {
             Ok(n) => {
-                assert_eq!(n, 1);
+                assert_eq!(n.attempt, 1);
                 wins += 1
             }
             Err(StoreError::Conflict(_)) => {}
@@ -355,7 +358,7 @@ pub async fn two_stores_race_for_one_attempt(first: TestStore, second: TestStore
     for t in tasks {
         match t.await.unwrap() {
             Ok(n) => {
-                assert_eq!(n, 1);
+                assert_eq!(n.attempt, 1);
                 wins += 1
             }
             Err(StoreError::Conflict(_)) => {}
@@ -706,7 +709,7 @@ pub async fn settings_are_kept_and_listed_by_prefix(store: TestStore) {
 /// Runs job `id` to a verdict; its attempt ends unless `keep_agent`.
 async fn finish(store: &TestStore, id: &str, keep_agent: bool) {
     store.create_job(job(id, "api"), "t").await.unwrap();
-    let n = store.start_attempt(id, attempt(0, &format!("tok-{id}"))).await.unwrap();
+    let n = store.start_attempt(id, attempt(0, &format!("tok-{id}"))).await.unwrap().attempt;
     store.attempt_spawned(id, n, json!({"pid": 1})).await.unwrap();
     store.report_job(id, n, JobStatus::Completed, None).await.unwrap();
     if !keep_agent {

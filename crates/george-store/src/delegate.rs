@@ -131,7 +131,7 @@ macro_rules! impl_store {
                     self.write(move |w| crate::jobs::change_status(w, &id, &change, &actor)).await
                 }
 
-                async fn start_attempt(&self, id: &str, attempt: NewAttempt) -> Result<u32> {
+                async fn start_attempt(&self, id: &str, attempt: NewAttempt) -> Result<Job> {
                     let id = id.to_string();
                     self.write(move |w| crate::jobs::start_attempt(w, &id, &attempt)).await
                 }

@@ -424,7 +424,7 @@ pub fn change_status(w: &mut Writer<impl Db>, id: &str, change: &StatusChange, a
     Ok(true)
 }
 
-pub fn start_attempt(w: &mut Writer<impl Db>, id: &str, a: &NewAttempt) -> Result<u32> {
+pub fn start_attempt(w: &mut Writer<impl Db>, id: &str, a: &NewAttempt) -> Result<Job> {
     let job = lock_job(&mut w.db, id)?;
     rules::check_attempt_start(&job, a.after)?;
     let live = w.db.one(
@@ -466,7 +466,8 @@ pub fn start_attempt(w: &mut Writer<impl Db>, id: &str, a: &NewAttempt) -> Resul
         "reconciler",
         json!({"from": "pending", "to": "in_progress"}),
     )?;
-    Ok(number)
+    // As a read after the commit would find it (the new attempt's agent is told of it).
+    get_tx(&mut w.db, id)
 }
 
 pub fn attempt_spawned(w: &mut Writer<impl Db>, id: &str, attempt: u32, handle: &Value) -> Result<()> {

@@ -257,8 +257,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Changes a job's status if it is still `change.from`. Returns whether it changed.
     async fn change_status(&self, id: &str, change: StatusChange, actor: &str) -> Result<bool>;
     /// Starts attempt `after + 1` if the job's current attempt is still `after`
-    /// and the job is pending; the job becomes `in_progress`.
-    async fn start_attempt(&self, id: &str, attempt: NewAttempt) -> Result<u32>;
+    /// and the job is pending; the job becomes `in_progress`. Returns the job
+    /// as the attempt left it, steps included (its `attempt` is the new number).
+    async fn start_attempt(&self, id: &str, attempt: NewAttempt) -> Result<Job>;
     /// Records the runtime handle of a spawned attempt.
     async fn attempt_spawned(&self, id: &str, attempt: u32, handle: Value) -> Result<()>;
     /// Moves a live attempt to another live state (e.g. `cooling`), recording why.

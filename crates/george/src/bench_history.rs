@@ -34,7 +34,8 @@ async fn finished_job(store: &dyn Store, i: usize) -> anyhow::Result<()> {
             &id,
             NewAttempt { after: 0, agent_spec: "bench-agent".into(), runtime: "process".into(), token_hash },
         )
-        .await?;
+        .await?
+        .attempt;
     store.attempt_spawned(&id, attempt, serde_json::json!({"pid": 1, "start_time": i})).await?;
     store.heartbeat(&id, attempt).await?;
     for status in [StepStatus::InProgress, StepStatus::Completed] {

@@ -137,6 +137,7 @@ impl Server {
         let state = ApiState {
             store: store.clone(),
             engine: handle.clone(),
+            catalog: Arc::new(george_engine::FollowedCatalog::new(store.as_ref())),
             operators: Arc::new(OperatorTokens::new(tokens)),
             logs: runtime.logs().clone(),
             runtime: runtime.clone(),

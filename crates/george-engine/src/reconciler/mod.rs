@@ -258,14 +258,28 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
         runtime: ctx.runtime.kind().into(),
         token_hash: tokens::hash(&token),
     };
-    let attempt = match ctx.store.start_attempt(&job.id, new).await {
-        Ok(n) => n,
+    // The attempt recorded, and meanwhile what its agent is given read: the
+    // job's environment and, for an agent told its context with its release
+    // (a gate's, or a warm agent's binding), the job's conversation (the
+    // attempt changes neither).
+    let with_context = ctx.runtime.releases_with_context() || spec.spec.pool.is_some();
+    let comments = async {
+        match with_context {
+            true => Some(ctx.store.comments(&job.id).await),
+            false => None,
+        }
+    };
+    let (started, job_env, comments) =
+        tokio::join!(ctx.store.start_attempt(&job.id, new), load_job_env(ctx, &job.id), comments);
+    let started = match started {
+        Ok(job) => job,
         Err(StoreError::Conflict(why)) => {
             tracing::debug!(job = %job.id, why, "attempt not started; state changed");
             return Ok(Some(Duration::ZERO));
         }
         Err(e) => return Err(e.into()),
     };
+    let attempt = started.attempt;
     crate::alerts::spend_approval(ctx, job).await?;
     if attempt == 1 {
         let waited = (ctx.clock.now() - job.created_at).to_std().unwrap_or_default();
@@ -273,16 +287,6 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     }
     let heartbeat = spec.spec.health_check.unwrap_or(ctx.cfg.health).interval.get();
     let mut env: BTreeMap<String, String> = spec.spec.env.clone();
-    // The job's environment and, when the runtime's gate carries it, the
-    // agent's context, read at once (independent reads).
-    let gate_context = async {
-        if ctx.runtime.releases_with_context() {
-            crate::agent_context::for_release(ctx, &job.id, attempt).await
-        } else {
-            None
-        }
-    };
-    let (job_env, context) = tokio::join!(load_job_env(ctx, &job.id), gate_context);
     env.extend(job_env?);
     for (k, v) in &job.params {
         let value = match v {
@@ -338,11 +342,13 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     let (warm, _claiming) = ctx.pools.take(ctx, &req).unzip();
     // George's own agent gets its context with its release (a gate's, or a
     // warm agent's binding on any runtime), and starts at once.
-    req.context = match (context, &warm) {
-        (Some(c), _) => Some(c),
-        (None, Some(_)) => crate::agent_context::for_release(ctx, &job.id, attempt).await,
-        (None, None) => None,
-    };
+    if ctx.runtime.releases_with_context() || warm.is_some() {
+        let comments = match comments {
+            Some(read) => read,
+            None => ctx.store.comments(&job.id).await,
+        };
+        req.context = crate::agent_context::released_with(ctx, started, comments).await;
+    }
     let spawned = async {
         match warm {
             Some(warm) => match ctx.runtime.claim(req.clone(), warm.clone()).await {
