@@ -11,8 +11,8 @@ use george_store::{Store, StoreError};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 use tokio::sync::broadcast::{self, error::TryRecvError};
+use tokio::time::Instant;
 
 /// The cache.
 #[derive(Debug, Default)]

@@ -398,16 +398,15 @@ async fn refill(ctx: &Arc<Context>, allowance: &mut Allowance) -> Result<u32, ge
             }
         }
     }
-    let results: Vec<(String, Result<WarmAgent, _>)> = futures_util::stream::iter(starts)
+    // Each one joins its pool as soon as it is started: a claim need not
+    // wait for the rest of the batch.
+    let mut results = futures_util::stream::iter(starts)
         .map(|(name, spec)| async move { (name, ctx.runtime.warm(&spec).await) })
-        .buffer_unordered(settings.refill_parallelism.max(1))
-        .collect()
-        .await;
+        .buffer_unordered(settings.refill_parallelism.max(1));
     let mut started = 0;
-    let mut discard = Vec::new();
-    {
-        let mut pools = ctx.pools.pools.lock();
-        for (name, result) in results {
+    while let Some((name, result)) = results.next().await {
+        let unwanted = {
+            let mut pools = ctx.pools.pools.lock();
             let p = pools.entry(name.clone()).or_default();
             p.starting = p.starting.saturating_sub(1);
             let label = SpecLabel { agent_spec: name.clone() };
@@ -417,17 +416,19 @@ async fn refill(ctx: &Arc<Context>, allowance: &mut Allowance) -> Result<u32, ge
                     p.warm.push_back(w);
                     ctx.metrics.pool_warm.get_or_create(&label).set(p.warm.len() as i64);
                     started += 1;
+                    None
                 }
-                Ok(w) => discard.push(w),
+                Ok(w) => Some(w),
                 Err(e) => {
                     tracing::warn!(agent_spec = %name, error = %e, pause = ?FAILURE_PAUSE, "cannot start a warm agent; its jobs start cold meanwhile");
                     p.paused_until = Some(tokio::time::Instant::now() + FAILURE_PAUSE);
+                    None
                 }
             }
+        };
+        if let Some(w) = unwanted {
+            let _ = ctx.runtime.discard(&w).await;
         }
-    }
-    for w in discard {
-        let _ = ctx.runtime.discard(&w).await;
     }
     Ok(started)
 }

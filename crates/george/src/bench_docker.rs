@@ -14,7 +14,10 @@
 //! With `--pool N` the bench's AgentSpec keeps `N` warm containers: each job
 //! claims one (no create, no start on its path) and the pool refills behind
 //! it. The run then also submits a burst of jobs at once and reports how
-//! many claims per second the pool sustained while refilling.
+//! many claims per second the pool sustained while refilling. The pool's
+//! first fill is measured against the Docker Engine's own rate: as many
+//! containers of the image created and started (left running, as a warm one
+//! is), as many at once as the refill starts, before the engine starts.
 
 use crate::bench::{noop_job, percentile};
 use crate::cli::{BenchArgs, Format};
@@ -47,6 +50,10 @@ pub struct DockerBenchReport {
     /// Warm containers started per second while the pool first fills (with a pool).
     #[serde(skip_serializing_if = "Option::is_none")]
     pool_fill_per_s: Option<f64>,
+    /// Its baseline: containers the Docker Engine creates and starts per
+    /// second, as many and as many at once (with a pool).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_start_per_s: Option<f64>,
     /// The burst (with a pool): jobs submitted at once, and how fast they went.
     #[serde(skip_serializing_if = "Option::is_none")]
     burst: Option<Burst>,
@@ -88,6 +95,35 @@ async fn raw_run(docker: &bollard::Docker, image: &str, name: &str) -> anyhow::R
     Ok(ms)
 }
 
+/// The Docker Engine's own rate: `n` containers of `image` created and
+/// started, `at_once` at a time, per second; removed after the clock stops.
+async fn raw_starts(docker: &bollard::Docker, image: &str, n: usize, at_once: usize) -> anyhow::Result<f64> {
+    let names: Vec<String> = (0..n).map(|i| format!("george-bench-start-{}-{i}", std::process::id())).collect();
+    let start = |name: &str| {
+        let body = ContainerCreateBody {
+            image: Some(image.into()),
+            entrypoint: Some(vec!["/usr/bin/sleep".into()]),
+            cmd: Some(vec!["3600".into()]),
+            host_config: Some(HostConfig { network_mode: Some("host".into()), ..Default::default() }),
+            ..Default::default()
+        };
+        let name = name.to_string();
+        async move {
+            docker.create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body).await?;
+            docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>).await
+        }
+    };
+    let t = Instant::now();
+    let started: Vec<_> =
+        futures_util::stream::iter(names.iter()).map(|n| start(n)).buffer_unordered(at_once.max(1)).collect().await;
+    let per_s = n as f64 / t.elapsed().as_secs_f64();
+    for name in &names {
+        let _ = docker.remove_container(name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+    }
+    started.into_iter().collect::<Result<Vec<()>, _>>()?;
+    Ok(per_s)
+}
+
 /// Runs the Docker benchmark.
 pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     let image =
@@ -108,14 +144,20 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         }
     }
 
+    // With a pool, `--concurrency` above 1 is how many warm containers start at once (default 4).
+    let refill_parallelism = if args.concurrency > 1 { args.concurrency } else { 4 };
+    let raw_start_per_s = match args.pool {
+        0 => None,
+        n => Some(raw_starts(&docker, &image, n as usize, refill_parallelism).await?),
+    };
+
     let (server, client, dir) = crate::bench::start_on(
         |cfg| {
             cfg.engine.id = Some(format!("bench{}", std::process::id()));
             cfg.container_backend.backend_type = crate::config::BackendType::Docker;
             cfg.container_backend.docker.image = Some(image.clone());
             cfg.container_backend.docker.pull_policy = Some("Never".into());
-            // With a pool, `--concurrency` above 1 is how many warm containers start at once (default 4).
-            cfg.agents.pool.refill_parallelism = Some(if args.concurrency > 1 { args.concurrency } else { 4 });
+            cfg.agents.pool.refill_parallelism = Some(refill_parallelism);
         },
         args.pool,
         |_| async { Ok(()) },
@@ -192,6 +234,7 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
         },
         pool: args.pool,
         pool_fill_per_s: fill_per_s,
+        raw_start_per_s,
         warm_starts,
         burst,
     };
@@ -213,8 +256,8 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
                 report.overhead_ratio_mean, report.overhead_ratio_p50
             );
             println!("submit→first step p50     {:.1} ms", report.submit_to_first_step_p50_ms);
-            if let Some(f) = report.pool_fill_per_s {
-                println!("pool fill                 {f:.1} warm containers/s");
+            if let (Some(f), Some(raw)) = (report.pool_fill_per_s, report.raw_start_per_s) {
+                println!("pool fill                 {f:.1} warm containers/s (the Docker Engine alone: {raw:.1}/s)");
             }
             if let Some(b) = &report.burst {
                 println!(
