@@ -491,7 +491,9 @@ fn warm_agent_jobs_are_bound_through_attach_with_only_their_own_secrets() {
         assert!(!spec_text.contains(leak), "the warm pod's spec holds {leak}: {spec_text}");
     }
     assert!(server.list("secrets", NS).is_empty(), "no Secret exists for a warm agent");
-    let (_, environ, cmdline) = pod_process(&first_name).expect("the warm pod's process");
+    // The test server lists a pod before its process has started.
+    let (_, environ, cmdline) =
+        wait_for(Duration::from_secs(30), "the warm pod's process", || pod_process(&first_name));
     assert!(cmdline.contains("sandbox-exec --warm"), "{cmdline}");
     assert!(
         !environ.contains(secret) && !environ.contains("GEORGE_API_URL") && !environ.contains("TOKEN"),
