@@ -60,6 +60,7 @@ macro_rules! store_conformance_tests {
             rejected_revision_keeps_last_good_state,
             attempts_are_numbered_and_fenced,
             concurrent_attempt_starts_yield_one_winner,
+            a_hold_stops_an_attempt_in_its_transaction,
             agent_reports_drive_job_status,
             a_batch_of_reports_applies_in_order_all_or_nothing,
             a_retry_keeps_completed_steps_unless_from_scratch,
@@ -116,7 +117,13 @@ pub fn job(id: &str, source: &str) -> NewJob {
 }
 
 fn attempt(after: u32, token: &str) -> NewAttempt {
-    NewAttempt { after, agent_spec: "worker".into(), runtime: "process".into(), token_hash: token.into() }
+    NewAttempt {
+        after,
+        agent_spec: "worker".into(),
+        runtime: "process".into(),
+        token_hash: token.into(),
+        held_by: None,
+    }
 }
 
 fn snapshot(rev: &str, jobs: Vec<NewJob>) -> Snapshot {
@@ -341,6 +348,21 @@ pub async fn concurrent_attempt_starts_yield_one_winner(store: TestStore) {
     }
     assert_eq!(wins, 1);
     assert_eq!(store.live_attempts().await.unwrap().len(), 1);
+}
+
+/// A setting named as the attempt's hold keeps it from starting while it exists.
+pub async fn a_hold_stops_an_attempt_in_its_transaction(store: TestStore) {
+    store.create_job(job("h", "api"), "t").await.unwrap();
+    let held = NewAttempt { held_by: Some("agents.dismissed.worker".into()), ..attempt(0, "th") };
+    store.set_setting("agents.dismissed.worker", Some(json!({"by": "op"}))).await.unwrap();
+    assert!(matches!(store.start_attempt("h", held.clone()).await, Err(StoreError::Conflict(_))));
+    let job = store.get_job("h").await.unwrap().unwrap();
+    assert_eq!((job.status, job.attempt), (JobStatus::Pending, 0));
+    assert_eq!(store.agent_for_token("th").await.unwrap(), None);
+    // Another setting holds nothing; once the hold goes, the attempt starts.
+    store.set_setting("agents.dismissed.other", Some(json!({}))).await.unwrap();
+    store.set_setting("agents.dismissed.worker", None).await.unwrap();
+    assert_eq!(store.start_attempt("h", held).await.unwrap().attempt, 1);
 }
 
 /// Two stores on one database (two engines) racing to start the same

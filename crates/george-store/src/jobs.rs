@@ -435,6 +435,13 @@ pub fn start_attempt(w: &mut Writer<impl Db>, id: &str, a: &NewAttempt) -> Resul
     if live {
         return Err(StoreError::Conflict(format!("job `{id}` still has a live attempt")));
     }
+    if let Some(key) = &a.held_by {
+        let held =
+            w.db.one("SELECT EXISTS(SELECT 1 FROM settings WHERE key = $1) AS held", args![key], |r| r.bool("held"))?;
+        if held {
+            return Err(StoreError::Conflict(format!("job `{id}` is held by `{key}`")));
+        }
+    }
     let number = a.after + 1;
     w.db.exec(
         "INSERT INTO attempts (job_id, number, agent_spec, runtime, token_hash, state, started_at) \

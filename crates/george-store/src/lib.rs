@@ -136,6 +136,10 @@ pub struct NewAttempt {
     pub runtime: String,
     /// SHA-256 (hex) of the attempt's agent token.
     pub token_hash: String,
+    /// A setting whose presence holds the attempt back ([`StoreError::Conflict`]).
+    /// Checked in the attempt's transaction: a hold stored before it commits
+    /// is never passed by, and one stored after it finds the attempt live.
+    pub held_by: Option<String>,
 }
 
 /// How an attempt ended.

@@ -32,7 +32,13 @@ async fn finished_job(store: &dyn Store, i: usize) -> anyhow::Result<()> {
     let attempt = store
         .start_attempt(
             &id,
-            NewAttempt { after: 0, agent_spec: "bench-agent".into(), runtime: "process".into(), token_hash },
+            NewAttempt {
+                after: 0,
+                agent_spec: "bench-agent".into(),
+                runtime: "process".into(),
+                token_hash,
+                held_by: None,
+            },
         )
         .await?
         .attempt;

@@ -235,13 +235,6 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
         explain_wait(ctx, job, reason, "reconciler").await?;
         return Ok(Some(ctx.cfg.reconcile_interval));
     };
-    if ctx.store.setting(&crate::registry::dismissal_key(&job.agent)).await?.is_some() {
-        // Dismissed: hold the job (and no slot) until the AgentSpec is summoned again.
-        admit::release(ctx, &job.id).await?;
-        let reason = format!("held: AgentSpec `{}` is dismissed; summon it to resume", job.agent);
-        explain_wait(ctx, job, reason, "reconciler").await?;
-        return Ok(Some(ctx.cfg.reconcile_interval));
-    }
     let template = catalog.templates.get(&job.template);
     let secrets = match crate::secrets::entitled(spec, template, ctx.cfg.secrets_dir.as_deref()) {
         Ok(s) => s,
@@ -257,6 +250,8 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
         agent_spec: spec.metadata.name.clone(),
         runtime: ctx.runtime.kind().into(),
         token_hash: tokens::hash(&token),
+        // Dismissed, the AgentSpec starts no agent: checked as the attempt is recorded.
+        held_by: Some(crate::registry::dismissal_key(&job.agent)),
     };
     // The attempt recorded, and meanwhile what its agent is given read: the
     // job's environment and, for an agent told its context with its release
@@ -274,6 +269,13 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     let started = match started {
         Ok(job) => job,
         Err(StoreError::Conflict(why)) => {
+            if ctx.store.setting(&crate::registry::dismissal_key(&job.agent)).await?.is_some() {
+                // Dismissed: hold the job (and no slot) until the AgentSpec is summoned again.
+                admit::release(ctx, &job.id).await?;
+                let reason = format!("held: AgentSpec `{}` is dismissed; summon it to resume", job.agent);
+                explain_wait(ctx, job, reason, "reconciler").await?;
+                return Ok(Some(ctx.cfg.reconcile_interval));
+            }
             tracing::debug!(job = %job.id, why, "attempt not started; state changed");
             return Ok(Some(Duration::ZERO));
         }
