@@ -310,6 +310,13 @@ fn run_warm(launch: WarmLaunch, in_process: &dyn InProcess) -> Result<i32, Launc
     in_process.prepare();
     // Best effort: without it, the whole ruleset is built once bound.
     let begun = readable.as_ref().zip(launch.network).and_then(|(r, network)| r.begin(network).ok());
+    // The begun ruleset holds the paths: their descriptors close now, not in the agent's start.
+    let readable = readable.map(|mut r| {
+        if begun.is_some() {
+            r.close();
+        }
+        r
+    });
     let Some(line) = read_line()?.filter(|l| !l.trim().is_empty()) else { return Ok(GATE_CLOSED) };
     idle.leave()?;
     let binding: Binding = serde_json::from_str(&line)?;

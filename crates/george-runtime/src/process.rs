@@ -243,7 +243,10 @@ impl ProcessRuntime {
                     use std::os::unix::fs::OpenOptionsExt;
                     std::fs::OpenOptions::new().create_new(true).write(true).mode(mode).open(path)
                 };
-                placeholder(&staged.dir.join("agent").join(crate::AGENT_TOKEN_FILE), 0o600)
+                // The token's, the agent's already: its claim only fills it.
+                let token = staged.dir.join("agent").join(crate::AGENT_TOKEN_FILE);
+                placeholder(&token, 0o600)
+                    .and_then(|_| uid.map_or(Ok(()), |u| std::os::unix::fs::lchown(&token, Some(u), Some(u))))
                     .and_then(|_| placeholder(&staged.dir.join(PID_TMP), 0o644))
                     .and_then(|_| crate::logs::private_dir(&staged.log_root))
                     .and_then(|()| crate::logs::private_log(&staged.log))
@@ -520,10 +523,13 @@ impl ProcessRuntime {
         }
         if let Some(token) = &req.agent_token {
             let agent_dir = dir.join("agent");
-            let file = fill_token_file(&agent_dir, token)
+            let filled = fill_token_file(&agent_dir, token);
+            // A staged one is the agent's, with its directory, already.
+            let staged_file = filled.is_some() && adopted == Some(uid);
+            let file = filled
                 .unwrap_or_else(|| crate::write_token_file(&agent_dir, token))
                 .map_err(io("write the agent's token file"))?;
-            if let Some(u) = uid {
+            if let Some(u) = uid.filter(|_| !staged_file) {
                 sandbox::chown_tree(&agent_dir, u).map_err(io(format!("chown {}", agent_dir.display())))?;
             }
             env.push((crate::AGENT_TOKEN_FILE_ENV.into(), path(&file)));

@@ -277,6 +277,18 @@ impl Readable {
     pub(crate) fn hides(&self, hidden: &[PathBuf]) -> bool {
         self.hidden == hidden
     }
+
+    /// Closes what was opened (once a ruleset begun from it holds the
+    /// paths, closing them is not left to the agent's start); a ruleset
+    /// built from it afterwards opens them again.
+    pub(crate) fn close(&mut self) {
+        self.roots = Vec::new();
+        self.devices = Vec::new();
+    }
+
+    fn is_open(&self) -> bool {
+        !self.roots.is_empty()
+    }
 }
 
 /// The attempt's Landlock ruleset: read the system minus the `hidden` paths,
@@ -286,8 +298,11 @@ pub(crate) fn ruleset(hidden: &[PathBuf], grants: &Grants) -> Result<RulesetCrea
     ruleset_with(&Readable::open(hidden), grants)
 }
 
-/// [`ruleset`], from what is readable opened already.
+/// [`ruleset`], from what is readable opened already (again, if closed since).
 pub(crate) fn ruleset_with(readable: &Readable, grants: &Grants) -> Result<RulesetCreated, SandboxError> {
+    if !readable.is_open() {
+        return ruleset(&readable.hidden, grants);
+    }
     finish(readable.begin(grants.network)?, grants)
 }
 
