@@ -9,7 +9,9 @@
 //!   [`WarmSpec`] and has the runtime claim it ([`Runtime::claim`]): the same
 //!   ownership rules as a new agent — the handle is stored before the
 //!   binding (job, token, secrets) is delivered, so an agent its engine
-//!   cannot find never acts. A warm agent serves one attempt, then goes.
+//!   cannot find never acts (where the runtime knows the claim's handle
+//!   beforehand, the attempt's own transaction records it). A warm agent
+//!   serves one attempt, then goes.
 //! - Size: `min` warm agents; a job that found the pool empty (a cold start)
 //!   grows it by one, up to `max`; after `idleTimeout` without a claim it
 //!   shrinks back to `min`. A dismissed AgentSpec, or one whose manifest or
@@ -156,14 +158,9 @@ impl Pools {
     /// cold start and grows. A warm agent taken is replaced once the claim
     /// is over ([`Claiming`] dropped): the refill's work (its directories,
     /// its process) does not compete with the claim in flight.
-    pub(crate) fn take<'a>(
-        &'a self,
-        ctx: &Context,
-        req: &george_runtime::SpawnRequest,
-    ) -> Option<(WarmAgent, Claiming<'a>)> {
+    pub(crate) fn take<'a>(&'a self, ctx: &Context, spec: &WarmSpec) -> Option<(WarmAgent, Claiming<'a>)> {
         let mut pools = self.pools.lock();
-        let pool = pools.get_mut(&req.agent_spec).filter(|p| p.wanted)?;
-        let spec = &WarmSpec::of(req);
+        let pool = pools.get_mut(&spec.agent_spec).filter(|p| p.wanted)?;
         pool.last_demand = Some(ctx.clock.now());
         while let Some(w) = pool.warm.pop_front() {
             if w.spec == *spec && ctx.runtime.warm_alive(&w) {

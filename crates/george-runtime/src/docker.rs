@@ -820,6 +820,11 @@ impl Runtime for DockerRuntime {
         Ok(WarmAgent { id: name, spec: spec.clone() })
     }
 
+    fn warm_handle(&self, warm: &WarmAgent) -> Option<Value> {
+        let id = self.inner.warm.lock().get(&warm.id)?.id.clone();
+        Some(json!({"container": warm.id, "id": id}))
+    }
+
     fn warm_alive(&self, warm: &WarmAgent) -> bool {
         self.inner.warm.lock().get(&warm.id).is_some_and(|w| !w.exited.load(std::sync::atomic::Ordering::Relaxed))
     }

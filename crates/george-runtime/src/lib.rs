@@ -376,6 +376,12 @@ pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
     fn warm_alive(&self, _warm: &WarmAgent) -> bool {
         false
     }
+    /// The handle [`Runtime::claim`] of `warm` will return, when this
+    /// runtime knows it before the claim: the engine then records it with
+    /// the attempt, in one transaction. `None`: it is recorded after the claim.
+    fn warm_handle(&self, _warm: &WarmAgent) -> Option<serde_json::Value> {
+        None
+    }
     /// Makes `warm` the agent of `req`'s attempt, as [`Runtime::spawn`]
     /// does a new one: the attempt's files are written and its handle
     /// returned, and the agent stays held until [`Runtime::release`]

@@ -1024,6 +1024,15 @@ impl Runtime for ProcessRuntime {
         self.inner.warm.lock().get(&warm.id).is_some_and(|w| *w.assignment.lock() == Assignment::Waiting)
     }
 
+    fn warm_handle(&self, warm: &WarmAgent) -> Option<Value> {
+        // Its process, and the uid its staged directories were made for
+        // (without them, its claim allocates one).
+        let pool = self.inner.warm.lock();
+        let w = pool.get(&warm.id)?;
+        let handle = ProcessHandle { uid: w.staged.as_ref()?.uid, ..w.handle };
+        serde_json::to_value(handle).ok()
+    }
+
     async fn claim(&self, req: SpawnRequest, warm: WarmAgent) -> Result<Value, RuntimeError> {
         if let Some(existing) = self.existing(&req) {
             return Ok(existing);

@@ -61,6 +61,7 @@ macro_rules! store_conformance_tests {
             attempts_are_numbered_and_fenced,
             concurrent_attempt_starts_yield_one_winner,
             a_hold_stops_an_attempt_in_its_transaction,
+            a_handle_known_before_the_spawn_is_recorded_with_its_attempt,
             agent_reports_drive_job_status,
             a_batch_of_reports_applies_in_order_all_or_nothing,
             a_retry_keeps_completed_steps_unless_from_scratch,
@@ -123,6 +124,7 @@ fn attempt(after: u32, token: &str) -> NewAttempt {
         runtime: "process".into(),
         token_hash: token.into(),
         held_by: None,
+        handle: None,
     }
 }
 
@@ -363,6 +365,22 @@ pub async fn a_hold_stops_an_attempt_in_its_transaction(store: TestStore) {
     store.set_setting("agents.dismissed.other", Some(json!({}))).await.unwrap();
     store.set_setting("agents.dismissed.worker", None).await.unwrap();
     assert_eq!(store.start_attempt("h", held).await.unwrap().attempt, 1);
+}
+
+/// A warm agent's handle, known before its claim, is recorded by the
+/// attempt's own transaction (its `attempt.spawned` event with it); a
+/// different one recorded after the claim replaces it.
+pub async fn a_handle_known_before_the_spawn_is_recorded_with_its_attempt(store: TestStore) {
+    store.create_job(job("k", "api"), "t").await.unwrap();
+    let known = NewAttempt { handle: Some(json!({"pid": 7})), ..attempt(0, "tk") };
+    store.start_attempt("k", known).await.unwrap();
+    assert_eq!(store.get_agent("k", 1).await.unwrap().unwrap().handle, Some(json!({"pid": 7})));
+    let events = store.events_since(0, 100, Some("k")).await.unwrap();
+    let spawned: Vec<_> = events.iter().filter(|e| e.kind == EventKind::AttemptSpawned).collect();
+    assert_eq!(spawned.len(), 1, "{events:?}");
+    assert_eq!(spawned[0].data["handle"], json!({"pid": 7}));
+    store.attempt_spawned("k", 1, json!({"pid": 8})).await.unwrap();
+    assert_eq!(store.get_agent("k", 1).await.unwrap().unwrap().handle, Some(json!({"pid": 8})));
 }
 
 /// Two stores on one database (two engines) racing to start the same

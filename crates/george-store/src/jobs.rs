@@ -473,6 +473,9 @@ pub fn start_attempt(w: &mut Writer<impl Db>, id: &str, a: &NewAttempt) -> Resul
         "reconciler",
         json!({"from": "pending", "to": "in_progress"}),
     )?;
+    if let Some(handle) = &a.handle {
+        attempt_spawned(w, id, number, handle)?;
+    }
     // As a read after the commit would find it (the new attempt's agent is told of it).
     get_tx(&mut w.db, id)
 }

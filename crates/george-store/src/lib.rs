@@ -140,6 +140,9 @@ pub struct NewAttempt {
     /// Checked in the attempt's transaction: a hold stored before it commits
     /// is never passed by, and one stored after it finds the attempt live.
     pub held_by: Option<String>,
+    /// The agent's handle, when known before its spawn (a warm agent's):
+    /// recorded with the attempt, as [`Store::attempt_spawned`] would.
+    pub handle: Option<Value>,
 }
 
 /// How an attempt ended.

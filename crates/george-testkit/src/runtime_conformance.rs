@@ -201,7 +201,11 @@ pub async fn a_warm_agent_serves_the_one_attempt_it_is_claimed_for(b: impl Runti
     let spec = george_runtime::WarmSpec::of(&req);
     let warm = rt.warm(&spec).await.expect("warm");
     assert!(rt.warm_alive(&warm), "a warm agent waits");
+    let known = rt.warm_handle(&warm);
     let h = rt.claim(req, warm.clone()).await.expect("claim");
+    if let Some(known) = known {
+        assert_eq!(known, h, "the handle known before the claim is the claim's");
+    }
     assert!(!rt.warm_alive(&warm), "a claimed agent is no longer warm");
     assert_eq!(owned(rt.as_ref(), "pooled").await.len(), 1, "the claimed agent is the attempt's");
     let again = rt.claim(b.request("other", 1, Behaviour::Run), warm.clone()).await;

@@ -38,6 +38,7 @@ async fn finished_job(store: &dyn Store, i: usize) -> anyhow::Result<()> {
                 runtime: "process".into(),
                 token_hash,
                 held_by: None,
+                handle: None,
             },
         )
         .await?

@@ -244,6 +244,12 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
             return Ok(None);
         }
     };
+    // A warm agent is taken before the attempt is recorded: a handle its
+    // runtime knows before the claim is recorded with the attempt, in its
+    // transaction. Held to the end of this spawn: the pool refills once the
+    // claim is over.
+    let (warm, _claiming) = ctx.pools.take(ctx, &crate::pool::warm_spec(ctx, spec)).unzip();
+    let known = warm.as_ref().and_then(|w| ctx.runtime.warm_handle(w));
     let token = tokens::mint();
     let new = NewAttempt {
         after: job.attempt,
@@ -252,6 +258,7 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
         token_hash: tokens::hash(&token),
         // Dismissed, the AgentSpec starts no agent: checked as the attempt is recorded.
         held_by: Some(crate::registry::dismissal_key(&job.agent)),
+        handle: known.clone(),
     };
     // The attempt recorded, and meanwhile what its agent is given read: the
     // job's environment and, for an agent told its context with its release
@@ -266,30 +273,31 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     };
     let (started, job_env, comments) =
         tokio::join!(ctx.store.start_attempt(&job.id, new), load_job_env(ctx, &job.id), comments);
-    let started = match started {
-        Ok(job) => job,
-        Err(StoreError::Conflict(why)) => {
-            if ctx.store.setting(&crate::registry::dismissal_key(&job.agent)).await?.is_some() {
-                // Dismissed: hold the job (and no slot) until the AgentSpec is summoned again.
-                admit::release(ctx, &job.id).await?;
-                let reason = format!("held: AgentSpec `{}` is dismissed; summon it to resume", job.agent);
-                explain_wait(ctx, job, reason, "reconciler").await?;
-                return Ok(Some(ctx.cfg.reconcile_interval));
+    let recorded = started.and_then(|started| job_env.map(|env| (started, env)));
+    let (started, job_env) = match recorded {
+        Ok(both) => both,
+        Err(e) => {
+            // Not claimed, and given to no other job either.
+            if let Some(w) = &warm {
+                let _ = ctx.runtime.discard(w).await;
             }
-            tracing::debug!(job = %job.id, why, "attempt not started; state changed");
-            return Ok(Some(Duration::ZERO));
+            return not_started(ctx, job, e).await;
         }
-        Err(e) => return Err(e.into()),
     };
     let attempt = started.attempt;
-    crate::alerts::spend_approval(ctx, job).await?;
+    if let Err(e) = crate::alerts::spend_approval(ctx, job).await {
+        if let Some(w) = &warm {
+            let _ = ctx.runtime.discard(w).await;
+        }
+        return Err(e.into());
+    }
     if attempt == 1 {
         let waited = (ctx.clock.now() - job.created_at).to_std().unwrap_or_default();
         ctx.metrics.start_latency.observe(waited.as_secs_f64());
     }
     let heartbeat = spec.spec.health_check.unwrap_or(ctx.cfg.health).interval.get();
     let mut env: BTreeMap<String, String> = spec.spec.env.clone();
-    env.extend(job_env?);
+    env.extend(job_env);
     for (k, v) in &job.params {
         let value = match v {
             serde_json::Value::String(s) => s.clone(),
@@ -340,8 +348,6 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     crate::failpoint::hit("attempt.recorded");
     let claimed = std::time::Instant::now();
     let began = ctx.clock.now();
-    // Held to the end of this spawn: the pool refills once the claim is over.
-    let (warm, _claiming) = ctx.pools.take(ctx, &req).unzip();
     // George's own agent gets its context with its release (a gate's, or a
     // warm agent's binding on any runtime), and starts at once.
     if ctx.runtime.releases_with_context() || warm.is_some() {
@@ -375,7 +381,10 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
             // in the store, so a restarted engine always finds it. (A warm
             // agent gets its binding — job, token, secrets — only then.)
             crate::failpoint::hit(if warm { "claim.window" } else { "spawn.window" });
-            ctx.store.attempt_spawned(&job.id, attempt, handle.clone()).await?;
+            // (Recorded with the attempt already when its runtime knew it.)
+            if known.as_ref() != Some(&handle) {
+                ctx.store.attempt_spawned(&job.id, attempt, handle.clone()).await?;
+            }
             crate::failpoint::hit("spawn.recorded");
             if let Err(e) = ctx.runtime.release(&job.id, attempt, &handle).await {
                 // The next pass sees the agent gone and ends the attempt.
@@ -407,6 +416,21 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
         }
     }
     Ok(None)
+}
+
+/// Why an attempt did not start: a dismissed AgentSpec holds its job (and
+/// no slot) until it is summoned again; any other conflict means the job
+/// changed, and it is looked at again.
+async fn not_started(ctx: &Arc<Context>, job: &Job, e: StoreError) -> Result<Option<Duration>, ReconcileError> {
+    let StoreError::Conflict(why) = e else { return Err(e.into()) };
+    if ctx.store.setting(&crate::registry::dismissal_key(&job.agent)).await?.is_some() {
+        admit::release(ctx, &job.id).await?;
+        let reason = format!("held: AgentSpec `{}` is dismissed; summon it to resume", job.agent);
+        explain_wait(ctx, job, reason, "reconciler").await?;
+        return Ok(Some(ctx.cfg.reconcile_interval));
+    }
+    tracing::debug!(job = %job.id, why, "attempt not started; state changed");
+    Ok(Some(Duration::ZERO))
 }
 
 /// Blocks a job whose agent cannot run; a comment (after the fix) unblocks it.
