@@ -59,7 +59,7 @@ impl CatalogCache {
     }
 }
 
-/// A [`CatalogCache`] that reads the store's events as it is asked: a
+/// A cached catalog that reads the store's events as it is asked: a
 /// manifest changed, or events were missed, and the next answer is read
 /// again. Whatever a caller applied through this process is seen by its
 /// next call (the store broadcasts a write's events before it returns);

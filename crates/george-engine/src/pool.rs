@@ -6,7 +6,8 @@
 //!   and not yet claimed or discarded; the reconciler takes from it, the
 //!   refill loop ([`run`]) adds to it and trims it.
 //! - Claim: the reconciler takes a warm agent matching the attempt's
-//!   [`WarmSpec`] and has the runtime claim it ([`Runtime::claim`]): the same
+//!   [`WarmSpec`] (the oldest one done preparing, [`Runtime::warm_ready`],
+//!   else the oldest) and has the runtime claim it ([`Runtime::claim`]): the same
 //!   ownership rules as a new agent — the handle is stored before the
 //!   binding (job, token, secrets) is delivered, so an agent its engine
 //!   cannot find never acts (where the runtime knows the claim's handle
@@ -162,14 +163,17 @@ impl Pools {
         let mut pools = self.pools.lock();
         let pool = pools.get_mut(&spec.agent_spec).filter(|p| p.wanted)?;
         pool.last_demand = Some(ctx.clock.now());
-        while let Some(w) = pool.warm.pop_front() {
-            if w.spec == *spec && ctx.runtime.warm_alive(&w) {
-                pool.claimed += 1;
-                let label = crate::metrics::ClaimLabel { agent_spec: spec.agent_spec.clone(), start: "warm".into() };
-                ctx.metrics.pool_claims.get_or_create(&label).inc();
-                return Some((w, Claiming(self)));
-            }
-            pool.doomed.push(w);
+        let (usable, doomed): (VecDeque<_>, VecDeque<_>) =
+            pool.warm.drain(..).partition(|w| w.spec == *spec && ctx.runtime.warm_alive(w));
+        pool.warm = usable;
+        pool.doomed.extend(doomed);
+        // The oldest one prepared (else the oldest: its claim waits for the rest of its start).
+        let pick = pool.warm.iter().position(|w| ctx.runtime.warm_ready(w)).or((!pool.warm.is_empty()).then_some(0));
+        if let Some(w) = pick.and_then(|i| pool.warm.remove(i)) {
+            pool.claimed += 1;
+            let label = crate::metrics::ClaimLabel { agent_spec: spec.agent_spec.clone(), start: "warm".into() };
+            ctx.metrics.pool_claims.get_or_create(&label).inc();
+            return Some((w, Claiming(self)));
         }
         pool.cold += 1;
         pool.extra = (pool.extra + 1).min(pool.max.saturating_sub(pool.min));

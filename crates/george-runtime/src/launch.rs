@@ -90,6 +90,9 @@ fn is_empty_path(p: &std::path::Path) -> bool {
     p.as_os_str().is_empty()
 }
 
+/// What a warm launcher started with [`WarmLaunch::ready`] prints once prepared.
+pub const READY: &[u8] = b"ready\n";
+
 /// What a warm launcher is started with (its one argument after `--warm`):
 /// nothing of any job.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -109,13 +112,18 @@ pub struct WarmLaunch {
     /// bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<george_core::manifest::NetworkPolicy>,
+    /// Whether it says when it is prepared and waits for its binding: one
+    /// line, `ready`, on its standard output (the process runtime's
+    /// launchers; a container's output is its agent's log).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ready: bool,
 }
 
 impl WarmLaunch {
     /// A container's warm launcher: bound files go under its private
     /// in-memory `/run/george`.
     pub fn in_container() -> Self {
-        Self { hidden: None, root: Some(crate::CONTAINER_RUN_DIR.into()), network: None }
+        Self { hidden: None, root: Some(crate::CONTAINER_RUN_DIR.into()), network: None, ready: false }
     }
 
     /// The container's command line: `george sandbox-exec --warm <this>`.
@@ -317,6 +325,12 @@ fn run_warm(launch: WarmLaunch, in_process: &dyn InProcess) -> Result<i32, Launc
         }
         r
     });
+    if launch.ready {
+        use std::io::Write;
+        // Best effort: an engine not listening leaves it unready, never stopped.
+        let mut out = std::io::stdout();
+        let _ = out.write_all(READY).and_then(|()| out.flush());
+    }
     let Some(line) = read_line()?.filter(|l| !l.trim().is_empty()) else { return Ok(GATE_CLOSED) };
     idle.leave()?;
     let binding: Binding = serde_json::from_str(&line)?;

@@ -376,6 +376,11 @@ pub trait Runtime: Send + Sync + std::fmt::Debug + 'static {
     fn warm_alive(&self, _warm: &WarmAgent) -> bool {
         false
     }
+    /// Whether a warm agent has done all it prepares while it waits (a claim
+    /// of one that has not waits for it). Runtimes that cannot tell say yes.
+    fn warm_ready(&self, _warm: &WarmAgent) -> bool {
+        true
+    }
     /// The handle [`Runtime::claim`] of `warm` will return, when this
     /// runtime knows it before the claim: the engine then records it with
     /// the attempt, in one transaction. `None`: it is recorded after the claim.

@@ -626,6 +626,8 @@ enum Assignment {
 #[derive(Debug)]
 struct WarmProcess {
     stdin: tokio::process::ChildStdin,
+    /// Set once the launcher says it is prepared.
+    ready: Arc<std::sync::atomic::AtomicBool>,
     handle: ProcessHandle,
     assignment: Arc<Mutex<Assignment>>,
     /// Its attempt's directories, made while it waits.
@@ -981,6 +983,7 @@ impl Runtime for ProcessRuntime {
             hidden: sandboxed.then(|| self.inner.cfg.sandbox.hidden.clone()),
             root: None,
             network: (sandboxed && self.inner.isolation.landlock_abi > 0).then_some(spec.network),
+            ready: true,
         };
         let child = tokio::process::Command::new(launcher)
             .args(launcher_args)
@@ -989,7 +992,7 @@ impl Runtime for ProcessRuntime {
             .env_clear()
             .current_dir(&pool)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .process_group(0)
             .kill_on_drop(false)
@@ -1013,15 +1016,34 @@ impl Runtime for ProcessRuntime {
         std::fs::write(&record, serde_json::to_string(&handle).unwrap_or_default())
             .map_err(io(format!("write {}", record.display())))?;
         let stdin = child.stdin.take().ok_or_else(|| RuntimeError::Unavailable("warm agent has no stdin".into()))?;
+        // Its one line once prepared; its binding then points its output at the attempt's log.
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(out) = child.stdout.take() {
+            let said = ready.clone();
+            self.inner.watchers.spawn(async move {
+                let mut line = Vec::new();
+                let mut out = tokio::io::BufReader::new(out);
+                if tokio::io::AsyncBufReadExt::read_until(&mut out, b'\n', &mut line).await.is_ok()
+                    && line == crate::launch::READY
+                {
+                    said.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
         let assignment = Arc::new(Mutex::new(Assignment::Waiting));
         self.watch_child(child, assignment.clone());
-        self.inner.warm.lock().insert(id.clone(), WarmProcess { stdin, handle, assignment, staged });
+        self.inner.warm.lock().insert(id.clone(), WarmProcess { stdin, ready, handle, assignment, staged });
         tracing::debug!(agent_spec = %spec.agent_spec, warm = %id, pid, "warm agent started");
         Ok(WarmAgent { id, spec: spec.clone() })
     }
 
     fn warm_alive(&self, warm: &WarmAgent) -> bool {
         self.inner.warm.lock().get(&warm.id).is_some_and(|w| *w.assignment.lock() == Assignment::Waiting)
+    }
+
+    fn warm_ready(&self, warm: &WarmAgent) -> bool {
+        let pool = self.inner.warm.lock();
+        pool.get(&warm.id).is_some_and(|w| w.ready.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn warm_handle(&self, warm: &WarmAgent) -> Option<Value> {

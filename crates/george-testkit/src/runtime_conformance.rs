@@ -201,6 +201,7 @@ pub async fn a_warm_agent_serves_the_one_attempt_it_is_claimed_for(b: impl Runti
     let spec = george_runtime::WarmSpec::of(&req);
     let warm = rt.warm(&spec).await.expect("warm");
     assert!(rt.warm_alive(&warm), "a warm agent waits");
+    crate::eventually(PATIENCE, "the warm agent to be prepared", async || rt.warm_ready(&warm).then_some(())).await;
     let known = rt.warm_handle(&warm);
     let h = rt.claim(req, warm.clone()).await.expect("claim");
     if let Some(known) = known {
