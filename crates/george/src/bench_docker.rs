@@ -148,7 +148,9 @@ pub async fn run(args: BenchArgs, format: Format) -> anyhow::Result<()> {
     let refill_parallelism = if args.concurrency > 1 { args.concurrency } else { 4 };
     let raw_start_per_s = match args.pool {
         0 => None,
-        n => Some(raw_starts(&docker, &image, n as usize, refill_parallelism).await?),
+        n => Some(raw_starts(&docker, &image, n as usize, refill_parallelism).await.with_context(|| {
+            format!("--pool: the baseline starts containers of {image} running /usr/bin/sleep (as scripts/docker-image.sh builds it)")
+        })?),
     };
 
     let (server, client, dir) = crate::bench::start_on(

@@ -273,7 +273,10 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
     };
     let (started, job_env, comments) =
         tokio::join!(ctx.store.start_attempt(&job.id, new), load_job_env(ctx, &job.id), comments);
-    let recorded = started.and_then(|started| job_env.map(|env| (started, env)));
+    let recorded = match started.and_then(|started| job_env.map(|env| (started, env))) {
+        Ok(both) => crate::alerts::spend_approval(ctx, job).await.map(|()| both),
+        Err(e) => Err(e),
+    };
     let (started, job_env) = match recorded {
         Ok(both) => both,
         Err(e) => {
@@ -285,12 +288,6 @@ async fn spawn(ctx: &Arc<Context>, state: &JobState) -> Result<Option<Duration>,
         }
     };
     let attempt = started.attempt;
-    if let Err(e) = crate::alerts::spend_approval(ctx, job).await {
-        if let Some(w) = &warm {
-            let _ = ctx.runtime.discard(w).await;
-        }
-        return Err(e.into());
-    }
     if attempt == 1 {
         let waited = (ctx.clock.now() - job.created_at).to_std().unwrap_or_default();
         ctx.metrics.start_latency.observe(waited.as_secs_f64());
