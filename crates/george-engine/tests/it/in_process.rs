@@ -114,14 +114,18 @@ async fn a_limit_of_one_runs_queued_jobs_one_at_a_time_and_says_why_they_wait() 
     let e = engine(1).await;
     let a = e.summon(Priority::P2).await;
     e.running(&[&a]).await;
-    let b = e.summon(Priority::P2).await;
-    let c = e.summon(Priority::P2).await;
-    for waiting in [&b, &c] {
+    // Each queued before the next is summoned: two passes at once may reach
+    // the scheduler in either order (the store reads side by side).
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let job = e.summon(Priority::P2).await;
         eventually(Duration::from_secs(10), "the queued job to say why it waits", async || {
-            (!e.events(waiting, EventKind::JobQueued).await.is_empty()).then_some(())
+            (!e.events(&job, EventKind::JobQueued).await.is_empty()).then_some(())
         })
         .await;
+        waiting.push(job);
     }
+    let (b, c) = (waiting[0].clone(), waiting[1].clone());
     for (job, next) in [(&a, Some(&b)), (&b, Some(&c)), (&c, None)] {
         let running = e.running(&[job]).await;
         if let Some(next) = next {
