@@ -15,6 +15,7 @@ mod logs;
 mod process;
 mod procfs;
 pub mod sandbox;
+mod spare;
 mod watchers;
 
 pub use docker::{DockerRuntime, DockerRuntimeConfig, PullPolicy};

@@ -136,6 +136,8 @@ struct Inner {
     reachable_programs: Mutex<HashMap<PathBuf, PathBuf>>,
     /// The tasks that wait for agents' exits.
     watchers: crate::watchers::Watchers,
+    /// Ended attempts' directories kept for later ones.
+    spares: crate::spare::Spares,
 }
 
 pub use crate::launch::GATE_CLOSED;
@@ -154,8 +156,10 @@ impl ProcessRuntime {
     pub fn new(cfg: ProcessRuntimeConfig) -> Self {
         let (events, _) = broadcast::channel(1024);
         let isolation = Isolation::probe(&cfg.sandbox);
+        let spares = crate::spare::Spares::new(cfg.dir.join(".spare"), FIRST_ATTEMPT.to_string());
         Self {
             inner: Arc::new(Inner {
+                spares,
                 cfg,
                 tracked: Arc::new(Mutex::new(HashMap::new())),
                 gates: Mutex::new(HashMap::new()),
@@ -212,8 +216,11 @@ impl ProcessRuntime {
         let root_mode = sandboxed && sandbox::engine_is_root();
         own_dir(&self.staged_dir(), 0o700, None)?;
         let root = self.staged_dir().join(warm);
-        // Made as a job's directory is (`create_dir_all`), to become one.
-        std::fs::DirBuilder::new().create(&root).map_err(io(format!("create {}", root.display())))?;
+        // Made as a job's directory is (`create_dir_all`), to become one; or a spare.
+        let spare = self.inner.spares.take().filter(|s| std::fs::rename(s, &root).is_ok());
+        if spare.is_none() {
+            std::fs::DirBuilder::new().create(&root).map_err(io(format!("create {}", root.display())))?;
+        }
         let dir = root.join(FIRST_ATTEMPT.to_string());
         let log_root = self.staged_logs().join(warm);
         let log = log_root.join(format!("{FIRST_ATTEMPT}.log"));
@@ -247,7 +254,11 @@ impl ProcessRuntime {
                 let token = staged.dir.join("agent").join(crate::AGENT_TOKEN_FILE);
                 placeholder(&token, 0o600)
                     .and_then(|_| uid.map_or(Ok(()), |u| std::os::unix::fs::lchown(&token, Some(u), Some(u))))
-                    .and_then(|_| placeholder(&staged.dir.join(PID_TMP), 0o644))
+                    .and_then(|_| match spare {
+                        // A spare's, the engine's already.
+                        Some(_) => Ok(()),
+                        None => placeholder(&staged.dir.join(PID_TMP), 0o644).map(drop),
+                    })
                     .and_then(|_| crate::logs::private_dir(&staged.log_root))
                     .and_then(|()| crate::logs::private_log(&staged.log))
                     .map(drop)
@@ -447,6 +458,13 @@ impl ProcessRuntime {
         // The staged output directory, the agent's already, is the job's now.
         let output_made = new_output.is_some_and(|o| adopted.is_some() && o.exists());
         if adopted.is_none() {
+            if let Some(spare) = self.inner.spares.take() {
+                if !place(&spare, &spare.join(FIRST_ATTEMPT.to_string()), req.attempt, &dir, |p| {
+                    std::fs::create_dir_all(p)
+                }) {
+                    let _ = std::fs::remove_dir_all(&spare);
+                }
+            }
             own_attempt_dir(&dir, root_mode)?;
         }
         let uid = match adopted {
@@ -712,6 +730,9 @@ fn own_attempt_dir(dir: &Path, own_uid: bool) -> Result<(), RuntimeError> {
     own_dir(dir, if own_uid { 0o711 } else { 0o700 }, None)
 }
 
+/// The directories of an attempt's directory its agent owns (`agent` holds its token file).
+const AGENT_OWNED: [&str; 4] = ["work", "home", "tmp", "agent"];
+
 /// What the agent owns in its attempt's directory (`0o700`, under `uid`):
 /// `work`, and sandboxed its own `home` and `tmp`.
 fn own_agent_dirs(dir: &Path, uid: Option<u32>, sandboxed: bool) -> Result<(), RuntimeError> {
@@ -909,6 +930,8 @@ impl Runtime for ProcessRuntime {
 
     async fn cleanup(&self, job_id: &str, attempt: u32) -> Result<(), RuntimeError> {
         let dir = self.attempt_dir(job_id, attempt);
+        // Whether nothing of the agent can reach its directories any more.
+        let mut none_left = false;
         if let Some(pf) = Self::read_pid_file(&dir.join("pid")) {
             // An agent that died on its own may have left step processes in its
             // group. The group id cannot have been reused while they live.
@@ -917,17 +940,21 @@ impl Runtime for ProcessRuntime {
             // group or session it moved to.
             if let Some(uid) = pf.handle.uid {
                 // It waits for the kills to take effect: not on an async worker.
-                let _ = tokio::task::spawn_blocking(move || sandbox::kill_all_of(uid)).await;
+                none_left = tokio::task::spawn_blocking(move || sandbox::kill_all_of(uid)).await.unwrap_or(false);
                 self.inner.uid_claims.release(uid, &dir);
             }
         }
-        let _ = std::fs::remove_file(dir.join("pid"));
         // Secrets never outlive the attempt, even when its workdir is kept.
         let _ = std::fs::remove_dir_all(dir.join("secrets"));
-        let _ = std::fs::remove_dir_all(dir.join("agent"));
-        if !self.inner.cfg.keep_workdirs {
-            let _ = std::fs::remove_dir_all(&dir);
-            let _ = std::fs::remove_dir(self.inner.cfg.dir.join(job_id)); // only if empty
+        let job_dir = self.inner.cfg.dir.join(job_id);
+        let keep = self.inner.cfg.keep_workdirs;
+        if keep || !none_left || !self.inner.spares.keep(&job_dir, &dir, &AGENT_OWNED, PID_TMP) {
+            let _ = std::fs::remove_file(dir.join("pid"));
+            let _ = std::fs::remove_dir_all(dir.join("agent"));
+            if !keep {
+                let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_dir(&job_dir); // only if empty
+            }
         }
         self.tracked().remove(&(job_id.to_string(), attempt));
         self.inner.gates.lock().remove(&(job_id.to_string(), attempt));
@@ -1145,6 +1172,7 @@ impl Runtime for ProcessRuntime {
                 }
             }
         }
+        self.inner.spares.clear_others();
         Ok(cleared)
     }
 }

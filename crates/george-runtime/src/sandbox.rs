@@ -506,19 +506,19 @@ pub fn processes_of(uid: u32) -> Vec<i32> {
 /// and returns once none is left alive (zombies aside), or after two
 /// seconds: a SIGKILL takes effect asynchronously, and an attempt whose
 /// cleanup has returned must not still have a process running — its slot
-/// is given to the next agent.
-pub fn kill_all_of(uid: u32) {
+/// is given to the next agent. True when none is left.
+pub fn kill_all_of(uid: u32) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
         // Alive: a start time to read (zombies and vanished pids have none).
         let pids: Vec<i32> =
             processes_of(uid).into_iter().filter(|pid| crate::procfs::start_time(*pid).is_some()).collect();
         if pids.is_empty() {
-            return;
+            return true;
         }
         if std::time::Instant::now() >= deadline {
             tracing::warn!(uid, left = pids.len(), "processes of an ended attempt did not die within 2s");
-            return;
+            return false;
         }
         for pid in pids {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);

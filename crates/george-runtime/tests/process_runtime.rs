@@ -476,3 +476,103 @@ fn the_launcher_runs_nothing_before_the_gate_opens() {
     assert!(marker.exists());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (512 << 10).to_string(), "the memory limit (KiB)");
 }
+
+/// The extended attributes of `path` an agent could have set on it.
+fn owner_xattrs(path: &Path) -> Vec<String> {
+    let mut names = vec![0u8; 4096];
+    let n = rustix::fs::llistxattr(path, &mut names[..]).unwrap();
+    names[..n]
+        .split(|b| *b == 0)
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .filter(|n| n.starts_with("user.") || n.starts_with("system.posix_acl"))
+        .collect()
+}
+
+/// A default ACL (`setfacl -d -m u:4242:rwx`): what the owner of a
+/// directory can leave on it so that files made in it later are shared.
+fn default_acl_granting(uid: u32) -> Vec<u8> {
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in
+        [(0x01u16, 7u16, u32::MAX), (0x02, 7, uid), (0x04, 7, u32::MAX), (0x10, 7, u32::MAX), (0x20, 0, u32::MAX)]
+    {
+        acl.extend(tag.to_le_bytes());
+        acl.extend(perm.to_le_bytes());
+        acl.extend(id.to_le_bytes());
+    }
+    acl
+}
+
+#[tokio::test]
+async fn an_ended_attempts_directories_serve_the_next_one_empty_and_clean() {
+    if !sandbox::engine_is_root() {
+        // Without root no agent has a uid of its own, and nothing is kept.
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (rt, data) = sandboxed(tmp.path());
+    let agents = data.join("agents");
+    // A: leaves files, a directory it cannot be asked to empty, a link out,
+    // and (set for it here, as its owner could) an attribute and a default ACL.
+    let leave = "mkdir -p \"$GEORGE_WORK_DIR/deep/er\" && echo A-WORK > \"$GEORGE_WORK_DIR/deep/er/note\" && \
+                 chmod 000 \"$GEORGE_WORK_DIR/deep\" && echo A-HOME > \"$HOME/.profile\" && \
+                 ln -s /etc/passwd \"$TMPDIR/link\" && echo left > \"$GEORGE_OUTPUT_DIR/left\" && exec sleep 60";
+    let mut a = req("a", 1, leave);
+    a.agent_token = Some(AgentToken("gat_A-TOKEN-0123456789".into()));
+    a.output_dir = Some(data.join("outputs/a"));
+    let ha = start(&rt, a).await;
+    wait_for_file(&data.join("outputs/a/left")).await;
+    let work = agents.join("a/1/work");
+    rustix::fs::lsetxattr(&work, "user.from-a", b"A-XATTR", rustix::fs::XattrFlags::empty()).unwrap();
+    rustix::fs::lsetxattr(
+        &work,
+        "system.posix_acl_default",
+        &default_acl_granting(4242),
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    assert_eq!(owner_xattrs(&work).len(), 2, "the attributes are set: {:?}", owner_xattrs(&work));
+    let a_inode = std::fs::metadata(&work).unwrap().ino();
+    rt.terminate("a", 1, &ha, Duration::from_secs(1)).await.unwrap();
+    rt.cleanup("a", 1).await.unwrap();
+    assert!(!agents.join("a").exists(), "the ended job's directory is no longer in place");
+    assert_eq!(std::fs::read_dir(agents.join(".spare")).unwrap().count(), 1, "it is kept as a spare");
+
+    // B: gets A's directories, empty, clean and its own.
+    let mut b = req("b", 1, "ls -A \"$GEORGE_WORK_DIR\" \"$HOME\" \"$TMPDIR\" > \"$GEORGE_OUTPUT_DIR/seen\"");
+    b.agent_token = Some(AgentToken("gat_B-TOKEN-0123456789".into()));
+    b.output_dir = Some(data.join("outputs/b"));
+    let hb = rt.spawn(b).await.unwrap();
+    let b_uid = hb["uid"].as_u64().expect("a uid of its own") as u32;
+    let work = agents.join("b/1/work");
+    let meta = std::fs::symlink_metadata(&work).unwrap();
+    assert_eq!(meta.ino(), a_inode, "B's work directory is A's, kept");
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (b_uid, 0o700), "it is B's, private");
+    for sub in ["work", "home", "tmp", "agent"] {
+        let d = agents.join("b/1").join(sub);
+        assert_eq!(owner_xattrs(&d), Vec::<String>::new(), "{sub} carries nothing of A's");
+        assert_eq!(std::fs::metadata(&d).unwrap().uid(), b_uid, "{sub} is B's");
+    }
+    let token = std::fs::read_to_string(agents.join("b/1/agent").join(george_runtime::AGENT_TOKEN_FILE)).unwrap();
+    assert_eq!(token, "gat_B-TOKEN-0123456789");
+    rt.release("b", 1, &hb).await.unwrap();
+    assert_eq!(wait_exit(&rt, "b", 1, &hb).await, AgentStatus::Exited { code: Some(0), signal: None });
+    let seen = std::fs::read_to_string(data.join("outputs/b/seen")).unwrap();
+    assert!(
+        !seen.contains("note") && !seen.contains("deep") && !seen.contains("profile") && !seen.contains("link"),
+        "{seen}"
+    );
+
+    // C: grows its temporary directory past what is kept; it is deleted instead.
+    rt.cleanup("b", 1).await.unwrap();
+    assert_eq!(std::fs::read_dir(agents.join(".spare")).unwrap().count(), 1, "B's is kept too");
+    let grow = "i=0; while [ $i -lt 1200 ]; do : > \"$TMPDIR/a-file-name-long-enough-to-grow-the-directory-quickly-$i\"; i=$((i+1)); done";
+    let hc = start(&rt, req("c", 1, grow)).await;
+    assert_eq!(wait_exit(&rt, "c", 1, &hc).await, AgentStatus::Exited { code: Some(0), signal: None });
+    rt.cleanup("c", 1).await.unwrap();
+    assert!(!agents.join("c").exists());
+    assert_eq!(
+        std::fs::read_dir(agents.join(".spare")).unwrap().count(),
+        0,
+        "C took B's spare, and its own was not kept"
+    );
+}
