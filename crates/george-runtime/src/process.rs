@@ -1140,6 +1140,8 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn clear_pools(&self) -> Result<usize, RuntimeError> {
+        // An earlier engine's spares: kept by an engine whose cleanup this one cannot vouch for.
+        self.inner.spares.clear_others();
         let Ok(entries) = std::fs::read_dir(self.pool_dir()) else { return Ok(0) };
         let mine: Vec<i32> = self.inner.warm.lock().values().map(|w| w.handle.pid).collect();
         let mut cleared = 0;
@@ -1172,7 +1174,6 @@ impl Runtime for ProcessRuntime {
                 }
             }
         }
-        self.inner.spares.clear_others();
         Ok(cleared)
     }
 }

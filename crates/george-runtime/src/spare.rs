@@ -106,9 +106,7 @@ impl Spares {
                 if !clean_agent_dir(&path, reference)? {
                     return Ok(false);
                 }
-            } else if name == "pid" {
-                std::fs::rename(&path, attempt_dir.join(pid_tmp))?;
-            } else if name != pid_tmp {
+            } else if name != "pid" && name != pid_tmp {
                 remove(&path)?;
             }
         }
@@ -124,14 +122,25 @@ impl Spares {
         }
         std::fs::create_dir_all(&self.dir)?;
         let spare = self.dir.join(format!("{}-{}", std::process::id(), self.serial.fetch_add(1, Ordering::Relaxed)));
+        // Its pid record goes with it, so that an engine killed before this
+        // rename finds the attempt (and cleans it up) again.
         std::fs::rename(job_dir, &spare)?;
+        let attempt_dir = spare.join(&self.first);
+        match std::fs::rename(attempt_dir.join("pid"), attempt_dir.join(pid_tmp)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                let _ = std::fs::remove_dir_all(&spare);
+                return Err(e);
+            }
+            _ => {}
+        }
         self.kept.lock().push(spare);
         Ok(true)
     }
 
     /// Removes the spares this engine does not hold (an earlier engine's).
     pub(crate) fn clear_others(&self) {
-        let kept = self.kept.lock().clone();
+        // Held throughout: no spare is kept or taken meanwhile.
+        let kept = self.kept.lock();
         for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             if !kept.contains(&entry.path()) {
                 let _ = std::fs::remove_dir_all(entry.path());

@@ -575,4 +575,13 @@ async fn an_ended_attempts_directories_serve_the_next_one_empty_and_clean() {
         0,
         "C took B's spare, and its own was not kept"
     );
+
+    // D's is kept; an engine started after this one does not trust it.
+    let hd = start(&rt, req("d", 1, "true")).await;
+    wait_exit(&rt, "d", 1, &hd).await;
+    rt.cleanup("d", 1).await.unwrap();
+    assert_eq!(std::fs::read_dir(agents.join(".spare")).unwrap().count(), 1);
+    let (restarted, _) = sandboxed(tmp.path());
+    restarted.clear_pools().await.unwrap();
+    assert_eq!(std::fs::read_dir(agents.join(".spare")).unwrap().count(), 0, "a restarted engine removes the spares");
 }
