@@ -181,7 +181,7 @@ mod tests {
     use super::*;
 
     fn job(id: &str, priority: Priority) -> QueuedJob {
-        QueuedJob { id: id.into(), priority, chapter: String::new(), agent_spec: "a".into() }
+        QueuedJob { id: id.into(), priority, chapter: String::new(), agent_spec: "a".into(), due: 0 }
     }
 
     fn one_slot() -> Admission {

@@ -527,6 +527,7 @@ fn scheduler(args: BenchArgs, format: Format) -> anyhow::Result<()> {
             priority: priorities[(i * 7) % priorities.len()],
             chapter: format!("ch{}", i % chapters),
             agent_spec: "a".into(),
+            due: 0,
         });
     }
     let enqueue_per_s = n as f64 / t.elapsed().as_secs_f64();

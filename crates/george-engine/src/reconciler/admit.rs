@@ -21,7 +21,17 @@ fn queued(job: &Job) -> QueuedJob {
         priority: job.priority,
         chapter: job.chapter.clone().unwrap_or_default(),
         agent_spec: job.agent.clone(),
+        due: due(job).timestamp_micros(),
     }
+}
+
+/// When the job became due to start, its place among jobs of its class: a
+/// first attempt's, its creation (or the end of its delay); a later one's,
+/// its last change (the end of the attempt before, a preemption, a resume)
+/// or the end of its backoff, so that it queues again at the back.
+fn due(job: &Job) -> chrono::DateTime<chrono::Utc> {
+    let entered = if job.attempt == 0 { job.created_at } else { job.updated_at };
+    job.next_attempt_at.map_or(entered, |at| at.max(entered))
 }
 
 /// Asks for the job to start. Returns whether it holds a slot now.
@@ -157,4 +167,52 @@ async fn preempt(ctx: &Arc<Context>, victim: &str, for_job: &str) -> Result<(), 
         )
         .await?;
     super::stop(ctx, &agent, agent.attempt, &format!("preempted by job {for_job}")).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Duration, Utc};
+    use george_core::{DesiredState, Priority};
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+
+    fn job(attempt: u32, next_attempt_at: Option<DateTime<Utc>>) -> Job {
+        Job {
+            id: "j".into(),
+            template: "t".into(),
+            agent: "a".into(),
+            status: JobStatus::Pending,
+            reason: None,
+            desired: DesiredState::Active,
+            priority: Priority::P2,
+            chapter: None,
+            params: Default::default(),
+            labels: Default::default(),
+            origin: Default::default(),
+            attempt,
+            failures: attempt,
+            max_attempts: None,
+            parallelism: 1,
+            fail_fast: true,
+            next_attempt_at,
+            created_at: at(0),
+            updated_at: at(50),
+            steps: vec![],
+        }
+    }
+
+    #[test]
+    fn a_job_is_due_at_its_creation_and_a_retry_at_the_back() {
+        let micros = |t: DateTime<Utc>| t.timestamp_micros();
+        // A first attempt: its creation, whatever changed since; delayed, the end of its delay.
+        assert_eq!(queued(&job(0, None)).due, micros(at(0)));
+        assert_eq!(queued(&job(0, Some(at(0) + Duration::seconds(60)))).due, micros(at(60)));
+        // A later attempt: when it asked again, or the end of its backoff.
+        assert_eq!(queued(&job(1, None)).due, micros(at(50)));
+        assert_eq!(queued(&job(1, Some(at(10)))).due, micros(at(50)));
+        assert_eq!(queued(&job(1, Some(at(80)))).due, micros(at(80)));
+    }
 }

@@ -14,6 +14,10 @@ pub struct QueuedJob {
     pub chapter: String,
     /// AgentSpec that will run it.
     pub agent_spec: String,
+    /// When it became due to start (microseconds since the epoch: its
+    /// creation, or the end of its wait or backoff): jobs of a class start in
+    /// this order, whichever reached the scheduler first; ties in arrival order.
+    pub due: i64,
 }
 
 /// A job whose agent runs.
@@ -89,13 +93,17 @@ impl std::fmt::Display for Blocked {
     }
 }
 
-/// Ordering key of a queued job within its chapter and class: arrival order.
+/// Arrival order: one counter for enqueues and starts.
 type Seq = u64;
+
+/// Ordering key of a queued job within its chapter and class: when it
+/// became due, then its arrival.
+type Order = (i64, Seq);
 
 #[derive(Debug, Default)]
 struct ChapterState {
-    /// Queued jobs per priority class, oldest first.
-    queued: HashMap<Priority, BTreeSet<(Seq, String)>>,
+    /// Queued jobs per priority class, the earliest due first.
+    queued: HashMap<Priority, BTreeSet<(Order, String)>>,
     running: u32,
 }
 
@@ -151,7 +159,7 @@ impl Scheduler {
             .queued
             .entry(job.priority)
             .or_default()
-            .insert((seq, job.id.clone()));
+            .insert(((job.due, seq), job.id.clone()));
         *self.per_class.entry(job.priority).or_default() += 1;
         self.queued.insert(job.id.clone(), (job, seq));
     }
@@ -171,7 +179,7 @@ impl Scheduler {
         }
         if let Some(ch) = self.chapters.get_mut(&job.chapter) {
             if let Some(set) = ch.queued.get_mut(&job.priority) {
-                set.remove(&(seq, job.id.clone()));
+                set.remove(&((job.due, seq), job.id.clone()));
             }
         }
         Some(job)
@@ -265,16 +273,16 @@ impl Scheduler {
         let global_full = self.global_full().is_some();
         for priority in Priority::ALL {
             // Each chapter's oldest job of this class that its limits allow.
-            let mut best: Option<((bool, u64), Seq, &QueuedJob)> = None;
+            let mut best: Option<((bool, u64), Order, &QueuedJob)> = None;
             let mut p0_waiting: Option<&QueuedJob> = None;
             for (name, ch) in &self.chapters {
                 let Some(set) = ch.queued.get(priority) else { continue };
                 // Bounded scan past jobs held by their AgentSpec's limit.
-                for (seq, id) in set.iter().take(64) {
+                for (order, id) in set.iter().take(64) {
                     let (job, _) = &self.queued[id];
                     match self.blocked_by(job) {
                         None => {
-                            let key = (self.fairness(name), *seq, job);
+                            let key = (self.fairness(name), *order, job);
                             if best.as_ref().is_none_or(|b| (key.0, key.1) < (b.0, b.1)) {
                                 best = Some(key);
                             }
@@ -326,7 +334,7 @@ mod tests {
     use super::*;
 
     fn job(id: &str, p: Priority, chapter: &str, spec: &str) -> QueuedJob {
-        QueuedJob { id: id.into(), priority: p, chapter: chapter.into(), agent_spec: spec.into() }
+        QueuedJob { id: id.into(), priority: p, chapter: chapter.into(), agent_spec: spec.into(), due: 0 }
     }
 
     fn started(id: &str, p: Priority, chapter: &str) -> RunningJob {
@@ -353,6 +361,28 @@ mod tests {
         s.enqueue(job("p1", Priority::P1, "", "a")); // twice: still once
         assert_eq!(admit_ids(&mut s, 10), ["p0", "p1", "p2-old", "p2-new", "bg"]);
         assert_eq!(s.admit(), Admission::Idle);
+    }
+
+    #[test]
+    fn jobs_of_a_class_start_in_the_order_they_became_due_not_of_arrival() {
+        // Passes run side by side: a job due earlier may reach the scheduler later.
+        let due = |id: &str, chapter: &str, at: i64| QueuedJob { due: at, ..job(id, Priority::P2, chapter, "a") };
+        let mut s = Scheduler::default();
+        s.enqueue(due("second", "", 200));
+        s.enqueue(due("third", "", 300));
+        s.enqueue(due("first", "", 100));
+        s.enqueue(due("also-second", "", 200)); // a tie: arrival decides
+        s.enqueue(due("latest", "", 900));
+        assert_eq!(admit_ids(&mut s, 10), ["first", "second", "also-second", "third", "latest"]);
+        // Across chapters equally served, too.
+        s.enqueue(due("pay-late", "pay", 500));
+        s.enqueue(due("search-early", "search", 400));
+        assert_eq!(admit_ids(&mut s, 10), ["search-early", "pay-late"]);
+        // A dequeued job leaves no trace of its place.
+        s.enqueue(due("gone", "", 1));
+        s.enqueue(due("kept", "", 2));
+        assert!(s.dequeue("gone").is_some());
+        assert_eq!(admit_ids(&mut s, 10), ["kept"]);
     }
 
     #[test]
