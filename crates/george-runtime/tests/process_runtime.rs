@@ -584,4 +584,14 @@ async fn an_ended_attempts_directories_serve_the_next_one_empty_and_clean() {
     let (restarted, _) = sandboxed(tmp.path());
     restarted.clear_pools().await.unwrap();
     assert_eq!(std::fs::read_dir(agents.join(".spare")).unwrap().count(), 0, "a restarted engine removes the spares");
+
+    // The first engine's list still names D's spare, gone: a spawn makes its directories anew.
+    // A second attempt's directory is kept too, as a first one.
+    let he = start(&rt, req("e", 2, "echo ran > \"$GEORGE_WORK_DIR/ran\"; cat \"$GEORGE_WORK_DIR/ran\"")).await;
+    assert_eq!(wait_exit(&rt, "e", 2, &he).await, AgentStatus::Exited { code: Some(0), signal: None });
+    rt.cleanup("e", 2).await.unwrap();
+    let spares: Vec<_> = std::fs::read_dir(agents.join(".spare")).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(spares.len(), 1);
+    assert!(spares[0].join("1/work").is_dir() && !spares[0].join("2").exists(), "{spares:?}");
+    assert_eq!(std::fs::read_dir(spares[0].join("1/work")).unwrap().count(), 0);
 }
