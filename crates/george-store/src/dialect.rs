@@ -200,6 +200,14 @@ pub(crate) trait Db {
     /// in its `seq`; PostgreSQL inserts a transaction's events at its commit.
     fn log_event(&mut self, event: &mut Event) -> Result<()>;
 
+    /// Holds the setting `key` until the transaction ends, shared (to read
+    /// it: a write of it in flight is waited for, then seen) or exclusive (to
+    /// write it: a reader in flight commits first). Nothing where writes are
+    /// serialized anyway.
+    fn lock_setting(&mut self, _key: &str, _shared: bool) -> Result<()> {
+        Ok(())
+    }
+
     /// Every row, mapped.
     fn all<T>(&mut self, sql: &str, args: &[Arg<'_>], map: impl Fn(&dyn Get) -> Result<T>) -> Result<Vec<T>> {
         let mut out = Vec::new();

@@ -436,6 +436,8 @@ pub fn start_attempt(w: &mut Writer<impl Db>, id: &str, a: &NewAttempt) -> Resul
         return Err(StoreError::Conflict(format!("job `{id}` still has a live attempt")));
     }
     if let Some(key) = &a.held_by {
+        // A hold another engine is committing is waited for, then seen.
+        w.db.lock_setting(key, true)?;
         let held =
             w.db.one("SELECT EXISTS(SELECT 1 FROM settings WHERE key = $1) AS held", args![key], |r| r.bool("held"))?;
         if held {

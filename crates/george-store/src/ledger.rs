@@ -34,6 +34,7 @@ pub fn setting(c: &mut impl Db, key: &str) -> Result<Option<Value>> {
 }
 
 pub fn set_setting(w: &mut Writer<impl Db>, key: &str, value: Option<&Value>) -> Result<()> {
+    w.db.lock_setting(key, false)?;
     match value {
         Some(v) => w.db.exec(
             "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \

@@ -24,7 +24,7 @@ mod sources;
 mod sqlite;
 mod views;
 
-pub use crate::postgres::{Fence, PostgresStore, PostgresTls};
+pub use crate::postgres::{Fence, PostgresStore, PostgresTls, SETTING_LOCK_CLASS as POSTGRES_SETTING_LOCK_CLASS};
 pub use error::StoreError;
 pub use recent::recent_events;
 pub use snapshot::{ApplyReport, Snapshot, StoredManifest};

@@ -49,6 +49,17 @@ fn params<'a>(args: &'a [Arg<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
 impl Db for Pg<'_, '_> {
     const LOCK: &'static str = " FOR UPDATE";
 
+    fn lock_setting(&mut self, key: &str, shared: bool) -> Result<()> {
+        let sql = if shared {
+            "SELECT pg_advisory_xact_lock_shared($1::int4, hashtext($2))"
+        } else {
+            "SELECT pg_advisory_xact_lock($1::int4, hashtext($2))"
+        };
+        let statement = self.prepare(sql)?;
+        self.tx.execute(&statement, &[&super::SETTING_LOCK_CLASS, &key])?;
+        Ok(())
+    }
+
     fn label(key_param: &str) -> String {
         format!("(labels ->> {key_param}::text)")
     }

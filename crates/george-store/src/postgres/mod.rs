@@ -29,6 +29,13 @@
 //!   visible). As the lock is always taken after every row lock of the
 //!   transaction, it never closes a lock cycle. The price: the commits of
 //!   event-writing transactions are serialized.
+//! - **A setting read inside a write** (an attempt's hold, see
+//!   `NewAttempt::held_by`) is taken after the setting's advisory lock, in
+//!   shared mode (`SETTING_LOCK_CLASS`); every setting write takes it
+//!   exclusively. A hold committing meanwhile is waited for and then seen
+//!   (each statement of a `READ COMMITTED` transaction sees what committed
+//!   before it); an attempt that committed first is seen by whatever the
+//!   hold's writer lists after its commit.
 //! - **Reads** run in `REPEATABLE READ READ ONLY` transactions, so a read of
 //!   several queries sees one snapshot.
 //! - **Events** reach the subscribers of every process on the database, in
@@ -73,6 +80,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
 const MIGRATION_LOCK: i64 = 0x6765_6f72_6765_0001;
 /// Advisory lock held from a transaction's first event insert to its commit.
 const EVENT_LOG_LOCK: i64 = 0x6765_6f72_6765_0002;
+/// The advisory lock class of settings (`"geos"` in ASCII): a setting's
+/// lock is `(SETTING_LOCK_CLASS, hashtext(key))`, apart from the single-key
+/// locks above. A setting's writer holds it exclusively; an attempt's
+/// transaction holds its hold's in shared mode while it looks.
+pub const SETTING_LOCK_CLASS: i32 = 0x6765_6f73;
 /// How long a transaction may wait for its client before the server ends it.
 const IDLE_IN_TRANSACTION_MS: u64 = 5_000;
 /// Reader connections per store.

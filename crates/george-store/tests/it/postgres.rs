@@ -322,3 +322,59 @@ async fn tls_is_verified_against_the_configured_ca_and_used_as_sslmode_says() {
     assert!(store.get_job("anything").await.unwrap().is_none());
     assert_eq!(george_sessions_encrypted(&db3), Some(false));
 }
+
+/// Another engine's hold (an AgentSpec's dismissal) written while a job's
+/// attempt starts: the attempt waits for it to commit and sees it (before,
+/// its check read the settings as they were, and the job started anyway).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_waits_for_a_hold_being_written_and_sees_it() {
+    let db = TestDatabase::create();
+    let store = connect_to(&db);
+    store.create_job(job("h", "api"), "t").await.unwrap();
+    const HOLD: &str = "agents.dismissed.worker";
+    // The other engine's write, in flight: as `set_setting` writes it, uncommitted.
+    let (url, (written_tx, written_rx), (commit_tx, commit_rx)) =
+        (db.url.clone(), std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+    let writer = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut tx = c.transaction().unwrap();
+        let class = george_store::POSTGRES_SETTING_LOCK_CLASS;
+        tx.execute("SELECT pg_advisory_xact_lock($1::int4, hashtext($2))", &[&class, &HOLD]).unwrap();
+        tx.execute("INSERT INTO settings (key, value, updated_at) VALUES ($1, '{}', now())", &[&HOLD]).unwrap();
+        written_tx.send(()).unwrap();
+        commit_rx.recv().unwrap();
+        tx.commit().unwrap();
+    });
+    written_rx.recv().unwrap();
+    let attempt = george_store::NewAttempt {
+        after: 0,
+        agent_spec: "worker".into(),
+        runtime: "process".into(),
+        token_hash: "th".into(),
+        held_by: Some(HOLD.into()),
+        handle: None,
+    };
+    let starting = tokio::spawn({
+        let store = store.clone();
+        async move { store.start_attempt("h", attempt).await }
+    });
+    // It waits for the hold's lock (the server says so), rather than start.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        assert!(!starting.is_finished(), "the attempt did not wait for the hold being written: {:?}", starting.await);
+        let waiting: i64 = db.with_client(|c| {
+            c.query_one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", &[])?.try_get(0)
+        });
+        if waiting == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the attempt neither waited nor started");
+        tokio::task::yield_now().await;
+    }
+    commit_tx.send(()).unwrap();
+    writer.join().unwrap();
+    let outcome = starting.await.unwrap();
+    assert!(matches!(outcome, Err(StoreError::Conflict(_))), "{outcome:?}");
+    let job = store.get_job("h").await.unwrap().unwrap();
+    assert_eq!(job.attempt, 0, "no attempt started");
+}
