@@ -84,8 +84,9 @@ impl Spares {
     }
 
     fn refuse(&self, job_dir: &Path, attempt_dir: &Path) -> bool {
-        let _ = std::fs::remove_dir_all(attempt_dir);
-        let _ = std::fs::remove_dir_all(job_dir.join(&self.first));
+        // Where it is: in its place, or renamed as the first attempt's (`clean`).
+        let at = if std::fs::symlink_metadata(attempt_dir).is_ok() { attempt_dir } else { &job_dir.join(&self.first) };
+        let _ = std::fs::remove_dir_all(at);
         let _ = std::fs::remove_dir(job_dir); // only if empty
         false
     }
