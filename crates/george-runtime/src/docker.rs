@@ -376,6 +376,25 @@ impl DockerRuntime {
         }
     }
 
+    /// [`Self::ensure_image`], skipped for an image found present in the
+    /// last 30 s, unless every start must pull it (`Always`) and `even_always` is false.
+    async fn ensure_image_seen(
+        &self,
+        image: &str,
+        job_id: &str,
+        attempt: u32,
+        even_always: bool,
+    ) -> Result<(), RuntimeError> {
+        let may_skip = even_always || self.inner.cfg.pull_policy != PullPolicy::Always;
+        let seen = self.inner.images_seen.lock().get(image).is_some_and(|t| t.elapsed() < Duration::from_secs(30));
+        if may_skip && seen {
+            return Ok(());
+        }
+        self.ensure_image(image, job_id, attempt).await?;
+        self.inner.images_seen.lock().insert(image.to_string(), std::time::Instant::now());
+        Ok(())
+    }
+
     async fn handle_of(&self, name: &str) -> Result<Option<Value>, DockerError> {
         match self
             .inner
@@ -497,7 +516,7 @@ impl Runtime for DockerRuntime {
                 ),
             });
         };
-        self.ensure_image(&image, job, attempt).await?;
+        self.ensure_image_seen(&image, job, attempt, false).await?;
 
         let (network_mode, api_url) = match req.network {
             NetworkPolicy::Full => (self.inner.cfg.network.clone(), None),
@@ -570,13 +589,20 @@ impl Runtime for DockerRuntime {
             ..Default::default()
         };
         let opts = CreateContainerOptionsBuilder::new().name(&name).build();
-        match self.inner.docker.create_container(Some(opts), body).await {
-            Ok(_) => {}
+        let created = match self.inner.docker.create_container(Some(opts), body).await {
+            Ok(created) => Some(created.id),
             // Someone (a previous try) created it meanwhile: use that one, never a twin.
-            Err(e) if status_code(&e) == Some(409) => {}
-            Err(e) => return Err(self.api_error(job, attempt, &format!("create container {name} from {image}"), e)),
-        }
+            Err(e) if status_code(&e) == Some(409) => None,
+            Err(e) => {
+                // The image may be gone since it was seen: the next try looks again.
+                self.inner.images_seen.lock().remove(&image);
+                return Err(self.api_error(job, attempt, &format!("create container {name} from {image}"), e));
+            }
+        };
         tracing::info!(job, attempt, container = %name, image = %image, "agent container created (held until released)");
+        if let Some(id) = created {
+            return Ok(json!({"container": name, "id": id}));
+        }
         self.handle_of(&name).await.map_err(|e| self.api_error(job, attempt, "inspect container", e))?.ok_or_else(
             || RuntimeError::Spawn {
                 agent: Self::agent_id(job, attempt),
@@ -747,11 +773,7 @@ impl Runtime for DockerRuntime {
         let image = spec.image.clone().or_else(|| self.inner.cfg.default_image.clone()).ok_or_else(|| {
             RuntimeError::Unavailable(format!("AgentSpec `{}` has no image for a warm agent", spec.agent_spec))
         })?;
-        let checked = self.inner.images_seen.lock().get(&image).is_some_and(|t| t.elapsed() < Duration::from_secs(30));
-        if !checked {
-            self.ensure_image(&image, &name, 0).await?;
-            self.inner.images_seen.lock().insert(image.clone(), std::time::Instant::now());
-        }
+        self.ensure_image_seen(&image, &name, 0, true).await?;
         let network_mode = match spec.network {
             NetworkPolicy::Full => self.inner.cfg.network.clone(),
             NetworkPolicy::None => "none".to_string(),
