@@ -156,7 +156,7 @@ impl ProcessRuntime {
     pub fn new(cfg: ProcessRuntimeConfig) -> Self {
         let (events, _) = broadcast::channel(1024);
         let isolation = Isolation::probe(&cfg.sandbox);
-        let spares = crate::spare::Spares::new(cfg.dir.join(".spare"), FIRST_ATTEMPT.to_string());
+        let spares = crate::spare::Spares::new(cfg.dir.join(".spare"), FIRST_ATTEMPT, &AGENT_OWNED, PID_TMP);
         Self {
             inner: Arc::new(Inner {
                 spares,
@@ -216,12 +216,12 @@ impl ProcessRuntime {
         let root_mode = sandboxed && sandbox::engine_is_root();
         own_dir(&self.staged_dir(), 0o700, None)?;
         let root = self.staged_dir().join(warm);
-        // Made as a job's directory is (`create_dir_all`), to become one; or a spare.
-        let spare = self.inner.spares.take().filter(|s| std::fs::rename(s, &root).is_ok());
-        if spare.is_none() {
+        let dir = root.join(FIRST_ATTEMPT.to_string());
+        // A spare, or made as a job's directory is (`create_dir_all`), to become one.
+        let spare = self.place_spare(FIRST_ATTEMPT, &dir);
+        if !spare {
             std::fs::DirBuilder::new().create(&root).map_err(io(format!("create {}", root.display())))?;
         }
-        let dir = root.join(FIRST_ATTEMPT.to_string());
         let log_root = self.staged_logs().join(warm);
         let log = log_root.join(format!("{FIRST_ATTEMPT}.log"));
         // Inside the staged job directory (it goes with it), moved out by the claim.
@@ -254,11 +254,8 @@ impl ProcessRuntime {
                 let token = staged.dir.join("agent").join(crate::AGENT_TOKEN_FILE);
                 placeholder(&token, 0o600)
                     .and_then(|_| uid.map_or(Ok(()), |u| std::os::unix::fs::lchown(&token, Some(u), Some(u))))
-                    .and_then(|_| match spare {
-                        // A spare's, the engine's already.
-                        Some(_) => Ok(()),
-                        None => placeholder(&staged.dir.join(PID_TMP), 0o644).map(drop),
-                    })
+                    // A spare holds one, the engine's already.
+                    .and_then(|_| if spare { Ok(()) } else { placeholder(&staged.dir.join(PID_TMP), 0o644).map(drop) })
                     .and_then(|_| crate::logs::private_dir(&staged.log_root))
                     .and_then(|()| crate::logs::private_log(&staged.log))
                     .map(drop)
@@ -276,6 +273,19 @@ impl ProcessRuntime {
             return Err(e);
         }
         Ok(staged)
+    }
+
+    /// Moves a spare job directory ([`crate::spare`]) into place as attempt
+    /// `attempt`'s directory `dir`; false when there is none (or it could
+    /// not be placed, and is gone).
+    fn place_spare(&self, attempt: u32, dir: &Path) -> bool {
+        let Some(spare) = self.inner.spares.take() else { return false };
+        let placed =
+            place(&spare, &spare.join(FIRST_ATTEMPT.to_string()), attempt, dir, |p| std::fs::create_dir_all(p));
+        if !placed {
+            let _ = std::fs::remove_dir_all(&spare);
+        }
+        placed
     }
 
     /// Where warm agents' log files wait for their claims.
@@ -458,13 +468,7 @@ impl ProcessRuntime {
         // The staged output directory, the agent's already, is the job's now.
         let output_made = new_output.is_some_and(|o| adopted.is_some() && o.exists());
         if adopted.is_none() {
-            if let Some(spare) = self.inner.spares.take() {
-                if !place(&spare, &spare.join(FIRST_ATTEMPT.to_string()), req.attempt, &dir, |p| {
-                    std::fs::create_dir_all(p)
-                }) {
-                    let _ = std::fs::remove_dir_all(&spare);
-                }
-            }
+            self.place_spare(req.attempt, &dir);
             own_attempt_dir(&dir, root_mode)?;
         }
         let uid = match adopted {
@@ -948,7 +952,7 @@ impl Runtime for ProcessRuntime {
         let _ = std::fs::remove_dir_all(dir.join("secrets"));
         let job_dir = self.inner.cfg.dir.join(job_id);
         let keep = self.inner.cfg.keep_workdirs;
-        if keep || !none_left || !self.inner.spares.keep(&job_dir, &dir, &AGENT_OWNED, PID_TMP) {
+        if keep || !none_left || !self.inner.spares.keep(&job_dir, &dir) {
             let _ = std::fs::remove_file(dir.join("pid"));
             let _ = std::fs::remove_dir_all(dir.join("agent"));
             if !keep {

@@ -36,11 +36,14 @@ const MAX_DIR_BYTES: u64 = 64 * 1024;
 const BENIGN_FLAGS: u32 = 0x0008_0000 | 0x0000_1000 | 0x1000_0000;
 
 /// The spare job directories of one process runtime, kept in `dir`: each a
-/// job directory whose only entry is an attempt directory named `first`.
+/// job directory whose only entry is an attempt directory named `first`,
+/// holding the agent's (emptied) `agent_owned` directories and a `pid_tmp`.
 #[derive(Debug)]
 pub(crate) struct Spares {
     dir: PathBuf,
     first: String,
+    agent_owned: &'static [&'static str],
+    pid_tmp: &'static str,
     /// The spares this engine kept and has not handed out (the one owner of `dir`'s entries).
     kept: Mutex<Vec<PathBuf>>,
     serial: AtomicU64,
@@ -48,8 +51,9 @@ pub(crate) struct Spares {
 
 impl Spares {
     /// Spares kept in `dir`, each holding its attempt directory as `first`.
-    pub(crate) fn new(dir: PathBuf, first: impl Into<String>) -> Self {
-        Self { dir, first: first.into(), kept: Mutex::new(Vec::new()), serial: AtomicU64::new(0) }
+    pub(crate) fn new(dir: PathBuf, first: u32, agent_owned: &'static [&'static str], pid_tmp: &'static str) -> Self {
+        let (kept, serial) = (Mutex::new(Vec::new()), AtomicU64::new(0));
+        Self { dir, first: first.to_string(), agent_owned, pid_tmp, kept, serial }
     }
 
     /// A spare job directory to rename into place, its attempt directory
@@ -59,21 +63,16 @@ impl Spares {
         self.kept.lock().pop()
     }
 
-    /// How many spares are kept.
-    pub(crate) fn len(&self) -> usize {
-        self.kept.lock().len()
-    }
-
     /// Keeps `job_dir` as a spare: its only entry `attempt_dir`, whose
-    /// `agent_owned` subdirectories are emptied and cleaned, and whose `pid`
-    /// record becomes `pid_tmp` (to be written over). False when it was not
-    /// kept; then `attempt_dir` is gone (and `job_dir` too when empty).
-    /// Call it only once no process of the attempt's agent is left.
-    pub(crate) fn keep(&self, job_dir: &Path, attempt_dir: &Path, agent_owned: &[&str], pid_tmp: &str) -> bool {
-        if self.len() >= MAX_SPARES {
+    /// agent-owned subdirectories are emptied and cleaned, and whose `pid`
+    /// record becomes the `pid_tmp` one (to be written over). False when it
+    /// was not kept; then `attempt_dir` is gone (and `job_dir` too when
+    /// empty). Call it only once no process of the attempt's agent is left.
+    pub(crate) fn keep(&self, job_dir: &Path, attempt_dir: &Path) -> bool {
+        if self.kept.lock().len() >= MAX_SPARES {
             return self.refuse(job_dir, attempt_dir);
         }
-        match self.clean(job_dir, attempt_dir, agent_owned, pid_tmp) {
+        match self.clean(job_dir, attempt_dir) {
             Ok(true) => true,
             Ok(false) => self.refuse(job_dir, attempt_dir),
             Err(e) => {
@@ -91,7 +90,8 @@ impl Spares {
         false
     }
 
-    fn clean(&self, job_dir: &Path, attempt_dir: &Path, agent_owned: &[&str], pid_tmp: &str) -> std::io::Result<bool> {
+    fn clean(&self, job_dir: &Path, attempt_dir: &Path) -> std::io::Result<bool> {
+        let pid_tmp = self.pid_tmp;
         // The job's only attempt directory, a real one (the engine's).
         let only = std::fs::read_dir(job_dir)?.count() == 1;
         if !only || !is_real_dir(attempt_dir)? {
@@ -103,7 +103,7 @@ impl Spares {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             let path = entry.path();
-            if agent_owned.contains(&name.as_ref()) {
+            if self.agent_owned.contains(&name.as_ref()) {
                 if !clean_agent_dir(&path, reference)? {
                     return Ok(false);
                 }
