@@ -49,10 +49,18 @@ fn metrics_count_jobs_retries_and_answers_and_are_open_only_on_their_own_address
         assert_eq!(http.get(format!("{}/metrics", engine.url)).send().await.unwrap().status(), 401);
         let jobs = http.get(format!("http://{open}/api/v1/jobs")).bearer_auth(TOKEN).send().await.unwrap();
         assert_eq!(jobs.status(), 404);
-        let text = eventually(Duration::from_secs(10), "the figures", async || {
+        // The job completes on its agent's report; its attempt ends (and is
+        // counted) once the agent has exited: wait for both.
+        let attempts_counted = |text: &str| -> u64 {
+            text.lines()
+                .filter(|l| l.starts_with("george_attempt_duration_seconds_count{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        };
+        let text = eventually(Duration::from_secs(10), "the figures, both attempts ended", async || {
             let r = http.get(format!("http://{open}/metrics")).send().await.ok()?;
             let text = r.text().await.ok()?;
-            text.contains("george_jobs_finished_total{").then_some(text)
+            (text.contains("george_jobs_finished_total{") && attempts_counted(&text) >= 2).then_some(text)
         })
         .await;
         let authed = http.get(format!("{}/metrics", engine.url)).bearer_auth(TOKEN).send().await.unwrap();
@@ -78,12 +86,7 @@ fn metrics_count_jobs_retries_and_answers_and_are_open_only_on_their_own_address
             .unwrap();
         let now = chrono::Utc::now().timestamp();
         assert!((now - 300..=now).contains(&applied), "applied at {applied}, now {now}");
-        let attempts: u64 = text
-            .lines()
-            .filter(|l| l.starts_with("george_attempt_duration_seconds_count{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum();
-        assert_eq!(attempts, 2, "both attempts' lives are counted:\n{text}");
+        assert_eq!(attempts_counted(&text), 2, "both attempts' lives are counted:\n{text}");
         deploy_files_name_only_served_series(&text, &root);
     });
 }
