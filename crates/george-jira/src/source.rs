@@ -100,6 +100,8 @@ impl JiraSource {
         match local.as_ref().and_then(Value::as_str) {
             Some("won") => return Ok(Claim::Won),
             Some("lost") => return Ok(Claim::Skip("claimed by another engine".into())),
+            // Moved by this engine, which stopped before recording and assigning it.
+            Some("claimed") => return self.complete_claim(store, t).await,
             _ => {}
         }
         let read = |e: JiraError| SourceError::Read(e.to_string());
@@ -110,9 +112,8 @@ impl JiraSource {
                 store.set_setting(&claim_key(&t.key), Some(json!("lost"))).await?;
                 return Ok(Claim::Skip(format!("claimed by engine `{engine}`")));
             }
-            // Ours: the claim landed before a crash.
-            store.set_setting(&claim_key(&t.key), Some(json!("won"))).await?;
-            return Ok(Claim::Won);
+            // Ours: the claim landed before a crash (its assignment may not have).
+            return self.complete_claim(store, t).await;
         }
         if t.status.eq_ignore_ascii_case(&s.statuses.in_progress) {
             return Ok(Claim::Skip(format!(
@@ -148,7 +149,15 @@ impl JiraSource {
             }
             Err(e) => return Err(read(e)),
         }
-        store.set_setting(&claim_key(&t.key), Some(json!("won"))).await?;
+        store.set_setting(&claim_key(&t.key), Some(json!("claimed"))).await?;
+        self.complete_claim(store, t).await
+    }
+
+    /// A claim's write-backs once the ticket is moved: its record on the
+    /// ticket and its assignee; then it is won. Done again after a restart
+    /// that interrupted them (each is idempotent).
+    async fn complete_claim(&self, store: &dyn Store, t: &Ticket) -> Result<Claim, SourceError> {
+        let s = &self.settings;
         let record = json!({"engine": s.engine_id, "job": job_id(&t.key), "at": chrono::Utc::now().to_rfc3339()});
         if let Err(e) = self.client.set_property(&t.key, CLAIM_PROPERTY, &record).await {
             // The transition is the claim; the property is its record for people and other engines.
@@ -163,6 +172,7 @@ impl JiraSource {
                 tracing::warn!(ticket = %t.key, error = %e, "cannot assign the ticket");
             }
         }
+        store.set_setting(&claim_key(&t.key), Some(json!("won"))).await?;
         Ok(Claim::Won)
     }
 
